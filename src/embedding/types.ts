@@ -1,0 +1,33 @@
+// One small interface for every embedding provider.
+export interface EmbedResult {
+  vectors: Float32Array[];
+  /** HTTP requests made (0 for offline embedders). */
+  requests: number;
+  /** Tokens billed (or counted). */
+  tokens: number;
+}
+
+export interface Embedder {
+  readonly provider: string;
+  readonly model: string;
+  readonly dimensions: number;
+  /** Longest input the model takes, in its tokens; longer chunks must be split before embed(). */
+  readonly maxInputTokens: number;
+  /** USD per 1M input tokens (undefined when unknown or free). */
+  readonly pricePerMillionTokens?: number;
+  countTokens(text: string): number;
+  /** Embeds texts in order. Packs requests within the provider's limits; retries transient failures. */
+  embed(texts: string[], signal?: AbortSignal): Promise<EmbedResult>;
+  /** How many embed() calls are worth keeping in flight at once. */
+  readonly concurrency: number;
+  /** Inputs per embed() call the engine should aim for. */
+  readonly batchSize: number;
+  close?(): Promise<void>;
+}
+
+/** Persistent cache of vectors keyed by (provider, model, dimensions, content hash): invariant 4. */
+export interface EmbeddingCache {
+  getMany(keys: string[]): Promise<(Float32Array | undefined)[]>;
+  putMany(entries: Array<[string, Float32Array]>): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,168 @@
+// The public connector contract (invariant 8): built-in and custom connectors implement exactly
+// these interfaces; the engine knows nothing else about them.
+//
+//   Source:       spec · check · discover · read(config, catalog, state) → AsyncIterable<AirbyteMessage>
+//   Destination:  spec · check · open(config, streams) → Writer
+//                 Writer.write(AsyncIterable<DestinationMessage>) → AsyncIterable<DestinationEvent>
+//
+// The Airbyte checkpoint rule lives in the destination contract: a writer yields
+// `STATE_COMMITTED` for a STATE only after everything it received before that STATE is durable.
+// The engine persists state only when it sees that event.
+import type { z } from 'zod';
+import type {
+  AirbyteCatalog,
+  AirbyteMessage,
+  ConfiguredCatalog,
+  DestinationSyncMode,
+  StateMessage,
+  SyncMode,
+} from './messages.ts';
+
+export interface Logger {
+  debug(obj: object | string, msg?: string): void;
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
+
+export interface ConnectorContext {
+  logger: Logger;
+  /** Directory of the pipeline file; relative paths in connector config resolve against it. */
+  baseDir: string;
+  /** Aborted on SIGINT/SIGTERM: stop producing, let what was produced be flushed. */
+  signal: AbortSignal;
+  /** Name of the connection being run (for slot names, consumer groups, log context). */
+  connection: string;
+  /** `sluice sync --follow`: keep streaming (CDC, Kafka) until the signal aborts. */
+  follow: boolean;
+  /** A directory this connector may keep private files in (exists; per connection). */
+  workDir: string;
+}
+
+export interface ConnectorSpec<C> {
+  /** Registry name, e.g. `file`, `postgres`, `pgvector`. */
+  name: string;
+  title?: string;
+  description?: string;
+  documentationUrl?: string;
+  /**
+   * The config schema. Mark secrets with `.meta({ secret: true })`: their values never appear in
+   * output, and the exported JSON Schema carries `airbyte_secret: true`.
+   */
+  config: z.ZodType<C>;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  message?: string;
+  /** Non-fatal findings (e.g. "replica identity is DEFAULT on table x"). */
+  warnings?: string[];
+}
+
+/** Static facts the engine can validate a pipeline against without connecting anywhere. */
+export interface SourceCapabilities {
+  syncModes: SyncMode[];
+  /** The source tracks its own cursor (files by mtime, Kafka offsets): no `cursor_field` needed. */
+  sourceDefinedCursor?: boolean;
+}
+
+export interface SourceState {
+  /** Per-stream state blobs, by stream name. */
+  streams: Record<string, Record<string, unknown>>;
+  /** GLOBAL state shared by all streams (e.g. a CDC LSN). */
+  shared?: Record<string, unknown>;
+}
+
+export interface Source<C = any> {
+  kind: 'source';
+  spec: ConnectorSpec<C>;
+  capabilities: SourceCapabilities;
+  check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
+  discover(config: C, ctx: ConnectorContext): Promise<AirbyteCatalog>;
+  /**
+   * Yields RECORD, STATE, LOG and TRACE messages. A deletion is a RECORD whose data has the
+   * primary key fields plus `_ab_cdc_deleted_at` (see `message.deletion`). A STATE covers every
+   * RECORD yielded before it. Emit TRACE STREAM_STATUS COMPLETE when a stream is fully read
+   * (overwrite destinations switch generations on it).
+   */
+  read(config: C, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncIterable<AirbyteMessage>;
+}
+
+// ---- destination side ------------------------------------------------------------------------
+
+export interface Chunk {
+  /** `<document_id>#<chunk_index>`; destinations needing UUIDs use `chunkUuid(stream, documentId, chunkIndex)`. */
+  id: string;
+  documentId: string;
+  chunkIndex: number;
+  content: string;
+  /** sha256 of the embedded text (content plus any context the embedder saw). */
+  contentHash: string;
+  metadata: Record<string, unknown>;
+  /** Absent when the connection has no `embedding` block. */
+  embedding?: Float32Array;
+}
+
+export type DestinationMessage =
+  /** Replace the document's chunks as a unit (append_dedup/overwrite); in append mode, upsert by chunk id. */
+  | { type: 'DOCUMENT'; stream: string; documentId: string; chunks: Chunk[]; record: Record<string, unknown> }
+  /** Remove every chunk of the document. */
+  | { type: 'DELETE'; stream: string; documentId: string }
+  /**
+   * A checkpoint. `connection` is the whole connection state after applying it: destinations that
+   * store state themselves (exactly-once) write it in the same transaction as the data before it.
+   */
+  | { type: 'STATE'; state: StateMessage; connection: SourceState }
+  /** The source finished this stream: an overwrite may now switch to the new generation. */
+  | { type: 'STREAM_COMPLETE'; stream: string };
+
+export type DestinationEvent =
+  | { type: 'STATE_COMMITTED'; state: StateMessage; connection: SourceState }
+  | { type: 'WRITTEN'; stream: string; records: number; chunksWritten: number; chunksDeleted: number };
+
+export interface DestinationStream {
+  name: string;
+  destinationSyncMode: DestinationSyncMode;
+  primaryKey: string[][];
+}
+
+export interface OpenOptions {
+  streams: DestinationStream[];
+  /** Vector size of the connection's embedder, if any. Check it before any write. */
+  dimensions?: number;
+  /** Human name of the embedder for error messages, e.g. "openai text-embedding-3-small". */
+  embedderName?: string;
+}
+
+export interface SearchHit {
+  score: number;
+  stream: string;
+  documentId: string;
+  chunkIndex: number;
+  content: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface DestinationWriter {
+  /**
+   * The connection state this destination stored with its data, if it keeps state itself.
+   * When present it wins over the state store (exactly-once destinations).
+   */
+  readState?(): Promise<SourceState | undefined>;
+  write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent>;
+  close(): Promise<void>;
+}
+
+export interface Destination<C = any> {
+  kind: 'destination';
+  spec: ConnectorSpec<C>;
+  capabilities: { destinationSyncModes: DestinationSyncMode[]; vectors?: boolean };
+  check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
+  open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
+  /** Nearest chunks to a query vector (`sluice search`). */
+  search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;
+  /** Maintenance (`sluice destination maintain`): reindex, sizes. */
+  maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
+}
+
+export type Connector = Source | Destination;

@@ -1,0 +1,190 @@
+// Airbyte protocol message shapes (see shared/specs/airbyte_protocol.yaml), as zod schemas.
+// Objects are loose (passthrough) like the Airbyte schema's `additionalProperties: true`.
+import { z } from 'zod';
+
+export const SyncModeSchema = z.enum(['full_refresh', 'incremental']);
+/** sluice adds `cdc` as a first-class mode; on the wire a CDC stream is `incremental`. */
+export const PipelineSyncModeSchema = z.enum(['full_refresh', 'incremental', 'cdc']);
+export const DestinationSyncModeSchema = z.enum(['overwrite', 'append', 'append_dedup']);
+export type SyncMode = z.infer<typeof PipelineSyncModeSchema>;
+export type DestinationSyncMode = z.infer<typeof DestinationSyncModeSchema>;
+
+export const StreamDescriptorSchema = z.looseObject({ name: z.string(), namespace: z.string().optional() });
+export type StreamDescriptor = z.infer<typeof StreamDescriptorSchema>;
+
+export const RecordMessageSchema = z.looseObject({
+  stream: z.string(),
+  namespace: z.string().optional(),
+  data: z.record(z.string(), z.unknown()),
+  emitted_at: z.number(),
+});
+export type RecordMessage = z.infer<typeof RecordMessageSchema>;
+
+export const StreamStateSchema = z.looseObject({
+  stream_descriptor: StreamDescriptorSchema,
+  stream_state: z.record(z.string(), z.unknown()).optional(),
+});
+export const StateMessageSchema = z.looseObject({
+  type: z.enum(['STREAM', 'GLOBAL', 'LEGACY']).optional(),
+  stream: StreamStateSchema.optional(),
+  global: z
+    .looseObject({
+      shared_state: z.record(z.string(), z.unknown()).optional(),
+      stream_states: z.array(StreamStateSchema),
+    })
+    .optional(),
+  sourceStats: z.looseObject({ recordCount: z.number().optional() }).optional(),
+});
+export type StateMessage = z.infer<typeof StateMessageSchema>;
+
+export const LogMessageSchema = z.looseObject({
+  level: z.enum(['FATAL', 'ERROR', 'WARN', 'INFO', 'DEBUG', 'TRACE']),
+  message: z.string(),
+  stack_trace: z.string().optional(),
+});
+export type LogMessage = z.infer<typeof LogMessageSchema>;
+
+export const StreamStatusSchema = z.enum(['STARTED', 'RUNNING', 'COMPLETE', 'INCOMPLETE']);
+export const TraceMessageSchema = z.looseObject({
+  type: z.enum(['ERROR', 'ESTIMATE', 'STREAM_STATUS', 'ANALYTICS']),
+  emitted_at: z.number(),
+  error: z
+    .looseObject({
+      message: z.string(),
+      internal_message: z.string().optional(),
+      stack_trace: z.string().optional(),
+      failure_type: z.enum(['system_error', 'config_error', 'transient_error']).optional(),
+      stream_descriptor: StreamDescriptorSchema.optional(),
+    })
+    .optional(),
+  estimate: z
+    .looseObject({
+      name: z.string(),
+      type: z.enum(['STREAM', 'SYNC']),
+      namespace: z.string().optional(),
+      row_estimate: z.number().int().optional(),
+      byte_estimate: z.number().int().optional(),
+    })
+    .optional(),
+  stream_status: z
+    .looseObject({ stream_descriptor: StreamDescriptorSchema, status: StreamStatusSchema })
+    .optional(),
+});
+export type TraceMessage = z.infer<typeof TraceMessageSchema>;
+
+export const AirbyteStreamSchema = z.looseObject({
+  name: z.string(),
+  namespace: z.string().optional(),
+  json_schema: z.record(z.string(), z.unknown()),
+  supported_sync_modes: z.array(SyncModeSchema).min(1),
+  source_defined_cursor: z.boolean().optional(),
+  default_cursor_field: z.array(z.string()).optional(),
+  source_defined_primary_key: z.array(z.array(z.string())).optional(),
+  is_resumable: z.boolean().optional(),
+});
+export type AirbyteStream = z.infer<typeof AirbyteStreamSchema>;
+
+export const CatalogSchema = z.looseObject({ streams: z.array(AirbyteStreamSchema) });
+export type AirbyteCatalog = z.infer<typeof CatalogSchema>;
+
+export const ConfiguredStreamSchema = z.looseObject({
+  stream: AirbyteStreamSchema,
+  sync_mode: SyncModeSchema,
+  destination_sync_mode: DestinationSyncModeSchema,
+  cursor_field: z.array(z.string()).optional(),
+  primary_key: z.array(z.array(z.string())).optional(),
+});
+export type ConfiguredStream = z.infer<typeof ConfiguredStreamSchema> & {
+  /** sluice extension: the stream is read by change data capture (wire sync_mode stays `incremental`). */
+  cdc?: boolean;
+};
+export interface ConfiguredCatalog {
+  streams: ConfiguredStream[];
+}
+
+export const ConnectionStatusSchema = z.looseObject({
+  status: z.enum(['SUCCEEDED', 'FAILED']),
+  message: z.string().optional(),
+});
+export type ConnectionStatus = z.infer<typeof ConnectionStatusSchema>;
+
+export const ConnectorSpecificationSchema = z.looseObject({
+  documentationUrl: z.string().optional(),
+  connectionSpecification: z.record(z.string(), z.unknown()),
+  supportsIncremental: z.boolean().optional(),
+  supported_destination_sync_modes: z.array(DestinationSyncModeSchema).optional(),
+});
+export type ConnectorSpecification = z.infer<typeof ConnectorSpecificationSchema>;
+
+export const AirbyteMessageSchema = z.discriminatedUnion('type', [
+  z.looseObject({ type: z.literal('RECORD'), record: RecordMessageSchema }),
+  z.looseObject({ type: z.literal('STATE'), state: StateMessageSchema }),
+  z.looseObject({ type: z.literal('LOG'), log: LogMessageSchema }),
+  z.looseObject({ type: z.literal('TRACE'), trace: TraceMessageSchema }),
+  z.looseObject({ type: z.literal('SPEC'), spec: ConnectorSpecificationSchema }),
+  z.looseObject({ type: z.literal('CATALOG'), catalog: CatalogSchema }),
+  z.looseObject({ type: z.literal('CONNECTION_STATUS'), connectionStatus: ConnectionStatusSchema }),
+]);
+export type AirbyteMessage = z.infer<typeof AirbyteMessageSchema>;
+
+/** Airbyte's CDC convention: a record whose data carries a non-null `_ab_cdc_deleted_at` is a deletion. */
+export const CDC_DELETED_AT = '_ab_cdc_deleted_at';
+
+// ---- constructors, so connectors never hand-assemble envelopes -------------------------------
+
+export const message = {
+  record(stream: string, data: Record<string, unknown>, emittedAt = Date.now()): AirbyteMessage {
+    return { type: 'RECORD', record: { stream, data, emitted_at: emittedAt } };
+  },
+  /** A deletion of the document identified by the primary-key fields in `key`. */
+  deletion(stream: string, key: Record<string, unknown>, emittedAt = Date.now()): AirbyteMessage {
+    return {
+      type: 'RECORD',
+      record: { stream, data: { ...key, [CDC_DELETED_AT]: new Date(emittedAt).toISOString() }, emitted_at: emittedAt },
+    };
+  },
+  streamState(stream: string, state: Record<string, unknown>): AirbyteMessage {
+    return { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: stream }, stream_state: state } } };
+  },
+  globalState(shared: Record<string, unknown>, streams: Record<string, Record<string, unknown>> = {}): AirbyteMessage {
+    return {
+      type: 'STATE',
+      state: {
+        type: 'GLOBAL',
+        global: {
+          shared_state: shared,
+          stream_states: Object.entries(streams).map(([name, s]) => ({ stream_descriptor: { name }, stream_state: s })),
+        },
+      },
+    };
+  },
+  log(level: LogMessage['level'], text: string): AirbyteMessage {
+    return { type: 'LOG', log: { level, message: text } };
+  },
+  streamStatus(stream: string, status: z.infer<typeof StreamStatusSchema>): AirbyteMessage {
+    return {
+      type: 'TRACE',
+      trace: { type: 'STREAM_STATUS', emitted_at: Date.now(), stream_status: { stream_descriptor: { name: stream }, status } },
+    };
+  },
+  estimate(stream: string, rows: number, bytes?: number): AirbyteMessage {
+    return {
+      type: 'TRACE',
+      trace: {
+        type: 'ESTIMATE',
+        emitted_at: Date.now(),
+        estimate: { name: stream, type: 'STREAM', row_estimate: Math.round(rows), ...(bytes != null ? { byte_estimate: Math.round(bytes) } : {}) },
+      },
+    };
+  },
+  error(text: string, failureType: 'system_error' | 'config_error' | 'transient_error' = 'system_error', stream?: string): AirbyteMessage {
+    return {
+      type: 'TRACE',
+      trace: {
+        type: 'ERROR',
+        emitted_at: Date.now(),
+        error: { message: text, failure_type: failureType, ...(stream ? { stream_descriptor: { name: stream } } : {}) },
+      },
+    };
+  },
+};

@@ -1,0 +1,24 @@
+// The `processing:` block of a connection: which fields become text, which become metadata, and
+// how text is cut into chunks.
+import { z } from 'zod';
+
+export const MetadataFieldSchema = z.union([
+  z.string().min(1),
+  z.strictObject({ field: z.string().min(1), as: z.string().min(1) }),
+]);
+
+export const ProcessingConfigSchema = z
+  .strictObject({
+    /** Dot paths into the record; `*` walks into arrays (e.g. `comments.*.body`). */
+    text_fields: z.array(z.string().min(1)).min(1).optional(),
+    /** A template over record fields, e.g. "{{title}}\n\n{{body}}". */
+    text_template: z.string().min(1).optional(),
+    metadata_fields: z.array(MetadataFieldSchema).optional(),
+    chunk_size: z.number().int().positive().default(512),
+    chunk_overlap: z.number().int().min(0).default(64),
+    chunk_unit: z.enum(['tokens', 'characters']).default('tokens'),
+    splitter: z.enum(['recursive', 'markdown', 'none']).default('recursive'),
+  })
+  .refine((p) => !(p.text_fields && p.text_template), { message: 'use either text_fields or text_template, not both' })
+  .refine((p) => p.chunk_overlap < p.chunk_size, { message: 'chunk_overlap must be smaller than chunk_size', path: ['chunk_overlap'] });
+export type ProcessingConfig = z.infer<typeof ProcessingConfigSchema>;
