@@ -64,6 +64,12 @@ export interface SourceCapabilities {
   syncModes: SyncMode[];
   /** The source tracks its own cursor (files by mtime, Kafka offsets): no `cursor_field` needed. */
   sourceDefinedCursor?: boolean;
+  /**
+   * How a new stream state combines with the stored one. `replace` (default) stores it as is;
+   * `deep` merges objects key by key, so workers sharing a connection (Kafka partitions) each
+   * checkpoint only what they own.
+   */
+  stateMerge?: 'replace' | 'deep';
 }
 
 export interface SourceState {
@@ -86,6 +92,12 @@ export interface Source<C = any> {
    * (overwrite destinations switch generations on it).
    */
   read(config: C, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncIterable<AirbyteMessage>;
+  /**
+   * Called after a state this source emitted is durably committed by the destination and
+   * persisted (e.g. acknowledge a replication LSN, commit Kafka offsets for monitoring). Called
+   * in order, while read() is still running, from the engine's task.
+   */
+  onStateCommitted?(state: StateMessage, connection: SourceState, ctx: ConnectorContext): Promise<void> | void;
 }
 
 // ---- destination side ------------------------------------------------------------------------
