@@ -97,7 +97,7 @@ export interface Source<C = any> {
    * persisted (e.g. acknowledge a replication LSN, commit Kafka offsets for monitoring). Called
    * in order, while read() is still running, from the engine's task.
    */
-  onStateCommitted?(state: StateMessage, connection: SourceState, ctx: ConnectorContext): Promise<void> | void;
+  onStateCommitted?(config: C, state: StateMessage, connection: SourceState, ctx: ConnectorContext): Promise<void> | void;
 }
 
 // ---- destination side ------------------------------------------------------------------------
