@@ -1,0 +1,15 @@
+// One throwaway PostgreSQL 15 cluster (wal_level=logical) per test run; tests read its superuser
+// URL with inject('pgUrl'). See scripts/postgres-test-server.ts.
+import { startPostgres } from '../../scripts/postgres-test-server.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pgUrl: string;
+  }
+}
+
+export async function setup(provide: (key: string, value: unknown) => void): Promise<() => Promise<void>> {
+  const server = await startPostgres();
+  provide('pgUrl', server.url);
+  return () => server.stop();
+}
