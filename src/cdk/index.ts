@@ -1,0 +1,31 @@
+// sluice/cdk — the connector authoring kit. Built-in connectors use exactly these helpers.
+export { defineSource, deleted, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
+export type { Deletion, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
+export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
+export type { BatchOptions, BatchResult, BatchSink, DestinationDefinition, WriteOperation } from './destination.ts';
+export { CursorTracker, compareValues, isCursorState } from './cursor.ts';
+export type { CursorOrdering, CursorState, CursorTrackerOptions } from './cursor.ts';
+export { fetchJson, paginate, nextLink, withQuery, HttpStatusError } from './http.ts';
+export type { HttpRequestOptions, HttpResponse, PaginateOptions, Pagination, QueryValue } from './http.ts';
+export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
+export { validateConnectorModule } from './validate.ts';
+// The contract and helpers a connector needs, so one import is enough.
+export { z } from 'zod';
+export { message, CDC_DELETED_AT } from '../protocol/messages.ts';
+export type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../protocol/messages.ts';
+export type {
+  CheckResult,
+  Chunk,
+  ConnectorContext,
+  Destination,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationStream,
+  DestinationWriter,
+  OpenOptions,
+  Source,
+  SourceState,
+} from '../protocol/connector.ts';
+export { SluiceError } from '../protocol/errors.ts';
+export { documentId, chunkId, chunkUuid } from '../protocol/identity.ts';
+export { retry, isRetryableError, retryAfterMs } from '../net/retry.ts';

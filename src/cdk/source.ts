@@ -1,0 +1,285 @@
+// defineSource: the short way to write a Source. Declare streams (schema, primary key, cursor) and
+// an async generator per stream that yields plain records; the kit builds discover(), wraps records
+// in RECORD messages, tracks the cursor tie-safely, emits STATE and stream status.
+import { z } from 'zod';
+import type { CheckResult, ConnectorContext, ConnectorSpec, Source, SourceCapabilities, SourceState } from '../protocol/connector.ts';
+import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
+import type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../protocol/messages.ts';
+import { message } from '../protocol/messages.ts';
+import { CursorTracker, type CursorOrdering, type CursorState } from './cursor.ts';
+
+const DELETED = Symbol.for('sluice.cdk.deleted');
+
+/** A deletion of the record with these primary-key fields, yielded from a stream's read. */
+export interface Deletion {
+  [DELETED]: true;
+  key: Record<string, unknown>;
+}
+export function deleted(key: Record<string, unknown>): Deletion {
+  return { [DELETED]: true, key };
+}
+function isDeletion(v: unknown): v is Deletion {
+  return !!v && typeof v === 'object' && (v as Record<symbol, unknown>)[DELETED] === true;
+}
+
+export interface StreamReadContext<C> {
+  config: C;
+  ctx: ConnectorContext;
+  stream: string;
+  syncMode: 'full_refresh' | 'incremental';
+  /**
+   * Incremental only: fetch records whose cursor is >= this value (inclusive — the kit drops the
+   * ones the saved state already covers). Undefined on a first read or in full refresh.
+   */
+  since: unknown;
+  /** The full saved position, for sources that can seek by (cursor, key) themselves. */
+  after: CursorState | undefined;
+  signal: AbortSignal;
+}
+
+export interface StreamDefinition<C, R extends Record<string, unknown> = Record<string, unknown>> {
+  name: string;
+  description?: string;
+  /** Record schema: a zod object (typed records) or a JSON Schema object. */
+  schema: z.ZodType<R> | Record<string, unknown>;
+  /** Field name(s) identifying a record: 'id', ['org', 'id'] or [['org'], ['id']] for nested paths. */
+  primaryKey: string | string[] | string[][];
+  /** Enables incremental sync. Records must be yielded sorted by it (see `ordering`). */
+  cursorField?: string | string[];
+  /** How records are sorted; see cursor.ts. Default 'cursor_then_key'. */
+  ordering?: CursorOrdering;
+  /** Emit STATE after this many records (default 1000), and always at the end. */
+  stateEvery?: number;
+  /** Override cursor value ordering (default: numbers, dates, then text). */
+  compareCursor?: (a: unknown, b: unknown) => number;
+  read(input: StreamReadContext<C>): AsyncIterable<R | Deletion>;
+}
+
+export interface SourceDefinition<S extends z.ZodType> {
+  spec: Omit<ConnectorSpec<z.output<S>>, 'config'> & { config: S };
+  /** Streams, fixed or depending on the config (e.g. one per table). */
+  streams?: StreamDefinition<z.output<S>, any>[] | ((config: z.output<S>, ctx: ConnectorContext) => Promise<StreamDefinition<z.output<S>, any>[]> | StreamDefinition<z.output<S>, any>[]);
+  /** Connectivity check. Default: ok. Throwing a SluiceError counts as a clean failure. */
+  check?(config: z.output<S>, ctx: ConnectorContext): Promise<CheckResult | void> | CheckResult | void;
+  capabilities?: Partial<SourceCapabilities>;
+  /** Full control: replaces the stream-based discover()/read(). */
+  discover?(config: z.output<S>, ctx: ConnectorContext): Promise<AirbyteCatalog>;
+  read?(config: z.output<S>, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncIterable<AirbyteMessage>;
+  onStateCommitted?: Source<z.output<S>>['onStateCommitted'];
+}
+
+/** Normalises 'id' / ['a','b'] / [['a'],['b']] to a list of field paths. */
+export function normalizeKey(key: string | string[] | string[][] | undefined): string[][] {
+  if (key === undefined) return [];
+  if (typeof key === 'string') return [[key]];
+  if (key.length === 0) return [];
+  if (Array.isArray(key[0])) return key as string[][];
+  return (key as string[]).map((k) => [k]);
+}
+
+function normalizeField(field: string | string[] | undefined): string[] | undefined {
+  if (field === undefined) return undefined;
+  return typeof field === 'string' ? [field] : field;
+}
+
+/** JSON Schema of a stream's records, from zod (output shape) or as given. */
+export function streamJsonSchema(schema: z.ZodType | Record<string, unknown>): Record<string, unknown> {
+  // Duck-typed: a user's project may hold its own copy of zod v4.
+  if (schema && typeof schema === 'object' && '_zod' in schema) {
+    const js = z.toJSONSchema(schema as z.ZodType, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+    // Airbyte stream schemas are draft-07; the 2020-12 tag would mislead older validators.
+    delete js.$schema;
+    return js;
+  }
+  return schema;
+}
+
+export function streamToAirbyte(def: StreamDefinition<any, any>): AirbyteStream {
+  const cursor = normalizeField(def.cursorField);
+  const pk = normalizeKey(def.primaryKey);
+  return {
+    name: def.name,
+    ...(def.description ? { description: def.description } : {}),
+    json_schema: streamJsonSchema(def.schema),
+    supported_sync_modes: cursor ? ['full_refresh', 'incremental'] : ['full_refresh'],
+    ...(cursor ? { source_defined_cursor: true, default_cursor_field: cursor } : {}),
+    ...(pk.length ? { source_defined_primary_key: pk } : {}),
+  };
+}
+
+export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Source<z.output<S>> {
+  type C = z.output<S>;
+  if (!def.streams && !(def.discover && def.read)) {
+    throw new SluiceError(`source "${def.spec.name}" declares neither streams nor discover()+read()`, {
+      kind: 'internal',
+      hint: 'pass `streams: [...]` to defineSource, or both discover() and read()',
+    });
+  }
+  const streamsFor = async (config: C, ctx: ConnectorContext) => {
+    const s = typeof def.streams === 'function' ? await def.streams(config, ctx) : def.streams ?? [];
+    const names = new Set<string>();
+    for (const st of s) {
+      if (names.has(st.name)) throw new SluiceError(`source "${def.spec.name}" declares stream "${st.name}" twice`, { kind: 'internal' });
+      names.add(st.name);
+    }
+    return s;
+  };
+  const staticStreams = Array.isArray(def.streams) ? def.streams : undefined;
+  const syncModes: SourceCapabilities['syncModes'] = staticStreams
+    ? staticStreams.some((s) => s.cursorField)
+      ? ['full_refresh', 'incremental']
+      : ['full_refresh']
+    : ['full_refresh', 'incremental'];
+  const capabilities: SourceCapabilities = {
+    syncModes,
+    sourceDefinedCursor: def.streams ? true : undefined,
+    ...def.capabilities,
+  };
+
+  const source: Source<C> = {
+    kind: 'source',
+    spec: def.spec as ConnectorSpec<C>,
+    capabilities,
+    async check(config, ctx) {
+      if (!def.check) return { ok: true };
+      try {
+        const r = await def.check(config, ctx);
+        return r ?? { ok: true };
+      } catch (err) {
+        if (err instanceof SluiceError) return { ok: false, message: err.hint ? `${err.message} (${err.hint})` : err.message };
+        return { ok: false, message: describeUnknown(err) };
+      }
+    },
+    async discover(config, ctx) {
+      if (def.discover) return def.discover(config, ctx);
+      return { streams: (await streamsFor(config, ctx)).map(streamToAirbyte) };
+    },
+    read(config, catalog, state, ctx) {
+      if (def.read) return def.read(config, catalog, state, ctx);
+      return readStreams(def.spec.name, config, catalog, state, ctx, streamsFor);
+    },
+    ...(def.onStateCommitted ? { onStateCommitted: def.onStateCommitted } : {}),
+  };
+  return source;
+}
+
+async function* readStreams<C>(
+  sourceName: string,
+  config: C,
+  catalog: ConfiguredCatalog,
+  state: SourceState | undefined,
+  ctx: ConnectorContext,
+  streamsFor: (config: C, ctx: ConnectorContext) => Promise<StreamDefinition<C, any>[]>,
+): AsyncGenerator<AirbyteMessage> {
+  const declared = new Map((await streamsFor(config, ctx)).map((s) => [s.name, s]));
+  for (const configured of catalog.streams) {
+    const def = declared.get(configured.stream.name);
+    if (!def) {
+      throw new SluiceError(`source "${sourceName}" has no stream "${configured.stream.name}"`, {
+        kind: 'config',
+        where: `stream ${configured.stream.name}`,
+        hint: `available streams: ${[...declared.keys()].join(', ') || '(none)'}`,
+      });
+    }
+    if (ctx.signal.aborted) return;
+    yield* readOneStream(def, configured, state?.streams?.[def.name], config, ctx);
+  }
+}
+
+async function* readOneStream<C>(
+  def: StreamDefinition<C, any>,
+  configured: ConfiguredStream,
+  saved: Record<string, unknown> | undefined,
+  config: C,
+  ctx: ConnectorContext,
+): AsyncGenerator<AirbyteMessage> {
+  const name = def.name;
+  const declaredCursor = normalizeField(def.cursorField);
+  const incremental = configured.sync_mode === 'incremental';
+  if (incremental && !declaredCursor) {
+    throw new SluiceError(`stream "${name}" does not support incremental sync (it declares no cursor field)`, {
+      kind: 'config',
+      where: `stream ${name}`,
+      hint: 'use sync_mode: full_refresh for this stream',
+    });
+  }
+  const cursorField = declaredCursor;
+  if (incremental && configured.cursor_field?.length && configured.cursor_field.join('.') !== cursorField!.join('.')) {
+    throw new SluiceError(
+      `stream "${name}" uses the source-defined cursor "${cursorField!.join('.')}", not "${configured.cursor_field.join('.')}"`,
+      { kind: 'config', where: `stream ${name}`, hint: 'remove cursor_field from the stream, or set it to the source-defined one' },
+    );
+  }
+  const primaryKey = configured.primary_key?.length ? configured.primary_key : normalizeKey(def.primaryKey);
+  const tracker = incremental
+    ? new CursorTracker({
+        stream: name,
+        cursorField: cursorField!,
+        primaryKey,
+        ordering: def.ordering,
+        start: saved && Object.keys(saved).length ? (saved as unknown as CursorState) : undefined,
+        compare: def.compareCursor,
+      })
+    : undefined;
+  const every = Math.max(1, def.stateEvery ?? 1000);
+  let sinceState = 0;
+  let emittedRecords = 0;
+
+  const stateMessage = (s: CursorState): AirbyteMessage => {
+    const m = message.streamState(name, s as unknown as Record<string, unknown>);
+    (m as { state: StateMessage }).state.sourceStats = { recordCount: sinceState };
+    sinceState = 0;
+    return m;
+  };
+
+  yield message.streamStatus(name, 'STARTED');
+  const input: StreamReadContext<C> = {
+    config,
+    ctx,
+    stream: name,
+    syncMode: incremental ? 'incremental' : 'full_refresh',
+    since: tracker?.since,
+    after: tracker?.startState,
+    signal: ctx.signal,
+  };
+  try {
+    for await (const item of def.read(input)) {
+      if (isDeletion(item)) {
+        emittedRecords++;
+        sinceState++;
+        yield message.deletion(name, item.key);
+        continue;
+      }
+      if (!item || typeof item !== 'object' || Array.isArray(item)) {
+        throw new SluiceError(`stream "${name}" yielded ${Array.isArray(item) ? 'an array' : typeof item} at record ${emittedRecords + 1}; expected a plain object`, {
+          kind: 'source',
+          where: `stream ${name}`,
+        });
+      }
+      if (tracker && !tracker.observe(item)) continue;
+      emittedRecords++;
+      sinceState++;
+      yield message.record(name, item);
+      // After the record: a state covers only what was yielded before it.
+      if (tracker && sinceState >= every) {
+        const s = tracker.checkpoint();
+        if (s) yield stateMessage(s);
+      }
+      if (ctx.signal.aborted) break;
+    }
+  } catch (err) {
+    throw withContext(err, `stream ${name}`);
+  }
+  if (ctx.signal.aborted) {
+    // Stopped early: the records so far are covered; the stream is not complete.
+    const s = tracker?.checkpoint();
+    if (s) yield stateMessage(s);
+    yield message.streamStatus(name, 'INCOMPLETE');
+    return;
+  }
+  if (tracker) {
+    const s = tracker.finish();
+    if (s) yield stateMessage(s);
+  }
+  yield message.streamStatus(name, 'COMPLETE');
+}
