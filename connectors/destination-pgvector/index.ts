@@ -1,0 +1,165 @@
+// pgvector destination: any PostgreSQL with pgvector (`url`), or an embedded PGlite with pgvector
+// kept in a directory (`embedded`). One table per stream; state stored with the data (exactly once).
+import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
+import { OPS, inspectTable } from './schema.ts';
+import { openSession, pgError, type Session } from './session.ts';
+import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
+import { openWriter } from './writer.ts';
+
+export type { PgvectorConfig } from './config.ts';
+
+async function withSession<T>(config: PgvectorConfig, ctx: ConnectorContext, fn: (s: Session) => Promise<T>): Promise<T> {
+  const session = await openSession(config, ctx);
+  try {
+    return await fn(session);
+  } catch (err) {
+    throw pgError(err, `connection ${ctx.connection}, destination ${session.label}`);
+  } finally {
+    await session.close();
+  }
+}
+
+async function vectorSchemaOf(session: Session): Promise<string | undefined> {
+  const { rows } = await session.client.query<{ nspname: string }>(
+    `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'`,
+  );
+  return rows[0]?.nspname;
+}
+
+/** Turns a distance into a score where higher is closer. */
+function score(distance: PgvectorConfig['distance'], d: number): number {
+  if (distance === 'cosine') return 1 - d;
+  if (distance === 'inner_product') return -d; // pgvector's <#> is the negative inner product
+  return 1 / (1 + d);
+}
+
+const destination: Destination<PgvectorConfig> = {
+  kind: 'destination',
+  spec: {
+    name: 'pgvector',
+    title: 'PostgreSQL + pgvector',
+    description: 'One table per stream (id, document_id, chunk_index, content, metadata, embedding) in PostgreSQL with pgvector, or in an embedded PGlite.',
+    documentationUrl: 'docs/pgvector.md',
+    config: PgvectorConfigSchema,
+  },
+  capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
+
+  async check(config, ctx): Promise<CheckResult> {
+    try {
+      return await withSession(config, ctx, async (s) => {
+        const warnings: string[] = [];
+        const installed = await vectorSchemaOf(s);
+        if (!installed) {
+          const { rowCount } = await s.client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
+          if (!rowCount) {
+            return { ok: false, message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)` };
+          }
+          warnings.push('pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)');
+        }
+        if (s.isPglite && config.url) warnings.push('the server is PGlite: writes use batched INSERTs (no COPY), one session serves all connections');
+        return { ok: true, message: `connected to ${s.label}`, warnings };
+      });
+    } catch (err) {
+      const e = err instanceof SluiceError ? err : pgError(err, `destination`);
+      return { ok: false, message: e.hint ? `${e.message} (${e.hint})` : e.message };
+    }
+  },
+
+  open(config, ctx, options) {
+    return openWriter(config, ctx, options);
+  },
+
+  async search(config, ctx, query): Promise<SearchHit[]> {
+    return withSession(config, ctx, async (s) => {
+      const vs = await vectorSchemaOf(s);
+      if (!vs) throw new SluiceError(`nothing to search in ${s.label}: pgvector is not installed there yet`, { kind: 'destination', hint: 'run sluice sync first' });
+      const op = `OPERATOR(${ident(vs)}.${OPS[config.distance].operator})`;
+      const vectorType = `${ident(vs)}.vector`;
+      const hits: SearchHit[] = [];
+      let searched = 0;
+      for (const stream of query.streams) {
+        const table = tableNameFor(stream, config.table);
+        const info = await inspectTable(s.client, config.schema, table);
+        if (!info.exists) continue;
+        if (info.dimensions && info.dimensions !== query.vector.length) {
+          throw new SluiceError(`table ${config.schema}.${table} has ${info.dimensions} dimensions, the query vector has ${query.vector.length}`, {
+            kind: 'config',
+            where: `stream ${stream}`,
+            hint: 'search with the same embedding model the table was synced with',
+          });
+        }
+        searched++;
+        const { rows } = await s.client.query<{ document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; distance: number }>(
+          `SELECT document_id, chunk_index, content, metadata, (embedding ${op} $1::${vectorType})::float8 AS distance
+             FROM ${qualified(config.schema, table)} WHERE embedding IS NOT NULL
+            ORDER BY embedding ${op} $1::${vectorType} LIMIT $2`,
+          [encodeVector(query.vector), query.topK],
+        );
+        for (const r of rows) {
+          hits.push({ score: score(config.distance, r.distance), stream, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, metadata: r.metadata ?? {} });
+        }
+      }
+      if (!searched && query.streams.length) {
+        throw new SluiceError(`no table to search in ${s.label} for stream(s) ${query.streams.join(', ')}`, { kind: 'destination', hint: 'run sluice sync first' });
+      }
+      return hits.sort((a, b) => b.score - a.score).slice(0, query.topK);
+    });
+  },
+
+  async maintain(config, ctx, action): Promise<Record<string, unknown>> {
+    return withSession(config, ctx, async (s) => {
+      const version = Number((await s.client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
+      // CONCURRENTLY keeps the table readable and writable during the rebuild (not on PGlite: one session).
+      const concurrently = !s.isPglite && version >= 120000;
+      const tables: Record<string, unknown>[] = [];
+      for (const stream of action.streams) {
+        const table = tableNameFor(stream, config.table);
+        const name = qualified(config.schema, table);
+        const info = await inspectTable(s.client, config.schema, table);
+        if (!info.exists) {
+          tables.push({ stream, table: `${config.schema}.${table}`, exists: false });
+          continue;
+        }
+        let reindexMs: number | undefined;
+        if (action.reindex) {
+          const started = Date.now();
+          await s.client.query(`REINDEX TABLE ${concurrently ? 'CONCURRENTLY ' : ''}${name}`);
+          reindexMs = Date.now() - started;
+          ctx.logger.info({ stream, table: `${config.schema}.${table}`, ms: reindexMs }, 'reindexed');
+        }
+        await s.client.query(`ANALYZE ${name}`);
+        const size = (
+          await s.client.query<{ rows: string; table_bytes: string; indexes_bytes: string; total_bytes: string }>(
+            `SELECT (SELECT count(*) FROM ${name}) AS rows, pg_table_size(to_regclass($1)) AS table_bytes,
+                    pg_indexes_size(to_regclass($1)) AS indexes_bytes, pg_total_relation_size(to_regclass($1)) AS total_bytes`,
+            [name],
+          )
+        ).rows[0];
+        const indexes = (
+          await s.client.query<{ name: string; method: string; bytes: string }>(
+            `SELECT c.relname AS name, am.amname AS method, pg_relation_size(c.oid) AS bytes
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+              WHERE i.indrelid = to_regclass($1) ORDER BY c.relname`,
+            [name],
+          )
+        ).rows.map((r) => ({ name: r.name, method: r.method, bytes: Number(r.bytes) }));
+        tables.push({
+          stream,
+          table: `${config.schema}.${table}`,
+          rows: Number(size.rows),
+          dimensions: info.dimensions,
+          tableBytes: Number(size.table_bytes),
+          indexesBytes: Number(size.indexes_bytes),
+          totalBytes: Number(size.total_bytes),
+          indexes,
+          ...(action.reindex ? { reindexed: true, reindexMs } : {}),
+        });
+      }
+      return { destination: s.label, tables };
+    });
+  },
+};
+
+export default destination;

@@ -1,0 +1,290 @@
+// The pgvector destination against a real PGlite + pgvector served over the wire protocol
+// (test/servers/pglite.global.ts), driven directly through open()/write().
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import destination from './index.ts';
+import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
+import { decodeVectorText, qualified } from './sql.ts';
+import { chunkContent, deleteMessage, documentMessage, drain, stateMessage, testContext, vectorFor } from './testing.ts';
+
+const url = inject('pgliteUrl');
+const DIMS = 8;
+let admin: pg.Client;
+
+beforeAll(async () => {
+  admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+});
+afterAll(async () => {
+  await admin.end();
+});
+
+const uniqueSchema = (prefix = 's') => `${prefix}_${randomBytes(4).toString('hex')}`;
+
+function config(over: Partial<Record<string, unknown>> = {}): PgvectorConfig {
+  return PgvectorConfigSchema.parse({ url, schema: uniqueSchema(), ...over });
+}
+
+const stream = (name: string, mode: DestinationStream['destinationSyncMode']): DestinationStream => ({ name, destinationSyncMode: mode, primaryKey: [['id']] });
+
+async function rows(schema: string, table: string) {
+  const { rows } = await admin.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; embedding: string }>(
+    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${qualified(schema, table)} ORDER BY document_id, chunk_index`,
+  );
+  return rows;
+}
+
+/** document id → its chunk contents, in chunk order. */
+async function byDocument(schema: string, table: string) {
+  const out: Record<string, string[]> = {};
+  for (const r of await rows(schema, table)) (out[r.document_id] ??= []).push(r.content);
+  return out;
+}
+
+const expectedChunks = (doc: string, n: number, version: number) => Array.from({ length: n }, (_, i) => chunkContent(doc, i, version));
+
+describe('append_dedup', () => {
+  it('replaces a document as a unit: shrink 7→5, grow, delete; stores and returns the state', async () => {
+    const cfg = config();
+    const ctx = testContext('dedup-conn');
+    const w = await destination.open(cfg, ctx, { streams: [stream('docs', 'append_dedup')], dimensions: DIMS });
+    const events = await drain(w, [
+      documentMessage('docs', 'a', 7, DIMS, 1),
+      documentMessage('docs', 'b', 2, DIMS, 1),
+      documentMessage('docs', 'c', 3, DIMS, 1),
+      stateMessage('docs', 1),
+      documentMessage('docs', 'a', 5, DIMS, 2), // shrink
+      documentMessage('docs', 'b', 4, DIMS, 2), // grow
+      deleteMessage('docs', 'c'),
+      stateMessage('docs', 2),
+    ]);
+    await w.close();
+
+    expect(await byDocument(cfg.schema, 'docs')).toEqual({ a: expectedChunks('a', 5, 2), b: expectedChunks('b', 4, 2) });
+    const all = await rows(cfg.schema, 'docs');
+    expect(all.map((r) => r.id)).toEqual(['a#0', 'a#1', 'a#2', 'a#3', 'a#4', 'b#0', 'b#1', 'b#2', 'b#3']);
+    expect(all[0].metadata).toEqual({ version: 2, path: 'a.md' });
+    const stored = decodeVectorText(all[0].embedding);
+    const want = vectorFor(chunkContent('a', 0, 2), DIMS);
+    stored.forEach((x, i) => expect(x).toBeCloseTo(want[i], 6));
+
+    expect(events.map((e) => e.type)).toEqual(['WRITTEN', 'STATE_COMMITTED', 'WRITTEN', 'STATE_COMMITTED']);
+    expect(events[0]).toEqual({ type: 'WRITTEN', stream: 'docs', records: 3, chunksWritten: 12, chunksDeleted: 0 });
+    // second batch: a loses 2 chunks, c loses 3; a's 5 and b's 4 are rewritten
+    expect(events[2]).toEqual({ type: 'WRITTEN', stream: 'docs', records: 3, chunksWritten: 9, chunksDeleted: 5 });
+
+    const state = await admin.query(`SELECT state FROM ${qualified(cfg.schema, '_sluice_state')} WHERE connection = 'dedup-conn'`);
+    expect(state.rows[0].state).toEqual({ streams: { docs: { cursor: 2 } } });
+    const again = await destination.open(cfg, ctx, { streams: [stream('docs', 'append_dedup')], dimensions: DIMS });
+    expect(await again.readState!()).toEqual({ streams: { docs: { cursor: 2 } } });
+    await again.close();
+    // a connection that never wrote has no state
+    const other = await destination.open(cfg, testContext('other-conn'), { streams: [stream('docs', 'append_dedup')], dimensions: DIMS });
+    expect(await other.readState!()).toBeUndefined();
+    await other.close();
+  });
+
+  it('keeps only the last version of a document repeated within one batch, and builds the vector index after the load', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext(), { streams: [stream('Docs/Guide', 'append_dedup')], dimensions: DIMS });
+    const table = 'docs_guide';
+    let indexedDuringLoad: boolean | undefined;
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      yield documentMessage('Docs/Guide', 'x', 6, DIMS, 1);
+      yield stateMessage('Docs/Guide', 1);
+      const { rowCount } = await admin.query(`SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexdef ILIKE '%hnsw%'`, [cfg.schema, table]);
+      indexedDuringLoad = !!rowCount;
+      yield documentMessage('Docs/Guide', 'x', 4, DIMS, 2);
+      yield deleteMessage('Docs/Guide', 'x');
+      yield documentMessage('Docs/Guide', 'x', 2, DIMS, 3);
+    }
+    const events = await drain(w, input());
+    await w.close();
+    expect(indexedDuringLoad).toBe(false);
+    expect(await byDocument(cfg.schema, table)).toEqual({ x: expectedChunks('x', 2, 3) });
+    expect(events.at(-1)).toEqual({ type: 'WRITTEN', stream: 'Docs/Guide', records: 3, chunksWritten: 2, chunksDeleted: 4 });
+    const idx = await admin.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname`, [cfg.schema, table]);
+    expect(idx.rows.map((r) => r.indexname)).toEqual(['docs_guide_document_id_idx', 'docs_guide_embedding_idx', 'docs_guide_pkey']);
+    expect(idx.rows[1].indexdef).toMatch(/USING hnsw \(embedding .*vector_cosine_ops\) WITH \(m='16', ef_construction='64'\)/);
+  });
+
+  it('commits on the row threshold without a state and acks every state in order', async () => {
+    const cfg = config({ batch_rows: 10 });
+    const w = await destination.open(cfg, testContext('thresh'), { streams: [stream('s', 'append_dedup')], dimensions: DIMS });
+    const msgs: DestinationMessage[] = [];
+    for (let d = 0; d < 12; d++) msgs.push(documentMessage('s', `d${d}`, 3, DIMS));
+    msgs.push(stateMessage('s', 7));
+    const events = await drain(w, msgs);
+    await w.close();
+    const written = events.filter((e) => e.type === 'WRITTEN');
+    expect(written.length).toBeGreaterThanOrEqual(3);
+    expect(written.reduce((n, e) => n + (e.type === 'WRITTEN' ? e.chunksWritten : 0), 0)).toBe(36);
+    expect(events.at(-1)!.type).toBe('STATE_COMMITTED');
+    expect((await rows(cfg.schema, 's')).length).toBe(36);
+  });
+});
+
+describe('append', () => {
+  it('upserts by chunk id (replays never duplicate) and deletes remove every chunk', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext(), { streams: [stream('events', 'append')], dimensions: DIMS });
+    await drain(w, [
+      documentMessage('events', 'e1', 4, DIMS, 1),
+      documentMessage('events', 'e2', 2, DIMS, 1),
+      stateMessage('events', 1),
+      documentMessage('events', 'e1', 4, DIMS, 1), // replay
+      documentMessage('events', 'e1', 2, DIMS, 2), // append keeps e1#2, e1#3 from v1
+      deleteMessage('events', 'e2'),
+      stateMessage('events', 2),
+    ]);
+    await w.close();
+    expect(await byDocument(cfg.schema, 'events')).toEqual({
+      e1: [chunkContent('e1', 0, 2), chunkContent('e1', 1, 2), chunkContent('e1', 2, 1), chunkContent('e1', 3, 1)],
+    });
+  });
+});
+
+describe('exactly once', () => {
+  it('writes the state in the same transaction as its batch: when the state cannot be stored, the batch is not there either', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext('atomic'), { streams: [stream('s', 'append_dedup')], dimensions: DIMS });
+    await drain(w, [documentMessage('s', 'kept', 2, DIMS), stateMessage('s', 1)]);
+    // Sabotage the state table so the state write fails after the batch's rows went in.
+    await admin.query(`ALTER TABLE ${qualified(cfg.schema, '_sluice_state')} ADD CONSTRAINT no_more CHECK (false) NOT VALID`);
+    const events: string[] = [];
+    const err = await (async () => {
+      try {
+        for await (const e of w.write((async function* () {
+          yield documentMessage('s', 'lost', 3, DIMS);
+          yield stateMessage('s', 2);
+        })())) events.push(e.type);
+      } catch (e) {
+        return e;
+      }
+    })();
+    await w.close();
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).where).toMatch(/connection atomic/);
+    expect(events).toEqual([]);
+    expect(await byDocument(cfg.schema, 's')).toEqual({ kept: expectedChunks('kept', 2, 1) });
+    const state = await admin.query(`SELECT state FROM ${qualified(cfg.schema, '_sluice_state')}`);
+    expect(state.rows.map((r) => r.state)).toEqual([{ streams: { s: { cursor: 1 } } }]);
+  });
+});
+
+describe('overwrite', () => {
+  it('swaps generations atomically: a concurrent reader never sees 0 rows or a half-loaded table', async () => {
+    const cfg = config({ batch_rows: 40 });
+    const load = async (docs: number, version: number, complete = true) => {
+      const w = await destination.open(cfg, testContext('ow'), { streams: [stream('pages', 'overwrite')], dimensions: DIMS });
+      const msgs: DestinationMessage[] = [];
+      for (let d = 0; d < docs; d++) msgs.push(documentMessage('pages', `p${d}`, 2, DIMS, version));
+      if (complete) msgs.push({ type: 'STREAM_COMPLETE', stream: 'pages' }, stateMessage('pages', version));
+      const events = await drain(w, msgs);
+      await w.close();
+      return events;
+    };
+    await load(50, 1);
+    expect((await rows(cfg.schema, 'pages')).length).toBe(100);
+
+    const reader = new pg.Client({ connectionString: url });
+    await reader.connect();
+    const seen: number[] = [];
+    let stop = false;
+    const poller = (async () => {
+      while (!stop) {
+        const r = await reader.query(`SELECT count(*)::int AS n FROM ${qualified(cfg.schema, 'pages')}`);
+        seen.push(r.rows[0].n);
+        await new Promise((res) => setImmediate(res));
+      }
+    })();
+    const events = await load(80, 2);
+    stop = true;
+    await poller;
+    await reader.end();
+
+    expect(seen.length).toBeGreaterThan(3);
+    expect(seen.every((n) => n === 100 || n === 160)).toBe(true);
+    expect(seen[0]).toBe(100);
+    expect(await byDocument(cfg.schema, 'pages')).toMatchObject({ p0: expectedChunks('p0', 2, 2), p79: expectedChunks('p79', 2, 2) });
+    expect((await rows(cfg.schema, 'pages')).length).toBe(160);
+    expect(events.at(-1)!.type).toBe('STATE_COMMITTED');
+    const tables = await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, [cfg.schema]);
+    expect(tables.rows.map((r) => r.tablename)).toEqual(['_sluice_state', 'pages']);
+    const idx = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'pages' ORDER BY 1`, [cfg.schema]);
+    expect(idx.rows.map((r) => r.indexname)).toEqual(['pages_document_id_idx', 'pages_embedding_idx', 'pages_pkey']);
+
+    // An overwrite the source never completes leaves the live generation alone.
+    await load(10, 3, false);
+    expect((await rows(cfg.schema, 'pages')).length).toBe(160);
+    const after = await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, [cfg.schema]);
+    expect(after.rows.map((r) => r.tablename)).toEqual(['_sluice_state', 'pages']);
+    // and a third generation can take the names again
+    await load(5, 4);
+    expect(await byDocument(cfg.schema, 'pages')).toEqual(Object.fromEntries(Array.from({ length: 5 }, (_, d) => [`p${d}`, expectedChunks(`p${d}`, 2, 4)])));
+  });
+});
+
+describe('identifiers and errors', () => {
+  it('quotes schema and table names with capitals, spaces and quotes; search and maintain work on them', async () => {
+    const schema = `My "Schema" ${randomBytes(2).toString('hex')}`;
+    const cfg = PgvectorConfigSchema.parse({ url, schema, table: { notes: 'Notes "2" Table' }, distance: 'l2' });
+    const w = await destination.open(cfg, testContext(), { streams: [stream('notes', 'append_dedup')], dimensions: DIMS });
+    await drain(w, [documentMessage('notes', 'n1', 3, DIMS), documentMessage('notes', 'n2', 1, DIMS), stateMessage('notes', 1)]);
+    await w.close();
+    expect(await byDocument(schema, 'Notes "2" Table')).toEqual({ n1: expectedChunks('n1', 3, 1), n2: expectedChunks('n2', 1, 1) });
+
+    const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('n1', 2, 1), DIMS), topK: 2, streams: ['notes'] });
+    expect(hits).toHaveLength(2);
+    expect(hits[0]).toMatchObject({ stream: 'notes', documentId: 'n1', chunkIndex: 2, content: chunkContent('n1', 2, 1), metadata: { path: 'n1.md' } });
+    expect(hits[0].score).toBeCloseTo(1, 5); // l2 distance 0 → 1 / (1 + 0)
+    expect(hits[1].score).toBeLessThan(hits[0].score);
+
+    const report = (await destination.maintain!(cfg, testContext(), { reindex: true, streams: ['notes'] })) as { tables: Array<Record<string, any>> };
+    expect(report.tables[0]).toMatchObject({ table: `${schema}.Notes "2" Table`, rows: 4, dimensions: DIMS, reindexed: true });
+    expect(report.tables[0].totalBytes).toBeGreaterThan(report.tables[0].tableBytes);
+    expect(report.tables[0].indexes.map((i: { method: string }) => i.method).sort()).toEqual(['btree', 'btree', 'hnsw']);
+  });
+
+  it('refuses an existing table of another dimension before writing anything', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext(), { streams: [stream('docs', 'append_dedup')], dimensions: DIMS });
+    await drain(w, [documentMessage('docs', 'a', 2, DIMS), stateMessage('docs', 1)]);
+    await w.close();
+    const err = await destination
+      .open(cfg, testContext(), { streams: [stream('docs', 'append_dedup'), stream('fresh', 'append')], dimensions: 4, embedderName: 'hash' })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect(err.message).toBe(`table ${cfg.schema}.docs has ${DIMS} dimensions, embedding model hash gives 4`);
+    expect(err.hint).toMatch(/another table/);
+    // nothing was created for the other stream either
+    const { rowCount } = await admin.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'fresh'`, [cfg.schema]);
+    expect(rowCount).toBe(0);
+  });
+
+  it('rejects COPY on PGlite, two streams on one table, and an unreachable server, in words', async () => {
+    const copyErr = await destination.open(config({ write_method: 'copy' }), testContext(), { streams: [stream('a', 'append')], dimensions: DIMS }).catch((e) => e);
+    expect(copyErr).toBeInstanceOf(SluiceError);
+    expect(copyErr.message).toMatch(/not available on PGlite/);
+
+    const clash = await destination
+      .open(config({ table: 'same' }), testContext(), { streams: [stream('a', 'append'), stream('b', 'append')], dimensions: DIMS })
+      .catch((e) => e);
+    expect(clash.message).toMatch(/streams a and b would both write table .*\.same/);
+
+    const down = await destination
+      .open(PgvectorConfigSchema.parse({ url: 'postgres://u:hunter2@127.0.0.1:1/db' }), testContext(), { streams: [stream('a', 'append')], dimensions: DIMS })
+      .catch((e) => e);
+    expect(down).toBeInstanceOf(SluiceError);
+    expect(down.kind).toBe('connection');
+    expect(down.message + down.where + down.hint).not.toMatch(/hunter2/);
+    expect(down.where).toMatch(/127\.0\.0\.1:1/);
+
+    expect(() => PgvectorConfigSchema.parse({ schema: 'x' })).toThrow(/exactly one of url or embedded/);
+    const check = await destination.check(config(), testContext());
+    expect(check.ok).toBe(true);
+  });
+});

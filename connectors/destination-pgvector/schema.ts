@@ -1,0 +1,149 @@
+// Table layout (public, other tools rely on it) and the DDL that creates, inspects and swaps it:
+//   id text primary key, document_id text, chunk_index int, content text, metadata jsonb,
+//   embedding vector(N), plus an index on document_id and the vector index.
+import type pg from 'pg';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import type { PgvectorConfig } from './config.ts';
+import { derivedName, ident, literal, qualified } from './sql.ts';
+
+export const STATE_TABLE = '_sluice_state';
+/** pgvector's HNSW and IVFFlat indexes take `vector` up to this many dimensions. */
+export const MAX_INDEXED_DIMENSIONS = 2000;
+
+export const OPS = {
+  cosine: { opclass: 'vector_cosine_ops', operator: '<=>' },
+  l2: { opclass: 'vector_l2_ops', operator: '<->' },
+  inner_product: { opclass: 'vector_ip_ops', operator: '<#>' },
+} as const;
+
+export const documentIndexName = (table: string) => derivedName(table, '_document_id_idx');
+export const vectorIndexName = (table: string) => derivedName(table, '_embedding_idx');
+export const primaryKeyName = (table: string) => derivedName(table, '_pkey');
+export const newGenerationName = (table: string) => derivedName(table, '__sluice_new');
+
+/** Schema pgvector lives in, installing the extension when missing. */
+export async function ensureExtension(client: pg.Client, where: string): Promise<string> {
+  const find = async () =>
+    (
+      await client.query<{ nspname: string }>(
+        `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'`,
+      )
+    ).rows[0]?.nspname;
+  const found = await find();
+  if (found) return found;
+  try {
+    await client.query('CREATE EXTENSION IF NOT EXISTS vector');
+  } catch (err) {
+    throw new SluiceError(`the pgvector extension is not installed and could not be created: ${(err as Error).message}`, {
+      kind: 'destination',
+      where,
+      cause: err,
+      hint: 'install pgvector on the server (https://github.com/pgvector/pgvector#installation) and run CREATE EXTENSION vector as a superuser or database owner',
+    });
+  }
+  const created = await find();
+  if (!created) throw new SluiceError('the pgvector extension could not be found after CREATE EXTENSION', { kind: 'destination', where });
+  return created;
+}
+
+export async function ensureSchema(client: pg.Client, schema: string): Promise<void> {
+  const { rowCount } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+  if (!rowCount) await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
+}
+
+export async function ensureStateTable(client: pg.Client, schema: string): Promise<void> {
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${qualified(schema, STATE_TABLE)} (connection text PRIMARY KEY, state jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+  );
+}
+
+export interface TableInfo {
+  exists: boolean;
+  /** Declared vector dimensions, undefined for an unsized `vector` column. */
+  dimensions?: number;
+  /** pg_type oid of the embedding column's type (for binary arrays). */
+  vectorOid?: number;
+  columns: string[];
+}
+
+export async function inspectTable(client: pg.Client, schema: string, table: string): Promise<TableInfo> {
+  const { rows } = await client.query<{ attname: string; atttypid: number; atttypmod: number; typname: string }>(
+    `SELECT a.attname, a.atttypid::int AS atttypid, a.atttypmod, t.typname
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
+    [qualified(schema, table)],
+  );
+  if (!rows.length) return { exists: false, columns: [] };
+  const emb = rows.find((r) => r.attname === 'embedding');
+  return {
+    exists: true,
+    dimensions: emb && emb.atttypmod > 0 ? emb.atttypmod : undefined,
+    vectorOid: emb?.atttypid,
+    columns: rows.map((r) => r.attname),
+  };
+}
+
+export const REQUIRED_COLUMNS = ['id', 'document_id', 'chunk_index', 'content', 'metadata', 'embedding'];
+
+export async function createChunkTable(client: pg.Client, schema: string, table: string, vectorSchema: string, dimensions: number | undefined): Promise<void> {
+  const type = `${ident(vectorSchema)}.vector${dimensions ? `(${dimensions})` : ''}`;
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (
+       id text CONSTRAINT ${ident(primaryKeyName(table))} PRIMARY KEY,
+       document_id text NOT NULL,
+       chunk_index int NOT NULL,
+       content text NOT NULL,
+       metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+       embedding ${type}
+     )`,
+  );
+  await client.query(`CREATE INDEX IF NOT EXISTS ${ident(documentIndexName(table))} ON ${qualified(schema, table)} (document_id)`);
+}
+
+export async function hasVectorIndex(client: pg.Client, schema: string, table: string): Promise<boolean> {
+  const { rowCount } = await client.query(
+    `SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+      WHERE i.indrelid = to_regclass($1) AND a.attname = 'embedding'`,
+    [qualified(schema, table)],
+  );
+  return !!rowCount;
+}
+
+/** CREATE INDEX for the vector column, once the table holds its first bulk load. */
+export async function buildVectorIndex(
+  client: pg.Client,
+  config: Pick<PgvectorConfig, 'index' | 'distance' | 'hnsw' | 'ivfflat' | 'maintenance_work_mem'>,
+  schema: string,
+  table: string,
+  indexName: string,
+  vectorSchema: string,
+): Promise<boolean> {
+  if (config.index === 'none') return false;
+  const opclass = `${ident(vectorSchema)}.${OPS[config.distance].opclass}`;
+  let withClause: string;
+  if (config.index === 'hnsw') {
+    const m = config.hnsw?.m ?? 16;
+    const ef = config.hnsw?.ef_construction ?? 64;
+    withClause = `WITH (m = ${m}, ef_construction = ${ef})`;
+  } else {
+    let lists = config.ivfflat?.lists;
+    if (!lists) {
+      const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${qualified(schema, table)}`);
+      const n = Number(rows[0].n);
+      lists = Math.max(1, n > 1_000_000 ? Math.round(Math.sqrt(n)) : Math.round(n / 1000));
+    }
+    withClause = `WITH (lists = ${lists})`;
+  }
+  await client.query('BEGIN');
+  try {
+    if (config.maintenance_work_mem) await client.query(`SET LOCAL maintenance_work_mem = ${literal(config.maintenance_work_mem)}`);
+    await client.query(
+      `CREATE INDEX IF NOT EXISTS ${ident(indexName)} ON ${qualified(schema, table)} USING ${config.index} (embedding ${opclass}) ${withClause}`,
+    );
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+  return true;
+}

@@ -1,0 +1,70 @@
+// Builders shared by this connector's tests and bench: contexts, hand-built destination messages
+// with deterministic embeddings, and a runner that collects a writer's events.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, SourceState } from '../../src/protocol/connector.ts';
+import { chunkId, sha256 } from '../../src/protocol/identity.ts';
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+export function testContext(connection = 'test', baseDir = mkdtempSync(join(tmpdir(), 'sluice-pgv-'))): ConnectorContext {
+  return { logger: quiet, baseDir, signal: new AbortController().signal, connection, follow: false, workDir: baseDir };
+}
+
+/** A unit-length vector that depends only on (text, dims). */
+export function vectorFor(text: string, dims: number): Float32Array {
+  const v = new Float32Array(dims);
+  let h = 2166136261;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619);
+  let norm = 0;
+  for (let i = 0; i < dims; i++) {
+    h = Math.imul(h ^ (h >>> 15), 2246822507) ^ i;
+    v[i] = ((h >>> 0) % 2000) / 1000 - 1;
+    norm += v[i] * v[i];
+  }
+  const n = Math.sqrt(norm) || 1;
+  for (let i = 0; i < dims; i++) v[i] /= n;
+  return v;
+}
+
+export function chunkContent(documentId: string, index: number, version = 1): string {
+  return `${documentId} chunk ${index} v${version}`;
+}
+
+export function documentMessage(stream: string, documentId: string, chunkCount: number, dims: number, version = 1): DestinationMessage {
+  const chunks: Chunk[] = [];
+  for (let i = 0; i < chunkCount; i++) {
+    const content = chunkContent(documentId, i, version);
+    chunks.push({
+      id: chunkId(documentId, i),
+      documentId,
+      chunkIndex: i,
+      content,
+      contentHash: sha256(content),
+      metadata: { version, path: `${documentId}.md` },
+      embedding: vectorFor(content, dims),
+    });
+  }
+  return { type: 'DOCUMENT', stream, documentId, chunks, record: { id: documentId } };
+}
+
+export function deleteMessage(stream: string, documentId: string): DestinationMessage {
+  return { type: 'DELETE', stream, documentId };
+}
+
+export function stateMessage(stream: string, cursor: number): DestinationMessage {
+  const connection: SourceState = { streams: { [stream]: { cursor } } };
+  return { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: stream }, stream_state: { cursor } } }, connection };
+}
+
+export async function* fromArray<T>(items: Iterable<T>): AsyncGenerator<T> {
+  for (const i of items) yield i;
+}
+
+export async function drain(writer: DestinationWriter, messages: Iterable<DestinationMessage> | AsyncIterable<DestinationMessage>): Promise<DestinationEvent[]> {
+  const events: DestinationEvent[] = [];
+  const input = Symbol.asyncIterator in messages ? (messages as AsyncIterable<DestinationMessage>) : fromArray(messages as Iterable<DestinationMessage>);
+  for await (const e of writer.write(input)) events.push(e);
+  return events;
+}
