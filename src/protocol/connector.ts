@@ -173,6 +173,8 @@ export interface Destination<C = any> {
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
   /** Nearest chunks to a query vector (`sluice search`). */
   search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;
+  /** Forget the connection state stored with the data (`sluice state reset`); only for destinations with readState. */
+  resetState?(config: C, ctx: ConnectorContext, streams?: string[]): Promise<void>;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }

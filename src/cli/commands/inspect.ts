@@ -1,0 +1,113 @@
+// check · discover · spec · validate · connectors
+import type { Command } from 'commander';
+import { loadPipeline } from '../../config/load.ts';
+import { configureCatalog } from '../../engine/catalog.ts';
+import { availableBuiltins, loadConnector } from '../../engine/registry.ts';
+import { connectorContext } from '../../engine/sync.ts';
+import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
+import { connectorSpecification } from '../../protocol/spec.ts';
+import { ExitCode } from '../main.ts';
+import { createLogger, printJson } from '../output.ts';
+import { pickConnection } from './shared.ts';
+
+export function register(program: Command) {
+  program
+    .command('validate')
+    .description('Check a pipeline file (YAML, variables, connector configs) without connecting anywhere')
+    .argument('<pipeline>', 'pipeline YAML file')
+    .action(async (file: string) => {
+      const p = await loadPipeline(file);
+      process.stdout.write(`${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`);
+    });
+
+  program
+    .command('check')
+    .description("Test each connection's source and destination (connectivity, credentials, permissions)")
+    .argument('<pipeline>', 'pipeline YAML file')
+    .option('-c, --connection <name>', 'only this connection')
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { connection?: string; json?: boolean }) => {
+      const pipeline = await loadPipeline(file);
+      const logger = createLogger({ json: opts.json });
+      const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
+      const results = [];
+      for (const conn of conns) {
+        const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
+        const run = async (what: 'source' | 'destination') => {
+          const c = what === 'source' ? conn.source : conn.destination;
+          const cfg = what === 'source' ? conn.sourceConfig : conn.destinationConfig;
+          try {
+            return await c.check(cfg, ctx);
+          } catch (err) {
+            return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };
+          }
+        };
+        results.push({ connection: conn.config.name, source: await run('source'), destination: await run('destination') });
+      }
+      if (opts.json) printJson(results);
+      else
+        for (const r of results) {
+          for (const side of ['source', 'destination'] as const) {
+            const x = r[side] as { ok: boolean; message?: string; warnings?: string[] };
+            process.stdout.write(`${r.connection} ${side}: ${x.ok ? 'ok' : 'FAILED'}${x.message ? ` — ${x.message}` : ''}\n`);
+            for (const w of x.warnings ?? []) process.stdout.write(`  warning: ${w}\n`);
+          }
+        }
+      if (results.some((r) => !r.source.ok || !r.destination.ok)) throw new ExitCode(1);
+    });
+
+  program
+    .command('discover')
+    .description("List a connection's source streams (schemas, keys, sync modes) as an Airbyte catalog")
+    .argument('<pipeline>', 'pipeline YAML file')
+    .option('-c, --connection <name>', 'the connection (required when the file has several)')
+    .option('--configured', 'show the configured catalog sluice would run (defaults filled in)')
+    .action(async (file: string, opts: { connection?: string; configured?: boolean }) => {
+      const pipeline = await loadPipeline(file);
+      const conn = pickConnection(pipeline, opts.connection);
+      const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger: createLogger({ json: true }) });
+      const catalog = await conn.source.discover(conn.sourceConfig, ctx);
+      printJson(opts.configured ? configureCatalog(conn, catalog, {}) : { type: 'CATALOG', catalog });
+    });
+
+  program
+    .command('spec')
+    .description("Print a connector's config specification (JSON Schema)")
+    .argument('<connector>', 'a built-in name (file, postgres, pgvector, …) or a module path')
+    .option('--kind <kind>', 'source or destination, when the name is ambiguous')
+    .action(async (name: string, opts: { kind?: 'source' | 'destination' }) => {
+      const kinds = opts.kind ? [opts.kind] : (['source', 'destination'] as const);
+      const errors: string[] = [];
+      for (const kind of kinds) {
+        try {
+          const c = await loadConnector(kind, name, process.cwd());
+          printJson({ type: 'SPEC', spec: connectorSpecification(c) });
+          return;
+        } catch (err) {
+          errors.push(describeUnknown(err));
+        }
+      }
+      throw new SluiceError(`no connector named "${name}"`, { kind: 'config', hint: 'run `sluice connectors` to list the built-ins' });
+    });
+
+  program
+    .command('connectors')
+    .description('List the built-in connectors')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const list = [];
+      for (const kind of ['source', 'destination'] as const) {
+        for (const name of availableBuiltins(kind)) {
+          const c = await loadConnector(kind, name, process.cwd());
+          list.push({
+            kind,
+            name,
+            title: c.spec.title ?? name,
+            modes: c.kind === 'source' ? c.capabilities.syncModes : c.capabilities.destinationSyncModes,
+          });
+        }
+      }
+      if (opts.json) printJson(list);
+      else for (const c of list) process.stdout.write(`${c.kind.padEnd(12)} ${c.name.padEnd(10)} ${c.title} (${c.modes.join(', ')})\n`);
+    });
+}

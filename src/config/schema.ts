@@ -1,0 +1,50 @@
+// The public shape of a pipeline file. Later features extend it; they never rename.
+import { z } from 'zod';
+import { EmbeddingConfigSchema } from '../embedding/config.ts';
+import { DestinationSyncModeSchema, PipelineSyncModeSchema } from '../protocol/messages.ts';
+import { ProcessingConfigSchema } from '../text/config.ts';
+
+/** `updated_at`, `[updated_at]` or `[[user, id]]` style field paths, normalised to string[]. */
+const FieldPath = z.union([z.string().min(1).transform((s) => s.split('.')), z.array(z.string().min(1))]);
+const PrimaryKey = z
+  .union([z.string().min(1), z.array(z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).min(1)])
+  .transform((pk): string[][] => (typeof pk === 'string' ? [[pk]] : pk.map((p) => (typeof p === 'string' ? [p] : p))));
+
+export const StreamConfigSchema = z.strictObject({
+  name: z.string().min(1),
+  sync_mode: PipelineSyncModeSchema.optional(),
+  destination_sync_mode: DestinationSyncModeSchema.optional(),
+  cursor_field: FieldPath.optional(),
+  primary_key: PrimaryKey.optional(),
+});
+export type StreamConfig = z.infer<typeof StreamConfigSchema>;
+
+const ConnectorRef = z.strictObject({
+  /** A built-in connector name, a path (./my-source.ts) or an npm package. */
+  type: z.string().min(1),
+  config: z.record(z.string(), z.unknown()).default({}),
+});
+
+export const ConnectionSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, "_", "-" and "." only'),
+  source: ConnectorRef,
+  destination: ConnectorRef,
+  embedding: EmbeddingConfigSchema.optional(),
+  processing: ProcessingConfigSchema.optional(),
+  streams: z.array(StreamConfigSchema).min(1).optional(),
+  /** Destination batches: a batch is flushed at whichever limit comes first. */
+  batch: z
+    .strictObject({
+      records: z.number().int().positive().optional(),
+      bytes: z.number().int().positive().optional(),
+    })
+    .optional(),
+});
+export type ConnectionConfig = z.infer<typeof ConnectionSchema>;
+
+export const PipelineSchema = z.strictObject({
+  version: z.literal(1),
+  state: z.strictObject({ type: z.literal('file'), path: z.string().min(1) }).default({ type: 'file', path: '.sluice/state' }),
+  connections: z.array(ConnectionSchema).min(1),
+});
+export type PipelineConfig = z.infer<typeof PipelineSchema>;

@@ -1,0 +1,93 @@
+// Async-iterator plumbing for the sync pipeline: bounded, ordered, with backpressure.
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * Maps items through `fn` with up to `concurrency` calls in flight, yielding results in input
+ * order. A finished head is yielded without waiting for the (possibly idle) input.
+ */
+export async function* mapOrdered<T, U>(input: AsyncIterable<T>, fn: (item: T) => Promise<U>, concurrency: number): AsyncGenerator<U> {
+  const it = input[Symbol.asyncIterator]();
+  const queue: Promise<U>[] = [];
+  let next: Promise<IteratorResult<T>> | undefined;
+  let done = false;
+  const start = (item: T) => {
+    const p = fn(item);
+    p.catch(() => undefined); // observed when it reaches the head
+    queue.push(p);
+  };
+  try {
+    for (;;) {
+      if (!done && !next && queue.length < concurrency) next = it.next();
+      if (!queue.length) {
+        if (done || !next) return;
+        const r = await next;
+        next = undefined;
+        if (r.done) done = true;
+        else start(r.value);
+        continue;
+      }
+      if (next) {
+        const pulled = next;
+        const winner = await Promise.race([queue[0].then(() => 'head' as const), pulled.then(() => 'input' as const)]);
+        if (winner === 'input') {
+          const r = await pulled;
+          next = undefined;
+          if (r.done) done = true;
+          else start(r.value);
+          continue;
+        }
+      }
+      yield await queue.shift()!;
+    }
+  } finally {
+    if (!done) await it.return?.();
+  }
+}
+
+/**
+ * Groups items into arrays. A group closes when `isFull(group)` says so, when `closesGroup(item)`
+ * (the item is included last), or when the input has been idle for `lingerMs` with a partial
+ * group waiting (keeps latency low for slow streams such as CDC).
+ */
+export async function* groupItems<T>(
+  input: AsyncIterable<T>,
+  opts: { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number },
+): AsyncGenerator<T[]> {
+  const it = input[Symbol.asyncIterator]();
+  let group: T[] = [];
+  let pending: Promise<IteratorResult<T>> | undefined;
+  let done = false;
+  try {
+    for (;;) {
+      pending ??= it.next();
+      let r: IteratorResult<T> | 'idle';
+      if (group.length) {
+        const timer = new AbortController();
+        r = await Promise.race([pending, sleep(opts.lingerMs, 'idle' as const, { signal: timer.signal }).catch(() => 'idle' as const)]);
+        timer.abort();
+      } else r = await pending;
+      if (r === 'idle') {
+        yield group;
+        group = [];
+        continue;
+      }
+      pending = undefined;
+      if (r.done) {
+        done = true;
+        if (group.length) yield group;
+        return;
+      }
+      if (group.length && opts.isFull(group, r.value)) {
+        yield group;
+        group = [];
+      }
+      group.push(r.value);
+      if (opts.closesGroup(r.value)) {
+        yield group;
+        group = [];
+      }
+    }
+  } finally {
+    if (!done) await it.return?.();
+  }
+}

@@ -1,0 +1,394 @@
+// The sync engine: per connection, source.read → documents and chunks → embeddings (cached,
+// batched, concurrent, in order) → destination.write, persisting a state only when the
+// destination has committed everything before it (the Airbyte checkpoint rule).
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
+import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
+import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
+import type { Chunk, ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
+import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
+import { canonicalJson, chunkId, documentId, sha256 } from '../protocol/identity.ts';
+import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog, type ConfiguredStream } from '../protocol/messages.ts';
+import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
+import { createTextProcessor, type TextProcessor } from '../text/index.ts';
+import { configureCatalog } from './catalog.ts';
+import { groupItems, mapOrdered } from './flow.ts';
+
+export interface SyncOptions {
+  /** Only this connection (default: all, in file order). */
+  connection?: string;
+  fullRefresh?: boolean;
+  dryRun?: boolean;
+  follow?: boolean;
+  signal: AbortSignal;
+  logger: Logger;
+  /** Receives the live per-stream counters of each connection as it starts (for progress output). */
+  onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
+}
+
+export interface StreamStats {
+  status: 'running' | 'succeeded' | 'failed' | 'interrupted';
+  records_read: number;
+  records_written: number;
+  records_deleted: number;
+  records_skipped: number;
+  chunks_written: number;
+  chunks_deleted: number;
+  embedding_requests: number;
+  embedding_tokens: number;
+  embedding_cache_hits: number;
+  /** Dry run only. */
+  chunks_to_embed?: number;
+  tokens_to_embed?: number;
+  estimated_cost_usd?: number | null;
+  duration_ms: number;
+}
+
+export interface ConnectionSummary {
+  name: string;
+  status: 'succeeded' | 'failed' | 'interrupted';
+  error?: { message: string; hint?: string; where?: string };
+  duration_ms: number;
+  states_committed: number;
+  streams: Record<string, StreamStats>;
+}
+
+export interface SyncSummary {
+  status: 'succeeded' | 'failed' | 'interrupted';
+  dry_run: boolean;
+  duration_ms: number;
+  connections: ConnectionSummary[];
+}
+
+const newStats = (): StreamStats => ({
+  status: 'running',
+  records_read: 0,
+  records_written: 0,
+  records_deleted: 0,
+  records_skipped: 0,
+  chunks_written: 0,
+  chunks_deleted: 0,
+  embedding_requests: 0,
+  embedding_tokens: 0,
+  embedding_cache_hits: 0,
+  duration_ms: 0,
+});
+
+export async function runSync(pipeline: LoadedPipeline, opts: SyncOptions): Promise<SyncSummary> {
+  const started = Date.now();
+  const targets = opts.connection ? pipeline.connections.filter((c) => c.config.name === opts.connection) : pipeline.connections;
+  if (!targets.length) {
+    throw new SluiceError(`no connection named "${opts.connection}" in ${pipeline.file}`, {
+      kind: 'config',
+      hint: `connections: ${pipeline.connections.map((c) => c.config.name).join(', ')}`,
+    });
+  }
+  const connections: ConnectionSummary[] = [];
+  for (const conn of targets) {
+    if (opts.signal.aborted) break;
+    connections.push(await runConnection(pipeline, conn, opts));
+  }
+  const status = connections.some((c) => c.status === 'failed')
+    ? 'failed'
+    : connections.some((c) => c.status === 'interrupted') || opts.signal.aborted
+      ? 'interrupted'
+      : 'succeeded';
+  return { status, dry_run: !!opts.dryRun, duration_ms: Date.now() - started, connections };
+}
+
+export async function connectorContext(pipeline: LoadedPipeline, conn: LoadedConnection, opts: { signal: AbortSignal; logger: Logger; follow?: boolean }): Promise<ConnectorContext> {
+  const workDir = join(pipeline.stateDir, 'work', encodeURIComponent(conn.config.name));
+  await mkdir(workDir, { recursive: true });
+  return { logger: opts.logger, baseDir: pipeline.baseDir, signal: opts.signal, connection: conn.config.name, follow: !!opts.follow, workDir };
+}
+
+export function embedderFor(conn: LoadedConnection, logger: Logger): Embedder | undefined {
+  return conn.config.embedding ? createEmbedder(conn.config.embedding, { logger }) : undefined;
+}
+
+async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, opts: SyncOptions): Promise<ConnectionSummary> {
+  const started = Date.now();
+  const name = conn.config.name;
+  const logger = opts.logger;
+  const streams: Record<string, StreamStats> = {};
+  const summary: ConnectionSummary = { name, status: 'succeeded', duration_ms: 0, states_committed: 0, streams };
+  let embedder: Embedder | undefined;
+  let cache: EmbeddingCache | undefined;
+  try {
+    const ctx = await connectorContext(pipeline, conn, opts);
+    const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
+      throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
+    });
+    const catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    for (const s of catalog.streams) streams[s.stream.name] = newStats();
+    opts.onConnectionStart?.(name, streams);
+
+    embedder = embedderFor(conn, logger);
+    const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
+    if (embedder) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
+    const store: StateStore = new FileStateStore(pipeline.stateDir);
+
+    if (opts.dryRun) {
+      const state = await store.load(name);
+      await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
+    } else {
+      await syncConnection({ conn, catalog, ctx, processor, embedder, cache, store, streams, summary, signal: opts.signal, logger });
+    }
+    if (opts.signal.aborted) summary.status = 'interrupted';
+  } catch (err) {
+    const e = err instanceof SluiceError ? err : withContext(err, `connection ${name}`);
+    summary.status = opts.signal.aborted && !(err instanceof SluiceError && err.kind !== 'interrupted') ? 'interrupted' : 'failed';
+    summary.error = { message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.where ? { where: e.where } : {}) };
+    if (summary.status === 'failed') logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
+  } finally {
+    await cache?.close().catch(() => undefined);
+    await embedder?.close?.().catch(() => undefined);
+  }
+  const elapsed = Date.now() - started;
+  summary.duration_ms = elapsed;
+  for (const s of Object.values(streams)) {
+    if (s.status === 'running') s.status = summary.status;
+    if (!s.duration_ms) s.duration_ms = elapsed;
+  }
+  return summary;
+}
+
+interface RunParts {
+  conn: LoadedConnection;
+  catalog: ConfiguredCatalog;
+  ctx: ConnectorContext;
+  processor: TextProcessor;
+  embedder?: Embedder;
+  cache?: EmbeddingCache;
+  streams: Record<string, StreamStats>;
+  signal: AbortSignal;
+}
+
+async function syncConnection(p: RunParts & { store: StateStore; summary: ConnectionSummary; logger: Logger }) {
+  const { conn, catalog, ctx, embedder, store, streams, summary } = p;
+  const name = conn.config.name;
+  const writer = await conn.destination
+    .open(conn.destinationConfig, ctx, {
+      streams: catalog.streams.map((s) => ({ name: s.stream.name, destinationSyncMode: s.destination_sync_mode, primaryKey: s.primary_key ?? [] })),
+      ...(embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {}),
+    })
+    .catch((err) => {
+      throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
+    });
+  try {
+    // Exactly-once destinations keep state with their data; theirs wins over the file store.
+    const state = (await writer.readState?.()) ?? (await store.load(name));
+    const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
+    const messages = documents(p, state);
+    const embedded = embedder ? embedStage(messages, p, embedder) : messages;
+    for await (const ev of writer.write(embedded)) {
+      if (ev.type === 'WRITTEN') {
+        const s = streams[ev.stream];
+        if (s) {
+          s.records_written += ev.records;
+          s.chunks_written += ev.chunksWritten;
+          s.chunks_deleted += ev.chunksDeleted;
+        }
+      } else {
+        await store.update(name, (stored) => mergeConnectionState(stored, ev.connection, mergeMode));
+        summary.states_committed++;
+        await conn.source.onStateCommitted?.(conn.sourceConfig, ev.state, ev.connection, ctx);
+      }
+    }
+  } finally {
+    await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
+  }
+}
+
+/**
+ * Source messages → destination messages (chunks without vectors yet). Holds STATE back while an
+ * overwrite stream is loading, so no destination acknowledges progress of an unswitched generation.
+ */
+async function* documents(p: RunParts, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
+  const { conn, catalog, ctx, processor, streams, signal } = p;
+  const byName = new Map(catalog.streams.map((s) => [s.stream.name, s]));
+  const openOverwrites = new Set(catalog.streams.filter((s) => s.destination_sync_mode === 'overwrite').map((s) => s.stream.name));
+  const completed = new Set<string>();
+  const streamStart = new Map<string, number>();
+  let current: SourceState = state ?? { streams: {} };
+  let held: DestinationMessage | undefined;
+  let lastStream: string | undefined;
+  let position = 0;
+
+  const complete = function* (stream: string): Generator<DestinationMessage> {
+    if (completed.has(stream)) return;
+    completed.add(stream);
+    const s = streams[stream];
+    if (s) s.duration_ms = Date.now() - (streamStart.get(stream) ?? Date.now());
+    yield { type: 'STREAM_COMPLETE', stream };
+    openOverwrites.delete(stream);
+    if (!openOverwrites.size && held) {
+      yield held;
+      held = undefined;
+    }
+  };
+
+  const source = conn.source.read(conn.sourceConfig, catalog, state, ctx)[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      if (signal.aborted) return;
+      let r: IteratorResult<AirbyteMessage>;
+      try {
+        r = await source.next();
+      } catch (err) {
+        throw withContext(err, `connection ${conn.config.name}, source ${conn.config.source.type}${lastStream ? `, stream ${lastStream}` : ''}`);
+      }
+      if (r.done) break;
+      const m = r.value;
+      if (m.type === 'RECORD') {
+        const stream = m.record.stream;
+        const cs = byName.get(stream);
+        if (!cs) continue;
+        lastStream = stream;
+        position++;
+        if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
+        streams[stream].records_read++;
+        yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
+      } else if (m.type === 'STATE') {
+        current = applyStateMessage(current, m.state);
+        const msg: DestinationMessage = { type: 'STATE', state: m.state, connection: current };
+        if (openOverwrites.size) held = msg;
+        else yield msg;
+      } else if (m.type === 'TRACE') {
+        if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
+          const stream = m.trace.stream_status.stream_descriptor.name;
+          if (byName.has(stream)) yield* complete(stream);
+        } else if (m.trace.type === 'ERROR' && m.trace.error) {
+          const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
+          throw new SluiceError(m.trace.error.message, {
+            kind: m.trace.error.failure_type === 'config_error' ? 'config' : 'source',
+            where: `connection ${conn.config.name}${stream ? `, stream ${stream}` : ''}`,
+            transient: m.trace.error.failure_type === 'transient_error',
+          });
+        }
+      } else if (m.type === 'LOG') {
+        const level = m.log.level === 'FATAL' || m.log.level === 'ERROR' ? 'error' : m.log.level === 'WARN' ? 'warn' : m.log.level === 'INFO' ? 'info' : 'debug';
+        ctx.logger[level]({ connection: conn.config.name, source: conn.config.source.type }, m.log.message);
+      }
+    }
+    // A source that ended without saying so has still finished every stream.
+    if (!signal.aborted) for (const s of catalog.streams) yield* complete(s.stream.name);
+  } finally {
+    void position;
+    await source.return?.();
+  }
+}
+
+function toDocument(cs: ConfiguredStream, data: Record<string, unknown>, processor: TextProcessor, stats: StreamStats, where: string): DestinationMessage {
+  const stream = cs.stream.name;
+  const pk = cs.primary_key ?? [];
+  const deleted = data[CDC_DELETED_AT] != null;
+  const docId = pk.length ? documentId(data, pk, where) : sha256(canonicalJson(data));
+  if (deleted) {
+    stats.records_deleted++;
+    return { type: 'DELETE', stream, documentId: docId };
+  }
+  const record = Object.fromEntries(Object.entries(data).filter(([k]) => !k.startsWith('_ab_')));
+  const pieces = processor.process(record);
+  if (!pieces.length) stats.records_skipped++;
+  // An empty document still replaces its old chunks (with none), so stale text does not linger.
+  const chunks: Chunk[] = pieces.map((piece, i) => ({
+    id: chunkId(docId, i),
+    documentId: docId,
+    chunkIndex: i,
+    content: piece.content,
+    contentHash: sha256(piece.content),
+    metadata: piece.metadata,
+  }));
+  return { type: 'DOCUMENT', stream, documentId: docId, chunks, record };
+}
+
+const chunkCount = (g: DestinationMessage[]) => g.reduce((n, m) => n + (m.type === 'DOCUMENT' ? m.chunks.length : 0), 0);
+const firstStream = (g: DestinationMessage[]) => g.find((m) => m.type === 'DOCUMENT')?.stream;
+
+/** Groups documents into embedding batches; batches run concurrently and come out in order. */
+function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embedder: Embedder): AsyncIterable<DestinationMessage> {
+  const groups = groupItems(input, {
+    isFull: (g, next) =>
+      next.type === 'DOCUMENT' &&
+      (chunkCount(g) + next.chunks.length > embedder.batchSize || (firstStream(g) !== undefined && firstStream(g) !== next.stream)),
+    closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
+    lingerMs: 25,
+  });
+  const done = mapOrdered(groups, (g) => embedGroup(g, p, embedder), Math.max(1, embedder.concurrency));
+  return (async function* () {
+    for await (const g of done) yield* g;
+  })();
+}
+
+async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
+  const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' ? m.chunks : []));
+  if (!chunks.length) return group;
+  const stream = firstStream(group)!;
+  const stats = p.streams[stream];
+  const keys = chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
+  const cached = await p.cache!.getMany(keys);
+  const missing = new Map<string, string>();
+  chunks.forEach((c, i) => {
+    if (cached[i]) stats.embedding_cache_hits++;
+    else missing.set(keys[i], c.content);
+  });
+  const fresh = new Map<string, Float32Array>();
+  if (missing.size) {
+    const texts = [...missing.values()];
+    const result = await embedder.embed(texts, p.signal).catch((err) => {
+      throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
+    });
+    stats.embedding_requests += result.requests;
+    stats.embedding_tokens += result.tokens;
+    const missKeys = [...missing.keys()];
+    result.vectors.forEach((v, i) => {
+      if (v.length !== embedder.dimensions) {
+        throw new SluiceError(`embedding model ${embedder.model} returned ${v.length} dimensions, expected ${embedder.dimensions}`, {
+          kind: 'embedding',
+          hint: 'set embedding.dimensions to what the model produces',
+        });
+      }
+      fresh.set(missKeys[i], v);
+    });
+    await p.cache!.putMany([...fresh.entries()]);
+  }
+  chunks.forEach((c, i) => {
+    c.embedding = cached[i] ?? fresh.get(keys[i]);
+  });
+  return group;
+}
+
+/** Reads, chunks and consults the cache; counts what a real sync would embed and cost. Writes nothing. */
+async function dryRun(p: RunParts & { state: SourceState | undefined }) {
+  const { embedder, cache, streams } = p;
+  for (const s of Object.values(streams)) {
+    s.chunks_to_embed = 0;
+    s.tokens_to_embed = 0;
+    s.estimated_cost_usd = embedder ? 0 : null;
+  }
+  const seen = new Set<string>();
+  for await (const m of documents(p, p.state)) {
+    if (m.type !== 'DOCUMENT' || !embedder || !cache) continue;
+    const s = streams[m.stream];
+    const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
+    const cached = await cache.getMany(keys);
+    m.chunks.forEach((c, i) => {
+      if (cached[i] || seen.has(keys[i])) {
+        s.embedding_cache_hits++;
+        return;
+      }
+      seen.add(keys[i]);
+      s.chunks_to_embed!++;
+      s.tokens_to_embed! += embedder.countTokens(c.content);
+    });
+  }
+  for (const s of Object.values(streams)) {
+    if (embedder) {
+      const cost = estimateCostUsd(s.tokens_to_embed ?? 0, embedder);
+      s.estimated_cost_usd = cost === undefined ? null : Number(cost.toFixed(6));
+    }
+    s.status = 'succeeded';
+  }
+}
