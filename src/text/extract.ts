@@ -1,0 +1,85 @@
+// Which parts of a record become text, and which become chunk metadata.
+import { canonicalJson } from '../protocol/identity.ts';
+
+/** Values at a dot path; `*` walks into every element of an array (or value of an object). */
+export function valuesAtPath(record: unknown, path: string): unknown[] {
+  let current: unknown[] = [record];
+  for (const part of path.split('.')) {
+    const next: unknown[] = [];
+    for (const value of current) {
+      if (value === null || typeof value !== 'object') continue;
+      if (part === '*') {
+        next.push(...(Array.isArray(value) ? value : Object.values(value as Record<string, unknown>)));
+      } else {
+        const v = (value as Record<string, unknown>)[part];
+        if (v !== undefined) next.push(v);
+      }
+    }
+    current = next;
+  }
+  return current;
+}
+
+/** Text form of a field value; empty for null/undefined. */
+export function valueToText(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return value.map(valueToText).filter((s) => s.length > 0).join('\n');
+  return canonicalJson(value);
+}
+
+/** Airbyte bookkeeping columns (`_ab_cdc_deleted_at`, `_ab_cdc_lsn`…) are never text. */
+const isBookkeeping = (key: string) => key.startsWith('_ab_');
+
+export type TextExtractor = (record: Record<string, unknown>) => string;
+
+export function textExtractor(opts: { textFields?: string[]; textTemplate?: string }): TextExtractor {
+  if (opts.textTemplate !== undefined) {
+    const template = opts.textTemplate;
+    return (record) => {
+      let anyValue = false;
+      const text = template.replace(/\{\{\s*([^}\s]+)\s*\}\}/g, (_m, path: string) => {
+        const value = valuesAtPath(record, path).map(valueToText).filter((s) => s.length > 0).join('\n');
+        if (value.trim().length) anyValue = true;
+        return value;
+      });
+      // A template whose fields are all empty is empty text, whatever literal words it holds.
+      return anyValue ? text : '';
+    };
+  }
+  if (opts.textFields) {
+    const fields = opts.textFields;
+    return (record) =>
+      fields
+        .flatMap((f) => valuesAtPath(record, f).map(valueToText))
+        .filter((s) => s.trim().length > 0)
+        .join('\n\n');
+  }
+  return (record) => {
+    if (typeof record.content === 'string') return record.content;
+    const lines: string[] = [];
+    for (const [key, value] of Object.entries(record)) {
+      if (typeof value === 'string' && value.trim().length && !isBookkeeping(key)) lines.push(`${key}: ${value}`);
+    }
+    return lines.join('\n');
+  };
+}
+
+export type MetadataField = string | { field: string; as: string };
+
+export function metadataExtractor(fields: MetadataField[] | undefined): (record: Record<string, unknown>) => Record<string, unknown> {
+  if (!fields?.length) return () => ({});
+  const specs = fields.map((f) => (typeof f === 'string' ? { field: f, as: f } : f));
+  return (record) => {
+    const metadata: Record<string, unknown> = {};
+    for (const { field, as } of specs) {
+      const values = valuesAtPath(record, field);
+      if (!values.length) continue;
+      // A wildcard path yields a list; a plain path its single value.
+      metadata[as] = field.includes('*') ? values : values[0];
+    }
+    return metadata;
+  };
+}

@@ -1,0 +1,85 @@
+// Record → chunks: pick the text, cut it, attach metadata. The engine turns the chunks into
+// identities (documentId, chunk index, content hash) and embeddings.
+import { ProcessingConfigSchema, type ProcessingConfig } from './config.ts';
+import { textExtractor, metadataExtractor } from './extract.ts';
+import { markdownSections, splitRecursive, type Measure } from './splitter.ts';
+import { tokenizerFor } from './tokenizer.ts';
+
+export { tokenizerFor, encodingForModel, type Tokenizer } from './tokenizer.ts';
+export { valuesAtPath, valueToText } from './extract.ts';
+export { splitRecursive, markdownSections } from './splitter.ts';
+
+export interface ProcessedChunk {
+  content: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface TextProcessor {
+  /** The record's chunks in order; [] when it has no text (the engine counts it as skipped). */
+  process(record: Record<string, unknown>): ProcessedChunk[];
+}
+
+export interface TextProcessorOptions {
+  /** The embedder's input limit in its tokens: no chunk is longer (longer text is split further). */
+  maxInputTokens?: number;
+  /** Embedding model, to count tokens with its tokenizer. */
+  model?: string;
+}
+
+const countCodePoints: Measure = (text) => {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff) n++; // a low surrogate completes a pair counted already
+  }
+  return n;
+};
+
+export function createTextProcessor(config: ProcessingConfig | undefined, opts: TextProcessorOptions = {}): TextProcessor {
+  const cfg = ProcessingConfigSchema.parse(config ?? {});
+  const tokenizer = tokenizerFor(opts.model);
+  const countTokens: Measure = (text) => tokenizer.count(text);
+  const maxInputTokens = opts.maxInputTokens ?? Number.POSITIVE_INFINITY;
+  const extractText = textExtractor({ textFields: cfg.text_fields, textTemplate: cfg.text_template });
+  const extractMetadata = metadataExtractor(cfg.metadata_fields);
+
+  const byTokens = cfg.chunk_unit === 'tokens';
+  const chunkSize = byTokens ? Math.min(cfg.chunk_size, maxInputTokens) : cfg.chunk_size;
+  const splitOptions = {
+    chunkSize,
+    chunkOverlap: Math.min(cfg.chunk_overlap, chunkSize - 1),
+    measure: byTokens ? countTokens : countCodePoints,
+    additive: !byTokens,
+  };
+
+  /** The embedder's hard limit: split further, never truncate. */
+  const enforceInputLimit = (chunks: string[]): string[] => {
+    if (!Number.isFinite(maxInputTokens) || (byTokens && cfg.splitter !== 'none')) return chunks;
+    return chunks.flatMap((chunk) =>
+      // A token is at least one UTF-8 byte, so short text cannot be over the limit.
+      Buffer.byteLength(chunk) <= maxInputTokens || countTokens(chunk) <= maxInputTokens
+        ? [chunk]
+        : splitRecursive(chunk, { chunkSize: maxInputTokens, chunkOverlap: 0, measure: countTokens }),
+    );
+  };
+
+  return {
+    process(record) {
+      const text = extractText(record);
+      if (!text || !text.trim()) return [];
+      const metadata = extractMetadata(record);
+      if (cfg.splitter === 'none') {
+        return enforceInputLimit([text.trim()]).map((content) => ({ content, metadata: { ...metadata } }));
+      }
+      if (cfg.splitter === 'markdown') {
+        return markdownSections(text).flatMap((section) =>
+          enforceInputLimit(splitRecursive(section.text, splitOptions)).map((content) => ({
+            content,
+            metadata: { ...metadata, headings: section.headings },
+          })),
+        );
+      }
+      return enforceInputLimit(splitRecursive(text, splitOptions)).map((content) => ({ content, metadata: { ...metadata } }));
+    },
+  };
+}

@@ -1,0 +1,89 @@
+// Token counting with the tokenizer the embedding model uses (js-tiktoken). Rank tables are big
+// (~250 ms to load), so each encoding is loaded lazily, once per process, on first use.
+import { createRequire } from 'node:module';
+
+export type EncodingName = 'cl100k_base' | 'o200k_base';
+
+export interface Tokenizer {
+  readonly encoding: EncodingName;
+  count(text: string): number;
+  encode(text: string): number[];
+  decode(tokens: number[]): string;
+}
+
+interface TiktokenLike {
+  encode(text: string, allowedSpecial?: string[] | 'all', disallowedSpecial?: string[] | 'all'): number[];
+  decode(tokens: number[]): string;
+}
+
+const require = createRequire(import.meta.url);
+const loaded = new Map<EncodingName, TiktokenLike>();
+
+function load(encoding: EncodingName): TiktokenLike {
+  let enc = loaded.get(encoding);
+  if (!enc) {
+    // require() keeps loading synchronous, so countTokens() can stay a plain function.
+    const { Tiktoken } = require('js-tiktoken/lite') as { Tiktoken: new (ranks: unknown) => TiktokenLike };
+    const ranksModule = require(`js-tiktoken/ranks/${encoding}`) as { default?: unknown };
+    enc = new Tiktoken(ranksModule.default ?? ranksModule);
+    loaded.set(encoding, enc);
+  }
+  return enc;
+}
+
+/** OpenAI embedding models use cl100k_base; newer chat-family names use o200k_base. */
+export function encodingForModel(model: string | undefined): EncodingName {
+  const m = (model ?? '').toLowerCase();
+  if (/^(gpt-4o|gpt-4\.1|gpt-5|o1|o3|o4|chatgpt-4o)/.test(m)) return 'o200k_base';
+  return 'cl100k_base';
+}
+
+/** Runs of non-space text longer than this are counted in blocks (see countTokens). */
+const LONG_RUN = 256;
+const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
+
+/**
+ * BPE is quadratic in the length of one pre-tokenised word, so a 100 kB base64 blob or a line of
+ * emoji would take seconds. Long runs are counted in blocks; cutting can only prevent merges, so
+ * the count errs on the high side, which is the safe side for input limits.
+ */
+function countTokens(enc: TiktokenLike, text: string): number {
+  if (text.length === 0) return 0;
+  if (text.length <= LONG_RUN || !LONG_RUN_RE.test(text)) return enc.encode(text, [], []).length;
+  LONG_RUN_RE.lastIndex = 0;
+  let total = 0;
+  let last = 0;
+  for (const match of text.matchAll(LONG_RUN_RE)) {
+    if (match.index > last) total += enc.encode(text.slice(last, match.index), [], []).length;
+    const run = match[0];
+    for (let i = 0; i < run.length; ) {
+      let end = Math.min(run.length, i + LONG_RUN);
+      // Never cut a surrogate pair.
+      const code = run.charCodeAt(end - 1);
+      if (end < run.length && code >= 0xd800 && code <= 0xdbff) end++;
+      total += enc.encode(run.slice(i, end), [], []).length;
+      i = end;
+    }
+    last = match.index + run.length;
+  }
+  if (last < text.length) total += enc.encode(text.slice(last), [], []).length;
+  return total;
+}
+
+const tokenizers = new Map<EncodingName, Tokenizer>();
+
+export function tokenizerFor(model: string | undefined): Tokenizer {
+  const encoding = encodingForModel(model);
+  let t = tokenizers.get(encoding);
+  if (!t) {
+    t = {
+      encoding,
+      // Special-token text such as "<|endoftext|>" in user data is ordinary text here, not an error.
+      encode: (text) => load(encoding).encode(text, [], []),
+      count: (text) => countTokens(load(encoding), text),
+      decode: (tokens) => load(encoding).decode(tokens),
+    };
+    tokenizers.set(encoding, t);
+  }
+  return t;
+}
