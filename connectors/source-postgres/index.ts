@@ -1,0 +1,170 @@
+// PostgreSQL source: discover tables/views/SQL streams, full refresh and cursor-incremental reads
+// with keyset pagination and per-page checkpoints, and CDC over logical replication (pgoutput).
+import type pg from 'pg';
+import type { CheckResult, ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
+import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
+import { message, type AirbyteCatalog, type AirbyteMessage, type ConfiguredCatalog, type StateMessage } from '../../src/protocol/messages.ts';
+import { acknowledgeCommitted, cdcNames, lsnOfState, readCdc, slotLag } from './cdc.ts';
+import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig } from './config.ts';
+import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
+import { lsnFromText } from './pgoutput.ts';
+import { fullRefresh, incremental } from './reads.ts';
+import { isCursorCandidate, jsonSchemaFor } from './types.ts';
+
+function parseConfig(config: unknown): PostgresSourceConfig {
+  const r = PostgresSourceConfigSchema.safeParse(config);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new SluiceError(`invalid postgres source config: ${issue.message}`, { kind: 'config', where: `source config ${issue.path.join('.')}` });
+  }
+  return r.data;
+}
+
+async function withClient<T>(config: PostgresSourceConfig, ctx: ConnectorContext, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(config, ctx);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function toCatalog(rels: Relation[]): AirbyteCatalog {
+  return {
+    streams: rels.map((r) => ({
+      name: r.stream,
+      ...(r.schema ? { namespace: r.schema } : {}),
+      json_schema: {
+        type: 'object',
+        properties: Object.fromEntries(r.columns.map((c) => [c.name, jsonSchemaFor(c.type)])),
+      },
+      supported_sync_modes: ['full_refresh', 'incremental'],
+      source_defined_cursor: false,
+      ...(r.defaultCursor ? { default_cursor_field: [r.defaultCursor] } : {}),
+      ...(r.primaryKey.length ? { source_defined_primary_key: r.primaryKey.map((k) => [k]) } : {}),
+      is_resumable: r.primaryKey.length > 0 || r.kind === 'table',
+      cursor_candidates: r.columns.filter((c) => isCursorCandidate(c.type)).map((c) => c.name),
+      supports_cdc: r.kind === 'table' && r.primaryKey.length > 0,
+    })),
+  };
+}
+
+async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promise<CheckResult> {
+  const cfg = parseConfig(config);
+  const where = describeServer(cfg, ctx.baseDir);
+  let client: pg.Client;
+  try {
+    client = await connect(cfg, ctx);
+  } catch (err) {
+    const e = err instanceof SluiceError ? err : undefined;
+    return { ok: false, message: `${e?.message ?? describeUnknown(err)}${e?.hint ? ` (${e.hint})` : ''}` };
+  }
+  const warnings: string[] = [];
+  try {
+    const rels = await loadRelations(client, cfg);
+    const tables = rels.filter((r) => r.kind !== 'query');
+    if (!rels.length) return { ok: false, message: `${where}: no tables or views found in schemas ${cfg.schemas.join(', ')} (after include/exclude)` };
+    const priv = await client.query<{ oid: number; ok: boolean }>('SELECT oid::int AS oid, has_table_privilege(oid, \'SELECT\') AS ok FROM pg_class WHERE oid = ANY($1::oid[])', [tables.map((t) => t.oid)]);
+    const denied = tables.filter((t) => priv.rows.some((p) => p.oid === t.oid && !p.ok));
+    if (denied.length === tables.length && tables.length) {
+      return { ok: false, message: `${where}: the user cannot SELECT from any discovered table`, warnings: [`GRANT SELECT ON ALL TABLES IN SCHEMA ${cfg.schemas.join(', ')} TO <user>`] };
+    }
+    for (const t of denied) warnings.push(`no SELECT privilege on ${t.schema}.${t.table}: GRANT SELECT ON ${t.schema}.${t.table} TO <user>`);
+
+    // CDC readiness: reported as warnings because the catalog, not the config, decides whether CDC is used.
+    const facts = (
+      await client.query<{ wal_level: string; repl: boolean; emit: boolean }>(
+        `SELECT current_setting('wal_level') AS wal_level,
+                (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS repl,
+                has_function_privilege('pg_logical_emit_message(boolean,text,text)', 'EXECUTE') AS emit`,
+      )
+    ).rows[0];
+    if (facts.wal_level !== 'logical') warnings.push(`CDC: wal_level is ${facts.wal_level}; CDC streams need wal_level = logical (ALTER SYSTEM SET wal_level = logical; restart)`);
+    if (!facts.repl) warnings.push('CDC: the user lacks the REPLICATION attribute (ALTER ROLE <user> REPLICATION)');
+    if (!facts.emit) warnings.push('CDC: the user cannot execute pg_logical_emit_message, so idle heartbeats are off and the slot only advances with changes to the watched tables');
+    for (const t of tables) {
+      if (t.kind !== 'table') continue;
+      if (!t.primaryKey.length) warnings.push(`${t.schema}.${t.table}: no primary key; it can be read by full refresh or incremental but not by CDC`);
+      else if (t.replicaIdentity === 'n') warnings.push(`${t.schema}.${t.table}: REPLICA IDENTITY NOTHING, CDC cannot see deletes (ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY DEFAULT)`);
+      else if (t.replicaIdentity === 'i') warnings.push(`${t.schema}.${t.table}: REPLICA IDENTITY USING INDEX; CDC deletes need the primary key columns in that index`);
+      else if (t.replicaIdentity === 'd' && t.columns.some((c) => ['text', 'varchar', 'bytea', 'json', 'jsonb'].includes(c.type.typname) || c.type.isArray)) {
+        warnings.push(
+          `${t.schema}.${t.table}: REPLICA IDENTITY DEFAULT; an UPDATE that leaves a large (TOASTed) value unchanged does not carry it, so CDC reads it back from the table by primary key. ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY FULL avoids that read`,
+        );
+      }
+    }
+    const { slot } = cdcNames(cfg, ctx.connection);
+    const s = await client.query<{ wal_status: string | null }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    if (s.rows[0]?.wal_status === 'lost') warnings.push(`CDC: replication slot ${slot} is invalidated (WAL removed); the next CDC sync fails unless cdc.on_invalid_slot is resnapshot`);
+    else if (s.rows[0]) {
+      const lag = await slotLag(client, slot);
+      if (lag) warnings.push(`CDC: slot ${slot} retains ${lag.retained} bytes of WAL`);
+    }
+    const version = (await client.query<{ v: string }>('SHOW server_version')).rows[0].v;
+    return { ok: true, message: `connected to ${where} (PostgreSQL ${version}); ${rels.length} streams`, warnings };
+  } catch (err) {
+    return { ok: false, message: err instanceof SluiceError ? err.message : `${where}: ${describeUnknown(err)}`, warnings };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function* read(config: PostgresSourceConfig, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncGenerator<AirbyteMessage> {
+  const cfg = parseConfig(config);
+  const client = await connect(cfg, ctx);
+  let relations: Relation[];
+  const cdcRels: Relation[] = [];
+  try {
+    relations = await loadRelations(client, cfg);
+    for (const cs of catalog.streams) {
+      const rel = resolveStream(relations, cs.stream.name, cs.stream.namespace);
+      if (cs.cdc) {
+        cdcRels.push(rel);
+        continue;
+      }
+      if (ctx.signal.aborted) return;
+      const st = state?.streams?.[cs.stream.name];
+      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback };
+      try {
+        if (cs.sync_mode === 'incremental') yield* incremental(client, rel, cs.cursor_field?.[0], st, opts);
+        else yield* fullRefresh(client, rel, st, opts);
+      } catch (err) {
+        throw err instanceof SluiceError && err.where ? err : new SluiceError(describeUnknown(err), { kind: 'source', where: `stream ${rel.stream}`, cause: err });
+      }
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
+  if (cdcRels.length && !ctx.signal.aborted) {
+    yield* readCdc({ cfg, rels: cdcRels, state, ctx });
+    if (!ctx.signal.aborted) for (const r of cdcRels) yield message.streamStatus(r.stream, 'COMPLETE');
+  }
+}
+
+const source: Source<PostgresSourceConfig> = {
+  kind: 'source',
+  spec: {
+    name: 'postgres',
+    title: 'PostgreSQL',
+    description: 'Tables, views and SQL queries of a PostgreSQL database: full refresh, cursor incremental, or CDC over logical replication',
+    documentationUrl: 'docs/postgres.md',
+    config: PostgresSourceConfigSchema as never,
+  },
+  capabilities: { syncModes: ['full_refresh', 'incremental', 'cdc'] },
+  check,
+  async discover(config, ctx) {
+    const cfg = parseConfig(config);
+    return toCatalog(await withClient(cfg, ctx, (c) => loadRelations(c, cfg)));
+  },
+  read,
+  onStateCommitted(config: PostgresSourceConfig, state: StateMessage, connection: SourceState, ctx: ConnectorContext) {
+    if (state.type !== 'GLOBAL') return;
+    const cfg = parseConfig(config);
+    const { slot } = cdcNames(cfg, ctx.connection);
+    const fromConn = connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
+    const lsn = lsnOfState(state as never) ?? fromConn;
+    if (lsn !== undefined && (state.global?.shared_state?.slot ?? slot) === slot) acknowledgeCommitted(slot, lsn);
+  },
+};
+
+export default source;
