@@ -1,0 +1,75 @@
+// Qdrant destination (`type: qdrant`): chunks become points with UUIDv5 ids of (stream, document id,
+// chunk index); readers query the alias `<collection>`, which an overwrite switches atomically.
+import type { CheckResult, ConnectorContext, Destination, OpenOptions, SearchHit } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { connectQdrant } from './client.ts';
+import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
+import { describeCollection, readLayout } from './collection.ts';
+import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
+
+const destination: Destination<QdrantConfig> = {
+  kind: 'destination',
+  spec: {
+    name: 'qdrant',
+    title: 'Qdrant',
+    description: 'Writes chunks and their vectors as Qdrant points; overwrite syncs switch an alias atomically.',
+    documentationUrl: 'https://qdrant.tech/documentation/',
+    config: QdrantConfigSchema,
+  },
+  capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
+
+  async check(config: QdrantConfig, ctx: ConnectorContext): Promise<CheckResult> {
+    const q = connectQdrant(config, ctx.logger);
+    try {
+      const layout = await readLayout(q, config.collection);
+      if (!layout.current) {
+        return { ok: true, message: `${q.where} is reachable; collection "${config.collection}" does not exist yet and will be created on the first sync` };
+      }
+      const { shape, points } = await describeCollection(q, layout.current.physical);
+      const warnings: string[] = [];
+      if (shape.distance !== QDRANT_DISTANCE[config.distance]) {
+        warnings.push(`collection "${config.collection}" uses distance ${shape.distance} but the config says ${QDRANT_DISTANCE[config.distance]}: syncs will fail`);
+      }
+      if (!layout.current.viaAlias) {
+        warnings.push(`"${config.collection}" is a plain collection, not an alias: the first overwrite sync replaces it with a short gap for readers`);
+      }
+      return {
+        ok: warnings.length === 0 || shape.distance === QDRANT_DISTANCE[config.distance],
+        message: `${q.where}: collection "${config.collection}" (${layout.current.physical}) holds ${points ?? '?'} points of size ${shape.size}, distance ${shape.distance}`,
+        warnings,
+      };
+    } catch (err) {
+      const e = err instanceof SluiceError ? err : new SluiceError(String(err));
+      return { ok: false, message: e.hint ? `${e.message} (${e.hint})` : e.message };
+    }
+  },
+
+  async open(config: QdrantConfig, ctx: ConnectorContext, options: OpenOptions) {
+    const q = connectQdrant(config, ctx.logger);
+    const plan = await prepare(q, config, ctx, options);
+    return createWriter(q, config, ctx, options, plan);
+  },
+
+  async search(config: QdrantConfig, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]> {
+    const q = connectQdrant(config, ctx.logger);
+    const filter = query.streams.length ? { must: [{ key: 'stream', match: { any: query.streams } }] } : undefined;
+    const res = await q.call(`query of collection ${config.collection}`, () =>
+      q.client.query(config.collection, { query: Array.from(query.vector), limit: query.topK, filter, with_payload: true }),
+    );
+    return res.points.map((p) => {
+      const payload = (p.payload ?? {}) as Record<string, unknown>;
+      const metadata: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(payload)) if (!RESERVED_PAYLOAD_KEYS.has(k)) metadata[k] = v;
+      return {
+        score: p.score,
+        stream: String(payload.stream ?? ''),
+        documentId: String(payload.document_id ?? ''),
+        chunkIndex: Number(payload.chunk_index ?? 0),
+        content: String(payload.content ?? ''),
+        metadata,
+      };
+    });
+  },
+};
+
+export default destination;
