@@ -1,0 +1,286 @@
+// The Pinecone client, wrapped: one place for retries (429/5xx/timeouts, via src/net/retry.ts),
+// readable errors, index resolution (name or host) and the generation pointers used by overwrite.
+import { Pinecone, type Index, type PineconeRecord } from '@pinecone-database/pinecone';
+import type { ConnectorContext } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { httpStatus, isRetryableError, retry } from '../../src/net/retry.ts';
+import type { Metric, PineconeConfig } from './config.ts';
+import type { PineconeMetadata } from './metadata.ts';
+
+export const MAX_IDS_PER_DELETE = 1000;
+export const MAX_VECTORS_PER_UPSERT = 1000;
+export const MAX_ID_BYTES = 512;
+/** Namespace holding one small "pointer" record per logical namespace: which generation is current. */
+export const POINTER_NAMESPACE = '__sluice_generations';
+
+export interface ResolvedIndex {
+  /** Index name when known (resolved through the control plane). */
+  name?: string;
+  /** Data-plane base URL. */
+  hostUrl: string;
+  dimension: number;
+  metric?: Metric;
+}
+
+export interface GenerationPointer {
+  /** Physical namespace readers should query. */
+  current: string;
+  generation: number;
+  /** The generation before `current`; removed after the switch (again on the next overwrite if that failed). */
+  previous?: string;
+}
+
+/** A non-2xx answer, captured in our fetch so status and Retry-After survive the client's wrapping. */
+class PineconeHttpFailure extends Error {
+  constructor(
+    readonly httpStatusCode: number,
+    readonly responseHeaders: Headers,
+    readonly serverMessage: string,
+  ) {
+    super(`HTTP ${httpStatusCode}: ${serverMessage}`);
+  }
+}
+
+/** What retry.ts understands: `status` and `headers`. */
+class PineconeStatusError extends Error {
+  constructor(
+    readonly status: number,
+    readonly headers: Headers,
+    readonly serverMessage: string,
+  ) {
+    super(serverMessage);
+  }
+}
+
+export class PineconeStore {
+  readonly client: Pinecone;
+  readonly index: ResolvedIndex;
+  private readonly config: PineconeConfig;
+  private readonly ctx: ConnectorContext;
+  private readonly namespaces = new Map<string, Index>();
+  /** Requests retried so far (for logs and tests). */
+  retries = 0;
+
+  private constructor(config: PineconeConfig, ctx: ConnectorContext, client: Pinecone, index: ResolvedIndex) {
+    this.config = config;
+    this.ctx = ctx;
+    this.client = client;
+    this.index = index;
+  }
+
+  /** Connects and describes the index (dimension, metric): credentials and index are checked here. */
+  static async connect(config: PineconeConfig, ctx: ConnectorContext): Promise<PineconeStore> {
+    const timeoutMs = config.request_timeout_seconds * 1000;
+    const fetchApi = async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const timeout = AbortSignal.timeout(timeoutMs);
+      const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+      const res = await fetch(url, { ...init, signal });
+      if (res.ok) return res;
+      const text = await res.text().catch(() => '');
+      throw new PineconeHttpFailure(res.status, res.headers, serverMessage(text) || res.statusText);
+    };
+    const client = new Pinecone({
+      apiKey: config.api_key,
+      ...(config.controller_host ? { controllerHostUrl: config.controller_host } : {}),
+      // Retries are ours (429 included, Retry-After honoured); the client's own would hide statuses.
+      maxRetries: 0,
+      fetchApi: fetchApi as never,
+      sourceTag: 'sluice',
+    });
+    const partial = new PineconeStore(config, ctx, client, { hostUrl: '', dimension: 0 });
+    const index = await partial.resolveIndex();
+    return new PineconeStore(config, ctx, client, index);
+  }
+
+  private async resolveIndex(): Promise<ResolvedIndex> {
+    const target = this.config.index;
+    // Index names are lower-case letters, digits and '-'; anything else is a host.
+    if (!/^[a-z0-9-]+$/.test(target)) {
+      const hostUrl = withScheme(target, this.config.controller_host);
+      const stats = await this.call(`describe index at ${target}`, () => this.client.index({ host: hostUrl }).describeIndexStats(), { hostUrl });
+      if (!stats.dimension) {
+        throw new SluiceError(`Pinecone index at ${target} did not report its dimension`, { kind: 'destination', hint: 'give the index name instead of its host' });
+      }
+      return { hostUrl, dimension: stats.dimension, metric: this.config.metric };
+    }
+    const model = await this.call(`describe index "${target}"`, () => this.client.describeIndex(target));
+    if (model.vectorType && model.vectorType !== 'dense') {
+      throw new SluiceError(`Pinecone index "${target}" is a ${model.vectorType} index; sluice writes dense vectors`, { kind: 'config', hint: 'use a dense index' });
+    }
+    if (!model.status?.ready) {
+      throw new SluiceError(`Pinecone index "${target}" is not ready (state ${model.status?.state ?? 'unknown'})`, {
+        kind: 'destination',
+        transient: true,
+        hint: 'wait until the index is Ready, then run again',
+      });
+    }
+    if (!model.dimension) throw new SluiceError(`Pinecone index "${target}" has no dimension`, { kind: 'config', hint: 'use a dense index with a dimension' });
+    return { name: target, hostUrl: withScheme(model.host, this.config.controller_host), dimension: model.dimension, metric: model.metric as Metric };
+  }
+
+  ns(namespace: string): Index {
+    let idx = this.namespaces.get(namespace);
+    if (!idx) {
+      idx = this.client.index({ host: this.index.hostUrl }).namespace(namespace);
+      this.namespaces.set(namespace, idx);
+    }
+    return idx;
+  }
+
+  async upsert(namespace: string, records: PineconeRecord[]): Promise<void> {
+    await this.call(`upsert of ${records.length} vectors into namespace "${namespace}"`, () => this.ns(namespace).upsert({ records: records as PineconeRecord<PineconeMetadata>[] }));
+  }
+
+  async deleteIds(namespace: string, ids: string[]): Promise<void> {
+    if (ids.length > MAX_IDS_PER_DELETE) throw new Error(`internal: delete of ${ids.length} ids exceeds ${MAX_IDS_PER_DELETE}`);
+    await this.call(`delete of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).deleteMany({ ids }), { notFoundOk: true });
+  }
+
+  /** Removes every vector of a namespace; a namespace that does not exist is fine. */
+  async deleteNamespaceContents(namespace: string): Promise<void> {
+    await this.call(`delete of namespace "${namespace}"`, () => this.ns(namespace).deleteAll(), { notFoundOk: true });
+  }
+
+  /** Vector ids starting with `prefix`, page by page (list is for serverless indexes). */
+  async *listIds(namespace: string, prefix: string): AsyncIterable<string[]> {
+    let token: string | undefined;
+    do {
+      const page = await this.call(`list of ids "${prefix}*" in namespace "${namespace}"`, () =>
+        this.ns(namespace).listPaginated({ prefix, limit: 100, ...(token ? { paginationToken: token } : {}) }),
+      );
+      const ids = (page.vectors ?? []).map((v) => v.id).filter((id): id is string => typeof id === 'string');
+      if (ids.length) yield ids;
+      token = page.pagination?.next;
+    } while (token);
+  }
+
+  async query(namespace: string, vector: number[], topK: number) {
+    const res = await this.call(`query of namespace "${namespace}"`, () => this.ns(namespace).query({ vector, topK, includeMetadata: true, includeValues: false }));
+    return res.matches ?? [];
+  }
+
+  /** Current generation pointers of logical namespaces (absent: the logical namespace itself is current). */
+  async readPointers(logical: string[]): Promise<Map<string, GenerationPointer>> {
+    const out = new Map<string, GenerationPointer>();
+    if (!logical.length) return out;
+    const res = await this.call('read of generation pointers', () => this.ns(POINTER_NAMESPACE).fetch({ ids: logical.map(pointerId) }));
+    const records = (res as { records?: Record<string, PineconeRecord> }).records ?? {};
+    for (const name of logical) {
+      const md = records[pointerId(name)]?.metadata as Record<string, unknown> | undefined;
+      if (md && typeof md.current === 'string' && typeof md.generation === 'number') {
+        out.set(name, { current: md.current, generation: md.generation, ...(typeof md.previous === 'string' ? { previous: md.previous } : {}) });
+      }
+    }
+    return out;
+  }
+
+  /** Switches readers to a generation: one upsert of one record, so the switch is atomic. */
+  async writePointer(logical: string, pointer: GenerationPointer): Promise<void> {
+    const values = new Array<number>(this.index.dimension).fill(0);
+    values[0] = 1; // a unit vector: valid for every metric (cosine rejects all-zero vectors)
+    const metadata: PineconeMetadata = {
+      logical_namespace: logical,
+      current: pointer.current,
+      generation: pointer.generation,
+      updated_at: new Date().toISOString(),
+      ...(pointer.previous !== undefined ? { previous: pointer.previous } : {}),
+    };
+    await this.upsert(POINTER_NAMESPACE, [{ id: pointerId(logical), values, metadata }]);
+  }
+
+  /** Runs one request with retries; failures become SluiceErrors that say what failed. */
+  async call<T>(what: string, fn: () => Promise<T>, opts: { notFoundOk?: boolean; hostUrl?: string } = {}): Promise<T> {
+    try {
+      return await retry(
+        async () => {
+          try {
+            return await fn();
+          } catch (err) {
+            throw unwrap(err);
+          }
+        },
+        {
+          maxRetries: this.config.max_retries,
+          baseMs: this.config.retry_initial_delay_ms,
+          isRetryable: isRetryableError,
+          onRetry: (err, attempt, waitMs) => {
+            this.retries++;
+            this.ctx.logger.debug({ attempt, waitMs: Math.round(waitMs), status: httpStatus(err) }, `Pinecone ${what} failed (${describe(err)}); retrying`);
+          },
+        },
+      );
+    } catch (err) {
+      if (opts.notFoundOk && httpStatus(err) === 404) return undefined as T;
+      throw this.humanError(what, err);
+    }
+  }
+
+  private humanError(what: string, err: unknown): SluiceError {
+    const status = httpStatus(err);
+    const where = `Pinecone index ${this.index.name ?? this.config.index}`;
+    const detail = describe(err);
+    if (status === 401 || status === 403) {
+      return new SluiceError(`Pinecone rejected the API key during ${what} (HTTP ${status})`, { kind: 'config', where, hint: 'check api_key (a key of the project that owns the index)' });
+    }
+    if (status === 404 && what.startsWith('describe index')) {
+      return new SluiceError(`Pinecone index "${this.config.index}" was not found`, {
+        kind: 'config',
+        where,
+        hint: 'create the index (dimension = your embedder\'s) or fix `index`; with a custom control plane, check controller_host',
+      });
+    }
+    if (status !== undefined && status < 500 && status !== 429 && status !== 408) {
+      return new SluiceError(`Pinecone refused the ${what}: ${detail}`, { kind: 'destination', where, hint: 'this is a bug in sluice or an index setting; the message above is Pinecone\'s' });
+    }
+    const retried = this.config.max_retries;
+    return new SluiceError(`Pinecone ${what} failed after ${retried + 1} attempts: ${detail}`, {
+      kind: status === undefined ? 'connection' : 'destination',
+      where,
+      transient: true,
+      hint: status === undefined ? 'check the network and the index host; run again to resume' : 'Pinecone is overloaded or unavailable; run again later (nothing is lost: the last checkpoint is kept)',
+    });
+  }
+}
+
+function pointerId(logical: string): string {
+  return `ns:${logical}`;
+}
+
+/** Finds our HTTP failure inside the client's error wrappers. */
+function unwrap(err: unknown): unknown {
+  let e: unknown = err;
+  for (let depth = 0; e && depth < 6; depth++) {
+    if (e instanceof PineconeHttpFailure) return new PineconeStatusError(e.httpStatusCode, e.responseHeaders, e.serverMessage);
+    e = (e as { cause?: unknown }).cause;
+  }
+  return err;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof PineconeStatusError) return `HTTP ${err.status}: ${err.serverMessage}`;
+  let e: unknown = err;
+  // Network failures: report the innermost cause (ECONNREFUSED…), not the client's generic text.
+  while (e && (e as { cause?: unknown }).cause) e = (e as { cause?: unknown }).cause;
+  const inner = e as { code?: unknown; message?: unknown } | undefined;
+  if (inner && typeof inner.code === 'string') return `${inner.code}${typeof inner.message === 'string' && !inner.message.includes(inner.code) ? ` (${inner.message})` : ''}`;
+  if (inner && (inner as { name?: unknown }).name === 'TimeoutError') return 'request timed out';
+  return err instanceof Error ? err.message : String(err);
+}
+
+function serverMessage(text: string): string {
+  try {
+    const body = JSON.parse(text) as { message?: unknown; error?: { message?: unknown } };
+    if (typeof body.message === 'string') return body.message;
+    if (typeof body.error?.message === 'string') return body.error.message;
+  } catch {
+    /* not JSON */
+  }
+  return text.slice(0, 500);
+}
+
+/** Pinecone reports hosts without a scheme; use the control plane's scheme (https unless told). */
+function withScheme(host: string, controllerHost: string | undefined): string {
+  if (/^https?:\/\//i.test(host)) return host.replace(/\/+$/, '');
+  const scheme = controllerHost && /^http:\/\//i.test(controllerHost) ? 'http' : 'https';
+  return `${scheme}://${host}`;
+}

@@ -1,0 +1,419 @@
+// The Pinecone writer. Messages are buffered into a bounded batch; a flush sends them with
+// several requests in flight and only then are the STATEs before it acknowledged.
+//
+// Per document: vectors `<document_id>#<chunk_index>` are upserted; in append_dedup/overwrite the
+// document's ids with a chunk index >= its new chunk count are listed by prefix `<document_id>#`
+// and deleted (they are disjoint from the upserted ids, so both run at once). DELETE lists the
+// prefix and deletes everything. Overwrite writes into a fresh namespace generation and switches the
+// generation pointer at STREAM_COMPLETE (see store.ts / docs/pinecone.md).
+import pLimit from 'p-limit';
+import type { PineconeRecord } from '@pinecone-database/pinecone';
+import type { ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, OpenOptions } from '../../src/protocol/connector.ts';
+import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { chunkId } from '../../src/protocol/identity.ts';
+import type { PineconeConfig } from './config.ts';
+import { MAX_METADATA_BYTES, buildMetadata, compactValues, metadataBytes, truncateContent } from './metadata.ts';
+import { MAX_ID_BYTES, MAX_IDS_PER_DELETE, MAX_VECTORS_PER_UPSERT, type GenerationPointer, type PineconeStore } from './store.ts';
+
+/** Logical namespace of a stream: the configured template with `{stream}` filled in. */
+export function logicalNamespace(template: string, stream: string): string {
+  return template.replaceAll('{stream}', stream);
+}
+
+/** Physical namespace of generation N of a logical namespace (generation 0 is the logical name itself). */
+export function generationNamespace(logical: string, generation: number): string {
+  return generation === 0 ? logical : `${logical}__sluice_gen${generation}`;
+}
+
+/** The namespace readers should query for a logical namespace. */
+export function currentNamespace(logical: string, pointer: GenerationPointer | undefined): string {
+  return pointer?.current ?? logical;
+}
+
+interface StreamTarget {
+  name: string;
+  mode: DestinationSyncMode;
+  logical: string;
+  /** Where this session writes. */
+  namespace: string;
+  /** Overwrite only: the pointer to publish at STREAM_COMPLETE, and what it replaces. */
+  pending?: { pointer: GenerationPointer; replaces: string };
+  switched?: boolean;
+  /**
+   * Overwrite only: documents written so far into the fresh generation. A document not seen
+   * before has nothing stale there, so its prefix listing is skipped. Bounded: past the cap
+   * every document is listed again.
+   */
+  seen?: Set<string>;
+}
+
+type Op =
+  | { kind: 'doc'; stream: string; documentId: string; message: DestinationMessage & { type: 'DOCUMENT' } }
+  | { kind: 'delete'; stream: string; documentId: string };
+
+interface PreparedVector {
+  stream: string;
+  namespace: string;
+  record: PineconeRecord;
+  bytes: number;
+}
+
+interface Counts {
+  records: number;
+  chunksWritten: number;
+  chunksDeleted: number;
+}
+
+const SEEN_CAP = 200_000;
+/** JSON around the vectors of an upsert body: {"vectors":[…],"namespace":"…"}. */
+const UPSERT_ENVELOPE_BYTES = 64;
+
+export interface OversizeStats {
+  truncated: number;
+  skipped: number;
+}
+
+export class PineconeWriter implements DestinationWriter {
+  private readonly targets = new Map<string, StreamTarget>();
+  private ops = new Map<string, Op>();
+  private bufferedChunks = 0;
+  private counts = new Map<string, Counts>();
+  /** Metadata over 40 KB, per stream, over the whole session. */
+  readonly oversize = new Map<string, OversizeStats>();
+  private readonly flushChunks: number;
+  private readonly limit: ReturnType<typeof pLimit>;
+
+  private constructor(
+    private readonly store: PineconeStore,
+    private readonly config: PineconeConfig,
+    private readonly ctx: ConnectorContext,
+  ) {
+    this.flushChunks = config.batch_size * config.concurrency;
+    this.limit = pLimit(config.concurrency);
+  }
+
+  static async open(store: PineconeStore, config: PineconeConfig, ctx: ConnectorContext, options: OpenOptions): Promise<PineconeWriter> {
+    const dim = store.index.dimension;
+    const where = `Pinecone index ${store.index.name ?? config.index}`;
+    if (options.dimensions !== undefined && options.dimensions !== dim) {
+      throw new SluiceError(
+        `Pinecone index ${store.index.name ? `"${store.index.name}"` : config.index} has dimension ${dim}, but ${options.embedderName ?? 'the embedder'} produces ${options.dimensions}-dimensional vectors`,
+        { kind: 'config', where, hint: `use an index created with dimension ${options.dimensions}, or an embedding model/dimensions that give ${dim}` },
+      );
+    }
+    if (config.metric && store.index.metric && config.metric !== store.index.metric) {
+      throw new SluiceError(`Pinecone index uses metric ${store.index.metric}, but the pipeline expects ${config.metric}`, {
+        kind: 'config',
+        where,
+        hint: 'remove `metric` from the destination config or use an index with that metric',
+      });
+    }
+    const writer = new PineconeWriter(store, config, ctx);
+    const byLogical = new Map<string, string>();
+    for (const s of options.streams) {
+      const logical = logicalNamespace(config.namespace, s.name);
+      const other = byLogical.get(logical);
+      if (other !== undefined) {
+        throw new SluiceError(`streams "${other}" and "${s.name}" would share Pinecone namespace "${logical}"`, {
+          kind: 'config',
+          where: 'destination.config.namespace',
+          hint: 'put `{stream}` in `namespace` (the default) so each stream gets its own namespace; vector ids are only unique within a stream',
+        });
+      }
+      byLogical.set(logical, s.name);
+    }
+    const pointers = await store.readPointers([...byLogical.keys()]);
+    for (const s of options.streams) {
+      const logical = logicalNamespace(config.namespace, s.name);
+      const pointer = pointers.get(logical);
+      const current = currentNamespace(logical, pointer);
+      const target: StreamTarget = { name: s.name, mode: s.destinationSyncMode, logical, namespace: current };
+      if (s.destinationSyncMode === 'overwrite') {
+        const generation = (pointer?.generation ?? 0) + 1;
+        const fresh = generationNamespace(logical, generation);
+        // Leftovers of an interrupted overwrite (same generation number) and a previous generation
+        // whose removal failed are not visible to readers: clear them before loading.
+        await store.deleteNamespaceContents(fresh);
+        if (pointer?.previous !== undefined && pointer.previous !== current) await store.deleteNamespaceContents(pointer.previous);
+        target.namespace = fresh;
+        target.pending = { pointer: { current: fresh, generation, previous: current }, replaces: current };
+        target.seen = new Set();
+      }
+      writer.targets.set(s.name, target);
+    }
+    return writer;
+  }
+
+  async *write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent> {
+    for await (const msg of input) {
+      switch (msg.type) {
+        case 'DOCUMENT': {
+          this.target(msg.stream);
+          this.enqueue({ kind: 'doc', stream: msg.stream, documentId: msg.documentId, message: msg }, msg.chunks.length);
+          if (this.bufferedChunks >= this.flushChunks || this.ops.size >= this.flushChunks) yield* this.flush();
+          break;
+        }
+        case 'DELETE': {
+          this.target(msg.stream);
+          this.enqueue({ kind: 'delete', stream: msg.stream, documentId: msg.documentId }, 0);
+          if (this.ops.size >= this.flushChunks) yield* this.flush();
+          break;
+        }
+        case 'STATE': {
+          yield* this.flush();
+          yield { type: 'STATE_COMMITTED', state: msg.state, connection: msg.connection };
+          break;
+        }
+        case 'STREAM_COMPLETE': {
+          const target = this.target(msg.stream);
+          if (target.pending && !target.switched) {
+            yield* this.flush();
+            await this.switchGeneration(target);
+          }
+          break;
+        }
+      }
+    }
+    yield* this.flush();
+    for (const t of this.targets.values()) {
+      if (t.pending && !t.switched) {
+        this.ctx.logger.warn(
+          { stream: t.name, namespace: t.namespace },
+          `stream ${t.name}: input ended before the stream completed; readers stay on namespace "${t.pending.replaces}" and the partial load is discarded on the next run`,
+        );
+      }
+    }
+    this.reportOversize();
+  }
+
+  async close(): Promise<void> {}
+
+  private target(stream: string): StreamTarget {
+    const t = this.targets.get(stream);
+    if (!t) throw new SluiceError(`stream "${stream}" was not declared when the Pinecone destination was opened`, { kind: 'internal' });
+    return t;
+  }
+
+  private enqueue(op: Op, chunks: number) {
+    const key = JSON.stringify([op.stream, op.documentId]);
+    const prev = this.ops.get(key);
+    // The latest message for a document wins: a DOCUMENT replaces it entirely, a DELETE removes it.
+    if (prev?.kind === 'doc') this.bufferedChunks -= prev.message.chunks.length;
+    this.ops.delete(key);
+    this.ops.set(key, op);
+    this.bufferedChunks += chunks;
+    const c = this.countsOf(op.stream);
+    c.records++;
+  }
+
+  private countsOf(stream: string): Counts {
+    let c = this.counts.get(stream);
+    if (!c) this.counts.set(stream, (c = { records: 0, chunksWritten: 0, chunksDeleted: 0 }));
+    return c;
+  }
+
+  /** Sends everything buffered; returns when Pinecone acknowledged all of it. */
+  private async *flush(): AsyncIterable<DestinationEvent> {
+    if (!this.ops.size) return;
+    const ops = [...this.ops.values()];
+    this.ops = new Map();
+    this.bufferedChunks = 0;
+
+    const vectors: PreparedVector[] = [];
+    // Per document: the chunk index from which existing ids are stale (0 = all of them).
+    const staleScans: Array<{ stream: string; namespace: string; documentId: string; from: number }> = [];
+    const directDeletes = new Map<string, { stream: string; ids: string[] }>();
+    for (const op of ops) {
+      const t = this.target(op.stream);
+      if (op.kind === 'delete') {
+        staleScans.push({ stream: op.stream, namespace: t.namespace, documentId: op.documentId, from: 0 });
+        t.seen?.add(op.documentId);
+        continue;
+      }
+      const skippedIds = this.prepareDocument(t, op.message, vectors);
+      if (skippedIds.length) {
+        // A skipped chunk must not leave an older version of itself behind.
+        const d = directDeletes.get(t.namespace) ?? { stream: op.stream, ids: [] };
+        d.ids.push(...skippedIds);
+        directDeletes.set(t.namespace, d);
+      }
+      if (t.mode === 'append') continue;
+      if (t.seen && !t.seen.has(op.documentId) && t.seen.size < SEEN_CAP) {
+        t.seen.add(op.documentId);
+        continue;
+      }
+      if (t.seen && t.seen.size >= SEEN_CAP) t.seen = undefined; // too many to remember: list every document from now on
+      staleScans.push({ stream: op.stream, namespace: t.namespace, documentId: op.documentId, from: op.message.chunks.length });
+    }
+
+    const deletes = new Map<string, { stream: string; ids: Set<string> }>();
+    for (const [ns, d] of directDeletes) deletes.set(ns, { stream: d.stream, ids: new Set(d.ids) });
+    const tasks: Array<Promise<unknown>> = [];
+    for (const batch of this.upsertBatches(vectors)) {
+      tasks.push(
+        this.limit(async () => {
+          await this.store.upsert(batch[0].namespace, batch.map((v) => v.record));
+          this.countsOf(batch[0].stream).chunksWritten += batch.length;
+        }),
+      );
+    }
+    for (const scan of staleScans) {
+      tasks.push(
+        this.limit(async () => {
+          const prefix = `${scan.documentId}#`;
+          for await (const page of this.store.listIds(scan.namespace, prefix)) {
+            for (const id of page) {
+              const suffix = id.slice(prefix.length);
+              // `a#1#0` (document "a#1") also starts with "a#": only a bare chunk index counts.
+              if (!/^\d+$/.test(suffix) || Number(suffix) < scan.from) continue;
+              let d = deletes.get(scan.namespace);
+              if (!d) deletes.set(scan.namespace, (d = { stream: scan.stream, ids: new Set() }));
+              d.ids.add(id);
+            }
+          }
+        }),
+      );
+    }
+    await settleAll(tasks);
+
+    const deleteTasks: Array<Promise<unknown>> = [];
+    for (const [ns, d] of deletes) {
+      const ids = [...d.ids];
+      for (let i = 0; i < ids.length; i += MAX_IDS_PER_DELETE) {
+        const slice = ids.slice(i, i + MAX_IDS_PER_DELETE);
+        deleteTasks.push(
+          this.limit(async () => {
+            await this.store.deleteIds(ns, slice);
+            this.countsOf(d.stream).chunksDeleted += slice.length;
+          }),
+        );
+      }
+    }
+    await settleAll(deleteTasks);
+
+    const counts = this.counts;
+    this.counts = new Map();
+    for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, ...c };
+  }
+
+  /** Vectors of one document, metadata fitted to Pinecone's 40 KB; returns ids of skipped chunks. */
+  private prepareDocument(t: StreamTarget, doc: DestinationMessage & { type: 'DOCUMENT' }, out: PreparedVector[]): string[] {
+    const skipped: string[] = [];
+    const dim = this.store.index.dimension;
+    for (const chunk of doc.chunks) {
+      const id = chunkId(doc.documentId, chunk.chunkIndex);
+      const where = `stream ${doc.stream}, document ${JSON.stringify(doc.documentId)}, chunk ${chunk.chunkIndex}`;
+      if (Buffer.byteLength(id, 'utf8') > MAX_ID_BYTES) {
+        throw new SluiceError(`vector id of ${where} is ${Buffer.byteLength(id, 'utf8')} bytes; Pinecone allows ${MAX_ID_BYTES}`, {
+          kind: 'destination',
+          where,
+          hint: 'use a shorter primary key for this stream',
+        });
+      }
+      if (!chunk.embedding) {
+        throw new SluiceError(`${where} has no embedding; Pinecone stores vectors`, { kind: 'config', where, hint: 'add an `embedding` block to the connection' });
+      }
+      if (chunk.embedding.length !== dim) {
+        throw new SluiceError(`${where} has a ${chunk.embedding.length}-dimensional embedding; the Pinecone index has dimension ${dim}`, {
+          kind: 'config',
+          where,
+          hint: `use an embedder that produces ${dim}-dimensional vectors`,
+        });
+      }
+      let metadata = buildMetadata(doc.stream, doc.documentId, chunk.chunkIndex, chunk.content, chunk.metadata);
+      const size = metadataBytes(metadata);
+      if (size > MAX_METADATA_BYTES) {
+        const stats = this.oversize.get(doc.stream) ?? { truncated: 0, skipped: 0 };
+        this.oversize.set(doc.stream, stats);
+        const policy = this.config.on_oversized_metadata;
+        const fitted = policy === 'truncate_content' ? truncateContent(metadata) : undefined;
+        if (policy === 'fail' || (policy === 'truncate_content' && !fitted)) {
+          throw new SluiceError(`${where} has ${size} bytes of metadata; Pinecone allows ${MAX_METADATA_BYTES} per vector`, {
+            kind: 'destination',
+            where,
+            hint:
+              policy === 'fail'
+                ? 'set on_oversized_metadata: truncate_content or skip, or use smaller chunks'
+                : 'the metadata fields other than content are too large on their own: select fewer metadata fields, or set on_oversized_metadata: skip',
+          });
+        }
+        if (policy === 'skip') {
+          stats.skipped++;
+          skipped.push(id);
+          this.ctx.logger.warn({ stream: doc.stream, id, bytes: size }, `skipped chunk ${id} of stream ${doc.stream}: ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`);
+          continue;
+        }
+        stats.truncated++;
+        metadata = fitted!;
+        this.ctx.logger.warn(
+          { stream: doc.stream, id, bytes: size, keptChars: String(metadata.content).length, originalChars: chunk.content.length },
+          `truncated the content of chunk ${id} of stream ${doc.stream} to fit Pinecone's ${MAX_METADATA_BYTES}-byte metadata limit`,
+        );
+      }
+      const record: PineconeRecord = { id, values: compactValues(chunk.embedding), metadata };
+      out.push({ stream: doc.stream, namespace: t.namespace, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 });
+    }
+    return skipped;
+  }
+
+  /** Groups vectors into requests of ≤ batch_size (≤ 1,000) vectors and ≤ max_request_bytes, per namespace. */
+  private *upsertBatches(vectors: PreparedVector[]): Iterable<PreparedVector[]> {
+    const maxCount = Math.min(this.config.batch_size, MAX_VECTORS_PER_UPSERT);
+    const byNamespace = new Map<string, PreparedVector[]>();
+    for (const v of vectors) {
+      let list = byNamespace.get(v.namespace);
+      if (!list) byNamespace.set(v.namespace, (list = []));
+      list.push(v);
+    }
+    for (const [ns, list] of byNamespace) {
+      const envelope = UPSERT_ENVELOPE_BYTES + Buffer.byteLength(JSON.stringify(ns), 'utf8');
+      let batch: PreparedVector[] = [];
+      let bytes = envelope;
+      for (const v of list) {
+        if (batch.length && (batch.length >= maxCount || bytes + v.bytes > this.config.max_request_bytes)) {
+          yield batch;
+          batch = [];
+          bytes = envelope;
+        }
+        if (envelope + v.bytes > this.config.max_request_bytes) {
+          throw new SluiceError(`vector ${v.record.id} alone is ${v.bytes} bytes, over max_request_bytes (${this.config.max_request_bytes})`, {
+            kind: 'config',
+            hint: 'raise max_request_bytes (Pinecone allows up to 2 MB)',
+          });
+        }
+        batch.push(v);
+        bytes += v.bytes;
+      }
+      if (batch.length) yield batch;
+    }
+  }
+
+  private async switchGeneration(t: StreamTarget) {
+    const { pointer, replaces } = t.pending!;
+    await this.store.writePointer(t.logical, pointer);
+    t.switched = true;
+    this.ctx.logger.info({ stream: t.name, namespace: pointer.current, generation: pointer.generation }, `stream ${t.name}: readers switched to namespace "${pointer.current}"`);
+    // Readers that resolved the pointer just before the switch re-resolve when they see no hits
+    // (search() does); the old generation goes only now, after the switch.
+    await this.store.deleteNamespaceContents(replaces);
+    t.seen = undefined;
+  }
+
+  private reportOversize() {
+    for (const [stream, s] of this.oversize) {
+      if (!s.truncated && !s.skipped) continue;
+      this.ctx.logger.warn(
+        { stream, truncated: s.truncated, skipped: s.skipped },
+        `stream ${stream}: ${s.truncated} chunk(s) had their content truncated and ${s.skipped} chunk(s) were skipped to respect Pinecone's 40 KB metadata limit (on_oversized_metadata: ${this.config.on_oversized_metadata})`,
+      );
+    }
+  }
+}
+
+/** Waits for every task (so none is left running), then throws the first failure. */
+async function settleAll(tasks: Array<Promise<unknown>>): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
