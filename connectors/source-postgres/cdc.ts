@@ -228,6 +228,8 @@ async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, p
 interface StreamSnapshotState {
   snapshot?: 'done';
   pk_after?: unknown[];
+  /** Column names as of the state's LSN: a change while we were away is still noticed. */
+  columns?: string[];
 }
 
 export interface CdcRead {
@@ -337,7 +339,7 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
           perStream[rel.stream] = { pk_after: after };
           yield globalState();
         }
-        perStream[rel.stream] = { snapshot: 'done' };
+        perStream[rel.stream] = { snapshot: 'done', columns: rel.columns.map((c) => c.name) };
         yield globalState();
       }
       await meta.query('COMMIT');
@@ -481,7 +483,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         const rel = byTable.get(`${m.schema}.${m.table}`);
         if (!rel) break;
         const prev = live.get(m.oid)?.msg;
-        const known = prev ? prev.columns.map((c) => c.name) : rel.columns.map((c) => c.name);
+        const known = prev ? prev.columns.map((c) => c.name) : (a.perStream[rel.stream]?.columns ?? rel.columns.map((c) => c.name));
         const now_ = m.columns.map((c) => c.name);
         const added = now_.filter((c) => !known.includes(c));
         const dropped = known.filter((c) => !now_.includes(c));
@@ -499,6 +501,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           ctx.logger.warn({ stream: rel.stream, added, dropped, retyped }, 'schema change propagated');
           rel.columns = m.columns.map((c) => rel.columns.find((x) => x.name === c.name) ?? { name: c.name, type: { sqlType: 'text', typname: 'text', isArray: false, notNull: false } });
         }
+        a.perStream[rel.stream] = { ...a.perStream[rel.stream], snapshot: 'done', columns: m.columns.map((c) => c.name) };
         live.set(m.oid, { rel, msg: m, parsers: m.columns.map((c) => parserFor(c.typeOid)) });
         break;
       }
