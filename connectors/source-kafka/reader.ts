@@ -1,0 +1,540 @@
+// Reads Kafka topics through a consumer group, with sluice state (not the group) as the truth
+// for where to resume. See docs/kafka.md for the reasoning; in short:
+//
+// - kafkajs only assigns partitions. autoCommit is off; at every group join this reader pauses the
+//   assigned partitions, works out where each one resumes, seeks there and resumes. The resume
+//   point of a partition is the highest of: the offset in the sluice state loaded at start, this
+//   worker's own position (if it owned the partition before), and the offset committed to the
+//   consumer group. Offsets reach the group only from onStateCommitted, i.e. after the engine has
+//   persisted a state containing them, so every one of these is durably covered — resuming from
+//   the highest never skips an unwritten message. The group is how a partition handed over by a
+//   rebalance continues from where its previous owner's destination commit left it.
+// - Push (kafkajs eachBatch) is bridged to pull (the async generator): eachBatch hands its batch
+//   over and waits, heart-beating, until the generator has yielded every message — so memory
+//   holds one fetch batch and a slow destination slows fetching instead of filling a buffer.
+// - STATE is per topic, { offsets: { "<partition>": "<next offset>" } }, for the partitions this
+//   worker owns only; the engine deep-merges stream states (capabilities.stateMerge = 'deep'), so
+//   workers sharing a group never overwrite each other's partitions.
+import { Kafka, logLevel, type Admin, type Batch, type Consumer, type LogEntry } from 'kafkajs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectorContext, Logger, SourceState } from '../../src/protocol/connector.ts';
+import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
+import { message, type AirbyteMessage, type ConfiguredCatalog, type StateMessage } from '../../src/protocol/messages.ts';
+import { brokerList, groupIdOf, kafkaClientOptions, keyPaths, type KafkaSourceConfig } from './config.ts';
+import { decodeMessage } from './decode.ts';
+
+type PartitionKey = string;
+const pkey = (topic: string, partition: number): PartitionKey => `${partition}@${topic}`;
+const splitKey = (k: PartitionKey) => {
+  const at = k.indexOf('@');
+  return { partition: Number(k.slice(0, at)), topic: k.slice(at + 1) };
+};
+const maxOf = (xs: bigint[]) => xs.reduce((a, b) => (b > a ? b : a));
+
+export interface TopicState {
+  offsets?: Record<string, string>;
+}
+
+interface StreamPlan {
+  topic: string;
+  fullRefresh: boolean;
+  primaryKey: string[][];
+}
+
+interface BatchItem {
+  batch: Batch;
+  generation: number;
+  resolveOffset: (offset: string) => void;
+  /** Set when kafkajs gave up on the batch (rebalance): stop yielding its messages. */
+  abandoned: boolean;
+  finished: () => void;
+  finishedPromise: Promise<void>;
+}
+
+/** kafkajs log lines go to the connector logger at debug: rebalances log at ERROR there but are routine. */
+function kafkajsLogCreator(logger: Logger) {
+  return () =>
+    ({ namespace, log }: LogEntry) => {
+      const { message: text, ...fields } = log;
+      logger.debug({ kafkajs: namespace, ...fields }, String(text));
+    };
+}
+
+/** A kafkajs failure as a SluiceError that says what to check. Never includes secrets. */
+export function kafkaError(err: unknown, config: KafkaSourceConfig, what: string): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const e = err as { name?: string; type?: string; message?: string; cause?: unknown; originalError?: unknown };
+  const text = describeUnknown(err);
+  const brokers = brokerList(config).join(', ');
+  const chain = [e.name, (e.cause as { name?: string } | undefined)?.name, (e.originalError as { name?: string } | undefined)?.name].filter(Boolean).join(' ');
+  if (/SASLAuthentication/.test(chain) || e.type === 'SASL_AUTHENTICATION_FAILED') {
+    return new SluiceError(`Kafka SASL authentication failed while ${what}: ${text}`, {
+      kind: 'config',
+      where: 'source.config.sasl',
+      hint: 'check sasl.mechanism, sasl.username and sasl.password',
+      cause: err,
+    });
+  }
+  if (/ServerDoesNotSupportApiKey/.test(chain) && config.sasl) {
+    return new SluiceError(`the Kafka listener at ${brokers} does not accept SASL (${text})`, {
+      kind: 'config',
+      where: 'source.config.sasl',
+      hint: 'point brokers at the SASL listener, or remove sasl if this listener needs none',
+      cause: err,
+    });
+  }
+  if (e.type === 'TOPIC_AUTHORIZATION_FAILED' || e.type === 'GROUP_AUTHORIZATION_FAILED' || e.type === 'CLUSTER_AUTHORIZATION_FAILED') {
+    return new SluiceError(`Kafka refused access while ${what}: ${text}`, {
+      kind: 'config',
+      hint: `grant this principal Read on the topics and on group ${config.group_id ?? 'sluice-<connection>'} (and Describe on the cluster)`,
+      cause: err,
+    });
+  }
+  if (/Connection|NumberOfRetriesExceeded|BrokerNotFound|NoBrokerAvailable|RequestTimeout/.test(chain)) {
+    return new SluiceError(`cannot reach Kafka at ${brokers} while ${what}: ${text}`, {
+      kind: 'connection',
+      transient: true,
+      hint: config.ssl ? 'check brokers, and that they are TLS listeners (ssl is on)' : 'check that brokers are reachable host:port listeners (set ssl: true for TLS listeners)',
+      cause: err,
+    });
+  }
+  return new SluiceError(`Kafka error while ${what}: ${text}`, { kind: 'source', cause: err });
+}
+
+export class KafkaReader {
+  private readonly kafka: Kafka;
+  private admin?: Admin;
+  private consumer?: Consumer;
+  private readonly groupId: string;
+  private readonly plans = new Map<string, StreamPlan>();
+  private readonly follow: boolean;
+
+  /** Offsets from the state the engine loaded at start (incremental streams only). */
+  private readonly saved = new Map<PartitionKey, bigint>();
+  /** End offsets seen at start: without --follow the read stops there. */
+  private readonly targets = new Map<PartitionKey, bigint>();
+  /** Next offset to yield, per partition this worker has positioned. */
+  private readonly position = new Map<PartitionKey, bigint>();
+  /** Partitions of the current assignment, once positioned. */
+  private owned = new Set<PartitionKey>();
+  private readonly done = new Set<PartitionKey>();
+  private generation = 0;
+  private positioned = false;
+
+  private readonly queue: BatchItem[] = [];
+  private wakeUp?: () => void;
+  private failure?: unknown;
+  private closing = false;
+
+  private readonly dirty = new Set<string>();
+  private sinceState = 0;
+  private lastStateAt = Date.now();
+  /** Offsets in STATE messages yielded / confirmed by the engine / committed to the group. */
+  private readonly emitted = new Map<PartitionKey, bigint>();
+  private readonly acked = new Map<PartitionKey, bigint>();
+  private readonly groupCommitted = new Map<PartitionKey, bigint>();
+  private ackWaiter?: () => void;
+  private commitChain: Promise<void> = Promise.resolve();
+  private errors = 0;
+  readonly heartbeatMs: number;
+
+  constructor(
+    private readonly config: KafkaSourceConfig,
+    catalog: ConfiguredCatalog,
+    state: SourceState | undefined,
+    private readonly ctx: ConnectorContext,
+  ) {
+    this.kafka = new Kafka({ ...kafkaClientOptions(config, ctx.baseDir), logLevel: logLevel.INFO, logCreator: kafkajsLogCreator(ctx.logger) });
+    this.groupId = groupIdOf(config, ctx.connection);
+    this.follow = ctx.follow;
+    this.heartbeatMs = Math.max(100, Math.min(3000, Math.floor(config.session_timeout_ms / 10)));
+    for (const cs of catalog.streams) {
+      const topic = cs.stream.name;
+      const primaryKey = cs.primary_key?.length ? cs.primary_key : (cs.stream.source_defined_primary_key ?? keyPaths(config));
+      this.plans.set(topic, { topic, fullRefresh: cs.sync_mode === 'full_refresh', primaryKey });
+      if (cs.sync_mode === 'full_refresh') continue;
+      const offsets = (state?.streams?.[topic] as TopicState | undefined)?.offsets ?? {};
+      for (const [p, o] of Object.entries(offsets)) {
+        if (/^\d+$/.test(p) && /^\d+$/.test(String(o))) this.saved.set(pkey(topic, Number(p)), BigInt(o));
+      }
+    }
+  }
+
+  async *read(): AsyncGenerator<AirbyteMessage> {
+    if (!this.plans.size) return;
+    try {
+      await this.start();
+      let completed = false;
+      for (;;) {
+        if (this.failure) throw this.failure;
+        if (this.ctx.signal.aborted) break;
+        if (!this.follow && this.positioned && [...this.owned].every((k) => this.done.has(k))) {
+          completed = true;
+          break;
+        }
+        const item = this.queue.shift();
+        if (!item) {
+          if (this.dirty.size && Date.now() - this.lastStateAt >= 1000) yield* this.states();
+          await this.waitForWork(250);
+          continue;
+        }
+        try {
+          yield* this.consume(item);
+        } finally {
+          item.finished();
+        }
+        if (this.sinceState >= this.config.checkpoint_every || Date.now() - this.lastStateAt >= 5000) yield* this.states();
+      }
+      if (this.failure) throw this.failure;
+      yield* this.states();
+      if (completed) for (const topic of this.plans.keys()) yield message.streamStatus(topic, 'COMPLETE');
+      await this.settle();
+    } finally {
+      await this.close();
+    }
+  }
+
+  // ---- startup ---------------------------------------------------------------------------------
+
+  private async start(): Promise<void> {
+    const topics = [...this.plans.keys()];
+    this.admin = this.kafka.admin({ retry: { retries: 3 } });
+    await this.admin.connect().catch((err) => {
+      throw kafkaError(err, this.config, 'connecting');
+    });
+    // "Up to the end offsets seen at start": fixed now, so a busy topic still lets a sync finish.
+    await Promise.all(
+      topics.map(async (topic) => {
+        const parts = await this.admin!.fetchTopicOffsets(topic).catch((err) => {
+          throw kafkaError(err, this.config, `reading the end offsets of topic ${topic}`);
+        });
+        for (const p of parts) this.targets.set(pkey(topic, p.partition), BigInt(p.high));
+      }),
+    );
+    this.consumer = this.kafka.consumer({
+      groupId: this.groupId,
+      sessionTimeout: this.config.session_timeout_ms,
+      heartbeatInterval: this.heartbeatMs,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: this.follow ? 1000 : 250,
+      retry: { retries: 5, restartOnFailure: async () => this.follow && !this.closing },
+    });
+    const { GROUP_JOIN, CRASH, END_BATCH_PROCESS } = this.consumer.events;
+    this.consumer.on(GROUP_JOIN, (e) => this.onJoin(e.payload.memberAssignment));
+    this.consumer.on(END_BATCH_PROCESS, (e) => this.onFilteredBatch(e.payload.topic, e.payload.partition, String(e.payload.lastOffset), e.payload.batchSize));
+    this.consumer.on(CRASH, (e) => {
+      if (this.closing) return;
+      if (e.payload.restart) this.ctx.logger.warn({ err: describeUnknown(e.payload.error) }, 'Kafka consumer failed; restarting it');
+      else this.fail(kafkaError(e.payload.error, this.config, 'consuming'));
+    });
+    try {
+      await this.consumer.connect();
+      await this.consumer.subscribe({ topics, fromBeginning: this.config.start_from === 'earliest' });
+      await this.consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: 1,
+        eachBatch: (payload) => this.onBatch(payload.batch, payload.resolveOffset, payload.heartbeat),
+      });
+    } catch (err) {
+      throw kafkaError(err, this.config, `joining consumer group ${this.groupId}`);
+    }
+  }
+
+  /**
+   * A new assignment: pause everything at once (synchronously, before kafkajs fetches from
+   * whatever the group says), then position each partition and resume it.
+   */
+  private onJoin(assignment: Record<string, number[]>): void {
+    const generation = ++this.generation;
+    this.positioned = false;
+    this.owned = new Set();
+    const topics = Object.entries(assignment).map(([topic, partitions]) => ({ topic, partitions }));
+    if (topics.length) this.consumer!.pause(topics);
+    this.positionPartitions(generation, topics).catch((err) => this.fail(kafkaError(err, this.config, 'positioning assigned partitions')));
+  }
+
+  private async positionPartitions(generation: number, assignment: Array<{ topic: string; partitions: number[] }>): Promise<void> {
+    const topics = assignment.map((a) => a.topic);
+    const [group, ends] = await Promise.all([
+      topics.length ? this.admin!.fetchOffsets({ groupId: this.groupId, topics }) : Promise.resolve([]),
+      Promise.all(topics.map(async (t) => [t, await this.admin!.fetchTopicOffsets(t)] as const)),
+    ]);
+    if (generation !== this.generation || this.closing) return;
+    const committed = new Map<PartitionKey, bigint>();
+    for (const t of group) for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
+    const bounds = new Map<PartitionKey, { low: bigint; high: bigint }>();
+    for (const [t, parts] of ends) for (const p of parts) bounds.set(pkey(t, p.partition), { low: BigInt(p.low), high: BigInt(p.high) });
+
+    const owned = new Set<PartitionKey>();
+    const resume: Array<{ topic: string; partitions: number[] }> = [];
+    for (const { topic, partitions } of assignment) {
+      const plan = this.plans.get(topic);
+      if (!plan) continue;
+      const toResume: number[] = [];
+      for (const partition of partitions) {
+        const key = pkey(topic, partition);
+        const { low, high } = bounds.get(key) ?? { low: 0n, high: 0n };
+        // A partition created after the start has nothing "seen at start" to read up to.
+        if (!this.targets.has(key)) this.targets.set(key, this.follow ? high : low);
+        let next: bigint;
+        if (plan.fullRefresh) {
+          next = this.position.get(key) ?? low;
+        } else {
+          const known = [this.position.get(key), this.saved.get(key), committed.get(key)].filter((x): x is bigint => x !== undefined);
+          next = known.length ? maxOf(known) : this.config.start_from === 'earliest' ? low : high;
+          if (!this.saved.has(key) && !this.position.has(key) && committed.has(key)) {
+            this.ctx.logger.info({ topic, partition, offset: String(committed.get(key)) }, `resuming ${topic}[${partition}] from consumer group ${this.groupId}'s committed offset`);
+          }
+        }
+        if (next < low) {
+          this.ctx.logger.warn(
+            { topic, partition, from: String(next), to: String(low) },
+            `${topic}[${partition}]: offsets ${next}..${low - 1n} were deleted by retention before sluice read them; continuing at ${low}`,
+          );
+          next = low;
+        } else if (next > high) {
+          this.ctx.logger.warn(
+            { topic, partition, saved: String(next), end: String(high) },
+            `${topic}[${partition}]: saved offset ${next} is past the end of the partition (${high}); the topic was probably recreated — reading it from ${this.config.start_from}`,
+          );
+          next = this.config.start_from === 'earliest' ? low : high;
+        }
+        this.position.set(key, next);
+        owned.add(key);
+        if (!this.follow && next >= this.targets.get(key)!) {
+          this.done.add(key);
+        } else {
+          this.done.delete(key);
+          this.consumer!.seek({ topic, partition, offset: String(next) });
+          toResume.push(partition);
+        }
+      }
+      if (toResume.length) resume.push({ topic, partitions: toResume });
+      // A state right away records the starting points (and replaces the engine's view of this topic).
+      this.dirty.add(topic);
+    }
+    this.owned = owned;
+    this.positioned = true;
+    if (resume.length) this.consumer!.resume(resume);
+    this.ctx.logger.debug({ group: this.groupId, generation, partitions: [...owned] }, 'Kafka partitions assigned');
+    this.wake();
+  }
+
+  // ---- kafkajs → generator bridge --------------------------------------------------------------
+
+  private async onBatch(batch: Batch, resolveOffset: (offset: string) => void, heartbeat: () => Promise<void>): Promise<void> {
+    if (this.closing) return;
+    let finished!: () => void;
+    const finishedPromise = new Promise<void>((r) => (finished = r));
+    const item: BatchItem = { batch, generation: this.generation, resolveOffset, abandoned: false, finished, finishedPromise };
+    this.queue.push(item);
+    this.wake();
+    let isDone = false;
+    void finishedPromise.then(() => (isDone = true));
+    while (!isDone && !this.closing) {
+      await Promise.race([finishedPromise, sleep(this.heartbeatMs)]);
+      if (isDone || this.closing) break;
+      try {
+        // Keeps the group membership alive while the destination is slow.
+        await heartbeat();
+      } catch (err) {
+        item.abandoned = true;
+        throw err;
+      }
+    }
+  }
+
+  private *consume(item: BatchItem): Generator<AirbyteMessage> {
+    const { topic, partition } = item.batch;
+    const key = pkey(topic, partition);
+    const plan = this.plans.get(topic);
+    if (!plan) return;
+    const target = this.targets.get(key) ?? 0n;
+    const current = () => !item.abandoned && !this.closing && item.generation === this.generation && this.owned.has(key);
+    const resolve = (offset: string) => {
+      if (!current()) return;
+      try {
+        item.resolveOffset(offset);
+      } catch {
+        // kafkajs dropped this partition meanwhile; the next join re-positions it anyway.
+      }
+    };
+    for (const m of item.batch.messages) {
+      if (!current()) return;
+      const offset = BigInt(m.offset);
+      const next = this.position.get(key);
+      if (next === undefined) return;
+      if (offset < next) {
+        resolve(m.offset);
+        continue;
+      }
+      if (!this.follow && offset >= target) {
+        this.markDone(key);
+        return;
+      }
+      const decoded = decodeMessage(m.key, m.value, { format: this.config.format, primaryKey: plan.primaryKey });
+      if (decoded.op === 'upsert') yield message.record(topic, decoded.data);
+      else if (decoded.op === 'delete') yield message.deletion(topic, decoded.key);
+      else if (decoded.op === 'skip') yield message.log('WARN', `${topic}[${partition}] offset ${m.offset}: ${decoded.reason}`);
+      else {
+        this.errors++;
+        const where = `topic ${topic}, partition ${partition}, offset ${m.offset}`;
+        yield message.log('WARN', `skipped malformed message (${where}): ${decoded.reason}`);
+        if (this.errors > this.config.max_errors) {
+          throw new SluiceError(`${this.errors} malformed Kafka message${this.errors > 1 ? 's' : ''}, more than max_errors (${this.config.max_errors}); last: ${decoded.reason}`, {
+            kind: 'source',
+            where,
+            hint: 'fix the producer, or raise max_errors in the source config to skip such messages (each is logged with its position)',
+          });
+        }
+      }
+      this.position.set(key, offset + 1n);
+      this.dirty.add(topic);
+      this.sinceState++;
+      resolve(m.offset);
+      if (this.sinceState >= this.config.checkpoint_every) yield* this.states();
+    }
+    if (!this.follow && current() && (this.position.get(key) ?? 0n) >= target) this.markDone(key);
+  }
+
+  private markDone(key: PartitionKey): void {
+    this.done.add(key);
+    const { topic, partition } = splitKey(key);
+    this.consumer!.pause([{ topic, partitions: [partition] }]);
+    this.wake();
+  }
+
+  /**
+   * kafkajs never hands over a batch that only held transaction markers or aborted messages, but
+   * reports it here: move past it, or a partition ending in a marker would never reach its target.
+   */
+  private onFilteredBatch(topic: string, partition: number, lastOffset: string, batchSize: number): void {
+    if (batchSize !== 0 || !/^\d+$/.test(lastOffset)) return;
+    const key = pkey(topic, partition);
+    const pos = this.position.get(key);
+    if (!this.positioned || !this.owned.has(key) || pos === undefined) return;
+    const next = BigInt(lastOffset) + 1n;
+    if (next <= pos) return;
+    this.position.set(key, next);
+    this.dirty.add(topic);
+    if (!this.follow && next >= (this.targets.get(key) ?? 0n)) this.markDone(key);
+  }
+
+  // ---- checkpoints -------------------------------------------------------------------------------
+
+  private *states(): Generator<AirbyteMessage> {
+    for (const topic of this.dirty) {
+      const offsets: Record<string, string> = {};
+      for (const key of this.owned) {
+        const { topic: t, partition } = splitKey(key);
+        const pos = this.position.get(key);
+        if (t !== topic || pos === undefined) continue;
+        offsets[String(partition)] = String(pos);
+        this.emitted.set(key, pos);
+      }
+      // A topic none of whose partitions we own any more has nothing of ours to record.
+      if (Object.keys(offsets).length) yield message.streamState(topic, { offsets });
+    }
+    this.dirty.clear();
+    this.sinceState = 0;
+    this.lastStateAt = Date.now();
+  }
+
+  /** The engine persisted a state we emitted: remember it and tell the consumer group. */
+  onStateCommitted(state: StateMessage): Promise<void> {
+    const topic = state.stream?.stream_descriptor.name;
+    const offsets = (state.stream?.stream_state as TopicState | undefined)?.offsets;
+    if (!topic || !offsets || !this.plans.has(topic)) return Promise.resolve();
+    for (const [p, o] of Object.entries(offsets)) {
+      const key = pkey(topic, Number(p));
+      const v = BigInt(o);
+      if (v > (this.acked.get(key) ?? -1n)) this.acked.set(key, v);
+    }
+    this.ackWaiter?.();
+    // Not awaited by the engine: a commit during a rebalance can take a while and must not stall it.
+    this.commitChain = this.commitChain.then(async () => {
+      await this.commitToGroup();
+    });
+    return Promise.resolve();
+  }
+
+  private async commitToGroup(): Promise<boolean> {
+    if (!this.consumer) return false;
+    const byTopic = new Map<string, Array<{ partition: number; offset: string }>>();
+    for (const key of this.owned) {
+      const a = this.acked.get(key);
+      if (a === undefined || a <= (this.groupCommitted.get(key) ?? -1n)) continue;
+      const { topic, partition } = splitKey(key);
+      if (!byTopic.has(topic)) byTopic.set(topic, []);
+      byTopic.get(topic)!.push({ partition, offset: String(a) });
+    }
+    if (!byTopic.size) return true;
+    const list = [...byTopic].flatMap(([topic, ps]) => ps.map((p) => ({ topic, ...p })));
+    try {
+      await this.consumer.commitOffsets(list);
+      for (const c of list) this.groupCommitted.set(pkey(c.topic, c.partition), BigInt(c.offset));
+      return true;
+    } catch (err) {
+      // Only a hint for the next owner and for lag monitoring; the sluice state is already safe.
+      this.ctx.logger.debug({ err: describeUnknown(err) }, 'committing offsets to the consumer group failed');
+      return false;
+    }
+  }
+
+  /**
+   * Before leaving the group, let the engine confirm our last states and pass them on to the
+   * group, so whoever takes over our partitions starts where our destination commit ended.
+   * Bounded: an engine that confirms later (or never) costs replays, not data.
+   */
+  private async settle(): Promise<void> {
+    const deadline = Date.now() + (this.acked.size ? 10_000 : 3000);
+    const pending = () => [...this.owned].some((k) => (this.acked.get(k) ?? -1n) < (this.emitted.get(k) ?? -1n));
+    while (pending() && Date.now() < deadline && !this.ctx.signal.aborted) {
+      await new Promise<void>((r) => {
+        this.ackWaiter = r;
+        setTimeout(r, 100);
+      });
+    }
+    await this.commitChain;
+    for (let i = 0; i < 10 && Date.now() < deadline; i++) {
+      if (await this.commitToGroup()) break;
+      await sleep(300);
+    }
+  }
+
+  // ---- plumbing ---------------------------------------------------------------------------------
+
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = undefined;
+    w?.();
+  }
+
+  private waitForWork(ms: number): Promise<void> {
+    const signal = this.ctx.signal;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        if (this.wakeUp === done) this.wakeUp = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.wakeUp = done;
+    });
+  }
+
+  private async close(): Promise<void> {
+    this.closing = true;
+    for (const item of this.queue.splice(0)) item.finished();
+    await this.consumer?.disconnect().catch(() => undefined);
+    await this.admin?.disconnect().catch(() => undefined);
+  }
+}
