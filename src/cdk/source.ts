@@ -6,11 +6,15 @@ import type { CheckResult, ConnectorContext, ConnectorSpec, Source, SourceCapabi
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../protocol/messages.ts';
 import { message } from '../protocol/messages.ts';
+import { getPath } from '../protocol/identity.ts';
 import { CursorTracker, type CursorOrdering, type CursorState } from './cursor.ts';
 
 const DELETED = Symbol.for('sluice.cdk.deleted');
 
-/** A deletion of the record with these primary-key fields, yielded from a stream's read. */
+/**
+ * A deletion of the record with these primary-key fields, yielded from a stream's read. Include the
+ * cursor field too (e.g. a soft-delete's updated_at) so the incremental position covers it.
+ */
 export interface Deletion {
   [DELETED]: true;
   key: Record<string, unknown>;
@@ -245,6 +249,8 @@ async function* readOneStream<C>(
   try {
     for await (const item of def.read(input)) {
       if (isDeletion(item)) {
+        // A deletion that carries the cursor value moves the position like a record does.
+        if (tracker && getPath(item.key, cursorField!) !== undefined && !tracker.observe(item.key)) continue;
         emittedRecords++;
         sinceState++;
         yield message.deletion(name, item.key);
@@ -257,11 +263,17 @@ async function* readOneStream<C>(
         });
       }
       if (tracker && !tracker.observe(item)) continue;
+      // Ordering 'cursor': a state is possible only where the cursor moves on, and it covers the
+      // records before this one, so it goes out before it.
+      if (tracker?.ordering === 'cursor' && sinceState >= every) {
+        const s = tracker.checkpoint();
+        if (s) yield stateMessage(s);
+      }
       emittedRecords++;
       sinceState++;
       yield message.record(name, item);
       // After the record: a state covers only what was yielded before it.
-      if (tracker && sinceState >= every) {
+      if (tracker?.ordering === 'cursor_then_key' && sinceState >= every) {
         const s = tracker.checkpoint();
         if (s) yield stateMessage(s);
       }

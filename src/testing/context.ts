@@ -1,0 +1,40 @@
+// A ConnectorContext for tests and the conformance kit: quiet logger that remembers what was
+// logged, a private work directory, and an abort signal the caller controls.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ConnectorContext, Logger } from '../protocol/connector.ts';
+
+export interface LogEntry {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  msg: string;
+  fields?: object;
+}
+
+export interface TestContext extends ConnectorContext {
+  logs: LogEntry[];
+  abort(): void;
+}
+
+export function testContext(overrides: Partial<ConnectorContext> = {}): TestContext {
+  const logs: LogEntry[] = [];
+  const log =
+    (level: LogEntry['level']) =>
+    (obj: object | string, msg?: string): void => {
+      if (logs.length > 1000) logs.shift();
+      logs.push(typeof obj === 'string' ? { level, msg: obj } : { level, msg: msg ?? '', fields: obj });
+    };
+  const logger: Logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+  const controller = new AbortController();
+  return {
+    logger,
+    baseDir: process.cwd(),
+    signal: controller.signal,
+    connection: 'conformance',
+    follow: false,
+    workDir: overrides.workDir ?? mkdtempSync(join(tmpdir(), 'sluice-conformance-')),
+    ...overrides,
+    logs,
+    abort: () => controller.abort(),
+  };
+}

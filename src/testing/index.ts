@@ -1,0 +1,11 @@
+// sluice/testing — the conformance kit every connector (built-in or custom) runs.
+export { runSourceConformance, SOURCE_CHECKS, describeFailure } from './source.ts';
+export type { SourceConformanceOptions } from './source.ts';
+export { runDestinationConformance, DESTINATION_CHECKS } from './destination.ts';
+export type { DestinationConformanceOptions, StoredChunk } from './destination.ts';
+export { formatReport } from './report.ts';
+export type { CheckOutcome, ConformanceReport } from './report.ts';
+export { testContext } from './context.ts';
+export type { TestContext, LogEntry } from './context.ts';
+export { protocolValidators, sharedSpecsDir } from './schema.ts';
+export { describeSourceConformance, describeDestinationConformance } from './vitest.ts';
