@@ -1,0 +1,419 @@
+// S3 source: objects in a bucket (or any S3-compatible store) as rows or documents.
+//
+// Incremental by (LastModified, key). Every run also diffs the full listing against the previous
+// run's (kept on disk, see snapshot.ts), which finds deleted objects (→ deletions downstream, in
+// full refresh too) and objects whose LastModified is older than the cursor but which are new to
+// us (multipart uploads carry their *start* time). See docs/s3.md.
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
+import { SluiceError, withContext } from '../../src/protocol/errors.ts';
+import { getPath, keyPart } from '../../src/protocol/identity.ts';
+import { message, type AirbyteMessage, type AirbyteStream, type ConfiguredStream, type StateMessage } from '../../src/protocol/messages.ts';
+import { createClient, headBucket, listObjects, openObject, rangeBuffer, s3Error, type ListedObject } from './client.ts';
+import { ROW_KEY, S3ConfigSchema, TEXT_KEY, familyOf, formatOf, resolveStreams, type Family, type ResolvedStream, type S3Config } from './config.ts';
+import { parseRows, readText, type ObjectSource } from './formats.ts';
+import { StreamDir, diffListings, exists, readRowCount, readRowIds, RowsWriter, writeListing, type Graveyard } from './snapshot.ts';
+
+interface Cursor {
+  last_modified: string;
+  key: string;
+}
+interface StreamState {
+  cursor?: Cursor | null;
+  /** Generation of the last complete listing (snapshot-<gen>.jsonl in the workDir). */
+  snapshot_gen?: number;
+  /** text or structured, for `format: auto` streams. */
+  family?: Family;
+}
+
+const STATE_EVERY_MS = 1000;
+const STATE_EVERY_RECORDS = 1000;
+const STATE_EVERY_OBJECTS = 200;
+
+function compareCursor(a: Cursor, b: Cursor): number {
+  if (a.last_modified !== b.last_modified) return a.last_modified < b.last_modified ? -1 : 1;
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+}
+const cursorOf = (o: ListedObject): Cursor => ({ last_modified: o.lastModified, key: o.key });
+
+/** Keys that are "folders" in consoles, not content. */
+const isFolderMarker = (o: ListedObject) => o.key.endsWith('/') && o.size === 0;
+
+async function* matching(client: S3Client, config: S3Config, rs: ResolvedStream, signal?: AbortSignal): AsyncGenerator<ListedObject> {
+  for await (const o of listObjects(client, config.bucket, rs.prefix, config.page_size, signal)) {
+    if (!isFolderMarker(o) && rs.matches(o.key)) yield o;
+  }
+}
+
+/**
+ * A stream is either text documents or structured rows; `auto` decides by the first object found
+ * and remembers it, so the stream keeps its primary key when its objects are all deleted.
+ */
+async function familyOfStream(client: S3Client, config: S3Config, rs: ResolvedStream, ctx: ConnectorContext, remembered?: unknown): Promise<Family> {
+  if (rs.format !== 'auto') return familyOf(rs.format);
+  if (remembered === 'text' || remembered === 'structured') return remembered;
+  const dir = new StreamDir(ctx.workDir, rs.name);
+  const known = await dir.family();
+  if (known) return known;
+  for await (const o of matching(client, config, rs, ctx.signal)) {
+    const family = familyOf(formatOf(o.key, 'auto'));
+    await dir.setFamily(family);
+    return family;
+  }
+  return 'text';
+}
+
+function defaultKey(rs: ResolvedStream, family: Family): string[][] {
+  return rs.primaryKey ?? (family === 'text' ? TEXT_KEY : ROW_KEY);
+}
+
+const samePath = (a: string[][], b: string[][]) => JSON.stringify(a) === JSON.stringify(b);
+
+function jsonSchema(family: Family): Record<string, unknown> {
+  return family === 'text'
+    ? {
+        type: 'object',
+        properties: {
+          key: { type: 'string' },
+          content: { type: 'string' },
+          last_modified: { type: 'string', format: 'date-time' },
+          size: { type: 'integer' },
+          etag: { type: 'string' },
+        },
+      }
+    : {
+        type: 'object',
+        additionalProperties: true,
+        properties: { _s3_key: { type: 'string' }, _s3_row: { type: 'integer' } },
+      };
+}
+
+/** Builds `{a: {b: v}}` from a path and value, so a deletion carries nested key fields too. */
+function keyObject(paths: string[][], values: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  paths.forEach((path, i) => {
+    let node = out;
+    path.slice(0, -1).forEach((p) => {
+      node = (node[p] ??= {}) as Record<string, unknown>;
+    });
+    node[path[path.length - 1]] = values[i];
+  });
+  return out;
+}
+
+const source: Source<S3Config> = {
+  kind: 'source',
+  spec: {
+    name: 's3',
+    title: 'Amazon S3 (and S3-compatible stores)',
+    description: 'Objects in a bucket as rows (jsonl, csv, json, parquet) or documents (text, markdown), incremental by LastModified, with deletions.',
+    documentationUrl: 'docs/s3.md',
+    config: S3ConfigSchema,
+  },
+  capabilities: { syncModes: ['full_refresh', 'incremental'], sourceDefinedCursor: true },
+
+  async check(config) {
+    let client: S3Client | undefined;
+    try {
+      resolveStreams(config);
+      client = createClient(config);
+      await headBucket(client, config.bucket);
+      // Listing is a separate permission (s3:ListBucket) from reaching the bucket.
+      const first = await listObjects(client, config.bucket, resolveStreams(config)[0].prefix, 1).next();
+      return { ok: true, message: `bucket ${config.bucket} is reachable and listable${first.done ? ' (no objects under the prefix yet)' : ''}` };
+    } catch (err) {
+      const e = err instanceof SluiceError ? err : s3Error(err, `bucket ${config.bucket}`);
+      return { ok: false, message: e.hint ? `${e.message} — ${e.hint}` : e.message };
+    } finally {
+      client?.destroy();
+    }
+  },
+
+  async discover(config, ctx) {
+    const client = createClient(config);
+    try {
+      const streams: AirbyteStream[] = [];
+      for (const rs of resolveStreams(config)) {
+        const family = await familyOfStream(client, config, rs, ctx);
+        streams.push({
+          name: rs.name,
+          json_schema: jsonSchema(family),
+          supported_sync_modes: ['full_refresh', 'incremental'],
+          source_defined_cursor: true,
+          default_cursor_field: family === 'text' ? ['last_modified'] : [],
+          source_defined_primary_key: defaultKey(rs, family),
+          is_resumable: true,
+        });
+      }
+      return { streams };
+    } finally {
+      client.destroy();
+    }
+  },
+
+  async *read(config, catalog, state, ctx) {
+    const streams = new Map(resolveStreams(config).map((s) => [s.name, s]));
+    const client = createClient(config);
+    try {
+      for (const cs of catalog.streams) {
+        const rs = streams.get(cs.stream.name);
+        if (!rs) {
+          throw new SluiceError(`the S3 source has no stream "${cs.stream.name}"`, {
+            kind: 'config',
+            hint: `streams configured: ${[...streams.keys()].join(', ')}`,
+          });
+        }
+        try {
+          yield* readStream(client, config, rs, cs, state, ctx);
+        } catch (err) {
+          throw withContext(err, `stream ${rs.name}`);
+        }
+      }
+    } finally {
+      client.destroy();
+    }
+  },
+
+  async onStateCommitted(_config, state: StateMessage, _connection: SourceState, ctx: ConnectorContext) {
+    // Remember the committed listing even if the state store is later reset or replaced.
+    const s = state.stream;
+    const gen = (s?.stream_state as StreamState | undefined)?.snapshot_gen;
+    if (s && typeof gen === 'number') await new StreamDir(ctx.workDir, s.stream_descriptor.name).setCommitted(gen);
+  },
+};
+export default source;
+
+interface Pending extends ListedObject {
+  prevEtag?: string;
+  late: boolean;
+}
+
+async function* readStream(
+  client: S3Client,
+  config: S3Config,
+  rs: ResolvedStream,
+  cs: ConfiguredStream,
+  state: SourceState | undefined,
+  ctx: ConnectorContext,
+): AsyncGenerator<AirbyteMessage> {
+  const { signal, logger } = ctx;
+  const name = rs.name;
+  const prior = (state?.streams[name] ?? {}) as StreamState;
+  const family = await familyOfStream(client, config, rs, ctx, prior.family);
+  const pk = cs.primary_key?.length ? cs.primary_key : (cs.stream.source_defined_primary_key ?? defaultKey(rs, family));
+  const countRows = family === 'structured' && samePath(pk, ROW_KEY);
+  const incremental = cs.sync_mode === 'incremental';
+
+  const dir = new StreamDir(ctx.workDir, name);
+  const committedGen = prior.snapshot_gen ?? (await dir.committedGen());
+  await dir.prepare(committedGen);
+  let prevSnapshot = committedGen !== undefined ? dir.snapshotPath(committedGen) : undefined;
+  if (prevSnapshot && !(await exists(prevSnapshot))) {
+    logger.warn({ stream: name, dir: dir.dir }, 'the previous S3 listing is missing from the work directory: objects deleted since the last run cannot be detected this time (they will be from the next run on)');
+    prevSnapshot = undefined;
+  }
+  const gen = (committedGen ?? 0) + 1;
+  const graveyard = dir.graveyard(gen);
+  // Cursor of the last complete listing: objects at or before it that the diff shows as new or
+  // changed arrived late (multipart uploads are dated when they start).
+  const snapshotCursor = prevSnapshot && incremental ? (prior.cursor ?? null) : null;
+  let cursor: Cursor | null = incremental ? (prior.cursor ?? null) : null;
+  let lateUpTo: Cursor | null = null;
+
+  const stateNow = (final: boolean): AirbyteMessage =>
+    message.streamState(name, {
+      cursor,
+      family,
+      ...(final ? { snapshot_gen: gen } : committedGen !== undefined && prevSnapshot ? { snapshot_gen: committedGen } : {}),
+    });
+
+  const limit = config.max_pending_objects;
+  let records = 0;
+  let deletions = 0;
+  let objects = 0;
+  try {
+    for (let pass = 1; ; pass++) {
+      if (signal.aborted) return;
+      const listingPath = dir.snapshotPath(gen);
+      const listed = await writeListing(matching(client, config, rs, signal), listingPath);
+      if (listed.resorted && pass === 1) logger.warn({ stream: name }, 'the S3 endpoint did not list keys in byte order; the listing was sorted in memory');
+
+      let pending: Pending[] = [];
+      let overflow = false;
+      const trim = () => {
+        pending.sort(compareCursor2);
+        if (pending.length > limit) {
+          pending = pending.slice(0, limit);
+          overflow = true;
+        }
+      };
+      for await (const d of diffListings(prevSnapshot, listingPath)) {
+        if (d.kind === 'deleted') {
+          for await (const m of deletionsFor(d.prev, family, pk, countRows, dir, graveyard, name, logger)) {
+            deletions++;
+            yield m;
+          }
+          continue;
+        }
+        const c = cursorOf(d.cur);
+        const changed = !d.prev || d.prev.etag !== d.cur.etag;
+        const isNew = !cursor || compareCursor(c, cursor) > 0;
+        const late = !isNew && changed && !!snapshotCursor && compareCursor(c, snapshotCursor) <= 0 && (!lateUpTo || compareCursor(c, lateUpTo) > 0);
+        if (isNew || late) {
+          pending.push({ ...d.cur, prevEtag: d.prev?.etag, late });
+          if (pending.length >= 2 * limit) trim();
+        }
+      }
+      trim();
+      if (pass === 1 && deletions) logger.info({ stream: name, deletions }, 'objects deleted since the last run');
+
+      let sinceState = { records: 0, objects: 0, at: Date.now() };
+      for (const o of pending) {
+        if (signal.aborted) return;
+        const where = `object s3://${config.bucket}/${o.key}`;
+        try {
+          for await (const m of readObject(client, config, rs, o, family, pk, countRows, dir, graveyard, name, logger, signal)) {
+            if (m.type === 'RECORD') {
+              records++;
+              sinceState.records++;
+            }
+            yield m;
+          }
+        } catch (err) {
+          throw withContext(err, where);
+        }
+        objects++;
+        sinceState.objects++;
+        if (o.late) lateUpTo = cursorOf(o);
+        else cursor = cursorOf(o);
+        if (sinceState.records >= STATE_EVERY_RECORDS || sinceState.objects >= STATE_EVERY_OBJECTS || Date.now() - sinceState.at >= STATE_EVERY_MS) {
+          yield stateNow(false);
+          sinceState = { records: 0, objects: 0, at: Date.now() };
+        }
+      }
+      if (!overflow) break;
+      logger.info({ stream: name, objects }, `more than ${limit} changed objects: listing again for the next batch`);
+    }
+    await graveyard.close();
+    yield stateNow(true);
+    logger.info({ stream: name, objects, records, deletions }, 'S3 stream read');
+    yield message.streamStatus(name, 'COMPLETE');
+  } finally {
+    await graveyard.close();
+  }
+}
+
+function compareCursor2(a: Pending, b: Pending): number {
+  return compareCursor(cursorOf(a), cursorOf(b));
+}
+
+async function* deletionsFor(
+  prev: ListedObject,
+  family: Family,
+  pk: string[][],
+  countRows: boolean,
+  dir: StreamDir,
+  graveyard: Graveyard,
+  stream: string,
+  logger: ConnectorContext['logger'],
+): AsyncGenerator<AirbyteMessage> {
+  if (family === 'text') {
+    const doc: Record<string, unknown> = { key: prev.key, etag: prev.etag, last_modified: prev.lastModified, size: prev.size };
+    yield message.deletion(stream, keyObject(pk, pk.map((p) => getPath(doc, p))));
+    return;
+  }
+  yield* rowDeletions(prev, 0, pk, countRows, dir, graveyard, stream, logger);
+}
+
+/** Deletes the rows an earlier version of an object produced (from row `from` on, for counted rows). */
+async function* rowDeletions(
+  prev: { key: string; etag: string },
+  from: number,
+  pk: string[][],
+  countRows: boolean,
+  dir: StreamDir,
+  graveyard: Graveyard,
+  stream: string,
+  logger: ConnectorContext['logger'],
+): AsyncGenerator<AirbyteMessage> {
+  const file = dir.rowsPath(prev.key, prev.etag);
+  if (!(await exists(file))) {
+    logger.warn({ stream, key: prev.key }, 'no record of the rows this object produced (work directory lost?): its rows cannot be deleted downstream; a full refresh with overwrite fixes that');
+    return;
+  }
+  if (countRows) {
+    const count = (await readRowCount(file)) ?? 0;
+    for (let i = from; i < count; i++) yield message.deletion(stream, { _s3_key: prev.key, _s3_row: i });
+  } else {
+    for await (const id of readRowIds(file)) yield message.deletion(stream, keyObject(pk, id as unknown[]));
+  }
+  await graveyard.add(file);
+}
+
+async function* readObject(
+  client: S3Client,
+  config: S3Config,
+  rs: ResolvedStream,
+  o: Pending,
+  family: Family,
+  pk: string[][],
+  countRows: boolean,
+  dir: StreamDir,
+  graveyard: Graveyard,
+  stream: string,
+  logger: ConnectorContext['logger'],
+  signal: AbortSignal,
+): AsyncGenerator<AirbyteMessage> {
+  const format = formatOf(o.key, rs.format);
+  if (familyOf(format) !== family) {
+    logger.warn({ stream, key: o.key, format }, `skipped: this stream holds ${family === 'text' ? 'text documents' : 'structured rows'}; give ${format} objects their own stream (streams: [...] with globs)`);
+    return;
+  }
+  const src: ObjectSource = {
+    key: o.key,
+    size: o.size,
+    open: () => openObject(client, config.bucket, o.key, signal),
+    ranged: () => rangeBuffer(client, config.bucket, o.key, o.size, signal),
+  };
+  if (family === 'text') {
+    const content = await readText(src, config.max_document_bytes);
+    if (content === undefined) {
+      logger.warn({ stream, key: o.key, size: o.size }, `skipped: larger than max_document_bytes (${config.max_document_bytes}); a document is held whole in memory`);
+      return;
+    }
+    yield message.record(stream, { key: o.key, content, last_modified: o.lastModified, size: o.size, etag: o.etag });
+    return;
+  }
+
+  const changed = o.prevEtag !== undefined && o.prevEtag !== o.etag;
+  // With a user key, rows that vanished from a rewritten object are unknown until it is read
+  // again, so its previous rows are deleted first; the rewrite follows before the next STATE, so
+  // a transactional destination applies both at once.
+  if (changed && !countRows) yield* rowDeletions({ key: o.key, etag: o.prevEtag! }, 0, pk, false, dir, graveyard, stream, logger);
+
+  const rows = new RowsWriter(dir.rowsPath(o.key, o.etag));
+  let n = 0;
+  try {
+    for await (const row of parseRows(format, src, config)) {
+      const data = { ...row, _s3_key: o.key, _s3_row: n };
+      if (!countRows) {
+        const id = pk.map((p) => getPath(data, p));
+        if (id.some((v) => v === null || v === undefined)) {
+          throw new SluiceError(`row ${n + 1} has no value for primary key ${pk.map((p) => p.join('.')).join(', ')}`, {
+            kind: 'source',
+            hint: 'check primary_key, or the data',
+          });
+        }
+        await rows.add(id.map((v) => (typeof v === 'object' ? keyPart(v) : v)));
+      }
+      n++;
+      yield message.record(stream, data);
+    }
+    await rows.finish(n, !countRows);
+  } catch (err) {
+    await rows.abort();
+    throw err;
+  }
+  // Default keys are (object, row number): rows past the new end are the ones that vanished.
+  if (changed && countRows) yield* rowDeletions({ key: o.key, etag: o.prevEtag! }, n, pk, true, dir, graveyard, stream, logger);
+}

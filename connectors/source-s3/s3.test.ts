@@ -1,0 +1,350 @@
+// The S3 source against a real S3 wire-protocol server (fauxqs on loopback, see
+// test/servers/s3.global.ts), called directly with hand-built catalogs.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { join } from 'node:path';
+import { parquetWriteBuffer } from 'hyparquet-writer';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { documentId } from '../../src/protocol/identity.ts';
+import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog } from '../../src/protocol/messages.ts';
+import { TEST_CREDENTIALS, del, freshBucket, multipartUpload, put, testClient } from '../../test/fixtures/s3.ts';
+import source from './index.ts';
+import { S3ConfigSchema, type S3Config } from './config.ts';
+
+const endpoint = inject('s3Endpoint');
+const client = testClient(endpoint);
+const dirs: string[] = [];
+
+afterAll(async () => {
+  client.destroy();
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+function config(bucket: string, extra: Record<string, unknown> = {}): S3Config {
+  return S3ConfigSchema.parse({ bucket, endpoint, force_path_style: true, ...TEST_CREDENTIALS, ...extra });
+}
+
+interface Harness {
+  ctx: ConnectorContext;
+  warnings: string[];
+}
+async function harness(): Promise<Harness> {
+  const workDir = await mkdtemp(join(tmpdir(), 'sluice-s3-'));
+  dirs.push(workDir);
+  const warnings: string[] = [];
+  const logger = {
+    debug() {},
+    info() {},
+    warn(obj: object | string, msg?: string) {
+      warnings.push(typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`);
+    },
+    error() {},
+  };
+  const ctx: ConnectorContext = { logger, baseDir: workDir, signal: new AbortController().signal, connection: 'test', follow: false, workDir };
+  return { ctx, warnings };
+}
+
+async function catalogFor(cfg: S3Config, h: Harness, mode: 'full_refresh' | 'incremental', primaryKey?: string[][]): Promise<ConfiguredCatalog> {
+  const discovered = await source.discover(cfg, h.ctx);
+  return {
+    streams: discovered.streams.map((stream) => ({
+      stream,
+      sync_mode: mode,
+      destination_sync_mode: 'append_dedup' as const,
+      primary_key: primaryKey ?? stream.source_defined_primary_key,
+    })),
+  };
+}
+
+interface Run {
+  messages: AirbyteMessage[];
+  records: Record<string, unknown>[];
+  deletions: Record<string, unknown>[];
+  state: SourceState;
+}
+
+async function run(cfg: S3Config, catalog: ConfiguredCatalog, h: Harness, state?: SourceState): Promise<Run> {
+  const messages: AirbyteMessage[] = [];
+  const next: SourceState = { streams: { ...(state?.streams ?? {}) } };
+  for await (const m of source.read(cfg, catalog, state, h.ctx)) {
+    messages.push(m);
+    if (m.type === 'STATE' && m.state.stream) next.streams[m.state.stream.stream_descriptor.name] = m.state.stream.stream_state ?? {};
+  }
+  const recs = messages.filter((m) => m.type === 'RECORD').map((m) => (m as { record: { data: Record<string, unknown> } }).record.data);
+  return {
+    messages,
+    records: recs.filter((d) => !d[CDC_DELETED_AT]),
+    deletions: recs.filter((d) => d[CDC_DELETED_AT]),
+    state: next,
+  };
+}
+
+/** What an append_dedup destination would hold after applying runs in order. */
+function applyTo(dest: Map<string, Record<string, unknown>>, r: Run, pk: string[][]) {
+  for (const m of r.messages) {
+    if (m.type !== 'RECORD') continue;
+    const data = (m as { record: { data: Record<string, unknown> } }).record.data;
+    const id = documentId(data, pk);
+    if (data[CDC_DELETED_AT]) dest.delete(id);
+    else dest.set(id, data);
+  }
+}
+
+/** A full-GC function without needing --expose-gc on the worker's command line. */
+function exposeGc(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+const completes = (r: Run) => r.messages.filter((m) => m.type === 'TRACE' && m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE').length;
+
+describe('source-s3', () => {
+  it('reads every format: jsonl, csv, json array and object, parquet, text, markdown (plain and gzip)', async () => {
+    const bucket = await freshBucket(client, 'formats');
+    await put(client, bucket, 'data/a.jsonl', '{"id":1,"title":"one"}\n\n{"id":2,"title":"two"}\n');
+    await put(client, bucket, 'data/b.csv', 'id,title\n3,"three, with comma"\n4,four\n');
+    await put(client, bucket, 'data/c.json', JSON.stringify([{ id: 5, title: 'five', nested: { tags: ['x', ']', '{'] } }, { id: 6, title: 'six "quoted"' }]));
+    await put(client, bucket, 'data/d.json', JSON.stringify({ id: 7, title: 'seven' }));
+    const parquet = parquetWriteBuffer({
+      columnData: [
+        { name: 'id', data: [8n, 9n, 10n], type: 'INT64' },
+        { name: 'title', data: ['eight', 'nine', 'ten'], type: 'STRING' },
+      ],
+      rowGroupSize: 2,
+    });
+    await put(client, bucket, 'data/e.parquet', new Uint8Array(parquet));
+    const { gzipSync } = await import('node:zlib');
+    await put(client, bucket, 'data/f.jsonl.gz', gzipSync('{"id":11,"title":"eleven"}\n'));
+    await put(client, bucket, 'docs/readme.txt', 'plain text body');
+    await put(client, bucket, 'docs/guide.md', '# Guide\n\nSome *markdown*.');
+    await put(client, bucket, 'docs/folder/', '');
+
+    const cfg = config(bucket, {
+      streams: [
+        { name: 'rows', prefix: 'data/', primary_key: 'id' },
+        { name: 'docs', globs: ['docs/**/*.{txt,md}'] },
+      ],
+    });
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'full_refresh');
+    expect(catalog.streams.map((s) => [s.stream.name, s.primary_key])).toEqual([
+      ['rows', [['id']]],
+      ['docs', [['key']]],
+    ]);
+    const r = await run(cfg, catalog, h);
+    const rows = r.records.filter((d) => '_s3_key' in d);
+    const byId = new Map(rows.map((d) => [String(d.id), d]));
+    expect([...byId.keys()].sort((a, b) => Number(a) - Number(b))).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11']);
+    expect(byId.get('3')).toMatchObject({ title: 'three, with comma', _s3_key: 'data/b.csv', _s3_row: 0 });
+    expect(byId.get('5')).toMatchObject({ nested: { tags: ['x', ']', '{'] }, _s3_key: 'data/c.json' });
+    expect(byId.get('6')).toMatchObject({ title: 'six "quoted"', _s3_row: 1 });
+    expect(byId.get('7')).toMatchObject({ title: 'seven', _s3_key: 'data/d.json' });
+    expect(byId.get('9')).toMatchObject({ id: 9, title: 'nine', _s3_key: 'data/e.parquet', _s3_row: 1 });
+    expect(byId.get('10')).toMatchObject({ id: 10, title: 'ten', _s3_row: 2 });
+    expect(byId.get('11')).toMatchObject({ title: 'eleven', _s3_key: 'data/f.jsonl.gz' });
+
+    const docs = r.records.filter((d) => 'content' in d);
+    expect(docs.map((d) => d.key).sort()).toEqual(['docs/guide.md', 'docs/readme.txt']);
+    const md = docs.find((d) => d.key === 'docs/guide.md')!;
+    expect(md).toMatchObject({ content: '# Guide\n\nSome *markdown*.', size: 25 });
+    expect(typeof md.etag).toBe('string');
+    expect(Date.parse(String(md.last_modified))).toBeGreaterThan(0);
+    expect(completes(r)).toBe(2);
+  });
+
+  it('reports bad data with the object and line, and connection problems with a hint', async () => {
+    const bucket = await freshBucket(client, 'bad');
+    await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n');
+    const cfg = config(bucket);
+    const h = await harness();
+    const err = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).where).toContain('x.jsonl');
+    expect((err as SluiceError).where).toContain('line 2');
+
+    expect(await source.check(cfg, h.ctx)).toMatchObject({ ok: true });
+    const missing = await source.check(config('no-such-bucket-here'), h.ctx);
+    expect(missing.ok).toBe(false);
+    expect(missing.message).toMatch(/bucket/i);
+    const unreachable = await source.check(config(bucket, { endpoint: 'http://127.0.0.1:9' }), h.ctx);
+    expect(unreachable.ok).toBe(false);
+    expect(unreachable.message).toContain('endpoint');
+    expect(unreachable.message).not.toContain(TEST_CREDENTIALS.secret_access_key);
+  });
+
+  it('lists 2,000 objects across pages, in several bounded passes, then reads only what changed', async () => {
+    const bucket = await freshBucket(client, 'many');
+    const keys = Array.from({ length: 2000 }, (_, i) => `notes/n-${String(i).padStart(5, '0')}.txt`);
+    for (let i = 0; i < keys.length; i += 100) await Promise.all(keys.slice(i, i + 100).map((k) => put(client, bucket, k, `body of ${k}`)));
+    // 100 keys a page → 20 ListObjectsV2 pages; 700 pending objects a pass → 3 passes.
+    const cfg = config(bucket, { prefix: 'notes/', page_size: 100, max_pending_objects: 700 });
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    expect(catalog.streams[0].stream.name).toBe('notes');
+    const first = await run(cfg, catalog, h);
+    expect(first.records.length).toBe(2000);
+    expect(new Set(first.records.map((d) => d.key))).toEqual(new Set(keys));
+    expect(first.records.find((d) => d.key === keys[1234])?.content).toBe(`body of ${keys[1234]}`);
+    expect(completes(first)).toBe(1);
+    // Cursor order: each STATE covers everything before it.
+    const states = first.messages.filter((m) => m.type === 'STATE');
+    expect(states.length).toBeGreaterThan(1);
+
+    // Nothing changed: nothing read.
+    const again = await run(cfg, catalog, h, first.state);
+    expect(again.records).toEqual([]);
+    expect(again.deletions).toEqual([]);
+
+    await put(client, bucket, keys[10], 'changed body');
+    await put(client, bucket, 'notes/new.txt', 'a new note');
+    await put(client, bucket, 'elsewhere/ignored.txt', 'outside the prefix');
+    const third = await run(cfg, catalog, h, again.state);
+    expect(third.records.map((d) => [d.key, d.content]).sort()).toEqual([
+      [keys[10], 'changed body'],
+      ['notes/new.txt', 'a new note'],
+    ]);
+    expect(completes(third)).toBe(1);
+  });
+
+  it('reads an object that shows up late (LastModified before the cursor) because the listing diff sees it', async () => {
+    const bucket = await freshBucket(client, 'late');
+    await put(client, bucket, 'a.txt', 'a');
+    const cfg = config(bucket);
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    const first = await run(cfg, catalog, h);
+    expect(first.records.map((d) => d.key)).toEqual(['a.txt']);
+    // As if a multipart upload started before the last run completed after it: pretend the cursor
+    // is in the future, so the new object's LastModified is older than the cursor.
+    const future = { last_modified: '2999-01-01T00:00:00.000Z', key: 'zzz' };
+    const state: SourceState = { streams: { [bucket]: { ...first.state.streams[bucket], cursor: future } } };
+    await put(client, bucket, 'b.txt', 'b');
+    const second = await run(cfg, catalog, h, state);
+    expect(second.records.map((d) => d.key)).toEqual(['b.txt']);
+    const third = await run(cfg, catalog, h, second.state);
+    expect(third.records).toEqual([]);
+  });
+
+  it('turns deleted objects and vanished rows into deletions, in incremental and full refresh', async () => {
+    const bucket = await freshBucket(client, 'deletes');
+    await put(client, bucket, 'docs/a.md', 'A');
+    await put(client, bucket, 'docs/b.md', 'B');
+    await put(client, bucket, 'rows/r1.jsonl', '{"id":"x1"}\n{"id":"x2"}\n{"id":"x3"}\n');
+    await put(client, bucket, 'rows/r2.jsonl', '{"id":"y1"}\n{"id":"y2"}\n');
+    await put(client, bucket, 'lines/l1.jsonl', '{"v":1}\n{"v":2}\n{"v":3}\n');
+    const cfg = config(bucket, {
+      streams: [
+        { name: 'docs', prefix: 'docs/' },
+        { name: 'keyed', prefix: 'rows/', primary_key: 'id' },
+        { name: 'lines', prefix: 'lines/' },
+      ],
+    });
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    const pkOf = (name: string) => catalog.streams.find((s) => s.stream.name === name)!.primary_key!;
+    expect(pkOf('lines')).toEqual([['_s3_key'], ['_s3_row']]);
+    const dest = new Map<string, Map<string, Record<string, unknown>>>([['docs', new Map()], ['keyed', new Map()], ['lines', new Map()]]);
+    const apply = (r: Run) => {
+      for (const name of dest.keys()) {
+        const only = { ...r, messages: r.messages.filter((m) => m.type === 'RECORD' && m.record.stream === name) };
+        applyTo(dest.get(name)!, only, pkOf(name));
+      }
+    };
+    const first = await run(cfg, catalog, h);
+    apply(first);
+    expect(dest.get('docs')!.size).toBe(2);
+    expect(dest.get('keyed')!.size).toBe(5);
+    expect(dest.get('lines')!.size).toBe(3);
+
+    await del(client, bucket, 'docs/a.md');
+    await del(client, bucket, 'rows/r2.jsonl');
+    await put(client, bucket, 'rows/r1.jsonl', '{"id":"x1","v":2}\n{"id":"x3"}\n'); // x2 vanished
+    await put(client, bucket, 'lines/l1.jsonl', '{"v":10}\n'); // rows 1 and 2 vanished
+    const second = await run(cfg, catalog, h, first.state);
+    apply(second);
+    expect(second.deletions.filter((d) => 'key' in d).map((d) => d.key)).toEqual(['docs/a.md']);
+    expect([...dest.get('docs')!.keys()]).toEqual(['docs/b.md']);
+    expect([...dest.get('keyed')!.keys()].sort()).toEqual(['x1', 'x3']);
+    expect(dest.get('keyed')!.get('x1')).toMatchObject({ v: 2 });
+    expect([...dest.get('lines')!.values()].map((d) => d.v)).toEqual([10]);
+
+    // Full refresh still reports objects deleted since the last run (append_dedup drops them).
+    await del(client, bucket, 'docs/b.md');
+    await del(client, bucket, 'lines/l1.jsonl');
+    const full = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h, second.state);
+    apply(full);
+    expect(full.deletions.filter((d) => 'key' in d).map((d) => d.key)).toEqual(['docs/b.md']);
+    expect(dest.get('docs')!.size).toBe(0);
+    expect(dest.get('lines')!.size).toBe(0);
+    expect([...dest.get('keyed')!.keys()].sort()).toEqual(['x1', 'x3']);
+    // Replaying a run (crash before its state was committed) yields the same deletions again.
+    const replay = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h, second.state);
+    expect(replay.deletions.length).toBe(full.deletions.length);
+  });
+
+  it('streams a 200 MB JSON Lines object with flat memory', { timeout: 120_000 }, async () => {
+    const bucket = await freshBucket(client, 'big');
+    const partBytes = 10 * 1024 * 1024; // fauxqs accepts bodies up to 11 MiB
+    const parts = 20;
+    const filler = 'x'.repeat(900);
+    let nextId = 0;
+    const makePart = (i: number) => {
+      if (i >= parts) return undefined;
+      const lines: string[] = [];
+      let size = 0;
+      while (size < partBytes) {
+        const line = `{"id":${nextId++},"text":"${filler}"}\n`;
+        lines.push(line);
+        size += line.length;
+      }
+      return Buffer.from(lines.join(''));
+    };
+    const total = await multipartUpload(client, bucket, 'big/huge.jsonl', makePart);
+    expect(total).toBeGreaterThan(200 * 1024 * 1024);
+    const cfg = config(bucket, { prefix: 'big/' });
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'incremental');
+
+    // Live memory after a full GC, sampled through the read: it must not follow the data.
+    const gc = exposeGc();
+    const live = () => {
+      gc();
+      const m = process.memoryUsage();
+      return { heap: m.heapUsed, buffers: m.arrayBuffers, rss: m.rss };
+    };
+    const baseline = live();
+    const samples: ReturnType<typeof live>[] = [];
+    let count = 0;
+    let lastId = -1;
+    const started = Date.now();
+    for await (const m of source.read(cfg, catalog, undefined, h.ctx)) {
+      if (m.type !== 'RECORD') continue;
+      const id = m.record.data.id as number;
+      if (id !== lastId + 1) throw new Error(`row ${id} out of order after ${lastId}`);
+      lastId = id;
+      if (++count % 20_000 === 0) samples.push(live());
+    }
+    const seconds = (Date.now() - started) / 1000;
+    expect(count).toBe(nextId);
+    expect(samples.length).toBeGreaterThanOrEqual(10);
+    const mb = (n: number) => Math.round(n / 1024 / 1024);
+    const growth = {
+      heap: mb(Math.max(...samples.map((s) => s.heap)) - baseline.heap),
+      buffers: mb(Math.max(...samples.map((s) => s.buffers)) - baseline.buffers),
+      rss: mb(Math.max(...samples.map((s) => s.rss)) - baseline.rss),
+    };
+    console.log(`read ${mb(total)} MB, ${count} rows in ${seconds.toFixed(1)} s; peak growth over baseline (MB):`, growth);
+    // The object is 200+ MB: holding it, or its rows, would add hundreds of MB.
+    expect(growth.heap).toBeLessThan(16);
+    expect(growth.buffers).toBeLessThan(16);
+    expect(growth.rss).toBeLessThan(100);
+    // Flat, not merely small: the last samples are no bigger than the first ones.
+    const early = Math.max(...samples.slice(0, 3).map((s) => s.heap));
+    const late = Math.max(...samples.slice(-3).map((s) => s.heap));
+    expect(mb(late - early)).toBeLessThan(8);
+  });
+});

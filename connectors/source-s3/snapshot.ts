@@ -1,0 +1,249 @@
+// What the source remembers between runs, on disk in the connection's workDir so memory stays
+// flat however many objects the bucket holds:
+//
+//   snapshot-<gen>.jsonl   the full listing of the last complete run, [key, etag, lastModified, size]
+//                          per line in S3 key order. Diffed against the next listing (a merge join,
+//                          O(1) memory) to find deleted and changed objects.
+//   rows/<hash>            for a structured object (key, etag): the ids of the rows it produced,
+//                          so rows can be deleted when the object is deleted or rewritten.
+//   graveyard-<gen>.jsonl  row files that become garbage once generation <gen> is committed.
+//   committed              the last generation the engine confirmed (see onStateCommitted).
+//
+// The generation a run builds is named in the state only at the end of the run, so a crash
+// before then replays against the previous (committed) listing and nothing is missed.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { ListedObject } from './client.ts';
+
+/** S3's listing order: UTF-8 byte order, i.e. code point order (not JS's UTF-16 order). */
+export function compareKeys(a: string, b: string): number {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) {
+      const xs = x >= 0xd800 && x <= 0xdfff;
+      const ys = y >= 0xd800 && y <= 0xdfff;
+      if (xs !== ys) return xs ? 1 : -1;
+      return x - y;
+    }
+  }
+  return a.length - b.length;
+}
+
+export class StreamDir {
+  readonly dir: string;
+  constructor(workDir: string, stream: string) {
+    this.dir = join(workDir, 's3', encodeURIComponent(stream));
+  }
+
+  snapshotPath(gen: number) {
+    return join(this.dir, `snapshot-${gen}.jsonl`);
+  }
+
+  rowsPath(key: string, etag: string) {
+    return join(this.dir, 'rows', createHash('sha1').update(`${key}\0${etag}`).digest('hex'));
+  }
+
+  async family(): Promise<'text' | 'structured' | undefined> {
+    const text = await readFile(join(this.dir, 'family'), 'utf8').catch(() => undefined);
+    return text === 'text' || text === 'structured' ? text : undefined;
+  }
+
+  async setFamily(family: 'text' | 'structured') {
+    await mkdir(this.dir, { recursive: true });
+    await writeFile(join(this.dir, 'family'), family);
+  }
+
+  async committedGen(): Promise<number | undefined> {
+    const text = await readFile(join(this.dir, 'committed'), 'utf8').catch(() => undefined);
+    const n = Number(text);
+    return text !== undefined && Number.isInteger(n) ? n : undefined;
+  }
+
+  async setCommitted(gen: number) {
+    await mkdir(this.dir, { recursive: true });
+    const tmp = join(this.dir, 'committed.tmp');
+    await writeFile(tmp, String(gen));
+    await rename(tmp, join(this.dir, 'committed'));
+  }
+
+  /**
+   * Removes what uncommitted runs left behind and row files that the committed generation made
+   * obsolete.
+   */
+  async prepare(committed: number | undefined) {
+    await mkdir(join(this.dir, 'rows'), { recursive: true });
+    for (const name of await readdir(this.dir)) {
+      const snap = /^snapshot-(\d+)\.jsonl$/.exec(name);
+      if (snap && Number(snap[1]) !== committed) await rm(join(this.dir, name), { force: true });
+      const grave = /^graveyard-(\d+)\.jsonl$/.exec(name);
+      if (grave) {
+        if (committed !== undefined && Number(grave[1]) <= committed) {
+          const lines = (await readFile(join(this.dir, name), 'utf8')).split('\n').filter(Boolean);
+          for (const file of lines) await rm(join(this.dir, 'rows', file), { force: true });
+        }
+        await rm(join(this.dir, name), { force: true });
+      }
+    }
+  }
+
+  graveyard(gen: number): Graveyard {
+    return new Graveyard(join(this.dir, `graveyard-${gen}.jsonl`));
+  }
+}
+
+export class Graveyard {
+  private out: WriteStream | undefined;
+  constructor(private path: string) {}
+  async add(rowsFile: string) {
+    this.out ??= createWriteStream(this.path, { flags: 'a' });
+    const name = rowsFile.slice(rowsFile.lastIndexOf('/') + 1);
+    if (!this.out.write(`${name}\n`)) await once(this.out, 'drain');
+  }
+  async close() {
+    if (!this.out) return;
+    const out = this.out;
+    this.out = undefined;
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  }
+}
+
+type Entry = ListedObject;
+const toLine = (o: Entry) => `${JSON.stringify([o.key, o.etag, o.lastModified, o.size])}\n`;
+const fromLine = (line: string): Entry => {
+  const [key, etag, lastModified, size] = JSON.parse(line) as [string, string, string, number];
+  return { key, etag, lastModified, size };
+};
+
+/**
+ * Writes a listing to `path` in S3 key order. S3 (and MinIO, R2, Ceph) list in that order, so
+ * this streams; a store that lists in another order is sorted in memory (logged by the caller).
+ */
+export async function writeListing(listing: AsyncIterable<Entry>, path: string): Promise<{ count: number; resorted: boolean }> {
+  const tmp = `${path}.tmp`;
+  const out = createWriteStream(tmp);
+  let prev: string | undefined;
+  let sorted = true;
+  let count = 0;
+  try {
+    for await (const o of listing) {
+      if (prev !== undefined && compareKeys(prev, o.key) >= 0) sorted = false;
+      prev = o.key;
+      count++;
+      if (!out.write(toLine(o))) await once(out, 'drain');
+    }
+  } finally {
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  }
+  if (!sorted) {
+    const entries: Entry[] = [];
+    for await (const e of readSnapshot(tmp)) entries.push(e);
+    entries.sort((a, b) => compareKeys(a.key, b.key));
+    const deduped = entries.filter((e, i) => i === 0 || entries[i - 1].key !== e.key);
+    await writeFile(tmp, deduped.map(toLine).join(''));
+    count = deduped.length;
+  }
+  await rename(tmp, path);
+  return { count, resorted: !sorted };
+}
+
+export async function* readSnapshot(path: string): AsyncGenerator<Entry> {
+  const input = createReadStream(path, { encoding: 'utf8' });
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of lines) if (line) yield fromLine(line);
+  } finally {
+    lines.close();
+    input.destroy();
+  }
+}
+
+export type Diff = { kind: 'deleted'; prev: Entry } | { kind: 'present'; cur: Entry; prev?: Entry };
+
+/** Merge join of two key-ordered listings. */
+export async function* diffListings(prevPath: string | undefined, curPath: string): AsyncGenerator<Diff> {
+  const cur = readSnapshot(curPath);
+  const prev = prevPath ? readSnapshot(prevPath) : undefined;
+  let p = prev ? await prev.next() : undefined;
+  try {
+    for await (const c of cur) {
+      while (p && !p.done && compareKeys(p.value.key, c.key) < 0) {
+        yield { kind: 'deleted', prev: p.value };
+        p = await prev!.next();
+      }
+      if (p && !p.done && p.value.key === c.key) {
+        yield { kind: 'present', cur: c, prev: p.value };
+        p = await prev!.next();
+      } else yield { kind: 'present', cur: c };
+    }
+    while (p && !p.done) {
+      yield { kind: 'deleted', prev: p.value };
+      p = await prev!.next();
+    }
+  } finally {
+    await prev?.return(undefined);
+  }
+}
+
+/** Row ids of one structured object: a count (default key) or one JSON id per line. */
+export class RowsWriter {
+  private out: WriteStream | undefined;
+  private tmp: string;
+  constructor(private path: string) {
+    this.tmp = `${path}.tmp`;
+  }
+  async add(id: unknown) {
+    this.out ??= createWriteStream(this.tmp);
+    if (!this.out.write(`${JSON.stringify(id)}\n`)) await once(this.out, 'drain');
+  }
+  async finish(count: number, withIds: boolean) {
+    if (!withIds) {
+      await writeFile(this.tmp, JSON.stringify({ count }));
+    } else {
+      this.out ??= createWriteStream(this.tmp);
+      const out = this.out;
+      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    }
+    await rename(this.tmp, this.path);
+  }
+  async abort() {
+    this.out?.destroy();
+    await rm(this.tmp, { force: true });
+  }
+}
+
+/** Count of a default-keyed object's rows, or undefined when its file is missing. */
+export async function readRowCount(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as { count?: unknown };
+    return typeof v.count === 'number' ? v.count : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function* readRowIds(path: string): AsyncGenerator<unknown> {
+  const input = createReadStream(path, { encoding: 'utf8' });
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of lines) if (line) yield JSON.parse(line);
+  } finally {
+    lines.close();
+    input.destroy();
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
