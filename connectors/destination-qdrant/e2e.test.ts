@@ -1,0 +1,149 @@
+// End to end through the CLI (`sluice sync --json`, file source, hash embedder) into the Qdrant
+// fixture: SIGKILL mid-sync several times, with files shrunk, grown, added and deleted between
+// runs, then a final run must leave exactly what a clean sync of the same files leaves.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startQdrantFixture, type QdrantFixture } from '../../test/fixtures/qdrant-server.ts';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const cli = join(repo, 'bin/sluice.js');
+
+let fx: QdrantFixture;
+let dir: string;
+let clock = Math.floor(Date.now() / 1000) - 100_000;
+
+beforeAll(async () => {
+  // Slow upserts a little so a kill lands while writes are in flight.
+  fx = await startQdrantFixture({ faults: { latencyMs: 15, only: ['PUT /collections/{collection_name}/points'] } });
+  dir = mkdtempSync(join(tmpdir(), 'sluice-qdrant-e2e-'));
+});
+afterAll(async () => {
+  await fx?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''): void {
+  const body = Array.from({ length: paragraphs }, (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`);
+  const file = join(corpus, `${name}.md`);
+  writeFileSync(file, `# ${name}\n\n${body.join('\n\n')}\n`);
+  // Distinct, increasing mtimes: the file source is incremental by modification time.
+  clock += 10;
+  utimesSync(file, clock, clock);
+}
+
+function pipeline(folder: string, corpus: string, collection: string): string {
+  mkdirSync(folder, { recursive: true });
+  const file = join(folder, 'pipeline.yaml');
+  writeFileSync(
+    file,
+    `version: 1
+connections:
+  - name: e2e
+    source:
+      type: file
+      config:
+        path: ${JSON.stringify(corpus)}
+        include: ['**/*.md']
+        stream: docs
+        checkpoint_every: 3
+    destination:
+      type: qdrant
+      config:
+        url: ${fx.url}
+        collection: ${collection}
+        batch_points: 4
+        buffer_points: 8
+        concurrency: 2
+    embedding:
+      provider: hash
+      dimensions: 16
+    processing:
+      chunk_size: 24
+      chunk_overlap: 0
+    streams:
+      - name: docs
+        sync_mode: incremental
+        destination_sync_mode: append_dedup
+`,
+  );
+  return file;
+}
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `sluice sync`; with `killAfterUpserts`, SIGKILLs it once that many upserts reached Qdrant. */
+function sync(file: string, killAfterUpserts?: number): Promise<Run> {
+  return new Promise((ok, fail) => {
+    const child = spawn(process.execPath, [cli, 'sync', file, '--json'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const before = upserts();
+    const timer = killAfterUpserts
+      ? setInterval(() => {
+          if (upserts() - before >= killAfterUpserts) child.kill('SIGKILL');
+        }, 2)
+      : undefined;
+    child.on('error', fail);
+    child.on('exit', (code, signal) => {
+      if (timer) clearInterval(timer);
+      ok({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+const upserts = () => fx.log.filter((l) => l.operation === 'PUT /collections/{collection_name}/points').length;
+
+function stored(collection: string): string[] {
+  return fx
+    .pointsOf(collection)
+    .map((p) => `${p.payload.stream}|${p.payload.document_id}|${p.payload.chunk_index}|${p.payload.content}`)
+    .sort();
+}
+
+describe('qdrant end to end through the CLI', () => {
+  it('SIGKILL mid-sync (several times) then a re-run leaves no duplicate or stale chunks', async () => {
+    const corpus = join(dir, 'corpus');
+    mkdirSync(corpus);
+    for (let i = 0; i < 24; i++) writeDoc(corpus, `doc${String(i).padStart(2, '0')}`, 2 + (i % 4));
+    const main = pipeline(join(dir, 'main'), corpus, 'kb');
+
+    const kills = [2, 5, 3];
+    for (const [trial, after] of kills.entries()) {
+      const run = await sync(main, after);
+      expect(run.signal, `trial ${trial} should be killed mid-sync: ${run.stderr.slice(-500)}`).toBe('SIGKILL');
+      // Change documents between the crash and the next run: shrink, grow, delete, add.
+      writeDoc(corpus, `doc0${trial}`, 1, ' shrunk');
+      writeDoc(corpus, `doc1${trial}`, 6, ' grown');
+      rmSync(join(corpus, `doc2${trial}.md`));
+      writeDoc(corpus, `new${trial}`, 3);
+    }
+    const final = await sync(main);
+    expect(final.code, final.stderr.slice(-2000)).toBe(0);
+    expect(JSON.parse(final.stdout).status).toBe('succeeded');
+
+    // Reference: one clean sync of the same files into another collection.
+    const reference = await sync(pipeline(join(dir, 'ref'), corpus, 'kb_ref'));
+    expect(reference.code, reference.stderr.slice(-2000)).toBe(0);
+
+    const got = stored('kb');
+    const want = stored('kb_ref');
+    expect(want.length).toBeGreaterThan(60);
+    expect(got).toEqual(want);
+    expect(got.some((s) => s.includes('shrunk'))).toBe(true);
+    expect(got.some((s) => s.includes('doc20.md'))).toBe(false);
+    expect(new Set(fx.pointsOf('kb').map((p) => `${p.payload.document_id}#${p.payload.chunk_index}`)).size).toBe(got.length);
+    expect(fx.violations).toEqual([]);
+    expect(fx.log.filter((l) => l.status >= 400 && l.status < 500)).toEqual([]);
+  }, 120_000);
+});
