@@ -323,12 +323,17 @@ describe('faults', () => {
 
   it('gives up with a clear, transient error when Pinecone keeps failing', async () => {
     const name = await freshIndex();
+    const writer = await destination.open(cfg(name, { max_retries: 2 }), captureContext(), { streams: streams('append'), dimensions: DIM });
     fx.setFaults({ rate: 1, statuses: [503] });
-    const err = await writeAll(cfg(name, { max_retries: 2 }), 'append_dedup', [doc('z', 1), stateMessage('docs', 1)]).catch((e: unknown) => e);
+    const committed: unknown[] = [];
+    const err = await drain(writer, [doc('z', 1), stateMessage('docs', 1)], (e) => {
+      if (e.type === 'STATE_COMMITTED') committed.push(e);
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SluiceError);
     expect((err as SluiceError).transient).toBe(true);
-    expect((err as SluiceError).message).toMatch(/failed after 3 attempts: HTTP 503/);
+    expect((err as SluiceError).message).toMatch(/upsert of 1 vectors into namespace "docs" failed after 3 attempts: HTTP 503/);
     expect(fx.requests.filter((r) => r.index === name && r.path === '/vectors/upsert').length).toBe(3);
+    expect(committed).toEqual([]); // the state is not acknowledged
   });
 });
 
