@@ -80,9 +80,13 @@ async function collect(source: Source, config: unknown, catalog: ConfiguredCatal
 
 /** A clean failure is a SluiceError; anything else is a crash and says so. */
 export function describeFailure(err: unknown): string {
-  if (err instanceof SluiceError) return `${err.message}${err.where ? ` [${err.where}]` : ''}${err.hint ? ` (${err.hint})` : ''}`;
-  const name = err instanceof Error ? err.constructor.name : typeof err;
-  return `crashed with ${name}: ${describeUnknown(err)} — throw a SluiceError that says what failed and what to do`;
+  // withContext() wraps a stray exception as an internal SluiceError: still a crash.
+  const wrapped = err instanceof SluiceError && err.kind === 'internal' && err.cause instanceof Error && !(err.cause instanceof SluiceError);
+  const where = err instanceof SluiceError && err.where ? ` [${err.where}]` : '';
+  if (err instanceof SluiceError && !wrapped) return `${err.message}${where}${err.hint ? ` (${err.hint})` : ''}`;
+  const original = wrapped ? (err as SluiceError).cause : err;
+  const name = original instanceof Error ? original.constructor.name : typeof original;
+  return `crashed with ${name}: ${describeUnknown(original)}${where} — throw a SluiceError that says what failed and what to do`;
 }
 
 function applyState(into: SourceState, state: StateMessage, deep: boolean): void {
