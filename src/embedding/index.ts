@@ -4,13 +4,15 @@ import { configError } from '../protocol/errors.ts';
 import type { EmbeddingConfig } from './config.ts';
 import type { Embedder } from './types.ts';
 import { createHashEmbedder } from './hash.ts';
-import { modelInfo } from './models.ts';
+import { createOpenAIEmbedder } from './openai.ts';
 
 export type { Embedder, EmbedResult, EmbeddingCache } from './types.ts';
 export { EmbeddingConfigSchema, type EmbeddingConfig } from './config.ts';
 export { openEmbeddingCache, embeddingCacheKey } from './cache.ts';
 export { KNOWN_MODELS, modelInfo, OPENAI_LIMITS } from './models.ts';
 export { HASH_MODEL, HASH_DEFAULT_DIMENSIONS } from './hash.ts';
+export { createOpenAIEmbedder, decodeEmbedding, OPENAI_DEFAULTS } from './openai.ts';
+export { packRequests, type PackLimits } from './pack.ts';
 
 export interface CreateEmbedderOptions {
   logger: Logger;
@@ -23,8 +25,12 @@ export function createEmbedder(config: EmbeddingConfig, opts: CreateEmbedderOpti
         dimensions: config.dimensions, batchSize: config.batch_size, concurrency: config.concurrency,
         pricePerMillionTokens: config.price_per_million_tokens,
       });
+    case 'openai':
+    case 'azure-openai':
+    case 'openai-compatible':
+      return createOpenAIEmbedder(config, { logger: opts.logger });
     default:
-      throw configError(`embedding provider "${config.provider}" is not available yet`, 'embedding.provider', 'use provider: hash');
+      throw configError(`unknown embedding provider "${(config as { provider: string }).provider}"`, 'embedding.provider', 'use one of: hash, openai, azure-openai, openai-compatible');
   }
 }
 
@@ -35,12 +41,4 @@ export function createEmbedder(config: EmbeddingConfig, opts: CreateEmbedderOpti
 export function estimateCostUsd(tokens: number, embedder: Embedder): number | undefined {
   const price = embedder.pricePerMillionTokens ?? (embedder.provider === 'hash' ? 0 : undefined);
   return price === undefined ? undefined : (tokens / 1_000_000) * price;
-}
-
-/** Price per 1M tokens for a config: `price_per_million_tokens`, else the model's list price. */
-export function priceFor(config: EmbeddingConfig, model: string): number | undefined {
-  if (config.price_per_million_tokens !== undefined) return config.price_per_million_tokens;
-  // Self-hosted OpenAI-compatible servers are not billed at OpenAI's prices.
-  if (config.provider === 'openai-compatible') return undefined;
-  return modelInfo(model)?.pricePerMillionTokens;
 }

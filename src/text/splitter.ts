@@ -77,16 +77,16 @@ export function splitRecursive(text: string, opts: SplitOptions): string[] {
 
   const chunks: string[] = [];
   const emit = (group: Piece[]): void => {
-    const joined = group.map((p) => p.text).join('');
+    const trimmed = group.map((p) => p.text).join('').trim();
+    if (!trimmed) return;
     // Token counts are not exactly additive (BPE merges across piece seams): check the real size.
-    if (!opts.additive && group.length > 1 && measure(joined) > chunkSize) {
+    if (!opts.additive && group.length > 1 && measure(trimmed) > chunkSize) {
       const mid = Math.ceil(group.length / 2);
       emit(group.slice(0, mid));
       emit(group.slice(mid));
       return;
     }
-    const trimmed = joined.trim();
-    if (trimmed) chunks.push(trimmed);
+    chunks.push(trimmed);
   };
 
   let current: Piece[] = [];

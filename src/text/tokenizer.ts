@@ -70,6 +70,24 @@ function countTokens(enc: TiktokenLike, text: string): number {
   return total;
 }
 
+// The chunker counts each chunk it emits; the embedder counts the same strings again to pack
+// requests. A small bounded memo of long texts saves that second pass.
+const MEMO_MIN_LENGTH = 256;
+const MEMO_ENTRIES = 8192;
+const memos = new Map<EncodingName, Map<string, number>>();
+
+function memoCount(encoding: EncodingName, text: string): number {
+  if (text.length < MEMO_MIN_LENGTH) return countTokens(load(encoding), text);
+  let memo = memos.get(encoding);
+  if (!memo) memos.set(encoding, (memo = new Map()));
+  const hit = memo.get(text);
+  if (hit !== undefined) return hit;
+  const n = countTokens(load(encoding), text);
+  if (memo.size >= MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
+  memo.set(text, n);
+  return n;
+}
+
 const tokenizers = new Map<EncodingName, Tokenizer>();
 
 export function tokenizerFor(model: string | undefined): Tokenizer {
@@ -80,7 +98,7 @@ export function tokenizerFor(model: string | undefined): Tokenizer {
       encoding,
       // Special-token text such as "<|endoftext|>" in user data is ordinary text here, not an error.
       encode: (text) => load(encoding).encode(text, [], []),
-      count: (text) => countTokens(load(encoding), text),
+      count: (text) => memoCount(encoding, text),
       decode: (tokens) => load(encoding).decode(tokens),
     };
     tokenizers.set(encoding, t);
