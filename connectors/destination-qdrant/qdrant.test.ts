@@ -70,6 +70,7 @@ describe('qdrant destination', () => {
 
   it('a state is acknowledged only after the points before it are stored (wait: true)', async () => {
     fx.setFaults({ latencyMs: 30, only: ['PUT /collections/{collection_name}/points'] });
+    fx.resetMaxInFlight();
     const writer = await destination.open(qdrantConfig(fx.url, 'acks', { batch_points: 2 }), testContext(), {
       streams: streams('append_dedup', 's'),
       dimensions: DIMS,
@@ -84,6 +85,8 @@ describe('qdrant destination', () => {
     );
     expect(committedPositions(events)).toEqual([1, 2]);
     expect(seenAtAck).toEqual([4, 5]);
+    // The first flush's two upserts (2 points each) were in flight together.
+    expect(fx.maxInFlight).toBeGreaterThanOrEqual(2);
   });
 
   it('append: replays upsert by chunk id instead of duplicating', async () => {
@@ -251,6 +254,20 @@ describe('qdrant destination', () => {
     expect(stored('faulty')).toEqual(expected.sort());
     expect(fx.log.filter((l) => l.status === 429).length).toBeGreaterThan(0);
     expect(fx.log.filter((l) => l.status === 503).length).toBeGreaterThan(0);
+  });
+
+  it('retries requests that time out (the write landed, the answer was late): same result, no duplicates', async () => {
+    const config = qdrantConfig(fx.url, 'slow', { timeout_seconds: 0.15, batch_points: 3 });
+    const writer = await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
+    fx.setFaults({ rateStall: 0.3, stallMs: 400, only: ['PUT /collections/{collection_name}/points', 'POST /collections/{collection_name}/points/delete'] });
+    const msgs = Array.from({ length: 12 }, (_, i) => doc('s', `d${i}`, ['x', 'y']));
+    const events = await drain(writer, [...msgs, state('s', 1), doc('s', 'd0', ['only']), state('s', 2)]);
+    expect(committedPositions(events)).toEqual([1, 2]);
+    expect(fx.pointsOf('slow')).toHaveLength(23);
+    expect(stored('slow').filter((s) => s.startsWith('s|d0|'))).toEqual(['s|d0|0|only']);
+    // Without retries: 8 upserts of 3 points + 1 delete, then 1 upsert + 1 delete.
+    const retried = fx.log.filter((l) => l.operation.includes('/points')).length - 11;
+    expect(retried).toBeGreaterThan(0);
   });
 
   it('check reports the collection, and a wrong api key without printing it', async () => {
