@@ -38,6 +38,8 @@ export interface BatchSink {
   commitState?(state: SourceState): Promise<void>;
   readState?(): Promise<SourceState | undefined>;
   close(): Promise<void>;
+  /** Batch limits chosen from the config (override the definition's `batch`). */
+  batch?: BatchOptions;
 }
 
 export interface BatchOptions {
@@ -181,7 +183,8 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
         }
       }
       if (def.open) return def.open(config, ctx, options);
-      return batchedWriter(await def.connect!(config, ctx, options), options, def.batch);
+      const sink = await def.connect!(config, ctx, options);
+      return batchedWriter(sink, options, sink.batch ?? def.batch);
     },
     ...(def.search ? { search: def.search } : {}),
     ...(def.maintain ? { maintain: def.maintain } : {}),

@@ -1,0 +1,123 @@
+// `sluice test-connector <pipeline.yaml|module>`: runs the conformance kit against a connector and
+// prints the report; exits non-zero when a check fails.
+import type { Command } from 'commander';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { extname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { validateConnectorModule } from '../../cdk/validate.ts';
+import { loadPipeline } from '../../config/load.ts';
+import { BUILTIN } from '../../engine/registry.ts';
+import type { Destination, Source } from '../../protocol/connector.ts';
+import { SluiceError } from '../../protocol/errors.ts';
+import { runDestinationConformance } from '../../testing/destination.ts';
+import { formatReport, type ConformanceReport } from '../../testing/report.ts';
+import { runSourceConformance } from '../../testing/source.ts';
+import { ExitCode } from '../main.ts';
+import { printJson } from '../output.ts';
+import { pickConnection } from './shared.ts';
+
+interface Options {
+  connection?: string;
+  side?: string;
+  config?: string;
+  badConfig?: string[];
+  streams?: string;
+  json?: boolean;
+}
+
+/** `{"a":1}`, or a .json/.yaml file holding the config. */
+function parseConfigArg(value: string, what: string): unknown {
+  const trimmed = value.trim();
+  if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
+    try {
+      return JSON.parse(trimmed);
+    } catch (err) {
+      throw new SluiceError(`${what} is not valid JSON: ${(err as Error).message}`, { kind: 'config' });
+    }
+  }
+  const file = resolve(value);
+  if (!existsSync(file)) throw new SluiceError(`${what}: no such file ${file}`, { kind: 'config', hint: 'pass inline JSON or a .json/.yaml file' });
+  const text = readFileSync(file, 'utf8');
+  try {
+    return extname(file) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new SluiceError(`${what}: ${file} does not parse: ${(err as Error).message}`, { kind: 'config' });
+  }
+}
+
+async function importModule(target: string): Promise<{ file: string; mod: unknown }> {
+  let file: string;
+  if (target.startsWith('.') || target.startsWith('/') || /\.(m?[jt]s)$/.test(target)) {
+    file = resolve(target);
+    if (!existsSync(file)) throw new SluiceError(`connector module not found: ${file}`, { kind: 'config' });
+  } else {
+    try {
+      file = createRequire(join(process.cwd(), 'noop.js')).resolve(target);
+    } catch {
+      throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, { kind: 'config', hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name' });
+    }
+  }
+  try {
+    return { file, mod: await import(pathToFileURL(file).href) };
+  } catch (err) {
+    throw new SluiceError(`cannot load ${file}: ${(err as Error).message}`, { kind: 'config', where: file });
+  }
+}
+
+export function register(program: Command) {
+  program
+    .command('test-connector')
+    .description(
+      'Run the conformance checks (spec, check, discover, records vs schema, protocol, incremental state; ' +
+        'for destinations: acks, replay, deletes, overwrite) against a connector',
+    )
+    .argument('<target>', 'a pipeline YAML file (tests its custom connector), a connector module path, or an npm package')
+    .option('-c, --connection <name>', 'pipeline: which connection')
+    .option('--side <side>', 'pipeline: source, destination or both (default: the custom one(s), else the source)')
+    .option('--config <json|file>', 'module: the connector config (inline JSON or a .json/.yaml file)')
+    .option('--bad-config <json|file...>', 'configs that must be refused')
+    .option('--streams <names>', 'source: only these streams (comma-separated)')
+    .option('--json', 'print the reports as JSON')
+    .action(async (target: string, opts: Options) => {
+      const reports: ConformanceReport[] = [];
+      const badConfigs = opts.badConfig?.map((b, i) => parseConfigArg(b, `--bad-config #${i + 1}`));
+      const streams = opts.streams?.split(',').map((s) => s.trim()).filter(Boolean);
+      if (/\.ya?ml$/i.test(target)) {
+        const pipeline = await loadPipeline(target);
+        const conn = pickConnection(pipeline, opts.connection);
+        const custom = (kind: 'source' | 'destination') => !(BUILTIN[kind] as readonly string[]).includes(conn.config[kind].type);
+        const side = opts.side ?? (custom('source') && custom('destination') ? 'both' : custom('destination') ? 'destination' : 'source');
+        if (!['source', 'destination', 'both'].includes(side)) throw new SluiceError(`--side must be source, destination or both, not "${side}"`, { kind: 'config' });
+        const ctx = { baseDir: pipeline.baseDir, connection: conn.config.name };
+        if (side !== 'destination') {
+          reports.push(
+            await runSourceConformance(conn.source, {
+              config: conn.config.source.config,
+              badConfigs,
+              streams: streams ?? conn.config.streams?.map((s) => s.name),
+              ctx,
+            }),
+          );
+        }
+        if (side !== 'source') {
+          if (!opts.json) process.stderr.write(`note: the destination checks write test streams named conformance_* into ${conn.config.destination.type}\n`);
+          reports.push(await runDestinationConformance(conn.destination, { config: conn.config.destination.config, badConfigs: side === 'destination' ? badConfigs : undefined, ctx }));
+        }
+      } else {
+        const { file, mod } = await importModule(target);
+        const connector = validateConnectorModule(mod, file) as Source | Destination;
+        const config = opts.config ? parseConfigArg(opts.config, '--config') : {};
+        const ctx = { baseDir: process.cwd() };
+        reports.push(
+          connector.kind === 'source'
+            ? await runSourceConformance(connector, { config, badConfigs, streams, ctx })
+            : await runDestinationConformance(connector, { config, badConfigs, ctx }),
+        );
+      }
+      if (opts.json) printJson(reports.length === 1 ? reports[0] : reports);
+      else process.stdout.write(reports.map(formatReport).join('\n\n') + '\n');
+      if (!reports.every((r) => r.ok)) throw new ExitCode(1);
+    });
+}
