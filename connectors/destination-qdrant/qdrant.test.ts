@@ -216,6 +216,26 @@ describe('qdrant destination', () => {
     expect([...fx.collections.keys()].filter((n) => n.startsWith('owfail'))).toEqual(['owfail_1']);
   });
 
+  it('overwrite after a crashed overwrite drops the orphaned generation and switches to a fresh one', async () => {
+    const config = qdrantConfig(fx.url, 'owcrash');
+    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [doc('docs', 'v1', ['first']), complete('docs')]);
+    // A crashed run: opened (created owcrash_2), wrote, never completed, never ended its input.
+    const crashed = await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS });
+    const it = crashed.write(feed([doc('docs', 'half', ['half written']), state('docs', 1)]))[Symbol.asyncIterator]();
+    expect((await it.next()).value).toMatchObject({ type: 'WRITTEN', chunksWritten: 1 }); // suspended after its first flush: then the process dies
+    expect(fx.collections.has('owcrash_2')).toBe(true);
+    expect(fx.aliases.get('owcrash')).toBe('owcrash_1');
+    const events = await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [
+      doc('docs', 'v2', ['second']),
+      complete('docs'),
+      state('docs', 2),
+    ]);
+    expect(committedPositions(events)).toEqual([2]);
+    expect([...fx.collections.keys()].filter((n) => n.startsWith('owcrash'))).toEqual(['owcrash_3']);
+    expect(fx.aliases.get('owcrash')).toBe('owcrash_3');
+    expect(stored('owcrash')).toEqual(['docs|v2|0|second']);
+  });
+
   it('overwrite of one stream keeps the other streams of the collection', async () => {
     const config = qdrantConfig(fx.url, 'mixed');
     await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 'a', 'b'), dimensions: DIMS }), [
@@ -257,6 +277,9 @@ describe('qdrant destination', () => {
   });
 
   it('retries requests that time out (the write landed, the answer was late): same result, no duplicates', async () => {
+    // Create the collection first, with the normal timeout (this test is about writes).
+    await drain(await destination.open(qdrantConfig(fx.url, 'slow'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), []);
+    fx.log.length = 0;
     const config = qdrantConfig(fx.url, 'slow', { timeout_seconds: 0.15, batch_points: 3 });
     const writer = await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
     fx.setFaults({ rateStall: 0.3, stallMs: 400, only: ['PUT /collections/{collection_name}/points', 'POST /collections/{collection_name}/points/delete'] });
@@ -268,6 +291,17 @@ describe('qdrant destination', () => {
     // Without retries: 8 upserts of 3 points + 1 delete, then 1 upsert + 1 delete.
     const retried = fx.log.filter((l) => l.operation.includes('/points')).length - 11;
     expect(retried).toBeGreaterThan(0);
+  });
+
+  it('a collection create whose answer timed out is not an error on retry', async () => {
+    fx.setFaults({ rateStall: 1, stallMs: 400, only: ['PUT /collections/{collection_name}'] });
+    const config = qdrantConfig(fx.url, 'slowcreate', { timeout_seconds: 0.15 });
+    await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), [doc('s', '1', ['x'])]);
+    expect(stored('slowcreate')).toEqual(['s|1|0|x']);
+    const creates = fx.log.filter((l) => l.operation === 'PUT /collections/{collection_name}');
+    expect(creates.map((c) => c.status)).toEqual([200, 400]);
+    expect(creates[1].error).toContain('already exists');
+    fx.log.length = 0; // the 400 above is the retried create, expected
   });
 
   it('check reports the collection, and a wrong api key without printing it', async () => {
