@@ -1,0 +1,420 @@
+// pgvector end to end: files → chunks → `hash` embeddings → pgvector, for
+//   - sluice (the CLI, `sluice sync --json`, a child process so its peak RSS is its own),
+//   - LangChain.js PGVectorStore fed by the indexing API `index()` (PostgresRecordManager) and by
+//     `addDocuments`, with the same hash embedder wrapped as a LangChain `Embeddings`,
+//   - a raw COPY … FROM STDIN (FORMAT BINARY) of the very rows sluice wrote, into the same table
+//     layout: the write limit.
+// Target: SLUICE_BENCH_PG_URL (a PostgreSQL with pgvector) or else an in-memory PGlite + pgvector
+// served on loopback. On PGlite its single WebAssembly session caps every contender, and the raw
+// load goes in-process through COPY FROM '/dev/blob' (PGlite's socket cannot take COPY FROM STDIN).
+//
+// LangChain is loaded from the project if installed, else from .bench/langchain (git-ignored):
+//   npm install --prefix .bench/langchain --legacy-peer-deps @langchain/community@1.1.29 @langchain/core@1.4.0
+// (@langchain/community's optional peers conflict with the project's openai v6, so it is kept out
+// of package.json; `npm ci` would refuse the lock file otherwise).
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { createEmbedder } from '../../src/embedding/index.ts';
+import type { Embedder } from '../../src/embedding/types.ts';
+import { copyBinary, copyHeader, copyTrailer, encodeCopyTuple, type CopyValue } from '../../connectors/destination-pgvector/copy.ts';
+import { decodeVectorText, ident } from '../../connectors/destination-pgvector/sql.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const WORK = join(ROOT, '.bench', 'pgvector');
+const DOCS = Number(process.env.SLUICE_BENCH_PGV_DOCS ?? 10_000);
+const RSS_DOCS = (process.env.SLUICE_BENCH_PGV_RSS_DOCS ?? `10000,100000`).split(',').map(Number).filter(Boolean);
+const DIMENSIONS = 384;
+/** A larger RSS run predicted (from the main run's throughput) to take longer than this is skipped. */
+const RSS_BUDGET_SECONDS = Number(process.env.SLUICE_BENCH_PGV_RSS_BUDGET_S ?? 300);
+const CHUNK_SIZE = 512;
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+interface Target {
+  url: string;
+  kind: 'postgresql' | 'pglite';
+  /** Loads pre-encoded binary COPY data into `table` (same layout as sluice's). */
+  rawCopy(table: string, tuples: CopyValue[][]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startTarget(): Promise<Target> {
+  const url = process.env.SLUICE_BENCH_PG_URL;
+  if (url) {
+    return {
+      url,
+      kind: 'postgresql',
+      async rawCopy(table, tuples) {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        try {
+          await c.query('BEGIN');
+          await copyBinary(c, `COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM STDIN (FORMAT BINARY)`, tuples);
+          await c.query('COMMIT');
+        } finally {
+          await c.end();
+        }
+      },
+      async stop() {},
+    };
+  }
+  const [{ PGlite }, { vector }, { PGLiteSocketServer }] = await Promise.all([
+    import('@electric-sql/pglite'),
+    import('@electric-sql/pglite-pgvector'),
+    import('@electric-sql/pglite-socket'),
+  ]);
+  const db = await PGlite.create({ extensions: { vector } });
+  await db.exec('CREATE EXTENSION IF NOT EXISTS vector');
+  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 8 });
+  await server.start();
+  return {
+    url: `postgres://postgres:postgres@${server.getServerConn()}/postgres?sslmode=disable`,
+    kind: 'pglite',
+    async rawCopy(table, tuples) {
+      const parts = [copyHeader(), ...tuples.map(encodeCopyTuple), copyTrailer()];
+      await db.query(`COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, [], {
+        blob: new Blob(parts),
+      });
+    },
+    async stop() {
+      await server.stop();
+      await db.close();
+    },
+  };
+}
+
+// ---- corpus ------------------------------------------------------------------------------------
+
+const WORDS = 'sluice vector index chunk embedding state checkpoint stream source destination record table postgres kafka file replay crash search overwrite'.split(' ');
+function docText(i: number): string {
+  let seed = i * 2654435761;
+  const word = () => {
+    seed = (Math.imul(seed ^ (seed >>> 13), 1274126177) + 7) | 0;
+    return WORDS[(seed >>> 0) % WORDS.length];
+  };
+  const sentence = () => Array.from({ length: 12 }, word).join(' ') + '.';
+  return `# Document ${i}\n\n${Array.from({ length: 3 }, sentence).join(' ')}\n\n${Array.from({ length: 3 }, sentence).join(' ')}\n`;
+}
+
+function corpus(n: number): string {
+  const dir = join(WORK, `corpus-${n}`);
+  if (existsSync(join(dir, '.complete'))) return dir;
+  rmSync(dir, { recursive: true, force: true });
+  for (let i = 0; i < n; i++) {
+    const sub = join(dir, String(Math.floor(i / 1000)).padStart(3, '0'));
+    if (i % 1000 === 0) mkdirSync(sub, { recursive: true });
+    writeFileSync(join(sub, `doc-${i}.md`), docText(i));
+  }
+  writeFileSync(join(dir, '.complete'), '');
+  return dir;
+}
+
+function* corpusFiles(dir: string): Generator<{ path: string; text: string }> {
+  for (const sub of readdirSync(dir).filter((s) => !s.startsWith('.')).sort()) {
+    for (const f of readdirSync(join(dir, sub)).sort()) yield { path: `${sub}/${f}`, text: readFileSync(join(dir, sub, f), 'utf8') };
+  }
+}
+
+// ---- sluice ------------------------------------------------------------------------------------
+
+interface SluiceRun {
+  seconds: number;
+  wallSeconds: number;
+  peakRssMb: number;
+  chunks: number;
+  records: number;
+}
+
+async function sluiceSync(target: Target, corpusDir: string, schema: string, name: string, fresh: boolean): Promise<SluiceRun> {
+  const dir = join(WORK, `run-${name}`);
+  if (fresh) rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const yaml = join(dir, 'pipeline.yaml');
+  writeFileSync(
+    yaml,
+    `version: 1
+connections:
+  - name: bench
+    source: { type: file, config: { path: ${JSON.stringify(corpusDir)}, stream: docs, checkpoint_every: 2000 } }
+    destination: { type: pgvector, config: { url: ${JSON.stringify(target.url)}, schema: ${schema}, index: none } }
+    embedding: { provider: hash, dimensions: ${DIMENSIONS} }
+    processing: { chunk_size: ${CHUNK_SIZE}, chunk_overlap: 0 }
+    streams:
+      - { name: docs, sync_mode: incremental, destination_sync_mode: append_dedup }
+`,
+  );
+  const started = Date.now();
+  const rssHook = `data:text/javascript,process.on("exit",()=>process.stderr.write("\\nSLUICE_MAXRSS_KB "+process.resourceUsage().maxRSS+"\\n"))`;
+  const { stdout, stderr, code } = await new Promise<{ stdout: string; stderr: string; code: number | null }>((ok, fail) => {
+    const child = spawn(process.execPath, ['--import', rssHook, 'bin/sluice.js', 'sync', yaml, '--json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', fail);
+    child.on('exit', (c) => ok({ stdout: out, stderr: err, code: c }));
+  });
+  const wallSeconds = (Date.now() - started) / 1000;
+  if (code !== 0) throw new Error(`sluice sync failed (${code}): ${stderr.slice(-2000)}`);
+  const summary = JSON.parse(stdout) as { duration_ms: number; connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number }> }> };
+  const s = summary.connections[0].streams.docs;
+  const rss = Number(/SLUICE_MAXRSS_KB (\d+)/.exec(stderr)?.[1] ?? NaN);
+  return { seconds: summary.duration_ms / 1000, wallSeconds, peakRssMb: Math.round(rss / 1024), chunks: s.chunks_written, records: s.records_read };
+}
+
+// ---- LangChain ---------------------------------------------------------------------------------
+
+interface LangChain {
+  PGVectorStore: any;
+  PostgresRecordManager: any;
+  index: (args: any) => Promise<any>;
+  Embeddings: any;
+  Document: any;
+  RecursiveCharacterTextSplitter: any;
+  from: string;
+}
+
+function loadLangChain(): LangChain | string {
+  const roots = [join(ROOT, 'package.json'), join(ROOT, '.bench', 'langchain', 'package.json')];
+  const errors: string[] = [];
+  for (const root of roots) {
+    if (!existsSync(root)) continue;
+    const req = createRequire(root);
+    try {
+      return {
+        PGVectorStore: req('@langchain/community/vectorstores/pgvector').PGVectorStore,
+        PostgresRecordManager: req('@langchain/community/indexes/postgres').PostgresRecordManager,
+        index: req('@langchain/core/indexing').index,
+        Embeddings: req('@langchain/core/embeddings').Embeddings,
+        Document: req('@langchain/core/documents').Document,
+        RecursiveCharacterTextSplitter: req('@langchain/textsplitters').RecursiveCharacterTextSplitter,
+        from: root,
+      };
+    } catch (err) {
+      errors.push(`${root}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  return `LangChain not installed (${errors.join('; ') || 'no install found'}); install: npm install --prefix .bench/langchain --legacy-peer-deps @langchain/community@1.1.29 @langchain/core@1.4.0`;
+}
+
+function wrapEmbedder(lc: LangChain, embedder: Embedder) {
+  class SluiceHashEmbeddings extends lc.Embeddings {
+    constructor() {
+      super({});
+    }
+    async embedDocuments(texts: string[]): Promise<number[][]> {
+      const out: number[][] = [];
+      for (let i = 0; i < texts.length; i += embedder.batchSize) {
+        const { vectors } = await embedder.embed(texts.slice(i, i + embedder.batchSize));
+        for (const v of vectors) out.push(Array.from(v));
+      }
+      return out;
+    }
+    async embedQuery(text: string): Promise<number[]> {
+      return (await this.embedDocuments([text]))[0];
+    }
+  }
+  return new SluiceHashEmbeddings();
+}
+
+async function langchainDocs(lc: LangChain, corpusDir: string) {
+  // LangChain's own splitter, sized like sluice's chunks (512 tokens ≈ 2000 characters).
+  const splitter = new lc.RecursiveCharacterTextSplitter({ chunkSize: CHUNK_SIZE * 4, chunkOverlap: 0 });
+  const docs: any[] = [];
+  for (const f of corpusFiles(corpusDir)) {
+    for (const d of await splitter.createDocuments([f.text], [{ source: f.path }])) docs.push(d);
+  }
+  return docs;
+}
+
+async function langchainRun(lc: LangChain, target: Target, corpusDir: string, mode: 'index' | 'addDocuments', tag: string) {
+  const embeddings = wrapEmbedder(lc, createEmbedder({ provider: 'hash', dimensions: DIMENSIONS }, { logger: silent }));
+  const tableName = `lc_${mode}_${tag}`;
+  const store = await lc.PGVectorStore.initialize(embeddings, {
+    postgresConnectionOptions: { connectionString: target.url },
+    tableName,
+    dimensions: DIMENSIONS,
+    distanceStrategy: 'cosine',
+  });
+  const result: Record<string, unknown> = {};
+  try {
+    if (mode === 'addDocuments') {
+      const started = Date.now();
+      const docs = await langchainDocs(lc, corpusDir);
+      await store.addDocuments(docs);
+      const seconds = (Date.now() - started) / 1000;
+      Object.assign(result, { rows: docs.length, seconds, rowsPerSec: Math.round(docs.length / seconds) });
+    } else {
+      const recordManager = new lc.PostgresRecordManager(`pgvector/${tableName}`, {
+        postgresConnectionOptions: { connectionString: target.url },
+        tableName: `lc_records_${tag}`,
+      });
+      await recordManager.createSchema();
+      const once = async () => {
+        const started = Date.now();
+        const docs = await langchainDocs(lc, corpusDir);
+        const r = await lc.index({ docsSource: docs, recordManager, vectorStore: store, options: { cleanup: 'incremental', sourceIdKey: 'source' } });
+        return { seconds: (Date.now() - started) / 1000, rows: docs.length, r };
+      };
+      const first = await once();
+      const rerun = await once();
+      await recordManager.end?.();
+      Object.assign(result, {
+        rows: first.rows,
+        seconds: first.seconds,
+        rowsPerSec: Math.round(first.rows / first.seconds),
+        indexResult: first.r,
+        unchangedRerunSeconds: rerun.seconds,
+        unchangedRerunResult: rerun.r,
+      });
+    }
+  } finally {
+    await store.end?.();
+  }
+  return result;
+}
+
+// ---- raw COPY BINARY ---------------------------------------------------------------------------
+
+async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) {
+  const c = new pg.Client({ connectionString: target.url });
+  await c.connect();
+  const { rows } = await c.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: unknown; embedding: string }>(
+    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs`,
+  );
+  const tuples: CopyValue[][] = rows.map((r) => [
+    { kind: 'text', value: r.id },
+    { kind: 'text', value: r.document_id },
+    { kind: 'int4', value: r.chunk_index },
+    { kind: 'text', value: r.content },
+    { kind: 'jsonb', value: JSON.stringify(r.metadata) },
+    { kind: 'vector', value: decodeVectorText(r.embedding) },
+  ]);
+  await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(toSchema)}`);
+  await c.query(`CREATE TABLE ${ident(toSchema)}.docs (LIKE ${ident(fromSchema)}.docs INCLUDING ALL)`);
+  await c.end();
+  const started = Date.now();
+  await target.rawCopy(`${ident(toSchema)}.docs`, tuples);
+  const seconds = (Date.now() - started) / 1000;
+  return { rows: tuples.length, seconds, rowsPerSec: Math.round(tuples.length / seconds) };
+}
+
+async function hnswBuild(target: Target, schema: string) {
+  const c = new pg.Client({ connectionString: target.url });
+  await c.connect();
+  const started = Date.now();
+  await c.query(`CREATE INDEX ON ${ident(schema)}.docs USING hnsw (embedding vector_cosine_ops)`);
+  const seconds = (Date.now() - started) / 1000;
+  const n = Number((await c.query(`SELECT count(*) AS n FROM ${ident(schema)}.docs`)).rows[0].n);
+  await c.end();
+  return { rows: n, seconds, rowsPerSec: Math.round(n / seconds) };
+}
+
+export default async function bench(): Promise<Record<string, unknown>> {
+  mkdirSync(WORK, { recursive: true });
+  const target = await startTarget();
+  const tag = Date.now().toString(36);
+  const report: Record<string, unknown> = {
+    target: target.kind === 'pglite' ? 'PGlite + pgvector (in-memory, socket server) — its single wasm session caps every contender; ratios say little' : 'PostgreSQL (SLUICE_BENCH_PG_URL)',
+    documents: DOCS,
+    dimensions: DIMENSIONS,
+    loadavg: loadavg().map((l) => l.toFixed(1)),
+  };
+  try {
+    const dir = corpus(DOCS);
+    const sluiceSchema = `bench_sluice_${tag}`;
+    const first = await sluiceSync(target, dir, sluiceSchema, `main-${DOCS}`, true);
+    const rerun = await sluiceSync(target, dir, sluiceSchema, `main-${DOCS}`, false);
+    const sluice = {
+      rows: first.chunks,
+      seconds: first.seconds,
+      rowsPerSec: Math.round(first.chunks / first.seconds),
+      wallSecondsIncludingStartup: first.wallSeconds,
+      peakRssMb: first.peakRssMb,
+      unchangedRerunSeconds: rerun.seconds,
+      unchangedRerunWrites: rerun.chunks,
+    };
+    report.sluice = sluice;
+
+    let raw: { rowsPerSec: number } | undefined;
+    try {
+      raw = await rawCopyRun(target, sluiceSchema, `bench_raw_${tag}`);
+      report.rawCopyBinary = { ...raw, via: target.kind === 'pglite' ? "in-process COPY FROM '/dev/blob' (FORMAT binary)" : 'COPY FROM STDIN (FORMAT BINARY)' };
+    } catch (err) {
+      report.rawCopyBinary = { error: (err as Error).message };
+    }
+    try {
+      report.hnswBuildAfterLoad = await hnswBuild(target, sluiceSchema);
+    } catch (err) {
+      report.hnswBuildAfterLoad = { error: (err as Error).message };
+    }
+
+    const lc = loadLangChain();
+    let lcIndex: { rowsPerSec?: number; unchangedRerunSeconds?: number } | undefined;
+    if (typeof lc === 'string') {
+      report.langchain = { notRun: lc };
+    } else {
+      try {
+        lcIndex = await langchainRun(lc, target, dir, 'index', tag);
+        report.langchainIndex = lcIndex;
+      } catch (err) {
+        report.langchainIndex = { error: (err as Error).message };
+      }
+      try {
+        report.langchainAddDocuments = await langchainRun(lc, target, dir, 'addDocuments', tag);
+      } catch (err) {
+        report.langchainAddDocuments = { error: (err as Error).message };
+      }
+    }
+
+    const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : null);
+    const vsIndex = ratio(sluice.rowsPerSec, lcIndex?.rowsPerSec);
+    const ofCopy = ratio(sluice.rowsPerSec, raw?.rowsPerSec);
+    const rerunSpeedup = ratio(lcIndex?.unchangedRerunSeconds, sluice.unchangedRerunSeconds);
+    report.ratios = {
+      sluiceVsLangchainIndex: vsIndex,
+      sluiceVsLangchainAddDocuments: ratio(sluice.rowsPerSec, (report.langchainAddDocuments as { rowsPerSec?: number } | undefined)?.rowsPerSec),
+      sluiceShareOfRawCopy: ofCopy,
+      unchangedRerunSpeedupVsLangchainIndex: rerunSpeedup,
+    };
+
+    const rss: Record<string, unknown> = {};
+    for (const n of RSS_DOCS) {
+      if (n === DOCS) {
+        rss[n] = { peakRssMb: first.peakRssMb, rowsPerSec: sluice.rowsPerSec };
+        continue;
+      }
+      const predicted = Math.round((n / DOCS) * first.seconds);
+      if (predicted > RSS_BUDGET_SECONDS) {
+        rss[n] = { skipped: `predicted ${predicted}s at the main run's ${sluice.rowsPerSec} rows/s exceeds the ${RSS_BUDGET_SECONDS}s budget (SLUICE_BENCH_PGV_RSS_BUDGET_S)` };
+        continue;
+      }
+      const run = await sluiceSync(target, corpus(n), `bench_rss_${n}_${tag}`, `rss-${n}`, true);
+      rss[n] = { peakRssMb: run.peakRssMb, rows: run.chunks, seconds: run.seconds, rowsPerSec: Math.round(run.chunks / run.seconds) };
+    }
+    report.peakRssByDocuments = rss;
+    const peaks = Object.values(rss).map((r) => (r as { peakRssMb?: number }).peakRssMb).filter((p): p is number => p !== undefined);
+    report.targets = {
+      note: target.kind === 'pglite' ? 'targets are defined for a real PostgreSQL server; on PGlite only the memory target is meaningful' : 'real PostgreSQL',
+      '>= 6x LangChain index()': vsIndex === null ? 'not measured' : vsIndex >= 6,
+      '>= 70% of raw COPY BINARY': ofCopy === null ? 'not measured' : ofCopy >= 0.7,
+      'unchanged re-run >= 10x faster than LangChain': rerunSpeedup === null ? 'not measured' : rerunSpeedup >= 10,
+      'peak RSS < 300 MB': peaks.every((p) => p < 300),
+      'peak RSS flat (largest/smallest <= 1.5)': peaks.length > 1 ? Math.max(...peaks) / Math.min(...peaks) <= 1.5 : 'one size only',
+    };
+  } finally {
+    await target.stop();
+  }
+  return report;
+}
+
+// Let `npx tsx test/bench/pgvector.bench.ts` run it alone.
+if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) {
+  bench().then((r) => console.log(JSON.stringify(r, null, 2)), (e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
