@@ -30,14 +30,14 @@ export interface OpenAIEmbedderOptions {
   retryBaseMs?: number;
 }
 
-/** Decodes one embedding from either wire encoding into a Float32Array. */
+/** Decodes one embedding from either wire encoding into a Float32Array (that owns its buffer). */
 export function decodeEmbedding(embedding: unknown): Float32Array {
   if (typeof embedding === 'string') {
-    const bytes = Buffer.from(embedding, 'base64');
-    // Copy into an aligned buffer: Buffer's pool offset is not always a multiple of 4.
-    const out = new Float32Array(bytes.byteLength / 4);
-    new Uint8Array(out.buffer).set(bytes);
-    return out;
+    // Decode straight into the vector's own memory: no intermediate Buffer, no copy.
+    const byteLength = Math.floor((embedding.length * 3) / 4) - (embedding.endsWith('==') ? 2 : embedding.endsWith('=') ? 1 : 0);
+    const out = new Float32Array(Math.floor(byteLength / 4));
+    const written = Buffer.from(out.buffer).write(embedding, 'base64');
+    return written === out.byteLength ? out : out.subarray(0, Math.floor(written / 4)).slice();
   }
   if (Array.isArray(embedding)) return Float32Array.from(embedding as number[]);
   if (embedding instanceof Float32Array) return embedding;

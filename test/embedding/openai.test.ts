@@ -219,3 +219,15 @@ describe('openai provider against the fixture server', () => {
     expect(() => createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-ada-002', dimensions: 256 }, { logger })).toThrow(/always gives 1536/);
   });
 });
+
+describe('decodeEmbedding', () => {
+  it('decodes base64 of any length (with and without padding) into standalone vectors', () => {
+    for (const n of [1, 2, 3, 7, 256]) {
+      const v = Float32Array.from({ length: n }, (_, i) => i * 0.37 - 1);
+      const decoded = decodeEmbedding(Buffer.from(v.buffer).toString('base64'));
+      expect(decoded).toEqual(v);
+      expect(decoded.byteOffset).toBe(0);
+      expect(decoded.buffer.byteLength).toBe(n * 4);
+    }
+  });
+});
