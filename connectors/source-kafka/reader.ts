@@ -113,6 +113,9 @@ export class KafkaReader {
   private readonly saved = new Map<PartitionKey, bigint>();
   /** End offsets seen at start: without --follow the read stops there. */
   private readonly targets = new Map<PartitionKey, bigint>();
+  /** Start offsets seen at start (a partition whose target is its start has nothing to read). */
+  private readonly lows = new Map<PartitionKey, bigint>();
+  private othersCheckedAt = 0;
   /** Next offset to yield, per partition this worker has positioned. */
   private readonly position = new Map<PartitionKey, bigint>();
   /** Partitions of the current assignment, once positioned. */
@@ -168,7 +171,7 @@ export class KafkaReader {
       for (;;) {
         if (this.failure) throw this.failure;
         if (this.ctx.signal.aborted) break;
-        if (!this.follow && this.positioned && [...this.owned].every((k) => this.done.has(k))) {
+        if (!this.follow && this.positioned && [...this.owned].every((k) => this.done.has(k)) && (await this.othersDone())) {
           completed = true;
           break;
         }
@@ -208,12 +211,17 @@ export class KafkaReader {
         const parts = await this.admin!.fetchTopicOffsets(topic).catch((err) => {
           throw kafkaError(err, this.config, `reading the end offsets of topic ${topic}`);
         });
-        for (const p of parts) this.targets.set(pkey(topic, p.partition), BigInt(p.high));
+        for (const p of parts) {
+          this.targets.set(pkey(topic, p.partition), BigInt(p.high));
+          this.lows.set(pkey(topic, p.partition), BigInt(p.low));
+        }
       }),
     );
     this.consumer = this.kafka.consumer({
       groupId: this.groupId,
       sessionTimeout: this.config.session_timeout_ms,
+      // How long a rebalance waits for a silent member: bounds the wait after a worker crashed.
+      rebalanceTimeout: Math.max(this.config.session_timeout_ms, 10_000),
       heartbeatInterval: this.heartbeatMs,
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: this.follow ? 1000 : 250,
@@ -319,6 +327,28 @@ export class KafkaReader {
     if (resume.length) this.consumer!.resume(resume);
     this.ctx.logger.debug({ group: this.groupId, generation, partitions: [...owned] }, 'Kafka partitions assigned');
     this.wake();
+  }
+
+  /**
+   * Without --follow a worker leaves only when every partition of its topics reached the end
+   * seen at start — its own by its position, the others' by the offsets their owners committed
+   * to the group. Leaving earlier would strand the partitions of a worker that died: the group
+   * hands them over only after its session times out.
+   */
+  private async othersDone(): Promise<boolean> {
+    const others = [...this.targets.keys()].filter((k) => !this.owned.has(k));
+    if (!others.length) return true;
+    if (Date.now() - this.othersCheckedAt < 1000) return false;
+    this.othersCheckedAt = Date.now();
+    const group = await this.admin!.fetchOffsets({ groupId: this.groupId, topics: [...this.plans.keys()] }).catch(() => []);
+    const committed = new Map<PartitionKey, bigint>();
+    for (const t of group) for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
+    const waiting = others.filter((k) => {
+      const reached = [this.saved.get(k), committed.get(k), this.lows.get(k)].filter((x): x is bigint => x !== undefined);
+      return (reached.length ? maxOf(reached) : 0n) < this.targets.get(k)!;
+    });
+    if (waiting.length) this.ctx.logger.debug({ group: this.groupId, partitions: waiting }, 'own partitions done; waiting for the rest of the group');
+    return waiting.length === 0;
   }
 
   // ---- kafkajs → generator bridge --------------------------------------------------------------
