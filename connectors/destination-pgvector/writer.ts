@@ -238,7 +238,6 @@ class PgvectorWriter implements DestinationWriter {
       if (doc) this.bufferedRows -= doc.chunks.size;
       t.pending.set(msg.documentId, { trimFrom: 0, chunks: new Map() });
       this.bufferedRows += 1;
-      t.written.records++;
       return;
     }
     const replace = t.mode !== 'append';
