@@ -66,6 +66,9 @@ describe('qdrant destination', () => {
     expect([...fx.collections.get('dedup_1')!.payloadIndexes.keys()].sort()).toEqual(['chunk_index', 'document_id', 'stream']);
     const written = events.filter((e) => e.type === 'WRITTEN').reduce((n, e) => n + (e as { chunksWritten: number }).chunksWritten, 0);
     expect(written).toBe(3 + 2 + 1 + 4 + 1 + 2);
+    // a shrank 3 → 1 (2 gone), b was deleted with 4 chunks; c never reached Qdrant.
+    const deleted = events.filter((e) => e.type === 'WRITTEN').reduce((n, e) => n + (e as { chunksDeleted: number }).chunksDeleted, 0);
+    expect(deleted).toBe(6);
   });
 
   it('a state is acknowledged only after the points before it are stored (wait: true)', async () => {
@@ -288,8 +291,8 @@ describe('qdrant destination', () => {
     expect(committedPositions(events)).toEqual([1, 2]);
     expect(fx.pointsOf('slow')).toHaveLength(23);
     expect(stored('slow').filter((s) => s.startsWith('s|d0|'))).toEqual(['s|d0|0|only']);
-    // Without retries: 8 upserts of 3 points + 1 delete, then 1 upsert + 1 delete.
-    const retried = fx.log.filter((l) => l.operation.includes('/points')).length - 11;
+    // Without retries: 8 upserts of 3 points + 1 count (nothing stale), then 1 upsert + 1 count + 1 delete.
+    const retried = fx.log.filter((l) => l.operation.includes('/points')).length - 12;
     expect(retried).toBeGreaterThan(0);
   });
 
