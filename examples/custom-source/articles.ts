@@ -4,7 +4,7 @@ import { defineSource, deleted, paginate, SluiceError, z } from 'sluice/cdk';
 
 const config = z.strictObject({
   base_url: z.url().describe('API root, e.g. https://api.example.com'),
-  api_token: z.string().min(1).optional().meta({ secret: true }).describe('Bearer token, if the API needs one'),
+  api_token: z.string().optional().meta({ secret: true }).describe('Bearer token, if the API needs one (empty: none)'),
   page_size: z.number().int().min(1).max(100).default(50).describe('Articles per request'),
   start_date: z.iso.datetime().optional().describe('Ignore articles updated before this instant (first sync only)'),
 });
@@ -44,7 +44,7 @@ export default defineSource({
       cursorField: 'updated_at',
       // The API sorts by (updated_at, id), so a state can be cut anywhere, even inside a tie.
       ordering: 'cursor_then_key',
-      stateEvery: 10,
+      stateEvery: 25,
       async *read({ config: c, since, signal, ctx }) {
         const updatedSince = (since as string | undefined) ?? c.start_date;
         const pages = paginate<Record<string, unknown>>({

@@ -39,7 +39,7 @@ export function sampleArticles(count: number, start = Date.parse('2024-01-01T00:
   }));
 }
 
-export async function startArticlesApi(opts: { articles?: Article[]; token?: string; port?: number } = {}): Promise<ArticlesApi> {
+export async function startArticlesApi(opts: { articles?: Article[]; token?: string; port?: number; /** Slow every answer down (to interrupt syncs in tests). */ delayMs?: number } = {}): Promise<ArticlesApi> {
   let throttle = 0;
   let retryAfter = 0;
   const api: ArticlesApi = {
@@ -81,7 +81,10 @@ export async function startArticlesApi(opts: { articles?: Article[]; token?: str
     }
     send(res, 200, { data, total: matching.length }, headers);
   };
-  const server = createServer(handle);
+  const server = createServer((req, res) => {
+    if (opts.delayMs) setTimeout(() => handle(req, res), opts.delayMs);
+    else handle(req, res);
+  });
   await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
   api.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return api;
