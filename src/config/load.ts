@@ -64,7 +64,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     });
   }
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     throw new ConfigError(
       file,
@@ -80,7 +80,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   if (raw === null || typeof raw !== 'object') {
     throw new ConfigError(file, [{ path: [], message: 'expected a mapping with `version: 1` and `connections:`' }]);
   }
-  const parsed = PipelineSchema.safeParse(raw);
+  const parsed = PipelineSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new ConfigError(file, zodProblems(parsed.error, PipelineSchema, [], lineOf));
   const config = parsed.data;
 
@@ -134,7 +134,7 @@ function validateConnectorConfig(
 ): unknown {
   const schema = connector.spec.config as z.ZodType;
   collectSecrets(schema, value);
-  const r = schema.safeParse(value);
+  const r = schema.safeParse(value, { reportInput: true });
   if (!r.success) {
     problems.push(...zodProblems(r.error, schema, path, lineOf));
     return undefined;
@@ -282,7 +282,10 @@ export function zodProblems(
     }
     out.push({ path, line: lineOf(path), message });
   }
-  return out.length ? out : [{ path: prefix, line: lineOf(prefix), message: error.message }];
+  // A misspelt key shows up twice (unknown "destinaton", missing "destination"): keep the one that explains it.
+  const guessed = new Set(out.filter((p) => p.message.includes('did you mean')).map((p) => formatPath([...p.path.slice(0, -1), /did you mean "([^"]+)"/.exec(p.message)![1]])));
+  const kept = out.filter((p) => !(p.message.startsWith('missing required key') && guessed.has(formatPath(p.path))));
+  return kept.length ? kept : [{ path: prefix, line: lineOf(prefix), message: error.message }];
 }
 
 type Issue = z.core.$ZodIssue;

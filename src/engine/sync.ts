@@ -138,7 +138,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
     const e = err instanceof SluiceError ? err : withContext(err, `connection ${name}`);
-    summary.status = opts.signal.aborted && !(err instanceof SluiceError && err.kind !== 'interrupted') ? 'interrupted' : 'failed';
+    const abortError = (err as Error)?.name === 'AbortError' || ((err as Error)?.cause as Error | undefined)?.name === 'AbortError';
+    summary.status = opts.signal.aborted && abortError ? 'interrupted' : 'failed';
     summary.error = { message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.where ? { where: e.where } : {}) };
     if (summary.status === 'failed') logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
@@ -337,7 +338,8 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   const fresh = new Map<string, Float32Array>();
   if (missing.size) {
     const texts = [...missing.values()];
-    const result = await embedder.embed(texts, p.signal).catch((err) => {
+    // No abort signal here: on SIGINT, what was already read is still embedded and committed.
+    const result = await embedder.embed(texts).catch((err) => {
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
     });
     stats.embedding_requests += result.requests;
