@@ -499,7 +499,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           }
           yield message.log('WARN', `stream ${rel.stream}: columns changed (${what}); records now carry the new columns`);
           ctx.logger.warn({ stream: rel.stream, added, dropped, retyped }, 'schema change propagated');
-          rel.columns = m.columns.map((c) => rel.columns.find((x) => x.name === c.name) ?? { name: c.name, type: { sqlType: 'text', typname: 'text', isArray: false, notNull: false } });
+          rel.columns = m.columns.map((c) => rel.columns.find((x) => x.name === c.name) ?? { name: c.name, type: { oid: c.typeOid, sqlType: 'text', typname: 'text', isArray: false, notNull: false } });
         }
         a.perStream[rel.stream] = { ...a.perStream[rel.stream], snapshot: 'done', columns: m.columns.map((c) => c.name) };
         live.set(m.oid, { rel, msg: m, parsers: m.columns.map((c) => parserFor(c.typeOid)) });

@@ -4,7 +4,7 @@ import picomatch from 'picomatch';
 import type { ConnectorContext } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import { clientConfig, describeServer, type PostgresSourceConfig } from './config.ts';
-import { pgTypes, registerArrayType, SESSION_OPTIONS, type ColumnType } from './types.ts';
+import { pgTypes, registerArrayType, registerDomain, SESSION_OPTIONS, type ColumnType } from './types.ts';
 
 /** Quotes an identifier: every table, column, slot and publication name goes through here. */
 export const qi = (name: string): string => '"' + name.replace(/"/g, '""') + '"';
@@ -115,11 +115,12 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
   const chosen = rels.rows.filter((r) => (!cfg.include?.length || matches(cfg.include, r.nspname, r.relname)) && !(cfg.exclude?.length && matches(cfg.exclude, r.nspname, r.relname)));
   const oids = chosen.map((r) => r.oid);
   const cols = oids.length
-    ? await client.query<{ attrelid: number; attname: string; sqltype: string; typname: string; elemname: string | null; typoid: number; attnotnull: boolean }>(
+    ? await client.query<{ attrelid: number; attname: string; sqltype: string; typname: string; elemname: string | null; typoid: number; attnotnull: boolean; domainoid: number | null }>(
         `SELECT a.attrelid::int AS attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS sqltype,
-                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull
+                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid
            FROM pg_attribute a
-           JOIN pg_type t ON t.oid = a.atttypid
+           LEFT JOIN pg_type d ON d.oid = a.atttypid AND d.typtype = 'd'
+           JOIN pg_type t ON t.oid = COALESCE(d.typbasetype, a.atttypid)
            LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
           WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attrelid, a.attnum`,
@@ -141,8 +142,9 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
   for (const c of cols.rows) {
     const isArray = c.elemname != null;
     if (isArray) registerArrayType(c.typoid);
+    if (c.domainoid != null) registerDomain(c.domainoid, c.typoid);
     const list = colsBy.get(c.attrelid) ?? [];
-    list.push({ name: c.attname, type: { sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull } });
+    list.push({ name: c.attname, type: { oid: c.typoid, sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull } });
     colsBy.set(c.attrelid, list);
   }
   const pkBy = new Map(pks.rows.map((r) => [r.indrelid, r.cols]));
@@ -183,7 +185,7 @@ async function describeQuery(client: pg.Client, s: NonNullable<PostgresSourceCon
     const t = byOid.get(f.dataTypeID);
     const isArray = t?.elemname != null;
     if (isArray) registerArrayType(f.dataTypeID);
-    return { name: f.name, type: { sqlType: t?.sqltype ?? 'text', typname: isArray ? t!.elemname! : (t?.typname ?? 'text'), isArray, notNull: false } };
+    return { name: f.name, type: { oid: f.dataTypeID, sqlType: t?.sqltype ?? 'text', typname: isArray ? t!.elemname! : (t?.typname ?? 'text'), isArray, notNull: false } };
   });
   for (const k of rel.primaryKey) {
     if (!rel.columns.some((c) => c.name === k)) throw new SluiceError(`custom stream "${s.name}": primary_key column "${k}" is not in the query's result`, { kind: 'config', where: `source config streams[${s.name}].primary_key` });

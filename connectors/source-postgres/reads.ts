@@ -5,7 +5,8 @@ import type pg from 'pg';
 import type { AirbyteMessage } from '../../src/protocol/messages.ts';
 import { message } from '../../src/protocol/messages.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
-import { fromClause, qi, type Column, type Relation } from './db.ts';
+import { copyRows } from './copy.ts';
+import { fromClause, qi, qlit, type Column, type Relation } from './db.ts';
 import { toParam } from './types.ts';
 
 export interface ReadOptions {
@@ -48,25 +49,48 @@ function keyOf(row: Record<string, unknown>, cols: string[]): unknown[] {
   return cols.map((c) => row[c] ?? null);
 }
 
+/** A value inlined into the COPY statement (COPY takes no parameters): a quoted literal with its cast. */
+function literal(value: unknown, c: Column): string {
+  const text = toParam(value, c.type);
+  return text === null ? 'NULL' : `${qlit(text)}${cast(c)}`;
+}
+
+/** Streams a SELECT through COPY, mapping failures to errors that name the stream. */
+async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncGenerator<Record<string, unknown>[]> {
+  try {
+    yield* copyRows(client, select, rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })));
+  } catch (err) {
+    if (err instanceof SluiceError) throw err;
+    const code = (err as { code?: string }).code;
+    throw new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
+      kind: code === '42501' ? 'config' : 'source',
+      where: `stream ${rel.stream}`,
+      hint: code === '42501' ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user` : undefined,
+      transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
+      cause: err,
+    });
+  }
+}
+
 export async function* fullRefresh(client: pg.Client, rel: Relation, state: Record<string, unknown> | undefined, opts: ReadOptions): AsyncGenerator<AirbyteMessage> {
   const from = fromClause(rel);
   const select = selectList(rel);
   if (rel.primaryKey.length) {
+    // One ordered stream; a checkpoint every batch_size rows names the last key delivered.
     const pkCols = rel.primaryKey.map((k) => column(rel, k));
     const order = pkCols.map((c) => qi(c.name)).join(', ');
-    let after = Array.isArray(state?.pk_after) ? (state!.pk_after as unknown[]) : undefined;
+    const after = Array.isArray(state?.pk_after) ? (state!.pk_after as unknown[]) : undefined;
     if (after) yield message.log('INFO', `stream ${rel.stream}: resuming full refresh after primary key ${JSON.stringify(after)}`);
-    for (;;) {
-      if (opts.signal.aborted) return;
-      const where = after ? `WHERE (${order}) > (${pkCols.map((c, i) => `$${i + 1}${cast(c)}`).join(', ')})` : '';
-      const params = after ? after.map((v, i) => toParam(v, pkCols[i].type)) : [];
-      const rows = await query(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order} LIMIT ${opts.batchSize}`, params);
-      for (const row of rows) yield message.record(rel.stream, row);
-      if (rows.length) {
-        after = keyOf(rows[rows.length - 1], rel.primaryKey);
-        if (rows.length === opts.batchSize) yield message.streamState(rel.stream, { mode: 'full_refresh', pk_after: after });
+    const where = after ? `WHERE (${order}) > (${pkCols.map((c, i) => literal(after[i], c)).join(', ')})` : '';
+    let n = 0;
+    for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order}`)) {
+      for (const row of rows) {
+        yield message.record(rel.stream, row);
+        if (++n % opts.batchSize === 0) {
+          yield message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) });
+          if (opts.signal.aborted) return;
+        }
       }
-      if (rows.length < opts.batchSize) break;
     }
   } else if (rel.kind === 'table') {
     // No primary key: page by physical block ranges (ctid), which needs no sort and resumes by block.
@@ -90,47 +114,19 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
         end = Number(now);
       }
       const next = block + step;
-      const rows = await query(client, rel, `SELECT ${select} FROM ${from} WHERE ctid >= $1::tid AND ctid < $2::tid`, [`(${block},0)`, `(${next},0)`]);
-      for (const row of rows) yield message.record(rel.stream, row);
+      for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} WHERE ctid >= '(${block},0)'::tid AND ctid < '(${next},0)'::tid`)) {
+        for (const row of rows) yield message.record(rel.stream, row);
+      }
       block = next;
       yield message.streamState(rel.stream, { mode: 'full_refresh', block_after: block });
     }
   } else {
-    // Views and custom queries without a key: one server-side cursor, restarted from the top after a crash.
-    yield* cursorScan(client, rel, `SELECT ${select} FROM ${from}`, [], opts, () => undefined);
+    // Views and custom queries without a key: one stream, restarted from the top after a crash.
+    for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from}`)) for (const row of rows) yield message.record(rel.stream, row);
   }
+  if (opts.signal.aborted) return;
   yield message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() });
   yield message.streamStatus(rel.stream, 'COMPLETE');
-}
-
-/** Streams a query through a server-side cursor (constant memory for any result size). */
-async function* cursorScan(
-  client: pg.Client,
-  rel: Relation,
-  sql: string,
-  params: unknown[],
-  opts: ReadOptions,
-  checkpoint: (last: Record<string, unknown>) => Record<string, unknown> | undefined,
-): AsyncGenerator<AirbyteMessage> {
-  await query(client, rel, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', []);
-  let open = true;
-  try {
-    await query(client, rel, `DECLARE sluice_scan NO SCROLL CURSOR FOR ${sql}`, params);
-    for (;;) {
-      if (opts.signal.aborted) return;
-      const rows = await query(client, rel, `FETCH ${opts.batchSize} FROM sluice_scan`, []);
-      for (const row of rows) yield message.record(rel.stream, row);
-      if (rows.length) {
-        const st = checkpoint(rows[rows.length - 1]);
-        if (st) yield message.streamState(rel.stream, st);
-      }
-      if (rows.length < opts.batchSize) break;
-    }
-    await query(client, rel, 'COMMIT', []);
-    open = false;
-  } finally {
-    if (open) await client.query('ROLLBACK').catch(() => {});
-  }
 }
 
 export async function* incremental(
@@ -152,51 +148,42 @@ export async function* incremental(
   const from = fromClause(rel);
   const select = selectList(rel);
   const sameCursor = state?.cursor_field === cursorName;
-  let cursor = sameCursor ? state!.cursor : undefined;
-  let pkAfter = sameCursor && Array.isArray(state!.pk) ? (state!.pk as unknown[]) : undefined;
+  const cursor = sameCursor ? state!.cursor : undefined;
+  const pkAfter = sameCursor && Array.isArray(state!.pk) ? (state!.pk as unknown[]) : undefined;
   const lookback = opts.lookback;
-  const lookbackExpr = typeof lookback === 'number' ? `::numeric` : `::interval`;
   const cq = qi(cur.name);
-  if (rel.primaryKey.length) {
-    const pkCols = rel.primaryKey.map((k) => column(rel, k));
-    const order = [cq, ...pkCols.map((c) => qi(c.name))].join(', ');
-    // With a lookback the first page starts inclusively `lookback` before the saved cursor.
-    let first = lookback != null && cursor != null;
-    for (;;) {
-      if (opts.signal.aborted) return;
-      let where: string;
-      let params: unknown[];
-      if (cursor == null) {
-        where = `${cq} IS NOT NULL`;
-        params = [];
-      } else if (first) {
-        where = `${cq} >= ($1${cast(cur)} - $2${lookbackExpr})`;
-        params = [toParam(cursor, cur.type), String(lookback)];
-      } else {
-        // Tie-safe: (cursor, pk) is a total order, so rows sharing a cursor value are never skipped.
-        where = `(${order}) > ($1${cast(cur)}, ${pkCols.map((c, i) => `$${i + 2}${cast(c)}`).join(', ')})`;
-        params = [toParam(cursor, cur.type), ...pkAfter!.map((v, i) => toParam(v, pkCols[i].type))];
-      }
-      first = false;
-      const rows = await query(client, rel, `SELECT ${select} FROM ${from} WHERE ${where} ORDER BY ${order} LIMIT ${opts.batchSize}`, params);
-      for (const row of rows) yield message.record(rel.stream, row);
-      if (rows.length) {
-        const last = rows[rows.length - 1];
-        cursor = last[cur.name];
-        pkAfter = keyOf(last, rel.primaryKey);
-        yield message.streamState(rel.stream, { mode: 'incremental', cursor_field: cursorName, cursor, pk: pkAfter });
-      }
-      if (rows.length < opts.batchSize) break;
-    }
+  const pkCols = rel.primaryKey.map((k) => column(rel, k));
+  const order = [cq, ...pkCols.map((c) => qi(c.name))].join(', ');
+  let where: string;
+  if (cursor == null) where = `${cq} IS NOT NULL`;
+  else if (lookback != null) {
+    // Re-read inclusively `lookback` before the saved cursor: rows committed late are caught.
+    const window = typeof lookback === 'number' ? `${Number(lookback)}::numeric` : `${qlit(String(lookback))}::interval`;
+    where = `${cq} >= (${literal(cursor, cur)} - ${window})`;
+  } else if (pkCols.length && pkAfter) {
+    // Tie-safe: (cursor, pk) is a total order, so rows sharing a cursor value are never skipped.
+    where = `(${order}) > (${[literal(cursor, cur), ...pkCols.map((c, i) => literal(pkAfter[i], c))].join(', ')})`;
   } else {
     // No key to break ties: re-read the last cursor value inclusively (duplicates, never gaps).
-    const where = cursor == null ? `${cq} IS NOT NULL` : lookback != null ? `${cq} >= ($1${cast(cur)} - $2${lookbackExpr})` : `${cq} >= $1${cast(cur)}`;
-    const params = cursor == null ? [] : lookback != null ? [toParam(cursor, cur.type), String(lookback)] : [toParam(cursor, cur.type)];
-    yield* cursorScan(client, rel, `SELECT ${select} FROM ${from} WHERE ${where} ORDER BY ${cq}`, params, opts, (last) => ({
-      mode: 'incremental',
-      cursor_field: cursorName,
-      cursor: last[cur.name],
-    }));
+    where = `${cq} >= ${literal(cursor, cur)}`;
   }
+  let n = 0;
+  let last: Record<string, unknown> | undefined;
+  for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} WHERE ${where} ORDER BY ${order}`)) {
+    for (const row of rows) {
+      last = row;
+      yield message.record(rel.stream, row);
+      if (++n % opts.batchSize === 0) {
+        yield message.streamState(rel.stream, stateAfter(row));
+        if (opts.signal.aborted) return;
+      }
+    }
+  }
+  function stateAfter(row: Record<string, unknown>) {
+    return { mode: 'incremental', cursor_field: cursorName, cursor: row[cur.name], ...(pkCols.length ? { pk: keyOf(row, rel.primaryKey) } : {}) };
+  }
+  if (opts.signal.aborted) return;
+  // Final checkpoint at the last row (the loop only checkpoints whole batches).
+  if (last && n % opts.batchSize !== 0) yield message.streamState(rel.stream, stateAfter(last));
   yield message.streamStatus(rel.stream, 'COMPLETE');
 }

@@ -35,6 +35,8 @@ function unescapeByteaEscapeFormat(s: string): Uint8Array {
 }
 /** `2024-01-02 03:04:05.123456+00` → `2024-01-02T03:04:05.123456Z` (sessions run in UTC). */
 const timestamptz: Parser = (s) => {
+  // Fast path: sessions run in UTC, so nearly every value ends in +00.
+  if (s.length > 19 && s.endsWith('+00') && s[10] === ' ') return s.slice(0, 10) + 'T' + s.slice(11, -3) + 'Z';
   if (s === 'infinity' || s === '-infinity') return s;
   const t = s.replace(' ', 'T');
   const m = /([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?$/.exec(t);
@@ -103,7 +105,14 @@ export function registerArrayType(oid: number): void {
   if (!(oid in ARRAYS)) learnedArrays.add(oid);
 }
 
+/** Domains parse like their base type. */
+const domains = new Map<number, number>();
+export function registerDomain(oid: number, baseOid: number): void {
+  domains.set(oid, baseOid);
+}
+
 export function parserFor(oid: number): Parser {
+  oid = domains.get(oid) ?? oid;
   const s = SCALAR[oid];
   if (s) return s;
   const a = ARRAYS[oid];
@@ -121,9 +130,11 @@ export const pgTypes = {
 };
 
 /** Connection startup options: UTC so timestamptz text is comparable, ISO dates, no statement timeout. */
-export const SESSION_OPTIONS = '-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
+export const SESSION_OPTIONS = '-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on';
 
 export interface ColumnType {
+  /** Type OID (parsers are chosen by it). */
+  oid: number;
   /** `format_type()` text, e.g. `numeric(20,4)`, `timestamp with time zone`, `integer[]`. */
   sqlType: string;
   /** pg_type.typname of the element for arrays, else of the type (e.g. `int4`, `_int4` → `int4`). */

@@ -17,7 +17,7 @@ beforeAll(async () => {
        ia int[], ta text[], na numeric[], tsa timestamptz[], by bytea, iv interval
      );
      INSERT INTO typed VALUES
-       (9223372036854775807, 12345678901234567890.12345678901234567890, 0.1, -7, true, 'héllo "quoted"\nline', '2024-02-29',
+       (9223372036854775807, 12345678901234567890.12345678901234567890, 0.1, -7, true, 'héllo "quoted"\nline\ttab\\end ✓', '2024-02-29',
         '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123456+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
         '{"a": [1, 2.5, "x"]}', '{"nested": {"k": null, "n": 12345678901234567890}}',
         '{1,2,NULL}', '{"a b","c,d",NULL}', '{1.10,2.000000000000000000001}', '{"2020-01-01 00:00:00+00"}', '\\xdeadbeef00', '1 day 02:03:04'),
@@ -40,7 +40,7 @@ describe('postgres source types', () => {
     expect(big.f8).toBe(0.1);
     expect(big.i4).toBe(-7);
     expect(big.b).toBe(true);
-    expect(big.t).toBe('héllo "quoted"\nline');
+    expect(big.t).toBe('héllo "quoted"\nline\ttab\\end ✓');
     expect(big.d).toBe('2024-02-29');
     expect(big.ts).toBe('2024-01-02T03:04:05.123456');
     expect(big.tstz).toBe('2024-01-02T01:04:05.123456Z');
