@@ -12,7 +12,7 @@ import { message, type AirbyteMessage, type AirbyteStream, type ConfiguredStream
 import { createClient, headBucket, listObjects, openObject, rangeBuffer, s3Error, type ListedObject } from './client.ts';
 import { ROW_KEY, S3ConfigSchema, TEXT_KEY, familyOf, formatOf, resolveStreams, type Family, type ResolvedStream, type S3Config } from './config.ts';
 import { parseRows, readText, type ObjectSource } from './formats.ts';
-import { StreamDir, diffListings, exists, readRowCount, readRowIds, RowsWriter, writeListing, type Graveyard } from './snapshot.ts';
+import { StreamDir, diffListings, exists, readRowCount, readRowIds, RowsWriter, writeListing, type Graveyard, type PreviousListing } from './snapshot.ts';
 
 interface Cursor {
   last_modified: string;
@@ -22,6 +22,10 @@ interface StreamState {
   cursor?: Cursor | null;
   /** Generation of the last complete listing (snapshot-<gen>.jsonl in the workDir). */
   snapshot_gen?: number;
+  /** The cursor when that listing was complete. */
+  snapshot_cursor?: Cursor | null;
+  /** Listings of runs interrupted since then: what they emitted may need deleting. */
+  partial_gens?: number[];
   /** text or structured, for `format: auto` streams. */
   family?: Family;
 }
@@ -184,9 +188,12 @@ const source: Source<S3Config> = {
 export default source;
 
 interface Pending extends ListedObject {
-  prevEtag?: string;
+  /** Etags of earlier versions whose rows may be downstream. */
+  older: string[];
   late: boolean;
 }
+
+const genOf = (path: string) => Number(/snapshot-(\d+)\.jsonl$/.exec(path)![1]);
 
 async function* readStream(
   client: S3Client,
@@ -205,27 +212,38 @@ async function* readStream(
   const incremental = cs.sync_mode === 'incremental';
 
   const dir = new StreamDir(ctx.workDir, name);
-  const committedGen = prior.snapshot_gen ?? (await dir.committedGen());
-  await dir.prepare(committedGen);
-  let prevSnapshot = committedGen !== undefined ? dir.snapshotPath(committedGen) : undefined;
-  if (prevSnapshot && !(await exists(prevSnapshot))) {
-    logger.warn({ stream: name, dir: dir.dir }, 'the previous S3 listing is missing from the work directory: objects deleted since the last run cannot be detected this time (they will be from the next run on)');
-    prevSnapshot = undefined;
+  const base = prior.snapshot_gen ?? (prior.partial_gens?.length ? undefined : await dir.committedGen());
+  const partials = prior.partial_gens ?? [];
+  await dir.prepare(base, partials);
+  const previous: PreviousListing[] = [];
+  for (const [g, isBase] of [...(base !== undefined ? [[base, true] as const] : []), ...partials.map((g) => [g, false] as const)]) {
+    const path = dir.snapshotPath(g);
+    if (await exists(path)) previous.push({ path, base: isBase });
+    else logger.warn({ stream: name, dir: dir.dir }, 'an earlier S3 listing is missing from the work directory: objects deleted since then cannot be detected this time (they will be from the next complete run on)');
   }
-  const gen = (committedGen ?? 0) + 1;
-  const graveyard = dir.graveyard(gen);
-  // Cursor of the last complete listing: objects at or before it that the diff shows as new or
-  // changed arrived late (multipart uploads are dated when they start).
-  const snapshotCursor = prevSnapshot && incremental ? (prior.cursor ?? null) : null;
+  const haveBase = previous.some((p) => p.base);
+  // Each listing pass gets its own generation; until the run completes, states name them all,
+  // so a crash replays deletions against everything that may have been emitted.
+  let nextGen = Math.max(0, base ?? 0, ...partials, (await dir.committedGen()) ?? 0) + 1;
+  const runGens: number[] = [];
+  const graveyard = dir.graveyard(nextGen);
+  // Objects at or before the cursor of the last complete listing that the diff shows as new or
+  // changed arrived late (multipart uploads are dated when they start): they are read too.
+  const snapshotCursor = haveBase && incremental ? (prior.snapshot_cursor ?? null) : null;
   let cursor: Cursor | null = incremental ? (prior.cursor ?? null) : null;
   let lateUpTo: Cursor | null = null;
 
-  const stateNow = (final: boolean): AirbyteMessage =>
-    message.streamState(name, {
-      cursor,
-      family,
-      ...(final ? { snapshot_gen: gen } : committedGen !== undefined && prevSnapshot ? { snapshot_gen: committedGen } : {}),
-    });
+  const stateNow = (final: boolean): AirbyteMessage => {
+    const s: StreamState = final
+      ? { cursor, family, snapshot_gen: runGens[runGens.length - 1], snapshot_cursor: cursor }
+      : {
+          cursor,
+          family,
+          ...(haveBase ? { snapshot_gen: base, snapshot_cursor: prior.snapshot_cursor ?? null } : {}),
+          partial_gens: [...previous.filter((p) => !p.base).map((p) => genOf(p.path)), ...runGens],
+        };
+    return message.streamState(name, s as Record<string, unknown>);
+  };
 
   const limit = config.max_pending_objects;
   let records = 0;
@@ -234,8 +252,10 @@ async function* readStream(
   try {
     for (let pass = 1; ; pass++) {
       if (signal.aborted) return;
+      const gen = nextGen++;
       const listingPath = dir.snapshotPath(gen);
       const listed = await writeListing(matching(client, config, rs, signal), listingPath);
+      runGens.push(gen);
       if (listed.resorted && pass === 1) logger.warn({ stream: name }, 'the S3 endpoint did not list keys in byte order; the listing was sorted in memory');
 
       let pending: Pending[] = [];
@@ -247,20 +267,20 @@ async function* readStream(
           overflow = true;
         }
       };
-      for await (const d of diffListings(prevSnapshot, listingPath)) {
+      for await (const d of diffListings(previous, listingPath)) {
         if (d.kind === 'deleted') {
-          for await (const m of deletionsFor(d.prev, family, pk, countRows, dir, graveyard, name, logger)) {
+          for await (const m of deletionsFor(d.key, d.etags, family, pk, countRows, dir, graveyard, name, logger)) {
             deletions++;
             yield m;
           }
           continue;
         }
         const c = cursorOf(d.cur);
-        const changed = !d.prev || d.prev.etag !== d.cur.etag;
         const isNew = !cursor || compareCursor(c, cursor) > 0;
-        const late = !isNew && changed && !!snapshotCursor && compareCursor(c, snapshotCursor) <= 0 && (!lateUpTo || compareCursor(c, lateUpTo) > 0);
+        const unknownToBase = !d.base || d.base.etag !== d.cur.etag;
+        const late = !isNew && unknownToBase && !!snapshotCursor && compareCursor(c, snapshotCursor) <= 0 && (!lateUpTo || compareCursor(c, lateUpTo) > 0);
         if (isNew || late) {
-          pending.push({ ...d.cur, prevEtag: d.prev?.etag, late });
+          pending.push({ ...d.cur, older: d.older, late });
           if (pending.length >= 2 * limit) trim();
         }
       }
@@ -268,11 +288,23 @@ async function* readStream(
       if (pass === 1 && deletions) logger.info({ stream: name, deletions }, 'objects deleted since the last run');
 
       let sinceState = { records: 0, objects: 0, at: Date.now() };
-      for (const o of pending) {
+      // Small documents are fetched a few at a time ahead of the one being emitted: a bucket of
+      // many small files is bound by round trips, not bandwidth. Order is unchanged.
+      const ahead = new Map<number, Promise<Fetched>>();
+      for (let i = 0; i < pending.length; i++) {
+        const o = pending[i];
         if (signal.aborted) return;
+        if (family === 'text') {
+          for (let j = i; j < Math.min(pending.length, i + PREFETCH_OBJECTS); j++) {
+            const p = pending[j];
+            if (!ahead.has(j) && p.size <= PREFETCH_MAX_BYTES) ahead.set(j, fetchText(client, config, p, signal));
+          }
+        }
+        const prefetched = ahead.get(i);
+        ahead.delete(i);
         const where = `object s3://${config.bucket}/${o.key}`;
         try {
-          for await (const m of readObject(client, config, rs, o, family, pk, countRows, dir, graveyard, name, logger, signal)) {
+          for await (const m of readObject(client, config, rs, o, family, pk, countRows, dir, graveyard, name, logger, signal, prefetched)) {
             if (m.type === 'RECORD') {
               records++;
               sinceState.records++;
@@ -303,12 +335,35 @@ async function* readStream(
   }
 }
 
+const PREFETCH_OBJECTS = 8;
+const PREFETCH_MAX_BYTES = 1024 * 1024;
+
+type Fetched = { ok: true; content: string | undefined } | { ok: false; error: unknown };
+
+function objectSource(client: S3Client, config: S3Config, o: ListedObject, signal: AbortSignal): ObjectSource {
+  return {
+    key: o.key,
+    size: o.size,
+    open: () => openObject(client, config.bucket, o.key, signal),
+    ranged: () => rangeBuffer(client, config.bucket, o.key, o.size, signal),
+  };
+}
+
+/** Never rejects, so a prefetch that is never awaited (abort, earlier error) is not an unhandled rejection. */
+function fetchText(client: S3Client, config: S3Config, o: ListedObject, signal: AbortSignal): Promise<Fetched> {
+  return readText(objectSource(client, config, o, signal), config.max_document_bytes).then(
+    (content) => ({ ok: true as const, content }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
 function compareCursor2(a: Pending, b: Pending): number {
   return compareCursor(cursorOf(a), cursorOf(b));
 }
 
 async function* deletionsFor(
-  prev: ListedObject,
+  key: string,
+  etags: string[],
   family: Family,
   pk: string[][],
   countRows: boolean,
@@ -318,14 +373,16 @@ async function* deletionsFor(
   logger: ConnectorContext['logger'],
 ): AsyncGenerator<AirbyteMessage> {
   if (family === 'text') {
-    const doc: Record<string, unknown> = { key: prev.key, etag: prev.etag, last_modified: prev.lastModified, size: prev.size };
-    yield message.deletion(stream, keyObject(pk, pk.map((p) => getPath(doc, p))));
+    yield message.deletion(stream, keyObject(pk, pk.map((p) => getPath({ key }, p))));
     return;
   }
-  yield* rowDeletions(prev, 0, pk, countRows, dir, graveyard, stream, logger);
+  yield* olderRowDeletions(key, etags, 0, pk, countRows, dir, graveyard, stream, logger);
 }
 
-/** Deletes the rows an earlier version of an object produced (from row `from` on, for counted rows). */
+/**
+ * Deletes the rows an earlier version of an object produced (from row `from` on, for counted
+ * rows). Returns false when there is no record of that version's rows.
+ */
 async function* rowDeletions(
   prev: { key: string; etag: string },
   from: number,
@@ -334,13 +391,9 @@ async function* rowDeletions(
   dir: StreamDir,
   graveyard: Graveyard,
   stream: string,
-  logger: ConnectorContext['logger'],
-): AsyncGenerator<AirbyteMessage> {
+): AsyncGenerator<AirbyteMessage, boolean> {
   const file = dir.rowsPath(prev.key, prev.etag);
-  if (!(await exists(file))) {
-    logger.warn({ stream, key: prev.key }, 'no record of the rows this object produced (work directory lost?): its rows cannot be deleted downstream; a full refresh with overwrite fixes that');
-    return;
-  }
+  if (!(await exists(file))) return false;
   if (countRows) {
     const count = (await readRowCount(file)) ?? 0;
     for (let i = from; i < count; i++) yield message.deletion(stream, { _s3_key: prev.key, _s3_row: i });
@@ -348,6 +401,26 @@ async function* rowDeletions(
     for await (const id of readRowIds(file)) yield message.deletion(stream, keyObject(pk, id as unknown[]));
   }
   await graveyard.add(file);
+  return true;
+}
+
+/** Row deletions for every earlier version of an object; warns when none left a record. */
+async function* olderRowDeletions(
+  key: string,
+  etags: string[],
+  from: number,
+  pk: string[][],
+  countRows: boolean,
+  dir: StreamDir,
+  graveyard: Graveyard,
+  stream: string,
+  logger: ConnectorContext['logger'],
+): AsyncGenerator<AirbyteMessage> {
+  let found = false;
+  for (const etag of etags) found = (yield* rowDeletions({ key, etag }, from, pk, countRows, dir, graveyard, stream)) || found;
+  if (etags.length && !found) {
+    logger.warn({ stream, key }, 'no record of the rows an earlier version of this object produced (work directory lost, or it was never read): rows it no longer has cannot be deleted downstream; a full refresh with overwrite fixes that');
+  }
 }
 
 async function* readObject(
@@ -363,20 +436,18 @@ async function* readObject(
   stream: string,
   logger: ConnectorContext['logger'],
   signal: AbortSignal,
+  prefetched?: Promise<Fetched>,
 ): AsyncGenerator<AirbyteMessage> {
   const format = formatOf(o.key, rs.format);
   if (familyOf(format) !== family) {
     logger.warn({ stream, key: o.key, format }, `skipped: this stream holds ${family === 'text' ? 'text documents' : 'structured rows'}; give ${format} objects their own stream (streams: [...] with globs)`);
     return;
   }
-  const src: ObjectSource = {
-    key: o.key,
-    size: o.size,
-    open: () => openObject(client, config.bucket, o.key, signal),
-    ranged: () => rangeBuffer(client, config.bucket, o.key, o.size, signal),
-  };
+  const src = objectSource(client, config, o, signal);
   if (family === 'text') {
-    const content = await readText(src, config.max_document_bytes);
+    const fetched = await (prefetched ?? fetchText(client, config, o, signal));
+    if (!fetched.ok) throw fetched.error;
+    const content = fetched.content;
     if (content === undefined) {
       logger.warn({ stream, key: o.key, size: o.size }, `skipped: larger than max_document_bytes (${config.max_document_bytes}); a document is held whole in memory`);
       return;
@@ -385,11 +456,10 @@ async function* readObject(
     return;
   }
 
-  const changed = o.prevEtag !== undefined && o.prevEtag !== o.etag;
   // With a user key, rows that vanished from a rewritten object are unknown until it is read
   // again, so its previous rows are deleted first; the rewrite follows before the next STATE, so
   // a transactional destination applies both at once.
-  if (changed && !countRows) yield* rowDeletions({ key: o.key, etag: o.prevEtag! }, 0, pk, false, dir, graveyard, stream, logger);
+  if (!countRows) yield* olderRowDeletions(o.key, o.older, 0, pk, false, dir, graveyard, stream, logger);
 
   const rows = new RowsWriter(dir.rowsPath(o.key, o.etag));
   let n = 0;
@@ -415,5 +485,5 @@ async function* readObject(
     throw err;
   }
   // Default keys are (object, row number): rows past the new end are the ones that vanished.
-  if (changed && countRows) yield* rowDeletions({ key: o.key, etag: o.prevEtag! }, n, pk, true, dir, graveyard, stream, logger);
+  if (countRows) yield* olderRowDeletions(o.key, o.older, n, pk, true, dir, graveyard, stream, logger);
 }

@@ -221,7 +221,8 @@ describe('source-s3', () => {
     // As if a multipart upload started before the last run completed after it: pretend the cursor
     // is in the future, so the new object's LastModified is older than the cursor.
     const future = { last_modified: '2999-01-01T00:00:00.000Z', key: 'zzz' };
-    const state: SourceState = { streams: { [bucket]: { ...first.state.streams[bucket], cursor: future } } };
+    expect(first.state.streams[bucket]).toMatchObject({ snapshot_cursor: first.state.streams[bucket].cursor });
+    const state: SourceState = { streams: { [bucket]: { ...first.state.streams[bucket], cursor: future, snapshot_cursor: future } } };
     await put(client, bucket, 'b.txt', 'b');
     const second = await run(cfg, catalog, h, state);
     expect(second.records.map((d) => d.key)).toEqual(['b.txt']);

@@ -61,6 +61,7 @@ export class StreamDir {
   }
 
   async committedGen(): Promise<number | undefined> {
+    // Written by onStateCommitted; used when the engine has no state for the stream (a reset).
     const text = await readFile(join(this.dir, 'committed'), 'utf8').catch(() => undefined);
     const n = Number(text);
     return text !== undefined && Number.isInteger(n) ? n : undefined;
@@ -74,20 +75,30 @@ export class StreamDir {
   }
 
   /**
-   * Removes what uncommitted runs left behind and row files that the committed generation made
-   * obsolete.
+   * Removes listings no state refers to, and row files that a committed complete listing made
+   * obsolete. `base` is the last complete listing, `partials` those of interrupted runs since.
    */
-  async prepare(committed: number | undefined) {
+  async prepare(base: number | undefined, partials: number[]) {
     await mkdir(join(this.dir, 'rows'), { recursive: true });
+    const keep = new Set([...(base !== undefined ? [base] : []), ...partials]);
     for (const name of await readdir(this.dir)) {
-      const snap = /^snapshot-(\d+)\.jsonl$/.exec(name);
-      if (snap && Number(snap[1]) !== committed) await rm(join(this.dir, name), { force: true });
+      const snap = /^snapshot-(\d+)\.jsonl(\.tmp)?$/.exec(name);
+      if (snap && (!keep.has(Number(snap[1])) || snap[2])) await rm(join(this.dir, name), { force: true });
       const grave = /^graveyard-(\d+)\.jsonl$/.exec(name);
-      if (grave) {
-        if (committed !== undefined && Number(grave[1]) <= committed) {
-          const lines = (await readFile(join(this.dir, name), 'utf8')).split('\n').filter(Boolean);
-          for (const file of lines) await rm(join(this.dir, 'rows', file), { force: true });
+      if (!grave) continue;
+      const g = Number(grave[1]);
+      if (base !== undefined && g <= base) {
+        for (const line of (await readFile(join(this.dir, name), 'utf8')).split('\n')) {
+          if (!line) continue;
+          const [file, at] = JSON.parse(line) as [string, number];
+          const path = join(this.dir, 'rows', file);
+          // A file written again since it was buried (the object came back) is alive.
+          const st = await stat(path).catch(() => undefined);
+          if (st && st.mtimeMs <= at) await rm(path, { force: true });
         }
+        await rm(join(this.dir, name), { force: true });
+      } else if (!partials.includes(g)) {
+        // A run whose states were never committed: its replay buries the same files again.
         await rm(join(this.dir, name), { force: true });
       }
     }
@@ -104,7 +115,7 @@ export class Graveyard {
   async add(rowsFile: string) {
     this.out ??= createWriteStream(this.path, { flags: 'a' });
     const name = rowsFile.slice(rowsFile.lastIndexOf('/') + 1);
-    if (!this.out.write(`${name}\n`)) await once(this.out, 'drain');
+    if (!this.out.write(`${JSON.stringify([name, Date.now()])}\n`)) await once(this.out, 'drain');
   }
   async close() {
     if (!this.out) return;
@@ -164,30 +175,58 @@ export async function* readSnapshot(path: string): AsyncGenerator<Entry> {
   }
 }
 
-export type Diff = { kind: 'deleted'; prev: Entry } | { kind: 'present'; cur: Entry; prev?: Entry };
+export type Diff =
+  /** In an earlier listing, gone now. `etags`: every version we may have read. */
+  | { kind: 'deleted'; key: string; etags: string[] }
+  /**
+   * Listed now. `base`: its entry in the last complete listing; `older`: etags seen in earlier
+   * listings that differ from the current one (versions whose rows may be downstream).
+   */
+  | { kind: 'present'; cur: Entry; base?: Entry; older: string[] };
 
-/** Merge join of two key-ordered listings. */
-export async function* diffListings(prevPath: string | undefined, curPath: string): AsyncGenerator<Diff> {
-  const cur = readSnapshot(curPath);
-  const prev = prevPath ? readSnapshot(prevPath) : undefined;
-  let p = prev ? await prev.next() : undefined;
+export interface PreviousListing {
+  path: string;
+  /** The last complete listing (vs. one of an interrupted run). */
+  base: boolean;
+}
+
+/** Merge join of the current listing with earlier ones, all in S3 key order. */
+export async function* diffListings(previous: PreviousListing[], curPath: string): AsyncGenerator<Diff> {
+  const prevs = previous.map((p) => ({ base: p.base, it: readSnapshot(p.path), head: undefined as Entry | undefined, done: false }));
+  const advance = async (p: (typeof prevs)[number]) => {
+    const r = await p.it.next();
+    p.done = !!r.done;
+    p.head = r.done ? undefined : r.value;
+  };
+  for (const p of prevs) await advance(p);
+  const smallestPrev = () => {
+    let min: string | undefined;
+    for (const p of prevs) if (p.head && (min === undefined || compareKeys(p.head.key, min) < 0)) min = p.head.key;
+    return min;
+  };
+  /** Pops every earlier entry for `key`. */
+  const take = async (key: string) => {
+    let base: Entry | undefined;
+    const etags: string[] = [];
+    for (const p of prevs) {
+      if (p.head?.key !== key) continue;
+      if (p.base) base = p.head;
+      if (!etags.includes(p.head.etag)) etags.push(p.head.etag);
+      await advance(p);
+    }
+    return { base, etags };
+  };
   try {
-    for await (const c of cur) {
-      while (p && !p.done && compareKeys(p.value.key, c.key) < 0) {
-        yield { kind: 'deleted', prev: p.value };
-        p = await prev!.next();
+    for await (const c of readSnapshot(curPath)) {
+      for (let k = smallestPrev(); k !== undefined && compareKeys(k, c.key) < 0; k = smallestPrev()) {
+        yield { kind: 'deleted', key: k, etags: (await take(k)).etags };
       }
-      if (p && !p.done && p.value.key === c.key) {
-        yield { kind: 'present', cur: c, prev: p.value };
-        p = await prev!.next();
-      } else yield { kind: 'present', cur: c };
+      const { base, etags } = await take(c.key);
+      yield { kind: 'present', cur: c, base, older: etags.filter((e) => e !== c.etag) };
     }
-    while (p && !p.done) {
-      yield { kind: 'deleted', prev: p.value };
-      p = await prev!.next();
-    }
+    for (let k = smallestPrev(); k !== undefined; k = smallestPrev()) yield { kind: 'deleted', key: k, etags: (await take(k)).etags };
   } finally {
-    await prev?.return(undefined);
+    for (const p of prevs) await p.it.return(undefined);
   }
 }
 
