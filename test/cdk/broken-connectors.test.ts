@@ -1,7 +1,7 @@
 // The conformance kit must fail broken connectors with messages that say exactly what is wrong.
 import { describe, expect, it } from 'vitest';
-import { defineSource, z, type Source } from 'sluice/cdk';
-import { runSourceConformance, type ConformanceReport } from 'sluice/testing';
+import { defineDestination, defineSource, z, type Source, type WriteOperation } from 'sluice/cdk';
+import { runDestinationConformance, runSourceConformance, type ConformanceReport } from 'sluice/testing';
 
 const items = Array.from({ length: 12 }, (_, i) => ({ id: i + 1, name: `item ${i + 1}`, updated_at: `2024-01-0${1 + Math.floor(i / 4)}T00:00:00.000Z` }));
 
@@ -21,6 +21,7 @@ const good = {
   ],
 };
 
+const failedChecks = (report: ConformanceReport) => failed(report);
 function failed(report: ConformanceReport): Record<string, string> {
   return Object.fromEntries(report.checks.filter((c) => !c.ok).map((c) => [c.name, c.message ?? '']));
 }
@@ -143,6 +144,82 @@ describe('conformance kit on broken connectors', () => {
     expect(f['check.rejects-bad-config']).toBe('bad config #1: check() crashed with RangeError: negative — return { ok: false, message } or throw a SluiceError');
     expect(f['read.completes']).toBe(
       "full refresh read failed after 1 records: crashed with TypeError: Cannot read properties of undefined (reading 'x') [stream items] — throw a SluiceError that says what failed and what to do",
+    );
+  });
+});
+
+describe('conformance kit on broken destinations', () => {
+  type Row = { documentId: string; chunkIndex: number; content: string };
+  /** An in-memory store with switchable faults. */
+  function memoryDestination(faults: { ackEarly?: boolean; noDelete?: boolean; appendDuplicates?: boolean; keepOldChunks?: boolean; noOverwrite?: boolean }) {
+    const tables = new Map<string, Row[]>();
+    const table = (s: string) => tables.get(s) ?? (tables.set(s, []), tables.get(s)!);
+    const destination = defineDestination({
+      spec: { name: 'memory', config: z.strictObject({}) },
+      async open(_config, _ctx, { streams }) {
+        const modes = new Map(streams.map((s) => [s.name, s.destinationSyncMode]));
+        const pending: WriteOperation[] = [];
+        const apply = () => {
+          for (const op of pending.splice(0)) {
+            const rows = table(op.stream);
+            if (op.type === 'DELETE') {
+              if (!faults.noDelete) tables.set(op.stream, rows.filter((r) => r.documentId !== op.documentId));
+              continue;
+            }
+            let kept = faults.appendDuplicates ? rows : rows.filter((r) => r.documentId !== op.documentId || (faults.keepOldChunks && r.chunkIndex >= op.chunks.length));
+            if (modes.get(op.stream) === 'overwrite' && !faults.noOverwrite) kept = kept.filter((r) => r.documentId !== op.documentId);
+            tables.set(op.stream, [...kept, ...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content }))]);
+          }
+        };
+        const generation = new Set<string>();
+        return {
+          async *write(input) {
+            for await (const m of input) {
+              if (m.type === 'DOCUMENT' || m.type === 'DELETE') {
+                pending.push(m);
+                if (m.type === 'DOCUMENT') generation.add(`${m.stream}\u0000${m.documentId}`);
+              } else if (m.type === 'STATE') {
+                if (!faults.ackEarly) apply();
+                yield { type: 'STATE_COMMITTED', state: m.state, connection: m.connection };
+              } else if (m.type === 'STREAM_COMPLETE' && !faults.noOverwrite) {
+                apply();
+                tables.set(m.stream, table(m.stream).filter((r) => generation.has(`${m.stream}\u0000${r.documentId}`)));
+              }
+            }
+            apply();
+            yield { type: 'WRITTEN', stream: streams[0].name, records: 3, chunksWritten: 0, chunksDeleted: 0 };
+          },
+          async close() {},
+        };
+      },
+    });
+    return { destination, readBack: async (_c: unknown, _x: unknown, stream: string) => table(stream) };
+  }
+
+  it('passes a correct in-memory destination', async () => {
+    const { destination, readBack } = memoryDestination({});
+    const r = await runDestinationConformance(destination, { config: {}, readBack });
+    expect(failedChecks(r)).toEqual({});
+  });
+
+  it('names each broken promise', async () => {
+    const early = memoryDestination({ ackEarly: true });
+    expect(failedChecks(await runDestinationConformance(early.destination, { config: {}, readBack: early.readBack }))['write.state-acked-after-data-durable']).toBe(
+      'STATE 1 was acknowledged before document "a" written before it was readable (held: {})\nSTATE 1 was acknowledged before document "b" written before it was readable (held: {})',
+    );
+    const dup = memoryDestination({ appendDuplicates: true });
+    expect(failedChecks(await runDestinationConformance(dup.destination, { config: {}, readBack: dup.readBack }))['write.idempotent-replay']).toMatch(
+      /^append: replaying the same batch duplicated chunks r1#0, r1#1, r1#2, r2#0/,
+    );
+    const stale = memoryDestination({ keepOldChunks: true });
+    expect(failedChecks(await runDestinationConformance(stale.destination, { config: {}, readBack: stale.readBack }))['write.replaces-chunks-as-unit']).toBe(
+      'document "shrink" went from 3 chunks to 1 but the destination holds chunks [0,1,2]; chunks at or above the new count must be removed',
+    );
+    const keep = memoryDestination({ noDelete: true });
+    expect(failedChecks(await runDestinationConformance(keep.destination, { config: {}, readBack: keep.readBack }))['write.deletes']).toBe('DELETE of document "gone" left chunks [0,1]');
+    const noSwitch = memoryDestination({ noOverwrite: true });
+    expect(failedChecks(await runDestinationConformance(noSwitch.destination, { config: {}, readBack: noSwitch.readBack }))['write.overwrite']).toBe(
+      'after overwriting with documents [both, new1] the stream holds ["both","new1","old1"]; the old generation must be replaced at STREAM_COMPLETE',
     );
   });
 });

@@ -1,0 +1,64 @@
+// Every built-in connector runs the same conformance kit a custom connector runs (invariant 8).
+import { mkdirSync, mkdtempSync, readFileSync, existsSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { describeDestinationConformance, describeSourceConformance } from 'sluice/testing';
+import fileSource from '../../connectors/source-file/index.ts';
+import jsonlDestination from '../../connectors/destination-jsonl/index.ts';
+import pgvectorDestination from '../../connectors/destination-pgvector/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
+
+// source-file: a few Markdown files with distinct modification times.
+const docs = join(dir, 'docs');
+mkdirSync(docs);
+for (let i = 1; i <= 7; i++) {
+  const f = join(docs, `note-${i}.md`);
+  writeFileSync(f, `# Note ${i}\n\nSome text for note ${i}.\n`);
+  const t = new Date(Date.parse('2024-03-01T00:00:00Z') + i * 60_000);
+  utimesSync(f, t, t);
+}
+describeSourceConformance('source-file', {
+  source: fileSource,
+  config: { path: docs, include: ['**/*.md'], checkpoint_every: 2 },
+  badConfigs: [{ path: join(dir, 'no-such-dir') }],
+});
+
+// destination-jsonl: read back by parsing the file.
+const jsonlPath = join(dir, 'out', 'chunks.jsonl');
+describeDestinationConformance('destination-jsonl', {
+  destination: jsonlDestination,
+  config: { path: jsonlPath, batch_records: 2 },
+  readBack: async (_config, _ctx, stream) => {
+    if (!existsSync(jsonlPath)) return [];
+    return readFileSync(jsonlPath, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { stream: string; document_id: string; chunk_index: number; content: string })
+      .filter((l) => l.stream === stream)
+      .map((l) => ({ documentId: l.document_id, chunkIndex: l.chunk_index, content: l.content }));
+  },
+});
+
+// destination-pgvector on the PGlite server of the test run, in a schema of its own.
+const schema = `cdk_conformance_${process.pid}`;
+let db: pg.Client;
+beforeAll(async () => {
+  db = new pg.Client({ connectionString: inject('pgliteUrl') });
+  await db.connect();
+});
+afterAll(async () => {
+  await db?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+  await db?.end();
+});
+describeDestinationConformance('destination-pgvector', () => ({
+  destination: pgvectorDestination,
+  config: { url: inject('pgliteUrl'), schema, index: 'none' },
+  badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none?sslmode=disable' }],
+  readBack: async (_config, _ctx, stream) => {
+    const r = await db.query(`SELECT document_id, chunk_index, content FROM "${schema}"."${stream}"`).catch(() => ({ rows: [] }));
+    return r.rows.map((row: { document_id: string; chunk_index: number; content: string }) => ({ documentId: row.document_id, chunkIndex: row.chunk_index, content: row.content }));
+  },
+}));
