@@ -82,8 +82,12 @@ interface Run {
 
 /** Runs `sluice sync`; with `killAfterUpserts`, SIGKILLs it once that many upserts reached Qdrant. */
 function sync(file: string, killAfterUpserts?: number): Promise<Run> {
+  return cliRun(['sync', file, '--json'], killAfterUpserts);
+}
+
+function cliRun(args: string[], killAfterUpserts?: number): Promise<Run> {
   return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, [cli, 'sync', file, '--json'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -145,5 +149,16 @@ describe('qdrant end to end through the CLI', () => {
     expect(new Set(fx.pointsOf('kb').map((p) => `${p.payload.document_id}#${p.payload.chunk_index}`)).size).toBe(got.length);
     expect(fx.violations).toEqual([]);
     expect(fx.log.filter((l) => l.status >= 400 && l.status < 500)).toEqual([]);
+
+    // `sluice search` reads through the alias.
+    const probe = fx.pointsOf('kb').find((p) => p.payload.document_id === 'doc05.md')!;
+    const search = await cliRun(['search', main, String(probe.payload.content), '--top-k', '3', '--json']);
+    expect(search.code, search.stderr.slice(-2000)).toBe(0);
+    const { hits } = JSON.parse(search.stdout) as { hits: { score: number; stream: string; documentId: string; chunkIndex: number; content: string }[] };
+    expect(hits).toHaveLength(3);
+    const all = new Set(got);
+    for (const h of hits) expect(all.has(`${h.stream}|${h.documentId}|${h.chunkIndex}|${h.content}`)).toBe(true);
+    expect(hits[0].score).toBeGreaterThanOrEqual(hits[1].score);
+    expect(hits[1].score).toBeGreaterThanOrEqual(hits[2].score);
   }, 120_000);
 });
