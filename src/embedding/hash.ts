@@ -23,13 +23,23 @@ const STOPWORDS = new Set(
 // (emoji, math signs) is a word of its own.
 const WORD_RE = /[\p{L}\p{N}\p{M}]+|[^\s\p{L}\p{N}\p{M}\p{P}]/gu;
 
-/** 32-bit FNV-1a over UTF-16 units, then a murmur3 finaliser for avalanche. */
-function hash32(text: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
+// Features are hashed without building their strings: FNV-1a over UTF-16 units, continued across
+// the parts of a feature (kind, word, next word…), finished with a murmur3 mix.
+const FNV_OFFSET = 0x811c9dc5;
+const KIND_WORD = 1;
+const KIND_BIGRAM = 2;
+const KIND_CHARS = 3;
+
+function fnvUnit(h: number, unit: number): number {
+  return Math.imul(h ^ unit, 0x01000193);
+}
+
+function fnvRange(h: number, text: string, from: number, to: number): number {
+  for (let i = from; i < to; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h;
+}
+
+function mix(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
@@ -38,28 +48,37 @@ function hash32(text: string, seed: number): number {
   return h >>> 0;
 }
 
-/** Feature → [occurrences, weight of its kind]. */
-export function extractFeatures(text: string): Map<string, [number, number]> {
-  const features = new Map<string, [number, number]>();
-  const add = (key: string, weight: number) => {
-    const f = features.get(key);
+/** Hashed feature id → [occurrences, weight of its kind]. */
+export function extractFeatures(text: string): Map<number, [number, number]> {
+  const features = new Map<number, [number, number]>();
+  const add = (id: number, weight: number) => {
+    const f = features.get(id);
     if (f) f[0]++;
-    else features.set(key, [1, weight]);
+    else features.set(id, [1, weight]);
   };
   const words = text.normalize('NFKC').toLowerCase().match(WORD_RE) ?? [];
-  let prev: string | undefined;
-  for (const word of words) {
+  let prevHash = 0;
+  for (let w = 0; w < words.length; w++) {
+    const word = words[w];
     const stop = STOPWORDS.has(word);
-    add(`w\u0001${word}`, stop ? STOPWORD_WEIGHT : WORD_WEIGHT);
-    if (prev !== undefined) add(`b\u0001${prev}\u0001${word}`, BIGRAM_WEIGHT);
-    prev = word;
+    const wordHash = fnvRange(fnvUnit(FNV_OFFSET, KIND_WORD), word, 0, word.length);
+    add(mix(wordHash), stop ? STOPWORD_WEIGHT : WORD_WEIGHT);
+    if (w > 0) add(mix(fnvRange(fnvUnit(fnvUnit(FNV_OFFSET, KIND_BIGRAM), prevHash), word, 0, word.length)), BIGRAM_WEIGHT);
+    prevHash = wordHash;
     if (stop) continue;
-    // Character 3–5-grams of the padded word: morphology ("embedding" ~ "embeddings") and
-    // scripts written without spaces.
-    const chars = Array.from(`<${word}>`);
-    if (chars.length < 4) continue;
+    // Character 3–5-grams of the padded word "<word>": morphology ("embedding" ~ "embeddings")
+    // and scripts written without spaces. Offsets are per code point, so no character is split.
+    const padded = `<${word}>`;
+    const offsets: number[] = [];
+    for (let i = 0; i < padded.length; i++) {
+      const c = padded.charCodeAt(i);
+      if (c < 0xdc00 || c > 0xdfff) offsets.push(i);
+    }
+    offsets.push(padded.length);
+    const points = offsets.length - 1;
+    if (points < 4) continue;
     for (let n = 3; n <= 5; n++) {
-      for (let i = 0; i + n <= chars.length; i++) add(`c\u0001${chars.slice(i, i + n).join('')}`, CHAR_NGRAM_WEIGHT);
+      for (let i = 0; i + n <= points; i++) add(mix(fnvRange(fnvUnit(FNV_OFFSET, KIND_CHARS), padded, offsets[i], offsets[i + n])), CHAR_NGRAM_WEIGHT);
     }
   }
   return features;
@@ -67,12 +86,11 @@ export function extractFeatures(text: string): Map<string, [number, number]> {
 
 export function hashEmbed(text: string, dimensions: number): Float32Array {
   const vector = new Float32Array(dimensions);
-  for (const [feature, [count, weight]] of extractFeatures(text)) {
-    const h = hash32(feature, 0);
+  for (const [id, [count, weight]] of extractFeatures(text)) {
     // Signed hashing: collisions cancel out on average instead of piling up.
-    const sign = hash32(feature, 0x9e3779b9) & 1 ? 1 : -1;
+    const sign = mix(id ^ 0x9e3779b9) & 1 ? 1 : -1;
     // Sub-linear tf: repeating a word ten times is not ten times the evidence.
-    vector[h % dimensions] += sign * weight * (1 + Math.log(count));
+    vector[id % dimensions] += sign * weight * (1 + Math.log(count));
   }
   let norm = 0;
   for (let i = 0; i < dimensions; i++) norm += vector[i] * vector[i];

@@ -1,6 +1,7 @@
-// Token counting with the tokenizer the embedding model uses (js-tiktoken). Rank tables are big
-// (~250 ms to load), so each encoding is loaded lazily, once per process, on first use.
+// Token counting with the tokenizer the embedding model uses (tiktoken rank tables from
+// js-tiktoken, our own faster BPE in bpe.ts). Rank tables are big (~250 ms to load), so each encoding is loaded lazily, once per process, on first use.
 import { createRequire } from 'node:module';
+import { BytePairEncoder, type RankTable } from './bpe.ts';
 
 export type EncodingName = 'cl100k_base' | 'o200k_base';
 
@@ -11,21 +12,15 @@ export interface Tokenizer {
   decode(tokens: number[]): string;
 }
 
-interface TiktokenLike {
-  encode(text: string, allowedSpecial?: string[] | 'all', disallowedSpecial?: string[] | 'all'): number[];
-  decode(tokens: number[]): string;
-}
-
 const require = createRequire(import.meta.url);
-const loaded = new Map<EncodingName, TiktokenLike>();
+const loaded = new Map<EncodingName, BytePairEncoder>();
 
-function load(encoding: EncodingName): TiktokenLike {
+function load(encoding: EncodingName): BytePairEncoder {
   let enc = loaded.get(encoding);
   if (!enc) {
     // require() keeps loading synchronous, so countTokens() can stay a plain function.
-    const { Tiktoken } = require('js-tiktoken/lite') as { Tiktoken: new (ranks: unknown) => TiktokenLike };
-    const ranksModule = require(`js-tiktoken/ranks/${encoding}`) as { default?: unknown };
-    enc = new Tiktoken(ranksModule.default ?? ranksModule);
+    const ranksModule = require(`js-tiktoken/ranks/${encoding}`) as { default?: RankTable } & RankTable;
+    enc = new BytePairEncoder(ranksModule.default ?? ranksModule);
     loaded.set(encoding, enc);
   }
   return enc;
@@ -47,26 +42,26 @@ const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
  * emoji would take seconds. Long runs are counted in blocks; cutting can only prevent merges, so
  * the count errs on the high side, which is the safe side for input limits.
  */
-function countTokens(enc: TiktokenLike, text: string): number {
+function countTokens(enc: BytePairEncoder, text: string): number {
   if (text.length === 0) return 0;
-  if (text.length <= LONG_RUN || !LONG_RUN_RE.test(text)) return enc.encode(text, [], []).length;
+  if (text.length <= LONG_RUN || !LONG_RUN_RE.test(text)) return enc.count(text);
   LONG_RUN_RE.lastIndex = 0;
   let total = 0;
   let last = 0;
   for (const match of text.matchAll(LONG_RUN_RE)) {
-    if (match.index > last) total += enc.encode(text.slice(last, match.index), [], []).length;
+    if (match.index > last) total += enc.count(text.slice(last, match.index));
     const run = match[0];
     for (let i = 0; i < run.length; ) {
       let end = Math.min(run.length, i + LONG_RUN);
       // Never cut a surrogate pair.
       const code = run.charCodeAt(end - 1);
       if (end < run.length && code >= 0xd800 && code <= 0xdbff) end++;
-      total += enc.encode(run.slice(i, end), [], []).length;
+      total += enc.count(run.slice(i, end));
       i = end;
     }
     last = match.index + run.length;
   }
-  if (last < text.length) total += enc.encode(text.slice(last), [], []).length;
+  if (last < text.length) total += enc.count(text.slice(last));
   return total;
 }
 
@@ -97,7 +92,7 @@ export function tokenizerFor(model: string | undefined): Tokenizer {
     t = {
       encoding,
       // Special-token text such as "<|endoftext|>" in user data is ordinary text here, not an error.
-      encode: (text) => load(encoding).encode(text, [], []),
+      encode: (text) => load(encoding).encode(text),
       count: (text) => memoCount(encoding, text),
       decode: (tokens) => load(encoding).decode(tokens),
     };

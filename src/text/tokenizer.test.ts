@@ -1,0 +1,88 @@
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+import { encodingForModel, tokenizerFor } from './tokenizer.ts';
+
+const require = createRequire(import.meta.url);
+const { Tiktoken } = require('js-tiktoken/lite') as { Tiktoken: new (r: unknown) => { encode(t: string, a?: string[], d?: string[]): number[] } };
+const reference = (name: string) => {
+  const ranks = require(`js-tiktoken/ranks/${name}`);
+  return new Tiktoken(ranks.default ?? ranks);
+};
+
+function rng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const samples = [
+  'The quick brown fox jumps over the lazy dog.',
+  "I'll say it's THE DOG'S bone, you've seen; they'd agree.",
+  'function f(x) {\n  return x * 1234567 + 0.5; // comment\n}\n\n\n',
+  'numbers 1 12 123 1234 12345 3.14159 -42 1e10',
+  '안녕하세요. 오늘은 임베딩과 청크 분할에 대해 이야기합니다.',
+  '日本語のテキストと中文文本。',
+  '👩‍👩‍👧‍👦🎉🚀 emoji ✨ and symbols ∑∫√ ©®',
+  'spaces   between\t\ttabs  \n \n  and trailing   ',
+  'special <|endoftext|> text stays text',
+  'https://example.com/path?query=1&b=2#frag user@example.org',
+  'Ünïcödé áccents naïve café résumé Straße',
+  '',
+];
+
+function randomText(random: () => number, length: number): string {
+  const ranges = [
+    [0x20, 0x7e],
+    [0x20, 0x7e],
+    [0xa0, 0x24f],
+    [0xac00, 0xd7a3],
+    [0x4e00, 0x9fff],
+    [0x1f300, 0x1f64f],
+    [0x9, 0xd],
+  ];
+  let s = '';
+  for (let i = 0; i < length; i++) {
+    const [lo, hi] = ranges[Math.floor(random() * ranges.length)];
+    s += String.fromCodePoint(lo + Math.floor(random() * (hi - lo + 1)));
+  }
+  return s;
+}
+
+describe('tokenizer', () => {
+  for (const encoding of ['cl100k_base', 'o200k_base'] as const) {
+    it(`${encoding}: gives exactly js-tiktoken's tokens`, () => {
+      const ref = reference(encoding);
+      const ours = tokenizerFor(encoding === 'cl100k_base' ? 'text-embedding-3-small' : 'gpt-4o');
+      expect(ours.encoding).toBe(encoding);
+      const random = rng(11);
+      const texts = [...samples, ...Array.from({ length: 120 }, () => randomText(random, Math.floor(random() * 120)))];
+      for (const text of texts) {
+        const expected = ref.encode(text, [], []);
+        expect(ours.encode(text)).toEqual(expected);
+        expect(ours.count(text)).toBe(expected.length);
+        expect(ours.decode(ours.encode(text))).toBe(text);
+      }
+    });
+  }
+
+  it('counts very long runs without spaces quickly, erring high', () => {
+    const ref = reference('cl100k_base');
+    const blob = Buffer.from(Array.from({ length: 30_000 }, (_, i) => (i * 7919) % 256)).toString('base64');
+    const started = performance.now();
+    const n = tokenizerFor(undefined).count(blob);
+    expect(performance.now() - started).toBeLessThan(2000);
+    const exact = ref.encode(blob.slice(0, 1500), [], []).length;
+    expect(tokenizerFor(undefined).count(blob.slice(0, 1500))).toBeGreaterThanOrEqual(exact);
+    expect(n).toBeGreaterThan(blob.length / 8);
+  });
+
+  it('picks the encoding from the model name', () => {
+    expect(encodingForModel('text-embedding-3-large')).toBe('cl100k_base');
+    expect(encodingForModel(undefined)).toBe('cl100k_base');
+    expect(encodingForModel('gpt-4o-mini')).toBe('o200k_base');
+  });
+});
