@@ -7,6 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Destination, Source } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
 import { closest } from '../config/suggest.ts';
+import { validateConnectorModule } from '../cdk/validate.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUILTIN = {
@@ -67,25 +68,4 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
     throw new SluiceError(`cannot load ${kind} "${type}" from ${file}: ${(err as Error).message}`, { kind: 'config' });
   }
   return validateConnectorModule(mod, file, kind);
-}
-
-/** The default export (or a named `source`/`destination` export) must be a connector of the right kind. */
-export function validateConnectorModule(mod: Record<string, unknown>, file: string, kind: 'source' | 'destination'): Source | Destination {
-  const c = (mod.default ?? mod[kind]) as Record<string, any> | undefined;
-  const missing: string[] = [];
-  if (!c || typeof c !== 'object') throw new SluiceError(`${file}: no default export (expected a ${kind} made with define${kind === 'source' ? 'Source' : 'Destination'})`, { kind: 'config' });
-  if (c.kind !== kind) missing.push(`kind: '${kind}'`);
-  if (!c.spec || typeof c.spec !== 'object' || typeof c.spec.name !== 'string') missing.push('spec.name');
-  else if (!c.spec.config || typeof (c.spec.config as { safeParse?: unknown }).safeParse !== 'function') missing.push('spec.config (a zod schema)');
-  if (typeof c.check !== 'function') missing.push('check()');
-  if (kind === 'source') {
-    if (typeof c.discover !== 'function') missing.push('discover()');
-    if (typeof c.read !== 'function') missing.push('read()');
-    if (!c.capabilities || !Array.isArray(c.capabilities.syncModes)) missing.push('capabilities.syncModes');
-  } else {
-    if (typeof c.open !== 'function') missing.push('open()');
-    if (!c.capabilities || !Array.isArray(c.capabilities.destinationSyncModes)) missing.push('capabilities.destinationSyncModes');
-  }
-  if (missing.length) throw new SluiceError(`${file}: the exported ${kind} is missing ${missing.join(', ')}`, { kind: 'config' });
-  return c as unknown as Source | Destination;
 }
