@@ -92,6 +92,24 @@ describe('qdrant destination', () => {
     expect(fx.maxInFlight).toBeGreaterThanOrEqual(2);
   });
 
+  it('splits upserts by bytes as well as by points', async () => {
+    const big = await startQdrantFixture({ maxBodyBytes: 256 * 1024 });
+    try {
+      const dims = 384;
+      const config = qdrantConfig(big.url, 'bytes', { batch_bytes: 128 * 1024, batch_points: 1000 });
+      const writer = await destination.open(config, testContext(), { streams: streams('append', 's'), dimensions: dims });
+      const text = 'x'.repeat(2000);
+      await drain(writer, Array.from({ length: 60 }, (_, i) => doc('s', `d${i}`, [`${i} ${text}`], {}, dims)));
+      expect(big.pointsOf('bytes')).toHaveLength(60);
+      const upserts = big.log.filter((l) => l.operation === 'PUT /collections/{collection_name}/points');
+      expect(upserts.every((l) => l.status === 200 && l.bytes <= 128 * 1024)).toBe(true);
+      expect(upserts.length).toBeGreaterThanOrEqual(5);
+      expect(big.violations).toEqual([]);
+    } finally {
+      await big.close();
+    }
+  });
+
   it('append: replays upsert by chunk id instead of duplicating', async () => {
     const writer = await destination.open(qdrantConfig(fx.url, 'appendonly'), testContext(), { streams: streams('append', 'log'), dimensions: DIMS });
     await drain(writer, [doc('log', 'e1', ['one', 'two']), state('log', 1), doc('log', 'e1', ['one', 'two']), doc('log', 'e2', ['three']), del('log', 'e2'), doc('log', 'e2', ['three again'])]);
