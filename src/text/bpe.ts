@@ -8,7 +8,7 @@ export interface RankTable {
   bpe_ranks: string;
 }
 
-const MEMO_LIMIT = 200_000;
+const MEMO_LIMIT = 100_000;
 // Pieces this long are rare and not worth memoising (and could be huge).
 const MEMO_MAX_PIECE = 64;
 

@@ -65,21 +65,26 @@ function countTokens(enc: BytePairEncoder, text: string): number {
   return total;
 }
 
-// The chunker counts each chunk it emits; the embedder counts the same strings again to pack
-// requests. A small bounded memo of long texts saves that second pass.
+// The chunker counts each chunk it emits; the embedder (packing) and dry runs count the same
+// strings again. A small memo of recent long texts, bounded by total size, saves that second pass.
 const MEMO_MIN_LENGTH = 256;
-const MEMO_ENTRIES = 8192;
-const memos = new Map<EncodingName, Map<string, number>>();
+const MEMO_MAX_CHARS = 4_000_000;
+const memos = new Map<EncodingName, { entries: Map<string, number>; chars: number }>();
 
 function memoCount(encoding: EncodingName, text: string): number {
-  if (text.length < MEMO_MIN_LENGTH) return countTokens(load(encoding), text);
+  if (text.length < MEMO_MIN_LENGTH || text.length > MEMO_MAX_CHARS / 16) return countTokens(load(encoding), text);
   let memo = memos.get(encoding);
-  if (!memo) memos.set(encoding, (memo = new Map()));
-  const hit = memo.get(text);
+  if (!memo) memos.set(encoding, (memo = { entries: new Map(), chars: 0 }));
+  const hit = memo.entries.get(text);
   if (hit !== undefined) return hit;
   const n = countTokens(load(encoding), text);
-  if (memo.size >= MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
-  memo.set(text, n);
+  for (const oldest of memo.entries.keys()) {
+    if (memo.chars + text.length <= MEMO_MAX_CHARS) break;
+    memo.entries.delete(oldest);
+    memo.chars -= oldest.length;
+  }
+  memo.entries.set(text, n);
+  memo.chars += text.length;
   return n;
 }
 

@@ -14,7 +14,7 @@ import { OPENAI_DEFAULTS } from '../../src/embedding/openai.ts';
 
 const LATENCY_MS = 50;
 const INPUTS = Number(process.env.SLUICE_BENCH_EMBED_INPUTS ?? 80_000);
-const DIMENSIONS = 256;
+const DIMENSIONS = Number(process.env.SLUICE_BENCH_EMBED_DIMENSIONS ?? 256);
 const MODEL = 'text-embedding-3-small';
 const API_KEY = 'sk-bench';
 
