@@ -114,6 +114,11 @@ class ReplicationStream {
     }
   }
 
+  /** Events received and not yet consumed. */
+  get backlog(): number {
+    return this.queue.length;
+  }
+
   ack(lsn: Lsn): void {
     if (lsn > this.flushed) {
       this.flushed = lsn;
@@ -471,7 +476,8 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
       case 'commit':
         inTx = false;
         if (m.endLsn > position) position = m.endLsn;
-        if (sinceState >= cfg.batch_size || now - lastStateAt >= 1_000) yield emitState();
+        // Checkpoint when caught up with what the server sent (low latency), else every batch.
+        if (sinceState >= cfg.batch_size || now - lastStateAt >= 1_000 || (sinceState > 0 && stream.backlog === 0)) yield emitState();
         break;
       case 'message':
         if (m.prefix === HEARTBEAT_PREFIX && !m.transactional && !inTx) {

@@ -126,8 +126,8 @@ async function* read(config: PostgresSourceConfig, catalog: ConfiguredCatalog, s
       const st = state?.streams?.[cs.stream.name];
       const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback };
       try {
-        if (cs.sync_mode === 'incremental') yield* incremental(client, rel, cs.cursor_field?.[0], st, opts);
-        else yield* fullRefresh(client, rel, st, opts);
+        const batches = cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
+        for await (const batch of batches) for (const m of batch) yield m;
       } catch (err) {
         throw err instanceof SluiceError && err.where ? err : new SluiceError(describeUnknown(err), { kind: 'source', where: `stream ${rel.stream}`, cause: err });
       }

@@ -72,7 +72,11 @@ async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncG
   }
 }
 
-export async function* fullRefresh(client: pg.Client, rel: Relation, state: Record<string, unknown> | undefined, opts: ReadOptions): AsyncGenerator<AirbyteMessage> {
+/**
+ * Full refresh of one stream. Yields messages in arrays (one per network chunk): read() flattens
+ * them, and per-row async-generator hops are what a fast read spends its time on otherwise.
+ */
+export async function* fullRefresh(client: pg.Client, rel: Relation, state: Record<string, unknown> | undefined, opts: ReadOptions): AsyncGenerator<AirbyteMessage[]> {
   const from = fromClause(rel);
   const select = selectList(rel);
   if (rel.primaryKey.length) {
@@ -80,17 +84,18 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
     const pkCols = rel.primaryKey.map((k) => column(rel, k));
     const order = pkCols.map((c) => qi(c.name)).join(', ');
     const after = Array.isArray(state?.pk_after) ? (state!.pk_after as unknown[]) : undefined;
-    if (after) yield message.log('INFO', `stream ${rel.stream}: resuming full refresh after primary key ${JSON.stringify(after)}`);
+    if (after) yield [message.log('INFO', `stream ${rel.stream}: resuming full refresh after primary key ${JSON.stringify(after)}`)];
     const where = after ? `WHERE (${order}) > (${pkCols.map((c, i) => literal(after[i], c)).join(', ')})` : '';
     let n = 0;
     for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order}`)) {
+      const out: AirbyteMessage[] = [];
+      const now = Date.now();
       for (const row of rows) {
-        yield message.record(rel.stream, row);
-        if (++n % opts.batchSize === 0) {
-          yield message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) });
-          if (opts.signal.aborted) return;
-        }
+        out.push(message.record(rel.stream, row, now));
+        if (++n % opts.batchSize === 0) out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
       }
+      yield out;
+      if (opts.signal.aborted) return;
     }
   } else if (rel.kind === 'table') {
     // No primary key: page by physical block ranges (ctid), which needs no sort and resumes by block.
@@ -115,18 +120,20 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
       }
       const next = block + step;
       for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} WHERE ctid >= '(${block},0)'::tid AND ctid < '(${next},0)'::tid`)) {
-        for (const row of rows) yield message.record(rel.stream, row);
+        yield rows.map((row) => message.record(rel.stream, row));
       }
       block = next;
-      yield message.streamState(rel.stream, { mode: 'full_refresh', block_after: block });
+      yield [message.streamState(rel.stream, { mode: 'full_refresh', block_after: block })];
     }
   } else {
     // Views and custom queries without a key: one stream, restarted from the top after a crash.
-    for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from}`)) for (const row of rows) yield message.record(rel.stream, row);
+    for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from}`)) {
+      yield rows.map((row) => message.record(rel.stream, row));
+      if (opts.signal.aborted) return;
+    }
   }
   if (opts.signal.aborted) return;
-  yield message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() });
-  yield message.streamStatus(rel.stream, 'COMPLETE');
+  yield [message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() }), message.streamStatus(rel.stream, 'COMPLETE')];
 }
 
 export async function* incremental(
@@ -135,7 +142,7 @@ export async function* incremental(
   cursorField: string | undefined,
   state: Record<string, unknown> | undefined,
   opts: ReadOptions,
-): AsyncGenerator<AirbyteMessage> {
+): AsyncGenerator<AirbyteMessage[]> {
   const cursorName = cursorField ?? rel.defaultCursor;
   if (!cursorName) {
     throw new SluiceError(`stream "${rel.stream}" is incremental but has no cursor_field`, {
@@ -170,20 +177,20 @@ export async function* incremental(
   let n = 0;
   let last: Record<string, unknown> | undefined;
   for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} WHERE ${where} ORDER BY ${order}`)) {
+    const out: AirbyteMessage[] = [];
+    const now = Date.now();
     for (const row of rows) {
       last = row;
-      yield message.record(rel.stream, row);
-      if (++n % opts.batchSize === 0) {
-        yield message.streamState(rel.stream, stateAfter(row));
-        if (opts.signal.aborted) return;
-      }
+      out.push(message.record(rel.stream, row, now));
+      if (++n % opts.batchSize === 0) out.push(message.streamState(rel.stream, stateAfter(row)));
     }
+    yield out;
+    if (opts.signal.aborted) return;
   }
   function stateAfter(row: Record<string, unknown>) {
     return { mode: 'incremental', cursor_field: cursorName, cursor: row[cur.name], ...(pkCols.length ? { pk: keyOf(row, rel.primaryKey) } : {}) };
   }
   if (opts.signal.aborted) return;
   // Final checkpoint at the last row (the loop only checkpoints whole batches).
-  if (last && n % opts.batchSize !== 0) yield message.streamState(rel.stream, stateAfter(last));
-  yield message.streamStatus(rel.stream, 'COMPLETE');
+  yield [...(last && n % opts.batchSize !== 0 ? [message.streamState(rel.stream, stateAfter(last))] : []), message.streamStatus(rel.stream, 'COMPLETE')];
 }
