@@ -408,6 +408,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
   let lastLagAt = 0;
   const heartbeatMs = cfg.cdc.heartbeat_seconds * 1000;
   let heartbeatPending = false;
+  let heartbeatWarned = false;
 
   const emitState = (): AirbyteMessage => {
     a.setLsn(position);
@@ -440,7 +441,8 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           () => (heartbeatPending = false),
           (err) => {
             heartbeatPending = false;
-            ctx.logger.warn({ slot, err: describeUnknown(err) }, 'heartbeat failed; the slot only advances with changes to the watched tables');
+            if (!heartbeatWarned) ctx.logger.warn({ slot, err: describeUnknown(err) }, 'heartbeat failed; the slot only advances with changes to the watched tables');
+            heartbeatWarned = true;
           },
         );
       }

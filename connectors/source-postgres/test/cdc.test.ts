@@ -166,6 +166,8 @@ describe('postgres source CDC', () => {
     });
     expect(records(run.msgs)).toHaveLength(0);
     expect(states(run.msgs).length).toBeGreaterThan(1);
+    // Slot lag is reported when streaming starts.
+    expect(run.msgs.some((m) => m.type === 'LOG' && /slot sluice_pgsrc_hb: \d+ bytes of WAL retained/.test((m as { log: { message: string } }).log.message))).toBe(true);
     const end = await confirmedFlush('sluice_pgsrc_hb');
     expect(lsnNum(end!)).toBeGreaterThan(lsnNum(start!));
     expect(lsnNum(end!)).toBeGreaterThanOrEqual(lsnNum(walAfterWrites));

@@ -100,6 +100,15 @@ describe('postgres source types', () => {
     expect(done).toBe(3);
   });
 
+  it('sslmode: prefer falls back to plain TCP when the server has no TLS; require fails clearly', async () => {
+    const prefer = await source.check(config(url, { sslmode: 'prefer' }), context('types'));
+    expect(prefer.ok).toBe(true);
+    const required = await source.check(config(url, { sslmode: 'require' }), context('types'));
+    expect(required.ok).toBe(false);
+    expect(required.message).toMatch(/cannot connect to postgres 127\.0\.0\.1:\d+\/srcpg_types: .*SSL/);
+    await expect(source.discover(config(url, { sslmode: 'verify-full', ssl_ca: 'missing-ca.pem' }), context('types'))).rejects.toThrow(/cannot read the ssl_ca file/);
+  });
+
   it('check reports connectivity and CDC readiness; bad credentials fail with a clear message', async () => {
     const res = await source.check(config(url), context('types'));
     expect(res.ok).toBe(true);
