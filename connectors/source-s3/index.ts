@@ -73,7 +73,7 @@ function defaultKey(rs: ResolvedStream, family: Family): string[][] {
 
 const samePath = (a: string[][], b: string[][]) => JSON.stringify(a) === JSON.stringify(b);
 
-function jsonSchema(family: Family): Record<string, unknown> {
+function jsonSchema(family: Family, pk: string[][]): Record<string, unknown> {
   return family === 'text'
     ? {
         type: 'object',
@@ -88,8 +88,24 @@ function jsonSchema(family: Family): Record<string, unknown> {
     : {
         type: 'object',
         additionalProperties: true,
-        properties: { _s3_key: { type: 'string' }, _s3_row: { type: 'integer' } },
+        properties: { ...keyProperties(pk), _s3_key: { type: 'string' }, _s3_row: { type: 'integer' } },
       };
+}
+
+/** The primary-key fields as (nested) schema properties of any type: rows are schemaless. */
+function keyProperties(pk: string[][]): Record<string, unknown> {
+  const props: Record<string, Record<string, unknown>> = {};
+  for (const path of pk) {
+    let node = props;
+    path.forEach((part, i) => {
+      if (i === path.length - 1) node[part] ??= {};
+      else {
+        const child = (node[part] ??= { type: 'object', properties: {} });
+        node = child.properties as Record<string, Record<string, unknown>>;
+      }
+    });
+  }
+  return props;
 }
 
 /** Builds `{a: {b: v}}` from a path and value, so a deletion carries nested key fields too. */
@@ -141,7 +157,7 @@ const source: Source<S3Config> = {
         const family = await familyOfStream(client, config, rs, ctx);
         streams.push({
           name: rs.name,
-          json_schema: jsonSchema(family),
+          json_schema: jsonSchema(family, defaultKey(rs, family)),
           supported_sync_modes: ['full_refresh', 'incremental'],
           source_defined_cursor: true,
           default_cursor_field: family === 'text' ? ['last_modified'] : [],
