@@ -13,6 +13,7 @@ import type { ConnectorContext, SourceState } from '../../src/protocol/connector
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import { message, type AirbyteMessage } from '../../src/protocol/messages.ts';
 import type { PostgresSourceConfig } from './config.ts';
+import { copyRows } from './copy.ts';
 import { connect, qi, qlit, type Relation } from './db.ts';
 import { lsnFromText, lsnToText, parsePgoutput, standbyStatus, type Lsn, type PgoutputMessage, type RelationMessage, type TupleValue } from './pgoutput.ts';
 import { parserFor, toParam } from './types.ts';
@@ -325,24 +326,25 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
       if (snapshotName) await meta.query(`SET TRANSACTION SNAPSHOT ${qlit(snapshotName)}`);
       else yield message.log('INFO', `snapshot of ${pending.map((r) => r.stream).join(', ')} resumes in a new snapshot; changes since ${lsnToText(lsn)} are replayed after it`);
       for (const rel of pending) {
+        // One ordered COPY per table inside the snapshot; a checkpoint every batch_size rows.
         const pkCols = rel.primaryKey.map((k) => rel.columns.find((c) => c.name === k)!);
         const order = pkCols.map((c) => qi(c.name)).join(', ');
         const select = rel.columns.map((c) => qi(c.name)).join(', ');
-        let after = perStream[rel.stream]?.pk_after;
-        for (;;) {
-          if (ctx.signal.aborted) {
-            await meta.query('ROLLBACK');
-            return;
+        const after = perStream[rel.stream]?.pk_after;
+        const where = after
+          ? `WHERE (${order}) > (${pkCols.map((c, i) => { const t = toParam(after[i], c.type); return t === null ? 'NULL' : `${qlit(t)}${c.type.isArray ? '' : '::' + c.type.sqlType}`; }).join(', ')})`
+          : '';
+        let n = 0;
+        const sqlText = `SELECT ${select} FROM ${qi(rel.schema!)}.${qi(rel.table!)} ${where} ORDER BY ${order}`;
+        for await (const rows of copyRows(meta, sqlText, rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })))) {
+          for (const row of rows) {
+            yield message.record(rel.stream, row);
+            if (++n % cfg.batch_size === 0) {
+              perStream[rel.stream] = { pk_after: rel.primaryKey.map((k) => row[k]) };
+              yield globalState();
+            }
           }
-          const where = after ? `WHERE (${order}) > (${pkCols.map((c, i) => `$${i + 1}${c.type.isArray ? '' : '::' + c.type.sqlType}`).join(', ')})` : '';
-          const rows = (
-            await meta.query(`SELECT ${select} FROM ${qi(rel.schema!)}.${qi(rel.table!)} ${where} ORDER BY ${order} LIMIT ${cfg.batch_size}`, after ? after.map((v, i) => toParam(v, pkCols[i].type)) : [])
-          ).rows;
-          for (const row of rows) yield message.record(rel.stream, row);
-          if (rows.length) after = rel.primaryKey.map((k) => rows[rows.length - 1][k]);
-          if (rows.length < cfg.batch_size) break;
-          perStream[rel.stream] = { pk_after: after };
-          yield globalState();
+          if (ctx.signal.aborted) return; // the COPY is abandoned with its connection
         }
         perStream[rel.stream] = { snapshot: 'done', columns: rel.columns.map((c) => c.name) };
         yield globalState();
