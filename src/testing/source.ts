@@ -35,6 +35,8 @@ export interface SourceConformanceOptions {
   badConfigs?: unknown[];
   /** Only these streams (default: all discovered). */
   streams?: string[];
+  /** Cursor field per stream for incremental reads, where the source has no default (e.g. a table column). */
+  cursorFields?: Record<string, string[]>;
   /** Context overrides (baseDir for relative paths, …). */
   ctx?: Partial<ConnectorContext>;
   /** Per read (default 60 s). */
@@ -138,13 +140,13 @@ function describeRecord(data: Record<string, unknown>, pk: string[][] | undefine
   return canonicalJson(data).slice(0, 80);
 }
 
-function configuredCatalog(streams: AirbyteStream[], mode: 'full_refresh' | 'incremental'): ConfiguredCatalog {
+function configuredCatalog(streams: AirbyteStream[], mode: 'full_refresh' | 'incremental', cursors: Record<string, string[]> = {}): ConfiguredCatalog {
   return {
     streams: streams.map((s) => ({
       stream: s,
       sync_mode: mode,
       destination_sync_mode: mode === 'incremental' ? 'append_dedup' : 'overwrite',
-      ...(mode === 'incremental' && s.default_cursor_field ? { cursor_field: s.default_cursor_field } : {}),
+      ...(mode === 'incremental' && (cursors[s.name] ?? s.default_cursor_field) ? { cursor_field: cursors[s.name] ?? s.default_cursor_field } : {}),
       ...(s.source_defined_primary_key?.length ? { primary_key: s.source_defined_primary_key } : {}),
     })),
   };
@@ -176,7 +178,7 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   let catalog: AirbyteCatalog | undefined;
   try {
     catalog = await source.discover(config, ctx);
-    const problems = validateCatalog(catalog, protocol, source);
+    const problems = validateCatalog(catalog, protocol, source, options.cursorFields);
     if (options.streams) {
       const names = new Set(catalog.streams.map((s) => s.name));
       for (const n of options.streams) if (!names.has(n)) problems.push(`stream "${n}" (asked for by the test) is not in the catalog`);
@@ -288,7 +290,7 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   return report.build();
 }
 
-function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof protocolValidators>, source: Source): string[] {
+function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof protocolValidators>, source: Source, cursorFields?: Record<string, string[]>): string[] {
   const problems: string[] = [];
   if (!catalog || !Array.isArray(catalog.streams)) return ['discover() did not return { streams: [...] }'];
   if (catalog.streams.length === 0) problems.push('the catalog has no streams');
@@ -326,7 +328,7 @@ function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof pr
       if (!hasField(pk)) problems.push(`${label} primary key "${pk.join('.')}" is not a property of its json_schema`);
     }
     if (s.supported_sync_modes?.includes('incremental')) {
-      if (!s.default_cursor_field?.length && !s.source_defined_cursor && !source.capabilities?.sourceDefinedCursor) {
+      if (!s.default_cursor_field?.length && !s.source_defined_cursor && !source.capabilities?.sourceDefinedCursor && !cursorFields?.[s.name]) {
         problems.push(`${label} supports incremental but has no default_cursor_field and no source-defined cursor`);
       }
       if (s.default_cursor_field?.length && !hasField(s.default_cursor_field)) {
@@ -347,7 +349,7 @@ async function checkIncremental(
   allMessages: { phase: string; message: AirbyteMessage; index: number }[],
 ): Promise<void> {
   const deep = source.capabilities?.stateMerge === 'deep';
-  const catalog = configuredCatalog(streams, 'incremental');
+  const catalog = configuredCatalog(streams, 'incremental', options.cursorFields);
   const pkOf = new Map(streams.map((s) => [s.name, s.source_defined_primary_key]));
   const first = await collect(source, config, catalog, undefined, ctx, options);
   first.messages.forEach((m, i) => allMessages.push({ phase: 'first incremental read', message: m, index: i }));

@@ -8,6 +8,8 @@ import { describeDestinationConformance, describeSourceConformance } from 'sluic
 import fileSource from '../../connectors/source-file/index.ts';
 import jsonlDestination from '../../connectors/destination-jsonl/index.ts';
 import pgvectorDestination from '../../connectors/destination-pgvector/index.ts';
+import postgresSource from '../../connectors/source-postgres/index.ts';
+import { testContext } from 'sluice/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
 
@@ -62,3 +64,28 @@ describeDestinationConformance('destination-pgvector', () => ({
     return r.rows.map((row: { document_id: string; chunk_index: number; content: string }) => ({ documentId: row.document_id, chunkIndex: row.chunk_index, content: row.content }));
   },
 }));
+
+// source-postgres on the PostgreSQL server of the test run: a table whose cursor has ties.
+const pgSchema = `cdk_conformance_src_${process.pid}`;
+let src: pg.Client;
+beforeAll(async () => {
+  src = new pg.Client({ connectionString: inject('pgUrl') });
+  await src.connect();
+  await src.query(`CREATE SCHEMA "${pgSchema}"; CREATE TABLE "${pgSchema}".posts (id int PRIMARY KEY, title text NOT NULL, updated_at timestamptz NOT NULL)`);
+  await src.query(`INSERT INTO "${pgSchema}".posts SELECT i, 'post ' || i, timestamptz '2024-01-01' + ((i / 3) || ' minutes')::interval FROM generate_series(1, 20) i`);
+});
+afterAll(async () => {
+  await src?.query(`DROP SCHEMA IF EXISTS "${pgSchema}" CASCADE`).catch(() => undefined);
+  await src?.end();
+});
+describeSourceConformance('source-postgres', async () => {
+  const config = { url: inject('pgUrl'), schemas: [pgSchema], batch_size: 4 };
+  // The table's stream name as the source names it; its cursor is a column the user picks.
+  const [stream] = (await postgresSource.discover(postgresSource.spec.config.parse(config), testContext())).streams;
+  return {
+    source: postgresSource,
+    config,
+    cursorFields: { [stream.name]: ['updated_at'] },
+    badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none' }],
+  };
+});
