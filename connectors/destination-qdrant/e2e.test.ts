@@ -35,7 +35,7 @@ function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''
   utimesSync(file, clock, clock);
 }
 
-function pipeline(folder: string, corpus: string, collection: string): string {
+function pipeline(folder: string, corpus: string, collection: string, mode: 'append_dedup' | 'overwrite' = 'append_dedup'): string {
   mkdirSync(folder, { recursive: true });
   const file = join(folder, 'pipeline.yaml');
   writeFileSync(
@@ -66,8 +66,8 @@ connections:
       chunk_overlap: 0
     streams:
       - name: docs
-        sync_mode: incremental
-        destination_sync_mode: append_dedup
+        sync_mode: ${mode === 'overwrite' ? 'full_refresh' : 'incremental'}
+        destination_sync_mode: ${mode}
 `,
   );
   return file;
@@ -161,4 +161,27 @@ describe('qdrant end to end through the CLI', () => {
     expect(hits[0].score).toBeGreaterThanOrEqual(hits[1].score);
     expect(hits[1].score).toBeGreaterThanOrEqual(hits[2].score);
   }, 120_000);
+
+  it('overwrite killed mid-load: readers keep the complete old generation; the re-run replaces it cleanly', async () => {
+    const corpus = join(dir, 'corpus-ow');
+    mkdirSync(corpus);
+    for (let i = 0; i < 16; i++) writeDoc(corpus, `page${i}`, 3);
+    const file = pipeline(join(dir, 'ow'), corpus, 'owk', 'overwrite');
+    expect((await sync(file)).code).toBe(0);
+    const first = stored('owk');
+    expect(fx.aliases.get('owk')).toBe('owk_1');
+
+    const killed = await sync(file, 3);
+    expect(killed.signal).toBe('SIGKILL');
+    expect(fx.collections.has('owk_2')).toBe(true); // the half-loaded generation nobody reads
+    expect(fx.aliases.get('owk')).toBe('owk_1');
+    expect(stored('owk')).toEqual(first);
+
+    const rerun = await sync(file);
+    expect(rerun.code, rerun.stderr.slice(-2000)).toBe(0);
+    expect(fx.aliases.get('owk')).toBe('owk_3');
+    expect([...fx.collections.keys()].filter((n) => n.startsWith('owk'))).toEqual(['owk_3']);
+    expect(stored('owk')).toEqual(first);
+    expect(fx.violations).toEqual([]);
+  }, 90_000);
 });
