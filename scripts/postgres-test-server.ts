@@ -3,7 +3,7 @@
 // Runs the server as the `postgres` OS user when we are root (initdb refuses root).
 //
 //   tsx scripts/postgres-test-server.ts            # start, print the URL, stop on Ctrl-C
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -88,6 +88,14 @@ export async function startPostgres(opts: { extraConf?: string } = {}): Promise<
   writeFileSync(join(dataDir, 'data', 'postgresql.auto.conf'), conf.join('\n') + '\n');
   run(bin, 'pg_ctl', ['-D', join(dataDir, 'data'), '-l', join(dataDir, 'server.log'), '-w', '-t', '60', 'start']);
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
+  // If this process dies without stopping the server (killed test run), a watchdog does it, so
+  // clusters never pile up on a shared machine.
+  const [stopCmd, stopArgs] = pgArgs(bin, 'pg_ctl', ['-D', join(dataDir, 'data'), '-m', 'immediate', 'stop']);
+  const stopLine = [stopCmd, ...stopArgs].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null && [ -d '${dataDir}' ]; do sleep 2; done; [ -d '${dataDir}' ] && { ${stopLine} >/dev/null 2>&1; rm -rf '${dataDir}'; }`], {
+    detached: true,
+    stdio: 'ignore',
+  }).unref();
   let stopped = false;
   return {
     url,

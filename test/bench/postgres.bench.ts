@@ -5,7 +5,7 @@
 //  3. CDC latency from commit to destination commit (jsonl, hash embedder), p50/p95 (target p50 < 500 ms).
 // SLUICE_BENCH_PG_ROWS scales the big tables (default 1,000,000).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -159,6 +159,7 @@ connections:
   ac.abort();
   await run;
   await c.end();
+  rmSync(dir, { recursive: true, force: true });
   const p50 = pct(latencies, 50);
   return {
     changes: N,

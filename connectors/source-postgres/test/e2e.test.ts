@@ -1,13 +1,17 @@
 // End to end through the real CLI into the jsonl destination: CDC survives SIGKILL at random
 // points (the destination ends equal to the table), and a full refresh resumes mid-table.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startCli, tempDir, writeFiles } from '../../../test/helpers/cli.ts';
 import { createDatabase, sql } from './helpers.ts';
 
 let url: string;
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 beforeAll(async () => {
   url = await createDatabase(inject('pgUrl'), 'srcpg_e2e');
@@ -77,6 +81,7 @@ async function waitForStateChange(stateFile: string, since: number, timeoutMs: n
 describe('postgres source through the CLI', () => {
   it('CDC: SIGKILLed mid-stream and restarted, the destination ends equal to the table', async () => {
     const dir = tempDir('sluice-pg-cdc-');
+    dirs.push(dir);
     const file = pipeline(dir, 'pgcdc', 'kdocs', 'cdc', 500);
     const stateFile = join(dir, '.sluice/state/pgcdc.json');
     await sql(url, `CREATE TABLE kdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO kdocs SELECT g, 'seed ' || g FROM generate_series(1, 3000) g;`);
@@ -126,6 +131,7 @@ describe('postgres source through the CLI', () => {
 
   it('full refresh resumes mid-table after SIGKILL', async () => {
     const dir = tempDir('sluice-pg-fr-');
+    dirs.push(dir);
     const file = pipeline(dir, 'pgfr', 'frdocs', 'full_refresh', 500);
     const stateFile = join(dir, '.sluice/state/pgfr.json');
     await sql(url, `CREATE TABLE frdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO frdocs SELECT g, 'row ' || g FROM generate_series(1, 6000) g;`);
