@@ -142,7 +142,7 @@ function acquireLock(path: string, dir: string): () => void {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = openSync(path, 'wx');
-      writeSync(fd, String(process.pid));
+      writeSync(fd, JSON.stringify({ pid: process.pid, started: processStartTime(process.pid) }));
       closeSync(fd);
       let released = false;
       return () => {
@@ -156,8 +156,9 @@ function acquireLock(path: string, dir: string): () => void {
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SluiceError(`cannot lock ${dir}: ${describeUnknown(err)}`, { kind: 'destination' });
-      const pid = Number(readFileSafe(path));
-      if (pid && processAlive(pid)) {
+      const { pid, started } = parseLock(readFileSafe(path));
+      // A recycled pid is not the holder: the start time must match too (where the OS tells it).
+      if (pid && processAlive(pid) && (started === undefined || started === processStartTime(pid))) {
         throw new SluiceError(`embedded database ${dir} is in use by process ${pid}`, {
           kind: 'destination',
           hint: 'wait for that sluice command to finish (PGlite allows one process at a time), or use a PostgreSQL url',
@@ -179,6 +180,23 @@ function readFileSafe(path: string): string {
   } catch {
     return '';
   }
+}
+
+function parseLock(text: string): { pid?: number; started?: string } {
+  try {
+    const v = JSON.parse(text) as { pid?: unknown; started?: unknown };
+    return { pid: typeof v.pid === 'number' ? v.pid : undefined, started: typeof v.started === 'string' ? v.started : undefined };
+  } catch {
+    return {};
+  }
+}
+
+/** Start time of a process in clock ticks since boot (Linux); undefined elsewhere. */
+function processStartTime(pid: number): string | undefined {
+  const stat = readFileSafe(`/proc/${pid}/stat`);
+  if (!stat) return undefined;
+  // Fields after the command name (which may contain spaces) start at ")"; starttime is field 22.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
 }
 
 function processAlive(pid: number): boolean {
