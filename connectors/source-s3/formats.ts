@@ -73,6 +73,7 @@ async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGe
   let line = 0;
   const parseLine = (buf: Buffer): Row | undefined => {
     line++;
+    if (buf.length > maxLine) throw rowError(key, `line ${line}`, `line longer than ${maxLine} bytes`, 'raise max_json_object_bytes, or check that the object really is JSON Lines');
     const text = buf.toString('utf8').trim();
     if (!text) return undefined;
     try {
@@ -145,6 +146,7 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
   let index = 0;
   let sawElement = false;
   const finish = (text: string, position: string): Row => {
+    if (text.length > maxValue) throw tooBig();
     try {
       return asRow(JSON.parse(text), key, position);
     } catch (err) {

@@ -199,6 +199,23 @@ describe('source-s3', () => {
     expect(Math.max(...slices)).toBeLessThan(parquet.byteLength / 2);
   });
 
+  it('streams a top-level JSON array element by element; only a single value is bounded', async () => {
+    const bucket = await freshBucket(client, 'jsonarr');
+    const elements = Array.from({ length: 500 }, (_, i) => ({ id: i, text: `element ${i} with "quotes", [brackets] and {braces}` }));
+    await put(client, bucket, 'arr.json', JSON.stringify(elements, null, 1));
+    await put(client, bucket, 'one.json', JSON.stringify({ id: 'big', text: 'y'.repeat(4000) }));
+    // The array (~40 KB) is far bigger than the limit; each element is far smaller.
+    const cfg = config(bucket, { primary_key: 'id', max_json_object_bytes: 1024, globs: ['arr.json'] });
+    const h = await harness();
+    const r = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h);
+    expect(r.records.map(({ _s3_key, _s3_row, ...rest }) => rest)).toEqual(elements);
+    const tooBig = config(bucket, { primary_key: 'id', max_json_object_bytes: 1024, globs: ['one.json'] });
+    const err = await run(tooBig, await catalogFor(tooBig, h, 'full_refresh'), h).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).message).toContain('larger than 1024 bytes');
+    expect((err as SluiceError).where).toContain('one.json');
+  });
+
   it('reports bad data with the object and line, and connection problems with a hint', async () => {
     const bucket = await freshBucket(client, 'bad');
     await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n');
