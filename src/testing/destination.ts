@@ -33,7 +33,10 @@ export interface StoredChunk {
 export interface DestinationConformanceOptions {
   config: unknown;
   badConfigs?: unknown[];
-  /** Lists every chunk the destination holds for a stream (as a reader would see it). */
+  /**
+   * Lists every chunk the destination holds for a stream (as a reader would see it). Default: the
+   * destination's own search() with a large top_k, when it has one.
+   */
   readBack?: (config: any, ctx: ConnectorContext, stream: string) => Promise<StoredChunk[]>;
   /** Vector size to write (default 8 when the destination stores vectors). */
   dimensions?: number;
@@ -108,7 +111,16 @@ export async function runDestinationConformance(destination: Destination, option
     }
     return events;
   };
-  const read = options.readBack ? (stream: string) => options.readBack!(config, ctx, stream) : undefined;
+  // Without a readBack hook, a destination that can search is read back through its own search():
+  // a query with a large top_k returns every chunk of a small test stream.
+  const searchBack = destination.search && dims
+    ? async (stream: string): Promise<StoredChunk[]> => {
+        const vector = new Float32Array(dims).fill(1 / Math.sqrt(dims));
+        const hits = await destination.search!(config, ctx, { vector, topK: 1000, streams: [stream] });
+        return hits.filter((h) => h.stream === stream).map((h) => ({ documentId: h.documentId, chunkIndex: h.chunkIndex, content: h.content }));
+      }
+    : undefined;
+  const read = options.readBack ? (stream: string) => options.readBack!(config, ctx, stream) : searchBack;
   const docsOf = async (stream: string): Promise<Map<string, number[]>> => {
     const out = new Map<string, number[]>();
     for (const c of await read!(stream)) out.set(c.documentId, [...(out.get(c.documentId) ?? []), c.chunkIndex].sort((a, b) => a - b));

@@ -9,6 +9,12 @@ import fileSource from '../../connectors/source-file/index.ts';
 import jsonlDestination from '../../connectors/destination-jsonl/index.ts';
 import pgvectorDestination from '../../connectors/destination-pgvector/index.ts';
 import postgresSource from '../../connectors/source-postgres/index.ts';
+import qdrantDestination from '../../connectors/destination-qdrant/index.ts';
+import pineconeDestination from '../../connectors/destination-pinecone/index.ts';
+import { startQdrantFixture, type QdrantFixture } from '../fixtures/qdrant-server.ts';
+import { startPineconeFixture, type PineconeFixture } from '../fixtures/pinecone-server.ts';
+import s3Source from '../../connectors/source-s3/index.ts';
+import { TEST_CREDENTIALS, freshBucket, put, testClient } from '../fixtures/s3.ts';
 import { testContext } from 'sluice/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
@@ -89,3 +95,40 @@ describeSourceConformance('source-postgres', async () => {
     badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none' }],
   };
 });
+
+// Vector destinations with a search(): the kit reads back through search() itself.
+let qdrant: QdrantFixture;
+let pinecone: PineconeFixture;
+beforeAll(async () => {
+  qdrant = await startQdrantFixture();
+  pinecone = await startPineconeFixture();
+  await pinecone.createIndex('conformance', 8);
+});
+afterAll(async () => {
+  await qdrant?.close();
+  await pinecone?.close();
+});
+describeDestinationConformance('destination-qdrant', () => ({
+  destination: qdrantDestination,
+  config: { url: qdrant.url, collection: 'conformance', max_retries: 2 },
+  badConfigs: [{ url: 'http://127.0.0.1:1', collection: 'conformance', max_retries: 0 }],
+}));
+describeDestinationConformance('destination-pinecone', () => ({
+  destination: pineconeDestination,
+  config: { api_key: pinecone.apiKey, index: 'conformance', controller_host: pinecone.controllerUrl, retry_initial_delay_ms: 5 },
+  badConfigs: [{ api_key: 'wrong-key', index: 'conformance', controller_host: pinecone.controllerUrl, max_retries: 0 }],
+}));
+
+// source-s3 on the S3 server of the test run (fauxqs): a prefix of Markdown objects.
+let bucket = '';
+beforeAll(async () => {
+  const client = testClient(inject('s3Endpoint'));
+  bucket = await freshBucket(client, 'conformance');
+  for (let i = 1; i <= 6; i++) await put(client, bucket, `notes/note-${i}.md`, `# Note ${i}\n\nText of note ${i}.\n`);
+  client.destroy();
+});
+describeSourceConformance('source-s3', () => ({
+  source: s3Source,
+  config: { bucket, prefix: 'notes/', endpoint: inject('s3Endpoint'), force_path_style: true, ...TEST_CREDENTIALS },
+  badConfigs: [{ bucket: 'no-such-bucket-for-conformance', endpoint: inject('s3Endpoint'), force_path_style: true, ...TEST_CREDENTIALS }],
+}));
