@@ -257,6 +257,17 @@ describe('qdrant destination', () => {
     expect(stored('owcrash')).toEqual(['docs|v2|0|second']);
   });
 
+  it('leaves alone a collection that only looks like a generation', async () => {
+    const client = new QdrantClient({ url: fx.url, checkCompatibility: false });
+    await client.createCollection('notmine_2024', { vectors: { size: DIMS, distance: 'Cosine' } });
+    await client.upsert('notmine_2024', { wait: true, points: [{ id: 1, vector: Array.from(embed('theirs')), payload: { owner: 'someone else' } }] });
+    const config = qdrantConfig(fx.url, 'notmine');
+    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [doc('docs', '1', ['mine']), complete('docs')]);
+    expect(fx.aliases.get('notmine')).toBe('notmine_2025');
+    expect(fx.collections.get('notmine_2024')!.points.size).toBe(1);
+    expect(stored('notmine')).toEqual(['docs|1|0|mine']);
+  });
+
   it('overwrite of one stream keeps the other streams of the collection', async () => {
     const config = qdrantConfig(fx.url, 'mixed');
     await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 'a', 'b'), dimensions: DIMS }), [

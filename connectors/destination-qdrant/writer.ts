@@ -21,7 +21,7 @@ import type {
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import type { Qdrant } from './client.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
-import { assertShape, createGeneration, describeCollection, dropCollection, ensureIndexes, readLayout, switchAlias } from './collection.ts';
+import { INDEXED_FIELDS, assertShape, createGeneration, describeCollection, dropCollection, ensureIndexes, readLayout, switchAlias } from './collection.ts';
 
 /** Payload keys sluice owns; metadata fields with these names are not copied over them. */
 export const RESERVED_PAYLOAD_KEYS = new Set(['document_id', 'chunk_index', 'stream', 'content']);
@@ -112,11 +112,17 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
     return { target: physical };
   }
 
-  // Generations no alias points to are leftovers of an interrupted overwrite: nobody reads them.
+  // Generations the alias does not point to are leftovers of an interrupted overwrite: nobody reads
+  // them. A collection that merely looks like one (`docs_2024` made by someone else) is left alone:
+  // sluice's generations carry its payload indexes, or are still empty.
   for (const g of layout.generations) {
-    if (g.name !== layout.current?.physical) {
+    if (g.name === layout.current?.physical) continue;
+    const { indexed, points } = await describeCollection(q, g.name).catch(() => ({ indexed: new Set<string>(), points: undefined }));
+    if (INDEXED_FIELDS.every((f) => indexed.has(f.field)) || points === 0) {
       ctx.logger.info({ collection: g.name }, 'dropping an unfinished Qdrant generation from an interrupted overwrite');
       await dropCollection(q, g.name);
+    } else {
+      ctx.logger.warn({ collection: g.name }, 'collection looks like a sluice generation but has none of its payload indexes; leaving it alone');
     }
   }
   const physical = nextGeneration();
