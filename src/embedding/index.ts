@@ -11,7 +11,7 @@ export { EmbeddingConfigSchema, type EmbeddingConfig } from './config.ts';
 export { openEmbeddingCache, embeddingCacheKey } from './cache.ts';
 export { KNOWN_MODELS, modelInfo, OPENAI_LIMITS } from './models.ts';
 export { HASH_MODEL, HASH_DEFAULT_DIMENSIONS } from './hash.ts';
-export { createOpenAIEmbedder, decodeEmbedding, OPENAI_DEFAULTS } from './openai.ts';
+export { createOpenAIEmbedder, decodeEmbedding, decodeEmbeddings, OPENAI_DEFAULTS } from './openai.ts';
 export { packRequests, type PackLimits } from './pack.ts';
 
 export interface CreateEmbedderOptions {

@@ -1,5 +1,9 @@
 // One small interface for every embedding provider.
 export interface EmbedResult {
+  /**
+   * One vector per input, in order. A vector may be a view into a buffer shared with the other
+   * vectors of its response (byteOffset ≠ 0): use its elements, or `.slice()` it, never `.buffer` alone.
+   */
   vectors: Float32Array[];
   /** HTTP requests made (0 for offline embedders). */
   requests: number;

@@ -231,3 +231,19 @@ describe('decodeEmbedding', () => {
     }
   });
 });
+
+describe('decodeEmbeddings', () => {
+  it('decodes a whole response into views of one buffer, or one by one when sizes differ', async () => {
+    const { decodeEmbeddings } = await import('../../src/embedding/openai.ts');
+    const vs = [0, 1, 2].map((k) => Float32Array.from({ length: 5 }, (_, i) => k * 10 + i + 0.25));
+    const b64 = vs.map((v) => Buffer.from(v.buffer).toString('base64'));
+    const slab = decodeEmbeddings(b64, 5);
+    expect(slab).toEqual(vs);
+    expect(slab[1].buffer).toBe(slab[0].buffer);
+    expect(slab[2].byteOffset).toBe(40);
+    const mixed = decodeEmbeddings([b64[0], [1, 2, 3, 4, 5]], 5);
+    expect(mixed).toEqual([vs[0], Float32Array.from([1, 2, 3, 4, 5])]);
+    const wrongSize = decodeEmbeddings([Buffer.from(new Float32Array(3).buffer).toString('base64')], 5);
+    expect(wrongSize[0].length).toBe(3); // left for the caller's dimension check to report
+  });
+});
