@@ -149,12 +149,12 @@ describe('pinecone end to end through the CLI', () => {
     expect(got.some((s) => s.includes('doc20.md'))).toBe(false);
     expect(fx.violations).toEqual([]);
     expect(fx.requests.filter((r) => r.status >= 400 && r.status < 500 && r.status !== 404)).toEqual([]);
-  }, 120_000);
+  }, 240_000);
 
   it('overwrite killed mid-load keeps readers on the last complete generation; a re-run switches cleanly', async () => {
     const corpus = join(dir, 'corpus-ow');
     mkdirSync(corpus);
-    for (let i = 0; i < 12; i++) writeDoc(corpus, `page${i}`, 3);
+    for (let i = 0; i < 10; i++) writeDoc(corpus, `page${i}`, 3);
     await fx.createIndex('kb-ow', DIM);
     const file = pipeline(join(dir, 'ow'), corpus, 'kb-ow', 'overwrite');
     const first = await sync(file);
@@ -176,5 +176,5 @@ describe('pinecone end to end through the CLI', () => {
     // Only the pointer namespace and the current generation remain.
     expect(fx.namespaceNames('kb-ow')).toHaveLength(2);
     expect(fx.violations).toEqual([]);
-  }, 120_000);
+  }, 240_000);
 });

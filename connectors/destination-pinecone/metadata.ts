@@ -9,7 +9,7 @@ export type PineconeMetadata = Record<string, MetadataValue>;
 export const MAX_METADATA_BYTES = 40 * 1024;
 
 /** Fields sluice owns; a record field with the same name is overridden by them. */
-export const RESERVED_FIELDS = ['stream', 'document_id', 'chunk_index', 'content', 'content_truncated'] as const;
+export const RESERVED_FIELDS = ['stream', 'document_id', 'chunk_index', 'chunk_count', 'content', 'content_truncated', 'content_skipped'] as const;
 
 /**
  * One value as Pinecone accepts it: null/undefined are dropped (Pinecone rejects null), dates
@@ -75,6 +75,12 @@ export function truncateContent(md: PineconeMetadata, limit = MAX_METADATA_BYTES
     if (code >= 0xd800 && code <= 0xdbff) lo--;
   }
   return { ...base, content: content.slice(0, lo) };
+}
+
+/** The metadata without its content (`content_skipped: true`), or undefined if even that is too big. */
+export function withoutContent(md: PineconeMetadata, limit = MAX_METADATA_BYTES): PineconeMetadata | undefined {
+  const out: PineconeMetadata = { ...md, content: '', content_skipped: true };
+  return metadataBytes(out) <= limit ? out : undefined;
 }
 
 /** Float32 values as the shortest decimal that still round-trips (9 significant digits): half the JSON of a double. */

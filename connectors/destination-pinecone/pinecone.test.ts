@@ -128,6 +128,16 @@ describe('append_dedup', () => {
     expect(fx.ids(name, 'docs')).toEqual(['x#0', 'x#1', 'y#0', 'y#1', 'y#2']);
   });
 
+  it('vectors written by something else (chunk 0 without chunk_count) are found by listing their prefix', async () => {
+    const name = await freshIndex();
+    const pc = new Pinecone({ apiKey: fx.apiKey, controllerHostUrl: fx.controllerUrl, maxRetries: 0 });
+    const ns = pc.index({ host: `http://${fx.indexes.get(name)!.host}` }).namespace('docs');
+    await ns.upsert({ records: ['L#0', 'L#1', 'L#12', 'L#1#0'].map((id) => ({ id, values: Array.from(vectorFor(id, DIM)) })) });
+    await writeAll(cfg(name), 'append_dedup', [doc('L', 1)]);
+    expect(fx.ids(name, 'docs')).toEqual(['L#0', 'L#1#0']);
+    expect(fx.vector(name, 'docs', 'L#0')!.metadata!.chunk_count).toBe(1);
+  });
+
   it('keeps the latest message when a document appears twice in one batch', async () => {
     const name = await freshIndex();
     await writeAll(cfg(name), 'append_dedup', [doc('d', 4)]);
@@ -145,8 +155,9 @@ describe('append', () => {
     expect(fx.ids(name, 'docs')).toEqual(['a#0', 'a#1', 'a#2']);
     expect(fx.vector(name, 'docs', 'a#0')!.metadata!.content).toBe('a chunk 0 version 2');
     expect(written(events).chunksDeleted).toBe(1);
-    // append never lists a document's chunks except for deletes
-    expect(fx.requests.filter((r) => r.index === name && r.path === '/vectors/list').length).toBe(1);
+    // chunk 0 records each document's chunk count: no listing by prefix is needed
+    expect(fx.requests.filter((r) => r.index === name && r.path === '/vectors/list')).toEqual([]);
+    expect(fx.vector(name, 'docs', 'a#0')!.metadata!.chunk_count).toBe(3); // append keeps a#1, a#2, so the count still covers them
   });
 });
 
@@ -247,7 +258,8 @@ describe('limits enforced before sending', () => {
 
     const del = await writeAll(config, 'append_dedup', [{ type: 'DELETE', stream: 'docs', documentId: 'big' }]);
     const deletes = fx.requests.filter((r) => r.index === name && r.path === '/vectors/delete');
-    expect(deletes.map((r) => r.items)).toEqual(expect.arrayContaining([1000, 500]));
+    // chunks 1..1499 in ≤ 1,000-id requests, then chunk 0 (which holds the count) last
+    expect(deletes.map((r) => r.items)).toEqual([1000, 499, 1]);
     expect(deletes.every((r) => r.status === 200)).toBe(true);
     expect(fx.ids(name, 'docs').length).toBe(80);
     expect(written(del.events).chunksDeleted).toBe(1500);
@@ -281,6 +293,15 @@ describe('limits enforced before sending', () => {
       expect(ctx.lines.some((l) => l.level === 'warn' && (l.fields as { skipped?: number } | undefined)?.skipped === 1)).toBe(true);
     });
 
+    it('skip on chunk 0: keeps the vector (it records the chunk count) without its content', async () => {
+      const name = await freshIndex();
+      const first = documentMessage('docs', 'head', [`${'z'.repeat(45 * 1024)}`, 'tail chunk'], DIM);
+      const { ctx } = await writeAll(cfg(name, { on_oversized_metadata: 'skip' }), 'append_dedup', [first]);
+      expect(fx.ids(name, 'docs')).toEqual(['head#0', 'head#1']);
+      expect(fx.vector(name, 'docs', 'head#0')!.metadata).toMatchObject({ content: '', content_skipped: true, chunk_count: 2 });
+      expect(ctx.lines.some((l) => l.level === 'warn' && /1 chunk\(s\) were skipped/.test(l.msg))).toBe(true);
+    });
+
     it('fail: stops with an error naming the chunk, before sending it', async () => {
       const name = await freshIndex();
       const err = await writeAll(cfg(name, { on_oversized_metadata: 'fail' }), 'append_dedup', [hugeDoc(), stateMessage('docs', 1)]).catch((e: unknown) => e);
@@ -304,26 +325,60 @@ describe('limits enforced before sending', () => {
 describe('faults', () => {
   it('completes correctly through injected 429/503 responses', async () => {
     const name = await freshIndex();
-    await writeAll(cfg(name), 'append_dedup', Array.from({ length: 40 }, (_, i) => doc(`f${i}`, 3)));
+    const N = 100;
+    await writeAll(cfg(name), 'append_dedup', Array.from({ length: N }, (_, i) => doc(`f${i}`, 3)));
     fx.setFaults({ rate: 0.3, statuses: [429, 503] });
-    const config = cfg(name, { batch_size: 20, concurrency: 4, max_retries: 10 });
+    const config = cfg(name, { batch_size: 10, concurrency: 4, max_retries: 10 });
     const messages: DestinationMessage[] = [];
-    for (let i = 0; i < 40; i++) messages.push(doc(`f${i}`, i % 2 ? 1 : 5, 2));
+    for (let i = 0; i < N; i++) messages.push(doc(`f${i}`, i % 2 ? 1 : 5, 2));
     messages.push({ type: 'DELETE', stream: 'docs', documentId: 'f0' }, stateMessage('docs', 1));
     const { events } = await writeAll(config, 'append_dedup', messages);
     fx.setFaults({});
     const injected = fx.requests.filter((r) => r.index === name && r.injected);
-    expect(injected.length).toBeGreaterThan(5);
+    expect(injected.length).toBeGreaterThanOrEqual(2);
     expect(new Set(injected.map((r) => r.status))).toEqual(new Set([429, 503]));
     const expected: string[] = [];
-    for (let i = 1; i < 40; i++) for (let c = 0; c < (i % 2 ? 1 : 5); c++) expected.push(`f${i}#${c}`);
+    for (let i = 1; i < N; i++) for (let c = 0; c < (i % 2 ? 1 : 5); c++) expected.push(`f${i}#${c}`);
     expect(fx.ids(name, 'docs')).toEqual(expected.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    expect(fx.vector(name, 'docs', 'f2#4')!.metadata!.content).toBe('f2 chunk 4 version 2');
     expect(events.at(-1)?.type).toBe('STATE_COMMITTED');
+  });
+
+  it('writes interrupted at any phase are repaired by the replay: no stale or duplicate chunks', async () => {
+    const name = await freshIndex();
+    const reference = await freshIndex();
+    // Each round: documents shrink, grow, vanish or appear; writes fail at random points (no
+    // retries), and the failed round is replayed until it succeeds, as the engine does after a crash.
+    const round = (r: number): DestinationMessage[] => {
+      const out: DestinationMessage[] = [];
+      for (let i = 0; i < 12; i++) {
+        const n = (i * 7 + r * 5) % 6; // 0..5 chunks, changing every round
+        if ((i + r) % 5 === 0) out.push({ type: 'DELETE', stream: 'docs', documentId: `p${i}` });
+        else out.push(doc(`p${i}`, n, r));
+      }
+      return [...out, stateMessage('docs', r)];
+    };
+    let failures = 0;
+    for (let r = 1; r <= 6; r++) {
+      for (let attempt = 0; ; attempt++) {
+        fx.setFaults(attempt < 3 ? { rate: 0.25, only: ['POST /vectors/upsert', 'POST /vectors/delete'] } : {});
+        const result = await writeAll(cfg(name, { max_retries: 0, batch_size: 3, concurrency: 2 }), 'append_dedup', round(r)).catch((e: unknown) => e);
+        fx.setFaults({});
+        if (!(result instanceof Error)) break;
+        failures++;
+      }
+      await writeAll(cfg(reference), 'append_dedup', round(r));
+    }
+    expect(failures).toBeGreaterThan(0);
+    const view = (index: string) => fx.ids(index, 'docs').map((id) => `${id} ${JSON.stringify(fx.vector(index, 'docs', id)!.metadata)}`);
+    expect(view(name)).toEqual(view(reference));
   });
 
   it('gives up with a clear, transient error when Pinecone keeps failing', async () => {
     const name = await freshIndex();
     const writer = await destination.open(cfg(name, { max_retries: 2 }), captureContext(), { streams: streams('append'), dimensions: DIM });
+    const fetches = () => fx.requests.filter((r) => r.index === name && r.path === '/vectors/fetch').length;
+    const fetchesBefore = fetches();
     fx.setFaults({ rate: 1, statuses: [503] });
     const committed: unknown[] = [];
     const err = await drain(writer, [doc('z', 1), stateMessage('docs', 1)], (e) => {
@@ -331,8 +386,8 @@ describe('faults', () => {
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SluiceError);
     expect((err as SluiceError).transient).toBe(true);
-    expect((err as SluiceError).message).toMatch(/upsert of 1 vectors into namespace "docs" failed after 3 attempts: HTTP 503/);
-    expect(fx.requests.filter((r) => r.index === name && r.path === '/vectors/upsert').length).toBe(3);
+    expect((err as SluiceError).message).toMatch(/^Pinecone fetch of 1 vectors from namespace "docs" failed after 3 attempts: HTTP 503/);
+    expect(fetches() - fetchesBefore).toBe(3);
     expect(committed).toEqual([]); // the state is not acknowledged
   });
 });

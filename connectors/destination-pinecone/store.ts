@@ -154,6 +154,14 @@ export class PineconeStore {
     } while (token);
   }
 
+  /** Metadata of the given ids that exist (ids absent from the result do not exist). */
+  async fetchMetadata(namespace: string, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
+    const res = await this.call(`fetch of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).fetch({ ids }));
+    const out = new Map<string, Record<string, unknown>>();
+    for (const [id, rec] of Object.entries((res as { records?: Record<string, PineconeRecord> }).records ?? {})) out.set(id, (rec.metadata ?? {}) as Record<string, unknown>);
+    return out;
+  }
+
   async query(namespace: string, vector: number[], topK: number) {
     const res = await this.call(`query of namespace "${namespace}"`, () => this.ns(namespace).query({ vector, topK, includeMetadata: true, includeValues: false }));
     return res.matches ?? [];

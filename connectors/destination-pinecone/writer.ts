@@ -13,7 +13,7 @@ import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { chunkId } from '../../src/protocol/identity.ts';
 import type { PineconeConfig } from './config.ts';
-import { MAX_METADATA_BYTES, buildMetadata, compactValues, metadataBytes, truncateContent } from './metadata.ts';
+import { MAX_METADATA_BYTES, buildMetadata, compactValues, metadataBytes, truncateContent, withoutContent, type PineconeMetadata } from './metadata.ts';
 import { MAX_ID_BYTES, MAX_IDS_PER_DELETE, MAX_VECTORS_PER_UPSERT, type GenerationPointer, type PineconeStore } from './store.ts';
 
 /** Logical namespace of a stream: the configured template with `{stream}` filled in. */
@@ -66,6 +66,20 @@ interface Counts {
 }
 
 const SEEN_CAP = 200_000;
+const KNOWN_COUNTS_CAP = 50_000;
+/** Documents whose chunk 0 is fetched per request (responses carry values and up to 40 KB metadata each). */
+const FETCH_IDS = 50;
+
+const docKey = (namespace: string, documentId: string) => JSON.stringify([namespace, documentId]);
+
+class Deletes {
+  readonly byNamespace = new Map<string, { stream: string; ids: Set<string> }>();
+  add(namespace: string, stream: string, id: string) {
+    let d = this.byNamespace.get(namespace);
+    if (!d) this.byNamespace.set(namespace, (d = { stream, ids: new Set() }));
+    d.ids.add(id);
+  }
+}
 /** JSON around the vectors of an upsert body: {"vectors":[…],"namespace":"…"}. */
 const UPSERT_ENVELOPE_BYTES = 64;
 
@@ -81,6 +95,11 @@ export class PineconeWriter implements DestinationWriter {
   private counts = new Map<string, Counts>();
   /** Metadata over 40 KB, per stream, over the whole session. */
   readonly oversize = new Map<string, OversizeStats>();
+  /**
+   * Chunk counts this session stored, newest last (bounded). Pinecone's reads are eventually
+   * consistent, so a document written again shortly after must not rely on a fetch.
+   */
+  private readonly knownCounts = new Map<string, number>();
   private readonly flushChunks: number;
   private readonly limit: ReturnType<typeof pLimit>;
 
@@ -213,42 +232,128 @@ export class PineconeWriter implements DestinationWriter {
     return c;
   }
 
-  /** Sends everything buffered; returns when Pinecone acknowledged all of it. */
+  /**
+   * Sends everything buffered; returns when Pinecone acknowledged all of it. Phases (each one
+   * batched across documents, requests concurrent within a phase):
+   *   A. read `chunk_count` from each document's chunk 0 (one fetch per FETCH_IDS documents);
+   *   B. delete ids [max(n, 1), old count) — the stale tail — and skipped chunks;
+   *   C. upsert chunk 0 of each document, carrying its new `chunk_count`;
+   *   D. upsert the other chunks;
+   *   E. delete chunk 0 of deleted (or now empty) documents.
+   * Invariant: every stored chunk index of a document is below the `chunk_count` on its chunk 0,
+   * whatever instant a crash hits, so the next write or DELETE always finds the whole tail.
+   */
   private async *flush(): AsyncIterable<DestinationEvent> {
     if (!this.ops.size) return;
     const ops = [...this.ops.values()];
     this.ops = new Map();
     this.bufferedChunks = 0;
 
-    const vectors: PreparedVector[] = [];
-    // Per document: the chunk index from which existing ids are stale (0 = all of them).
-    const staleScans: Array<{ stream: string; namespace: string; documentId: string; from: number }> = [];
-    const directDeletes = new Map<string, { stream: string; ids: string[] }>();
+    // A. previous chunk counts
+    const lookups = new Map<string, Set<string>>(); // namespace → document ids
     for (const op of ops) {
       const t = this.target(op.stream);
+      if (t.seen && !t.seen.has(op.documentId) && t.seen.size < SEEN_CAP) continue; // fresh generation: nothing stored yet
+      if (this.knownCounts.has(docKey(t.namespace, op.documentId))) continue;
+      let set = lookups.get(t.namespace);
+      if (!set) lookups.set(t.namespace, (set = new Set()));
+      set.add(op.documentId);
+    }
+    const previous = await this.previousCounts(lookups);
+    for (const op of ops) {
+      const key = docKey(this.target(op.stream).namespace, op.documentId);
+      const known = this.knownCounts.get(key);
+      if (known !== undefined) previous.set(key, known);
+    }
+    const stored: Array<[string, number]> = [];
+
+    const first: PreparedVector[] = [];
+    const rest: PreparedVector[] = [];
+    const tailDeletes = new Deletes();
+    const headDeletes = new Deletes();
+    for (const op of ops) {
+      const t = this.target(op.stream);
+      const key = docKey(t.namespace, op.documentId);
+      const old = previous.get(key) ?? 0;
+      if (t.seen) {
+        if (t.seen.size >= SEEN_CAP) t.seen = undefined; // too many to remember: look every document up from now on
+        else t.seen.add(op.documentId);
+      }
       if (op.kind === 'delete') {
-        staleScans.push({ stream: op.stream, namespace: t.namespace, documentId: op.documentId, from: 0 });
-        t.seen?.add(op.documentId);
+        stored.push([key, 0]);
+        for (let k = 1; k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
+        if (old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
         continue;
       }
-      const skippedIds = this.prepareDocument(t, op.message, vectors);
-      if (skippedIds.length) {
-        // A skipped chunk must not leave an older version of itself behind.
-        const d = directDeletes.get(t.namespace) ?? { stream: op.stream, ids: [] };
-        d.ids.push(...skippedIds);
-        directDeletes.set(t.namespace, d);
-      }
+      const n = op.message.chunks.length;
+      // append keeps chunks beyond the new count, so the count it records must still cover them.
+      const count = t.mode === 'append' ? Math.max(old, n) : n;
+      stored.push([key, n === 0 && t.mode !== 'append' ? 0 : count]);
+      const skipped = this.prepareDocument(t, op.message, count, first, rest);
+      for (const id of skipped) tailDeletes.add(t.namespace, op.stream, id);
       if (t.mode === 'append') continue;
-      if (t.seen && !t.seen.has(op.documentId) && t.seen.size < SEEN_CAP) {
-        t.seen.add(op.documentId);
-        continue;
-      }
-      if (t.seen && t.seen.size >= SEEN_CAP) t.seen = undefined; // too many to remember: list every document from now on
-      staleScans.push({ stream: op.stream, namespace: t.namespace, documentId: op.documentId, from: op.message.chunks.length });
+      for (let k = Math.max(n, 1); k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
+      if (n === 0 && old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
     }
 
-    const deletes = new Map<string, { stream: string; ids: Set<string> }>();
-    for (const [ns, d] of directDeletes) deletes.set(ns, { stream: d.stream, ids: new Set(d.ids) });
+    await this.deleteAll(tailDeletes); // B
+    await this.upsertAll(first); // C
+    await this.upsertAll(rest); // D
+    await this.deleteAll(headDeletes); // E
+    for (const [key, count] of stored) {
+      this.knownCounts.delete(key);
+      this.knownCounts.set(key, count);
+    }
+    for (const key of this.knownCounts.keys()) {
+      if (this.knownCounts.size <= KNOWN_COUNTS_CAP) break;
+      this.knownCounts.delete(key);
+    }
+
+    const counts = this.counts;
+    this.counts = new Map();
+    for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, ...c };
+  }
+
+  /** Chunk counts recorded on chunk 0 of documents, by docKey; absent = nothing stored. */
+  private async previousCounts(lookups: Map<string, Set<string>>): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const tasks: Array<Promise<unknown>> = [];
+    for (const [ns, docs] of lookups) {
+      const all = [...docs];
+      for (let i = 0; i < all.length; i += FETCH_IDS) {
+        const slice = all.slice(i, i + FETCH_IDS);
+        tasks.push(
+          this.limit(async () => {
+            const found = await this.store.fetchMetadata(ns, slice.map((d) => chunkId(d, 0)));
+            for (const documentId of slice) {
+              const md = found.get(chunkId(documentId, 0));
+              if (!md) continue;
+              if (typeof md.chunk_count === 'number') out.set(docKey(ns, documentId), md.chunk_count);
+              else out.set(docKey(ns, documentId), await this.countByListing(ns, documentId)); // written without a count (not by sluice): list its ids
+            }
+          }),
+        );
+      }
+    }
+    await settleAll(tasks);
+    return out;
+  }
+
+  /** One more than the highest chunk index stored for a document, found by listing its id prefix. */
+  private async countByListing(namespace: string, documentId: string): Promise<number> {
+    const prefix = `${documentId}#`;
+    let count = 0;
+    for await (const page of this.store.listIds(namespace, prefix)) {
+      for (const id of page) {
+        const suffix = id.slice(prefix.length);
+        // `a#1#0` (document "a#1") also starts with "a#": only a bare chunk index counts.
+        if (/^\d+$/.test(suffix)) count = Math.max(count, Number(suffix) + 1);
+      }
+    }
+    return count;
+  }
+
+  private async upsertAll(vectors: PreparedVector[]): Promise<void> {
     const tasks: Array<Promise<unknown>> = [];
     for (const batch of this.upsertBatches(vectors)) {
       tasks.push(
@@ -258,31 +363,16 @@ export class PineconeWriter implements DestinationWriter {
         }),
       );
     }
-    for (const scan of staleScans) {
-      tasks.push(
-        this.limit(async () => {
-          const prefix = `${scan.documentId}#`;
-          for await (const page of this.store.listIds(scan.namespace, prefix)) {
-            for (const id of page) {
-              const suffix = id.slice(prefix.length);
-              // `a#1#0` (document "a#1") also starts with "a#": only a bare chunk index counts.
-              if (!/^\d+$/.test(suffix) || Number(suffix) < scan.from) continue;
-              let d = deletes.get(scan.namespace);
-              if (!d) deletes.set(scan.namespace, (d = { stream: scan.stream, ids: new Set() }));
-              d.ids.add(id);
-            }
-          }
-        }),
-      );
-    }
     await settleAll(tasks);
+  }
 
-    const deleteTasks: Array<Promise<unknown>> = [];
-    for (const [ns, d] of deletes) {
+  private async deleteAll(deletes: Deletes): Promise<void> {
+    const tasks: Array<Promise<unknown>> = [];
+    for (const [ns, d] of deletes.byNamespace) {
       const ids = [...d.ids];
       for (let i = 0; i < ids.length; i += MAX_IDS_PER_DELETE) {
         const slice = ids.slice(i, i + MAX_IDS_PER_DELETE);
-        deleteTasks.push(
+        tasks.push(
           this.limit(async () => {
             await this.store.deleteIds(ns, slice);
             this.countsOf(d.stream).chunksDeleted += slice.length;
@@ -290,19 +380,23 @@ export class PineconeWriter implements DestinationWriter {
         );
       }
     }
-    await settleAll(deleteTasks);
-
-    const counts = this.counts;
-    this.counts = new Map();
-    for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, ...c };
+    await settleAll(tasks);
   }
 
   /** Vectors of one document, metadata fitted to Pinecone's 40 KB; returns ids of skipped chunks. */
-  private prepareDocument(t: StreamTarget, doc: DestinationMessage & { type: 'DOCUMENT' }, out: PreparedVector[]): string[] {
+  private prepareDocument(t: StreamTarget, doc: DestinationMessage & { type: 'DOCUMENT' }, chunkCount: number, first: PreparedVector[], rest: PreparedVector[]): string[] {
     const skipped: string[] = [];
     const dim = this.store.index.dimension;
-    for (const chunk of doc.chunks) {
+    for (const [position, chunk] of doc.chunks.entries()) {
       const id = chunkId(doc.documentId, chunk.chunkIndex);
+      const push = (list: PreparedVector[], md: PineconeMetadata) => {
+        const record: PineconeRecord = { id, values: compactValues(chunk.embedding!), metadata: md };
+        list.push({ stream: doc.stream, namespace: t.namespace, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 });
+      };
+      if (chunk.chunkIndex !== position) {
+        // Chunk 0 records the count, and counts assume indexes 0..n-1.
+        throw new SluiceError(`document ${JSON.stringify(doc.documentId)} of stream ${doc.stream}: chunk at position ${position} has index ${chunk.chunkIndex}`, { kind: 'internal' });
+      }
       const where = `stream ${doc.stream}, document ${JSON.stringify(doc.documentId)}, chunk ${chunk.chunkIndex}`;
       if (Buffer.byteLength(id, 'utf8') > MAX_ID_BYTES) {
         throw new SluiceError(`vector id of ${where} is ${Buffer.byteLength(id, 'utf8')} bytes; Pinecone allows ${MAX_ID_BYTES}`, {
@@ -322,13 +416,16 @@ export class PineconeWriter implements DestinationWriter {
         });
       }
       let metadata = buildMetadata(doc.stream, doc.documentId, chunk.chunkIndex, chunk.content, chunk.metadata);
+      if (chunk.chunkIndex === 0) metadata.chunk_count = chunkCount;
       const size = metadataBytes(metadata);
       if (size > MAX_METADATA_BYTES) {
         const stats = this.oversize.get(doc.stream) ?? { truncated: 0, skipped: 0 };
         this.oversize.set(doc.stream, stats);
         const policy = this.config.on_oversized_metadata;
-        const fitted = policy === 'truncate_content' ? truncateContent(metadata) : undefined;
-        if (policy === 'fail' || (policy === 'truncate_content' && !fitted)) {
+        // Chunk 0 carries the document's chunk count, so `skip` keeps it without its content.
+        const keepHead = policy === 'skip' && chunk.chunkIndex === 0;
+        const fitted = policy === 'truncate_content' ? truncateContent(metadata) : keepHead ? withoutContent(metadata) : undefined;
+        if (policy === 'fail' || ((policy === 'truncate_content' || keepHead) && !fitted)) {
           throw new SluiceError(`${where} has ${size} bytes of metadata; Pinecone allows ${MAX_METADATA_BYTES} per vector`, {
             kind: 'destination',
             where,
@@ -338,21 +435,26 @@ export class PineconeWriter implements DestinationWriter {
                 : 'the metadata fields other than content are too large on their own: select fewer metadata fields, or set on_oversized_metadata: skip',
           });
         }
-        if (policy === 'skip') {
+        if (policy === 'skip' && !keepHead) {
           stats.skipped++;
           skipped.push(id);
           this.ctx.logger.warn({ stream: doc.stream, id, bytes: size }, `skipped chunk ${id} of stream ${doc.stream}: ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`);
           continue;
         }
-        stats.truncated++;
         metadata = fitted!;
+        if (keepHead) {
+          stats.skipped++;
+          this.ctx.logger.warn({ stream: doc.stream, id, bytes: size }, `stored chunk ${id} of stream ${doc.stream} without its content (content_skipped): ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`);
+          push(first, metadata);
+          continue;
+        }
+        stats.truncated++;
         this.ctx.logger.warn(
           { stream: doc.stream, id, bytes: size, keptChars: String(metadata.content).length, originalChars: chunk.content.length },
           `truncated the content of chunk ${id} of stream ${doc.stream} to fit Pinecone's ${MAX_METADATA_BYTES}-byte metadata limit`,
         );
       }
-      const record: PineconeRecord = { id, values: compactValues(chunk.embedding), metadata };
-      out.push({ stream: doc.stream, namespace: t.namespace, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 });
+      push(chunk.chunkIndex === 0 ? first : rest, metadata);
     }
     return skipped;
   }
