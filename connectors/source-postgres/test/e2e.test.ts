@@ -151,4 +151,39 @@ describe('postgres source through the CLI', () => {
     expect(dest.size).toBe(src.size);
     for (const [id, body] of src) expect(dest.get(id)).toBe(body);
   }, 120_000);
+
+  it('CDC into pgvector (PGlite) with the hash embedder: updates, deletes and a TOAST-unchanged update', async () => {
+    const dir = tempDir('sluice-pg-vec-');
+    dirs.push(dir);
+    await sql(url, `CREATE TABLE vdocs (id int PRIMARY KEY, n int, body text NOT NULL); INSERT INTO vdocs SELECT g, 0, 'document number ' || g FROM generate_series(1, 40) g;`);
+    const big = (await sql(url, `SELECT string_agg(md5(g::text), '') AS s FROM generate_series(1, 400) g`)).rows[0].s as string;
+    await sql(url, `UPDATE vdocs SET body = $1 WHERE id = 7`, [big]);
+    writeFiles(dir, {
+      'pipeline.yaml': `version: 1
+connections:
+  - name: pgvec
+    source: { type: postgres, config: { url: ${JSON.stringify(url)} } }
+    destination: { type: pgvector, config: { url: ${JSON.stringify(inject('pgliteUrl'))}, schema: pgsrc_vec, index: none } }
+    embedding: { provider: hash, dimensions: 32 }
+    processing: { text_fields: [body], chunk_overlap: 0 }
+    streams: [{ name: vdocs, sync_mode: cdc, destination_sync_mode: append_dedup }]
+`,
+    });
+    const file = join(dir, 'pipeline.yaml');
+    const first = await startCli(['sync', file, '--json'], { cwd: dir }).done;
+    expect(first.code, first.stderr).toBe(0);
+    await sql(url, `UPDATE vdocs SET n = 1 WHERE id = 7; UPDATE vdocs SET body = 'rewritten' WHERE id = 3; DELETE FROM vdocs WHERE id = 5; INSERT INTO vdocs VALUES (41, 0, 'new one')`);
+    const second = await startCli(['sync', file, '--json'], { cwd: dir }).done;
+    expect(second.code, second.stderr).toBe(0);
+    const chunks = (await sql(inject('pgliteUrl'), `SELECT document_id, chunk_index, content FROM pgsrc_vec.vdocs ORDER BY document_id, chunk_index`)).rows as { document_id: string; content: string }[];
+    const docs = new Map<string, string[]>();
+    for (const c of chunks) docs.set(c.document_id, [...(docs.get(c.document_id) ?? []), c.content]);
+    const src = await table('vdocs');
+    expect([...docs.keys()].sort()).toEqual([...src.keys()].sort());
+    expect(docs.get('3')).toEqual(['rewritten']);
+    expect(docs.has('5')).toBe(false);
+    const seven = docs.get('7')!;
+    expect(seven.join('').length).toBeGreaterThanOrEqual(big.length);
+    for (const piece of seven) expect(big).toContain(piece);
+  }, 120_000);
 });
