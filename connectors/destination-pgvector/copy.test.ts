@@ -57,3 +57,44 @@ describe('COPY ... FROM STDIN (FORMAT BINARY)', () => {
     expect(typed.rows[0]).toEqual({ t: 'jsonb', ok: 'true' });
   });
 });
+
+describe('a PostgreSQL server without pgvector', () => {
+  it('is detected as PostgreSQL (COPY path), and check/open say pgvector is missing, in words', async () => {
+    const { openSession } = await import('./session.ts');
+    const { default: destination } = await import('./index.ts');
+    const { PgvectorConfigSchema } = await import('./config.ts');
+    const { testContext } = await import('./testing.ts');
+    const session = await openSession({ url: inject('pgUrl') }, { baseDir: '/' });
+    expect(session.isPglite).toBe(false);
+    await session.close();
+
+    const cfg = PgvectorConfigSchema.parse({ url: inject('pgUrl'), schema: 'pgv_missing' });
+    const check = await destination.check(cfg, testContext());
+    expect(check.ok).toBe(false);
+    expect(check.message).toMatch(/pgvector is not available on .*install it/);
+    const err = await destination.open(cfg, testContext('nopgv'), { streams: [{ name: 'a', destinationSyncMode: 'append', primaryKey: [['id']] }], dimensions: 4 }).catch((e) => e);
+    expect(err.message).toMatch(/the pgvector extension is not installed and could not be created/);
+    expect(err.hint).toMatch(/install pgvector/);
+    expect(err.where).toMatch(/connection nopgv/);
+    // nothing was created before the failure
+    const { rowCount } = await client.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgv_missing'`);
+    expect(rowCount).toBe(0);
+  });
+
+  it('maps libpq TLS settings onto the driver and keeps them out of the URL', async () => {
+    const { clientConfig } = await import('./session.ts');
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'pgv-tls-'));
+    writeFileSync(join(dir, 'ca.pem'), 'CA PEM');
+    const full = clientConfig({ url: 'postgres://u:p@db.example.com:5433/rag?sslmode=require&application_name=x', sslmode: 'verify-full', sslrootcert: 'ca.pem' }, dir);
+    expect(full.connectionString).toBe('postgres://u:p@db.example.com:5433/rag?application_name=x');
+    expect(full.ssl).toMatchObject({ ca: 'CA PEM', rejectUnauthorized: true });
+    const ca = clientConfig({ url: 'postgres://h/db', sslmode: 'verify-ca', sslrootcert: join(dir, 'ca.pem') }, '/');
+    expect(typeof (ca.ssl as { checkServerIdentity?: unknown }).checkServerIdentity).toBe('function');
+    expect(clientConfig({ url: 'postgres://h/db?sslmode=require' }, '/').ssl).toEqual({ rejectUnauthorized: false });
+    expect(clientConfig({ url: 'postgres://h/db', sslmode: 'disable' }, '/').ssl).toBe(false);
+    expect(() => clientConfig({ url: 'postgres://h/db', sslrootcert: 'missing.pem' }, dir)).toThrow(/cannot read sslrootcert missing\.pem/);
+  });
+});

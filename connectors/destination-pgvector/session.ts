@@ -225,7 +225,7 @@ export function pgError(err: unknown, where: string, message?: string): SluiceEr
   if (err instanceof SluiceError) return err;
   const e = err as (Error & { code?: string; detail?: string; hint?: string }) | undefined;
   const code = e?.code;
-  const network = isTransientNetworkError(e as NodeJS.ErrnoException) || /Connection terminated|connection timeout/i.test(e?.message ?? '');
+  const network = isTransientNetworkError(e as NodeJS.ErrnoException) || /Connection terminated|connection timeout|timeout expired/i.test(e?.message ?? '');
   if (network) {
     return new SluiceError(`${message ?? 'cannot reach the database'}: ${describeUnknown(err)}`, {
       kind: 'connection',
