@@ -64,7 +64,14 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     });
   }
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+  // `${VAR}` is not valid YAML inside flow mappings ({ path: ${DIR} }); people write it anyway, so
+  // each reference becomes a flow-safe placeholder (same line) and is substituted after parsing.
+  const refs: VarRef[] = [];
+  const protectedText = text.replace(VAR, (_m, name: string, fallback: string | undefined) => {
+    refs.push({ name, fallback });
+    return `__sluice_var_${refs.length - 1}__`;
+  });
+  const doc = parseDocument(protectedText, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     throw new ConfigError(
       file,
@@ -73,7 +80,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   }
   const lineOf = (path: (string | number)[]): number | undefined => nodeLine(doc, lines, path);
 
-  const interpolationProblems = interpolate(doc, env, lineOf);
+  const interpolationProblems = interpolate(doc, refs, env, lineOf);
   if (interpolationProblems.length) throw new ConfigError(file, interpolationProblems);
 
   const raw = doc.toJS() as unknown;
@@ -199,8 +206,13 @@ function collectSecrets(schema: z.ZodType, value: unknown) {
 // ---- ${VAR} interpolation on the parsed document (line numbers and YAML structure stay intact) ---
 
 const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+const PLACEHOLDER = /__sluice_var_(\d+)__/g;
+interface VarRef {
+  name: string;
+  fallback: string | undefined;
+}
 
-function interpolate(doc: Document, env: NodeJS.ProcessEnv, lineOf: (p: (string | number)[]) => number | undefined): ConfigProblem[] {
+function interpolate(doc: Document, refs: VarRef[], env: NodeJS.ProcessEnv, lineOf: (p: (string | number)[]) => number | undefined): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const visit = (node: unknown, path: (string | number)[]) => {
     if (isMap(node)) {
@@ -210,9 +222,10 @@ function interpolate(doc: Document, env: NodeJS.ProcessEnv, lineOf: (p: (string 
       }
     } else if (isSeq(node)) {
       node.items.forEach((item, i) => visit(item, [...path, i]));
-    } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
+    } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('__sluice_var_')) {
       const original = node.value;
-      const replaced = original.replace(VAR, (_m, name: string, fallback: string | undefined) => {
+      const replaced = original.replace(PLACEHOLDER, (_m, i: string) => {
+        const { name, fallback } = refs[Number(i)];
         const v = env[name];
         if (v === undefined || v === '') {
           if (fallback !== undefined) return fallback;
@@ -224,7 +237,7 @@ function interpolate(doc: Document, env: NodeJS.ProcessEnv, lineOf: (p: (string 
         return v;
       });
       // A value that is exactly one variable keeps the type YAML would give it (numbers, booleans).
-      node.value = /^\$\{[^}]+\}$/.test(original) ? coerce(replaced) : replaced;
+      node.value = /^__sluice_var_\d+__$/.test(original) ? coerce(replaced) : replaced;
     }
   };
   visit(doc.contents, []);

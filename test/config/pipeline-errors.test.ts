@@ -57,6 +57,11 @@ const cases: Array<{ name: string; yaml: string; expect: RegExp[]; env?: Record<
     expect: [/SLUICE_TEST_UNSET_DIR is not set/, /connections\[0\]\.source\.config\.path/],
   },
   {
+    name: 'missing variable written unquoted inside a flow mapping',
+    yaml: conn({ source: '{ type: file, config: { path: ${SLUICE_TEST_UNSET_DIR} } }' }),
+    expect: [/:4: connections\[0\]\.source\.config\.path/, /SLUICE_TEST_UNSET_DIR is not set/],
+  },
+  {
     name: 'sync mode the source does not support',
     yaml: conn({ streams: '      - { name: docs, sync_mode: cdc, destination_sync_mode: append_dedup }' }),
     expect: [/connections\[0\]\.streams\[0\]\.sync_mode/, /does not support sync_mode "cdc"/],
@@ -132,6 +137,19 @@ describe('sluice validate: broken pipeline files', () => {
     const r = await runCli(['validate', file], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('valid (1 connection: docs)');
+  });
+
+  it('variables are substituted (unquoted, quoted, with defaults), numbers keep their type', async () => {
+    const file = join(dir, 'vars.yaml');
+    writeFileSync(
+      file,
+      conn({
+        source: '{ type: file, config: { path: ${DOCS_DIR}, checkpoint_every: ${EVERY} } }',
+        destination: '{ type: jsonl, config: { path: "${OUT_DIR:-./out}/x.jsonl" } }',
+      }),
+    );
+    const r = await runCli(['validate', file], { cwd: dir, env: { DOCS_DIR: './docs', EVERY: '50' } });
+    expect(r.code, r.stderr).toBe(0);
   });
 
   it('a missing pipeline file is a clear error', async () => {
