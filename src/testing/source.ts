@@ -316,7 +316,10 @@ function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof pr
       }
     }
     const props = (js.properties ?? {}) as Record<string, unknown>;
+    // A schemaless stream ({ type: object }, e.g. Kafka JSON values) cannot name its fields.
+    const schemaless = js.properties === undefined;
     const hasField = (path: string[]) => {
+      if (schemaless) return true;
       let node: Record<string, unknown> | undefined = { properties: props };
       for (const p of path) {
         node = (node?.properties as Record<string, Record<string, unknown>> | undefined)?.[p];

@@ -15,6 +15,8 @@ import { startQdrantFixture, type QdrantFixture } from '../fixtures/qdrant-serve
 import { startPineconeFixture, type PineconeFixture } from '../fixtures/pinecone-server.ts';
 import s3Source from '../../connectors/source-s3/index.ts';
 import { TEST_CREDENTIALS, freshBucket, put, testClient } from '../fixtures/s3.ts';
+import kafkaSource from '../../connectors/source-kafka/index.ts';
+import { produce, testProducer, uniqueName } from '../../connectors/source-kafka/testing.ts';
 import { testContext } from 'sluice/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
@@ -131,4 +133,18 @@ describeSourceConformance('source-s3', () => ({
   source: s3Source,
   config: { bucket, prefix: 'notes/', endpoint: inject('s3Endpoint'), force_path_style: true, ...TEST_CREDENTIALS },
   badConfigs: [{ bucket: 'no-such-bucket-for-conformance', endpoint: inject('s3Endpoint'), force_path_style: true, ...TEST_CREDENTIALS }],
+}));
+
+// source-kafka on the mock cluster of the test run: one partition of keyed JSON messages.
+const topic = uniqueName('conformance');
+beforeAll(async () => {
+  const producer = await testProducer(inject('kafkaBrokers'));
+  await produce(producer, topic, Array.from({ length: 12 }, (_, i) => ({ key: String(i + 1), value: { id: i + 1, text: `message ${i + 1}` }, partition: 0 })));
+  await producer.disconnect();
+});
+describeSourceConformance('source-kafka', () => ({
+  source: kafkaSource,
+  config: { brokers: inject('kafkaBrokers'), topics: [topic], key_field: 'id', session_timeout_ms: 3000 },
+  streams: [topic],
+  resumePoints: 2,
 }));
