@@ -288,3 +288,35 @@ describe('identifiers and errors', () => {
     expect(check.ok).toBe(true);
   });
 });
+
+describe('options', () => {
+  it('table templates, ivfflat with inner product, connections without an embedder, NUL characters', async () => {
+    const cfg = config({ table: 'kb_{stream}', index: 'ivfflat', ivfflat: { lists: 3 }, distance: 'inner_product' });
+    const w = await destination.open(cfg, testContext(), { streams: [stream('faq', 'append_dedup')], dimensions: DIMS });
+    const doc = documentMessage('faq', 'q1', 2, DIMS) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+    doc.chunks[0].content = 'nul\u0000inside';
+    doc.chunks[0].metadata = { note: 'a\u0000b' };
+    await drain(w, [doc, { type: 'STREAM_COMPLETE', stream: 'faq' }, stateMessage('faq', 1)]);
+    await w.close();
+    const stored = await rows(cfg.schema, 'kb_faq');
+    expect(stored.map((r) => r.content)).toEqual(['nulinside', chunkContent('q1', 1, 1)]);
+    expect(stored[0].metadata).toEqual({ note: 'ab' });
+    const idx = await admin.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'kb_faq_embedding_idx'`, [cfg.schema]);
+    expect(idx.rows[0].indexdef).toMatch(/USING ivfflat \(embedding .*vector_ip_ops\) WITH \(lists='3'\)/);
+    const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('q1', 1, 1), DIMS), topK: 1, streams: ['faq'] });
+    expect(hits[0].chunkIndex).toBe(1);
+    expect(hits[0].score).toBeCloseTo(1, 5); // unit vectors: inner product with itself
+
+    // no embedding block: an unsized vector column, NULL embeddings, no vector index
+    const plain = config();
+    const pw = await destination.open(plain, testContext(), { streams: [stream('notes', 'append')] });
+    const bare = documentMessage('notes', 'n', 2, DIMS) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+    for (const c of bare.chunks) delete c.embedding;
+    await drain(pw, [bare]);
+    await pw.close();
+    const r = await admin.query(`SELECT count(*)::int AS n, count(embedding)::int AS e FROM ${qualified(plain.schema, 'notes')}`);
+    expect(r.rows[0]).toEqual({ n: 2, e: 0 });
+    const vi = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'notes' ORDER BY 1`, [plain.schema]);
+    expect(vi.rows.map((x) => x.indexname)).toEqual(['notes_document_id_idx', 'notes_pkey']);
+  });
+});
