@@ -1,7 +1,7 @@
 // OpenAI, Azure OpenAI and OpenAI-compatible servers (Ollama, vLLM, TEI, LM Studio…) through the
 // `openai` package. The client's own retries are off (maxRetries: 0) so every retry goes through
 // src/net/retry.ts once: jittered backoff that honours Retry-After / x-ratelimit-reset-*.
-import OpenAI, { AzureOpenAI } from 'openai';
+import OpenAI, { APIConnectionError, AzureOpenAI } from 'openai';
 import type { CreateEmbeddingResponse } from 'openai/resources/embeddings';
 import pLimit from 'p-limit';
 import type { Logger } from '../protocol/connector.ts';
@@ -63,6 +63,14 @@ export function decodeEmbeddings(embeddings: unknown[], dimensions: number): Flo
     vectors.push(new Float32Array(slab.buffer, slab.byteOffset + offset, dimensions));
   }
   return vectors;
+}
+
+/**
+ * Worth another attempt: what net/retry considers transient, plus the openai client's connection
+ * errors and timeouts (their `name` is plain "Error", so the shared check misses them).
+ */
+function isTransient(err: unknown): boolean {
+  return err instanceof APIConnectionError || isRetryableError(err);
 }
 
 function hostOf(url: string | undefined): string {
@@ -146,14 +154,14 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           ? 'check embedding.model / embedding.deployment and embedding.base_url'
           : status === 429
             ? 'the provider is rate limiting: lower embedding.concurrency or set embedding.requests_per_minute / tokens_per_minute; the batch was not checkpointed, run the sync again to resume'
-            : isRetryableError(err)
+            : isTransient(err)
               ? 'the provider is unavailable; the batch was not checkpointed, run the sync again to resume'
               : 'check the embedding block of the pipeline file';
     return new SluiceError(`embedding request to ${label} failed${attempts > 1 ? ` after ${attempts} attempts` : ''}: ${detail}`, {
       kind: 'embedding',
       where: 'embedding',
       hint,
-      transient: isRetryableError(err),
+      transient: isTransient(err),
     });
   };
 
@@ -177,6 +185,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
         },
         {
           maxRetries,
+          isRetryable: isTransient,
           baseMs: opts.retryBaseMs ?? 500,
           signal,
           onRetry: (err, attempt, waitMs) =>

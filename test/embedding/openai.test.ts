@@ -121,6 +121,29 @@ describe('openai provider against the fixture server', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(950);
   });
 
+  it('times out slow requests (timeout_ms), retries them, then fails with a clear error', async () => {
+    const s = await server({ latencyMs: 400 });
+    const embedder = createOpenAIEmbedder(config(s, { timeout_ms: 100, max_retries: 1 }), { logger: captureLogger().logger, retryBaseMs: 5 });
+    const err = await embedder.embed(['slow']).catch((e) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect(err.kind).toBe('embedding');
+    expect(err.message).toMatch(/timed out/i);
+    expect(err.message).toContain('after 2 attempts');
+    expect(err.transient).toBe(true);
+  });
+
+  it('stops waiting when the sync is interrupted', async () => {
+    const s = await server({ failRate: 1, retryAfterSeconds: '30' });
+    const embedder = createOpenAIEmbedder(config(s, { max_retries: 5 }), { logger: captureLogger().logger });
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 200);
+    const started = Date.now();
+    const err = await embedder.embed(['x'], abort.signal).catch((e) => e);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect(err.kind).toBe('interrupted');
+  });
+
   it('keeps at most `concurrency` requests in flight', async () => {
     const s = await server({ latencyMs: 40 });
     const embedder = createOpenAIEmbedder(config(s, { batch_size: 10, concurrency: 2 }), { logger: captureLogger().logger });
