@@ -86,6 +86,18 @@ interface Run {
 
 const upserts = () => fx.requests.filter((r) => r.path === '/vectors/upsert' && r.status === 200).length;
 
+function run(args: string[]): Promise<Run> {
+  return new Promise((ok, fail) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', fail);
+    child.on('exit', (code, signal) => ok({ code, signal, stdout, stderr }));
+  });
+}
+
 /** Runs `sluice sync`; with `killAfterUpserts`, SIGKILLs it once that many upserts reached Pinecone. */
 function sync(file: string, killAfterUpserts?: number): Promise<Run> {
   return new Promise((ok, fail) => {
@@ -147,6 +159,12 @@ describe('pinecone end to end through the CLI', () => {
     expect(got).toEqual(want);
     expect(got.some((s) => s.includes('shrunk'))).toBe(true);
     expect(got.some((s) => s.includes('doc20.md'))).toBe(false);
+
+    const search = await run(['search', main, 'Paragraph 1 of doc11 grown', '--json', '-k', '3']);
+    expect(search.code, search.stderr.slice(-2000)).toBe(0);
+    const hits = JSON.parse(search.stdout).hits as Array<{ documentId: string; content: string; stream: string }>;
+    expect(hits).toHaveLength(3);
+    expect(hits.every((h) => h.stream === 'docs' && h.documentId.endsWith('.md') && h.content.length > 0)).toBe(true);
     expect(fx.violations).toEqual([]);
     expect(fx.requests.filter((r) => r.status >= 400 && r.status < 500 && r.status !== 404)).toEqual([]);
   }, 240_000);
