@@ -17,6 +17,11 @@ export const EmbeddingConfigSchema = z.strictObject({
   requests_per_minute: z.number().positive().optional(),
   tokens_per_minute: z.number().positive().optional(),
   timeout_ms: z.number().int().positive().optional(),
+  /**
+   * Longest input the model accepts, in tokens. Known models have it built in; set it for other
+   * self-hosted models (e.g. 512 for many BERT-style models). Chunks are split to fit.
+   */
+  max_input_tokens: z.number().int().positive().max(8191).optional(),
   /** Overrides the built-in price table for --dry-run cost estimates (USD per 1M tokens). */
   price_per_million_tokens: z.number().nonnegative().optional(),
 });

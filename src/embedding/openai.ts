@@ -129,7 +129,10 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   }
   // Only Matryoshka models take `dimensions`; other servers may reject the unknown parameter.
   const sendDimensions = config.dimensions !== undefined && !!info?.supportsDimensions;
-  const maxInputTokens = Math.min(info?.maxInputTokens ?? OPENAI_LIMITS.maxTokensPerInput, OPENAI_LIMITS.maxTokensPerInput);
+  // Tokens are counted with OpenAI's tokenizer. Open models use their own, which usually yields
+  // more tokens for the same text, so their built-in limits get a 20% margin.
+  const knownLimit = info && (info.pricePerMillionTokens !== undefined ? info.maxInputTokens : Math.floor(info.maxInputTokens * 0.8));
+  const maxInputTokens = Math.min(config.max_input_tokens ?? knownLimit ?? OPENAI_LIMITS.maxTokensPerInput, OPENAI_LIMITS.maxTokensPerInput);
   const limits: PackLimits = {
     maxInputsPerRequest: Math.min(opts.limits?.maxInputsPerRequest ?? OPENAI_LIMITS.maxInputsPerRequest, config.batch_size ?? Infinity),
     maxTokensPerRequest: opts.limits?.maxTokensPerRequest ?? OPENAI_LIMITS.maxTokensPerRequest,

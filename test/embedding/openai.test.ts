@@ -225,6 +225,9 @@ describe('openai provider against the fixture server', () => {
     expect(unknownSize?.where).toBe('embedding.dimensions');
     // Known open models have a known size; a wrong declared size is caught on the first response.
     expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'nomic-embed-text:latest' }, { logger }).dimensions).toBe(768);
+    // Input limits: built in for known models (with a margin for their own tokenizers), configurable for others.
+    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'mxbai-embed-large' }, { logger }).maxInputTokens).toBe(409);
+    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'bge-small', dimensions: 384, max_input_tokens: 512 }, { logger }).maxInputTokens).toBe(512);
     const wrong = createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model', dimensions: 768 }, { logger });
     const err = await wrong.embed(['x']).catch((e) => e);
     expect(err.message).toMatch(/1536-dimensional vectors, but 768 were expected/);
