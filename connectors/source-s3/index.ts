@@ -283,7 +283,9 @@ async function* readStream(
           overflow = true;
         }
       };
-      for await (const d of diffListings(previous, listingPath)) {
+      // Earlier passes of this run count as earlier listings: what they emitted may be gone now.
+      const earlier = [...previous, ...runGens.slice(0, -1).map((g) => ({ path: dir.snapshotPath(g), base: false }))];
+      for await (const d of diffListings(earlier, listingPath)) {
         if (d.kind === 'deleted') {
           for await (const m of deletionsFor(d.key, d.etags, family, pk, countRows, dir, graveyard, name, logger)) {
             deletions++;

@@ -236,7 +236,7 @@ describe('source-s3', () => {
     expect(unreachable.message).not.toContain(TEST_CREDENTIALS.secret_access_key);
   });
 
-  it('lists 2,000 objects across pages, in several bounded passes, then reads only what changed', async () => {
+  it('lists 2,000 objects across pages, in several bounded passes, then reads only what changed', { timeout: 180_000 }, async () => {
     const bucket = await freshBucket(client, 'many');
     const keys = Array.from({ length: 2000 }, (_, i) => `notes/n-${String(i).padStart(5, '0')}.txt`);
     for (let i = 0; i < keys.length; i += 100) await Promise.all(keys.slice(i, i + 100).map((k) => put(client, bucket, k, `body of ${k}`)));
@@ -384,7 +384,7 @@ describe('source-s3', () => {
     expect(after.deletions).toEqual([]);
   });
 
-  it('streams a 200 MB JSON Lines object with flat memory', { timeout: 120_000 }, async () => {
+  it('streams a 200 MB JSON Lines object with flat memory', { timeout: 180_000 }, async () => {
     const bucket = await freshBucket(client, 'big');
     const partBytes = 10 * 1024 * 1024; // fauxqs accepts bodies up to 11 MiB
     const parts = 20;
