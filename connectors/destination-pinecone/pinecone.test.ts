@@ -73,6 +73,19 @@ describe('fixture rules (the real service\'s limits)', () => {
     expect(fx.ids(name, 'rules')).toEqual(['v1', 'v2']);
   });
 
+  it('validates request bodies against the OpenAPI document (a malformed query is a 400 and a recorded violation)', async () => {
+    const name = await freshIndex();
+    const res = await fetch(`http://${fx.indexes.get(name)!.host}/query`, {
+      method: 'POST',
+      headers: { 'Api-Key': fx.apiKey, 'X-Pinecone-Api-Version': '2025-10', 'content-type': 'application/json' },
+      body: JSON.stringify({ topK: 'ten', vector: [1, 2, 3, 4, 5, 6, 7, 8] }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ code: 3, message: expect.stringContaining('/topK must be integer') });
+    expect(fx.violations).toEqual(['request POST /query: /topK must be integer']);
+    fx.violations.length = 0;
+  });
+
   it('answers exact cosine, dotproduct and euclidean queries', async () => {
     for (const metric of ['cosine', 'dotproduct', 'euclidean'] as const) {
       const name = await freshIndex(2, metric);
