@@ -1,7 +1,7 @@
 // Tie-safe cursors: a read stopped at any record and resumed from its last state neither loses
 // nor repeats records, including inside runs of equal cursor values.
 import { describe, expect, it } from 'vitest';
-import { CursorTracker, compareValues, defineSource, z } from 'sluice/cdk';
+import { CursorTracker, compareValues, defineSource, deleted, z } from 'sluice/cdk';
 import { testContext } from 'sluice/testing';
 import type { AirbyteMessage, SourceState } from 'sluice/cdk';
 
@@ -105,5 +105,61 @@ describe('tie-safe incremental cursor', () => {
     expect(() => new CursorTracker({ stream: 's', cursorField: ['n'], primaryKey: [['id']], start: { offset: 3 } as never })).toThrow(
       'saved state of stream "s" is not a cursor state: {"offset":3}',
     );
+  });
+});
+
+describe('defineSource read loop', () => {
+  it('on abort: stops, checkpoints what was yielded and marks the stream INCOMPLETE', async () => {
+    const ctx = testContext();
+    const src = defineSource({
+      spec: { name: 'rows', config: z.strictObject({}) },
+      streams: [
+        {
+          name: 'rows',
+          schema: z.object({ id: z.number(), ts: z.string() }),
+          primaryKey: 'id',
+          cursorField: 'ts',
+          stateEvery: 100,
+          async *read() {
+            for (const r of rows) {
+              if (r.id === 6) ctx.abort();
+              yield r;
+            }
+          },
+        },
+      ],
+    });
+    const catalog = { streams: [{ stream: (await src.discover({}, ctx)).streams[0], sync_mode: 'incremental' as const, destination_sync_mode: 'append_dedup' as const }] };
+    const out: AirbyteMessage[] = [];
+    for await (const m of src.read({}, catalog, undefined, ctx)) out.push(m);
+    expect(ids(out)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(out.at(-2)).toMatchObject({ type: 'STATE', state: { stream: { stream_state: { cursor: rows[5].ts, key: [6] } } } });
+    expect(out.at(-1)).toMatchObject({ type: 'TRACE', trace: { stream_status: { status: 'INCOMPLETE' } } });
+  });
+
+  it('deletions carrying the cursor move the position, so they are not repeated on resume', async () => {
+    const src = defineSource({
+      spec: { name: 'rows', config: z.strictObject({}) },
+      streams: [
+        {
+          name: 'rows',
+          schema: z.object({ id: z.number(), ts: z.string() }),
+          primaryKey: 'id',
+          cursorField: 'ts',
+          async *read({ since }) {
+            const all = [rows[0], rows[1], deleted({ id: 99, ts: rows[2].ts })];
+            for (const r of all) {
+              const ts = 'key' in r ? (r.key.ts as string) : r.ts;
+              if (since === undefined || ts >= (since as string)) yield r;
+            }
+          },
+        },
+      ],
+    });
+    const first = await readAll(src as never, undefined);
+    const del = first.find((m) => m.type === 'RECORD' && m.record.data.id === 99);
+    expect(del).toMatchObject({ record: { data: { id: 99, _ab_cdc_deleted_at: expect.any(String) } } });
+    expect(lastState(first)!.streams.rows).toEqual({ cursor: rows[2].ts, key: [99] });
+    expect(ids(await readAll(src as never, lastState(first)))).toEqual([]);
   });
 });
