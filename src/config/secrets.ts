@@ -23,11 +23,17 @@ export function registerUrlPassword(value: unknown): void {
   }
 }
 
+const SHORT = 8;
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 export function redact(text: string): string {
   if (!secrets.size) return text;
   let out = text;
   for (const s of [...secrets].sort((a, b) => b.length - a.length)) {
-    if (out.includes(s)) out = out.split(s).join('***');
+    if (!out.includes(s)) continue;
+    // Long secrets go wherever they appear; a short one (a test key like "test") only as a whole
+    // token, so "test-embed" is not garbled into "***-embed".
+    out = s.length >= SHORT ? out.split(s).join('***') : out.replace(new RegExp(`(?<![\\w-])${escapeRe(s)}(?![\\w-])`, 'g'), '***');
   }
   return out;
 }

@@ -127,8 +127,9 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   if (config.dimensions !== undefined && info && !info.supportsDimensions && config.dimensions !== info.dimensions) {
     throw configError(`model "${model}" always gives ${info.dimensions}-dimensional vectors; it cannot give ${config.dimensions}`, 'embedding.dimensions', `remove embedding.dimensions or set it to ${info.dimensions}`);
   }
-  // Only Matryoshka models take `dimensions`; other servers may reject the unknown parameter.
-  const sendDimensions = config.dimensions !== undefined && !!info?.supportsDimensions;
+  // An explicit `dimensions` is sent, except to known models that always give one size (they reject
+  // the parameter); self-hosted OpenAI-compatible servers with Matryoshka models honour it.
+  const sendDimensions = config.dimensions !== undefined && (info ? info.supportsDimensions : true);
   // Tokens are counted with OpenAI's tokenizer. Open models use their own, which usually yields
   // more tokens for the same text, so their built-in limits get a 20% margin.
   const knownLimit = info && (info.pricePerMillionTokens !== undefined ? info.maxInputTokens : Math.floor(info.maxInputTokens * 0.8));
