@@ -59,8 +59,11 @@ async function collect(source: Source, config: unknown, catalog: ConfiguredCatal
   const max = opts.maxMessages ?? 100_000;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   let timer: NodeJS.Timeout | undefined;
+  // Its own signal, so a read that overruns its time is told to stop rather than left running.
+  const stop = new AbortController();
+  const readCtx = { ...ctx, signal: AbortSignal.any([ctx.signal, stop.signal]) };
   const work = (async () => {
-    for await (const m of source.read(config, catalog, state, ctx)) {
+    for await (const m of source.read(config, catalog, state, readCtx)) {
       messages.push(m);
       if (messages.length >= max) break;
     }
@@ -69,7 +72,10 @@ async function collect(source: Source, config: unknown, catalog: ConfiguredCatal
     await Promise.race([
       work,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new SluiceError(`read did not finish within ${timeoutMs} ms`, { kind: 'source' })), timeoutMs);
+        timer = setTimeout(() => {
+          stop.abort();
+          reject(new SluiceError(`read did not finish within ${timeoutMs} ms`, { kind: 'source', hint: 'give the kit a smaller data set, or raise timeoutMs' }));
+        }, timeoutMs);
       }),
     ]);
     return { messages };
