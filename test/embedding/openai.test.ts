@@ -228,7 +228,12 @@ describe('openai provider against the fixture server', () => {
     // Input limits: built in for known models (with a margin for their own tokenizers), configurable for others.
     expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'mxbai-embed-large' }, { logger }).maxInputTokens).toBe(409);
     expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'bge-small', dimensions: 384, max_input_tokens: 512 }, { logger }).maxInputTokens).toBe(512);
-    const wrong = createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model', dimensions: 768 }, { logger });
+    // A configured size is asked for (Matryoshka models on vLLM/TEI/Ollama honour it)…
+    const asked = createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model', dimensions: 256 }, { logger });
+    expect((await asked.embed(['x'])).vectors[0]).toHaveLength(256);
+    // …and a server that ignores it is caught on the first response.
+    const fixed = await server({ dimensionsDefault: 1536, ignoreDimensions: true });
+    const wrong = createEmbedder({ provider: 'openai-compatible', base_url: fixed.url, model: 'my-model', dimensions: 768 }, { logger });
     const err = await wrong.embed(['x']).catch((e) => e);
     expect(err.message).toMatch(/1536-dimensional vectors, but 768 were expected/);
     expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model' , dimensions: 1536 }, { logger }).pricePerMillionTokens).toBeUndefined();
