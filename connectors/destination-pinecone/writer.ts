@@ -237,8 +237,9 @@ export class PineconeWriter implements DestinationWriter {
    * batched across documents, requests concurrent within a phase):
    *   A. read `chunk_count` from each document's chunk 0 (one fetch per FETCH_IDS documents);
    *   B. delete ids [max(n, 1), old count) — the stale tail — and skipped chunks;
-   *   C. upsert chunk 0 of each document, carrying its new `chunk_count`;
-   *   D. upsert the other chunks;
+   *   C. upsert chunk 0 of each document, carrying its new `chunk_count`, with the chunks below the
+   *      old count (they are covered by either count);
+   *   D. upsert the chunks at or above the old count (only once chunk 0 covers them);
    *   E. delete chunk 0 of deleted (or now empty) documents.
    * Invariant: every stored chunk index of a document is below the `chunk_count` on its chunk 0,
    * whatever instant a crash hits, so the next write or DELETE always finds the whole tail.
@@ -289,7 +290,7 @@ export class PineconeWriter implements DestinationWriter {
       // append keeps chunks beyond the new count, so the count it records must still cover them.
       const count = t.mode === 'append' ? Math.max(old, n) : n;
       stored.push([key, n === 0 && t.mode !== 'append' ? 0 : count]);
-      const skipped = this.prepareDocument(t, op.message, count, first, rest);
+      const skipped = this.prepareDocument(t, op.message, count, old, first, rest);
       for (const id of skipped) tailDeletes.add(t.namespace, op.stream, id);
       if (t.mode === 'append') continue;
       for (let k = Math.max(n, 1); k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
@@ -384,7 +385,15 @@ export class PineconeWriter implements DestinationWriter {
   }
 
   /** Vectors of one document, metadata fitted to Pinecone's 40 KB; returns ids of skipped chunks. */
-  private prepareDocument(t: StreamTarget, doc: DestinationMessage & { type: 'DOCUMENT' }, chunkCount: number, first: PreparedVector[], rest: PreparedVector[]): string[] {
+  /** `oldCount`: chunks below it may go with chunk 0 (phase C); those at or above it must wait for it (phase D). */
+  private prepareDocument(
+    t: StreamTarget,
+    doc: DestinationMessage & { type: 'DOCUMENT' },
+    chunkCount: number,
+    oldCount: number,
+    first: PreparedVector[],
+    rest: PreparedVector[],
+  ): string[] {
     const skipped: string[] = [];
     const dim = this.store.index.dimension;
     for (const [position, chunk] of doc.chunks.entries()) {
@@ -454,7 +463,7 @@ export class PineconeWriter implements DestinationWriter {
           `truncated the content of chunk ${id} of stream ${doc.stream} to fit Pinecone's ${MAX_METADATA_BYTES}-byte metadata limit`,
         );
       }
-      push(chunk.chunkIndex === 0 ? first : rest, metadata);
+      push(chunk.chunkIndex === 0 || chunk.chunkIndex < oldCount ? first : rest, metadata);
     }
     return skipped;
   }
