@@ -187,4 +187,26 @@ connections:
     expect(seven.join('').length).toBeGreaterThanOrEqual(big.length);
     for (const piece of seven) expect(big).toContain(piece);
   }, 120_000);
+
+  it('sync --follow streams until SIGTERM, then checkpoints and exits cleanly', async () => {
+    const dir = tempDir('sluice-pg-follow-');
+    dirs.push(dir);
+    const file = pipeline(dir, 'pgfollow', 'fdocs', 'cdc', 500);
+    const stateFile = join(dir, '.sluice/state/pgfollow.json');
+    await sql(url, `CREATE TABLE fdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO fdocs VALUES (1, 'first')`);
+    const run = startCli(['sync', file, '--follow', '--json'], { cwd: dir });
+    expect(await waitForStateChange(stateFile, 0, 30_000)).toBe(true); // snapshot committed
+    await sql(url, `INSERT INTO fdocs VALUES (2, 'second'); UPDATE fdocs SET body = 'first, edited' WHERE id = 1`);
+    const deadline = Date.now() + 30_000;
+    while (destination(dir).get('2') !== 'second' && Date.now() < deadline) await sleep(100);
+    expect(destination(dir).get('1')).toBe('first, edited');
+    run.child.kill('SIGTERM');
+    const res = await run.done;
+    expect(res.signal).toBeNull(); // it exited by itself
+    expect(JSON.parse(res.stdout).status).toBe('interrupted');
+    const state = JSON.parse(readFileSync(stateFile, 'utf8')).state;
+    const slot = (await sql(url, `SELECT confirmed_flush_lsn::text AS l, active FROM pg_replication_slots WHERE slot_name = 'sluice_pgfollow'`)).rows[0];
+    expect(slot.active).toBe(false);
+    expect(slot.l).toBe(state.shared.lsn);
+  }, 120_000);
 });
