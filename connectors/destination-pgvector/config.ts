@@ -39,6 +39,14 @@ export const PgvectorConfigSchema = z
     index: z.enum(['hnsw', 'ivfflat', 'none']).default('hnsw').describe('Vector index, built after the first bulk load.'),
     hnsw: HnswSchema.optional(),
     ivfflat: IvfflatSchema.optional(),
+    ef_search: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .optional()
+      .describe('HNSW search breadth (hnsw.ef_search) for sluice search; raised to top-k when smaller (pgvector default 40).'),
+    probes: z.number().int().min(1).optional().describe('IVFFlat lists probed per search (ivfflat.probes); default sqrt(lists) when lists is set, else 10.'),
     maintenance_work_mem: z
       .string()
       .regex(/^\d+\s*(kB|MB|GB)$/)

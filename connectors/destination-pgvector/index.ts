@@ -79,27 +79,37 @@ const destination: Destination<PgvectorConfig> = {
       const vectorType = `${ident(vs)}.vector`;
       const hits: SearchHit[] = [];
       let searched = 0;
-      for (const stream of query.streams) {
-        const table = tableNameFor(stream, config.table);
-        const info = await inspectTable(s.client, config.schema, table);
-        if (!info.exists) continue;
-        if (info.dimensions && info.dimensions !== query.vector.length) {
-          throw new SluiceError(`table ${config.schema}.${table} has ${info.dimensions} dimensions, the query vector has ${query.vector.length}`, {
-            kind: 'config',
-            where: `stream ${stream}`,
-            hint: 'search with the same embedding model the table was synced with',
-          });
+      // An HNSW scan returns at most ef_search rows, so it must be at least top-k.
+      const efSearch = Math.min(1000, Math.max(config.ef_search ?? 40, query.topK));
+      const probes = config.probes ?? (config.ivfflat?.lists ? Math.max(1, Math.round(Math.sqrt(config.ivfflat.lists))) : 10);
+      await s.client.query('BEGIN');
+      try {
+        await s.client.query(`SET LOCAL hnsw.ef_search = ${efSearch}`);
+        await s.client.query(`SET LOCAL ivfflat.probes = ${probes}`);
+        for (const stream of query.streams) {
+          const table = tableNameFor(stream, config.table);
+          const info = await inspectTable(s.client, config.schema, table);
+          if (!info.exists) continue;
+          if (info.dimensions && info.dimensions !== query.vector.length) {
+            throw new SluiceError(`table ${config.schema}.${table} has ${info.dimensions} dimensions, the query vector has ${query.vector.length}`, {
+              kind: 'config',
+              where: `stream ${stream}`,
+              hint: 'search with the same embedding model the table was synced with',
+            });
+          }
+          searched++;
+          const { rows } = await s.client.query<{ document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; distance: number }>(
+            `SELECT document_id, chunk_index, content, metadata, (embedding ${op} $1::${vectorType})::float8 AS distance
+               FROM ${qualified(config.schema, table)} WHERE embedding IS NOT NULL
+              ORDER BY embedding ${op} $1::${vectorType} LIMIT $2`,
+            [encodeVector(query.vector), query.topK],
+          );
+          for (const r of rows) {
+            hits.push({ score: score(config.distance, r.distance), stream, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, metadata: r.metadata ?? {} });
+          }
         }
-        searched++;
-        const { rows } = await s.client.query<{ document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; distance: number }>(
-          `SELECT document_id, chunk_index, content, metadata, (embedding ${op} $1::${vectorType})::float8 AS distance
-             FROM ${qualified(config.schema, table)} WHERE embedding IS NOT NULL
-            ORDER BY embedding ${op} $1::${vectorType} LIMIT $2`,
-          [encodeVector(query.vector), query.topK],
-        );
-        for (const r of rows) {
-          hits.push({ score: score(config.distance, r.distance), stream, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, metadata: r.metadata ?? {} });
-        }
+      } finally {
+        await s.client.query('ROLLBACK').catch(() => {});
       }
       if (!searched && query.streams.length) {
         throw new SluiceError(`no table to search in ${s.label} for stream(s) ${query.streams.join(', ')}`, { kind: 'destination', hint: 'run sluice sync first' });

@@ -320,3 +320,24 @@ describe('options', () => {
     expect(vi.rows.map((x) => x.indexname)).toEqual(['notes_document_id_idx', 'notes_pkey']);
   });
 });
+
+describe('search', () => {
+  it('returns top-k hits through the HNSW index even when k exceeds pgvector’s default ef_search of 40', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext(), { streams: [stream('many', 'append_dedup')], dimensions: DIMS });
+    await drain(w, Array.from({ length: 90 }, (_, i) => documentMessage('many', `m${i}`, 1, DIMS)));
+    await w.close();
+    // PGlite has one session behind every connection: this makes the search's planner use the index.
+    await admin.query('SET enable_seqscan = off');
+    try {
+      const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('m3', 0, 1), DIMS), topK: 60, streams: ['many'] });
+      expect(hits).toHaveLength(60);
+      expect(hits[0]).toMatchObject({ documentId: 'm3', chunkIndex: 0 });
+      expect(hits.every((h, i) => i === 0 || h.score <= hits[i - 1].score)).toBe(true);
+      const plan = await admin.query(`EXPLAIN SELECT id FROM ${qualified(cfg.schema, 'many')} ORDER BY embedding <=> $1::vector LIMIT 60`, [`[${Array(DIMS).fill(0.1).join(',')}]`]);
+      expect(plan.rows.map((r) => r['QUERY PLAN']).join('\n')).toMatch(/many_embedding_idx/);
+    } finally {
+      await admin.query('RESET enable_seqscan');
+    }
+  });
+});
