@@ -23,6 +23,9 @@ import type { Qdrant } from './client.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
 import { INDEXED_FIELDS, assertShape, createGeneration, describeCollection, dropCollection, ensureIndexes, readLayout, switchAlias } from './collection.ts';
 
+/** Documents per stale-chunk count/delete request: one `should` clause each, resolved by Qdrant's keyword index. */
+const DOCS_PER_DELETE = 256;
+
 /** Payload keys sluice owns; metadata fields with these names are not copied over them. */
 export const RESERVED_PAYLOAD_KEYS = new Set(['document_id', 'chunk_index', 'stream', 'content']);
 
@@ -212,8 +215,8 @@ export function createWriter(q: Qdrant, config: QdrantConfig, ctx: ConnectorCont
       list.push(d);
     }
     for (const [stream, docs] of byStream) {
-      for (let i = 0; i < docs.length; i += 64) {
-        const should = docs.slice(i, i + 64).map((d) => ({
+      for (let i = 0; i < docs.length; i += DOCS_PER_DELETE) {
+        const should = docs.slice(i, i + DOCS_PER_DELETE).map((d) => ({
           must: [
             { key: 'document_id', match: { value: d.documentId } },
             ...(d.from > 0 ? [{ key: 'chunk_index', range: { gte: d.from } }] : []),

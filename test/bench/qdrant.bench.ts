@@ -16,8 +16,8 @@ export default async function bench(): Promise<Record<string, unknown>> {
     const fx = await startQdrantFixture();
     try {
       fx.setFaults(latencyMs ? { latencyMs } : undefined);
-      const batchedPoints = latencyMs ? 4000 : 6000;
-      const naiveRecords = latencyMs ? 300 : 600;
+      const batchedPoints = latencyMs ? 3000 : 4000;
+      const naiveRecords = latencyMs ? 200 : 400;
 
       // Batched: the destination writer (batch_points 256, 4 requests in flight, wait: true).
       const config = qdrantConfig(fx.url, 'bench');
@@ -27,6 +27,13 @@ export default async function bench(): Promise<Record<string, unknown>> {
       await drain(writer, [...msgs, state('b', 1)]);
       const batchedSec = (performance.now() - t0) / 1000;
       if (fx.pointsOf('bench').length !== batchedPoints) throw new Error('batched run lost points');
+
+      // Same, in append_dedup mode: each document's stale-chunk check (count, delete if any) rides along.
+      const dedupWriter = await destination.open(qdrantConfig(fx.url, 'bench_dedup'), testContext(), { streams: streams('append_dedup', 'b'), dimensions: DIMS });
+      const t2 = performance.now();
+      await drain(dedupWriter, [...msgs, state('b', 1)]);
+      const dedupSec = (performance.now() - t2) / 1000;
+      if (fx.pointsOf('bench_dedup').length !== batchedPoints) throw new Error('append_dedup run lost points');
 
       // Naive: one upsert request per record, awaited one after another, same client library.
       const client = new QdrantClient({ url: fx.url, checkCompatibility: false });
@@ -48,6 +55,7 @@ export default async function bench(): Promise<Record<string, unknown>> {
       report[latencyMs ? `with_${latencyMs}ms_latency` : 'loopback'] = {
         batched_points: batchedPoints,
         batched_points_per_s: batchedRate,
+        batched_append_dedup_points_per_s: Math.round(batchedPoints / dedupSec),
         naive_points: naiveRecords,
         naive_points_per_s: naiveRate,
         speedup: Number((batchedRate / naiveRate).toFixed(1)),
