@@ -173,6 +173,45 @@ connections:
   };
 }
 
+/** The source alone: commit → RECORD yielded by read() in follow mode (no engine, no destination). */
+async function cdcSourceLatency(server: PostgresServer) {
+  const { default: source } = await import('../../connectors/source-postgres/index.ts');
+  const { PostgresSourceConfigSchema } = await import('../../connectors/source-postgres/config.ts');
+  const c = new pg.Client(server.url);
+  await c.connect();
+  await c.query(`CREATE TABLE lat_src (id int PRIMARY KEY, t_ms double precision NOT NULL)`);
+  const cfg = PostgresSourceConfigSchema.parse({ url: server.url });
+  const ac = new AbortController();
+  const ctx = { logger: { debug() {}, info() {}, warn() {}, error() {} }, baseDir: process.cwd(), signal: ac.signal, connection: 'latency_src', follow: true, workDir: tmpdir() };
+  const catalog = { streams: [{ stream: { name: 'lat_src', json_schema: {}, supported_sync_modes: ['incremental' as const] }, sync_mode: 'incremental' as const, destination_sync_mode: 'append_dedup' as const, cdc: true }] };
+  const N = 100;
+  const latencies: number[] = [];
+  let started = false;
+  const reading = (async () => {
+    let conn = undefined as import('../../src/protocol/connector.ts').SourceState | undefined;
+    for await (const m of source.read(cfg, catalog, undefined, ctx)) {
+      if (m.type === 'RECORD') latencies.push(Date.now() - Number(m.record.data.t_ms));
+      if (m.type === 'STATE') {
+        started = true;
+        const g = m.state.global!;
+        conn = { shared: g.shared_state, streams: Object.fromEntries(g.stream_states.map((x) => [x.stream_descriptor.name, x.stream_state ?? {}])) };
+        await source.onStateCommitted?.(cfg, m.state, conn, ctx);
+      }
+      if (latencies.length >= N) ac.abort();
+    }
+  })();
+  while (!started) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 1; i <= N; i++) {
+    await c.query(`INSERT INTO lat_src VALUES ($1, extract(epoch from clock_timestamp()) * 1000)`, [i]);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  const timer = setTimeout(() => ac.abort(), 15_000);
+  await reading;
+  clearTimeout(timer);
+  await c.end();
+  return { changes: N, measured: latencies.length, note: 'commit → RECORD yielded by the source (follow mode, no engine)', p50_ms: Math.round(pct(latencies, 50)), p95_ms: Math.round(pct(latencies, 95)) };
+}
+
 export default async function bench(): Promise<Record<string, unknown>> {
   const rows = Number(process.env.SLUICE_BENCH_PG_ROWS ?? 1_000_000);
   const server = await startPostgres();
@@ -180,7 +219,8 @@ export default async function bench(): Promise<Record<string, unknown>> {
     const t0 = Date.now();
     const fullRefresh = await fullRefreshBench(server, rows);
     const cdc = await cdcLatencyBench(server);
-    return { full_refresh: fullRefresh, cdc_latency: cdc, bench_seconds: Math.round((Date.now() - t0) / 1000) };
+    const cdcSource = await cdcSourceLatency(server);
+    return { full_refresh: fullRefresh, cdc_latency: cdc, cdc_source_only_latency: cdcSource, bench_seconds: Math.round((Date.now() - t0) / 1000) };
   } finally {
     await server.stop();
   }
