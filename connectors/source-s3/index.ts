@@ -24,7 +24,7 @@ interface StreamState {
   snapshot_gen?: number;
   /** The cursor when that listing was complete. */
   snapshot_cursor?: Cursor | null;
-  /** Listings of runs interrupted since then: what they emitted may need deleting. */
+  /** Listings of runs interrupted since then (informative: every listing newer than the base counts). */
   partial_gens?: number[];
   /** text or structured, for `format: auto` streams. */
   family?: Family;
@@ -228,19 +228,18 @@ async function* readStream(
   const incremental = cs.sync_mode === 'incremental';
 
   const dir = new StreamDir(ctx.workDir, name);
-  const base = prior.snapshot_gen ?? (prior.partial_gens?.length ? undefined : await dir.committedGen());
-  const partials = prior.partial_gens ?? [];
-  await dir.prepare(base, partials);
+  const base = prior.snapshot_gen ?? (await dir.committedGen());
+  const found = await dir.prepare(base);
   const previous: PreviousListing[] = [];
-  for (const [g, isBase] of [...(base !== undefined ? [[base, true] as const] : []), ...partials.map((g) => [g, false] as const)]) {
-    const path = dir.snapshotPath(g);
-    if (await exists(path)) previous.push({ path, base: isBase });
-    else logger.warn({ stream: name, dir: dir.dir }, 'an earlier S3 listing is missing from the work directory: objects deleted since then cannot be detected this time (they will be from the next complete run on)');
+  if (base !== undefined) {
+    const path = dir.snapshotPath(base);
+    if (await exists(path)) previous.push({ path, base: true });
+    else logger.warn({ stream: name, dir: dir.dir }, 'the previous S3 listing is missing from the work directory: objects deleted since the last run cannot be detected this time (they will be from the next run on)');
   }
+  for (const g of found.partials) previous.push({ path: dir.snapshotPath(g), base: false });
   const haveBase = previous.some((p) => p.base);
-  // Each listing pass gets its own generation; until the run completes, states name them all,
-  // so a crash replays deletions against everything that may have been emitted.
-  let nextGen = Math.max(0, base ?? 0, ...partials, (await dir.committedGen()) ?? 0) + 1;
+  // Each listing pass gets its own generation; until the run completes, it counts as partial.
+  let nextGen = found.maxGen + 1;
   const runGens: number[] = [];
   const graveyard = dir.graveyard(nextGen);
   // Objects at or before the cursor of the last complete listing that the diff shows as new or
@@ -256,6 +255,7 @@ async function* readStream(
           cursor,
           family,
           ...(haveBase ? { snapshot_gen: base, snapshot_cursor: prior.snapshot_cursor ?? null } : {}),
+          // For the record: the work directory's listings newer than the base are what counts.
           partial_gens: [...previous.filter((p) => !p.base).map((p) => genOf(p.path)), ...runGens],
         };
     return message.streamState(name, s as Record<string, unknown>);

@@ -384,6 +384,25 @@ describe('source-s3', () => {
     expect(after.deletions).toEqual([]);
   });
 
+  it('deletes what a run emitted even if it died before any state was saved', async () => {
+    const bucket = await freshBucket(client, 'nostate');
+    const keys = Array.from({ length: 20 }, (_, i) => `d/${String(i).padStart(2, '0')}.md`);
+    await Promise.all(keys.map((k) => put(client, bucket, k, k)));
+    const cfg = config(bucket, { prefix: 'd/' });
+    const h = await harness();
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    const emitted: string[] = [];
+    for await (const m of source.read(cfg, catalog, undefined, h.ctx)) {
+      if (m.type === 'RECORD') emitted.push(m.record.data.key as string);
+      // The destination may have committed these, but no state was saved (any STATE is dropped).
+      if (emitted.length === 3) break;
+    }
+    await del(client, bucket, emitted[1]);
+    const rerun = await run(cfg, catalog, h, undefined);
+    expect(rerun.deletions.map((d) => d.key)).toEqual([emitted[1]]);
+    expect(rerun.records.map((d) => d.key).sort()).toEqual(keys.filter((k) => k !== emitted[1]));
+  });
+
   it('streams a 200 MB JSON Lines object with flat memory', { timeout: 180_000 }, async () => {
     const bucket = await freshBucket(client, 'big');
     const partBytes = 10 * 1024 * 1024; // fauxqs accepts bodies up to 11 MiB

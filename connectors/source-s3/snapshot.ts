@@ -75,33 +75,39 @@ export class StreamDir {
   }
 
   /**
-   * Removes listings no state refers to, and row files that a committed complete listing made
-   * obsolete. `base` is the last complete listing, `partials` those of interrupted runs since.
+   * Cleans up before a run and says which earlier listings count. `base` is the last complete
+   * listing the state names. Listings newer than it belong to runs that did not complete — their
+   * states may not even have been saved, yet the destination may hold what they emitted — so they
+   * all count as partial listings. Older ones, and row files the base made obsolete, are removed.
    */
-  async prepare(base: number | undefined, partials: number[]) {
+  async prepare(base: number | undefined): Promise<{ partials: number[]; maxGen: number }> {
     await mkdir(join(this.dir, 'rows'), { recursive: true });
-    const keep = new Set([...(base !== undefined ? [base] : []), ...partials]);
+    const partials: number[] = [];
+    let maxGen = base ?? 0;
     for (const name of await readdir(this.dir)) {
       const snap = /^snapshot-(\d+)\.jsonl(\.tmp)?$/.exec(name);
-      if (snap && (!keep.has(Number(snap[1])) || snap[2])) await rm(join(this.dir, name), { force: true });
+      if (snap) {
+        const g = Number(snap[1]);
+        maxGen = Math.max(maxGen, g);
+        if (snap[2] || (base !== undefined && g < base)) await rm(join(this.dir, name), { force: true });
+        else if (g !== base) partials.push(g);
+      }
       const grave = /^graveyard-(\d+)\.jsonl$/.exec(name);
       if (!grave) continue;
       const g = Number(grave[1]);
-      if (base !== undefined && g <= base) {
-        for (const line of (await readFile(join(this.dir, name), 'utf8')).split('\n')) {
-          if (!line) continue;
-          const [file, at] = JSON.parse(line) as [string, number];
-          const path = join(this.dir, 'rows', file);
-          // A file written again since it was buried (the object came back) is alive.
-          const st = await stat(path).catch(() => undefined);
-          if (st && st.mtimeMs <= at) await rm(path, { force: true });
-        }
-        await rm(join(this.dir, name), { force: true });
-      } else if (!partials.includes(g)) {
-        // A run whose states were never committed: its replay buries the same files again.
-        await rm(join(this.dir, name), { force: true });
+      maxGen = Math.max(maxGen, g);
+      if (base === undefined || g > base) continue; // that run is not committed yet
+      for (const line of (await readFile(join(this.dir, name), 'utf8')).split('\n')) {
+        if (!line) continue;
+        const [file, at] = JSON.parse(line) as [string, number];
+        const path = join(this.dir, 'rows', file);
+        // A file written again since it was buried (the object came back) is alive.
+        const st = await stat(path).catch(() => undefined);
+        if (st && st.mtimeMs <= at) await rm(path, { force: true });
       }
+      await rm(join(this.dir, name), { force: true });
     }
+    return { partials: partials.sort((a, b) => a - b), maxGen };
   }
 
   graveyard(gen: number): Graveyard {
