@@ -223,6 +223,8 @@ async function* readStream(
   const name = rs.name;
   const prior = (state?.streams[name] ?? {}) as StreamState;
   const family = await familyOfStream(client, config, rs, ctx, prior.family);
+  // An empty `auto` stream defaults to text without committing to it: data files may come later.
+  const settledFamily = rs.format !== 'auto' || prior.family === family || (await new StreamDir(ctx.workDir, name).family()) === family ? family : undefined;
   const pk = cs.primary_key?.length ? cs.primary_key : (cs.stream.source_defined_primary_key ?? defaultKey(rs, family));
   const countRows = family === 'structured' && samePath(pk, ROW_KEY);
   const incremental = cs.sync_mode === 'incremental';
@@ -250,10 +252,10 @@ async function* readStream(
 
   const stateNow = (final: boolean): AirbyteMessage => {
     const s: StreamState = final
-      ? { cursor, family, snapshot_gen: runGens[runGens.length - 1], snapshot_cursor: cursor }
+      ? { cursor, family: settledFamily, snapshot_gen: runGens[runGens.length - 1], snapshot_cursor: cursor }
       : {
           cursor,
-          family,
+          family: settledFamily,
           ...(haveBase ? { snapshot_gen: base, snapshot_cursor: prior.snapshot_cursor ?? null } : {}),
           // For the record: the work directory's listings newer than the base are what counts.
           partial_gens: [...previous.filter((p) => !p.base).map((p) => genOf(p.path)), ...runGens],

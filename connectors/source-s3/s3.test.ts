@@ -216,6 +216,21 @@ describe('source-s3', () => {
     expect((err as SluiceError).where).toContain('one.json');
   });
 
+  it('an auto stream that starts empty takes the kind of the first objects that arrive', async () => {
+    const bucket = await freshBucket(client, 'empty');
+    const cfg = config(bucket, { prefix: 'in/' });
+    const h = await harness();
+    const empty = await run(cfg, await catalogFor(cfg, h, 'incremental'), h);
+    expect(empty.records).toEqual([]);
+    expect(completes(empty)).toBe(1);
+    await put(client, bucket, 'in/a.jsonl', '{"n":1}\n{"n":2}\n');
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    expect(catalog.streams[0].primary_key).toEqual([['_s3_key'], ['_s3_row']]);
+    const next = await run(cfg, catalog, h, empty.state);
+    expect(next.records.map((d) => d.n)).toEqual([1, 2]);
+    expect(next.state.streams.in).toMatchObject({ family: 'structured' });
+  });
+
   it('reports bad data with the object and line, and connection problems with a hint', async () => {
     const bucket = await freshBucket(client, 'bad');
     await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n');
