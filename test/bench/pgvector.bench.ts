@@ -22,6 +22,9 @@ import { createEmbedder } from '../../src/embedding/index.ts';
 import type { Embedder } from '../../src/embedding/types.ts';
 import { copyBinary, copyHeader, copyTrailer, encodeCopyTuple, type CopyValue } from '../../connectors/destination-pgvector/copy.ts';
 import { decodeVectorText, ident } from '../../connectors/destination-pgvector/sql.ts';
+import pgvector from '../../connectors/destination-pgvector/index.ts';
+import { PgvectorConfigSchema } from '../../connectors/destination-pgvector/config.ts';
+import type { DestinationMessage } from '../../src/protocol/connector.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const WORK = join(ROOT, '.bench', 'pgvector');
@@ -302,6 +305,34 @@ async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) 
   return { rows: tuples.length, seconds, rowsPerSec: Math.round(tuples.length / seconds) };
 }
 
+/** The destination alone: the rows sluice wrote, as DOCUMENT messages, through open()/write() in this process. */
+async function writerOnlyRun(target: Target, fromSchema: string, toSchema: string) {
+  const c = new pg.Client({ connectionString: target.url });
+  await c.connect();
+  const { rows } = await c.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; embedding: string }>(
+    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs ORDER BY document_id, chunk_index`,
+  );
+  await c.end();
+  const byDoc = new Map<string, DestinationMessage & { type: 'DOCUMENT' }>();
+  for (const r of rows) {
+    let m = byDoc.get(r.document_id);
+    if (!m) byDoc.set(r.document_id, (m = { type: 'DOCUMENT', stream: 'docs', documentId: r.document_id, chunks: [], record: {} }));
+    m.chunks.push({ id: r.id, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, contentHash: '', metadata: r.metadata, embedding: decodeVectorText(r.embedding) });
+  }
+  const config = PgvectorConfigSchema.parse({ url: target.url, schema: toSchema, index: 'none' });
+  const ctx = { logger: silent, baseDir: WORK, signal: new AbortController().signal, connection: 'bench-writer', follow: false, workDir: WORK };
+  const started = Date.now();
+  const writer = await pgvector.open(config, ctx, { streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['path']] }], dimensions: DIMENSIONS });
+  async function* input(): AsyncGenerator<DestinationMessage> {
+    yield* byDoc.values();
+    yield { type: 'STATE', state: { type: 'STREAM' }, connection: { streams: { docs: { done: true } } } };
+  }
+  for await (const _ of writer.write(input())) void _;
+  await writer.close();
+  const seconds = (Date.now() - started) / 1000;
+  return { rows: rows.length, seconds, rowsPerSec: Math.round(rows.length / seconds), path: target.kind === 'pglite' ? 'batched INSERT … unnest (PGlite)' : 'COPY BINARY → staging → merge' };
+}
+
 async function hnswBuild(target: Target, schema: string) {
   const c = new pg.Client({ connectionString: target.url });
   await c.connect();
@@ -346,6 +377,13 @@ export default async function bench(): Promise<Record<string, unknown>> {
     } catch (err) {
       report.rawCopyBinary = { error: (err as Error).message };
     }
+    let writerOnly: { rowsPerSec: number } | undefined;
+    try {
+      writerOnly = await writerOnlyRun(target, sluiceSchema, `bench_writer_${tag}`);
+      report.sluiceDestinationOnly = writerOnly;
+    } catch (err) {
+      report.sluiceDestinationOnly = { error: (err as Error).message };
+    }
     try {
       report.hnswBuildAfterLoad = await hnswBuild(target, sluiceSchema);
     } catch (err) {
@@ -378,6 +416,7 @@ export default async function bench(): Promise<Record<string, unknown>> {
       sluiceVsLangchainIndex: vsIndex,
       sluiceVsLangchainAddDocuments: ratio(sluice.rowsPerSec, (report.langchainAddDocuments as { rowsPerSec?: number } | undefined)?.rowsPerSec),
       sluiceShareOfRawCopy: ofCopy,
+      destinationOnlyShareOfRawCopy: ratio(writerOnly?.rowsPerSec, raw?.rowsPerSec),
       unchangedRerunSpeedupVsLangchainIndex: rerunSpeedup,
     };
 
