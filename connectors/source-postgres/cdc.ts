@@ -207,7 +207,8 @@ async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, p
       });
     }
     try {
-      await client.query(`CREATE PUBLICATION ${qi(publication)} FOR TABLE ${tables.join(', ')}`);
+      // Via the partition root: changes to partitions arrive under the partitioned table's name.
+      await client.query(`CREATE PUBLICATION ${qi(publication)} FOR TABLE ${tables.join(', ')} WITH (publish_via_partition_root = true)`);
     } catch (err) {
       throw privilegeError(
         err,
@@ -218,6 +219,14 @@ async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, p
     }
     ctx.logger.info({ publication }, 'created publication');
     return;
+  }
+  const viaRoot = await client.query<{ pubviaroot: boolean }>('SELECT pubviaroot FROM pg_publication WHERE pubname = $1', [publication]);
+  const partitioned = rels.filter((r) => r.partitioned);
+  if (partitioned.length && !viaRoot.rows[0]?.pubviaroot) {
+    throw new SluiceError(`publication "${publication}" does not publish via the partition root, so changes to ${partitioned.map((r) => `${r.schema}.${r.table}`).join(', ')} would arrive under partition names`, {
+      kind: 'config',
+      hint: `ALTER PUBLICATION ${qi(publication)} SET (publish_via_partition_root = true);`,
+    });
   }
   const inPub = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [publication]);
   const have = new Set(inPub.rows.map((r) => `${r.schemaname}.${r.tablename}`));
@@ -329,14 +338,16 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
         // One ordered COPY per table inside the snapshot; a checkpoint every batch_size rows.
         const pkCols = rel.primaryKey.map((k) => rel.columns.find((c) => c.name === k)!);
         const order = pkCols.map((c) => qi(c.name)).join(', ');
-        const select = rel.columns.map((c) => qi(c.name)).join(', ');
+        // Generated columns are not replicated; leaving them out of the snapshot too keeps a row the same either way.
+        const cols = rel.columns.filter((c) => !c.generated);
+        const select = cols.map((c) => qi(c.name)).join(', ');
         const after = perStream[rel.stream]?.pk_after;
         const where = after
           ? `WHERE (${order}) > (${pkCols.map((c, i) => { const t = toParam(after[i], c.type); return t === null ? 'NULL' : `${qlit(t)}${c.type.isArray ? '' : '::' + c.type.sqlType}`; }).join(', ')})`
           : '';
         let n = 0;
         const sqlText = `SELECT ${select} FROM ${qi(rel.schema!)}.${qi(rel.table!)} ${where} ORDER BY ${order}`;
-        for await (const rows of copyRows(meta, sqlText, rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })))) {
+        for await (const rows of copyRows(meta, sqlText, cols.map((c) => ({ name: c.name, oid: c.type.oid })))) {
           for (const row of rows) {
             yield message.record(rel.stream, row);
             if (++n % cfg.batch_size === 0) {
@@ -346,7 +357,7 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
           }
           if (ctx.signal.aborted) return; // the COPY is abandoned with its connection
         }
-        perStream[rel.stream] = { snapshot: 'done', columns: rel.columns.map((c) => c.name) };
+        perStream[rel.stream] = { snapshot: 'done', columns: cols.map((c) => c.name) };
         yield globalState();
       }
       await meta.query('COMMIT');
@@ -493,7 +504,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         const rel = byTable.get(`${m.schema}.${m.table}`);
         if (!rel) break;
         const prev = live.get(m.oid)?.msg;
-        const known = prev ? prev.columns.map((c) => c.name) : (a.perStream[rel.stream]?.columns ?? rel.columns.map((c) => c.name));
+        const known = prev ? prev.columns.map((c) => c.name) : (a.perStream[rel.stream]?.columns ?? rel.columns.filter((c) => !c.generated).map((c) => c.name));
         const now_ = m.columns.map((c) => c.name);
         const added = now_.filter((c) => !known.includes(c));
         const dropped = known.filter((c) => !now_.includes(c));

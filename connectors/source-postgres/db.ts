@@ -62,6 +62,8 @@ export function connectionError(err: unknown, cfg: PostgresSourceConfig, baseDir
 export interface Column {
   name: string;
   type: ColumnType;
+  /** Generated (computed) column: logical replication does not carry it. */
+  generated?: boolean;
 }
 
 export interface Relation {
@@ -76,6 +78,8 @@ export interface Relation {
   primaryKey: string[];
   defaultCursor?: string;
   replicaIdentity?: 'd' | 'n' | 'f' | 'i';
+  /** A partitioned table: CDC needs a publication that publishes via the partition root. */
+  partitioned?: boolean;
   oid?: number;
 }
 
@@ -115,9 +119,9 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
   const chosen = rels.rows.filter((r) => (!cfg.include?.length || matches(cfg.include, r.nspname, r.relname)) && !(cfg.exclude?.length && matches(cfg.exclude, r.nspname, r.relname)));
   const oids = chosen.map((r) => r.oid);
   const cols = oids.length
-    ? await client.query<{ attrelid: number; attname: string; sqltype: string; typname: string; elemname: string | null; typoid: number; attnotnull: boolean; domainoid: number | null }>(
+    ? await client.query<{ attrelid: number; attname: string; sqltype: string; typname: string; elemname: string | null; typoid: number; attnotnull: boolean; domainoid: number | null; generated: boolean }>(
         `SELECT a.attrelid::int AS attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS sqltype,
-                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid
+                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid, a.attgenerated <> '' AS generated
            FROM pg_attribute a
            LEFT JOIN pg_type d ON d.oid = a.atttypid AND d.typtype = 'd'
            JOIN pg_type t ON t.oid = COALESCE(d.typbasetype, a.atttypid)
@@ -144,7 +148,7 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
     if (isArray) registerArrayType(c.typoid);
     if (c.domainoid != null) registerDomain(c.domainoid, c.typoid);
     const list = colsBy.get(c.attrelid) ?? [];
-    list.push({ name: c.attname, type: { oid: c.typoid, sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull } });
+    list.push({ name: c.attname, type: { oid: c.typoid, sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull }, ...(c.generated ? { generated: true } : {}) });
     colsBy.set(c.attrelid, list);
   }
   const pkBy = new Map(pks.rows.map((r) => [r.indrelid, r.cols]));
@@ -155,6 +159,7 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
       schema: r.nspname,
       table: r.relname,
       kind: r.relkind === 'v' || r.relkind === 'm' ? 'view' : 'table',
+      partitioned: r.relkind === 'p',
       columns,
       primaryKey: pkBy.get(r.oid) ?? [],
       defaultCursor: pickCursor(columns),
