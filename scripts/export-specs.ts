@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PipelineSchema } from '../src/config/schema.ts';
 import { availableBuiltins, loadConnector } from '../src/engine/registry.ts';
-import { connectorSpecification, jsonSchemaOf } from '../src/protocol/spec.ts';
+import { configJsonSchema, connectorSpecification } from '../src/protocol/spec.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = join(root, 'specs');
@@ -13,7 +13,7 @@ const check = process.argv.includes('--check');
 
 const wanted = new Map<string, string>();
 const put = (name: string, value: unknown) => wanted.set(name, JSON.stringify(value, null, 2) + '\n');
-put('pipeline.schema.json', { $id: 'https://sluice.dev/schemas/pipeline.json', title: 'sluice pipeline file', ...jsonSchemaOf(PipelineSchema) });
+put('pipeline.schema.json', { $id: 'https://sluice.dev/schemas/pipeline.json', title: 'sluice pipeline file', ...configJsonSchema(PipelineSchema) });
 for (const kind of ['source', 'destination'] as const) {
   for (const name of availableBuiltins(kind)) {
     const c = await loadConnector(kind, name, root);

@@ -6,6 +6,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import { z } from 'zod';
 import type { Destination, Source } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
+import { configJsonSchema } from '../protocol/spec.ts';
 import { loadConnector } from '../engine/registry.ts';
 import { PipelineSchema, type ConnectionConfig, type PipelineConfig } from './schema.ts';
 import { looksSecret, registerSecret, registerUrlPassword } from './secrets.ts';
@@ -181,17 +182,17 @@ function crossCheck(
   }
 }
 
-/** Marks config values whose schema says `secret: true` (and URL passwords) as secrets. */
+/** Marks config values whose schema says `airbyte_secret` (and URL passwords) as secrets. */
 function collectSecrets(schema: z.ZodType, value: unknown) {
   let json: Record<string, unknown>;
   try {
-    json = z.toJSONSchema(schema, { unrepresentable: 'any', io: 'input' }) as Record<string, unknown>;
+    json = configJsonSchema(schema);
   } catch {
     return;
   }
   const walk = (s: Record<string, unknown> | undefined, v: unknown) => {
     if (!s || v === undefined || v === null) return;
-    if (s.secret === true || s.airbyte_secret === true) registerSecret(v);
+    if (s.airbyte_secret === true) registerSecret(v);
     if (typeof v === 'string') registerUrlPassword(v);
     for (const alt of [...((s.anyOf as unknown[]) ?? []), ...((s.oneOf as unknown[]) ?? []), ...((s.allOf as unknown[]) ?? [])]) walk(alt as Record<string, unknown>, v);
     if (Array.isArray(v)) for (const item of v) walk(s.items as Record<string, unknown>, item);
