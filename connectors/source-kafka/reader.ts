@@ -101,6 +101,22 @@ export function kafkaError(err: unknown, config: KafkaSourceConfig, what: string
   return new SluiceError(`Kafka error while ${what}: ${text}`, { kind: 'source', cause: err });
 }
 
+const GROUP_PROTOCOL_ERRORS = new Set([
+  'INVALID_REQUEST',
+  'ILLEGAL_GENERATION',
+  'UNKNOWN_MEMBER_ID',
+  'REBALANCE_IN_PROGRESS',
+  'NOT_COORDINATOR',
+  'COORDINATOR_NOT_AVAILABLE',
+  'COORDINATOR_LOAD_IN_PROGRESS',
+]);
+function isGroupProtocolError(err: unknown): boolean {
+  for (let e = err as { type?: string; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (e.type && GROUP_PROTOCOL_ERRORS.has(e.type)) return true;
+  }
+  return false;
+}
+
 export class KafkaReader {
   private readonly kafka: Kafka;
   private admin?: Admin;
@@ -139,6 +155,10 @@ export class KafkaReader {
   private ackWaiter?: () => void;
   private commitChain: Promise<void> = Promise.resolve();
   private errors = 0;
+  private rejoins = 0;
+  private flushSoon = false;
+  private restarts = 0;
+  private positioning: Promise<void> = Promise.resolve();
   readonly heartbeatMs: number;
 
   constructor(
@@ -174,6 +194,10 @@ export class KafkaReader {
         if (!this.follow && this.positioned && [...this.owned].every((k) => this.done.has(k)) && (await this.othersDone())) {
           completed = true;
           break;
+        }
+        if (this.flushSoon) {
+          this.flushSoon = false;
+          if (this.dirty.size) yield* this.states();
         }
         const item = this.queue.shift();
         if (!item) {
@@ -225,28 +249,55 @@ export class KafkaReader {
       heartbeatInterval: this.heartbeatMs,
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: this.follow ? 1000 : 250,
-      retry: { retries: 5, restartOnFailure: async () => this.follow && !this.closing },
+      // kafkajs already retried each request; a few restarts of the whole consumer on top (always
+      // with --follow) ride out a broker restart without failing the sync.
+      retry: { retries: 5, restartOnFailure: async () => !this.closing && (this.follow || ++this.restarts <= 3) },
     });
-    const { GROUP_JOIN, CRASH, END_BATCH_PROCESS } = this.consumer.events;
+    const { GROUP_JOIN, CRASH, END_BATCH_PROCESS, REBALANCING } = this.consumer.events;
+    // A rebalance may hand our partitions to another worker, which resumes from the group's
+    // offsets: checkpoint now, so the destination commit and the group commit can land first.
+    this.consumer.on(REBALANCING, () => {
+      this.flushSoon = true;
+      this.wake();
+    });
     this.consumer.on(GROUP_JOIN, (e) => this.onJoin(e.payload.memberAssignment));
     this.consumer.on(END_BATCH_PROCESS, (e) => this.onFilteredBatch(e.payload.topic, e.payload.partition, String(e.payload.lastOffset), e.payload.batchSize));
     this.consumer.on(CRASH, (e) => {
       if (this.closing) return;
-      if (e.payload.restart) this.ctx.logger.warn({ err: describeUnknown(e.payload.error) }, 'Kafka consumer failed; restarting it');
-      else this.fail(kafkaError(e.payload.error, this.config, 'consuming'));
+      const err = e.payload.error;
+      if (e.payload.restart) {
+        this.ctx.logger.warn({ err: describeUnknown(err) }, 'Kafka consumer failed; kafkajs restarts it');
+      } else if (isGroupProtocolError(err) && this.rejoins < 5) {
+        // kafkajs gives up on group-protocol answers it does not expect (e.g. INVALID_REQUEST to a
+        // SyncGroup that arrives after the group settled); joining afresh is the cure.
+        this.rejoins++;
+        this.ctx.logger.info({ err: describeUnknown(err), attempt: this.rejoins }, `rejoining consumer group ${this.groupId}`);
+        // kafkajs has just torn its connections down; give it a moment before connecting again.
+        setTimeout(() => {
+          this.runConsumer().catch((e2) => this.fail(kafkaError(e2, this.config, `rejoining consumer group ${this.groupId}`)));
+        }, 300 + Math.floor(Math.random() * 500));
+      } else {
+        this.fail(kafkaError(err, this.config, 'consuming'));
+      }
     });
     try {
       await this.consumer.connect();
       await this.consumer.subscribe({ topics, fromBeginning: this.config.start_from === 'earliest' });
-      await this.consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: 1,
-        eachBatch: (payload) => this.onBatch(payload.batch, payload.resolveOffset, payload.heartbeat),
-      });
+      await this.runConsumer();
     } catch (err) {
       throw kafkaError(err, this.config, `joining consumer group ${this.groupId}`);
     }
+  }
+
+  private async runConsumer(): Promise<void> {
+    if (this.closing) return;
+    await this.consumer!.connect();
+    await this.consumer!.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.onBatch(payload.batch, payload.resolveOffset, payload.heartbeat),
+    });
   }
 
   /**
@@ -254,15 +305,19 @@ export class KafkaReader {
    * whatever the group says), then position each partition and resume it.
    */
   private onJoin(assignment: Record<string, number[]>): void {
+    if (this.closing) return;
     const generation = ++this.generation;
     this.positioned = false;
     this.owned = new Set();
     const topics = Object.entries(assignment).map(([topic, partitions]) => ({ topic, partitions }));
-    if (topics.length) this.consumer!.pause(topics);
-    this.positionPartitions(generation, topics).catch((err) => this.fail(kafkaError(err, this.config, 'positioning assigned partitions')));
+    if (topics.length) this.quietly(() => this.consumer!.pause(topics));
+    this.positioning = this.positionPartitions(generation, topics).catch((err) => {
+      if (!this.closing) this.fail(kafkaError(err, this.config, 'positioning assigned partitions'));
+    });
   }
 
   private async positionPartitions(generation: number, assignment: Array<{ topic: string; partitions: number[] }>): Promise<void> {
+    if (this.closing) return;
     const topics = assignment.map((a) => a.topic);
     const [group, ends] = await Promise.all([
       topics.length ? this.admin!.fetchOffsets({ groupId: this.groupId, topics }) : Promise.resolve([]),
@@ -314,7 +369,7 @@ export class KafkaReader {
           this.done.add(key);
         } else {
           this.done.delete(key);
-          this.consumer!.seek({ topic, partition, offset: String(next) });
+          this.quietly(() => this.consumer!.seek({ topic, partition, offset: String(next) }));
           toResume.push(partition);
         }
       }
@@ -324,7 +379,8 @@ export class KafkaReader {
     }
     this.owned = owned;
     this.positioned = true;
-    if (resume.length) this.consumer!.resume(resume);
+    this.rejoins = 0;
+    if (resume.length) this.quietly(() => this.consumer!.resume(resume));
     this.ctx.logger.debug({ group: this.groupId, generation, partitions: [...owned] }, 'Kafka partitions assigned');
     this.wake();
   }
@@ -431,7 +487,7 @@ export class KafkaReader {
   private markDone(key: PartitionKey): void {
     this.done.add(key);
     const { topic, partition } = splitKey(key);
-    this.consumer!.pause([{ topic, partitions: [partition] }]);
+    this.quietly(() => this.consumer!.pause([{ topic, partitions: [partition] }]));
     this.wake();
   }
 
@@ -535,6 +591,15 @@ export class KafkaReader {
 
   // ---- plumbing ---------------------------------------------------------------------------------
 
+  /** pause/seek/resume throw while kafkajs restarts the consumer; the next join re-positions anyway. */
+  private quietly(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.ctx.logger.debug({ err: describeUnknown(err) }, 'consumer not running; partition change deferred to the next join');
+    }
+  }
+
   private fail(err: unknown): void {
     this.failure ??= err;
     this.wake();
@@ -565,6 +630,8 @@ export class KafkaReader {
     this.closing = true;
     for (const item of this.queue.splice(0)) item.finished();
     await this.consumer?.disconnect().catch(() => undefined);
+    // A join that completed while we were leaving may still be positioning through the admin client.
+    await this.positioning;
     await this.admin?.disconnect().catch(() => undefined);
   }
 }
