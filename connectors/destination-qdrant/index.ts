@@ -4,7 +4,7 @@ import type { CheckResult, ConnectorContext, Destination, OpenOptions, SearchHit
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { connectQdrant } from './client.ts';
 import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
-import { describeCollection, readLayout } from './collection.ts';
+import { INDEXED_FIELDS, describeCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
 
 const destination: Destination<QdrantConfig> = {
@@ -48,6 +48,40 @@ const destination: Destination<QdrantConfig> = {
     const q = connectQdrant(config, ctx.logger);
     const plan = await prepare(q, config, ctx, options);
     return createWriter(q, config, ctx, options, plan);
+  },
+
+  /** Sizes per stream; with `reindex`, creates sluice's payload indexes where missing (Qdrant rebuilds HNSW on its own). */
+  async maintain(config: QdrantConfig, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>> {
+    const q = connectQdrant(config, ctx.logger);
+    const layout = await readLayout(q, config.collection);
+    if (!layout.current) return { collection: config.collection, exists: false };
+    const physical = layout.current.physical;
+    let described = await describeCollection(q, physical);
+    const created: string[] = [];
+    if (action.reindex) {
+      const missing = INDEXED_FIELDS.filter((f) => !described.indexed.has(f.field)).map((f) => f.field);
+      await ensureIndexes(q, physical, described.indexed);
+      created.push(...missing);
+      described = await describeCollection(q, physical);
+    }
+    const streams: Record<string, number> = {};
+    for (const stream of action.streams) {
+      const { count } = await q.call(`count of stream ${stream} in ${physical}`, () =>
+        q.client.count(physical, { filter: { must: [{ key: 'stream', match: { value: stream } }] }, exact: true }),
+      );
+      streams[stream] = count;
+    }
+    return {
+      collection: config.collection,
+      physical,
+      via_alias: layout.current.viaAlias,
+      points: described.points,
+      vector_size: described.shape.size,
+      distance: described.shape.distance,
+      payload_indexes: [...described.indexed].sort(),
+      ...(action.reindex ? { payload_indexes_created: created } : {}),
+      points_per_stream: streams,
+    };
   },
 
   async search(config: QdrantConfig, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]> {

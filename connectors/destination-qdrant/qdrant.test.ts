@@ -336,6 +336,26 @@ describe('qdrant destination', () => {
     fx.log.length = 0; // the 400 above is the retried create, expected
   });
 
+  it('maintain reports sizes per stream and recreates missing payload indexes', async () => {
+    const config = qdrantConfig(fx.url, 'maint');
+    await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 'a', 'b'), dimensions: DIMS }), [
+      doc('a', '1', ['x', 'y']),
+      doc('b', '1', ['z']),
+    ]);
+    fx.collections.get('maint_1')!.payloadIndexes.delete('stream'); // as if dropped by hand
+    const report = await destination.maintain!(config, testContext(), { reindex: true, streams: ['a', 'b'] });
+    expect(report).toMatchObject({
+      collection: 'maint',
+      physical: 'maint_1',
+      points: 3,
+      vector_size: DIMS,
+      distance: 'Cosine',
+      payload_indexes: ['chunk_index', 'document_id', 'stream'],
+      payload_indexes_created: ['stream'],
+      points_per_stream: { a: 2, b: 1 },
+    });
+  });
+
   it('check reports the collection, and a wrong api key without printing it', async () => {
     const secured = await startQdrantFixture({ apiKey: 'right-key' });
     try {
