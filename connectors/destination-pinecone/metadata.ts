@@ -83,12 +83,17 @@ export function withoutContent(md: PineconeMetadata, limit = MAX_METADATA_BYTES)
   return metadataBytes(out) <= limit ? out : undefined;
 }
 
-/** Float32 values as the shortest decimal that still round-trips (9 significant digits): half the JSON of a double. */
+/**
+ * Float32 values as short decimals that still round-trip to the same float32 (about half the JSON
+ * of the doubles they widen to). Fast path: 9 decimal places, kept when it round-trips; otherwise
+ * 9 significant digits, which always do.
+ */
 export function compactValues(embedding: Float32Array): number[] {
   const out = new Array<number>(embedding.length);
   for (let i = 0; i < embedding.length; i++) {
     const v = embedding[i];
-    out[i] = v === 0 ? 0 : Number(v.toPrecision(9));
+    const r = Math.round(v * 1e9) / 1e9;
+    out[i] = Math.fround(r) === v ? r : Number(v.toPrecision(9));
   }
   return out;
 }

@@ -9,7 +9,7 @@ import { SluiceError } from '../../src/protocol/errors.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import destination, { searchPinecone } from './index.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
-import { toMetadataValue } from './metadata.ts';
+import { compactValues, toMetadataValue } from './metadata.ts';
 import { PineconeStore, POINTER_NAMESPACE } from './store.ts';
 import { captureContext, documentMessage, drain, stateMessage, vectorFor, written } from './test-helpers.ts';
 
@@ -332,6 +332,17 @@ describe('limits enforced before sending', () => {
     expect(toMetadataValue(new Date('2024-01-02T03:04:05Z'))).toBe('2024-01-02T03:04:05.000Z');
     expect(toMetadataValue(12345678901234567890n)).toBe('12345678901234567890');
     expect(toMetadataValue(Number.NaN)).toBe('NaN');
+  });
+
+  it('sends float32 values as short decimals that round-trip exactly', () => {
+    const values = new Float32Array(4000);
+    for (let i = 0; i < values.length; i++) values[i] = (Math.random() - 0.5) * 10 ** ((i % 40) - 30);
+    values[0] = 0;
+    values[1] = 1;
+    values[2] = -0.1;
+    const compact = compactValues(values);
+    expect(Float32Array.from(compact)).toEqual(values);
+    expect(compact.every((x) => String(x).replace('-', '').replace('0.', '').length <= 16)).toBe(true);
   });
 });
 
