@@ -118,8 +118,14 @@ function commonLiteralPrefix(globs: string[]): string {
   return common;
 }
 
-/** Format of one object: the configured one, or by extension when `auto`. */
-export function formatOf(key: string, format: Format): ConcreteFormat {
+const TEXT_EXTENSIONS = /\.(txt|text|rst|adoc|asciidoc|org|html?|xml|ya?ml|log|tex)$/;
+
+/**
+ * Format of one object: the configured one, or by extension when `auto`. Undefined means `auto`
+ * does not know it (PDFs, images, archives…): such objects are skipped rather than read as
+ * garbage text; set `format: text` to force them.
+ */
+export function formatOf(key: string, format: Format): ConcreteFormat | undefined {
   if (format !== 'auto') return format;
   const lower = key.toLowerCase().replace(/\.(gz|gzip)$/, '');
   if (/\.(jsonl|ndjson)$/.test(lower)) return 'jsonl';
@@ -127,7 +133,9 @@ export function formatOf(key: string, format: Format): ConcreteFormat {
   if (lower.endsWith('.json')) return 'json';
   if (lower.endsWith('.parquet')) return 'parquet';
   if (/\.(md|markdown|mdx)$/.test(lower)) return 'markdown';
-  return 'text';
+  const name = lower.slice(lower.lastIndexOf('/') + 1);
+  if (TEXT_EXTENSIONS.test(lower) || !name.includes('.')) return 'text';
+  return undefined;
 }
 
 export type Family = 'text' | 'structured';

@@ -43,9 +43,18 @@ const cursorOf = (o: ListedObject): Cursor => ({ last_modified: o.lastModified, 
 /** Keys that are "folders" in consoles, not content. */
 const isFolderMarker = (o: ListedObject) => o.key.endsWith('/') && o.size === 0;
 
-async function* matching(client: S3Client, config: S3Config, rs: ResolvedStream, signal?: AbortSignal): AsyncGenerator<ListedObject> {
+/** The stream's objects; `unreadable` counts those `format: auto` does not know (PDFs, images…). */
+async function* matching(client: S3Client, config: S3Config, rs: ResolvedStream, signal?: AbortSignal, unreadable?: { count: number; example?: string }): AsyncGenerator<ListedObject> {
   for await (const o of listObjects(client, config.bucket, rs.prefix, config.page_size, signal)) {
-    if (!isFolderMarker(o) && rs.matches(o.key)) yield o;
+    if (isFolderMarker(o) || !rs.matches(o.key)) continue;
+    if (!formatOf(o.key, rs.format)) {
+      if (unreadable) {
+        unreadable.count++;
+        unreadable.example ??= o.key;
+      }
+      continue;
+    }
+    yield o;
   }
 }
 
@@ -60,7 +69,9 @@ async function familyOfStream(client: S3Client, config: S3Config, rs: ResolvedSt
   const known = await dir.family();
   if (known) return known;
   for await (const o of matching(client, config, rs, ctx.signal)) {
-    const family = familyOf(formatOf(o.key, 'auto'));
+    const format = formatOf(o.key, 'auto');
+    if (!format) continue;
+    const family = familyOf(format);
     await dir.setFamily(family);
     return family;
   }
@@ -272,9 +283,16 @@ async function* readStream(
       if (signal.aborted) return;
       const gen = nextGen++;
       const listingPath = dir.snapshotPath(gen);
-      const listed = await writeListing(matching(client, config, rs, signal), listingPath);
+      const unreadable = { count: 0, example: undefined as string | undefined };
+      const listed = await writeListing(matching(client, config, rs, signal, unreadable), listingPath);
       runGens.push(gen);
       if (listed.resorted && pass === 1) logger.warn({ stream: name }, 'the S3 endpoint did not list keys in byte order; the listing was sorted in memory');
+      if (unreadable.count && pass === 1) {
+        logger.warn(
+          { stream: name, objects: unreadable.count, example: unreadable.example },
+          'objects of a kind format: auto does not read were skipped (e.g. PDF, images); narrow `globs`, or set `format` to read them anyway',
+        );
+      }
 
       let pending: Pending[] = [];
       let overflow = false;
@@ -458,7 +476,7 @@ async function* readObject(
   signal: AbortSignal,
   prefetched?: Promise<Fetched>,
 ): AsyncGenerator<AirbyteMessage> {
-  const format = formatOf(o.key, rs.format);
+  const format = formatOf(o.key, rs.format)!; // the listing kept only readable objects
   if (familyOf(format) !== family) {
     logger.warn({ stream, key: o.key, format }, `skipped: this stream holds ${family === 'text' ? 'text documents' : 'structured rows'}; give ${format} objects their own stream (streams: [...] with globs)`);
     return;

@@ -124,12 +124,14 @@ describe('source-s3', () => {
     await put(client, bucket, 'data/f.jsonl.gz', gzipSync('{"id":11,"title":"eleven"}\n'));
     await put(client, bucket, 'docs/readme.txt', 'plain text body');
     await put(client, bucket, 'docs/guide.md', '# Guide\n\nSome *markdown*.');
-    await put(client, bucket, 'docs/folder/', '');
+    await put(client, bucket, 'docs/folder/', new Uint8Array(0));
+    await put(client, bucket, 'docs/scan.pdf', new Uint8Array([0x25, 0x50, 0x44, 0x46, 0xff, 0xfe]));
+    await put(client, bucket, 'docs/LICENSE', 'no extension: text');
 
     const cfg = config(bucket, {
       streams: [
         { name: 'rows', prefix: 'data/', primary_key: 'id' },
-        { name: 'docs', globs: ['docs/**/*.{txt,md}'] },
+        { name: 'docs', prefix: 'docs/' },
       ],
     });
     const h = await harness();
@@ -151,7 +153,8 @@ describe('source-s3', () => {
     expect(byId.get('11')).toMatchObject({ title: 'eleven', _s3_key: 'data/f.jsonl.gz' });
 
     const docs = r.records.filter((d) => 'content' in d);
-    expect(docs.map((d) => d.key).sort()).toEqual(['docs/guide.md', 'docs/readme.txt']);
+    expect(docs.map((d) => d.key).sort()).toEqual(['docs/LICENSE', 'docs/guide.md', 'docs/readme.txt']);
+    expect(h.warnings.join('\n')).toMatch(/format: auto does not read.*docs\/scan\.pdf/s);
     const md = docs.find((d) => d.key === 'docs/guide.md')!;
     expect(md).toMatchObject({ content: '# Guide\n\nSome *markdown*.', size: 25 });
     expect(typeof md.etag).toBe('string');
