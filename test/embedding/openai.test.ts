@@ -118,8 +118,8 @@ describe('openai provider against the fixture server', () => {
     const started = Date.now();
     await embedder.embed(['x']).catch(() => {});
     // The injected failure is a 429 or a 500 (random); seed 42 gives a 429 first.
-    const rpmElapsed = Date.now() - started;
-    expect(rpmElapsed).toBeGreaterThanOrEqual(950);
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(950);
   });
 
   it('times out slow requests (timeout_ms), retries them, then fails with a clear error', async () => {
