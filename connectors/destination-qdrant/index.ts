@@ -26,18 +26,15 @@ const destination: Destination<QdrantConfig> = {
         return { ok: true, message: `${q.where} is reachable; collection "${config.collection}" does not exist yet and will be created on the first sync` };
       }
       const { shape, points } = await describeCollection(q, layout.current.physical);
-      const warnings: string[] = [];
+      const described = `${q.where}: collection "${config.collection}" (${layout.current.physical}) holds ${points ?? '?'} points of size ${shape.size}, distance ${shape.distance}`;
+      // The vector size is checked against the embedder when a sync opens the collection.
       if (shape.distance !== QDRANT_DISTANCE[config.distance]) {
-        warnings.push(`collection "${config.collection}" uses distance ${shape.distance} but the config says ${QDRANT_DISTANCE[config.distance]}: syncs will fail`);
+        return { ok: false, message: `${described}, but the config says distance ${config.distance}: set distance to match, or use another collection name` };
       }
-      if (!layout.current.viaAlias) {
-        warnings.push(`"${config.collection}" is a plain collection, not an alias: the first overwrite sync replaces it with a short gap for readers`);
-      }
-      return {
-        ok: warnings.length === 0 || shape.distance === QDRANT_DISTANCE[config.distance],
-        message: `${q.where}: collection "${config.collection}" (${layout.current.physical}) holds ${points ?? '?'} points of size ${shape.size}, distance ${shape.distance}`,
-        warnings,
-      };
+      const warnings = layout.current.viaAlias
+        ? []
+        : [`"${config.collection}" is a plain collection, not an alias: the first overwrite sync replaces it with a short gap for readers`];
+      return { ok: true, message: described, warnings };
     } catch (err) {
       const e = err instanceof SluiceError ? err : new SluiceError(String(err));
       return { ok: false, message: e.hint ? `${e.message} (${e.hint})` : e.message };

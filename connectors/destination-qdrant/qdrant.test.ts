@@ -368,6 +368,9 @@ describe('qdrant destination', () => {
       const described = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext());
       expect(described).toMatchObject({ ok: true });
       expect(described.message).toContain('1 points of size 8, distance Cosine');
+      const wrongDistance = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key', distance: 'euclid' }), testContext());
+      expect(wrongDistance.ok).toBe(false);
+      expect(wrongDistance.message).toContain('config says distance euclid');
       const bad = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'wrong-secret-key' }), testContext());
       expect(bad.ok).toBe(false);
       expect(bad.message).toContain('not authenticated');
