@@ -35,7 +35,7 @@ export function connectQdrant(config: QdrantConfig, logger: Logger): Qdrant {
     where,
     async call<T>(what: string, fn: (attempt: number) => Promise<T>): Promise<T> {
       try {
-        return await retry(fn, {
+        return await retry(withRetryAfter(fn), {
           maxRetries: config.max_retries,
           baseMs: 200,
           maxMs: 10_000,
@@ -47,6 +47,24 @@ export function connectQdrant(config: QdrantConfig, logger: Logger): Qdrant {
         throw qdrantError(err, what, where);
       }
     },
+  };
+}
+
+/**
+ * The client turns a 429 carrying Retry-After into QdrantClientResourceExhaustedError, which keeps
+ * the delay as `retry_after` (seconds) but drops the headers: put it back where retry() looks.
+ */
+function withRetryAfter<T>(fn: (attempt: number) => Promise<T>): (attempt: number) => Promise<T> {
+  return async (attempt) => {
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      const e = err as { name?: string; retry_after?: unknown; headers?: unknown };
+      if (e?.name === 'QdrantClientResourceExhaustedError' && typeof e.retry_after === 'number' && e.headers === undefined) {
+        e.headers = { 'retry-after': String(e.retry_after) };
+      }
+      throw err;
+    }
   };
 }
 

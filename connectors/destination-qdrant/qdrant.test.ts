@@ -308,6 +308,16 @@ describe('qdrant destination', () => {
     expect(fx.log.filter((l) => l.status === 503).length).toBeGreaterThan(0);
   });
 
+  it('waits as long as a 429 Retry-After asks', async () => {
+    const writer = await destination.open(qdrantConfig(fx.url, 'retryafter'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
+    fx.setFaults({ next429: 1, retryAfterSeconds: 1, only: ['PUT /collections/{collection_name}/points'] });
+    const started = Date.now();
+    await drain(writer, [doc('s', '1', ['x']), state('s', 1)]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(fx.log.filter((l) => l.status === 429)).toHaveLength(1);
+    expect(stored('retryafter')).toEqual(['s|1|0|x']);
+  });
+
   it('retries requests that time out (the write landed, the answer was late): same result, no duplicates', async () => {
     // Create the collection first, with the normal timeout (this test is about writes).
     await drain(await destination.open(qdrantConfig(fx.url, 'slow'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), []);
