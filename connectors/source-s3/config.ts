@@ -49,6 +49,11 @@ export const S3ConfigSchema = z.strictObject({
     .min(1)
     .default(100_000)
     .describe('Most changed objects held in memory per listing pass; a bigger backlog is read in several passes.'),
+  poll_interval_seconds: z
+    .number()
+    .min(0.05)
+    .default(60)
+    .describe('With `sluice sync --follow`: how often incremental streams list the bucket again for new, changed and deleted objects.'),
   max_document_bytes: z
     .number()
     .int()

@@ -5,6 +5,7 @@
 // full refresh too) and objects whose LastModified is older than the cursor but which are new to
 // us (multipart uploads carry their *start* time). See docs/s3.md.
 import type { S3Client } from '@aws-sdk/client-s3';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, withContext } from '../../src/protocol/errors.ts';
 import { getPath, keyPart } from '../../src/protocol/identity.ts';
@@ -184,20 +185,40 @@ const source: Source<S3Config> = {
 
   async *read(config, catalog, state, ctx) {
     const streams = new Map(resolveStreams(config).map((s) => [s.name, s]));
+    for (const cs of catalog.streams) {
+      if (!streams.has(cs.stream.name)) {
+        throw new SluiceError(`the S3 source has no stream "${cs.stream.name}"`, {
+          kind: 'config',
+          hint: `streams configured: ${[...streams.keys()].join(', ')}`,
+        });
+      }
+    }
     const client = createClient(config);
+    // `--follow`: incremental streams are listed again every poll_interval_seconds until the
+    // signal aborts; they never report COMPLETE (more records may always come).
+    const current: SourceState = { streams: { ...(state?.streams ?? {}) }, ...(state?.shared ? { shared: state.shared } : {}) };
     try {
-      for (const cs of catalog.streams) {
-        const rs = streams.get(cs.stream.name);
-        if (!rs) {
-          throw new SluiceError(`the S3 source has no stream "${cs.stream.name}"`, {
-            kind: 'config',
-            hint: `streams configured: ${[...streams.keys()].join(', ')}`,
-          });
+      for (let cycle = 0; ; cycle++) {
+        for (const cs of catalog.streams) {
+          const polling = ctx.follow && cs.sync_mode === 'incremental';
+          if (cycle > 0 && !polling) continue;
+          if (ctx.signal.aborted) return;
+          const rs = streams.get(cs.stream.name)!;
+          try {
+            for await (const m of readStream(client, config, rs, cs, current, ctx, !polling)) {
+              if (m.type === 'STATE' && m.state.stream) current.streams[rs.name] = m.state.stream.stream_state ?? {};
+              yield m;
+            }
+          } catch (err) {
+            if (ctx.signal.aborted) return; // interrupted on purpose: what was produced stands
+            throw withContext(err, `stream ${rs.name}`);
+          }
         }
+        if (!ctx.follow || !catalog.streams.some((cs) => cs.sync_mode === 'incremental')) return;
         try {
-          yield* readStream(client, config, rs, cs, state, ctx);
-        } catch (err) {
-          throw withContext(err, `stream ${rs.name}`);
+          await sleep(config.poll_interval_seconds * 1000, undefined, { signal: ctx.signal });
+        } catch {
+          return; // aborted: stop producing
         }
       }
     } finally {
@@ -229,6 +250,7 @@ async function* readStream(
   cs: ConfiguredStream,
   state: SourceState | undefined,
   ctx: ConnectorContext,
+  reportComplete = true,
 ): AsyncGenerator<AirbyteMessage> {
   const { signal, logger } = ctx;
   const name = rs.name;
@@ -367,7 +389,7 @@ async function* readStream(
     await graveyard.close();
     yield stateNow(true);
     logger.info({ stream: name, objects, records, deletions }, 'S3 stream read');
-    yield message.streamStatus(name, 'COMPLETE');
+    if (reportComplete) yield message.streamStatus(name, 'COMPLETE');
   } finally {
     await graveyard.close();
   }

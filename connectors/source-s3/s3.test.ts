@@ -234,6 +234,40 @@ describe('source-s3', () => {
     expect(next.state.streams.in).toMatchObject({ family: 'structured' });
   });
 
+  it('with --follow keeps polling: new objects and deletions arrive until the signal aborts', async () => {
+    const bucket = await freshBucket(client, 'follow');
+    await put(client, bucket, 'f/a.md', 'A');
+    const cfg = config(bucket, { prefix: 'f/', poll_interval_seconds: 0.1 });
+    const h = await harness();
+    const controller = new AbortController();
+    const ctx = { ...h.ctx, follow: true, signal: controller.signal };
+    const catalog = await catalogFor(cfg, h, 'incremental');
+    const seen: string[] = [];
+    let completes = 0;
+    let lastState: Record<string, unknown> | undefined;
+    const reader = (async () => {
+      for await (const m of source.read(cfg, catalog, undefined, ctx)) {
+        if (m.type === 'RECORD') seen.push(`${m.record.data[CDC_DELETED_AT] ? 'deleted' : 'read'} ${m.record.data.key}`);
+        if (m.type === 'TRACE' && m.trace.type === 'STREAM_STATUS') completes++;
+        if (m.type === 'STATE') lastState = m.state.stream?.stream_state;
+      }
+    })();
+    const until = async (what: string) => {
+      for (let i = 0; i < 600 && !seen.includes(what); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toContain(what);
+    };
+    await until('read f/a.md');
+    await put(client, bucket, 'f/b.md', 'B');
+    await until('read f/b.md');
+    await del(client, bucket, 'f/a.md');
+    await until('deleted f/a.md');
+    controller.abort();
+    await reader; // ends on abort
+    expect(seen.filter((x) => x === 'read f/a.md')).toHaveLength(1); // each poll reads only changes
+    expect(completes).toBe(0);
+    expect(lastState).toMatchObject({ snapshot_gen: expect.any(Number) });
+  });
+
   it('reports bad data with the object and line, and connection problems with a hint', async () => {
     const bucket = await freshBucket(client, 'bad');
     await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n');
