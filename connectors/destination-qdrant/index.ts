@@ -19,7 +19,8 @@ const destination: Destination<QdrantConfig> = {
   capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
 
   async check(config: QdrantConfig, ctx: ConnectorContext): Promise<CheckResult> {
-    const q = connectQdrant(config, ctx.logger);
+    // A check answers quickly: one retry at most, so a wrong url fails in seconds, not a minute.
+    const q = connectQdrant({ ...config, max_retries: Math.min(config.max_retries, 1) }, ctx.logger);
     try {
       const layout = await readLayout(q, config.collection);
       if (!layout.current) {
