@@ -319,7 +319,7 @@ async function* readStream(
       let pending: Pending[] = [];
       let overflow = false;
       const trim = () => {
-        pending.sort(compareCursor2);
+        pending.sort(comparePending);
         if (pending.length > limit) {
           pending = pending.slice(0, limit);
           overflow = true;
@@ -417,7 +417,7 @@ function fetchText(client: S3Client, config: S3Config, o: ListedObject, signal: 
   );
 }
 
-function compareCursor2(a: Pending, b: Pending): number {
+function comparePending(a: Pending, b: Pending): number {
   return compareCursor(cursorOf(a), cursorOf(b));
 }
 
