@@ -25,6 +25,8 @@ export function createClient(config: S3Config): S3Client {
     region: config.region,
     forcePathStyle: config.force_path_style,
     maxAttempts: 5,
+    // On AWS a wrong `region` is corrected from the redirect instead of failing.
+    followRegionRedirects: !config.endpoint,
     // Third-party S3 stores often reject the newer default checksum headers.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
