@@ -1,6 +1,13 @@
 // The S3 calls the source makes: paginated listing, streamed reads, ranged reads (parquet), and
 // turning SDK errors into errors a person can act on.
-import { GetObjectCommand, HeadBucketCommand, ListObjectsV2Command, S3Client, S3ServiceException, type S3ClientConfig } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  S3Client,
+  S3ServiceException,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { SluiceError, describeUnknown, isTransientNetworkError } from '../../src/protocol/errors.ts';
 import type { S3Config } from './config.ts';
@@ -43,11 +50,21 @@ export function createClient(config: S3Config): S3Client {
 }
 
 /** Every object under `prefix`, one page of `pageSize` keys at a time (ListObjectsV2 continuation). */
-export async function* listObjects(client: S3Client, bucket: string, prefix: string, pageSize: number, signal?: AbortSignal): AsyncGenerator<ListedObject> {
+export async function* listObjects(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  pageSize: number,
+  signal?: AbortSignal,
+): AsyncGenerator<ListedObject> {
   let token: string | undefined;
   do {
     const page = await call(
-      () => client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: pageSize, ContinuationToken: token }), { abortSignal: signal }),
+      () =>
+        client.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: pageSize, ContinuationToken: token }),
+          { abortSignal: signal },
+        ),
       `listing s3://${bucket}/${prefix}`,
     );
     for (const o of page.Contents ?? []) {
@@ -65,7 +82,10 @@ export async function* listObjects(client: S3Client, bucket: string, prefix: str
 
 /** The object's body as a Node stream; nothing is buffered beyond the socket's window. */
 export async function openObject(client: S3Client, bucket: string, key: string, signal?: AbortSignal): Promise<Readable> {
-  const res = await call(() => client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal }), `reading s3://${bucket}/${key}`);
+  const res = await call(
+    () => client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal }),
+    `reading s3://${bucket}/${key}`,
+  );
   return res.Body as Readable;
 }
 
@@ -112,16 +132,28 @@ export function s3Error(err: unknown, what: string): SluiceError {
     InvalidAccessKeyId: ['the access key id is not known to the server', 'check access_key_id (or the default AWS credential chain)'],
     SignatureDoesNotMatch: ['the secret access key does not match the access key id', 'check secret_access_key'],
     ExpiredToken: ['the session token has expired', 'refresh session_token / your temporary credentials'],
-    PermanentRedirect: ['the bucket is in another region', 'set `region` to the bucket\'s region'],
-    AuthorizationHeaderMalformed: ['the request was signed for the wrong region', 'set `region` to the bucket\'s region'],
-    CredentialsProviderError: ['no AWS credentials were found', 'set access_key_id/secret_access_key, or configure the default AWS chain (AWS_PROFILE, env vars, instance role)'],
+    PermanentRedirect: ['the bucket is in another region', "set `region` to the bucket's region"],
+    AuthorizationHeaderMalformed: ['the request was signed for the wrong region', "set `region` to the bucket's region"],
+    CredentialsProviderError: [
+      'no AWS credentials were found',
+      'set access_key_id/secret_access_key, or configure the default AWS chain (AWS_PROFILE, env vars, instance role)',
+    ],
     InvalidRange: ['the object changed size while it was being read', 'run the sync again'],
   };
-  const known = hints[name] ?? (status === 403 ? hints.AccessDenied : status === 404 ? hints.NotFound : status === 301 ? hints.PermanentRedirect : undefined);
+  const known =
+    hints[name] ??
+    (status === 403 ? hints.AccessDenied : status === 404 ? hints.NotFound : status === 301 ? hints.PermanentRedirect : undefined);
   if (known) {
-    return new SluiceError(`S3 ${what}: ${known[0]}`, { kind: name === 'CredentialsProviderError' ? 'config' : 'source', hint: known[1], cause: err });
+    return new SluiceError(`S3 ${what}: ${known[0]}`, {
+      kind: name === 'CredentialsProviderError' ? 'config' : 'source',
+      hint: known[1],
+      cause: err,
+    });
   }
-  const transient = isTransientNetworkError(err as NodeJS.ErrnoException) || (status !== undefined && (status >= 500 || status === 429)) || name === 'TimeoutError';
+  const transient =
+    isTransientNetworkError(err as NodeJS.ErrnoException) ||
+    (status !== undefined && (status >= 500 || status === 429)) ||
+    name === 'TimeoutError';
   const code = (err as NodeJS.ErrnoException)?.code ?? (err as { cause?: NodeJS.ErrnoException })?.cause?.code;
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     return new SluiceError(`S3 ${what}: cannot reach the S3 endpoint (${code})`, {
@@ -132,5 +164,9 @@ export function s3Error(err: unknown, what: string): SluiceError {
     });
   }
   if (name === 'AbortError') return new SluiceError(`S3 ${what}: interrupted`, { kind: 'interrupted', cause: err });
-  return new SluiceError(`S3 ${what}: ${describeUnknown(err)}${status ? ` (HTTP ${status})` : ''}`, { kind: 'source', cause: err, transient });
+  return new SluiceError(`S3 ${what}: ${describeUnknown(err)}${status ? ` (HTTP ${status})` : ''}`, {
+    kind: 'source',
+    cause: err,
+    transient,
+  });
 }

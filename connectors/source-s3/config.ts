@@ -9,7 +9,9 @@ export type ConcreteFormat = Exclude<Format, 'auto'>;
 
 const PrimaryKeySchema = z
   .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
-  .describe('Field (dot path for nested fields) or list of fields identifying a row. Default: the object key (text, markdown) or object key + row number (structured formats).');
+  .describe(
+    'Field (dot path for nested fields) or list of fields identifying a row. Default: the object key (text, markdown) or object key + row number (structured formats).',
+  );
 
 const CsvSchema = z
   .strictObject({
@@ -33,11 +35,23 @@ export const S3ConfigSchema = z.strictObject({
   globs: z.array(z.string().min(1)).min(1).optional().describe('Only keys matching one of these globs, e.g. ["**/*.jsonl"].'),
   region: z.string().min(1).default('us-east-1').describe('Bucket region.'),
   endpoint: z.url().optional().describe('S3-compatible endpoint (MinIO, Cloudflare R2, Ceph…), e.g. http://localhost:9000.'),
-  force_path_style: z.boolean().default(false).describe('Address buckets as <endpoint>/<bucket> instead of <bucket>.<endpoint> (MinIO, Ceph).'),
-  access_key_id: z.string().min(1).optional().describe('Access key id; omit to use the default AWS credential chain (env, profile, SSO, instance role).'),
+  force_path_style: z
+    .boolean()
+    .default(false)
+    .describe('Address buckets as <endpoint>/<bucket> instead of <bucket>.<endpoint> (MinIO, Ceph).'),
+  access_key_id: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Access key id; omit to use the default AWS credential chain (env, profile, SSO, instance role).'),
   secret_access_key: z.string().min(1).optional().meta({ secret: true }).describe('Secret access key (with access_key_id).'),
   session_token: z.string().min(1).optional().meta({ secret: true }).describe('Session token for temporary credentials.'),
-  format: z.enum(FORMATS).default('auto').describe('How objects are parsed; auto picks by extension (.jsonl/.ndjson, .csv/.tsv, .json, .parquet, .md/.markdown, anything else text).'),
+  format: z
+    .enum(FORMATS)
+    .default('auto')
+    .describe(
+      'How objects are parsed; auto picks by extension (.jsonl/.ndjson, .csv/.tsv, .json, .parquet, .md/.markdown, anything else text).',
+    ),
   primary_key: PrimaryKeySchema.optional(),
   csv: CsvSchema.optional(),
   stream: z.string().min(1).optional().describe('Name of the single stream (default: last segment of the prefix, or the bucket name).'),
@@ -85,13 +99,25 @@ export function resolveStreams(config: S3Config): ResolvedStream[] {
     return config.streams.map((s, i) => {
       if (seen.has(s.name)) throw configError(`stream name "${s.name}" is used twice`, `streams[${i}].name`);
       seen.add(s.name);
-      return build(s.name, s.prefix ?? config.prefix, s.globs ?? config.globs, s.format ?? config.format, s.primary_key ?? config.primary_key);
+      return build(
+        s.name,
+        s.prefix ?? config.prefix,
+        s.globs ?? config.globs,
+        s.format ?? config.format,
+        s.primary_key ?? config.primary_key,
+      );
     });
   }
   return [build(config.stream ?? defaultStreamName(config), config.prefix, config.globs, config.format, config.primary_key)];
 }
 
-function build(name: string, prefix: string | undefined, globs: string[] | undefined, format: Format, pk: string | string[] | undefined): ResolvedStream {
+function build(
+  name: string,
+  prefix: string | undefined,
+  globs: string[] | undefined,
+  format: Format,
+  pk: string | string[] | undefined,
+): ResolvedStream {
   const listPrefix = prefix ?? (globs ? commonLiteralPrefix(globs) : '');
   const matchers = globs?.map((g) => picomatch(g, { dot: true }));
   return {

@@ -13,10 +13,17 @@ let rows: string;
 beforeAll(async () => {
   docs = await freshBucket(client, 'conf-docs');
   rows = await freshBucket(client, 'conf-rows');
-  await Promise.all(Array.from({ length: 30 }, (_, i) => put(client, docs, `kb/page-${String(i).padStart(2, '0')}.md`, `# Page ${i}\n\nbody ${i}`)));
+  await Promise.all(
+    Array.from({ length: 30 }, (_, i) => put(client, docs, `kb/page-${String(i).padStart(2, '0')}.md`, `# Page ${i}\n\nbody ${i}`)),
+  );
   await Promise.all(
     Array.from({ length: 6 }, (_, f) =>
-      put(client, rows, `t/part-${f}.jsonl`, Array.from({ length: 5 }, (_, r) => JSON.stringify({ id: f * 5 + r, body: `row ${f}/${r}` })).join('\n')),
+      put(
+        client,
+        rows,
+        `t/part-${f}.jsonl`,
+        Array.from({ length: 5 }, (_, r) => JSON.stringify({ id: f * 5 + r, body: `row ${f}/${r}` })).join('\n'),
+      ),
     ),
   );
 });

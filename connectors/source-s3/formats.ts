@@ -55,7 +55,9 @@ export async function readText(src: ObjectSource, maxBytes: number): Promise<str
     body.destroy();
     raw.destroy();
   }
-  return Buffer.concat(parts, total).toString('utf8').replace(/^\uFEFF/, '');
+  return Buffer.concat(parts, total)
+    .toString('utf8')
+    .replace(/^\uFEFF/, '');
 }
 
 function rowError(key: string, position: string, what: string, hint: string): SluiceError {
@@ -64,7 +66,12 @@ function rowError(key: string, position: string, what: string, hint: string): Sl
 
 function asRow(value: unknown, key: string, position: string): Row {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Row;
-  throw rowError(key, position, `expected a JSON object, found ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`, 'each row must be a JSON object; set `format` if this object is not what auto-detection assumed');
+  throw rowError(
+    key,
+    position,
+    `expected a JSON object, found ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`,
+    'each row must be a JSON object; set `format` if this object is not what auto-detection assumed',
+  );
 }
 
 async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGenerator<Row> {
@@ -73,14 +80,25 @@ async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGe
   let line = 0;
   const parseLine = (buf: Buffer): Row | undefined => {
     line++;
-    if (buf.length > maxLine) throw rowError(key, `line ${line}`, `line longer than ${maxLine} bytes`, 'raise max_json_object_bytes, or check that the object really is JSON Lines');
+    if (buf.length > maxLine)
+      throw rowError(
+        key,
+        `line ${line}`,
+        `line longer than ${maxLine} bytes`,
+        'raise max_json_object_bytes, or check that the object really is JSON Lines',
+      );
     const text = buf.toString('utf8').trim();
     if (!text) return undefined;
     try {
       return asRow(JSON.parse(line === 1 ? text.replace(/^\uFEFF/, '') : text), key, `line ${line}`);
     } catch (err) {
       if (err instanceof SluiceError) throw err;
-      throw rowError(key, `line ${line}`, `invalid JSON: ${(err as Error).message}`, 'fix the line, or set `format` if this is not JSON Lines');
+      throw rowError(
+        key,
+        `line ${line}`,
+        `invalid JSON: ${(err as Error).message}`,
+        'fix the line, or set `format` if this is not JSON Lines',
+      );
     }
   };
   for await (const chunk of body as AsyncIterable<Buffer>) {
@@ -99,7 +117,13 @@ async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGe
       // Copy: the chunk's memory may be reused by the stream.
       pending.push(Buffer.from(chunk.subarray(start)));
       pendingBytes += chunk.length - start;
-      if (pendingBytes > maxLine) throw rowError(key, `line ${line + 1}`, `line longer than ${maxLine} bytes`, 'raise max_json_object_bytes, or check that the object really is JSON Lines');
+      if (pendingBytes > maxLine)
+        throw rowError(
+          key,
+          `line ${line + 1}`,
+          `line longer than ${maxLine} bytes`,
+          'raise max_json_object_bytes, or check that the object really is JSON Lines',
+        );
     }
   }
   if (pendingBytes) {
@@ -125,7 +149,12 @@ async function* csvRows(body: Readable, key: string, config: S3Config): AsyncGen
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     const e = err as { code?: string; lines?: number; message: string };
-    throw rowError(key, `line ${e.lines ?? '?'}`, `invalid CSV: ${e.message}`, 'check the file, or the `csv` options (delimiter, quote, columns)');
+    throw rowError(
+      key,
+      `line ${e.lines ?? '?'}`,
+      `invalid CSV: ${e.message}`,
+      'check the file, or the `csv` options (delimiter, quote, columns)',
+    );
   } finally {
     parser.destroy();
   }
@@ -154,7 +183,13 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
       throw rowError(key, position, `invalid JSON: ${(err as Error).message}`, 'fix the object, or set `format`');
     }
   };
-  const tooBig = () => rowError(key, mode === 'array' ? `array element ${index}` : 'document', `JSON value larger than ${maxValue} bytes`, 'raise max_json_object_bytes, or store the data as JSON Lines');
+  const tooBig = () =>
+    rowError(
+      key,
+      mode === 'array' ? `array element ${index}` : 'document',
+      `JSON value larger than ${maxValue} bytes`,
+      'raise max_json_object_bytes, or store the data as JSON Lines',
+    );
 
   const feed = function* (text: string): Generator<Row> {
     let i = 0;
@@ -177,7 +212,8 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
         continue;
       }
       if (mode === 'done') {
-        if (!(c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09)) throw rowError(key, 'end', 'unexpected data after the JSON document', 'fix the object');
+        if (!(c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09))
+          throw rowError(key, 'end', 'unexpected data after the JSON document', 'fix the object');
         i++;
         continue;
       }
@@ -237,7 +273,8 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
   for await (const chunk of body as AsyncIterable<Buffer>) yield* feed(decoder.write(chunk));
   yield* feed(decoder.end());
   const finalMode = mode as string;
-  if (finalMode !== 'done' && finalMode !== 'start') throw rowError(key, 'end', 'the JSON document is truncated', 'check the object is complete');
+  if (finalMode !== 'done' && finalMode !== 'start')
+    throw rowError(key, 'end', 'the JSON document is truncated', 'check the object is complete');
 }
 
 async function* parquetRows(src: ObjectSource): AsyncGenerator<Row> {

@@ -11,9 +11,29 @@ import { SluiceError, withContext } from '../../src/protocol/errors.ts';
 import { getPath, keyPart } from '../../src/protocol/identity.ts';
 import { message, type AirbyteMessage, type AirbyteStream, type ConfiguredStream, type StateMessage } from '../../src/protocol/messages.ts';
 import { createClient, headBucket, listObjects, openObject, rangeBuffer, s3Error, type ListedObject } from './client.ts';
-import { ROW_KEY, S3ConfigSchema, TEXT_KEY, familyOf, formatOf, resolveStreams, type Family, type ResolvedStream, type S3Config } from './config.ts';
+import {
+  ROW_KEY,
+  S3ConfigSchema,
+  TEXT_KEY,
+  familyOf,
+  formatOf,
+  resolveStreams,
+  type Family,
+  type ResolvedStream,
+  type S3Config,
+} from './config.ts';
 import { parseRows, readText, type ObjectSource } from './formats.ts';
-import { StreamDir, diffListings, exists, readRowCount, readRowIds, RowsWriter, writeListing, type Graveyard, type PreviousListing } from './snapshot.ts';
+import {
+  StreamDir,
+  diffListings,
+  exists,
+  readRowCount,
+  readRowIds,
+  RowsWriter,
+  writeListing,
+  type Graveyard,
+  type PreviousListing,
+} from './snapshot.ts';
 
 interface Cursor {
   last_modified: string;
@@ -45,7 +65,13 @@ const cursorOf = (o: ListedObject): Cursor => ({ last_modified: o.lastModified, 
 const isFolderMarker = (o: ListedObject) => o.key.endsWith('/') && o.size === 0;
 
 /** The stream's objects; `unreadable` counts those `format: auto` does not know (PDFs, images…). */
-async function* matching(client: S3Client, config: S3Config, rs: ResolvedStream, signal?: AbortSignal, unreadable?: { count: number; example?: string }): AsyncGenerator<ListedObject> {
+async function* matching(
+  client: S3Client,
+  config: S3Config,
+  rs: ResolvedStream,
+  signal?: AbortSignal,
+  unreadable?: { count: number; example?: string },
+): AsyncGenerator<ListedObject> {
   for await (const o of listObjects(client, config.bucket, rs.prefix, config.page_size, signal)) {
     if (isFolderMarker(o) || !rs.matches(o.key)) continue;
     if (!formatOf(o.key, rs.format)) {
@@ -63,7 +89,13 @@ async function* matching(client: S3Client, config: S3Config, rs: ResolvedStream,
  * A stream is either text documents or structured rows; `auto` decides by the first object found
  * and remembers it, so the stream keeps its primary key when its objects are all deleted.
  */
-async function familyOfStream(client: S3Client, config: S3Config, rs: ResolvedStream, ctx: ConnectorContext, remembered?: unknown): Promise<Family> {
+async function familyOfStream(
+  client: S3Client,
+  config: S3Config,
+  rs: ResolvedStream,
+  ctx: ConnectorContext,
+  remembered?: unknown,
+): Promise<Family> {
   if (rs.format !== 'auto') return familyOf(rs.format);
   if (remembered === 'text' || remembered === 'structured') return remembered;
   const dir = new StreamDir(ctx.workDir, rs.name);
@@ -138,7 +170,8 @@ const source: Source<S3Config> = {
   spec: {
     name: 's3',
     title: 'Amazon S3 (and S3-compatible stores)',
-    description: 'Objects in a bucket as rows (jsonl, csv, json, parquet) or documents (text, markdown), incremental by LastModified, with deletions.',
+    description:
+      'Objects in a bucket as rows (jsonl, csv, json, parquet) or documents (text, markdown), incremental by LastModified, with deletions.',
     documentationUrl: 'docs/s3.md',
     config: S3ConfigSchema,
   },
@@ -152,7 +185,10 @@ const source: Source<S3Config> = {
       await headBucket(client, config.bucket);
       // Listing is a separate permission (s3:ListBucket) from reaching the bucket.
       const first = await listObjects(client, config.bucket, resolveStreams(config)[0].prefix, 1).next();
-      return { ok: true, message: `bucket ${config.bucket} is reachable and listable${first.done ? ' (no objects under the prefix yet)' : ''}` };
+      return {
+        ok: true,
+        message: `bucket ${config.bucket} is reachable and listable${first.done ? ' (no objects under the prefix yet)' : ''}`,
+      };
     } catch (err) {
       const e = err instanceof SluiceError ? err : s3Error(err, `bucket ${config.bucket}`);
       return { ok: false, message: e.hint ? `${e.message} — ${e.hint}` : e.message };
@@ -257,7 +293,8 @@ async function* readStream(
   const prior = (state?.streams[name] ?? {}) as StreamState;
   const family = await familyOfStream(client, config, rs, ctx, prior.family);
   // An empty `auto` stream defaults to text without committing to it: data files may come later.
-  const settledFamily = rs.format !== 'auto' || prior.family === family || (await new StreamDir(ctx.workDir, name).family()) === family ? family : undefined;
+  const settledFamily =
+    rs.format !== 'auto' || prior.family === family || (await new StreamDir(ctx.workDir, name).family()) === family ? family : undefined;
   const pk = cs.primary_key?.length ? cs.primary_key : (cs.stream.source_defined_primary_key ?? defaultKey(rs, family));
   const countRows = family === 'structured' && samePath(pk, ROW_KEY);
   const incremental = cs.sync_mode === 'incremental';
@@ -269,7 +306,11 @@ async function* readStream(
   if (base !== undefined) {
     const path = dir.snapshotPath(base);
     if (await exists(path)) previous.push({ path, base: true });
-    else logger.warn({ stream: name, dir: dir.dir }, 'the previous S3 listing is missing from the work directory: objects deleted since the last run cannot be detected this time (they will be from the next run on)');
+    else
+      logger.warn(
+        { stream: name, dir: dir.dir },
+        'the previous S3 listing is missing from the work directory: objects deleted since the last run cannot be detected this time (they will be from the next run on)',
+      );
   }
   for (const g of found.partials) previous.push({ path: dir.snapshotPath(g), base: false });
   const haveBase = previous.some((p) => p.base);
@@ -308,7 +349,8 @@ async function* readStream(
       const unreadable = { count: 0, example: undefined as string | undefined };
       const listed = await writeListing(matching(client, config, rs, signal, unreadable), listingPath);
       runGens.push(gen);
-      if (listed.resorted && pass === 1) logger.warn({ stream: name }, 'the S3 endpoint did not list keys in byte order; the listing was sorted in memory');
+      if (listed.resorted && pass === 1)
+        logger.warn({ stream: name }, 'the S3 endpoint did not list keys in byte order; the listing was sorted in memory');
       if (unreadable.count && pass === 1) {
         logger.warn(
           { stream: name, objects: unreadable.count, example: unreadable.example },
@@ -338,7 +380,12 @@ async function* readStream(
         const c = cursorOf(d.cur);
         const isNew = !cursor || compareCursor(c, cursor) > 0;
         const unknownToBase = !d.base || d.base.etag !== d.cur.etag;
-        const late = !isNew && unknownToBase && !!snapshotCursor && compareCursor(c, snapshotCursor) <= 0 && (!lateUpTo || compareCursor(c, lateUpTo) > 0);
+        const late =
+          !isNew &&
+          unknownToBase &&
+          !!snapshotCursor &&
+          compareCursor(c, snapshotCursor) <= 0 &&
+          (!lateUpTo || compareCursor(c, lateUpTo) > 0);
         if (isNew || late) {
           pending.push({ ...d.cur, older: d.older, late });
           if (pending.length >= 2 * limit) trim();
@@ -364,7 +411,21 @@ async function* readStream(
         ahead.delete(i);
         const where = `object s3://${config.bucket}/${o.key}`;
         try {
-          for await (const m of readObject(client, config, rs, o, family, pk, countRows, dir, graveyard, name, logger, signal, prefetched)) {
+          for await (const m of readObject(
+            client,
+            config,
+            rs,
+            o,
+            family,
+            pk,
+            countRows,
+            dir,
+            graveyard,
+            name,
+            logger,
+            signal,
+            prefetched,
+          )) {
             if (m.type === 'RECORD') {
               records++;
               sinceState.records++;
@@ -378,7 +439,11 @@ async function* readStream(
         sinceState.objects++;
         if (o.late) lateUpTo = cursorOf(o);
         else cursor = cursorOf(o);
-        if (sinceState.records >= STATE_EVERY_RECORDS || sinceState.objects >= STATE_EVERY_OBJECTS || Date.now() - sinceState.at >= STATE_EVERY_MS) {
+        if (
+          sinceState.records >= STATE_EVERY_RECORDS ||
+          sinceState.objects >= STATE_EVERY_OBJECTS ||
+          Date.now() - sinceState.at >= STATE_EVERY_MS
+        ) {
           yield stateNow(false);
           sinceState = { records: 0, objects: 0, at: Date.now() };
         }
@@ -433,7 +498,13 @@ async function* deletionsFor(
   logger: ConnectorContext['logger'],
 ): AsyncGenerator<AirbyteMessage> {
   if (family === 'text') {
-    yield message.deletion(stream, keyObject(pk, pk.map((p) => getPath({ key }, p))));
+    yield message.deletion(
+      stream,
+      keyObject(
+        pk,
+        pk.map((p) => getPath({ key }, p)),
+      ),
+    );
     return;
   }
   yield* olderRowDeletions(key, etags, 0, pk, countRows, dir, graveyard, stream, logger);
@@ -479,7 +550,10 @@ async function* olderRowDeletions(
   let found = false;
   for (const etag of etags) found = (yield* rowDeletions({ key, etag }, from, pk, countRows, dir, graveyard, stream)) || found;
   if (etags.length && !found) {
-    logger.warn({ stream, key }, 'no record of the rows an earlier version of this object produced (work directory lost, or it was never read): rows it no longer has cannot be deleted downstream; a full refresh with overwrite fixes that');
+    logger.warn(
+      { stream, key },
+      'no record of the rows an earlier version of this object produced (work directory lost, or it was never read): rows it no longer has cannot be deleted downstream; a full refresh with overwrite fixes that',
+    );
   }
 }
 
@@ -500,7 +574,10 @@ async function* readObject(
 ): AsyncGenerator<AirbyteMessage> {
   const format = formatOf(o.key, rs.format)!; // the listing kept only readable objects
   if (familyOf(format) !== family) {
-    logger.warn({ stream, key: o.key, format }, `skipped: this stream holds ${family === 'text' ? 'text documents' : 'structured rows'}; give ${format} objects their own stream (streams: [...] with globs)`);
+    logger.warn(
+      { stream, key: o.key, format },
+      `skipped: this stream holds ${family === 'text' ? 'text documents' : 'structured rows'}; give ${format} objects their own stream (streams: [...] with globs)`,
+    );
     return;
   }
   const src = objectSource(client, config, o, signal);
@@ -509,7 +586,10 @@ async function* readObject(
     if (!fetched.ok) throw fetched.error;
     const content = fetched.content;
     if (content === undefined) {
-      logger.warn({ stream, key: o.key, size: o.size }, `skipped: larger than max_document_bytes (${config.max_document_bytes}); a document is held whole in memory`);
+      logger.warn(
+        { stream, key: o.key, size: o.size },
+        `skipped: larger than max_document_bytes (${config.max_document_bytes}); a document is held whole in memory`,
+      );
       return;
     }
     yield message.record(stream, { key: o.key, content, last_modified: o.lastModified, size: o.size, etag: o.etag });

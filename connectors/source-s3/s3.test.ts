@@ -47,11 +47,23 @@ async function harness(): Promise<Harness> {
     },
     error() {},
   };
-  const ctx: ConnectorContext = { logger, baseDir: workDir, signal: new AbortController().signal, connection: 'test', follow: false, workDir };
+  const ctx: ConnectorContext = {
+    logger,
+    baseDir: workDir,
+    signal: new AbortController().signal,
+    connection: 'test',
+    follow: false,
+    workDir,
+  };
   return { ctx, warnings };
 }
 
-async function catalogFor(cfg: S3Config, h: Harness, mode: 'full_refresh' | 'incremental', primaryKey?: string[][]): Promise<ConfiguredCatalog> {
+async function catalogFor(
+  cfg: S3Config,
+  h: Harness,
+  mode: 'full_refresh' | 'incremental',
+  primaryKey?: string[][],
+): Promise<ConfiguredCatalog> {
   const discovered = await source.discover(cfg, h.ctx);
   return {
     streams: discovered.streams.map((stream) => ({
@@ -103,14 +115,23 @@ function exposeGc(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-const completes = (r: Run) => r.messages.filter((m) => m.type === 'TRACE' && m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE').length;
+const completes = (r: Run) =>
+  r.messages.filter((m) => m.type === 'TRACE' && m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE').length;
 
 describe('source-s3', () => {
   it('reads every format: jsonl, csv, json array and object, parquet, text, markdown (plain and gzip)', async () => {
     const bucket = await freshBucket(client, 'formats');
     await put(client, bucket, 'data/a.jsonl', '{"id":1,"title":"one"}\n\n{"id":2,"title":"two"}\n');
     await put(client, bucket, 'data/b.csv', 'id,title\n3,"three, with comma"\n4,four\n');
-    await put(client, bucket, 'data/c.json', JSON.stringify([{ id: 5, title: 'five', nested: { tags: ['x', ']', '{'] } }, { id: 6, title: 'six "quoted"' }]));
+    await put(
+      client,
+      bucket,
+      'data/c.json',
+      JSON.stringify([
+        { id: 5, title: 'five', nested: { tags: ['x', ']', '{'] } },
+        { id: 6, title: 'six "quoted"' },
+      ]),
+    );
     await put(client, bucket, 'data/d.json', JSON.stringify({ id: 7, title: 'seven' }));
     const parquet = parquetWriteBuffer({
       columnData: [
@@ -360,7 +381,11 @@ describe('source-s3', () => {
     const catalog = await catalogFor(cfg, h, 'incremental');
     const pkOf = (name: string) => catalog.streams.find((s) => s.stream.name === name)!.primary_key!;
     expect(pkOf('lines')).toEqual([['_s3_key'], ['_s3_row']]);
-    const dest = new Map<string, Map<string, Record<string, unknown>>>([['docs', new Map()], ['keyed', new Map()], ['lines', new Map()]]);
+    const dest = new Map<string, Map<string, Record<string, unknown>>>([
+      ['docs', new Map()],
+      ['keyed', new Map()],
+      ['lines', new Map()],
+    ]);
     const apply = (r: Run) => {
       for (const name of dest.keys()) {
         const only = { ...r, messages: r.messages.filter((m) => m.type === 'RECORD' && m.record.stream === name) };
