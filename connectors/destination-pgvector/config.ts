@@ -52,8 +52,8 @@ export const PgvectorConfigSchema = z
       .regex(/^\d+\s*(kB|MB|GB)$/)
       .optional()
       .describe('maintenance_work_mem for index builds, e.g. "1GB" (HNSW builds are much faster when the graph fits).'),
-    batch_rows: z.number().int().positive().max(1_000_000).default(5000).describe('Commit after this many buffered chunks (and at every checkpoint).'),
-    batch_bytes: z.number().int().positive().default(16 * 1024 * 1024).describe('Commit after this many buffered bytes.'),
+    batch_rows: z.number().int().positive().max(1_000_000).default(2000).describe('Commit after this many buffered chunks (and at every checkpoint).'),
+    batch_bytes: z.number().int().positive().default(8 * 1024 * 1024).describe('Commit after this many buffered bytes.'),
     insert_rows: z.number().int().positive().max(50_000).default(500).describe('Rows per INSERT statement on the insert path (PGlite).'),
     write_method: z
       .enum(['auto', 'copy', 'insert'])
