@@ -296,11 +296,15 @@ describe('options', () => {
     const doc = documentMessage('faq', 'q1', 2, DIMS) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
     doc.chunks[0].content = 'nul\u0000inside';
     doc.chunks[0].metadata = { note: 'a\u0000b' };
+    const tricky = 'quotes " \' back\\slash {braces}, commas, NULL, \n newline, ü€😀';
+    doc.chunks[1].content = tricky;
+    doc.chunks[1].metadata = { tricky, list: [1, 'two', { three: null }], empty: '' };
     await drain(w, [doc, { type: 'STREAM_COMPLETE', stream: 'faq' }, stateMessage('faq', 1)]);
     await w.close();
     const stored = await rows(cfg.schema, 'kb_faq');
-    expect(stored.map((r) => r.content)).toEqual(['nulinside', chunkContent('q1', 1, 1)]);
+    expect(stored.map((r) => r.content)).toEqual(['nulinside', tricky]);
     expect(stored[0].metadata).toEqual({ note: 'ab' });
+    expect(stored[1].metadata).toEqual({ tricky, list: [1, 'two', { three: null }], empty: '' });
     const idx = await admin.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'kb_faq_embedding_idx'`, [cfg.schema]);
     expect(idx.rows[0].indexdef).toMatch(/USING ivfflat \(embedding .*vector_ip_ops\) WITH \(lists='3'\)/);
     const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('q1', 1, 1), DIMS), topK: 1, streams: ['faq'] });
