@@ -15,7 +15,7 @@
 // - STATE is per topic, { offsets: { "<partition>": "<next offset>" } }, for the partitions this
 //   worker owns only; the engine deep-merges stream states (capabilities.stateMerge = 'deep'), so
 //   workers sharing a group never overwrite each other's partitions.
-import { Kafka, logLevel, type Admin, type Batch, type Consumer, type LogEntry } from 'kafkajs';
+import { Kafka, PartitionAssigners, logLevel, type Admin, type Batch, type Consumer, type LogEntry, type PartitionAssigner } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectorContext, Logger, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
@@ -110,6 +110,27 @@ const GROUP_PROTOCOL_ERRORS = new Set([
   'COORDINATOR_NOT_AVAILABLE',
   'COORDINATOR_LOAD_IN_PROGRESS',
 ]);
+/**
+ * Round-robin, but the group leader waits a moment before sending the assignment. A real broker
+ * holds early followers' SyncGroup until the leader's arrives; librdkafka's mock cluster (our test
+ * broker) settles the group on the leader's and answers a follower that comes later with
+ * INVALID_REQUEST, which forces a second rebalance. Half a second per rebalance costs nothing.
+ */
+const LEADER_SYNC_DELAY_MS = 500;
+const patientRoundRobin: PartitionAssigner = (config) => {
+  const inner = PartitionAssigners.roundRobin(config);
+  return {
+    ...inner,
+    async assign(group) {
+      await sleep(LEADER_SYNC_DELAY_MS);
+      return inner.assign(group);
+    },
+  };
+};
+
+const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'NOT_COORDINATOR', 'ILLEGAL_GENERATION']);
+const isRebalance = (err: unknown) => REBALANCE_ERRORS.has((err as { type?: string } | undefined)?.type ?? '');
+
 function isGroupProtocolError(err: unknown): boolean {
   for (let e = err as { type?: string; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
     if (e.type && GROUP_PROTOCOL_ERRORS.has(e.type)) return true;
@@ -243,6 +264,7 @@ export class KafkaReader {
     );
     this.consumer = this.kafka.consumer({
       groupId: this.groupId,
+      partitionAssigners: [patientRoundRobin],
       sessionTimeout: this.config.session_timeout_ms,
       // How long a rebalance waits for a silent member: bounds the wait after a worker crashed.
       rebalanceTimeout: Math.max(this.config.session_timeout_ms, 10_000),
@@ -426,6 +448,7 @@ export class KafkaReader {
         await heartbeat();
       } catch (err) {
         item.abandoned = true;
+        if (isRebalance(err)) await this.drainBeforeRejoin();
         throw err;
       }
     }
@@ -489,6 +512,21 @@ export class KafkaReader {
     const { topic, partition } = splitKey(key);
     this.quietly(() => this.consumer!.pause([{ topic, partitions: [partition] }]));
     this.wake();
+  }
+
+  /**
+   * A rebalance may give our partitions to another worker. Records we yielded but the destination
+   * has not committed yet could then land after the new owner's newer versions of the same keys.
+   * kafkajs rejoins only when this eachBatch returns, so checkpoint now and wait (bounded, well
+   * within the rebalance timeout) until the destination has committed everything we yielded.
+   */
+  private async drainBeforeRejoin(): Promise<void> {
+    this.flushSoon = true;
+    this.wake();
+    const deadline = Date.now() + Math.min(10_000, Math.floor(this.config.session_timeout_ms / 3));
+    const pending = () => [...this.owned].some((k) => (this.acked.get(k) ?? -1n) < (this.position.get(k) ?? -1n));
+    while (pending() && Date.now() < deadline && !this.closing) await sleep(25);
+    if (!pending()) await Promise.race([this.commitChain, sleep(Math.max(0, deadline - Date.now()))]);
   }
 
   /**
