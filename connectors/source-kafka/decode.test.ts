@@ -16,6 +16,10 @@ describe('Kafka message decoding', () => {
     expect(decodeMessage(b({ id: 7 }), b({ t: 1 }), byKey)).toEqual({ op: 'upsert', data: { t: 1, _kafka_key: '7' } });
     expect(decodeMessage(b({ b: 2, a: 1 }), b({ t: 1 }), byKey)).toEqual({ op: 'upsert', data: { t: 1, _kafka_key: '{"a":1,"b":2}' } });
     expect(parseKey(b({ schema: { type: 'struct' }, payload: { id: 3 } }))?.text).toBe('3');
+    // Binary keys stay distinct (hex), instead of collapsing into replacement characters.
+    const k1 = parseKey(Buffer.from([0xff, 0x01]))?.text;
+    const k2 = parseKey(Buffer.from([0xfe, 0x01]))?.text;
+    expect([k1, k2]).toEqual(['ff01', 'fe01']);
   });
 
   it('key_field: from the value, else from the key', () => {

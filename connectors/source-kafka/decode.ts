@@ -39,6 +39,11 @@ interface ParsedKey {
 export function parseKey(raw: Buffer | null | undefined): ParsedKey | undefined {
   if (raw == null || raw.length === 0) return undefined;
   const text = raw.toString('utf8');
+  // Binary keys (Avro, UUID bytes…): decoding would map different keys to the same U+FFFD text.
+  if (!Buffer.from(text, 'utf8').equals(raw)) {
+    const hex = raw.toString('hex');
+    return { value: hex, text: hex };
+  }
   let value: unknown = text;
   try {
     value = unwrapSchema(JSON.parse(text));
