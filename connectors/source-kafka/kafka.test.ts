@@ -213,6 +213,29 @@ describe('Kafka source', () => {
     expect(new Set(all).size).toBe(2100);
   });
 
+  it('start_from latest skips history; a saved offset past the end (topic recreated) is reported and re-read', async () => {
+    const topic = uniqueName('latest');
+    await produce(producer, topic, Array.from({ length: 20 }, (_, i) => ({ key: `old${i}`, value: { i } })));
+    const ends = await endOffsets(topic);
+    const config = kafkaConfig(brokers, [topic], { start_from: 'latest' });
+    const store = new MemoryStore();
+    const first = await drive(config, catalogFor(config, [topic]), undefined, ctxFor(uniqueName('latest')), store);
+    expect(first.error).toBeUndefined();
+    expect(first.records.length).toBe(0);
+    // The starting points are checkpointed, so what arrives next is read by the next sync.
+    expect((store.state.streams[topic] as { offsets: Record<string, string> }).offsets).toEqual(ends);
+    await produce(producer, topic, Array.from({ length: 5 }, (_, i) => ({ key: `new${i}`, value: { i } })));
+    const second = await drive(config, catalogFor(config, [topic]), store.state, ctxFor(uniqueName('latest')), store);
+    expect(second.records.map((d) => d._kafka_key).sort()).toEqual(['new0', 'new1', 'new2', 'new3', 'new4']);
+
+    const ctx = ctxFor(uniqueName('recreated'));
+    const beyond = Object.fromEntries(Object.keys(ends).map((p) => [p, '1000000']));
+    const earliest = kafkaConfig(brokers, [topic]);
+    const again = await drive(earliest, catalogFor(earliest, [topic]), { streams: { [topic]: { offsets: beyond } } }, ctx);
+    expect(again.records.length).toBe(25);
+    expect(ctx.logs.some((l) => l.level === 'warn' && /past the end of the partition.*recreated/.test(l.msg))).toBe(true);
+  });
+
   it('discover, check and errors for people', async () => {
     const topic = uniqueName('disc');
     await produce(producer, topic, [{ key: 'x', value: { a: 1 } }]);
