@@ -182,10 +182,11 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           const raw = await client.embeddings
             .create({ model, input, encoding_format: 'base64', ...(sendDimensions ? { dimensions } : {}) }, signal ? { signal } : undefined)
             .asResponse();
-          // The body is read here rather than by the client: Buffer's UTF-8 decoding is several
-          // times faster than the TextDecoder path, and responses are large (base64 vectors).
-          // A connection dropped mid-body is retried like any other transient failure.
-          return JSON.parse(Buffer.from(await raw.arrayBuffer()).toString('utf8')) as CreateEmbeddingResponse;
+          // The body is read here rather than by the client, as latin1: responses are large and
+          // all ASCII (base64 or numbers), latin1 decoding is a plain copy, and a stray non-ASCII
+          // byte (say, in the model name) cannot break the JSON structure. A connection dropped
+          // mid-body is retried like any other transient failure.
+          return JSON.parse(Buffer.from(await raw.arrayBuffer()).toString('latin1')) as CreateEmbeddingResponse;
         },
         {
           maxRetries,
