@@ -27,40 +27,61 @@ export function copyTrailer(): Buffer {
   return b;
 }
 
-/** One tuple in binary copy format. */
+/** One tuple in binary copy format, in a single allocation. */
 export function encodeCopyTuple(values: CopyValue[]): Buffer {
-  const parts: Buffer[] = [];
-  const count = Buffer.allocUnsafe(2);
-  count.writeInt16BE(values.length, 0);
-  parts.push(count);
+  let size = 2;
+  const texts: Array<Buffer | undefined> = [];
   for (const v of values) {
-    let data: Buffer | null;
+    size += 4;
+    if (v.kind === 'text' || v.kind === 'jsonb') {
+      const b = Buffer.from(v.value, 'utf8');
+      texts.push(b);
+      size += b.length + (v.kind === 'jsonb' ? 1 : 0);
+    } else {
+      texts.push(undefined);
+      if (v.kind === 'int4') size += 4;
+      else if (v.value) size += 4 + 4 * v.value.length;
+    }
+  }
+  const buf = Buffer.allocUnsafe(size);
+  buf.writeInt16BE(values.length, 0);
+  let o = 2;
+  values.forEach((v, i) => {
     switch (v.kind) {
-      case 'text':
-        data = Buffer.from(v.value, 'utf8');
-        break;
-      case 'int4':
-        data = Buffer.allocUnsafe(4);
-        data.writeInt32BE(v.value, 0);
-        break;
-      case 'jsonb': {
-        // jsonb binary = version byte 1 + the JSON text
-        const text = Buffer.from(v.value, 'utf8');
-        data = Buffer.allocUnsafe(text.length + 1);
-        data[0] = 1;
-        text.copy(data, 1);
+      case 'text': {
+        const b = texts[i]!;
+        buf.writeInt32BE(b.length, o);
+        b.copy(buf, o + 4);
+        o += 4 + b.length;
         break;
       }
+      case 'jsonb': {
+        // jsonb binary = version byte 1 + the JSON text
+        const b = texts[i]!;
+        buf.writeInt32BE(b.length + 1, o);
+        buf[o + 4] = 1;
+        b.copy(buf, o + 5);
+        o += 5 + b.length;
+        break;
+      }
+      case 'int4':
+        buf.writeInt32BE(4, o);
+        buf.writeInt32BE(v.value, o + 4);
+        o += 8;
+        break;
       case 'vector':
-        data = v.value ? encodeVector(v.value) : null;
+        if (!v.value) {
+          buf.writeInt32BE(-1, o);
+          o += 4;
+        } else {
+          buf.writeInt32BE(4 + 4 * v.value.length, o);
+          encodeVector(v.value, buf, o + 4);
+          o += 8 + 4 * v.value.length;
+        }
         break;
     }
-    const len = Buffer.allocUnsafe(4);
-    len.writeInt32BE(data ? data.length : -1, 0);
-    parts.push(len);
-    if (data) parts.push(data);
-  }
-  return Buffer.concat(parts);
+  });
+  return buf;
 }
 
 /** Streams `tuples` into `COPY <target> FROM STDIN (FORMAT BINARY)` on `client`, in ~256 KiB writes. */

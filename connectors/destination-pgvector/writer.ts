@@ -45,6 +45,8 @@ interface StreamTarget {
   pending: Map<string, PendingDocument>;
   written: { records: number; chunksWritten: number; chunksDeleted: number };
   swapped: boolean;
+  /** The first bulk load may COPY straight into the (fresh) table until an id repeats. */
+  directCopy: boolean;
 }
 
 const clean = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
@@ -172,6 +174,7 @@ class PgvectorWriter implements DestinationWriter {
         pending: new Map(),
         written: { records: 0, chunksWritten: 0, chunksDeleted: 0 },
         swapped: false,
+        directCopy: fresh,
       });
     }
   }
@@ -347,8 +350,27 @@ class PgvectorWriter implements DestinationWriter {
     }
   }
 
-  /** PostgreSQL path: COPY BINARY into a session-private staging table, then one merge. */
-  private async upsertByCopy(_t: StreamTarget, table: string, chunks: Chunk[]): Promise<void> {
+  /**
+   * PostgreSQL path. During a table's first bulk load: COPY BINARY straight into it (the write
+   * limit), inside a savepoint; a repeated chunk id (a document sent twice in one run) rolls the
+   * savepoint back and switches to the general path: COPY BINARY into a session-private staging
+   * table, then one merge.
+   */
+  private async upsertByCopy(t: StreamTarget, table: string, chunks: Chunk[]): Promise<void> {
+    const columns = '(id, document_id, chunk_index, content, metadata, embedding)';
+    if (t.fresh && t.directCopy) {
+      await this.client.query('SAVEPOINT sluice_direct_copy');
+      try {
+        await copyBinary(this.client, `COPY ${table} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks));
+        await this.client.query('RELEASE SAVEPOINT sluice_direct_copy');
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505') throw err;
+        await this.client.query('ROLLBACK TO SAVEPOINT sluice_direct_copy');
+        t.directCopy = false;
+        this.ctx.logger.debug({ stream: t.stream }, 'chunk ids repeat within the load; merging through a staging table');
+      }
+    }
     const stage = ident('sluice_stage');
     if (!this.stageReady) {
       await this.client.query(
@@ -360,7 +382,7 @@ class PgvectorWriter implements DestinationWriter {
     }
     await copyBinary(
       this.client,
-      `COPY ${stage} (id, document_id, chunk_index, content, metadata, embedding) FROM STDIN (FORMAT BINARY)`,
+      `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`,
       chunkTuples(chunks),
     );
     await this.client.query(
