@@ -2,7 +2,6 @@
 // `openai` package. The client's own retries are off (maxRetries: 0) so every retry goes through
 // src/net/retry.ts once: jittered backoff that honours Retry-After / x-ratelimit-reset-*.
 import OpenAI, { APIConnectionError, AzureOpenAI } from 'openai';
-import type { CreateEmbeddingResponse } from 'openai/resources/embeddings';
 import pLimit from 'p-limit';
 import type { Logger } from '../protocol/connector.ts';
 import { SluiceError, configError } from '../protocol/errors.ts';
@@ -13,6 +12,7 @@ import type { Embedder, EmbedResult } from './types.ts';
 import { OPENAI_LIMITS, modelInfo } from './models.ts';
 import { packRequests, type PackLimits } from './pack.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { parseEmbeddingResponse } from './response.ts';
 
 export const OPENAI_DEFAULTS = {
   model: 'text-embedding-3-small',
@@ -182,11 +182,9 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           const raw = await client.embeddings
             .create({ model, input, encoding_format: 'base64', ...(sendDimensions ? { dimensions } : {}) }, signal ? { signal } : undefined)
             .asResponse();
-          // The body is read here rather than by the client, as latin1: responses are large and
-          // all ASCII (base64 or numbers), latin1 decoding is a plain copy, and a stray non-ASCII
-          // byte (say, in the model name) cannot break the JSON structure. A connection dropped
-          // mid-body is retried like any other transient failure.
-          return JSON.parse(Buffer.from(await raw.arrayBuffer()).toString('latin1')) as CreateEmbeddingResponse;
+          // The body is read here rather than by the client (see response.ts). A connection
+          // dropped mid-body is retried like any other transient failure.
+          return parseEmbeddingResponse(Buffer.from(await raw.arrayBuffer()));
         },
         {
           maxRetries,
@@ -197,9 +195,9 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
             logger.warn({ provider, model, host, status: httpStatus(err), attempt, waitMs: Math.round(waitMs) }, `embedding request failed (${redact(String((err as Error)?.message ?? err)).slice(0, 120)}), retrying`),
         },
       );
-      const data = [...response.data].sort((a, b) => a.index - b.index);
-      if (data.length !== input.length) throw new SluiceError(`${label} returned ${data.length} embeddings for ${input.length} inputs`, { kind: 'embedding', where: 'embedding' });
-      const vectors = decodeEmbeddings(data.map((d) => d.embedding), dimensions);
+      const { embeddings, promptTokens } = response;
+      if (embeddings.length !== input.length) throw new SluiceError(`${label} returned ${embeddings.length} embeddings for ${input.length} inputs`, { kind: 'embedding', where: 'embedding' });
+      const vectors = decodeEmbeddings(embeddings, dimensions);
       for (const v of vectors) {
         if (v.length !== dimensions) {
           throw new SluiceError(`${label} returned ${v.length}-dimensional vectors, but ${dimensions} were expected`, {
@@ -209,7 +207,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           });
         }
       }
-      const tokens = response.usage?.prompt_tokens ?? input.reduce((n, t) => n + tokenizer.count(t), 0);
+      const tokens = promptTokens ?? input.reduce((n, t) => n + tokenizer.count(t), 0);
       return { vectors, tokens, requests };
     } catch (err) {
       if (err instanceof SluiceError) throw err;
