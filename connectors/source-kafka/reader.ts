@@ -399,6 +399,9 @@ export class KafkaReader {
       // A state right away records the starting points (and replaces the engine's view of this topic).
       this.dirty.add(topic);
     }
+    // Also topics we got no partition of: their (empty) state replaces the engine's stale startup
+    // copy, which a deep merge would otherwise write back over other workers' progress.
+    for (const topic of this.plans.keys()) this.dirty.add(topic);
     this.owned = owned;
     this.positioned = true;
     this.rejoins = 0;
@@ -548,7 +551,13 @@ export class KafkaReader {
   // ---- checkpoints -------------------------------------------------------------------------------
 
   private *states(): Generator<AirbyteMessage> {
-    for (const topic of this.dirty) {
+    // Mid-rebalance nothing is owned; what we read is recorded once the new assignment is known.
+    if (!this.positioned) return;
+    const topics = [...this.dirty];
+    this.dirty.clear();
+    this.sinceState = 0;
+    this.lastStateAt = Date.now();
+    for (const topic of topics) {
       const offsets: Record<string, string> = {};
       for (const key of this.owned) {
         const { topic: t, partition } = splitKey(key);
@@ -557,12 +566,9 @@ export class KafkaReader {
         offsets[String(partition)] = String(pos);
         this.emitted.set(key, pos);
       }
-      // A topic none of whose partitions we own any more has nothing of ours to record.
-      if (Object.keys(offsets).length) yield message.streamState(topic, { offsets });
+      // With no partition of this topic, `{ offsets: {} }`: deep-merged, it changes nothing stored.
+      yield message.streamState(topic, { offsets });
     }
-    this.dirty.clear();
-    this.sinceState = 0;
-    this.lastStateAt = Date.now();
   }
 
   /** The engine persisted a state we emitted: remember it and tell the consumer group. */
