@@ -158,6 +158,14 @@ describe('markdown splitter', () => {
     expect(chunks[2].content.startsWith('## Setup')).toBe(true);
   });
 
+  it('understands CRLF line ends', () => {
+    const p = createTextProcessor(cfg({ splitter: 'markdown' }), {});
+    const chunks = p.process({ content: doc.replace(/\n/g, '\r\n') });
+    expect(chunks.map((c) => c.metadata.headings)).toEqual([[], ['Intro'], ['Intro', 'Setup'], ['Intro', 'Usage'], ['Reference', 'Deep']]);
+    const paragraphs = createTextProcessor(cfg({ chunk_size: 7, chunk_overlap: 0 }), {}).process({ content: 'First paragraph here.\r\n\r\nSecond paragraph here.' });
+    expect(paragraphs.map((c) => c.content)).toEqual(['First paragraph here.', 'Second paragraph here.']);
+  });
+
   it('splits long sections further, each piece keeping the heading path', () => {
     const p = createTextProcessor(cfg({ splitter: 'markdown', chunk_size: 40, chunk_overlap: 5 }), {});
     const chunks = p.process({ content: `# Big\n${sentences.join(' ')}` });

@@ -14,7 +14,7 @@ interface Piece {
 // Pieces concatenate back to the original text. Paragraph and line breaks stay with the text
 // before them; spaces stay with the word after them, as BPE tokenizers attach them (" word").
 const LEVELS: RegExp[] = [
-  /(?<=\n[ \t]*\n)(?=[^\n])/, // paragraphs
+  /(?<=\n[ \t\r]*\n)(?=[^\r\n])/, // paragraphs (also with CRLF line ends)
   /(?<=\n)(?=[^\n])/, // lines
   /(?<=[.!?;:]["')\]]?)(?=\s+\S)|(?<=[。！？；])(?=\S)/u, // sentences (incl. CJK full stops)
   WORD_BOUNDARY,
@@ -161,7 +161,7 @@ export function markdownSections(text: string): MarkdownSection[] {
       if (fence === undefined) fence = marker;
       else if (marker[0] === fence[0] && marker.length >= fence.length) fence = undefined;
     }
-    const heading = fence === undefined && !fenceMatch ? HEADING.exec(line) : null;
+    const heading = fence === undefined && !fenceMatch ? HEADING.exec(line.endsWith('\r') ? line.slice(0, -1) : line) : null;
     if (heading) {
       flush();
       const level = heading[1].length;
