@@ -9,7 +9,7 @@ import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { canonicalJson, chunkId, documentId, sha256 } from '../protocol/identity.ts';
-import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog, type ConfiguredStream } from '../protocol/messages.ts';
+import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog, type ConfiguredStream, type StateMessage } from '../protocol/messages.ts';
 import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
@@ -181,7 +181,8 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     // Exactly-once destinations keep state with their data; theirs wins over the file store.
     const state = (await writer.readState?.()) ?? (await store.load(name));
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
-    const messages = documents(p, state);
+    const touched = new TouchedStreams();
+    const messages = documents({ ...p, touched }, state);
     const embedded = embedder ? embedStage(messages, p, embedder) : messages;
     for await (const ev of writer.write(embedded)) {
       if (ev.type === 'WRITTEN') {
@@ -192,7 +193,10 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
           s.chunks_deleted += ev.chunksDeleted;
         }
       } else {
-        await store.update(name, (stored) => mergeConnectionState(stored, ev.connection, mergeMode));
+        // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
+        // start-up view of another worker's streams never rolls its progress back.
+        const mine = mergeMode === 'deep' ? touched.pick(ev.connection) : ev.connection;
+        await store.update(name, (stored) => mergeConnectionState(stored, mine, mergeMode));
         summary.states_committed++;
         await conn.source.onStateCommitted?.(conn.sourceConfig, ev.state, ev.connection, ctx);
       }
@@ -206,7 +210,38 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
  * Source messages → destination messages (chunks without vectors yet). Holds STATE back while an
  * overwrite stream is loading, so no destination acknowledges progress of an unswitched generation.
  */
-async function* documents(p: RunParts, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
+/** Which streams (and whether the shared state) each emitted connection state changed since the last commit. */
+class TouchedStreams {
+  private pending: Array<{ state: SourceState; streams: Set<string>; shared: boolean }> = [];
+  private current = { streams: new Set<string>(), shared: false };
+
+  note(msg: StateMessage) {
+    if (msg.type === 'GLOBAL' && msg.global) {
+      if (msg.global.shared_state) this.current.shared = true;
+      for (const st of msg.global.stream_states) this.current.streams.add(st.stream_descriptor.name);
+    } else if (msg.stream) this.current.streams.add(msg.stream.stream_descriptor.name);
+  }
+
+  emitted(state: SourceState) {
+    this.pending.push({ state, ...this.current });
+    this.current = { streams: new Set(), shared: false };
+  }
+
+  /** The parts of `state` changed by it and every earlier uncommitted state. */
+  pick(state: SourceState): SourceState {
+    const i = this.pending.findIndex((e) => e.state === state);
+    const upTo = i < 0 ? this.pending.length : i + 1;
+    const done = this.pending.splice(0, upTo);
+    const streams = new Set(done.flatMap((e) => [...e.streams]));
+    const shared = done.some((e) => e.shared);
+    return {
+      streams: Object.fromEntries(Object.entries(state.streams).filter(([k]) => streams.has(k))),
+      ...(shared && state.shared ? { shared: state.shared } : {}),
+    };
+  }
+}
+
+async function* documents(p: RunParts & { touched?: TouchedStreams }, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
   const { conn, catalog, ctx, processor, streams, signal } = p;
   const byName = new Map(catalog.streams.map((s) => [s.stream.name, s]));
   const openOverwrites = new Set(catalog.streams.filter((s) => s.destination_sync_mode === 'overwrite').map((s) => s.stream.name));
@@ -225,6 +260,7 @@ async function* documents(p: RunParts, state: SourceState | undefined): AsyncGen
     yield { type: 'STREAM_COMPLETE', stream };
     openOverwrites.delete(stream);
     if (!openOverwrites.size && held) {
+      if (held.type === 'STATE') p.touched?.emitted(held.connection);
       yield held;
       held = undefined;
     }
@@ -253,9 +289,13 @@ async function* documents(p: RunParts, state: SourceState | undefined): AsyncGen
         yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
       } else if (m.type === 'STATE') {
         current = applyStateMessage(current, m.state);
+        p.touched?.note(m.state);
         const msg: DestinationMessage = { type: 'STATE', state: m.state, connection: current };
         if (openOverwrites.size) held = msg;
-        else yield msg;
+        else {
+          p.touched?.emitted(current);
+          yield msg;
+        }
       } else if (m.type === 'TRACE') {
         if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
           const stream = m.trace.stream_status.stream_descriptor.name;
