@@ -13,7 +13,11 @@ const check = process.argv.includes('--check');
 
 const wanted = new Map<string, string>();
 const put = (name: string, value: unknown) => wanted.set(name, JSON.stringify(value, null, 2) + '\n');
-put('pipeline.schema.json', { $id: 'https://sluice.dev/schemas/pipeline.json', title: 'sluice pipeline file', ...configJsonSchema(PipelineSchema) });
+put('pipeline.schema.json', {
+  $id: 'https://sluice.dev/schemas/pipeline.json',
+  title: 'sluice pipeline file',
+  ...configJsonSchema(PipelineSchema),
+});
 for (const kind of ['source', 'destination'] as const) {
   for (const name of availableBuiltins(kind)) {
     const c = await loadConnector(kind, name, root);

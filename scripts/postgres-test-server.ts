@@ -63,7 +63,19 @@ export async function startPostgres(opts: { extraConf?: string } = {}): Promise<
   const pwFile = join(dataDir, '.pw');
   writeFileSync(pwFile, PASSWORD + '\n', { mode: 0o644 });
   // --no-sync: a test cluster need not survive a power cut; it halves initdb time.
-  run(bin, 'initdb', ['-D', join(dataDir, 'data'), '-U', USER, `--pwfile=${pwFile}`, '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  run(bin, 'initdb', [
+    '-D',
+    join(dataDir, 'data'),
+    '-U',
+    USER,
+    `--pwfile=${pwFile}`,
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
+    '--no-sync',
+    '-E',
+    'UTF8',
+    '--locale=C',
+  ]);
   rmSync(pwFile);
   const port = await freePort();
   const describe = spawnSync(join(bin, 'postgres'), ['--describe-config'], { encoding: 'utf8', maxBuffer: 16 << 20 });
@@ -92,10 +104,17 @@ export async function startPostgres(opts: { extraConf?: string } = {}): Promise<
   // clusters never pile up on a shared machine.
   const [stopCmd, stopArgs] = pgArgs(bin, 'pg_ctl', ['-D', join(dataDir, 'data'), '-m', 'immediate', 'stop']);
   const stopLine = [stopCmd, ...stopArgs].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-  spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null && [ -d '${dataDir}' ]; do sleep 2; done; [ -d '${dataDir}' ] && { ${stopLine} >/dev/null 2>&1; rm -rf '${dataDir}'; }`], {
-    detached: true,
-    stdio: 'ignore',
-  }).unref();
+  spawn(
+    'sh',
+    [
+      '-c',
+      `while kill -0 ${process.pid} 2>/dev/null && [ -d '${dataDir}' ]; do sleep 2; done; [ -d '${dataDir}' ] && { ${stopLine} >/dev/null 2>&1; rm -rf '${dataDir}'; }`,
+    ],
+    {
+      detached: true,
+      stdio: 'ignore',
+    },
+  ).unref();
   let stopped = false;
   return {
     url,

@@ -9,9 +9,13 @@ import type { TestProject } from 'vitest/node';
 export default async function setup(project: TestProject) {
   const dir = join(dirname(fileURLToPath(import.meta.url)), 'servers');
   const teardowns: Array<() => Promise<void> | void> = [];
-  const files = readdirSync(dir).filter((f) => f.endsWith('.global.ts')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.global.ts'))
+    .sort();
   for (const f of files) {
-    const mod = (await import(join(dir, f))) as { setup: (provide: (k: string, v: unknown) => void) => Promise<() => Promise<void> | void> };
+    const mod = (await import(join(dir, f))) as {
+      setup: (provide: (k: string, v: unknown) => void) => Promise<() => Promise<void> | void>;
+    };
     teardowns.push(await mod.setup((k, v) => project.provide(k as never, v as never)));
   }
   return async () => {

@@ -160,10 +160,11 @@ class JsonlWriter {
       }
     }
     for (const [s, docs] of this.pending) {
-      for (const chunks of docs.values()) for (const c of chunks ?? []) {
-        await put(this.line(s, c));
-        count(s).written++;
-      }
+      for (const chunks of docs.values())
+        for (const c of chunks ?? []) {
+          await put(this.line(s, c));
+          count(s).written++;
+        }
     }
     for (const [s, chunks] of this.appendOnly) {
       const byId = new Map(chunks.map((c) => [c.id, c]));
@@ -191,7 +192,8 @@ class JsonlWriter {
     this.pending.clear();
     this.appendOnly.clear();
     this.pendingDocs = 0;
-    for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, records: c.records, chunksWritten: c.written, chunksDeleted: c.deleted };
+    for (const [stream, c] of counts)
+      yield { type: 'WRITTEN', stream, records: c.records, chunksWritten: c.written, chunksDeleted: c.deleted };
   }
 }
 
@@ -204,7 +206,12 @@ async function exists(file: string) {
 
 const destination: Destination<JsonlDestinationConfig> = {
   kind: 'destination',
-  spec: { name: 'jsonl', title: 'JSON lines file', description: 'Chunks (and vectors) as JSON lines, for debugging and tests', config: JsonlDestinationConfig },
+  spec: {
+    name: 'jsonl',
+    title: 'JSON lines file',
+    description: 'Chunks (and vectors) as JSON lines, for debugging and tests',
+    config: JsonlDestinationConfig,
+  },
   capabilities: { destinationSyncModes: ['overwrite', 'append', 'append_dedup'], vectors: false },
 
   async check(config, ctx) {

@@ -30,7 +30,10 @@ afterAll(async () => {
 });
 
 function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''): void {
-  const body = Array.from({ length: paragraphs }, (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`);
+  const body = Array.from(
+    { length: paragraphs },
+    (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`,
+  );
   const file = join(corpus, `${name}.md`);
   writeFileSync(file, `# ${name}\n\n${body.join('\n\n')}\n`);
   // Distinct, increasing mtimes: the file source is incremental by modification time.
@@ -124,10 +127,13 @@ function sync(file: string, killAfterUpserts?: number): Promise<Run> {
 function stored(index: string): string[] {
   const pointer = fx.vector(index, '__sluice_generations', 'ns:docs');
   const ns = typeof pointer?.metadata?.current === 'string' ? pointer.metadata.current : 'docs';
-  return fx.ids(index, ns).map((id) => {
-    const md = fx.vector(index, ns, id)!.metadata!;
-    return `${id}|${md.stream}|${md.document_id}|${md.chunk_index}|${md.content}`;
-  }).sort();
+  return fx
+    .ids(index, ns)
+    .map((id) => {
+      const md = fx.vector(index, ns, id)!.metadata!;
+      return `${id}|${md.stream}|${md.document_id}|${md.chunk_index}|${md.content}`;
+    })
+    .sort();
 }
 
 describe('pinecone end to end through the CLI', () => {

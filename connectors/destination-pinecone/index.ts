@@ -28,7 +28,8 @@ const destination: Destination<PineconeConfig> = {
       if (config.metric && metric && metric !== config.metric) {
         return { ok: false, message: `index ${name ?? config.index} uses metric ${metric}, but the config expects ${config.metric}` };
       }
-      if (!config.namespace.includes('{stream}')) warnings.push(`namespace "${config.namespace}" has no {stream}: only one stream can write to it`);
+      if (!config.namespace.includes('{stream}'))
+        warnings.push(`namespace "${config.namespace}" has no {stream}: only one stream can write to it`);
       return {
         ok: true,
         message: `Pinecone index ${name ?? config.index}: dimension ${dimension}${metric ? `, metric ${metric}` : ''}`,

@@ -9,7 +9,15 @@ export type PineconeMetadata = Record<string, MetadataValue>;
 export const MAX_METADATA_BYTES = 40 * 1024;
 
 /** Fields sluice owns; a record field with the same name is overridden by them. */
-export const RESERVED_FIELDS = ['stream', 'document_id', 'chunk_index', 'chunk_count', 'content', 'content_truncated', 'content_skipped'] as const;
+export const RESERVED_FIELDS = [
+  'stream',
+  'document_id',
+  'chunk_index',
+  'chunk_count',
+  'content',
+  'content_truncated',
+  'content_skipped',
+] as const;
 
 /**
  * One value as Pinecone accepts it: null/undefined are dropped (Pinecone rejects null), dates
@@ -35,7 +43,13 @@ function scalarText(x: unknown): string {
   return String(x);
 }
 
-export function buildMetadata(stream: string, documentId: string, chunkIndex: number, content: string, fields: Record<string, unknown>): PineconeMetadata {
+export function buildMetadata(
+  stream: string,
+  documentId: string,
+  chunkIndex: number,
+  content: string,
+  fields: Record<string, unknown>,
+): PineconeMetadata {
   const md: PineconeMetadata = {};
   for (const [k, v] of Object.entries(fields)) {
     if ((RESERVED_FIELDS as readonly string[]).includes(k)) continue;

@@ -42,17 +42,24 @@ function cfg(index: string, extra: Partial<Record<keyof PineconeConfig, unknown>
 const streams = (mode: DestinationSyncMode, ...names: string[]): DestinationStream[] =>
   (names.length ? names : ['docs']).map((name) => ({ name, destinationSyncMode: mode, primaryKey: [['id']] }));
 
-async function writeAll(config: PineconeConfig, mode: DestinationSyncMode, messages: DestinationMessage[], dimensions = DIM, ctx = captureContext()) {
+async function writeAll(
+  config: PineconeConfig,
+  mode: DestinationSyncMode,
+  messages: DestinationMessage[],
+  dimensions = DIM,
+  ctx = captureContext(),
+) {
   const writer = await destination.open(config, ctx, { streams: streams(mode), dimensions });
   const events = await drain(writer, messages);
   return { events, ctx };
 }
 
 const texts = (id: string, n: number, version = 1) => Array.from({ length: n }, (_, i) => `${id} chunk ${i} version ${version}`);
-const doc = (id: string, n: number, version = 1, stream = 'docs') => documentMessage(stream, id, texts(id, n, version), DIM, { source: 'test', version });
+const doc = (id: string, n: number, version = 1, stream = 'docs') =>
+  documentMessage(stream, id, texts(id, n, version), DIM, { source: 'test', version });
 
-describe('fixture rules (the real service\'s limits)', () => {
-  it('rejects oversized upserts, wrong dimensions, big metadata and long deletes with Pinecone\'s 400', async () => {
+describe("fixture rules (the real service's limits)", () => {
+  it("rejects oversized upserts, wrong dimensions, big metadata and long deletes with Pinecone's 400", async () => {
     const name = await freshIndex();
     const pc = new Pinecone({ apiKey: fx.apiKey, controllerHostUrl: fx.controllerUrl, maxRetries: 0 });
     const host = `http://${(await pc.describeIndex(name)).host}`;
@@ -61,9 +68,15 @@ describe('fixture rules (the real service\'s limits)', () => {
 
     await expect(ns.upsert({ records: Array.from({ length: 1001 }, (_, i) => v(i)) })).rejects.toThrow(/1001 vectors; the maximum is 1000/);
     const big = 'x'.repeat(30_000);
-    await expect(ns.upsert({ records: Array.from({ length: 80 }, (_, i) => ({ ...v(i), metadata: { big } })) })).rejects.toThrow(/exceeds the maximum supported size/);
-    await expect(ns.upsert({ records: [{ id: 'short', values: [1, 2, 3] }] })).rejects.toThrow('Vector dimension 3 does not match the dimension of the index 8');
-    await expect(ns.upsert({ records: [{ ...v(1), metadata: { content: 'y'.repeat(45 * 1024) } }] })).rejects.toThrow(/Metadata size is \d+ bytes, which exceeds the limit of 40960/);
+    await expect(ns.upsert({ records: Array.from({ length: 80 }, (_, i) => ({ ...v(i), metadata: { big } })) })).rejects.toThrow(
+      /exceeds the maximum supported size/,
+    );
+    await expect(ns.upsert({ records: [{ id: 'short', values: [1, 2, 3] }] })).rejects.toThrow(
+      'Vector dimension 3 does not match the dimension of the index 8',
+    );
+    await expect(ns.upsert({ records: [{ ...v(1), metadata: { content: 'y'.repeat(45 * 1024) } }] })).rejects.toThrow(
+      /Metadata size is \d+ bytes, which exceeds the limit of 40960/,
+    );
     await expect(ns.deleteMany({ ids: Array.from({ length: 1001 }, (_, i) => `v${i}`) })).rejects.toThrow(/1001 ids; the maximum is 1000/);
     expect(fx.ids(name, 'rules')).toEqual([]);
 
@@ -91,12 +104,33 @@ describe('fixture rules (the real service\'s limits)', () => {
       const name = await freshIndex(2, metric);
       const pc = new Pinecone({ apiKey: fx.apiKey, controllerHostUrl: fx.controllerUrl, maxRetries: 0 });
       const ns = pc.index({ host: `http://${fx.indexes.get(name)!.host}` }).namespace('m');
-      await ns.upsert({ records: [{ id: 'a', values: [1, 0] }, { id: 'b', values: [3, 3] }, { id: 'c', values: [0, 1] }] });
+      await ns.upsert({
+        records: [
+          { id: 'a', values: [1, 0] },
+          { id: 'b', values: [3, 3] },
+          { id: 'c', values: [0, 1] },
+        ],
+      });
       const res = await ns.query({ vector: [2, 0.5], topK: 3 });
       const got = res.matches.map((m) => [m.id, Number(m.score!.toFixed(4))]);
-      if (metric === 'cosine') expect(got).toEqual([['a', 0.9701], ['b', 0.8575], ['c', 0.2425]]);
-      if (metric === 'dotproduct') expect(got).toEqual([['b', 7.5], ['a', 2], ['c', 0.5]]);
-      if (metric === 'euclidean') expect(got).toEqual([['a', 1.25], ['c', 4.25], ['b', 7.25]]);
+      if (metric === 'cosine')
+        expect(got).toEqual([
+          ['a', 0.9701],
+          ['b', 0.8575],
+          ['c', 0.2425],
+        ]);
+      if (metric === 'dotproduct')
+        expect(got).toEqual([
+          ['b', 7.5],
+          ['a', 2],
+          ['c', 0.5],
+        ]);
+      if (metric === 'euclidean')
+        expect(got).toEqual([
+          ['a', 1.25],
+          ['c', 4.25],
+          ['b', 7.25],
+        ]);
     }
   });
 });
@@ -110,7 +144,17 @@ describe('append_dedup', () => {
     const seenAtCommit: string[][] = [];
     const events = await drain(
       writer,
-      [doc('a', 3), doc('b', 2), doc('a#1', 1), stateMessage('docs', 1), doc('a', 1, 2), doc('b', 4, 2), stateMessage('docs', 2), { type: 'DELETE', stream: 'docs', documentId: 'a' }, stateMessage('docs', 3)],
+      [
+        doc('a', 3),
+        doc('b', 2),
+        doc('a#1', 1),
+        stateMessage('docs', 1),
+        doc('a', 1, 2),
+        doc('b', 4, 2),
+        stateMessage('docs', 2),
+        { type: 'DELETE', stream: 'docs', documentId: 'a' },
+        stateMessage('docs', 3),
+      ],
       (e) => {
         if (e.type === 'STATE_COMMITTED') seenAtCommit.push(fx.ids(name, 'docs'));
       },
@@ -121,14 +165,21 @@ describe('append_dedup', () => {
       ['a#0', 'a#1#0', 'b#0', 'b#1', 'b#2', 'b#3'],
       ['a#1#0', 'b#0', 'b#1', 'b#2', 'b#3'], // deleting "a" leaves document "a#1" alone
     ]);
-    expect(events.filter((e) => e.type === 'STATE_COMMITTED').map((e) => (e as { state: { stream?: { stream_state?: unknown } } }).state.stream?.stream_state)).toEqual([
-      { position: 1 },
-      { position: 2 },
-      { position: 3 },
-    ]);
+    expect(
+      events
+        .filter((e) => e.type === 'STATE_COMMITTED')
+        .map((e) => (e as { state: { stream?: { stream_state?: unknown } } }).state.stream?.stream_state),
+    ).toEqual([{ position: 1 }, { position: 2 }, { position: 3 }]);
     expect(written(events)).toEqual({ records: 6, chunksWritten: 11, chunksDeleted: 2 + 1 }); // a#1, a#2 on shrink; a#0 on delete
     const b3 = fx.vector(name, 'docs', 'b#3')!;
-    expect(b3.metadata).toEqual({ source: 'test', version: 2, stream: 'docs', document_id: 'b', chunk_index: 3, content: 'b chunk 3 version 2' });
+    expect(b3.metadata).toEqual({
+      source: 'test',
+      version: 2,
+      stream: 'docs',
+      document_id: 'b',
+      chunk_index: 3,
+      content: 'b chunk 3 version 2',
+    });
     // Values are the float32 embedding (sent with 9 significant digits, which round-trips float32).
     expect(Float32Array.from(b3.values)).toEqual(vectorFor('b chunk 3 version 2', DIM));
   });
@@ -164,7 +215,11 @@ describe('append', () => {
   it('upserts by chunk id (no duplicates on replay), keeps other chunks, and still honours DELETE', async () => {
     const name = await freshIndex();
     await writeAll(cfg(name), 'append', [doc('a', 3), doc('b', 1)]);
-    const { events } = await writeAll(cfg(name), 'append', [doc('a', 1, 2), doc('a', 1, 2), { type: 'DELETE', stream: 'docs', documentId: 'b' }]);
+    const { events } = await writeAll(cfg(name), 'append', [
+      doc('a', 1, 2),
+      doc('a', 1, 2),
+      { type: 'DELETE', stream: 'docs', documentId: 'b' },
+    ]);
     expect(fx.ids(name, 'docs')).toEqual(['a#0', 'a#1', 'a#2']);
     expect(fx.vector(name, 'docs', 'a#0')!.metadata!.content).toBe('a chunk 0 version 2');
     expect(written(events).chunksDeleted).toBe(1);
@@ -202,7 +257,11 @@ describe('overwrite', () => {
     const after = await search();
     expect(after.map((h) => `${h.documentId}#${h.chunkIndex}`).sort()).toEqual(['new1#0', 'new2#0', 'new2#1', 'new2#2']);
     expect(fx.namespaceNames(name)).toEqual([POINTER_NAMESPACE, 'docs__sluice_gen1']);
-    expect(fx.vector(name, POINTER_NAMESPACE, 'ns:docs')!.metadata).toMatchObject({ current: 'docs__sluice_gen1', generation: 1, previous: 'docs' });
+    expect(fx.vector(name, POINTER_NAMESPACE, 'ns:docs')!.metadata).toMatchObject({
+      current: 'docs__sluice_gen1',
+      generation: 1,
+      previous: 'docs',
+    });
 
     // An append_dedup run afterwards writes into the current generation.
     await writeAll(cfg(name), 'append_dedup', [doc('new2', 1, 3)]);
@@ -258,7 +317,12 @@ describe('limits enforced before sending', () => {
   it('splits > 1,000 vectors and > 2 MB into several upserts, and > 1,000 ids into several deletes', async () => {
     const name = await freshIndex();
     const config = cfg(name, { batch_size: 1000, concurrency: 3 });
-    const big = documentMessage('docs', 'big', Array.from({ length: 1500 }, (_, i) => `big ${i}`), DIM);
+    const big = documentMessage(
+      'docs',
+      'big',
+      Array.from({ length: 1500 }, (_, i) => `big ${i}`),
+      DIM,
+    );
     const heavy = Array.from({ length: 80 }, (_, i) => documentMessage('docs', `heavy${i}`, [`${'h'.repeat(30_000)} ${i}`], DIM));
     const { events } = await writeAll(config, 'append_dedup', [big, ...heavy, stateMessage('docs', 1)]);
     const upserts = fx.requests.filter((r) => r.index === name && r.path === '/vectors/upsert');
@@ -280,7 +344,10 @@ describe('limits enforced before sending', () => {
 
   describe('45 KB of metadata', () => {
     const hugeDoc = (version = 1) =>
-      documentMessage('docs', 'huge', ['small chunk', `${'é'.repeat(20_000)} ${'x'.repeat(5_000)} v${version}`], DIM, { title: 'Big one', tags: ['a', 'b'] });
+      documentMessage('docs', 'huge', ['small chunk', `${'é'.repeat(20_000)} ${'x'.repeat(5_000)} v${version}`], DIM, {
+        title: 'Big one',
+        tags: ['a', 'b'],
+      });
 
     it('truncate_content (default): shortens content to fit 40 KB, marks it, counts and reports it', async () => {
       const name = await freshIndex();
@@ -293,14 +360,19 @@ describe('limits enforced before sending', () => {
       expect(v.metadata!.title).toBe('Big one');
       expect(fx.vector(name, 'docs', 'huge#0')!.metadata!.content_truncated).toBeUndefined();
       expect(written(events).chunksWritten).toBe(2);
-      const summary = ctx.lines.find((l) => l.level === 'warn' && 'truncated' in (l.fields ?? {}) && (l.fields as { truncated: number }).truncated === 1);
+      const summary = ctx.lines.find(
+        (l) => l.level === 'warn' && 'truncated' in (l.fields ?? {}) && (l.fields as { truncated: number }).truncated === 1,
+      );
       expect(summary?.msg).toMatch(/1 chunk\(s\) had their content truncated/);
     });
 
     it('skip: leaves the chunk out (and removes an older version of it), counts and reports it', async () => {
       const name = await freshIndex();
       await writeAll(cfg(name), 'append_dedup', [documentMessage('docs', 'huge', ['small chunk', 'old second chunk'], DIM)]);
-      const { events, ctx } = await writeAll(cfg(name, { on_oversized_metadata: 'skip' }), 'append_dedup', [hugeDoc(), stateMessage('docs', 1)]);
+      const { events, ctx } = await writeAll(cfg(name, { on_oversized_metadata: 'skip' }), 'append_dedup', [
+        hugeDoc(),
+        stateMessage('docs', 1),
+      ]);
       expect(fx.ids(name, 'docs')).toEqual(['huge#0']);
       expect(written(events)).toMatchObject({ chunksWritten: 1, chunksDeleted: 1 });
       expect(ctx.lines.some((l) => l.level === 'warn' && (l.fields as { skipped?: number } | undefined)?.skipped === 1)).toBe(true);
@@ -317,7 +389,9 @@ describe('limits enforced before sending', () => {
 
     it('fail: stops with an error naming the chunk, before sending it', async () => {
       const name = await freshIndex();
-      const err = await writeAll(cfg(name, { on_oversized_metadata: 'fail' }), 'append_dedup', [hugeDoc(), stateMessage('docs', 1)]).catch((e: unknown) => e);
+      const err = await writeAll(cfg(name, { on_oversized_metadata: 'fail' }), 'append_dedup', [hugeDoc(), stateMessage('docs', 1)]).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(SluiceError);
       expect((err as SluiceError).message).toMatch(/document "huge", chunk 1 has \d+ bytes of metadata; Pinecone allows 40960/);
       expect((err as SluiceError).hint).toMatch(/truncate_content or skip/);
@@ -350,7 +424,11 @@ describe('faults', () => {
   it('completes correctly through injected 429/503 responses', async () => {
     const name = await freshIndex();
     const N = 100;
-    await writeAll(cfg(name), 'append_dedup', Array.from({ length: N }, (_, i) => doc(`f${i}`, 3)));
+    await writeAll(
+      cfg(name),
+      'append_dedup',
+      Array.from({ length: N }, (_, i) => doc(`f${i}`, 3)),
+    );
     fx.setFaults({ rate: 0.3, statuses: [429, 503] });
     const config = cfg(name, { batch_size: 10, concurrency: 4, max_retries: 10 });
     const messages: DestinationMessage[] = [];
@@ -386,7 +464,9 @@ describe('faults', () => {
     for (let r = 1; r <= 6; r++) {
       for (let attempt = 0; ; attempt++) {
         fx.setFaults(attempt < 3 ? { rate: 0.25, only: ['POST /vectors/upsert', 'POST /vectors/delete'] } : {});
-        const result = await writeAll(cfg(name, { max_retries: 0, batch_size: 3, concurrency: 2 }), 'append_dedup', round(r)).catch((e: unknown) => e);
+        const result = await writeAll(cfg(name, { max_retries: 0, batch_size: 3, concurrency: 2 }), 'append_dedup', round(r)).catch(
+          (e: unknown) => e,
+        );
         fx.setFaults({});
         if (!(result instanceof Error)) break;
         failures++;
@@ -434,7 +514,9 @@ describe('check, open and search', () => {
 
   it('open refuses a dimension mismatch before any write; works with the index host instead of its name', async () => {
     const name = await freshIndex();
-    const err = await destination.open(cfg(name), captureContext(), { streams: streams('append_dedup'), dimensions: 384, embedderName: 'hash-384' }).catch((e: unknown) => e);
+    const err = await destination
+      .open(cfg(name), captureContext(), { streams: streams('append_dedup'), dimensions: 384, embedderName: 'hash-384' })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SluiceError);
     expect((err as SluiceError).message).toBe(`Pinecone index "${name}" has dimension 8, but hash-384 produces 384-dimensional vectors`);
     expect(fx.requests.filter((r) => r.index === name && r.method === 'POST' && r.path !== '/describe_index_stats').length).toBe(0);
@@ -457,7 +539,10 @@ describe('check, open and search', () => {
     const config = cfg(name);
     const ctx = captureContext();
     const writer = await destination.open(config, ctx, { streams: streams('append_dedup', 'faq', 'manual'), dimensions: DIM });
-    await drain(writer, [documentMessage('faq', 'q1', ['alpha', 'beta'], DIM, { lang: 'en' }), documentMessage('manual', 'm1', ['gamma'], DIM)]);
+    await drain(writer, [
+      documentMessage('faq', 'q1', ['alpha', 'beta'], DIM, { lang: 'en' }),
+      documentMessage('manual', 'm1', ['gamma'], DIM),
+    ]);
     const hits = await destination.search!(config, ctx, { vector: vectorFor('gamma', DIM), topK: 2, streams: ['faq', 'manual'] });
     expect(hits[0]).toMatchObject({ stream: 'manual', documentId: 'm1', chunkIndex: 0, content: 'gamma', score: 0 });
     expect(hits).toHaveLength(2);

@@ -97,15 +97,23 @@ export class PineconeStore {
     // Index names are lower-case letters, digits and '-'; anything else is a host.
     if (!/^[a-z0-9-]+$/.test(target)) {
       const hostUrl = withScheme(target, this.config.controller_host);
-      const stats = await this.call(`describe index at ${target}`, () => this.client.index({ host: hostUrl }).describeIndexStats(), { hostUrl });
+      const stats = await this.call(`describe index at ${target}`, () => this.client.index({ host: hostUrl }).describeIndexStats(), {
+        hostUrl,
+      });
       if (!stats.dimension) {
-        throw new SluiceError(`Pinecone index at ${target} did not report its dimension`, { kind: 'destination', hint: 'give the index name instead of its host' });
+        throw new SluiceError(`Pinecone index at ${target} did not report its dimension`, {
+          kind: 'destination',
+          hint: 'give the index name instead of its host',
+        });
       }
       return { hostUrl, dimension: stats.dimension, metric: this.config.metric };
     }
     const model = await this.call(`describe index "${target}"`, () => this.client.describeIndex(target));
     if (model.vectorType && model.vectorType !== 'dense') {
-      throw new SluiceError(`Pinecone index "${target}" is a ${model.vectorType} index; sluice writes dense vectors`, { kind: 'config', hint: 'use a dense index' });
+      throw new SluiceError(`Pinecone index "${target}" is a ${model.vectorType} index; sluice writes dense vectors`, {
+        kind: 'config',
+        hint: 'use a dense index',
+      });
     }
     if (!model.status?.ready) {
       throw new SluiceError(`Pinecone index "${target}" is not ready (state ${model.status?.state ?? 'unknown'})`, {
@@ -114,8 +122,14 @@ export class PineconeStore {
         hint: 'wait until the index is Ready, then run again',
       });
     }
-    if (!model.dimension) throw new SluiceError(`Pinecone index "${target}" has no dimension`, { kind: 'config', hint: 'use a dense index with a dimension' });
-    return { name: target, hostUrl: withScheme(model.host, this.config.controller_host), dimension: model.dimension, metric: model.metric as Metric };
+    if (!model.dimension)
+      throw new SluiceError(`Pinecone index "${target}" has no dimension`, { kind: 'config', hint: 'use a dense index with a dimension' });
+    return {
+      name: target,
+      hostUrl: withScheme(model.host, this.config.controller_host),
+      dimension: model.dimension,
+      metric: model.metric as Metric,
+    };
   }
 
   ns(namespace: string): Index {
@@ -128,12 +142,16 @@ export class PineconeStore {
   }
 
   async upsert(namespace: string, records: PineconeRecord[]): Promise<void> {
-    await this.call(`upsert of ${records.length} vectors into namespace "${namespace}"`, () => this.ns(namespace).upsert({ records: records as PineconeRecord<PineconeMetadata>[] }));
+    await this.call(`upsert of ${records.length} vectors into namespace "${namespace}"`, () =>
+      this.ns(namespace).upsert({ records: records as PineconeRecord<PineconeMetadata>[] }),
+    );
   }
 
   async deleteIds(namespace: string, ids: string[]): Promise<void> {
     if (ids.length > MAX_IDS_PER_DELETE) throw new Error(`internal: delete of ${ids.length} ids exceeds ${MAX_IDS_PER_DELETE}`);
-    await this.call(`delete of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).deleteMany({ ids }), { notFoundOk: true });
+    await this.call(`delete of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).deleteMany({ ids }), {
+      notFoundOk: true,
+    });
   }
 
   /** Removes every vector of a namespace; a namespace that does not exist is fine. */
@@ -158,12 +176,15 @@ export class PineconeStore {
   async fetchMetadata(namespace: string, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
     const res = await this.call(`fetch of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).fetch({ ids }));
     const out = new Map<string, Record<string, unknown>>();
-    for (const [id, rec] of Object.entries((res as { records?: Record<string, PineconeRecord> }).records ?? {})) out.set(id, (rec.metadata ?? {}) as Record<string, unknown>);
+    for (const [id, rec] of Object.entries((res as { records?: Record<string, PineconeRecord> }).records ?? {}))
+      out.set(id, (rec.metadata ?? {}) as Record<string, unknown>);
     return out;
   }
 
   async query(namespace: string, vector: number[], topK: number) {
-    const res = await this.call(`query of namespace "${namespace}"`, () => this.ns(namespace).query({ vector, topK, includeMetadata: true, includeValues: false }));
+    const res = await this.call(`query of namespace "${namespace}"`, () =>
+      this.ns(namespace).query({ vector, topK, includeMetadata: true, includeValues: false }),
+    );
     return res.matches ?? [];
   }
 
@@ -176,7 +197,11 @@ export class PineconeStore {
     for (const name of logical) {
       const md = records[pointerId(name)]?.metadata as Record<string, unknown> | undefined;
       if (md && typeof md.current === 'string' && typeof md.generation === 'number') {
-        out.set(name, { current: md.current, generation: md.generation, ...(typeof md.previous === 'string' ? { previous: md.previous } : {}) });
+        out.set(name, {
+          current: md.current,
+          generation: md.generation,
+          ...(typeof md.previous === 'string' ? { previous: md.previous } : {}),
+        });
       }
     }
     return out;
@@ -213,7 +238,10 @@ export class PineconeStore {
           isRetryable: isRetryableError,
           onRetry: (err, attempt, waitMs) => {
             this.retries++;
-            this.ctx.logger.debug({ attempt, waitMs: Math.round(waitMs), status: httpStatus(err) }, `Pinecone ${what} failed (${describe(err)}); retrying`);
+            this.ctx.logger.debug(
+              { attempt, waitMs: Math.round(waitMs), status: httpStatus(err) },
+              `Pinecone ${what} failed (${describe(err)}); retrying`,
+            );
           },
         },
       );
@@ -228,24 +256,35 @@ export class PineconeStore {
     const where = `Pinecone index ${this.index.name ?? this.config.index}`;
     const detail = describe(err);
     if (status === 401 || status === 403) {
-      return new SluiceError(`Pinecone rejected the API key during ${what} (HTTP ${status})`, { kind: 'config', where, hint: 'check api_key (a key of the project that owns the index)' });
+      return new SluiceError(`Pinecone rejected the API key during ${what} (HTTP ${status})`, {
+        kind: 'config',
+        where,
+        hint: 'check api_key (a key of the project that owns the index)',
+      });
     }
     if (status === 404 && what.startsWith('describe index')) {
       return new SluiceError(`Pinecone index "${this.config.index}" was not found`, {
         kind: 'config',
         where,
-        hint: 'create the index (dimension = your embedder\'s) or fix `index`; with a custom control plane, check controller_host',
+        hint: "create the index (dimension = your embedder's) or fix `index`; with a custom control plane, check controller_host",
       });
     }
     if (status !== undefined && status < 500 && status !== 429 && status !== 408) {
-      return new SluiceError(`Pinecone refused the ${what}: ${detail}`, { kind: 'destination', where, hint: 'this is a bug in sluice or an index setting; the message above is Pinecone\'s' });
+      return new SluiceError(`Pinecone refused the ${what}: ${detail}`, {
+        kind: 'destination',
+        where,
+        hint: "this is a bug in sluice or an index setting; the message above is Pinecone's",
+      });
     }
     const retried = this.config.max_retries;
     return new SluiceError(`Pinecone ${what} failed after ${retried + 1} attempts: ${detail}`, {
       kind: status === undefined ? 'connection' : 'destination',
       where,
       transient: true,
-      hint: status === undefined ? 'check the network and the index host; run again to resume' : 'Pinecone is overloaded or unavailable; run again later (nothing is lost: the last checkpoint is kept)',
+      hint:
+        status === undefined
+          ? 'check the network and the index host; run again to resume'
+          : 'Pinecone is overloaded or unavailable; run again later (nothing is lost: the last checkpoint is kept)',
     });
   }
 }
@@ -270,7 +309,8 @@ function describe(err: unknown): string {
   // Network failures: report the innermost cause (ECONNREFUSED…), not the client's generic text.
   while (e && (e as { cause?: unknown }).cause) e = (e as { cause?: unknown }).cause;
   const inner = e as { code?: unknown; message?: unknown } | undefined;
-  if (inner && typeof inner.code === 'string') return `${inner.code}${typeof inner.message === 'string' && !inner.message.includes(inner.code) ? ` (${inner.message})` : ''}`;
+  if (inner && typeof inner.code === 'string')
+    return `${inner.code}${typeof inner.message === 'string' && !inner.message.includes(inner.code) ? ` (${inner.message})` : ''}`;
   if (inner && (inner as { name?: unknown }).name === 'TimeoutError') return 'request timed out';
   return err instanceof Error ? err.message : String(err);
 }

@@ -3,7 +3,14 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, Logger } from '../../src/protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationWriter,
+  Logger,
+} from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 
@@ -77,7 +84,10 @@ export async function drain(
   messages: AsyncIterable<DestinationMessage> | Iterable<DestinationMessage>,
   onEvent?: (e: DestinationEvent) => void | Promise<void>,
 ): Promise<DestinationEvent[]> {
-  const input = Symbol.asyncIterator in (messages as object) ? (messages as AsyncIterable<DestinationMessage>) : fromArray(messages as Iterable<DestinationMessage>);
+  const input =
+    Symbol.asyncIterator in (messages as object)
+      ? (messages as AsyncIterable<DestinationMessage>)
+      : fromArray(messages as Iterable<DestinationMessage>);
   const events: DestinationEvent[] = [];
   for await (const e of writer.write(input)) {
     events.push(e);

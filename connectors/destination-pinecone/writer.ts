@@ -8,12 +8,26 @@
 // generation pointer at STREAM_COMPLETE (see store.ts / docs/pinecone.md).
 import pLimit from 'p-limit';
 import type { PineconeRecord } from '@pinecone-database/pinecone';
-import type { ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, OpenOptions } from '../../src/protocol/connector.ts';
+import type {
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationWriter,
+  OpenOptions,
+} from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { chunkId } from '../../src/protocol/identity.ts';
 import type { PineconeConfig } from './config.ts';
-import { MAX_METADATA_BYTES, buildMetadata, compactValues, metadataBytes, truncateContent, withoutContent, type PineconeMetadata } from './metadata.ts';
+import {
+  MAX_METADATA_BYTES,
+  buildMetadata,
+  compactValues,
+  metadataBytes,
+  truncateContent,
+  withoutContent,
+  type PineconeMetadata,
+} from './metadata.ts';
 import { MAX_ID_BYTES, MAX_IDS_PER_DELETE, MAX_VECTORS_PER_UPSERT, type GenerationPointer, type PineconeStore } from './store.ts';
 
 /** Logical namespace of a stream: the configured template with `{stream}` filled in. */
@@ -118,7 +132,11 @@ export class PineconeWriter implements DestinationWriter {
     if (options.dimensions !== undefined && options.dimensions !== dim) {
       throw new SluiceError(
         `Pinecone index ${store.index.name ? `"${store.index.name}"` : config.index} has dimension ${dim}, but ${options.embedderName ?? 'the embedder'} produces ${options.dimensions}-dimensional vectors`,
-        { kind: 'config', where, hint: `use an index created with dimension ${options.dimensions}, or an embedding model/dimensions that give ${dim}` },
+        {
+          kind: 'config',
+          where,
+          hint: `use an index created with dimension ${options.dimensions}, or an embedding model/dimensions that give ${dim}`,
+        },
       );
     }
     if (config.metric && store.index.metric && config.metric !== store.index.metric) {
@@ -277,7 +295,8 @@ export class PineconeWriter implements DestinationWriter {
       const key = docKey(t.namespace, op.documentId);
       const old = previous.get(key) ?? 0;
       if (t.seen) {
-        if (t.seen.size >= SEEN_CAP) t.seen = undefined; // too many to remember: look every document up from now on
+        if (t.seen.size >= SEEN_CAP)
+          t.seen = undefined; // too many to remember: look every document up from now on
         else t.seen.add(op.documentId);
       }
       if (op.kind === 'delete') {
@@ -325,7 +344,10 @@ export class PineconeWriter implements DestinationWriter {
         const slice = all.slice(i, i + FETCH_IDS);
         tasks.push(
           this.limit(async () => {
-            const found = await this.store.fetchMetadata(ns, slice.map((d) => chunkId(d, 0)));
+            const found = await this.store.fetchMetadata(
+              ns,
+              slice.map((d) => chunkId(d, 0)),
+            );
             for (const documentId of slice) {
               const md = found.get(chunkId(documentId, 0));
               if (!md) continue;
@@ -359,7 +381,10 @@ export class PineconeWriter implements DestinationWriter {
     for (const batch of this.upsertBatches(vectors)) {
       tasks.push(
         this.limit(async () => {
-          await this.store.upsert(batch[0].namespace, batch.map((v) => v.record));
+          await this.store.upsert(
+            batch[0].namespace,
+            batch.map((v) => v.record),
+          );
           this.countsOf(batch[0].stream).chunksWritten += batch.length;
         }),
       );
@@ -404,7 +429,10 @@ export class PineconeWriter implements DestinationWriter {
       };
       if (chunk.chunkIndex !== position) {
         // Chunk 0 records the count, and counts assume indexes 0..n-1.
-        throw new SluiceError(`document ${JSON.stringify(doc.documentId)} of stream ${doc.stream}: chunk at position ${position} has index ${chunk.chunkIndex}`, { kind: 'internal' });
+        throw new SluiceError(
+          `document ${JSON.stringify(doc.documentId)} of stream ${doc.stream}: chunk at position ${position} has index ${chunk.chunkIndex}`,
+          { kind: 'internal' },
+        );
       }
       const where = `stream ${doc.stream}, document ${JSON.stringify(doc.documentId)}, chunk ${chunk.chunkIndex}`;
       if (Buffer.byteLength(id, 'utf8') > MAX_ID_BYTES) {
@@ -415,7 +443,11 @@ export class PineconeWriter implements DestinationWriter {
         });
       }
       if (!chunk.embedding) {
-        throw new SluiceError(`${where} has no embedding; Pinecone stores vectors`, { kind: 'config', where, hint: 'add an `embedding` block to the connection' });
+        throw new SluiceError(`${where} has no embedding; Pinecone stores vectors`, {
+          kind: 'config',
+          where,
+          hint: 'add an `embedding` block to the connection',
+        });
       }
       if (chunk.embedding.length !== dim) {
         throw new SluiceError(`${where} has a ${chunk.embedding.length}-dimensional embedding; the Pinecone index has dimension ${dim}`, {
@@ -447,13 +479,19 @@ export class PineconeWriter implements DestinationWriter {
         if (policy === 'skip' && !keepHead) {
           stats.skipped++;
           skipped.push(id);
-          this.ctx.logger.warn({ stream: doc.stream, id, bytes: size }, `skipped chunk ${id} of stream ${doc.stream}: ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`);
+          this.ctx.logger.warn(
+            { stream: doc.stream, id, bytes: size },
+            `skipped chunk ${id} of stream ${doc.stream}: ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`,
+          );
           continue;
         }
         metadata = fitted!;
         if (keepHead) {
           stats.skipped++;
-          this.ctx.logger.warn({ stream: doc.stream, id, bytes: size }, `stored chunk ${id} of stream ${doc.stream} without its content (content_skipped): ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`);
+          this.ctx.logger.warn(
+            { stream: doc.stream, id, bytes: size },
+            `stored chunk ${id} of stream ${doc.stream} without its content (content_skipped): ${size} bytes of metadata exceed Pinecone's ${MAX_METADATA_BYTES}`,
+          );
           push(first, metadata);
           continue;
         }
@@ -488,10 +526,13 @@ export class PineconeWriter implements DestinationWriter {
           bytes = envelope;
         }
         if (envelope + v.bytes > this.config.max_request_bytes) {
-          throw new SluiceError(`vector ${v.record.id} alone is ${v.bytes} bytes, over max_request_bytes (${this.config.max_request_bytes})`, {
-            kind: 'config',
-            hint: 'raise max_request_bytes (Pinecone allows up to 2 MB)',
-          });
+          throw new SluiceError(
+            `vector ${v.record.id} alone is ${v.bytes} bytes, over max_request_bytes (${this.config.max_request_bytes})`,
+            {
+              kind: 'config',
+              hint: 'raise max_request_bytes (Pinecone allows up to 2 MB)',
+            },
+          );
         }
         batch.push(v);
         bytes += v.bytes;
@@ -504,7 +545,10 @@ export class PineconeWriter implements DestinationWriter {
     const { pointer, replaces } = t.pending!;
     await this.store.writePointer(t.logical, pointer);
     t.switched = true;
-    this.ctx.logger.info({ stream: t.name, namespace: pointer.current, generation: pointer.generation }, `stream ${t.name}: readers switched to namespace "${pointer.current}"`);
+    this.ctx.logger.info(
+      { stream: t.name, namespace: pointer.current, generation: pointer.generation },
+      `stream ${t.name}: readers switched to namespace "${pointer.current}"`,
+    );
     // Readers that resolved the pointer just before the switch re-resolve when they see no hits
     // (search() does); the old generation goes only now, after the switch.
     await this.store.deleteNamespaceContents(replaces);

@@ -44,14 +44,20 @@ export interface VectorShape {
 }
 
 /** The single unnamed vector of a collection, or an error saying why it cannot be used. */
-export async function describeCollection(q: Qdrant, physical: string): Promise<{ shape: VectorShape; indexed: Set<string>; points?: number }> {
+export async function describeCollection(
+  q: Qdrant,
+  physical: string,
+): Promise<{ shape: VectorShape; indexed: Set<string>; points?: number }> {
   const info = await q.call(`describe collection ${physical}`, () => q.client.getCollection(physical));
   const vectors = info.config.params.vectors as { size?: unknown; distance?: unknown } | Record<string, unknown> | undefined;
   if (!vectors || typeof (vectors as { size?: unknown }).size !== 'number') {
-    throw new SluiceError(`Qdrant collection ${physical} has named vectors (${Object.keys(vectors ?? {}).join(', ') || 'none'}); sluice writes one unnamed vector per point`, {
-      kind: 'config',
-      hint: 'use another `collection` name; sluice will create it',
-    });
+    throw new SluiceError(
+      `Qdrant collection ${physical} has named vectors (${Object.keys(vectors ?? {}).join(', ') || 'none'}); sluice writes one unnamed vector per point`,
+      {
+        kind: 'config',
+        hint: 'use another `collection` name; sluice will create it',
+      },
+    );
   }
   return {
     shape: { size: (vectors as { size: number }).size, distance: (vectors as { distance: QdrantDistance }).distance },
@@ -64,7 +70,8 @@ export async function describeCollection(q: Qdrant, physical: string): Promise<{
 export function assertShape(physical: string, alias: string, have: VectorShape, want: VectorShape, embedderName?: string): void {
   if (have.size === want.size && have.distance === want.distance) return;
   const parts: string[] = [];
-  if (have.size !== want.size) parts.push(`vectors of size ${have.size}, but the embedder${embedderName ? ` (${embedderName})` : ''} makes ${want.size}`);
+  if (have.size !== want.size)
+    parts.push(`vectors of size ${have.size}, but the embedder${embedderName ? ` (${embedderName})` : ''} makes ${want.size}`);
   if (have.distance !== want.distance) parts.push(`distance ${have.distance}, but the config says ${want.distance}`);
   throw new SluiceError(`Qdrant collection "${alias}" (${physical}) has ${parts.join('; and ')}`, {
     kind: 'config',

@@ -4,7 +4,12 @@ import { z } from 'zod';
 const HnswSchema = z.strictObject({
   m: z.number().int().min(0).max(1024).optional().describe('Edges per node in the HNSW graph (Qdrant default 16; 0 disables the graph).'),
   ef_construct: z.number().int().min(4).max(4096).optional().describe('Neighbours considered while building (Qdrant default 100).'),
-  full_scan_threshold: z.number().int().min(0).optional().describe('Below this many KB of vectors a filtered search scans instead of using the graph.'),
+  full_scan_threshold: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe('Below this many KB of vectors a filtered search scans instead of using the graph.'),
   on_disk: z.boolean().optional().describe('Keep the HNSW graph on disk instead of in RAM.'),
 });
 

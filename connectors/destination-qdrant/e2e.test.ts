@@ -27,7 +27,10 @@ afterAll(async () => {
 });
 
 function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''): void {
-  const body = Array.from({ length: paragraphs }, (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`);
+  const body = Array.from(
+    { length: paragraphs },
+    (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`,
+  );
   const file = join(corpus, `${name}.md`);
   writeFileSync(file, `# ${name}\n\n${body.join('\n\n')}\n`);
   // Distinct, increasing mtimes: the file source is incremental by modification time.
@@ -154,7 +157,9 @@ describe('qdrant end to end through the CLI', () => {
     const probe = fx.pointsOf('kb').find((p) => p.payload.document_id === 'doc05.md')!;
     const search = await cliRun(['search', main, String(probe.payload.content), '--top-k', '3', '--json']);
     expect(search.code, search.stderr.slice(-2000)).toBe(0);
-    const { hits } = JSON.parse(search.stdout) as { hits: { score: number; stream: string; documentId: string; chunkIndex: number; content: string }[] };
+    const { hits } = JSON.parse(search.stdout) as {
+      hits: { score: number; stream: string; documentId: string; chunkIndex: number; content: string }[];
+    };
     expect(hits).toHaveLength(3);
     const all = new Set(got);
     for (const h of hits) expect(all.has(`${h.stream}|${h.documentId}|${h.chunkIndex}|${h.content}`)).toBe(true);

@@ -21,20 +21,47 @@ describe('OpenAPI validator on qdrant-openapi.json', () => {
     expect(v.validateRequest('put', POINTS, { points: [{ id: 'doc#1', vector: [1] }] }).join(' ')).toContain('/points/0/id');
     expect(v.validateRequest('put', POINTS, { points: [{ id: -1, vector: [1] }] }).join(' ')).toContain('/points/0/id');
     expect(v.validateRequest('put', POINTS, { points: [{ vector: [1] }] }).length).toBeGreaterThan(0);
-    expect(v.validateRequest('post', '/collections/{collection_name}/points/delete', { filter: { must: [{ key: 'k', match: { value: 'x' } }] } })).toEqual([]);
-    expect(v.validateRequest('post', '/collections/{collection_name}/points/delete', { filter: { must: [{ key: 'k', range: { gte: 'high' } }] } }).length).toBeGreaterThan(0);
+    expect(
+      v.validateRequest('post', '/collections/{collection_name}/points/delete', {
+        filter: { must: [{ key: 'k', match: { value: 'x' } }] },
+      }),
+    ).toEqual([]);
+    expect(
+      v.validateRequest('post', '/collections/{collection_name}/points/delete', {
+        filter: { must: [{ key: 'k', range: { gte: 'high' } }] },
+      }).length,
+    ).toBeGreaterThan(0);
   });
 
   it('checks responses, including nullable fields and error bodies', async () => {
     const v = await loadOpenApi('qdrant-openapi.json');
-    expect(v.validateResponse('put', POINTS, 200, { result: { operation_id: 3, status: 'completed' }, status: 'ok', time: 0.001, usage: null })).toEqual([]);
-    expect(v.validateResponse('put', POINTS, 200, { result: { operation_id: 3, status: 'done' }, status: 'ok', time: 0.001 }).join(' ')).toContain('/result/status');
-    expect(v.validateResponse('put', POINTS, 200, { result: { operation_id: -3, status: 'completed' }, status: 'ok', time: 0 }).length).toBeGreaterThan(0);
+    expect(
+      v.validateResponse('put', POINTS, 200, { result: { operation_id: 3, status: 'completed' }, status: 'ok', time: 0.001, usage: null }),
+    ).toEqual([]);
+    expect(
+      v.validateResponse('put', POINTS, 200, { result: { operation_id: 3, status: 'done' }, status: 'ok', time: 0.001 }).join(' '),
+    ).toContain('/result/status');
+    expect(
+      v.validateResponse('put', POINTS, 200, { result: { operation_id: -3, status: 'completed' }, status: 'ok', time: 0 }).length,
+    ).toBeGreaterThan(0);
     expect(v.validateResponse('put', POINTS, 400, { status: { error: 'Wrong input' }, time: 0 })).toEqual([]);
     expect(v.validateResponse('put', POINTS, 400, { status: { error: 42 }, time: 0 }).length).toBeGreaterThan(0);
-    const info = { status: 'green', optimizer_status: 'ok', segments_count: 1, payload_schema: {}, config: { params: {}, hnsw_config: { m: 16, ef_construct: 100, full_scan_threshold: 10 }, optimizer_config: { default_segment_number: 0, flush_interval_sec: 5 } } };
+    const info = {
+      status: 'green',
+      optimizer_status: 'ok',
+      segments_count: 1,
+      payload_schema: {},
+      config: {
+        params: {},
+        hnsw_config: { m: 16, ef_construct: 100, full_scan_threshold: 10 },
+        optimizer_config: { default_segment_number: 0, flush_interval_sec: 5 },
+      },
+    };
     expect(v.validateResponse('get', '/collections/{collection_name}', 200, { result: info, status: 'ok', time: 0 })).toEqual([]);
-    expect(v.validateResponse('get', '/collections/{collection_name}', 200, { result: { ...info, status: 'blue' }, status: 'ok', time: 0 }).length).toBeGreaterThan(0);
+    expect(
+      v.validateResponse('get', '/collections/{collection_name}', 200, { result: { ...info, status: 'blue' }, status: 'ok', time: 0 })
+        .length,
+    ).toBeGreaterThan(0);
   });
 
   it('checks query parameters', async () => {

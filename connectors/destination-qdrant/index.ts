@@ -24,13 +24,19 @@ const destination: Destination<QdrantConfig> = {
     try {
       const layout = await readLayout(q, config.collection);
       if (!layout.current) {
-        return { ok: true, message: `${q.where} is reachable; collection "${config.collection}" does not exist yet and will be created on the first sync` };
+        return {
+          ok: true,
+          message: `${q.where} is reachable; collection "${config.collection}" does not exist yet and will be created on the first sync`,
+        };
       }
       const { shape, points } = await describeCollection(q, layout.current.physical);
       const described = `${q.where}: collection "${config.collection}" (${layout.current.physical}) holds ${points ?? '?'} points of size ${shape.size}, distance ${shape.distance}`;
       // The vector size is checked against the embedder when a sync opens the collection.
       if (shape.distance !== QDRANT_DISTANCE[config.distance]) {
-        return { ok: false, message: `${described}, but the config says distance ${config.distance}: set distance to match, or use another collection name` };
+        return {
+          ok: false,
+          message: `${described}, but the config says distance ${config.distance}: set distance to match, or use another collection name`,
+        };
       }
       const warnings = layout.current.viaAlias
         ? []
@@ -49,7 +55,11 @@ const destination: Destination<QdrantConfig> = {
   },
 
   /** Sizes per stream; with `reindex`, creates sluice's payload indexes where missing (Qdrant rebuilds HNSW on its own). */
-  async maintain(config: QdrantConfig, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>> {
+  async maintain(
+    config: QdrantConfig,
+    ctx: ConnectorContext,
+    action: { reindex: boolean; streams: string[] },
+  ): Promise<Record<string, unknown>> {
     const q = connectQdrant(config, ctx.logger);
     const layout = await readLayout(q, config.collection);
     if (!layout.current) return { collection: config.collection, exists: false };
@@ -82,7 +92,11 @@ const destination: Destination<QdrantConfig> = {
     };
   },
 
-  async search(config: QdrantConfig, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]> {
+  async search(
+    config: QdrantConfig,
+    ctx: ConnectorContext,
+    query: { vector: Float32Array; topK: number; streams: string[] },
+  ): Promise<SearchHit[]> {
     const q = connectQdrant(config, ctx.logger);
     const filter = query.streams.length ? { must: [{ key: 'stream', match: { any: query.streams } }] } : undefined;
     const res = await q.call(`query of collection ${config.collection}`, () =>

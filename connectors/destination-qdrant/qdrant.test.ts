@@ -7,7 +7,20 @@ import { chunkUuid, documentId } from '../../src/protocol/identity.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { DestinationEvent } from '../../src/protocol/connector.ts';
 import destination from './index.ts';
-import { committedPositions, complete, del, DIMS, doc, drain, embed, feed, qdrantConfig, state, streams, testContext } from './test-helpers.ts';
+import {
+  committedPositions,
+  complete,
+  del,
+  DIMS,
+  doc,
+  drain,
+  embed,
+  feed,
+  qdrantConfig,
+  state,
+  streams,
+  testContext,
+} from './test-helpers.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -22,7 +35,9 @@ afterEach(() => {
   // The fixture's own responses must match Qdrant's OpenAPI document; the connector must only send
   // valid requests, always waiting for acknowledgement.
   expect(fx.violations).toEqual([]);
-  const writes = fx.log.filter((l) => /points|\/index/.test(l.operation) && /^(PUT|POST)/.test(l.operation) && !/scroll|query|count/.test(l.operation));
+  const writes = fx.log.filter(
+    (l) => /points|\/index/.test(l.operation) && /^(PUT|POST)/.test(l.operation) && !/scroll|query|count/.test(l.operation),
+  );
   expect(writes.filter((l) => l.query.wait !== 'true')).toEqual([]);
   expect(fx.log.filter((l) => l.status === 400 || l.status === 422)).toEqual([]);
   fx.setFaults(undefined);
@@ -99,7 +114,10 @@ describe('qdrant destination', () => {
       const config = qdrantConfig(big.url, 'bytes', { batch_bytes: 128 * 1024, batch_points: 1000 });
       const writer = await destination.open(config, testContext(), { streams: streams('append', 's'), dimensions: dims });
       const text = 'x'.repeat(2000);
-      await drain(writer, Array.from({ length: 60 }, (_, i) => doc('s', `d${i}`, [`${i} ${text}`], {}, dims)));
+      await drain(
+        writer,
+        Array.from({ length: 60 }, (_, i) => doc('s', `d${i}`, [`${i} ${text}`], {}, dims)),
+      );
       expect(big.pointsOf('bytes')).toHaveLength(60);
       const upserts = big.log.filter((l) => l.operation === 'PUT /collections/{collection_name}/points');
       expect(upserts.every((l) => l.status === 200 && l.bytes <= 128 * 1024)).toBe(true);
@@ -111,8 +129,18 @@ describe('qdrant destination', () => {
   });
 
   it('append: replays upsert by chunk id instead of duplicating', async () => {
-    const writer = await destination.open(qdrantConfig(fx.url, 'appendonly'), testContext(), { streams: streams('append', 'log'), dimensions: DIMS });
-    await drain(writer, [doc('log', 'e1', ['one', 'two']), state('log', 1), doc('log', 'e1', ['one', 'two']), doc('log', 'e2', ['three']), del('log', 'e2'), doc('log', 'e2', ['three again'])]);
+    const writer = await destination.open(qdrantConfig(fx.url, 'appendonly'), testContext(), {
+      streams: streams('append', 'log'),
+      dimensions: DIMS,
+    });
+    await drain(writer, [
+      doc('log', 'e1', ['one', 'two']),
+      state('log', 1),
+      doc('log', 'e1', ['one', 'two']),
+      doc('log', 'e2', ['three']),
+      del('log', 'e2'),
+      doc('log', 'e2', ['three again']),
+    ]);
     expect(stored('appendonly')).toEqual(['log|e1|0|one', 'log|e1|1|two', 'log|e2|0|three again']);
   });
 
@@ -123,7 +151,10 @@ describe('qdrant destination', () => {
       { pk: [['tenant'], ['order', 'no']], data: { tenant: 'acme', order: { no: 7 } } },
     ];
     const ids = keys.map((k) => documentId(k.data, k.pk));
-    const writer = await destination.open(qdrantConfig(fx.url, 'keys'), testContext(), { streams: streams('append_dedup', 'k'), dimensions: DIMS });
+    const writer = await destination.open(qdrantConfig(fx.url, 'keys'), testContext(), {
+      streams: streams('append_dedup', 'k'),
+      dimensions: DIMS,
+    });
     await drain(writer, [...ids.map((id) => doc('k', id, [`text of ${id}`, 'second'])), state('k', 1)]);
     const points = fx.pointsOf('keys');
     expect(points).toHaveLength(6);
@@ -132,9 +163,20 @@ describe('qdrant destination', () => {
     expect(ids).toContain('["acme","7"]');
     expect(new Set(points.map((p) => p.id)).size).toBe(6);
     // Same keys again: same ids, nothing added.
-    const again = await destination.open(qdrantConfig(fx.url, 'keys'), testContext(), { streams: streams('append_dedup', 'k'), dimensions: DIMS });
-    await drain(again, ids.map((id) => doc('k', id, [`text of ${id}`, 'second'])));
-    expect(fx.pointsOf('keys').map((p) => p.id).sort()).toEqual(points.map((p) => p.id).sort());
+    const again = await destination.open(qdrantConfig(fx.url, 'keys'), testContext(), {
+      streams: streams('append_dedup', 'k'),
+      dimensions: DIMS,
+    });
+    await drain(
+      again,
+      ids.map((id) => doc('k', id, [`text of ${id}`, 'second'])),
+    );
+    expect(
+      fx
+        .pointsOf('keys')
+        .map((p) => p.id)
+        .sort(),
+    ).toEqual(points.map((p) => p.id).sort());
   });
 
   it('the fixture rejects non-UUID, non-unsigned point ids with the 400 Qdrant gives', async () => {
@@ -150,7 +192,9 @@ describe('qdrant destination', () => {
     };
     const text = await attempt('doc-1#0');
     expect(text?.status).toBe(400);
-    expect(text?.data.status.error).toMatch(/^Format error in JSON body: value doc-1#0 is not a valid point ID, valid values are either an unsigned integer or a UUID at line 1 column \d+$/);
+    expect(text?.data.status.error).toMatch(
+      /^Format error in JSON body: value doc-1#0 is not a valid point ID, valid values are either an unsigned integer or a UUID at line 1 column \d+$/,
+    );
     expect((await attempt(-5))?.data.status.error).toContain('value -5 is not a valid point ID');
     expect((await attempt(1.5))?.status).toBe(400);
     expect(await attempt(7)).toBeUndefined();
@@ -160,7 +204,10 @@ describe('qdrant destination', () => {
   });
 
   it('rejects a collection of another size or distance before any write', async () => {
-    const writer = await destination.open(qdrantConfig(fx.url, 'shape'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
+    const writer = await destination.open(qdrantConfig(fx.url, 'shape'), testContext(), {
+      streams: streams('append_dedup', 's'),
+      dimensions: DIMS,
+    });
     await drain(writer, [doc('s', '1', ['x'])]);
     fx.log.length = 0;
     const err = await destination
@@ -226,7 +273,10 @@ describe('qdrant destination', () => {
 
   it('overwrite that never completes keeps the old generation and acknowledges nothing', async () => {
     const config = qdrantConfig(fx.url, 'owfail');
-    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [doc('docs', 'keep', ['kept']), complete('docs')]);
+    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [
+      doc('docs', 'keep', ['kept']),
+      complete('docs'),
+    ]);
     const events = await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [
       doc('docs', 'partial', ['half']),
       state('docs', 9),
@@ -239,7 +289,10 @@ describe('qdrant destination', () => {
 
   it('overwrite after a crashed overwrite drops the orphaned generation and switches to a fresh one', async () => {
     const config = qdrantConfig(fx.url, 'owcrash');
-    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [doc('docs', 'v1', ['first']), complete('docs')]);
+    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [
+      doc('docs', 'v1', ['first']),
+      complete('docs'),
+    ]);
     // A crashed run: opened (created owcrash_2), wrote, never completed, never ended its input.
     const crashed = await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS });
     const it = crashed.write(feed([doc('docs', 'half', ['half written']), state('docs', 1)]))[Symbol.asyncIterator]();
@@ -260,9 +313,15 @@ describe('qdrant destination', () => {
   it('leaves alone a collection that only looks like a generation', async () => {
     const client = new QdrantClient({ url: fx.url, checkCompatibility: false });
     await client.createCollection('notmine_2024', { vectors: { size: DIMS, distance: 'Cosine' } });
-    await client.upsert('notmine_2024', { wait: true, points: [{ id: 1, vector: Array.from(embed('theirs')), payload: { owner: 'someone else' } }] });
+    await client.upsert('notmine_2024', {
+      wait: true,
+      points: [{ id: 1, vector: Array.from(embed('theirs')), payload: { owner: 'someone else' } }],
+    });
     const config = qdrantConfig(fx.url, 'notmine');
-    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [doc('docs', '1', ['mine']), complete('docs')]);
+    await drain(await destination.open(config, testContext(), { streams: streams('overwrite', 'docs'), dimensions: DIMS }), [
+      doc('docs', '1', ['mine']),
+      complete('docs'),
+    ]);
     expect(fx.aliases.get('notmine')).toBe('notmine_2025');
     expect(fx.collections.get('notmine_2024')!.points.size).toBe(1);
     expect(stored('notmine')).toEqual(['docs|1|0|mine']);
@@ -292,9 +351,12 @@ describe('qdrant destination', () => {
     for (let i = 0; i < 30; i += 3) msgs.push(doc('s', `d${i}`, [`t${i}a`]));
     for (let i = 1; i < 30; i += 3) msgs.push(del('s', `d${i}`));
     fx.setFaults({ rate429: 0.2, rate503: 0.2, retryAfterSeconds: 0 });
-    const events = await drain(writer, feed([...msgs.slice(0, 40), state('s', 1), ...msgs.slice(40), state('s', 2)], (m) => {
-      if (m.type === 'STATE') fx.setFaults({ rate429: 0.25, rate503: 0.15 });
-    }));
+    const events = await drain(
+      writer,
+      feed([...msgs.slice(0, 40), state('s', 1), ...msgs.slice(40), state('s', 2)], (m) => {
+        if (m.type === 'STATE') fx.setFaults({ rate429: 0.25, rate503: 0.15 });
+      }),
+    );
     fx.setFaults(undefined);
     expect(committedPositions(events)).toEqual([1, 2]);
     const expected: string[] = [];
@@ -309,7 +371,10 @@ describe('qdrant destination', () => {
   });
 
   it('waits as long as a 429 Retry-After asks', async () => {
-    const writer = await destination.open(qdrantConfig(fx.url, 'retryafter'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
+    const writer = await destination.open(qdrantConfig(fx.url, 'retryafter'), testContext(), {
+      streams: streams('append_dedup', 's'),
+      dimensions: DIMS,
+    });
     fx.setFaults({ next429: 1, retryAfterSeconds: 1, only: ['PUT /collections/{collection_name}/points'] });
     const started = Date.now();
     await drain(writer, [doc('s', '1', ['x']), state('s', 1)]);
@@ -320,11 +385,18 @@ describe('qdrant destination', () => {
 
   it('retries requests that time out (the write landed, the answer was late): same result, no duplicates', async () => {
     // Create the collection first, with the normal timeout (this test is about writes).
-    await drain(await destination.open(qdrantConfig(fx.url, 'slow'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), []);
+    await drain(
+      await destination.open(qdrantConfig(fx.url, 'slow'), testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }),
+      [],
+    );
     fx.log.length = 0;
     const config = qdrantConfig(fx.url, 'slow', { timeout_seconds: 0.15, batch_points: 3 });
     const writer = await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS });
-    fx.setFaults({ rateStall: 0.3, stallMs: 400, only: ['PUT /collections/{collection_name}/points', 'POST /collections/{collection_name}/points/delete'] });
+    fx.setFaults({
+      rateStall: 0.3,
+      stallMs: 400,
+      only: ['PUT /collections/{collection_name}/points', 'POST /collections/{collection_name}/points/delete'],
+    });
     const msgs = Array.from({ length: 12 }, (_, i) => doc('s', `d${i}`, ['x', 'y']));
     const events = await drain(writer, [...msgs, state('s', 1), doc('s', 'd0', ['only']), state('s', 2)]);
     expect(committedPositions(events)).toEqual([1, 2]);
@@ -338,7 +410,9 @@ describe('qdrant destination', () => {
   it('a collection create whose answer timed out is not an error on retry', async () => {
     fx.setFaults({ rateStall: 1, stallMs: 400, only: ['PUT /collections/{collection_name}'] });
     const config = qdrantConfig(fx.url, 'slowcreate', { timeout_seconds: 0.15 });
-    await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), [doc('s', '1', ['x'])]);
+    await drain(await destination.open(config, testContext(), { streams: streams('append_dedup', 's'), dimensions: DIMS }), [
+      doc('s', '1', ['x']),
+    ]);
     expect(stored('slowcreate')).toEqual(['s|1|0|x']);
     const creates = fx.log.filter((l) => l.operation === 'PUT /collections/{collection_name}');
     expect(creates.map((c) => c.status)).toEqual([200, 400]);
@@ -372,13 +446,20 @@ describe('qdrant destination', () => {
       const ok = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext());
       expect(ok.ok).toBe(true);
       expect(ok.message).toContain('does not exist yet');
-      await drain(await destination.open(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext(), { streams: streams('append', 's'), dimensions: DIMS }), [
-        doc('s', '1', ['x']),
-      ]);
+      await drain(
+        await destination.open(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext(), {
+          streams: streams('append', 's'),
+          dimensions: DIMS,
+        }),
+        [doc('s', '1', ['x'])],
+      );
       const described = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext());
       expect(described).toMatchObject({ ok: true });
       expect(described.message).toContain('1 points of size 8, distance Cosine');
-      const wrongDistance = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key', distance: 'euclid' }), testContext());
+      const wrongDistance = await destination.check(
+        qdrantConfig(secured.url, 'chk', { api_key: 'right-key', distance: 'euclid' }),
+        testContext(),
+      );
       expect(wrongDistance.ok).toBe(false);
       expect(wrongDistance.message).toContain('config says distance euclid');
       const bad = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'wrong-secret-key' }), testContext());

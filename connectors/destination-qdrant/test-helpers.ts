@@ -2,7 +2,14 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, DestinationStream, DestinationWriter } from '../../src/protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationStream,
+  DestinationWriter,
+} from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import { QdrantConfigSchema, type QdrantConfig } from './config.ts';
@@ -10,7 +17,8 @@ import { QdrantConfigSchema, type QdrantConfig } from './config.ts';
 export const DIMS = 8;
 
 export function testContext(logs: string[] = []): ConnectorContext {
-  const log = (level: string) => (obj: object | string, msg?: string) => logs.push(`${level} ${typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`}`);
+  const log = (level: string) => (obj: object | string, msg?: string) =>
+    logs.push(`${level} ${typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`}`);
   return {
     logger: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
     baseDir: process.cwd(),
@@ -33,7 +41,13 @@ export function embed(text: string, dims = DIMS): Float32Array {
   return v;
 }
 
-export function doc(stream: string, documentId: string, texts: string[], metadata: Record<string, unknown> = {}, dims = DIMS): DestinationMessage {
+export function doc(
+  stream: string,
+  documentId: string,
+  texts: string[],
+  metadata: Record<string, unknown> = {},
+  dims = DIMS,
+): DestinationMessage {
   const chunks: Chunk[] = texts.map((content, chunkIndex) => ({
     id: chunkId(documentId, chunkIndex),
     documentId,
@@ -59,14 +73,21 @@ export function streams(mode: DestinationStream['destinationSyncMode'], ...names
   return names.map((name) => ({ name, destinationSyncMode: mode, primaryKey: [['id']] }));
 }
 
-export async function* feed(messages: DestinationMessage[], onEach?: (m: DestinationMessage) => Promise<void> | void): AsyncIterable<DestinationMessage> {
+export async function* feed(
+  messages: DestinationMessage[],
+  onEach?: (m: DestinationMessage) => Promise<void> | void,
+): AsyncIterable<DestinationMessage> {
   for (const m of messages) {
     await onEach?.(m);
     yield m;
   }
 }
 
-export async function drain(writer: DestinationWriter, input: AsyncIterable<DestinationMessage> | DestinationMessage[], onEvent?: (e: DestinationEvent) => void): Promise<DestinationEvent[]> {
+export async function drain(
+  writer: DestinationWriter,
+  input: AsyncIterable<DestinationMessage> | DestinationMessage[],
+  onEvent?: (e: DestinationEvent) => void,
+): Promise<DestinationEvent[]> {
   const events: DestinationEvent[] = [];
   try {
     for await (const e of writer.write(Array.isArray(input) ? feed(input) : input)) {

@@ -21,7 +21,16 @@ import type {
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import type { Qdrant } from './client.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
-import { INDEXED_FIELDS, assertShape, createGeneration, describeCollection, dropCollection, ensureIndexes, readLayout, switchAlias } from './collection.ts';
+import {
+  INDEXED_FIELDS,
+  assertShape,
+  createGeneration,
+  describeCollection,
+  dropCollection,
+  ensureIndexes,
+  readLayout,
+  switchAlias,
+} from './collection.ts';
 
 /** Documents per stale-chunk count/delete request: one `should` clause each, resolved by Qdrant's keyword index. */
 const DOCS_PER_DELETE = 256;
@@ -125,7 +134,10 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
       ctx.logger.info({ collection: g.name }, 'dropping an unfinished Qdrant generation from an interrupted overwrite');
       await dropCollection(q, g.name);
     } else {
-      ctx.logger.warn({ collection: g.name }, 'collection looks like a sluice generation but has none of its payload indexes; leaving it alone');
+      ctx.logger.warn(
+        { collection: g.name },
+        'collection looks like a sluice generation but has none of its payload indexes; leaving it alone',
+      );
     }
   }
   const physical = nextGeneration();
@@ -136,7 +148,14 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
 }
 
 /** Points of streams not being overwritten live on in the new generation. */
-async function copyOtherStreams(q: Qdrant, config: QdrantConfig, from: string, to: string, overwritten: Set<string>, ctx: ConnectorContext): Promise<void> {
+async function copyOtherStreams(
+  q: Qdrant,
+  config: QdrantConfig,
+  from: string,
+  to: string,
+  overwritten: Set<string>,
+  ctx: ConnectorContext,
+): Promise<void> {
   let offset: string | number | undefined | null = undefined;
   let copied = 0;
   const filter = { must_not: [{ key: 'stream', match: { any: [...overwritten] } }] };
@@ -149,10 +168,17 @@ async function copyOtherStreams(q: Qdrant, config: QdrantConfig, from: string, t
     copied += points.length;
     offset = page.next_page_offset as string | number | null | undefined;
   } while (offset !== undefined && offset !== null);
-  if (copied) ctx.logger.info({ from, to, points: copied }, 'copied points of streams not being overwritten into the new Qdrant generation');
+  if (copied)
+    ctx.logger.info({ from, to, points: copied }, 'copied points of streams not being overwritten into the new Qdrant generation');
 }
 
-export function createWriter(q: Qdrant, config: QdrantConfig, ctx: ConnectorContext, options: OpenOptions, plan: WriterPlan): DestinationWriter {
+export function createWriter(
+  q: Qdrant,
+  config: QdrantConfig,
+  ctx: ConnectorContext,
+  options: OpenOptions,
+  plan: WriterPlan,
+): DestinationWriter {
   const dims = options.dimensions!;
   const modes = new Map<string, DestinationStream>(options.streams.map((s) => [s.name, s]));
   const limit = pLimit(config.concurrency);
@@ -168,7 +194,10 @@ export function createWriter(q: Qdrant, config: QdrantConfig, ctx: ConnectorCont
       throw new SluiceError(`chunk without an embedding reached the Qdrant destination (${where})`, { kind: 'internal', where });
     }
     if (chunk.embedding.length !== dims) {
-      throw new SluiceError(`embedding of size ${chunk.embedding.length} does not match the collection's ${dims} (${where})`, { kind: 'embedding', where });
+      throw new SluiceError(`embedding of size ${chunk.embedding.length} does not match the collection's ${dims} (${where})`, {
+        kind: 'embedding',
+        where,
+      });
     }
     const payload: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(chunk.metadata ?? {})) if (!RESERVED_PAYLOAD_KEYS.has(k) && v !== undefined) payload[k] = v;

@@ -48,7 +48,11 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext): Promi
   try {
     st = await stat(root);
   } catch {
-    throw new SluiceError(`path not found: ${root}`, { kind: 'config', where: 'source.config.path', hint: 'paths are relative to the pipeline file' });
+    throw new SluiceError(`path not found: ${root}`, {
+      kind: 'config',
+      where: 'source.config.path',
+      hint: 'paths are relative to the pipeline file',
+    });
   }
   if (st.isFile()) return [{ rel: basename(root), abs: root, mtimeMs: Math.floor(st.mtimeMs), size: st.size }];
   const patterns = config.include ?? ['**/*'];
@@ -82,13 +86,20 @@ async function* recordsOf(f: FileEntry, encoding: BufferEncoding): AsyncGenerato
       try {
         v = JSON.parse(line);
       } catch (err) {
-        throw new SluiceError(`invalid JSON: ${(err as Error).message}`, { kind: 'source', where: where(n), hint: 'fix the line or exclude the file' });
+        throw new SluiceError(`invalid JSON: ${(err as Error).message}`, {
+          kind: 'source',
+          where: where(n),
+          hint: 'fix the line or exclude the file',
+        });
       }
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new SluiceError('expected a JSON object per line', { kind: 'source', where: where(n) });
+      if (v === null || typeof v !== 'object' || Array.isArray(v))
+        throw new SluiceError('expected a JSON object per line', { kind: 'source', where: where(n) });
       yield v as Record<string, unknown>;
     }
   } else if (ext === '.csv') {
-    const parser = createReadStream(f.abs, { encoding }).pipe(parseCsv({ columns: true, skip_empty_lines: true, bom: true, relax_column_count: false }));
+    const parser = createReadStream(f.abs, { encoding }).pipe(
+      parseCsv({ columns: true, skip_empty_lines: true, bom: true, relax_column_count: false }),
+    );
     try {
       for await (const row of parser) yield row as Record<string, unknown>;
     } catch (err) {
@@ -102,7 +113,8 @@ async function* recordsOf(f: FileEntry, encoding: BufferEncoding): AsyncGenerato
       throw new SluiceError(`invalid JSON: ${(err as Error).message}`, { kind: 'source', where: where(0) });
     }
     for (const item of Array.isArray(v) ? v : [v]) {
-      if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new SluiceError('expected JSON objects', { kind: 'source', where: where(0) });
+      if (item === null || typeof item !== 'object' || Array.isArray(item))
+        throw new SluiceError('expected JSON objects', { kind: 'source', where: where(0) });
       yield item as Record<string, unknown>;
     }
   }
@@ -164,7 +176,11 @@ const source: Source<FileSourceConfig> = {
     const incremental = configured.sync_mode === 'incremental';
     const files = await listFiles(config, ctx);
     yield message.streamStatus(name, 'STARTED');
-    yield message.estimate(name, files.length, files.reduce((n, f) => n + f.size, 0));
+    yield message.estimate(
+      name,
+      files.length,
+      files.reduce((n, f) => n + f.size, 0),
+    );
 
     // Deletions first: a file that disappeared must not linger downstream, in any mode.
     const present = new Set(files.map((f) => f.rel));

@@ -32,8 +32,15 @@ export const KafkaConfigSchema = z.strictObject({
   key_field: z
     .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
     .optional()
-    .describe('Primary-key field(s) (dotted paths) in the value; missing ones are taken from the message key. Default: the message key, as field _kafka_key'),
-  max_errors: z.number().int().min(0).default(0).describe('Malformed messages tolerated per sync (logged and skipped); one more fails the sync'),
+    .describe(
+      'Primary-key field(s) (dotted paths) in the value; missing ones are taken from the message key. Default: the message key, as field _kafka_key',
+    ),
+  max_errors: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('Malformed messages tolerated per sync (logged and skipped); one more fails the sync'),
   start_from: z.enum(['earliest', 'latest']).default('earliest').describe('Where to start in partitions with no saved offset'),
   checkpoint_every: z.number().int().min(1).default(1000).describe('Emit a checkpoint (STATE) at least every N messages'),
   session_timeout_ms: z.number().int().min(1000).default(30_000).describe('Consumer-group session timeout'),

@@ -33,9 +33,18 @@ describe('Kafka message decoding', () => {
   it('Debezium envelopes with and without the schema wrapper', () => {
     const env = (op: string, before: unknown, after: unknown) => ({ op, before, after, source: { table: 't' }, ts_ms: 1 });
     for (const wrap of [(v: unknown) => v, (v: unknown) => ({ schema: { type: 'struct' }, payload: v })]) {
-      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('c', null, { id: 1, n: 'a' }))), byId)).toEqual({ op: 'upsert', data: { id: 1, n: 'a' } });
-      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('r', null, { id: 1, n: 'a' }))), byId)).toEqual({ op: 'upsert', data: { id: 1, n: 'a' } });
-      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('u', { id: 1, n: 'a' }, { id: 1, n: 'b' }))), byId)).toEqual({ op: 'upsert', data: { id: 1, n: 'b' } });
+      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('c', null, { id: 1, n: 'a' }))), byId)).toEqual({
+        op: 'upsert',
+        data: { id: 1, n: 'a' },
+      });
+      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('r', null, { id: 1, n: 'a' }))), byId)).toEqual({
+        op: 'upsert',
+        data: { id: 1, n: 'a' },
+      });
+      expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('u', { id: 1, n: 'a' }, { id: 1, n: 'b' }))), byId)).toEqual({
+        op: 'upsert',
+        data: { id: 1, n: 'b' },
+      });
       expect(decodeMessage(b(wrap({ id: 1 })), b(wrap(env('d', { id: 1, n: 'b' }, null))), byId)).toEqual({ op: 'delete', key: { id: 1 } });
       // Delete with only the key in `before` (REPLICA IDENTITY DEFAULT) and no key field there: from the message key.
       expect(decodeMessage(b(wrap({ id: 2 })), b(wrap(env('d', null, null))), byId)).toEqual({ op: 'delete', key: { id: 2 } });
@@ -44,7 +53,10 @@ describe('Kafka message decoding', () => {
     expect(decodeMessage(b({ id: 1 }), b({ op: 't', before: null, after: null }), byId).op).toBe('skip');
     expect(decodeMessage(b({ id: 1 }), b({ op: 'u', before: null, after: null }), byId)).toMatchObject({ op: 'malformed' });
     // format json never interprets envelopes; format debezium requires one.
-    expect(decodeMessage(b({ id: 1 }), b(env('c', null, { id: 1 })), { format: 'json', primaryKey: [['id']] })).toMatchObject({ op: 'upsert', data: { op: 'c' } });
+    expect(decodeMessage(b({ id: 1 }), b(env('c', null, { id: 1 })), { format: 'json', primaryKey: [['id']] })).toMatchObject({
+      op: 'upsert',
+      data: { op: 'c' },
+    });
     expect(decodeMessage(b({ id: 1 }), b({ id: 1 }), { format: 'debezium', primaryKey: [['id']] })).toMatchObject({ op: 'malformed' });
     // ExtractNewRecordState output marks deletions with __deleted.
     expect(decodeMessage(null, b({ id: 4, __deleted: 'true' }), byId)).toEqual({ op: 'delete', key: { id: 4 } });
@@ -74,7 +86,9 @@ describe('Kafka config', () => {
     expect(keyPaths(c)).toEqual([['doc', 'id']]);
     const m = topicMatcher(c);
     expect([m('orders.eu'), m('xorders.eu'), m('orders')]).toEqual([true, false, false]);
-    expect(() => topicMatcher(KafkaConfigSchema.parse({ brokers: ['a:1'], topics: { pattern: '(' } }))).toThrow(/not a valid regular expression/);
+    expect(() => topicMatcher(KafkaConfigSchema.parse({ brokers: ['a:1'], topics: { pattern: '(' } }))).toThrow(
+      /not a valid regular expression/,
+    );
     expect(KafkaConfigSchema.safeParse({ brokers: ['a:1'], topics: ['t'], unknown: 1 }).success).toBe(false);
   });
 

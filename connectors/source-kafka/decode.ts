@@ -129,13 +129,15 @@ export function decodeMessage(rawKey: Buffer | null | undefined, rawValue: Buffe
   }
   value = unwrapSchema(value);
   if (value === null) return deletionKey(undefined, key, pk);
-  if (!isObject(value)) return { op: 'malformed', reason: `value is JSON ${Array.isArray(value) ? 'array' : typeof value}, expected an object` };
+  if (!isObject(value))
+    return { op: 'malformed', reason: `value is JSON ${Array.isArray(value) ? 'array' : typeof value}, expected an object` };
 
   if (opts.format !== 'json') {
     if (isEnvelope(value)) return decodeEnvelope(value, key, pk);
     // Debezium's ExtractNewRecordState (unwrap) SMT flattens rows and marks deletions with __deleted.
     if (value.__deleted === 'true' || value.__deleted === true) return deletionKey(value, key, pk);
-    if (opts.format === 'debezium') return { op: 'malformed', reason: 'value is not a Debezium change event (no "op" with "before"/"after")' };
+    if (opts.format === 'debezium')
+      return { op: 'malformed', reason: 'value is not a Debezium change event (no "op" with "before"/"after")' };
   }
   return withKey(value, key, pk);
 }

@@ -34,12 +34,18 @@ class Model {
   private key = (id: number) => JSON.stringify({ schema: { type: 'struct' }, payload: { id } });
   debezium(op: 'r' | 'c' | 'u', id: number, body: string) {
     const before = op === 'u' ? { id, body: this.docs.get(id) ?? null } : null;
-    this.messages.push({ key: this.key(id), value: { schema: { type: 'struct' }, payload: { op, before, after: { id, body }, source: { table: 'docs' }, ts_ms: Date.now() } } });
+    this.messages.push({
+      key: this.key(id),
+      value: { schema: { type: 'struct' }, payload: { op, before, after: { id, body }, source: { table: 'docs' }, ts_ms: Date.now() } },
+    });
     this.docs.set(id, body);
   }
   /** Debezium's delete: a "d" event, then a tombstone for compaction. */
   debeziumDelete(id: number) {
-    this.messages.push({ key: this.key(id), value: { op: 'd', before: { id, body: this.docs.get(id) ?? null }, after: null, ts_ms: Date.now() } });
+    this.messages.push({
+      key: this.key(id),
+      value: { op: 'd', before: { id, body: this.docs.get(id) ?? null }, after: null, ts_ms: Date.now() },
+    });
     this.messages.push({ key: this.key(id), value: null });
     this.docs.delete(id);
   }
@@ -83,7 +89,10 @@ connections:
 interface Run {
   code: number | null;
   signal: NodeJS.Signals | null;
-  summary?: { status: string; connections: Array<{ status: string; streams: Record<string, { records_read: number; records_deleted: number }> }> };
+  summary?: {
+    status: string;
+    connections: Array<{ status: string; streams: Record<string, { records_read: number; records_deleted: number }> }>;
+  };
   stderr: string;
 }
 
@@ -134,7 +143,8 @@ async function endSum(topic: string): Promise<number> {
 }
 
 const offsetSum = (state: unknown, topic: string): number => {
-  const offsets = (state as { streams?: Record<string, { offsets?: Record<string, string> }> } | undefined)?.streams?.[topic]?.offsets ?? {};
+  const offsets =
+    (state as { streams?: Record<string, { offsets?: Record<string, string> }> } | undefined)?.streams?.[topic]?.offsets ?? {};
   return Object.values(offsets).reduce((s, o) => s + Number(o), 0);
 };
 
@@ -153,7 +163,9 @@ async function scenario(destination: (dir: string, topic: string) => { yaml: str
     const ids = rows.map((r) => r.document_id);
     expect(new Set(ids).size).toBe(ids.length); // one chunk per document, none twice
     expect(rows.every((r) => r.chunk_index === 0)).toBe(true);
-    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([a], [b]) => a.localeCompare(b))).toEqual(model.expected());
+    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([a], [b]) => a.localeCompare(b))).toEqual(
+      model.expected(),
+    );
   };
 
   // 1. 10k snapshot events across partitions.
@@ -206,7 +218,13 @@ describe('sluice sync: Kafka end to end', () => {
   it('into jsonl: 10k, then updates/deletes/tombstones, then SIGKILL mid-sync and resume', { timeout: 300_000 }, async () => {
     await scenario((dir, topic) => {
       // jsonl rewrites its whole file at every commit: fewer, larger checkpoints keep this quick.
-      const yaml = writePipeline(dir, 'kafka-jsonl', topic, `type: jsonl\n      config: { path: out.jsonl, include_embeddings: false }`, 2000);
+      const yaml = writePipeline(
+        dir,
+        'kafka-jsonl',
+        topic,
+        `type: jsonl\n      config: { path: out.jsonl, include_embeddings: false }`,
+        2000,
+      );
       const stateFile = join(dir, '.sluice', 'state', 'kafka-jsonl.json');
       return {
         yaml,
@@ -225,13 +243,20 @@ describe('sluice sync: Kafka end to end', () => {
   it('into pgvector: the same, with state kept in the destination', { timeout: 300_000 }, async () => {
     await scenario((dir, topic) => {
       const schema = uniqueName('kafka_e2e').replace(/-/g, '_');
-      const yaml = writePipeline(dir, 'kafka-pgvector', topic, `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`);
+      const yaml = writePipeline(
+        dir,
+        'kafka-pgvector',
+        topic,
+        `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`,
+      );
       return {
         yaml,
         target: {
           rows: async () => (await db.query(`SELECT document_id, chunk_index, content FROM "${schema}".docs`)).rows,
           state: async () => {
-            const r = await db.query(`SELECT state FROM "${schema}"._sluice_state WHERE connection = 'kafka-pgvector'`).catch(() => ({ rows: [] as Array<{ state: unknown }> }));
+            const r = await db
+              .query(`SELECT state FROM "${schema}"._sluice_state WHERE connection = 'kafka-pgvector'`)
+              .catch(() => ({ rows: [] as Array<{ state: unknown }> }));
             return r.rows[0]?.state;
           },
         },
@@ -239,37 +264,52 @@ describe('sluice sync: Kafka end to end', () => {
     });
   });
 
-  it('two CLI workers with one group id split the partitions and together deliver everything once (pgvector)', { timeout: 300_000 }, async () => {
-    const topic = uniqueName('e2e_pair').replace(/-/g, '_');
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-pair-'));
-    const schema = uniqueName('kafka_pair').replace(/-/g, '_');
-    const yaml = writePipeline(dir, 'kafka-pair', topic, `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`);
-    const model = new Model();
-    for (let id = 0; id < 6000; id++) model.debezium('r', id, `document ${id}`);
-    await model.flush(topic);
-    const [a, b] = await Promise.all([sync(yaml), sync(yaml)]);
-    expect(a.code, a.stderr).toBe(0);
-    expect(b.code, b.stderr).toBe(0);
-    const readA = a.summary!.connections[0].streams[topic].records_read;
-    const readB = b.summary!.connections[0].streams[topic].records_read;
-    expect(readA).toBeGreaterThan(0);
-    expect(readB).toBeGreaterThan(0);
-    expect(readA + readB).toBe(6000);
-    const rows = (await db.query(`SELECT document_id, content FROM "${schema}".docs`)).rows as Array<{ document_id: string; content: string }>;
-    expect(rows.length).toBe(6000);
-    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([x], [y]) => x.localeCompare(y))).toEqual(model.expected());
-    // A later run (one worker) resumes every partition where the pair left off: nothing to read.
-    const again = await sync(yaml);
-    expect(again.code, again.stderr).toBe(0);
-    expect(again.summary!.connections[0].streams[topic].records_read).toBe(0);
-  });
+  it(
+    'two CLI workers with one group id split the partitions and together deliver everything once (pgvector)',
+    { timeout: 300_000 },
+    async () => {
+      const topic = uniqueName('e2e_pair').replace(/-/g, '_');
+      const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-pair-'));
+      const schema = uniqueName('kafka_pair').replace(/-/g, '_');
+      const yaml = writePipeline(
+        dir,
+        'kafka-pair',
+        topic,
+        `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`,
+      );
+      const model = new Model();
+      for (let id = 0; id < 6000; id++) model.debezium('r', id, `document ${id}`);
+      await model.flush(topic);
+      const [a, b] = await Promise.all([sync(yaml), sync(yaml)]);
+      expect(a.code, a.stderr).toBe(0);
+      expect(b.code, b.stderr).toBe(0);
+      const readA = a.summary!.connections[0].streams[topic].records_read;
+      const readB = b.summary!.connections[0].streams[topic].records_read;
+      expect(readA).toBeGreaterThan(0);
+      expect(readB).toBeGreaterThan(0);
+      expect(readA + readB).toBe(6000);
+      const rows = (await db.query(`SELECT document_id, content FROM "${schema}".docs`)).rows as Array<{
+        document_id: string;
+        content: string;
+      }>;
+      expect(rows.length).toBe(6000);
+      expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([x], [y]) => x.localeCompare(y))).toEqual(
+        model.expected(),
+      );
+      // A later run (one worker) resumes every partition where the pair left off: nothing to read.
+      const again = await sync(yaml);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.summary!.connections[0].streams[topic].records_read).toBe(0);
+    },
+  );
 
   it('--follow keeps consuming new messages until SIGTERM, and exits with its progress saved', { timeout: 120_000 }, async () => {
     const topic = uniqueName('e2e_follow').replace(/-/g, '_');
     const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-follow-'));
     const yaml = writePipeline(dir, 'kafka-follow', topic, `type: jsonl\n      config: { path: out.jsonl, include_embeddings: false }`);
     const stateFile = join(dir, '.sluice', 'state', 'kafka-follow.json');
-    const lines = () => (existsSync(join(dir, 'out.jsonl')) ? readFileSync(join(dir, 'out.jsonl'), 'utf8').split('\n').filter(Boolean).length : 0);
+    const lines = () =>
+      existsSync(join(dir, 'out.jsonl')) ? readFileSync(join(dir, 'out.jsonl'), 'utf8').split('\n').filter(Boolean).length : 0;
     const saved = () => (existsSync(stateFile) ? offsetSum(JSON.parse(readFileSync(stateFile, 'utf8')).state, topic) : 0);
     const model = new Model();
     for (let id = 0; id < 300; id++) model.debezium('r', id, `document ${id}`);
@@ -297,8 +337,13 @@ describe('sluice sync: Kafka end to end', () => {
     expect(r.code, r.stderr).toBe(143); // interrupted by SIGTERM, after a clean shutdown
     expect(r.summary?.status).toBe('interrupted');
     expect(saved()).toBe(end);
-    const rows = readFileSync(join(dir, 'out.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([a], [b]) => a.localeCompare(b))).toEqual(model.expected());
+    const rows = readFileSync(join(dir, 'out.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([a], [b]) => a.localeCompare(b))).toEqual(
+      model.expected(),
+    );
     // Nothing left over: a bounded sync afterwards reads nothing.
     const after = await sync(yaml);
     expect(after.code, after.stderr).toBe(0);

@@ -13,7 +13,12 @@ import { KafkaReader, kafkaError } from './reader.ts';
 const readersByCtx = new WeakMap<ConnectorContext, KafkaReader>();
 const readersByConnection = new Map<string, Set<KafkaReader>>();
 
-async function withAdmin<T>(config: KafkaSourceConfig, ctx: ConnectorContext, what: string, fn: (admin: ReturnType<Kafka['admin']>) => Promise<T>): Promise<T> {
+async function withAdmin<T>(
+  config: KafkaSourceConfig,
+  ctx: ConnectorContext,
+  what: string,
+  fn: (admin: ReturnType<Kafka['admin']>) => Promise<T>,
+): Promise<T> {
   const kafka = new Kafka({
     ...kafkaClientOptions(config, ctx.baseDir),
     retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 2000 },
@@ -42,7 +47,9 @@ async function selectedTopics(config: KafkaSourceConfig, ctx: ConnectorContext):
       throw new SluiceError(`Kafka topic${missing.length > 1 ? 's' : ''} ${missing.map((t) => `"${t}"`).join(', ')} not found`, {
         kind: 'config',
         where: 'source.config.topics',
-        hint: visible.length ? `topics on the brokers: ${visible.slice(0, 20).join(', ')}${visible.length > 20 ? ', …' : ''}` : 'the brokers have no topics yet',
+        hint: visible.length
+          ? `topics on the brokers: ${visible.slice(0, 20).join(', ')}${visible.length > 20 ? ', …' : ''}`
+          : 'the brokers have no topics yet',
       });
     }
     return [...config.topics].sort();
@@ -74,7 +81,8 @@ const source: Source<KafkaSourceConfig> = {
   spec: {
     name: 'kafka',
     title: 'Apache Kafka',
-    description: 'Topics as streams: JSON or Debezium change events → upserts and deletions; per-partition offsets checkpointed after the destination commits.',
+    description:
+      'Topics as streams: JSON or Debezium change events → upserts and deletions; per-partition offsets checkpointed after the destination commits.',
     documentationUrl: 'docs/kafka.md',
     config: KafkaConfigSchema,
   },
@@ -86,7 +94,10 @@ const source: Source<KafkaSourceConfig> = {
       if (!topics.length) {
         return { ok: true, message: 'connected to Kafka', warnings: [`no topic matches ${JSON.stringify(config.topics)} yet`] };
       }
-      return { ok: true, message: `connected to Kafka; ${topics.length} topic${topics.length > 1 ? 's' : ''}: ${topics.slice(0, 10).join(', ')}${topics.length > 10 ? ', …' : ''}` };
+      return {
+        ok: true,
+        message: `connected to Kafka; ${topics.length} topic${topics.length > 1 ? 's' : ''}: ${topics.slice(0, 10).join(', ')}${topics.length > 10 ? ', …' : ''}`,
+      };
     } catch (err) {
       const e = err instanceof SluiceError ? err : kafkaError(err, config, 'checking');
       return { ok: false, message: e.hint ? `${e.message} (${e.hint})` : e.message };

@@ -33,7 +33,13 @@ describe('Kafka source', () => {
   it('JSON values and Debezium envelopes (with and without schema wrapper) become upserts and deletions; tombstones delete', async () => {
     const topic = uniqueName('mixed');
     const wrap = (v: unknown) => ({ schema: { type: 'struct', optional: false }, payload: v });
-    const env = (op: string, before: unknown, after: unknown) => ({ op, before, after, source: { connector: 'postgresql', table: 'docs' }, ts_ms: 1 });
+    const env = (op: string, before: unknown, after: unknown) => ({
+      op,
+      before,
+      after,
+      source: { connector: 'postgresql', table: 'docs' },
+      ts_ms: 1,
+    });
     // Same key → same partition, so per-key order is Kafka order.
     const messages: TestMessage[] = [
       { key: JSON.stringify({ id: 1 }), value: { id: 1, title: 'plain json' } },
@@ -99,7 +105,12 @@ describe('Kafka source', () => {
     // Resume: a state half-way through each partition → exactly the second halves, nothing else.
     const half = Object.fromEntries(Object.entries(ends).map(([p, o]) => [p, String(Math.floor(Number(o) / 2))]));
     const expected = Object.entries(ends).reduce((s, [p, o]) => s + Number(o) - Number(half[p]), 0);
-    const again = await drive(config, catalogFor(config, [topic]), { streams: { [topic]: { offsets: half } } }, ctxFor(uniqueName('bulk-resume')));
+    const again = await drive(
+      config,
+      catalogFor(config, [topic]),
+      { streams: { [topic]: { offsets: half } } },
+      ctxFor(uniqueName('bulk-resume')),
+    );
     expect(again.error).toBeUndefined();
     expect(again.records.length).toBe(expected);
     const firstRun = new Map(r.records.map((d, i) => [d._kafka_key, i]));
@@ -108,7 +119,12 @@ describe('Kafka source', () => {
     for (const d of again.records) expect(firstRun.has(d._kafka_key)).toBe(true);
 
     // Full refresh ignores saved offsets and reads everything again.
-    const full = await drive(config, catalogFor(config, [topic], 'full_refresh'), { streams: { [topic]: { offsets: ends } } }, ctxFor(uniqueName('bulk-full')));
+    const full = await drive(
+      config,
+      catalogFor(config, [topic], 'full_refresh'),
+      { streams: { [topic]: { offsets: ends } } },
+      ctxFor(uniqueName('bulk-full')),
+    );
     expect(full.records.length).toBe(n);
   });
 
@@ -148,7 +164,11 @@ describe('Kafka source', () => {
   it('two workers with one group id split the partitions and together deliver everything once', async () => {
     const topic = uniqueName('split');
     const n = 4000;
-    await produce(producer, topic, Array.from({ length: n }, (_, i) => ({ key: `k${i}`, value: { i } })));
+    await produce(
+      producer,
+      topic,
+      Array.from({ length: n }, (_, i) => ({ key: `k${i}`, value: { i } })),
+    );
     const ends = await endOffsets(topic);
     const group = uniqueName('group');
     const config = kafkaConfig(brokers, [topic], { group_id: group, checkpoint_every: 200 });
@@ -187,7 +207,11 @@ describe('Kafka source', () => {
 
   it('a partition handed over by a rebalance resumes from its previous owner’s committed state', async () => {
     const topic = uniqueName('handover');
-    await produce(producer, topic, Array.from({ length: 2000 }, (_, i) => ({ key: `k${i}`, value: { i } })));
+    await produce(
+      producer,
+      topic,
+      Array.from({ length: 2000 }, (_, i) => ({ key: `k${i}`, value: { i } })),
+    );
     const group = uniqueName('group');
     const config = kafkaConfig(brokers, [topic], { group_id: group, checkpoint_every: 100 });
     const store = new MemoryStore();
@@ -201,7 +225,11 @@ describe('Kafka source', () => {
     expect(b.error).toBeUndefined();
     expect(b.records.length).toBeGreaterThan(0);
     // After B left, A owns every partition; new messages reach A, B's old ones are not replayed.
-    await produce(producer, topic, Array.from({ length: 100 }, (_, i) => ({ key: `late${i}`, value: { i } })));
+    await produce(
+      producer,
+      topic,
+      Array.from({ length: 100 }, (_, i) => ({ key: `late${i}`, value: { i } })),
+    );
     const deadline = Date.now() + 30_000;
     while (seenA.filter((k) => k.startsWith('late')).length < 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     ctxA.abort();
@@ -215,7 +243,11 @@ describe('Kafka source', () => {
 
   it('start_from latest skips history; a saved offset past the end (topic recreated) is reported and re-read', async () => {
     const topic = uniqueName('latest');
-    await produce(producer, topic, Array.from({ length: 20 }, (_, i) => ({ key: `old${i}`, value: { i } })));
+    await produce(
+      producer,
+      topic,
+      Array.from({ length: 20 }, (_, i) => ({ key: `old${i}`, value: { i } })),
+    );
     const ends = await endOffsets(topic);
     const config = kafkaConfig(brokers, [topic], { start_from: 'latest' });
     const store = new MemoryStore();
@@ -224,7 +256,11 @@ describe('Kafka source', () => {
     expect(first.records.length).toBe(0);
     // The starting points are checkpointed, so what arrives next is read by the next sync.
     expect((store.state.streams[topic] as { offsets: Record<string, string> }).offsets).toEqual(ends);
-    await produce(producer, topic, Array.from({ length: 5 }, (_, i) => ({ key: `new${i}`, value: { i } })));
+    await produce(
+      producer,
+      topic,
+      Array.from({ length: 5 }, (_, i) => ({ key: `new${i}`, value: { i } })),
+    );
     const second = await drive(config, catalogFor(config, [topic]), store.state, ctxFor(uniqueName('latest')), store);
     expect(second.records.map((d) => d._kafka_key).sort()).toEqual(['new0', 'new1', 'new2', 'new3', 'new4']);
 

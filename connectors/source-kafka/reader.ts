@@ -66,7 +66,9 @@ export function kafkaError(err: unknown, config: KafkaSourceConfig, what: string
   const e = err as { name?: string; type?: string; message?: string; cause?: unknown; originalError?: unknown };
   const text = describeUnknown(err);
   const brokers = brokerList(config).join(', ');
-  const chain = [e.name, (e.cause as { name?: string } | undefined)?.name, (e.originalError as { name?: string } | undefined)?.name].filter(Boolean).join(' ');
+  const chain = [e.name, (e.cause as { name?: string } | undefined)?.name, (e.originalError as { name?: string } | undefined)?.name]
+    .filter(Boolean)
+    .join(' ');
   if (/SASLAuthentication/.test(chain) || e.type === 'SASL_AUTHENTICATION_FAILED') {
     return new SluiceError(`Kafka SASL authentication failed while ${what}: ${text}`, {
       kind: 'config',
@@ -94,7 +96,9 @@ export function kafkaError(err: unknown, config: KafkaSourceConfig, what: string
     return new SluiceError(`cannot reach Kafka at ${brokers} while ${what}: ${text}`, {
       kind: 'connection',
       transient: true,
-      hint: config.ssl ? 'check brokers, and that they are TLS listeners (ssl is on)' : 'check that brokers are reachable host:port listeners (set ssl: true for TLS listeners)',
+      hint: config.ssl
+        ? 'check brokers, and that they are TLS listeners (ssl is on)'
+        : 'check that brokers are reachable host:port listeners (set ssl: true for TLS listeners)',
       cause: err,
     });
   }
@@ -188,7 +192,11 @@ export class KafkaReader {
     state: SourceState | undefined,
     private readonly ctx: ConnectorContext,
   ) {
-    this.kafka = new Kafka({ ...kafkaClientOptions(config, ctx.baseDir), logLevel: logLevel.INFO, logCreator: kafkajsLogCreator(ctx.logger) });
+    this.kafka = new Kafka({
+      ...kafkaClientOptions(config, ctx.baseDir),
+      logLevel: logLevel.INFO,
+      logCreator: kafkajsLogCreator(ctx.logger),
+    });
     this.groupId = groupIdOf(config, ctx.connection);
     this.follow = ctx.follow;
     this.heartbeatMs = Math.max(100, Math.min(3000, Math.floor(config.session_timeout_ms / 10)));
@@ -283,7 +291,9 @@ export class KafkaReader {
       this.wake();
     });
     this.consumer.on(GROUP_JOIN, (e) => this.onJoin(e.payload.memberAssignment));
-    this.consumer.on(END_BATCH_PROCESS, (e) => this.onFilteredBatch(e.payload.topic, e.payload.partition, String(e.payload.lastOffset), e.payload.batchSize));
+    this.consumer.on(END_BATCH_PROCESS, (e) =>
+      this.onFilteredBatch(e.payload.topic, e.payload.partition, String(e.payload.lastOffset), e.payload.batchSize),
+    );
     this.consumer.on(CRASH, (e) => {
       if (this.closing) return;
       const err = e.payload.error;
@@ -295,9 +305,12 @@ export class KafkaReader {
         this.rejoins++;
         this.ctx.logger.info({ err: describeUnknown(err), attempt: this.rejoins }, `rejoining consumer group ${this.groupId}`);
         // kafkajs has just torn its connections down; give it a moment before connecting again.
-        setTimeout(() => {
-          this.runConsumer().catch((e2) => this.fail(kafkaError(e2, this.config, `rejoining consumer group ${this.groupId}`)));
-        }, 300 + Math.floor(Math.random() * 500));
+        setTimeout(
+          () => {
+            this.runConsumer().catch((e2) => this.fail(kafkaError(e2, this.config, `rejoining consumer group ${this.groupId}`)));
+          },
+          300 + Math.floor(Math.random() * 500),
+        );
       } else {
         this.fail(kafkaError(err, this.config, 'consuming'));
       }
@@ -347,7 +360,8 @@ export class KafkaReader {
     ]);
     if (generation !== this.generation || this.closing) return;
     const committed = new Map<PartitionKey, bigint>();
-    for (const t of group) for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
+    for (const t of group)
+      for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
     const bounds = new Map<PartitionKey, { low: bigint; high: bigint }>();
     for (const [t, parts] of ends) for (const p of parts) bounds.set(pkey(t, p.partition), { low: BigInt(p.low), high: BigInt(p.high) });
 
@@ -369,7 +383,10 @@ export class KafkaReader {
           const known = [this.position.get(key), this.saved.get(key), committed.get(key)].filter((x): x is bigint => x !== undefined);
           next = known.length ? maxOf(known) : this.config.start_from === 'earliest' ? low : high;
           if (!this.saved.has(key) && !this.position.has(key) && committed.has(key)) {
-            this.ctx.logger.info({ topic, partition, offset: String(committed.get(key)) }, `resuming ${topic}[${partition}] from consumer group ${this.groupId}'s committed offset`);
+            this.ctx.logger.info(
+              { topic, partition, offset: String(committed.get(key)) },
+              `resuming ${topic}[${partition}] from consumer group ${this.groupId}'s committed offset`,
+            );
           }
         }
         if (next < low) {
@@ -423,12 +440,14 @@ export class KafkaReader {
     this.othersCheckedAt = Date.now();
     const group = await this.admin!.fetchOffsets({ groupId: this.groupId, topics: [...this.plans.keys()] }).catch(() => []);
     const committed = new Map<PartitionKey, bigint>();
-    for (const t of group) for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
+    for (const t of group)
+      for (const p of t.partitions) if (/^\d+$/.test(p.offset)) committed.set(pkey(t.topic, p.partition), BigInt(p.offset));
     const waiting = others.filter((k) => {
       const reached = [this.saved.get(k), committed.get(k), this.lows.get(k)].filter((x): x is bigint => x !== undefined);
       return (reached.length ? maxOf(reached) : 0n) < this.targets.get(k)!;
     });
-    if (waiting.length) this.ctx.logger.debug({ group: this.groupId, partitions: waiting }, 'own partitions done; waiting for the rest of the group');
+    if (waiting.length)
+      this.ctx.logger.debug({ group: this.groupId, partitions: waiting }, 'own partitions done; waiting for the rest of the group');
     return waiting.length === 0;
   }
 
@@ -494,11 +513,14 @@ export class KafkaReader {
         const where = `topic ${topic}, partition ${partition}, offset ${m.offset}`;
         yield message.log('WARN', `skipped malformed message (${where}): ${decoded.reason}`);
         if (this.errors > this.config.max_errors) {
-          throw new SluiceError(`${this.errors} malformed Kafka message${this.errors > 1 ? 's' : ''}, more than max_errors (${this.config.max_errors}); last: ${decoded.reason}`, {
-            kind: 'source',
-            where,
-            hint: 'fix the producer, or raise max_errors in the source config to skip such messages (each is logged with its position)',
-          });
+          throw new SluiceError(
+            `${this.errors} malformed Kafka message${this.errors > 1 ? 's' : ''}, more than max_errors (${this.config.max_errors}); last: ${decoded.reason}`,
+            {
+              kind: 'source',
+              where,
+              hint: 'fix the producer, or raise max_errors in the source config to skip such messages (each is logged with its position)',
+            },
+          );
         }
       }
       this.position.set(key, offset + 1n);

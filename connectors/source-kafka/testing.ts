@@ -35,15 +35,29 @@ export async function produce(producer: Producer, topic: string, messages: TestM
   }
 }
 
-export function kafkaConfig(brokers: string, topics: string[] | { pattern: string }, extra: Record<string, unknown> = {}): KafkaSourceConfig {
+export function kafkaConfig(
+  brokers: string,
+  topics: string[] | { pattern: string },
+  extra: Record<string, unknown> = {},
+): KafkaSourceConfig {
   return KafkaConfigSchema.parse({ brokers, topics, session_timeout_ms: 3000, ...extra });
 }
 
-export function catalogFor(config: KafkaSourceConfig, topics: string[], syncMode: 'incremental' | 'full_refresh' = 'incremental'): ConfiguredCatalog {
+export function catalogFor(
+  config: KafkaSourceConfig,
+  topics: string[],
+  syncMode: 'incremental' | 'full_refresh' = 'incremental',
+): ConfiguredCatalog {
   const pk = keyPaths(config);
   return {
     streams: topics.map((name) => ({
-      stream: { name, json_schema: { type: 'object' }, supported_sync_modes: ['incremental', 'full_refresh'], source_defined_cursor: true, source_defined_primary_key: pk },
+      stream: {
+        name,
+        json_schema: { type: 'object' },
+        supported_sync_modes: ['incremental', 'full_refresh'],
+        source_defined_cursor: true,
+        source_defined_primary_key: pk,
+      },
       sync_mode: syncMode,
       destination_sync_mode: 'append_dedup',
       primary_key: pk,

@@ -15,7 +15,16 @@ import { message, type AirbyteMessage } from '../../src/protocol/messages.ts';
 import type { PostgresSourceConfig } from './config.ts';
 import { copyRows } from './copy.ts';
 import { connect, qi, qlit, type Relation } from './db.ts';
-import { lsnFromText, lsnToText, parsePgoutput, standbyStatus, type Lsn, type PgoutputMessage, type RelationMessage, type TupleValue } from './pgoutput.ts';
+import {
+  lsnFromText,
+  lsnToText,
+  parsePgoutput,
+  standbyStatus,
+  type Lsn,
+  type PgoutputMessage,
+  type RelationMessage,
+  type TupleValue,
+} from './pgoutput.ts';
 import { parserFor, toParam } from './types.ts';
 
 export const HEARTBEAT_PREFIX = 'sluice_heartbeat';
@@ -64,7 +73,11 @@ class ReplicationStream {
 
   constructor(private readonly client: pg.Client) {}
 
-  private get con(): { on(e: string, f: (m: { chunk: Buffer }) => void): void; sendCopyFromChunk(b: Buffer): void; stream: { pause(): void; resume(): void } } {
+  private get con(): {
+    on(e: string, f: (m: { chunk: Buffer }) => void): void;
+    sendCopyFromChunk(b: Buffer): void;
+    stream: { pause(): void; resume(): void };
+  } {
     return (this.client as unknown as { connection: never }).connection;
   }
 
@@ -192,11 +205,18 @@ export async function slotLag(client: pg.Client, slot: string): Promise<{ retain
 
 function privilegeError(err: unknown, action: string, privilege: string, hint: string): SluiceError {
   const code = (err as { code?: string }).code;
-  if (code === '42501') return new SluiceError(`${action} needs ${privilege}: ${describeUnknown(err)}`, { kind: 'config', hint, cause: err });
+  if (code === '42501')
+    return new SluiceError(`${action} needs ${privilege}: ${describeUnknown(err)}`, { kind: 'config', hint, cause: err });
   return new SluiceError(`${action} failed: ${describeUnknown(err)}`, { kind: 'source', hint, cause: err });
 }
 
-async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, publication: string, rels: Relation[], ctx: ConnectorContext): Promise<void> {
+async function ensurePublication(
+  client: pg.Client,
+  cfg: PostgresSourceConfig,
+  publication: string,
+  rels: Relation[],
+  ctx: ConnectorContext,
+): Promise<void> {
   const tables = rels.map((r) => `${qi(r.schema!)}.${qi(r.table!)}`);
   const exists = await client.query<{ pubname: string }>('SELECT pubname FROM pg_publication WHERE pubname = $1', [publication]);
   if (!exists.rowCount) {
@@ -223,12 +243,18 @@ async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, p
   const viaRoot = await client.query<{ pubviaroot: boolean }>('SELECT pubviaroot FROM pg_publication WHERE pubname = $1', [publication]);
   const partitioned = rels.filter((r) => r.partitioned);
   if (partitioned.length && !viaRoot.rows[0]?.pubviaroot) {
-    throw new SluiceError(`publication "${publication}" does not publish via the partition root, so changes to ${partitioned.map((r) => `${r.schema}.${r.table}`).join(', ')} would arrive under partition names`, {
-      kind: 'config',
-      hint: `ALTER PUBLICATION ${qi(publication)} SET (publish_via_partition_root = true);`,
-    });
+    throw new SluiceError(
+      `publication "${publication}" does not publish via the partition root, so changes to ${partitioned.map((r) => `${r.schema}.${r.table}`).join(', ')} would arrive under partition names`,
+      {
+        kind: 'config',
+        hint: `ALTER PUBLICATION ${qi(publication)} SET (publish_via_partition_root = true);`,
+      },
+    );
   }
-  const inPub = await client.query<{ schemaname: string; tablename: string }>('SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1', [publication]);
+  const inPub = await client.query<{ schemaname: string; tablename: string }>(
+    'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1',
+    [publication],
+  );
   const have = new Set(inPub.rows.map((r) => `${r.schemaname}.${r.tablename}`));
   const missing = rels.filter((r) => !have.has(`${r.schema}.${r.table}`));
   if (!missing.length) return;
@@ -236,7 +262,12 @@ async function ensurePublication(client: pg.Client, cfg: PostgresSourceConfig, p
   try {
     await client.query(`ALTER PUBLICATION ${qi(publication)} ADD TABLE ${list}`);
   } catch (err) {
-    throw privilegeError(err, `adding ${list} to publication "${publication}"`, 'ownership of the publication and the tables', `ask an administrator to run: ALTER PUBLICATION ${qi(publication)} ADD TABLE ${list};`);
+    throw privilegeError(
+      err,
+      `adding ${list} to publication "${publication}"`,
+      'ownership of the publication and the tables',
+      `ask an administrator to run: ALTER PUBLICATION ${qi(publication)} ADD TABLE ${list};`,
+    );
   }
 }
 
@@ -257,8 +288,18 @@ export interface CdcRead {
 export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerator<AirbyteMessage> {
   const { slot, publication } = cdcNames(cfg, ctx.connection);
   for (const r of rels) {
-    if (r.kind !== 'table') throw new SluiceError(`stream "${r.stream}" cannot use CDC: only tables are replicated`, { kind: 'config', where: `stream ${r.stream}`, hint: 'use full_refresh or incremental for views and SQL streams' });
-    if (!r.primaryKey.length) throw new SluiceError(`stream "${r.stream}" cannot use CDC without a primary key`, { kind: 'config', where: `stream ${r.stream}`, hint: `add a primary key to ${r.schema}.${r.table}, or use full_refresh` });
+    if (r.kind !== 'table')
+      throw new SluiceError(`stream "${r.stream}" cannot use CDC: only tables are replicated`, {
+        kind: 'config',
+        where: `stream ${r.stream}`,
+        hint: 'use full_refresh or incremental for views and SQL streams',
+      });
+    if (!r.primaryKey.length)
+      throw new SluiceError(`stream "${r.stream}" cannot use CDC without a primary key`, {
+        kind: 'config',
+        where: `stream ${r.stream}`,
+        hint: `add a primary key to ${r.schema}.${r.table}, or use full_refresh`,
+      });
   }
   const meta = await connect(cfg, ctx);
   let repl: pg.Client | undefined;
@@ -266,7 +307,10 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
   try {
     const wal = (await meta.query<{ wal_level: string }>('SHOW wal_level')).rows[0].wal_level;
     if (wal !== 'logical') {
-      throw new SluiceError(`CDC needs wal_level=logical, the server has wal_level=${wal}`, { kind: 'config', hint: "set wal_level = 'logical' in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the server" });
+      throw new SluiceError(`CDC needs wal_level=logical, the server has wal_level=${wal}`, {
+        kind: 'config',
+        hint: "set wal_level = 'logical' in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the server",
+      });
     }
     await ensurePublication(meta, cfg, publication, rels, ctx);
 
@@ -301,14 +345,21 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
       }
     } else if (info) {
       // No persisted progress: the slot is a leftover of a run that never committed. Start clean.
-      if (info.active) throw new SluiceError(`replication slot "${slot}" is in use by another process`, { kind: 'source', hint: 'stop the other sync of this connection' });
+      if (info.active)
+        throw new SluiceError(`replication slot "${slot}" is in use by another process`, {
+          kind: 'source',
+          hint: 'stop the other sync of this connection',
+        });
       await meta.query('SELECT pg_drop_replication_slot($1)', [slot]);
     }
 
     repl = await connect(cfg, ctx, { replication: true }).catch((err) => {
       const text = describeUnknown(err);
       if (/replication|walsender|superuser/i.test(text)) {
-        throw new SluiceError(`opening a replication connection failed: ${text}`, { kind: 'config', hint: 'the user needs the REPLICATION attribute (ALTER ROLE <user> REPLICATION) and a pg_hba.conf entry for replication connections' });
+        throw new SluiceError(`opening a replication connection failed: ${text}`, {
+          kind: 'config',
+          hint: 'the user needs the REPLICATION attribute (ALTER ROLE <user> REPLICATION) and a pg_hba.conf entry for replication connections',
+        });
       }
       throw err;
     });
@@ -320,8 +371,18 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
         snapshotName = r.rows[0].snapshot_name;
       } catch (err) {
         const code = (err as { code?: string }).code;
-        if (code === '53400') throw new SluiceError(`creating replication slot "${slot}" failed: ${describeUnknown(err)}`, { kind: 'source', hint: 'raise max_replication_slots or drop unused slots', cause: err });
-        throw privilegeError(err, `creating replication slot "${slot}"`, 'the REPLICATION attribute', 'ALTER ROLE <user> REPLICATION; or ask an administrator to create the slot: SELECT pg_create_logical_replication_slot(…, \'pgoutput\')');
+        if (code === '53400')
+          throw new SluiceError(`creating replication slot "${slot}" failed: ${describeUnknown(err)}`, {
+            kind: 'source',
+            hint: 'raise max_replication_slots or drop unused slots',
+            cause: err,
+          });
+        throw privilegeError(
+          err,
+          `creating replication slot "${slot}"`,
+          'the REPLICATION attribute',
+          "ALTER ROLE <user> REPLICATION; or ask an administrator to create the slot: SELECT pg_create_logical_replication_slot(…, 'pgoutput')",
+        );
       }
       ctx.logger.info({ slot, lsn: lsnToText(lsn) }, 'created replication slot');
     }
@@ -333,7 +394,11 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
     if (pending.length) {
       await meta.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       if (snapshotName) await meta.query(`SET TRANSACTION SNAPSHOT ${qlit(snapshotName)}`);
-      else yield message.log('INFO', `snapshot of ${pending.map((r) => r.stream).join(', ')} resumes in a new snapshot; changes since ${lsnToText(lsn)} are replayed after it`);
+      else
+        yield message.log(
+          'INFO',
+          `snapshot of ${pending.map((r) => r.stream).join(', ')} resumes in a new snapshot; changes since ${lsnToText(lsn)} are replayed after it`,
+        );
       for (const rel of pending) {
         // One ordered COPY per table inside the snapshot; a checkpoint every batch_size rows.
         const pkCols = rel.primaryKey.map((k) => rel.columns.find((c) => c.name === k)!);
@@ -343,11 +408,20 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
         const select = cols.map((c) => qi(c.name)).join(', ');
         const after = perStream[rel.stream]?.pk_after;
         const where = after
-          ? `WHERE (${order}) > (${pkCols.map((c, i) => { const t = toParam(after[i], c.type); return t === null ? 'NULL' : `${qlit(t)}${c.type.isArray ? '' : '::' + c.type.sqlType}`; }).join(', ')})`
+          ? `WHERE (${order}) > (${pkCols
+              .map((c, i) => {
+                const t = toParam(after[i], c.type);
+                return t === null ? 'NULL' : `${qlit(t)}${c.type.isArray ? '' : '::' + c.type.sqlType}`;
+              })
+              .join(', ')})`
           : '';
         let n = 0;
         const sqlText = `SELECT ${select} FROM ${qi(rel.schema!)}.${qi(rel.table!)} ${where} ORDER BY ${order}`;
-        for await (const rows of copyRows(meta, sqlText, cols.map((c) => ({ name: c.name, oid: c.type.oid })))) {
+        for await (const rows of copyRows(
+          meta,
+          sqlText,
+          cols.map((c) => ({ name: c.name, oid: c.type.oid })),
+        )) {
           for (const row of rows) {
             yield message.record(rel.stream, row);
             if (++n % cfg.batch_size === 0) {
@@ -366,11 +440,28 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
     }
 
     // ---- streaming ----
-    yield* streamChanges({ cfg, rels, ctx, meta, repl, slot, publication, startLsn: lsn, perStream, onStream: (s) => (stream = s), setLsn: (l) => (lsn = l), globalState });
+    yield* streamChanges({
+      cfg,
+      rels,
+      ctx,
+      meta,
+      repl,
+      slot,
+      publication,
+      startLsn: lsn,
+      perStream,
+      onStream: (s) => (stream = s),
+      setLsn: (l) => (lsn = l),
+      globalState,
+    });
     repl = undefined; // closed by streamChanges
   } catch (err) {
     if (err instanceof SluiceError) throw err;
-    throw new SluiceError(`CDC on slot "${slot}" failed: ${describeUnknown(err)}`, { kind: 'source', cause: err, transient: (err as { code?: string }).code === 'ECONNRESET' });
+    throw new SluiceError(`CDC on slot "${slot}" failed: ${describeUnknown(err)}`, {
+      kind: 'source',
+      cause: err,
+      transient: (err as { code?: string }).code === 'ECONNRESET',
+    });
   } finally {
     sessions.delete(slot);
     await (stream as ReplicationStream | undefined)?.stop();
@@ -442,7 +533,12 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
     }
     const ev = await stream.next(inTx ? 5_000 : 200, ctx.signal);
     const now = Date.now();
-    if (ev === 'end') throw new SluiceError('the server ended the replication stream', { kind: 'source', transient: true, hint: 'run the sync again; it resumes from the last committed state' });
+    if (ev === 'end')
+      throw new SluiceError('the server ended the replication stream', {
+        kind: 'source',
+        transient: true,
+        hint: 'run the sync again; it resumes from the last committed state',
+      });
     if (ev === 'idle') {
       if (inTx) continue;
       if (position > stated) yield emitState();
@@ -454,7 +550,11 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           () => (heartbeatPending = false),
           (err) => {
             heartbeatPending = false;
-            if (!heartbeatWarned) ctx.logger.warn({ slot, err: describeUnknown(err) }, 'heartbeat failed; the slot only advances with changes to the watched tables');
+            if (!heartbeatWarned)
+              ctx.logger.warn(
+                { slot, err: describeUnknown(err) },
+                'heartbeat failed; the slot only advances with changes to the watched tables',
+              );
             heartbeatWarned = true;
           },
         );
@@ -504,13 +604,23 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         const rel = byTable.get(`${m.schema}.${m.table}`);
         if (!rel) break;
         const prev = live.get(m.oid)?.msg;
-        const known = prev ? prev.columns.map((c) => c.name) : (a.perStream[rel.stream]?.columns ?? rel.columns.filter((c) => !c.generated).map((c) => c.name));
+        const known = prev
+          ? prev.columns.map((c) => c.name)
+          : (a.perStream[rel.stream]?.columns ?? rel.columns.filter((c) => !c.generated).map((c) => c.name));
         const now_ = m.columns.map((c) => c.name);
         const added = now_.filter((c) => !known.includes(c));
         const dropped = known.filter((c) => !now_.includes(c));
-        const retyped = prev ? m.columns.filter((c) => prev.columns.some((p) => p.name === c.name && p.typeOid !== c.typeOid)).map((c) => c.name) : [];
+        const retyped = prev
+          ? m.columns.filter((c) => prev.columns.some((p) => p.name === c.name && p.typeOid !== c.typeOid)).map((c) => c.name)
+          : [];
         if (added.length || dropped.length || retyped.length) {
-          const what = [added.length && `added ${added.join(', ')}`, dropped.length && `dropped ${dropped.join(', ')}`, retyped.length && `retyped ${retyped.join(', ')}`].filter(Boolean).join('; ');
+          const what = [
+            added.length && `added ${added.join(', ')}`,
+            dropped.length && `dropped ${dropped.join(', ')}`,
+            retyped.length && `retyped ${retyped.join(', ')}`,
+          ]
+            .filter(Boolean)
+            .join('; ');
           if (cfg.cdc.schema_change === 'fail') {
             throw new SluiceError(`the columns of ${m.schema}.${m.table} changed (${what})`, {
               kind: 'source',
@@ -520,7 +630,13 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           }
           yield message.log('WARN', `stream ${rel.stream}: columns changed (${what}); records now carry the new columns`);
           ctx.logger.warn({ stream: rel.stream, added, dropped, retyped }, 'schema change propagated');
-          rel.columns = m.columns.map((c) => rel.columns.find((x) => x.name === c.name) ?? { name: c.name, type: { oid: c.typeOid, sqlType: 'text', typname: 'text', isArray: false, notNull: false } });
+          rel.columns = m.columns.map(
+            (c) =>
+              rel.columns.find((x) => x.name === c.name) ?? {
+                name: c.name,
+                type: { oid: c.typeOid, sqlType: 'text', typname: 'text', isArray: false, notNull: false },
+              },
+          );
         }
         a.perStream[rel.stream] = { ...a.perStream[rel.stream], snapshot: 'done', columns: m.columns.map((c) => c.name) };
         live.set(m.oid, { rel, msg: m, parsers: m.columns.map((c) => parserFor(c.typeOid)) });
@@ -567,7 +683,10 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
       case 'truncate': {
         const names = m.oids.map((o) => live.get(o)?.rel.stream).filter(Boolean);
         if (names.length) {
-          yield message.log('WARN', `TRUNCATE of ${names.join(', ')} is not replayed as deletions; run a full refresh of those streams to drop the removed rows`);
+          yield message.log(
+            'WARN',
+            `TRUNCATE of ${names.join(', ')} is not replayed as deletions; run a full refresh of those streams to drop the removed rows`,
+          );
         }
         break;
       }
@@ -598,9 +717,17 @@ function keyOf(lr: LiveRelation, data: Record<string, unknown>): Record<string, 
   return key;
 }
 
-async function fetchUnchanged(meta: pg.Client, rel: Relation, key: Record<string, unknown>, columns: string[]): Promise<Record<string, unknown> | undefined> {
+async function fetchUnchanged(
+  meta: pg.Client,
+  rel: Relation,
+  key: Record<string, unknown>,
+  columns: string[],
+): Promise<Record<string, unknown> | undefined> {
   const pkCols = rel.primaryKey.map((k) => rel.columns.find((c) => c.name === k)!);
   const where = pkCols.map((c, i) => `${qi(c.name)} = $${i + 1}${c.type.isArray ? '' : '::' + c.type.sqlType}`).join(' AND ');
-  const r = await meta.query(`SELECT ${columns.map(qi).join(', ')} FROM ${qi(rel.schema!)}.${qi(rel.table!)} WHERE ${where}`, pkCols.map((c) => toParam(key[c.name], c.type)));
+  const r = await meta.query(
+    `SELECT ${columns.map(qi).join(', ')} FROM ${qi(rel.schema!)}.${qi(rel.table!)} WHERE ${where}`,
+    pkCols.map((c) => toParam(key[c.name], c.type)),
+  );
   return r.rows[0];
 }

@@ -37,18 +37,32 @@ export const PostgresSourceConfigSchema = z
     lookback: z
       .union([z.string(), z.number()])
       .optional()
-      .describe('Incremental: re-read rows whose cursor is within this window of the saved cursor (an interval like "5 minutes", or a number for numeric cursors) to catch rows committed late'),
+      .describe(
+        'Incremental: re-read rows whose cursor is within this window of the saved cursor (an interval like "5 minutes", or a number for numeric cursors) to catch rows committed late',
+      ),
     cdc: z
       .strictObject({
         slot: z.string().optional().describe('Replication slot name (default sluice_<connection>)'),
         publication: z.string().optional().describe('Publication name (default sluice_<connection>)'),
         create_publication: z.boolean().default(true).describe('Create the publication for the CDC tables when it is missing'),
-        on_invalid_slot: z.enum(['fail', 'resnapshot']).default('fail').describe('When the slot is missing or invalidated: fail, or take a new snapshot'),
-        schema_change: z.enum(['propagate', 'fail']).default('propagate').describe('When a watched table gains or loses columns: emit rows with the new columns, or stop'),
+        on_invalid_slot: z
+          .enum(['fail', 'resnapshot'])
+          .default('fail')
+          .describe('When the slot is missing or invalidated: fail, or take a new snapshot'),
+        schema_change: z
+          .enum(['propagate', 'fail'])
+          .default('propagate')
+          .describe('When a watched table gains or loses columns: emit rows with the new columns, or stop'),
         heartbeat_seconds: z.number().positive().default(10).describe('Emit a WAL heartbeat when idle, so the slot keeps advancing'),
         lag_report_seconds: z.number().positive().default(60).describe('How often to log the WAL retained by the slot'),
       })
-      .default({ create_publication: true, on_invalid_slot: 'fail', schema_change: 'propagate', heartbeat_seconds: 10, lag_report_seconds: 60 })
+      .default({
+        create_publication: true,
+        on_invalid_slot: 'fail',
+        schema_change: 'propagate',
+        heartbeat_seconds: 10,
+        lag_report_seconds: 60,
+      })
       .describe('Change data capture over logical replication (pgoutput)'),
   })
   .describe('PostgreSQL source');
@@ -62,14 +76,22 @@ function readPem(path: string, baseDir: string, what: string): string {
   try {
     return readFileSync(full, 'utf8');
   } catch {
-    throw new SluiceError(`cannot read the ${what} file ${full}`, { kind: 'config', where: `postgres source ${what}`, hint: 'check the path (relative paths resolve against the pipeline file)' });
+    throw new SluiceError(`cannot read the ${what} file ${full}`, {
+      kind: 'config',
+      where: `postgres source ${what}`,
+      hint: 'check the path (relative paths resolve against the pipeline file)',
+    });
   }
 }
 
 /** `pg` client options. Never contains anything we log. */
 export function clientConfig(cfg: PostgresSourceConfig, baseDir: string): ClientConfig {
   if (!cfg.url && !cfg.host) {
-    throw new SluiceError('the postgres source needs `url` or `host`', { kind: 'config', where: 'source config', hint: 'set url: postgres://user:password@host:5432/db' });
+    throw new SluiceError('the postgres source needs `url` or `host`', {
+      kind: 'config',
+      where: 'source config',
+      hint: 'set url: postgres://user:password@host:5432/db',
+    });
   }
   const out: ClientConfig = {};
   let mode = cfg.sslmode;
@@ -78,7 +100,11 @@ export function clientConfig(cfg: PostgresSourceConfig, baseDir: string): Client
     try {
       u = new URL(cfg.url);
     } catch {
-      throw new SluiceError('the postgres `url` is not a valid URL', { kind: 'config', where: 'source config url', hint: 'use postgres://user:password@host:5432/db' });
+      throw new SluiceError('the postgres `url` is not a valid URL', {
+        kind: 'config',
+        where: 'source config url',
+        hint: 'use postgres://user:password@host:5432/db',
+      });
     }
     out.host = decodeURIComponent(u.hostname) || undefined;
     if (u.port) out.port = Number(u.port);

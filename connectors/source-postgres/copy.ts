@@ -31,7 +31,8 @@ function rowBuilder(columns: { name: string; oid: number }[]): RowBuilder {
   const parsers = columns.map((c) => parserFor(c.oid));
   const props = columns.map((c, i) => `${JSON.stringify(c.name)}: v(f[${i}], p[${i}])`).join(',\n');
   const make = new Function('p', 'v', `return (f) => ({${props}});`) as (p: unknown, v: unknown) => RowBuilder;
-  const value = (f: string | undefined, parse: (s: string) => unknown) => (f === '\\N' || f === undefined ? null : parse(f.includes('\\') ? unescapeCopy(f) : f));
+  const value = (f: string | undefined, parse: (s: string) => unknown) =>
+    f === '\\N' || f === undefined ? null : parse(f.includes('\\') ? unescapeCopy(f) : f);
   return make(parsers, value);
 }
 
@@ -39,7 +40,11 @@ function rowBuilder(columns: { name: string; oid: number }[]): RowBuilder {
  * Yields arrays of parsed rows of `select` (a SELECT statement; no trailing semicolon), one array
  * per network chunk. `columns` are the result's column names and type OIDs, in order.
  */
-export async function* copyRows(client: pg.Client, select: string, columns: { name: string; oid: number }[]): AsyncGenerator<Record<string, unknown>[]> {
+export async function* copyRows(
+  client: pg.Client,
+  select: string,
+  columns: { name: string; oid: number }[],
+): AsyncGenerator<Record<string, unknown>[]> {
   const build = rowBuilder(columns);
   const stream = client.query(copyTo(`COPY (${select}) TO STDOUT`));
   let rest: Buffer = Buffer.alloc(0);

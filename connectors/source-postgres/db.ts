@@ -10,10 +10,20 @@ import { pgTypes, registerArrayType, registerDomain, SESSION_OPTIONS, type Colum
 export const qi = (name: string): string => '"' + name.replace(/"/g, '""') + '"';
 export const qlit = (value: string): string => "'" + value.replace(/'/g, "''") + "'";
 
-export async function connect(cfg: PostgresSourceConfig, ctx: Pick<ConnectorContext, 'baseDir'>, opts: { replication?: boolean } = {}): Promise<pg.Client> {
+export async function connect(
+  cfg: PostgresSourceConfig,
+  ctx: Pick<ConnectorContext, 'baseDir'>,
+  opts: { replication?: boolean } = {},
+): Promise<pg.Client> {
   const base = clientConfig(cfg, ctx.baseDir);
   const make = (ssl: typeof base.ssl) => {
-    const c = new pg.Client({ ...base, ssl, types: pgTypes, options: SESSION_OPTIONS, ...(opts.replication ? { replication: 'database' } : {}) } as pg.ClientConfig);
+    const c = new pg.Client({
+      ...base,
+      ssl,
+      types: pgTypes,
+      options: SESSION_OPTIONS,
+      ...(opts.replication ? { replication: 'database' } : {}),
+    } as pg.ClientConfig);
     // A dropped connection must surface as the query's error, not crash the process.
     c.on('error', () => {});
     return c;
@@ -94,14 +104,18 @@ export function fromClause(rel: Relation): string {
 }
 
 function matches(patterns: string[], schema: string, table: string): boolean {
-  return patterns.some((p) => (p.includes('.') ? picomatch.isMatch(`${schema}.${table}`, p, { dot: true }) : picomatch.isMatch(table, p, { dot: true })));
+  return patterns.some((p) =>
+    p.includes('.') ? picomatch.isMatch(`${schema}.${table}`, p, { dot: true }) : picomatch.isMatch(table, p, { dot: true }),
+  );
 }
 
 const CURSOR_NAMES = ['updated_at', 'modified_at', 'last_modified', 'updated', 'modified', 'changed_at', 'last_updated', 'created_at'];
 
 function pickCursor(cols: Column[]): string | undefined {
   for (const n of CURSOR_NAMES) {
-    const c = cols.find((x) => x.name === n && ['timestamp', 'timestamptz', 'date', 'int8', 'int4'].includes(x.type.typname) && !x.type.isArray);
+    const c = cols.find(
+      (x) => x.name === n && ['timestamp', 'timestamptz', 'date', 'int8', 'int4'].includes(x.type.typname) && !x.type.isArray,
+    );
     if (c) return c.name;
   }
   return undefined;
@@ -116,10 +130,24 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
       ORDER BY n.nspname, c.relname`,
     [cfg.schemas],
   );
-  const chosen = rels.rows.filter((r) => (!cfg.include?.length || matches(cfg.include, r.nspname, r.relname)) && !(cfg.exclude?.length && matches(cfg.exclude, r.nspname, r.relname)));
+  const chosen = rels.rows.filter(
+    (r) =>
+      (!cfg.include?.length || matches(cfg.include, r.nspname, r.relname)) &&
+      !(cfg.exclude?.length && matches(cfg.exclude, r.nspname, r.relname)),
+  );
   const oids = chosen.map((r) => r.oid);
   const cols = oids.length
-    ? await client.query<{ attrelid: number; attname: string; sqltype: string; typname: string; elemname: string | null; typoid: number; attnotnull: boolean; domainoid: number | null; generated: boolean }>(
+    ? await client.query<{
+        attrelid: number;
+        attname: string;
+        sqltype: string;
+        typname: string;
+        elemname: string | null;
+        typoid: number;
+        attnotnull: boolean;
+        domainoid: number | null;
+        generated: boolean;
+      }>(
         `SELECT a.attrelid::int AS attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS sqltype,
                 t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid, a.attgenerated <> '' AS generated
            FROM pg_attribute a
@@ -148,7 +176,11 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
     if (isArray) registerArrayType(c.typoid);
     if (c.domainoid != null) registerDomain(c.domainoid, c.typoid);
     const list = colsBy.get(c.attrelid) ?? [];
-    list.push({ name: c.attname, type: { oid: c.typoid, sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull }, ...(c.generated ? { generated: true } : {}) });
+    list.push({
+      name: c.attname,
+      type: { oid: c.typoid, sqlType: c.sqltype, typname: isArray ? c.elemname! : c.typname, isArray, notNull: c.attnotnull },
+      ...(c.generated ? { generated: true } : {}),
+    });
     colsBy.set(c.attrelid, list);
   }
   const pkBy = new Map(pks.rows.map((r) => [r.indrelid, r.cols]));
@@ -177,7 +209,11 @@ async function describeQuery(client: pg.Client, s: NonNullable<PostgresSourceCon
   try {
     res = await client.query(`SELECT * FROM ${fromClause(rel)} LIMIT 0`);
   } catch (err) {
-    throw new SluiceError(`custom stream "${s.name}": its query fails: ${describeUnknown(err)}`, { kind: 'config', where: `source config streams[${s.name}].query`, hint: 'run the query in psql to fix it' });
+    throw new SluiceError(`custom stream "${s.name}": its query fails: ${describeUnknown(err)}`, {
+      kind: 'config',
+      where: `source config streams[${s.name}].query`,
+      hint: 'run the query in psql to fix it',
+    });
   }
   const typeOids = [...new Set(res.fields.map((f) => f.dataTypeID))];
   const types = await client.query<{ oid: number; typname: string; elemname: string | null; sqltype: string }>(
@@ -190,10 +226,23 @@ async function describeQuery(client: pg.Client, s: NonNullable<PostgresSourceCon
     const t = byOid.get(f.dataTypeID);
     const isArray = t?.elemname != null;
     if (isArray) registerArrayType(f.dataTypeID);
-    return { name: f.name, type: { oid: f.dataTypeID, sqlType: t?.sqltype ?? 'text', typname: isArray ? t!.elemname! : (t?.typname ?? 'text'), isArray, notNull: false } };
+    return {
+      name: f.name,
+      type: {
+        oid: f.dataTypeID,
+        sqlType: t?.sqltype ?? 'text',
+        typname: isArray ? t!.elemname! : (t?.typname ?? 'text'),
+        isArray,
+        notNull: false,
+      },
+    };
   });
   for (const k of rel.primaryKey) {
-    if (!rel.columns.some((c) => c.name === k)) throw new SluiceError(`custom stream "${s.name}": primary_key column "${k}" is not in the query's result`, { kind: 'config', where: `source config streams[${s.name}].primary_key` });
+    if (!rel.columns.some((c) => c.name === k))
+      throw new SluiceError(`custom stream "${s.name}": primary_key column "${k}" is not in the query's result`, {
+        kind: 'config',
+        where: `source config streams[${s.name}].primary_key`,
+      });
   }
   rel.defaultCursor = s.cursor_field ?? pickCursor(rel.columns);
   return rel;

@@ -3,7 +3,13 @@
 import type pg from 'pg';
 import type { CheckResult, ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
-import { message, type AirbyteCatalog, type AirbyteMessage, type ConfiguredCatalog, type StateMessage } from '../../src/protocol/messages.ts';
+import {
+  message,
+  type AirbyteCatalog,
+  type AirbyteMessage,
+  type ConfiguredCatalog,
+  type StateMessage,
+} from '../../src/protocol/messages.ts';
 import { acknowledgeCommitted, cdcNames, lsnOfState, readCdc, slotLag } from './cdc.ts';
 import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig } from './config.ts';
 import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
@@ -15,7 +21,10 @@ function parseConfig(config: unknown): PostgresSourceConfig {
   const r = PostgresSourceConfigSchema.safeParse(config);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new SluiceError(`invalid postgres source config: ${issue.message}`, { kind: 'config', where: `source config ${issue.path.join('.')}` });
+    throw new SluiceError(`invalid postgres source config: ${issue.message}`, {
+      kind: 'config',
+      where: `source config ${issue.path.join('.')}`,
+    });
   }
   return r.data;
 }
@@ -63,13 +72,22 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
   try {
     const rels = await loadRelations(client, cfg);
     const tables = rels.filter((r) => r.kind !== 'query');
-    if (!rels.length) return { ok: false, message: `${where}: no tables or views found in schemas ${cfg.schemas.join(', ')} (after include/exclude)` };
-    const priv = await client.query<{ oid: number; ok: boolean }>('SELECT oid::int AS oid, has_table_privilege(oid, \'SELECT\') AS ok FROM pg_class WHERE oid = ANY($1::oid[])', [tables.map((t) => t.oid)]);
+    if (!rels.length)
+      return { ok: false, message: `${where}: no tables or views found in schemas ${cfg.schemas.join(', ')} (after include/exclude)` };
+    const priv = await client.query<{ oid: number; ok: boolean }>(
+      "SELECT oid::int AS oid, has_table_privilege(oid, 'SELECT') AS ok FROM pg_class WHERE oid = ANY($1::oid[])",
+      [tables.map((t) => t.oid)],
+    );
     const denied = tables.filter((t) => priv.rows.some((p) => p.oid === t.oid && !p.ok));
     if (denied.length === tables.length && tables.length) {
-      return { ok: false, message: `${where}: the user cannot SELECT from any discovered table`, warnings: [`GRANT SELECT ON ALL TABLES IN SCHEMA ${cfg.schemas.join(', ')} TO <user>`] };
+      return {
+        ok: false,
+        message: `${where}: the user cannot SELECT from any discovered table`,
+        warnings: [`GRANT SELECT ON ALL TABLES IN SCHEMA ${cfg.schemas.join(', ')} TO <user>`],
+      };
     }
-    for (const t of denied) warnings.push(`no SELECT privilege on ${t.schema}.${t.table}: GRANT SELECT ON ${t.schema}.${t.table} TO <user>`);
+    for (const t of denied)
+      warnings.push(`no SELECT privilege on ${t.schema}.${t.table}: GRANT SELECT ON ${t.schema}.${t.table} TO <user>`);
 
     // CDC readiness: reported as warnings because the catalog, not the config, decides whether CDC is used.
     const facts = (
@@ -79,15 +97,29 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
                 has_function_privilege('pg_logical_emit_message(boolean,text,text)', 'EXECUTE') AS emit`,
       )
     ).rows[0];
-    if (facts.wal_level !== 'logical') warnings.push(`CDC: wal_level is ${facts.wal_level}; CDC streams need wal_level = logical (ALTER SYSTEM SET wal_level = logical; restart)`);
+    if (facts.wal_level !== 'logical')
+      warnings.push(
+        `CDC: wal_level is ${facts.wal_level}; CDC streams need wal_level = logical (ALTER SYSTEM SET wal_level = logical; restart)`,
+      );
     if (!facts.repl) warnings.push('CDC: the user lacks the REPLICATION attribute (ALTER ROLE <user> REPLICATION)');
-    if (!facts.emit) warnings.push('CDC: the user cannot execute pg_logical_emit_message, so idle heartbeats are off and the slot only advances with changes to the watched tables');
+    if (!facts.emit)
+      warnings.push(
+        'CDC: the user cannot execute pg_logical_emit_message, so idle heartbeats are off and the slot only advances with changes to the watched tables',
+      );
     for (const t of tables) {
       if (t.kind !== 'table') continue;
-      if (!t.primaryKey.length) warnings.push(`${t.schema}.${t.table}: no primary key; it can be read by full refresh or incremental but not by CDC`);
-      else if (t.replicaIdentity === 'n') warnings.push(`${t.schema}.${t.table}: REPLICA IDENTITY NOTHING, CDC cannot see deletes (ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY DEFAULT)`);
-      else if (t.replicaIdentity === 'i') warnings.push(`${t.schema}.${t.table}: REPLICA IDENTITY USING INDEX; CDC deletes need the primary key columns in that index`);
-      else if (t.replicaIdentity === 'd' && t.columns.some((c) => ['text', 'varchar', 'bytea', 'json', 'jsonb'].includes(c.type.typname) || c.type.isArray)) {
+      if (!t.primaryKey.length)
+        warnings.push(`${t.schema}.${t.table}: no primary key; it can be read by full refresh or incremental but not by CDC`);
+      else if (t.replicaIdentity === 'n')
+        warnings.push(
+          `${t.schema}.${t.table}: REPLICA IDENTITY NOTHING, CDC cannot see deletes (ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY DEFAULT)`,
+        );
+      else if (t.replicaIdentity === 'i')
+        warnings.push(`${t.schema}.${t.table}: REPLICA IDENTITY USING INDEX; CDC deletes need the primary key columns in that index`);
+      else if (
+        t.replicaIdentity === 'd' &&
+        t.columns.some((c) => ['text', 'varchar', 'bytea', 'json', 'jsonb'].includes(c.type.typname) || c.type.isArray)
+      ) {
         warnings.push(
           `${t.schema}.${t.table}: REPLICA IDENTITY DEFAULT; an UPDATE that leaves a large (TOASTed) value unchanged does not carry it, so CDC reads it back from the table by primary key. ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY FULL avoids that read`,
         );
@@ -95,7 +127,10 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
     }
     const { slot } = cdcNames(cfg, ctx.connection);
     const s = await client.query<{ wal_status: string | null }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-    if (s.rows[0]?.wal_status === 'lost') warnings.push(`CDC: replication slot ${slot} is invalidated (WAL removed); the next CDC sync fails unless cdc.on_invalid_slot is resnapshot`);
+    if (s.rows[0]?.wal_status === 'lost')
+      warnings.push(
+        `CDC: replication slot ${slot} is invalidated (WAL removed); the next CDC sync fails unless cdc.on_invalid_slot is resnapshot`,
+      );
     else if (s.rows[0]) {
       const lag = await slotLag(client, slot);
       if (lag) warnings.push(`CDC: slot ${slot} retains ${lag.retained} bytes of WAL`);
@@ -109,7 +144,12 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
   }
 }
 
-async function* read(config: PostgresSourceConfig, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncGenerator<AirbyteMessage> {
+async function* read(
+  config: PostgresSourceConfig,
+  catalog: ConfiguredCatalog,
+  state: SourceState | undefined,
+  ctx: ConnectorContext,
+): AsyncGenerator<AirbyteMessage> {
   const cfg = parseConfig(config);
   const client = await connect(cfg, ctx);
   let relations: Relation[];
@@ -126,10 +166,13 @@ async function* read(config: PostgresSourceConfig, catalog: ConfiguredCatalog, s
       const st = state?.streams?.[cs.stream.name];
       const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback };
       try {
-        const batches = cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
+        const batches =
+          cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
         for await (const batch of batches) for (const m of batch) yield m;
       } catch (err) {
-        throw err instanceof SluiceError && err.where ? err : new SluiceError(describeUnknown(err), { kind: 'source', where: `stream ${rel.stream}`, cause: err });
+        throw err instanceof SluiceError && err.where
+          ? err
+          : new SluiceError(describeUnknown(err), { kind: 'source', where: `stream ${rel.stream}`, cause: err });
       }
     }
   } finally {
@@ -146,7 +189,8 @@ const source: Source<PostgresSourceConfig> = {
   spec: {
     name: 'postgres',
     title: 'PostgreSQL',
-    description: 'Tables, views and SQL queries of a PostgreSQL database: full refresh, cursor incremental, or CDC over logical replication',
+    description:
+      'Tables, views and SQL queries of a PostgreSQL database: full refresh, cursor incremental, or CDC over logical replication',
     documentationUrl: 'docs/postgres.md',
     config: PostgresSourceConfigSchema as never,
   },
@@ -161,7 +205,8 @@ const source: Source<PostgresSourceConfig> = {
     if (state.type !== 'GLOBAL') return;
     const cfg = parseConfig(config);
     const { slot } = cdcNames(cfg, ctx.connection);
-    const fromConn = connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
+    const fromConn =
+      connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
     const lsn = lsnOfState(state as never) ?? fromConn;
     if (lsn !== undefined && (state.global?.shared_state?.slot ?? slot) === slot) acknowledgeCommitted(slot, lsn);
   },

@@ -22,7 +22,11 @@ function selectList(rel: Relation): string {
 function column(rel: Relation, name: string): Column {
   const c = rel.columns.find((x) => x.name === name);
   if (!c) {
-    throw new SluiceError(`stream "${rel.stream}" has no column "${name}"`, { kind: 'config', where: `stream ${rel.stream}`, hint: 'check cursor_field / primary_key against `sluice discover`' });
+    throw new SluiceError(`stream "${rel.stream}" has no column "${name}"`, {
+      kind: 'config',
+      where: `stream ${rel.stream}`,
+      hint: 'check cursor_field / primary_key against `sluice discover`',
+    });
   }
   return c;
 }
@@ -37,7 +41,10 @@ async function query(client: pg.Client, rel: Relation, sql: string, params: unkn
     throw new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
       kind: code === '42501' ? 'config' : 'source',
       where: `stream ${rel.stream}`,
-      hint: code === '42501' ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user` : undefined,
+      hint:
+        code === '42501'
+          ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user`
+          : undefined,
       transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
       cause: err,
     });
@@ -58,14 +65,21 @@ function literal(value: unknown, c: Column): string {
 /** Streams a SELECT through COPY, mapping failures to errors that name the stream. */
 async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncGenerator<Record<string, unknown>[]> {
   try {
-    yield* copyRows(client, select, rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })));
+    yield* copyRows(
+      client,
+      select,
+      rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })),
+    );
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     const code = (err as { code?: string }).code;
     throw new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
       kind: code === '42501' ? 'config' : 'source',
       where: `stream ${rel.stream}`,
-      hint: code === '42501' ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user` : undefined,
+      hint:
+        code === '42501'
+          ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user`
+          : undefined,
       transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
       cause: err,
     });
@@ -76,7 +90,12 @@ async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncG
  * Full refresh of one stream. Yields messages in arrays (one per network chunk): read() flattens
  * them, and per-row async-generator hops are what a fast read spends its time on otherwise.
  */
-export async function* fullRefresh(client: pg.Client, rel: Relation, state: Record<string, unknown> | undefined, opts: ReadOptions): AsyncGenerator<AirbyteMessage[]> {
+export async function* fullRefresh(
+  client: pg.Client,
+  rel: Relation,
+  state: Record<string, unknown> | undefined,
+  opts: ReadOptions,
+): AsyncGenerator<AirbyteMessage[]> {
   const from = fromClause(rel);
   const select = selectList(rel);
   if (rel.primaryKey.length) {
@@ -92,7 +111,8 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
       const now = Date.now();
       for (const row of rows) {
         out.push(message.record(rel.stream, row, now));
-        if (++n % opts.batchSize === 0) out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
+        if (++n % opts.batchSize === 0)
+          out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
       }
       yield out;
       if (opts.signal.aborted) return;
@@ -114,12 +134,21 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
       if (opts.signal.aborted) return;
       if (block >= end) {
         // The table may have grown while we read it.
-        const [{ blocks: now }] = await query(client, rel, `SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int)::int AS blocks`, [rel.oid]);
+        const [{ blocks: now }] = await query(
+          client,
+          rel,
+          `SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int)::int AS blocks`,
+          [rel.oid],
+        );
         if (block >= Number(now)) break;
         end = Number(now);
       }
       const next = block + step;
-      for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} WHERE ctid >= '(${block},0)'::tid AND ctid < '(${next},0)'::tid`)) {
+      for await (const rows of rowsOf(
+        client,
+        rel,
+        `SELECT ${select} FROM ${from} WHERE ctid >= '(${block},0)'::tid AND ctid < '(${next},0)'::tid`,
+      )) {
         yield rows.map((row) => message.record(rel.stream, row));
       }
       block = next;
@@ -133,7 +162,10 @@ export async function* fullRefresh(client: pg.Client, rel: Relation, state: Reco
     }
   }
   if (opts.signal.aborted) return;
-  yield [message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() }), message.streamStatus(rel.stream, 'COMPLETE')];
+  yield [
+    message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() }),
+    message.streamStatus(rel.stream, 'COMPLETE'),
+  ];
 }
 
 export async function* incremental(
@@ -188,9 +220,17 @@ export async function* incremental(
     if (opts.signal.aborted) return;
   }
   function stateAfter(row: Record<string, unknown>) {
-    return { mode: 'incremental', cursor_field: cursorName, cursor: row[cur.name], ...(pkCols.length ? { pk: keyOf(row, rel.primaryKey) } : {}) };
+    return {
+      mode: 'incremental',
+      cursor_field: cursorName,
+      cursor: row[cur.name],
+      ...(pkCols.length ? { pk: keyOf(row, rel.primaryKey) } : {}),
+    };
   }
   if (opts.signal.aborted) return;
   // Final checkpoint at the last row (the loop only checkpoints whole batches).
-  yield [...(last && n % opts.batchSize !== 0 ? [message.streamState(rel.stream, stateAfter(last))] : []), message.streamStatus(rel.stream, 'COMPLETE')];
+  yield [
+    ...(last && n % opts.batchSize !== 0 ? [message.streamState(rel.stream, stateAfter(last))] : []),
+    message.streamStatus(rel.stream, 'COMPLETE'),
+  ];
 }

@@ -49,7 +49,9 @@ const timestamp: Parser = (s) => (s === 'infinity' || s === '-infinity' ? s : s.
 const arrayOf =
   (elem: Parser): Parser =>
   (s) =>
-    (pg.types as unknown as { arrayParser: { create(src: string, t: Parser): { parse(): unknown[] } } }).arrayParser.create(s, elem).parse();
+    (pg.types as unknown as { arrayParser: { create(src: string, t: Parser): { parse(): unknown[] } } }).arrayParser
+      .create(s, elem)
+      .parse();
 
 /** Scalar parsers by type OID (text format). Unlisted types stay as text. */
 const SCALAR: Record<number, Parser> = {
@@ -130,7 +132,8 @@ export const pgTypes = {
 };
 
 /** Connection startup options: UTC so timestamptz text is comparable, ISO dates, no statement timeout. */
-export const SESSION_OPTIONS = '-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on';
+export const SESSION_OPTIONS =
+  '-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c standard_conforming_strings=on';
 
 export interface ColumnType {
   /** Type OID (parsers are chosen by it). */

@@ -18,11 +18,7 @@ afterAll(() => api.close());
 describeSourceConformance('articles example', () => ({
   source,
   config: { base_url: api.url, api_token: 'example-token', page_size: 8 },
-  badConfigs: [
-    { base_url: api.url, api_token: 'wrong-token' },
-    { base_url: closed.url },
-    { base_url: 'not a url' },
-  ],
+  badConfigs: [{ base_url: api.url, api_token: 'wrong-token' }, { base_url: closed.url }, { base_url: 'not a url' }],
 }));
 
 describe('articles example', () => {
@@ -30,8 +26,21 @@ describe('articles example', () => {
     api.throttleNext(2, 0);
     const before = api.requests;
     const ids: number[] = [];
-    const catalog = { streams: [{ stream: (await source.discover(source.spec.config.parse({ base_url: api.url }), testContext())).streams[0], sync_mode: 'full_refresh' as const, destination_sync_mode: 'overwrite' as const }] };
-    for await (const m of source.read(source.spec.config.parse({ base_url: api.url, api_token: 'example-token', page_size: 10 }), catalog, undefined, testContext())) {
+    const catalog = {
+      streams: [
+        {
+          stream: (await source.discover(source.spec.config.parse({ base_url: api.url }), testContext())).streams[0],
+          sync_mode: 'full_refresh' as const,
+          destination_sync_mode: 'overwrite' as const,
+        },
+      ],
+    };
+    for await (const m of source.read(
+      source.spec.config.parse({ base_url: api.url, api_token: 'example-token', page_size: 10 }),
+      catalog,
+      undefined,
+      testContext(),
+    )) {
       if (m.type === 'RECORD') ids.push(m.record.data.id as number);
     }
     expect(ids).toEqual(Array.from({ length: 37 }, (_, i) => i + 1));

@@ -31,7 +31,15 @@ export default defineSource({
 
   async check(c, ctx) {
     // One small request proves the URL and the token; HTTP errors become clean ok:false results.
-    for await (const _ of paginate({ url: `${c.base_url}/v1/articles`, query: { per_page: 1 }, headers: headers(c), pagination: { type: 'none' }, signal: ctx.signal, retries: 1 })) break;
+    for await (const _ of paginate({
+      url: `${c.base_url}/v1/articles`,
+      query: { per_page: 1 },
+      headers: headers(c),
+      pagination: { type: 'none' },
+      signal: ctx.signal,
+      retries: 1,
+    }))
+      break;
     return { ok: true };
   },
 
@@ -60,7 +68,10 @@ export default defineSource({
             yield deleted({ id: a.id, updated_at: a.updated_at });
             continue;
           }
-          if (typeof a.id !== 'number') throw new SluiceError(`the API returned an article without a numeric id: ${JSON.stringify(a).slice(0, 100)}`, { kind: 'source' });
+          if (typeof a.id !== 'number')
+            throw new SluiceError(`the API returned an article without a numeric id: ${JSON.stringify(a).slice(0, 100)}`, {
+              kind: 'source',
+            });
           yield {
             id: a.id as number,
             title: String(a.title ?? ''),

@@ -39,7 +39,14 @@ export function sampleArticles(count: number, start = Date.parse('2024-01-01T00:
   }));
 }
 
-export async function startArticlesApi(opts: { articles?: Article[]; token?: string; port?: number; /** Slow every answer down (to interrupt syncs in tests). */ delayMs?: number } = {}): Promise<ArticlesApi> {
+export async function startArticlesApi(
+  opts: {
+    articles?: Article[];
+    token?: string;
+    port?: number;
+    /** Slow every answer down (to interrupt syncs in tests). */ delayMs?: number;
+  } = {},
+): Promise<ArticlesApi> {
   let throttle = 0;
   let retryAfter = 0;
   const api: ArticlesApi = {
@@ -68,7 +75,8 @@ export async function startArticlesApi(opts: { articles?: Article[]; token?: str
     const perPage = Math.min(100, Math.max(1, Number(url.searchParams.get('per_page') ?? 20)));
     const page = Math.max(1, Number(url.searchParams.get('page') ?? 1));
     const since = url.searchParams.get('updated_since');
-    if (since !== null && !Number.isFinite(Date.parse(since))) return send(res, 400, { error: `updated_since is not a timestamp: ${since}` });
+    if (since !== null && !Number.isFinite(Date.parse(since)))
+      return send(res, 400, { error: `updated_since is not a timestamp: ${since}` });
     const matching = api.articles
       .filter((a) => since === null || Date.parse(a.updated_at) >= Date.parse(since))
       .sort((a, b) => (a.updated_at < b.updated_at ? -1 : a.updated_at > b.updated_at ? 1 : a.id - b.id));

@@ -51,7 +51,7 @@ export function compareValues(a: unknown, b: unknown): number {
   // A bigint cursor comes back from a JSON state as decimal text.
   if (typeof a === 'bigint' && typeof b === 'string' && /^-?\d+$/.test(b)) b = BigInt(b);
   if (typeof b === 'bigint' && typeof a === 'string' && /^-?\d+$/.test(a)) a = BigInt(a);
-  if ((typeof a === 'bigint') && (typeof b === 'bigint')) return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
   if (a instanceof Date) a = a.toISOString();
   if (b instanceof Date) b = b.toISOString();
   if (typeof a === 'string' && typeof b === 'string') {
@@ -127,11 +127,14 @@ export class CursorTracker {
     this.position++;
     const cursor = getPath(data, this.cursorField);
     if (cursor === undefined || cursor === null) {
-      throw new SluiceError(`record ${this.position} of stream "${this.stream}" has no value for cursor field "${this.cursorField.join('.')}"`, {
-        kind: 'source',
-        where: `stream ${this.stream}`,
-        hint: 'every record of an incremental stream needs a cursor value; check the cursor field name',
-      });
+      throw new SluiceError(
+        `record ${this.position} of stream "${this.stream}" has no value for cursor field "${this.cursorField.join('.')}"`,
+        {
+          kind: 'source',
+          where: `stream ${this.stream}`,
+          hint: 'every record of an incremental stream needs a cursor value; check the cursor field name',
+        },
+      );
     }
     const key = this.primaryKey.map((p) => getPath(data, p));
     if (this.last) {

@@ -174,9 +174,10 @@ function defaultRecords(body: unknown): unknown[] {
 /** Yields the records of every page, one page in memory at a time. */
 export async function* paginate<T = Record<string, unknown>>(opts: PaginateOptions<T>): AsyncGenerator<T> {
   const p = opts.pagination;
-  const pick = (body: unknown, res: HttpResponse<unknown>) => (opts.records ? opts.records(body, res) ?? [] : (defaultRecords(body) as T[]));
+  const pick = (body: unknown, res: HttpResponse<unknown>) =>
+    opts.records ? (opts.records(body, res) ?? []) : (defaultRecords(body) as T[]);
   let url: string | undefined = withQuery(opts.url, opts.query).toString();
-  let page = p.type === 'page' ? p.start ?? 1 : 0;
+  let page = p.type === 'page' ? (p.start ?? 1) : 0;
   let offset = 0;
   let token: string | number | undefined;
   const seenUrls = new Set<string>();
@@ -195,7 +196,10 @@ export async function* paginate<T = Record<string, unknown>>(opts: PaginateOptio
     const target = withQuery(url, extra).toString();
     // A server that links a page to itself would otherwise loop forever.
     if (seenUrls.has(target)) {
-      throw new SluiceError(`pagination loops: ${new URL(target).pathname} was already fetched`, { kind: 'source', hint: 'check the pagination settings' });
+      throw new SluiceError(`pagination loops: ${new URL(target).pathname} was already fetched`, {
+        kind: 'source',
+        hint: 'check the pagination settings',
+      });
     }
     seenUrls.add(target);
     if (seenUrls.size > 10_000) seenUrls.clear();

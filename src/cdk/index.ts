@@ -12,7 +12,14 @@ export { validateConnectorModule } from './validate.ts';
 // The contract and helpers a connector needs, so one import is enough.
 export { z } from 'zod';
 export { message, CDC_DELETED_AT } from '../protocol/messages.ts';
-export type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../protocol/messages.ts';
+export type {
+  AirbyteCatalog,
+  AirbyteMessage,
+  AirbyteStream,
+  ConfiguredCatalog,
+  ConfiguredStream,
+  StateMessage,
+} from '../protocol/messages.ts';
 export type {
   CheckResult,
   Chunk,

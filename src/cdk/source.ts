@@ -4,7 +4,14 @@
 import { z } from 'zod';
 import type { CheckResult, ConnectorContext, ConnectorSpec, Source, SourceCapabilities, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
-import type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../protocol/messages.ts';
+import type {
+  AirbyteCatalog,
+  AirbyteMessage,
+  AirbyteStream,
+  ConfiguredCatalog,
+  ConfiguredStream,
+  StateMessage,
+} from '../protocol/messages.ts';
 import { message } from '../protocol/messages.ts';
 import { getPath } from '../protocol/identity.ts';
 import { CursorTracker, type CursorOrdering, type CursorState } from './cursor.ts';
@@ -62,13 +69,23 @@ export interface StreamDefinition<C, R extends Record<string, unknown> = Record<
 export interface SourceDefinition<S extends z.ZodType> {
   spec: Omit<ConnectorSpec<z.output<S>>, 'config'> & { config: S };
   /** Streams, fixed or depending on the config (e.g. one per table). */
-  streams?: StreamDefinition<z.output<S>, any>[] | ((config: z.output<S>, ctx: ConnectorContext) => Promise<StreamDefinition<z.output<S>, any>[]> | StreamDefinition<z.output<S>, any>[]);
+  streams?:
+    | StreamDefinition<z.output<S>, any>[]
+    | ((
+        config: z.output<S>,
+        ctx: ConnectorContext,
+      ) => Promise<StreamDefinition<z.output<S>, any>[]> | StreamDefinition<z.output<S>, any>[]);
   /** Connectivity check. Default: ok. Throwing a SluiceError counts as a clean failure. */
   check?(config: z.output<S>, ctx: ConnectorContext): Promise<CheckResult | void> | CheckResult | void;
   capabilities?: Partial<SourceCapabilities>;
   /** Full control: replaces the stream-based discover()/read(). */
   discover?(config: z.output<S>, ctx: ConnectorContext): Promise<AirbyteCatalog>;
-  read?(config: z.output<S>, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext): AsyncIterable<AirbyteMessage>;
+  read?(
+    config: z.output<S>,
+    catalog: ConfiguredCatalog,
+    state: SourceState | undefined,
+    ctx: ConnectorContext,
+  ): AsyncIterable<AirbyteMessage>;
   onStateCommitted?: Source<z.output<S>>['onStateCommitted'];
 }
 
@@ -120,7 +137,7 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
     });
   }
   const streamsFor = async (config: C, ctx: ConnectorContext) => {
-    const s = typeof def.streams === 'function' ? await def.streams(config, ctx) : def.streams ?? [];
+    const s = typeof def.streams === 'function' ? await def.streams(config, ctx) : (def.streams ?? []);
     const names = new Set<string>();
     for (const st of s) {
       if (names.has(st.name)) throw new SluiceError(`source "${def.spec.name}" declares stream "${st.name}" twice`, { kind: 'internal' });
@@ -257,10 +274,13 @@ async function* readOneStream<C>(
         continue;
       }
       if (!item || typeof item !== 'object' || Array.isArray(item)) {
-        throw new SluiceError(`stream "${name}" yielded ${Array.isArray(item) ? 'an array' : typeof item} at record ${emittedRecords + 1}; expected a plain object`, {
-          kind: 'source',
-          where: `stream ${name}`,
-        });
+        throw new SluiceError(
+          `stream "${name}" yielded ${Array.isArray(item) ? 'an array' : typeof item} at record ${emittedRecords + 1}; expected a plain object`,
+          {
+            kind: 'source',
+            where: `stream ${name}`,
+          },
+        );
       }
       if (tracker && !tracker.observe(item)) continue;
       // Ordering 'cursor': a state is possible only where the cursor moves on, and it covers the

@@ -40,7 +40,9 @@ export function validateConnectorModule(mod: unknown, file: string, expectedKind
   }
   const { name, value } = picked!;
   if (!value || typeof value !== 'object') {
-    fail([`${name} is ${describeValue(value)}, not a connector object${typeof value === 'function' ? ' (did you export the factory instead of calling it?)' : ''}`]);
+    fail([
+      `${name} is ${describeValue(value)}, not a connector object${typeof value === 'function' ? ' (did you export the factory instead of calling it?)' : ''}`,
+    ]);
   }
   const c = value as Record<string, unknown>;
   const problems: string[] = [];

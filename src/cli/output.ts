@@ -30,7 +30,7 @@ export interface OutputOptions {
 
 /** Human log lines on a terminal; JSON lines (pino) otherwise. Always on stderr. */
 export function createLogger(opts: OutputOptions): Logger {
-  const level = opts.debug ? 'debug' : process.env.SLUICE_LOG_LEVEL ?? 'info';
+  const level = opts.debug ? 'debug' : (process.env.SLUICE_LOG_LEVEL ?? 'info');
   if (process.stderr.isTTY && !opts.json) {
     const human = new Writable({
       write(chunk, _enc, cb) {
@@ -47,7 +47,10 @@ export function createLogger(opts: OutputOptions): Logger {
     });
     return pino({ level, base: undefined }, human) as unknown as Logger;
   }
-  return pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 2, sync: true })) as unknown as Logger;
+  return pino(
+    { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination({ dest: 2, sync: true }),
+  ) as unknown as Logger;
 }
 
 let progressShown = false;
@@ -65,7 +68,12 @@ export function clearProgressLine(): void {
 export function printError(err: unknown, opts: OutputOptions): void {
   clearProgressLine();
   if (err instanceof ConfigError) {
-    process.stderr.write(`error: invalid pipeline file\n${err.message.split('\n').map((l) => `  ${l}`).join('\n')}\n`);
+    process.stderr.write(
+      `error: invalid pipeline file\n${err.message
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n')}\n`,
+    );
   } else if (err instanceof SluiceError) {
     process.stderr.write(`error: ${err.message}\n`);
     if (err.where) process.stderr.write(`  where: ${err.where}\n`);

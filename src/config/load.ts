@@ -59,10 +59,13 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     text = await readFile(abs, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new SluiceError(code === 'ENOENT' ? `pipeline file not found: ${file}` : `cannot read pipeline file ${file}: ${(err as Error).message}`, {
-      kind: 'config',
-      hint: 'pass the path of a pipeline YAML file, e.g. `sluice sync examples/quickstart.yaml`',
-    });
+    throw new SluiceError(
+      code === 'ENOENT' ? `pipeline file not found: ${file}` : `cannot read pipeline file ${file}: ${(err as Error).message}`,
+      {
+        kind: 'config',
+        hint: 'pass the path of a pipeline YAML file, e.g. `sluice sync examples/quickstart.yaml`',
+      },
+    );
   }
   const lines = new LineCounter();
   // `${VAR}` is not valid YAML inside flow mappings ({ path: ${DIR} }); people write it anyway, so
@@ -98,7 +101,8 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   const seen = new Set<string>();
   for (const [index, conn] of config.connections.entries()) {
     const at = (...p: (string | number)[]) => ['connections', index, ...p];
-    if (seen.has(conn.name)) problems.push({ path: at('name'), line: lineOf(at('name')), message: `duplicate connection name "${conn.name}"` });
+    if (seen.has(conn.name))
+      problems.push({ path: at('name'), line: lineOf(at('name')), message: `duplicate connection name "${conn.name}"` });
     seen.add(conn.name);
     if (conn.embedding?.api_key) registerSecret(conn.embedding.api_key);
 
@@ -128,7 +132,11 @@ async function loadRef(
   try {
     return (await loadConnector(kind, type, baseDir)) as never;
   } catch (err) {
-    problems.push({ path, line: lineOf(path), message: err instanceof SluiceError ? err.message + (err.hint ? ` (${err.hint})` : '') : String(err) });
+    problems.push({
+      path,
+      line: lineOf(path),
+      message: err instanceof SluiceError ? err.message + (err.hint ? ` (${err.hint})` : '') : String(err),
+    });
     return undefined;
   }
 }
@@ -160,14 +168,20 @@ function crossCheck(
 ) {
   const add = (path: (string | number)[], message: string) => problems.push({ path, line: lineOf(path), message });
   if (destination.capabilities.vectors && !conn.embedding) {
-    add(at('destination', 'type'), `destination "${conn.destination.type}" stores vectors: add an \`embedding:\` block (e.g. { provider: hash, dimensions: 384 })`);
+    add(
+      at('destination', 'type'),
+      `destination "${conn.destination.type}" stores vectors: add an \`embedding:\` block (e.g. { provider: hash, dimensions: 384 })`,
+    );
   }
   const names = new Set<string>();
   for (const [i, s] of (conn.streams ?? []).entries()) {
     if (names.has(s.name)) add(at('streams', i, 'name'), `duplicate stream "${s.name}"`);
     names.add(s.name);
     if (s.sync_mode && !source.capabilities.syncModes.includes(s.sync_mode)) {
-      add(at('streams', i, 'sync_mode'), `source "${conn.source.type}" does not support sync_mode "${s.sync_mode}"; expected one of: ${source.capabilities.syncModes.join(', ')}`);
+      add(
+        at('streams', i, 'sync_mode'),
+        `source "${conn.source.type}" does not support sync_mode "${s.sync_mode}"; expected one of: ${source.capabilities.syncModes.join(', ')}`,
+      );
     }
     if (s.destination_sync_mode && !destination.capabilities.destinationSyncModes.includes(s.destination_sync_mode)) {
       add(
@@ -176,9 +190,13 @@ function crossCheck(
       );
     }
     if (s.sync_mode === 'incremental' && !source.capabilities.sourceDefinedCursor && !s.cursor_field) {
-      add(at('streams', i), `sync_mode incremental needs a cursor_field (e.g. cursor_field: [updated_at]) for source "${conn.source.type}"`);
+      add(
+        at('streams', i),
+        `sync_mode incremental needs a cursor_field (e.g. cursor_field: [updated_at]) for source "${conn.source.type}"`,
+      );
     }
-    if (s.sync_mode === 'cdc' && s.cursor_field) add(at('streams', i, 'cursor_field'), 'cdc streams follow the database log; remove cursor_field');
+    if (s.sync_mode === 'cdc' && s.cursor_field)
+      add(at('streams', i, 'cursor_field'), 'cdc streams follow the database log; remove cursor_field');
   }
 }
 
@@ -194,11 +212,13 @@ function collectSecrets(schema: z.ZodType, value: unknown) {
     if (!s || v === undefined || v === null) return;
     if (s.airbyte_secret === true) registerSecret(v);
     if (typeof v === 'string') registerUrlPassword(v);
-    for (const alt of [...((s.anyOf as unknown[]) ?? []), ...((s.oneOf as unknown[]) ?? []), ...((s.allOf as unknown[]) ?? [])]) walk(alt as Record<string, unknown>, v);
+    for (const alt of [...((s.anyOf as unknown[]) ?? []), ...((s.oneOf as unknown[]) ?? []), ...((s.allOf as unknown[]) ?? [])])
+      walk(alt as Record<string, unknown>, v);
     if (Array.isArray(v)) for (const item of v) walk(s.items as Record<string, unknown>, item);
     else if (typeof v === 'object') {
       const props = (s.properties ?? {}) as Record<string, Record<string, unknown>>;
-      for (const [k, child] of Object.entries(v as Record<string, unknown>)) walk(props[k] ?? (s.additionalProperties as Record<string, unknown>), child);
+      for (const [k, child] of Object.entries(v as Record<string, unknown>))
+        walk(props[k] ?? (s.additionalProperties as Record<string, unknown>), child);
     }
   };
   walk(json, value);
@@ -213,7 +233,12 @@ interface VarRef {
   fallback: string | undefined;
 }
 
-function interpolate(doc: Document, refs: VarRef[], env: NodeJS.ProcessEnv, lineOf: (p: (string | number)[]) => number | undefined): ConfigProblem[] {
+function interpolate(
+  doc: Document,
+  refs: VarRef[],
+  env: NodeJS.ProcessEnv,
+  lineOf: (p: (string | number)[]) => number | undefined,
+): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const visit = (node: unknown, path: (string | number)[]) => {
     if (isMap(node)) {
@@ -230,7 +255,11 @@ function interpolate(doc: Document, refs: VarRef[], env: NodeJS.ProcessEnv, line
         const v = env[name];
         if (v === undefined || v === '') {
           if (fallback !== undefined) return fallback;
-          problems.push({ path, line: lineOf(path), message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
+          problems.push({
+            path,
+            line: lineOf(path),
+            message: `environment variable ${name} is not set (use \${${name}:-default} for a default)`,
+          });
           return '';
         }
         if (looksSecret(name) || looksSecret(String(path[path.length - 1] ?? ''))) registerSecret(v);
@@ -292,12 +321,19 @@ export function zodProblems(
       message = `${got !== undefined ? `"${String(got)}" is not valid; ` : ''}expected one of: ${values.join(', ')}${guess ? ` — did you mean "${guess}"?` : ''}`;
     } else if (issue.code === 'invalid_type') {
       const expected = (issue as { expected?: string }).expected;
-      message = (issue as { input?: unknown }).input === undefined ? `missing required key (expected ${expected})` : `expected ${expected}, got ${describeType((issue as { input?: unknown }).input)}`;
+      message =
+        (issue as { input?: unknown }).input === undefined
+          ? `missing required key (expected ${expected})`
+          : `expected ${expected}, got ${describeType((issue as { input?: unknown }).input)}`;
     }
     out.push({ path, line: lineOf(path), message });
   }
   // A misspelt key shows up twice (unknown "destinaton", missing "destination"): keep the one that explains it.
-  const guessed = new Set(out.filter((p) => p.message.includes('did you mean')).map((p) => formatPath([...p.path.slice(0, -1), /did you mean "([^"]+)"/.exec(p.message)![1]])));
+  const guessed = new Set(
+    out
+      .filter((p) => p.message.includes('did you mean'))
+      .map((p) => formatPath([...p.path.slice(0, -1), /did you mean "([^"]+)"/.exec(p.message)![1]])),
+  );
   const kept = out.filter((p) => !(p.message.startsWith('missing required key') && guessed.has(formatPath(p.path))));
   return kept.length ? kept : [{ path: prefix, line: lineOf(prefix), message: error.message }];
 }
@@ -348,7 +384,9 @@ function objectKeysAt(schema: z.ZodType, path: (string | number)[]): string[] {
     if (def.type === 'array') s = def.element;
     else if (def.type === 'object') s = (def.shape as Record<string, unknown>)[String(p)];
     else if (def.type === 'union') {
-      const opts = (def.options as unknown[]).map(unwrap).filter((o) => (o as { _zod: { def: { type: string } } })._zod?.def?.type === (typeof p === 'number' ? 'array' : 'object'));
+      const opts = (def.options as unknown[])
+        .map(unwrap)
+        .filter((o) => (o as { _zod: { def: { type: string } } })._zod?.def?.type === (typeof p === 'number' ? 'array' : 'object'));
       if (!opts.length) return [];
       const o = (opts[0] as { _zod: { def: Record<string, unknown> } })._zod.def;
       s = typeof p === 'number' ? o.element : (o.shape as Record<string, unknown>)[String(p)];

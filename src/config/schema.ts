@@ -5,7 +5,13 @@ import { DestinationSyncModeSchema, PipelineSyncModeSchema } from '../protocol/m
 import { ProcessingConfigSchema } from '../text/config.ts';
 
 /** `updated_at`, `[updated_at]` or `[[user, id]]` style field paths, normalised to string[]. */
-const FieldPath = z.union([z.string().min(1).transform((s) => s.split('.')), z.array(z.string().min(1))]);
+const FieldPath = z.union([
+  z
+    .string()
+    .min(1)
+    .transform((s) => s.split('.')),
+  z.array(z.string().min(1)),
+]);
 const PrimaryKey = z
   .union([z.string().min(1), z.array(z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).min(1)])
   .transform((pk): string[][] => (typeof pk === 'string' ? [[pk]] : pk.map((p) => (typeof p === 'string' ? [p] : p))));

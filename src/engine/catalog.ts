@@ -21,15 +21,22 @@ export function configureCatalog(conn: LoadedConnection, discovered: AirbyteCata
       });
     }
     const sourceCursor = stream.source_defined_cursor || conn.source.capabilities.sourceDefinedCursor;
-    let syncMode: StreamConfig['sync_mode'] = w.sync_mode ?? (stream.supported_sync_modes.includes('incremental') && (sourceCursor || stream.default_cursor_field?.length) ? 'incremental' : 'full_refresh');
+    let syncMode: StreamConfig['sync_mode'] =
+      w.sync_mode ??
+      (stream.supported_sync_modes.includes('incremental') && (sourceCursor || stream.default_cursor_field?.length)
+        ? 'incremental'
+        : 'full_refresh');
     if (opts.fullRefresh) syncMode = 'full_refresh';
     const cdc = syncMode === 'cdc';
     const wire: 'full_refresh' | 'incremental' = cdc ? 'incremental' : (syncMode as 'full_refresh' | 'incremental');
     if (!stream.supported_sync_modes.includes(wire)) {
-      throw new SluiceError(`stream "${w.name}" does not support sync_mode ${syncMode}; it supports ${stream.supported_sync_modes.join(', ')}`, {
-        kind: 'config',
-        where: `${where(i)}.sync_mode`,
-      });
+      throw new SluiceError(
+        `stream "${w.name}" does not support sync_mode ${syncMode}; it supports ${stream.supported_sync_modes.join(', ')}`,
+        {
+          kind: 'config',
+          where: `${where(i)}.sync_mode`,
+        },
+      );
     }
     const primaryKey: string[][] = w.primary_key ?? stream.source_defined_primary_key ?? [];
     const cursorField: string[] | undefined = w.cursor_field ?? stream.default_cursor_field;

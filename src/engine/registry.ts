@@ -45,7 +45,8 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
     file = builtinPath(kind, type);
   } else if (type.startsWith('.') || isAbsolute(type)) {
     file = isAbsolute(type) ? type : resolve(baseDir, type);
-    if (!existsSync(file)) throw new SluiceError(`${kind} module not found: ${file}`, { kind: 'config', hint: 'paths are relative to the pipeline file' });
+    if (!existsSync(file))
+      throw new SluiceError(`${kind} module not found: ${file}`, { kind: 'config', hint: 'paths are relative to the pipeline file' });
   } else if (/^(@[\w.-]+\/)?[\w.-]+$/.test(type)) {
     try {
       file = createRequire(join(baseDir, 'noop.js')).resolve(type);

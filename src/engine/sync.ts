@@ -9,7 +9,13 @@ import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { canonicalJson, chunkId, documentId, sha256 } from '../protocol/identity.ts';
-import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog, type ConfiguredStream, type StateMessage } from '../protocol/messages.ts';
+import {
+  CDC_DELETED_AT,
+  type AirbyteMessage,
+  type ConfiguredCatalog,
+  type ConfiguredStream,
+  type StateMessage,
+} from '../protocol/messages.ts';
 import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
@@ -97,10 +103,21 @@ export async function runSync(pipeline: LoadedPipeline, opts: SyncOptions): Prom
   return { status, dry_run: !!opts.dryRun, duration_ms: Date.now() - started, connections };
 }
 
-export async function connectorContext(pipeline: LoadedPipeline, conn: LoadedConnection, opts: { signal: AbortSignal; logger: Logger; follow?: boolean }): Promise<ConnectorContext> {
+export async function connectorContext(
+  pipeline: LoadedPipeline,
+  conn: LoadedConnection,
+  opts: { signal: AbortSignal; logger: Logger; follow?: boolean },
+): Promise<ConnectorContext> {
   const workDir = join(pipeline.stateDir, 'work', encodeURIComponent(conn.config.name));
   await mkdir(workDir, { recursive: true });
-  return { logger: opts.logger, baseDir: pipeline.baseDir, signal: opts.signal, connection: conn.config.name, follow: !!opts.follow, workDir };
+  return {
+    logger: opts.logger,
+    baseDir: pipeline.baseDir,
+    signal: opts.signal,
+    connection: conn.config.name,
+    follow: !!opts.follow,
+    workDir,
+  };
 }
 
 export function embedderFor(conn: LoadedConnection, logger: Logger): Embedder | undefined {
@@ -141,7 +158,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const abortError = (err as Error)?.name === 'AbortError' || ((err as Error)?.cause as Error | undefined)?.name === 'AbortError';
     summary.status = opts.signal.aborted && abortError ? 'interrupted' : 'failed';
     summary.error = { message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.where ? { where: e.where } : {}) };
-    if (summary.status === 'failed') logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
+    if (summary.status === 'failed')
+      logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
     await cache?.close().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
@@ -171,7 +189,11 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
   const name = conn.config.name;
   const writer = await conn.destination
     .open(conn.destinationConfig, ctx, {
-      streams: catalog.streams.map((s) => ({ name: s.stream.name, destinationSyncMode: s.destination_sync_mode, primaryKey: s.primary_key ?? [] })),
+      streams: catalog.streams.map((s) => ({
+        name: s.stream.name,
+        destinationSyncMode: s.destination_sync_mode,
+        primaryKey: s.primary_key ?? [],
+      })),
       ...(embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {}),
     })
     .catch((err) => {
@@ -274,7 +296,10 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
       try {
         r = await source.next();
       } catch (err) {
-        throw withContext(err, `connection ${conn.config.name}, source ${conn.config.source.type}${lastStream ? `, stream ${lastStream}` : ''}`);
+        throw withContext(
+          err,
+          `connection ${conn.config.name}, source ${conn.config.source.type}${lastStream ? `, stream ${lastStream}` : ''}`,
+        );
       }
       if (r.done) break;
       const m = r.value;
@@ -309,7 +334,14 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
           });
         }
       } else if (m.type === 'LOG') {
-        const level = m.log.level === 'FATAL' || m.log.level === 'ERROR' ? 'error' : m.log.level === 'WARN' ? 'warn' : m.log.level === 'INFO' ? 'info' : 'debug';
+        const level =
+          m.log.level === 'FATAL' || m.log.level === 'ERROR'
+            ? 'error'
+            : m.log.level === 'WARN'
+              ? 'warn'
+              : m.log.level === 'INFO'
+                ? 'info'
+                : 'debug';
         ctx.logger[level]({ connection: conn.config.name, source: conn.config.source.type }, m.log.message);
       }
     }
@@ -321,7 +353,13 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   }
 }
 
-function toDocument(cs: ConfiguredStream, data: Record<string, unknown>, processor: TextProcessor, stats: StreamStats, where: string): DestinationMessage {
+function toDocument(
+  cs: ConfiguredStream,
+  data: Record<string, unknown>,
+  processor: TextProcessor,
+  stats: StreamStats,
+  where: string,
+): DestinationMessage {
   const stream = cs.stream.name;
   const pk = cs.primary_key ?? [];
   const deleted = data[CDC_DELETED_AT] != null;

@@ -39,7 +39,15 @@ export function httpStatus(err: unknown): number | undefined {
   return typeof s === 'number' ? s : undefined;
 }
 
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT']);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 /** 408, 409 (conflict under load), 425, 429, 5xx, timeouts and dropped connections. */
 export function isRetryableError(err: unknown): boolean {
@@ -54,8 +62,9 @@ export function isRetryableError(err: unknown): boolean {
 
 /** Reads Retry-After (seconds or HTTP date), retry-after-ms, and x-ratelimit-reset-* ("1s", "6m0s", "20ms"). */
 export function retryAfterMs(err: unknown): number | undefined {
-  const headers = (err as { headers?: unknown; response?: { headers?: unknown } } | undefined)?.headers
-    ?? (err as { response?: { headers?: unknown } } | undefined)?.response?.headers;
+  const headers =
+    (err as { headers?: unknown; response?: { headers?: unknown } } | undefined)?.headers ??
+    (err as { response?: { headers?: unknown } } | undefined)?.response?.headers;
   if (!headers) return undefined;
   const get = (name: string): string | undefined => {
     if (typeof (headers as Headers).get === 'function') return (headers as Headers).get(name) ?? undefined;
@@ -70,7 +79,9 @@ export function retryAfterMs(err: unknown): number | undefined {
     const date = Date.parse(ra);
     if (Number.isFinite(date)) return Math.max(0, date - Date.now());
   }
-  const resets = [get('x-ratelimit-reset-requests'), get('x-ratelimit-reset-tokens')].map(parseDuration).filter((x): x is number => x !== undefined);
+  const resets = [get('x-ratelimit-reset-requests'), get('x-ratelimit-reset-tokens')]
+    .map(parseDuration)
+    .filter((x): x is number => x !== undefined);
   return resets.length ? Math.max(...resets) : undefined;
 }
 

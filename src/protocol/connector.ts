@@ -9,14 +9,7 @@
 // `STATE_COMMITTED` for a STATE only after everything it received before that STATE is durable.
 // The engine persists state only when it sees that event.
 import type { z } from 'zod';
-import type {
-  AirbyteCatalog,
-  AirbyteMessage,
-  ConfiguredCatalog,
-  DestinationSyncMode,
-  StateMessage,
-  SyncMode,
-} from './messages.ts';
+import type { AirbyteCatalog, AirbyteMessage, ConfiguredCatalog, DestinationSyncMode, StateMessage, SyncMode } from './messages.ts';
 
 export interface Logger {
   debug(obj: object | string, msg?: string): void;

@@ -22,14 +22,19 @@ export class SluiceError extends Error {
   }
 }
 
-export const configError = (message: string, where?: string, hint?: string) =>
-  new SluiceError(message, { kind: 'config', where, hint });
+export const configError = (message: string, where?: string, hint?: string) => new SluiceError(message, { kind: 'config', where, hint });
 
 /** Adds context ("stream docs", "connection x") to an error without losing its kind or hint. */
 export function withContext(err: unknown, where: string): SluiceError {
   if (err instanceof SluiceError) {
     const merged = err.where ? `${where}, ${err.where}` : where;
-    return new SluiceError(err.message, { kind: err.kind, hint: err.hint, where: merged, cause: err.cause ?? err, transient: err.transient });
+    return new SluiceError(err.message, {
+      kind: err.kind,
+      hint: err.hint,
+      where: merged,
+      cause: err.cause ?? err,
+      transient: err.transient,
+    });
   }
   const e = err as NodeJS.ErrnoException | undefined;
   return new SluiceError(describeUnknown(err), { kind: 'internal', where, cause: err, transient: isTransientNetworkError(e) });

@@ -66,9 +66,7 @@ export const TraceMessageSchema = z.looseObject({
       byte_estimate: z.number().int().optional(),
     })
     .optional(),
-  stream_status: z
-    .looseObject({ stream_descriptor: StreamDescriptorSchema, status: StreamStatusSchema })
-    .optional(),
+  stream_status: z.looseObject({ stream_descriptor: StreamDescriptorSchema, status: StreamStatusSchema }).optional(),
 });
 export type TraceMessage = z.infer<typeof TraceMessageSchema>;
 
@@ -132,21 +130,23 @@ export const CDC_DELETED_AT = '_ab_cdc_deleted_at';
 
 // ---- constructors, so connectors never hand-assemble envelopes -------------------------------
 
+type Envelope<T extends AirbyteMessage['type']> = Extract<AirbyteMessage, { type: T }>;
+
 export const message = {
-  record(stream: string, data: Record<string, unknown>, emittedAt = Date.now()): AirbyteMessage {
+  record(stream: string, data: Record<string, unknown>, emittedAt = Date.now()): Envelope<'RECORD'> {
     return { type: 'RECORD', record: { stream, data, emitted_at: emittedAt } };
   },
   /** A deletion of the document identified by the primary-key fields in `key`. */
-  deletion(stream: string, key: Record<string, unknown>, emittedAt = Date.now()): AirbyteMessage {
+  deletion(stream: string, key: Record<string, unknown>, emittedAt = Date.now()): Envelope<'RECORD'> {
     return {
       type: 'RECORD',
       record: { stream, data: { ...key, [CDC_DELETED_AT]: new Date(emittedAt).toISOString() }, emitted_at: emittedAt },
     };
   },
-  streamState(stream: string, state: Record<string, unknown>): AirbyteMessage {
+  streamState(stream: string, state: Record<string, unknown>): Envelope<'STATE'> {
     return { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: stream }, stream_state: state } } };
   },
-  globalState(shared: Record<string, unknown>, streams: Record<string, Record<string, unknown>> = {}): AirbyteMessage {
+  globalState(shared: Record<string, unknown>, streams: Record<string, Record<string, unknown>> = {}): Envelope<'STATE'> {
     return {
       type: 'STATE',
       state: {
@@ -158,26 +158,35 @@ export const message = {
       },
     };
   },
-  log(level: LogMessage['level'], text: string): AirbyteMessage {
+  log(level: LogMessage['level'], text: string): Envelope<'LOG'> {
     return { type: 'LOG', log: { level, message: text } };
   },
-  streamStatus(stream: string, status: z.infer<typeof StreamStatusSchema>): AirbyteMessage {
+  streamStatus(stream: string, status: z.infer<typeof StreamStatusSchema>): Envelope<'TRACE'> {
     return {
       type: 'TRACE',
       trace: { type: 'STREAM_STATUS', emitted_at: Date.now(), stream_status: { stream_descriptor: { name: stream }, status } },
     };
   },
-  estimate(stream: string, rows: number, bytes?: number): AirbyteMessage {
+  estimate(stream: string, rows: number, bytes?: number): Envelope<'TRACE'> {
     return {
       type: 'TRACE',
       trace: {
         type: 'ESTIMATE',
         emitted_at: Date.now(),
-        estimate: { name: stream, type: 'STREAM', row_estimate: Math.round(rows), ...(bytes != null ? { byte_estimate: Math.round(bytes) } : {}) },
+        estimate: {
+          name: stream,
+          type: 'STREAM',
+          row_estimate: Math.round(rows),
+          ...(bytes != null ? { byte_estimate: Math.round(bytes) } : {}),
+        },
       },
     };
   },
-  error(text: string, failureType: 'system_error' | 'config_error' | 'transient_error' = 'system_error', stream?: string): AirbyteMessage {
+  error(
+    text: string,
+    failureType: 'system_error' | 'config_error' | 'transient_error' = 'system_error',
+    stream?: string,
+  ): Envelope<'TRACE'> {
     return {
       type: 'TRACE',
       trace: {

@@ -50,7 +50,10 @@ export class FileStateStore implements StateStore {
     await mkdir(this.dir, { recursive: true });
     return this.withLock(connection, async () => {
       const next = fn(await this.load(connection));
-      await atomicWrite(this.file(connection), JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2));
+      await atomicWrite(
+        this.file(connection),
+        JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2),
+      );
       return next;
     });
   }
@@ -86,7 +89,10 @@ export class FileStateStore implements StateStore {
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+        const age = await stat(lock).then(
+          (s) => Date.now() - s.mtimeMs,
+          () => 0,
+        );
         if (age > 30_000) await rm(lock, { force: true });
         else await sleep(Math.min(50, 2 + attempt));
       }
@@ -116,4 +122,3 @@ export async function atomicWrite(file: string, content: string | Buffer): Promi
     await dir.close();
   }
 }
-

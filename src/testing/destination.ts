@@ -1,7 +1,15 @@
 // Destination conformance: the checkpoint rule (a STATE is acknowledged only after the data before
 // it is readable), idempotent replay, replacing a document's chunks as a unit, deletes and
 // overwrite. Read-back checks need `readBack`, which lists what the destination holds.
-import type { Chunk, ConnectorContext, Destination, DestinationEvent, DestinationMessage, DestinationStream, SourceState } from '../protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  Destination,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationStream,
+  SourceState,
+} from '../protocol/connector.ts';
 import { chunkId, sha256 } from '../protocol/identity.ts';
 import type { DestinationSyncMode, StateMessage } from '../protocol/messages.ts';
 import { testContext } from './context.ts';
@@ -55,11 +63,22 @@ function makeChunks(documentId: string, texts: string[], dimensions: number | un
       embedding = new Float32Array(dimensions);
       for (let i = 0; i < dimensions; i++) embedding[i] = (parseInt(hash.slice((i * 2) % 60, ((i * 2) % 60) + 2), 16) + 1) / 256;
     }
-    return { id: chunkId(documentId, chunkIndex), documentId, chunkIndex, content, contentHash: hash, metadata: { source: 'conformance' }, ...(embedding ? { embedding } : {}) };
+    return {
+      id: chunkId(documentId, chunkIndex),
+      documentId,
+      chunkIndex,
+      content,
+      contentHash: hash,
+      metadata: { source: 'conformance' },
+      ...(embedding ? { embedding } : {}),
+    };
   });
 }
 
-export async function runDestinationConformance(destination: Destination, options: DestinationConformanceOptions): Promise<ConformanceReport> {
+export async function runDestinationConformance(
+  destination: Destination,
+  options: DestinationConformanceOptions,
+): Promise<ConformanceReport> {
   const report = new ReportBuilder(destination.spec?.name ?? '(unnamed)', 'destination');
   const ctx = testContext(options.ctx);
   const config = checkSpec(destination, options.config, report);
@@ -95,8 +114,15 @@ export async function runDestinationConformance(destination: Destination, option
   const streamsFor = (ms: Mode[]): DestinationStream[] => ms.map((m) => ({ name: name(m), destinationSyncMode: m, primaryKey: [['id']] }));
 
   /** Opens a writer, feeds it `input`, calls `onEvent` as events arrive, closes it. */
-  const run = async (ms: Mode[], input: DestinationMessage[], onEvent?: (e: DestinationEvent) => Promise<void>): Promise<DestinationEvent[]> => {
-    const writer = await destination.open(config, ctx, { streams: streamsFor(ms), ...(dims ? { dimensions: dims, embedderName: 'conformance test vectors' } : {}) });
+  const run = async (
+    ms: Mode[],
+    input: DestinationMessage[],
+    onEvent?: (e: DestinationEvent) => Promise<void>,
+  ): Promise<DestinationEvent[]> => {
+    const writer = await destination.open(config, ctx, {
+      streams: streamsFor(ms),
+      ...(dims ? { dimensions: dims, embedderName: 'conformance test vectors' } : {}),
+    });
     const events: DestinationEvent[] = [];
     try {
       async function* feed() {
@@ -113,17 +139,24 @@ export async function runDestinationConformance(destination: Destination, option
   };
   // Without a readBack hook, a destination that can search is read back through its own search():
   // a query with a large top_k returns every chunk of a small test stream.
-  const searchBack = destination.search && dims
-    ? async (stream: string): Promise<StoredChunk[]> => {
-        const vector = new Float32Array(dims).fill(1 / Math.sqrt(dims));
-        const hits = await destination.search!(config, ctx, { vector, topK: 1000, streams: [stream] });
-        return hits.filter((h) => h.stream === stream).map((h) => ({ documentId: h.documentId, chunkIndex: h.chunkIndex, content: h.content }));
-      }
-    : undefined;
+  const searchBack =
+    destination.search && dims
+      ? async (stream: string): Promise<StoredChunk[]> => {
+          const vector = new Float32Array(dims).fill(1 / Math.sqrt(dims));
+          const hits = await destination.search!(config, ctx, { vector, topK: 1000, streams: [stream] });
+          return hits
+            .filter((h) => h.stream === stream)
+            .map((h) => ({ documentId: h.documentId, chunkIndex: h.chunkIndex, content: h.content }));
+        }
+      : undefined;
   const read = options.readBack ? (stream: string) => options.readBack!(config, ctx, stream) : searchBack;
   const docsOf = async (stream: string): Promise<Map<string, number[]>> => {
     const out = new Map<string, number[]>();
-    for (const c of await read!(stream)) out.set(c.documentId, [...(out.get(c.documentId) ?? []), c.chunkIndex].sort((a, b) => a - b));
+    for (const c of await read!(stream))
+      out.set(
+        c.documentId,
+        [...(out.get(c.documentId) ?? []), c.chunkIndex].sort((a, b) => a - b),
+      );
     return out;
   };
   const show = (m: Map<string, number[]>) => JSON.stringify(Object.fromEntries([...m.entries()].sort(([a], [b]) => (a < b ? -1 : 1))));
@@ -140,26 +173,39 @@ export async function runDestinationConformance(destination: Destination, option
     const s2 = state(2);
     const durabilityProblems: string[] = [];
     let acks = 0;
-    const events = await run([main], [doc(s, 'a', ['alpha one', 'alpha two']), doc(s, 'b', ['beta']), s1.msg, doc(s, 'c', ['gamma']), s2.msg], async (e) => {
-      if (e.type !== 'STATE_COMMITTED' || !read) return;
-      acks++;
-      // At the first ack, everything written before the first STATE must already be readable.
-      if (acks === 1) {
-        const held = await docsOf(s);
-        for (const id of ['a', 'b']) if (!held.has(id)) durabilityProblems.push(`STATE 1 was acknowledged before document "${id}" written before it was readable (held: ${show(held)})`);
-      }
-    });
+    const events = await run(
+      [main],
+      [doc(s, 'a', ['alpha one', 'alpha two']), doc(s, 'b', ['beta']), s1.msg, doc(s, 'c', ['gamma']), s2.msg],
+      async (e) => {
+        if (e.type !== 'STATE_COMMITTED' || !read) return;
+        acks++;
+        // At the first ack, everything written before the first STATE must already be readable.
+        if (acks === 1) {
+          const held = await docsOf(s);
+          for (const id of ['a', 'b'])
+            if (!held.has(id))
+              durabilityProblems.push(
+                `STATE 1 was acknowledged before document "${id}" written before it was readable (held: ${show(held)})`,
+              );
+        }
+      },
+    );
     const committed = events.filter((e): e is Extract<DestinationEvent, { type: 'STATE_COMMITTED' }> => e.type === 'STATE_COMMITTED');
     const problems: string[] = [];
     if (committed.length !== 2) problems.push(`expected 2 STATE_COMMITTED events for 2 STATE messages, got ${committed.length}`);
     else {
-      if (JSON.stringify(committed[0].state) !== JSON.stringify(s1.state) || JSON.stringify(committed[1].state) !== JSON.stringify(s2.state)) {
+      if (
+        JSON.stringify(committed[0].state) !== JSON.stringify(s1.state) ||
+        JSON.stringify(committed[1].state) !== JSON.stringify(s2.state)
+      ) {
         problems.push('STATE_COMMITTED events are not the STATE messages received, in the same order');
       }
-      if (JSON.stringify(committed[1].connection) !== JSON.stringify(s2.connection)) problems.push('STATE_COMMITTED.connection differs from the STATE message it acknowledges');
+      if (JSON.stringify(committed[1].connection) !== JSON.stringify(s2.connection))
+        problems.push('STATE_COMMITTED.connection differs from the STATE message it acknowledges');
     }
     for (const e of events) {
-      if (e.type !== 'WRITTEN' && e.type !== 'STATE_COMMITTED') problems.push(`unknown event type ${JSON.stringify((e as { type?: unknown }).type)}`);
+      if (e.type !== 'WRITTEN' && e.type !== 'STATE_COMMITTED')
+        problems.push(`unknown event type ${JSON.stringify((e as { type?: unknown }).type)}`);
     }
     const written = events.filter((e) => e.type === 'WRITTEN').reduce((n, e) => n + (e as { records: number }).records, 0);
     if (written !== 3) problems.push(`WRITTEN events count ${written} records; 3 documents were written`);
@@ -189,8 +235,10 @@ export async function runDestinationConformance(destination: Destination, option
             const ids = chunks.filter((c) => c.documentId === 'r1' || c.documentId === 'r2').map((c) => `${c.documentId}#${c.chunkIndex}`);
             const dupes = ids.filter((id, i) => ids.indexOf(id) !== i);
             if (dupes.length) problems.push(`${m}: replaying the same batch duplicated chunks ${[...new Set(dupes)].join(', ')}`);
-            if (show(once!) !== show(twice)) problems.push(`${m}: after replay the stream holds ${show(twice)}, before it held ${show(once!)}`);
-            if (!twice.has('r1') || twice.get('r1')!.length !== 3) problems.push(`${m}: document r1 should have chunks [0,1,2], has ${JSON.stringify(twice.get('r1') ?? [])}`);
+            if (show(once!) !== show(twice))
+              problems.push(`${m}: after replay the stream holds ${show(twice)}, before it held ${show(once!)}`);
+            if (!twice.has('r1') || twice.get('r1')!.length !== 3)
+              problems.push(`${m}: document r1 should have chunks [0,1,2], has ${JSON.stringify(twice.get('r1') ?? [])}`);
           }
         }
         if (!read) report.skip('write.idempotent-replay', `replay ran without error; ${noReadBack}`);
@@ -212,8 +260,12 @@ export async function runDestinationConformance(destination: Destination, option
       const held = (await docsOf(sd)).get('shrink') ?? [];
       const content = (await read(sd)).find((c) => c.documentId === 'shrink' && c.chunkIndex === 0)?.content;
       const problems: string[] = [];
-      if (JSON.stringify(held) !== '[0]') problems.push(`document "shrink" went from 3 chunks to 1 but the destination holds chunks ${JSON.stringify(held)}; chunks at or above the new count must be removed`);
-      if (content !== undefined && content !== 's0 changed') problems.push(`chunk 0 of "shrink" still has the old content ${JSON.stringify(content)}`);
+      if (JSON.stringify(held) !== '[0]')
+        problems.push(
+          `document "shrink" went from 3 chunks to 1 but the destination holds chunks ${JSON.stringify(held)}; chunks at or above the new count must be removed`,
+        );
+      if (content !== undefined && content !== 's0 changed')
+        problems.push(`chunk 0 of "shrink" still has the old content ${JSON.stringify(content)}`);
       report.result('write.replaces-chunks-as-unit', problems);
     } catch (err) {
       report.fail('write.replaces-chunks-as-unit', describeFailure(err));
@@ -225,14 +277,20 @@ export async function runDestinationConformance(destination: Destination, option
   else {
     try {
       await run([main], [doc(s, 'gone', ['to be deleted', 'twice']), doc(s, 'kept', ['stays']), state(6).msg]);
-      await run([main], [{ type: 'DELETE', stream: s, documentId: 'gone' }, { type: 'DELETE', stream: s, documentId: 'never-existed' }, state(7).msg]);
+      await run(
+        [main],
+        [{ type: 'DELETE', stream: s, documentId: 'gone' }, { type: 'DELETE', stream: s, documentId: 'never-existed' }, state(7).msg],
+      );
       const held = await docsOf(s);
       const problems: string[] = [];
       if (held.has('gone')) problems.push(`DELETE of document "gone" left chunks ${JSON.stringify(held.get('gone'))}`);
       if (!held.has('kept')) problems.push('DELETE of one document removed another ("kept")');
       report.result('write.deletes', problems);
     } catch (err) {
-      report.fail('write.deletes', `deleting documents failed (deleting a document that does not exist must succeed too): ${describeFailure(err)}`);
+      report.fail(
+        'write.deletes',
+        `deleting documents failed (deleting a document that does not exist must succeed too): ${describeFailure(err)}`,
+      );
     }
   }
 
@@ -251,7 +309,9 @@ export async function runDestinationConformance(destination: Destination, option
           'write.overwrite',
           JSON.stringify(ids) === JSON.stringify(['both', 'new1'])
             ? []
-            : [`after overwriting with documents [both, new1] the stream holds ${JSON.stringify(ids)}; the old generation must be replaced at STREAM_COMPLETE`],
+            : [
+                `after overwriting with documents [both, new1] the stream holds ${JSON.stringify(ids)}; the old generation must be replaced at STREAM_COMPLETE`,
+              ],
         );
       }
     } catch (err) {

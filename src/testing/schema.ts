@@ -30,8 +30,10 @@ export function formatAjvErrors(errors: ErrorObject[] | null | undefined, max = 
   if (!errors?.length) return 'invalid';
   const parts = errors.slice(0, max).map((e) => {
     const at = e.instancePath || '/';
-    if (e.keyword === 'additionalProperties') return `${at} has unexpected property "${(e.params as { additionalProperty: string }).additionalProperty}"`;
-    if (e.keyword === 'required') return `${at} is missing required property "${(e.params as { missingProperty: string }).missingProperty}"`;
+    if (e.keyword === 'additionalProperties')
+      return `${at} has unexpected property "${(e.params as { additionalProperty: string }).additionalProperty}"`;
+    if (e.keyword === 'required')
+      return `${at} is missing required property "${(e.params as { missingProperty: string }).missingProperty}"`;
     if (e.keyword === 'enum') return `${at} must be one of ${JSON.stringify((e.params as { allowedValues: unknown[] }).allowedValues)}`;
     return `${at} ${e.message}`;
   });

@@ -54,7 +54,14 @@ interface ReadResult {
   error?: string;
 }
 
-async function collect(source: Source, config: unknown, catalog: ConfiguredCatalog, state: SourceState | undefined, ctx: ConnectorContext, opts: SourceConformanceOptions): Promise<ReadResult> {
+async function collect(
+  source: Source,
+  config: unknown,
+  catalog: ConfiguredCatalog,
+  state: SourceState | undefined,
+  ctx: ConnectorContext,
+  opts: SourceConformanceOptions,
+): Promise<ReadResult> {
   const messages: AirbyteMessage[] = [];
   const max = opts.maxMessages ?? 100_000;
   const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -74,7 +81,12 @@ async function collect(source: Source, config: unknown, catalog: ConfiguredCatal
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           stop.abort();
-          reject(new SluiceError(`read did not finish within ${timeoutMs} ms`, { kind: 'source', hint: 'give the kit a smaller data set, or raise timeoutMs' }));
+          reject(
+            new SluiceError(`read did not finish within ${timeoutMs} ms`, {
+              kind: 'source',
+              hint: 'give the kit a smaller data set, or raise timeoutMs',
+            }),
+          );
         }, timeoutMs);
       }),
     ]);
@@ -89,7 +101,8 @@ async function collect(source: Source, config: unknown, catalog: ConfiguredCatal
 /** A clean failure is a SluiceError; anything else is a crash and says so. */
 export function describeFailure(err: unknown): string {
   // withContext() wraps a stray exception as an internal SluiceError: still a crash.
-  const wrapped = err instanceof SluiceError && err.kind === 'internal' && err.cause instanceof Error && !(err.cause instanceof SluiceError);
+  const wrapped =
+    err instanceof SluiceError && err.kind === 'internal' && err.cause instanceof Error && !(err.cause instanceof SluiceError);
   const where = err instanceof SluiceError && err.where ? ` [${err.where}]` : '';
   if (err instanceof SluiceError && !wrapped) return `${err.message}${where}${err.hint ? ` (${err.hint})` : ''}`;
   const original = wrapped ? (err as SluiceError).cause : err;
@@ -146,13 +159,19 @@ function describeRecord(data: Record<string, unknown>, pk: string[][] | undefine
   return canonicalJson(data).slice(0, 80);
 }
 
-function configuredCatalog(streams: AirbyteStream[], mode: 'full_refresh' | 'incremental', cursors: Record<string, string[]> = {}): ConfiguredCatalog {
+function configuredCatalog(
+  streams: AirbyteStream[],
+  mode: 'full_refresh' | 'incremental',
+  cursors: Record<string, string[]> = {},
+): ConfiguredCatalog {
   return {
     streams: streams.map((s) => ({
       stream: s,
       sync_mode: mode,
       destination_sync_mode: mode === 'incremental' ? 'append_dedup' : 'overwrite',
-      ...(mode === 'incremental' && (cursors[s.name] ?? s.default_cursor_field) ? { cursor_field: cursors[s.name] ?? s.default_cursor_field } : {}),
+      ...(mode === 'incremental' && (cursors[s.name] ?? s.default_cursor_field)
+        ? { cursor_field: cursors[s.name] ?? s.default_cursor_field }
+        : {}),
       ...(s.source_defined_primary_key?.length ? { primary_key: s.source_defined_primary_key } : {}),
     })),
   };
@@ -205,7 +224,8 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   full.messages.forEach((m, i) => allMessages.push({ phase: 'full refresh read', message: m, index: i }));
   const fullRecords = full.messages.filter((m): m is Extract<AirbyteMessage, { type: 'RECORD' }> => m.type === 'RECORD');
   if (full.error) report.fail('read.completes', `full refresh read failed after ${fullRecords.length} records: ${full.error}`);
-  else if (fullRecords.length === 0) report.fail('read.completes', 'full refresh read returned no records; give the kit a config that reads a small non-empty data set');
+  else if (fullRecords.length === 0)
+    report.fail('read.completes', 'full refresh read returned no records; give the kit a config that reads a small non-empty data set');
   else report.pass('read.completes', `${fullRecords.length} records`);
 
   // records vs stream schemas, primary keys
@@ -243,7 +263,8 @@ export async function runSourceConformance(source: Source, options: SourceConfor
     if (pk?.length) {
       for (const path of pk) {
         const v = getPath(data, path);
-        if (v === undefined || v === null) pkProblems.push(`stream "${stream}", record ${position}: primary key field "${path.join('.')}" is missing`);
+        if (v === undefined || v === null)
+          pkProblems.push(`stream "${stream}", record ${position}: primary key field "${path.join('.')}" is missing`);
       }
     }
   }
@@ -251,7 +272,15 @@ export async function runSourceConformance(source: Source, options: SourceConfor
     report.skip('read.records-match-schema', 'no records were read');
     report.skip('read.records-have-primary-key', 'no records were read');
   } else {
-    report.result('read.records-match-schema', schemaProblems.length ? [...schemaProblems.slice(0, 5), ...(schemaProblems.length > 5 ? [`${schemaProblems.length} records in all violate their schema`] : [])] : []);
+    report.result(
+      'read.records-match-schema',
+      schemaProblems.length
+        ? [
+            ...schemaProblems.slice(0, 5),
+            ...(schemaProblems.length > 5 ? [`${schemaProblems.length} records in all violate their schema`] : []),
+          ]
+        : [],
+    );
     const withPk = streams.filter((s) => s.source_defined_primary_key?.length);
     if (!withPk.length) report.skip('read.records-have-primary-key', 'no stream declares a primary key');
     else report.result('read.records-have-primary-key', pkProblems);
@@ -267,7 +296,12 @@ export async function runSourceConformance(source: Source, options: SourceConfor
     );
     report.result(
       'read.streams-complete',
-      streams.filter((s) => !completed.has(s.name)).map((s) => `stream "${s.name}" was read without a TRACE STREAM_STATUS COMPLETE (message.streamStatus(name, 'COMPLETE')); overwrite destinations need it to switch generations`),
+      streams
+        .filter((s) => !completed.has(s.name))
+        .map(
+          (s) =>
+            `stream "${s.name}" was read without a TRACE STREAM_STATUS COMPLETE (message.streamStatus(name, 'COMPLETE')); overwrite destinations need it to switch generations`,
+        ),
     );
   }
 
@@ -288,7 +322,9 @@ export async function runSourceConformance(source: Source, options: SourceConfor
     const problems: string[] = [];
     for (const { phase, message, index } of allMessages) {
       if (!protocol.message(message)) {
-        problems.push(`${phase}, message ${index + 1} (${(message as { type?: string }).type}): ${formatAjvErrors(protocol.message.errors)}`);
+        problems.push(
+          `${phase}, message ${index + 1} (${(message as { type?: string }).type}): ${formatAjvErrors(protocol.message.errors)}`,
+        );
       }
     }
     report.result('read.protocol-messages', problems, `${allMessages.length} messages valid`);
@@ -296,7 +332,12 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   return report.build();
 }
 
-function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof protocolValidators>, source: Source, cursorFields?: Record<string, string[]>): string[] {
+function validateCatalog(
+  catalog: AirbyteCatalog,
+  protocol: ReturnType<typeof protocolValidators>,
+  source: Source,
+  cursorFields?: Record<string, string[]>,
+): string[] {
   const problems: string[] = [];
   if (!catalog || !Array.isArray(catalog.streams)) return ['discover() did not return { streams: [...] }'];
   if (catalog.streams.length === 0) problems.push('the catalog has no streams');
@@ -337,7 +378,12 @@ function validateCatalog(catalog: AirbyteCatalog, protocol: ReturnType<typeof pr
       if (!hasField(pk)) problems.push(`${label} primary key "${pk.join('.')}" is not a property of its json_schema`);
     }
     if (s.supported_sync_modes?.includes('incremental')) {
-      if (!s.default_cursor_field?.length && !s.source_defined_cursor && !source.capabilities?.sourceDefinedCursor && !cursorFields?.[s.name]) {
+      if (
+        !s.default_cursor_field?.length &&
+        !s.source_defined_cursor &&
+        !source.capabilities?.sourceDefinedCursor &&
+        !cursorFields?.[s.name]
+      ) {
         problems.push(`${label} supports incremental but has no default_cursor_field and no source-defined cursor`);
       }
       if (s.default_cursor_field?.length && !hasField(s.default_cursor_field)) {
@@ -385,7 +431,9 @@ async function checkIncremental(
       for (const name of stateStreams(m.state)) {
         lastStateAt.set(name, i);
         const blob = canonicalJson(
-          m.state.type === 'GLOBAL' ? m.state.global?.stream_states.find((s) => s.stream_descriptor.name === name)?.stream_state : m.state.stream?.stream_state,
+          m.state.type === 'GLOBAL'
+            ? m.state.global?.stream_states.find((s) => s.stream_descriptor.name === name)?.stream_state
+            : m.state.stream?.stream_state,
         );
         const prev = previousState.get(name);
         const since = recordsSinceState.get(name) ?? 0;
@@ -403,8 +451,14 @@ async function checkIncremental(
     const rec = lastRecordAt.get(s.name);
     if (rec === undefined) continue;
     const st = lastStateAt.get(s.name);
-    if (st === undefined) emittedProblems.push(`stream "${s.name}" emitted ${countRecords(first.messages, s.name)} records in an incremental read but no STATE`);
-    else if (st < rec) emittedProblems.push(`stream "${s.name}": no STATE after its last record (message ${rec + 1}); the records after message ${st + 1} would be read again next time`);
+    if (st === undefined)
+      emittedProblems.push(
+        `stream "${s.name}" emitted ${countRecords(first.messages, s.name)} records in an incremental read but no STATE`,
+      );
+    else if (st < rec)
+      emittedProblems.push(
+        `stream "${s.name}": no STATE after its last record (message ${rec + 1}); the records after message ${st + 1} would be read again next time`,
+      );
   }
   if (!lastRecordAt.size) {
     report.fail('incremental.state-emitted', 'the incremental read returned no records, so state cannot be checked');
@@ -424,7 +478,8 @@ async function checkIncremental(
   }
   const points = Math.max(1, options.resumePoints ?? 3);
   const picks = new Set<number>();
-  for (let k = 0; k < points; k++) picks.add(stateIdx[Math.floor(((k + 1) * stateIdx.length) / points) - 1] ?? stateIdx[stateIdx.length - 1]);
+  for (let k = 0; k < points; k++)
+    picks.add(stateIdx[Math.floor(((k + 1) * stateIdx.length) / points) - 1] ?? stateIdx[stateIdx.length - 1]);
   picks.add(stateIdx[stateIdx.length - 1]);
   const problems: string[] = [];
   for (const at of [...picks].sort((a, b) => a - b)) {
@@ -483,7 +538,9 @@ async function checkIncremental(
       );
     }
     for (const [name, recs] of unexpected) {
-      problems.push(`${label}: stream "${name}" returned ${recs.length} record(s) the first read never returned (first: ${describeRecord(recs[0], pkOf.get(name))}); the data must not change during the test`);
+      problems.push(
+        `${label}: stream "${name}" returned ${recs.length} record(s) the first read never returned (first: ${describeRecord(recs[0], pkOf.get(name))}); the data must not change during the test`,
+      );
     }
     for (const [name, e] of expected) {
       const missing = [...e.entries()].filter(([, n]) => n > 0);

@@ -9,7 +9,12 @@ const SECRET_NAME = /(pass(word)?|secret|token|api_?key|private_?key|credentials
 
 function zodIssues(error: unknown): string {
   const issues = (error as { issues?: { path: PropertyKey[]; message: string }[] }).issues ?? [];
-  return issues.slice(0, 3).map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ') || 'invalid';
+  return (
+    issues
+      .slice(0, 3)
+      .map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`)
+      .join('; ') || 'invalid'
+  );
 }
 
 /** Runs the spec.* checks; returns the parsed config, or undefined when it does not parse. */
@@ -20,11 +25,16 @@ export function checkSpec(connector: Source | Destination, rawConfig: unknown, r
     const ajv = schemaValidator();
     const problems: string[] = [];
     if (!ajv.validateSchema(schema)) problems.push(`the config JSON Schema is invalid: ${ajv.errorsText(ajv.errors)}`);
-    if (schema.type !== 'object') problems.push(`the config schema must describe an object (type: object), not ${JSON.stringify(schema.type)}`);
-    if (!connector.spec.name || !/^[a-z0-9][a-z0-9-_]*$/i.test(connector.spec.name)) problems.push(`spec.name ${JSON.stringify(connector.spec.name)} is not a simple name`);
+    if (schema.type !== 'object')
+      problems.push(`the config schema must describe an object (type: object), not ${JSON.stringify(schema.type)}`);
+    if (!connector.spec.name || !/^[a-z0-9][a-z0-9-_]*$/i.test(connector.spec.name))
+      problems.push(`spec.name ${JSON.stringify(connector.spec.name)} is not a simple name`);
     report.result('spec.json-schema', problems);
   } catch (err) {
-    report.fail('spec.json-schema', `the config schema cannot be turned into JSON Schema: ${err instanceof Error ? err.message : String(err)}`);
+    report.fail(
+      'spec.json-schema',
+      `the config schema cannot be turned into JSON Schema: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
 
   if (!schema) report.skip('spec.secrets-marked', 'no JSON Schema');
@@ -35,7 +45,8 @@ export function checkSpec(connector: Source | Destination, rawConfig: unknown, r
         const p = [...path, k];
         const types = ([] as unknown[]).concat(v.type ?? v.anyOf ?? []);
         const stringy = v.type === 'string' || types.some((t) => t === 'string' || (t as { type?: string })?.type === 'string');
-        if (SECRET_NAME.test(k) && stringy && v.airbyte_secret !== true) unmarked.push(`config field "${p.join('.')}" looks like a secret but is not marked: add .meta({ secret: true })`);
+        if (SECRET_NAME.test(k) && stringy && v.airbyte_secret !== true)
+          unmarked.push(`config field "${p.join('.')}" looks like a secret but is not marked: add .meta({ secret: true })`);
         if (v.properties) walk(v, p);
       }
     };
@@ -53,7 +64,10 @@ export function checkSpec(connector: Source | Destination, rawConfig: unknown, r
     try {
       const validate = ajv.compile(schema);
       if (!validate(rawConfig)) {
-        report.fail('spec.accepts-config', `the zod schema accepts the test config but its JSON Schema does not: ${formatAjvErrors(validate.errors)}`);
+        report.fail(
+          'spec.accepts-config',
+          `the zod schema accepts the test config but its JSON Schema does not: ${formatAjvErrors(validate.errors)}`,
+        );
         return parsed.data;
       }
     } catch {
@@ -96,7 +110,10 @@ export async function checkConfigRejected(
       else notes.push(`${label}: ${r.message}`);
     } catch (err) {
       if (err instanceof SluiceError) notes.push(`${label}: ${err.message}`);
-      else problems.push(`${label}: check() crashed with ${err instanceof Error ? err.constructor.name : typeof err}: ${err instanceof Error ? err.message : String(err)} — return { ok: false, message } or throw a SluiceError`);
+      else
+        problems.push(
+          `${label}: check() crashed with ${err instanceof Error ? err.constructor.name : typeof err}: ${err instanceof Error ? err.message : String(err)} — return { ok: false, message } or throw a SluiceError`,
+        );
     }
   }
   report.result('check.rejects-bad-config', problems, notes.join('\n'));

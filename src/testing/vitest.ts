@@ -37,7 +37,10 @@ export function describeSourceConformance(title: string, options: Lazy<SourceCon
   });
 }
 
-export function describeDestinationConformance(title: string, options: Lazy<DestinationConformanceOptions & { destination: Destination }>): void {
+export function describeDestinationConformance(
+  title: string,
+  options: Lazy<DestinationConformanceOptions & { destination: Destination }>,
+): void {
   describeChecks(`${title} conforms to the destination contract`, DESTINATION_CHECKS, async () => {
     const o = await resolveLazy(options);
     return runDestinationConformance(o.destination, o);

@@ -28,7 +28,10 @@ export default async function bench(): Promise<Record<string, unknown>> {
 
       const timeWriter = async (mode: DestinationSyncMode, prefix: string, n: number) => {
         const msgs = messages(prefix, n);
-        const writer = await destination.open(config, captureContext(), { streams: [{ name: 'b', destinationSyncMode: mode, primaryKey: [['id']] }], dimensions: DIMS });
+        const writer = await destination.open(config, captureContext(), {
+          streams: [{ name: 'b', destinationSyncMode: mode, primaryKey: [['id']] }],
+          dimensions: DIMS,
+        });
         const t0 = performance.now();
         await drain(writer, [...msgs, stateMessage('b', 1)]);
         return (performance.now() - t0) / 1000;
@@ -47,7 +50,13 @@ export default async function bench(): Promise<Record<string, unknown>> {
         if (m.type !== 'DOCUMENT') continue;
         const c = m.chunks[0];
         await ns.upsert({
-          records: [{ id: `${m.documentId}#0`, values: Array.from(c.embedding!), metadata: { stream: 'b', document_id: m.documentId, chunk_index: 0, content: c.content, n: c.metadata.n as number } }],
+          records: [
+            {
+              id: `${m.documentId}#0`,
+              values: Array.from(c.embedding!),
+              metadata: { stream: 'b', document_id: m.documentId, chunk_index: 0, content: c.content, n: c.metadata.n as number },
+            },
+          ],
         });
       }
       const naiveSec = (performance.now() - t1) / 1000;

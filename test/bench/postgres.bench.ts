@@ -52,7 +52,9 @@ async function fullRefreshBench(server: PostgresServer, rows: number) {
   await c.connect();
   const small = Math.max(1, Math.floor(rows / 10));
   await c.query(`CREATE TABLE narrow (id bigint PRIMARY KEY, a int, b text, ts timestamptz)`);
-  await c.query(`INSERT INTO narrow SELECT g, g % 1000, 'name ' || g, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, ${rows}) g`);
+  await c.query(
+    `INSERT INTO narrow SELECT g, g % 1000, 'name ' || g, '2024-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, ${rows}) g`,
+  );
   await c.query(`CREATE TABLE narrow_small AS SELECT * FROM narrow WHERE id <= ${small}; ALTER TABLE narrow_small ADD PRIMARY KEY (id)`);
   // ~1 KB of text per row (below the TOAST threshold, so stored inline and uncompressed).
   await c.query(`CREATE TABLE wide (id bigint PRIMARY KEY, title text, body text)`);
@@ -182,8 +184,24 @@ async function cdcSourceLatency(server: PostgresServer) {
   await c.query(`CREATE TABLE lat_src (id int PRIMARY KEY, t_ms double precision NOT NULL)`);
   const cfg = PostgresSourceConfigSchema.parse({ url: server.url });
   const ac = new AbortController();
-  const ctx = { logger: { debug() {}, info() {}, warn() {}, error() {} }, baseDir: process.cwd(), signal: ac.signal, connection: 'latency_src', follow: true, workDir: tmpdir() };
-  const catalog = { streams: [{ stream: { name: 'lat_src', json_schema: {}, supported_sync_modes: ['incremental' as const] }, sync_mode: 'incremental' as const, destination_sync_mode: 'append_dedup' as const, cdc: true }] };
+  const ctx = {
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    baseDir: process.cwd(),
+    signal: ac.signal,
+    connection: 'latency_src',
+    follow: true,
+    workDir: tmpdir(),
+  };
+  const catalog = {
+    streams: [
+      {
+        stream: { name: 'lat_src', json_schema: {}, supported_sync_modes: ['incremental' as const] },
+        sync_mode: 'incremental' as const,
+        destination_sync_mode: 'append_dedup' as const,
+        cdc: true,
+      },
+    ],
+  };
   const N = 100;
   const latencies: number[] = [];
   let started = false;
@@ -194,7 +212,10 @@ async function cdcSourceLatency(server: PostgresServer) {
       if (m.type === 'STATE') {
         started = true;
         const g = m.state.global!;
-        conn = { shared: g.shared_state, streams: Object.fromEntries(g.stream_states.map((x) => [x.stream_descriptor.name, x.stream_state ?? {}])) };
+        conn = {
+          shared: g.shared_state,
+          streams: Object.fromEntries(g.stream_states.map((x) => [x.stream_descriptor.name, x.stream_state ?? {}])),
+        };
         await source.onStateCommitted?.(cfg, m.state, conn, ctx);
       }
       if (latencies.length >= N) ac.abort();
@@ -209,7 +230,13 @@ async function cdcSourceLatency(server: PostgresServer) {
   await reading;
   clearTimeout(timer);
   await c.end();
-  return { changes: N, measured: latencies.length, note: 'commit → RECORD yielded by the source (follow mode, no engine)', p50_ms: Math.round(pct(latencies, 50)), p95_ms: Math.round(pct(latencies, 95)) };
+  return {
+    changes: N,
+    measured: latencies.length,
+    note: 'commit → RECORD yielded by the source (follow mode, no engine)',
+    p50_ms: Math.round(pct(latencies, 50)),
+    p95_ms: Math.round(pct(latencies, 95)),
+  };
 }
 
 export default async function bench(): Promise<Record<string, unknown>> {
@@ -220,7 +247,12 @@ export default async function bench(): Promise<Record<string, unknown>> {
     const fullRefresh = await fullRefreshBench(server, rows);
     const cdc = await cdcLatencyBench(server);
     const cdcSource = await cdcSourceLatency(server);
-    return { full_refresh: fullRefresh, cdc_latency: cdc, cdc_source_only_latency: cdcSource, bench_seconds: Math.round((Date.now() - t0) / 1000) };
+    return {
+      full_refresh: fullRefresh,
+      cdc_latency: cdc,
+      cdc_source_only_latency: cdcSource,
+      bench_seconds: Math.round((Date.now() - t0) / 1000),
+    };
   } finally {
     await server.stop();
   }
@@ -239,7 +271,13 @@ if (process.argv[2] === CHILD_FLAG) {
     workDir: tmpdir(),
   };
   const catalog = {
-    streams: [{ stream: { name: table, json_schema: {}, supported_sync_modes: ['full_refresh' as const] }, sync_mode: 'full_refresh' as const, destination_sync_mode: 'overwrite' as const }],
+    streams: [
+      {
+        stream: { name: table, json_schema: {}, supported_sync_modes: ['full_refresh' as const] },
+        sync_mode: 'full_refresh' as const,
+        destination_sync_mode: 'overwrite' as const,
+      },
+    ],
   };
   const t0 = performance.now();
   let n = 0;

@@ -29,7 +29,10 @@ export default async function bench(): Promise<Record<string, unknown>> {
       if (fx.pointsOf('bench').length !== batchedPoints) throw new Error('batched run lost points');
 
       // Same, in append_dedup mode: each document's stale-chunk check (count, delete if any) rides along.
-      const dedupWriter = await destination.open(qdrantConfig(fx.url, 'bench_dedup'), testContext(), { streams: streams('append_dedup', 'b'), dimensions: DIMS });
+      const dedupWriter = await destination.open(qdrantConfig(fx.url, 'bench_dedup'), testContext(), {
+        streams: streams('append_dedup', 'b'),
+        dimensions: DIMS,
+      });
       const t2 = performance.now();
       await drain(dedupWriter, [...msgs, state('b', 1)]);
       const dedupSec = (performance.now() - t2) / 1000;
@@ -44,7 +47,13 @@ export default async function bench(): Promise<Record<string, unknown>> {
         const c = m.chunks[0];
         await client.upsert('bench', {
           wait: true,
-          points: [{ id: chunkUuid('b', m.documentId, 0), vector: Array.from(c.embedding!), payload: { document_id: m.documentId, chunk_index: 0, stream: 'b', content: c.content, n: c.metadata.n } }],
+          points: [
+            {
+              id: chunkUuid('b', m.documentId, 0),
+              vector: Array.from(c.embedding!),
+              payload: { document_id: m.documentId, chunk_index: 0, stream: 'b', content: c.content, n: c.metadata.n },
+            },
+          ],
         });
       }
       const naiveSec = (performance.now() - t1) / 1000;

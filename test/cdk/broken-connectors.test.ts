@@ -3,7 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { defineDestination, defineSource, z, type Source, type WriteOperation } from 'sluice/cdk';
 import { runDestinationConformance, runSourceConformance, type ConformanceReport } from 'sluice/testing';
 
-const items = Array.from({ length: 12 }, (_, i) => ({ id: i + 1, name: `item ${i + 1}`, updated_at: `2024-01-0${1 + Math.floor(i / 4)}T00:00:00.000Z` }));
+const items = Array.from({ length: 12 }, (_, i) => ({
+  id: i + 1,
+  name: `item ${i + 1}`,
+  updated_at: `2024-01-0${1 + Math.floor(i / 4)}T00:00:00.000Z`,
+}));
 
 const good = {
   spec: { name: 'items', config: z.strictObject({ rows: z.number().int().default(12) }) },
@@ -34,7 +38,10 @@ describe('conformance kit on broken connectors', () => {
   });
 
   it('reports a bad spec: invalid JSON Schema, an unmarked secret, a loose object', async () => {
-    const source = defineSource({ ...good, spec: { name: 'items', config: z.object({ api_key: z.string().default('k'), rows: z.number().default(1) }) } });
+    const source = defineSource({
+      ...good,
+      spec: { name: 'items', config: z.object({ api_key: z.string().default('k'), rows: z.number().default(1) }) },
+    });
     const f = failed(await runSourceConformance(source, { config: {} }));
     expect(f['spec.secrets-marked']).toBe('config field "api_key" looks like a secret but is not marked: add .meta({ secret: true })');
     expect(f['check.rejects-bad-config']).toMatch(/unknown key was accepted by the config schema; use z\.strictObject/);
@@ -77,9 +84,20 @@ describe('conformance kit on broken connectors', () => {
         for (const s of catalog.streams) {
           for (const [i, it] of items.entries()) {
             yield { type: 'RECORD', record: { stream: s.stream.name, data: it, emitted_at: 1 } };
-            if (i % 4 === 3) yield { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: s.stream.name }, stream_state: { cursor: null } } } };
+            if (i % 4 === 3)
+              yield {
+                type: 'STATE',
+                state: { type: 'STREAM', stream: { stream_descriptor: { name: s.stream.name }, stream_state: { cursor: null } } },
+              };
           }
-          yield { type: 'TRACE', trace: { type: 'STREAM_STATUS', emitted_at: 1, stream_status: { stream_descriptor: { name: s.stream.name }, status: 'COMPLETE' } } };
+          yield {
+            type: 'TRACE',
+            trace: {
+              type: 'STREAM_STATUS',
+              emitted_at: 1,
+              stream_status: { stream_descriptor: { name: s.stream.name }, status: 'COMPLETE' },
+            },
+          };
         }
       },
     };
@@ -87,7 +105,9 @@ describe('conformance kit on broken connectors', () => {
     expect(f['incremental.state-advances']).toMatch(
       /^stream "items": the state after message 10 equals the one after message 5 \(\{"cursor":null\}\) although 4 record\(s\) came in between — the state does not advance/,
     );
-    expect(f['incremental.resume-without-loss-or-repeats']).toMatch(/stream "items" repeated 4 record\(s\) the state already covered \(first: id=1, state \{"cursor":null\}\)/);
+    expect(f['incremental.resume-without-loss-or-repeats']).toMatch(
+      /stream "items" repeated 4 record\(s\) the state already covered \(first: id=1, state \{"cursor":null\}\)/,
+    );
   });
 
   it('reports a state that claims more than was read (loss), and a missing final state', async () => {
@@ -100,14 +120,22 @@ describe('conformance kit on broken connectors', () => {
           if (it.id <= after) continue;
           yield { type: 'RECORD', record: { stream: name, data: it, emitted_at: 1 } };
           // Claims two records more than it has emitted.
-          if (it.id % 5 === 0) yield { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name }, stream_state: { last: it.id + 2 } } } };
+          if (it.id % 5 === 0)
+            yield { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name }, stream_state: { last: it.id + 2 } } } };
         }
-        yield { type: 'TRACE', trace: { type: 'STREAM_STATUS', emitted_at: 1, stream_status: { stream_descriptor: { name }, status: 'COMPLETE' } } };
+        yield {
+          type: 'TRACE',
+          trace: { type: 'STREAM_STATUS', emitted_at: 1, stream_status: { stream_descriptor: { name }, status: 'COMPLETE' } },
+        };
       },
     };
     const f = failed(await runSourceConformance(skipping, { config: {} }));
-    expect(f['incremental.resume-without-loss-or-repeats']).toMatch(/stream "items" lost 2 record\(s\) that came after the state \(first: id=6\) — the state claims more than was read/);
-    expect(f['incremental.state-emitted']).toBe('stream "items": no STATE after its last record (message 14); the records after message 12 would be read again next time');
+    expect(f['incremental.resume-without-loss-or-repeats']).toMatch(
+      /stream "items" lost 2 record\(s\) that came after the state \(first: id=6\) — the state claims more than was read/,
+    );
+    expect(f['incremental.state-emitted']).toBe(
+      'stream "items": no STATE after its last record (message 14); the records after message 12 would be read again next time',
+    );
   });
 
   it('reports protocol violations and a missing stream COMPLETE', async () => {
@@ -139,9 +167,17 @@ describe('conformance kit on broken connectors', () => {
         },
       ],
     });
-    const raw: Source = { ...crashing, check: async (c: { rows: number }) => { if (c.rows < 0) throw new RangeError('negative'); return { ok: true }; } };
+    const raw: Source = {
+      ...crashing,
+      check: async (c: { rows: number }) => {
+        if (c.rows < 0) throw new RangeError('negative');
+        return { ok: true };
+      },
+    };
     const f = failed(await runSourceConformance(raw, { config: {}, badConfigs: [{ rows: -1 }] }));
-    expect(f['check.rejects-bad-config']).toBe('bad config #1: check() crashed with RangeError: negative — return { ok: false, message } or throw a SluiceError');
+    expect(f['check.rejects-bad-config']).toBe(
+      'bad config #1: check() crashed with RangeError: negative — return { ok: false, message } or throw a SluiceError',
+    );
     expect(f['read.completes']).toBe(
       "full refresh read failed after 1 records: crashed with TypeError: Cannot read properties of undefined (reading 'x') [stream items] — throw a SluiceError that says what failed and what to do",
     );
@@ -151,7 +187,13 @@ describe('conformance kit on broken connectors', () => {
 describe('conformance kit on broken destinations', () => {
   type Row = { documentId: string; chunkIndex: number; content: string };
   /** An in-memory store with switchable faults. */
-  function memoryDestination(faults: { ackEarly?: boolean; noDelete?: boolean; appendDuplicates?: boolean; keepOldChunks?: boolean; noOverwrite?: boolean }) {
+  function memoryDestination(faults: {
+    ackEarly?: boolean;
+    noDelete?: boolean;
+    appendDuplicates?: boolean;
+    keepOldChunks?: boolean;
+    noOverwrite?: boolean;
+  }) {
     const tables = new Map<string, Row[]>();
     const table = (s: string) => tables.get(s) ?? (tables.set(s, []), tables.get(s)!);
     const destination = defineDestination({
@@ -163,12 +205,21 @@ describe('conformance kit on broken destinations', () => {
           for (const op of pending.splice(0)) {
             const rows = table(op.stream);
             if (op.type === 'DELETE') {
-              if (!faults.noDelete) tables.set(op.stream, rows.filter((r) => r.documentId !== op.documentId));
+              if (!faults.noDelete)
+                tables.set(
+                  op.stream,
+                  rows.filter((r) => r.documentId !== op.documentId),
+                );
               continue;
             }
-            let kept = faults.appendDuplicates ? rows : rows.filter((r) => r.documentId !== op.documentId || (faults.keepOldChunks && r.chunkIndex >= op.chunks.length));
+            let kept = faults.appendDuplicates
+              ? rows
+              : rows.filter((r) => r.documentId !== op.documentId || (faults.keepOldChunks && r.chunkIndex >= op.chunks.length));
             if (modes.get(op.stream) === 'overwrite' && !faults.noOverwrite) kept = kept.filter((r) => r.documentId !== op.documentId);
-            tables.set(op.stream, [...kept, ...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content }))]);
+            tables.set(op.stream, [
+              ...kept,
+              ...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content })),
+            ]);
           }
         };
         const generation = new Set<string>();
@@ -183,7 +234,10 @@ describe('conformance kit on broken destinations', () => {
                 yield { type: 'STATE_COMMITTED', state: m.state, connection: m.connection };
               } else if (m.type === 'STREAM_COMPLETE' && !faults.noOverwrite) {
                 apply();
-                tables.set(m.stream, table(m.stream).filter((r) => generation.has(`${m.stream}\u0000${r.documentId}`)));
+                tables.set(
+                  m.stream,
+                  table(m.stream).filter((r) => generation.has(`${m.stream}\u0000${r.documentId}`)),
+                );
               }
             }
             apply();
@@ -204,21 +258,33 @@ describe('conformance kit on broken destinations', () => {
 
   it('names each broken promise', async () => {
     const early = memoryDestination({ ackEarly: true });
-    expect(failedChecks(await runDestinationConformance(early.destination, { config: {}, readBack: early.readBack }))['write.state-acked-after-data-durable']).toBe(
+    expect(
+      failedChecks(await runDestinationConformance(early.destination, { config: {}, readBack: early.readBack }))[
+        'write.state-acked-after-data-durable'
+      ],
+    ).toBe(
       'STATE 1 was acknowledged before document "a" written before it was readable (held: {})\nSTATE 1 was acknowledged before document "b" written before it was readable (held: {})',
     );
     const dup = memoryDestination({ appendDuplicates: true });
-    expect(failedChecks(await runDestinationConformance(dup.destination, { config: {}, readBack: dup.readBack }))['write.idempotent-replay']).toMatch(
-      /^append: replaying the same batch duplicated chunks r1#0, r1#1, r1#2, r2#0/,
-    );
+    expect(
+      failedChecks(await runDestinationConformance(dup.destination, { config: {}, readBack: dup.readBack }))['write.idempotent-replay'],
+    ).toMatch(/^append: replaying the same batch duplicated chunks r1#0, r1#1, r1#2, r2#0/);
     const stale = memoryDestination({ keepOldChunks: true });
-    expect(failedChecks(await runDestinationConformance(stale.destination, { config: {}, readBack: stale.readBack }))['write.replaces-chunks-as-unit']).toBe(
+    expect(
+      failedChecks(await runDestinationConformance(stale.destination, { config: {}, readBack: stale.readBack }))[
+        'write.replaces-chunks-as-unit'
+      ],
+    ).toBe(
       'document "shrink" went from 3 chunks to 1 but the destination holds chunks [0,1,2]; chunks at or above the new count must be removed',
     );
     const keep = memoryDestination({ noDelete: true });
-    expect(failedChecks(await runDestinationConformance(keep.destination, { config: {}, readBack: keep.readBack }))['write.deletes']).toBe('DELETE of document "gone" left chunks [0,1]');
+    expect(failedChecks(await runDestinationConformance(keep.destination, { config: {}, readBack: keep.readBack }))['write.deletes']).toBe(
+      'DELETE of document "gone" left chunks [0,1]',
+    );
     const noSwitch = memoryDestination({ noOverwrite: true });
-    expect(failedChecks(await runDestinationConformance(noSwitch.destination, { config: {}, readBack: noSwitch.readBack }))['write.overwrite']).toBe(
+    expect(
+      failedChecks(await runDestinationConformance(noSwitch.destination, { config: {}, readBack: noSwitch.readBack }))['write.overwrite'],
+    ).toBe(
       'after overwriting with documents [both, new1] the stream holds ["both","new1","old1"]; the old generation must be replaced at STREAM_COMPLETE',
     );
   });

@@ -69,7 +69,11 @@ describeDestinationConformance('destination-pgvector', () => ({
   badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none?sslmode=disable' }],
   readBack: async (_config, _ctx, stream) => {
     const r = await db.query(`SELECT document_id, chunk_index, content FROM "${schema}"."${stream}"`).catch(() => ({ rows: [] }));
-    return r.rows.map((row: { document_id: string; chunk_index: number; content: string }) => ({ documentId: row.document_id, chunkIndex: row.chunk_index, content: row.content }));
+    return r.rows.map((row: { document_id: string; chunk_index: number; content: string }) => ({
+      documentId: row.document_id,
+      chunkIndex: row.chunk_index,
+      content: row.content,
+    }));
   },
 }));
 
@@ -79,8 +83,12 @@ let src: pg.Client;
 beforeAll(async () => {
   src = new pg.Client({ connectionString: inject('pgUrl') });
   await src.connect();
-  await src.query(`CREATE SCHEMA "${pgSchema}"; CREATE TABLE "${pgSchema}".posts (id int PRIMARY KEY, title text NOT NULL, updated_at timestamptz NOT NULL)`);
-  await src.query(`INSERT INTO "${pgSchema}".posts SELECT i, 'post ' || i, timestamptz '2024-01-01' + ((i / 3) || ' minutes')::interval FROM generate_series(1, 20) i`);
+  await src.query(
+    `CREATE SCHEMA "${pgSchema}"; CREATE TABLE "${pgSchema}".posts (id int PRIMARY KEY, title text NOT NULL, updated_at timestamptz NOT NULL)`,
+  );
+  await src.query(
+    `INSERT INTO "${pgSchema}".posts SELECT i, 'post ' || i, timestamptz '2024-01-01' + ((i / 3) || ' minutes')::interval FROM generate_series(1, 20) i`,
+  );
 });
 afterAll(async () => {
   await src?.query(`DROP SCHEMA IF EXISTS "${pgSchema}" CASCADE`).catch(() => undefined);
@@ -139,7 +147,11 @@ describeSourceConformance('source-s3', () => ({
 const topic = uniqueName('conformance');
 beforeAll(async () => {
   const producer = await testProducer(inject('kafkaBrokers'));
-  await produce(producer, topic, Array.from({ length: 12 }, (_, i) => ({ key: String(i + 1), value: { id: i + 1, text: `message ${i + 1}` }, partition: 0 })));
+  await produce(
+    producer,
+    topic,
+    Array.from({ length: 12 }, (_, i) => ({ key: String(i + 1), value: { id: i + 1, text: `message ${i + 1}` }, partition: 0 })),
+  );
   await producer.disconnect();
 });
 describeSourceConformance('source-kafka', () => ({

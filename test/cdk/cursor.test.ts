@@ -30,7 +30,15 @@ function source(ordering: 'cursor_then_key' | 'cursor', data: () => Row[]) {
 }
 
 async function readAll(src: ReturnType<typeof source>, state: SourceState | undefined, stopAfterRecords = Infinity) {
-  const catalog = { streams: [{ stream: (await src.discover({}, testContext())).streams[0], sync_mode: 'incremental' as const, destination_sync_mode: 'append_dedup' as const }] };
+  const catalog = {
+    streams: [
+      {
+        stream: (await src.discover({}, testContext())).streams[0],
+        sync_mode: 'incremental' as const,
+        destination_sync_mode: 'append_dedup' as const,
+      },
+    ],
+  };
   const out: AirbyteMessage[] = [];
   let records = 0;
   for await (const m of src.read({}, catalog, state, testContext())) {
@@ -65,11 +73,21 @@ describe('tie-safe incremental cursor', () => {
   }
 
   it('cursor_then_key cuts states inside a tie; cursor ordering only where the value changes', async () => {
-    const tied = await readAll(source('cursor_then_key', () => rows), undefined);
-    const states = tied.filter((m) => m.type === 'STATE').map((m) => (m as { state: { stream: { stream_state: unknown } } }).state.stream.stream_state);
+    const tied = await readAll(
+      source('cursor_then_key', () => rows),
+      undefined,
+    );
+    const states = tied
+      .filter((m) => m.type === 'STATE')
+      .map((m) => (m as { state: { stream: { stream_state: unknown } } }).state.stream.stream_state);
     expect(states[0]).toEqual({ cursor: '2024-05-01T10:00:00Z', key: [3] });
-    const byValue = await readAll(source('cursor', () => rows), undefined);
-    const valueStates = byValue.filter((m) => m.type === 'STATE').map((m) => (m as { state: { stream: { stream_state: unknown } } }).state.stream.stream_state);
+    const byValue = await readAll(
+      source('cursor', () => rows),
+      undefined,
+    );
+    const valueStates = byValue
+      .filter((m) => m.type === 'STATE')
+      .map((m) => (m as { state: { stream: { stream_state: unknown } } }).state.stream.stream_state);
     expect(valueStates[0]).toEqual({ cursor: '2024-05-01T10:00:00Z' });
     expect(valueStates.at(-1)).toEqual({ cursor: '2024-05-05T10:00:00Z' });
   });
@@ -79,7 +97,9 @@ describe('tie-safe incremental cursor', () => {
     const src = source('cursor_then_key', () => data);
     const first = await readAll(src, undefined);
     expect(lastState(first)!.streams.rows).toEqual({ cursor: '2024-05-03T10:00:00Z', key: [10] });
-    data = [...rows.slice(0, 10), { id: 11, ts: rows[10].ts }, { id: 3, ts: '2024-06-01T00:00:00Z' }].sort((a, b) => compareValues(a.ts, b.ts) || a.id - b.id);
+    data = [...rows.slice(0, 10), { id: 11, ts: rows[10].ts }, { id: 3, ts: '2024-06-01T00:00:00Z' }].sort(
+      (a, b) => compareValues(a.ts, b.ts) || a.id - b.id,
+    );
     expect(ids(await readAll(src, lastState(first)))).toEqual([11, 3]);
   });
 
@@ -89,7 +109,14 @@ describe('tie-safe incremental cursor', () => {
       'stream "rows" yielded records out of order at record 3: (ts="2024-05-01T10:00:00Z", key=[2]) came after (ts="2024-05-01T10:00:00Z", key=[3])',
     );
     // With ordering 'cursor' the same tie order is fine.
-    expect(ids(await readAll(source('cursor', () => [rows[0], rows[2], rows[1]]), undefined))).toEqual([1, 3, 2]);
+    expect(
+      ids(
+        await readAll(
+          source('cursor', () => [rows[0], rows[2], rows[1]]),
+          undefined,
+        ),
+      ),
+    ).toEqual([1, 3, 2]);
   });
 
   it('orders numbers, bigints, dates and mixed ISO formats by value', () => {
@@ -98,7 +125,12 @@ describe('tie-safe incremental cursor', () => {
     expect(compareValues('2024-01-01T00:00:00Z', '2024-01-01T00:00:00.500Z')).toBe(-1);
     expect(compareValues('2024-01-02T00:00:00+02:00', '2024-01-01T23:00:00Z')).toBe(-1);
     const t = new CursorTracker({ stream: 's', cursorField: ['n'], primaryKey: [['id']], start: { cursor: 5, key: [2] } });
-    expect([t.observe({ n: 4, id: 9 }), t.observe({ n: 5, id: 2 }), t.observe({ n: 5, id: 3 }), t.observe({ n: 6, id: 1 })]).toEqual([false, false, true, true]);
+    expect([t.observe({ n: 4, id: 9 }), t.observe({ n: 5, id: 2 }), t.observe({ n: 5, id: 3 }), t.observe({ n: 6, id: 1 })]).toEqual([
+      false,
+      false,
+      true,
+      true,
+    ]);
   });
 
   it('a saved state that is not a cursor state is a clear error', () => {
@@ -129,7 +161,15 @@ describe('defineSource read loop', () => {
         },
       ],
     });
-    const catalog = { streams: [{ stream: (await src.discover({}, ctx)).streams[0], sync_mode: 'incremental' as const, destination_sync_mode: 'append_dedup' as const }] };
+    const catalog = {
+      streams: [
+        {
+          stream: (await src.discover({}, ctx)).streams[0],
+          sync_mode: 'incremental' as const,
+          destination_sync_mode: 'append_dedup' as const,
+        },
+      ],
+    };
     const out: AirbyteMessage[] = [];
     for await (const m of src.read({}, catalog, undefined, ctx)) out.push(m);
     expect(ids(out)).toEqual([1, 2, 3, 4, 5, 6]);

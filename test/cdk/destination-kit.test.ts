@@ -11,7 +11,11 @@ const doc = (id: string, text = 'x'): DestinationMessage => ({
   chunks: [{ id: `${id}#0`, documentId: id, chunkIndex: 0, content: text, contentHash: 'h', metadata: {} }],
   record: { id },
 });
-const state = (n: number): DestinationMessage => ({ type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: 's' }, stream_state: { n } } }, connection: { streams: { s: { n } } } });
+const state = (n: number): DestinationMessage => ({
+  type: 'STATE',
+  state: { type: 'STREAM', stream: { stream_descriptor: { name: 's' }, stream_state: { n } } },
+  connection: { streams: { s: { n } } },
+});
 
 function recordingSink() {
   const log: string[] = [];
@@ -32,29 +36,64 @@ function recordingSink() {
 describe('batchedWriter', () => {
   it('flushes by count, before each STATE, at STREAM_COMPLETE and at the end; acks after the flush', async () => {
     const { sink, log } = recordingSink();
-    const writer = batchedWriter(sink, { streams: [{ name: 's', destinationSyncMode: 'overwrite', primaryKey: [['id']] }] }, { maxRecords: 2 });
-    const input = [doc('a'), doc('b'), doc('c'), state(1), { type: 'DELETE', stream: 's', documentId: 'a' } as DestinationMessage, { type: 'STREAM_COMPLETE', stream: 's' } as DestinationMessage, doc('d'), state(2), state(3)];
+    const writer = batchedWriter(
+      sink,
+      { streams: [{ name: 's', destinationSyncMode: 'overwrite', primaryKey: [['id']] }] },
+      { maxRecords: 2 },
+    );
+    const input = [
+      doc('a'),
+      doc('b'),
+      doc('c'),
+      state(1),
+      { type: 'DELETE', stream: 's', documentId: 'a' } as DestinationMessage,
+      { type: 'STREAM_COMPLETE', stream: 's' } as DestinationMessage,
+      doc('d'),
+      state(2),
+      state(3),
+    ];
     async function* feed() {
       for (const m of input) {
         log.push(`in ${m.type === 'STATE' ? `state ${(m.connection.streams.s as { n: number }).n}` : m.type}`);
         yield m;
       }
     }
-    for await (const e of writer.write(feed())) log.push(e.type === 'STATE_COMMITTED' ? `ack ${(e.connection.streams.s as { n: number }).n}` : `written ${e.records}`);
+    for await (const e of writer.write(feed()))
+      log.push(e.type === 'STATE_COMMITTED' ? `ack ${(e.connection.streams.s as { n: number }).n}` : `written ${e.records}`);
     await writer.close();
     expect(log).toEqual([
-      'in DOCUMENT', 'in DOCUMENT', 'batch a,b', 'written 2',
-      'in DOCUMENT', 'in state 1', 'batch c', 'written 1', 'ack 1',
-      'in DELETE', 'in STREAM_COMPLETE', 'batch -a', 'written 1', 'complete s',
-      'in DOCUMENT', 'in state 2', 'batch d', 'written 1', 'ack 2',
-      'in state 3', 'ack 3',
+      'in DOCUMENT',
+      'in DOCUMENT',
+      'batch a,b',
+      'written 2',
+      'in DOCUMENT',
+      'in state 1',
+      'batch c',
+      'written 1',
+      'ack 1',
+      'in DELETE',
+      'in STREAM_COMPLETE',
+      'batch -a',
+      'written 1',
+      'complete s',
+      'in DOCUMENT',
+      'in state 2',
+      'batch d',
+      'written 1',
+      'ack 2',
+      'in state 3',
+      'ack 3',
       'close',
     ]);
   });
 
   it('flushes by bytes and pulls no more input than one batch (backpressure)', async () => {
     const { sink, log } = recordingSink();
-    const writer = batchedWriter(sink, { streams: [{ name: 's', destinationSyncMode: 'append', primaryKey: [] }] }, { maxRecords: 1000, maxBytes: 2000 });
+    const writer = batchedWriter(
+      sink,
+      { streams: [{ name: 's', destinationSyncMode: 'append', primaryKey: [] }] },
+      { maxRecords: 1000, maxBytes: 2000 },
+    );
     let pulled = 0;
     async function* feed() {
       for (let i = 0; i < 10; i++) {
@@ -79,9 +118,13 @@ describe('batchedWriter', () => {
     await expect(async () => {
       for await (const _ of writer.write(feed()));
     }).rejects.toThrow('received data for stream "s", which the destination was not opened for');
-    const dest = defineDestination({ spec: { name: 'x', config: z.strictObject({}) }, destinationSyncModes: ['append'], connect: async () => sink });
-    await expect(dest.open({}, testContext(), { streams: [{ name: 's', destinationSyncMode: 'overwrite', primaryKey: [] }] })).rejects.toThrow(
-      'destination "x" does not support destination_sync_mode overwrite',
-    );
+    const dest = defineDestination({
+      spec: { name: 'x', config: z.strictObject({}) },
+      destinationSyncModes: ['append'],
+      connect: async () => sink,
+    });
+    await expect(
+      dest.open({}, testContext(), { streams: [{ name: 's', destinationSyncMode: 'overwrite', primaryKey: [] }] }),
+    ).rejects.toThrow('destination "x" does not support destination_sync_mode overwrite');
   });
 });

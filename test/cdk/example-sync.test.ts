@@ -17,7 +17,10 @@ const dir = mkdtempSync(join(tmpdir(), 'sluice-cdk-example-'));
 let api: ArticlesApi;
 let db: pg.Client;
 
-function sync(file: string, killWhen?: () => Promise<boolean>): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function sync(
+  file: string,
+  killWhen?: () => Promise<boolean>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
     const child = spawn(process.execPath, [BIN, 'sync', file, '--json'], { cwd: dir, env: { ...process.env, ARTICLES_TOKEN: 'tok-123' } });
     let stdout = '';
@@ -40,7 +43,11 @@ function sync(file: string, killWhen?: () => Promise<boolean>): Promise<{ code: 
   });
 }
 
-const rows = async () => (await db.query(`SELECT document_id, content FROM "${schema}".articles ORDER BY document_id::int`).catch(() => ({ rows: [] }))).rows as { document_id: string; content: string }[];
+const rows = async () =>
+  (await db.query(`SELECT document_id, content FROM "${schema}".articles ORDER BY document_id::int`).catch(() => ({ rows: [] }))).rows as {
+    document_id: string;
+    content: string;
+  }[];
 
 beforeAll(async () => {
   api = await startArticlesApi({ articles: sampleArticles(60), token: 'tok-123', delayMs: 60 });
@@ -90,9 +97,9 @@ describe('example custom source → pgvector', () => {
     expect(partial).toBeGreaterThanOrEqual(25);
     expect(partial).toBeLessThan(60);
 
-    const resumed = await sync("pipeline.yaml");
+    const resumed = await sync('pipeline.yaml');
     expect(resumed.code, resumed.stderr).toBe(0);
-    expect(resumed.stdout).not.toContain("tok-123");
+    expect(resumed.stdout).not.toContain('tok-123');
     const s1 = JSON.parse(resumed.stdout).connections[0].streams.articles;
     // It resumed from the committed state instead of starting over.
     expect(s1.records_read).toBeLessThan(60);
@@ -104,9 +111,9 @@ describe('example custom source → pgvector', () => {
     const later = (m: number) => new Date(Date.parse('2025-01-01T00:00:00Z') + m * 1000).toISOString();
     api.articles[4] = { ...api.articles[4], title: 'Article 5 (revised)', updated_at: later(1) };
     api.articles[5] = { ...api.articles[5], title: 'Article 6 (revised)', updated_at: later(1) };
-    api.articles.push({ id: 61, title: "Article 61", body: 'Brand new.', author: null, tags: [], updated_at: later(2) });
+    api.articles.push({ id: 61, title: 'Article 61', body: 'Brand new.', author: null, tags: [], updated_at: later(2) });
     api.articles[9] = { ...api.articles[9], deleted: true, updated_at: later(3) };
-    const third = await sync("pipeline.yaml");
+    const third = await sync('pipeline.yaml');
     expect(third.code, third.stderr).toBe(0);
     const s2 = JSON.parse(third.stdout).connections[0].streams.articles;
     expect(s2.records_read).toBe(4);
@@ -114,7 +121,7 @@ describe('example custom source → pgvector', () => {
     const ids = after.map((r) => r.document_id);
     expect(ids).toHaveLength(60);
     expect(ids).not.toContain('10');
-    expect(ids).toContain("61");
+    expect(ids).toContain('61');
     expect(after.find((r) => r.document_id === '5')!.content).toContain('Article 5 (revised)');
 
     // Nothing changed: nothing read.

@@ -41,7 +41,8 @@ const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     }
     case '/link': {
       const c = Number(url.searchParams.get('from') ?? 0);
-      const headers: Record<string, string> = c + size < items.length ? { link: `<${base}/link?from=${c + size}>; rel="next", <${base}/link?from=20>; rel="last"` } : {};
+      const headers: Record<string, string> =
+        c + size < items.length ? { link: `<${base}/link?from=${c + size}>; rel="next", <${base}/link?from=20>; rel="last"` } : {};
       return json(items.slice(c, c + size), headers);
     }
     case '/loop':
@@ -70,7 +71,11 @@ describe('paginate', () => {
     const want = items;
     expect(await all(paginate({ url: `${base}/page`, pagination: { type: 'page' } }))).toEqual(want);
     expect(await all(paginate({ url: `${base}/offset`, pagination: { type: 'offset', limit: 7 } }))).toEqual(want);
-    expect(await all(paginate({ url: `${base}/cursor`, pagination: { type: 'cursor', param: 'after', next: (b) => b.next }, records: (b) => b.results }))).toEqual(want);
+    expect(
+      await all(
+        paginate({ url: `${base}/cursor`, pagination: { type: 'cursor', param: 'after', next: (b) => b.next }, records: (b) => b.results }),
+      ),
+    ).toEqual(want);
     expect(await all(paginate({ url: `${base}/next`, pagination: { type: 'next_url', next: (b) => b.next_url } }))).toEqual(want);
     hits = [];
     expect(await all(paginate({ url: `${base}/link`, query: { q: 'x' }, pagination: { type: 'link' } }))).toEqual(want);
@@ -78,7 +83,9 @@ describe('paginate', () => {
   });
 
   it('stops a server that links a page to itself', async () => {
-    await expect(all(paginate({ url: `${base}/loop`, pagination: { type: 'link' } }))).rejects.toThrow('pagination loops: /loop was already fetched');
+    await expect(all(paginate({ url: `${base}/loop`, pagination: { type: 'link' } }))).rejects.toThrow(
+      'pagination loops: /loop was already fetched',
+    );
   });
 
   it('parses Link headers with several relations and relative targets', () => {
@@ -90,7 +97,10 @@ describe('paginate', () => {
 
 describe('fetchJson', () => {
   it('waits as long as Retry-After says, then succeeds', async () => {
-    failures = [{ status: 429, headers: { 'retry-after': '1' } }, { status: 503, headers: {} }];
+    failures = [
+      { status: 429, headers: { 'retry-after': '1' } },
+      { status: 503, headers: {} },
+    ];
     hits = [];
     const t0 = Date.now();
     const r = await fetchJson<unknown[]>(`${base}/page?page=1`, { backoffMs: 10 });
@@ -111,7 +121,11 @@ describe('fetchJson', () => {
   });
 
   it('gives up after the retries with a transient error, and reports unreachable hosts and non-JSON bodies', async () => {
-    failures = [{ status: 500, headers: {} }, { status: 500, headers: {} }, { status: 500, headers: {} }];
+    failures = [
+      { status: 500, headers: {} },
+      { status: 500, headers: {} },
+      { status: 500, headers: {} },
+    ];
     const e500 = (await fetchJson(`${base}/page?page=1`, { retries: 2, backoffMs: 5 }).catch((e: unknown) => e)) as HttpStatusError;
     expect(e500.status).toBe(500);
     expect(e500.transient).toBe(true);

@@ -37,7 +37,14 @@ describe('sluice init connector', () => {
   it('writes connector, test and pipeline files and says what to do next', () => {
     expect(made.code).toBe(0);
     expect(madeDest.code).toBe(0);
-    for (const f of ['connectors/my-api.ts', 'connectors/my-api.test.ts', 'my-api.pipeline.yaml', 'connectors/my-store.ts', 'connectors/my-store.test.ts', 'my-store.pipeline.yaml']) {
+    for (const f of [
+      'connectors/my-api.ts',
+      'connectors/my-api.test.ts',
+      'my-api.pipeline.yaml',
+      'connectors/my-store.ts',
+      'connectors/my-store.test.ts',
+      'my-store.pipeline.yaml',
+    ]) {
       expect(existsSync(join(dir, f)), f).toBe(true);
     }
     expect(made.stdout).toContain('sluice test-connector');
@@ -66,8 +73,13 @@ describe('sluice init connector', () => {
     expect(first.code, first.stderr).toBe(0);
     const summary = JSON.parse(first.stdout);
     expect(summary.connections[0].streams.items.records_written).toBe(30);
-    const lines = readFileSync(join(dir, 'out/my-api.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(lines.map((l) => l.document_id).sort((a: string, b: string) => Number(a) - Number(b))).toEqual(Array.from({ length: 30 }, (_, i) => String(i + 1)));
+    const lines = readFileSync(join(dir, 'out/my-api.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.document_id).sort((a: string, b: string) => Number(a) - Number(b))).toEqual(
+      Array.from({ length: 30 }, (_, i) => String(i + 1)),
+    );
     expect(lines[0].content).toContain('Item');
     const second = JSON.parse((await cli(['sync', 'my-api.pipeline.yaml', '--json'], dir)).stdout);
     expect(second.connections[0].streams.items.records_read).toBe(0);
@@ -79,7 +91,9 @@ describe('sluice init connector', () => {
     writeFileSync(join(dir, 'docs/b.md'), '# B\n\nSecond document.\n');
     const r = await cli(['sync', 'my-store.pipeline.yaml', '--json'], dir);
     expect(r.code, r.stderr).toBe(0);
-    const { readStream } = (await import(join(dir, 'connectors/my-store.ts'))) as { readStream: (root: string, s: string) => Promise<{ documentId: string; chunks: { embedding?: number[] }[] }[]> };
+    const { readStream } = (await import(join(dir, 'connectors/my-store.ts'))) as {
+      readStream: (root: string, s: string) => Promise<{ documentId: string; chunks: { embedding?: number[] }[] }[]>;
+    };
     const docs = await readStream(join(dir, 'out/my-store'), 'docs');
     expect(docs.map((d) => d.documentId).sort()).toEqual(['a.md', 'b.md']);
     expect(docs[0].chunks[0].embedding).toHaveLength(64);

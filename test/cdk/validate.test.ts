@@ -13,7 +13,16 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const source = defineSource({
   spec: { name: 'ok', config: z.strictObject({}) },
-  streams: [{ name: 's', schema: z.object({ id: z.number() }), primaryKey: 'id', async *read() { yield { id: 1 }; } }],
+  streams: [
+    {
+      name: 's',
+      schema: z.object({ id: z.number() }),
+      primaryKey: 'id',
+      async *read() {
+        yield { id: 1 };
+      },
+    },
+  ],
 });
 
 describe('validateConnectorModule', () => {
@@ -21,20 +30,35 @@ describe('validateConnectorModule', () => {
     expect(validateConnectorModule({ default: source }, 'a.ts')).toBe(source);
     expect(validateConnectorModule({ source }, 'a.ts')).toBe(source);
     expect(validateConnectorModule({ default: { default: source } }, 'a.js')).toBe(source);
-    const dest = defineDestination({ spec: { name: 'd', config: z.strictObject({}) }, connect: async () => ({ writeBatch: async () => {}, close: async () => {} }) });
+    const dest = defineDestination({
+      spec: { name: 'd', config: z.strictObject({}) },
+      connect: async () => ({ writeBatch: async () => {}, close: async () => {} }),
+    });
     expect(validateConnectorModule({ destination: dest }, 'd.ts', 'destination')).toBe(dest);
   });
 
   it('names the file and exactly what is missing', () => {
     const { read: _r, ...noRead } = source;
-    expect(() => validateConnectorModule({ default: noRead }, 'connectors/my.ts')).toThrow('connectors/my.ts: default export has no read() function');
-    expect(() => validateConnectorModule({ default: { ...source, spec: { name: 'x', config: { type: 'object' } }, discover: 1 } }, 'c.ts')).toThrow(
+    expect(() => validateConnectorModule({ default: noRead }, 'connectors/my.ts')).toThrow(
+      'connectors/my.ts: default export has no read() function',
+    );
+    expect(() =>
+      validateConnectorModule({ default: { ...source, spec: { name: 'x', config: { type: 'object' } }, discover: 1 } }, 'c.ts'),
+    ).toThrow(
       'c.ts: default export has no spec.config zod schema (use z.strictObject({...}) from zod v4); default export has no discover() function',
     );
-    expect(() => validateConnectorModule({ helper: 1, other: 2 }, 'c.ts')).toThrow('c.ts: no default export (nor a "source" or "destination" export); it exports helper, other');
-    expect(() => validateConnectorModule({ default: () => source }, 'c.ts')).toThrow('c.ts: default export is a function, not a connector object (did you export the factory instead of calling it?)');
-    expect(() => validateConnectorModule({ default: { ...source, kind: 'sink' } }, 'c.ts')).toThrow('c.ts: default export has kind "sink"; expected "source" or "destination"');
-    expect(() => validateConnectorModule({ default: source }, 'c.ts', 'destination')).toThrow('c.ts: default export is a source, but it is used as a destination');
+    expect(() => validateConnectorModule({ helper: 1, other: 2 }, 'c.ts')).toThrow(
+      'c.ts: no default export (nor a "source" or "destination" export); it exports helper, other',
+    );
+    expect(() => validateConnectorModule({ default: () => source }, 'c.ts')).toThrow(
+      'c.ts: default export is a function, not a connector object (did you export the factory instead of calling it?)',
+    );
+    expect(() => validateConnectorModule({ default: { ...source, kind: 'sink' } }, 'c.ts')).toThrow(
+      'c.ts: default export has kind "sink"; expected "source" or "destination"',
+    );
+    expect(() => validateConnectorModule({ default: source }, 'c.ts', 'destination')).toThrow(
+      'c.ts: default export is a source, but it is used as a destination',
+    );
     try {
       validateConnectorModule({}, 'c.ts');
     } catch (err) {

@@ -73,7 +73,10 @@ const cases: Array<{ name: string; yaml: string; expect: RegExp[]; env?: Record<
   },
   {
     name: 'incremental without cursor on a source without its own cursor',
-    yaml: conn({ source: '{ type: ./no-cursor-source.ts }', streams: '      - { name: items, sync_mode: incremental, destination_sync_mode: append }' }),
+    yaml: conn({
+      source: '{ type: ./no-cursor-source.ts }',
+      streams: '      - { name: items, sync_mode: incremental, destination_sync_mode: append }',
+    }),
     expect: [/connections\[0\]\.streams\[0\]/, /needs a cursor_field/],
   },
   {

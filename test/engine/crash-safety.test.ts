@@ -11,7 +11,8 @@ const FILES = 1200;
 function corpus(): Record<string, string> {
   const files: Record<string, string> = {};
   for (let i = 0; i < FILES; i++) {
-    files[`docs/d${String(i).padStart(4, '0')}.md`] = `# Note ${i}\n\nThe sluice gate number ${i} opens at dawn. ` + 'Water flows. '.repeat(i % 7);
+    files[`docs/d${String(i).padStart(4, '0')}.md`] =
+      `# Note ${i}\n\nThe sluice gate number ${i} opens at dawn. ` + 'Water flows. '.repeat(i % 7);
   }
   return files;
 }
@@ -68,12 +69,17 @@ describe('crash safety (file → jsonl)', () => {
     run.child.kill('SIGINT');
     const res = await run.done;
     expect(res.code).toBe(130);
-    const summary = JSON.parse(res.stdout) as { status: string; connections: Array<{ states_committed: number; streams: Record<string, { records_read: number }> }> };
+    const summary = JSON.parse(res.stdout) as {
+      status: string;
+      connections: Array<{ states_committed: number; streams: Record<string, { records_read: number }> }>;
+    };
     expect(summary.status, res.stdout + res.stderr).toBe('interrupted');
     const read = summary.connections[0].streams.docs.records_read;
     expect(read).toBeGreaterThan(0);
     expect(read).toBeLessThan(FILES);
-    const state = JSON.parse(readFileSync(join(dir, '.sluice/state/docs.json'), 'utf8')) as { state: { streams: { docs: { files: Record<string, number> } } } };
+    const state = JSON.parse(readFileSync(join(dir, '.sluice/state/docs.json'), 'utf8')) as {
+      state: { streams: { docs: { files: Record<string, number> } } };
+    };
     const saved = Object.keys(state.state.streams.docs.files).length;
     expect(saved).toBeGreaterThan(0);
     // Every file the saved state claims is in the destination.

@@ -85,7 +85,12 @@ describe('file → jsonl', () => {
     await sync(dir);
     rmSync(join(dir, 'docs/a.md'));
     const r = await sync(dir);
-    expect(r.connections[0].streams.docs).toMatchObject({ records_read: 2, records_deleted: 1, embedding_cache_hits: 1, embedding_tokens: 0 });
+    expect(r.connections[0].streams.docs).toMatchObject({
+      records_read: 2,
+      records_deleted: 1,
+      embedding_cache_hits: 1,
+      embedding_tokens: 0,
+    });
     expect([...docsIn(dir).keys()]).toEqual(['b.md']);
   });
 

@@ -18,7 +18,12 @@ connections:
     embedding: { provider: openai-compatible, base_url: "http://127.0.0.1:9/v1", model: m, dimensions: 8, api_key: "\${MY_EMBED_KEY}", max_retries: 0 }
 `,
     });
-    for (const args of [['sync', 'p.yaml'], ['sync', 'p.yaml', '--json'], ['sync', 'p.yaml', '--debug'], ['check', 'p.yaml']]) {
+    for (const args of [
+      ['sync', 'p.yaml'],
+      ['sync', 'p.yaml', '--json'],
+      ['sync', 'p.yaml', '--debug'],
+      ['check', 'p.yaml'],
+    ]) {
       const r = await runCli(args, { cwd: dir, env: { MY_EMBED_KEY: SECRET } });
       const out = r.stdout + r.stderr;
       if (args[0] === 'sync') expect(r.code, out).not.toBe(0);

@@ -9,7 +9,10 @@ describe('deep state merge', () => {
   it('persists only the streams this worker advanced', async () => {
     const dir = tempDir('state-merge-', true);
     writeFiles(dir, {
-      '.sluice/state/c.json': JSON.stringify({ version: 1, state: { streams: { t: { offsets: { '0': '10' } }, u: { offsets: { '0': '5' } } } } }),
+      '.sluice/state/c.json': JSON.stringify({
+        version: 1,
+        state: { streams: { t: { offsets: { '0': '10' } }, u: { offsets: { '0': '5' } } } },
+      }),
       'worker.ts': `
         import { z } from 'zod';
         import { resolve } from 'node:path';

@@ -15,13 +15,18 @@ describe('mapOrdered', () => {
     let inFlight = 0;
     let peak = 0;
     const out: number[] = [];
-    for await (const v of mapOrdered(numbers(40), async (i) => {
-      inFlight++;
-      peak = Math.max(peak, inFlight);
-      await sleep(Math.random() * 10);
-      inFlight--;
-      return i * 2;
-    }, 4)) out.push(v);
+    for await (const v of mapOrdered(
+      numbers(40),
+      async (i) => {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await sleep(Math.random() * 10);
+        inFlight--;
+        return i * 2;
+      },
+      4,
+    ))
+      out.push(v);
     expect(out).toEqual(Array.from({ length: 40 }, (_, i) => i * 2));
     expect(peak).toBe(4);
   });
@@ -58,10 +63,14 @@ describe('mapOrdered', () => {
       }
     }
     await expect(async () => {
-      for await (const _ of mapOrdered(src(), async (i) => {
-        if (i === 5) throw new Error('boom');
-        return i;
-      }, 2));
+      for await (const _ of mapOrdered(
+        src(),
+        async (i) => {
+          if (i === 5) throw new Error('boom');
+          return i;
+        },
+        2,
+      ));
     }).rejects.toThrow('boom');
     expect(closed).toBe(true);
   });
@@ -70,8 +79,14 @@ describe('mapOrdered', () => {
 describe('groupItems', () => {
   it('groups by size and closes a group on marker items', async () => {
     const groups: number[][] = [];
-    for await (const g of groupItems(numbers(10), { isFull: (g) => g.length >= 3, closesGroup: (i) => i === 4, lingerMs: 1000 })) groups.push(g);
-    expect(groups).toEqual([[0, 1, 2], [3, 4], [5, 6, 7], [8, 9]]);
+    for await (const g of groupItems(numbers(10), { isFull: (g) => g.length >= 3, closesGroup: (i) => i === 4, lingerMs: 1000 }))
+      groups.push(g);
+    expect(groups).toEqual([
+      [0, 1, 2],
+      [3, 4],
+      [5, 6, 7],
+      [8, 9],
+    ]);
   });
 
   it('flushes a partial group when the input goes idle', async () => {

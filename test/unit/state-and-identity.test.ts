@@ -28,8 +28,8 @@ describe('identity', () => {
 
 describe('state', () => {
   it('applies STREAM and GLOBAL messages', () => {
-    let s = applyStateMessage(undefined, (message.streamState('a', { c: 1 }) as { state: never }).state);
-    s = applyStateMessage(s, (message.globalState({ lsn: '0/10' }, { b: { x: 1 } }) as { state: never }).state);
+    let s = applyStateMessage(undefined, message.streamState('a', { c: 1 }).state);
+    s = applyStateMessage(s, message.globalState({ lsn: '0/10' }, { b: { x: 1 } }).state);
     expect(s).toEqual({ streams: { a: { c: 1 }, b: { x: 1 } }, shared: { lsn: '0/10' } });
   });
 
@@ -44,9 +44,7 @@ describe('state', () => {
     const dir = tempDir();
     const store = new FileStateStore(dir);
     await Promise.all(
-      Array.from({ length: 20 }, (_, i) =>
-        store.update('c', (prev) => ({ streams: { ...(prev?.streams ?? {}), [`s${i}`]: { n: i } } })),
-      ),
+      Array.from({ length: 20 }, (_, i) => store.update('c', (prev) => ({ streams: { ...(prev?.streams ?? {}), [`s${i}`]: { n: i } } }))),
     );
     const loaded = await store.load('c');
     expect(Object.keys(loaded!.streams)).toHaveLength(20);

@@ -30,7 +30,9 @@ async function tableAsMap(table: string) {
 }
 
 async function confirmedFlush(slot: string): Promise<string | null> {
-  return (await sql(url, 'SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.l ?? null;
+  return (
+    (await sql(url, 'SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.l ?? null
+  );
 }
 const lsnNum = (l: string) => {
   const [a, b] = l.split('/');
@@ -38,7 +40,12 @@ const lsnNum = (l: string) => {
 };
 
 const completed = (msgs: AirbyteMessage[], name: string) =>
-  msgs.some((m) => m.type === 'TRACE' && (m as { trace: { stream_status?: { status: string; stream_descriptor: { name: string } } } }).trace.stream_status?.stream_descriptor.name === name);
+  msgs.some(
+    (m) =>
+      m.type === 'TRACE' &&
+      (m as { trace: { stream_status?: { status: string; stream_descriptor: { name: string } } } }).trace.stream_status?.stream_descriptor
+        .name === name,
+  );
 
 describe('postgres source CDC', () => {
   it('snapshots, then streams inserts, updates, deletes and TOAST-unchanged updates', async () => {
@@ -57,7 +64,8 @@ describe('postgres source CDC', () => {
     expect(st.global!.shared_state).toMatchObject({ slot: 'sluice_pgsrc_basic', publication: 'sluice_pgsrc_basic' });
     expect(first.state?.streams.docs).toEqual({ snapshot: 'done', columns: ['id', 'title', 'body', 'n', 'tags', 'price', 'at'] });
 
-    const big = (await sql(url, `SELECT string_agg(md5(g::text || random()::text), '') AS s FROM generate_series(1, 400) g`)).rows[0].s as string;
+    const big = (await sql(url, `SELECT string_agg(md5(g::text || random()::text), '') AS s FROM generate_series(1, 400) g`)).rows[0]
+      .s as string;
     expect(big.length).toBeGreaterThan(8192);
     await sql(url, `UPDATE docs SET body = $1 WHERE id = 7`, [big]);
     await sql(
@@ -72,7 +80,12 @@ describe('postgres source CDC', () => {
     const recs = records(second.msgs);
     const deletions = recs.filter((r) => r.data[CDC_DELETED_AT]).map((r) => r.data.id);
     expect(deletions.sort()).toEqual([4, 5, 6]);
-    expect(recs.find((r) => r.data.id === 1001)?.data).toMatchObject({ title: 'new', tags: ['a', 'b'], price: '10.1234', at: '2024-06-01T10:00:00.5Z' });
+    expect(recs.find((r) => r.data.id === 1001)?.data).toMatchObject({
+      title: 'new',
+      tags: ['a', 'b'],
+      price: '10.1234',
+      at: '2024-06-01T10:00:00.5Z',
+    });
     expect(recs.find((r) => r.data.id === 3)?.data.title).toBe('edited');
     // The last change to row 7 left its TOASTed body untouched: the text must still be there.
     const toastUpdate = recs.filter((r) => r.data.id === 7).at(-1)!;
@@ -101,7 +114,10 @@ describe('postgres source CDC', () => {
       msgs.push(m);
       if (!wrote && m.type === 'RECORD') {
         wrote = true; // the slot and its snapshot exist now; change rows on both sides of the cursor
-        await sql(url, `INSERT INTO snap VALUES (301, 'late'); UPDATE snap SET v = 'upd' WHERE id IN (2, 290); DELETE FROM snap WHERE id IN (1, 299);`);
+        await sql(
+          url,
+          `INSERT INTO snap VALUES (301, 'late'); UPDATE snap SET v = 'upd' WHERE id IN (2, 290); DELETE FROM snap WHERE id IN (1, 299);`,
+        );
       }
     }
     const recs = records(msgs);
@@ -167,7 +183,11 @@ describe('postgres source CDC', () => {
     expect(records(run.msgs)).toHaveLength(0);
     expect(states(run.msgs).length).toBeGreaterThan(1);
     // Slot lag is reported when streaming starts.
-    expect(run.msgs.some((m) => m.type === 'LOG' && /slot sluice_pgsrc_hb: \d+ bytes of WAL retained/.test((m as { log: { message: string } }).log.message))).toBe(true);
+    expect(
+      run.msgs.some(
+        (m) => m.type === 'LOG' && /slot sluice_pgsrc_hb: \d+ bytes of WAL retained/.test((m as { log: { message: string } }).log.message),
+      ),
+    ).toBe(true);
     const end = await confirmedFlush('sluice_pgsrc_hb');
     expect(lsnNum(end!)).toBeGreaterThan(lsnNum(start!));
     expect(lsnNum(end!)).toBeGreaterThanOrEqual(lsnNum(walAfterWrites));
@@ -179,7 +199,10 @@ describe('postgres source CDC', () => {
     const cat = catalog(stream('live', 'cdc'));
     const first = await drive(cfg, cat, undefined, 'pgsrc_live');
     setTimeout(() => void sql(url, `INSERT INTO live VALUES (1, 'one'), (2, 'two')`), 300);
-    const run = await drive(cfg, cat, first.state, 'pgsrc_live', { follow: true, until: (m) => records(m).length >= 2 && m.at(-1)!.type === 'STATE' });
+    const run = await drive(cfg, cat, first.state, 'pgsrc_live', {
+      follow: true,
+      until: (m) => records(m).length >= 2 && m.at(-1)!.type === 'STATE',
+    });
     expect(records(run.msgs).map((r) => r.data.id)).toEqual([1, 2]);
     expect(run.msgs.at(-1)!.type).toBe('STATE');
   });
@@ -190,9 +213,15 @@ describe('postgres source CDC', () => {
     const first = await drive(config(url), cat, undefined, 'pgsrc_lost');
     await sql(url, `SELECT pg_drop_replication_slot('sluice_pgsrc_lost')`);
     await sql(url, `INSERT INTO lost VALUES (3, 'c')`);
-    await expect(drive(config(url), cat, first.state, 'pgsrc_lost')).rejects.toThrow(/slot "sluice_pgsrc_lost" no longer exists.*cannot be replayed/);
+    await expect(drive(config(url), cat, first.state, 'pgsrc_lost')).rejects.toThrow(
+      /slot "sluice_pgsrc_lost" no longer exists.*cannot be replayed/,
+    );
     const re = await drive(config(url, { cdc: { on_invalid_slot: 'resnapshot' } }), cat, first.state, 'pgsrc_lost');
-    expect(records(re.msgs).map((r) => r.data.id).sort()).toEqual([1, 2, 3]);
+    expect(
+      records(re.msgs)
+        .map((r) => r.data.id)
+        .sort(),
+    ).toEqual([1, 2, 3]);
     expect(re.msgs.some((m) => m.type === 'LOG' && /new snapshot/.test((m as { log: { message: string } }).log.message))).toBe(true);
   });
 
@@ -201,7 +230,9 @@ describe('postgres source CDC', () => {
     const cat = catalog(stream('shape', 'cdc'));
     const first = await drive(config(url), cat, undefined, 'pgsrc_shape');
     await sql(url, `ALTER TABLE shape ADD COLUMN extra int; INSERT INTO shape VALUES (2, 'y', 42)`);
-    await expect(drive(config(url, { cdc: { schema_change: 'fail' } }), cat, first.state, 'pgsrc_shape')).rejects.toThrow(/columns of public.shape changed \(added extra\)/);
+    await expect(drive(config(url, { cdc: { schema_change: 'fail' } }), cat, first.state, 'pgsrc_shape')).rejects.toThrow(
+      /columns of public.shape changed \(added extra\)/,
+    );
     const ok = await drive(config(url), cat, first.state, 'pgsrc_shape');
     expect(records(ok.msgs).map((r) => r.data)).toEqual([{ id: 2, a: 'y', extra: 42 }]);
     expect(ok.msgs.some((m) => m.type === 'LOG' && /added extra/.test((m as { log: { message: string } }).log.message))).toBe(true);
@@ -217,11 +248,18 @@ describe('postgres source CDC', () => {
     );
     const cat = catalog(stream('parts', 'cdc'));
     const first = await drive(config(url), cat, undefined, 'pgsrc_parts');
-    expect(records(first.msgs).map((r) => r.data).sort((x, y) => Number(x.id) - Number(y.id))).toEqual([
+    expect(
+      records(first.msgs)
+        .map((r) => r.data)
+        .sort((x, y) => Number(x.id) - Number(y.id)),
+    ).toEqual([
       { id: 1, region: 'eu', body: 'one' },
       { id: 2, region: 'us', body: 'two' },
     ]);
-    await sql(url, `INSERT INTO parts (id, region, body) VALUES (3, 'us', 'three'); UPDATE parts SET body = 'uno' WHERE id = 1; DELETE FROM parts WHERE id = 2`);
+    await sql(
+      url,
+      `INSERT INTO parts (id, region, body) VALUES (3, 'us', 'three'); UPDATE parts SET body = 'uno' WHERE id = 1; DELETE FROM parts WHERE id = 2`,
+    );
     const second = await drive(config(url, { cdc: { schema_change: 'fail' } }), cat, first.state, 'pgsrc_parts');
     const recs = records(second.msgs);
     expect(recs.every((r) => r.stream === 'parts')).toBe(true);
@@ -241,7 +279,9 @@ describe('postgres source CDC', () => {
     u.username = 'plain_user';
     u.password = 'plain-pw';
     const cat = catalog(stream('guarded', 'cdc'));
-    await expect(drive(config(u.toString()), cat, undefined, 'pgsrc_priv')).rejects.toThrow(/creating publication "sluice_pgsrc_priv" needs the CREATE privilege/);
+    await expect(drive(config(u.toString()), cat, undefined, 'pgsrc_priv')).rejects.toThrow(
+      /creating publication "sluice_pgsrc_priv" needs the CREATE privilege/,
+    );
     await sql(url, `CREATE PUBLICATION sluice_pgsrc_priv FOR TABLE guarded`);
     const err = await drive(config(u.toString()), cat, undefined, 'pgsrc_priv').catch((e) => e);
     expect(String(err.message) + err.hint).toMatch(/REPLICATION/);

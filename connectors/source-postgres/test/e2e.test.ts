@@ -84,7 +84,10 @@ describe('postgres source through the CLI', () => {
     dirs.push(dir);
     const file = pipeline(dir, 'pgcdc', 'kdocs', 'cdc', 500);
     const stateFile = join(dir, '.sluice/state/pgcdc.json');
-    await sql(url, `CREATE TABLE kdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO kdocs SELECT g, 'seed ' || g FROM generate_series(1, 3000) g;`);
+    await sql(
+      url,
+      `CREATE TABLE kdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO kdocs SELECT g, 'seed ' || g FROM generate_series(1, 3000) g;`,
+    );
     const rand = prng(42);
     let kills = 0;
     let nextId = 3001;
@@ -97,7 +100,10 @@ describe('postgres source through the CLI', () => {
         for (let t = 0; t < 20; t++) {
           await client.query(`INSERT INTO kdocs SELECT g, 'r${round} ins ' || g FROM generate_series($1::int, $1::int + 49) g`, [nextId]);
           nextId += 50;
-          await client.query(`UPDATE kdocs SET body = 'r${round} upd ' || id || ' ' || $1 WHERE id % 97 = $2`, [t, Math.floor(rand() * 97)]);
+          await client.query(`UPDATE kdocs SET body = 'r${round} upd ' || id || ' ' || $1 WHERE id % 97 = $2`, [
+            t,
+            Math.floor(rand() * 97),
+          ]);
           await client.query(`DELETE FROM kdocs WHERE id % 211 = $1`, [Math.floor(rand() * 211)]);
         }
         await client.end();
@@ -126,7 +132,8 @@ describe('postgres source through the CLI', () => {
     for (const [id, body] of src) expect(dest.get(id)).toBe(body);
     // The slot was acknowledged up to the committed state.
     const state = JSON.parse(readFileSync(stateFile, 'utf8')).state;
-    const slot = (await sql(url, `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_pgcdc'`)).rows[0].l;
+    const slot = (await sql(url, `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_pgcdc'`))
+      .rows[0].l;
     expect(slot).toBe(state.shared.lsn);
   }, 180_000);
 
@@ -135,7 +142,10 @@ describe('postgres source through the CLI', () => {
     dirs.push(dir);
     const file = pipeline(dir, 'pgfr', 'frdocs', 'full_refresh', 500);
     const stateFile = join(dir, '.sluice/state/pgfr.json');
-    await sql(url, `CREATE TABLE frdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO frdocs SELECT g, 'row ' || g FROM generate_series(1, 6000) g;`);
+    await sql(
+      url,
+      `CREATE TABLE frdocs (id int PRIMARY KEY, body text NOT NULL); INSERT INTO frdocs SELECT g, 'row ' || g FROM generate_series(1, 6000) g;`,
+    );
     const run = startCli(['sync', file, '--json'], { cwd: dir });
     expect(await waitForStateChange(stateFile, 0, 30_000)).toBe(true);
     run.child.kill('SIGKILL');
@@ -156,7 +166,10 @@ describe('postgres source through the CLI', () => {
   it('CDC into pgvector (PGlite) with the hash embedder: updates, deletes and a TOAST-unchanged update', async () => {
     const dir = tempDir('sluice-pg-vec-');
     dirs.push(dir);
-    await sql(url, `CREATE TABLE vdocs (id int PRIMARY KEY, n int, body text NOT NULL); INSERT INTO vdocs SELECT g, 0, 'document number ' || g FROM generate_series(1, 40) g;`);
+    await sql(
+      url,
+      `CREATE TABLE vdocs (id int PRIMARY KEY, n int, body text NOT NULL); INSERT INTO vdocs SELECT g, 0, 'document number ' || g FROM generate_series(1, 40) g;`,
+    );
     const big = (await sql(url, `SELECT string_agg(md5(g::text), '') AS s FROM generate_series(1, 400) g`)).rows[0].s as string;
     await sql(url, `UPDATE vdocs SET body = $1 WHERE id = 7`, [big]);
     writeFiles(dir, {
@@ -173,10 +186,15 @@ connections:
     const file = join(dir, 'pipeline.yaml');
     const first = await startCli(['sync', file, '--json'], { cwd: dir }).done;
     expect(first.code, first.stderr).toBe(0);
-    await sql(url, `UPDATE vdocs SET n = 1 WHERE id = 7; UPDATE vdocs SET body = 'rewritten' WHERE id = 3; DELETE FROM vdocs WHERE id = 5; INSERT INTO vdocs VALUES (41, 0, 'new one')`);
+    await sql(
+      url,
+      `UPDATE vdocs SET n = 1 WHERE id = 7; UPDATE vdocs SET body = 'rewritten' WHERE id = 3; DELETE FROM vdocs WHERE id = 5; INSERT INTO vdocs VALUES (41, 0, 'new one')`,
+    );
     const second = await startCli(['sync', file, '--json'], { cwd: dir }).done;
     expect(second.code, second.stderr).toBe(0);
-    const chunks = (await sql(inject('pgliteUrl'), `SELECT document_id, chunk_index, content FROM pgsrc_vec.vdocs ORDER BY document_id, chunk_index`)).rows as { document_id: string; content: string }[];
+    const chunks = (
+      await sql(inject('pgliteUrl'), `SELECT document_id, chunk_index, content FROM pgsrc_vec.vdocs ORDER BY document_id, chunk_index`)
+    ).rows as { document_id: string; content: string }[];
     const docs = new Map<string, string[]>();
     for (const c of chunks) docs.set(c.document_id, [...(docs.get(c.document_id) ?? []), c.content]);
     const src = await table('vdocs');
@@ -205,7 +223,9 @@ connections:
     expect(res.signal).toBeNull(); // it exited by itself
     expect(JSON.parse(res.stdout).status).toBe('interrupted');
     const state = JSON.parse(readFileSync(stateFile, 'utf8')).state;
-    const slot = (await sql(url, `SELECT confirmed_flush_lsn::text AS l, active FROM pg_replication_slots WHERE slot_name = 'sluice_pgfollow'`)).rows[0];
+    const slot = (
+      await sql(url, `SELECT confirmed_flush_lsn::text AS l, active FROM pg_replication_slots WHERE slot_name = 'sluice_pgfollow'`)
+    ).rows[0];
     expect(slot.active).toBe(false);
     expect(slot.l).toBe(state.shared.lsn);
   }, 120_000);

@@ -46,7 +46,11 @@ export function context(connection: string, opts: { follow?: boolean; signal?: A
   };
 }
 
-export function stream(name: string, mode: 'full_refresh' | 'incremental' | 'cdc', extra: Partial<ConfiguredStream> = {}): ConfiguredStream {
+export function stream(
+  name: string,
+  mode: 'full_refresh' | 'incremental' | 'cdc',
+  extra: Partial<ConfiguredStream> = {},
+): ConfiguredStream {
   return {
     stream: { name, json_schema: {}, supported_sync_modes: ['full_refresh', 'incremental'] },
     sync_mode: mode === 'full_refresh' ? 'full_refresh' : 'incremental',
@@ -58,7 +62,8 @@ export function stream(name: string, mode: 'full_refresh' | 'incremental' | 'cdc
 
 export const catalog = (...streams: ConfiguredStream[]): ConfiguredCatalog => ({ streams });
 
-export const records = (msgs: AirbyteMessage[]) => msgs.filter((m) => m.type === 'RECORD').map((m) => (m as { record: { stream: string; data: Record<string, unknown> } }).record);
+export const records = (msgs: AirbyteMessage[]) =>
+  msgs.filter((m) => m.type === 'RECORD').map((m) => (m as { record: { stream: string; data: Record<string, unknown> } }).record);
 export const states = (msgs: AirbyteMessage[]) => msgs.filter((m) => m.type === 'STATE').map((m) => (m as { state: StateMessage }).state);
 
 /** The connection state the engine would store after `state` (same merge rules as the engine: last wins). */
@@ -83,7 +88,13 @@ export async function drive(
   cat: ConfiguredCatalog,
   start: SourceState | undefined,
   connection: string,
-  opts: { follow?: boolean; until?: (msgs: AirbyteMessage[]) => boolean; commit?: boolean; timeoutMs?: number; stopAfterStates?: number } = {},
+  opts: {
+    follow?: boolean;
+    until?: (msgs: AirbyteMessage[]) => boolean;
+    commit?: boolean;
+    timeoutMs?: number;
+    stopAfterStates?: number;
+  } = {},
 ): Promise<{ msgs: AirbyteMessage[]; state: SourceState | undefined }> {
   const ac = new AbortController();
   const ctx = context(connection, { follow: opts.follow, signal: ac.signal });

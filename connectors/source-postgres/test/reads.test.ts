@@ -86,7 +86,11 @@ describe('postgres source incremental', () => {
     const without = await drive(config(url, { batch_size: 500 }), cat, next.state, 'reads');
     expect(records(without.msgs)).toHaveLength(0);
     const withLookback = await drive(config(url, { batch_size: 500, lookback: '1 hour' }), cat, next.state, 'reads');
-    expect(records(withLookback.msgs).map((r) => r.data.id).sort()).toEqual([5, 5000]);
+    expect(
+      records(withLookback.msgs)
+        .map((r) => r.data.id)
+        .sort(),
+    ).toEqual([5, 5000]);
   });
 
   it('fails clearly on an unknown cursor column', async () => {

@@ -91,7 +91,12 @@ describe('postgres source types', () => {
 
   it('quotes every identifier and reads views and custom SQL streams', async () => {
     const cfg = config(url, { streams: [{ name: 'big_ids', query: 'SELECT id, t FROM typed WHERE i4 IS NOT NULL', primary_key: ['id'] }] });
-    const { msgs } = await drive(cfg, catalog(stream('Weird "Name"', 'full_refresh'), stream('typed_view', 'full_refresh'), stream('big_ids', 'full_refresh')), undefined, 'types');
+    const { msgs } = await drive(
+      cfg,
+      catalog(stream('Weird "Name"', 'full_refresh'), stream('typed_view', 'full_refresh'), stream('big_ids', 'full_refresh')),
+      undefined,
+      'types',
+    );
     const recs = records(msgs);
     expect(recs.filter((r) => r.stream === 'Weird "Name"').map((r) => r.data)).toEqual([{ select: 1, 'Mixed Case': 'ok' }]);
     expect(recs.filter((r) => r.stream === 'typed_view')).toHaveLength(2);
@@ -106,7 +111,9 @@ describe('postgres source types', () => {
     const required = await source.check(config(url, { sslmode: 'require' }), context('types'));
     expect(required.ok).toBe(false);
     expect(required.message).toMatch(/cannot connect to postgres 127\.0\.0\.1:\d+\/srcpg_types: .*SSL/);
-    await expect(source.discover(config(url, { sslmode: 'verify-full', ssl_ca: 'missing-ca.pem' }), context('types'))).rejects.toThrow(/cannot read the ssl_ca file/);
+    await expect(source.discover(config(url, { sslmode: 'verify-full', ssl_ca: 'missing-ca.pem' }), context('types'))).rejects.toThrow(
+      /cannot read the ssl_ca file/,
+    );
   });
 
   it('check reports connectivity and CDC readiness; bad credentials fail with a clear message', async () => {

@@ -20,7 +20,8 @@ export function register(program: Command) {
       }
       const logger = createLogger({ json: opts.json });
       const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
-      const streams = conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
+      const streams =
+        conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
       const report = await conn.destination.maintain(conn.destinationConfig, ctx, { reindex: !!opts.reindex, streams });
       if (opts.json) printJson(report);
       else process.stdout.write(JSON.stringify(report, null, 2) + '\n');

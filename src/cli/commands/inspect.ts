@@ -17,7 +17,9 @@ export function register(program: Command) {
     .argument('<pipeline>', 'pipeline YAML file')
     .action(async (file: string) => {
       const p = await loadPipeline(file);
-      process.stdout.write(`${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`);
+      process.stdout.write(
+        `${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`,
+      );
     });
 
   program

@@ -17,16 +17,24 @@ export function register(program: Command) {
     .action(async (file: string, text: string, opts: { connection?: string; topK: string; stream?: string[]; json?: boolean }) => {
       const { pipeline, conn } = await pipelineAndConnection(file, opts.connection);
       const topK = Number(opts.topK);
-      if (!Number.isInteger(topK) || topK < 1) throw new SluiceError(`--top-k must be a positive whole number, got "${opts.topK}"`, { kind: 'config' });
+      if (!Number.isInteger(topK) || topK < 1)
+        throw new SluiceError(`--top-k must be a positive whole number, got "${opts.topK}"`, { kind: 'config' });
       const dest = conn.destination;
       if (!dest.search) {
-        throw new SluiceError(`destination "${conn.config.destination.type}" does not support search`, { kind: 'config', hint: 'search works on vector destinations: pgvector, qdrant, pinecone' });
+        throw new SluiceError(`destination "${conn.config.destination.type}" does not support search`, {
+          kind: 'config',
+          hint: 'search works on vector destinations: pgvector, qdrant, pinecone',
+        });
       }
       const logger = createLogger({ json: opts.json });
       const embedder = embedderFor(conn, logger);
-      if (!embedder) throw new SluiceError(`connection ${conn.config.name} has no embedding block to embed the query with`, { kind: 'config' });
+      if (!embedder)
+        throw new SluiceError(`connection ${conn.config.name} has no embedding block to embed the query with`, { kind: 'config' });
       const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
-      const streams = opts.stream ?? conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
+      const streams =
+        opts.stream ??
+        conn.config.streams?.map((s) => s.name) ??
+        (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
       const { vectors } = await embedder.embed([text]);
       const hits = await dest.search(conn.destinationConfig, ctx, { vector: vectors[0], topK, streams });
       await embedder.close?.();
@@ -37,7 +45,9 @@ export function register(program: Command) {
       if (!hits.length) process.stdout.write('no results (has the connection been synced?)\n');
       for (const [i, h] of hits.entries()) {
         const snippet = h.content.replace(/\s+/g, ' ').slice(0, 160);
-        process.stdout.write(`${i + 1}. ${h.score.toFixed(4)}  ${h.stream}/${h.documentId} #${h.chunkIndex}\n   ${snippet}${h.content.length > 160 ? '…' : ''}\n`);
+        process.stdout.write(
+          `${i + 1}. ${h.score.toFixed(4)}  ${h.stream}/${h.documentId} #${h.chunkIndex}\n   ${snippet}${h.content.length > 160 ? '…' : ''}\n`,
+        );
       }
     });
 }

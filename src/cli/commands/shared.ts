@@ -2,7 +2,10 @@ import type { LoadedConnection, LoadedPipeline } from '../../config/load.ts';
 import { loadPipeline } from '../../config/load.ts';
 import { SluiceError } from '../../protocol/errors.ts';
 
-export async function pipelineAndConnection(file: string, connection?: string): Promise<{ pipeline: LoadedPipeline; conn: LoadedConnection }> {
+export async function pipelineAndConnection(
+  file: string,
+  connection?: string,
+): Promise<{ pipeline: LoadedPipeline; conn: LoadedConnection }> {
   const pipeline = await loadPipeline(file);
   return { pipeline, conn: pickConnection(pipeline, connection) };
 }
@@ -34,7 +37,9 @@ export function abortOnSignals(): { signal: AbortSignal; received: () => NodeJS.
   const handler = (sig: NodeJS.Signals) => {
     if (received) process.exit(sig === 'SIGINT' ? 130 : 143);
     received = sig;
-    process.stderr.write(`\nreceived ${sig}: stopping — flushing what was read and saving the last committed state (send again to force)\n`);
+    process.stderr.write(
+      `\nreceived ${sig}: stopping — flushing what was read and saving the last committed state (send again to force)\n`,
+    );
     controller.abort();
   };
   process.on('SIGINT', handler);

@@ -15,44 +15,48 @@ export function register(program: Command) {
     .option('--dry-run', 'read, chunk and price the embeddings; write nothing, call no embedding API')
     .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM')
     .option('--json', 'print one JSON summary on stdout')
-    .action(async (file: string, opts: { connection?: string; fullRefresh?: boolean; dryRun?: boolean; follow?: boolean; json?: boolean }, cmd: Command) => {
-      const debug = !!cmd.optsWithGlobals().debug;
-      const logger = createLogger({ json: opts.json, debug });
-      const pipeline = await loadPipeline(file);
-      const signals = abortOnSignals();
-      const live: Array<[string, Record<string, StreamStats>]> = [];
-      const started = Date.now();
-      const ticker = process.stderr.isTTY
-        ? setInterval(() => showProgress(progressLine(live, started)), 500)
-        : undefined;
-      let summary: SyncSummary;
-      try {
-        summary = await runSync(pipeline, {
-          connection: opts.connection,
-          fullRefresh: opts.fullRefresh,
-          dryRun: opts.dryRun,
-          follow: opts.follow,
-          signal: signals.signal,
-          logger,
-          onConnectionStart: (name, streams) => live.push([name, streams]),
-        });
-      } finally {
-        if (ticker) clearInterval(ticker);
-        clearProgressLine();
-        signals.dispose();
-      }
-      if (opts.json) printJson(summary);
-      else printHuman(summary);
-      for (const c of summary.connections) {
-        if (c.error && !opts.json) {
-          process.stderr.write(`error: connection ${c.name}: ${c.error.message}\n`);
-          if (c.error.where) process.stderr.write(`  where: ${c.error.where}\n`);
-          if (c.error.hint) process.stderr.write(`  hint: ${c.error.hint}\n`);
+    .action(
+      async (
+        file: string,
+        opts: { connection?: string; fullRefresh?: boolean; dryRun?: boolean; follow?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const debug = !!cmd.optsWithGlobals().debug;
+        const logger = createLogger({ json: opts.json, debug });
+        const pipeline = await loadPipeline(file);
+        const signals = abortOnSignals();
+        const live: Array<[string, Record<string, StreamStats>]> = [];
+        const started = Date.now();
+        const ticker = process.stderr.isTTY ? setInterval(() => showProgress(progressLine(live, started)), 500) : undefined;
+        let summary: SyncSummary;
+        try {
+          summary = await runSync(pipeline, {
+            connection: opts.connection,
+            fullRefresh: opts.fullRefresh,
+            dryRun: opts.dryRun,
+            follow: opts.follow,
+            signal: signals.signal,
+            logger,
+            onConnectionStart: (name, streams) => live.push([name, streams]),
+          });
+        } finally {
+          if (ticker) clearInterval(ticker);
+          clearProgressLine();
+          signals.dispose();
         }
-      }
-      const sig = signals.received();
-      if (summary.status !== 'succeeded') throw new ExitCode(sig === 'SIGTERM' ? 143 : sig === 'SIGINT' ? 130 : 1);
-    });
+        if (opts.json) printJson(summary);
+        else printHuman(summary);
+        for (const c of summary.connections) {
+          if (c.error && !opts.json) {
+            process.stderr.write(`error: connection ${c.name}: ${c.error.message}\n`);
+            if (c.error.where) process.stderr.write(`  where: ${c.error.where}\n`);
+            if (c.error.hint) process.stderr.write(`  hint: ${c.error.hint}\n`);
+          }
+        }
+        const sig = signals.received();
+        if (summary.status !== 'succeeded') throw new ExitCode(sig === 'SIGTERM' ? 143 : sig === 'SIGINT' ? 130 : 1);
+      },
+    );
 }
 
 function progressLine(live: Array<[string, Record<string, StreamStats>]>, started: number): string {
@@ -60,7 +64,9 @@ function progressLine(live: Array<[string, Record<string, StreamStats>]>, starte
   const parts: string[] = [];
   for (const [conn, streams] of live.slice(-1)) {
     for (const [name, s] of Object.entries(streams)) {
-      parts.push(`${conn}/${name}: ${s.records_read} read (${Math.round(s.records_read / secs)}/s), ${s.chunks_written} chunks written, ${s.embedding_requests} embed req`);
+      parts.push(
+        `${conn}/${name}: ${s.records_read} read (${Math.round(s.records_read / secs)}/s), ${s.chunks_written} chunks written, ${s.embedding_requests} embed req`,
+      );
     }
   }
   return parts.join(' · ');
@@ -73,7 +79,9 @@ function printHuman(summary: SyncSummary) {
     for (const [name, s] of Object.entries(c.streams)) {
       if (summary.dry_run) {
         const cost = s.estimated_cost_usd == null ? 'unknown price' : `$${s.estimated_cost_usd.toFixed(4)}`;
-        out.push(`  ${name}: ${s.records_read} records, ${s.chunks_to_embed ?? 0} chunks to embed (${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`);
+        out.push(
+          `  ${name}: ${s.records_read} records, ${s.chunks_to_embed ?? 0} chunks to embed (${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`,
+        );
       } else {
         out.push(
           `  ${name}: ${s.records_read} read, ${s.records_written} written, ${s.records_deleted} deleted, ${s.records_skipped} skipped; ` +

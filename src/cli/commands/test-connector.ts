@@ -38,7 +38,8 @@ function parseConfigArg(value: string, what: string): unknown {
     }
   }
   const file = resolve(value);
-  if (!existsSync(file)) throw new SluiceError(`${what}: no such file ${file}`, { kind: 'config', hint: 'pass inline JSON or a .json/.yaml file' });
+  if (!existsSync(file))
+    throw new SluiceError(`${what}: no such file ${file}`, { kind: 'config', hint: 'pass inline JSON or a .json/.yaml file' });
   const text = readFileSync(file, 'utf8');
   try {
     return extname(file) === '.json' ? JSON.parse(text) : parseYaml(text);
@@ -56,7 +57,10 @@ async function importModule(target: string): Promise<{ file: string; mod: unknow
     try {
       file = createRequire(join(process.cwd(), 'noop.js')).resolve(target);
     } catch {
-      throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, { kind: 'config', hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name' });
+      throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, {
+        kind: 'config',
+        hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name',
+      });
     }
   }
   try {
@@ -83,13 +87,17 @@ export function register(program: Command) {
     .action(async (target: string, opts: Options) => {
       const reports: ConformanceReport[] = [];
       const badConfigs = opts.badConfig?.map((b, i) => parseConfigArg(b, `--bad-config #${i + 1}`));
-      const streams = opts.streams?.split(',').map((s) => s.trim()).filter(Boolean);
+      const streams = opts.streams
+        ?.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       if (/\.ya?ml$/i.test(target)) {
         const pipeline = await loadPipeline(target);
         const conn = pickConnection(pipeline, opts.connection);
         const custom = (kind: 'source' | 'destination') => !(BUILTIN[kind] as readonly string[]).includes(conn.config[kind].type);
         const side = opts.side ?? (custom('source') && custom('destination') ? 'both' : custom('destination') ? 'destination' : 'source');
-        if (!['source', 'destination', 'both'].includes(side)) throw new SluiceError(`--side must be source, destination or both, not "${side}"`, { kind: 'config' });
+        if (!['source', 'destination', 'both'].includes(side))
+          throw new SluiceError(`--side must be source, destination or both, not "${side}"`, { kind: 'config' });
         const ctx = { baseDir: pipeline.baseDir, connection: conn.config.name };
         if (side !== 'destination') {
           reports.push(
@@ -102,8 +110,17 @@ export function register(program: Command) {
           );
         }
         if (side !== 'source') {
-          if (!opts.json) process.stderr.write(`note: the destination checks write test streams named conformance_* into ${conn.config.destination.type}\n`);
-          reports.push(await runDestinationConformance(conn.destination, { config: conn.config.destination.config, badConfigs: side === 'destination' ? badConfigs : undefined, ctx }));
+          if (!opts.json)
+            process.stderr.write(
+              `note: the destination checks write test streams named conformance_* into ${conn.config.destination.type}\n`,
+            );
+          reports.push(
+            await runDestinationConformance(conn.destination, {
+              config: conn.config.destination.config,
+              badConfigs: side === 'destination' ? badConfigs : undefined,
+              ctx,
+            }),
+          );
         }
       } else {
         const { file, mod } = await importModule(target);
