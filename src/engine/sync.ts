@@ -203,7 +203,7 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     // Exactly-once destinations keep state with their data; theirs wins over the file store.
     const state = (await writer.readState?.()) ?? (await store.load(name));
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
-    const touched = new TouchedStreams();
+    const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     const messages = documents({ ...p, touched }, state);
     const embedded = embedder ? embedStage(messages, p, embedder) : messages;
     for await (const ev of writer.write(embedded)) {
@@ -217,7 +217,7 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
       } else {
         // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
         // start-up view of another worker's streams never rolls its progress back.
-        const mine = mergeMode === 'deep' ? touched.pick(ev.connection) : ev.connection;
+        const mine = touched ? touched.pick(ev.connection) : ev.connection;
         await store.update(name, (stored) => mergeConnectionState(stored, mine, mergeMode));
         summary.states_committed++;
         await conn.source.onStateCommitted?.(conn.sourceConfig, ev.state, ev.connection, ctx);
