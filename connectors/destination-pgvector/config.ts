@@ -7,7 +7,13 @@ const HnswSchema = z.strictObject({
 });
 
 const IvfflatSchema = z.strictObject({
-  lists: z.number().int().min(1).max(32768).optional().describe('Number of lists; default rows/1000 (at least 1), sqrt(rows) above 1M rows.'),
+  lists: z
+    .number()
+    .int()
+    .min(1)
+    .max(32768)
+    .optional()
+    .describe('Number of lists; default rows/1000 (at least 1), sqrt(rows) above 1M rows.'),
 });
 
 export const PgvectorConfigSchema = z
@@ -22,7 +28,9 @@ export const PgvectorConfigSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('Directory of an embedded PGlite database with pgvector, started by sluice itself (relative to the pipeline file). Use instead of url.'),
+      .describe(
+        'Directory of an embedded PGlite database with pgvector, started by sluice itself (relative to the pipeline file). Use instead of url.',
+      ),
     sslmode: z
       .enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full'])
       .optional()
@@ -34,7 +42,9 @@ export const PgvectorConfigSchema = z
     table: z
       .union([z.string().min(1), z.record(z.string(), z.string().min(1))])
       .optional()
-      .describe('Table per stream: a name, a template with {stream}, or a map stream → table. Default: the stream name in lower case with other characters than a-z, 0-9 and _ replaced by _.'),
+      .describe(
+        'Table per stream: a name, a template with {stream}, or a map stream → table. Default: the stream name in lower case with other characters than a-z, 0-9 and _ replaced by _.',
+      ),
     distance: z.enum(['cosine', 'l2', 'inner_product']).default('cosine').describe('Distance the vector index and search use.'),
     index: z.enum(['hnsw', 'ivfflat', 'none']).default('hnsw').describe('Vector index, built after the first bulk load.'),
     hnsw: HnswSchema.optional(),
@@ -46,14 +56,30 @@ export const PgvectorConfigSchema = z
       .max(1000)
       .optional()
       .describe('HNSW search breadth (hnsw.ef_search) for sluice search; raised to top-k when smaller (pgvector default 40).'),
-    probes: z.number().int().min(1).optional().describe('IVFFlat lists probed per search (ivfflat.probes); default sqrt(lists) when lists is set, else 10.'),
+    probes: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('IVFFlat lists probed per search (ivfflat.probes); default sqrt(lists) when lists is set, else 10.'),
     maintenance_work_mem: z
       .string()
       .regex(/^\d+\s*(kB|MB|GB)$/)
       .optional()
       .describe('maintenance_work_mem for index builds, e.g. "1GB" (HNSW builds are much faster when the graph fits).'),
-    batch_rows: z.number().int().positive().max(1_000_000).default(2000).describe('Commit after this many buffered chunks (and at every checkpoint).'),
-    batch_bytes: z.number().int().positive().default(8 * 1024 * 1024).describe('Commit after this many buffered bytes.'),
+    batch_rows: z
+      .number()
+      .int()
+      .positive()
+      .max(1_000_000)
+      .default(2000)
+      .describe('Commit after this many buffered chunks (and at every checkpoint).'),
+    batch_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(8 * 1024 * 1024)
+      .describe('Commit after this many buffered bytes.'),
     insert_rows: z.number().int().positive().max(50_000).default(500).describe('Rows per INSERT statement on the insert path (PGlite).'),
     write_method: z
       .enum(['auto', 'copy', 'insert'])

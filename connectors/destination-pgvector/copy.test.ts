@@ -20,7 +20,9 @@ afterAll(async () => {
 describe('COPY ... FROM STDIN (FORMAT BINARY)', () => {
   it('encodes text, int4, jsonb and vector fields PostgreSQL reads back exactly, across many 256 KiB writes', async () => {
     await client.query('DROP TABLE IF EXISTS pgv_copy_check');
-    await client.query('CREATE TEMP TABLE pgv_copy_check (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding bytea)');
+    await client.query(
+      'CREATE TEMP TABLE pgv_copy_check (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding bytea)',
+    );
     const n = 3000;
     const vec = (i: number) => Float32Array.from({ length: 384 }, (_, k) => Math.sin(i * 0.37 + k) * (k % 7 === 0 ? -1e-7 : 1));
     function* tuples(): Generator<CopyValue[]> {
@@ -72,7 +74,9 @@ describe('a PostgreSQL server without pgvector', () => {
     const check = await destination.check(cfg, testContext());
     expect(check.ok).toBe(false);
     expect(check.message).toMatch(/pgvector is not available on .*install it/);
-    const err = await destination.open(cfg, testContext('nopgv'), { streams: [{ name: 'a', destinationSyncMode: 'append', primaryKey: [['id']] }], dimensions: 4 }).catch((e) => e);
+    const err = await destination
+      .open(cfg, testContext('nopgv'), { streams: [{ name: 'a', destinationSyncMode: 'append', primaryKey: [['id']] }], dimensions: 4 })
+      .catch((e) => e);
     expect(err.message).toMatch(/the pgvector extension is not installed and could not be created/);
     expect(err.hint).toMatch(/install pgvector/);
     expect(err.where).toMatch(/connection nopgv/);
@@ -88,7 +92,10 @@ describe('a PostgreSQL server without pgvector', () => {
     const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'pgv-tls-'));
     writeFileSync(join(dir, 'ca.pem'), 'CA PEM');
-    const full = clientConfig({ url: 'postgres://u:p@db.example.com:5433/rag?sslmode=require&application_name=x', sslmode: 'verify-full', sslrootcert: 'ca.pem' }, dir);
+    const full = clientConfig(
+      { url: 'postgres://u:p@db.example.com:5433/rag?sslmode=require&application_name=x', sslmode: 'verify-full', sslrootcert: 'ca.pem' },
+      dir,
+    );
     expect(full.connectionString).toBe('postgres://u:p@db.example.com:5433/rag?application_name=x');
     expect(full.ssl).toMatchObject({ ca: 'CA PEM', rejectUnauthorized: true });
     const ca = clientConfig({ url: 'postgres://h/db', sslmode: 'verify-ca', sslrootcert: join(dir, 'ca.pem') }, '/');

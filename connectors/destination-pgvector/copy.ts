@@ -10,7 +10,11 @@ import { encodeVector } from './sql.ts';
 const require = createRequire(import.meta.url);
 const { from: copyFrom } = require('pg-copy-streams') as { from: (sql: string) => Writable & pg.Submittable };
 
-export type CopyValue = { kind: 'text'; value: string } | { kind: 'int4'; value: number } | { kind: 'jsonb'; value: string } | { kind: 'vector'; value: Float32Array | undefined };
+export type CopyValue =
+  | { kind: 'text'; value: string }
+  | { kind: 'int4'; value: number }
+  | { kind: 'jsonb'; value: string }
+  | { kind: 'vector'; value: Float32Array | undefined };
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 

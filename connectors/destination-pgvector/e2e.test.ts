@@ -68,7 +68,9 @@ function sync(yaml: string, schema: string, kill?: { delayMs: number }): Promise
       const poll = setInterval(async () => {
         if (busy || timer) return;
         busy = true;
-        const { rows } = await admin.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [qualified(schema, 'docs')]).catch(() => ({ rows: [{ t: null }] }));
+        const { rows } = await admin
+          .query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [qualified(schema, 'docs')])
+          .catch(() => ({ rows: [{ t: null }] }));
         busy = false;
         if (rows[0].t && !timer) {
           clearInterval(poll);
@@ -87,9 +89,14 @@ function sync(yaml: string, schema: string, kill?: { delayMs: number }): Promise
 }
 
 async function table(schema: string) {
-  const { rows } = await admin.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: unknown; embedding: string }>(
-    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${qualified(schema, 'docs')} ORDER BY id`,
-  );
+  const { rows } = await admin.query<{
+    id: string;
+    document_id: string;
+    chunk_index: number;
+    content: string;
+    metadata: unknown;
+    embedding: string;
+  }>(`SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${qualified(schema, 'docs')} ORDER BY id`);
   return rows;
 }
 
@@ -141,7 +148,8 @@ describe('sluice sync into pgvector, killed and resumed', () => {
     writeDoc(corpus, 6, 12, later + 1); // grows
     rmSync(join(corpus, 'doc-007.md'));
     for (let i = 120; i < 160; i++) writeDoc(corpus, i, 4, later + i);
-    for (const delayMs of [Math.floor(Math.random() * 150), Math.floor(Math.random() * 400)]) await sync(crashYaml, crashSchema, { delayMs });
+    for (const delayMs of [Math.floor(Math.random() * 150), Math.floor(Math.random() * 400)])
+      await sync(crashYaml, crashSchema, { delayMs });
     const second = await compare();
     expect(second.docs).toBe(159);
     const doc5 = (await table(crashSchema)).filter((r) => r.document_id === 'doc-005.md');

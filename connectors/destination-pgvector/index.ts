@@ -40,7 +40,8 @@ const destination: Destination<PgvectorConfig> = {
   spec: {
     name: 'pgvector',
     title: 'PostgreSQL + pgvector',
-    description: 'One table per stream (id, document_id, chunk_index, content, metadata, embedding) in PostgreSQL with pgvector, or in an embedded PGlite.',
+    description:
+      'One table per stream (id, document_id, chunk_index, content, metadata, embedding) in PostgreSQL with pgvector, or in an embedded PGlite.',
     documentationUrl: 'docs/pgvector.md',
     config: PgvectorConfigSchema,
   },
@@ -54,11 +55,17 @@ const destination: Destination<PgvectorConfig> = {
         if (!installed) {
           const { rowCount } = await s.client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
           if (!rowCount) {
-            return { ok: false, message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)` };
+            return {
+              ok: false,
+              message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`,
+            };
           }
-          warnings.push('pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)');
+          warnings.push(
+            'pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)',
+          );
         }
-        if (s.isPglite && config.url) warnings.push('the server is PGlite: writes use batched INSERTs (no COPY), one session serves all connections');
+        if (s.isPglite && config.url)
+          warnings.push('the server is PGlite: writes use batched INSERTs (no COPY), one session serves all connections');
         return { ok: true, message: `connected to ${s.label}`, warnings };
       });
     } catch (err) {
@@ -74,7 +81,11 @@ const destination: Destination<PgvectorConfig> = {
   async search(config, ctx, query): Promise<SearchHit[]> {
     return withSession(config, ctx, async (s) => {
       const vs = await vectorSchemaOf(s);
-      if (!vs) throw new SluiceError(`nothing to search in ${s.label}: pgvector is not installed there yet`, { kind: 'destination', hint: 'run sluice sync first' });
+      if (!vs)
+        throw new SluiceError(`nothing to search in ${s.label}: pgvector is not installed there yet`, {
+          kind: 'destination',
+          hint: 'run sluice sync first',
+        });
       const op = `OPERATOR(${ident(vs)}.${OPS[config.distance].operator})`;
       const vectorType = `${ident(vs)}.vector`;
       const hits: SearchHit[] = [];
@@ -91,28 +102,47 @@ const destination: Destination<PgvectorConfig> = {
           const info = await inspectTable(s.client, config.schema, table);
           if (!info.exists) continue;
           if (info.dimensions && info.dimensions !== query.vector.length) {
-            throw new SluiceError(`table ${config.schema}.${table} has ${info.dimensions} dimensions, the query vector has ${query.vector.length}`, {
-              kind: 'config',
-              where: `stream ${stream}`,
-              hint: 'search with the same embedding model the table was synced with',
-            });
+            throw new SluiceError(
+              `table ${config.schema}.${table} has ${info.dimensions} dimensions, the query vector has ${query.vector.length}`,
+              {
+                kind: 'config',
+                where: `stream ${stream}`,
+                hint: 'search with the same embedding model the table was synced with',
+              },
+            );
           }
           searched++;
-          const { rows } = await s.client.query<{ document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; distance: number }>(
+          const { rows } = await s.client.query<{
+            document_id: string;
+            chunk_index: number;
+            content: string;
+            metadata: Record<string, unknown>;
+            distance: number;
+          }>(
             `SELECT document_id, chunk_index, content, metadata, (embedding ${op} $1::${vectorType})::float8 AS distance
                FROM ${qualified(config.schema, table)} WHERE embedding IS NOT NULL
               ORDER BY embedding ${op} $1::${vectorType} LIMIT $2`,
             [encodeVector(query.vector), query.topK],
           );
           for (const r of rows) {
-            hits.push({ score: score(config.distance, r.distance), stream, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, metadata: r.metadata ?? {} });
+            hits.push({
+              score: score(config.distance, r.distance),
+              stream,
+              documentId: r.document_id,
+              chunkIndex: r.chunk_index,
+              content: r.content,
+              metadata: r.metadata ?? {},
+            });
           }
         }
       } finally {
         await s.client.query('ROLLBACK').catch(() => {});
       }
       if (!searched && query.streams.length) {
-        throw new SluiceError(`no table to search in ${s.label} for stream(s) ${query.streams.join(', ')}`, { kind: 'destination', hint: 'run sluice sync first' });
+        throw new SluiceError(`no table to search in ${s.label} for stream(s) ${query.streams.join(', ')}`, {
+          kind: 'destination',
+          hint: 'run sluice sync first',
+        });
       }
       return hits.sort((a, b) => b.score - a.score).slice(0, query.topK);
     });

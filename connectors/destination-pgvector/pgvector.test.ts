@@ -28,10 +28,21 @@ function config(over: Partial<Record<string, unknown>> = {}): PgvectorConfig {
   return PgvectorConfigSchema.parse({ url, schema: uniqueSchema(), ...over });
 }
 
-const stream = (name: string, mode: DestinationStream['destinationSyncMode']): DestinationStream => ({ name, destinationSyncMode: mode, primaryKey: [['id']] });
+const stream = (name: string, mode: DestinationStream['destinationSyncMode']): DestinationStream => ({
+  name,
+  destinationSyncMode: mode,
+  primaryKey: [['id']],
+});
 
 async function rows(schema: string, table: string) {
-  const { rows } = await admin.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; embedding: string }>(
+  const { rows } = await admin.query<{
+    id: string;
+    document_id: string;
+    chunk_index: number;
+    content: string;
+    metadata: Record<string, unknown>;
+    embedding: string;
+  }>(
     `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${qualified(schema, table)} ORDER BY document_id, chunk_index`,
   );
   return rows;
@@ -95,7 +106,10 @@ describe('append_dedup', () => {
     async function* input(): AsyncGenerator<DestinationMessage> {
       yield documentMessage('Docs/Guide', 'x', 6, DIMS, 1);
       yield stateMessage('Docs/Guide', 1);
-      const { rowCount } = await admin.query(`SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexdef ILIKE '%hnsw%'`, [cfg.schema, table]);
+      const { rowCount } = await admin.query(
+        `SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexdef ILIKE '%hnsw%'`,
+        [cfg.schema, table],
+      );
       indexedDuringLoad = !!rowCount;
       yield documentMessage('Docs/Guide', 'x', 4, DIMS, 2);
       yield deleteMessage('Docs/Guide', 'x');
@@ -106,7 +120,10 @@ describe('append_dedup', () => {
     expect(indexedDuringLoad).toBe(false);
     expect(await byDocument(cfg.schema, table)).toEqual({ x: expectedChunks('x', 2, 3) });
     expect(events.at(-1)).toEqual({ type: 'WRITTEN', stream: 'Docs/Guide', records: 2, chunksWritten: 2, chunksDeleted: 4 });
-    const idx = await admin.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname`, [cfg.schema, table]);
+    const idx = await admin.query(
+      `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname`,
+      [cfg.schema, table],
+    );
     expect(idx.rows.map((r) => r.indexname)).toEqual(['docs_guide_document_id_idx', 'docs_guide_embedding_idx', 'docs_guide_pkey']);
     expect(idx.rows[1].indexdef).toMatch(/USING hnsw \(embedding .*vector_cosine_ops\) WITH \(m='16', ef_construction='64'\)/);
   });
@@ -157,10 +174,13 @@ describe('exactly once', () => {
     const events: string[] = [];
     const err = await (async () => {
       try {
-        for await (const e of w.write((async function* () {
-          yield documentMessage('s', 'lost', 3, DIMS);
-          yield stateMessage('s', 2);
-        })())) events.push(e.type);
+        for await (const e of w.write(
+          (async function* () {
+            yield documentMessage('s', 'lost', 3, DIMS);
+            yield stateMessage('s', 2);
+          })(),
+        ))
+          events.push(e.type);
       } catch (e) {
         return e;
       }
@@ -214,7 +234,9 @@ describe('overwrite', () => {
     expect(events.at(-1)!.type).toBe('STATE_COMMITTED');
     const tables = await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, [cfg.schema]);
     expect(tables.rows.map((r) => r.tablename)).toEqual(['_sluice_state', 'pages']);
-    const idx = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'pages' ORDER BY 1`, [cfg.schema]);
+    const idx = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'pages' ORDER BY 1`, [
+      cfg.schema,
+    ]);
     expect(idx.rows.map((r) => r.indexname)).toEqual(['pages_document_id_idx', 'pages_embedding_idx', 'pages_pkey']);
 
     // An overwrite the source never completes leaves the live generation alone.
@@ -224,7 +246,9 @@ describe('overwrite', () => {
     expect(after.rows.map((r) => r.tablename)).toEqual(['_sluice_state', 'pages']);
     // and a third generation can take the names again
     await load(5, 4);
-    expect(await byDocument(cfg.schema, 'pages')).toEqual(Object.fromEntries(Array.from({ length: 5 }, (_, d) => [`p${d}`, expectedChunks(`p${d}`, 2, 4)])));
+    expect(await byDocument(cfg.schema, 'pages')).toEqual(
+      Object.fromEntries(Array.from({ length: 5 }, (_, d) => [`p${d}`, expectedChunks(`p${d}`, 2, 4)])),
+    );
   });
 });
 
@@ -237,13 +261,25 @@ describe('identifiers and errors', () => {
     await w.close();
     expect(await byDocument(schema, 'Notes "2" Table')).toEqual({ n1: expectedChunks('n1', 3, 1), n2: expectedChunks('n2', 1, 1) });
 
-    const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('n1', 2, 1), DIMS), topK: 2, streams: ['notes'] });
+    const hits = await destination.search!(cfg, testContext(), {
+      vector: vectorFor(chunkContent('n1', 2, 1), DIMS),
+      topK: 2,
+      streams: ['notes'],
+    });
     expect(hits).toHaveLength(2);
-    expect(hits[0]).toMatchObject({ stream: 'notes', documentId: 'n1', chunkIndex: 2, content: chunkContent('n1', 2, 1), metadata: { path: 'n1.md' } });
+    expect(hits[0]).toMatchObject({
+      stream: 'notes',
+      documentId: 'n1',
+      chunkIndex: 2,
+      content: chunkContent('n1', 2, 1),
+      metadata: { path: 'n1.md' },
+    });
     expect(hits[0].score).toBeCloseTo(1, 5); // l2 distance 0 → 1 / (1 + 0)
     expect(hits[1].score).toBeLessThan(hits[0].score);
 
-    const report = (await destination.maintain!(cfg, testContext(), { reindex: true, streams: ['notes'] })) as { tables: Array<Record<string, any>> };
+    const report = (await destination.maintain!(cfg, testContext(), { reindex: true, streams: ['notes'] })) as {
+      tables: Array<Record<string, any>>;
+    };
     expect(report.tables[0]).toMatchObject({ table: `${schema}.Notes "2" Table`, rows: 4, dimensions: DIMS, reindexed: true });
     expect(report.tables[0].totalBytes).toBeGreaterThan(report.tables[0].tableBytes);
     expect(report.tables[0].indexes.map((i: { method: string }) => i.method).sort()).toEqual(['btree', 'btree', 'hnsw']);
@@ -255,7 +291,11 @@ describe('identifiers and errors', () => {
     await drain(w, [documentMessage('docs', 'a', 2, DIMS), stateMessage('docs', 1)]);
     await w.close();
     const err = await destination
-      .open(cfg, testContext(), { streams: [stream('docs', 'append_dedup'), stream('fresh', 'append')], dimensions: 4, embedderName: 'hash' })
+      .open(cfg, testContext(), {
+        streams: [stream('docs', 'append_dedup'), stream('fresh', 'append')],
+        dimensions: 4,
+        embedderName: 'hash',
+      })
       .catch((e) => e);
     expect(err).toBeInstanceOf(SluiceError);
     expect(err.message).toBe(`table ${cfg.schema}.docs has ${DIMS} dimensions, embedding model hash gives 4`);
@@ -266,7 +306,9 @@ describe('identifiers and errors', () => {
   });
 
   it('rejects COPY on PGlite, two streams on one table, and an unreachable server, in words', async () => {
-    const copyErr = await destination.open(config({ write_method: 'copy' }), testContext(), { streams: [stream('a', 'append')], dimensions: DIMS }).catch((e) => e);
+    const copyErr = await destination
+      .open(config({ write_method: 'copy' }), testContext(), { streams: [stream('a', 'append')], dimensions: DIMS })
+      .catch((e) => e);
     expect(copyErr).toBeInstanceOf(SluiceError);
     expect(copyErr.message).toMatch(/not available on PGlite/);
 
@@ -276,7 +318,10 @@ describe('identifiers and errors', () => {
     expect(clash.message).toMatch(/streams a and b would both write table .*\.same/);
 
     const down = await destination
-      .open(PgvectorConfigSchema.parse({ url: 'postgres://u:hunter2@127.0.0.1:1/db' }), testContext(), { streams: [stream('a', 'append')], dimensions: DIMS })
+      .open(PgvectorConfigSchema.parse({ url: 'postgres://u:hunter2@127.0.0.1:1/db' }), testContext(), {
+        streams: [stream('a', 'append')],
+        dimensions: DIMS,
+      })
       .catch((e) => e);
     expect(down).toBeInstanceOf(SluiceError);
     expect(down.kind).toBe('connection');
@@ -305,9 +350,15 @@ describe('options', () => {
     expect(stored.map((r) => r.content)).toEqual(['nulinside', tricky]);
     expect(stored[0].metadata).toEqual({ note: 'ab' });
     expect(stored[1].metadata).toEqual({ tricky, list: [1, 'two', { three: null }], empty: '' });
-    const idx = await admin.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'kb_faq_embedding_idx'`, [cfg.schema]);
+    const idx = await admin.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'kb_faq_embedding_idx'`, [
+      cfg.schema,
+    ]);
     expect(idx.rows[0].indexdef).toMatch(/USING ivfflat \(embedding .*vector_ip_ops\) WITH \(lists='3'\)/);
-    const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('q1', 1, 1), DIMS), topK: 1, streams: ['faq'] });
+    const hits = await destination.search!(cfg, testContext(), {
+      vector: vectorFor(chunkContent('q1', 1, 1), DIMS),
+      topK: 1,
+      streams: ['faq'],
+    });
     expect(hits[0].chunkIndex).toBe(1);
     expect(hits[0].score).toBeCloseTo(1, 5); // unit vectors: inner product with itself
 
@@ -320,7 +371,9 @@ describe('options', () => {
     await pw.close();
     const r = await admin.query(`SELECT count(*)::int AS n, count(embedding)::int AS e FROM ${qualified(plain.schema, 'notes')}`);
     expect(r.rows[0]).toEqual({ n: 2, e: 0 });
-    const vi = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'notes' ORDER BY 1`, [plain.schema]);
+    const vi = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'notes' ORDER BY 1`, [
+      plain.schema,
+    ]);
     expect(vi.rows.map((x) => x.indexname)).toEqual(['notes_document_id_idx', 'notes_pkey']);
   });
 });
@@ -329,16 +382,25 @@ describe('search', () => {
   it('returns top-k hits through the HNSW index even when k exceeds pgvector’s default ef_search of 40', async () => {
     const cfg = config();
     const w = await destination.open(cfg, testContext(), { streams: [stream('many', 'append_dedup')], dimensions: DIMS });
-    await drain(w, Array.from({ length: 90 }, (_, i) => documentMessage('many', `m${i}`, 1, DIMS)));
+    await drain(
+      w,
+      Array.from({ length: 90 }, (_, i) => documentMessage('many', `m${i}`, 1, DIMS)),
+    );
     await w.close();
     // PGlite has one session behind every connection: this makes the search's planner use the index.
     await admin.query('SET enable_seqscan = off');
     try {
-      const hits = await destination.search!(cfg, testContext(), { vector: vectorFor(chunkContent('m3', 0, 1), DIMS), topK: 60, streams: ['many'] });
+      const hits = await destination.search!(cfg, testContext(), {
+        vector: vectorFor(chunkContent('m3', 0, 1), DIMS),
+        topK: 60,
+        streams: ['many'],
+      });
       expect(hits).toHaveLength(60);
       expect(hits[0]).toMatchObject({ documentId: 'm3', chunkIndex: 0 });
       expect(hits.every((h, i) => i === 0 || h.score <= hits[i - 1].score)).toBe(true);
-      const plan = await admin.query(`EXPLAIN SELECT id FROM ${qualified(cfg.schema, 'many')} ORDER BY embedding <=> $1::vector LIMIT 60`, [`[${Array(DIMS).fill(0.1).join(',')}]`]);
+      const plan = await admin.query(`EXPLAIN SELECT id FROM ${qualified(cfg.schema, 'many')} ORDER BY embedding <=> $1::vector LIMIT 60`, [
+        `[${Array(DIMS).fill(0.1).join(',')}]`,
+      ]);
       expect(plan.rows.map((r) => r['QUERY PLAN']).join('\n')).toMatch(/many_embedding_idx/);
     } finally {
       await admin.query('RESET enable_seqscan');

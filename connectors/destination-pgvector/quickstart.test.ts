@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const run = async (...args: string[]) => (await promisify(execFile)(process.execPath, ['bin/sluice.js', ...args], { cwd: ROOT, timeout: 240_000 })).stdout;
+const run = async (...args: string[]) =>
+  (await promisify(execFile)(process.execPath, ['bin/sluice.js', ...args], { cwd: ROOT, timeout: 240_000 })).stdout;
 
 describe('examples/quickstart.yaml', () => {
   it('indexes the corpus into embedded pgvector, re-syncs as a no-op, and finds the right page', { timeout: 480_000 }, async () => {
@@ -25,9 +26,17 @@ describe('examples/quickstart.yaml', () => {
 
     const second = JSON.parse(await run('sync', yaml, '--json'));
     expect(second.status).toBe('succeeded');
-    expect(second.connections[0].streams.docs).toMatchObject({ records_read: 0, chunks_written: 0, chunks_deleted: 0, embedding_requests: 0, embedding_tokens: 0 });
+    expect(second.connections[0].streams.docs).toMatchObject({
+      records_read: 0,
+      chunks_written: 0,
+      chunks_deleted: 0,
+      embedding_requests: 0,
+      embedding_tokens: 0,
+    });
 
-    const found = JSON.parse(await run('search', yaml, 'old generation switch atomically overwrite readers empty table', '--top-k', '3', '--json'));
+    const found = JSON.parse(
+      await run('search', yaml, 'old generation switch atomically overwrite readers empty table', '--top-k', '3', '--json'),
+    );
     expect(found.hits).toHaveLength(3);
     expect(found.hits.map((h: { documentId: string }) => h.documentId)).toContain('overwrite.md');
   });

@@ -85,7 +85,13 @@ export async function inspectTable(client: pg.Client, schema: string, table: str
 
 export const REQUIRED_COLUMNS = ['id', 'document_id', 'chunk_index', 'content', 'metadata', 'embedding'];
 
-export async function createChunkTable(client: pg.Client, schema: string, table: string, vectorSchema: string, dimensions: number | undefined): Promise<void> {
+export async function createChunkTable(
+  client: pg.Client,
+  schema: string,
+  table: string,
+  vectorSchema: string,
+  dimensions: number | undefined,
+): Promise<void> {
   const type = `${ident(vectorSchema)}.vector${dimensions ? `(${dimensions})` : ''}`;
   await client.query(
     `CREATE TABLE IF NOT EXISTS ${qualified(schema, table)} (

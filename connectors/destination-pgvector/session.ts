@@ -22,7 +22,11 @@ type ConnectConfig = Pick<PgvectorConfig, 'url' | 'embedded' | 'sslmode' | 'sslr
 
 export async function openSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'baseDir'>): Promise<Session> {
   if (config.embedded) return openEmbedded(resolve(ctx.baseDir, config.embedded));
-  if (!config.url) throw new SluiceError('pgvector destination needs url or embedded', { kind: 'config', hint: 'set destination.url or destination.embedded' });
+  if (!config.url)
+    throw new SluiceError('pgvector destination needs url or embedded', {
+      kind: 'config',
+      hint: 'set destination.url or destination.embedded',
+    });
   const label = describeUrl(config.url);
   const client = new pg.Client({ ...clientConfig(config, ctx.baseDir), application_name: 'sluice', connectionTimeoutMillis: 20_000 });
   client.on('error', () => {}); // surfaced by the failing query instead of crashing the process
@@ -84,7 +88,11 @@ export function describeUrl(raw: string): string {
     const u = new URL(raw);
     return `${u.hostname}${u.port ? `:${u.port}` : ''}${u.pathname && u.pathname !== '/' ? u.pathname : ''}`;
   } catch {
-    throw new SluiceError('destination url is not a valid URL', { kind: 'config', where: 'destination.url', hint: 'use postgres://user:password@host:5432/database' });
+    throw new SluiceError('destination url is not a valid URL', {
+      kind: 'config',
+      where: 'destination.url',
+      hint: 'use postgres://user:password@host:5432/database',
+    });
   }
 }
 
@@ -155,7 +163,8 @@ function acquireLock(path: string, dir: string): () => void {
         }
       };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SluiceError(`cannot lock ${dir}: ${describeUnknown(err)}`, { kind: 'destination' });
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new SluiceError(`cannot lock ${dir}: ${describeUnknown(err)}`, { kind: 'destination' });
       const { pid, started } = parseLock(readFileSafe(path));
       // A recycled pid is not the holder: the start time must match too (where the OS tells it).
       if (pid && processAlive(pid) && (started === undefined || started === processStartTime(pid))) {
@@ -171,7 +180,10 @@ function acquireLock(path: string, dir: string): () => void {
       }
     }
   }
-  throw new SluiceError(`cannot lock embedded database ${dir}`, { kind: 'destination', hint: 'retry; another sluice process is starting on it' });
+  throw new SluiceError(`cannot lock embedded database ${dir}`, {
+    kind: 'destination',
+    hint: 'retry; another sluice process is starting on it',
+  });
 }
 
 function readFileSafe(path: string): string {
@@ -225,7 +237,9 @@ export function pgError(err: unknown, where: string, message?: string): SluiceEr
   if (err instanceof SluiceError) return err;
   const e = err as (Error & { code?: string; detail?: string; hint?: string }) | undefined;
   const code = e?.code;
-  const network = isTransientNetworkError(e as NodeJS.ErrnoException) || /Connection terminated|connection timeout|timeout expired/i.test(e?.message ?? '');
+  const network =
+    isTransientNetworkError(e as NodeJS.ErrnoException) ||
+    /Connection terminated|connection timeout|timeout expired/i.test(e?.message ?? '');
   if (network) {
     return new SluiceError(`${message ?? 'cannot reach the database'}: ${describeUnknown(err)}`, {
       kind: 'connection',

@@ -33,7 +33,10 @@ export function derivedName(base: string, suffix = ''): string {
 
 /** Default table name of a stream: lower case, [a-z0-9_] only. */
 export function defaultTableName(stream: string): string {
-  const cleaned = stream.toLowerCase().replace(/[^a-z0-9_]+/g, '_').replace(/^_+|_+$/g, '');
+  const cleaned = stream
+    .toLowerCase()
+    .replace(/[^a-z0-9_]+/g, '_')
+    .replace(/^_+|_+$/g, '');
   return derivedName(cleaned || 'stream');
 }
 

@@ -3,7 +3,14 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, SourceState } from '../../src/protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationWriter,
+  SourceState,
+} from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
@@ -55,16 +62,26 @@ export function deleteMessage(stream: string, documentId: string): DestinationMe
 
 export function stateMessage(stream: string, cursor: number): DestinationMessage {
   const connection: SourceState = { streams: { [stream]: { cursor } } };
-  return { type: 'STATE', state: { type: 'STREAM', stream: { stream_descriptor: { name: stream }, stream_state: { cursor } } }, connection };
+  return {
+    type: 'STATE',
+    state: { type: 'STREAM', stream: { stream_descriptor: { name: stream }, stream_state: { cursor } } },
+    connection,
+  };
 }
 
 export async function* fromArray<T>(items: Iterable<T>): AsyncGenerator<T> {
   for (const i of items) yield i;
 }
 
-export async function drain(writer: DestinationWriter, messages: Iterable<DestinationMessage> | AsyncIterable<DestinationMessage>): Promise<DestinationEvent[]> {
+export async function drain(
+  writer: DestinationWriter,
+  messages: Iterable<DestinationMessage> | AsyncIterable<DestinationMessage>,
+): Promise<DestinationEvent[]> {
   const events: DestinationEvent[] = [];
-  const input = Symbol.asyncIterator in messages ? (messages as AsyncIterable<DestinationMessage>) : fromArray(messages as Iterable<DestinationMessage>);
+  const input =
+    Symbol.asyncIterator in messages
+      ? (messages as AsyncIterable<DestinationMessage>)
+      : fromArray(messages as Iterable<DestinationMessage>);
   for await (const e of writer.write(input)) events.push(e);
   return events;
 }

@@ -1,7 +1,15 @@
 // The pgvector writer: buffers documents per stream (bounded by rows and bytes), applies each
 // buffer in one transaction together with the connection state it covers (exactly once), and
 // swaps overwrite generations in one transaction at STREAM_COMPLETE.
-import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, DestinationWriter, OpenOptions, SourceState } from '../../src/protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationWriter,
+  OpenOptions,
+  SourceState,
+} from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
@@ -86,7 +94,9 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   private where(stream?: string): string {
-    return [`connection ${this.ctx.connection}`, stream ? `stream ${stream}` : '', `destination ${this.session.label}`].filter(Boolean).join(', ');
+    return [`connection ${this.ctx.connection}`, stream ? `stream ${stream}` : '', `destination ${this.session.label}`]
+      .filter(Boolean)
+      .join(', ');
   }
 
   /** Everything that can fail before a write: extension, schema, tables, dimensions. */
@@ -102,11 +112,14 @@ class PgvectorWriter implements DestinationWriter {
     }
     this.useCopy = config.write_method === 'copy' || (config.write_method === 'auto' && !this.session.isPglite);
     if (dims && dims > MAX_INDEXED_DIMENSIONS && config.index !== 'none') {
-      throw new SluiceError(`pgvector cannot build a ${config.index} index on vectors of ${dims} dimensions (at most ${MAX_INDEXED_DIMENSIONS})`, {
-        kind: 'config',
-        where: 'destination.index',
-        hint: `set index: none, or ask the embedding model for ${MAX_INDEXED_DIMENSIONS} dimensions or fewer (embedding.dimensions)`,
-      });
+      throw new SluiceError(
+        `pgvector cannot build a ${config.index} index on vectors of ${dims} dimensions (at most ${MAX_INDEXED_DIMENSIONS})`,
+        {
+          kind: 'config',
+          where: 'destination.index',
+          hint: `set index: none, or ask the embedding model for ${MAX_INDEXED_DIMENSIONS} dimensions or fewer (embedding.dimensions)`,
+        },
+      );
     }
     this.vectorSchema = await ensureExtension(this.client, this.where());
     await ensureSchema(this.client, config.schema);
@@ -234,7 +247,10 @@ class PgvectorWriter implements DestinationWriter {
   private buffer(msg: Extract<DestinationMessage, { type: 'DOCUMENT' | 'DELETE' }>): void {
     const t = this.target(msg.stream);
     if (t.swapped) {
-      throw new SluiceError(`received data for stream ${msg.stream} after it completed`, { kind: 'internal', where: this.where(msg.stream) });
+      throw new SluiceError(`received data for stream ${msg.stream} after it completed`, {
+        kind: 'internal',
+        where: this.where(msg.stream),
+      });
     }
     let doc = t.pending.get(msg.documentId);
     if (msg.type === 'DELETE') {
@@ -285,7 +301,11 @@ class PgvectorWriter implements DestinationWriter {
       await this.client.query('COMMIT');
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
-      throw pgError(err, this.where(current?.stream), current ? `cannot write table ${this.config.schema}.${current.writeTable}` : 'cannot store the state');
+      throw pgError(
+        err,
+        this.where(current?.stream),
+        current ? `cannot write table ${this.config.schema}.${current.writeTable}` : 'cannot store the state',
+      );
     }
     this.bufferedRows = 0;
     this.bufferedBytes = 0;
@@ -380,11 +400,7 @@ class PgvectorWriter implements DestinationWriter {
     } else {
       await this.client.query(`TRUNCATE ${stage}`);
     }
-    await copyBinary(
-      this.client,
-      `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`,
-      chunkTuples(chunks),
-    );
+    await copyBinary(this.client, `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks));
     await this.client.query(
       `INSERT INTO ${table} (id, document_id, chunk_index, content, metadata, embedding)
        SELECT id, document_id, chunk_index, content, metadata, embedding FROM ${stage} ${PgvectorWriter.UPSERT}`,
@@ -395,12 +411,24 @@ class PgvectorWriter implements DestinationWriter {
   private async swap(t: StreamTarget): Promise<void> {
     const { schema } = this.config;
     try {
-      const built = await buildVectorIndex(this.client, this.config, schema, t.writeTable, vectorIndexName(t.writeTable), this.vectorSchema);
+      const built = await buildVectorIndex(
+        this.client,
+        this.config,
+        schema,
+        t.writeTable,
+        vectorIndexName(t.writeTable),
+        this.vectorSchema,
+      );
       await this.client.query('BEGIN');
       await this.client.query(`DROP TABLE IF EXISTS ${qualified(schema, t.table)}`);
       await this.client.query(`ALTER TABLE ${qualified(schema, t.writeTable)} RENAME TO ${ident(t.table)}`);
-      await this.client.query(`ALTER INDEX ${qualified(schema, documentIndexName(t.writeTable))} RENAME TO ${ident(documentIndexName(t.table))}`);
-      if (built) await this.client.query(`ALTER INDEX ${qualified(schema, vectorIndexName(t.writeTable))} RENAME TO ${ident(vectorIndexName(t.table))}`);
+      await this.client.query(
+        `ALTER INDEX ${qualified(schema, documentIndexName(t.writeTable))} RENAME TO ${ident(documentIndexName(t.table))}`,
+      );
+      if (built)
+        await this.client.query(
+          `ALTER INDEX ${qualified(schema, vectorIndexName(t.writeTable))} RENAME TO ${ident(vectorIndexName(t.table))}`,
+        );
       // The primary key follows the table's name so the next generation can take the old one.
       await this.client.query(`ALTER INDEX ${qualified(schema, primaryKeyName(t.writeTable))} RENAME TO ${ident(primaryKeyName(t.table))}`);
       await this.client.query('COMMIT');

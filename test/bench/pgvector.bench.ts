@@ -55,7 +55,11 @@ async function startTarget(): Promise<Target> {
         await c.connect();
         try {
           await c.query('BEGIN');
-          await copyBinary(c, `COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM STDIN (FORMAT BINARY)`, tuples);
+          await copyBinary(
+            c,
+            `COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM STDIN (FORMAT BINARY)`,
+            tuples,
+          );
           await c.query('COMMIT');
         } finally {
           await c.end();
@@ -78,9 +82,13 @@ async function startTarget(): Promise<Target> {
     kind: 'pglite',
     async rawCopy(table, tuples) {
       const parts = [copyHeader(), ...tuples.map(encodeCopyTuple), copyTrailer()];
-      await db.query(`COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM '/dev/blob' WITH (FORMAT binary)`, [], {
-        blob: new Blob(parts),
-      });
+      await db.query(
+        `COPY ${table} (id, document_id, chunk_index, content, metadata, embedding) FROM '/dev/blob' WITH (FORMAT binary)`,
+        [],
+        {
+          blob: new Blob(parts),
+        },
+      );
     },
     async stop() {
       await server.stop();
@@ -91,7 +99,10 @@ async function startTarget(): Promise<Target> {
 
 // ---- corpus ------------------------------------------------------------------------------------
 
-const WORDS = 'sluice vector index chunk embedding state checkpoint stream source destination record table postgres kafka file replay crash search overwrite'.split(' ');
+const WORDS =
+  'sluice vector index chunk embedding state checkpoint stream source destination record table postgres kafka file replay crash search overwrite'.split(
+    ' ',
+  );
 function docText(i: number): string {
   let seed = i * 2654435761;
   const word = () => {
@@ -116,7 +127,9 @@ function corpus(n: number): string {
 }
 
 function* corpusFiles(dir: string): Generator<{ path: string; text: string }> {
-  for (const sub of readdirSync(dir).filter((s) => !s.startsWith('.')).sort()) {
+  for (const sub of readdirSync(dir)
+    .filter((s) => !s.startsWith('.'))
+    .sort()) {
     for (const f of readdirSync(join(dir, sub)).sort()) yield { path: `${sub}/${f}`, text: readFileSync(join(dir, sub, f), 'utf8') };
   }
 }
@@ -152,7 +165,10 @@ connections:
   const started = Date.now();
   const rssHook = `data:text/javascript,process.on("exit",()=>process.stderr.write("\\nSLUICE_MAXRSS_KB "+process.resourceUsage().maxRSS+"\\n"))`;
   const { stdout, stderr, code } = await new Promise<{ stdout: string; stderr: string; code: number | null }>((ok, fail) => {
-    const child = spawn(process.execPath, ['--import', rssHook, 'bin/sluice.js', 'sync', yaml, '--json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', rssHook, 'bin/sluice.js', 'sync', yaml, '--json'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -162,10 +178,19 @@ connections:
   });
   const wallSeconds = (Date.now() - started) / 1000;
   if (code !== 0) throw new Error(`sluice sync failed (${code}): ${stderr.slice(-2000)}`);
-  const summary = JSON.parse(stdout) as { duration_ms: number; connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number }> }> };
+  const summary = JSON.parse(stdout) as {
+    duration_ms: number;
+    connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number }> }>;
+  };
   const s = summary.connections[0].streams.docs;
   const rss = Number(/SLUICE_MAXRSS_KB (\d+)/.exec(stderr)?.[1] ?? NaN);
-  return { seconds: summary.duration_ms / 1000, wallSeconds, peakRssMb: Math.round(rss / 1024), chunks: s.chunks_written, records: s.records_read };
+  return {
+    seconds: summary.duration_ms / 1000,
+    wallSeconds,
+    peakRssMb: Math.round(rss / 1024),
+    chunks: s.chunks_written,
+    records: s.records_read,
+  };
 }
 
 // ---- LangChain ---------------------------------------------------------------------------------
@@ -259,7 +284,12 @@ async function langchainRun(lc: LangChain, target: Target, corpusDir: string, mo
       const once = async () => {
         const started = Date.now();
         const docs = await langchainDocs(lc, corpusDir);
-        const r = await lc.index({ docsSource: docs, recordManager, vectorStore: store, options: { cleanup: 'incremental', sourceIdKey: 'source' } });
+        const r = await lc.index({
+          docsSource: docs,
+          recordManager,
+          vectorStore: store,
+          options: { cleanup: 'incremental', sourceIdKey: 'source' },
+        });
         return { seconds: (Date.now() - started) / 1000, rows: docs.length, r };
       };
       const first = await once();
@@ -285,9 +315,14 @@ async function langchainRun(lc: LangChain, target: Target, corpusDir: string, mo
 async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) {
   const c = new pg.Client({ connectionString: target.url });
   await c.connect();
-  const { rows } = await c.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: unknown; embedding: string }>(
-    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs`,
-  );
+  const { rows } = await c.query<{
+    id: string;
+    document_id: string;
+    chunk_index: number;
+    content: string;
+    metadata: unknown;
+    embedding: string;
+  }>(`SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs`);
   const tuples: CopyValue[][] = rows.map((r) => [
     { kind: 'text', value: r.id },
     { kind: 'text', value: r.document_id },
@@ -309,7 +344,14 @@ async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) 
 async function writerOnlyRun(target: Target, fromSchema: string, toSchema: string) {
   const c = new pg.Client({ connectionString: target.url });
   await c.connect();
-  const { rows } = await c.query<{ id: string; document_id: string; chunk_index: number; content: string; metadata: Record<string, unknown>; embedding: string }>(
+  const { rows } = await c.query<{
+    id: string;
+    document_id: string;
+    chunk_index: number;
+    content: string;
+    metadata: Record<string, unknown>;
+    embedding: string;
+  }>(
     `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs ORDER BY document_id, chunk_index`,
   );
   await c.end();
@@ -317,11 +359,29 @@ async function writerOnlyRun(target: Target, fromSchema: string, toSchema: strin
   for (const r of rows) {
     let m = byDoc.get(r.document_id);
     if (!m) byDoc.set(r.document_id, (m = { type: 'DOCUMENT', stream: 'docs', documentId: r.document_id, chunks: [], record: {} }));
-    m.chunks.push({ id: r.id, documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content, contentHash: '', metadata: r.metadata, embedding: decodeVectorText(r.embedding) });
+    m.chunks.push({
+      id: r.id,
+      documentId: r.document_id,
+      chunkIndex: r.chunk_index,
+      content: r.content,
+      contentHash: '',
+      metadata: r.metadata,
+      embedding: decodeVectorText(r.embedding),
+    });
   }
   const config = PgvectorConfigSchema.parse({ url: target.url, schema: toSchema, index: 'none' });
-  const ctx = { logger: silent, baseDir: WORK, signal: new AbortController().signal, connection: 'bench-writer', follow: false, workDir: WORK };
-  const writer = await pgvector.open(config, ctx, { streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['path']] }], dimensions: DIMENSIONS });
+  const ctx = {
+    logger: silent,
+    baseDir: WORK,
+    signal: new AbortController().signal,
+    connection: 'bench-writer',
+    follow: false,
+    workDir: WORK,
+  };
+  const writer = await pgvector.open(config, ctx, {
+    streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['path']] }],
+    dimensions: DIMENSIONS,
+  });
   const started = Date.now(); // like the raw load: the table exists, the clock covers the writes
   async function* input(): AsyncGenerator<DestinationMessage> {
     yield* byDoc.values();
@@ -330,7 +390,15 @@ async function writerOnlyRun(target: Target, fromSchema: string, toSchema: strin
   for await (const _ of writer.write(input())) void _;
   const seconds = (Date.now() - started) / 1000;
   await writer.close();
-  return { rows: rows.length, seconds, rowsPerSec: Math.round(rows.length / seconds), path: target.kind === 'pglite' ? 'batched INSERT … unnest (PGlite)' : 'first load: COPY BINARY straight into the new table, commit every batch_rows' };
+  return {
+    rows: rows.length,
+    seconds,
+    rowsPerSec: Math.round(rows.length / seconds),
+    path:
+      target.kind === 'pglite'
+        ? 'batched INSERT … unnest (PGlite)'
+        : 'first load: COPY BINARY straight into the new table, commit every batch_rows',
+  };
 }
 
 async function hnswBuild(target: Target, schema: string) {
@@ -349,7 +417,10 @@ export default async function bench(): Promise<Record<string, unknown>> {
   const target = await startTarget();
   const tag = Date.now().toString(36);
   const report: Record<string, unknown> = {
-    target: target.kind === 'pglite' ? 'PGlite + pgvector (in-memory, socket server) — its single wasm session caps every contender; ratios say little' : 'PostgreSQL (SLUICE_BENCH_PG_URL)',
+    target:
+      target.kind === 'pglite'
+        ? 'PGlite + pgvector (in-memory, socket server) — its single wasm session caps every contender; ratios say little'
+        : 'PostgreSQL (SLUICE_BENCH_PG_URL)',
     documents: DOCS,
     dimensions: DIMENSIONS,
     loadavg: loadavg().map((l) => l.toFixed(1)),
@@ -373,7 +444,10 @@ export default async function bench(): Promise<Record<string, unknown>> {
     let raw: { rowsPerSec: number } | undefined;
     try {
       raw = await rawCopyRun(target, sluiceSchema, `bench_raw_${tag}`);
-      report.rawCopyBinary = { ...raw, via: target.kind === 'pglite' ? "in-process COPY FROM '/dev/blob' (FORMAT binary)" : 'COPY FROM STDIN (FORMAT BINARY)' };
+      report.rawCopyBinary = {
+        ...raw,
+        via: target.kind === 'pglite' ? "in-process COPY FROM '/dev/blob' (FORMAT binary)" : 'COPY FROM STDIN (FORMAT BINARY)',
+      };
     } catch (err) {
       report.rawCopyBinary = { error: (err as Error).message };
     }
@@ -414,7 +488,10 @@ export default async function bench(): Promise<Record<string, unknown>> {
     const rerunSpeedup = ratio(lcIndex?.unchangedRerunSeconds, sluice.unchangedRerunSeconds);
     report.ratios = {
       sluiceVsLangchainIndex: vsIndex,
-      sluiceVsLangchainAddDocuments: ratio(sluice.rowsPerSec, (report.langchainAddDocuments as { rowsPerSec?: number } | undefined)?.rowsPerSec),
+      sluiceVsLangchainAddDocuments: ratio(
+        sluice.rowsPerSec,
+        (report.langchainAddDocuments as { rowsPerSec?: number } | undefined)?.rowsPerSec,
+      ),
       sluiceShareOfRawCopy: ofCopy,
       destinationOnlyShareOfRawCopy: ratio(writerOnly?.rowsPerSec, raw?.rowsPerSec),
       unchangedRerunSpeedupVsLangchainIndex: rerunSpeedup,
@@ -428,16 +505,23 @@ export default async function bench(): Promise<Record<string, unknown>> {
       }
       const predicted = Math.round((n / DOCS) * first.seconds);
       if (predicted > RSS_BUDGET_SECONDS) {
-        rss[n] = { skipped: `predicted ${predicted}s at the main run's ${sluice.rowsPerSec} rows/s exceeds the ${RSS_BUDGET_SECONDS}s budget (SLUICE_BENCH_PGV_RSS_BUDGET_S)` };
+        rss[n] = {
+          skipped: `predicted ${predicted}s at the main run's ${sluice.rowsPerSec} rows/s exceeds the ${RSS_BUDGET_SECONDS}s budget (SLUICE_BENCH_PGV_RSS_BUDGET_S)`,
+        };
         continue;
       }
       const run = await sluiceSync(target, corpus(n), `bench_rss_${n}_${tag}`, `rss-${n}`, true);
       rss[n] = { peakRssMb: run.peakRssMb, rows: run.chunks, seconds: run.seconds, rowsPerSec: Math.round(run.chunks / run.seconds) };
     }
     report.peakRssByDocuments = rss;
-    const peaks = Object.values(rss).map((r) => (r as { peakRssMb?: number }).peakRssMb).filter((p): p is number => p !== undefined);
+    const peaks = Object.values(rss)
+      .map((r) => (r as { peakRssMb?: number }).peakRssMb)
+      .filter((p): p is number => p !== undefined);
     report.targets = {
-      note: target.kind === 'pglite' ? 'targets are defined for a real PostgreSQL server; on PGlite only the memory target is meaningful' : 'real PostgreSQL',
+      note:
+        target.kind === 'pglite'
+          ? 'targets are defined for a real PostgreSQL server; on PGlite only the memory target is meaningful'
+          : 'real PostgreSQL',
       '>= 6x LangChain index()': vsIndex === null ? 'not measured' : vsIndex >= 6,
       '>= 70% of raw COPY BINARY': ofCopy === null ? 'not measured' : ofCopy >= 0.7,
       'unchanged re-run >= 10x faster than LangChain': rerunSpeedup === null ? 'not measured' : rerunSpeedup >= 10,
@@ -452,8 +536,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
 
 // Let `npx tsx test/bench/pgvector.bench.ts` run it alone.
 if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) {
-  bench().then((r) => console.log(JSON.stringify(r, null, 2)), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  bench().then(
+    (r) => console.log(JSON.stringify(r, null, 2)),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
 }
