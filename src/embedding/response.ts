@@ -57,10 +57,12 @@ function scanKey<T>(body: Buffer, key: Buffer, read: (at: number) => { value: T;
 }
 
 function fastParse(body: Buffer): ParsedEmbeddingResponse | undefined {
+  // Any escape anywhere (e.g. "\/" from encoders that escape slashes) is left to JSON.parse.
+  if (body.indexOf(BACKSLASH) >= 0) return undefined;
   const embeddings = scanKey(body, KEY_EMBEDDING, (at) => {
     if (body[at] !== QUOTE) return undefined; // float array: not for the fast path
     const end = body.indexOf(QUOTE, at + 1);
-    if (end < 0 || body.subarray(at + 1, end).indexOf(BACKSLASH) >= 0) return undefined;
+    if (end < 0) return undefined;
     return { value: body.toString('latin1', at + 1, end), end: end + 1 };
   });
   if (!embeddings?.length) return undefined;
@@ -76,11 +78,10 @@ function fastParse(body: Buffer): ParsedEmbeddingResponse | undefined {
     if (index >= ordered.length || ordered[index] !== undefined) return undefined;
     ordered[index] = embeddings[i];
   }
-  const tokens = scanKey(body, KEY_PROMPT_TOKENS, (at) => {
-    const value = readInteger(body, at);
-    return value === undefined ? undefined : { value, end: at + 1 };
-  });
-  return { embeddings: ordered, promptTokens: tokens?.length === 1 ? tokens[0] : undefined };
+  // usage comes after data: search from the end instead of scanning every vector again.
+  const usageKey = body.lastIndexOf(KEY_PROMPT_TOKENS);
+  const usageAt = usageKey < 0 ? -1 : valueAfterKey(body, usageKey + KEY_PROMPT_TOKENS.length);
+  return { embeddings: ordered, promptTokens: usageAt < 0 ? undefined : readInteger(body, usageAt) };
 }
 
 export function parseEmbeddingResponse(body: Buffer): ParsedEmbeddingResponse {

@@ -29,7 +29,7 @@ async function startFixtureProcess(): Promise<{ url: string; origin: string; chi
   const fixture = resolve(import.meta.dirname, '../fixtures/openai-server.ts');
   const script = `
     const { startOpenAIServer } = await import(${JSON.stringify(fixture)});
-    const s = await startOpenAIServer({ latencyMs: ${LATENCY_MS}, tokenCounting: 'estimate', constantVectors: true });
+    const s = await startOpenAIServer({ latencyMs: ${LATENCY_MS}, tokenCounting: 'estimate', constantVectors: true, trackInputs: false });
     process.stdout.write(JSON.stringify({ url: s.url, origin: s.origin }) + '\\n');
     process.stdin.resume();
     process.stdin.on('end', () => process.exit(0));
