@@ -32,7 +32,9 @@ function writeFromChildProcess(dir: string, from: number, count: number): Promis
     await cache.close();
   `;
   return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'inherit', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'inherit', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`child exited ${code}: ${stderr}`))));

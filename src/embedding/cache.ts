@@ -12,7 +12,10 @@ import type { Embedder, EmbeddingCache } from './types.ts';
 export function embeddingCacheKey(embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'>, contentHash: string): string {
   // A short digest of the model identity keeps keys compact and unambiguous whatever
   // characters a model name holds.
-  const identity = createHash('sha256').update(JSON.stringify([embedder.provider, embedder.model, embedder.dimensions])).digest('hex').slice(0, 16);
+  const identity = createHash('sha256')
+    .update(JSON.stringify([embedder.provider, embedder.model, embedder.dimensions]))
+    .digest('hex')
+    .slice(0, 16);
   return `${identity}:${contentHash}`;
 }
 

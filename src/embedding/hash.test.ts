@@ -78,6 +78,8 @@ describe('cache keys and cost', () => {
     const priced = createEmbedder({ provider: 'hash', price_per_million_tokens: 2 }, { logger });
     expect(estimateCostUsd(500_000, priced)).toBeCloseTo(1, 10);
     expect(estimateCostUsd(1_000_000, { ...hash, provider: 'openai', model: 'x', pricePerMillionTokens: 0.13 })).toBeCloseTo(0.13, 10);
-    expect(estimateCostUsd(1_000_000, { ...hash, provider: 'openai-compatible', model: 'x', pricePerMillionTokens: undefined })).toBeUndefined();
+    expect(
+      estimateCostUsd(1_000_000, { ...hash, provider: 'openai-compatible', model: 'x', pricePerMillionTokens: undefined }),
+    ).toBeUndefined();
   });
 });

@@ -14,9 +14,11 @@ const CHAR_NGRAM_WEIGHT = 0.25;
 /** Function words would otherwise dominate short texts (there is no corpus for IDF). */
 const STOPWORD_WEIGHT = 0.1;
 const STOPWORDS = new Set(
-  ('a an and are as at be but by for from has have he her his i if in into is it its me my no not of on or our ' +
+  (
+    'a an and are as at be but by for from has have he her his i if in into is it its me my no not of on or our ' +
     'she so than that the their them then there these they this to us was we were what when where which who will with you your ' +
-    'how do does did can could should would about').split(' '),
+    'how do does did can could should would about'
+  ).split(' '),
 );
 
 // Letters/numbers (with combining marks) form words; any other non-space, non-punctuation symbol
@@ -78,7 +80,8 @@ export function extractFeatures(text: string): Map<number, [number, number]> {
     const points = offsets.length - 1;
     if (points < 4) continue;
     for (let n = 3; n <= 5; n++) {
-      for (let i = 0; i + n <= points; i++) add(mix(fnvRange(fnvUnit(FNV_OFFSET, KIND_CHARS), padded, offsets[i], offsets[i + n])), CHAR_NGRAM_WEIGHT);
+      for (let i = 0; i + n <= points; i++)
+        add(mix(fnvRange(fnvUnit(FNV_OFFSET, KIND_CHARS), padded, offsets[i], offsets[i + n])), CHAR_NGRAM_WEIGHT);
     }
   }
   return features;

@@ -22,7 +22,9 @@ export function createEmbedder(config: EmbeddingConfig, opts: CreateEmbedderOpti
   switch (config.provider) {
     case 'hash':
       return createHashEmbedder({
-        dimensions: config.dimensions, batchSize: config.batch_size, concurrency: config.concurrency,
+        dimensions: config.dimensions,
+        batchSize: config.batch_size,
+        concurrency: config.concurrency,
         pricePerMillionTokens: config.price_per_million_tokens,
       });
     case 'openai':
@@ -30,7 +32,11 @@ export function createEmbedder(config: EmbeddingConfig, opts: CreateEmbedderOpti
     case 'openai-compatible':
       return createOpenAIEmbedder(config, { logger: opts.logger });
     default:
-      throw configError(`unknown embedding provider "${(config as { provider: string }).provider}"`, 'embedding.provider', 'use one of: hash, openai, azure-openai, openai-compatible');
+      throw configError(
+        `unknown embedding provider "${(config as { provider: string }).provider}"`,
+        'embedding.provider',
+        'use one of: hash, openai, azure-openai, openai-compatible',
+      );
   }
 }
 

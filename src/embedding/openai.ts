@@ -92,8 +92,18 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   const timeout = config.timeout_ms ?? OPENAI_DEFAULTS.timeoutMs;
   if (provider === 'azure-openai') {
     const deployment = config.deployment ?? config.model;
-    if (!deployment) throw configError('azure-openai needs a deployment name', 'embedding.deployment', 'set embedding.deployment (and embedding.model if the deployment name is not the model name)');
-    if (!config.endpoint && !config.base_url) throw configError('azure-openai needs the resource endpoint', 'embedding.endpoint', 'e.g. endpoint: https://my-resource.openai.azure.com');
+    if (!deployment)
+      throw configError(
+        'azure-openai needs a deployment name',
+        'embedding.deployment',
+        'set embedding.deployment (and embedding.model if the deployment name is not the model name)',
+      );
+    if (!config.endpoint && !config.base_url)
+      throw configError(
+        'azure-openai needs the resource endpoint',
+        'embedding.endpoint',
+        'e.g. endpoint: https://my-resource.openai.azure.com',
+      );
     const apiKey = config.api_key ?? process.env.AZURE_OPENAI_API_KEY;
     if (!apiKey) throw configError('azure-openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${AZURE_OPENAI_API_KEY}');
     model = config.model ?? deployment;
@@ -108,11 +118,17 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     });
   } else {
     if (provider === 'openai-compatible') {
-      if (!config.base_url) throw configError('openai-compatible needs the server URL', 'embedding.base_url', 'e.g. base_url: http://localhost:11434/v1 (Ollama)');
+      if (!config.base_url)
+        throw configError(
+          'openai-compatible needs the server URL',
+          'embedding.base_url',
+          'e.g. base_url: http://localhost:11434/v1 (Ollama)',
+        );
       if (!config.model) throw configError('openai-compatible needs the model name', 'embedding.model', 'e.g. model: nomic-embed-text');
     }
     const apiKey = config.api_key ?? (provider === 'openai' ? process.env.OPENAI_API_KEY : undefined);
-    if (provider === 'openai' && !apiKey) throw configError('openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${OPENAI_API_KEY}');
+    if (provider === 'openai' && !apiKey)
+      throw configError('openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${OPENAI_API_KEY}');
     model = config.model ?? OPENAI_DEFAULTS.model;
     host = hostOf(config.base_url);
     // Self-hosted servers usually need no key; the client insists on one, so send a placeholder.
@@ -122,10 +138,18 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   const info = modelInfo(model);
   const dimensions = config.dimensions ?? info?.dimensions;
   if (dimensions === undefined) {
-    throw configError(`the vector size of model "${model}" is not known`, 'embedding.dimensions', `set embedding.dimensions to the model's output size (e.g. 768 for nomic-embed-text)`);
+    throw configError(
+      `the vector size of model "${model}" is not known`,
+      'embedding.dimensions',
+      `set embedding.dimensions to the model's output size (e.g. 768 for nomic-embed-text)`,
+    );
   }
   if (config.dimensions !== undefined && info && !info.supportsDimensions && config.dimensions !== info.dimensions) {
-    throw configError(`model "${model}" always gives ${info.dimensions}-dimensional vectors; it cannot give ${config.dimensions}`, 'embedding.dimensions', `remove embedding.dimensions or set it to ${info.dimensions}`);
+    throw configError(
+      `model "${model}" always gives ${info.dimensions}-dimensional vectors; it cannot give ${config.dimensions}`,
+      'embedding.dimensions',
+      `remove embedding.dimensions or set it to ${info.dimensions}`,
+    );
   }
   // An explicit `dimensions` is sent, except to known models that always give one size (they reject
   // the parameter); self-hosted OpenAI-compatible servers with Matryoshka models honour it.
@@ -133,7 +157,10 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   // Tokens are counted with OpenAI's tokenizer. Open models use their own, which usually yields
   // more tokens for the same text, so their built-in limits get a 20% margin.
   const knownLimit = info && (info.pricePerMillionTokens !== undefined ? info.maxInputTokens : Math.floor(info.maxInputTokens * 0.8));
-  const maxInputTokens = Math.min(config.max_input_tokens ?? knownLimit ?? OPENAI_LIMITS.maxTokensPerInput, OPENAI_LIMITS.maxTokensPerInput);
+  const maxInputTokens = Math.min(
+    config.max_input_tokens ?? knownLimit ?? OPENAI_LIMITS.maxTokensPerInput,
+    OPENAI_LIMITS.maxTokensPerInput,
+  );
   const limits: PackLimits = {
     maxInputsPerRequest: Math.min(opts.limits?.maxInputsPerRequest ?? OPENAI_LIMITS.maxInputsPerRequest, config.batch_size ?? Infinity),
     maxTokensPerRequest: opts.limits?.maxTokensPerRequest ?? OPENAI_LIMITS.maxTokensPerRequest,
@@ -170,7 +197,11 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   };
 
   /** One HTTP request (with retries) for a packed group of inputs. */
-  const request = async (input: string[], tokensEstimate: number, signal?: AbortSignal): Promise<{ vectors: Float32Array[]; tokens: number; requests: number }> => {
+  const request = async (
+    input: string[],
+    tokensEstimate: number,
+    signal?: AbortSignal,
+  ): Promise<{ vectors: Float32Array[]; tokens: number; requests: number }> => {
     let requests = 0;
     let attempts = 0;
     try {
@@ -192,11 +223,18 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           baseMs: opts.retryBaseMs ?? 500,
           signal,
           onRetry: (err, attempt, waitMs) =>
-            logger.warn({ provider, model, host, status: httpStatus(err), attempt, waitMs: Math.round(waitMs) }, `embedding request failed (${redact(String((err as Error)?.message ?? err)).slice(0, 120)}), retrying`),
+            logger.warn(
+              { provider, model, host, status: httpStatus(err), attempt, waitMs: Math.round(waitMs) },
+              `embedding request failed (${redact(String((err as Error)?.message ?? err)).slice(0, 120)}), retrying`,
+            ),
         },
       );
       const { embeddings, promptTokens } = response;
-      if (embeddings.length !== input.length) throw new SluiceError(`${label} returned ${embeddings.length} embeddings for ${input.length} inputs`, { kind: 'embedding', where: 'embedding' });
+      if (embeddings.length !== input.length)
+        throw new SluiceError(`${label} returned ${embeddings.length} embeddings for ${input.length} inputs`, {
+          kind: 'embedding',
+          where: 'embedding',
+        });
       const vectors = decodeEmbeddings(embeddings, dimensions);
       for (const v of vectors) {
         if (v.length !== dimensions) {
@@ -238,7 +276,11 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     async embed(texts: string[], signal?: AbortSignal): Promise<EmbedResult> {
       if (!texts.length) return { vectors: [], requests: 0, tokens: 0 };
       const empty = texts.findIndex((t) => t.length === 0);
-      if (empty >= 0) throw new SluiceError(`input ${empty} of an embedding batch is empty`, { kind: 'internal', hint: 'empty text must be skipped before embedding' });
+      if (empty >= 0)
+        throw new SluiceError(`input ${empty} of an embedding batch is empty`, {
+          kind: 'internal',
+          hint: 'empty text must be skipped before embedding',
+        });
       const sizes = sizesFor(texts);
       const packed = packRequests(sizes, limits);
       if ('tooLong' in packed) {
@@ -249,7 +291,13 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
       }
       const results = await Promise.all(
         packed.ranges.map(([start, end]) =>
-          inFlight(() => request(texts.slice(start, end), sizes.slice(start, end).reduce((a, b) => a + b, 0), signal)),
+          inFlight(() =>
+            request(
+              texts.slice(start, end),
+              sizes.slice(start, end).reduce((a, b) => a + b, 0),
+              signal,
+            ),
+          ),
         ),
       );
       const vectors: Float32Array[] = [];

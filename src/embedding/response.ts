@@ -88,7 +88,10 @@ export function parseEmbeddingResponse(body: Buffer): ParsedEmbeddingResponse {
   const fast = fastParse(body);
   if (fast) return fast;
   // latin1: the JSON is ASCII; a stray non-ASCII byte (say, in the model name) cannot break its structure.
-  const parsed = JSON.parse(body.toString('latin1')) as { data?: Array<{ index: number; embedding: unknown }>; usage?: { prompt_tokens?: number } };
+  const parsed = JSON.parse(body.toString('latin1')) as {
+    data?: Array<{ index: number; embedding: unknown }>;
+    usage?: { prompt_tokens?: number };
+  };
   if (!Array.isArray(parsed.data)) throw new Error('the response has no "data" list of embeddings');
   const data = [...parsed.data].sort((a, b) => a.index - b.index);
   return { embeddings: data.map((d) => d.embedding), promptTokens: parsed.usage?.prompt_tokens };

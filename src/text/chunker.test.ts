@@ -90,7 +90,11 @@ describe('recursive splitter', () => {
   });
 
   it('prefers paragraph boundaries', () => {
-    const paragraphs = ['Alpha paragraph about pumps. '.repeat(5), 'Beta paragraph about valves. '.repeat(5), 'Gamma paragraph about pipes. '.repeat(5)];
+    const paragraphs = [
+      'Alpha paragraph about pumps. '.repeat(5),
+      'Beta paragraph about valves. '.repeat(5),
+      'Gamma paragraph about pipes. '.repeat(5),
+    ];
     const p = createTextProcessor(cfg({ chunk_size: 50, chunk_overlap: 0 }), {});
     const chunks = p.process({ content: paragraphs.join('\n\n') }).map((c) => c.content);
     expect(chunks).toEqual(paragraphs.map((s) => s.trim()));
@@ -162,7 +166,9 @@ describe('markdown splitter', () => {
     const p = createTextProcessor(cfg({ splitter: 'markdown' }), {});
     const chunks = p.process({ content: doc.replace(/\n/g, '\r\n') });
     expect(chunks.map((c) => c.metadata.headings)).toEqual([[], ['Intro'], ['Intro', 'Setup'], ['Intro', 'Usage'], ['Reference', 'Deep']]);
-    const paragraphs = createTextProcessor(cfg({ chunk_size: 7, chunk_overlap: 0 }), {}).process({ content: 'First paragraph here.\r\n\r\nSecond paragraph here.' });
+    const paragraphs = createTextProcessor(cfg({ chunk_size: 7, chunk_overlap: 0 }), {}).process({
+      content: 'First paragraph here.\r\n\r\nSecond paragraph here.',
+    });
     expect(paragraphs.map((c) => c.content)).toEqual(['First paragraph here.', 'Second paragraph here.']);
   });
 
@@ -181,7 +187,9 @@ describe('embedder input limit', () => {
   it('splits chunks longer than maxInputTokens instead of truncating (splitter none, characters unit)', () => {
     const text = sentences.join(' ');
     for (const c of [cfg({ splitter: 'none' }), cfg({ chunk_unit: 'characters', chunk_size: 100000, chunk_overlap: 0 })]) {
-      const chunks = createTextProcessor(c, { maxInputTokens: 100 }).process({ content: text }).map((x) => x.content);
+      const chunks = createTextProcessor(c, { maxInputTokens: 100 })
+        .process({ content: text })
+        .map((x) => x.content);
       expect(chunks.length).toBeGreaterThan(3);
       for (const chunk of chunks) expect(tokens(chunk)).toBeLessThanOrEqual(100);
       expect(chunks.join(' ')).toBe(text);
@@ -189,7 +197,9 @@ describe('embedder input limit', () => {
   });
 
   it('caps token chunk_size at the input limit', () => {
-    const chunks = createTextProcessor(cfg({ chunk_size: 1000, chunk_overlap: 0 }), { maxInputTokens: 64 }).process({ content: sentences.join(' ') });
+    const chunks = createTextProcessor(cfg({ chunk_size: 1000, chunk_overlap: 0 }), { maxInputTokens: 64 }).process({
+      content: sentences.join(' '),
+    });
     for (const c of chunks) expect(tokens(c.content)).toBeLessThanOrEqual(64);
   });
 

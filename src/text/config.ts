@@ -2,10 +2,7 @@
 // how text is cut into chunks.
 import { z } from 'zod';
 
-export const MetadataFieldSchema = z.union([
-  z.string().min(1),
-  z.strictObject({ field: z.string().min(1), as: z.string().min(1) }),
-]);
+export const MetadataFieldSchema = z.union([z.string().min(1), z.strictObject({ field: z.string().min(1), as: z.string().min(1) })]);
 
 export const ProcessingConfigSchema = z
   .strictObject({

@@ -26,7 +26,11 @@ export function valueToText(value: unknown): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
   if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map(valueToText).filter((s) => s.length > 0).join('\n');
+  if (Array.isArray(value))
+    return value
+      .map(valueToText)
+      .filter((s) => s.length > 0)
+      .join('\n');
   return canonicalJson(value);
 }
 
@@ -41,7 +45,10 @@ export function textExtractor(opts: { textFields?: string[]; textTemplate?: stri
     return (record) => {
       let anyValue = false;
       const text = template.replace(/\{\{\s*([^}\s]+)\s*\}\}/g, (_m, path: string) => {
-        const value = valuesAtPath(record, path).map(valueToText).filter((s) => s.length > 0).join('\n');
+        const value = valuesAtPath(record, path)
+          .map(valueToText)
+          .filter((s) => s.length > 0)
+          .join('\n');
         if (value.trim().length) anyValue = true;
         return value;
       });

@@ -77,7 +77,10 @@ export function splitRecursive(text: string, opts: SplitOptions): string[] {
 
   const chunks: string[] = [];
   const emit = (group: Piece[]): void => {
-    const trimmed = group.map((p) => p.text).join('').trim();
+    const trimmed = group
+      .map((p) => p.text)
+      .join('')
+      .trim();
     if (!trimmed) return;
     // Token counts are not exactly additive (BPE merges across piece seams): check the real size.
     if (!opts.additive && group.length > 1 && measure(trimmed) > chunkSize) {

@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { encodingForModel, tokenizerFor } from './tokenizer.ts';
 
 const require = createRequire(import.meta.url);
-const { Tiktoken } = require('js-tiktoken/lite') as { Tiktoken: new (r: unknown) => { encode(t: string, a?: string[], d?: string[]): number[] } };
+const { Tiktoken } = require('js-tiktoken/lite') as {
+  Tiktoken: new (r: unknown) => { encode(t: string, a?: string[], d?: string[]): number[] };
+};
 const reference = (name: string) => {
   const ranks = require(`js-tiktoken/ranks/${name}`);
   return new Tiktoken(ranks.default ?? ranks);

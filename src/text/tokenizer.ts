@@ -51,7 +51,7 @@ function countTokens(enc: BytePairEncoder, text: string): number {
   for (const match of text.matchAll(LONG_RUN_RE)) {
     if (match.index > last) total += enc.count(text.slice(last, match.index));
     const run = match[0];
-    for (let i = 0; i < run.length; ) {
+    for (let i = 0; i < run.length;) {
       let end = Math.min(run.length, i + LONG_RUN);
       // Never cut a surrogate pair.
       const code = run.charCodeAt(end - 1);

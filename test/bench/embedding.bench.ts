@@ -58,7 +58,10 @@ function inputsFor(run: string, n: number): string[] {
 export default async function bench(): Promise<Record<string, unknown>> {
   const { url, origin, child } = await startFixtureProcess();
   try {
-    const sluice = createEmbedder({ provider: 'openai', api_key: API_KEY, base_url: url, model: MODEL, dimensions: DIMENSIONS }, { logger: silent });
+    const sluice = createEmbedder(
+      { provider: 'openai', api_key: API_KEY, base_url: url, model: MODEL, dimensions: DIMENSIONS },
+      { logger: silent },
+    );
     const langchain = new OpenAIEmbeddings({ apiKey: API_KEY, model: MODEL, dimensions: DIMENSIONS, configuration: { baseURL: url } });
 
     // The engine's driving loop: embed() calls of batchSize inputs, `concurrency` calls in flight.
@@ -104,7 +107,8 @@ export default async function bench(): Promise<Record<string, unknown>> {
       collectGarbage();
       lcRuns.push(await measure(`langchain-${r}`, runLangchain));
     }
-    const median = <T extends { inputs_per_s: number }>(runs: T[]) => [...runs].sort((a, b) => a.inputs_per_s - b.inputs_per_s)[Math.floor(runs.length / 2)];
+    const median = <T extends { inputs_per_s: number }>(runs: T[]) =>
+      [...runs].sort((a, b) => a.inputs_per_s - b.inputs_per_s)[Math.floor(runs.length / 2)];
     const lc = { ...median(lcRuns), all_runs_inputs_per_s: lcRuns.map((r) => r.inputs_per_s) };
     const ours = { ...median(ourRuns), all_runs_inputs_per_s: ourRuns.map((r) => r.inputs_per_s) };
     const ceiling = (sluice.concurrency * sluice.batchSize) / (LATENCY_MS / 1000);
@@ -116,7 +120,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
         latency_ms: LATENCY_MS,
         model: MODEL,
         dimensions: DIMENSIONS,
-        sluice: { batch_size: sluice.batchSize, concurrency: sluice.concurrency, defaults: OPENAI_DEFAULTS.batchSize === sluice.batchSize && OPENAI_DEFAULTS.concurrency === sluice.concurrency },
+        sluice: {
+          batch_size: sluice.batchSize,
+          concurrency: sluice.concurrency,
+          defaults: OPENAI_DEFAULTS.batchSize === sluice.batchSize && OPENAI_DEFAULTS.concurrency === sluice.concurrency,
+        },
         langchain: { batchSize: langchain.batchSize, maxConcurrency: 2, note: '@langchain/openai OpenAIEmbeddings defaults' },
       },
       langchain: lc,
@@ -125,7 +133,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
       ceiling_inputs_per_s: Math.round(ceiling),
       share_of_ceiling: +ofCeiling.toFixed(2),
       targets: { ratio_at_least_3x: ratio >= 3, at_least_80pct_of_ceiling: ofCeiling >= 0.8 },
-      machine: { cpus: availableParallelism(), load_average_1m: +loadavg()[0].toFixed(2), note: 'wall-clock rates are only meaningful when load_average_1m is well below cpus' },
+      machine: {
+        cpus: availableParallelism(),
+        load_average_1m: +loadavg()[0].toFixed(2),
+        note: 'wall-clock rates are only meaningful when load_average_1m is well below cpus',
+      },
     };
   } finally {
     child.stdin!.end();

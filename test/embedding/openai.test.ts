@@ -24,7 +24,14 @@ afterEach(async () => {
 });
 
 const config = (s: OpenAIServer, extra: Partial<EmbeddingConfig> = {}): EmbeddingConfig =>
-  EmbeddingConfigSchema.parse({ provider: 'openai', api_key: KEY, base_url: s.url, model: 'text-embedding-3-small', dimensions: 64, ...extra });
+  EmbeddingConfigSchema.parse({
+    provider: 'openai',
+    api_key: KEY,
+    base_url: s.url,
+    model: 'text-embedding-3-small',
+    dimensions: 64,
+    ...extra,
+  });
 
 /** Drives an embedder the way the engine does: batches of batchSize, `concurrency` batches in flight. */
 async function embedAll(embedder: Embedder, texts: string[]) {
@@ -124,7 +131,10 @@ describe('openai provider against the fixture server', () => {
 
   it('times out slow requests (timeout_ms), retries them, then fails with a clear error', async () => {
     const s = await server({ latencyMs: 400 });
-    const embedder = createOpenAIEmbedder(config(s, { timeout_ms: 100, max_retries: 1 }), { logger: captureLogger().logger, retryBaseMs: 5 });
+    const embedder = createOpenAIEmbedder(config(s, { timeout_ms: 100, max_retries: 1 }), {
+      logger: captureLogger().logger,
+      retryBaseMs: 5,
+    });
     const err = await embedder.embed(['slow']).catch((e) => e);
     expect(err).toBeInstanceOf(SluiceError);
     expect(err.kind).toBe('embedding');
@@ -159,7 +169,9 @@ describe('openai provider against the fixture server', () => {
   it('paces requests to requests_per_minute and tokens_per_minute', async () => {
     const s = await server();
     // 120/min: a 20-request burst, then two a second.
-    const rpm = createOpenAIEmbedder(config(s, { batch_size: 1, concurrency: 8, requests_per_minute: 120 }), { logger: captureLogger().logger });
+    const rpm = createOpenAIEmbedder(config(s, { batch_size: 1, concurrency: 8, requests_per_minute: 120 }), {
+      logger: captureLogger().logger,
+    });
     let started = Date.now();
     await rpm.embed(texts(22));
     const rpmElapsed = Date.now() - started;
@@ -168,7 +180,9 @@ describe('openai provider against the fixture server', () => {
     // the burst covers 1/1.15 of the input and the rest waits ~1.5 s.
     const input = texts(120, 'tokens paced');
     const total = input.reduce((n, t) => n + rpm.countTokens(t), 0);
-    const tpm = createOpenAIEmbedder(config(s, { batch_size: 4, concurrency: 8, tokens_per_minute: (6 * total) / 1.15 }), { logger: captureLogger().logger });
+    const tpm = createOpenAIEmbedder(config(s, { batch_size: 4, concurrency: 8, tokens_per_minute: (6 * total) / 1.15 }), {
+      logger: captureLogger().logger,
+    });
     started = Date.now();
     await tpm.embed(input);
     const elapsed = Date.now() - started;
@@ -202,7 +216,13 @@ describe('openai provider against the fixture server', () => {
   it('talks to Azure OpenAI deployments with the api-key header', async () => {
     const s = await server({ dimensionsDefault: 1536 });
     const embedder = createEmbedder(
-      EmbeddingConfigSchema.parse({ provider: 'azure-openai', endpoint: s.origin, deployment: 'my-embeddings', model: 'text-embedding-ada-002', api_key: KEY }),
+      EmbeddingConfigSchema.parse({
+        provider: 'azure-openai',
+        endpoint: s.origin,
+        deployment: 'my-embeddings',
+        model: 'text-embedding-ada-002',
+        api_key: KEY,
+      }),
       captureLogger(),
     );
     expect(embedder.dimensions).toBe(1536);
@@ -214,7 +234,9 @@ describe('openai provider against the fixture server', () => {
   it('openai-compatible: needs base_url and model; checks the vector size it gets', async () => {
     const s = await server({ dimensionsDefault: 1536 });
     const { logger } = captureLogger();
-    expect(() => createEmbedder({ provider: 'openai-compatible', model: 'my-model' }, { logger })).toThrow(expect.objectContaining({ where: 'embedding.base_url' }));
+    expect(() => createEmbedder({ provider: 'openai-compatible', model: 'my-model' }, { logger })).toThrow(
+      expect.objectContaining({ where: 'embedding.base_url' }),
+    );
     const unknownSize = (() => {
       try {
         createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model' }, { logger });
@@ -226,10 +248,19 @@ describe('openai provider against the fixture server', () => {
     expect(unknownSize?.kind).toBe('config');
     expect(unknownSize?.where).toBe('embedding.dimensions');
     // Known open models have a known size; a wrong declared size is caught on the first response.
-    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'nomic-embed-text:latest' }, { logger }).dimensions).toBe(768);
+    expect(
+      createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'nomic-embed-text:latest' }, { logger }).dimensions,
+    ).toBe(768);
     // Input limits: built in for known models (with a margin for their own tokenizers), configurable for others.
-    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'mxbai-embed-large' }, { logger }).maxInputTokens).toBe(409);
-    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'bge-small', dimensions: 384, max_input_tokens: 512 }, { logger }).maxInputTokens).toBe(512);
+    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'mxbai-embed-large' }, { logger }).maxInputTokens).toBe(
+      409,
+    );
+    expect(
+      createEmbedder(
+        { provider: 'openai-compatible', base_url: s.url, model: 'bge-small', dimensions: 384, max_input_tokens: 512 },
+        { logger },
+      ).maxInputTokens,
+    ).toBe(512);
     // A configured size is asked for (Matryoshka models on vLLM/TEI/Ollama honour it)…
     const asked = createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model', dimensions: 256 }, { logger });
     expect((await asked.embed(['x'])).vectors[0]).toHaveLength(256);
@@ -238,18 +269,30 @@ describe('openai provider against the fixture server', () => {
     const wrong = createEmbedder({ provider: 'openai-compatible', base_url: fixed.url, model: 'my-model', dimensions: 768 }, { logger });
     const err = await wrong.embed(['x']).catch((e) => e);
     expect(err.message).toMatch(/1536-dimensional vectors, but 768 were expected/);
-    expect(createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model' , dimensions: 1536 }, { logger }).pricePerMillionTokens).toBeUndefined();
+    expect(
+      createEmbedder({ provider: 'openai-compatible', base_url: s.url, model: 'my-model', dimensions: 1536 }, { logger })
+        .pricePerMillionTokens,
+    ).toBeUndefined();
   });
 
   it('knows native sizes and prices of OpenAI models, and refuses impossible dimensions', () => {
     const { logger } = captureLogger();
     const small = createEmbedder({ provider: 'openai', api_key: KEY }, { logger });
-    expect([small.model, small.dimensions, small.pricePerMillionTokens, small.maxInputTokens]).toEqual(['text-embedding-3-small', 1536, 0.02, 8191]);
+    expect([small.model, small.dimensions, small.pricePerMillionTokens, small.maxInputTokens]).toEqual([
+      'text-embedding-3-small',
+      1536,
+      0.02,
+      8191,
+    ]);
     const large = createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-3-large', dimensions: 256 }, { logger });
     expect([large.dimensions, large.pricePerMillionTokens]).toEqual([256, 0.13]);
-    expect(createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-ada-002' }, { logger }).pricePerMillionTokens).toBe(0.1);
+    expect(createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-ada-002' }, { logger }).pricePerMillionTokens).toBe(
+      0.1,
+    );
     expect(createEmbedder({ provider: 'openai', api_key: KEY, price_per_million_tokens: 0.5 }, { logger }).pricePerMillionTokens).toBe(0.5);
-    expect(() => createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-ada-002', dimensions: 256 }, { logger })).toThrow(/always gives 1536/);
+    expect(() =>
+      createEmbedder({ provider: 'openai', api_key: KEY, model: 'text-embedding-ada-002', dimensions: 256 }, { logger }),
+    ).toThrow(/always gives 1536/);
   });
 });
 

@@ -20,7 +20,11 @@ describe('request packing (property test over random sizes)', () => {
       const regime = run % 4;
       const limits =
         regime === 3
-          ? { maxInputsPerRequest: 1 + Math.floor(random() * 20), maxTokensPerRequest: 50 + Math.floor(random() * 500), maxTokensPerInput: 50 }
+          ? {
+              maxInputsPerRequest: 1 + Math.floor(random() * 20),
+              maxTokensPerRequest: 50 + Math.floor(random() * 500),
+              maxTokensPerInput: 50,
+            }
           : { ...OPENAI_LIMITS };
       const n = Math.floor(random() * (regime === 0 ? 9000 : 600));
       const maxSize = regime === 0 ? 40 : regime === 1 ? limits.maxTokensPerInput : regime === 2 ? 2000 : limits.maxTokensPerInput;

@@ -71,7 +71,11 @@ describe('sync with the openai provider', () => {
     const requestsBefore = server.stats.requests;
     const second = await sync(dir);
     expect(server.stats.requests).toBe(requestsBefore);
-    expect(second.connections[0].streams.docs).toMatchObject({ embedding_requests: 0, embedding_tokens: 0, embedding_cache_hits: lines.length });
+    expect(second.connections[0].streams.docs).toMatchObject({
+      embedding_requests: 0,
+      embedding_tokens: 0,
+      embedding_cache_hits: lines.length,
+    });
     expect(readJsonl(join(dir, 'out/docs.jsonl'))).toHaveLength(lines.length);
 
     // One file changes its last sentence: only that chunk is embedded again.
