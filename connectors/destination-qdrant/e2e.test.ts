@@ -1,20 +1,15 @@
 // End to end through the CLI (`sluice sync --json`, file source, hash embedder) into the Qdrant
 // fixture: SIGKILL mid-sync several times, with files shrunk, grown, added and deleted between
 // runs, then a final run must leave exactly what a clean sync of the same files leaves.
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startQdrantFixture, type QdrantFixture } from '../../test/fixtures/qdrant-server.ts';
-
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const cli = join(repo, 'bin/sluice.js');
+import { corpusWriter, filePipeline, runCliKilledWhen } from '../../test/helpers/e2e.ts';
 
 let fx: QdrantFixture;
 let dir: string;
-let clock = Math.floor(Date.now() / 1000) - 100_000;
 
 beforeAll(async () => {
   // Slow upserts a little so a kill lands while writes are in flight.
@@ -26,90 +21,28 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''): void {
-  const body = Array.from(
-    { length: paragraphs },
-    (_, i) => `Paragraph ${i} of ${name}${variant} talks about topic ${(i * 7) % 11} at some length.`,
-  );
-  const file = join(corpus, `${name}.md`);
-  writeFileSync(file, `# ${name}\n\n${body.join('\n\n')}\n`);
-  // Distinct, increasing mtimes: the file source is incremental by modification time.
-  clock += 10;
-  utimesSync(file, clock, clock);
-}
-
-function pipeline(folder: string, corpus: string, collection: string, mode: 'append_dedup' | 'overwrite' = 'append_dedup'): string {
-  mkdirSync(folder, { recursive: true });
-  const file = join(folder, 'pipeline.yaml');
-  writeFileSync(
-    file,
-    `version: 1
-connections:
-  - name: e2e
-    source:
-      type: file
-      config:
-        path: ${JSON.stringify(corpus)}
-        include: ['**/*.md']
-        stream: docs
-        checkpoint_every: 3
-    destination:
-      type: qdrant
-      config:
-        url: ${fx.url}
-        collection: ${collection}
-        batch_points: 4
-        buffer_points: 8
-        concurrency: 2
-    embedding:
-      provider: hash
-      dimensions: 16
-    processing:
-      chunk_size: 24
-      chunk_overlap: 0
-    streams:
-      - name: docs
-        sync_mode: ${mode === 'overwrite' ? 'full_refresh' : 'incremental'}
-        destination_sync_mode: ${mode}
-`,
-  );
-  return file;
-}
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `sluice sync`; with `killAfterUpserts`, SIGKILLs it once that many upserts reached Qdrant. */
-function sync(file: string, killAfterUpserts?: number): Promise<Run> {
-  return cliRun(['sync', file, '--json'], killAfterUpserts);
-}
-
-function cliRun(args: string[], killAfterUpserts?: number): Promise<Run> {
-  return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const before = upserts();
-    const timer = killAfterUpserts
-      ? setInterval(() => {
-          if (upserts() - before >= killAfterUpserts) child.kill('SIGKILL');
-        }, 2)
-      : undefined;
-    child.on('error', fail);
-    child.on('exit', (code, signal) => {
-      if (timer) clearInterval(timer);
-      ok({ code, signal, stdout, stderr });
-    });
-  });
-}
-
 const upserts = () => fx.log.filter((l) => l.operation === 'PUT /collections/{collection_name}/points').length;
+
+const writers = new Map<string, ReturnType<typeof corpusWriter>>();
+function writeDoc(corpus: string, name: string, paragraphs: number, variant = ''): void {
+  if (!writers.has(corpus)) writers.set(corpus, corpusWriter(corpus));
+  writers.get(corpus)!(name, paragraphs, variant);
+}
+
+const pipeline = (folder: string, corpus: string, collection: string, mode?: 'append_dedup' | 'overwrite') =>
+  filePipeline(
+    folder,
+    corpus,
+    { type: 'qdrant', config: { url: fx.url, collection, batch_points: 4, buffer_points: 8, concurrency: 2 } },
+    { mode },
+  );
+
+/** `sluice sync`; with `killAfterUpserts`, SIGKILLed once that many upserts reached Qdrant. */
+function sync(file: string, killAfterUpserts?: number) {
+  const before = upserts();
+  return runCliKilledWhen(['sync', file, '--json'], killAfterUpserts ? () => upserts() - before >= killAfterUpserts : undefined);
+}
+const cliRun = (args: string[]) => runCliKilledWhen(args);
 
 function stored(collection: string): string[] {
   return fx
