@@ -20,11 +20,17 @@ const destination: Destination<PineconeConfig> = {
   },
   capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
 
-  async check(config, ctx): Promise<CheckResult> {
+  async check(config, ctx, options = {}): Promise<CheckResult> {
     try {
       const store = await PineconeStore.connect(config, ctx);
       const { name, dimension, metric } = store.index;
       const warnings: string[] = [];
+      if (options.dimensions !== undefined && dimension !== undefined && dimension !== options.dimensions) {
+        return {
+          ok: false,
+          message: `index ${name ?? config.index} has ${dimension} dimensions, but the embedding model${options.embedderName ? ` (${options.embedderName})` : ''} gives ${options.dimensions}`,
+        };
+      }
       if (config.metric && metric && metric !== config.metric) {
         return { ok: false, message: `index ${name ?? config.index} uses metric ${metric}, but the config expects ${config.metric}` };
       }

@@ -510,6 +510,13 @@ describe('check, open and search', () => {
     expect(missing.message).toMatch(/"no-such-index" was not found/);
     const wrongMetric = await destination.check(cfg(name, { metric: 'cosine' }), captureContext());
     expect(wrongMetric.ok).toBe(false);
+    // With the pipeline's embedder size, check compares it before any sync.
+    expect((await destination.check(cfg(name), captureContext(), { dimensions: DIM })).ok).toBe(true);
+    const otherSize = await destination.check(cfg(name), captureContext(), { dimensions: DIM + 1, embedderName: 'hash' });
+    expect(otherSize).toMatchObject({
+      ok: false,
+      message: `index ${name} has ${DIM} dimensions, but the embedding model (hash) gives ${DIM + 1}`,
+    });
   });
 
   it('open refuses a dimension mismatch before any write; works with the index host instead of its name', async () => {

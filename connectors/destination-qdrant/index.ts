@@ -18,7 +18,11 @@ const destination: Destination<QdrantConfig> = {
   },
   capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
 
-  async check(config: QdrantConfig, ctx: ConnectorContext): Promise<CheckResult> {
+  async check(
+    config: QdrantConfig,
+    ctx: ConnectorContext,
+    options: Pick<OpenOptions, 'dimensions' | 'embedderName'> = {},
+  ): Promise<CheckResult> {
     // A check answers quickly: one retry at most, so a wrong url fails in seconds, not a minute.
     const q = connectQdrant({ ...config, max_retries: Math.min(config.max_retries, 1) }, ctx.logger);
     try {
@@ -31,7 +35,12 @@ const destination: Destination<QdrantConfig> = {
       }
       const { shape, points } = await describeCollection(q, layout.current.physical);
       const described = `${q.where}: collection "${config.collection}" (${layout.current.physical}) holds ${points ?? '?'} points of size ${shape.size}, distance ${shape.distance}`;
-      // The vector size is checked against the embedder when a sync opens the collection.
+      if (options.dimensions !== undefined && shape.size !== options.dimensions) {
+        return {
+          ok: false,
+          message: `${described}, but the embedding model${options.embedderName ? ` (${options.embedderName})` : ''} gives ${options.dimensions} dimensions: use another collection name, or an embedder of size ${shape.size}`,
+        };
+      }
       if (shape.distance !== QDRANT_DISTANCE[config.distance]) {
         return {
           ok: false,

@@ -462,6 +462,17 @@ describe('qdrant destination', () => {
       );
       expect(wrongDistance.ok).toBe(false);
       expect(wrongDistance.message).toContain('config says distance euclid');
+      // With the pipeline's embedder size, check compares it before any sync.
+      const sameSize = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext(), {
+        dimensions: DIMS,
+      });
+      expect(sameSize.ok).toBe(true);
+      const otherSize = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'right-key' }), testContext(), {
+        dimensions: 768,
+        embedderName: 'openai-compatible nomic',
+      });
+      expect(otherSize.ok).toBe(false);
+      expect(otherSize.message).toContain('(openai-compatible nomic) gives 768 dimensions');
       const bad = await destination.check(qdrantConfig(secured.url, 'chk', { api_key: 'wrong-secret-key' }), testContext());
       expect(bad.ok).toBe(false);
       expect(bad.message).toContain('not authenticated');

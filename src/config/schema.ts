@@ -38,13 +38,6 @@ export const ConnectionSchema = z.strictObject({
   embedding: EmbeddingConfigSchema.optional(),
   processing: ProcessingConfigSchema.optional(),
   streams: z.array(StreamConfigSchema).min(1).optional(),
-  /** Destination batches: a batch is flushed at whichever limit comes first. */
-  batch: z
-    .strictObject({
-      records: z.number().int().positive().optional(),
-      bytes: z.number().int().positive().optional(),
-    })
-    .optional(),
 });
 export type ConnectionConfig = z.infer<typeof ConnectionSchema>;
 

@@ -162,7 +162,8 @@ export interface Destination<C = any> {
   kind: 'destination';
   spec: ConnectorSpec<C>;
   capabilities: { destinationSyncModes: DestinationSyncMode[]; vectors?: boolean };
-  check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
+  /** `options` carries what the pipeline knows (the embedder's vector size) so check can compare it. */
+  check(config: C, ctx: ConnectorContext, options?: Pick<OpenOptions, 'dimensions' | 'embedderName'>): Promise<CheckResult>;
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
   /** Nearest chunks to a query vector (`sluice search`). */
   search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;

@@ -1,7 +1,7 @@
 // Every mistake a user can make in a pipeline file gets one clear message: file, line, YAML path,
 // what was expected; a non-zero exit; no stack trace.
 import { describe, expect, it, beforeAll } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, STACK_LINE, tempDir, writeFiles } from '../helpers/cli.ts';
 
@@ -160,5 +160,44 @@ describe('sluice validate: broken pipeline files', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('pipeline file not found');
     expect(r.stderr).not.toMatch(STACK_LINE);
+  });
+});
+
+describe('custom connectors by npm package name', () => {
+  it('loads a source from an installed package, like a built-in', async () => {
+    const dir = tempDir('npm-connector-', true);
+    writeFiles(dir, {
+      'node_modules/sluice-source-greetings/package.json': JSON.stringify({
+        name: 'sluice-source-greetings',
+        type: 'module',
+        main: 'index.js',
+      }),
+      'node_modules/sluice-source-greetings/index.js': `
+        import { z } from 'zod';
+        export default {
+          kind: 'source',
+          spec: { name: 'greetings', config: z.strictObject({ count: z.number().int() }) },
+          capabilities: { syncModes: ['full_refresh'] },
+          async check() { return { ok: true }; },
+          async discover() { return { streams: [{ name: 'hello', json_schema: { type: 'object' }, supported_sync_modes: ['full_refresh'], source_defined_primary_key: [['id']] }] }; },
+          async *read(config) {
+            for (let i = 0; i < config.count; i++) yield { type: 'RECORD', record: { stream: 'hello', data: { id: i, content: 'hello ' + i }, emitted_at: Date.now() } };
+          },
+        };`,
+      'p.yaml': `version: 1
+connections:
+  - name: g
+    source: { type: sluice-source-greetings, config: { count: 3 } }
+    destination: { type: jsonl, config: { path: ./out.jsonl } }
+`,
+    });
+    const r = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).connections[0].streams.hello.records_written).toBe(3);
+    // Its config is validated with its own schema, like a built-in's.
+    writeFileSync(join(dir, 'bad.yaml'), readFileSync(join(dir, 'p.yaml'), 'utf8').replace('count: 3', 'count: three'));
+    const bad = await runCli(['validate', 'bad.yaml'], { cwd: dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/connections\[0\]\.source\.config\.count: expected number/);
   });
 });
