@@ -189,11 +189,9 @@ const source: Source<FileSourceConfig> = {
     }
     const seen: Record<string, number> = Object.fromEntries(Object.entries(known).filter(([rel]) => present.has(rel)));
     let cursor = incremental ? previous.cursor : undefined;
-    // Mid-run checkpoints keep the previous run's file list (never mutated) with the new cursor: on
-    // resume, files past the cursor, new files and changed files are read again, so nothing is
-    // skipped, and a checkpoint costs O(1) instead of a copy of every path. The final checkpoint
-    // carries this run's complete list.
-    const checkpoint = (final: boolean) => message.streamState(name, { ...(cursor ? { cursor } : {}), files: final ? seen : known });
+    // A snapshot per checkpoint: `seen` keeps growing after a state is emitted, and a state must
+    // claim exactly what was read before it (resume without loss or repeats).
+    const checkpoint = () => message.streamState(name, { ...(cursor ? { cursor } : {}), files: { ...seen } });
     let sinceCheckpoint = 0;
     for (const f of files) {
       if (ctx.signal.aborted) return;
@@ -208,10 +206,10 @@ const source: Source<FileSourceConfig> = {
       if (!cursor || after(f, cursor)) cursor = { mtime_ms: f.mtimeMs, path: f.rel };
       if (sinceCheckpoint >= config.checkpoint_every) {
         sinceCheckpoint = 0;
-        yield checkpoint(false);
+        yield checkpoint();
       }
     }
-    yield checkpoint(true);
+    yield checkpoint();
     yield message.streamStatus(name, 'COMPLETE');
   },
 };
