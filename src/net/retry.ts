@@ -55,7 +55,9 @@ export function isRetryableError(err: unknown): boolean {
   if (status !== undefined) return status === 408 || status === 425 || status === 429 || status >= 500;
   const e = err as { code?: unknown; name?: unknown; cause?: unknown } | undefined;
   if (typeof e?.code === 'string' && TRANSIENT_CODES.has(e.code)) return true;
-  if (e?.name === 'TimeoutError' || e?.name === 'APIConnectionError' || e?.name === 'APIConnectionTimeoutError') return true;
+  // openai v6 (and other fetch clients) leave `name` as "Error"; their class names tell.
+  const kinds = [e?.name, (err as object | undefined)?.constructor?.name];
+  if (kinds.some((k) => k === 'TimeoutError' || k === 'APIConnectionError' || k === 'APIConnectionTimeoutError')) return true;
   if (e?.cause && e.cause !== err) return isRetryableError(e.cause);
   return false;
 }
