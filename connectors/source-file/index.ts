@@ -15,6 +15,8 @@ import { message, type AirbyteMessage, type ConfiguredCatalog } from '../../src/
 
 const TEXT_EXT = new Set(['.md', '.markdown', '.mdx', '.txt', '.rst']);
 const DATA_EXT = new Set(['.json', '.jsonl', '.ndjson', '.csv']);
+const READ_AHEAD_FILES = 16;
+const READ_AHEAD_BYTES = 8 * 1024 * 1024;
 
 export const FileSourceConfig = z.strictObject({
   path: z.string().min(1).describe('A directory or a single file; relative to the pipeline file'),
@@ -58,24 +60,27 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext): Promi
   const patterns = config.include ?? ['**/*'];
   const names = await glob(patterns, { cwd: root, ignore: config.exclude ?? [], onlyFiles: true, dot: false, followSymbolicLinks: false });
   const entries: FileEntry[] = [];
-  for (const name of names) {
-    const ext = extname(name).toLowerCase();
-    if (!TEXT_EXT.has(ext) && !DATA_EXT.has(ext)) continue;
-    const abs = join(root, name);
-    const s = await stat(abs).catch(() => undefined);
-    if (!s?.isFile()) continue;
-    entries.push({ rel: name.split(sep).join('/'), abs, mtimeMs: Math.floor(s.mtimeMs), size: s.size });
+  const wanted = names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase()));
+  // stat in parallel batches: one at a time, a large tree spends its listing waiting on round trips.
+  for (let i = 0; i < wanted.length; i += 64) {
+    const batch = wanted.slice(i, i + 64);
+    const stats = await Promise.all(batch.map((name) => stat(join(root, name)).catch(() => undefined)));
+    batch.forEach((name, k) => {
+      const s = stats[k];
+      if (s?.isFile())
+        entries.push({ rel: name.split(sep).join('/'), abs: join(root, name), mtimeMs: Math.floor(s.mtimeMs), size: s.size });
+    });
   }
   return entries.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }
 
 const after = (f: FileEntry, c: FileState['cursor']) => !c || f.mtimeMs > c.mtime_ms || (f.mtimeMs === c.mtime_ms && f.rel > c.path);
 
-async function* recordsOf(f: FileEntry, encoding: BufferEncoding): AsyncGenerator<Record<string, unknown>> {
+async function* recordsOf(f: FileEntry, encoding: BufferEncoding, prefetched?: Promise<string>): AsyncGenerator<Record<string, unknown>> {
   const ext = extname(f.rel).toLowerCase();
   const where = (n: number) => `file ${f.rel}${n ? `, line ${n}` : ''}`;
   if (TEXT_EXT.has(ext)) {
-    const content = await readFile(f.abs, encoding);
+    const content = await (prefetched ?? readFile(f.abs, encoding));
     yield { path: f.rel, content, modified_at: new Date(f.mtimeMs).toISOString(), size: f.size };
   } else if (ext === '.jsonl' || ext === '.ndjson') {
     let n = 0;
@@ -193,12 +198,31 @@ const source: Source<FileSourceConfig> = {
     // claim exactly what was read before it (resume without loss or repeats).
     const checkpoint = () => message.streamState(name, { ...(cursor ? { cursor } : {}), files: { ...seen } });
     let sinceCheckpoint = 0;
-    for (const f of files) {
+    // Incremental: newer than the cursor, or a file we never saw (copied in with an old mtime), or changed.
+    const todo = files.filter((f) => !incremental || after(f, previous.cursor) || known[f.rel] !== f.mtimeMs);
+    // Small text files are read a few ahead (bounded by count and bytes): one at a time, the
+    // pipeline mostly waits on open/read/close round trips.
+    const ahead = new Map<number, Promise<string>>();
+    let aheadBytes = 0;
+    const readAhead = (from: number) => {
+      for (let j = from; j < Math.min(todo.length, from + READ_AHEAD_FILES) && aheadBytes < READ_AHEAD_BYTES; j++) {
+        const f = todo[j];
+        if (ahead.has(j) || !TEXT_EXT.has(extname(f.rel).toLowerCase())) continue;
+        const p = readFile(f.abs, config.encoding);
+        p.catch(() => undefined); // surfaced when the file's turn comes
+        ahead.set(j, p);
+        aheadBytes += f.size;
+      }
+    };
+    for (const [i, f] of todo.entries()) {
       if (ctx.signal.aborted) return;
-      // Incremental: newer than the cursor, or a file we never saw (copied in with an old mtime), or changed.
-      const changed = known[f.rel] === undefined || known[f.rel] !== f.mtimeMs;
-      if (incremental && !after(f, previous.cursor) && !changed) continue;
-      for await (const data of recordsOf(f, config.encoding)) {
+      readAhead(i);
+      const prefetched = ahead.get(i);
+      if (prefetched) {
+        ahead.delete(i);
+        aheadBytes -= f.size;
+      }
+      for await (const data of recordsOf(f, config.encoding, prefetched)) {
         yield message.record(name, data);
         sinceCheckpoint++;
       }

@@ -1,5 +1,4 @@
 // Async-iterator plumbing for the sync pipeline: bounded, ordered, with backpressure.
-import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
  * Maps items through `fn` with up to `concurrency` calls in flight, yielding results in input
@@ -62,9 +61,10 @@ export async function* groupItems<T>(
       pending ??= it.next();
       let r: IteratorResult<T> | 'idle';
       if (group.length) {
-        const timer = new AbortController();
-        r = await Promise.race([pending, sleep(opts.lingerMs, 'idle' as const, { signal: timer.signal }).catch(() => 'idle' as const)]);
-        timer.abort();
+        let timer: NodeJS.Timeout | undefined;
+        const idle = new Promise<'idle'>((resolve) => (timer = setTimeout(resolve, opts.lingerMs, 'idle')));
+        r = await Promise.race([pending, idle]);
+        clearTimeout(timer);
       } else r = await pending;
       if (r === 'idle') {
         yield group;
