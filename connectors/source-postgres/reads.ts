@@ -33,21 +33,26 @@ function column(rel: Relation, name: string): Column {
 
 const cast = (c: Column) => (c.type.isArray ? '' : `::${c.type.sqlType}`);
 
+/** A failed read as an error that names the stream (and the missing privilege, when that is it). */
+function readError(rel: Relation, err: unknown): SluiceError {
+  const code = (err as { code?: string }).code;
+  return new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
+    kind: code === '42501' ? 'config' : 'source',
+    where: `stream ${rel.stream}`,
+    hint:
+      code === '42501'
+        ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user`
+        : undefined,
+    transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
+    cause: err,
+  });
+}
+
 async function query(client: pg.Client, rel: Relation, sql: string, params: unknown[]): Promise<Record<string, unknown>[]> {
   try {
     return (await client.query(sql, params)).rows;
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    throw new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
-      kind: code === '42501' ? 'config' : 'source',
-      where: `stream ${rel.stream}`,
-      hint:
-        code === '42501'
-          ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user`
-          : undefined,
-      transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
-      cause: err,
-    });
+    throw readError(rel, err);
   }
 }
 
@@ -72,17 +77,7 @@ async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncG
     );
   } catch (err) {
     if (err instanceof SluiceError) throw err;
-    const code = (err as { code?: string }).code;
-    throw new SluiceError(`reading stream "${rel.stream}" failed: ${describeUnknown(err)}`, {
-      kind: code === '42501' ? 'config' : 'source',
-      where: `stream ${rel.stream}`,
-      hint:
-        code === '42501'
-          ? `grant SELECT on ${rel.kind === 'query' ? 'the tables of the query' : `${rel.schema}.${rel.table}`} to the sync user`
-          : undefined,
-      transient: code === '40001' || code === '57P01' || code === 'ECONNRESET',
-      cause: err,
-    });
+    throw readError(rel, err);
   }
 }
 
