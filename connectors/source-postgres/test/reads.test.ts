@@ -98,3 +98,16 @@ describe('postgres source incremental', () => {
     await expect(drive(config(url), cat, undefined, 'reads')).rejects.toThrow(/no column "nope"/);
   });
 });
+
+describe('postgres source read errors', () => {
+  it('a missing SELECT privilege names the stream and the GRANT to run', async () => {
+    await sql(url, `DROP ROLE IF EXISTS reader_no_select; CREATE ROLE reader_no_select LOGIN PASSWORD 'pw-reader'`);
+    const u = new URL(url);
+    u.username = 'reader_no_select';
+    u.password = 'pw-reader';
+    const err = await drive(config(u.toString()), catalog(stream('items', 'full_refresh')), undefined, 'reads').catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'config', where: 'stream items' });
+    expect((err as Error).message).toMatch(/reading stream "items" failed: permission denied/);
+    expect((err as { hint?: string }).hint).toBe('grant SELECT on public.items to the sync user');
+  });
+});
