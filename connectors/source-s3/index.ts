@@ -318,6 +318,7 @@ async function* readStream(
   let nextGen = found.maxGen + 1;
   const runGens: number[] = [];
   const graveyard = dir.graveyard(nextGen);
+  const run: StreamRun = { family, pk, countRows, dir, graveyard, stream: name, logger };
   // Objects at or before the cursor of the last complete listing that the diff shows as new or
   // changed arrived late (multipart uploads are dated when they start): they are read too.
   const snapshotCursor = haveBase && incremental ? (prior.snapshot_cursor ?? null) : null;
@@ -371,7 +372,7 @@ async function* readStream(
       const earlier = [...previous, ...runGens.slice(0, -1).map((g) => ({ path: dir.snapshotPath(g), base: false }))];
       for await (const d of diffListings(earlier, listingPath)) {
         if (d.kind === 'deleted') {
-          for await (const m of deletionsFor(d.key, d.etags, family, pk, countRows, dir, graveyard, name, logger)) {
+          for await (const m of deletionsFor(d.key, d.etags, run)) {
             deletions++;
             yield m;
           }
@@ -411,21 +412,7 @@ async function* readStream(
         ahead.delete(i);
         const where = `object s3://${config.bucket}/${o.key}`;
         try {
-          for await (const m of readObject(
-            client,
-            config,
-            rs,
-            o,
-            family,
-            pk,
-            countRows,
-            dir,
-            graveyard,
-            name,
-            logger,
-            signal,
-            prefetched,
-          )) {
+          for await (const m of readObject(client, config, rs, o, run, signal, prefetched)) {
             if (m.type === 'RECORD') {
               records++;
               sinceState.records++;
@@ -486,17 +473,20 @@ function comparePending(a: Pending, b: Pending): number {
   return compareCursor(cursorOf(a), cursorOf(b));
 }
 
-async function* deletionsFor(
-  key: string,
-  etags: string[],
-  family: Family,
-  pk: string[][],
-  countRows: boolean,
-  dir: StreamDir,
-  graveyard: Graveyard,
-  stream: string,
-  logger: ConnectorContext['logger'],
-): AsyncGenerator<AirbyteMessage> {
+/** What one stream's read shares with the per-object helpers. */
+interface StreamRun {
+  family: Family;
+  pk: string[][];
+  /** Rows are keyed by (object, row number): deleting an object deletes that many rows. */
+  countRows: boolean;
+  dir: StreamDir;
+  graveyard: Graveyard;
+  stream: string;
+  logger: ConnectorContext['logger'];
+}
+
+async function* deletionsFor(key: string, etags: string[], run: StreamRun): AsyncGenerator<AirbyteMessage> {
+  const { family, pk, countRows, dir, graveyard, stream, logger } = run;
   if (family === 'text') {
     yield message.deletion(
       stream,
@@ -562,16 +552,11 @@ async function* readObject(
   config: S3Config,
   rs: ResolvedStream,
   o: Pending,
-  family: Family,
-  pk: string[][],
-  countRows: boolean,
-  dir: StreamDir,
-  graveyard: Graveyard,
-  stream: string,
-  logger: ConnectorContext['logger'],
+  run: StreamRun,
   signal: AbortSignal,
   prefetched?: Promise<Fetched>,
 ): AsyncGenerator<AirbyteMessage> {
+  const { family, pk, countRows, dir, graveyard, stream, logger } = run;
   const format = formatOf(o.key, rs.format)!; // the listing kept only readable objects
   if (familyOf(format) !== family) {
     logger.warn(
