@@ -9,7 +9,10 @@ type Row = { id: number; ts: string };
 // 20 rows, cursor values in runs of 4 (ties), sorted by (ts, id).
 const rows: Row[] = Array.from({ length: 20 }, (_, i) => ({ id: i + 1, ts: `2024-05-0${1 + Math.floor(i / 4)}T10:00:00Z` }));
 
-function source(ordering: 'cursor_then_key' | 'cursor', data: () => Row[]) {
+type RowRead = (ctx: { since?: unknown }) => AsyncGenerator<Row | ReturnType<typeof deleted>>;
+
+/** A one-stream source over `Row`s (primary key id, cursor ts) whose records come from `read`. */
+function rowsSource(read: RowRead, opts: { ordering?: 'cursor_then_key' | 'cursor'; stateEvery?: number } = {}) {
   return defineSource({
     spec: { name: 'rows', config: z.strictObject({}) },
     streams: [
@@ -18,22 +21,28 @@ function source(ordering: 'cursor_then_key' | 'cursor', data: () => Row[]) {
         schema: z.object({ id: z.number(), ts: z.string() }),
         primaryKey: 'id',
         cursorField: 'ts',
-        ordering,
-        stateEvery: 3,
-        async *read({ since }) {
-          // Like an API: inclusive lower bound on the cursor only.
-          for (const r of data()) if (since === undefined || compareValues(r.ts, since) >= 0) yield r;
-        },
+        ...opts,
+        read: read as never,
       },
     ],
   });
 }
 
-async function readAll(src: ReturnType<typeof source>, state: SourceState | undefined, stopAfterRecords = Infinity) {
+function source(ordering: 'cursor_then_key' | 'cursor', data: () => Row[]) {
+  // Like an API: inclusive lower bound on the cursor only.
+  return rowsSource(
+    async function* ({ since }) {
+      for (const r of data()) if (since === undefined || compareValues(r.ts, since) >= 0) yield r;
+    },
+    { ordering, stateEvery: 3 },
+  );
+}
+
+async function readAll(src: ReturnType<typeof source>, state: SourceState | undefined, stopAfterRecords = Infinity, ctx = testContext()) {
   const catalog = {
     streams: [
       {
-        stream: (await src.discover({}, testContext())).streams[0],
+        stream: (await src.discover({}, ctx)).streams[0],
         sync_mode: 'incremental' as const,
         destination_sync_mode: 'append_dedup' as const,
       },
@@ -41,7 +50,7 @@ async function readAll(src: ReturnType<typeof source>, state: SourceState | unde
   };
   const out: AirbyteMessage[] = [];
   let records = 0;
-  for await (const m of src.read({}, catalog, state, testContext())) {
+  for await (const m of src.read({}, catalog, state, ctx)) {
     out.push(m);
     if (m.type === 'RECORD' && ++records >= stopAfterRecords) break;
   }
@@ -143,63 +152,33 @@ describe('tie-safe incremental cursor', () => {
 describe('defineSource read loop', () => {
   it('on abort: stops, checkpoints what was yielded and marks the stream INCOMPLETE', async () => {
     const ctx = testContext();
-    const src = defineSource({
-      spec: { name: 'rows', config: z.strictObject({}) },
-      streams: [
-        {
-          name: 'rows',
-          schema: z.object({ id: z.number(), ts: z.string() }),
-          primaryKey: 'id',
-          cursorField: 'ts',
-          stateEvery: 100,
-          async *read() {
-            for (const r of rows) {
-              if (r.id === 6) ctx.abort();
-              yield r;
-            }
-          },
-        },
-      ],
-    });
-    const catalog = {
-      streams: [
-        {
-          stream: (await src.discover({}, ctx)).streams[0],
-          sync_mode: 'incremental' as const,
-          destination_sync_mode: 'append_dedup' as const,
-        },
-      ],
-    };
-    const out: AirbyteMessage[] = [];
-    for await (const m of src.read({}, catalog, undefined, ctx)) out.push(m);
+    const src = rowsSource(
+      async function* () {
+        for (const r of rows) {
+          if (r.id === 6) ctx.abort();
+          yield r;
+        }
+      },
+      { stateEvery: 100 },
+    );
+    const out = await readAll(src, undefined, Infinity, ctx);
     expect(ids(out)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(out.at(-2)).toMatchObject({ type: 'STATE', state: { stream: { stream_state: { cursor: rows[5].ts, key: [6] } } } });
     expect(out.at(-1)).toMatchObject({ type: 'TRACE', trace: { stream_status: { status: 'INCOMPLETE' } } });
   });
 
   it('deletions carrying the cursor move the position, so they are not repeated on resume', async () => {
-    const src = defineSource({
-      spec: { name: 'rows', config: z.strictObject({}) },
-      streams: [
-        {
-          name: 'rows',
-          schema: z.object({ id: z.number(), ts: z.string() }),
-          primaryKey: 'id',
-          cursorField: 'ts',
-          async *read({ since }) {
-            const all = [rows[0], rows[1], deleted({ id: 99, ts: rows[2].ts })];
-            for (const r of all) {
-              const ts = 'key' in r ? (r.key.ts as string) : r.ts;
-              if (since === undefined || ts >= (since as string)) yield r;
-            }
-          },
-        },
-      ],
+    const src = rowsSource(async function* ({ since }) {
+      const all = [rows[0], rows[1], deleted({ id: 99, ts: rows[2].ts })];
+      for (const r of all) {
+        const ts = 'key' in r ? (r.key.ts as string) : r.ts;
+        if (since === undefined || ts >= (since as string)) yield r;
+      }
     });
-    const first = await readAll(src as never, undefined);
+    const first = await readAll(src, undefined);
     const del = first.find((m) => m.type === 'RECORD' && m.record.data.id === 99);
     expect(del).toMatchObject({ record: { data: { id: 99, _ab_cdc_deleted_at: expect.any(String) } } });
     expect(lastState(first)!.streams.rows).toEqual({ cursor: rows[2].ts, key: [99] });
-    expect(ids(await readAll(src as never, lastState(first)))).toEqual([]);
+    expect(ids(await readAll(src, lastState(first)))).toEqual([]);
   });
 });
