@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { encodingForModel, tokenizerFor } from './tokenizer.ts';
+import { mulberry32 as rng } from '../../test/helpers/random.ts';
 
 const require = createRequire(import.meta.url);
 const { Tiktoken } = require('js-tiktoken/lite') as {
@@ -10,16 +11,6 @@ const reference = (name: string) => {
   const ranks = require(`js-tiktoken/ranks/${name}`);
   return new Tiktoken(ranks.default ?? ranks);
 };
-
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const samples = [
   'The quick brown fox jumps over the lazy dog.',

@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { packRequests } from '../../src/embedding/pack.ts';
 import { OPENAI_LIMITS } from '../../src/embedding/models.ts';
-
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../helpers/random.ts';
 
 describe('request packing (property test over random sizes)', () => {
   it('never exceeds the input or token limits, keeps order, covers every input once, and packs tightly', () => {
