@@ -312,17 +312,27 @@ async function langchainRun(lc: LangChain, target: Target, corpusDir: string, mo
 
 // ---- raw COPY BINARY ---------------------------------------------------------------------------
 
+interface LoadedRow {
+  id: string;
+  document_id: string;
+  chunk_index: number;
+  content: string;
+  metadata: Record<string, unknown>;
+  embedding: string;
+}
+
+/** The rows a sluice run wrote into `<schema>.docs`, in document order (inputs for the other contenders). */
+async function loadedRows(c: pg.Client, schema: string): Promise<LoadedRow[]> {
+  const { rows } = await c.query<LoadedRow>(
+    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(schema)}.docs ORDER BY document_id, chunk_index`,
+  );
+  return rows;
+}
+
 async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) {
   const c = new pg.Client({ connectionString: target.url });
   await c.connect();
-  const { rows } = await c.query<{
-    id: string;
-    document_id: string;
-    chunk_index: number;
-    content: string;
-    metadata: unknown;
-    embedding: string;
-  }>(`SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs`);
+  const rows = await loadedRows(c, fromSchema);
   const tuples: CopyValue[][] = rows.map((r) => [
     { kind: 'text', value: r.id },
     { kind: 'text', value: r.document_id },
@@ -344,16 +354,7 @@ async function rawCopyRun(target: Target, fromSchema: string, toSchema: string) 
 async function writerOnlyRun(target: Target, fromSchema: string, toSchema: string) {
   const c = new pg.Client({ connectionString: target.url });
   await c.connect();
-  const { rows } = await c.query<{
-    id: string;
-    document_id: string;
-    chunk_index: number;
-    content: string;
-    metadata: Record<string, unknown>;
-    embedding: string;
-  }>(
-    `SELECT id, document_id, chunk_index, content, metadata, embedding::text AS embedding FROM ${ident(fromSchema)}.docs ORDER BY document_id, chunk_index`,
-  );
+  const rows = await loadedRows(c, fromSchema);
   await c.end();
   const byDoc = new Map<string, DestinationMessage & { type: 'DOCUMENT' }>();
   for (const r of rows) {
