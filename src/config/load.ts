@@ -316,7 +316,7 @@ export function zodProblems(
     }
     if (issue.code === 'invalid_value' && 'values' in issue) {
       const values = (issue.values as unknown[]).map(String);
-      const got = getAt(error, issue);
+      const got = (issue as { input?: unknown }).input;
       const guess = typeof got === 'string' ? closest(got, values) : undefined;
       message = `${got !== undefined ? `"${String(got)}" is not valid; ` : ''}expected one of: ${values.join(', ')}${guess ? ` — did you mean "${guess}"?` : ''}`;
     } else if (issue.code === 'invalid_type') {
@@ -352,10 +352,6 @@ function flattenIssues(issues: readonly Issue[], base: PropertyKey[] = []): Issu
   return out;
 }
 const depth = (issues: readonly Issue[]) => Math.max(0, ...issues.map((i) => i.path.length));
-
-function getAt(_error: z.ZodError, issue: Issue): unknown {
-  return (issue as { input?: unknown }).input;
-}
 
 function describeType(v: unknown): string {
   if (v === null) return 'null';

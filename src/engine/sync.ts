@@ -272,7 +272,6 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   let current: SourceState = state ?? { streams: {} };
   let held: DestinationMessage | undefined;
   let lastStream: string | undefined;
-  let position = 0;
 
   const complete = function* (stream: string): Generator<DestinationMessage> {
     if (completed.has(stream)) return;
@@ -308,7 +307,6 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         const cs = byName.get(stream);
         if (!cs) continue;
         lastStream = stream;
-        position++;
         if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
         streams[stream].records_read++;
         yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
@@ -348,7 +346,6 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
     // A source that ended without saying so has still finished every stream.
     if (!signal.aborted) for (const s of catalog.streams) yield* complete(s.stream.name);
   } finally {
-    void position;
     await source.return?.();
   }
 }

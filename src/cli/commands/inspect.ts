@@ -83,16 +83,19 @@ export function register(program: Command) {
     .option('--kind <kind>', 'source or destination, when the name is ambiguous')
     .action(async (name: string, opts: { kind?: 'source' | 'destination' }) => {
       const kinds = opts.kind ? [opts.kind] : (['source', 'destination'] as const);
-      const errors: string[] = [];
+      const failures: unknown[] = [];
       for (const kind of kinds) {
         try {
           const c = await loadConnector(kind, name, process.cwd());
           printJson({ type: 'SPEC', spec: connectorSpecification(c) });
           return;
         } catch (err) {
-          errors.push(describeUnknown(err));
+          failures.push(err);
         }
       }
+      // A module that exists but is broken says so; only an unknown name gets the generic answer.
+      const real = failures.find((e) => !(e instanceof SluiceError && e.message.startsWith('unknown ')));
+      if (real) throw real;
       throw new SluiceError(`no connector named "${name}"`, { kind: 'config', hint: 'run `sluice connectors` to list the built-ins' });
     });
 
