@@ -2,7 +2,7 @@
 // Text files are one document each (id = relative path); data files give one record per
 // line/row/element (id from the stream's primary_key). Incremental by modification time with
 // ties broken by path; files that disappeared since the last run are reported as deletions.
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync, statSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve, sep } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,11 +12,14 @@ import { z } from 'zod';
 import type { ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { message, type AirbyteMessage, type ConfiguredCatalog } from '../../src/protocol/messages.ts';
+import { ListingDir, byPath, diffListing, type ListedFile, type ListingEntry } from './listing.ts';
 
 const TEXT_EXT = new Set(['.md', '.markdown', '.mdx', '.txt', '.rst']);
 const DATA_EXT = new Set(['.json', '.jsonl', '.ndjson', '.csv']);
 const READ_AHEAD_FILES = 16;
 const READ_AHEAD_BYTES = 8 * 1024 * 1024;
+/** Files up to this size may be read synchronously (see LocalIo). */
+const SYNC_READ_MAX_BYTES = 1024 * 1024;
 
 export const FileSourceConfig = z.strictObject({
   path: z.string().min(1).describe('A directory or a single file; relative to the pipeline file'),
@@ -28,23 +31,57 @@ export const FileSourceConfig = z.strictObject({
 });
 export type FileSourceConfig = z.infer<typeof FileSourceConfig>;
 
-interface FileEntry {
-  rel: string;
-  abs: string;
-  mtimeMs: number;
+interface FileEntry extends ListingEntry {
   size: number;
 }
 
-/** Per-stream state: the (mtime, path) cursor and every file seen, with its mtime, for deletions. */
+type Cursor = { mtime_ms: number; path: string };
+
+/**
+ * Per-stream state: the (mtime, path) cursor, and the listing of the last complete run (a file in
+ * the workDir, see listing.ts) with the cursor it ended at. Mid-run checkpoints add `progress`.
+ */
 interface FileState {
-  cursor?: { mtime_ms: number; path: string };
+  cursor?: Cursor;
+  progress?: Cursor;
+  listing_gen?: number;
+  listing_cursor?: Cursor;
+  /** Every file seen with its mtime: how sluice ≤ 0.1 kept the listing. Read once, then replaced. */
   files?: Record<string, number>;
+}
+
+/**
+ * Synchronous stat and read are several times cheaper than their thread-pool versions for small
+ * files on a local disk. On a slow file system (a network mount) they would stall the whole
+ * pipeline, so after a few slow calls the source switches to parallel asynchronous I/O.
+ */
+export class LocalIo {
+  /** A synchronous call slower than this counts as slow (tests set it below 0 to force async I/O). */
+  static slowCallMs = 5;
+  private slowCalls = 0;
+  get sync() {
+    return this.slowCalls < 4;
+  }
+  timed<T>(call: () => T): T {
+    const started = performance.now();
+    try {
+      return call();
+    } finally {
+      if (performance.now() - started > LocalIo.slowCallMs) this.slowCalls++;
+    }
+  }
 }
 
 const streamName = (config: FileSourceConfig, ctx: ConnectorContext) =>
   config.stream ?? (basename(resolve(ctx.baseDir, config.path)).replace(/\.[^.]+$/, '') || 'files');
 
-async function listFiles(config: FileSourceConfig, ctx: ConnectorContext): Promise<FileEntry[]> {
+interface Listing {
+  files: FileEntry[];
+  /** Where a listed file is on disk. */
+  pathOf(f: FileEntry): string;
+}
+
+async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
   const root = resolve(ctx.baseDir, config.path);
   let st;
   try {
@@ -56,35 +93,52 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext): Promi
       hint: 'paths are relative to the pipeline file',
     });
   }
-  if (st.isFile()) return [{ rel: basename(root), abs: root, mtimeMs: Math.floor(st.mtimeMs), size: st.size }];
+  if (st.isFile()) return { files: [{ rel: basename(root), mtimeMs: Math.floor(st.mtimeMs), size: st.size }], pathOf: () => root };
   const patterns = config.include ?? ['**/*'];
   const names = await glob(patterns, { cwd: root, ignore: config.exclude ?? [], onlyFiles: true, dot: false, followSymbolicLinks: false });
   const entries: FileEntry[] = [];
   const wanted = names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase()));
-  // stat in parallel batches: one at a time, a large tree spends its listing waiting on round trips.
-  for (let i = 0; i < wanted.length; i += 64) {
+  const add = (name: string, s: Stats | undefined) => {
+    if (s?.isFile()) entries.push({ rel: name.split(sep).join('/'), mtimeMs: Math.floor(s.mtimeMs), size: s.size });
+  };
+  let i = 0;
+  while (i < wanted.length && io.sync) {
+    const name = wanted[i++];
+    add(
+      name,
+      io.timed(() => statSync(join(root, name), { throwIfNoEntry: false })),
+    );
+  }
+  // Asynchronous stat goes in parallel batches: one at a time, a slow file system spends the
+  // listing waiting on round trips.
+  for (; i < wanted.length; i += 64) {
     const batch = wanted.slice(i, i + 64);
     const stats = await Promise.all(batch.map((name) => stat(join(root, name)).catch(() => undefined)));
-    batch.forEach((name, k) => {
-      const s = stats[k];
-      if (s?.isFile())
-        entries.push({ rel: name.split(sep).join('/'), abs: join(root, name), mtimeMs: Math.floor(s.mtimeMs), size: s.size });
-    });
+    batch.forEach((name, k) => add(name, stats[k]));
   }
-  return entries.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  entries.sort((a, b) => a.mtimeMs - b.mtimeMs || byPath(a.rel, b.rel));
+  return { files: entries, pathOf: (f) => join(root, f.rel) };
 }
 
 const after = (f: FileEntry, c: FileState['cursor']) => !c || f.mtimeMs > c.mtime_ms || (f.mtimeMs === c.mtime_ms && f.rel > c.path);
 
-async function* recordsOf(f: FileEntry, encoding: BufferEncoding, prefetched?: Promise<string>): AsyncGenerator<Record<string, unknown>> {
-  const ext = extname(f.rel).toLowerCase();
-  const where = (n: number) => `file ${f.rel}${n ? `, line ${n}` : ''}`;
+async function* recordsOf(
+  f: FileEntry,
+  abs: string,
+  encoding: BufferEncoding,
+  io: LocalIo,
+  prefetched?: Promise<string>,
+): AsyncGenerator<Record<string, unknown>> {
+  const rel = f.rel;
+  const ext = extname(rel).toLowerCase();
+  const where = (n: number) => `file ${rel}${n ? `, line ${n}` : ''}`;
   if (TEXT_EXT.has(ext)) {
-    const content = await (prefetched ?? readFile(f.abs, encoding));
-    yield { path: f.rel, content, modified_at: new Date(f.mtimeMs).toISOString(), size: f.size };
+    const content = await (prefetched ??
+      (io.sync && f.size <= SYNC_READ_MAX_BYTES ? io.timed(() => readFileSync(abs, encoding)) : readFile(abs, encoding)));
+    yield { path: rel, content, modified_at: new Date(f.mtimeMs).toISOString(), size: f.size };
   } else if (ext === '.jsonl' || ext === '.ndjson') {
     let n = 0;
-    for await (const line of createInterface({ input: createReadStream(f.abs, { encoding }), crlfDelay: Infinity })) {
+    for await (const line of createInterface({ input: createReadStream(abs, { encoding }), crlfDelay: Infinity })) {
       n++;
       if (!line.trim()) continue;
       let v: unknown;
@@ -102,7 +156,7 @@ async function* recordsOf(f: FileEntry, encoding: BufferEncoding, prefetched?: P
       yield v as Record<string, unknown>;
     }
   } else if (ext === '.csv') {
-    const parser = createReadStream(f.abs, { encoding }).pipe(
+    const parser = createReadStream(abs, { encoding }).pipe(
       parseCsv({ columns: true, skip_empty_lines: true, bom: true, relax_column_count: false }),
     );
     try {
@@ -113,7 +167,7 @@ async function* recordsOf(f: FileEntry, encoding: BufferEncoding, prefetched?: P
   } else if (ext === '.json') {
     let v: unknown;
     try {
-      v = JSON.parse(await readFile(f.abs, encoding));
+      v = JSON.parse(await readFile(abs, encoding));
     } catch (err) {
       throw new SluiceError(`invalid JSON: ${(err as Error).message}`, { kind: 'source', where: where(0) });
     }
@@ -137,7 +191,7 @@ const source: Source<FileSourceConfig> = {
 
   async check(config, ctx) {
     try {
-      const files = await listFiles(config, ctx);
+      const { files } = await listFiles(config, ctx);
       return { ok: true, message: `${files.length} file(s) found` };
     } catch (err) {
       return { ok: false, message: (err as Error).message };
@@ -145,7 +199,10 @@ const source: Source<FileSourceConfig> = {
   },
 
   async discover(config, ctx) {
-    const files = await listFiles(config, ctx).catch(() => [] as FileEntry[]);
+    const files = await listFiles(config, ctx).then(
+      (l) => l.files,
+      () => [] as FileEntry[],
+    );
     const textOnly = files.every((f) => TEXT_EXT.has(extname(f.rel).toLowerCase()));
     return {
       streams: [
@@ -177,9 +234,9 @@ const source: Source<FileSourceConfig> = {
     const configured = catalog.streams.find((s) => s.stream.name === name);
     if (!configured) return;
     const previous = (state?.streams[name] ?? {}) as FileState;
-    const known = previous.files ?? {};
     const incremental = configured.sync_mode === 'incremental';
-    const files = await listFiles(config, ctx);
+    const io = new LocalIo();
+    const { files, pathOf } = await listFiles(config, ctx, io);
     yield message.streamStatus(name, 'STARTED');
     yield message.estimate(
       name,
@@ -187,28 +244,63 @@ const source: Source<FileSourceConfig> = {
       files.reduce((n, f) => n + f.size, 0),
     );
 
-    // Deletions first: a file that disappeared must not linger downstream, in any mode.
-    const present = new Set(files.map((f) => f.rel));
-    for (const rel of Object.keys(known)) {
-      if (!present.has(rel) && TEXT_EXT.has(extname(rel).toLowerCase())) yield message.deletion(name, { path: rel });
+    // The listing this run starts from, diffed against the last complete run's (deletions, and
+    // files changed or copied in with an old mtime). Written now, named in the state at the end.
+    const listings = new ListingDir(ctx.workDir, name);
+    const baseGen = previous.files ? undefined : previous.listing_gen;
+    const gen = await listings.prepare(baseGen);
+    const byRel = [...files].sort((a, b) => byPath(a.rel, b.rel));
+    await listings.write(gen, byRel);
+    let base: Iterable<ListedFile> | AsyncIterable<ListedFile> = [];
+    if (previous.files)
+      base = Object.entries(previous.files).sort(([a], [b]) => byPath(a, b)); // state of sluice ≤ 0.1
+    else if (baseGen !== undefined) {
+      if (await listings.exists(baseGen)) base = listings.read(baseGen);
+      else {
+        // Without it only the cursor says what is new: nothing counts as changed, nothing as gone.
+        base = byRel.map((f): ListedFile => [f.rel, f.mtimeMs]);
+        ctx.logger.warn(
+          { stream: name, dir: listings.dir },
+          'the previous file listing is missing from the work directory: files deleted since the last run cannot be detected this time (they will be from the next run on)',
+        );
+      }
     }
-    const seen: Record<string, number> = Object.fromEntries(Object.entries(known).filter(([rel]) => present.has(rel)));
+    // Deletions first: a file that disappeared must not linger downstream, in any mode.
+    for await (const rel of diffListing(base, byRel)) {
+      if (TEXT_EXT.has(extname(rel).toLowerCase())) yield message.deletion(name, { path: rel });
+    }
+
+    // Incremental: after the cursor of the last complete run, or changed since its listing; and
+    // after `progress`, the last file a crashed run of this listing got through. Files come in
+    // (mtime, path) order, so late files (old mtime) all come before the new ones and `progress`
+    // alone says which of both were done.
+    const baseCursor = previous.files ? previous.cursor : previous.listing_cursor;
+    const progress = incremental && !previous.files ? previous.progress : undefined;
+    const todo = incremental ? files.filter((f) => (f.changed || after(f, baseCursor)) && after(f, progress)) : files;
     let cursor = incremental ? previous.cursor : undefined;
-    // A snapshot per checkpoint: `seen` keeps growing after a state is emitted, and a state must
-    // claim exactly what was read before it (resume without loss or repeats).
-    const checkpoint = () => message.streamState(name, { ...(cursor ? { cursor } : {}), files: { ...seen } });
+    let done = progress;
+    // Mid-run checkpoints name the base listing; only the last one names this run's.
+    const checkpoint = (final: boolean) => {
+      const s: FileState = final
+        ? { ...(cursor ? { cursor } : {}), listing_gen: gen, ...(cursor ? { listing_cursor: cursor } : {}) }
+        : {
+            ...(cursor ? { cursor } : {}),
+            ...(incremental && done ? { progress: done } : {}),
+            ...(baseGen !== undefined ? { listing_gen: baseGen } : {}),
+            ...(baseCursor ? { listing_cursor: baseCursor } : {}),
+          };
+      return message.streamState(name, s as Record<string, unknown>);
+    };
     let sinceCheckpoint = 0;
-    // Incremental: newer than the cursor, or a file we never saw (copied in with an old mtime), or changed.
-    const todo = files.filter((f) => !incremental || after(f, previous.cursor) || known[f.rel] !== f.mtimeMs);
-    // Small text files are read a few ahead (bounded by count and bytes): one at a time, the
-    // pipeline mostly waits on open/read/close round trips.
+    // With asynchronous I/O, small text files are read a few ahead (bounded by count and bytes):
+    // one at a time, the pipeline mostly waits on open/read/close round trips.
     const ahead = new Map<number, Promise<string>>();
     let aheadBytes = 0;
     const readAhead = (from: number) => {
       for (let j = from; j < Math.min(todo.length, from + READ_AHEAD_FILES) && aheadBytes < READ_AHEAD_BYTES; j++) {
         const f = todo[j];
         if (ahead.has(j) || !TEXT_EXT.has(extname(f.rel).toLowerCase())) continue;
-        const p = readFile(f.abs, config.encoding);
+        const p = readFile(pathOf(f), config.encoding);
         p.catch(() => undefined); // surfaced when the file's turn comes
         ahead.set(j, p);
         aheadBytes += f.size;
@@ -216,24 +308,24 @@ const source: Source<FileSourceConfig> = {
     };
     for (const [i, f] of todo.entries()) {
       if (ctx.signal.aborted) return;
-      readAhead(i);
+      if (!io.sync) readAhead(i);
       const prefetched = ahead.get(i);
       if (prefetched) {
         ahead.delete(i);
         aheadBytes -= f.size;
       }
-      for await (const data of recordsOf(f, config.encoding, prefetched)) {
+      for await (const data of recordsOf(f, pathOf(f), config.encoding, io, prefetched)) {
         yield message.record(name, data);
         sinceCheckpoint++;
       }
-      seen[f.rel] = f.mtimeMs;
-      if (!cursor || after(f, cursor)) cursor = { mtime_ms: f.mtimeMs, path: f.rel };
+      done = { mtime_ms: f.mtimeMs, path: f.rel };
+      if (!cursor || after(f, cursor)) cursor = done;
       if (sinceCheckpoint >= config.checkpoint_every) {
         sinceCheckpoint = 0;
-        yield checkpoint();
+        yield checkpoint(false);
       }
     }
-    yield checkpoint();
+    yield checkpoint(true);
     yield message.streamStatus(name, 'COMPLETE');
   },
 };

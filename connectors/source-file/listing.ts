@@ -1,0 +1,111 @@
+// What the file source remembers between runs: the listing of the last complete run, on disk in
+// the connection's workDir (one `[path, mtime_ms]` JSON line per file, in path order), so the
+// state that travels with every checkpoint stays a few bytes however many files there are.
+//
+// A run writes the listing it starts from as a new generation, but names it in its state only at
+// the end; until then its checkpoints keep naming the previous generation, so a crash mid-run
+// diffs against the same base again and nothing is missed.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export type ListedFile = readonly [rel: string, mtimeMs: number];
+
+/** A file listed now; `changed` is set by diffListing. */
+export interface ListingEntry {
+  rel: string;
+  mtimeMs: number;
+  changed?: boolean;
+}
+
+/** Path order used for listings and the merge join: plain UTF-16 order, the same on both sides. */
+export const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+const GEN_FILE = /^listing-(\d+)\.jsonl$/;
+
+export class ListingDir {
+  readonly dir: string;
+
+  constructor(workDir: string, stream: string) {
+    this.dir = join(workDir, 'file', encodeURIComponent(stream));
+  }
+
+  path(gen: number): string {
+    return join(this.dir, `listing-${gen}.jsonl`);
+  }
+
+  /** Removes every listing but `keep` (leftovers of runs that never completed) and returns a fresh generation number. */
+  async prepare(keep: number | undefined): Promise<number> {
+    await mkdir(this.dir, { recursive: true });
+    let max = keep ?? 0;
+    for (const name of await readdir(this.dir)) {
+      const m = GEN_FILE.exec(name);
+      if (!m) {
+        if (name.endsWith('.tmp')) await rm(join(this.dir, name), { force: true });
+        continue;
+      }
+      const gen = Number(m[1]);
+      max = Math.max(max, gen);
+      if (gen !== keep) await rm(join(this.dir, name), { force: true });
+    }
+    return max + 1;
+  }
+
+  /** Writes a listing (already in path order) atomically: a crash leaves the old file set intact. */
+  async write(gen: number, files: Iterable<ListingEntry>): Promise<void> {
+    const tmp = `${this.path(gen)}.tmp`;
+    const out = createWriteStream(tmp);
+    const failed = once(out, 'error').then(([err]) => Promise.reject(err as Error));
+    failed.catch(() => undefined);
+    let batch = '';
+    for (const f of files) {
+      batch += `${JSON.stringify([f.rel, f.mtimeMs])}\n`;
+      if (batch.length >= 64 * 1024) {
+        if (!out.write(batch)) await Promise.race([once(out, 'drain'), failed]);
+        batch = '';
+      }
+    }
+    out.end(batch);
+    await Promise.race([once(out, 'finish'), failed]);
+    await rename(tmp, this.path(gen));
+  }
+
+  async exists(gen: number): Promise<boolean> {
+    return readdir(this.dir).then(
+      (names) => names.includes(`listing-${gen}.jsonl`),
+      () => false,
+    );
+  }
+
+  /** The listing of generation `gen`, in path order. */
+  async *read(gen: number): AsyncGenerator<ListedFile> {
+    const lines = createInterface({ input: createReadStream(this.path(gen), { encoding: 'utf8' }), crlfDelay: Infinity });
+    for await (const line of lines) {
+      if (!line) continue;
+      const [rel, mtimeMs] = JSON.parse(line) as [string, number];
+      yield [rel, mtimeMs];
+    }
+  }
+}
+
+/**
+ * Merge join of the previous listing with the current one (both in path order): yields each path
+ * that is only in the previous listing, and sets `changed` on every current entry — true when the
+ * file is new or has another mtime than before.
+ */
+export async function* diffListing(
+  previous: AsyncIterable<ListedFile> | Iterable<ListedFile>,
+  current: readonly ListingEntry[],
+): AsyncGenerator<string> {
+  let i = 0;
+  for await (const [rel, mtimeMs] of previous) {
+    while (i < current.length && byPath(current[i].rel, rel) < 0) current[i++].changed = true;
+    if (i < current.length && current[i].rel === rel) {
+      current[i].changed = current[i].mtimeMs !== mtimeMs;
+      i++;
+    } else yield rel;
+  }
+  while (i < current.length) current[i++].changed = true;
+}
