@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { encodingForModel, tokenizerFor } from './tokenizer.ts';
+import { encodingForModel, hasLongRun, tokenizerFor } from './tokenizer.ts';
 import { mulberry32 as rng } from '../../test/helpers/random.ts';
 
 const require = createRequire(import.meta.url);
@@ -71,6 +71,37 @@ describe('tokenizer', () => {
     const exact = ref.encode(blob.slice(0, 1500), [], []).length;
     expect(tokenizerFor(undefined).count(blob.slice(0, 1500))).toBeGreaterThanOrEqual(exact);
     expect(n).toBeGreaterThan(blob.length / 8);
+  });
+
+  it('finds long non-space runs exactly as the regular expression \\S{257,} does', () => {
+    const re = /\S{257,}/;
+    const spaces = [
+      ' ',
+      '\t',
+      '\n',
+      '\r',
+      '\v',
+      '\f',
+      '\u00a0',
+      '\u1680',
+      '\u2000',
+      '\u200a',
+      '\u2028',
+      '\u2029',
+      '\u202f',
+      '\u205f',
+      '\u3000',
+      '\ufeff',
+    ];
+    const nonSpaces = ['a', '.', 'é', '\u200b', '\u0085', '\u180e', '😀', '中'];
+    for (const run of [255, 256, 257, 300]) {
+      for (const sp of spaces) {
+        for (const ns of nonSpaces) {
+          const text = `x${sp}${ns.repeat(Math.ceil(run / ns.length)).slice(0, run)}${sp}y`;
+          expect(hasLongRun(text), JSON.stringify([run, sp, ns])).toBe(re.test(text));
+        }
+      }
+    }
   });
 
   it('picks the encoding from the model name', () => {

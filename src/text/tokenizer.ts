@@ -37,6 +37,32 @@ export function encodingForModel(model: string | undefined): EncodingName {
 const LONG_RUN = 256;
 const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
 
+/** Whether `text` has a run of more than LONG_RUN non-space characters (as LONG_RUN_RE, in one cheap pass). */
+export function hasLongRun(text: string): boolean {
+  let run = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (isSpace(text.charCodeAt(i))) run = 0;
+    else if (++run > LONG_RUN) return true;
+  }
+  return false;
+}
+
+/** JavaScript's `\s`: ASCII and Unicode spaces, line terminators and the BOM. */
+function isSpace(c: number): boolean {
+  if (c < 0x80) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
 /**
  * BPE is quadratic in the length of one pre-tokenised word, so a 100 kB base64 blob or a line of
  * emoji would take seconds. Long runs are counted in blocks; cutting can only prevent merges, so
@@ -44,8 +70,7 @@ const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
  */
 function countTokens(enc: BytePairEncoder, text: string): number {
   if (text.length === 0) return 0;
-  if (text.length <= LONG_RUN || !LONG_RUN_RE.test(text)) return enc.count(text);
-  LONG_RUN_RE.lastIndex = 0;
+  if (text.length <= LONG_RUN || !hasLongRun(text)) return enc.count(text);
   let total = 0;
   let last = 0;
   for (const match of text.matchAll(LONG_RUN_RE)) {
