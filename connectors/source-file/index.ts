@@ -81,7 +81,8 @@ interface Listing {
   pathOf(f: FileEntry): string;
 }
 
-async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
+/** The supported files under `path` (or `path` itself), by name only: what discover and check need. */
+async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promise<{ root: string; single?: Stats; names: string[] }> {
   const root = resolve(ctx.baseDir, config.path);
   let st;
   try {
@@ -93,11 +94,16 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = n
       hint: 'paths are relative to the pipeline file',
     });
   }
-  if (st.isFile()) return { files: [{ rel: basename(root), mtimeMs: Math.floor(st.mtimeMs), size: st.size }], pathOf: () => root };
+  if (st.isFile()) return { root, single: st, names: [basename(root)] };
   const patterns = config.include ?? ['**/*'];
   const names = await glob(patterns, { cwd: root, ignore: config.exclude ?? [], onlyFiles: true, dot: false, followSymbolicLinks: false });
+  return { root, names: names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase())) };
+}
+
+async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
+  const { root, single, names: wanted } = await listNames(config, ctx);
+  if (single) return { files: [{ rel: wanted[0], mtimeMs: Math.floor(single.mtimeMs), size: single.size }], pathOf: () => root };
   const entries: FileEntry[] = [];
-  const wanted = names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase()));
   const add = (name: string, s: Stats | undefined) => {
     if (s?.isFile()) entries.push({ rel: name.split(sep).join('/'), mtimeMs: Math.floor(s.mtimeMs), size: s.size });
   };
@@ -191,19 +197,19 @@ const source: Source<FileSourceConfig> = {
 
   async check(config, ctx) {
     try {
-      const { files } = await listFiles(config, ctx);
-      return { ok: true, message: `${files.length} file(s) found` };
+      const { names } = await listNames(config, ctx);
+      return { ok: true, message: `${names.length} file(s) found` };
     } catch (err) {
       return { ok: false, message: (err as Error).message };
     }
   },
 
   async discover(config, ctx) {
-    const files = await listFiles(config, ctx).then(
-      (l) => l.files,
-      () => [] as FileEntry[],
+    const names = await listNames(config, ctx).then(
+      (l) => l.names,
+      () => [] as string[],
     );
-    const textOnly = files.every((f) => TEXT_EXT.has(extname(f.rel).toLowerCase()));
+    const textOnly = names.every((name) => TEXT_EXT.has(extname(name).toLowerCase()));
     return {
       streams: [
         {
