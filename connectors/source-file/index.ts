@@ -53,20 +53,23 @@ interface FileState {
 /**
  * Synchronous stat and read are several times cheaper than their thread-pool versions for small
  * files on a local disk. On a slow file system (a network mount) they would stall the whole
- * pipeline, so after a few slow calls the source switches to parallel asynchronous I/O.
+ * pipeline, so once calls are often slow the source switches to parallel asynchronous I/O. (A busy
+ * machine makes the odd call slow too; that alone must not switch.)
  */
 export class LocalIo {
   /** A synchronous call slower than this counts as slow (tests set it below 0 to force async I/O). */
-  static slowCallMs = 5;
+  static slowCallMs = 2;
+  private calls = 0;
   private slowCalls = 0;
   get sync() {
-    return this.slowCalls < 4;
+    return this.slowCalls < 8 || this.slowCalls * 10 < this.calls;
   }
   timed<T>(call: () => T): T {
     const started = performance.now();
     try {
       return call();
     } finally {
+      this.calls++;
       if (performance.now() - started > LocalIo.slowCallMs) this.slowCalls++;
     }
   }
