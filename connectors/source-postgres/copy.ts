@@ -1,18 +1,22 @@
 // Rows through `COPY (SELECT …) TO STDOUT` (text format): one streaming query instead of a round
-// trip per page, with TCP backpressure (the socket pauses while the consumer is busy), so memory
-// stays flat and the server never waits for us between pages. Field text is the type's output
-// text with COPY escapes, so after unescaping the same parsers as for query results apply.
-import { createRequire } from 'node:module';
-import type { Readable } from 'node:stream';
+// trip per page, with TCP backpressure (the socket is read only while the consumer asks for rows),
+// so memory stays flat and the server never waits for us between pages. Field text is the type's
+// output text with COPY escapes, so after unescaping the same parsers as for query results apply.
+//
+// The protocol is read straight off the connection's socket: the server sends one CopyData
+// message per row, so row boundaries come from the message framing, and fields are cut out of
+// one latin1 decoding of each network chunk (byte offset = character offset). Plain ASCII fields
+// without a backslash (nearly all narrow data) are taken from that string directly, and integers
+// and booleans are read without a string at all; a field with a backslash or a non-ASCII byte is
+// decoded as UTF-8 from the row's bytes and unescaped (a row is never split: chunks are joined
+// at message boundaries first, so a multi-byte character never straddles two decodings).
+import type { Duplex } from 'node:stream';
 import type pg from 'pg';
-import { parserFor } from './types.ts';
-
-const require = createRequire(import.meta.url);
-const { to: copyTo } = require('pg-copy-streams') as { to: (sql: string) => Readable & pg.Submittable };
+import { asciiOutput, fastParserFor, parserFor, type FieldParser } from './types.ts';
 
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
-function unescapeCopy(s: string): string {
+export function unescapeCopy(s: string): string {
   return s.replace(/\\(?:([bfnrtv\\])|([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))/g, (_, e, oct, hex, other) => {
     if (e) return ESCAPES[e];
     if (oct) return String.fromCharCode(parseInt(oct, 8));
@@ -21,19 +25,251 @@ function unescapeCopy(s: string): string {
   });
 }
 
-type RowBuilder = (fields: string[]) => Record<string, unknown>;
+type Row = Record<string, unknown>;
+
+/** The chunk being parsed: its bytes and their latin1 text (byte offset = character offset). */
+export class ChunkText {
+  buf: Buffer = Buffer.alloc(0);
+  text = '';
+
+  set(buf: Buffer, text: string): void {
+    this.buf = buf;
+    this.text = text;
+  }
+
+  /** A field's text the general way: UTF-8 from the bytes, then COPY unescaping. */
+  field(start: number, end: number): string {
+    const s = this.buf.toString('utf8', start, end);
+    return s.includes('\\') ? unescapeCopy(s) : s;
+  }
+}
+
+/** Longest field checked character by character for the fast path; longer ones decode natively. */
+const SHORT_FIELD = 64;
+
+/** True when a short field is plain ASCII without backslashes (its latin1 text is its text). */
+function plain(text: string, start: number, end: number): boolean {
+  if (end - start > SHORT_FIELD) return false;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 92 || c > 127) return false;
+  }
+  return true;
+}
+
+/** Parses one row: `text` is the chunk's latin1 text, [start, end) the row without its newline. */
+export type RowParser = (text: string, start: number, end: number) => Row;
 
 /**
- * A row builder with the column names baked into one object literal: every row gets the same
- * hidden class, which is markedly faster than adding properties one by one.
+ * A row parser with the column names baked into one object literal (every row gets the same
+ * hidden class) and one call site per column (each stays monomorphic).
  */
-function rowBuilder(columns: { name: string; oid: number }[]): RowBuilder {
-  const parsers = columns.map((c) => parserFor(c.oid));
-  const props = columns.map((c, i) => `${JSON.stringify(c.name)}: v(f[${i}], p[${i}])`).join(',\n');
-  const make = new Function('p', 'v', `return (f) => ({${props}});`) as (p: unknown, v: unknown) => RowBuilder;
-  const value = (f: string | undefined, parse: (s: string) => unknown) =>
-    f === '\\N' || f === undefined ? null : parse(f.includes('\\') ? unescapeCopy(f) : f);
-  return make(parsers, value);
+export function rowParser(columns: { name: string; oid: number }[], chunk: ChunkText): RowParser {
+  const fast: FieldParser[] = columns.map((c) => fastParserFor(c.oid));
+  const ascii = columns.map((c) => asciiOutput(c.oid));
+  const slow = columns.map((c) => {
+    const parse = parserFor(c.oid);
+    return (start: number, end: number) => parse(chunk.field(start, end));
+  });
+  const bad = (text: string, start: number, end: number): never => {
+    throw new Error(
+      `COPY row has fewer fields than the ${columns.length} expected columns: ${JSON.stringify(text.slice(start, Math.min(end, start + 200)))}`,
+    );
+  };
+  const lines: string[] = ['let a = s, b;'];
+  columns.forEach((_, i) => {
+    if (i < columns.length - 1) lines.push(`b = L.indexOf('\\t', a); if (b < 0 || b > e) bad(L, s, e);`);
+    else lines.push('b = e;');
+    // `\\N` is NULL; types whose output is always plain ASCII need no check for escapes.
+    const isNull = 'b - a === 2 && L.charCodeAt(a) === 92 && L.charCodeAt(a + 1) === 78';
+    lines.push(`const v${i} = ${isNull} ? null : ${ascii[i] ? `f${i}(L, a, b)` : `plain(L, a, b) ? f${i}(L, a, b) : g${i}(a, b)`};`);
+    if (i < columns.length - 1) lines.push('a = b + 1;');
+  });
+  // `__proto__: v` in a literal would set the prototype; a computed key defines the property.
+  const key = (name: string) => (name === '__proto__' ? `[${JSON.stringify(name)}]` : JSON.stringify(name));
+  lines.push(`return {${columns.map((c, i) => `${key(c.name)}: v${i}`).join(', ')}};`);
+  const locals = columns.map((_, i) => `const f${i} = F[${i}], g${i} = G[${i}];`).join('\n');
+  const body = `${locals}\nreturn function row(L, s, e) {\n${lines.join('\n')}\n};`;
+  return new Function('F', 'G', 'plain', 'bad', body)(fast, slow, plain, bad) as RowParser;
+}
+
+/** Message codes of the backend protocol that matter here. */
+const COPY_DATA = 0x64; // d
+const COPY_DONE = 0x63; // c
+const ERROR_RESPONSE = 0x45; // E
+const COPY_OUT_RESPONSE = 0x48; // H
+const NOTICE = 0x4e; // N
+const PARAMETER_STATUS = 0x53; // S
+const NOTIFICATION = 0x41; // A
+
+interface PgConnection {
+  stream: Duplex;
+  query(text: string): void;
+}
+
+/**
+ * `COPY … TO STDOUT` as a pg Submittable that parses rows itself. While the COPY runs it owns the
+ * connection's socket (pg's own parser is detached, as pg-copy-streams does); the first message
+ * after the copy data (or an ErrorResponse) and everything after it go back to pg, which then
+ * completes the query as usual.
+ */
+export class CopyOut {
+  private conn?: PgConnection;
+  private pgOnData?: (b: Buffer) => void;
+  private attached = false;
+  private finished = false;
+  private error?: Error;
+  private waiting?: { resolve: (rows: Row[] | null) => void; reject: (err: Error) => void };
+  /** Bytes of an incomplete message, and how many bytes that message needs in all. */
+  private parts: Buffer[] = [];
+  private partsLen = 0;
+  private need = 0;
+  private readonly chunk = new ChunkText();
+  private readonly row: RowParser;
+  private readonly onReadable = () => this.wake();
+
+  constructor(
+    private readonly text: string,
+    columns: { name: string; oid: number }[],
+  ) {
+    this.row = rowParser(columns, this.chunk);
+  }
+
+  submit(connection: PgConnection): void {
+    this.conn = connection;
+    const stream = connection.stream;
+    const listeners = stream.listeners('data');
+    if (listeners.length !== 1) throw new Error(`COPY needs the connection's own data listener (found ${listeners.length})`);
+    this.pgOnData = listeners[0] as (b: Buffer) => void;
+    stream.removeListener('data', this.pgOnData);
+    stream.pause();
+    stream.on('readable', this.onReadable);
+    this.attached = true;
+    connection.query(this.text);
+    this.wake();
+  }
+
+  /** The next rows (at least one), or null once the copy is complete. */
+  next(): Promise<Row[] | null> {
+    if (this.error) return Promise.reject(this.error);
+    const rows = this.drain();
+    if (rows.length) return Promise.resolve(rows);
+    if (this.error) return Promise.reject(this.error);
+    if (this.finished) return Promise.resolve(null);
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  /** Stops reading: the COPY keeps running on the connection, which the caller must close. */
+  abandon(): void {
+    this.finished = true;
+    if (this.attached) {
+      this.attached = false;
+      this.conn!.stream.removeListener('readable', this.onReadable);
+    }
+    this.parts = [];
+  }
+
+  private wake(): void {
+    const w = this.waiting;
+    if (!w) return;
+    if (this.error) {
+      this.waiting = undefined;
+      return w.reject(this.error);
+    }
+    const rows = this.drain();
+    if (this.error && !rows.length) {
+      this.waiting = undefined;
+      return w.reject(this.error);
+    }
+    if (rows.length || this.finished) {
+      this.waiting = undefined;
+      w.resolve(rows.length ? rows : null);
+    }
+  }
+
+  private drain(): Row[] {
+    const out: Row[] = [];
+    if (!this.attached) return out;
+    const stream = this.conn!.stream;
+    while (this.attached && !out.length) {
+      const chunk = stream.read() as Buffer | null;
+      if (chunk === null) break;
+      try {
+        this.parse(chunk, out);
+      } catch (err) {
+        this.error = err as Error;
+        this.abandon();
+      }
+    }
+    return out;
+  }
+
+  private parse(chunk: Buffer, out: Row[]): void {
+    let buf = chunk;
+    if (this.partsLen) {
+      this.parts.push(chunk);
+      this.partsLen += chunk.length;
+      if (this.partsLen < this.need) return;
+      buf = Buffer.concat(this.parts, this.partsLen);
+      this.parts = [];
+      this.partsLen = 0;
+    }
+    const n = buf.length;
+    let decoded = false;
+    let p = 0;
+    while (p + 5 <= n) {
+      const code = buf[p];
+      // ErrorResponse: pg parses it and fails the query (handleError).
+      if (code === ERROR_RESPONSE) return this.detach(buf.subarray(p));
+      const end = p + 1 + buf.readUInt32BE(p + 1);
+      if (end > n) break;
+      if (code === COPY_DATA) {
+        if (!decoded) {
+          this.chunk.set(buf, buf.toString('latin1', 0, n));
+          decoded = true;
+        }
+        if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
+        out.push(this.row(this.chunk.text, p + 5, end - 1));
+      } else if (code === COPY_DONE) {
+        this.finished = true;
+        return this.detach(buf.subarray(end));
+      } else if (code !== COPY_OUT_RESPONSE && code !== NOTICE && code !== PARAMETER_STATUS && code !== NOTIFICATION) {
+        // Not a COPY response at all: let pg handle it.
+        this.finished = true;
+        return this.detach(buf.subarray(p));
+      }
+      p = end;
+    }
+    if (p < n) {
+      const rest = buf.subarray(p);
+      this.parts = [rest];
+      this.partsLen = rest.length;
+      this.need = rest.length >= 5 ? 1 + rest.readUInt32BE(1) : 5;
+    }
+  }
+
+  /** Gives the socket back to pg, starting with `rest` (the bytes after the copy data). */
+  private detach(rest: Buffer): void {
+    if (!this.attached) return;
+    this.attached = false;
+    const stream = this.conn!.stream;
+    stream.removeListener('readable', this.onReadable);
+    stream.on('data', this.pgOnData!);
+    if (rest.length) this.pgOnData!(rest);
+    // pg's data handler may pause the stream; resume once it has returned.
+    process.nextTick(() => stream.resume());
+  }
+
+  handleError(err: Error): void {
+    this.error ??= err;
+    if (this.attached) this.abandon();
+    this.finished = true;
+    this.wake();
+  }
+  handleCommandComplete(): void {}
+  handleReadyForQuery(): void {}
+  handleCopyData(): void {}
+  handleEmptyQuery(): void {}
 }
 
 /**
@@ -45,29 +281,19 @@ export async function* copyRows(
   select: string,
   columns: { name: string; oid: number }[],
 ): AsyncGenerator<Record<string, unknown>[]> {
-  const build = rowBuilder(columns);
-  const stream = client.query(copyTo(`COPY (${select}) TO STDOUT`));
-  let rest: Buffer = Buffer.alloc(0);
+  const copy = new CopyOut(`COPY (${select}) TO STDOUT`, columns);
+  client.query(copy as unknown as pg.Submittable);
   let done = false;
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      // Decode only whole lines: a multi-byte character may straddle chunks, a newline cannot.
-      const lastNl = chunk.lastIndexOf(10);
-      if (lastNl < 0) {
-        rest = Buffer.concat([rest, chunk]);
-        continue;
-      }
-      const text = (rest.length ? Buffer.concat([rest, chunk.subarray(0, lastNl)]) : chunk.subarray(0, lastNl)).toString('utf8');
-      rest = Buffer.from(chunk.subarray(lastNl + 1));
-      const lines = text.split('\n');
-      const rows: Record<string, unknown>[] = new Array(lines.length);
-      for (let i = 0; i < lines.length; i++) rows[i] = build(lines[i].split('\t'));
+    for (;;) {
+      const rows = await copy.next();
+      if (rows === null) break;
       yield rows;
     }
     done = true;
   } finally {
     // Stopped early: the COPY is still running on this connection, which therefore cannot be
     // reused; the caller closes it.
-    if (!done) stream.destroy();
+    if (!done) copy.abandon();
   }
 }

@@ -123,6 +123,60 @@ export function parserFor(oid: number): Parser {
   return identity;
 }
 
+/**
+ * Parses the field `text.slice(start, end)` without cutting it out first where the type allows.
+ * Only called for plain ASCII text without backslashes (COPY's fast path), so it sees exactly the
+ * characters the string parser would.
+ */
+export type FieldParser = (text: string, start: number, end: number) => unknown;
+
+/** int2/int4/oid: at most 10 digits, exact in a double. */
+const intField: FieldParser = (s, a, b) => {
+  let i = a;
+  const neg = s.charCodeAt(i) === 45;
+  if (neg) i++;
+  if (i === b || b - i > 10) return int(s.slice(a, b));
+  let n = 0;
+  for (; i < b; i++) {
+    const d = s.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return int(s.slice(a, b));
+    n = n * 10 + d;
+  }
+  return neg ? -n : n;
+};
+const boolField: FieldParser = (s, a, b) => (b - a === 1 ? s.charCodeAt(a) === 116 : bool(s.slice(a, b)));
+const timestamptzField: FieldParser = (s, a, b) =>
+  // `YYYY-MM-DD HH:MM:SS[.ffffff]+00` (sessions run in UTC)
+  b - a > 19 && s.charCodeAt(a + 10) === 32 && s.charCodeAt(b - 3) === 43 && s.charCodeAt(b - 2) === 48 && s.charCodeAt(b - 1) === 48
+    ? s.slice(a, a + 10) + 'T' + s.slice(a + 11, b - 3) + 'Z'
+    : timestamptz(s.slice(a, b));
+const FAST: Record<number, FieldParser> = {
+  16: boolField,
+  21: intField,
+  23: intField,
+  26: intField,
+  1184: timestamptzField,
+};
+const sliceWith =
+  (parse: Parser): FieldParser =>
+  (s, a, b) =>
+    parse(s.slice(a, b));
+const sliceField: FieldParser = (s, a, b) => s.slice(a, b);
+
+/** Scalar types whose text output is always plain ASCII without backslashes (numbers, dates, uuid…). */
+const ASCII_OUTPUT = new Set([16, 20, 21, 23, 26, 700, 701, 1700, 1082, 1114, 1184, 1083, 1266, 1186, 2950]);
+export function asciiOutput(oid: number): boolean {
+  return ASCII_OUTPUT.has(domains.get(oid) ?? oid);
+}
+
+export function fastParserFor(oid: number): FieldParser {
+  const base = domains.get(oid) ?? oid;
+  const f = FAST[base];
+  if (f) return f;
+  const p = parserFor(oid);
+  return p === identity ? sliceField : sliceWith(p);
+}
+
 /** `types` option for pg clients: every connection of this source parses the same way. */
 export const pgTypes = {
   getTypeParser(oid: number, format?: string): Parser {

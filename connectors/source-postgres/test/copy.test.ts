@@ -1,0 +1,318 @@
+// The COPY row reader: protocol framing, the plain-ASCII fast path and the escaped/UTF-8 path,
+// rows and multi-byte characters split across network chunks at every byte offset, errors handed
+// back to pg, and (against the test server) COPY reads equal to ordinary query reads.
+import { PassThrough } from 'node:stream';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { mulberry32 } from '../../../test/helpers/random.ts';
+import { CopyOut } from '../copy.ts';
+import { connect } from '../db.ts';
+import { flatten } from '../index.ts';
+import { catalog, config, context, createDatabase, drive, records, sql, stream } from './helpers.ts';
+
+const msg = (code: string, payload: Buffer | string): Buffer => {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const head = Buffer.alloc(5);
+  head[0] = code.charCodeAt(0);
+  head.writeUInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+};
+const copyOutResponse = (ncols: number) => {
+  const b = Buffer.alloc(3 + 2 * ncols);
+  b.writeUInt16BE(ncols, 1);
+  return msg('H', b);
+};
+const row = (fields: string[]) => msg('d', fields.join('\t') + '\n');
+const AFTER = Buffer.concat([msg('C', 'COPY 1\0'), msg('Z', 'I')]);
+
+const COLUMNS = [
+  { name: 'id', oid: 20 }, // int8
+  { name: 'n', oid: 23 }, // int4
+  { name: 'flag', oid: 16 }, // bool
+  { name: 't', oid: 25 }, // text
+  { name: 'ts', oid: 1184 }, // timestamptz
+  { name: 'j', oid: 3802 }, // jsonb
+  { name: 'ia', oid: 1007 }, // int4[]
+  { name: 'by', oid: 17 }, // bytea
+  { name: '__proto__', oid: 25 }, // a column name that is no prototype
+];
+
+const LONG = 'x'.repeat(100);
+/** COPY text fields (as the server sends them) and the values they must read as. */
+const CASES: { fields: string[]; want: Record<string, unknown> }[] = [
+  {
+    fields: ['1', '42', 't', 'plain', '2024-01-02 03:04:05.123456+00', '{"a": 1}', '{1,2,NULL}', '\\\\xdeadbeef', 'p'],
+    want: {
+      id: '1',
+      n: 42,
+      flag: true,
+      t: 'plain',
+      ts: '2024-01-02T03:04:05.123456Z',
+      j: { a: 1 },
+      ia: [1, 2, null],
+      by: Buffer.from('deadbeef', 'hex').toString('base64'),
+      ['__proto__']: 'p',
+    },
+  },
+  {
+    fields: ['-9223372036854775808', '-2147483648', 'f', '', '2024-01-02 03:04:05+02', '"x\\\\ty"', '{}', '\\\\x', ''],
+    want: {
+      id: '-9223372036854775808',
+      n: -2147483648,
+      flag: false,
+      t: '',
+      ts: '2024-01-02T03:04:05+02:00',
+      j: 'x\ty',
+      ia: [],
+      by: '',
+      ['__proto__']: '',
+    },
+  },
+  {
+    fields: ['\\N', '\\N', '\\N', '\\N', '\\N', '\\N', '\\N', '\\N', '\\N'],
+    want: { id: null, n: null, flag: null, t: null, ts: null, j: null, ia: null, by: null, ['__proto__']: null },
+  },
+  {
+    // escapes on the fast/slow boundary: a backslash as first, last and only character, `\\N` text
+    fields: ['2', '0', 't', '\\\\N', 'infinity', 'null', '{-1}', '\\\\x00', '\\\\'],
+    want: { id: '2', n: 0, flag: true, t: '\\N', ts: 'infinity', j: null, ia: [-1], by: 'AA==', ['__proto__']: '\\' },
+  },
+  {
+    fields: ['3', '7', 't', 'tab\\there\\nnewline\\r\\\\ back \\b\\f\\v \\101', '-infinity', '{"k": "é✓"}', '{3}', '\\\\x01', 'a\\tb'],
+    want: {
+      id: '3',
+      n: 7,
+      flag: true,
+      t: 'tab\there\nnewline\r\\ back \b\f\v A',
+      ts: '-infinity',
+      j: { k: 'é✓' },
+      ia: [3],
+      by: 'AQ==',
+      ['__proto__']: 'a\tb',
+    },
+  },
+  {
+    // multi-byte UTF-8 (2, 3 and 4 bytes), short and long, with and without escapes
+    fields: ['4', '1', 'f', 'héllo ✓ 😀', '2024-02-29 23:59:59.999999+00', '[1, "😀"]', '{4}', '\\\\xff', `${LONG}é${LONG}`],
+    want: {
+      id: '4',
+      n: 1,
+      flag: false,
+      t: 'héllo ✓ 😀',
+      ts: '2024-02-29T23:59:59.999999Z',
+      j: [1, '😀'],
+      ia: [4],
+      by: '/w==',
+      ['__proto__']: `${LONG}é${LONG}`,
+    },
+  },
+  {
+    fields: ['5', '2', 't', LONG, '2024-01-01 00:00:00+00', `"${LONG}"`, '{5}', '\\\\x02', `${LONG}\\n${LONG}😀`],
+    want: {
+      id: '5',
+      n: 2,
+      flag: true,
+      t: LONG,
+      ts: '2024-01-01T00:00:00Z',
+      j: LONG,
+      ia: [5],
+      by: 'Ag==',
+      ['__proto__']: `${LONG}\n${LONG}😀`,
+    },
+  },
+];
+
+function fakeConnection() {
+  const stream = new PassThrough();
+  const handedBack: Buffer[] = [];
+  stream.on('data', (b: Buffer) => handedBack.push(b));
+  return { connection: { stream, query() {} }, stream, handedBack };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+/** Feeds `chunks` one at a time (each parsed before the next arrives) and collects the rows. */
+async function readChunks(chunks: Buffer[], columns = COLUMNS) {
+  const { connection, stream, handedBack } = fakeConnection();
+  const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', columns);
+  copy.submit(connection);
+  const rows: Record<string, unknown>[] = [];
+  const reading = (async () => {
+    for (;;) {
+      const r = await copy.next();
+      if (r === null) return;
+      rows.push(...r);
+    }
+  })();
+  for (const c of chunks) {
+    stream.write(c);
+    await tick();
+  }
+  await reading;
+  await tick();
+  return { rows, handedBack: Buffer.concat(handedBack), copy };
+}
+
+const wire = Buffer.concat([copyOutResponse(COLUMNS.length), ...CASES.map((c) => row(c.fields)), msg('c', ''), AFTER]);
+const wanted = CASES.map((c) => c.want);
+
+describe('COPY row reader', () => {
+  it('reads every kind of field, in one chunk', async () => {
+    const { rows, handedBack } = await readChunks([wire]);
+    expect(rows).toEqual(wanted);
+    expect(Object.getPrototypeOf(rows[0])).toBe(Object.prototype);
+    expect(Object.keys(rows[0])).toContain('__proto__');
+    // what follows CopyDone (CommandComplete, ReadyForQuery) goes back to pg, byte for byte
+    expect(handedBack.equals(AFTER)).toBe(true);
+  });
+
+  it('reads the same with the stream split in two at every byte offset', async () => {
+    for (let k = 1; k < wire.length; k++) {
+      const { rows, handedBack } = await readChunks([wire.subarray(0, k), wire.subarray(k)]);
+      expect(rows, `split at byte ${k}`).toEqual(wanted);
+      expect(handedBack.equals(AFTER), `split at byte ${k}`).toBe(true);
+    }
+  });
+
+  it('reads the same one byte at a time and in random pieces', async () => {
+    const bytes = Array.from(wire, (_, i) => wire.subarray(i, i + 1));
+    expect((await readChunks(bytes)).rows).toEqual(wanted);
+    const random = mulberry32(7);
+    for (let round = 0; round < 20; round++) {
+      const chunks: Buffer[] = [];
+      for (let p = 0; p < wire.length;) {
+        const n = 1 + Math.floor(random() * 40);
+        chunks.push(wire.subarray(p, p + n));
+        p += n;
+      }
+      expect((await readChunks(chunks)).rows).toEqual(wanted);
+    }
+  });
+
+  it('skips notices between rows', async () => {
+    const notice = msg('N', 'SNOTICE\0Mhello\0\0');
+    const stream = Buffer.concat([copyOutResponse(1), notice, row(['1']), notice, row(['2']), msg('c', ''), AFTER]);
+    const { rows } = await readChunks([stream], [{ name: 'v', oid: 23 }]);
+    expect(rows).toEqual([{ v: 1 }, { v: 2 }]);
+  });
+
+  it('hands an ErrorResponse back to pg and fails with its error', async () => {
+    const { connection, stream, handedBack } = fakeConnection();
+    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [{ name: 'v', oid: 23 }]);
+    copy.submit(connection);
+    const error = Buffer.concat([msg('E', 'SERROR\0Mboom\0\0'), msg('Z', 'I')]);
+    stream.write(Buffer.concat([copyOutResponse(1), row(['1']), error]));
+    await tick();
+    expect(await copy.next()).toEqual([{ v: 1 }]);
+    await tick();
+    expect(Buffer.concat(handedBack).equals(error)).toBe(true);
+    copy.handleError(new Error('boom')); // what pg does after parsing the ErrorResponse
+    await expect(copy.next()).rejects.toThrow('boom');
+  });
+
+  it('names a row with fewer fields than columns', async () => {
+    const stream = Buffer.concat([copyOutResponse(2), row(['1']), msg('c', ''), AFTER]);
+    const { connection, stream: s } = fakeConnection();
+    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [
+      { name: 'a', oid: 23 },
+      { name: 'b', oid: 23 },
+    ]);
+    copy.submit(connection);
+    s.write(stream);
+    await tick();
+    await expect(copy.next()).rejects.toThrow(/fewer fields than the 2 expected columns/);
+  });
+});
+
+describe('flatten', () => {
+  it('yields single items and the items of arrays in order, skipping empty arrays', async () => {
+    async function* gen() {
+      yield 1;
+      yield [2, 3];
+      yield [];
+      yield [4];
+      yield 5;
+    }
+    const out: number[] = [];
+    for await (const x of flatten(gen())) out.push(x);
+    expect(out).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('passes errors through and closes the source when the consumer stops', async () => {
+    let closed = false;
+    async function* gen() {
+      try {
+        yield [1, 2];
+        yield [3];
+      } finally {
+        closed = true;
+      }
+    }
+    for await (const x of flatten(gen())) if (x === 2) break;
+    expect(closed).toBe(true);
+    async function* failing() {
+      yield [1];
+      throw new Error('broken');
+    }
+    const seen: number[] = [];
+    await expect(
+      (async () => {
+        for await (const x of flatten(failing())) seen.push(x);
+      })(),
+    ).rejects.toThrow('broken');
+    expect(seen).toEqual([1]);
+  });
+
+  it('keeps order when next() calls overlap', async () => {
+    async function* gen() {
+      yield [1, 2];
+      await tick();
+      yield [3];
+    }
+    const it = flatten(gen());
+    const results = await Promise.all([it.next(), it.next(), it.next(), it.next()]);
+    expect(results.map((r) => r.value)).toEqual([1, 2, 3, undefined]);
+  });
+});
+
+describe('COPY reads against the server', () => {
+  let url: string;
+  beforeAll(async () => {
+    url = await createDatabase(inject('pgUrl'), 'srcpg_copy');
+    // ~2 MB of rows with random multi-byte text, escapes and NULLs: many rows and characters
+    // straddle the network chunks.
+    const random = mulberry32(11);
+    const alphabet = ['a', 'b', ' ', '\t', '\n', '\\', 'é', '✓', '😀', '"', ',', 'N', '\r'];
+    const text = (max: number) =>
+      Array.from({ length: Math.floor(random() * max) }, () => alphabet[Math.floor(random() * alphabet.length)]).join('');
+    const rows = Array.from({ length: 6000 }, (_, i) => [
+      i + 1,
+      random() < 0.1 ? null : Math.floor((random() - 0.5) * 4e9),
+      random() < 0.1 ? null : text(i % 10 === 0 ? 2000 : 120),
+      random() < 0.1 ? null : new Date(1.7e12 + Math.floor(random() * 1e11)).toISOString(),
+      random() < 0.1 ? null : JSON.stringify({ s: text(30), n: random() }),
+      random() < 0.1 ? null : [text(10), null, text(5)],
+    ]);
+    await sql(url, `CREATE TABLE mixed (id int PRIMARY KEY, n int, t text, ts timestamptz, j jsonb, ta text[])`);
+    for (let i = 0; i < rows.length; i += 500) {
+      const part = rows.slice(i, i + 500);
+      await sql(
+        url,
+        `INSERT INTO mixed
+           SELECT id, n, t, ts, j,
+                  CASE WHEN ta IS NOT NULL THEN ARRAY(SELECT e FROM jsonb_array_elements_text(ta) WITH ORDINALITY AS x(e, o) ORDER BY o) END
+             FROM unnest($1::int[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::jsonb[]) AS u(id, n, t, ts, j, ta)`,
+        [0, 1, 2, 3, 4, 5].map((c) => part.map((r) => (c === 5 && r[c] !== null ? JSON.stringify(r[c]) : r[c]))),
+      );
+    }
+  }, 120_000);
+
+  it('reads every row exactly as an ordinary query does', async () => {
+    const { msgs } = await drive(config(url, { batch_size: 1000 }), catalog(stream('mixed', 'full_refresh')), undefined, 'copy');
+    const got = records(msgs).map((r) => r.data);
+    const client = await connect(config(url), context('copy'));
+    const want = (await client.query('SELECT * FROM mixed ORDER BY id')).rows;
+    await client.end();
+    expect(got.length).toBe(6000);
+    expect(got).toEqual(want);
+  });
+});
