@@ -40,6 +40,9 @@ interface PendingDocument {
   chunks: Map<string, Chunk>;
 }
 
+/** What one commit applies: per stream, the buffered documents and the counts they add up to. */
+type Batch = Array<{ target: StreamTarget; pending: Map<string, PendingDocument>; written: StreamTarget['written'] }>;
+
 interface StreamTarget {
   stream: string;
   mode: DestinationSyncMode;
@@ -205,35 +208,58 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   async *write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent> {
-    for await (const msg of input) {
-      switch (msg.type) {
-        case 'DOCUMENT':
-        case 'DELETE': {
-          this.buffer(msg);
-          if (this.bufferedRows >= this.config.batch_rows || this.bufferedBytes >= this.config.batch_bytes) yield* this.commit();
-          break;
-        }
-        case 'STATE':
-          yield* this.commit(msg.connection);
-          yield { type: 'STATE_COMMITTED', state: msg.state, connection: msg.connection };
-          break;
-        case 'STREAM_COMPLETE': {
-          const target = this.targets.get(msg.stream);
-          if (target?.mode === 'overwrite' && !target.swapped) {
-            yield* this.commit();
-            await this.swap(target);
-          } else if (target?.fresh) {
-            // The stream's first bulk load is in: index it now rather than row by row.
-            yield* this.commit();
-            await this.ensureVectorIndex(target);
-            target.fresh = false;
+    // One batch commits while the next one is buffered: the server works on a COPY while this
+    // process reads, chunks and embeds what follows. Commits still run one at a time, in order.
+    let inflight: Promise<DestinationEvent[]> | undefined;
+    const settle = async () => {
+      const events = inflight ? await inflight : [];
+      inflight = undefined;
+      return events;
+    };
+    const start = (state?: Extract<DestinationMessage, { type: 'STATE' }>) => {
+      inflight = this.commit(this.takeBatch(), state);
+      inflight.catch(() => undefined); // surfaced by the next settle()
+    };
+    try {
+      for await (const msg of input) {
+        switch (msg.type) {
+          case 'DOCUMENT':
+          case 'DELETE': {
+            this.buffer(msg);
+            if (this.bufferedRows >= this.config.batch_rows || this.bufferedBytes >= this.config.batch_bytes) {
+              yield* await settle();
+              start();
+            }
+            break;
           }
-          break;
+          case 'STATE':
+            yield* await settle();
+            start(msg);
+            break;
+          case 'STREAM_COMPLETE': {
+            const target = this.targets.get(msg.stream);
+            if (target?.mode === 'overwrite' && !target.swapped) {
+              yield* await settle();
+              yield* await this.commit(this.takeBatch());
+              await this.swap(target);
+            } else if (target?.fresh) {
+              // The stream's first bulk load is in: index it now rather than row by row.
+              yield* await settle();
+              yield* await this.commit(this.takeBatch());
+              await this.ensureVectorIndex(target);
+              target.fresh = false;
+            }
+            break;
+          }
         }
       }
+      yield* await settle();
+      yield* await this.commit(this.takeBatch());
+      await this.finish();
+    } finally {
+      // Input failed or the consumer stopped: let a running commit end before the session closes.
+      await inflight?.catch(() => undefined);
     }
-    yield* this.commit();
-    await this.finish();
   }
 
   private target(stream: string): StreamTarget {
@@ -279,23 +305,36 @@ class PgvectorWriter implements DestinationWriter {
     t.written.records++;
   }
 
-  /** Applies every buffered change (and the state covering it) in one transaction, then reports it. */
-  private async *commit(state?: SourceState): AsyncGenerator<DestinationEvent> {
-    const dirty = [...this.targets.values()].filter((t) => t.pending.size || t.written.records);
-    if (!dirty.length && !state) return;
+  /** Takes what is buffered (synchronously, so buffering can go on while it is committed). */
+  private takeBatch(): Batch {
+    const batch: Batch = [];
+    for (const t of this.targets.values()) {
+      if (!t.pending.size && !t.written.records) continue;
+      batch.push({ target: t, pending: t.pending, written: t.written });
+      t.pending = new Map();
+      t.written = { records: 0, chunksWritten: 0, chunksDeleted: 0 };
+    }
+    this.bufferedRows = 0;
+    this.bufferedBytes = 0;
+    return batch;
+  }
+
+  /** Applies a batch (and the state covering it) in one transaction, then reports it. */
+  private async commit(batch: Batch, state?: Extract<DestinationMessage, { type: 'STATE' }>): Promise<DestinationEvent[]> {
+    if (!batch.length && !state) return [];
     let current: StreamTarget | undefined;
     try {
       await this.client.query('BEGIN');
-      for (const t of dirty) {
-        current = t;
-        await this.apply(t);
+      for (const b of batch) {
+        current = b.target;
+        await this.apply(b);
       }
       current = undefined;
       if (state) {
         await this.client.query(
           `INSERT INTO ${qualified(this.config.schema, STATE_TABLE)} (connection, state, updated_at) VALUES ($1, $2::jsonb, now())
            ON CONFLICT (connection) DO UPDATE SET state = EXCLUDED.state, updated_at = now()`,
-          [this.ctx.connection, JSON.stringify(state)],
+          [this.ctx.connection, JSON.stringify(state.connection)],
         );
       }
       await this.client.query('COMMIT');
@@ -307,41 +346,39 @@ class PgvectorWriter implements DestinationWriter {
         current ? `cannot write table ${this.config.schema}.${current.writeTable}` : 'cannot store the state',
       );
     }
-    this.bufferedRows = 0;
-    this.bufferedBytes = 0;
-    for (const t of dirty) {
-      const w = t.written;
-      t.written = { records: 0, chunksWritten: 0, chunksDeleted: 0 };
-      if (w.records || w.chunksWritten || w.chunksDeleted) yield { type: 'WRITTEN', stream: t.stream, ...w };
+    const events: DestinationEvent[] = [];
+    for (const { target, written: w } of batch) {
+      if (w.records || w.chunksWritten || w.chunksDeleted) events.push({ type: 'WRITTEN', stream: target.stream, ...w });
     }
+    if (state) events.push({ type: 'STATE_COMMITTED', state: state.state, connection: state.connection });
+    return events;
   }
 
-  private async apply(t: StreamTarget): Promise<void> {
-    if (!t.pending.size) return;
+  private async apply({ target: t, pending, written }: Batch[number]): Promise<void> {
+    if (!pending.size) return;
     const table = qualified(this.config.schema, t.writeTable);
     const trimDocs: string[] = [];
     const trimFrom: number[] = [];
     const chunks: Chunk[] = [];
-    for (const [documentId, doc] of t.pending) {
+    for (const [documentId, doc] of pending) {
       if (doc.trimFrom !== undefined) {
         trimDocs.push(documentId);
         trimFrom.push(doc.trimFrom);
       }
       for (const c of doc.chunks.values()) chunks.push(c);
     }
-    t.pending.clear();
     if (trimDocs.length) {
       const res = await this.client.query(
         `DELETE FROM ${table} AS t USING unnest($1::text[], $2::int[]) AS d(document_id, keep)
           WHERE t.document_id = d.document_id AND t.chunk_index >= d.keep`,
         [trimDocs, trimFrom],
       );
-      t.written.chunksDeleted += res.rowCount ?? 0;
+      written.chunksDeleted += res.rowCount ?? 0;
     }
     if (!chunks.length) return;
     if (this.useCopy) await this.upsertByCopy(t, table, chunks);
     else await this.upsertByInsert(t, table, chunks);
-    t.written.chunksWritten += chunks.length;
+    written.chunksWritten += chunks.length;
   }
 
   private static readonly UPSERT = `ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index,
