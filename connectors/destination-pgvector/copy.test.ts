@@ -5,7 +5,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { copyBinary, type CopyValue } from './copy.ts';
+import { copyBinary, encodeCopyTuple, type CopyValue } from './copy.ts';
 import { encodeVector } from './sql.ts';
 
 let client: pg.Client;
@@ -57,6 +57,31 @@ describe('COPY ... FROM STDIN (FORMAT BINARY)', () => {
     }
     const typed = await client.query(`SELECT pg_typeof(metadata)::text AS t, metadata->'nested'->>'ok' AS ok FROM pgv_copy_check LIMIT 1`);
     expect(typed.rows[0]).toEqual({ t: 'jsonb', ok: 'true' });
+  });
+
+  it('takes tuples larger than a write buffer, and multi-byte text that only fits once measured exactly', async () => {
+    await client.query('DROP TABLE IF EXISTS pgv_copy_big');
+    await client.query('CREATE TEMP TABLE pgv_copy_big (id text, n int, content text)');
+    // 'é' is 2 UTF-8 bytes but budgeted at 3, 'x' is 1: sizes around the buffer's end take both branches.
+    const contents = [
+      'x'.repeat(100_000),
+      'é'.repeat(60_000),
+      '€😀'.repeat(70_000), // ~560 KB: more than one write buffer
+      'a',
+      'é'.repeat(43_000),
+      'x'.repeat(250_000),
+      '',
+    ];
+    const tuple = (c: string, i: number): CopyValue[] => [
+      { kind: 'text', value: `t${i}` },
+      { kind: 'int4', value: i },
+      { kind: 'text', value: c },
+    ];
+    await copyBinary(client, 'COPY pgv_copy_big FROM STDIN (FORMAT BINARY)', contents.map(tuple));
+    const { rows } = await client.query('SELECT id, n, content FROM pgv_copy_big ORDER BY n');
+    expect(rows.map((r) => r.content)).toEqual(contents);
+    expect(rows.map((r) => r.id)).toEqual(contents.map((_, i) => `t${i}`));
+    expect(encodeCopyTuple(tuple('é', 3)).length).toBe(2 + 4 + 2 + 8 + 4 + 2);
   });
 });
 

@@ -31,41 +31,49 @@ export function copyTrailer(): Buffer {
   return b;
 }
 
-/** One tuple in binary copy format, in a single allocation. */
-export function encodeCopyTuple(values: CopyValue[]): Buffer {
+/** Bytes a tuple takes at most (UTF-8 is at most 3 bytes per UTF-16 unit): cheap, no scan. */
+function maxTupleBytes(values: CopyValue[]): number {
   let size = 2;
-  const texts: Array<Buffer | undefined> = [];
   for (const v of values) {
     size += 4;
-    if (v.kind === 'text' || v.kind === 'jsonb') {
-      const b = Buffer.from(v.value, 'utf8');
-      texts.push(b);
-      size += b.length + (v.kind === 'jsonb' ? 1 : 0);
-    } else {
-      texts.push(undefined);
-      if (v.kind === 'int4') size += 4;
-      else if (v.value) size += 4 + 4 * v.value.length;
-    }
+    if (v.kind === 'text') size += 3 * v.value.length;
+    else if (v.kind === 'jsonb') size += 1 + 3 * v.value.length;
+    else if (v.kind === 'int4') size += 4;
+    else if (v.value) size += 4 + 4 * v.value.length;
   }
-  const buf = Buffer.allocUnsafe(size);
-  buf.writeInt16BE(values.length, 0);
-  let o = 2;
-  values.forEach((v, i) => {
+  return size;
+}
+
+function exactTupleBytes(values: CopyValue[]): number {
+  let size = 2;
+  for (const v of values) {
+    size += 4;
+    if (v.kind === 'text') size += Buffer.byteLength(v.value, 'utf8');
+    else if (v.kind === 'jsonb') size += 1 + Buffer.byteLength(v.value, 'utf8');
+    else if (v.kind === 'int4') size += 4;
+    else if (v.value) size += 4 + 4 * v.value.length;
+  }
+  return size;
+}
+
+/** Writes one tuple at `o` (the caller made room for it) and returns the offset after it. */
+function writeTuple(values: CopyValue[], buf: Buffer, o: number): number {
+  buf.writeInt16BE(values.length, o);
+  o += 2;
+  for (const v of values) {
     switch (v.kind) {
       case 'text': {
-        const b = texts[i]!;
-        buf.writeInt32BE(b.length, o);
-        b.copy(buf, o + 4);
-        o += 4 + b.length;
+        const n = buf.write(v.value, o + 4, 'utf8');
+        buf.writeInt32BE(n, o);
+        o += 4 + n;
         break;
       }
       case 'jsonb': {
         // jsonb binary = version byte 1 + the JSON text
-        const b = texts[i]!;
-        buf.writeInt32BE(b.length + 1, o);
         buf[o + 4] = 1;
-        b.copy(buf, o + 5);
-        o += 5 + b.length;
+        const n = buf.write(v.value, o + 5, 'utf8');
+        buf.writeInt32BE(n + 1, o);
+        o += 5 + n;
         break;
       }
       case 'int4':
@@ -84,28 +92,48 @@ export function encodeCopyTuple(values: CopyValue[]): Buffer {
         }
         break;
     }
-  });
+  }
+  return o;
+}
+
+/** One tuple in binary copy format, in a single allocation. */
+export function encodeCopyTuple(values: CopyValue[]): Buffer {
+  const buf = Buffer.allocUnsafe(exactTupleBytes(values));
+  writeTuple(values, buf, 0);
   return buf;
 }
 
-/** Streams `tuples` into `COPY <target> FROM STDIN (FORMAT BINARY)` on `client`, in ~256 KiB writes. */
+const WRITE_BYTES = 256 * 1024;
+
+/**
+ * Streams `tuples` into `COPY <target> FROM STDIN (FORMAT BINARY)` on `client`. Tuples are encoded
+ * straight into ~256 KiB write buffers (all the same size, so the allocator reuses them) instead
+ * of one buffer per tuple joined afterwards.
+ */
 export async function copyBinary(client: pg.Client, copySql: string, tuples: Iterable<CopyValue[]>): Promise<void> {
   const stream = client.query(copyFrom(copySql)) as unknown as Writable;
   function* chunks(): Generator<Buffer> {
-    let pending: Buffer[] = [copyHeader()];
-    let size = pending[0].length;
+    let buf = Buffer.allocUnsafe(WRITE_BYTES);
+    let o = copyHeader().copy(buf, 0);
+    const room = (need: number) => o + need <= buf.length;
     for (const t of tuples) {
-      const b = encodeCopyTuple(t);
-      pending.push(b);
-      size += b.length;
-      if (size >= 256 * 1024) {
-        yield Buffer.concat(pending);
-        pending = [];
-        size = 0;
+      if (!room(maxTupleBytes(t))) {
+        const need = exactTupleBytes(t);
+        if (!room(need)) {
+          if (o > 0) yield buf.subarray(0, o);
+          buf = Buffer.allocUnsafe(Math.max(WRITE_BYTES, need));
+          o = 0;
+        }
       }
+      o = writeTuple(t, buf, o);
     }
-    pending.push(copyTrailer());
-    yield Buffer.concat(pending);
+    if (!room(2)) {
+      yield buf.subarray(0, o);
+      buf = Buffer.allocUnsafe(2);
+      o = 0;
+    }
+    o += copyTrailer().copy(buf, o);
+    yield buf.subarray(0, o);
   }
   await pipeline(Readable.from(chunks()), stream);
 }
