@@ -102,6 +102,9 @@ const NOTICE = 0x4e; // N
 const PARAMETER_STATUS = 0x53; // S
 const NOTIFICATION = 0x41; // A
 
+/** A message's length field (big-endian, counting itself), at `at`. */
+const messageLength = (buf: Buffer, at: number): number => buf[at] * 0x1000000 + ((buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]);
+
 interface PgConnection {
   stream: Duplex;
   query(text: string): void;
@@ -215,25 +218,36 @@ export class CopyOut {
       this.partsLen = 0;
     }
     const n = buf.length;
-    let decoded = false;
+    let text: string | undefined;
     let p = 0;
     while (p + 5 <= n) {
       const code = buf[p];
       // ErrorResponse: pg parses it and fails the query (handleError).
       if (code === ERROR_RESPONSE) return this.detach(buf.subarray(p));
-      const end = p + 1 + buf.readUInt32BE(p + 1);
+      let end = p + 1 + messageLength(buf, p + 1);
       if (end > n) break;
       if (code === COPY_DATA) {
-        if (!decoded) {
-          this.chunk.set(buf, buf.toString('latin1', 0, n));
-          decoded = true;
+        if (text === undefined) {
+          text = buf.toString('latin1', 0, n);
+          this.chunk.set(buf, text);
         }
-        if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
-        out.push(this.row(this.chunk.text, p + 5, end - 1));
-      } else if (code === COPY_DONE) {
+        // The rows of a chunk, back to back.
+        const row = this.row;
+        for (;;) {
+          if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
+          out.push(row(text, p + 5, end - 1));
+          p = end;
+          if (p + 5 > n || buf[p] !== COPY_DATA) break;
+          end = p + 1 + messageLength(buf, p + 1);
+          if (end > n) break;
+        }
+        continue;
+      }
+      if (code === COPY_DONE) {
         this.finished = true;
         return this.detach(buf.subarray(end));
-      } else if (code !== COPY_OUT_RESPONSE && code !== NOTICE && code !== PARAMETER_STATUS && code !== NOTIFICATION) {
+      }
+      if (code !== COPY_OUT_RESPONSE && code !== NOTICE && code !== PARAMETER_STATUS && code !== NOTIFICATION) {
         // Not a COPY response at all: let pg handle it.
         this.finished = true;
         return this.detach(buf.subarray(p));
@@ -244,7 +258,7 @@ export class CopyOut {
       const rest = buf.subarray(p);
       this.parts = [rest];
       this.partsLen = rest.length;
-      this.need = rest.length >= 5 ? 1 + rest.readUInt32BE(1) : 5;
+      this.need = rest.length >= 5 ? 1 + messageLength(rest, 1) : 5;
     }
   }
 
