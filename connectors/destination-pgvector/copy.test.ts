@@ -128,5 +128,7 @@ describe('a PostgreSQL server without pgvector', () => {
     expect(clientConfig({ url: 'postgres://h/db?sslmode=require' }, '/').ssl).toEqual({ rejectUnauthorized: false });
     expect(clientConfig({ url: 'postgres://h/db', sslmode: 'disable' }, '/').ssl).toBe(false);
     expect(() => clientConfig({ url: 'postgres://h/db', sslrootcert: 'missing.pem' }, dir)).toThrow(/cannot read sslrootcert missing\.pem/);
+    const { rmSync } = await import('node:fs');
+    rmSync(dir, { recursive: true, force: true });
   });
 });

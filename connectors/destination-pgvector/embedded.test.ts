@@ -1,8 +1,7 @@
 // Embedded mode: PGlite + pgvector in a directory, opened by sluice itself; one process at a time,
 // and another process can open it after the first closed it.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +9,7 @@ import { SluiceError } from '../../src/protocol/errors.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema } from './config.ts';
 import { chunkContent, deleteMessage, documentMessage, drain, stateMessage, testContext, vectorFor } from './testing.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 
 const DIMS = 16;
 const here = import.meta.dirname;
@@ -19,7 +19,7 @@ describe('embedded PGlite', () => {
     'round-trips through a directory relative to the pipeline file, locks it while open, and reopens in another process',
     { timeout: 240_000 },
     async () => {
-      const baseDir = mkdtempSync(join(tmpdir(), 'sluice-emb-'));
+      const baseDir = scratchDir('sluice-emb-');
       const cfg = PgvectorConfigSchema.parse({ embedded: '.sluice/pg' });
       const ctx = testContext('emb', baseDir);
       const streams = [{ name: 'docs', destinationSyncMode: 'append_dedup' as const, primaryKey: [['id']] }];

@@ -1,11 +1,11 @@
 // The front door: examples/quickstart.yaml through the CLI, on a copy of the example (so a user's
 // examples/.sluice is left alone): sync, a second sync that does nothing, then search.
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { scratchDir } from '../../src/testing/context.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const run = async (...args: string[]) =>
@@ -13,7 +13,7 @@ const run = async (...args: string[]) =>
 
 describe('examples/quickstart.yaml', () => {
   it('indexes the corpus into embedded pgvector, re-syncs as a no-op, and finds the right page', { timeout: 480_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-quickstart-'));
+    const dir = scratchDir('sluice-quickstart-');
     cpSync(join(ROOT, 'examples/quickstart.yaml'), join(dir, 'quickstart.yaml'));
     cpSync(join(ROOT, 'examples/corpus'), join(dir, 'corpus'), { recursive: true });
     const yaml = join(dir, 'quickstart.yaml');

@@ -1,8 +1,5 @@
 // Builders shared by this connector's tests and bench: contexts, hand-built destination messages
 // with deterministic embeddings, and a runner that collects a writer's events.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type {
   Chunk,
   ConnectorContext,
@@ -12,10 +9,11 @@ import type {
   SourceState,
 } from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
-export function testContext(connection = 'test', baseDir = mkdtempSync(join(tmpdir(), 'sluice-pgv-'))): ConnectorContext {
+export function testContext(connection = 'test', baseDir = scratchDir('sluice-pgv-')): ConnectorContext {
   return { logger: quiet, baseDir, signal: new AbortController().signal, connection, follow: false, workDir: baseDir };
 }
 

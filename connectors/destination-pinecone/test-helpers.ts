@@ -1,8 +1,5 @@
 // Shared by the Pinecone connector tests and the bench: contexts, deterministic vectors, messages.
 import { createHash } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type {
   Chunk,
   ConnectorContext,
@@ -13,6 +10,7 @@ import type {
 } from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 
 export interface LoggedLine {
   level: string;
@@ -35,7 +33,7 @@ export function captureContext(): ConnectorContext & { lines: LoggedLine[] } {
     signal: new AbortController().signal,
     connection: 'pinecone-test',
     follow: false,
-    workDir: mkdtempSync(join(tmpdir(), 'sluice-pinecone-')),
+    workDir: scratchDir('sluice-pinecone-'),
   };
 }
 

@@ -1,7 +1,4 @@
 // Shared by the Qdrant destination's tests: hand-built DestinationMessages and a quiet context.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type {
   Chunk,
   ConnectorContext,
@@ -13,6 +10,7 @@ import type {
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import { QdrantConfigSchema, type QdrantConfig } from './config.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 
 export const DIMS = 8;
 
@@ -25,7 +23,7 @@ export function testContext(logs: string[] = []): ConnectorContext {
     signal: new AbortController().signal,
     connection: 'qdrant-test',
     follow: false,
-    workDir: mkdtempSync(join(tmpdir(), 'sluice-qdrant-')),
+    workDir: scratchDir('sluice-qdrant-'),
   };
 }
 

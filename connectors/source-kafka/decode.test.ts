@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { KafkaConfigSchema, kafkaClientOptions, keyPaths, topicMatcher } from './config.ts';
 import { decodeMessage, parseKey } from './decode.ts';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -107,5 +107,6 @@ describe('Kafka config', () => {
     const missing = KafkaConfigSchema.parse({ brokers: ['a:1'], topics: ['t'], ssl: { ca: 'nope.pem' } });
     expect(() => kafkaClientOptions(missing, dir)).toThrow(/cannot read ssl.ca file/);
     expect(kafkaClientOptions(KafkaConfigSchema.parse({ brokers: ['a:1'], topics: ['t'], ssl: true }), dir).ssl).toBe(true);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

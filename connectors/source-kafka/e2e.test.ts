@@ -10,6 +10,7 @@ import type { Producer } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { produce, testKafka, testProducer, uniqueName, type TestMessage } from './testing.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const brokers = inject('kafkaBrokers');
@@ -155,7 +156,7 @@ interface Target {
 
 async function scenario(destination: (dir: string, topic: string) => { yaml: string; target: Target }) {
   const topic = uniqueName('e2e').replace(/-/g, '_');
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-e2e-'));
+  const dir = scratchDir('sluice-kafka-e2e-');
   const { yaml, target } = destination(dir, topic);
   const model = new Model();
   const check = async () => {
@@ -269,7 +270,7 @@ describe('sluice sync: Kafka end to end', () => {
     { timeout: 300_000 },
     async () => {
       const topic = uniqueName('e2e_pair').replace(/-/g, '_');
-      const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-pair-'));
+      const dir = scratchDir('sluice-kafka-pair-');
       const schema = uniqueName('kafka_pair').replace(/-/g, '_');
       const yaml = writePipeline(
         dir,

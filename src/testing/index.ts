@@ -5,7 +5,7 @@ export { runDestinationConformance, DESTINATION_CHECKS } from './destination.ts'
 export type { DestinationConformanceOptions, StoredChunk } from './destination.ts';
 export { formatReport } from './report.ts';
 export type { CheckOutcome, ConformanceReport } from './report.ts';
-export { testContext } from './context.ts';
+export { scratchDir, testContext } from './context.ts';
 export type { TestContext, LogEntry } from './context.ts';
 export { protocolValidators, sharedSpecsDir } from './schema.ts';
 export { describeSourceConformance, describeDestinationConformance } from './vitest.ts';

@@ -1,5 +1,5 @@
 // Every built-in connector runs the same conformance kit a custom connector runs (invariant 8).
-import { mkdirSync, mkdtempSync, readFileSync, existsSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -20,6 +20,7 @@ import { produce, testProducer, uniqueName } from '../../connectors/source-kafka
 import { testContext } from 'sluice/testing';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // source-file: a few Markdown files with distinct modification times.
 const docs = join(dir, 'docs');

@@ -1,9 +1,9 @@
 // Runs the real `sluice` CLI in a child process, as users do.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scratchDir } from '../../src/testing/context.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(REPO, 'bin/sluice.js');
@@ -38,9 +38,9 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 
 /** A fresh directory; `inRepo` puts it under test/.tmp so modules there resolve the repo's packages. */
 export function tempDir(prefix = 'sluice-test-', inRepo = false): string {
-  const parent = inRepo ? join(REPO, 'test/.tmp') : tmpdir();
-  mkdirSync(parent, { recursive: true });
-  return mkdtempSync(join(parent, prefix));
+  const parent = inRepo ? join(REPO, 'test/.tmp') : undefined;
+  if (parent) mkdirSync(parent, { recursive: true });
+  return scratchDir(prefix, parent);
 }
 
 export function writeFiles(root: string, files: Record<string, string>): void {
