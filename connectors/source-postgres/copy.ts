@@ -46,6 +46,8 @@ export class ChunkText {
 
 /** Longest field checked character by character for the fast path; longer ones decode natively. */
 const SHORT_FIELD = 64;
+/** Rows longer than this (bytes, with the message header) are decoded as UTF-8 on their own. */
+const LONG_ROW = 256;
 
 /** True when a short field is plain ASCII without backslashes (its latin1 text is its text). */
 function plain(text: string, start: number, end: number): boolean {
@@ -57,40 +59,61 @@ function plain(text: string, start: number, end: number): boolean {
   return true;
 }
 
-/** Parses one row: `text` is the chunk's latin1 text, [start, end) the row without its newline. */
+/** Parses one row: [start, end) of `text`, the row without its newline. */
 export type RowParser = (text: string, start: number, end: number) => Row;
 
+/** Where the next backslash is at or after `from` (Infinity: none). */
+function nextBackslash(text: string, from: number): number {
+  const i = text.indexOf('\\', from);
+  return i < 0 ? Infinity : i;
+}
+
 /**
- * A row parser with the column names baked into one object literal (every row gets the same
- * hidden class) and one call site per column (each stays monomorphic).
+ * Row parsers with the column names baked into one object literal (every row gets the same
+ * hidden class) and one call site per column (each stays monomorphic). `latin1` reads a row of
+ * the chunk's latin1 text, with byte offsets; `decoded` reads a row that was decoded as UTF-8 on
+ * its own (long rows: one decoding instead of two), where only backslashes need the slow path.
  */
-export function rowParser(columns: { name: string; oid: number }[], chunk: ChunkText): RowParser {
+export function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText): { latin1: RowParser; decoded: RowParser } {
   const fast: FieldParser[] = columns.map((c) => fastParserFor(c.oid));
   const ascii = columns.map((c) => asciiOutput(c.oid));
-  const slow = columns.map((c) => {
-    const parse = parserFor(c.oid);
-    return (start: number, end: number) => parse(chunk.field(start, end));
-  });
+  const parsers = columns.map((c) => parserFor(c.oid));
+  const fromBytes = parsers.map((parse) => (start: number, end: number) => parse(chunk.field(start, end)));
+  const unescaped = parsers.map((parse) => (text: string, start: number, end: number) => parse(unescapeCopy(text.slice(start, end))));
   const bad = (text: string, start: number, end: number): never => {
     throw new Error(
       `COPY row has fewer fields than the ${columns.length} expected columns: ${JSON.stringify(text.slice(start, Math.min(end, start + 200)))}`,
     );
   };
-  const lines: string[] = ['let a = s, b;'];
-  columns.forEach((_, i) => {
-    if (i < columns.length - 1) lines.push(`b = L.indexOf('\\t', a); if (b < 0 || b > e) bad(L, s, e);`);
-    else lines.push('b = e;');
-    // `\\N` is NULL; types whose output is always plain ASCII need no check for escapes.
-    const isNull = 'b - a === 2 && L.charCodeAt(a) === 92 && L.charCodeAt(a + 1) === 78';
-    lines.push(`const v${i} = ${isNull} ? null : ${ascii[i] ? `f${i}(L, a, b)` : `plain(L, a, b) ? f${i}(L, a, b) : g${i}(a, b)`};`);
-    if (i < columns.length - 1) lines.push('a = b + 1;');
-  });
   // `__proto__: v` in a literal would set the prototype; a computed key defines the property.
   const key = (name: string) => (name === '__proto__' ? `[${JSON.stringify(name)}]` : JSON.stringify(name));
-  lines.push(`return {${columns.map((c, i) => `${key(c.name)}: v${i}`).join(', ')}};`);
-  const locals = columns.map((_, i) => `const f${i} = F[${i}], g${i} = G[${i}];`).join('\n');
-  const body = `${locals}\nreturn function row(L, s, e) {\n${lines.join('\n')}\n};`;
-  return new Function('F', 'G', 'plain', 'bad', body)(fast, slow, plain, bad) as RowParser;
+  const make = (decoded: boolean): RowParser => {
+    const lines: string[] = [decoded ? 'let a = s, b, bs = -1;' : 'let a = s, b;'];
+    columns.forEach((_, i) => {
+      if (i < columns.length - 1) lines.push(`b = L.indexOf('\\t', a); if (b < 0 || b > e) bad(L, s, e);`);
+      else lines.push('b = e;');
+      // `\\N` is NULL; types whose output is always plain ASCII need no check for escapes.
+      const isNull = 'b - a === 2 && L.charCodeAt(a) === 92 && L.charCodeAt(a + 1) === 78';
+      const value = ascii[i]
+        ? `f${i}(L, a, b)`
+        : decoded
+          ? `bs >= b || (bs < a && (bs = next(L, a)) >= b) ? f${i}(L, a, b) : g${i}(L, a, b)`
+          : `plain(L, a, b) ? f${i}(L, a, b) : g${i}(a, b)`;
+      lines.push(`const v${i} = ${isNull} ? null : ${value};`);
+      if (i < columns.length - 1) lines.push('a = b + 1;');
+    });
+    lines.push(`return {${columns.map((c, i) => `${key(c.name)}: v${i}`).join(', ')}};`);
+    const locals = columns.map((_, i) => `const f${i} = F[${i}], g${i} = G[${i}];`).join('\n');
+    const body = `${locals}\nreturn function row(L, s, e) {\n${lines.join('\n')}\n};`;
+    return new Function('F', 'G', 'plain', 'next', 'bad', body)(
+      fast,
+      decoded ? unescaped : fromBytes,
+      plain,
+      nextBackslash,
+      bad,
+    ) as RowParser;
+  };
+  return { latin1: make(false), decoded: make(true) };
 }
 
 /** Message codes of the backend protocol that matter here. */
@@ -128,14 +151,14 @@ export class CopyOut {
   private partsLen = 0;
   private need = 0;
   private readonly chunk = new ChunkText();
-  private readonly row: RowParser;
+  private readonly rows: { latin1: RowParser; decoded: RowParser };
   private readonly onReadable = () => this.wake();
 
   constructor(
     private readonly text: string,
     columns: { name: string; oid: number }[],
   ) {
-    this.row = rowParser(columns, this.chunk);
+    this.rows = rowParsers(columns, this.chunk);
   }
 
   submit(connection: PgConnection): void {
@@ -208,18 +231,31 @@ export class CopyOut {
   }
 
   private parse(chunk: Buffer, out: Row[]): void {
-    let buf = chunk;
-    if (this.partsLen) {
-      this.parts.push(chunk);
-      this.partsLen += chunk.length;
+    let from = 0;
+    // Finish the message begun in earlier chunks, copying only its own bytes.
+    while (this.partsLen) {
+      const take = Math.min(this.need - this.partsLen, chunk.length - from);
+      this.parts.push(chunk.subarray(from, from + take));
+      this.partsLen += take;
+      from += take;
       if (this.partsLen < this.need) return;
-      buf = Buffer.concat(this.parts, this.partsLen);
+      const message = Buffer.concat(this.parts, this.partsLen);
       this.parts = [];
       this.partsLen = 0;
+      this.frames(message, 0, out); // a whole message, or only its header (then parts again)
+      if (!this.attached) {
+        // The copy ended in that message: the rest of the chunk is pg's too.
+        if (from < chunk.length) this.pgOnData!(chunk.subarray(from));
+        return;
+      }
     }
+    if (from < chunk.length) this.frames(chunk, from, out);
+  }
+
+  /** Parses the messages of `buf` from `p` on; keeps an incomplete last one in `parts`. */
+  private frames(buf: Buffer, p: number, out: Row[]): void {
     const n = buf.length;
     let text: string | undefined;
-    let p = 0;
     while (p + 5 <= n) {
       const code = buf[p];
       // ErrorResponse: pg parses it and fails the query (handleError).
@@ -227,15 +263,21 @@ export class CopyOut {
       let end = p + 1 + messageLength(buf, p + 1);
       if (end > n) break;
       if (code === COPY_DATA) {
-        if (text === undefined) {
-          text = buf.toString('latin1', 0, n);
-          this.chunk.set(buf, text);
-        }
+        const { latin1, decoded } = this.rows;
         // The rows of a chunk, back to back.
-        const row = this.row;
         for (;;) {
           if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
-          out.push(row(text, p + 5, end - 1));
+          if (end - p > LONG_ROW) {
+            // One UTF-8 decoding of a long row rather than latin1 for the chunk and UTF-8 for its long fields.
+            const row = buf.toString('utf8', p + 5, end - 1);
+            out.push(decoded(row, 0, row.length));
+          } else {
+            if (text === undefined) {
+              text = buf.toString('latin1', 0, n);
+              this.chunk.set(buf, text);
+            }
+            out.push(latin1(text, p + 5, end - 1));
+          }
           p = end;
           if (p + 5 > n || buf[p] !== COPY_DATA) break;
           end = p + 1 + messageLength(buf, p + 1);

@@ -119,6 +119,11 @@ const CASES: { fields: string[]; want: Record<string, unknown> }[] = [
       ['__proto__']: `${LONG}\n${LONG}😀`,
     },
   },
+  {
+    // a long row (decoded on its own) with NULLs before escaped fields
+    fields: ['6', '\\N', '\\N', LONG, '\\N', '\\N', '\\N', '\\\\x03', `a\\\\b\\t${LONG}`],
+    want: { id: '6', n: null, flag: null, t: LONG, ts: null, j: null, ia: null, by: 'Aw==', ['__proto__']: `a\\b\t${LONG}` },
+  },
 ];
 
 function fakeConnection() {
