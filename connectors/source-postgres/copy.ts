@@ -161,11 +161,12 @@ export class CopyOut {
     this.rows = rowParsers(columns, this.chunk);
   }
 
-  submit(connection: PgConnection): void {
+  /** Called by pg when the query's turn comes; an Error returned fails the query. */
+  submit(connection: PgConnection): Error | undefined {
     this.conn = connection;
     const stream = connection.stream;
     const listeners = stream.listeners('data');
-    if (listeners.length !== 1) throw new Error(`COPY needs the connection's own data listener (found ${listeners.length})`);
+    if (listeners.length !== 1) return new Error(`COPY needs the connection's own data listener (found ${listeners.length})`);
     this.pgOnData = listeners[0] as (b: Buffer) => void;
     stream.removeListener('data', this.pgOnData);
     stream.pause();
@@ -173,6 +174,7 @@ export class CopyOut {
     this.attached = true;
     connection.query(this.text);
     this.wake();
+    return undefined;
   }
 
   /** The next rows (at least one), or null once the copy is complete. */

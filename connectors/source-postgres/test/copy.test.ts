@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../../test/helpers/random.ts';
 import { CopyOut } from '../copy.ts';
 import { connect } from '../db.ts';
-import { flatten } from '../index.ts';
+import { flatten } from '../flatten.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, stream } from './helpers.ts';
 
 const msg = (code: string, payload: Buffer | string): Buffer => {
@@ -212,6 +212,14 @@ describe('COPY row reader', () => {
     expect(Buffer.concat(handedBack).equals(error)).toBe(true);
     copy.handleError(new Error('boom')); // what pg does after parsing the ErrorResponse
     await expect(copy.next()).rejects.toThrow('boom');
+  });
+
+  it('refuses a connection it cannot take over (pg then fails the query with that error)', () => {
+    const { connection, stream } = fakeConnection();
+    stream.on('data', () => {});
+    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [{ name: 'v', oid: 23 }]);
+    expect(copy.submit(connection)?.message).toMatch(/data listener \(found 2\)/);
+    expect(stream.listenerCount('data')).toBe(2);
   });
 
   it('names a row with fewer fields than columns', async () => {
