@@ -85,7 +85,27 @@ interface Listing {
 }
 
 /** The supported files under `path` (or `path` itself), by name only: what discover and check need. */
-async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promise<{ root: string; single?: Stats; names: string[] }> {
+type Names = { root: string; single?: Stats; names: string[] };
+
+/**
+ * A sync discovers, then reads right away: the read reuses discover's directory walk (a snapshot
+ * either way) instead of walking a large tree twice. Keyed by the config object, briefly.
+ */
+const recentWalks = new WeakMap<FileSourceConfig, { at: number; walk: Promise<Names> }>();
+const WALK_REUSE_MS = 10_000;
+
+function walkOnce(config: FileSourceConfig, ctx: ConnectorContext, reuse: boolean): Promise<Names> {
+  const recent = recentWalks.get(config);
+  if (reuse && recent && Date.now() - recent.at < WALK_REUSE_MS) {
+    recentWalks.delete(config);
+    return recent.walk;
+  }
+  const walk = listNames(config, ctx);
+  recentWalks.set(config, { at: Date.now(), walk });
+  return walk;
+}
+
+async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promise<Names> {
   const root = resolve(ctx.baseDir, config.path);
   let st;
   try {
@@ -104,7 +124,7 @@ async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promi
 }
 
 async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
-  const { root, single, names: wanted } = await listNames(config, ctx);
+  const { root, single, names: wanted } = await walkOnce(config, ctx, true);
   if (single) return { files: [{ rel: wanted[0], mtimeMs: Math.floor(single.mtimeMs), size: single.size }], pathOf: () => root };
   const entries: FileEntry[] = [];
   const add = (name: string, s: Stats | undefined) => {
@@ -208,7 +228,7 @@ const source: Source<FileSourceConfig> = {
   },
 
   async discover(config, ctx) {
-    const names = await listNames(config, ctx).then(
+    const names = await walkOnce(config, ctx, false).then(
       (l) => l.names,
       () => [] as string[],
     );
@@ -259,13 +279,15 @@ const source: Source<FileSourceConfig> = {
     const baseGen = previous.files ? undefined : previous.listing_gen;
     const gen = await listings.prepare(baseGen);
     const byRel = [...files].sort((a, b) => byPath(a.rel, b.rel));
-    await listings.write(gen, byRel);
     let base: Iterable<ListedFile> | AsyncIterable<ListedFile> = [];
+    let baseUsable = false;
     if (previous.files)
       base = Object.entries(previous.files).sort(([a], [b]) => byPath(a, b)); // state of sluice ≤ 0.1
     else if (baseGen !== undefined) {
-      if (await listings.exists(baseGen)) base = listings.read(baseGen);
-      else {
+      if (await listings.exists(baseGen)) {
+        base = listings.read(baseGen);
+        baseUsable = true;
+      } else {
         // Without it only the cursor says what is new: nothing counts as changed, nothing as gone.
         base = byRel.map((f): ListedFile => [f.rel, f.mtimeMs]);
         ctx.logger.warn(
@@ -275,9 +297,14 @@ const source: Source<FileSourceConfig> = {
       }
     }
     // Deletions first: a file that disappeared must not linger downstream, in any mode.
+    let gone = 0;
     for await (const rel of diffListing(base, byRel)) {
+      gone++;
       if (TEXT_EXT.has(extname(rel).toLowerCase())) yield message.deletion(name, { path: rel });
     }
+    // An unchanged directory keeps its listing: nothing to write.
+    const listingGen = baseUsable && !gone && !byRel.some((f) => f.changed) ? baseGen! : gen;
+    if (listingGen === gen) await listings.write(gen, byRel);
 
     // Incremental: after the cursor of the last complete run, or changed since its listing; and
     // after `progress`, the last file a crashed run of this listing got through. Files come in
@@ -291,7 +318,7 @@ const source: Source<FileSourceConfig> = {
     // Mid-run checkpoints name the base listing; only the last one names this run's.
     const checkpoint = (final: boolean) => {
       const s: FileState = final
-        ? { ...(cursor ? { cursor } : {}), listing_gen: gen, ...(cursor ? { listing_cursor: cursor } : {}) }
+        ? { ...(cursor ? { cursor } : {}), listing_gen: listingGen, ...(cursor ? { listing_cursor: cursor } : {}) }
         : {
             ...(cursor ? { cursor } : {}),
             ...(incremental && done ? { progress: done } : {}),

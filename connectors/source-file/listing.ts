@@ -9,7 +9,6 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 
 export type ListedFile = readonly [rel: string, mtimeMs: number];
 
@@ -79,14 +78,16 @@ export class ListingDir {
     );
   }
 
-  /** The listing of generation `gen`, in path order. */
+  /** The listing of generation `gen`, in path order (read in large blocks: listings can be long). */
   async *read(gen: number): AsyncGenerator<ListedFile> {
-    const lines = createInterface({ input: createReadStream(this.path(gen), { encoding: 'utf8' }), crlfDelay: Infinity });
-    for await (const line of lines) {
-      if (!line) continue;
-      const [rel, mtimeMs] = JSON.parse(line) as [string, number];
-      yield [rel, mtimeMs];
+    let rest = '';
+    for await (const block of createReadStream(this.path(gen), { encoding: 'utf8', highWaterMark: 1024 * 1024 })) {
+      const text = rest + (block as string);
+      const lines = text.split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) if (line) yield JSON.parse(line) as [string, number];
     }
+    if (rest) yield JSON.parse(rest) as [string, number];
   }
 }
 

@@ -93,12 +93,19 @@ describe('source-file', () => {
     expect(second.deleted).toEqual(['doc-00007.md']);
     expect(second.read).toEqual(['doc-00009.md']);
     expect(second.states.at(-1)).toMatchObject({ listing_gen: 2 });
+    // The base listing (1) is kept until a state names the new one (2).
     expect(readdirSync(join(root, 'work/file/docs')).sort()).toEqual(['listing-1.jsonl', 'listing-2.jsonl']);
     const third = await read(root, asState(second.states.at(-1)!));
     expect(third.read).toEqual([]);
     expect(third.deleted).toEqual([]);
-    // The base listing (2) is kept until a state names the new one; older ones are cleaned up.
-    expect(readdirSync(join(root, 'work/file/docs')).sort()).toEqual(['listing-2.jsonl', 'listing-3.jsonl']);
+    // Nothing changed: the listing is kept as it is, older ones are cleaned up.
+    expect(third.states.at(-1)).toMatchObject({ listing_gen: 2 });
+    expect(readdirSync(join(root, 'work/file/docs'))).toEqual(['listing-2.jsonl']);
+    // A change after an unchanged run is still seen against that kept listing.
+    rmSync(join(root, 'docs/doc-00011.md'));
+    const fourth = await read(root, asState(third.states.at(-1)!));
+    expect(fourth.deleted).toEqual(['doc-00011.md']);
+    expect(fourth.states.at(-1)).toMatchObject({ listing_gen: 3 });
   });
 
   it('resumes a crashed incremental run from its last checkpoint: late and new files are each read once', async () => {
