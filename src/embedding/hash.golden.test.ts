@@ -196,6 +196,14 @@ function makeText(rnd: () => number, i: number): string {
   return parts.join('');
 }
 
+/** Many distinct words: more features and words than any fixed-size table or cache holds. */
+function hugeText(rnd: () => number, words: number, maxLength: number): string {
+  const letters = 'abcdefghijklmnopqrstuvwxyzäé';
+  return Array.from({ length: words }, () =>
+    Array.from({ length: 1 + Math.floor(rnd() * maxLength) }, () => letters[Math.floor(rnd() * letters.length)]).join(''),
+  ).join(' ');
+}
+
 function corpus(n: number, seed: number): string[] {
   const rnd = mulberry32(seed);
   const texts = Array.from({ length: n }, (_, i) => makeText(rnd, i));
@@ -212,6 +220,8 @@ function corpus(n: number, seed: number): string[] {
     '🎉',
     'ﬁ',
     'x'.repeat(100_000),
+    hugeText(rnd, 30_000, 12),
+    hugeText(rnd, 300, 80), // words on both sides of any length limit
     ...UNICODE,
     ...ASCII_PUNCT,
     ...ASCII_CONTROL,
@@ -253,11 +263,12 @@ describe('hash embedder stays bit-identical to sluice-hash-v1', () => {
     for (const text of singles) expect(bytes(hashEmbed(text, 384)).equals(bytes(referenceHashEmbed(text, 384)))).toBe(true);
   });
 
-  it('interleaves fast and slow paths and huge and small texts without leaking state between calls', () => {
+  it('interleaves fast and slow paths, huge and small texts and dimensions without leaking state between calls', () => {
     const order = mulberry32(99);
     for (let k = 0; k < 2000; k++) {
       const text = texts[Math.floor(order() * texts.length)];
-      expect(bytes(hashEmbed(text, 64)).equals(bytes(referenceHashEmbed(text, 64)))).toBe(true);
+      const dimensions = [64, 384, 1536][Math.floor(order() * 3)];
+      expect(bytes(hashEmbed(text, dimensions)).equals(bytes(referenceHashEmbed(text, dimensions)))).toBe(true);
     }
   });
 
