@@ -472,6 +472,7 @@ export function createHashEmbedder(
     pricePerMillionTokens: opts.pricePerMillionTokens,
     concurrency: opts.concurrency ?? 1,
     batchSize: opts.batchSize ?? 256,
+    local: true,
     countTokens: (text) => tokenizer.count(text),
     async embed(texts: string[], signal?: AbortSignal): Promise<EmbedResult> {
       // One allocation for the whole batch, each vector a view of its own slice (see EmbedResult).

@@ -26,6 +26,11 @@ export interface Embedder {
   readonly concurrency: number;
   /** Inputs per embed() call the engine should aim for. */
   readonly batchSize: number;
+  /**
+   * Vectors are computed in this process at no cost (the `hash` embedder): recomputing is cheaper
+   * than a cache lookup, so the engine keeps no cache for them.
+   */
+  readonly local?: boolean;
   close?(): Promise<void>;
 }
 

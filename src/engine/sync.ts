@@ -143,7 +143,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
 
     embedder = embedderFor(conn, logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    if (embedder) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
+    if (embedder && !embedder.local) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
     const store: StateStore = new FileStateStore(pipeline.stateDir);
 
     if (opts.dryRun) {
@@ -406,7 +406,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   const stream = firstStream(group)!;
   const stats = p.streams[stream];
   const keys = chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
-  const cached = await p.cache!.getMany(keys);
+  const cached = p.cache ? await p.cache.getMany(keys) : [];
   const missing = new Map<string, string>();
   chunks.forEach((c, i) => {
     if (cached[i]) stats.embedding_cache_hits++;
@@ -431,7 +431,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
       }
       fresh.set(missKeys[i], v);
     });
-    await p.cache!.putMany([...fresh.entries()]);
+    await p.cache?.putMany([...fresh.entries()]);
   }
   chunks.forEach((c, i) => {
     c.embedding = cached[i] ?? fresh.get(keys[i]);
@@ -449,10 +449,10 @@ async function dryRun(p: RunParts & { state: SourceState | undefined }) {
   }
   const seen = new Set<string>();
   for await (const m of documents(p, p.state)) {
-    if (m.type !== 'DOCUMENT' || !embedder || !cache) continue;
+    if (m.type !== 'DOCUMENT' || !embedder) continue;
     const s = streams[m.stream];
     const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
-    const cached = await cache.getMany(keys);
+    const cached = cache ? await cache.getMany(keys) : [];
     m.chunks.forEach((c, i) => {
       if (cached[i] || seen.has(keys[i])) {
         s.embedding_cache_hits++;

@@ -71,7 +71,12 @@ export interface SplitOptions {
 export function splitRecursive(text: string, opts: SplitOptions): string[] {
   const { chunkSize, measure } = opts;
   const overlap = Math.min(opts.chunkOverlap, chunkSize - 1);
-  if (!text.trim()) return [];
+  const trimmed = text.trim();
+  if (!trimmed) return [];
+  // Most texts are one chunk. Measured as emitted (trimmed), the count is the one the embedder
+  // asks for next (the tokenizer memo answers it); only likely fits are checked this way, so a
+  // long text is not counted an extra time.
+  if (trimmed.length <= 4 * chunkSize && measure(trimmed) <= chunkSize) return [trimmed];
   const pieces: Piece[] = [];
   atomize(text, chunkSize, measure, 0, pieces);
 

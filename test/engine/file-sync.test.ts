@@ -1,7 +1,7 @@
 // The file source into the jsonl destination through the real CLI: incremental add/modify/delete,
 // full refresh deletions, overwrite, structured files.
 import { describe, expect, it } from 'vitest';
-import { rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, tempDir, writeFiles } from '../helpers/cli.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
@@ -79,7 +79,7 @@ describe('file → jsonl', () => {
     expect([...docsIn(dir).keys()].sort()).toEqual(['new.md', 'old.md']);
   });
 
-  it('full refresh reports vanished files as deletions; --full-refresh re-reads without re-embedding', async () => {
+  it('full refresh reports vanished files as deletions; the local hash embedder is recomputed, never cached', async () => {
     const dir = tempDir();
     writeFiles(dir, { 'p.yaml': pipeline('full_refresh'), 'docs/a.md': 'Alpha.', 'docs/b.md': 'Bravo.' });
     await sync(dir);
@@ -88,9 +88,11 @@ describe('file → jsonl', () => {
     expect(r.connections[0].streams.docs).toMatchObject({
       records_read: 2,
       records_deleted: 1,
-      embedding_cache_hits: 1,
-      embedding_tokens: 0,
+      embedding_requests: 0,
+      embedding_cache_hits: 0,
     });
+    // Recomputing a hash vector is cheaper than a cache lookup: no cache on disk at all.
+    expect(existsSync(join(dir, '.sluice/state/embeddings'))).toBe(false);
     expect([...docsIn(dir).keys()]).toEqual(['b.md']);
   });
 
