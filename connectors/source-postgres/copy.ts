@@ -46,6 +46,11 @@ export class ChunkText {
 
 /** Longest field checked character by character for the fast path; longer ones decode natively. */
 const SHORT_FIELD = 64;
+/**
+ * Rows handed out per pull at most: the rows in flight stay few, so young-generation GC rarely
+ * has to keep (and promote) them.
+ */
+export const MAX_ROWS = 256;
 /** Rows longer than this (bytes, with the message header) are decoded as UTF-8 on their own. */
 const LONG_ROW = 256;
 
@@ -150,6 +155,9 @@ export class CopyOut {
   private parts: Buffer[] = [];
   private partsLen = 0;
   private need = 0;
+  /** A chunk whose rows are only partly handed out yet, and where the next message starts. */
+  private rest?: Buffer;
+  private restAt = 0;
   private readonly chunk = new ChunkText();
   private readonly rows: { latin1: RowParser; decoded: RowParser };
   private readonly onReadable = () => this.wake();
@@ -195,6 +203,7 @@ export class CopyOut {
       this.conn!.stream.removeListener('readable', this.onReadable);
     }
     this.parts = [];
+    this.rest = undefined;
   }
 
   private wake(): void {
@@ -220,9 +229,15 @@ export class CopyOut {
     if (!this.attached) return out;
     const stream = this.conn!.stream;
     while (this.attached && !out.length) {
-      const chunk = stream.read() as Buffer | null;
-      if (chunk === null) break;
       try {
+        const rest = this.rest;
+        if (rest) {
+          this.rest = undefined;
+          this.frames(rest, this.restAt, out);
+          continue;
+        }
+        const chunk = stream.read() as Buffer | null;
+        if (chunk === null) break;
         this.parse(chunk, out);
       } catch (err) {
         this.error = err as Error;
@@ -257,7 +272,7 @@ export class CopyOut {
   /** Parses the messages of `buf` from `p` on; keeps an incomplete last one in `parts`. */
   private frames(buf: Buffer, p: number, out: Row[]): void {
     const n = buf.length;
-    let text: string | undefined;
+    let text = this.chunk.buf === buf ? this.chunk.text : undefined;
     while (p + 5 <= n) {
       const code = buf[p];
       // ErrorResponse: pg parses it and fails the query (handleError).
@@ -281,6 +296,12 @@ export class CopyOut {
             out.push(latin1(text, p + 5, end - 1));
           }
           p = end;
+          if (out.length >= MAX_ROWS && p < n) {
+            // Enough for one batch: the rest of the chunk waits for the next pull.
+            this.rest = buf;
+            this.restAt = p;
+            return;
+          }
           if (p + 5 > n || buf[p] !== COPY_DATA) break;
           end = p + 1 + messageLength(buf, p + 1);
           if (end > n) break;

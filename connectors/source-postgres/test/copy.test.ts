@@ -4,7 +4,7 @@
 import { PassThrough } from 'node:stream';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../../test/helpers/random.ts';
-import { CopyOut } from '../copy.ts';
+import { CopyOut, MAX_ROWS } from '../copy.ts';
 import { connect } from '../db.ts';
 import { flatten } from '../flatten.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, stream } from './helpers.ts';
@@ -190,6 +190,33 @@ describe('COPY row reader', () => {
         p += n;
       }
       expect((await readChunks(chunks)).rows).toEqual(wanted);
+    }
+  });
+
+  it('hands a big chunk out in bounded batches, in order', async () => {
+    const many = Array.from({ length: 1000 }, (_, i) => row([String(i), i % 3 ? `r${i}` : '\\N']));
+    const bytes = Buffer.concat([copyOutResponse(2), ...many, msg('c', ''), AFTER]);
+    const cols = [
+      { name: 'v', oid: 23 },
+      { name: 't', oid: 25 },
+    ];
+    for (const cut of [bytes.length, 3000, 12345]) {
+      const { connection, stream, handedBack } = fakeConnection();
+      const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', cols);
+      copy.submit(connection);
+      stream.write(bytes.subarray(0, cut));
+      if (cut < bytes.length) stream.write(bytes.subarray(cut));
+      await tick();
+      const sizes: number[] = [];
+      const rows: Record<string, unknown>[] = [];
+      for (let r = await copy.next(); r; r = await copy.next()) {
+        sizes.push(r.length);
+        rows.push(...r);
+      }
+      await tick();
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(MAX_ROWS);
+      expect(rows).toEqual(Array.from({ length: 1000 }, (_, i) => ({ v: i, t: i % 3 ? `r${i}` : null })));
+      expect(Buffer.concat(handedBack).equals(AFTER)).toBe(true);
     }
   });
 
