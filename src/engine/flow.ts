@@ -91,3 +91,34 @@ export async function* groupItems<T>(
     if (!done) await it.return?.();
   }
 }
+
+/** Runs `save` on queued items one batch at a time, in order, off the caller's path. */
+export class BackgroundSaver<T> {
+  private queue: T[] = [];
+  private running: Promise<void> | undefined;
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly save: (batch: T[]) => Promise<void>) {}
+
+  push(item: T): void {
+    if (this.failure) throw this.failure.error;
+    this.queue.push(item);
+    this.running ??= this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length) await this.save(this.queue.splice(0));
+    } catch (error) {
+      this.failure = { error };
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  /** Waits until everything queued is saved; throws the first failure. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.failure) throw this.failure.error;
+  }
+}

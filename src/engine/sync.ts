@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
 import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
-import type { Chunk, ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
+import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { canonicalJson, chunkId, documentId, sha256 } from '../protocol/identity.ts';
 import {
@@ -19,7 +19,7 @@ import {
 import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
-import { groupItems, mapOrdered } from './flow.ts';
+import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -206,32 +206,41 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     const messages = documents({ ...p, touched }, state);
     const embedded = embedder ? embedStage(messages, p, embedder) : messages;
-    for await (const ev of writer.write(embedded)) {
-      if (ev.type === 'WRITTEN') {
-        const s = streams[ev.stream];
-        if (s) {
-          s.records_written += ev.records;
-          s.chunks_written += ev.chunksWritten;
-          s.chunks_deleted += ev.chunksDeleted;
+    // Committed states are saved in the background (an fsync each) so the pipeline keeps flowing;
+    // states that pile up meanwhile are merged into one write, in order.
+    const saver = new BackgroundSaver<Extract<DestinationEvent, { type: 'STATE_COMMITTED' }> & { mine: SourceState }>(async (batch) => {
+      await store.update(name, (stored) =>
+        batch.reduce<SourceState | undefined>((acc, e) => mergeConnectionState(acc, e.mine, mergeMode), stored)!,
+      );
+      summary.states_committed += batch.length;
+      for (const e of batch) await conn.source.onStateCommitted?.(conn.sourceConfig, e.state, e.connection, ctx);
+    });
+    try {
+      for await (const ev of writer.write(embedded)) {
+        if (ev.type === 'WRITTEN') {
+          const s = streams[ev.stream];
+          if (s) {
+            s.records_written += ev.records;
+            s.chunks_written += ev.chunksWritten;
+            s.chunks_deleted += ev.chunksDeleted;
+          }
+        } else {
+          // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
+          // start-up view of another worker's streams never rolls its progress back.
+          saver.push({ ...ev, mine: touched ? touched.pick(ev.connection) : ev.connection });
         }
-      } else {
-        // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
-        // start-up view of another worker's streams never rolls its progress back.
-        const mine = touched ? touched.pick(ev.connection) : ev.connection;
-        await store.update(name, (stored) => mergeConnectionState(stored, mine, mergeMode));
-        summary.states_committed++;
-        await conn.source.onStateCommitted?.(conn.sourceConfig, ev.state, ev.connection, ctx);
       }
+    } catch (err) {
+      // Whatever the destination confirmed is saved, even when the run fails afterwards.
+      await saver.flush().catch((e) => p.logger.warn({ err: describeUnknown(e) }, 'saving the state failed'));
+      throw err;
     }
+    await saver.flush();
   } finally {
     await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
   }
 }
 
-/**
- * Source messages → destination messages (chunks without vectors yet). Holds STATE back while an
- * overwrite stream is loading, so no destination acknowledges progress of an unswitched generation.
- */
 /** Which streams (and whether the shared state) each emitted connection state changed since the last commit. */
 class TouchedStreams {
   private pending: Array<{ state: SourceState; streams: Set<string>; shared: boolean }> = [];
@@ -263,6 +272,10 @@ class TouchedStreams {
   }
 }
 
+/**
+ * Source messages → destination messages (chunks without vectors yet). Holds STATE back while an
+ * overwrite stream is loading, so no destination acknowledges progress of an unswitched generation.
+ */
 async function* documents(p: RunParts & { touched?: TouchedStreams }, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
   const { conn, catalog, ctx, processor, streams, signal } = p;
   const byName = new Map(catalog.streams.map((s) => [s.stream.name, s]));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { groupItems, mapOrdered } from '../../src/engine/flow.ts';
+import { BackgroundSaver, groupItems, mapOrdered } from '../../src/engine/flow.ts';
 
 async function* numbers(n: number, delayMs = 0, pulled?: { count: number }) {
   for (let i = 0; i < n; i++) {
@@ -100,5 +100,41 @@ describe('groupItems', () => {
     expect((await it.next()).value).toEqual([1]);
     expect(Date.now() - started).toBeLessThan(250);
     expect((await it.next()).value).toEqual([2]);
+  });
+});
+
+describe('BackgroundSaver', () => {
+  it('saves in order, one batch at a time, merging what queued up during a save', async () => {
+    const batches: number[][] = [];
+    let active = 0;
+    const saver = new BackgroundSaver<number>(async (batch) => {
+      active++;
+      expect(active).toBe(1);
+      await sleep(20);
+      batches.push(batch);
+      active--;
+    });
+    saver.push(1);
+    saver.push(2); // queued while 1 is saving
+    saver.push(3);
+    await sleep(5);
+    await saver.flush();
+    expect(batches.flat()).toEqual([1, 2, 3]);
+    expect(batches[0]).toEqual([1]);
+    expect(batches).toHaveLength(2);
+    saver.push(4);
+    await saver.flush();
+    expect(batches.at(-1)).toEqual([4]);
+  });
+
+  it('reports a failed save on flush and refuses more work', async () => {
+    const saver = new BackgroundSaver<number>(async (batch) => {
+      if (batch.includes(2)) throw new Error('disk full');
+    });
+    saver.push(1);
+    await saver.flush();
+    saver.push(2);
+    await expect(saver.flush()).rejects.toThrow('disk full');
+    expect(() => saver.push(3)).toThrow('disk full');
   });
 });
