@@ -3,7 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
+import type { DestinationEvent, DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
+import type { StateMessage } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
@@ -190,6 +191,44 @@ describe('exactly once', () => {
     expect((err as SluiceError).where).toMatch(/connection atomic/);
     expect(events).toEqual([]);
     expect(await byDocument(cfg.schema, 's')).toEqual({ kept: expectedChunks('kept', 2, 1) });
+    const state = await admin.query(`SELECT state FROM ${qualified(cfg.schema, '_sluice_state')}`);
+    expect(state.rows.map((r) => r.state)).toEqual([{ streams: { s: { cursor: 1 } } }]);
+  });
+});
+
+describe('pipelined commits', () => {
+  it('a failed commit stops every later one: earlier batches and states stay, nothing after them lands', async () => {
+    const cfg = config({ batch_rows: 4 });
+    const w = await destination.open(cfg, testContext('pipelined'), { streams: [stream('s', 'append_dedup')], dimensions: DIMS });
+    await drain(w, []);
+    // Only the state with cursor 2 is refused, so the second transaction fails mid-run.
+    await admin.query(
+      `ALTER TABLE ${qualified(cfg.schema, '_sluice_state')} ADD CONSTRAINT not_two CHECK ((state->'streams'->'s'->>'cursor')::int <> 2)`,
+    );
+    const events: DestinationEvent[] = [];
+    const err = await (async () => {
+      try {
+        for await (const e of w.write(
+          (async function* () {
+            for (let i = 0; i < 6; i++) yield documentMessage('s', `a${i}`, 1, DIMS); // a commit at 4 rows, then 2 buffered
+            yield stateMessage('s', 1);
+            for (let i = 0; i < 3; i++) yield documentMessage('s', `b${i}`, 1, DIMS);
+            yield stateMessage('s', 2);
+            for (let i = 0; i < 5; i++) yield documentMessage('s', `c${i}`, 1, DIMS);
+            yield stateMessage('s', 3);
+          })(),
+        ))
+          events.push(e);
+      } catch (e) {
+        return e;
+      }
+    })();
+    await w.close();
+    expect(err).toBeInstanceOf(SluiceError);
+    expect(
+      events.filter((e) => e.type === 'STATE_COMMITTED').map((e) => (e as { state: StateMessage }).state.stream?.stream_state),
+    ).toEqual([{ cursor: 1 }]);
+    expect(Object.keys(await byDocument(cfg.schema, 's')).sort()).toEqual(['a0', 'a1', 'a2', 'a3', 'a4', 'a5']);
     const state = await admin.query(`SELECT state FROM ${qualified(cfg.schema, '_sluice_state')}`);
     expect(state.rows.map((r) => r.state)).toEqual([{ streams: { s: { cursor: 1 } } }]);
   });

@@ -208,18 +208,28 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   async *write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent> {
-    // One batch commits while the next one is buffered: the server works on a COPY while this
-    // process reads, chunks and embeds what follows. Commits still run one at a time, in order.
-    let inflight: Promise<DestinationEvent[]> | undefined;
-    const settle = async () => {
-      const events = inflight ? await inflight : [];
-      inflight = undefined;
-      return events;
-    };
+    // Batches commit while the next ones are buffered: the server works on a COPY while this
+    // process reads, chunks and embeds what follows. Commits run one at a time, in order, each in
+    // its own transaction with exactly the state that covers it; at most two are pending.
+    const queue: Array<{ events?: DestinationEvent[]; done: Promise<void> }> = [];
     const start = (state?: Extract<DestinationMessage, { type: 'STATE' }>) => {
-      inflight = this.commit(this.takeBatch(), state);
-      inflight.catch(() => undefined); // surfaced by the next settle()
+      const batch = this.takeBatch();
+      const previous = queue.at(-1)?.done ?? Promise.resolve();
+      const entry: (typeof queue)[number] = { done: Promise.resolve() };
+      entry.done = previous.then(async () => {
+        entry.events = await this.commit(batch, state);
+      });
+      entry.done.catch(() => undefined); // surfaced when its turn comes in settle()
+      queue.push(entry);
     };
+    /** Reports finished commits, and waits until at most `pending` are left. */
+    async function* settle(pending: number): AsyncGenerator<DestinationEvent> {
+      while (queue.length > pending || (queue.length && queue[0].events)) {
+        const entry = queue.shift()!;
+        await entry.done;
+        yield* entry.events!;
+      }
+    }
     try {
       for await (const msg of input) {
         switch (msg.type) {
@@ -227,24 +237,24 @@ class PgvectorWriter implements DestinationWriter {
           case 'DELETE': {
             this.buffer(msg);
             if (this.bufferedRows >= this.config.batch_rows || this.bufferedBytes >= this.config.batch_bytes) {
-              yield* await settle();
+              yield* settle(1);
               start();
             }
             break;
           }
           case 'STATE':
-            yield* await settle();
+            yield* settle(1);
             start(msg);
             break;
           case 'STREAM_COMPLETE': {
             const target = this.targets.get(msg.stream);
             if (target?.mode === 'overwrite' && !target.swapped) {
-              yield* await settle();
+              yield* settle(0);
               yield* await this.commit(this.takeBatch());
               await this.swap(target);
             } else if (target?.fresh) {
               // The stream's first bulk load is in: index it now rather than row by row.
-              yield* await settle();
+              yield* settle(0);
               yield* await this.commit(this.takeBatch());
               await this.ensureVectorIndex(target);
               target.fresh = false;
@@ -253,12 +263,12 @@ class PgvectorWriter implements DestinationWriter {
           }
         }
       }
-      yield* await settle();
+      yield* settle(0);
       yield* await this.commit(this.takeBatch());
       await this.finish();
     } finally {
-      // Input failed or the consumer stopped: let a running commit end before the session closes.
-      await inflight?.catch(() => undefined);
+      // Input failed or the consumer stopped: let running commits end before the session closes.
+      await Promise.all(queue.map((e) => e.done.catch(() => undefined)));
     }
   }
 

@@ -2,6 +2,7 @@
 // batched, concurrent, in order) → destination.write, persisting a state only when the
 // destination has committed everything before it (the Airbyte checkpoint rule).
 import { mkdir } from 'node:fs/promises';
+import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
 import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
@@ -301,9 +302,16 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   };
 
   const source = conn.source.read(conn.sourceConfig, catalog, state, ctx)[Symbol.asyncIterator]();
+  let busySince = performance.now();
   try {
     for (;;) {
       if (signal.aborted) return;
+      // A source that never waits (files read synchronously) keeps the pipeline in promise
+      // callbacks; every few ms, let I/O through so commits and acknowledgements are not delayed.
+      if (performance.now() - busySince > 5) {
+        await setImmediate();
+        busySince = performance.now();
+      }
       let r: IteratorResult<AirbyteMessage>;
       try {
         r = await source.next();
