@@ -208,7 +208,8 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     const messages = documents({ ...p, touched }, state);
     const embedded = embedder ? embedStage(messages, p, embedder) : messages;
     // Committed states are saved in the background (an fsync each) so the pipeline keeps flowing;
-    // states that pile up meanwhile are merged into one write, in order.
+    // states that pile up meanwhile are merged into one write, in order. Not for sources that act
+    // on commits (onStateCommitted): they are told in step, as the protocol promises.
     const saver = new BackgroundSaver<Extract<DestinationEvent, { type: 'STATE_COMMITTED' }> & { mine: SourceState }>(async (batch) => {
       await store.update(name, (stored) =>
         batch.reduce<SourceState | undefined>((acc, e) => mergeConnectionState(acc, e.mine, mergeMode), stored)!,
@@ -229,6 +230,8 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
           // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
           // start-up view of another worker's streams never rolls its progress back.
           saver.push({ ...ev, mine: touched ? touched.pick(ev.connection) : ev.connection });
+          // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
+          if (conn.source.onStateCommitted) await saver.flush();
         }
       }
     } catch (err) {
