@@ -125,10 +125,13 @@ async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promi
 
 async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
   const { root, single, names: wanted } = await walkOnce(config, ctx, true);
-  if (single) return { files: [{ rel: wanted[0], mtimeMs: Math.floor(single.mtimeMs), size: single.size }], pathOf: () => root };
+  if (single)
+    return { files: [{ rel: wanted[0], mtimeMs: Math.floor(single.mtimeMs), size: single.size, changed: true }], pathOf: () => root };
   const entries: FileEntry[] = [];
   const add = (name: string, s: Stats | undefined) => {
-    if (s?.isFile()) entries.push({ rel: name.split(sep).join('/'), mtimeMs: Math.floor(s.mtimeMs), size: s.size });
+    // All fields set up front: objects of one shape, no per-object property store (large trees).
+    if (s?.isFile())
+      entries.push({ rel: sep === '/' ? name : name.split(sep).join('/'), mtimeMs: Math.floor(s.mtimeMs), size: s.size, changed: true });
   };
   let i = 0;
   while (i < wanted.length && io.sync) {
@@ -278,7 +281,7 @@ const source: Source<FileSourceConfig> = {
     const listings = new ListingDir(ctx.workDir, name);
     const baseGen = previous.files ? undefined : previous.listing_gen;
     const gen = await listings.prepare(baseGen);
-    const byRel = [...files].sort((a, b) => byPath(a.rel, b.rel));
+    let byRel: FileEntry[] | undefined = [...files].sort((a, b) => byPath(a.rel, b.rel));
     let base: Iterable<ListedFile> | AsyncIterable<ListedFile> = [];
     let baseUsable = false;
     if (previous.files)
@@ -305,6 +308,7 @@ const source: Source<FileSourceConfig> = {
     // An unchanged directory keeps its listing: nothing to write.
     const listingGen = baseUsable && !gone && !byRel.some((f) => f.changed) ? baseGen! : gen;
     if (listingGen === gen) await listings.write(gen, byRel);
+    byRel = undefined; // no longer needed: memory goes to the pipeline
 
     // Incremental: after the cursor of the last complete run, or changed since its listing; and
     // after `progress`, the last file a crashed run of this listing got through. Files come in
