@@ -1,11 +1,9 @@
 // Shared helpers for the PostgreSQL source tests: a database per test file on the test server,
 // a connector context, and a consumer that plays the engine's part (collect, commit states).
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pg from 'pg';
 import type { ConnectorContext, SourceState } from '../../../src/protocol/connector.ts';
 import type { AirbyteMessage, ConfiguredCatalog, ConfiguredStream, StateMessage } from '../../../src/protocol/messages.ts';
+import { scratchDir } from '../../../src/testing/context.ts';
 import source from '../index.ts';
 import { PostgresSourceConfigSchema, type PostgresSourceConfig } from '../config.ts';
 
@@ -42,7 +40,7 @@ export function context(connection: string, opts: { follow?: boolean; signal?: A
     signal: opts.signal ?? new AbortController().signal,
     connection,
     follow: opts.follow ?? false,
-    workDir: mkdtempSync(join(tmpdir(), 'sluice-pgsrc-')),
+    workDir: scratchDir('sluice-pgsrc-'),
   };
 }
 
