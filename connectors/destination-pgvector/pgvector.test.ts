@@ -234,6 +234,39 @@ describe('pipelined commits', () => {
   });
 });
 
+describe('acknowledgements', () => {
+  it('reports a commit while the input is quiet: a source that waits for the ack before sending more does not stall', async () => {
+    const cfg = config({ batch_rows: 2 });
+    const w = await destination.open(cfg, testContext('acks'), { streams: [stream('s', 'append_dedup')], dimensions: DIMS });
+    let acked = 0;
+    let wake: (() => void) | undefined;
+    const events: string[] = [];
+    const run = (async () => {
+      for await (const e of w.write(
+        (async function* () {
+          for (let round = 1; round <= 3; round++) {
+            for (let i = 0; i < 3; i++) yield documentMessage('s', `r${round}d${i}`, 1, DIMS);
+            yield stateMessage('s', round);
+            // Like Kafka or CDC: nothing more until this state is acknowledged.
+            while (acked < round) await new Promise<void>((resolve) => (wake = resolve));
+          }
+        })(),
+      )) {
+        events.push(e.type);
+        if (e.type === 'STATE_COMMITTED') {
+          acked++;
+          wake?.();
+        }
+      }
+    })();
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('stalled waiting for an acknowledgement')), 20_000));
+    await Promise.race([run, timeout]);
+    await w.close();
+    expect(acked).toBe(3);
+    expect(Object.keys(await byDocument(cfg.schema, 's'))).toHaveLength(9);
+  });
+});
+
 describe('overwrite', () => {
   it('swaps generations atomically: a concurrent reader never sees 0 rows or a half-loaded table', async () => {
     const cfg = config({ batch_rows: 40 });

@@ -230,8 +230,36 @@ class PgvectorWriter implements DestinationWriter {
         yield* entry.events!;
       }
     }
+    // A commit that ends while the input is quiet is reported right away: a source may wait for
+    // that acknowledgement (Kafka, CDC) before it sends anything more.
+    const it = input[Symbol.asyncIterator]();
+    let next: Promise<IteratorResult<DestinationMessage>> | undefined;
+    let inputDone = false;
+    const COMMIT_ENDED = Symbol('commit ended');
     try {
-      for await (const msg of input) {
+      for (;;) {
+        next ??= it.next();
+        const head = queue[0];
+        const r =
+          head && !head.events
+            ? await Promise.race([
+                next,
+                head.done.then(
+                  () => COMMIT_ENDED,
+                  () => COMMIT_ENDED,
+                ),
+              ])
+            : await next;
+        if (typeof r === 'symbol') {
+          yield* settle(queue.length - 1);
+          continue;
+        }
+        next = undefined;
+        if (r.done) {
+          inputDone = true;
+          break;
+        }
+        const msg = r.value;
         switch (msg.type) {
           case 'DOCUMENT':
           case 'DELETE': {
@@ -269,6 +297,12 @@ class PgvectorWriter implements DestinationWriter {
     } finally {
       // Input failed or the consumer stopped: let running commits end before the session closes.
       await Promise.all(queue.map((e) => e.done.catch(() => undefined)));
+      // Stop the input; if a pull is still pending, the generator ends after it (don't wait).
+      if (!inputDone) {
+        const stopped = it.return?.();
+        if (next) stopped?.catch(() => undefined);
+        else await stopped;
+      }
     }
   }
 
