@@ -35,21 +35,18 @@ export class ListingDir {
     return join(this.dir, `listing-${gen}.jsonl`);
   }
 
-  /** Removes every listing but `keep` (leftovers of runs that never completed) and returns a fresh generation number. */
+  /**
+   * Removes every listing but `keep` (leftovers of runs that never completed) and returns the
+   * generation this run writes: always the one after `keep`, so the numbering does not depend on
+   * how many runs crashed on the way.
+   */
   async prepare(keep: number | undefined): Promise<number> {
     await mkdir(this.dir, { recursive: true });
-    let max = keep ?? 0;
     for (const name of await readdir(this.dir)) {
       const m = GEN_FILE.exec(name);
-      if (!m) {
-        if (name.endsWith('.tmp')) await rm(join(this.dir, name), { force: true });
-        continue;
-      }
-      const gen = Number(m[1]);
-      max = Math.max(max, gen);
-      if (gen !== keep) await rm(join(this.dir, name), { force: true });
+      if ((m && Number(m[1]) !== keep) || (!m && name.endsWith('.tmp'))) await rm(join(this.dir, name), { force: true });
     }
-    return max + 1;
+    return (keep ?? 0) + 1;
   }
 
   /** Writes a listing (already in path order) atomically: a crash leaves the old file set intact. */
