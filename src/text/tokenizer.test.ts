@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { encodingForModel, hasLongRun, tokenizerFor } from './tokenizer.ts';
+import { base64ToLatin1 } from './bpe.ts';
 import { mulberry32 as rng } from '../../test/helpers/random.ts';
 
 const require = createRequire(import.meta.url);
@@ -101,6 +102,15 @@ describe('tokenizer', () => {
           expect(hasLongRun(text), JSON.stringify([run, sp, ns])).toBe(re.test(text));
         }
       }
+    }
+  });
+
+  it("decodes every rank table token's base64 exactly as Buffer does", () => {
+    for (const name of ['cl100k_base', 'o200k_base']) {
+      const ranks = require(`js-tiktoken/ranks/${name}`);
+      const tokens = ((ranks.default ?? ranks).bpe_ranks as string).split(/[\n ]/).filter((t) => t.length > 1 && !/^\d+$/.test(t));
+      expect(tokens.length).toBeGreaterThan(90_000);
+      for (const t of tokens) if (base64ToLatin1(t) !== Buffer.from(t, 'base64').toString('latin1')) expect.fail(`token ${t}`);
     }
   });
 
