@@ -12,6 +12,7 @@ import type {
 } from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { CommitQueue, pullOrWake } from '../../src/cdk/commits.ts';
 import type { PgvectorConfig } from './config.ts';
 import { copyBinary, type CopyValue } from './copy.ts';
 import {
@@ -211,78 +212,41 @@ class PgvectorWriter implements DestinationWriter {
     // Batches commit while the next ones are buffered: the server works on a COPY while this
     // process reads, chunks and embeds what follows. Commits run one at a time, in order, each in
     // its own transaction with exactly the state that covers it; at most two are pending.
-    const queue: Array<{ events?: DestinationEvent[]; done: Promise<void> }> = [];
+    const commits = new CommitQueue<DestinationEvent>();
     const start = (state?: Extract<DestinationMessage, { type: 'STATE' }>) => {
       const batch = this.takeBatch();
-      const previous = queue.at(-1)?.done ?? Promise.resolve();
-      const entry: (typeof queue)[number] = { done: Promise.resolve() };
-      entry.done = previous.then(async () => {
-        entry.events = await this.commit(batch, state);
-      });
-      entry.done.catch(() => undefined); // surfaced when its turn comes in settle()
-      queue.push(entry);
+      commits.push(() => this.commit(batch, state));
     };
-    /** Reports finished commits, and waits until at most `pending` are left. */
-    async function* settle(pending: number): AsyncGenerator<DestinationEvent> {
-      while (queue.length > pending || (queue.length && queue[0].events)) {
-        const entry = queue.shift()!;
-        await entry.done;
-        yield* entry.events!;
-      }
-    }
-    // A commit that ends while the input is quiet is reported right away: a source may wait for
-    // that acknowledgement (Kafka, CDC) before it sends anything more.
-    const it = input[Symbol.asyncIterator]();
-    let next: Promise<IteratorResult<DestinationMessage>> | undefined;
-    let inputDone = false;
-    const COMMIT_ENDED = Symbol('commit ended');
     try {
-      for (;;) {
-        next ??= it.next();
-        const head = queue[0];
-        const r =
-          head && !head.events
-            ? await Promise.race([
-                next,
-                head.done.then(
-                  () => COMMIT_ENDED,
-                  () => COMMIT_ENDED,
-                ),
-              ])
-            : await next;
-        if (typeof r === 'symbol') {
-          yield* settle(queue.length - 1);
+      for await (const item of pullOrWake(input, () => commits.running())) {
+        if (!item) {
+          yield* commits.settle(commits.size - 1); // a commit ended while the input was quiet
           continue;
         }
-        next = undefined;
-        if (r.done) {
-          inputDone = true;
-          break;
-        }
-        const msg = r.value;
+        const msg = item.value;
         switch (msg.type) {
           case 'DOCUMENT':
           case 'DELETE': {
             this.buffer(msg);
             if (this.bufferedRows >= this.config.batch_rows || this.bufferedBytes >= this.config.batch_bytes) {
-              yield* settle(1);
+              yield* commits.settle(1);
               start();
             }
             break;
           }
           case 'STATE':
-            yield* settle(1);
+            yield* commits.settle(1);
             start(msg);
             break;
           case 'STREAM_COMPLETE': {
             const target = this.targets.get(msg.stream);
             if (target?.mode === 'overwrite' && !target.swapped) {
-              yield* settle(0);
+              yield* commits.settle(0);
               yield* await this.commit(this.takeBatch());
               await this.swap(target);
             } else if (target?.fresh) {
               // The stream's first bulk load is in: index it now rather than row by row.
-              yield* settle(0);
+              yield* commits.settle(0);
               yield* await this.commit(this.takeBatch());
               await this.ensureVectorIndex(target);
               target.fresh = false;
@@ -291,18 +255,12 @@ class PgvectorWriter implements DestinationWriter {
           }
         }
       }
-      yield* settle(0);
+      yield* commits.settle(0);
       yield* await this.commit(this.takeBatch());
       await this.finish();
     } finally {
       // Input failed or the consumer stopped: let running commits end before the session closes.
-      await Promise.all(queue.map((e) => e.done.catch(() => undefined)));
-      // Stop the input; if a pull is still pending, the generator ends after it (don't wait).
-      if (!inputDone) {
-        const stopped = it.return?.();
-        if (next) stopped?.catch(() => undefined);
-        else await stopped;
-      }
+      await commits.drain();
     }
   }
 

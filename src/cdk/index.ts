@@ -2,6 +2,7 @@
 export { defineSource, deleted, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
 export type { Deletion, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
 export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
+export { CommitQueue, pullOrWake } from './commits.ts';
 export type { BatchOptions, BatchResult, BatchSink, DestinationDefinition, WriteOperation } from './destination.ts';
 export { CursorTracker, compareValues, isCursorState } from './cursor.ts';
 export type { CursorOrdering, CursorState, CursorTrackerOptions } from './cursor.ts';
