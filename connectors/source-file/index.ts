@@ -282,17 +282,15 @@ const source: Source<FileSourceConfig> = {
     const baseGen = previous.files ? undefined : previous.listing_gen;
     const gen = await listings.prepare(baseGen);
     let byRel: FileEntry[] | undefined = [...files].sort((a, b) => byPath(a.rel, b.rel));
-    let base: Iterable<ListedFile> | AsyncIterable<ListedFile> = [];
-    let baseUsable = false;
+    let base: Iterable<ListedFile> | AsyncIterable<ListedFile> | undefined = [];
     if (previous.files)
       base = Object.entries(previous.files).sort(([a], [b]) => byPath(a, b)); // state of sluice ≤ 0.1
     else if (baseGen !== undefined) {
-      if (await listings.exists(baseGen)) {
-        base = listings.read(baseGen);
-        baseUsable = true;
-      } else {
+      if (await listings.exists(baseGen)) base = listings.read(baseGen);
+      else {
         // Without it only the cursor says what is new: nothing counts as changed, nothing as gone.
-        base = byRel.map((f): ListedFile => [f.rel, f.mtimeMs]);
+        base = undefined;
+        for (const f of byRel) f.changed = false;
         ctx.logger.warn(
           { stream: name, dir: listings.dir },
           'the previous file listing is missing from the work directory: files deleted since the last run cannot be detected this time (they will be from the next run on)',
@@ -301,12 +299,15 @@ const source: Source<FileSourceConfig> = {
     }
     // Deletions first: a file that disappeared must not linger downstream, in any mode.
     let gone = 0;
-    for await (const rel of diffListing(base, byRel)) {
-      gone++;
-      if (TEXT_EXT.has(extname(rel).toLowerCase())) yield message.deletion(name, { path: rel });
+    if (base) {
+      for await (const rel of diffListing(base, byRel)) {
+        gone++;
+        if (TEXT_EXT.has(extname(rel).toLowerCase())) yield message.deletion(name, { path: rel });
+      }
     }
-    // An unchanged directory keeps its listing: nothing to write.
-    const listingGen = baseUsable && !gone && !byRel.some((f) => f.changed) ? baseGen! : gen;
+    // An unchanged directory keeps its listing (when it has one): nothing to write.
+    const listingGen =
+      baseGen !== undefined && base !== undefined && !previous.files && !gone && !byRel.some((f) => f.changed) ? baseGen : gen;
     if (listingGen === gen) await listings.write(gen, byRel);
     byRel = undefined; // no longer needed: memory goes to the pipeline
 

@@ -6,7 +6,7 @@
 // the end; until then its checkpoints keep naming the previous generation, so a crash mid-run
 // diffs against the same base again and nothing is missed.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join } from 'node:path';
 
@@ -69,8 +69,8 @@ export class ListingDir {
   }
 
   async exists(gen: number): Promise<boolean> {
-    return readdir(this.dir).then(
-      (names) => names.includes(`listing-${gen}.jsonl`),
+    return stat(this.path(gen)).then(
+      () => true,
       () => false,
     );
   }
