@@ -103,6 +103,19 @@ describe('tokenizer', () => {
         }
       }
     }
+    // Runs near the limit at every offset against the probe positions, with other runs around.
+    const random = rng(7);
+    for (let i = 0; i < 3000; i++) {
+      const parts: string[] = [];
+      while (parts.join('').length < 1200) {
+        const long = random() < 0.3;
+        const length = long ? 250 + Math.floor(random() * 12) : 1 + Math.floor(random() * 40);
+        parts.push('w'.repeat(length), spaces[Math.floor(random() * spaces.length)].repeat(1 + Math.floor(random() * 3)));
+      }
+      const text = parts.join('').slice(Math.floor(random() * 300));
+      re.lastIndex = 0;
+      if (hasLongRun(text) !== re.test(text)) expect.fail(JSON.stringify(text));
+    }
   });
 
   it("decodes every rank table token's base64 exactly as Buffer does", () => {

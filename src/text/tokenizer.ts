@@ -37,12 +37,20 @@ export function encodingForModel(model: string | undefined): EncodingName {
 const LONG_RUN = 256;
 const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
 
-/** Whether `text` has a run of more than LONG_RUN non-space characters (as LONG_RUN_RE, in one cheap pass). */
+/**
+ * Whether `text` has a run of more than LONG_RUN non-space characters (as LONG_RUN_RE). Any such
+ * run covers a multiple of LONG_RUN + 1, so only the runs through those positions are measured:
+ * a few dozen character tests for a page of prose instead of one per character.
+ */
 export function hasLongRun(text: string): boolean {
-  let run = 0;
-  for (let i = 0; i < text.length; i++) {
-    if (isSpace(text.charCodeAt(i))) run = 0;
-    else if (++run > LONG_RUN) return true;
+  const step = LONG_RUN + 1;
+  for (let probe = LONG_RUN; probe < text.length; probe += step) {
+    if (isSpace(text.charCodeAt(probe))) continue;
+    let from = probe;
+    while (from > 0 && !isSpace(text.charCodeAt(from - 1))) from--;
+    let to = probe + 1;
+    while (to < text.length && to - from <= LONG_RUN && !isSpace(text.charCodeAt(to))) to++;
+    if (to - from > LONG_RUN) return true;
   }
   return false;
 }
@@ -91,25 +99,33 @@ function countTokens(enc: BytePairEncoder, text: string): number {
 }
 
 // The chunker counts each chunk it emits; the embedder (packing) and dry runs count the same
-// strings again. A small memo of recent long texts, bounded by total size, saves that second pass.
+// strings again soon after. A memo of recent long texts saves that second pass. It has two
+// generations (new entries go to the young one; when that is full it becomes the old one and the
+// previous old one is dropped), so forgetting costs nothing per entry.
 const MEMO_MIN_LENGTH = 256;
-const MEMO_MAX_CHARS = 4_000_000;
-const memos = new Map<EncodingName, { entries: Map<string, number>; chars: number }>();
+/** Characters per generation (two generations: at most ~16 MB of strings kept alive). */
+const MEMO_GENERATION_CHARS = 4_000_000;
+interface Memo {
+  young: Map<string, number>;
+  old: Map<string, number>;
+  youngChars: number;
+}
+const memos = new Map<EncodingName, Memo>();
 
 function memoCount(encoding: EncodingName, text: string): number {
-  if (text.length < MEMO_MIN_LENGTH || text.length > MEMO_MAX_CHARS / 16) return countTokens(load(encoding), text);
+  if (text.length < MEMO_MIN_LENGTH || text.length > MEMO_GENERATION_CHARS / 16) return countTokens(load(encoding), text);
   let memo = memos.get(encoding);
-  if (!memo) memos.set(encoding, (memo = { entries: new Map(), chars: 0 }));
-  const hit = memo.entries.get(text);
+  if (!memo) memos.set(encoding, (memo = { young: new Map(), old: new Map(), youngChars: 0 }));
+  const hit = memo.young.get(text) ?? memo.old.get(text);
   if (hit !== undefined) return hit;
   const n = countTokens(load(encoding), text);
-  for (const oldest of memo.entries.keys()) {
-    if (memo.chars + text.length <= MEMO_MAX_CHARS) break;
-    memo.entries.delete(oldest);
-    memo.chars -= oldest.length;
+  if (memo.youngChars + text.length > MEMO_GENERATION_CHARS) {
+    memo.old = memo.young;
+    memo.young = new Map();
+    memo.youngChars = 0;
   }
-  memo.entries.set(text, n);
-  memo.chars += text.length;
+  memo.young.set(text, n);
+  memo.youngChars += text.length;
   return n;
 }
 
