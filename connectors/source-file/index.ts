@@ -2,7 +2,7 @@
 // Text files are one document each (id = relative path); data files give one record per
 // line/row/element (id from the stream's primary_key). Incremental by modification time with
 // ties broken by path; files that disappeared since the last run are reported as deletions.
-import { createReadStream, readFileSync, statSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve, sep } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -154,6 +154,44 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = n
 
 const after = (f: FileEntry, c: FileState['cursor']) => !c || f.mtimeMs > c.mtime_ms || (f.mtimeMs === c.mtime_ms && f.rel > c.path);
 
+const textRecord = (f: FileEntry, content: string) => ({
+  path: f.rel,
+  content,
+  modified_at: new Date(f.mtimeMs).toISOString(),
+  size: f.size,
+});
+
+/** One reusable buffer for synchronous reads of small files. */
+let readBuffer = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * readFileSync(path, encoding) for a small file, into a reused buffer: no per-file buffer, no
+ * options parsing, no fstat (the listing knows the size; a file that grew is still read to its end).
+ */
+export function readTextSync(path: string, encoding: BufferEncoding, sizeHint: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    if (readBuffer.length < sizeHint + 1) readBuffer = Buffer.allocUnsafe(Math.max(sizeHint + 1, readBuffer.length * 2));
+    let n = 0;
+    for (;;) {
+      const k = readSync(fd, readBuffer, n, readBuffer.length - n, null);
+      if (k === 0) break;
+      n += k;
+      if (n === readBuffer.length) {
+        const bigger = Buffer.allocUnsafe(readBuffer.length * 2);
+        readBuffer.copy(bigger, 0, 0, n);
+        readBuffer = bigger;
+      }
+    }
+    const text = readBuffer.toString(encoding, 0, n);
+    // A one-off big file does not keep a big buffer alive.
+    if (readBuffer.length > SYNC_READ_MAX_BYTES * 2) readBuffer = Buffer.allocUnsafe(64 * 1024);
+    return text;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function* recordsOf(
   f: FileEntry,
   abs: string,
@@ -166,8 +204,8 @@ async function* recordsOf(
   const where = (n: number) => `file ${rel}${n ? `, line ${n}` : ''}`;
   if (TEXT_EXT.has(ext)) {
     const content = await (prefetched ??
-      (io.sync && f.size <= SYNC_READ_MAX_BYTES ? io.timed(() => readFileSync(abs, encoding)) : readFile(abs, encoding)));
-    yield { path: rel, content, modified_at: new Date(f.mtimeMs).toISOString(), size: f.size };
+      (io.sync && f.size <= SYNC_READ_MAX_BYTES ? io.timed(() => readTextSync(abs, encoding, f.size)) : readFile(abs, encoding)));
+    yield textRecord(f, content);
   } else if (ext === '.jsonl' || ext === '.ndjson') {
     let n = 0;
     for await (const line of createInterface({ input: createReadStream(abs, { encoding }), crlfDelay: Infinity })) {
@@ -355,9 +393,22 @@ const source: Source<FileSourceConfig> = {
         ahead.delete(i);
         aheadBytes -= f.size;
       }
-      for await (const data of recordsOf(f, pathOf(f), config.encoding, io, prefetched)) {
-        yield message.record(name, data);
+      if (!prefetched && io.sync && f.size <= SYNC_READ_MAX_BYTES && TEXT_EXT.has(extname(f.rel).toLowerCase())) {
+        // The common case, without a generator per file.
+        const abs = pathOf(f);
+        yield message.record(
+          name,
+          textRecord(
+            f,
+            io.timed(() => readTextSync(abs, config.encoding, f.size)),
+          ),
+        );
         sinceCheckpoint++;
+      } else {
+        for await (const data of recordsOf(f, pathOf(f), config.encoding, io, prefetched)) {
+          yield message.record(name, data);
+          sinceCheckpoint++;
+        }
       }
       done = { mtime_ms: f.mtimeMs, path: f.rel };
       if (!cursor || after(f, cursor)) cursor = done;

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import type { AirbyteMessage, ConfiguredCatalog, SyncMode } from '../../src/protocol/messages.ts';
-import source, { FileSourceConfig, LocalIo } from './index.ts';
+import { readFileSync } from 'node:fs';
+import source, { FileSourceConfig, LocalIo, readTextSync } from './index.ts';
 import { ListingDir } from './listing.ts';
 
 const dirs: string[] = [];
@@ -212,5 +213,20 @@ describe('source-file', () => {
     } finally {
       LocalIo.slowCallMs = saved;
     }
+  });
+
+  it('reads small files synchronously exactly as readFileSync does: large, grown since listing, multi-byte, latin1', async () => {
+    const big = Array.from({ length: 40_000 }, (_, i) => (i % 3 ? `word${i} ` : `é中😀 `)).join(''); // > 64 KiB, spans the buffer
+    const root = setup({ 'a.md': 'short', 'big.md': big, 'empty.md': '' });
+    for (const name of ['a.md', 'big.md', 'empty.md']) {
+      const path = join(root, 'docs', name);
+      for (const hint of [0, 3, 70_000, 1 << 20]) {
+        expect(readTextSync(path, 'utf8', hint)).toBe(readFileSync(path, 'utf8'));
+        expect(readTextSync(path, 'latin1', hint)).toBe(readFileSync(path, 'latin1'));
+      }
+    }
+    const { messages } = await read(root, undefined, { mode: 'full_refresh' });
+    const content = Object.fromEntries(messages.filter((m) => m.type === 'RECORD').map((m) => [m.record.data.path, m.record.data.content]));
+    expect(content).toEqual({ 'a.md': 'short', 'big.md': big, 'empty.md': '' });
   });
 });
