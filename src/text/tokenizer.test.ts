@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { encodingForModel, hasLongRun, tokenizerFor } from './tokenizer.ts';
-import { base64ToLatin1 } from './bpe.ts';
+import { BytePairEncoder, base64ToLatin1 } from './bpe.ts';
 import { mulberry32 as rng } from '../../test/helpers/random.ts';
 
 const require = createRequire(import.meta.url);
@@ -115,6 +115,27 @@ describe('tokenizer', () => {
       const text = parts.join('').slice(Math.floor(random() * 300));
       re.lastIndex = 0;
       if (hasLongRun(text) !== re.test(text)) expect.fail(JSON.stringify(text));
+    }
+  });
+
+  it('holds every token of both rank tables at its rank, and finds each by its bytes', () => {
+    for (const name of ['cl100k_base', 'o200k_base']) {
+      const table = require(`js-tiktoken/ranks/${name}`);
+      const encoder = new BytePairEncoder(table.default ?? table);
+      let checked = 0;
+      for (const line of ((table.default ?? table).bpe_ranks as string).split('\n')) {
+        if (!line) continue;
+        const [, offset, ...tokens] = line.split(' ');
+        tokens.forEach((b64, i) => {
+          const rank = Number(offset) + i;
+          const bytes = Buffer.from(b64, 'base64');
+          if (!Buffer.from(encoder.tokenBytesOf(rank) ?? []).equals(bytes)) expect.fail(`${name} rank ${rank} bytes`);
+          if (encoder.rankOf(bytes, 0, bytes.length) !== rank) expect.fail(`${name} rank ${rank} lookup`);
+          checked++;
+        });
+      }
+      expect(checked).toBeGreaterThan(99_000);
+      expect(encoder.rankOf(Buffer.from('not one token at all, surely'), 0, 28)).toBe(-1);
     }
   });
 

@@ -1,5 +1,6 @@
 // Token counting with the tokenizer the embedding model uses (tiktoken rank tables from
-// js-tiktoken, our own faster BPE in bpe.ts). Rank tables are big (~250 ms to load), so each encoding is loaded lazily, once per process, on first use.
+// js-tiktoken, our own faster BPE in bpe.ts). Each encoding's table is loaded on first use, once
+// per process (~20 ms, most of it parsing js-tiktoken's module).
 import { createRequire } from 'node:module';
 import { BytePairEncoder, type RankTable } from './bpe.ts';
 
