@@ -2,7 +2,7 @@
 // Text files are one document each (id = relative path); data files give one record per
 // line/row/element (id from the stream's primary_key). Incremental by modification time with
 // ties broken by path; files that disappeared since the last run are reported as deletions.
-import { closeSync, createReadStream, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve, sep } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -105,6 +105,29 @@ function walkOnce(config: FileSourceConfig, ctx: ConnectorContext, reuse: boolea
   return walk;
 }
 
+/**
+ * Every file under `root` as glob('**' + '/*') finds it (regular files; no dot files or dot
+ * directories; symbolic links not followed), without compiling and testing a pattern per file.
+ */
+export function walkAll(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string, prefix: string) => {
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // unreadable (or just removed): skipped, as glob does
+    }
+    for (const e of entries) {
+      if (e.name.startsWith('.')) continue;
+      if (e.isDirectory()) walk(join(dir, e.name), `${prefix}${e.name}/`);
+      else if (e.isFile()) out.push(prefix + e.name);
+    }
+  };
+  walk(root, '');
+  return out;
+}
+
 async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promise<Names> {
   const root = resolve(ctx.baseDir, config.path);
   let st;
@@ -118,8 +141,16 @@ async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promi
     });
   }
   if (st.isFile()) return { root, single: st, names: [basename(root)] };
-  const patterns = config.include ?? ['**/*'];
-  const names = await glob(patterns, { cwd: root, ignore: config.exclude ?? [], onlyFiles: true, dot: false, followSymbolicLinks: false });
+  const names =
+    config.include === undefined && !config.exclude?.length
+      ? walkAll(root)
+      : await glob(config.include ?? ['**/*'], {
+          cwd: root,
+          ignore: config.exclude ?? [],
+          onlyFiles: true,
+          dot: false,
+          followSymbolicLinks: false,
+        });
   return { root, names: names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase())) };
 }
 

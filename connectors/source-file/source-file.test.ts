@@ -1,13 +1,15 @@
 // The file source on its own: what it remembers between runs (a listing file in the workDir, not a
 // map in the state), resuming a crashed incremental run, and state written by earlier versions.
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import type { AirbyteMessage, ConfiguredCatalog, SyncMode } from '../../src/protocol/messages.ts';
 import { readFileSync } from 'node:fs';
-import source, { FileSourceConfig, LocalIo, readTextSync } from './index.ts';
+import { glob } from 'tinyglobby';
+import source, { FileSourceConfig, LocalIo, readTextSync, walkAll } from './index.ts';
 import { ListingDir } from './listing.ts';
 
 const dirs: string[] = [];
@@ -228,5 +230,31 @@ describe('source-file', () => {
     const { messages } = await read(root, undefined, { mode: 'full_refresh' });
     const content = Object.fromEntries(messages.filter((m) => m.type === 'RECORD').map((m) => [m.record.data.path, m.record.data.content]));
     expect(content).toEqual({ 'a.md': 'short', 'big.md': big, 'empty.md': '' });
+  });
+
+  it('walks a tree exactly as the default glob does: no dot entries, no symbolic links, only regular files', async () => {
+    const root = setup({});
+    const docs = join(root, 'docs');
+    for (const d of ['a/b/c', '.hidden/x', 'dir.with.dots', 'ünï cødé', 'a/.git']) mkdirSync(join(docs, d), { recursive: true });
+    const files = [
+      'top.md',
+      'a/one.md',
+      'a/b/two.txt',
+      'a/b/c/three.json',
+      '.dot.md',
+      '.hidden/x/in.md',
+      'a/.git/config',
+      'dir.with.dots/f.md',
+      'ünï cødé/ß.md',
+      'a/b/.also-hidden.md',
+    ];
+    for (const f of files) writeFileSync(join(docs, f), 'x');
+    symlinkSync(join(docs, 'top.md'), join(docs, 'link.md'));
+    symlinkSync(join(docs, 'a'), join(docs, 'linkdir'));
+    symlinkSync(join(docs, 'missing'), join(docs, 'broken.md'));
+    execFileSync('mkfifo', [join(docs, 'fifo.md')]);
+    const expected = await glob(['**/*'], { cwd: docs, onlyFiles: true, dot: false, followSymbolicLinks: false });
+    expect(walkAll(docs).sort()).toEqual(expected.sort());
+    expect(walkAll(docs).sort()).toEqual(['a/b/c/three.json', 'a/b/two.txt', 'a/one.md', 'dir.with.dots/f.md', 'top.md', 'ünï cødé/ß.md']);
   });
 });
