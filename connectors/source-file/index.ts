@@ -180,7 +180,10 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = n
     batch.forEach((name, k) => add(name, stats[k]));
   }
   entries.sort((a, b) => a.mtimeMs - b.mtimeMs || byPath(a.rel, b.rel));
-  return { files: entries, pathOf: (f) => join(root, f.rel) };
+  // Listed names are already normal relative paths (no '.', '..' or doubled separators): a plain
+  // concatenation is what join() would return, without normalising every path again.
+  const prefix = root.endsWith(sep) ? root : root + sep;
+  return { files: entries, pathOf: (f) => prefix + f.rel };
 }
 
 const after = (f: FileEntry, c: FileState['cursor']) => !c || f.mtimeMs > c.mtime_ms || (f.mtimeMs === c.mtime_ms && f.rel > c.path);
