@@ -11,6 +11,9 @@ export interface RankTable {
 }
 
 const MEMO_LIMIT = 100_000;
+const PIECES = 1 << 14;
+const PIECE_SLOTS = PIECES * 2;
+const PIECE_UNITS = 1 << 18;
 // Pieces this long are rare and not worth memoising (and could be huge).
 const MEMO_MAX_PIECE = 64;
 
@@ -45,6 +48,76 @@ function decodeBase64(text: string, from: number, to: number, out: Uint8Array, a
   return o - at;
 }
 
+/** cl100k_base's pre-tokeniser, which asciiPieceEnd() implements for ASCII text. */
+const CL100K_PATTERN =
+  "('s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M|'ll|'lL|'Ll|'LL|'d|'D)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+// ASCII classes as the pattern sees them: \p{L}, \p{N}, \s, [\r\n]; anything else is "other".
+const LETTER = 1;
+const DIGIT = 2;
+const SPACE = 4;
+const NEWLINE = 8;
+const OTHER = 16;
+const ASCII_CLASS = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  ASCII_CLASS[c] =
+    (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)
+      ? LETTER
+      : c >= 0x30 && c <= 0x39
+        ? DIGIT
+        : c === 0x0a || c === 0x0d
+          ? SPACE | NEWLINE
+          : c === 0x20 || (c >= 0x09 && c <= 0x0d)
+            ? SPACE
+            : OTHER;
+}
+
+/**
+ * Where the cl100k piece starting at text[i] ends, for ASCII text: the pattern's alternatives in
+ * its order (the first that matches wins, with the regex's greedy/backtracking results).
+ */
+export function asciiPieceEnd(text: string, i: number, n: number): number {
+  const c = text.charCodeAt(i);
+  const k = ASCII_CLASS[c];
+  const next = i + 1 < n ? ASCII_CLASS[text.charCodeAt(i + 1)] : 0;
+  // 's 't 're 've 'm 'll 'd, either case
+  if (c === 0x27 && next === LETTER) {
+    const a = text.charCodeAt(i + 1) | 0x20;
+    if (a === 0x73 || a === 0x74 || a === 0x6d || a === 0x64) return i + 2;
+    const b = i + 2 < n ? text.charCodeAt(i + 2) | 0x20 : 0;
+    if (((a === 0x72 || a === 0x76) && b === 0x65) || (a === 0x6c && b === 0x6c)) return i + 3;
+  }
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  let j = -1;
+  if (k === LETTER) j = i + 1;
+  else if (next === LETTER && (k & (DIGIT | NEWLINE)) === 0) j = i + 2;
+  if (j >= 0) {
+    while (j < n && ASCII_CLASS[text.charCodeAt(j)] === LETTER) j++;
+    return j;
+  }
+  // \p{N}{1,3}
+  if (k === DIGIT) {
+    j = i + 1;
+    while (j < n && j < i + 3 && ASCII_CLASS[text.charCodeAt(j)] === DIGIT) j++;
+    return j;
+  }
+  //  ?[^\s\p{L}\p{N}]+[\r\n]*
+  if (k === OTHER) j = i + 1;
+  else if (c === 0x20 && next === OTHER) j = i + 2;
+  if (j >= 0) {
+    while (j < n && ASCII_CLASS[text.charCodeAt(j)] === OTHER) j++;
+    while (j < n && (ASCII_CLASS[text.charCodeAt(j)] & NEWLINE) !== 0) j++;
+    return j;
+  }
+  // Whitespace from here on: the run [i, end).
+  let end = i + 1;
+  while (end < n && (ASCII_CLASS[text.charCodeAt(end)] & SPACE) !== 0) end++;
+  // \s*[\r\n]+ ends after the run's last line break.
+  for (let p = end - 1; p >= i; p--) if ((ASCII_CLASS[text.charCodeAt(p)] & NEWLINE) !== 0) return p + 1;
+  // \s+(?!\S) leaves the last space to the word after it; else \s+.
+  return end < n && end - 1 > i ? end - 1 : end;
+}
+
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
@@ -66,9 +139,20 @@ export class BytePairEncoder {
   private readonly slotMask: number;
   /** UTF-8 bytes of the piece being encoded. */
   private scratch = new Uint8Array(256);
+  /** ASCII text is cut into pieces by asciiPieceEnd() instead of the regular expression. */
+  private readonly scanAscii: boolean;
+  // Token counts of recent short pieces, keyed by their characters without making a string of
+  // them: open addressing on an FNV hash, confirmed character by character, emptied when full.
+  private readonly pieceSlots = new Int32Array(PIECE_SLOTS); // piece + 1; 0 = empty
+  private readonly pieceHash = new Int32Array(PIECES);
+  private readonly pieceAt = new Int32Array(PIECES + 1);
+  private readonly pieceUnits = new Uint8Array(PIECE_UNITS);
+  private readonly pieceTokens = new Int32Array(PIECES);
+  private pieces = 0;
 
-  constructor(table: RankTable) {
+  constructor(table: RankTable, opts: { asciiScanner?: boolean } = {}) {
     this.pattern = new RegExp(table.pat_str, 'gu');
+    this.scanAscii = (opts.asciiScanner ?? true) && table.pat_str === CL100K_PATTERN;
     // "<first char> <offset> <base64 token> <base64 token> …" (one or more lines), ranks counting
     // up from offset. Base64 is 4/3 the bytes, so its length bounds the byte array.
     const text = table.bpe_ranks;
@@ -203,9 +287,68 @@ export class BytePairEncoder {
   }
 
   count(text: string): number {
+    // One byte per character in UTF-8 means ASCII (a native check, much faster than a loop).
+    if (this.scanAscii && Buffer.byteLength(text) === text.length) return this.countAscii(text);
     let n = 0;
     for (const match of text.matchAll(this.pattern)) n += this.encodePiece(match[0]).length;
     return n;
+  }
+
+  /** The pieces the pattern cuts ASCII `text` into (for tests: they must equal the regex's). */
+  asciiPieces(text: string): string[] {
+    const out: string[] = [];
+    for (let i = 0; i < text.length;) {
+      const end = asciiPieceEnd(text, i, text.length);
+      out.push(text.slice(i, end));
+      i = end;
+    }
+    return out;
+  }
+
+  private countAscii(text: string): number {
+    let n = 0;
+    for (let i = 0; i < text.length;) {
+      const end = asciiPieceEnd(text, i, text.length);
+      n += this.pieceTokenCount(text, i, end);
+      i = end;
+    }
+    return n;
+  }
+
+  /** Tokens in the ASCII piece text[from, to), from the piece table when it was seen recently. */
+  private pieceTokenCount(text: string, from: number, to: number): number {
+    const length = to - from;
+    if (length > MEMO_MAX_PIECE) return this.encodePiece(text.slice(from, to)).length;
+    let h = FNV_OFFSET;
+    for (let i = from; i < to; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME);
+    let s = (h ^ (h >>> 15)) & (PIECE_SLOTS - 1);
+    for (;;) {
+      const p = this.pieceSlots[s] - 1;
+      if (p < 0) break;
+      if (this.pieceHash[p] === h) {
+        let at = this.pieceAt[p];
+        if (this.pieceAt[p + 1] - at === length) {
+          let i = from;
+          while (i < to && text.charCodeAt(i) === this.pieceUnits[at]) (i++, at++);
+          if (i === to) return this.pieceTokens[p];
+        }
+      }
+      s = (s + 1) & (PIECE_SLOTS - 1);
+    }
+    const tokens = this.encodePiece(text.slice(from, to)).length;
+    const at = this.pieceAt[this.pieces];
+    if (this.pieces === PIECES || at + length > PIECE_UNITS) {
+      this.pieceSlots.fill(0);
+      this.pieces = 0;
+      return tokens; // stored next time it comes
+    }
+    const p = this.pieces++;
+    this.pieceSlots[s] = p + 1;
+    this.pieceHash[p] = h;
+    for (let i = from; i < to; i++) this.pieceUnits[at + i - from] = text.charCodeAt(i);
+    this.pieceAt[p + 1] = at + length;
+    this.pieceTokens[p] = tokens;
+    return tokens;
   }
 
   decode(tokens: number[]): string {

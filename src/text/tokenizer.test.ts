@@ -118,6 +118,78 @@ describe('tokenizer', () => {
     }
   });
 
+  it('cuts ASCII text into exactly the pieces of the cl100k pattern, and counts the same', () => {
+    const table = require('js-tiktoken/ranks/cl100k_base');
+    const ranks = table.default ?? table;
+    const scanner = new BytePairEncoder(ranks);
+    const regexOnly = new BytePairEncoder(ranks, { asciiScanner: false });
+    const pattern = new RegExp(ranks.pat_str, 'gu');
+    const ref = reference('cl100k_base');
+    // Weighted towards the characters the pattern treats specially.
+    const alphabet = [
+      "'",
+      "'",
+      's',
+      'S',
+      't',
+      'r',
+      'R',
+      'e',
+      'E',
+      'v',
+      'l',
+      'L',
+      'm',
+      'd',
+      'D',
+      'x',
+      ' ',
+      ' ',
+      ' ',
+      '\n',
+      '\r',
+      '\t',
+      '\v',
+      '\f',
+      '0',
+      '7',
+      '.',
+      ',',
+      '!',
+      '-',
+      '(',
+      '\x00',
+      '\x1b',
+      '\x7f',
+      '~',
+    ];
+    const random = rng(5);
+    const texts = [
+      ...samples.filter((t) => Buffer.byteLength(t) === t.length),
+      "it's THE DOG'S 'RE 'rE 'll 'LL 'Ve 'x '' ''s 's",
+      '  \n  word\r\n\r\n   \t\n',
+      'trailing spaces   ',
+      ' . , ;;\n\n!x',
+      '12345678 1 22 333 4444 a1b22c333',
+    ];
+    for (let i = 0; i < 4000; i++) {
+      let t = '';
+      const length = Math.floor(random() * 40);
+      for (let k = 0; k < length; k++) t += alphabet[Math.floor(random() * alphabet.length)];
+      texts.push(t);
+    }
+    for (const text of texts) {
+      const expected = text.match(pattern) ?? [];
+      if (JSON.stringify(scanner.asciiPieces(text)) !== JSON.stringify(expected))
+        expect.fail(`${JSON.stringify(text)}: ${JSON.stringify(scanner.asciiPieces(text))} ≠ ${JSON.stringify(expected)}`);
+      const count = scanner.count(text);
+      if (count !== regexOnly.count(text) || count !== ref.encode(text, [], []).length) expect.fail(`count of ${JSON.stringify(text)}`);
+    }
+    // The piece table answers repeats: counts stay right across many texts sharing words.
+    const prose = samples[0] + ' ' + samples[1];
+    for (let i = 0; i < 3; i++) expect(scanner.count(prose)).toBe(ref.encode(prose, [], []).length);
+  });
+
   it('holds every token of both rank tables at its rank, and finds each by its bytes', () => {
     for (const name of ['cl100k_base', 'o200k_base']) {
       const table = require(`js-tiktoken/ranks/${name}`);
