@@ -10,6 +10,7 @@ import type { AirbyteMessage, ConfiguredCatalog, SyncMode } from '../../src/prot
 import { readFileSync } from 'node:fs';
 import { glob } from 'tinyglobby';
 import source, { FileSourceConfig, LocalIo, readTextSync, walkAll } from './index.ts';
+import { ReadAhead } from './read-ahead.ts';
 import { ListingDir } from './listing.ts';
 
 const dirs: string[] = [];
@@ -256,5 +257,41 @@ describe('source-file', () => {
     const expected = await glob(['**/*'], { cwd: docs, onlyFiles: true, dot: false, followSymbolicLinks: false });
     expect(walkAll(docs).sort()).toEqual(expected.sort());
     expect(walkAll(docs).sort()).toEqual(['a/b/c/three.json', 'a/b/two.txt', 'a/one.md', 'dir.with.dots/f.md', 'top.md', 'ünï cødé/ß.md']);
+  });
+
+  it('reads many files ahead on a worker thread: same records, in order, around files it leaves to the main thread', async () => {
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 700; i++) files[`f${String(i).padStart(4, '0')}.md`] = i % 50 === 0 ? '' : `doc ${i} ${'é中 '.repeat(i % 13)}`;
+    for (let i = 0; i < 5; i++) files[`rows${i}.jsonl`] = `{"id":${i}}\n`;
+    files['big.txt'] = 'x'.repeat(1024 * 1024 + 10); // above the small-file limit: read by the main thread
+    const root = setup(files);
+    const { messages } = await read(root, undefined, { mode: 'full_refresh' });
+    const records = messages.filter((m) => m.type === 'RECORD').map((m) => m.record.data);
+    const byPath = new Map(records.filter((r) => typeof r.path === 'string').map((r) => [r.path, r.content]));
+    for (const [name, content] of Object.entries(files)) if (!name.endsWith('.jsonl')) expect(byPath.get(name), name).toBe(content);
+    expect(records.filter((r) => r.id !== undefined).map((r) => r.id)).toEqual([0, 1, 2, 3, 4]);
+    // Listing order (mtime, then path) is kept.
+    const paths = records.map((r) => r.path).filter((p): p is string => typeof p === 'string' && p.startsWith('f'));
+    expect(paths).toEqual([...paths].sort());
+  });
+
+  it('read-ahead leaves a file it could not read, or everything after its worker stopped, to the caller', async () => {
+    const root = setup({ 'a.md': 'A', 'b.md': 'B', 'c.md': 'C' });
+    const at = (n: string) => join(root, 'docs', n);
+    const list = [
+      { path: at('a.md'), size: 1, eligible: true },
+      { path: at('gone.md'), size: 1, eligible: true },
+      { path: at('b.md'), size: 1, eligible: false },
+      { path: at('c.md'), size: 1, eligible: true },
+    ];
+    const ahead = new ReadAhead(list, 'utf8');
+    expect(await ahead.take(0)).toBe('A');
+    expect(await ahead.take(1)).toBeUndefined(); // ENOENT: the caller reads it and reports the error
+    expect(await ahead.take(2)).toBeUndefined(); // not eligible
+    expect(await ahead.take(3)).toBe('C');
+    await ahead.close();
+    const stopped = new ReadAhead(list, 'utf8');
+    await stopped.close();
+    for (let i = 0; i < list.length; i++) expect(await stopped.take(i)).toBeUndefined();
   });
 });
