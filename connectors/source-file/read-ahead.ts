@@ -9,6 +9,8 @@ const BATCH_FILES = 64;
 const BATCH_BYTES = 1024 * 1024;
 /** Batches requested ahead of the one being consumed. */
 const BATCHES_AHEAD = 4;
+/** Worker threads, taking batches in turn: a cold disk then serves two reads at a time. */
+const READERS = 2;
 
 interface Batch {
   /** todo indexes [from, to) */
@@ -24,6 +26,16 @@ interface BatchReply {
   errors: (string | null)[];
 }
 
+/** What a failed worker's batches resolve to: no file read (the caller reads them). */
+const EMPTY_REPLY: BatchReply = { buffer: new ArrayBuffer(0), ends: new Int32Array(0), errors: [] };
+
+interface Reader {
+  worker: Worker;
+  /** Batches sent and not yet answered. */
+  out: number;
+  post(message: { id: number; paths: string[]; sizes: number[] }): void;
+}
+
 export interface ReadAheadFile {
   path: string;
   size: number;
@@ -32,7 +44,7 @@ export interface ReadAheadFile {
 }
 
 export class ReadAhead {
-  private readonly worker: Worker;
+  private readonly readers: Reader[] = [];
   private readonly batches: Batch[] = [];
   /** todo index where the next batch starts. */
   private next = 0;
@@ -48,22 +60,37 @@ export class ReadAhead {
     private readonly encoding: BufferEncoding,
   ) {
     this.slotOf = new Int32Array(files.length);
-    this.worker = new Worker(new URL('./reader-worker.mjs', import.meta.url));
-    this.worker.on('message', (m: BatchReply & { id: number }) => {
+    for (let i = 0; i < READERS; i++) this.readers.push(this.startWorker());
+    this.fill(0);
+  }
+
+  private startWorker(): Reader {
+    const worker = new Worker(new URL('./reader-worker.mjs', import.meta.url));
+    // An idle worker must not keep the process alive; one with a batch out must (it is awaited).
+    const reader: Reader = {
+      worker,
+      out: 0,
+      post(message) {
+        if (reader.out++ === 0) worker.ref();
+        worker.postMessage(message);
+      },
+    };
+    worker.unref();
+    worker.on('message', (m: BatchReply & { id: number }) => {
       const resolve = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      if (!this.waiting.size) this.worker.unref();
+      if (--reader.out === 0) worker.unref();
       resolve?.(m);
     });
     // A broken worker only means no read-ahead: every file is then read by the caller.
     const fail = (err: Error) => {
       this.failed ??= err;
-      for (const resolve of this.waiting.values()) resolve({ buffer: new ArrayBuffer(0), ends: new Int32Array(0), errors: [] });
+      for (const resolve of this.waiting.values()) resolve(EMPTY_REPLY);
       this.waiting.clear();
     };
-    this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`read-ahead worker exited (${code})`)));
-    this.fill(0);
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`read-ahead worker exited (${code})`)));
+    return reader;
   }
 
   /** Keeps BATCHES_AHEAD batches requested past `index`. */
@@ -87,10 +114,9 @@ export class ReadAhead {
       this.next = to;
       const id = this.nextId++;
       const reply = new Promise<BatchReply>((resolve) => {
-        if (this.failed) return resolve({ buffer: new ArrayBuffer(0), ends: new Int32Array(0), errors: [] });
+        if (this.failed) return resolve(EMPTY_REPLY);
         this.waiting.set(id, resolve);
-        this.worker.ref();
-        this.worker.postMessage({ id, paths, sizes });
+        this.readers[id % READERS].post({ id, paths, sizes });
       });
       const batch: Batch = { from, to, reply };
       reply.then((r) => (batch.done = r));
@@ -117,6 +143,6 @@ export class ReadAhead {
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.worker.terminate();
+    await Promise.all(this.readers.map((r) => r.worker.terminate()));
   }
 }
