@@ -52,6 +52,8 @@ export class ReadAhead {
   private readonly waiting = new Map<number, (reply: BatchReply) => void>();
   private failed: Error | undefined;
   private closed = false;
+  /** A batch has come back: the workers are up. */
+  private warm = false;
   /** Position of each eligible file within its batch. */
   private readonly slotOf: Int32Array;
 
@@ -119,14 +121,18 @@ export class ReadAhead {
         this.readers[id % READERS].post({ id, paths, sizes });
       });
       const batch: Batch = { from, to, reply };
-      reply.then((r) => (batch.done = r));
+      reply.then((r) => {
+        batch.done = r;
+        this.warm = true;
+      });
       this.batches.push(batch);
     }
   }
 
   /**
    * The text of file `index` (files are taken in order), or undefined when it was not read ahead
-   * (not eligible, or reading failed): the caller reads it itself and meets any error there.
+   * (not eligible, reading failed, or the workers are still starting): the caller reads it itself
+   * and meets any error there.
    */
   async take(index: number): Promise<string | undefined> {
     if (this.closed) return undefined;
@@ -134,11 +140,18 @@ export class ReadAhead {
     while (this.batches.length && this.batches[0].to <= index) this.batches.shift();
     const batch = this.batches[0];
     if (!batch || batch.from > index || !this.files[index].eligible) return undefined;
+    // While the workers start (~50 ms), the caller reads for itself rather than wait.
+    if (!batch.done && !this.warm) return undefined;
     const reply = batch.done ?? (await batch.reply);
     const k = this.slotOf[index];
     if (k >= reply.ends.length || reply.errors[k] !== null) return undefined;
     const start = k === 0 ? 0 : reply.ends[k - 1];
     return Buffer.from(reply.buffer, start, reply.ends[k] - start).toString(this.encoding);
+  }
+
+  /** Resolves when the first batch is back (the workers are up). */
+  async started(): Promise<void> {
+    await this.batches[0]?.reply;
   }
 
   async close(): Promise<void> {

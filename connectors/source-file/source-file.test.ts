@@ -285,6 +285,8 @@ describe('source-file', () => {
       { path: at('c.md'), size: 1, eligible: true },
     ];
     const ahead = new ReadAhead(list, 'utf8');
+    expect(await ahead.take(0)).toBeUndefined(); // the workers are still starting: the caller reads
+    await ahead.started();
     expect(await ahead.take(0)).toBe('A');
     expect(await ahead.take(1)).toBeUndefined(); // ENOENT: the caller reads it and reports the error
     expect(await ahead.take(2)).toBeUndefined(); // not eligible
