@@ -11,13 +11,13 @@ import type { Embedder, EmbeddingCache } from './types.ts';
 /** Cache key from (provider, model, dimensions, content hash). */
 export function embeddingCacheKey(embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'>, contentHash: string): string {
   // A short digest of the model identity keeps keys compact and unambiguous whatever
-  // characters a model name holds.
-  const identity = createHash('sha256')
-    .update(JSON.stringify([embedder.provider, embedder.model, embedder.dimensions]))
-    .digest('hex')
-    .slice(0, 16);
+  // characters a model name holds. Computed once per model, not once per chunk.
+  const name = JSON.stringify([embedder.provider, embedder.model, embedder.dimensions]);
+  let identity = identities.get(name);
+  if (identity === undefined) identities.set(name, (identity = createHash('sha256').update(name).digest('hex').slice(0, 16)));
   return `${identity}:${contentHash}`;
 }
+const identities = new Map<string, string>();
 
 function toBytes(vector: Float32Array): Uint8Array {
   return new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);

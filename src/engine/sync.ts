@@ -429,12 +429,12 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
   const stats = p.streams[stream];
-  const keys = chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
-  const cached = p.cache ? await p.cache.getMany(keys) : [];
+  const cached = p.cache ? await p.cache.getMany(chunks.map((c) => embeddingCacheKey(embedder, c.contentHash))) : [];
+  // By content: a text that occurs twice in the batch is embedded once.
   const missing = new Map<string, string>();
   chunks.forEach((c, i) => {
     if (cached[i]) stats.embedding_cache_hits++;
-    else missing.set(keys[i], c.content);
+    else missing.set(c.contentHash, c.content);
   });
   const fresh = new Map<string, Float32Array>();
   if (missing.size) {
@@ -445,7 +445,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
     });
     stats.embedding_requests += result.requests;
     stats.embedding_tokens += result.tokens;
-    const missKeys = [...missing.keys()];
+    const hashes = [...missing.keys()];
     result.vectors.forEach((v, i) => {
       if (v.length !== embedder.dimensions) {
         throw new SluiceError(`embedding model ${embedder.model} returned ${v.length} dimensions, expected ${embedder.dimensions}`, {
@@ -453,12 +453,12 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
           hint: 'set embedding.dimensions to what the model produces',
         });
       }
-      fresh.set(missKeys[i], v);
+      fresh.set(hashes[i], v);
     });
-    await p.cache?.putMany([...fresh.entries()]);
+    await p.cache?.putMany([...fresh.entries()].map(([hash, v]) => [embeddingCacheKey(embedder, hash), v]));
   }
   chunks.forEach((c, i) => {
-    c.embedding = cached[i] ?? fresh.get(keys[i]);
+    c.embedding = cached[i] ?? fresh.get(c.contentHash);
   });
   return group;
 }
