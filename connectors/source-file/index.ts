@@ -426,10 +426,7 @@ const source: Source<FileSourceConfig> = {
     const small = (f: FileEntry) => f.size <= SYNC_READ_MAX_BYTES && TEXT_EXT.has(extname(f.rel).toLowerCase());
     const worker =
       io.sync && todo.length >= WORKER_READ_MIN_FILES
-        ? new ReadAhead(
-            todo.map((f) => ({ path: pathOf(f), size: f.size, eligible: small(f) })),
-            config.encoding,
-          )
+        ? new ReadAhead(todo.length, (i) => ({ path: pathOf(todo[i]), size: todo[i].size, eligible: small(todo[i]) }), config.encoding)
         : undefined;
     try {
       for (const [i, f] of todo.entries()) {

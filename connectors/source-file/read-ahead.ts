@@ -57,17 +57,26 @@ export class ReadAhead {
   /** Position of each eligible file within its batch. */
   private readonly slotOf: Int32Array;
 
+  /**
+   * `count` files, described by `fileAt` when their batch is formed (nothing per file is kept
+   * for the whole run beyond one int: memory stays flat however many files there are).
+   */
   constructor(
-    private readonly files: ReadAheadFile[],
+    private readonly count: number,
+    private readonly fileAt: (index: number) => ReadAheadFile,
     private readonly encoding: BufferEncoding,
   ) {
-    this.slotOf = new Int32Array(files.length);
+    this.slotOf = new Int32Array(count).fill(-1);
     for (let i = 0; i < READERS; i++) this.readers.push(this.startWorker());
     this.fill(0);
   }
 
   private startWorker(): Reader {
-    const worker = new Worker(new URL('./reader-worker.mjs', import.meta.url));
+    // A reader holds one batch's paths at a time; small heaps keep two threads' RSS to a few MB
+    // (V8's defaults cost ~20 MB each). Should one ever run out, it stops and the caller reads.
+    const worker = new Worker(new URL('./reader-worker.mjs', import.meta.url), {
+      resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
+    });
     // An idle worker must not keep the process alive; one with a batch out must (it is awaited).
     const reader: Reader = {
       worker,
@@ -99,14 +108,14 @@ export class ReadAhead {
   private fill(index: number): void {
     let ahead = 0;
     for (const b of this.batches) if (b.to > index) ahead++;
-    for (; this.next < this.files.length && ahead < BATCHES_AHEAD; ahead++) {
+    for (; this.next < this.count && ahead < BATCHES_AHEAD; ahead++) {
       const from = this.next;
       let to = from;
       let bytes = 0;
       const paths: string[] = [];
       const sizes: number[] = [];
-      while (to < this.files.length && to - from < BATCH_FILES && bytes < BATCH_BYTES) {
-        const f = this.files[to++];
+      while (to < this.count && to - from < BATCH_FILES && bytes < BATCH_BYTES) {
+        const f = this.fileAt(to++);
         if (!f.eligible) continue;
         this.slotOf[to - 1] = paths.length;
         paths.push(f.path);
@@ -139,7 +148,7 @@ export class ReadAhead {
     this.fill(index);
     while (this.batches.length && this.batches[0].to <= index) this.batches.shift();
     const batch = this.batches[0];
-    if (!batch || batch.from > index || !this.files[index].eligible) return undefined;
+    if (!batch || batch.from > index || this.slotOf[index] < 0) return undefined;
     // While the workers start (~50 ms), the caller reads for itself rather than wait.
     if (!batch.done && !this.warm) return undefined;
     const reply = batch.done ?? (await batch.reply);

@@ -284,7 +284,7 @@ describe('source-file', () => {
       { path: at('b.md'), size: 1, eligible: false },
       { path: at('c.md'), size: 1, eligible: true },
     ];
-    const ahead = new ReadAhead(list, 'utf8');
+    const ahead = new ReadAhead(list.length, (i) => list[i], 'utf8');
     expect(await ahead.take(0)).toBeUndefined(); // the workers are still starting: the caller reads
     await ahead.started();
     expect(await ahead.take(0)).toBe('A');
@@ -292,7 +292,7 @@ describe('source-file', () => {
     expect(await ahead.take(2)).toBeUndefined(); // not eligible
     expect(await ahead.take(3)).toBe('C');
     await ahead.close();
-    const stopped = new ReadAhead(list, 'utf8');
+    const stopped = new ReadAhead(list.length, (i) => list[i], 'utf8');
     await stopped.close();
     for (let i = 0; i < list.length; i++) expect(await stopped.take(i)).toBeUndefined();
   });
