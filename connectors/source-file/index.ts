@@ -161,6 +161,9 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = n
   const { root, single, names: wanted } = await walkOnce(config, ctx, true);
   if (single)
     return { files: [{ rel: wanted[0], mtimeMs: Math.floor(single.mtimeMs), size: single.size, changed: true }], pathOf: () => root };
+  // Listed names are already normal relative paths (no '.', '..' or doubled separators): a plain
+  // concatenation is what join() would return, without normalising every path again.
+  const prefix = root.endsWith(sep) ? root : root + sep;
   const entries: FileEntry[] = [];
   const add = (name: string, s: Stats | undefined) => {
     // All fields set up front: objects of one shape, no per-object property store (large trees).
@@ -172,20 +175,17 @@ async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = n
     const name = wanted[i++];
     add(
       name,
-      io.timed(() => statSync(join(root, name), { throwIfNoEntry: false })),
+      io.timed(() => statSync(prefix + name, { throwIfNoEntry: false })),
     );
   }
   // Asynchronous stat goes in parallel batches: one at a time, a slow file system spends the
   // listing waiting on round trips.
   for (; i < wanted.length; i += 64) {
     const batch = wanted.slice(i, i + 64);
-    const stats = await Promise.all(batch.map((name) => stat(join(root, name)).catch(() => undefined)));
+    const stats = await Promise.all(batch.map((name) => stat(prefix + name).catch(() => undefined)));
     batch.forEach((name, k) => add(name, stats[k]));
   }
   entries.sort((a, b) => a.mtimeMs - b.mtimeMs || byPath(a.rel, b.rel));
-  // Listed names are already normal relative paths (no '.', '..' or doubled separators): a plain
-  // concatenation is what join() would return, without normalising every path again.
-  const prefix = root.endsWith(sep) ? root : root + sep;
   return { files: entries, pathOf: (f) => prefix + f.rel };
 }
 
