@@ -357,9 +357,9 @@ const source: Source<FileSourceConfig> = {
     const baseGen = previous.files ? undefined : previous.listing_gen;
     const gen = await listings.prepare(baseGen);
     let byRel: FileEntry[] | undefined = [...files].sort((a, b) => byPath(a.rel, b.rel));
-    let base: Iterable<ListedFile> | AsyncIterable<ListedFile> | undefined = [];
+    let base: Iterable<readonly ListedFile[]> | AsyncIterable<readonly ListedFile[]> | undefined = [];
     if (previous.files)
-      base = Object.entries(previous.files).sort(([a], [b]) => byPath(a, b)); // state of sluice ≤ 0.1
+      base = [Object.entries(previous.files).sort(([a], [b]) => byPath(a, b))]; // state of sluice ≤ 0.1
     else if (baseGen !== undefined) {
       if (await listings.exists(baseGen)) base = listings.read(baseGen);
       else {

@@ -177,9 +177,20 @@ describe('source-file', () => {
     const entries = ['b', 'a/ü', 'a/z', 'é', 'A'].map((rel, i) => ({ rel, mtimeMs: i })).sort((x, y) => (x.rel < y.rel ? -1 : 1));
     await dir.write(1, entries);
     const back: unknown[] = [];
-    for await (const e of dir.read(1)) back.push(e);
+    for await (const block of dir.read(1)) back.push(...block);
     expect(back).toEqual(entries.map((e) => [e.rel, e.mtimeMs]));
+    // A listing longer than one read block comes back whole and in order.
+    const many = Array.from({ length: 30_000 }, (_, i) => ({
+      rel: `dir-${String(i).padStart(6, '0')}/${'n'.repeat(i % 40)}.md`,
+      mtimeMs: 1e12 + i,
+    }));
+    await dir.write(3, many);
+    const blocks: unknown[][] = [];
+    for await (const block of dir.read(3)) blocks.push(block);
+    expect(blocks.length).toBeGreaterThan(1);
+    expect(blocks.flat()).toEqual(many.map((e) => [e.rel, e.mtimeMs]));
     // Leftovers of crashed runs go; the next generation is always the one after the kept listing.
+    rmSync(dir.path(3));
     writeFileSync(`${dir.path(7)}.tmp`, 'half');
     writeFileSync(dir.path(5), '');
     writeFileSync(dir.path(2), 'partial');
