@@ -154,7 +154,13 @@ async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promi
           dot: false,
           followSymbolicLinks: false,
         });
-  return { root, names: names.filter((name) => TEXT_EXT.has(extname(name).toLowerCase()) || DATA_EXT.has(extname(name).toLowerCase())) };
+  return {
+    root,
+    names: names.filter((name) => {
+      const ext = extname(name).toLowerCase();
+      return TEXT_EXT.has(ext) || DATA_EXT.has(ext);
+    }),
+  };
 }
 
 async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {
