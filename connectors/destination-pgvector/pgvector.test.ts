@@ -99,6 +99,35 @@ describe('append_dedup', () => {
     await other.close();
   });
 
+  it('an unchanged re-run leaves the database untouched: the same state with nothing to write is not written again', async () => {
+    const cfg = config();
+    const ctx = testContext('noop-conn');
+    const opts = { streams: [stream('docs', 'append_dedup')], dimensions: DIMS };
+    const first = await destination.open(cfg, ctx, opts);
+    await first.readState!();
+    await drain(first, [documentMessage('docs', 'a', 2, DIMS, 1), stateMessage('docs', 1)]);
+    await first.close();
+    const stateRow = async () =>
+      (await admin.query(`SELECT xmin::text AS xmin, state FROM ${qualified(cfg.schema, '_sluice_state')} WHERE connection = 'noop-conn'`))
+        .rows[0];
+    const written = await stateRow();
+
+    const again = await destination.open(cfg, ctx, opts);
+    expect(await again.readState!()).toEqual({ streams: { docs: { cursor: 1 } } });
+    const events = await drain(again, [stateMessage('docs', 1)]);
+    expect(events.map((e) => e.type)).toEqual(['STATE_COMMITTED']); // still acknowledged
+    expect(await stateRow()).toEqual(written); // same row version: no transaction wrote it
+    // A new state, or the same state with data, is written as always.
+    await drain(again, [stateMessage('docs', 2)]);
+    const next = await stateRow();
+    expect(next.state).toEqual({ streams: { docs: { cursor: 2 } } });
+    expect(next.xmin).not.toBe(written.xmin);
+    await drain(again, [documentMessage('docs', 'b', 1, DIMS, 1), stateMessage('docs', 2)]);
+    expect((await stateRow()).xmin).not.toBe(next.xmin);
+    expect(Object.keys(await byDocument(cfg.schema, 'docs'))).toEqual(['a', 'b']);
+    await again.close();
+  });
+
   it('keeps only the last version of a document repeated within one batch, and builds the vector index after the load', async () => {
     const cfg = config();
     const w = await destination.open(cfg, testContext(), { streams: [stream('Docs/Guide', 'append_dedup')], dimensions: DIMS });

@@ -12,6 +12,7 @@ import type {
 } from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { canonicalJson } from '../../src/protocol/identity.ts';
 import { CommitQueue, pullOrWake } from '../../src/cdk/commits.ts';
 import type { PgvectorConfig } from './config.ts';
 import { copyBinary, type CopyValue } from './copy.ts';
@@ -84,6 +85,8 @@ class PgvectorWriter implements DestinationWriter {
   private stageReady = false;
   private bufferedRows = 0;
   private bufferedBytes = 0;
+  /** The connection state the table holds (canonical JSON), as read at start or last committed. */
+  private storedState: string | undefined;
   private closed = false;
 
   constructor(
@@ -202,6 +205,7 @@ class PgvectorWriter implements DestinationWriter {
         `SELECT state FROM ${qualified(this.config.schema, STATE_TABLE)} WHERE connection = $1`,
         [this.ctx.connection],
       );
+      this.storedState = rows[0] ? canonicalJson(rows[0].state) : undefined;
       return rows[0]?.state ?? undefined;
     } catch (err) {
       throw pgError(err, this.where(), 'cannot read the stored state');
@@ -324,6 +328,12 @@ class PgvectorWriter implements DestinationWriter {
   /** Applies a batch (and the state covering it) in one transaction, then reports it. */
   private async commit(batch: Batch, state?: Extract<DestinationMessage, { type: 'STATE' }>): Promise<DestinationEvent[]> {
     if (!batch.length && !state) return [];
+    const stateJson = state ? canonicalJson(state.connection) : undefined;
+    // Nothing to write and the table already holds this state (an unchanged re-run): a no-op
+    // sync leaves the database untouched (no transaction, no WAL).
+    if (!batch.length && state && stateJson === this.storedState) {
+      return [{ type: 'STATE_COMMITTED', state: state.state, connection: state.connection }];
+    }
     let current: StreamTarget | undefined;
     try {
       await this.client.query('BEGIN');
@@ -340,6 +350,7 @@ class PgvectorWriter implements DestinationWriter {
         );
       }
       await this.client.query('COMMIT');
+      if (state) this.storedState = stateJson;
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
       throw pgError(

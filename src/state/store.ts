@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SourceState } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
+import { canonicalJson } from '../protocol/identity.ts';
 
 export interface StateStore {
   /** Where local artefacts that belong with the state (the embedding cache) may live. */
@@ -49,7 +50,10 @@ export class FileStateStore implements StateStore {
   async update(connection: string, fn: (stored: SourceState | undefined) => SourceState): Promise<SourceState> {
     await mkdir(this.dir, { recursive: true });
     return this.withLock(connection, async () => {
-      const next = fn(await this.load(connection));
+      const stored = await this.load(connection);
+      const next = fn(stored);
+      // An unchanged state (a sync that found nothing new) is not written again.
+      if (stored !== undefined && canonicalJson(next) === canonicalJson(stored)) return next;
       await atomicWrite(
         this.file(connection),
         JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2),
