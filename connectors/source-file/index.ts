@@ -235,20 +235,18 @@ export function readTextSync(path: string, encoding: BufferEncoding, sizeHint: n
   }
 }
 
+/** A file's records. Small text files on a fast disk are read by the caller instead (see read()). */
 async function* recordsOf(
   f: FileEntry,
   abs: string,
   encoding: BufferEncoding,
-  io: LocalIo,
   prefetched?: Promise<string>,
 ): AsyncGenerator<Record<string, unknown>> {
   const rel = f.rel;
   const ext = extname(rel).toLowerCase();
   const where = (n: number) => `file ${rel}${n ? `, line ${n}` : ''}`;
   if (TEXT_EXT.has(ext)) {
-    const content = await (prefetched ??
-      (io.sync && f.size <= SYNC_READ_MAX_BYTES ? io.timed(() => readTextSync(abs, encoding, f.size)) : readFile(abs, encoding)));
-    yield textRecord(f, content);
+    yield textRecord(f, await (prefetched ?? readFile(abs, encoding)));
   } else if (ext === '.jsonl' || ext === '.ndjson') {
     let n = 0;
     for await (const line of createInterface({ input: createReadStream(abs, { encoding }), crlfDelay: Infinity })) {
@@ -414,11 +412,11 @@ const source: Source<FileSourceConfig> = {
       return message.streamState(name, s as Record<string, unknown>);
     };
     let sinceCheckpoint = 0;
-    // With asynchronous I/O, small text files are read a few ahead (bounded by count and bytes):
+    // With asynchronous I/O, text files are prefetched a few ahead (bounded by count and bytes):
     // one at a time, the pipeline mostly waits on open/read/close round trips.
     const ahead = new Map<number, Promise<string>>();
     let aheadBytes = 0;
-    const readAhead = (from: number) => {
+    const prefetch = (from: number) => {
       for (let j = from; j < Math.min(todo.length, from + READ_AHEAD_FILES) && aheadBytes < READ_AHEAD_BYTES; j++) {
         const f = todo[j];
         if (ahead.has(j) || !TEXT_EXT.has(extname(f.rel).toLowerCase())) continue;
@@ -437,7 +435,8 @@ const source: Source<FileSourceConfig> = {
     try {
       for (const [i, f] of todo.entries()) {
         if (ctx.signal.aborted) return;
-        if (!io.sync) readAhead(i);
+        // (Reader threads, once started, keep reading ahead even if the disk turns slow.)
+        if (!io.sync && !worker) prefetch(i);
         const prefetched = ahead.get(i);
         if (prefetched) {
           ahead.delete(i);
@@ -459,7 +458,7 @@ const source: Source<FileSourceConfig> = {
           );
           sinceCheckpoint++;
         } else {
-          for await (const data of recordsOf(f, pathOf(f), config.encoding, io, prefetched)) {
+          for await (const data of recordsOf(f, pathOf(f), config.encoding, prefetched)) {
             yield message.record(name, data);
             sinceCheckpoint++;
           }

@@ -50,7 +50,8 @@ export class ReadAhead {
   private next = 0;
   private nextId = 1;
   private readonly waiting = new Map<number, (reply: BatchReply) => void>();
-  private failed: Error | undefined;
+  /** A worker failed: later batches are left to the caller. */
+  private failed = false;
   private closed = false;
   /** A batch has come back: the workers are up. */
   private warm = false;
@@ -94,13 +95,13 @@ export class ReadAhead {
       resolve?.(m);
     });
     // A broken worker only means no read-ahead: every file is then read by the caller.
-    const fail = (err: Error) => {
-      this.failed ??= err;
+    const fail = () => {
+      this.failed = true;
       for (const resolve of this.waiting.values()) resolve(EMPTY_REPLY);
       this.waiting.clear();
     };
     worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`read-ahead worker exited (${code})`)));
+    worker.on('exit', fail);
     return reader;
   }
 
