@@ -20,15 +20,6 @@ const MEMO_MAX_PIECE = 64;
 const BASE64_VALUE = new Int8Array(128).fill(-1);
 for (let i = 0; i < 64; i++) BASE64_VALUE['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
 
-/** A short base64 token → its bytes as a latin1 string. */
-export function base64ToLatin1(text: string): string {
-  const bytes = new Uint8Array(text.length);
-  const n = decodeBase64(text, 0, text.length, bytes, 0);
-  let out = '';
-  for (let i = 0; i < n; i++) out += String.fromCharCode(bytes[i]);
-  return out;
-}
-
 /** Decodes base64 text[from, to) into out at `at`; returns how many bytes. '=' padding ends it. */
 function decodeBase64(text: string, from: number, to: number, out: Uint8Array, at: number): number {
   let acc = 0;
@@ -131,9 +122,9 @@ export class BytePairEncoder {
   private readonly pattern: RegExp;
   private readonly memo = new Map<string, number[]>();
   /** Token bytes end to end; token r is tokenBytes[tokenStart[r], tokenStart[r] + tokenLength[r]). */
-  private tokenBytes: Uint8Array;
-  private tokenStart: Int32Array;
-  private tokenLength: Int32Array;
+  private readonly tokenBytes: Uint8Array;
+  private readonly tokenStart: Int32Array;
+  private readonly tokenLength: Int32Array;
   /** Open addressing on fnv(token bytes): rank + 1, 0 = empty. */
   private readonly slots: Int32Array;
   private readonly slotMask: number;
@@ -157,25 +148,31 @@ export class BytePairEncoder {
     // up from offset. Base64 is 4/3 the bytes, so its length bounds the byte array.
     const text = table.bpe_ranks;
     this.tokenBytes = new Uint8Array(Math.ceil((text.length * 3) / 4));
+    const lines = text.split('\n').filter(Boolean);
+    // Each line's first rank and its tokens (space-separated after the first two fields).
+    const parsed = lines.map((line) => {
+      const first = line.indexOf(' ');
+      const second = line.indexOf(' ', first + 1);
+      return { line, rank: Number.parseInt(line.slice(first + 1, second), 10), from: second + 1 };
+    });
     let ranks = 0;
-    for (const line of text.split('\n')) if (line) ranks = Math.max(ranks, this.lineRanks(line));
+    for (const { line, rank, from } of parsed) {
+      let tokens = 1;
+      for (let i = line.indexOf(' ', from); i >= 0; i = line.indexOf(' ', i + 1)) tokens++;
+      ranks = Math.max(ranks, rank + tokens);
+    }
     this.tokenStart = new Int32Array(ranks).fill(-1);
     this.tokenLength = new Int32Array(ranks);
     let bytesUsed = 0;
-    for (const line of text.split('\n')) {
-      if (!line) continue;
-      const first = line.indexOf(' ');
-      const second = line.indexOf(' ', first + 1);
-      let rank = Number.parseInt(line.slice(first + 1, second), 10);
-      let i = second + 1;
-      while (i < line.length) {
+    for (const { line, rank: firstRank, from } of parsed) {
+      let rank = firstRank;
+      for (let i = from; i < line.length; rank++) {
         let end = line.indexOf(' ', i);
         if (end < 0) end = line.length;
         const n = decodeBase64(line, i, end, this.tokenBytes, bytesUsed);
         this.tokenStart[rank] = bytesUsed;
         this.tokenLength[rank] = n;
         bytesUsed += n;
-        rank++;
         i = end + 1;
       }
     }
@@ -190,15 +187,6 @@ export class BytePairEncoder {
       while (this.slots[s] !== 0) s = (s + 1) & this.slotMask;
       this.slots[s] = r + 1;
     }
-  }
-
-  /** One past the last rank a table line defines. */
-  private lineRanks(line: string): number {
-    const first = line.indexOf(' ');
-    const second = line.indexOf(' ', first + 1);
-    let tokens = 0;
-    for (let i = second; i >= 0 && i < line.length; i = line.indexOf(' ', i + 1)) tokens++;
-    return Number.parseInt(line.slice(first + 1, second), 10) + tokens;
   }
 
   /** The bytes of token `rank` (a view; undefined for ranks the table does not define). */
@@ -294,17 +282,6 @@ export class BytePairEncoder {
     return n;
   }
 
-  /** The pieces the pattern cuts ASCII `text` into (for tests: they must equal the regex's). */
-  asciiPieces(text: string): string[] {
-    const out: string[] = [];
-    for (let i = 0; i < text.length;) {
-      const end = asciiPieceEnd(text, i, text.length);
-      out.push(text.slice(i, end));
-      i = end;
-    }
-    return out;
-  }
-
   private countAscii(text: string): number {
     let n = 0;
     for (let i = 0; i < text.length;) {
@@ -352,16 +329,11 @@ export class BytePairEncoder {
   }
 
   decode(tokens: number[]): string {
-    let size = 0;
-    for (const t of tokens) if (t >= 0 && t < this.tokenLength.length) size += this.tokenLength[t];
-    const out = Buffer.allocUnsafe(size);
-    let o = 0;
+    const parts: Uint8Array[] = [];
     for (const t of tokens) {
-      if (t < 0 || t >= this.tokenLength.length || this.tokenStart[t] < 0) continue;
-      const start = this.tokenStart[t];
-      out.set(this.tokenBytes.subarray(start, start + this.tokenLength[t]), o);
-      o += this.tokenLength[t];
+      const bytes = this.tokenBytesOf(t);
+      if (bytes) parts.push(bytes);
     }
-    return out.subarray(0, o).toString('utf8');
+    return Buffer.concat(parts).toString('utf8');
   }
 }
