@@ -251,10 +251,10 @@ class TouchedStreams {
   private current = { streams: new Set<string>(), shared: false };
 
   note(msg: StateMessage) {
-    if (msg.type === 'GLOBAL' && msg.global) {
-      if (msg.global.shared_state) this.current.shared = true;
-      for (const st of msg.global.stream_states) this.current.streams.add(st.stream_descriptor.name);
-    } else if (msg.stream) this.current.streams.add(msg.stream.stream_descriptor.name);
+    // What the message sets, applied to nothing: exactly the streams (and shared state) it touches.
+    const set = applyStateMessage(undefined, msg);
+    for (const name of Object.keys(set.streams)) this.current.streams.add(name);
+    if (set.shared) this.current.shared = true;
   }
 
   emitted(state: SourceState) {
@@ -429,16 +429,18 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
   const stats = p.streams[stream];
-  const cached = p.cache ? await p.cache.getMany(chunks.map((c) => embeddingCacheKey(embedder, c.contentHash))) : [];
+  // Cache keys only when there is a cache (none for local embedders).
+  const keys = p.cache ? chunks.map((c) => embeddingCacheKey(embedder, c.contentHash)) : undefined;
+  const cached = p.cache && keys ? await p.cache.getMany(keys) : [];
   // By content: a text that occurs twice in the batch is embedded once.
-  const missing = new Map<string, string>();
+  const missing = new Map<string, { content: string; key?: string }>();
   chunks.forEach((c, i) => {
     if (cached[i]) stats.embedding_cache_hits++;
-    else missing.set(c.contentHash, c.content);
+    else missing.set(c.contentHash, { content: c.content, key: keys?.[i] });
   });
   const fresh = new Map<string, Float32Array>();
   if (missing.size) {
-    const texts = [...missing.values()];
+    const texts = [...missing.values()].map((m) => m.content);
     // No abort signal here: on SIGINT, what was already read is still embedded and committed.
     const result = await embedder.embed(texts).catch((err) => {
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
@@ -455,7 +457,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
       }
       fresh.set(hashes[i], v);
     });
-    await p.cache?.putMany([...fresh.entries()].map(([hash, v]) => [embeddingCacheKey(embedder, hash), v]));
+    await p.cache?.putMany([...fresh.entries()].map(([hash, v]) => [missing.get(hash)!.key!, v]));
   }
   chunks.forEach((c, i) => {
     c.embedding = cached[i] ?? fresh.get(c.contentHash);
