@@ -121,6 +121,11 @@ export async function connectorContext(
   };
 }
 
+/** What a vector destination is told of the connection's embedder (open() and check()). */
+export function embedderShape(embedder: Embedder | undefined): { dimensions?: number; embedderName?: string } {
+  return embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {};
+}
+
 export function embedderFor(conn: LoadedConnection, logger: Logger): Embedder | undefined {
   return conn.config.embedding ? createEmbedder(conn.config.embedding, { logger }) : undefined;
 }
@@ -195,7 +200,7 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
         destinationSyncMode: s.destination_sync_mode,
         primaryKey: s.primary_key ?? [],
       })),
-      ...(embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {}),
+      ...embedderShape(embedder),
     })
     .catch((err) => {
       throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
 import { availableBuiltins, loadConnector } from '../../engine/registry.ts';
-import { connectorContext, embedderFor } from '../../engine/sync.ts';
+import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.ts';
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
 import { ExitCode } from '../main.ts';
@@ -35,15 +35,10 @@ export function register(program: Command) {
       const results = [];
       for (const conn of conns) {
         const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
-        const embedder = embedderFor(conn, logger);
         const run = async (what: 'source' | 'destination') => {
           try {
             if (what === 'source') return await conn.source.check(conn.sourceConfig, ctx);
-            return await conn.destination.check(
-              conn.destinationConfig,
-              ctx,
-              embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {},
-            );
+            return await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedderFor(conn, logger)));
           } catch (err) {
             return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };
           }
