@@ -5,7 +5,8 @@
 
 /** Commits that run one after another in the background; their events are reported in order. */
 export class CommitQueue<E> {
-  private readonly queue: Array<{ events?: E[]; done: Promise<void> }> = [];
+  /** `done` rejects with the commit's failure; `ended` settles with it either way. */
+  private readonly queue: Array<{ events?: E[]; done: Promise<void>; ended: Promise<void> }> = [];
 
   get size(): number {
     return this.queue.length;
@@ -14,11 +15,13 @@ export class CommitQueue<E> {
   /** Starts `commit` once every commit queued before it has ended (not at all if one failed). */
   push(commit: () => Promise<E[]>): void {
     const previous = this.queue.at(-1)?.done ?? Promise.resolve();
-    const entry: { events?: E[]; done: Promise<void> } = { done: Promise.resolve() };
-    entry.done = previous.then(async () => {
+    const done = previous.then(async () => {
       entry.events = await commit();
     });
-    entry.done.catch(() => undefined); // surfaced by settle()
+    const entry: { events?: E[]; done: Promise<void>; ended: Promise<void> } = {
+      done,
+      ended: done.catch(() => undefined), // the failure is surfaced by settle()
+    };
     this.queue.push(entry);
   }
 
@@ -34,12 +37,12 @@ export class CommitQueue<E> {
   /** Settles when the oldest commit still running ends; undefined when none is running. */
   running(): Promise<void> | undefined {
     const head = this.queue[0];
-    return head && !head.events ? head.done.catch(() => undefined) : undefined;
+    return head && !head.events ? head.ended : undefined;
   }
 
   /** Waits for every queued commit, ignoring failures (for cleanup). */
   async drain(): Promise<void> {
-    await Promise.all(this.queue.map((e) => e.done.catch(() => undefined)));
+    await Promise.all(this.queue.map((e) => e.ended));
   }
 }
 
@@ -55,11 +58,18 @@ export async function* pullOrWake<T>(
   let next: Promise<IteratorResult<T>> | undefined;
   let finished = false;
   const WOKE = Symbol('woke');
+  // One wake-up promise per waker (wake() returns the same one while the same commit runs).
+  let waker: Promise<void> | undefined;
+  let woke: Promise<typeof WOKE> | undefined;
   try {
     for (;;) {
       next ??= it.next();
-      const waker = wake();
-      const r = waker ? await Promise.race([next, waker.then(() => WOKE)]) : await next;
+      const current = wake();
+      if (current !== waker) {
+        waker = current;
+        woke = current?.then(() => WOKE);
+      }
+      const r = woke ? await Promise.race([next, woke]) : await next;
       if (r === WOKE) {
         yield undefined;
         continue;
