@@ -221,6 +221,11 @@ class PgvectorWriter implements DestinationWriter {
       const batch = this.takeBatch();
       commits.push(() => this.commit(batch, state));
     };
+    /** Commits what is buffered and waits for every commit (before a swap, an index build, the end). */
+    const commitAll = () => {
+      start();
+      return commits.settle(0);
+    };
     try {
       for await (const item of pullOrWake(input, () => commits.running())) {
         if (!item) {
@@ -245,13 +250,11 @@ class PgvectorWriter implements DestinationWriter {
           case 'STREAM_COMPLETE': {
             const target = this.targets.get(msg.stream);
             if (target?.mode === 'overwrite' && !target.swapped) {
-              yield* commits.settle(0);
-              yield* await this.commit(this.takeBatch());
+              yield* commitAll();
               await this.swap(target);
             } else if (target?.fresh) {
               // The stream's first bulk load is in: index it now rather than row by row.
-              yield* commits.settle(0);
-              yield* await this.commit(this.takeBatch());
+              yield* commitAll();
               await this.ensureVectorIndex(target);
               target.fresh = false;
             }
@@ -259,8 +262,7 @@ class PgvectorWriter implements DestinationWriter {
           }
         }
       }
-      yield* commits.settle(0);
-      yield* await this.commit(this.takeBatch());
+      yield* commitAll();
       await this.finish();
     } finally {
       // Input failed or the consumer stopped: let running commits end before the session closes.
