@@ -31,26 +31,17 @@ export function copyTrailer(): Buffer {
   return b;
 }
 
-/** Bytes a tuple takes at most (UTF-8 is at most 3 bytes per UTF-16 unit): cheap, no scan. */
-function maxTupleBytes(values: CopyValue[]): number {
+/**
+ * Bytes a tuple takes: exactly, or (`exact` false) at most, counting UTF-8 as 3 bytes per UTF-16
+ * unit, which needs no scan of the text.
+ */
+function tupleBytes(values: CopyValue[], exact: boolean): number {
   let size = 2;
   for (const v of values) {
     size += 4;
-    if (v.kind === 'text') size += 3 * v.value.length;
-    else if (v.kind === 'jsonb') size += 1 + 3 * v.value.length;
-    else if (v.kind === 'int4') size += 4;
-    else if (v.value) size += 4 + 4 * v.value.length;
-  }
-  return size;
-}
-
-function exactTupleBytes(values: CopyValue[]): number {
-  let size = 2;
-  for (const v of values) {
-    size += 4;
-    if (v.kind === 'text') size += Buffer.byteLength(v.value, 'utf8');
-    else if (v.kind === 'jsonb') size += 1 + Buffer.byteLength(v.value, 'utf8');
-    else if (v.kind === 'int4') size += 4;
+    if (v.kind === 'text' || v.kind === 'jsonb') {
+      size += (v.kind === 'jsonb' ? 1 : 0) + (exact ? Buffer.byteLength(v.value, 'utf8') : 3 * v.value.length);
+    } else if (v.kind === 'int4') size += 4;
     else if (v.value) size += 4 + 4 * v.value.length;
   }
   return size;
@@ -98,7 +89,7 @@ function writeTuple(values: CopyValue[], buf: Buffer, o: number): number {
 
 /** One tuple in binary copy format, in a single allocation. */
 export function encodeCopyTuple(values: CopyValue[]): Buffer {
-  const buf = Buffer.allocUnsafe(exactTupleBytes(values));
+  const buf = Buffer.allocUnsafe(tupleBytes(values, true));
   writeTuple(values, buf, 0);
   return buf;
 }
@@ -117,8 +108,8 @@ export async function copyBinary(client: pg.Client, copySql: string, tuples: Ite
     let o = copyHeader().copy(buf, 0);
     const room = (need: number) => o + need <= buf.length;
     for (const t of tuples) {
-      if (!room(maxTupleBytes(t))) {
-        const need = exactTupleBytes(t);
+      if (!room(tupleBytes(t, false))) {
+        const need = tupleBytes(t, true);
         if (!room(need)) {
           if (o > 0) yield buf.subarray(0, o);
           buf = Buffer.allocUnsafe(Math.max(WRITE_BYTES, need));
