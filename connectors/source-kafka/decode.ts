@@ -1,6 +1,7 @@
 // One Kafka message → what it means for the destination: an upsert of a record, a deletion of a
 // key, nothing (an event sluice does not apply), or a malformed message (counted against
 // max_errors). Pure: no I/O, so every rule here is unit-tested.
+import { isUtf8 } from 'node:buffer';
 import { canonicalJson, getPath, keyPart } from '../../src/protocol/identity.ts';
 import { KAFKA_KEY_FIELD } from './config.ts';
 
@@ -38,12 +39,12 @@ interface ParsedKey {
 
 export function parseKey(raw: Buffer | null | undefined): ParsedKey | undefined {
   if (raw == null || raw.length === 0) return undefined;
-  const text = raw.toString('utf8');
   // Binary keys (Avro, UUID bytes…): decoding would map different keys to the same U+FFFD text.
-  if (!Buffer.from(text, 'utf8').equals(raw)) {
+  if (!isUtf8(raw)) {
     const hex = raw.toString('hex');
     return { value: hex, text: hex };
   }
+  const text = raw.toString('utf8');
   let value: unknown = text;
   try {
     value = unwrapSchema(JSON.parse(text));

@@ -413,10 +413,9 @@ export class KafkaReader {
         }
       }
       if (toResume.length) resume.push({ topic, partitions: toResume });
-      // A state right away records the starting points (and replaces the engine's view of this topic).
-      this.dirty.add(topic);
     }
-    // Also topics we got no partition of: their (empty) state replaces the engine's stale startup
+    // A state right away for every planned topic: it records the starting points of the partitions
+    // we got, and for topics we got none of, an empty state replaces the engine's stale startup
     // copy, which a deep merge would otherwise write back over other workers' progress.
     for (const topic of this.plans.keys()) this.dirty.add(topic);
     this.owned = owned;
