@@ -16,7 +16,7 @@ import { asciiOutput, fastParserFor, parserFor, type FieldParser } from './types
 
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
-export function unescapeCopy(s: string): string {
+function unescapeCopy(s: string): string {
   return s.replace(/\\(?:([bfnrtv\\])|([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))/g, (_, e, oct, hex, other) => {
     if (e) return ESCAPES[e];
     if (oct) return String.fromCharCode(parseInt(oct, 8));
@@ -28,7 +28,7 @@ export function unescapeCopy(s: string): string {
 type Row = Record<string, unknown>;
 
 /** The chunk being parsed: its bytes and their latin1 text (byte offset = character offset). */
-export class ChunkText {
+class ChunkText {
   buf: Buffer = Buffer.alloc(0);
   text = '';
 
@@ -65,7 +65,7 @@ function plain(text: string, start: number, end: number): boolean {
 }
 
 /** Parses one row: [start, end) of `text`, the row without its newline. */
-export type RowParser = (text: string, start: number, end: number) => Row;
+type RowParser = (text: string, start: number, end: number) => Row;
 
 /** Where the next backslash is at or after `from` (Infinity: none). */
 function nextBackslash(text: string, from: number): number {
@@ -79,7 +79,7 @@ function nextBackslash(text: string, from: number): number {
  * the chunk's latin1 text, with byte offsets; `decoded` reads a row that was decoded as UTF-8 on
  * its own (long rows: one decoding instead of two), where only backslashes need the slow path.
  */
-export function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText): { latin1: RowParser; decoded: RowParser } {
+function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText): { latin1: RowParser; decoded: RowParser } {
   const fast: FieldParser[] = columns.map((c) => fastParserFor(c.oid));
   const ascii = columns.map((c) => asciiOutput(c.oid));
   const parsers = columns.map((c) => parserFor(c.oid));
@@ -187,12 +187,10 @@ export class CopyOut {
 
   /** The next rows (at least one), or null once the copy is complete. */
   next(): Promise<Row[] | null> {
-    if (this.error) return Promise.reject(this.error);
-    const rows = this.drain();
-    if (rows.length) return Promise.resolve(rows);
-    if (this.error) return Promise.reject(this.error);
-    if (this.finished) return Promise.resolve(null);
-    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.wake(); // settles it now when rows, an error or the end are already there
+    });
   }
 
   /** Stops reading: the COPY keeps running on the connection, which the caller must close. */
