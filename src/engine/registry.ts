@@ -23,6 +23,9 @@ export function availableBuiltins(kind: 'source' | 'destination'): string[] {
   return BUILTIN[kind].filter((n) => existsSync(builtinPath(kind, n)));
 }
 
+/** No connector of that name (as opposed to one that exists but fails to load). */
+export class UnknownConnectorError extends SluiceError {}
+
 const cache = new Map<string, Promise<Source | Destination>>();
 
 export function loadConnector(kind: 'source', type: string, baseDir: string): Promise<Source>;
@@ -52,7 +55,7 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
       file = createRequire(join(baseDir, 'noop.js')).resolve(type);
     } catch {
       const guess = closest(type, BUILTIN[kind]);
-      throw new SluiceError(`unknown ${kind} type "${type}"`, {
+      throw new UnknownConnectorError(`unknown ${kind} type "${type}"`, {
         kind: 'config',
         hint: guess
           ? `did you mean "${guess}"?`
@@ -60,7 +63,10 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
       });
     }
   } else {
-    throw new SluiceError(`unknown ${kind} type "${type}"`, { kind: 'config', hint: `built-in ${kind}s: ${BUILTIN[kind].join(', ')}` });
+    throw new UnknownConnectorError(`unknown ${kind} type "${type}"`, {
+      kind: 'config',
+      hint: `built-in ${kind}s: ${BUILTIN[kind].join(', ')}`,
+    });
   }
   let mod: Record<string, unknown>;
   try {

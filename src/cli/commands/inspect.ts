@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
-import { availableBuiltins, loadConnector } from '../../engine/registry.ts';
+import { UnknownConnectorError, availableBuiltins, loadConnector } from '../../engine/registry.ts';
 import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.ts';
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
@@ -89,7 +89,7 @@ export function register(program: Command) {
         }
       }
       // A module that exists but is broken says so; only an unknown name gets the generic answer.
-      const real = failures.find((e) => !(e instanceof SluiceError && e.message.startsWith('unknown ')));
+      const real = failures.find((e) => !(e instanceof UnknownConnectorError));
       if (real) throw real;
       throw new SluiceError(`no connector named "${name}"`, { kind: 'config', hint: 'run `sluice connectors` to list the built-ins' });
     });
