@@ -34,9 +34,9 @@ function unescapeByteaEscapeFormat(s: string): Uint8Array {
   return Uint8Array.from(out);
 }
 /** `2024-01-02 03:04:05.123456+00` → `2024-01-02T03:04:05.123456Z` (sessions run in UTC). */
-const timestamptz: Parser = (s) => {
-  // Fast path: sessions run in UTC, so nearly every value ends in +00.
-  if (s.length > 19 && s.endsWith('+00') && s[10] === ' ') return s.slice(0, 10) + 'T' + s.slice(11, -3) + 'Z';
+const timestamptz: Parser = (s) => timestamptzField(s, 0, s.length);
+/** Every timestamptz form but the common `…+00` one (timestamptzField's fast path). */
+const timestamptzSlow: Parser = (s) => {
   if (s === 'infinity' || s === '-infinity') return s;
   const t = s.replace(' ', 'T');
   const m = /([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?$/.exec(t);
@@ -145,11 +145,12 @@ const intField: FieldParser = (s, a, b) => {
   return neg ? -n : n;
 };
 const boolField: FieldParser = (s, a, b) => (b - a === 1 ? s.charCodeAt(a) === 116 : bool(s.slice(a, b)));
-const timestamptzField: FieldParser = (s, a, b) =>
-  // `YYYY-MM-DD HH:MM:SS[.ffffff]+00` (sessions run in UTC)
-  b - a > 19 && s.charCodeAt(a + 10) === 32 && s.charCodeAt(b - 3) === 43 && s.charCodeAt(b - 2) === 48 && s.charCodeAt(b - 1) === 48
+function timestamptzField(s: string, a: number, b: number): unknown {
+  // Fast path: `YYYY-MM-DD HH:MM:SS[.ffffff]+00`; sessions run in UTC, so nearly every value has it.
+  return b - a > 19 && s.charCodeAt(a + 10) === 32 && s.charCodeAt(b - 3) === 43 && s.charCodeAt(b - 2) === 48 && s.charCodeAt(b - 1) === 48
     ? s.slice(a, a + 10) + 'T' + s.slice(a + 11, b - 3) + 'Z'
-    : timestamptz(s.slice(a, b));
+    : timestamptzSlow(s.slice(a, b));
+}
 const FAST: Record<number, FieldParser> = {
   16: boolField,
   21: intField,
