@@ -3,6 +3,7 @@
 // which is enough for lexical search and for exercising a pipeline end to end.
 import type { Embedder, EmbedResult } from './types.ts';
 import { tokenizerFor } from '../text/tokenizer.ts';
+import { SliceTable } from '../text/slice-table.ts';
 import { OPENAI_LIMITS } from './models.ts';
 
 export const HASH_MODEL = 'sluice-hash-v1';
@@ -261,19 +262,14 @@ function charGrams(text: string, from: number, to: number, out: Int32Array, at: 
 }
 
 // A word's own features (stopword or not, its character n-grams) do not depend on the text around
-// it, and most words recur, so they are kept in a bounded cache: an open-addressing table on the
-// word's FNV hash, confirmed unit by unit (hashes collide), emptied as a whole when full.
+// it, and most words recur, so they are kept in a bounded cache of words (by their characters),
+// emptied as a whole when full; the arrays below hold what is known of each cached word.
 const CACHED_WORD_LENGTH = 64;
 const CACHE_WORDS = 1 << 13;
-const CACHE_SLOTS = CACHE_WORDS * 2;
-const CACHE_UNITS = 1 << 16;
 const CACHE_GRAMS = 1 << 18;
-const cacheSlot = new Int32Array(CACHE_SLOTS); // word index + 1; 0 = empty
-const cachedHash = new Int32Array(CACHE_WORDS);
+const words = new SliceTable(CACHE_WORDS, 1 << 16);
 const cachedStop = new Uint8Array(CACHE_WORDS);
-const cachedUnitsAt = new Int32Array(CACHE_WORDS + 1);
 const cachedGramsAt = new Int32Array(CACHE_WORDS + 1);
-const cachedUnits = new Uint16Array(CACHE_UNITS);
 const cachedGrams = new Int32Array(CACHE_GRAMS);
 // place() of the word and of its n-grams, for the current dimensions.
 const cachedWordPlace = new Int32Array(CACHE_WORDS);
@@ -283,11 +279,9 @@ const cachedGramPlace = new Int32Array(CACHE_GRAMS);
 const cachedText = new Int32Array(CACHE_WORDS);
 const cachedWordEntry = new Int32Array(CACHE_WORDS);
 const cachedGramEntry = new Int32Array(CACHE_GRAMS);
-let cachedWords = 0;
 
 function forgetWords(): void {
-  cacheSlot.fill(0);
-  cachedWords = 0;
+  words.clear();
 }
 /** Character n-grams of an uncached (long) word. */
 let scratchGrams = new Int32Array(1 << 10);
@@ -296,31 +290,14 @@ let scratchGrams = new Int32Array(1 << 10);
 function cachedWord(text: string, from: number, to: number, hash: number): number {
   const length = to - from;
   if (length > CACHED_WORD_LENGTH) return -1;
-  let s = (hash ^ (hash >>> 15)) & (CACHE_SLOTS - 1);
-  for (;;) {
-    const w = cacheSlot[s] - 1;
-    if (w < 0) break;
-    if (cachedHash[w] === hash) {
-      let at = cachedUnitsAt[w];
-      if (cachedUnitsAt[w + 1] - at === length) {
-        let i = from;
-        while (i < to && text.charCodeAt(i) === cachedUnits[at]) (i++, at++);
-        if (i === to) return w;
-      }
-    }
-    s = (s + 1) & (CACHE_SLOTS - 1);
-  }
-  const unitsAt = cachedUnitsAt[cachedWords];
-  const gramsAt = cachedGramsAt[cachedWords];
-  if (cachedWords === CACHE_WORDS || unitsAt + length > CACHE_UNITS || gramsAt + 3 * (length + 2) > CACHE_GRAMS) {
+  const known = words.find(text, from, to, hash);
+  if (known >= 0) return known;
+  const gramsAt = cachedGramsAt[words.size];
+  if (!words.fits(length) || gramsAt + 3 * (length + 2) > CACHE_GRAMS) {
     forgetWords();
     return cachedWord(text, from, to, hash);
   }
-  const w = cachedWords++;
-  cacheSlot[s] = w + 1;
-  cachedHash[w] = hash;
-  for (let i = from; i < to; i++) cachedUnits[unitsAt + i - from] = text.charCodeAt(i);
-  cachedUnitsAt[w + 1] = unitsAt + length;
+  const w = words.add(text, from, to, hash);
   const stop = isStopword(text, from, length);
   cachedStop[w] = stop ? 1 : 0;
   cachedText[w] = textNumber - 1;

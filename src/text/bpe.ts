@@ -5,6 +5,8 @@
 // Merges only re-rank the neighbours of the merged pair, and whole pre-tokenised words are
 // memoised, since natural text repeats its words. Results equal js-tiktoken's (tested).
 
+import { SliceTable } from './slice-table.ts';
+
 export interface RankTable {
   pat_str: string;
   bpe_ranks: string;
@@ -12,7 +14,6 @@ export interface RankTable {
 
 const MEMO_LIMIT = 100_000;
 const PIECES = 1 << 14;
-const PIECE_SLOTS = PIECES * 2;
 const PIECE_UNITS = 1 << 18;
 // Pieces this long are rare and not worth memoising (and could be huge).
 const MEMO_MAX_PIECE = 64;
@@ -132,14 +133,9 @@ export class BytePairEncoder {
   private scratch = new Uint8Array(256);
   /** ASCII text is cut into pieces by asciiPieceEnd() instead of the regular expression. */
   private readonly scanAscii: boolean;
-  // Token counts of recent short pieces, keyed by their characters without making a string of
-  // them: open addressing on an FNV hash, confirmed character by character, emptied when full.
-  private readonly pieceSlots = new Int32Array(PIECE_SLOTS); // piece + 1; 0 = empty
-  private readonly pieceHash = new Int32Array(PIECES);
-  private readonly pieceAt = new Int32Array(PIECES + 1);
-  private readonly pieceUnits = new Uint8Array(PIECE_UNITS);
+  /** Recent short pieces (by their characters) and their token counts. */
+  private readonly pieces = new SliceTable(PIECES, PIECE_UNITS);
   private readonly pieceTokens = new Int32Array(PIECES);
-  private pieces = 0;
 
   constructor(table: RankTable, opts: { asciiScanner?: boolean } = {}) {
     this.pattern = new RegExp(table.pat_str, 'gu');
@@ -298,33 +294,12 @@ export class BytePairEncoder {
     if (length > MEMO_MAX_PIECE) return this.encodePiece(text.slice(from, to)).length;
     let h = FNV_OFFSET;
     for (let i = from; i < to; i++) h = Math.imul(h ^ text.charCodeAt(i), FNV_PRIME);
-    let s = (h ^ (h >>> 15)) & (PIECE_SLOTS - 1);
-    for (;;) {
-      const p = this.pieceSlots[s] - 1;
-      if (p < 0) break;
-      if (this.pieceHash[p] === h) {
-        let at = this.pieceAt[p];
-        if (this.pieceAt[p + 1] - at === length) {
-          let i = from;
-          while (i < to && text.charCodeAt(i) === this.pieceUnits[at]) (i++, at++);
-          if (i === to) return this.pieceTokens[p];
-        }
-      }
-      s = (s + 1) & (PIECE_SLOTS - 1);
-    }
+    const known = this.pieces.find(text, from, to, h);
+    if (known >= 0) return this.pieceTokens[known];
     const tokens = this.encodePiece(text.slice(from, to)).length;
-    const at = this.pieceAt[this.pieces];
-    if (this.pieces === PIECES || at + length > PIECE_UNITS) {
-      this.pieceSlots.fill(0);
-      this.pieces = 0;
-      return tokens; // stored next time it comes
-    }
-    const p = this.pieces++;
-    this.pieceSlots[s] = p + 1;
-    this.pieceHash[p] = h;
-    for (let i = from; i < to; i++) this.pieceUnits[at + i - from] = text.charCodeAt(i);
-    this.pieceAt[p + 1] = at + length;
-    this.pieceTokens[p] = tokens;
+    if (!this.pieces.fits(length))
+      this.pieces.clear(); // stored next time it comes
+    else this.pieceTokens[this.pieces.add(text, from, to, h)] = tokens;
     return tokens;
   }
 
