@@ -112,10 +112,10 @@ describe('a PostgreSQL server without pgvector', () => {
 
   it('maps libpq TLS settings onto the driver and keeps them out of the URL', async () => {
     const { clientConfig } = await import('./session.ts');
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { writeFileSync } = await import('node:fs');
     const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const dir = mkdtempSync(join(tmpdir(), 'pgv-tls-'));
+    const { scratchDir } = await import('../../src/testing/context.ts');
+    const dir = scratchDir('pgv-tls-');
     writeFileSync(join(dir, 'ca.pem'), 'CA PEM');
     const full = clientConfig(
       { url: 'postgres://u:p@db.example.com:5433/rag?sslmode=require&application_name=x', sslmode: 'verify-full', sslrootcert: 'ca.pem' },
@@ -128,7 +128,5 @@ describe('a PostgreSQL server without pgvector', () => {
     expect(clientConfig({ url: 'postgres://h/db?sslmode=require' }, '/').ssl).toEqual({ rejectUnauthorized: false });
     expect(clientConfig({ url: 'postgres://h/db', sslmode: 'disable' }, '/').ssl).toBe(false);
     expect(() => clientConfig({ url: 'postgres://h/db', sslrootcert: 'missing.pem' }, dir)).toThrow(/cannot read sslrootcert missing\.pem/);
-    const { rmSync } = await import('node:fs');
-    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { KafkaConfigSchema, kafkaClientOptions, keyPaths, topicMatcher } from './config.ts';
 import { decodeMessage, parseKey } from './decode.ts';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { scratchDir } from '../../src/testing/context.ts';
 import { join } from 'node:path';
 
 const b = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v));
@@ -93,7 +93,7 @@ describe('Kafka config', () => {
   });
 
   it('SASL and TLS options (PEM files relative to the pipeline file)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kafka-ssl-'));
+    const dir = scratchDir('kafka-ssl-');
     writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n');
     const c = KafkaConfigSchema.parse({
       brokers: ['a:1'],
@@ -107,6 +107,5 @@ describe('Kafka config', () => {
     const missing = KafkaConfigSchema.parse({ brokers: ['a:1'], topics: ['t'], ssl: { ca: 'nope.pem' } });
     expect(() => kafkaClientOptions(missing, dir)).toThrow(/cannot read ssl.ca file/);
     expect(kafkaClientOptions(KafkaConfigSchema.parse({ brokers: ['a:1'], topics: ['t'], ssl: true }), dir).ssl).toBe(true);
-    rmSync(dir, { recursive: true, force: true });
   });
 });

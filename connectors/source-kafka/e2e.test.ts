@@ -3,8 +3,7 @@
 // SIGKILLed mid-way and re-run: the destination must equal the state the topic describes, with
 // every document exactly once.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Producer } from 'kafkajs';
 import pg from 'pg';
@@ -306,7 +305,7 @@ describe('sluice sync: Kafka end to end', () => {
 
   it('--follow keeps consuming new messages until SIGTERM, and exits with its progress saved', { timeout: 120_000 }, async () => {
     const topic = uniqueName('e2e_follow').replace(/-/g, '_');
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-kafka-follow-'));
+    const dir = scratchDir('sluice-kafka-follow-');
     const yaml = writePipeline(dir, 'kafka-follow', topic, `type: jsonl\n      config: { path: out.jsonl, include_embeddings: false }`);
     const stateFile = join(dir, '.sluice', 'state', 'kafka-follow.json');
     const lines = () =>
