@@ -421,8 +421,8 @@ function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embed
     closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
     lingerMs: 25,
   });
-  // At least a few batches in flight even for a CPU-bound embedder: each batch also waits on cache
-  // reads and a durable cache commit, which then overlap with the next batch's work.
+  // At least a few batches in flight even for a CPU-bound paid model: each batch also waits on
+  // cache reads and a durable cache commit, which then overlap with the next batch's work.
   const done = mapOrdered(groups, (g) => embedGroup(g, p, embedder), Math.max(4, embedder.concurrency));
   return (async function* () {
     for await (const g of done) yield* g;
