@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SourceState } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
-import { canonicalJson } from '../protocol/identity.ts';
 
 export interface StateStore {
   /** Where local artefacts that belong with the state (the embedding cache) may live. */
@@ -50,10 +49,7 @@ export class FileStateStore implements StateStore {
   async update(connection: string, fn: (stored: SourceState | undefined) => SourceState): Promise<SourceState> {
     await mkdir(this.dir, { recursive: true });
     return this.withLock(connection, async () => {
-      const stored = await this.load(connection);
-      const next = fn(stored);
-      // An unchanged state (a sync that found nothing new) is not written again.
-      if (stored !== undefined && canonicalJson(next) === canonicalJson(stored)) return next;
+      const next = fn(await this.load(connection));
       await atomicWrite(
         this.file(connection),
         JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2),
