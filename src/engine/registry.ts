@@ -2,21 +2,21 @@
 // package. Built-ins are loaded exactly like custom connectors: same contract, no shortcuts.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Destination, Source } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
 import { closest } from '../config/suggest.ts';
 import { validateConnectorModule } from '../cdk/validate.ts';
+import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUILTIN = {
   source: ['file', 'postgres', 'kafka', 's3'],
   destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
 } as const;
 
 export function builtinPath(kind: 'source' | 'destination', name: string): string {
-  return join(ROOT, 'connectors', `${kind}-${name}`, 'index.ts');
+  return join(CODE_ROOT, 'connectors', `${kind}-${name}`, `index${MODULE_EXT}`);
 }
 
 export function availableBuiltins(kind: 'source' | 'destination'): string[] {

@@ -2,11 +2,11 @@
 // 2020-12, lenient about Airbyte's extra keywords) and protocol messages against Airbyte's own
 // airbyte_protocol.yaml (draft-07).
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { parse as parseYaml } from 'yaml';
+import { PACKAGE_ROOT } from '../runtime-paths.ts';
 
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$/;
 
@@ -40,10 +40,9 @@ export function formatAjvErrors(errors: ErrorObject[] | null | undefined, max = 
   return parts.join('; ') + (errors.length > max ? ` (+${errors.length - max} more)` : '');
 }
 
-/** Where the shared Airbyte protocol schema lives: SLUICE_SHARED_SPECS, else ../shared/specs beside the repo. */
+/** Where the Airbyte protocol schema lives: SLUICE_SHARED_SPECS, else the package's own specs/. */
 export function sharedSpecsDir(): string {
-  const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-  return process.env.SLUICE_SHARED_SPECS ?? resolve(repoRoot, '../shared/specs');
+  return process.env.SLUICE_SHARED_SPECS ?? resolve(PACKAGE_ROOT, 'specs');
 }
 
 export interface ProtocolValidators {
