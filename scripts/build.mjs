@@ -4,15 +4,16 @@
 import { spawnSync } from 'node:child_process';
 import { cpSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = join(root, 'dist');
+// `node scripts/build.mjs <dir>` builds into another directory (the loader tests do).
+const dist = resolve(process.argv[2] ?? join(root, 'dist'));
 rmSync(dist, { recursive: true, force: true });
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-const result = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+const result = spawnSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json'), '--outDir', dist], { stdio: 'inherit' });
 if (result.status !== 0) process.exit(result.status ?? 1);
 
 const RUNTIME_ASSET = /\.(mjs|cjs)$/;
@@ -25,4 +26,4 @@ for (const top of ['src', 'connectors']) {
     copied++;
   }
 }
-console.log(`built dist/ (${copied} runtime asset${copied === 1 ? '' : 's'} copied)`);
+console.log(`built ${relative(process.cwd(), dist) || dist} (${copied} runtime asset${copied === 1 ? '' : 's'} copied)`);

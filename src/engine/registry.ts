@@ -1,7 +1,6 @@
 // Finds connectors: built-ins by name, custom ones by path (relative to the pipeline file) or npm
 // package. Built-ins are loaded exactly like custom connectors: same contract, no shortcuts.
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Destination, Source } from '../protocol/connector.ts';
@@ -9,6 +8,7 @@ import { SluiceError } from '../protocol/errors.ts';
 import { closest } from '../config/suggest.ts';
 import { validateConnectorModule } from '../cdk/validate.ts';
 import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
+import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPackageSpecifier } from './load-module.ts';
 
 export const BUILTIN = {
   source: ['file', 'postgres', 'kafka', 's3'],
@@ -45,32 +45,34 @@ export function loadConnector(kind: 'source' | 'destination', type: string, base
 async function load(kind: 'source' | 'destination', type: string, baseDir: string): Promise<Source | Destination> {
   let file: string;
   if ((BUILTIN[kind] as readonly string[]).includes(type)) {
-    file = builtinPath(kind, type);
+    // sluice's own code: compiled with it (dist/), or run by whatever runs sluice's sources.
+    const builtin = builtinPath(kind, type);
+    return validateConnectorModule((await import(pathToFileURL(builtin).href)) as Record<string, unknown>, builtin, kind);
   } else if (type.startsWith('.') || isAbsolute(type)) {
     file = isAbsolute(type) ? type : resolve(baseDir, type);
     if (!existsSync(file))
       throw new SluiceError(`${kind} module not found: ${file}`, { kind: 'config', hint: 'paths are relative to the pipeline file' });
-  } else if (/^(@[\w.-]+\/)?[\w.-]+$/.test(type)) {
+  } else if (isPackageSpecifier(type) && findInstalledPackage(type, baseDir)) {
+    // An npm package: resolved from the pipeline's directory through its `exports`, as `import` does.
+    let loaded: { file: string; mod: Record<string, unknown> };
     try {
-      file = createRequire(join(baseDir, 'noop.js')).resolve(type);
-    } catch {
-      const guess = closest(type, BUILTIN[kind]);
-      throw new UnknownConnectorError(`unknown ${kind} type "${type}"`, {
-        kind: 'config',
-        hint: guess
-          ? `did you mean "${guess}"?`
-          : `built-in ${kind}s: ${BUILTIN[kind].join(', ')}; or a path like ./my-${kind}.ts, or an installed npm package`,
-      });
+      loaded = await importConnectorPackage(type, baseDir);
+    } catch (err) {
+      throw new SluiceError(`cannot load ${kind} package "${type}": ${(err as Error).message}`, { kind: 'config' });
     }
+    return validateConnectorModule(loaded.mod, loaded.file, kind);
   } else {
+    const guess = closest(type, BUILTIN[kind]);
     throw new UnknownConnectorError(`unknown ${kind} type "${type}"`, {
       kind: 'config',
-      hint: `built-in ${kind}s: ${BUILTIN[kind].join(', ')}`,
+      hint: guess
+        ? `did you mean "${guess}"?`
+        : `built-in ${kind}s: ${BUILTIN[kind].join(', ')}; or a path like ./my-${kind}.ts, or an installed npm package`,
     });
   }
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    mod = await importConnectorFile(file);
   } catch (err) {
     throw new SluiceError(`cannot load ${kind} "${type}" from ${file}: ${(err as Error).message}`, { kind: 'config' });
   }

@@ -2,12 +2,11 @@
 // prints the report; exits non-zero when a check fails.
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { extname, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { validateConnectorModule } from '../../cdk/validate.ts';
 import { loadPipeline } from '../../config/load.ts';
+import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPackageSpecifier } from '../../engine/load-module.ts';
 import { BUILTIN } from '../../engine/registry.ts';
 import type { Destination, Source } from '../../protocol/connector.ts';
 import { SluiceError } from '../../protocol/errors.ts';
@@ -49,24 +48,25 @@ function parseConfigArg(value: string, what: string): unknown {
 }
 
 async function importModule(target: string): Promise<{ file: string; mod: unknown }> {
-  let file: string;
-  if (target.startsWith('.') || target.startsWith('/') || /\.(m?[jt]s)$/.test(target)) {
-    file = resolve(target);
+  if (target.startsWith('.') || target.startsWith('/') || /\.[cm]?[jt]s$/.test(target)) {
+    const file = resolve(target);
     if (!existsSync(file)) throw new SluiceError(`connector module not found: ${file}`, { kind: 'config' });
-  } else {
     try {
-      file = createRequire(join(process.cwd(), 'noop.js')).resolve(target);
-    } catch {
-      throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, {
-        kind: 'config',
-        hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name',
-      });
+      return { file, mod: await importConnectorFile(file) };
+    } catch (err) {
+      throw new SluiceError(`cannot load ${file}: ${(err as Error).message}`, { kind: 'config', where: file });
     }
   }
+  if (!isPackageSpecifier(target) || !findInstalledPackage(target, process.cwd())) {
+    throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, {
+      kind: 'config',
+      hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name',
+    });
+  }
   try {
-    return { file, mod: await import(pathToFileURL(file).href) };
+    return await importConnectorPackage(target, process.cwd());
   } catch (err) {
-    throw new SluiceError(`cannot load ${file}: ${(err as Error).message}`, { kind: 'config', where: file });
+    throw new SluiceError(`cannot load package "${target}": ${(err as Error).message}`, { kind: 'config' });
   }
 }
 
