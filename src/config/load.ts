@@ -71,8 +71,12 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   // `${VAR}` is not valid YAML inside flow mappings ({ path: ${DIR} }); people write it anyway, so
   // each reference becomes a flow-safe placeholder (same line) and is substituted after parsing.
   const refs: VarRef[] = [];
-  const protectedText = text.replace(VAR, (_m, name: string, fallback: string | undefined) => {
-    refs.push({ name, fallback });
+  const protectedText = text.replace(VAR, (match: string, name: string | undefined, op: string | undefined, arg: string | undefined) => {
+    refs.push(
+      name === undefined
+        ? { literal: match.slice(1) }
+        : { name, fallback: op === ':-' ? arg : undefined, required: op === ':?' ? arg : undefined },
+    );
     return `__sluice_var_${refs.length - 1}__`;
   });
   const doc = parseDocument(protectedText, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
@@ -226,12 +230,11 @@ function collectSecrets(schema: z.ZodType, value: unknown) {
 
 // ---- ${VAR} interpolation on the parsed document (line numbers and YAML structure stay intact) ---
 
-const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+// Compose's syntax: ${VAR}, ${VAR:-default} (unset or empty), ${VAR:?message} (unset or empty is
+// an error saying message); $${…} is the literal text ${…}.
+const VAR = /\$\$\{[^}\n]*\}?|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}/g;
 const PLACEHOLDER = /__sluice_var_(\d+)__/g;
-interface VarRef {
-  name: string;
-  fallback: string | undefined;
-}
+type VarRef = { literal: string } | { name: string; fallback: string | undefined; required: string | undefined; literal?: undefined };
 
 function interpolate(
   doc: Document,
@@ -250,15 +253,22 @@ function interpolate(
       node.items.forEach((item, i) => visit(item, [...path, i]));
     } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('__sluice_var_')) {
       const original = node.value;
+      let variables = 0;
       const replaced = original.replace(PLACEHOLDER, (_m, i: string) => {
-        const { name, fallback } = refs[Number(i)];
+        const ref = refs[Number(i)];
+        if (ref.literal !== undefined) return ref.literal;
+        variables++;
+        const { name, fallback, required } = ref;
         const v = env[name];
         if (v === undefined || v === '') {
           if (fallback !== undefined) return fallback;
           problems.push({
             path,
             line: lineOf(path),
-            message: `environment variable ${name} is not set (use \${${name}:-default} for a default)`,
+            message:
+              required !== undefined
+                ? `environment variable ${name} is not set: ${required || 'it is required'}`
+                : `environment variable ${name} is not set (use \${${name}:-default} for a default)`,
           });
           return '';
         }
@@ -266,8 +276,10 @@ function interpolate(
         registerUrlPassword(v);
         return v;
       });
-      // A value that is exactly one variable keeps the type YAML would give it (numbers, booleans).
-      node.value = /^__sluice_var_\d+__$/.test(original) ? coerce(replaced) : replaced;
+      // An unquoted value that is exactly one variable gets the type YAML would give it (numbers,
+      // booleans); a quoted one ("${PW}") stays a string whatever the variable holds.
+      const plain = node.type === undefined || node.type === 'PLAIN';
+      node.value = plain && variables === 1 && /^__sluice_var_\d+__$/.test(original) ? coerce(replaced) : replaced;
     }
   };
   visit(doc.contents, []);
