@@ -207,7 +207,8 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     });
   try {
     // Exactly-once destinations keep state with their data; theirs wins over the file store.
-    const state = (await writer.readState?.()) ?? (await store.load(name));
+    const saved = (await writer.readState?.()) ?? (await store.load(name));
+    const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     const messages = documents({ ...p, touched }, state);
@@ -248,6 +249,22 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
   } finally {
     await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
   }
+}
+
+/**
+ * Saved progress of streams whose data is gone at the destination (its table was dropped or
+ * renamed, or the destination is new) is never trusted: those streams are re-read from scratch.
+ * A CDC source re-snapshots such a stream and keeps streaming the others from the saved position.
+ */
+function withoutVanishedStreams(state: SourceState | undefined, empty: string[], connection: string, logger: Logger) {
+  const stale = empty.filter((s) => state?.streams[s] !== undefined);
+  if (!state || !stale.length) return state;
+  for (const s of stale)
+    logger.warn(
+      { connection, stream: s },
+      `connection ${connection}, stream ${s}: the destination has no data for this stream (its storage was just created) but the saved state has progress; re-reading the stream from scratch`,
+    );
+  return { ...state, streams: Object.fromEntries(Object.entries(state.streams).filter(([k]) => !stale.includes(k))) };
 }
 
 /** Which streams (and whether the shared state) each emitted connection state changed since the last commit. */
