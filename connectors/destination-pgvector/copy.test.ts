@@ -1,12 +1,12 @@
-// The COPY BINARY fast path's encoder against a real PostgreSQL 15 (test/servers/postgres.global.ts).
-// That server has no pgvector, so the vector field is copied into a bytea column (bytea takes any
-// bytes) and compared with pgvector's binary layout; the same vector encoding is what the INSERT
-// path sends to pgvector on PGlite, where it is checked against real vector values.
+// The COPY BINARY fast path's encoder against a real PostgreSQL 15 (test/servers/postgres.global.ts):
+// into a bytea column (bytea takes any bytes, compared with pgvector's binary layout), and into a
+// real vector column on native pgvector, where pgvector itself parses what was sent.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { copyBinary, encodeCopyTuple, type CopyValue } from './copy.ts';
-import { encodeVector } from './sql.ts';
+import { decodeVectorText, encodeVector } from './sql.ts';
+import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
 
 let client: pg.Client;
 beforeAll(async () => {
@@ -85,31 +85,105 @@ describe('COPY ... FROM STDIN (FORMAT BINARY)', () => {
   });
 });
 
-describe('a PostgreSQL server without pgvector', () => {
+describeOnNativePgvector('COPY BINARY into a pgvector column', (backend) => {
+  it('pgvector reads the binary vectors back exactly, and refuses a vector of the wrong dimension', async () => {
+    const db = new pg.Client({ connectionString: backend.url });
+    await db.connect();
+    try {
+      await db.query('CREATE TEMP TABLE pgv_copy_vec (n int, embedding vector(384))');
+      const vec = (i: number) => Float32Array.from({ length: 384 }, (_, k) => Math.cos(i * 0.11 + k) * (k % 5 === 0 ? 1e-6 : 3));
+      const n = 2000;
+      function* tuples(): Generator<CopyValue[]> {
+        for (let i = 0; i < n; i++)
+          yield [
+            { kind: 'int4', value: i },
+            { kind: 'vector', value: i === 4 ? undefined : vec(i) },
+          ];
+      }
+      await copyBinary(db, 'COPY pgv_copy_vec FROM STDIN (FORMAT BINARY)', tuples());
+      const { rows } = await db.query<{ n: number; e: string | null; dims: number | null }>(
+        'SELECT n, embedding::text AS e, vector_dims(embedding) AS dims FROM pgv_copy_vec ORDER BY n',
+      );
+      expect(rows).toHaveLength(n);
+      for (const i of [0, 4, 777, n - 1]) {
+        if (i === 4) expect(rows[i].e).toBeNull();
+        else {
+          expect(rows[i].dims).toBe(384);
+          expect(Float32Array.from(decodeVectorText(rows[i].e!))).toEqual(vec(i));
+        }
+      }
+      const wrong = await copyBinary(db, 'COPY pgv_copy_vec FROM STDIN (FORMAT BINARY)', [
+        [
+          { kind: 'int4', value: 1 },
+          { kind: 'vector', value: new Float32Array(3) },
+        ],
+      ]).catch((e) => e);
+      expect(String(wrong?.message)).toMatch(/expected 384 dimensions, not 3/);
+    } finally {
+      await db.end();
+    }
+  });
+});
+
+describe('a PostgreSQL database where pgvector cannot be used', () => {
+  // Made here, whatever the server has installed: a fresh database without the extension and a
+  // role that may create schemas there but is no superuser (pgvector is not a trusted extension).
+  let limitedUrl: string;
+  let dbName: string;
+  let roleName: string;
+  beforeAll(async () => {
+    const tag = Math.random().toString(36).slice(2, 8);
+    dbName = `nopgv_${tag}`;
+    roleName = `nopgv_user_${tag}`;
+    await client.query(`CREATE DATABASE ${dbName}`);
+    await client.query(`CREATE ROLE ${roleName} LOGIN NOSUPERUSER PASSWORD 'nopgv-pw'`);
+    await client.query(`GRANT CREATE ON DATABASE ${dbName} TO ${roleName}`);
+    const u = new URL(inject('pgUrl'));
+    u.username = roleName;
+    u.password = 'nopgv-pw';
+    u.pathname = `/${dbName}`;
+    limitedUrl = u.toString();
+  });
+  afterAll(async () => {
+    await client.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await client.query(`DROP ROLE IF EXISTS ${roleName}`);
+  });
+
   it('is detected as PostgreSQL (COPY path), and check/open say pgvector is missing, in words', async () => {
     const { openSession } = await import('./session.ts');
     const { default: destination } = await import('./index.ts');
     const { PgvectorConfigSchema } = await import('./config.ts');
     const { testContext } = await import('./testing.ts');
-    const session = await openSession({ url: inject('pgUrl') }, { baseDir: '/' });
+    const session = await openSession({ url: limitedUrl }, { baseDir: '/' });
     expect(session.isPglite).toBe(false);
+    const available = (await session.client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`)).rowCount === 1;
     await session.close();
 
-    const cfg = PgvectorConfigSchema.parse({ url: inject('pgUrl'), schema: 'pgv_missing' });
+    const cfg = PgvectorConfigSchema.parse({ url: limitedUrl, schema: 'pgv_missing' });
     const check = await destination.check(cfg, testContext());
     expect(check.ok).toBe(false);
-    expect(check.message).toMatch(/pgvector is not available on .*install it/);
+    // Installed on the server but not creatable by this user, or not installed at all.
+    expect(check.message).toMatch(
+      available
+        ? new RegExp(`pgvector is installed on .* but not created in database ${dbName}, and user ${roleName} may not create it`)
+        : /pgvector is not available on .*install it/,
+    );
     const err = await destination
       .open(cfg, testContext('nopgv'), { streams: [{ name: 'a', destinationSyncMode: 'append', primaryKey: [['id']] }], dimensions: 4 })
       .catch((e) => e);
     expect(err.message).toMatch(/the pgvector extension is not installed and could not be created/);
     expect(err.hint).toMatch(/install pgvector/);
     expect(err.where).toMatch(/connection nopgv/);
-    // nothing was created before the failure
-    const { rowCount } = await client.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgv_missing'`);
+    // nothing was created before the failure (the role could have created the schema)
+    const db = new pg.Client({ connectionString: limitedUrl });
+    await db.connect();
+    const { rowCount } = await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgv_missing'`);
+    await db.end();
     expect(rowCount).toBe(0);
   });
+});
 
+describe('TLS settings', () => {
   it('maps libpq TLS settings onto the driver and keeps them out of the URL', async () => {
     const { clientConfig } = await import('./session.ts');
     const { writeFileSync } = await import('node:fs');

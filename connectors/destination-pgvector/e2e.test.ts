@@ -1,4 +1,5 @@
-// End to end through the CLI: files → chunks → hash embeddings → pgvector (PGlite server), with the
+// End to end through the CLI: files → chunks → hash embeddings → pgvector (PGlite server, and native
+// PostgreSQL + pgvector where COPY BINARY + merge is the write path), with the
 // sync SIGKILLed at random points and re-run. The crashed-and-resumed table must equal the table a
 // clean run produces — same chunk ids, contents and vectors, no duplicates, none missing — and the
 // state stored in `_sluice_state` must match the clean run's.
@@ -7,19 +8,14 @@ import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeOnPgvectorBackends } from '../../test/helpers/pgvector-backends.ts';
 import { qualified } from './sql.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const url = inject('pgliteUrl');
+// Set by each backend's suite (PGlite, native PostgreSQL) before its test runs.
+let url: string;
 let admin: pg.Client;
-beforeAll(async () => {
-  admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-});
-afterAll(async () => {
-  await admin.end();
-});
 
 function writePipeline(dir: string, file: string, schema: string, connection: string) {
   const yaml = `version: 1
@@ -105,7 +101,16 @@ async function storedState(schema: string, connection: string) {
   return rows[0]?.state;
 }
 
-describe('sluice sync into pgvector, killed and resumed', () => {
+describeOnPgvectorBackends('sluice sync into pgvector, killed and resumed', (backend) => {
+  beforeAll(async () => {
+    url = backend.url;
+    admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin.end();
+  });
+
   it('ends with exactly the chunks and state of an uninterrupted run, after SIGKILLs at random points', { timeout: 600_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-pgv-e2e-'));
     const corpus = join(dir, 'corpus');

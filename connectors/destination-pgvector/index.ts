@@ -60,6 +60,22 @@ const destination: Destination<PgvectorConfig> = {
               message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`,
             };
           }
+          // CREATE EXTENSION vector needs a superuser (pgvector is not a trusted extension, unless
+          // a packager marked it so; then CREATE on the database is enough): say so now, not at open.
+          const { rows } = await s.client.query<{ can: boolean; db: string; usr: string }>(
+            `SELECT r.rolsuper OR (COALESCE(v.trusted, false) AND has_database_privilege(current_database(), 'CREATE')) AS can,
+                    current_database() AS db, current_user AS usr
+               FROM pg_roles r
+               LEFT JOIN pg_available_extension_versions v
+                 ON v.name = 'vector' AND v.version = (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')
+              WHERE r.rolname = current_user`,
+          );
+          if (rows[0] && !rows[0].can) {
+            return {
+              ok: false,
+              message: `pgvector is installed on ${s.label} but not created in database ${rows[0].db}, and user ${rows[0].usr} may not create it; run CREATE EXTENSION vector in that database as a superuser`,
+            };
+          }
           warnings.push(
             'pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)',
           );

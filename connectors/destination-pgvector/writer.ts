@@ -11,6 +11,7 @@ import type {
   SourceState,
 } from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
+import type pg from 'pg';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { canonicalJson } from '../../src/protocol/identity.ts';
 import { CommitQueue, pullOrWake } from '../../src/cdk/commits.ts';
@@ -82,6 +83,8 @@ class PgvectorWriter implements DestinationWriter {
   private readonly targets = new Map<string, StreamTarget>();
   private vectorSchema = 'public';
   private useCopy = false;
+  /** Streams whose table this open created or found empty (see DestinationWriter.streamsWithoutData). */
+  private readonly createdEmpty: string[] = [];
   private stageReady = false;
   private bufferedRows = 0;
   private bufferedBytes = 0;
@@ -183,6 +186,9 @@ class PgvectorWriter implements DestinationWriter {
         fresh = true;
       }
       if (fresh) await createChunkTable(this.client, config.schema, writeTable, this.vectorSchema, dims);
+      // Empty, not only new: a table created by a run that died before its first commit is empty too.
+      if (s.destinationSyncMode !== 'overwrite' && (!info.exists || !(await hasRows(this.client, config.schema, table))))
+        this.createdEmpty.push(s.name);
       const vectorOid = fresh ? (await inspectTable(this.client, config.schema, writeTable)).vectorOid! : info.vectorOid!;
       this.targets.set(s.name, {
         stream: s.name,
@@ -197,6 +203,10 @@ class PgvectorWriter implements DestinationWriter {
         directCopy: fresh,
       });
     }
+  }
+
+  streamsWithoutData(): string[] {
+    return [...this.createdEmpty];
   }
 
   async readState(): Promise<SourceState | undefined> {
@@ -540,4 +550,9 @@ function* chunkTuples(chunks: Chunk[]): Generator<CopyValue[]> {
       { kind: 'vector', value: c.embedding },
     ];
   }
+}
+
+async function hasRows(client: pg.Client, schema: string, table: string): Promise<boolean> {
+  const { rowCount } = await client.query(`SELECT 1 FROM ${qualified(schema, table)} LIMIT 1`);
+  return !!rowCount;
 }

@@ -8,6 +8,7 @@
 //   3. changes stream from the LSN in the state; a GLOBAL state with the commit LSN follows
 //      committed transactions. The server learns an LSN as flushed only when the engine reports the
 //      state holding it as committed (onStateCommitted), or when read() starts with that state.
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
@@ -29,10 +30,32 @@ import { parserFor, toParam } from './types.ts';
 
 export const HEARTBEAT_PREFIX = 'sluice_heartbeat';
 
-/** Replication object names: configured, or derived from the connection name. */
-export function cdcNames(cfg: PostgresSourceConfig, connection: string): { slot: string; publication: string } {
-  const base = ('sluice_' + connection.toLowerCase().replace(/[^a-z0-9_]+/g, '_')).slice(0, 63);
-  return { slot: cfg.cdc.slot ?? base, publication: cfg.cdc.publication ?? base };
+const baseName = (connection: string) => 'sluice_' + connection.toLowerCase().replace(/[^a-z0-9_]+/g, '_');
+
+/**
+ * Replication object names: configured, or derived from the connection name. A publication lives
+ * in one database; a slot is server-wide, so the default slot name also carries a hash of the
+ * database: connections of the same name in two databases of one server never share a slot.
+ */
+export function cdcNames(cfg: PostgresSourceConfig, connection: string, database: string): { slot: string; publication: string } {
+  return {
+    slot: cfg.cdc.slot ?? defaultSlotName(connection, database),
+    publication: cfg.cdc.publication ?? baseName(connection).slice(0, 63),
+  };
+}
+
+export function defaultSlotName(connection: string, database: string): string {
+  const hash = createHash('sha256').update(database).digest('hex').slice(0, 8);
+  return `${baseName(connection).slice(0, 63 - 9)}_${hash}`;
+}
+
+/** The slot name sluice used before it carried the database hash (`sluice_<connection>`). */
+export const legacySlotName = (connection: string): string => baseName(connection).slice(0, 63);
+
+/** The slot a saved CDC state continues on (it may have been created under the legacy name). */
+export function savedSlot(state: SourceState | undefined): string | undefined {
+  const slot = (state?.shared as Record<string, unknown> | undefined)?.slot;
+  return typeof slot === 'string' ? slot : undefined;
 }
 
 // ---- acknowledgement registry: onStateCommitted reaches the live stream through it ------------
@@ -191,6 +214,16 @@ async function slotInfo(client: pg.Client, slot: string): Promise<SlotInfo | und
   return r.rows[0];
 }
 
+/** No persisted progress: a slot of ours is a leftover of a run that never committed. Start clean. */
+async function dropLeftover(meta: pg.Client, slot: string, info: SlotInfo): Promise<void> {
+  if (info.active)
+    throw new SluiceError(`replication slot "${slot}" is in use by another process`, {
+      kind: 'source',
+      hint: 'stop the other sync of this connection',
+    });
+  await meta.query('SELECT pg_drop_replication_slot($1)', [slot]);
+}
+
 /** WAL the slot keeps on the server (bytes behind the current position). */
 export async function slotLag(client: pg.Client, slot: string): Promise<{ retained: number; unconfirmed: number } | undefined> {
   const r = await client.query<{ retained: string | null; unconfirmed: string | null }>(
@@ -286,7 +319,6 @@ export interface CdcRead {
 }
 
 export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerator<AirbyteMessage> {
-  const { slot, publication } = cdcNames(cfg, ctx.connection);
   for (const r of rels) {
     if (r.kind !== 'table')
       throw new SluiceError(`stream "${r.stream}" cannot use CDC: only tables are replicated`, {
@@ -304,6 +336,17 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
   const meta = await connect(cfg, ctx);
   let repl: pg.Client | undefined;
   let stream: ReplicationStream | undefined;
+  const dbName = await meta
+    .query<{ db: string }>('SELECT current_database() AS db')
+    .then((r) => r.rows[0].db)
+    .catch(async (err) => {
+      await meta.end().catch(() => {});
+      throw err;
+    });
+  const names = cdcNames(cfg, ctx.connection, dbName);
+  const publication = names.publication;
+  // A saved state goes on with the slot it names (existing users keep their `sluice_<connection>`).
+  let slot = cfg.cdc.slot ?? savedSlot(state) ?? names.slot;
   try {
     const wal = (await meta.query<{ wal_level: string }>('SHOW wal_level')).rows[0].wal_level;
     if (wal !== 'logical') {
@@ -317,20 +360,46 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
     const shared = (state?.shared ?? {}) as Record<string, unknown>;
     let lsn: Lsn | undefined = typeof shared.lsn === 'string' && shared.slot === slot ? lsnFromText(shared.lsn) : undefined;
     let perStream: Record<string, StreamSnapshotState> = lsn ? { ...((state?.streams ?? {}) as Record<string, StreamSnapshotState>) } : {};
-    const info = await slotInfo(meta, slot);
-    const dbName = (await meta.query<{ db: string }>('SELECT current_database() AS db')).rows[0].db;
+    let info = await slotInfo(meta, slot);
+    // A slot of another database or plugin is someone else's: never dropped, never suggested for dropping.
+    const foreign = (i: SlotInfo | undefined) => !!i && (i.plugin !== 'pgoutput' || i.database !== dbName);
+    const foreignError = (i: SlotInfo, what: string) =>
+      new SluiceError(
+        `replication slot "${slot}" belongs to ${i.database !== dbName ? `database ${i.database ?? '(none)'}` : `plugin ${i.plugin}`}, not to this connection (database ${dbName}, pgoutput)${what}`,
+        {
+          kind: 'source',
+          hint: cfg.cdc.slot
+            ? 'it is another pipeline’s slot: leave it alone and set cdc.slot to a name of this connection’s own'
+            : `it is another pipeline’s slot: leave it alone; set cdc.on_invalid_slot: resnapshot (or run sluice state reset <pipeline> --connection ${ctx.connection}) to start on this database's own slot ${names.slot}`,
+        },
+      );
 
     if (lsn !== undefined) {
       const problem = !info
         ? `replication slot "${slot}" no longer exists`
-        : info.wal_status === 'lost'
-          ? `replication slot "${slot}" was invalidated (the server removed WAL it still needed)`
-          : info.plugin !== 'pgoutput' || info.database !== dbName
-            ? `replication slot "${slot}" belongs to another plugin or database`
+        : foreign(info)
+          ? undefined // handled below: not ours, so not ours to drop or re-snapshot into
+          : info.wal_status === 'lost'
+            ? `replication slot "${slot}" was invalidated (the server removed WAL it still needed)`
             : info.confirmed_flush_lsn && lsnFromText(info.confirmed_flush_lsn) > lsn
               ? `replication slot "${slot}" is ahead of the saved state (${info.confirmed_flush_lsn} > ${lsnToText(lsn)}): changes in between were consumed elsewhere`
               : undefined;
-      if (problem) {
+      if (info && foreign(info)) {
+        if (cfg.cdc.on_invalid_slot === 'fail' || cfg.cdc.slot)
+          throw foreignError(info, `; changes since ${lsnToText(lsn)} cannot be replayed from it`);
+        // resnapshot: onto this connection's own slot; the other one stays as it is.
+        yield message.log(
+          'WARN',
+          `replication slot "${slot}" belongs to another database or plugin; taking a new snapshot on slot ${names.slot}`,
+        );
+        ctx.logger.warn({ slot, newSlot: names.slot }, 'saved slot belongs to another database or plugin; re-snapshotting on our own slot');
+        slot = names.slot;
+        info = await slotInfo(meta, slot);
+        lsn = undefined;
+        perStream = {};
+        if (info && foreign(info)) throw foreignError(info, '');
+        if (info) await dropLeftover(meta, slot, info);
+      } else if (problem) {
         if (cfg.cdc.on_invalid_slot === 'fail') {
           throw new SluiceError(`${problem}; changes since ${lsnToText(lsn)} cannot be replayed`, {
             kind: 'source',
@@ -344,13 +413,8 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
         perStream = {};
       }
     } else if (info) {
-      // No persisted progress: the slot is a leftover of a run that never committed. Start clean.
-      if (info.active)
-        throw new SluiceError(`replication slot "${slot}" is in use by another process`, {
-          kind: 'source',
-          hint: 'stop the other sync of this connection',
-        });
-      await meta.query('SELECT pg_drop_replication_slot($1)', [slot]);
+      if (foreign(info)) throw foreignError(info, '');
+      await dropLeftover(meta, slot, info);
     }
 
     repl = await connect(cfg, ctx, { replication: true }).catch((err) => {

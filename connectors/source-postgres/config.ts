@@ -42,7 +42,10 @@ export const PostgresSourceConfigSchema = z
       ),
     cdc: z
       .strictObject({
-        slot: z.string().optional().describe('Replication slot name (default sluice_<connection>)'),
+        slot: z
+          .string()
+          .optional()
+          .describe('Replication slot name (default sluice_<connection>_<8 hex of the database name hash>; slots are server-wide)'),
         publication: z.string().optional().describe('Publication name (default sluice_<connection>)'),
         create_publication: z.boolean().default(true).describe('Create the publication for the CDC tables when it is missing'),
         on_invalid_slot: z

@@ -10,7 +10,7 @@ import {
   type ConfiguredCatalog,
   type StateMessage,
 } from '../../src/protocol/messages.ts';
-import { acknowledgeCommitted, cdcNames, lsnOfState, readCdc, slotLag } from './cdc.ts';
+import { acknowledgeCommitted, cdcNames, legacySlotName, lsnOfState, readCdc, savedSlot, slotLag } from './cdc.ts';
 import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig } from './config.ts';
 import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
@@ -126,7 +126,14 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
         );
       }
     }
-    const { slot } = cdcNames(cfg, ctx.connection);
+    const db = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0].db;
+    // This database's own slot: the configured or default name, or the pre-hash name an earlier version created here.
+    const candidates = cfg.cdc.slot ? [cfg.cdc.slot] : [cdcNames(cfg, ctx.connection, db).slot, legacySlotName(ctx.connection)];
+    const found = await client.query<{ slot_name: string }>(
+      `SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY($1) AND database = $2 ORDER BY array_position($1, slot_name::text) LIMIT 1`,
+      [candidates, db],
+    );
+    const slot = found.rows[0]?.slot_name ?? candidates[0];
     const s = await client.query<{ wal_status: string | null }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
     if (s.rows[0]?.wal_status === 'lost')
       warnings.push(
@@ -215,11 +222,13 @@ const source: Source<PostgresSourceConfig> = {
   onStateCommitted(config: PostgresSourceConfig, state: StateMessage, connection: SourceState, ctx: ConnectorContext) {
     if (state.type !== 'GLOBAL') return;
     const cfg = parseConfig(config);
-    const { slot } = cdcNames(cfg, ctx.connection);
+    // The slot the run reads from is the one its state names (see readCdc).
+    const slot = (state.global?.shared_state?.slot as string | undefined) ?? savedSlot(connection);
+    if (!slot) return;
     const fromConn =
       connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
     const lsn = lsnOfState(state as never) ?? fromConn;
-    if (lsn !== undefined && (state.global?.shared_state?.slot ?? slot) === slot) acknowledgeCommitted(slot, lsn);
+    if (lsn !== undefined) acknowledgeCommitted(slot, lsn);
   },
 };
 

@@ -207,7 +207,8 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     });
   try {
     // Exactly-once destinations keep state with their data; theirs wins over the file store.
-    const state = (await writer.readState?.()) ?? (await store.load(name));
+    const saved = (await writer.readState?.()) ?? (await store.load(name));
+    const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     const messages = documents({ ...p, touched }, state);
@@ -250,6 +251,22 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
   }
 }
 
+/**
+ * Saved progress of streams whose data is gone at the destination (its table was dropped or
+ * renamed, or the destination is new) is never trusted: those streams are re-read from scratch.
+ * A CDC source re-snapshots such a stream and keeps streaming the others from the saved position.
+ */
+function withoutVanishedStreams(state: SourceState | undefined, empty: string[], connection: string, logger: Logger) {
+  const stale = empty.filter((s) => state?.streams[s] !== undefined);
+  if (!state || !stale.length) return state;
+  for (const s of stale)
+    logger.warn(
+      { connection, stream: s },
+      `connection ${connection}, stream ${s}: the destination has no data for this stream (its storage was just created) but the saved state has progress; re-reading the stream from scratch`,
+    );
+  return { ...state, streams: Object.fromEntries(Object.entries(state.streams).filter(([k]) => !stale.includes(k))) };
+}
+
 /** Which streams (and whether the shared state) each emitted connection state changed since the last commit. */
 class TouchedStreams {
   private pending: Array<{ state: SourceState; streams: Set<string>; shared: boolean }> = [];
@@ -282,8 +299,12 @@ class TouchedStreams {
 }
 
 /**
- * Source messages → destination messages (chunks without vectors yet). Holds STATE back while an
- * overwrite stream is loading, so no destination acknowledges progress of an unswitched generation.
+ * Source messages → destination messages (chunks without vectors yet). While an overwrite stream is
+ * loading, its own STATEs are held back until it completes, so no destination acknowledges progress
+ * of an unswitched generation; the STATEs of the other streams flow on (their connection state
+ * carries the overwrite stream's state as it was before). A GLOBAL state touching a loading
+ * overwrite stream is held as a whole, and everything after it with it (releasing it later must
+ * not roll newer stream states back).
  */
 async function* documents(p: RunParts & { touched?: TouchedStreams }, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
   const { conn, catalog, ctx, processor, streams, signal } = p;
@@ -291,9 +312,21 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   const openOverwrites = new Set(catalog.streams.filter((s) => s.destination_sync_mode === 'overwrite').map((s) => s.stream.name));
   const completed = new Set<string>();
   const streamStart = new Map<string, number>();
-  let current: SourceState = state ?? { streams: {} };
-  let held: DestinationMessage | undefined;
+  // The connection state as far as it may be acknowledged (held STATEs not applied).
+  let acknowledgeable: SourceState = state ?? { streams: {} };
+  const heldByStream = new Map<string, StateMessage>(); // overwrite stream → its latest STATE
+  const heldInOrder: StateMessage[] = []; // behind a held GLOBAL state: everything, in order
   let lastStream: string | undefined;
+
+  const release = (msgs: StateMessage[]): DestinationMessage | undefined => {
+    if (!msgs.length) return undefined;
+    for (const m of msgs) {
+      acknowledgeable = applyStateMessage(acknowledgeable, m);
+      p.touched?.note(m);
+    }
+    p.touched?.emitted(acknowledgeable);
+    return { type: 'STATE', state: msgs.at(-1)!, connection: acknowledgeable };
+  };
 
   const complete = function* (stream: string): Generator<DestinationMessage> {
     if (completed.has(stream)) return;
@@ -302,11 +335,29 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
     if (s) s.duration_ms = Date.now() - (streamStart.get(stream) ?? Date.now());
     yield { type: 'STREAM_COMPLETE', stream };
     openOverwrites.delete(stream);
-    if (!openOverwrites.size && held) {
-      if (held.type === 'STATE') p.touched?.emitted(held.connection);
-      yield held;
-      held = undefined;
+    const own = heldByStream.get(stream);
+    heldByStream.delete(stream);
+    const mine = own ? release([own]) : undefined;
+    if (mine) yield mine;
+    if (!openOverwrites.size && heldInOrder.length) yield release(heldInOrder.splice(0))!;
+  };
+
+  /** A STATE from the source: passed on now, or held (see the function comment). */
+  const onState = (m: StateMessage): DestinationMessage | undefined => {
+    if (heldInOrder.length) {
+      heldInOrder.push(m);
+      return undefined;
     }
+    const touches = Object.keys(applyStateMessage(undefined, m).streams);
+    const loading = touches.filter((t) => openOverwrites.has(t));
+    // A state that names no stream (LEGACY) may concern any of them: held like a GLOBAL one.
+    if (!loading.length && (touches.length || !openOverwrites.size)) return release([m]);
+    if (m.type !== 'GLOBAL' && touches.length === 1) {
+      heldByStream.set(touches[0], m);
+      return undefined;
+    }
+    heldInOrder.push(m);
+    return undefined;
   };
 
   const source = conn.source.read(conn.sourceConfig, catalog, state, ctx)[Symbol.asyncIterator]();
@@ -340,14 +391,8 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         streams[stream].records_read++;
         yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
       } else if (m.type === 'STATE') {
-        current = applyStateMessage(current, m.state);
-        p.touched?.note(m.state);
-        const msg: DestinationMessage = { type: 'STATE', state: m.state, connection: current };
-        if (openOverwrites.size) held = msg;
-        else {
-          p.touched?.emitted(current);
-          yield msg;
-        }
+        const msg = onState(m.state);
+        if (msg) yield msg;
       } else if (m.type === 'TRACE') {
         if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
           const stream = m.trace.stream_status.stream_descriptor.name;

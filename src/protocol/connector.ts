@@ -154,6 +154,13 @@ export interface DestinationWriter {
    * When present it wins over the state store (exactly-once destinations).
    */
   readState?(): Promise<SourceState | undefined>;
+  /**
+   * Streams (not in overwrite mode) that have no data at the destination: storage created by this
+   * open() or found empty (a table dropped by hand, a changed table name, a new destination, a run
+   * that died before its first commit). Saved progress of such a stream describes data that is
+   * gone, so the engine re-reads it from scratch (a legitimately empty stream is re-read cheaply).
+   */
+  streamsWithoutData?(): string[];
   write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent>;
   close(): Promise<void>;
 }

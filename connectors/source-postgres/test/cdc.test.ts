@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import type { SourceState } from '../../../src/protocol/connector.ts';
 import { CDC_DELETED_AT, type AirbyteMessage } from '../../../src/protocol/messages.ts';
 import source from '../index.ts';
+import { defaultSlotName } from '../cdc.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, states, stream } from './helpers.ts';
 
 let url: string;
@@ -23,6 +24,9 @@ function fold(msgs: AirbyteMessage[], into = new Map<string, Record<string, unkn
   }
   return into;
 }
+
+/** The slot sluice names for a connection in this test's database. */
+const slotOf = (connection: string) => defaultSlotName(connection, 'srcpg_cdc');
 
 async function tableAsMap(table: string) {
   const rows = (await sql(url, `SELECT * FROM ${table}`)).rows;
@@ -61,7 +65,7 @@ describe('postgres source CDC', () => {
     expect(completed(first.msgs, 'docs')).toBe(true);
     const st = states(first.msgs).at(-1)!;
     expect(st.type).toBe('GLOBAL');
-    expect(st.global!.shared_state).toMatchObject({ slot: 'sluice_pgsrc_basic', publication: 'sluice_pgsrc_basic' });
+    expect(st.global!.shared_state).toMatchObject({ slot: slotOf('pgsrc_basic'), publication: 'sluice_pgsrc_basic' });
     expect(first.state?.streams.docs).toEqual({ snapshot: 'done', columns: ['id', 'title', 'body', 'n', 'tags', 'price', 'at'] });
 
     const big = (await sql(url, `SELECT string_agg(md5(g::text || random()::text), '') AS s FROM generate_series(1, 400) g`)).rows[0]
@@ -151,16 +155,16 @@ describe('postgres source CDC', () => {
     const first = await drive(cfg, cat, undefined, 'pgsrc_acks');
     const committedLsn = first.state!.shared!.lsn as string;
     await sql(url, `INSERT INTO acks VALUES (2, 'b')`);
-    const before = await confirmedFlush('sluice_pgsrc_acks');
+    const before = await confirmedFlush(slotOf('pgsrc_acks'));
     // The destination never commits: the server must keep the change.
     const uncommitted = await drive(cfg, cat, first.state, 'pgsrc_acks', { commit: false });
     expect(records(uncommitted.msgs).map((r) => r.data.id)).toEqual([2]);
-    expect(await confirmedFlush('sluice_pgsrc_acks')).toBe(before);
+    expect(await confirmedFlush(slotOf('pgsrc_acks'))).toBe(before);
     expect(lsnNum(before!)).toBeLessThanOrEqual(lsnNum(committedLsn));
     // Restarted from the last committed state, the change comes again; committing it advances the slot.
     const again = await drive(cfg, cat, first.state, 'pgsrc_acks');
     expect(records(again.msgs).map((r) => r.data.id)).toEqual([2]);
-    const after = await confirmedFlush('sluice_pgsrc_acks');
+    const after = await confirmedFlush(slotOf('pgsrc_acks'));
     expect(lsnNum(after!)).toBeGreaterThan(lsnNum(before!));
     expect(after).toBe(again.state!.shared!.lsn);
   });
@@ -170,7 +174,7 @@ describe('postgres source CDC', () => {
     const cfg = config(url, { cdc: { heartbeat_seconds: 0.3 } });
     const cat = catalog(stream('quiet', 'cdc'));
     const first = await drive(cfg, cat, undefined, 'pgsrc_hb');
-    const start = await confirmedFlush('sluice_pgsrc_hb');
+    const start = await confirmedFlush(slotOf('pgsrc_hb'));
     // Unwatched writes create WAL the slot would otherwise retain forever.
     await sql(url, `INSERT INTO busy (pad) SELECT repeat('p', 200) FROM generate_series(1, 2000)`);
     const walAfterWrites = (await sql(url, 'SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
@@ -185,10 +189,12 @@ describe('postgres source CDC', () => {
     // Slot lag is reported when streaming starts.
     expect(
       run.msgs.some(
-        (m) => m.type === 'LOG' && /slot sluice_pgsrc_hb: \d+ bytes of WAL retained/.test((m as { log: { message: string } }).log.message),
+        (m) =>
+          m.type === 'LOG' &&
+          new RegExp(`slot ${slotOf('pgsrc_hb')}: \\d+ bytes of WAL retained`).test((m as { log: { message: string } }).log.message),
       ),
     ).toBe(true);
-    const end = await confirmedFlush('sluice_pgsrc_hb');
+    const end = await confirmedFlush(slotOf('pgsrc_hb'));
     expect(lsnNum(end!)).toBeGreaterThan(lsnNum(start!));
     expect(lsnNum(end!)).toBeGreaterThanOrEqual(lsnNum(walAfterWrites));
   });
@@ -211,10 +217,10 @@ describe('postgres source CDC', () => {
     await sql(url, `CREATE TABLE lost (id int PRIMARY KEY, v text); INSERT INTO lost VALUES (1, 'a'), (2, 'b')`);
     const cat = catalog(stream('lost', 'cdc'));
     const first = await drive(config(url), cat, undefined, 'pgsrc_lost');
-    await sql(url, `SELECT pg_drop_replication_slot('sluice_pgsrc_lost')`);
+    await sql(url, `SELECT pg_drop_replication_slot('${slotOf('pgsrc_lost')}')`);
     await sql(url, `INSERT INTO lost VALUES (3, 'c')`);
     await expect(drive(config(url), cat, first.state, 'pgsrc_lost')).rejects.toThrow(
-      /slot "sluice_pgsrc_lost" no longer exists.*cannot be replayed/,
+      new RegExp(`slot "${slotOf('pgsrc_lost')}" no longer exists.*cannot be replayed`),
     );
     const re = await drive(config(url, { cdc: { on_invalid_slot: 'resnapshot' } }), cat, first.state, 'pgsrc_lost');
     expect(

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startCli, tempDir, writeFiles } from '../../../test/helpers/cli.ts';
 import { createDatabase, sql } from './helpers.ts';
+import { defaultSlotName } from '../cdc.ts';
 
 let url: string;
 const dirs: string[] = [];
@@ -132,8 +133,12 @@ describe('postgres source through the CLI', () => {
     for (const [id, body] of src) expect(dest.get(id)).toBe(body);
     // The slot was acknowledged up to the committed state.
     const state = JSON.parse(readFileSync(stateFile, 'utf8')).state;
-    const slot = (await sql(url, `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'sluice_pgcdc'`))
-      .rows[0].l;
+    const slot = (
+      await sql(
+        url,
+        `SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = '${defaultSlotName('pgcdc', 'srcpg_e2e')}'`,
+      )
+    ).rows[0].l;
     expect(slot).toBe(state.shared.lsn);
   }, 180_000);
 
@@ -224,7 +229,10 @@ connections:
     expect(JSON.parse(res.stdout).status).toBe('interrupted');
     const state = JSON.parse(readFileSync(stateFile, 'utf8')).state;
     const slot = (
-      await sql(url, `SELECT confirmed_flush_lsn::text AS l, active FROM pg_replication_slots WHERE slot_name = 'sluice_pgfollow'`)
+      await sql(
+        url,
+        `SELECT confirmed_flush_lsn::text AS l, active FROM pg_replication_slots WHERE slot_name = '${defaultSlotName('pgfollow', 'srcpg_e2e')}'`,
+      )
     ).rows[0];
     expect(slot.active).toBe(false);
     expect(slot.l).toBe(state.shared.lsn);
