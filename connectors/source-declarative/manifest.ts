@@ -273,7 +273,7 @@ function validateComponents(node: unknown, path: (string | number)[], problems: 
   if (typeof node === 'string') {
     if (isTemplate(node)) {
       const err = templateError(node);
-      if (err) problems.push({ path: yamlPath(path), message: `${owner}: invalid Jinja expression ${JSON.stringify(node)}: ${err}` });
+      if (err) problems.push({ path: yamlPath(path), message: `${owner || 'manifest'} at ${yamlPath(path)}: invalid Jinja expression ${JSON.stringify(node)}: ${err}` });
     }
     return;
   }
