@@ -108,8 +108,8 @@ function prepare(config: Config, baseDir: string): Manifest {
   return manifest;
 }
 
-function streamsOf(manifest: Manifest, config: Config, ctx: ConnectorContext): DeclarativeStream[] {
-  return manifest.streams.map((c) => new DeclarativeStream(c, { config: config.config, manifest, logger: ctx.logger, signal: ctx.signal }));
+function streamsOf(manifest: Manifest, config: Config, ctx: ConnectorContext, limits?: { maxRetries: number; maxBackoffMs: number }): DeclarativeStream[] {
+  return manifest.streams.map((c) => new DeclarativeStream(c, { config: config.config, manifest, logger: ctx.logger, signal: ctx.signal, limits }));
 }
 
 function toAirbyte(s: DeclarativeStream): AirbyteStream {
@@ -170,7 +170,7 @@ export default defineSource({
 
   async check(config, ctx) {
     const manifest = prepare(config, ctx.baseDir);
-    const streams = streamsOf(manifest, config, ctx);
+    const streams = streamsOf(manifest, config, ctx, { maxRetries: 2, maxBackoffMs: 2000 });
     const names: string[] = manifest.check?.stream_names ?? [streams[0]?.name];
     for (const name of names) {
       const s = streams.find((x) => x.name === name);

@@ -345,6 +345,8 @@ export class Requester {
     private readonly baseVars: Vars,
     private readonly logger: Logger,
     private readonly stream: string,
+    /** Connection checks answer quickly: few retries, short waits. */
+    private readonly limits: { maxRetries?: number; maxBackoffMs?: number } = {},
   ) {
     const vars = { ...baseVars, parameters: c.$parameters ?? {} };
     this.auth = buildAuthenticator(c.authenticator, vars, logger);
@@ -441,11 +443,13 @@ export class Requester {
         this.logger.info({ stream: this.stream, status: outcome?.status }, `declarative: ignoring the response of ${where} (error handler action IGNORE)`);
         return undefined;
       }
-      const what = outcome ? `HTTP ${outcome.status}` : `network error: ${networkError?.message}`;
+      const cause = (networkError?.cause as { code?: string; message?: string } | undefined) ?? undefined;
+      const what = outcome ? `HTTP ${outcome.status}` : `network error: ${networkError?.message}${cause ? ` (${cause.code ?? cause.message})` : ''}`;
       if (action === 'RETRY' || action === 'RATE_LIMITED') {
         attempt++;
         const maxTime = handler.maxTimeMs;
-        if (attempt > handler.maxRetries || (maxTime !== undefined && Date.now() - started > maxTime)) {
+        const maxRetries = Math.min(handler.maxRetries, this.limits.maxRetries ?? Infinity);
+        if (attempt > maxRetries || (maxTime !== undefined && Date.now() - started > maxTime)) {
           throw new SluiceError(`${where} failed after ${attempt} attempts: ${message ?? what}`, {
             kind: 'connection',
             where: `stream ${this.stream}`,
@@ -453,7 +457,7 @@ export class Requester {
             hint: 'the API kept failing or rate limiting; try again later or raise max_retries in the manifest',
           });
         }
-        const wait = this.errors.backoffMs(handler, attempt, outcome?.headers);
+        const wait = Math.min(this.errors.backoffMs(handler, attempt, outcome?.headers), this.limits.maxBackoffMs ?? MAX_BACKOFF_MS);
         this.logger.warn({ stream: this.stream, attempt, wait_ms: wait }, `declarative: ${where} gave ${what}; retrying`);
         await sleep(wait, signal);
         continue;
@@ -472,6 +476,9 @@ export class Requester {
     }
   }
 }
+
+/** No single wait is longer than this (a Retry-After of an hour is not waited out in one go). */
+const MAX_BACKOFF_MS = 300_000;
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -27,6 +27,8 @@ export interface RunEnv {
   manifest: Manifest;
   logger: Logger;
   signal: AbortSignal;
+  /** For connection checks: at most this many retries, each wait at most maxBackoffMs. */
+  limits?: { maxRetries?: number; maxBackoffMs?: number };
 }
 
 interface Partition {
@@ -58,7 +60,7 @@ export class DeclarativeStream {
     this.primaryKey = normalizePk(evaluate(c.primary_key, this.vars) ?? c.primary_key);
     this.retriever = c.retriever;
     if (this.retriever.type !== 'SimpleRetriever') throw new SluiceError(`stream ${this.name}: unsupported retriever ${this.retriever.type}`, { kind: 'config' });
-    this.requester = new Requester(this.retriever.requester, this.vars, env.logger, this.name);
+    this.requester = new Requester(this.retriever.requester, this.vars, env.logger, this.name, env.limits);
     this.selector = new RecordSelector(this.retriever.record_selector ?? { type: 'RecordSelector' }, (c.transformations ?? []) as Component[], undefined);
     if (c.incremental_sync) this.cursor = new DatetimeCursor(c.incremental_sync, this.vars);
     const r = this.retriever.partition_router;
