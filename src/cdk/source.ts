@@ -87,6 +87,8 @@ export interface SourceDefinition<S extends z.ZodType> {
     ctx: ConnectorContext,
   ): AsyncIterable<AirbyteMessage>;
   onStateCommitted?: Source<z.output<S>>['onStateCommitted'];
+  /** Config checks that need the pipeline's directory; see Source.validateConfig. */
+  validateConfig?: Source<z.output<S>>['validateConfig'];
 }
 
 /** Normalises 'id' / ['a','b'] / [['a'],['b']] to a list of field paths. */
@@ -180,6 +182,7 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
       return readStreams(def.spec.name, config, catalog, state, ctx, streamsFor);
     },
     ...(def.onStateCommitted ? { onStateCommitted: def.onStateCommitted } : {}),
+    ...(def.validateConfig ? { validateConfig: def.validateConfig } : {}),
   };
   return source;
 }

@@ -113,6 +113,12 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     const source = await loadRef('source', conn.source.type, baseDir, at('source', 'type'), lineOf, problems);
     const destination = await loadRef('destination', conn.destination.type, baseDir, at('destination', 'type'), lineOf, problems);
     const sourceConfig = source ? validateConnectorConfig(source, conn.source.config, at('source', 'config'), lineOf, problems) : undefined;
+    const validateSource = (source as Source | undefined)?.validateConfig;
+    if (validateSource && sourceConfig !== undefined) {
+      const r = await validateSource.call(source, sourceConfig, { baseDir });
+      for (const s of r.secrets ?? []) registerSecret(s);
+      for (const p of r.problems) problems.push({ path: at('source', 'config', ...p.path), line: lineOf(at('source', 'config', ...p.path)), message: p.message });
+    }
     const destinationConfig = destination
       ? validateConnectorConfig(destination, conn.destination.config, at('destination', 'config'), lineOf, problems)
       : undefined;

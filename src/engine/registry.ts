@@ -11,7 +11,7 @@ import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
 import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPackageSpecifier } from './load-module.ts';
 
 export const BUILTIN = {
-  source: ['file', 'postgres', 'kafka', 's3'],
+  source: ['file', 'postgres', 'kafka', 's3', 'declarative'],
   destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
 } as const;
 

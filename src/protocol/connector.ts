@@ -72,10 +72,24 @@ export interface SourceState {
   shared?: Record<string, unknown>;
 }
 
+/** Result of a connector's own config checks (see `Source.validateConfig`). */
+export interface ConfigValidation {
+  /** Paths are relative to the connector's `config:` block. */
+  problems: { path: (string | number)[]; message: string }[];
+  /** Values to treat as secrets (never printed), e.g. fields a referenced file marks secret. */
+  secrets?: unknown[];
+}
+
 export interface Source<C = any> {
   kind: 'source';
   spec: ConnectorSpec<C>;
   capabilities: SourceCapabilities;
+  /**
+   * Optional checks beyond the zod schema that need the pipeline's directory (e.g. a file the
+   * config names). Run whenever a pipeline is loaded (`sluice validate` too); must not connect
+   * anywhere or change anything.
+   */
+  validateConfig?(config: C, ctx: { baseDir: string }): ConfigValidation | Promise<ConfigValidation>;
   check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
   discover(config: C, ctx: ConnectorContext): Promise<AirbyteCatalog>;
   /**

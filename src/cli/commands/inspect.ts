@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
-import { UnknownConnectorError, availableBuiltins, loadConnector } from '../../engine/registry.ts';
+import { pathToFileURL } from 'node:url';
+import { UnknownConnectorError, availableBuiltins, builtinPath, loadConnector } from '../../engine/registry.ts';
 import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.ts';
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
@@ -77,6 +78,14 @@ export function register(program: Command) {
     .argument('<connector>', 'a built-in name (file, postgres, pgvector, …) or a module path')
     .option('--kind <kind>', 'source or destination, when the name is ambiguous')
     .action(async (name: string, opts: { kind?: 'source' | 'destination' }) => {
+      // An Airbyte declarative manifest: its own connection specification.
+      if (/\.ya?ml$/i.test(name)) {
+        const mod = (await import(pathToFileURL(builtinPath('source', 'declarative')).href)) as {
+          manifestSpecification(file: string): Record<string, unknown>;
+        };
+        printJson({ type: 'SPEC', spec: mod.manifestSpecification(name) });
+        return;
+      }
       const kinds = opts.kind ? [opts.kind] : (['source', 'destination'] as const);
       const failures: unknown[] = [];
       for (const kind of kinds) {
