@@ -68,11 +68,12 @@ const metadataJson = (m: Record<string, unknown>) => JSON.stringify(m ?? {}, (_k
 
 export async function openWriter(config: PgvectorConfig, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter> {
   const session = await openSession(config, ctx);
+  const writer = new PgvectorWriter(config, ctx, options, session);
   try {
-    const writer = new PgvectorWriter(config, ctx, options, session);
     await writer.prepare();
     return writer;
   } catch (err) {
+    await writer.discardUnfinished();
     await session.close();
     throw pgError(err, `connection ${ctx.connection}, destination ${session.label}`);
   }
@@ -264,9 +265,27 @@ class PgvectorWriter implements DestinationWriter {
       }
       yield* commitAll();
       await this.finish();
+    } catch (err) {
+      // The run failed: the previous generation stays what readers see, and the half-loaded new
+      // one is dropped (never left behind as <table>__sluice_new).
+      await commits.drain();
+      await this.discardUnfinished();
+      throw err;
     } finally {
       // Input failed or the consumer stopped: let running commits end before the session closes.
       await commits.drain();
+    }
+  }
+
+  /** Drops the new generation of every overwrite that did not switch (best effort: the run already failed). */
+  async discardUnfinished(): Promise<void> {
+    for (const t of this.targets.values()) {
+      if (t.mode !== 'overwrite' || t.swapped || t.writeTable === t.table) continue;
+      await this.client.query('ROLLBACK').catch(() => {});
+      await this.client
+        .query(`DROP TABLE IF EXISTS ${qualified(this.config.schema, t.writeTable)}`)
+        .then(() => this.ctx.logger.warn({ stream: t.stream }, 'overwrite failed; its new generation was dropped and the previous table kept'))
+        .catch((err) => this.ctx.logger.warn({ stream: t.stream, err: (err as Error).message }, 'could not drop the unfinished overwrite table'));
     }
   }
 
