@@ -69,7 +69,7 @@ describe('a failed overwrite', () => {
     expect((await dest.query(`SELECT count(*)::int AS n FROM ${schema}.docs`)).rows[0].n).toBe(600);
 
     await sql(srcUrl, 'UPDATE ctl SET ok = 0');
-    const failed = await runCli(["sync", file]);
+    const failed = await runCli(['sync', file]);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toMatch(/division by zero/);
     const where = /where: (.*)/.exec(failed.stderr)?.[1] ?? '';

@@ -284,8 +284,12 @@ class PgvectorWriter implements DestinationWriter {
       await this.client.query('ROLLBACK').catch(() => {});
       await this.client
         .query(`DROP TABLE IF EXISTS ${qualified(this.config.schema, t.writeTable)}`)
-        .then(() => this.ctx.logger.warn({ stream: t.stream }, 'overwrite failed; its new generation was dropped and the previous table kept'))
-        .catch((err) => this.ctx.logger.warn({ stream: t.stream, err: (err as Error).message }, 'could not drop the unfinished overwrite table'));
+        .then(() =>
+          this.ctx.logger.warn({ stream: t.stream }, 'overwrite failed; its new generation was dropped and the previous table kept'),
+        )
+        .catch((err) =>
+          this.ctx.logger.warn({ stream: t.stream, err: (err as Error).message }, 'could not drop the unfinished overwrite table'),
+        );
     }
   }
 

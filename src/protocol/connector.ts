@@ -58,6 +58,11 @@ export interface SourceCapabilities {
   /** The source tracks its own cursor (files by mtime, Kafka offsets): no `cursor_field` needed. */
   sourceDefinedCursor?: boolean;
   /**
+   * discover() reads only local files and connects to no server, so `sluice validate` may run it
+   * to check field names (text_fields, metadata_fields…) against the streams' schemas.
+   */
+  offlineDiscover?: boolean;
+  /**
    * How a new stream state combines with the stored one. `replace` (default) stores it as is;
    * `deep` merges objects key by key, so workers sharing a connection (Kafka partitions) each
    * checkpoint only what they own.
@@ -72,11 +77,20 @@ export interface SourceState {
   shared?: Record<string, unknown>;
 }
 
+/** What `sluice check` knows of the pipeline beyond the source's own config. */
+export interface CheckOptions {
+  /**
+   * The streams the pipeline configures, with their modes (absent when discovery failed): a source
+   * verifies the privileges exactly these need (SELECT on each, replication for cdc streams…).
+   */
+  catalog?: ConfiguredCatalog;
+}
+
 export interface Source<C = any> {
   kind: 'source';
   spec: ConnectorSpec<C>;
   capabilities: SourceCapabilities;
-  check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
+  check(config: C, ctx: ConnectorContext, options?: CheckOptions): Promise<CheckResult>;
   discover(config: C, ctx: ConnectorContext): Promise<AirbyteCatalog>;
   /**
    * Yields RECORD, STATE, LOG and TRACE messages. A deletion is a RECORD whose data has the

@@ -18,7 +18,10 @@ export function register(program: Command) {
     .action(async (file: string, text: string, opts: { connection?: string; topK: string; stream?: string[]; json?: boolean }) => {
       const { pipeline, conn } = await pipelineAndConnection(file, opts.connection);
       if (!text.trim())
-        throw new SluiceError('the search query is empty', { kind: 'config', hint: 'pass the text to search for, e.g. sluice search <pipeline> "refund policy"' });
+        throw new SluiceError('the search query is empty', {
+          kind: 'config',
+          hint: 'pass the text to search for, e.g. sluice search <pipeline> "refund policy"',
+        });
       const topK = Number(opts.topK);
       if (!Number.isInteger(topK) || topK < 1)
         throw new SluiceError(`--top-k must be a positive whole number, got "${opts.topK}"`, { kind: 'config' });
@@ -34,7 +37,8 @@ export function register(program: Command) {
       if (!embedder)
         throw new SluiceError(`connection ${conn.config.name} has no embedding block to embed the query with`, { kind: 'config' });
       const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
-      const known = conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
+      const known =
+        conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
       // A stream the connection does not have is a typo, whatever table the destination would look in.
       const unknown = (opts.stream ?? []).filter((s) => !known.includes(s));
       if (unknown.length) {
