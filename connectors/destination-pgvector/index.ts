@@ -28,6 +28,36 @@ async function vectorSchemaOf(session: Session): Promise<string | undefined> {
   return rows[0]?.nspname;
 }
 
+/** What the configured user lacks to create the schema, tables and state table sluice writes. */
+async function privilegeProblems(s: Session, config: PgvectorConfig): Promise<string[]> {
+  if (s.isPglite) return []; // one superuser session
+  const { rows } = await s.client.query<{
+    usr: string;
+    db: string;
+    superuser: boolean;
+    schema_exists: boolean;
+    schemacreate: boolean | null;
+    dbcreate: boolean;
+  }>(
+    `SELECT current_user AS usr, current_database() AS db, r.rolsuper AS superuser,
+            EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema_exists,
+            CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) THEN has_schema_privilege($1, 'CREATE') END AS schemacreate,
+            has_database_privilege(current_database(), 'CREATE') AS dbcreate
+       FROM pg_roles r WHERE r.rolname = current_user`,
+    [config.schema],
+  );
+  const r = rows[0];
+  if (r.superuser) return [];
+  const user = ident(r.usr);
+  if (!r.schema_exists && !r.dbcreate)
+    return [`schema ${config.schema} does not exist and ${r.usr} may not create it (GRANT CREATE ON DATABASE ${ident(r.db)} TO ${user};)`];
+  if (r.schema_exists && !r.schemacreate)
+    return [
+      `${r.usr} may not create tables in schema ${config.schema} (GRANT USAGE, CREATE ON SCHEMA ${ident(config.schema)} TO ${user};)`,
+    ];
+  return [];
+}
+
 /** Turns a distance into a score where higher is closer. */
 function score(distance: PgvectorConfig['distance'], d: number): number {
   if (distance === 'cosine') return 1 - d;
@@ -51,19 +81,31 @@ const destination: Destination<PgvectorConfig> = {
     try {
       return await withSession(config, ctx, async (s) => {
         const warnings: string[] = [];
+        // Every privilege a sync needs, all reported at once, each with what to grant.
+        const problems = await privilegeProblems(s, config);
         const installed = await vectorSchemaOf(s);
         if (!installed) {
-          const { rowCount } = await s.client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
-          if (!rowCount) {
-            return {
-              ok: false,
-              message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`,
-            };
-          }
-          warnings.push(
-            'pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)',
+          const { rows } = await s.client.query<{ trusted: boolean }>(
+            `SELECT bool_or(trusted) AS trusted FROM pg_available_extension_versions WHERE name = 'vector'`,
           );
+          if (rows[0]?.trusted === null || rows[0]?.trusted === undefined) {
+            problems.push(`pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`);
+          } else {
+            const who = (
+              await s.client.query<{ superuser: boolean; dbcreate: boolean; db: string }>(
+                `SELECT rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS dbcreate, current_database() AS db
+                   FROM pg_roles WHERE rolname = current_user`,
+              )
+            ).rows[0];
+            if (who.superuser || (rows[0].trusted && who.dbcreate))
+              warnings.push('pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector');
+            else
+              problems.push(
+                `pgvector is installed on the server but not created in database ${who.db}, and this user may not create it; have a superuser run: CREATE EXTENSION vector;`,
+              );
+          }
         }
+        if (problems.length) return { ok: false, message: `${s.label}: ${problems.join('; ')}`, warnings };
         if (s.isPglite && config.url)
           warnings.push('the server is PGlite: writes use batched INSERTs (no COPY), one session serves all connections');
         return { ok: true, message: `connected to ${s.label}`, warnings };
