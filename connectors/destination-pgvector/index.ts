@@ -1,10 +1,10 @@
 // pgvector destination: any PostgreSQL with pgvector (`url`), or an embedded PGlite with pgvector
 // kept in a directory (`embedded`). One table per stream; state stored with the data (exactly once).
-import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../../src/protocol/connector.ts';
+import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import { OPS, inspectTable } from './schema.ts';
-import { openSession, pgError, type Session } from './session.ts';
+import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
+import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 
@@ -56,6 +56,11 @@ async function privilegeProblems(s: Session, config: PgvectorConfig): Promise<st
       `${r.usr} may not create tables in schema ${config.schema} (GRANT USAGE, CREATE ON SCHEMA ${ident(config.schema)} TO ${user};)`,
     ];
   return [];
+}
+
+async function stateTableExists(s: Session, config: PgvectorConfig): Promise<boolean> {
+  const { rows } = await s.client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [qualified(config.schema, STATE_TABLE)]);
+  return !!rows[0].t;
 }
 
 /** Turns a distance into a score where higher is closer. */
@@ -118,6 +123,40 @@ const destination: Destination<PgvectorConfig> = {
 
   open(config, ctx, options) {
     return openWriter(config, ctx, options);
+  },
+
+  // The state a sync stores with the data (in STATE_TABLE, one row per connection): read and
+  // forgotten here without creating anything, so `state show` changes nothing.
+  async readState(config, ctx) {
+    return withSession(config, ctx, async (s) => {
+      if (!(await stateTableExists(s, config))) return undefined;
+      const { rows } = await s.client.query<{ state: SourceState }>(
+        `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
+        [ctx.connection],
+      );
+      return rows[0]?.state ?? undefined;
+    });
+  },
+
+  async resetState(config, ctx, streams) {
+    await withSession(config, ctx, async (s) => {
+      if (!(await stateTableExists(s, config))) return;
+      const table = qualified(config.schema, STATE_TABLE);
+      if (!streams?.length) {
+        await s.client.query(`DELETE FROM ${table} WHERE connection = $1`, [ctx.connection]);
+        return;
+      }
+      await s.client.query(
+        `UPDATE ${table} SET state = jsonb_set(state, '{streams}', (state->'streams') - $2::text[]), updated_at = now()
+          WHERE connection = $1 AND jsonb_typeof(state->'streams') = 'object'`,
+        [ctx.connection, streams],
+      );
+    });
+  },
+
+  describeState(config) {
+    const where = config.embedded ? `embedded PGlite in ${config.embedded}` : describeUrl(config.url!);
+    return `table ${config.schema}.${STATE_TABLE} in ${where}`;
   },
 
   async search(config, ctx, query): Promise<SearchHit[]> {

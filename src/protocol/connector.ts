@@ -181,8 +181,17 @@ export interface Destination<C = any> {
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
   /** Nearest chunks to a query vector (`sluice search`). */
   search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;
+  /**
+   * Destinations that keep the connection state with their data (a writer with readState) expose
+   * it here too, without opening a writer or creating anything: `sluice state show` reads it and
+   * `sluice state reset` forgets it (all streams, or some; the shared part stays with some).
+   * Undefined when nothing is stored for `ctx.connection`.
+   */
+  readState?(config: C, ctx: ConnectorContext): Promise<SourceState | undefined>;
   /** Forget the connection state stored with the data (`sluice state reset`); only for destinations with readState. */
   resetState?(config: C, ctx: ConnectorContext, streams?: string[]): Promise<void>;
+  /** Where readState/resetState keep it, for messages (e.g. "table public._sluice_state on host:5432/db"). */
+  describeState?(config: C, ctx: ConnectorContext): string;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }
