@@ -27,7 +27,11 @@ import {
   ensureSchema,
   ensureStateTable,
   hasVectorIndex,
+  indexDrift,
   inspectTable,
+  readTableNote,
+  vectorIndexOf,
+  writeTableNote,
   newGenerationName,
   primaryKeyName,
   vectorIndexName,
@@ -148,6 +152,7 @@ class PgvectorWriter implements DestinationWriter {
     }
     // Check every existing table before creating anything, so a mismatch leaves no trace.
     const infos = new Map<string, Awaited<ReturnType<typeof inspectTable>>>();
+    const notes = new Map<string, Awaited<ReturnType<typeof readTableNote>>>();
     for (const s of options.streams) {
       const table = tableNameFor(s.name, config.table);
       const info = await inspectTable(this.client, config.schema, table);
@@ -160,6 +165,23 @@ class PgvectorWriter implements DestinationWriter {
           where: this.where(s.name),
           hint: 'point destination.table at another table; sluice tables have id, document_id, chunk_index, content, metadata, embedding',
         });
+      }
+      if (s.destinationSyncMode !== 'overwrite') {
+        // Document ids come from the primary key: a changed key would leave every old document's
+        // chunks behind under ids no new record ever names again.
+        const note = await readTableNote(this.client, config.schema, table);
+        const key = (pk: string[][]) => `[${pk.map((p) => p.join('.')).join(', ')}]`;
+        if (note && note !== 'foreign' && JSON.stringify(note.primary_key) !== JSON.stringify(s.primaryKey)) {
+          throw new SluiceError(
+            `stream ${s.name}: primary_key changed from ${key(note.primary_key)} to ${key(s.primaryKey)}, but table ${config.schema}.${table} holds documents keyed by the old one; syncing would leave their chunks behind`,
+            {
+              kind: 'config',
+              where: this.where(s.name),
+              hint: `re-key the table with one overwrite run (it replaces the table atomically): set destination_sync_mode: overwrite on stream ${s.name}, run sluice sync <pipeline> --full-refresh, then set it back; or keep primary_key ${key(note.primary_key)}`,
+            },
+          );
+        }
+        notes.set(s.name, note);
       }
       if (dims && info.dimensions !== undefined && info.dimensions !== dims && s.destinationSyncMode !== 'overwrite') {
         throw new SluiceError(
@@ -184,6 +206,10 @@ class PgvectorWriter implements DestinationWriter {
         fresh = true;
       }
       if (fresh) await createChunkTable(this.client, config.schema, writeTable, this.vectorSchema, dims);
+      // Tables sluice made before it kept notes are adopted; a note someone else wrote is left alone.
+      if (fresh || notes.get(s.name) === undefined)
+        await writeTableNote(this.client, config.schema, writeTable, { primary_key: s.primaryKey });
+      if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions);
       const vectorOid = fresh ? (await inspectTable(this.client, config.schema, writeTable)).vectorOid! : info.vectorOid!;
       this.targets.set(s.name, {
         stream: s.name,
@@ -198,6 +224,25 @@ class PgvectorWriter implements DestinationWriter {
         directCopy: fresh,
       });
     }
+  }
+
+  /**
+   * A changed `distance`, `index`, `hnsw` or `ivfflat` takes effect on an existing table: its vector
+   * index is rebuilt (or dropped for index: none) before the run writes, so search and index agree.
+   */
+  private async applyIndexConfig(stream: string, table: string, dimensions: number | undefined): Promise<void> {
+    const { config } = this;
+    const current = await vectorIndexOf(this.client, config.schema, table);
+    const drift = indexDrift(config, current);
+    if (!drift || !current) return;
+    const started = Date.now();
+    await this.client.query(`DROP INDEX ${qualified(config.schema, current.name)}`);
+    if (config.index !== 'none' && dimensions)
+      await buildVectorIndex(this.client, config, config.schema, table, vectorIndexName(table), this.vectorSchema);
+    this.ctx.logger.info(
+      { stream, table: `${config.schema}.${table}`, change: drift, ms: Date.now() - started },
+      `vector index of ${config.schema}.${table} ${config.index === 'none' ? 'dropped' : 'rebuilt'}: ${drift}`,
+    );
   }
 
   async readState(): Promise<SourceState | undefined> {
