@@ -1,10 +1,10 @@
 // pgvector destination: any PostgreSQL with pgvector (`url`), or an embedded PGlite with pgvector
 // kept in a directory (`embedded`). One table per stream; state stored with the data (exactly once).
-import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../../src/protocol/connector.ts';
+import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import { OPS, inspectTable } from './schema.ts';
-import { openSession, pgError, type Session } from './session.ts';
+import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
+import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 
@@ -26,6 +26,41 @@ async function vectorSchemaOf(session: Session): Promise<string | undefined> {
     `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'`,
   );
   return rows[0]?.nspname;
+}
+
+/** What the configured user lacks to create the schema, tables and state table sluice writes. */
+async function privilegeProblems(s: Session, config: PgvectorConfig): Promise<string[]> {
+  if (s.isPglite) return []; // one superuser session
+  const { rows } = await s.client.query<{
+    usr: string;
+    db: string;
+    superuser: boolean;
+    schema_exists: boolean;
+    schemacreate: boolean | null;
+    dbcreate: boolean;
+  }>(
+    `SELECT current_user AS usr, current_database() AS db, r.rolsuper AS superuser,
+            EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema_exists,
+            CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) THEN has_schema_privilege($1, 'CREATE') END AS schemacreate,
+            has_database_privilege(current_database(), 'CREATE') AS dbcreate
+       FROM pg_roles r WHERE r.rolname = current_user`,
+    [config.schema],
+  );
+  const r = rows[0];
+  if (r.superuser) return [];
+  const user = ident(r.usr);
+  if (!r.schema_exists && !r.dbcreate)
+    return [`schema ${config.schema} does not exist and ${r.usr} may not create it (GRANT CREATE ON DATABASE ${ident(r.db)} TO ${user};)`];
+  if (r.schema_exists && !r.schemacreate)
+    return [
+      `${r.usr} may not create tables in schema ${config.schema} (GRANT USAGE, CREATE ON SCHEMA ${ident(config.schema)} TO ${user};)`,
+    ];
+  return [];
+}
+
+async function stateTableExists(s: Session, config: PgvectorConfig): Promise<boolean> {
+  const { rows } = await s.client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [qualified(config.schema, STATE_TABLE)]);
+  return !!rows[0].t;
 }
 
 /** Turns a distance into a score where higher is closer. */
@@ -51,35 +86,32 @@ const destination: Destination<PgvectorConfig> = {
     try {
       return await withSession(config, ctx, async (s) => {
         const warnings: string[] = [];
+        // Every privilege a sync needs, all reported at once, each with what to grant.
+        const problems = await privilegeProblems(s, config);
         const installed = await vectorSchemaOf(s);
         if (!installed) {
-          const { rowCount } = await s.client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
-          if (!rowCount) {
-            return {
-              ok: false,
-              message: `pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`,
-            };
-          }
-          // CREATE EXTENSION vector needs a superuser (pgvector is not a trusted extension, unless
-          // a packager marked it so; then CREATE on the database is enough): say so now, not at open.
-          const { rows } = await s.client.query<{ can: boolean; db: string; usr: string }>(
-            `SELECT r.rolsuper OR (COALESCE(v.trusted, false) AND has_database_privilege(current_database(), 'CREATE')) AS can,
-                    current_database() AS db, current_user AS usr
-               FROM pg_roles r
-               LEFT JOIN pg_available_extension_versions v
-                 ON v.name = 'vector' AND v.version = (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')
-              WHERE r.rolname = current_user`,
+          const { rows } = await s.client.query<{ trusted: boolean }>(
+            `SELECT bool_or(trusted) AS trusted FROM pg_available_extension_versions WHERE name = 'vector'`,
           );
-          if (rows[0] && !rows[0].can) {
-            return {
-              ok: false,
-              message: `pgvector is installed on ${s.label} but not created in database ${rows[0].db}, and user ${rows[0].usr} may not create it; run CREATE EXTENSION vector in that database as a superuser`,
-            };
+          if (rows[0]?.trusted === null || rows[0]?.trusted === undefined) {
+            problems.push(`pgvector is not available on ${s.label}; install it (https://github.com/pgvector/pgvector#installation)`);
+          } else {
+            const who = (
+              await s.client.query<{ superuser: boolean; dbcreate: boolean; db: string; usr: string }>(
+                `SELECT rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS dbcreate, current_database() AS db,
+                        current_user AS usr
+                   FROM pg_roles WHERE rolname = current_user`,
+              )
+            ).rows[0];
+            if (who.superuser || (rows[0].trusted && who.dbcreate))
+              warnings.push('pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector');
+            else
+              problems.push(
+                `pgvector is installed on ${s.label} but not created in database ${who.db}, and user ${who.usr} may not create it; have a superuser run: CREATE EXTENSION vector;`,
+              );
           }
-          warnings.push(
-            'pgvector is available but not yet created in this database; sluice will run CREATE EXTENSION vector (needs owner or superuser rights)',
-          );
         }
+        if (problems.length) return { ok: false, message: `${s.label}: ${problems.join('; ')}`, warnings };
         if (s.isPglite && config.url)
           warnings.push('the server is PGlite: writes use batched INSERTs (no COPY), one session serves all connections');
         return { ok: true, message: `connected to ${s.label}`, warnings };
@@ -92,6 +124,40 @@ const destination: Destination<PgvectorConfig> = {
 
   open(config, ctx, options) {
     return openWriter(config, ctx, options);
+  },
+
+  // The state a sync stores with the data (in STATE_TABLE, one row per connection): read and
+  // forgotten here without creating anything, so `state show` changes nothing.
+  async readState(config, ctx) {
+    return withSession(config, ctx, async (s) => {
+      if (!(await stateTableExists(s, config))) return undefined;
+      const { rows } = await s.client.query<{ state: SourceState }>(
+        `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
+        [ctx.connection],
+      );
+      return rows[0]?.state ?? undefined;
+    });
+  },
+
+  async resetState(config, ctx, streams) {
+    await withSession(config, ctx, async (s) => {
+      if (!(await stateTableExists(s, config))) return;
+      const table = qualified(config.schema, STATE_TABLE);
+      if (!streams?.length) {
+        await s.client.query(`DELETE FROM ${table} WHERE connection = $1`, [ctx.connection]);
+        return;
+      }
+      await s.client.query(
+        `UPDATE ${table} SET state = jsonb_set(state, '{streams}', (state->'streams') - $2::text[]), updated_at = now()
+          WHERE connection = $1 AND jsonb_typeof(state->'streams') = 'object'`,
+        [ctx.connection, streams],
+      );
+    });
+  },
+
+  describeState(config) {
+    const where = config.embedded ? `embedded PGlite in ${config.embedded}` : describeUrl(config.url!);
+    return `table ${config.schema}.${STATE_TABLE} in ${where}`;
   },
 
   async search(config, ctx, query): Promise<SearchHit[]> {

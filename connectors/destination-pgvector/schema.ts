@@ -153,3 +153,70 @@ export async function buildVectorIndex(
   }
   return true;
 }
+
+export interface VectorIndexInfo {
+  name: string;
+  method: string;
+  opclass: string;
+  /** reloptions as key → value, e.g. { m: '16', ef_construction: '64' }. */
+  options: Record<string, string>;
+}
+
+/** The index on the embedding column, if any. */
+export async function vectorIndexOf(client: pg.Client, schema: string, table: string): Promise<VectorIndexInfo | undefined> {
+  const { rows } = await client.query<{ name: string; method: string; opclass: string; options: string[] | null }>(
+    `SELECT c.relname AS name, am.amname AS method, opc.opcname AS opclass, c.reloptions AS options
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+       JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+      WHERE i.indrelid = to_regclass($1) AND a.attname = 'embedding'`,
+    [qualified(schema, table)],
+  );
+  const r = rows[0];
+  if (!r) return undefined;
+  return { ...r, options: Object.fromEntries((r.options ?? []).map((o) => o.split('=', 2) as [string, string])) };
+}
+
+/** How the configured index differs from the existing one ('' when it does not). */
+export function indexDrift(
+  config: Pick<PgvectorConfig, 'index' | 'distance' | 'hnsw' | 'ivfflat'>,
+  current: VectorIndexInfo | undefined,
+): string {
+  if (!current) return '';
+  if (config.index === 'none') return `${current.method} index ${current.name} exists but index is none`;
+  const wanted = OPS[config.distance].opclass;
+  if (current.method !== config.index || current.opclass !== wanted)
+    return `${current.method} (${current.opclass}) → ${config.index} (${wanted})`;
+  if (config.index === 'hnsw') {
+    const m = String(config.hnsw?.m ?? 16);
+    const ef = String(config.hnsw?.ef_construction ?? 64);
+    if ((current.options.m ?? '16') !== m || (current.options.ef_construction ?? '64') !== ef)
+      return `hnsw m=${current.options.m ?? 16}, ef_construction=${current.options.ef_construction ?? 64} → m=${m}, ef_construction=${ef}`;
+  }
+  if (config.index === 'ivfflat' && config.ivfflat?.lists && current.options.lists !== String(config.ivfflat.lists))
+    return `ivfflat lists=${current.options.lists} → lists=${config.ivfflat.lists}`;
+  return '';
+}
+
+/** What sluice records about a table in its comment: the primary key its document ids come from. */
+export interface TableNote {
+  primary_key: string[][];
+}
+
+export async function readTableNote(client: pg.Client, schema: string, table: string): Promise<TableNote | undefined | 'foreign'> {
+  const { rows } = await client.query<{ c: string | null }>(`SELECT obj_description(to_regclass($1), 'pg_class') AS c`, [
+    qualified(schema, table),
+  ]);
+  const text = rows[0]?.c;
+  if (!text) return undefined;
+  try {
+    const parsed = JSON.parse(text) as { sluice?: TableNote };
+    return parsed.sluice && Array.isArray(parsed.sluice.primary_key) ? parsed.sluice : 'foreign';
+  } catch {
+    return 'foreign'; // a comment someone else wrote: left alone
+  }
+}
+
+export async function writeTableNote(client: pg.Client, schema: string, table: string, note: TableNote): Promise<void> {
+  await client.query(`COMMENT ON TABLE ${qualified(schema, table)} IS ${literal(JSON.stringify({ sluice: note }))}`);
+}

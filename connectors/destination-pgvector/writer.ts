@@ -28,7 +28,11 @@ import {
   ensureSchema,
   ensureStateTable,
   hasVectorIndex,
+  indexDrift,
   inspectTable,
+  readTableNote,
+  vectorIndexOf,
+  writeTableNote,
   newGenerationName,
   primaryKeyName,
   vectorIndexName,
@@ -69,11 +73,12 @@ const metadataJson = (m: Record<string, unknown>) => JSON.stringify(m ?? {}, (_k
 
 export async function openWriter(config: PgvectorConfig, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter> {
   const session = await openSession(config, ctx);
+  const writer = new PgvectorWriter(config, ctx, options, session);
   try {
-    const writer = new PgvectorWriter(config, ctx, options, session);
     await writer.prepare();
     return writer;
   } catch (err) {
+    await writer.discardUnfinished();
     await session.close();
     throw pgError(err, `connection ${ctx.connection}, destination ${session.label}`);
   }
@@ -150,6 +155,7 @@ class PgvectorWriter implements DestinationWriter {
     }
     // Check every existing table before creating anything, so a mismatch leaves no trace.
     const infos = new Map<string, Awaited<ReturnType<typeof inspectTable>>>();
+    const notes = new Map<string, Awaited<ReturnType<typeof readTableNote>>>();
     for (const s of options.streams) {
       const table = tableNameFor(s.name, config.table);
       const info = await inspectTable(this.client, config.schema, table);
@@ -162,6 +168,23 @@ class PgvectorWriter implements DestinationWriter {
           where: this.where(s.name),
           hint: 'point destination.table at another table; sluice tables have id, document_id, chunk_index, content, metadata, embedding',
         });
+      }
+      if (s.destinationSyncMode !== 'overwrite') {
+        // Document ids come from the primary key: a changed key would leave every old document's
+        // chunks behind under ids no new record ever names again.
+        const note = await readTableNote(this.client, config.schema, table);
+        const key = (pk: string[][]) => `[${pk.map((p) => p.join('.')).join(', ')}]`;
+        if (note && note !== 'foreign' && JSON.stringify(note.primary_key) !== JSON.stringify(s.primaryKey)) {
+          throw new SluiceError(
+            `stream ${s.name}: primary_key changed from ${key(note.primary_key)} to ${key(s.primaryKey)}, but table ${config.schema}.${table} holds documents keyed by the old one; syncing would leave their chunks behind`,
+            {
+              kind: 'config',
+              where: this.where(s.name),
+              hint: `re-key the table with one overwrite run (it replaces the table atomically): set destination_sync_mode: overwrite on stream ${s.name}, run sluice sync <pipeline> --full-refresh, then set it back; or keep primary_key ${key(note.primary_key)}`,
+            },
+          );
+        }
+        notes.set(s.name, note);
       }
       if (dims && info.dimensions !== undefined && info.dimensions !== dims && s.destinationSyncMode !== 'overwrite') {
         throw new SluiceError(
@@ -189,6 +212,10 @@ class PgvectorWriter implements DestinationWriter {
       // Empty, not only new: a table created by a run that died before its first commit is empty too.
       if (s.destinationSyncMode !== 'overwrite' && (!info.exists || !(await hasRows(this.client, config.schema, table))))
         this.createdEmpty.push(s.name);
+      // Tables sluice made before it kept notes are adopted; a note someone else wrote is left alone.
+      if (fresh || notes.get(s.name) === undefined)
+        await writeTableNote(this.client, config.schema, writeTable, { primary_key: s.primaryKey });
+      if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions);
       const vectorOid = fresh ? (await inspectTable(this.client, config.schema, writeTable)).vectorOid! : info.vectorOid!;
       this.targets.set(s.name, {
         stream: s.name,
@@ -207,6 +234,25 @@ class PgvectorWriter implements DestinationWriter {
 
   streamsWithoutData(): string[] {
     return [...this.createdEmpty];
+  }
+
+  /**
+   * A changed `distance`, `index`, `hnsw` or `ivfflat` takes effect on an existing table: its vector
+   * index is rebuilt (or dropped for index: none) before the run writes, so search and index agree.
+   */
+  private async applyIndexConfig(stream: string, table: string, dimensions: number | undefined): Promise<void> {
+    const { config } = this;
+    const current = await vectorIndexOf(this.client, config.schema, table);
+    const drift = indexDrift(config, current);
+    if (!drift || !current) return;
+    const started = Date.now();
+    await this.client.query(`DROP INDEX ${qualified(config.schema, current.name)}`);
+    if (config.index !== 'none' && dimensions)
+      await buildVectorIndex(this.client, config, config.schema, table, vectorIndexName(table), this.vectorSchema);
+    this.ctx.logger.info(
+      { stream, table: `${config.schema}.${table}`, change: drift, ms: Date.now() - started },
+      `vector index of ${config.schema}.${table} ${config.index === 'none' ? 'dropped' : 'rebuilt'}: ${drift}`,
+    );
   }
 
   async readState(): Promise<SourceState | undefined> {
@@ -274,9 +320,31 @@ class PgvectorWriter implements DestinationWriter {
       }
       yield* commitAll();
       await this.finish();
+    } catch (err) {
+      // The run failed: the previous generation stays what readers see, and the half-loaded new
+      // one is dropped (never left behind as <table>__sluice_new).
+      await commits.drain();
+      await this.discardUnfinished();
+      throw err;
     } finally {
       // Input failed or the consumer stopped: let running commits end before the session closes.
       await commits.drain();
+    }
+  }
+
+  /** Drops the new generation of every overwrite that did not switch (best effort: the run already failed). */
+  async discardUnfinished(): Promise<void> {
+    for (const t of this.targets.values()) {
+      if (t.mode !== 'overwrite' || t.swapped || t.writeTable === t.table) continue;
+      await this.client.query('ROLLBACK').catch(() => {});
+      await this.client
+        .query(`DROP TABLE IF EXISTS ${qualified(this.config.schema, t.writeTable)}`)
+        .then(() =>
+          this.ctx.logger.warn({ stream: t.stream }, 'overwrite failed; its new generation was dropped and the previous table kept'),
+        )
+        .catch((err) =>
+          this.ctx.logger.warn({ stream: t.stream, err: (err as Error).message }, 'could not drop the unfinished overwrite table'),
+        );
     }
   }
 

@@ -298,7 +298,7 @@ const source: Source<FileSourceConfig> = {
     description: 'Markdown/text documents and JSON, JSONL or CSV data from a directory',
     config: FileSourceConfig,
   },
-  capabilities: { syncModes: ['full_refresh', 'incremental'], sourceDefinedCursor: true },
+  capabilities: { syncModes: ['full_refresh', 'incremental'], sourceDefinedCursor: true, offlineDiscover: true },
 
   async check(config, ctx) {
     try {

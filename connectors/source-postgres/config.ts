@@ -7,6 +7,16 @@ import { SluiceError } from '../../src/protocol/errors.ts';
 
 const secret = () => z.string().meta({ secret: true });
 
+// A non-negative interval the server will accept: "<number> <unit>" pairs ("1 hour 30 minutes",
+// "5 min"), a time "HH:MM[:SS]", or ISO 8601 ("PT5M"). Checked at validate time, so a typo fails
+// there rather than on the first incremental run that uses it.
+const UNIT =
+  '(?:microseconds?|milliseconds?|us|ms|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d|weeks?|w|months?|mons?|years?|yrs?|y)';
+const INTERVAL = new RegExp(
+  `^\\s*(?:(?:\\d+(?:\\.\\d+)?\\s*${UNIT}\\b\\s*)+|\\d{1,2}:\\d{2}(?::\\d{2}(?:\\.\\d+)?)?|P(?!$)(?:\\d+[YMWD])*(?:T(?:\\d+(?:\\.\\d+)?[HMS])+)?)\\s*$`,
+  'i',
+);
+
 const CustomStreamSchema = z.strictObject({
   name: z.string().min(1).describe('Stream name for the rows of this query'),
   query: z.string().min(1).describe('A SELECT; it is wrapped as a subquery, so no trailing semicolon or ORDER BY is needed'),
@@ -36,6 +46,12 @@ export const PostgresSourceConfigSchema = z
     batch_size: z.number().int().positive().default(10_000).describe('Rows per page; a state checkpoint follows every page'),
     lookback: z
       .union([z.string(), z.number()])
+      .refine((v) => (typeof v === 'number' ? Number.isFinite(v) && v >= 0 : INTERVAL.test(v)), {
+        error: (issue) =>
+          typeof issue.input === 'number'
+            ? `${issue.input} is not a valid lookback; expected 0 or more (in cursor units, for a numeric cursor)`
+            : `"${String(issue.input)}" is not a valid lookback; expected an interval such as "5 minutes", "1 hour 30 minutes", "2 days" or "00:05:00" (not negative)`,
+      })
       .optional()
       .describe(
         'Incremental: re-read rows whose cursor is within this window of the saved cursor (an interval like "5 minutes", or a number for numeric cursors) to catch rows committed late',

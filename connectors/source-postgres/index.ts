@@ -1,7 +1,7 @@
 // PostgreSQL source: discover tables/views/SQL streams, full refresh and cursor-incremental reads
 // with keyset pagination and per-page checkpoints, and CDC over logical replication (pgoutput).
 import type pg from 'pg';
-import type { CheckResult, ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
+import type { CheckOptions, CheckResult, ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import {
   message,
@@ -15,6 +15,7 @@ import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig }
 import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
 import { flatten } from './flatten.ts';
+import { checkConfiguredStreams } from './privileges.ts';
 import { fullRefresh, incremental } from './reads.ts';
 import { isCursorCandidate, jsonSchemaFor } from './types.ts';
 
@@ -59,7 +60,7 @@ function toCatalog(rels: Relation[]): AirbyteCatalog {
   };
 }
 
-async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promise<CheckResult> {
+async function check(config: PostgresSourceConfig, ctx: ConnectorContext, options?: CheckOptions): Promise<CheckResult> {
   const cfg = parseConfig(config);
   const where = describeServer(cfg, ctx.baseDir);
   let client: pg.Client;
@@ -75,6 +76,19 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
     const tables = rels.filter((r) => r.kind !== 'query');
     if (!rels.length)
       return { ok: false, message: `${where}: no tables or views found in schemas ${cfg.schemas.join(', ')} (after include/exclude)` };
+    const version = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0].server_version;
+    if (options?.catalog) {
+      // The pipeline's streams and modes are known: verify exactly what their sync needs.
+      const found = await checkConfiguredStreams(client, cfg, rels, options.catalog, ctx);
+      const n = options.catalog.streams.length;
+      if (found.problems.length)
+        return { ok: false, message: `${where} (PostgreSQL ${version}): ${found.problems.join('; ')}`, warnings: found.warnings };
+      return {
+        ok: true,
+        message: `connected to ${where} (PostgreSQL ${version}); ${n} stream${n === 1 ? '' : 's'} readable`,
+        warnings: found.warnings,
+      };
+    }
     const priv = await client.query<{ oid: number; ok: boolean }>(
       "SELECT oid::int AS oid, has_table_privilege(oid, 'SELECT') AS ok FROM pg_class WHERE oid = ANY($1::oid[])",
       [tables.map((t) => t.oid)],
@@ -143,7 +157,6 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext): Promi
       const lag = await slotLag(client, slot);
       if (lag) warnings.push(`CDC: slot ${slot} retains ${lag.retained} bytes of WAL`);
     }
-    const version = (await client.query<{ v: string }>('SHOW server_version')).rows[0].v;
     return { ok: true, message: `connected to ${where} (PostgreSQL ${version}); ${rels.length} streams`, warnings };
   } catch (err) {
     return { ok: false, message: err instanceof SluiceError ? err.message : `${where}: ${describeUnknown(err)}`, warnings };

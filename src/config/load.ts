@@ -46,6 +46,8 @@ export interface LoadedPipeline {
   config: PipelineConfig;
   stateDir: string;
   connections: LoadedConnection[];
+  /** Line of a YAML path in the file (for problems found after loading, e.g. against discovered schemas). */
+  lineOf?: (path: (string | number)[]) => number | undefined;
 }
 
 export function formatPath(path: readonly (string | number)[]): string {
@@ -128,7 +130,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     }
   }
   if (problems.length) throw new ConfigError(file, problems);
-  return { file, baseDir, config, stateDir: resolve(baseDir, config.state.path), connections };
+  return { file, baseDir, config, stateDir: resolve(baseDir, config.state.path), connections, lineOf };
 }
 
 async function loadRef(

@@ -4,7 +4,7 @@
 import { mkdir } from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
-import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
+import { ConfigError, type LoadedConnection, type LoadedPipeline } from '../config/load.ts';
 import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
@@ -21,6 +21,7 @@ import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStor
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
+import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -144,6 +145,13 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
     const catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    // Field names are checked against the discovered schemas before anything is opened or written.
+    const fieldProblems = processingFieldProblems(conn, catalog);
+    if (fieldProblems.length)
+      throw new ConfigError(
+        pipeline.file,
+        fieldProblems.map((p) => ({ ...p, line: pipeline.lineOf?.(p.path) })),
+      );
     for (const s of catalog.streams) streams[s.stream.name] = newStats();
     opts.onConnectionStart?.(name, streams);
 
@@ -211,7 +219,11 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
     const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
-    const messages = documents({ ...p, touched }, state);
+    const messages = guardEmptyText(documents({ ...p, touched }, state), {
+      maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
+      conn,
+      ctx,
+    });
     const embedded = embedder ? embedStage(messages, p, embedder) : messages;
     // Committed states are saved in the background (an fsync each) so the pipeline keeps flowing;
     // states that pile up meanwhile are merged into one write, in order. Not for sources that act

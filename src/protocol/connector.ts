@@ -58,6 +58,11 @@ export interface SourceCapabilities {
   /** The source tracks its own cursor (files by mtime, Kafka offsets): no `cursor_field` needed. */
   sourceDefinedCursor?: boolean;
   /**
+   * discover() reads only local files and connects to no server, so `sluice validate` may run it
+   * to check field names (text_fields, metadata_fields…) against the streams' schemas.
+   */
+  offlineDiscover?: boolean;
+  /**
    * How a new stream state combines with the stored one. `replace` (default) stores it as is;
    * `deep` merges objects key by key, so workers sharing a connection (Kafka partitions) each
    * checkpoint only what they own.
@@ -80,6 +85,15 @@ export interface ConfigValidation {
   secrets?: unknown[];
 }
 
+/** What `sluice check` knows of the pipeline beyond the source's own config. */
+export interface CheckOptions {
+  /**
+   * The streams the pipeline configures, with their modes (absent when discovery failed): a source
+   * verifies the privileges exactly these need (SELECT on each, replication for cdc streams…).
+   */
+  catalog?: ConfiguredCatalog;
+}
+
 export interface Source<C = any> {
   kind: 'source';
   spec: ConnectorSpec<C>;
@@ -90,7 +104,7 @@ export interface Source<C = any> {
    * anywhere or change anything.
    */
   validateConfig?(config: C, ctx: { baseDir: string }): ConfigValidation | Promise<ConfigValidation>;
-  check(config: C, ctx: ConnectorContext): Promise<CheckResult>;
+  check(config: C, ctx: ConnectorContext, options?: CheckOptions): Promise<CheckResult>;
   discover(config: C, ctx: ConnectorContext): Promise<AirbyteCatalog>;
   /**
    * Yields RECORD, STATE, LOG and TRACE messages. A deletion is a RECORD whose data has the
@@ -188,8 +202,17 @@ export interface Destination<C = any> {
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
   /** Nearest chunks to a query vector (`sluice search`). */
   search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;
+  /**
+   * Destinations that keep the connection state with their data (a writer with readState) expose
+   * it here too, without opening a writer or creating anything: `sluice state show` reads it and
+   * `sluice state reset` forgets it (all streams, or some; the shared part stays with some).
+   * Undefined when nothing is stored for `ctx.connection`.
+   */
+  readState?(config: C, ctx: ConnectorContext): Promise<SourceState | undefined>;
   /** Forget the connection state stored with the data (`sluice state reset`); only for destinations with readState. */
   resetState?(config: C, ctx: ConnectorContext, streams?: string[]): Promise<void>;
+  /** Where readState/resetState keep it, for messages (e.g. "table public._sluice_state on host:5432/db"). */
+  describeState?(config: C, ctx: ConnectorContext): string;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }

@@ -27,7 +27,7 @@ export const configError = (message: string, where?: string, hint?: string) => n
 /** Adds context ("stream docs", "connection x") to an error without losing its kind or hint. */
 export function withContext(err: unknown, where: string): SluiceError {
   if (err instanceof SluiceError) {
-    const merged = err.where ? `${where}, ${err.where}` : where;
+    const merged = err.where ? mergeWhere(where, err.where) : where;
     return new SluiceError(err.message, {
       kind: err.kind,
       hint: err.hint,
@@ -38,6 +38,13 @@ export function withContext(err: unknown, where: string): SluiceError {
   }
   const e = err as NodeJS.ErrnoException | undefined;
   return new SluiceError(describeUnknown(err), { kind: 'internal', where, cause: err, transient: isTransientNetworkError(e) });
+}
+
+/** "connection c, stream docs" + "stream docs, table t" → "connection c, stream docs, table t" (no part twice). */
+function mergeWhere(outer: string, inner: string): string {
+  const parts = outer.split(', ');
+  for (const p of inner.split(', ')) if (!parts.includes(p)) parts.push(p);
+  return parts.join(', ');
 }
 
 export function describeUnknown(err: unknown): string {

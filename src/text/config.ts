@@ -15,6 +15,11 @@ export const ProcessingConfigSchema = z
     chunk_overlap: z.number().int().min(0).default(64),
     chunk_unit: z.enum(['tokens', 'characters']).default('tokens'),
     splitter: z.enum(['recursive', 'markdown', 'none']).default('recursive'),
+    /**
+     * A run fails (before it replaces or deletes anything) when more than this share of a stream's
+     * records yields no text — usually a misspelt field. 1 turns the check off.
+     */
+    max_empty_share: z.number().min(0).max(1).default(0.5),
   })
   .refine((p) => !(p.text_fields && p.text_template), { message: 'use either text_fields or text_template, not both' })
   .refine((p) => p.chunk_overlap < p.chunk_size, { message: 'chunk_overlap must be smaller than chunk_size', path: ['chunk_overlap'] });

@@ -1,9 +1,10 @@
 // check · discover · spec · validate · connectors
 import type { Command } from 'commander';
-import { loadPipeline } from '../../config/load.ts';
+import { ConfigError, loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
 import { pathToFileURL } from 'node:url';
 import { UnknownConnectorError, availableBuiltins, builtinPath, loadConnector } from '../../engine/registry.ts';
+import { formatProblem, plannedCatalog, processingFieldProblems } from '../../engine/preflight.ts';
 import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.ts';
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
@@ -18,6 +19,19 @@ export function register(program: Command) {
     .argument('<pipeline>', 'pipeline YAML file')
     .action(async (file: string) => {
       const p = await loadPipeline(file);
+      // Sources that discover without connecting (local files) have their field names checked now;
+      // the others are checked by `check` and before every sync.
+      const problems = [];
+      for (const conn of p.connections.filter((c) => c.source.capabilities.offlineDiscover)) {
+        const ctx = await connectorContext(p, conn, { signal: new AbortController().signal, logger: createLogger({}) });
+        const planned = await plannedCatalog(conn, ctx);
+        problems.push(...(planned.problems ?? []), ...(planned.catalog ? processingFieldProblems(conn, planned.catalog) : []));
+      }
+      if (problems.length)
+        throw new ConfigError(
+          file,
+          problems.map((pr) => ({ ...pr, line: p.lineOf?.(pr.path) })),
+        );
       process.stdout.write(
         `${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`,
       );
@@ -36,9 +50,18 @@ export function register(program: Command) {
       const results = [];
       for (const conn of conns) {
         const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
+        // The configured streams (when the source can be discovered) let the source check exactly
+        // what their modes need, and the processing fields be checked against their schemas.
+        const planned = await plannedCatalog(conn, ctx);
         const run = async (what: 'source' | 'destination') => {
           try {
-            if (what === 'source') return await conn.source.check(conn.sourceConfig, ctx);
+            if (what === 'source') {
+              const result = await conn.source.check(conn.sourceConfig, ctx, { catalog: planned.catalog });
+              const problems = [...(planned.problems ?? []), ...(planned.catalog ? processingFieldProblems(conn, planned.catalog) : [])];
+              if (!problems.length) return result;
+              const lines = problems.map((p) => formatProblem(p));
+              return { ...result, ok: false, message: [result.ok ? undefined : result.message, ...lines].filter(Boolean).join('; ') };
+            }
             return await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedderFor(conn, logger)));
           } catch (err) {
             return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };

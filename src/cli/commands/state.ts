@@ -1,40 +1,75 @@
 import type { Command } from 'commander';
+import type { LoadedConnection, LoadedPipeline } from '../../config/load.ts';
 import { loadPipeline } from '../../config/load.ts';
+import { closest } from '../../config/suggest.ts';
 import { connectorContext } from '../../engine/sync.ts';
-import { FileStateStore } from '../../state/index.ts';
+import { SluiceError } from '../../protocol/errors.ts';
+import { effectiveState, stateLocations, stateStoreFor } from '../../state/locations.ts';
 import { createLogger, printJson } from '../output.ts';
 import { pickConnection } from './shared.ts';
+
+async function locationsOf(pipeline: LoadedPipeline, conn: LoadedConnection) {
+  const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger: createLogger({}) });
+  return { ctx, locations: stateLocations(stateStoreFor(pipeline), conn, ctx) };
+}
 
 export function register(program: Command) {
   const state = program.command('state').description('Show or reset the saved state (cursors, offsets, LSNs) of connections');
   state
     .command('show')
+    .description('Print the state each connection will start from (the destination copy when the destination keeps one)')
     .argument('<pipeline>', 'pipeline YAML file')
     .option('-c, --connection <name>', 'only this connection')
     .action(async (file: string, opts: { connection?: string }) => {
       const pipeline = await loadPipeline(file);
-      const store = new FileStateStore(pipeline.stateDir);
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const out: Record<string, unknown> = {};
-      for (const c of conns) out[c.config.name] = (await store.load(c.config.name)) ?? null;
+      for (const c of conns) {
+        const { state, from } = await effectiveState((await locationsOf(pipeline, c)).locations);
+        out[c.config.name] = state ?? null;
+        if (from) process.stderr.write(`${c.config.name}: state kept by ${from}\n`);
+      }
       printJson(out);
     });
   state
     .command('reset')
-    .description('Forget saved state so the next sync starts from scratch (data already written stays)')
+    .description('Forget saved state, wherever it is kept, so the next sync starts from scratch (data already written stays)')
     .argument('<pipeline>', 'pipeline YAML file')
     .option('-c, --connection <name>', 'only this connection')
     .option('-s, --stream <name...>', 'only these streams')
     .action(async (file: string, opts: { connection?: string; stream?: string[] }) => {
       const pipeline = await loadPipeline(file);
-      const store = new FileStateStore(pipeline.stateDir);
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
+      const prepared = [];
+      // Every stream name is checked (for every connection) before anything is reset.
       for (const c of conns) {
-        await store.reset(c.config.name, opts.stream);
-        // Exactly-once destinations keep a copy of the state with the data: reset it there too.
-        const ctx = await connectorContext(pipeline, c, { signal: new AbortController().signal, logger: createLogger({}) });
-        await c.destination.resetState?.(c.destinationConfig, ctx, opts.stream);
-        process.stdout.write(`reset state of ${c.config.name}${opts.stream ? ` (streams: ${opts.stream.join(', ')})` : ''}\n`);
+        const { ctx, locations } = await locationsOf(pipeline, c);
+        if (opts.stream?.length) {
+          const known = new Set<string>(c.config.streams?.map((s) => s.name) ?? []);
+          for (const l of locations) for (const s of Object.keys((await l.load())?.streams ?? {})) known.add(s);
+          if (!c.config.streams) {
+            const discovered = await c.source.discover(c.sourceConfig, ctx).catch(() => undefined);
+            for (const s of discovered?.streams ?? []) known.add(s.name);
+          }
+          const unknown = opts.stream.filter((s) => !known.has(s));
+          if (unknown.length) {
+            const guess = closest(unknown[0], [...known]);
+            throw new SluiceError(
+              `connection ${c.config.name} has no stream ${unknown.map((s) => `"${s}"`).join(', ')}; nothing was reset`,
+              {
+                kind: 'config',
+                hint: `${guess ? `did you mean "${guess}"? ` : ''}known streams: ${[...known].join(', ') || '(none)'}`,
+              },
+            );
+          }
+        }
+        prepared.push({ c, locations });
+      }
+      for (const { c, locations } of prepared) {
+        for (const l of locations) await l.reset(opts.stream);
+        process.stdout.write(
+          `reset state of ${c.config.name}${opts.stream ? ` (streams: ${opts.stream.join(', ')})` : ''} in ${locations.map((l) => l.label).join(' and ')}\n`,
+        );
       }
     });
 }
