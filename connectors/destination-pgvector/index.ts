@@ -7,6 +7,7 @@ import { OPS, inspectTable } from './schema.ts';
 import { openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
+import { preflight } from './preflight.ts';
 
 export type { PgvectorConfig } from './config.ts';
 
@@ -76,6 +77,10 @@ const destination: Destination<PgvectorConfig> = {
 
   open(config, ctx, options) {
     return openWriter(config, ctx, options);
+  },
+
+  preflight(config, ctx, options) {
+    return preflight(config, ctx, options);
   },
 
   async search(config, ctx, query): Promise<SearchHit[]> {

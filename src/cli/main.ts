@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { exitCodeFor, installRedaction, printError } from './output.ts';
+import { rejectEmptyOptions } from './commands/shared.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const VERSION = (JSON.parse(readFileSync(join(HERE, '../../package.json'), 'utf8')) as { version: string }).version;
@@ -26,7 +27,8 @@ export async function main(argv: string[]): Promise<void> {
     .version(VERSION)
     .option('--debug', 'show stack traces and debug logs')
     .showHelpAfterError('(run `sluice --help` for usage)')
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', rejectEmptyOptions);
   for (const name of COMMANDS) {
     const file = join(HERE, 'commands', `${name}.ts`);
     if (!existsSync(file)) continue;

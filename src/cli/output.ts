@@ -6,6 +6,7 @@ import type { Logger } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { ConfigError } from '../config/load.ts';
 import { redact } from '../config/secrets.ts';
+import { closest } from '../config/suggest.ts';
 
 let installed = false;
 /** Redacts registered secrets from every write to stdout/stderr, including third-party output. */
@@ -30,7 +31,7 @@ export interface OutputOptions {
 
 /** Human log lines on a terminal; JSON lines (pino) otherwise. Always on stderr. */
 export function createLogger(opts: OutputOptions): Logger {
-  const level = opts.debug ? 'debug' : (process.env.SLUICE_LOG_LEVEL ?? 'info');
+  const level = opts.debug ? 'debug' : logLevelFromEnv();
   if (process.stderr.isTTY && !opts.json) {
     const human = new Writable({
       write(chunk, _enc, cb) {
@@ -51,6 +52,22 @@ export function createLogger(opts: OutputOptions): Logger {
     { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime },
     pino.destination({ dest: 2, sync: true }),
   ) as unknown as Logger;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/** SLUICE_LOG_LEVEL, checked: pino would otherwise throw its own internal message. */
+export function logLevelFromEnv(): string {
+  const raw = process.env.SLUICE_LOG_LEVEL;
+  if (raw === undefined || raw === '') return 'info';
+  const level = raw.trim().toLowerCase();
+  if (!LEVELS.includes(level)) {
+    const guess = closest(level, LEVELS);
+    throw new SluiceError(
+      `SLUICE_LOG_LEVEL="${raw}" is not a log level; expected one of: ${LEVELS.join(', ')}${guess ? ` — did you mean "${guess}"?` : ''}`,
+      { kind: 'config', where: 'environment variable SLUICE_LOG_LEVEL' },
+    );
+  }
+  return level;
 }
 
 let progressShown = false;

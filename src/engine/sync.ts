@@ -45,7 +45,8 @@ export interface StreamStats {
   embedding_requests: number;
   embedding_tokens: number;
   embedding_cache_hits: number;
-  /** Dry run only. */
+  /** Dry run only: the chunks the run would write (counted as the run counts chunks_written). */
+  chunks_to_write?: number;
   chunks_to_embed?: number;
   tokens_to_embed?: number;
   estimated_cost_usd?: number | null;
@@ -153,6 +154,15 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const store: StateStore = new FileStateStore(pipeline.stateDir);
 
     if (opts.dryRun) {
+      // What the real run would refuse before writing (an existing table of another vector size).
+      await conn.destination.preflight?.(conn.destinationConfig, ctx, {
+        streams: catalog.streams.map((s) => ({
+          name: s.stream.name,
+          destinationSyncMode: s.destination_sync_mode,
+          primaryKey: s.primary_key ?? [],
+        })),
+        ...embedderShape(embedder),
+      });
       const state = await store.load(name);
       await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
     } else {
@@ -474,21 +484,27 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
 async function dryRun(p: RunParts & { state: SourceState | undefined }) {
   const { embedder, cache, streams } = p;
   for (const s of Object.values(streams)) {
+    s.chunks_to_write = 0;
     s.chunks_to_embed = 0;
     s.tokens_to_embed = 0;
     s.estimated_cost_usd = embedder ? 0 : null;
   }
   const seen = new Set<string>();
   for await (const m of documents(p, p.state)) {
-    if (m.type !== 'DOCUMENT' || !embedder) continue;
+    if (m.type !== 'DOCUMENT') continue;
     const s = streams[m.stream];
+    s.chunks_to_write! += m.chunks.length;
+    if (!embedder) continue;
     const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
     const cached = cache ? await cache.getMany(keys) : [];
     m.chunks.forEach((c, i) => {
-      if (cached[i] || seen.has(keys[i])) {
+      // Like the run: only a cache (paid embedders) gives hits; a text repeated within the run is
+      // paid for once there (the run caches as it goes), a local embedder recomputes it.
+      if (cached[i]) {
         s.embedding_cache_hits++;
         return;
       }
+      if (cache && seen.has(keys[i])) return;
       seen.add(keys[i]);
       s.chunks_to_embed!++;
       s.tokens_to_embed! += embedder.countTokens(c.content);

@@ -77,6 +77,8 @@ export function register(program: Command) {
     .argument('<connector>', 'a built-in name (file, postgres, pgvector, …) or a module path')
     .option('--kind <kind>', 'source or destination, when the name is ambiguous')
     .action(async (name: string, opts: { kind?: 'source' | 'destination' }) => {
+      if (opts.kind !== undefined && opts.kind !== 'source' && opts.kind !== 'destination')
+        throw new SluiceError(`--kind must be "source" or "destination", not "${String(opts.kind)}"`, { kind: 'config' });
       const kinds = opts.kind ? [opts.kind] : (['source', 'destination'] as const);
       const failures: unknown[] = [];
       for (const kind of kinds) {

@@ -80,7 +80,7 @@ function printHuman(summary: SyncSummary) {
       if (summary.dry_run) {
         const cost = s.estimated_cost_usd == null ? 'unknown price' : `$${s.estimated_cost_usd.toFixed(4)}`;
         out.push(
-          `  ${name}: ${s.records_read} records, ${s.chunks_to_embed ?? 0} chunks to embed (${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`,
+          `  ${name}: ${s.records_read} records, ${s.chunks_to_write ?? 0} chunks (${s.chunks_to_embed ?? 0} to embed, ${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`,
         );
       } else {
         out.push(
