@@ -53,10 +53,22 @@ export function register(program: Command) {
             if (c.error.hint) process.stderr.write(`  hint: ${c.error.hint}\n`);
           }
         }
-        const sig = signals.received();
-        if (summary.status !== 'succeeded') throw new ExitCode(sig === 'SIGTERM' ? 143 : sig === 'SIGINT' ? 130 : 1);
+        const code = syncExitCode(summary, { follow: !!opts.follow, signal: signals.received() });
+        if (code) throw new ExitCode(code);
       },
     );
+}
+
+/**
+ * 0 success · 1 a connection failed (including a flush that failed while stopping) · 130/143 a
+ * one-shot run cut short by SIGINT/SIGTERM. `--follow` never ends by itself, so a signal is how it
+ * is meant to stop: after a clean shutdown it is a success (a supervisor must not see a crash).
+ */
+export function syncExitCode(summary: SyncSummary, run: { follow: boolean; signal?: NodeJS.Signals }): number {
+  if (summary.status === 'succeeded') return 0;
+  if (summary.status === 'failed' || !run.signal) return 1;
+  if (run.follow) return 0;
+  return run.signal === 'SIGTERM' ? 143 : 130;
 }
 
 function progressLine(live: Array<[string, Record<string, StreamStats>]>, started: number): string {
