@@ -40,7 +40,7 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof ExitCode) process.exit(err.code);
     if (err instanceof CommanderError) process.exit(err.exitCode);
-    printError(err, { debug });
+    printError(err, { debug, json: argv.includes('--json') });
     process.exit(exitCodeFor(err));
   }
 }

@@ -4,7 +4,7 @@ import pino from 'pino';
 import { Writable } from 'node:stream';
 import type { Logger } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
-import { ConfigError } from '../config/load.ts';
+import { ConfigError, formatPath } from '../config/load.ts';
 import { redact } from '../config/secrets.ts';
 import { closest } from '../config/suggest.ts';
 
@@ -81,9 +81,36 @@ export function clearProgressLine(): void {
   progressShown = false;
 }
 
+/** An error as JSON (for `--json`): what failed, where, what to do; each pipeline-file problem on its own. */
+export function errorJson(err: unknown): Record<string, unknown> {
+  const e = err instanceof SluiceError ? err : undefined;
+  return {
+    status: 'failed',
+    exit_code: exitCodeFor(err),
+    error: {
+      kind: e?.kind ?? 'internal',
+      message: err instanceof ConfigError ? 'invalid pipeline file' : describeUnknown(err),
+      ...(e?.where ? { where: e.where } : {}),
+      ...(e?.hint ? { hint: e.hint } : {}),
+      ...(err instanceof ConfigError
+        ? {
+            file: err.file,
+            problems: err.problems.map((p) => ({
+              ...(p.line ? { line: p.line } : {}),
+              path: formatPath(p.path),
+              message: p.message,
+            })),
+          }
+        : {}),
+    },
+  };
+}
+
 /** Prints an error the way a person wants it: what failed, where, what to do. Stack only with --debug. */
 export function printError(err: unknown, opts: OutputOptions): void {
   clearProgressLine();
+  // With --json a program reads stdout: it gets the error as an object there (people still see stderr).
+  if (opts.json) printJson(errorJson(err));
   if (err instanceof ConfigError) {
     process.stderr.write(
       `error: invalid pipeline file\n${err.message

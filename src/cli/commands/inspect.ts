@@ -15,8 +15,22 @@ export function register(program: Command) {
     .command('validate')
     .description('Check a pipeline file (YAML, variables, connector configs) without connecting anywhere')
     .argument('<pipeline>', 'pipeline YAML file')
-    .action(async (file: string) => {
+    .option('--json', 'print JSON (errors too, as { status: "failed", error })')
+    .action(async (file: string, opts: { json?: boolean }) => {
       const p = await loadPipeline(file);
+      if (opts.json) {
+        printJson({
+          status: 'valid',
+          file,
+          connections: p.connections.map((c) => ({
+            name: c.config.name,
+            source: c.config.source.type,
+            destination: c.config.destination.type,
+            ...(c.config.streams ? { streams: c.config.streams.map((s) => s.name) } : {}),
+          })),
+        });
+        return;
+      }
       process.stdout.write(
         `${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`,
       );

@@ -3,6 +3,7 @@ import { loadPipeline } from '../../config/load.ts';
 import { connectorContext } from '../../engine/sync.ts';
 import { FileStateStore } from '../../state/index.ts';
 import { createLogger, printJson } from '../output.ts';
+import { renderStates } from '../render.ts';
 import { pickConnection } from './shared.ts';
 
 export function register(program: Command) {
@@ -11,13 +12,15 @@ export function register(program: Command) {
     .command('show')
     .argument('<pipeline>', 'pipeline YAML file')
     .option('-c, --connection <name>', 'only this connection')
-    .action(async (file: string, opts: { connection?: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { connection?: string; json?: boolean }) => {
       const pipeline = await loadPipeline(file);
       const store = new FileStateStore(pipeline.stateDir);
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const out: Record<string, unknown> = {};
       for (const c of conns) out[c.config.name] = (await store.load(c.config.name)) ?? null;
-      printJson(out);
+      if (opts.json) printJson(out);
+      else process.stdout.write(renderStates(out as Parameters<typeof renderStates>[0]));
     });
   state
     .command('reset')
