@@ -32,14 +32,13 @@ export interface OutputOptions {
 /** Human log lines on a terminal; JSON lines (pino) otherwise. Always on stderr. */
 export function createLogger(opts: OutputOptions): Logger {
   const level = opts.debug ? 'debug' : logLevelFromEnv();
-  if (process.stderr.isTTY && !opts.json) {
+  if (humanLogs(opts)) {
     const human = new Writable({
       write(chunk, _enc, cb) {
         try {
-          const rec = JSON.parse(String(chunk)) as { level: number; msg?: string; err?: string; hint?: string };
-          const tag = rec.level >= 50 ? 'error' : rec.level >= 40 ? 'warn' : rec.level >= 30 ? 'info' : 'debug';
+          const rec = JSON.parse(String(chunk)) as Record<string, unknown>;
           clearProgressLine();
-          process.stderr.write(`${tag}: ${rec.msg ?? ''}${rec.hint ? `\n  hint: ${rec.hint}` : ''}\n`);
+          process.stderr.write(humanLogLine(rec));
         } catch {
           process.stderr.write(String(chunk));
         }
@@ -70,15 +69,40 @@ export function logLevelFromEnv(): string {
   return level;
 }
 
-let progressShown = false;
-export function showProgress(line: string): void {
+/** Whether log lines go to a person (human lines on a terminal) rather than JSON lines. */
+export function humanLogs(opts: OutputOptions): boolean {
+  return !!process.stderr.isTTY && !opts.json;
+}
+
+let progressLines = 0;
+/** Erases the progress lines drawn last (cursor back to the start of the first one). */
+const eraseProgress = () => (progressLines ? '\r\x1b[2K' + '\x1b[1A\x1b[2K'.repeat(progressLines - 1) : '');
+/** Redraws the progress block (one line per stream; lines must fit the terminal width). */
+export function showProgress(lines: string | string[]): void {
   if (!process.stderr.isTTY) return;
-  process.stderr.write(`\r\x1b[2K${line}`);
-  progressShown = true;
+  const list = typeof lines === 'string' ? [lines] : lines;
+  process.stderr.write(eraseProgress() + list.join('\n'));
+  progressLines = list.length;
 }
 export function clearProgressLine(): void {
-  if (progressShown) process.stderr.write('\r\x1b[2K');
-  progressShown = false;
+  if (progressLines) process.stderr.write(eraseProgress());
+  progressLines = 0;
+}
+
+const LOG_RECORD_KEYS = new Set(['level', 'time', 'msg', 'hint', 'err', 'where']);
+/** A pino record as a person reads it: "info: built vector index (stream docs, index hnsw)". */
+export function humanLogLine(rec: Record<string, unknown>): string {
+  const level = Number(rec.level);
+  const tag = level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug';
+  const msg = String(rec.msg ?? '');
+  const fields = Object.entries(rec)
+    .filter(([k, v]) => !LOG_RECORD_KEYS.has(k) && v !== undefined && v !== null && typeof v !== 'object')
+    .map(([k, v]) => `${k} ${String(v)}`);
+  const err = typeof rec.err === 'string' && !msg.includes(rec.err) ? `: ${rec.err}` : '';
+  let line = `${tag}: ${msg}${err}${fields.length ? ` (${fields.join(', ')})` : ''}\n`;
+  if (rec.where) line += `  where: ${String(rec.where)}\n`;
+  if (rec.hint) line += `  hint: ${String(rec.hint)}\n`;
+  return line;
 }
 
 /** An error as JSON (for `--json`): what failed, where, what to do; each pipeline-file problem on its own. */

@@ -45,6 +45,8 @@ export interface StreamStats {
   embedding_requests: number;
   embedding_tokens: number;
   embedding_cache_hits: number;
+  /** The source's estimate of the records this run reads (Airbyte TRACE ESTIMATE), when it sent one. */
+  records_estimated?: number;
   /** Dry run only: the chunks the run would write (counted as the run counts chunks_written). */
   chunks_to_write?: number;
   chunks_to_embed?: number;
@@ -362,6 +364,9 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
           const stream = m.trace.stream_status.stream_descriptor.name;
           if (byName.has(stream)) yield* complete(stream);
+        } else if (m.trace.type === 'ESTIMATE' && m.trace.estimate?.row_estimate != null) {
+          const s = streams[m.trace.estimate.name];
+          if (s) s.records_estimated = m.trace.estimate.row_estimate;
         } else if (m.trace.type === 'ERROR' && m.trace.error) {
           const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
           throw new SluiceError(m.trace.error.message, {

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { loadPipeline } from '../../config/load.ts';
-import { runSync, type StreamStats, type SyncSummary } from '../../engine/sync.ts';
+import { runSync, type SyncSummary } from '../../engine/sync.ts';
 import { ExitCode } from '../main.ts';
-import { clearProgressLine, createLogger, printJson, showProgress } from '../output.ts';
+import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
+import { ProgressView, type LiveConnection } from '../progress.ts';
 import { abortOnSignals } from './shared.ts';
 
 export function register(program: Command) {
@@ -25,9 +26,13 @@ export function register(program: Command) {
         const logger = createLogger({ json: opts.json, debug });
         const pipeline = await loadPipeline(file);
         const signals = abortOnSignals();
-        const live: Array<[string, Record<string, StreamStats>]> = [];
-        const started = Date.now();
-        const ticker = process.stderr.isTTY ? setInterval(() => showProgress(progressLine(live, started)), 500) : undefined;
+        const live: LiveConnection[] = [];
+        const view = new ProgressView();
+        const tick = () => {
+          view.sample(live.slice(-1), Date.now());
+          showProgress(view.render(live.slice(-1), process.stderr.columns || 80));
+        };
+        const ticker = process.stderr.isTTY ? setInterval(tick, 500) : undefined;
         let summary: SyncSummary;
         try {
           summary = await runSync(pipeline, {
@@ -37,7 +42,12 @@ export function register(program: Command) {
             follow: opts.follow,
             signal: signals.signal,
             logger,
-            onConnectionStart: (name, streams) => live.push([name, streams]),
+            onConnectionStart: (name, streams) =>
+              live.push({
+                name,
+                streams,
+                localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
+              }),
           });
         } finally {
           if (ticker) clearInterval(ticker);
@@ -45,9 +55,10 @@ export function register(program: Command) {
           signals.dispose();
         }
         if (opts.json) printJson(summary);
-        else printHuman(summary);
+        else printHuman(summary, new Set(live.filter((c) => c.localEmbedder).map((c) => c.name)));
+        // On a terminal the failure was already shown as a log line (with where and hint): once is enough.
         for (const c of summary.connections) {
-          if (c.error && !opts.json) {
+          if (c.error && !opts.json && !humanLogs(opts)) {
             process.stderr.write(`error: connection ${c.name}: ${c.error.message}\n`);
             if (c.error.where) process.stderr.write(`  where: ${c.error.where}\n`);
             if (c.error.hint) process.stderr.write(`  hint: ${c.error.hint}\n`);
@@ -71,20 +82,7 @@ export function syncExitCode(summary: SyncSummary, run: { follow: boolean; signa
   return run.signal === 'SIGTERM' ? 143 : 130;
 }
 
-function progressLine(live: Array<[string, Record<string, StreamStats>]>, started: number): string {
-  const secs = Math.max(0.001, (Date.now() - started) / 1000);
-  const parts: string[] = [];
-  for (const [conn, streams] of live.slice(-1)) {
-    for (const [name, s] of Object.entries(streams)) {
-      parts.push(
-        `${conn}/${name}: ${s.records_read} read (${Math.round(s.records_read / secs)}/s), ${s.chunks_written} chunks written, ${s.embedding_requests} embed req`,
-      );
-    }
-  }
-  return parts.join(' · ');
-}
-
-function printHuman(summary: SyncSummary) {
+function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
   const out: string[] = [];
   for (const c of summary.connections) {
     out.push(`${c.name}: ${c.status} in ${(c.duration_ms / 1000).toFixed(1)}s`);
@@ -97,7 +95,11 @@ function printHuman(summary: SyncSummary) {
       } else {
         out.push(
           `  ${name}: ${s.records_read} read, ${s.records_written} written, ${s.records_deleted} deleted, ${s.records_skipped} skipped; ` +
-            `chunks ${s.chunks_written} written / ${s.chunks_deleted} removed; embeddings ${s.embedding_requests} requests, ${s.embedding_tokens} tokens, ${s.embedding_cache_hits} cached`,
+            `chunks ${s.chunks_written} written / ${s.chunks_deleted} removed; ` +
+            // A local embedder (hash) sends no requests and keeps no cache.
+            (localEmbedders.has(c.name)
+              ? `embedded locally (${s.embedding_tokens} tokens)`
+              : `embeddings ${s.embedding_requests} requests, ${s.embedding_tokens} tokens, ${s.embedding_cache_hits} cached`),
         );
       }
     }
