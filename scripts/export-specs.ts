@@ -3,9 +3,10 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PipelineSchema } from '../src/config/schema.ts';
 import { availableBuiltins, loadConnector } from '../src/engine/registry.ts';
-import { configJsonSchema, connectorSpecification } from '../src/protocol/spec.ts';
+import type { Connector } from '../src/protocol/connector.ts';
+import { connectorSpecification } from '../src/protocol/spec.ts';
+import { pipelineJsonSchema } from './pipeline-schema.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = join(root, 'specs');
@@ -13,17 +14,15 @@ const check = process.argv.includes('--check');
 
 const wanted = new Map<string, string>();
 const put = (name: string, value: unknown) => wanted.set(name, JSON.stringify(value, null, 2) + '\n');
-put('pipeline.schema.json', {
-  $id: 'https://sluice.dev/schemas/pipeline.json',
-  title: 'sluice pipeline file',
-  ...configJsonSchema(PipelineSchema),
-});
+const builtins = { source: new Map<string, Connector>(), destination: new Map<string, Connector>() };
 for (const kind of ['source', 'destination'] as const) {
   for (const name of availableBuiltins(kind)) {
     const c = await loadConnector(kind, name, root);
+    builtins[kind].set(name, c);
     put(`${kind}-${name}.spec.json`, connectorSpecification(c));
   }
 }
+put('pipeline.schema.json', pipelineJsonSchema(builtins));
 
 if (check) {
   const stale: string[] = [];

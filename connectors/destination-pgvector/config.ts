@@ -1,5 +1,6 @@
 // The `destination:` block for `type: pgvector`.
 import { z } from 'zod';
+import { connectionUrlProblem } from '../../src/cdk/url.ts';
 
 const HnswSchema = z.strictObject({
   m: z.number().int().min(2).max(100).default(16).describe('Max connections per layer (pgvector default 16).'),
@@ -21,6 +22,10 @@ export const PgvectorConfigSchema = z
     url: z
       .string()
       .min(1)
+      .superRefine((url, ctx) => {
+        const problem = connectionUrlProblem(url);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
       .optional()
       .meta({ secret: true })
       .describe('PostgreSQL connection URL (postgres://user:password@host:5432/db). The server needs the pgvector extension.'),

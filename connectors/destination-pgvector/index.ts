@@ -7,6 +7,7 @@ import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
 import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
+import { preflight } from './preflight.ts';
 
 export type { PgvectorConfig } from './config.ts';
 
@@ -158,6 +159,10 @@ const destination: Destination<PgvectorConfig> = {
   describeState(config) {
     const where = config.embedded ? `embedded PGlite in ${config.embedded}` : describeUrl(config.url!);
     return `table ${config.schema}.${STATE_TABLE} in ${where}`;
+  },
+
+  preflight(config, ctx, options) {
+    return preflight(config, ctx, options);
   },
 
   async search(config, ctx, query): Promise<SearchHit[]> {

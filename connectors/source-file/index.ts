@@ -2,7 +2,7 @@
 // Text files are one document each (id = relative path); data files give one record per
 // line/row/element (id from the stream's primary_key). Incremental by modification time with
 // ties broken by path; files that disappeared since the last run are reported as deletions.
-import { closeSync, createReadStream, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve, sep } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -78,8 +78,33 @@ export class LocalIo {
   }
 }
 
-const streamName = (config: FileSourceConfig, ctx: ConnectorContext) =>
-  config.stream ?? (basename(resolve(ctx.baseDir, config.path)).replace(/\.[^.]+$/, '') || 'files');
+const streamName = (config: FileSourceConfig, ctx: ConnectorContext) => {
+  if (config.stream !== undefined) return config.stream;
+  const derived = basename(resolve(ctx.baseDir, config.path)).replace(/\.[^.]+$/, '') || 'files';
+  // A name that is not valid UTF-8 (latin1 "caf\xe9") decodes with U+FFFD, which would end up in
+  // table and collection names: refuse and ask for an explicit name instead.
+  if (derived.includes('\uFFFD'))
+    throw new SluiceError(`cannot derive a stream name from "${derived}": the name is not valid UTF-8`, {
+      kind: 'config',
+      where: 'source.config.path',
+      hint: 'set source.config.stream to a name (e.g. stream: docs), or rename it to UTF-8 (convmv -f latin1 -t utf8)',
+    });
+  return derived;
+};
+
+/** Names that are not valid UTF-8 cannot be opened by their decoded name (U+FFFD): never skip them silently. */
+function refuseUndecodableNames(root: string, names: string[]): void {
+  const bad = names.filter((n) => n.includes('\uFFFD') && !existsSync(join(root, n)));
+  if (!bad.length) return;
+  throw new SluiceError(
+    `${bad.length} file name${bad.length === 1 ? ' is' : 's are'} not valid UTF-8 and cannot be read: ${bad.slice(0, 3).join(', ')}${bad.length > 3 ? ', …' : ''}`,
+    {
+      kind: 'config',
+      where: 'source.config.path',
+      hint: 'rename them to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r <dir>), or leave them out with exclude:',
+    },
+  );
+}
 
 interface Listing {
   files: FileEntry[];
@@ -154,13 +179,12 @@ async function listNames(config: FileSourceConfig, ctx: ConnectorContext): Promi
           dot: false,
           followSymbolicLinks: false,
         });
-  return {
-    root,
-    names: names.filter((name) => {
-      const ext = extname(name).toLowerCase();
-      return TEXT_EXT.has(ext) || DATA_EXT.has(ext);
-    }),
-  };
+  const supported = names.filter((name) => {
+    const ext = extname(name).toLowerCase();
+    return TEXT_EXT.has(ext) || DATA_EXT.has(ext);
+  });
+  refuseUndecodableNames(root, supported);
+  return { root, names: supported };
 }
 
 async function listFiles(config: FileSourceConfig, ctx: ConnectorContext, io = new LocalIo()): Promise<Listing> {

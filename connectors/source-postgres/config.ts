@@ -4,8 +4,13 @@ import { isAbsolute, resolve } from 'node:path';
 import type { ClientConfig } from 'pg';
 import { z } from 'zod';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { connectionUrlProblem } from '../../src/cdk/url.ts';
 
 const secret = () => z.string().meta({ secret: true });
+const checkConnectionUrl = (url: string, ctx: z.RefinementCtx) => {
+  const problem = connectionUrlProblem(url);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+};
 
 // A non-negative interval the server will accept: "<number> <unit>" pairs ("1 hour 30 minutes",
 // "5 min"), a time "HH:MM[:SS]", or ISO 8601 ("PT5M"). Checked at validate time, so a typo fails
@@ -26,7 +31,12 @@ const CustomStreamSchema = z.strictObject({
 
 export const PostgresSourceConfigSchema = z
   .strictObject({
-    url: secret().optional().describe('Connection URL postgres://user:password@host:port/db (alternative to host/port/…)'),
+    url: z
+      .string()
+      .superRefine(checkConnectionUrl)
+      .meta({ secret: true })
+      .optional()
+      .describe('Connection URL postgres://user:password@host:port/db (alternative to host/port/…)'),
     host: z.string().optional().describe('Server host'),
     port: z.number().int().positive().optional().describe('Server port (default 5432)'),
     database: z.string().optional().describe('Database name'),

@@ -10,6 +10,7 @@ export { fetchJson, paginate, nextLink, withQuery, HttpStatusError } from './htt
 export type { HttpRequestOptions, HttpResponse, PaginateOptions, Pagination, QueryValue } from './http.ts';
 export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
 export { validateConnectorModule } from './validate.ts';
+export { connectionUrlProblem } from './url.ts';
 // The contract and helpers a connector needs, so one import is enough.
 export { z } from 'zod';
 export { message, CDC_DELETED_AT } from '../protocol/messages.ts';

@@ -1,7 +1,7 @@
 // `sluice init connector`: writes a working, documented connector skeleton, its conformance test
 // and an example pipeline into a project. The generated code imports only 'sluice/cdk' and
 // 'sluice/testing', exactly what a project with sluice installed can import.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { SluiceError } from '../protocol/errors.ts';
@@ -35,6 +35,18 @@ export async function scaffoldConnector(opts: ScaffoldOptions): Promise<Scaffold
     throw new SluiceError(`--kind must be source or destination, not "${String(opts.kind)}"`, { kind: 'config' });
   }
   const root = resolve(opts.dir ?? '.');
+  // A --dir that is a file (or below one) would fail half-way with ENOTDIR; say so up front.
+  for (let d = root; ; d = dirname(d)) {
+    if (existsSync(d)) {
+      if (!statSync(d).isDirectory())
+        throw new SluiceError(`--dir ${opts.dir ?? '.'} is not a directory (${d} is a file)`, {
+          kind: 'config',
+          hint: 'pass a project directory (it is created if it does not exist)',
+        });
+      break;
+    }
+    if (dirname(d) === d) break;
+  }
   const connector = join(root, 'connectors', `${opts.name}.ts`);
   const test = join(root, 'connectors', `${opts.name}.test.ts`);
   const pipeline = join(root, `${opts.name}.pipeline.yaml`);
@@ -58,8 +70,15 @@ export async function scaffoldConnector(opts: ScaffoldOptions): Promise<Scaffold
     });
   }
   for (const [file, text] of contents) {
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, text);
+    try {
+      await mkdir(dirname(file), { recursive: true });
+      await writeFile(file, text);
+    } catch (err) {
+      throw new SluiceError(`cannot write ${relative(process.cwd(), file) || file}: ${(err as Error).message}`, {
+        kind: 'config',
+        hint: 'check that the --dir directory is writable',
+      });
+    }
   }
   return { files: contents.map(([f]) => f), connector, test, pipeline };
 }

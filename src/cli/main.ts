@@ -25,9 +25,10 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${VERSION}\n`);
     return;
   }
-  const [{ Command, CommanderError }, { exitCodeFor, installRedaction, printError }] = await Promise.all([
+  const [{ Command, CommanderError }, { exitCodeFor, installRedaction, printError }, { rejectEmptyOptions }] = await Promise.all([
     import('commander'),
     import('./output.ts'),
+    import('./commands/shared.ts'),
   ]);
   installRedaction();
   const debug = argv.includes('--debug');
@@ -36,7 +37,8 @@ export async function main(argv: string[]): Promise<void> {
     .version(VERSION)
     .option('--debug', 'show stack traces and debug logs')
     .showHelpAfterError('(run `sluice --help` for usage)')
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', rejectEmptyOptions);
   for (const name of COMMANDS) {
     const file = join(HERE, 'commands', `${name}${MODULE_EXT}`);
     if (!existsSync(file)) continue;
@@ -49,7 +51,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof ExitCode) process.exit(err.code);
     // --help and --version end with 0; any other commander error is a usage error (exit 2).
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-    printError(err, { debug });
+    printError(err, { debug, json: argv.includes('--json') });
     process.exit(exitCodeFor(err));
   }
 }

@@ -11,6 +11,7 @@ import { loadConnector } from '../engine/registry.ts';
 import { PipelineSchema, type ConnectionConfig, type PipelineConfig } from './schema.ts';
 import { looksSecret, registerSecret, registerUrlPassword } from './secrets.ts';
 import { closest } from './suggest.ts';
+import { toJsChecked } from './yaml-aliases.ts';
 
 export interface ConfigProblem {
   path: (string | number)[];
@@ -58,8 +59,9 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   const abs = resolve(file);
   let text: string;
   try {
-    text = await readFile(abs, 'utf8');
+    text = decodeUtf8(file, await readFile(abs));
   } catch (err) {
+    if (err instanceof SluiceError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     throw new SluiceError(
       code === 'ENOENT' ? `pipeline file not found: ${file}` : `cannot read pipeline file ${file}: ${(err as Error).message}`,
@@ -93,7 +95,13 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   const interpolationProblems = interpolate(doc, refs, env, lineOf);
   if (interpolationProblems.length) throw new ConfigError(file, interpolationProblems);
 
-  const raw = doc.toJS() as unknown;
+  const js = toJsChecked(doc, lines);
+  if ('problems' in js)
+    throw new ConfigError(
+      file,
+      js.problems.map((p) => ({ path: [], ...p })),
+    );
+  const raw = js.value;
   if (raw === null || typeof raw !== 'object') {
     throw new ConfigError(file, [{ path: [], message: 'expected a mapping with `version: 1` and `connections:`' }]);
   }
@@ -131,6 +139,23 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   }
   if (problems.length) throw new ConfigError(file, problems);
   return { file, baseDir, config, stateDir: resolve(baseDir, config.state.path), connections, lineOf };
+}
+
+/** The file's text; a file in another encoding (latin1 "café") would silently turn into "caf\uFFFD" names. */
+function decodeUtf8(file: string, bytes: Buffer): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    const text = bytes.toString('utf8');
+    const line = text.slice(0, text.indexOf('\uFFFD')).split('\n').length;
+    throw new ConfigError(file, [
+      {
+        path: [],
+        line,
+        message: 'the file is not valid UTF-8 (saved as latin1/Windows-1252?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8',
+      },
+    ]);
+  }
 }
 
 async function loadRef(

@@ -46,7 +46,10 @@ export interface StreamStats {
   embedding_requests: number;
   embedding_tokens: number;
   embedding_cache_hits: number;
-  /** Dry run only. */
+  /** The source's estimate of the records this run reads (Airbyte TRACE ESTIMATE), when it sent one. */
+  records_estimated?: number;
+  /** Dry run only: the chunks the run would write (counted as the run counts chunks_written). */
+  chunks_to_write?: number;
   chunks_to_embed?: number;
   tokens_to_embed?: number;
   estimated_cost_usd?: number | null;
@@ -161,6 +164,15 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const store: StateStore = new FileStateStore(pipeline.stateDir);
 
     if (opts.dryRun) {
+      // What the real run would refuse before writing (an existing table of another vector size).
+      await conn.destination.preflight?.(conn.destinationConfig, ctx, {
+        streams: catalog.streams.map((s) => ({
+          name: s.stream.name,
+          destinationSyncMode: s.destination_sync_mode,
+          primaryKey: s.primary_key ?? [],
+        })),
+        ...embedderShape(embedder),
+      });
       const state = await store.load(name);
       await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
     } else {
@@ -409,6 +421,9 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
           const stream = m.trace.stream_status.stream_descriptor.name;
           if (byName.has(stream)) yield* complete(stream);
+        } else if (m.trace.type === 'ESTIMATE' && m.trace.estimate?.row_estimate != null) {
+          const s = streams[m.trace.estimate.name];
+          if (s) s.records_estimated = m.trace.estimate.row_estimate;
         } else if (m.trace.type === 'ERROR' && m.trace.error) {
           const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
           throw new SluiceError(m.trace.error.message, {
@@ -531,21 +546,27 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
 async function dryRun(p: RunParts & { state: SourceState | undefined }) {
   const { embedder, cache, streams } = p;
   for (const s of Object.values(streams)) {
+    s.chunks_to_write = 0;
     s.chunks_to_embed = 0;
     s.tokens_to_embed = 0;
     s.estimated_cost_usd = embedder ? 0 : null;
   }
   const seen = new Set<string>();
   for await (const m of documents(p, p.state)) {
-    if (m.type !== 'DOCUMENT' || !embedder) continue;
+    if (m.type !== 'DOCUMENT') continue;
     const s = streams[m.stream];
+    s.chunks_to_write! += m.chunks.length;
+    if (!embedder) continue;
     const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
     const cached = cache ? await cache.getMany(keys) : [];
     m.chunks.forEach((c, i) => {
-      if (cached[i] || seen.has(keys[i])) {
+      // Like the run: only a cache (paid embedders) gives hits; a text repeated within the run is
+      // paid for once there (the run caches as it goes), a local embedder recomputes it.
+      if (cached[i]) {
         s.embedding_cache_hits++;
         return;
       }
+      if (cache && seen.has(keys[i])) return;
       seen.add(keys[i]);
       s.chunks_to_embed!++;
       s.tokens_to_embed! += embedder.countTokens(c.content);

@@ -200,6 +200,11 @@ export interface Destination<C = any> {
   /** `options` carries what the pipeline knows (the embedder's vector size) so check can compare it. */
   check(config: C, ctx: ConnectorContext, options?: Pick<OpenOptions, 'dimensions' | 'embedderName'>): Promise<CheckResult>;
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
+  /**
+   * Throws what `open` would refuse (e.g. an existing table of another vector size) without changing
+   * anything; `sluice sync --dry-run` calls it so a dry run fails where the real run would.
+   */
+  preflight?(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<void>;
   /** Nearest chunks to a query vector (`sluice search`). */
   search?(config: C, ctx: ConnectorContext, query: { vector: Float32Array; topK: number; streams: string[] }): Promise<SearchHit[]>;
   /**

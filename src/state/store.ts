@@ -35,15 +35,18 @@ export class FileStateStore implements StateStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw new SluiceError(`cannot read state file ${this.file(connection)}: ${(err as Error).message}`, { kind: 'config' });
     }
+    const hint = `inspect it, or start over with: sluice state reset <pipeline> --connection ${connection}`;
+    let parsed: unknown;
     try {
-      const parsed = JSON.parse(text) as { version?: number; state?: SourceState };
-      return parsed.state;
-    } catch {
-      throw new SluiceError(`state file ${this.file(connection)} is not valid JSON`, {
-        kind: 'config',
-        hint: `inspect it, or start over with: sluice state reset <pipeline> --connection ${connection}`,
-      });
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new SluiceError(`state file ${this.file(connection)} is not valid JSON (${(err as Error).message})`, { kind: 'config', hint });
     }
+    // A wrong shape must not read as "no state" (that would silently re-read everything).
+    const problem = stateFileProblem(parsed);
+    if (problem)
+      throw new SluiceError(`state file ${this.file(connection)} is not a sluice state file: ${problem}`, { kind: 'config', hint });
+    return (parsed as { state: SourceState }).state;
   }
 
   async update(connection: string, fn: (stored: SourceState | undefined) => SourceState): Promise<SourceState> {
@@ -103,6 +106,18 @@ export class FileStateStore implements StateStore {
       await rm(lock, { force: true });
     }
   }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** What is wrong with the shape of a parsed state file ({ version, connection, state: { streams, shared? } }), if anything. */
+export function stateFileProblem(parsed: unknown): string | undefined {
+  const kind = (v: unknown) => (Array.isArray(v) ? 'a list' : v === null ? 'null' : typeof v);
+  if (!isObject(parsed)) return `expected an object with "state", found ${kind(parsed)}`;
+  if (!isObject(parsed.state)) return `"state" should be an object, found ${kind(parsed.state)}`;
+  if (!isObject(parsed.state.streams)) return `"state.streams" should be an object, found ${kind(parsed.state.streams)}`;
+  for (const [name, value] of Object.entries(parsed.state.streams))
+    if (!isObject(value)) return `"state.streams.${name}" should be an object, found ${kind(value)}`;
+  return undefined;
 }
 
 /** Write to a temp file, fsync it, rename over the target, fsync the directory. */

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { connectorContext } from '../../engine/sync.ts';
 import { SluiceError } from '../../protocol/errors.ts';
 import { createLogger, printJson } from '../output.ts';
+import { renderReport } from '../render.ts';
 import { pipelineAndConnection } from './shared.ts';
 
 export function register(program: Command) {
@@ -24,6 +25,6 @@ export function register(program: Command) {
         conn.config.streams?.map((s) => s.name) ?? (await conn.source.discover(conn.sourceConfig, ctx)).streams.map((s) => s.name);
       const report = await conn.destination.maintain(conn.destinationConfig, ctx, { reindex: !!opts.reindex, streams });
       if (opts.json) printJson(report);
-      else process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      else process.stdout.write(renderReport(report));
     });
 }

@@ -17,7 +17,8 @@ export function register(program: Command) {
     .command('validate')
     .description('Check a pipeline file (YAML, variables, connector configs) without connecting anywhere')
     .argument('<pipeline>', 'pipeline YAML file')
-    .action(async (file: string) => {
+    .option('--json', 'print JSON (errors too, as { status: "failed", error })')
+    .action(async (file: string, opts: { json?: boolean }) => {
       const p = await loadPipeline(file);
       // Sources that discover without connecting (local files) have their field names checked now;
       // the others are checked by `check` and before every sync.
@@ -32,6 +33,19 @@ export function register(program: Command) {
           file,
           problems.map((pr) => ({ ...pr, line: p.lineOf?.(pr.path) })),
         );
+      if (opts.json) {
+        printJson({
+          status: 'valid',
+          file,
+          connections: p.connections.map((c) => ({
+            name: c.config.name,
+            source: c.config.source.type,
+            destination: c.config.destination.type,
+            ...(c.config.streams ? { streams: c.config.streams.map((s) => s.name) } : {}),
+          })),
+        });
+        return;
+      }
       process.stdout.write(
         `${file}: valid (${p.connections.length} connection${p.connections.length === 1 ? '' : 's'}: ${p.connections.map((c) => c.config.name).join(', ')})\n`,
       );
@@ -109,6 +123,8 @@ export function register(program: Command) {
         printJson({ type: 'SPEC', spec: mod.manifestSpecification(name) });
         return;
       }
+      if (opts.kind !== undefined && opts.kind !== 'source' && opts.kind !== 'destination')
+        throw new SluiceError(`--kind must be "source" or "destination", not "${String(opts.kind)}"`, { kind: 'config' });
       const kinds = opts.kind ? [opts.kind] : (['source', 'destination'] as const);
       const failures: unknown[] = [];
       for (const kind of kinds) {

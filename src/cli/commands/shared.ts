@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import type { LoadedConnection, LoadedPipeline } from '../../config/load.ts';
 import { loadPipeline } from '../../config/load.ts';
 import { SluiceError } from '../../protocol/errors.ts';
@@ -52,4 +53,21 @@ export function abortOnSignals(): { signal: AbortSignal; received: () => NodeJS.
       process.off('SIGTERM', handler);
     },
   };
+}
+
+/**
+ * Runs before every command action: an option given an empty value (`--connection ""`, often an
+ * unset shell variable) is refused instead of reading as "not given" (which would run everything).
+ */
+export function rejectEmptyOptions(_program: Command, action: Command): void {
+  for (const [key, value] of Object.entries(action.opts())) {
+    const values = Array.isArray(value) ? value : [value];
+    if (values.some((v) => typeof v === 'string' && v.trim() === '')) {
+      const flag = action.options.find((o) => o.attributeName() === key)?.long ?? key;
+      throw new SluiceError(`${flag} was given an empty value`, {
+        kind: 'config',
+        hint: `pass a name (${flag} NAME), or leave the option out; an unset shell variable expands to ""`,
+      });
+    }
+  }
 }

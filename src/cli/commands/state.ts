@@ -6,6 +6,7 @@ import { connectorContext } from '../../engine/sync.ts';
 import { SluiceError } from '../../protocol/errors.ts';
 import { effectiveState, stateLocations, stateStoreFor } from '../../state/locations.ts';
 import { createLogger, printJson } from '../output.ts';
+import { renderStates } from '../render.ts';
 import { pickConnection } from './shared.ts';
 
 async function locationsOf(pipeline: LoadedPipeline, conn: LoadedConnection) {
@@ -20,7 +21,8 @@ export function register(program: Command) {
     .description('Print the state each connection will start from (the destination copy when the destination keeps one)')
     .argument('<pipeline>', 'pipeline YAML file')
     .option('-c, --connection <name>', 'only this connection')
-    .action(async (file: string, opts: { connection?: string }) => {
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { connection?: string; json?: boolean }) => {
       const pipeline = await loadPipeline(file);
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const out: Record<string, unknown> = {};
@@ -29,7 +31,8 @@ export function register(program: Command) {
         out[c.config.name] = state ?? null;
         if (from) process.stderr.write(`${c.config.name}: state kept by ${from}\n`);
       }
-      printJson(out);
+      if (opts.json) printJson(out);
+      else process.stdout.write(renderStates(out as Parameters<typeof renderStates>[0]));
     });
   state
     .command('reset')
