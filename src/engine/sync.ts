@@ -5,7 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
-import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
+import { createEmbedder, embeddingCacheKey, estimateCostUsd } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
@@ -17,7 +17,7 @@ import {
   type ConfiguredStream,
   type StateMessage,
 } from '../protocol/messages.ts';
-import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
+import { applyStateMessage, mergeConnectionState, openCacheFor, openStateStore, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
@@ -138,6 +138,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   const summary: ConnectionSummary = { name, status: 'succeeded', duration_ms: 0, states_committed: 0, streams };
   let embedder: Embedder | undefined;
   let cache: EmbeddingCache | undefined;
+  let store: StateStore | undefined;
   try {
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
@@ -149,8 +150,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
 
     embedder = embedderFor(conn, logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    if (embedder && !embedder.local) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
-    const store: StateStore = new FileStateStore(pipeline.stateDir);
+    store = openStateStore(pipeline);
+    if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
 
     if (opts.dryRun) {
       const state = await store.load(name);
@@ -168,6 +169,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
     await cache?.close().catch(() => undefined);
+    await store?.close?.().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
   }
   const elapsed = Date.now() - started;

@@ -16,6 +16,8 @@ export interface StateStore {
   /** Removes the state of the whole connection, or of some streams. */
   reset(connection: string, streams?: string[]): Promise<void>;
   list(): Promise<string[]>;
+  /** Releases connections (database-backed stores). */
+  close?(): Promise<void>;
 }
 
 const safeName = (connection: string) => encodeURIComponent(connection);
