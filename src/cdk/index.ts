@@ -31,6 +31,7 @@ export type {
   DestinationStream,
   DestinationWriter,
   OpenOptions,
+  ShardContext,
   Source,
   SourceState,
 } from '../protocol/connector.ts';

@@ -20,6 +20,7 @@ import {
 import { applyStateMessage, mergeConnectionState, openCacheFor, openStateStore, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
+import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 
 export interface SyncOptions {
@@ -30,6 +31,8 @@ export interface SyncOptions {
   follow?: boolean;
   signal: AbortSignal;
   logger: Logger;
+  /** This process is one worker of a sharded run (`--shard I/N`); see ./shard.ts. */
+  shard?: ShardSpec;
   /** Receives the live per-stream counters of each connection as it starts (for progress output). */
   onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
 }
@@ -56,6 +59,8 @@ export interface ConnectionSummary {
   name: string;
   status: 'succeeded' | 'failed' | 'interrupted';
   error?: { message: string; hint?: string; where?: string };
+  /** `I/N` when this run was one worker of a sharded run. */
+  shard?: string;
   duration_ms: number;
   states_committed: number;
   streams: Record<string, StreamStats>;
@@ -135,7 +140,14 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   const name = conn.config.name;
   const logger = opts.logger;
   const streams: Record<string, StreamStats> = {};
-  const summary: ConnectionSummary = { name, status: 'succeeded', duration_ms: 0, states_committed: 0, streams };
+  const summary: ConnectionSummary = {
+    name,
+    status: 'succeeded',
+    ...(opts.shard ? { shard: `${opts.shard.index}/${opts.shard.count}` } : {}),
+    duration_ms: 0,
+    states_committed: 0,
+    streams,
+  };
   let embedder: Embedder | undefined;
   let cache: EmbeddingCache | undefined;
   let store: StateStore | undefined;
@@ -144,20 +156,41 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
-    const catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    let catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    store = openStateStore(pipeline);
+    let connectionStore: StateStore = store;
+    if (opts.shard) {
+      // This worker's streams and partitions; its state is its own slot of the shared entry.
+      const part = await shardCatalog(conn, catalog, store, opts.shard, ctx);
+      catalog = part.catalog;
+      ctx.shard = { ...opts.shard, partitions: part.partitions };
+      connectionStore = new ShardStateView(store, opts.shard);
+    } else checkLayout(name, await store.load(name), undefined);
     for (const s of catalog.streams) streams[s.stream.name] = newStats();
     opts.onConnectionStart?.(name, streams);
 
     embedder = embedderFor(conn, logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    store = openStateStore(pipeline);
     if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
 
     if (opts.dryRun) {
-      const state = await store.load(name);
+      const state = await connectionStore.load(name);
       await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
     } else {
-      await syncConnection({ conn, catalog, ctx, processor, embedder, cache, store, streams, summary, signal: opts.signal, logger });
+      await syncConnection({
+        conn,
+        catalog,
+        ctx,
+        processor,
+        embedder,
+        cache,
+        store: connectionStore,
+        sharded: !!opts.shard,
+        streams,
+        summary,
+        signal: opts.signal,
+        logger,
+      });
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
@@ -192,7 +225,7 @@ interface RunParts {
   signal: AbortSignal;
 }
 
-async function syncConnection(p: RunParts & { store: StateStore; summary: ConnectionSummary; logger: Logger }) {
+async function syncConnection(p: RunParts & { store: StateStore; sharded: boolean; summary: ConnectionSummary; logger: Logger }) {
   const { conn, catalog, ctx, embedder, store, streams, summary } = p;
   const name = conn.config.name;
   const writer = await conn.destination
@@ -208,8 +241,10 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
       throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
     });
   try {
-    // Exactly-once destinations keep state with their data; theirs wins over the file store.
-    const state = (await writer.readState?.()) ?? (await store.load(name));
+    // Exactly-once destinations keep state with their data; theirs wins over the file store. Not
+    // for a shard worker: the destination keeps one state per connection, which every worker
+    // writes; the worker's own slot in the store is its checkpoint (its replays are upserts).
+    const state = (p.sharded ? undefined : await writer.readState?.()) ?? (await store.load(name));
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     const messages = documents({ ...p, touched }, state);

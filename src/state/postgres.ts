@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import type { EmbeddingCache } from '../embedding/types.ts';
+import { dropStreams } from './merge.ts';
 import type { StateStore } from './store.ts';
 
 export interface PostgresStateConfig {
@@ -170,11 +171,7 @@ export class PostgresStateStore implements StateStore {
       await this.query(`DELETE FROM ${this.stateTable} WHERE connection = $1`, [connection], `resetting the state of ${connection}`);
       return;
     }
-    await this.update(connection, (stored) => {
-      const s: SourceState = { ...(stored ?? {}), streams: { ...(stored?.streams ?? {}) } };
-      for (const name of streams) delete s.streams[name];
-      return s;
-    });
+    await this.update(connection, (stored) => dropStreams(stored, streams));
   }
 
   async list(): Promise<string[]> {
