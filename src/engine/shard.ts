@@ -82,7 +82,7 @@ function describeLayout(stored: Stored | undefined): string | undefined {
 }
 
 function refuse(connection: string, has: string, wanted: string): SluiceError {
-  return new SluiceError(`connection ${connection}: its saved state was written by ${has}; this run is ${wanted}`, {
+  return new SluiceError(`the saved state of this connection was written by ${has}; this run is ${wanted}`, {
     kind: 'config',
     where: `connection ${connection}`,
     hint: `run with the same layout as before, or start over with: sluice state reset <pipeline> --connection ${connection} (the data already written stays)`,

@@ -185,11 +185,11 @@ describe('sharded sync (--shard I/N)', () => {
 
     const four = await cli(dir, ['--shard', '1/4']).done;
     expect(four.code).toBe(1);
-    expect(four.stdout).toContain('its saved state was written by 2 shards; this run is shard 1/4');
+    expect(four.stdout).toContain('the saved state of this connection was written by 2 shards; this run is shard 1/4');
     expect(four.stdout).toContain('sluice state reset');
     const none = await cli(dir, []).done;
     expect(none.code).toBe(1);
-    expect(none.stdout).toContain('its saved state was written by 2 shards; this run is not sharded');
+    expect(none.stdout).toContain('the saved state of this connection was written by 2 shards; this run is not sharded');
 
     // After a reset the new layout is accepted.
     const reset = await runCli(['state', 'reset', join(dir, 'p.yaml')], {
@@ -201,7 +201,9 @@ describe('sharded sync (--shard I/N)', () => {
     expect(again.code, again.stderr).toBe(0);
     const sharded = await cli(dir, ['--shard', '0/3']).done;
     expect(sharded.code).toBe(1);
-    expect(sharded.stdout).toContain('its saved state was written by a single worker (no --shard); this run is shard 0/3');
+    expect(sharded.stdout).toContain(
+      'the saved state of this connection was written by a single worker (no --shard); this run is shard 0/3',
+    );
   }, 240_000);
 
   it('--shard and --shards are checked before anything runs', () => {
