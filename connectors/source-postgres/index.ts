@@ -16,7 +16,7 @@ import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
 import { flatten } from './flatten.ts';
 import { checkConfiguredStreams } from './privileges.ts';
-import { fullRefresh, incremental } from './reads.ts';
+import { fullRefresh, incremental, planRanges, type KeyRange } from './reads.ts';
 import { isCursorCandidate, jsonSchemaFor } from './types.ts';
 
 function parseConfig(config: unknown): PostgresSourceConfig {
@@ -195,7 +195,9 @@ async function* readBatches(
       }
       if (ctx.signal.aborted) return;
       const st = state?.streams?.[cs.stream.name];
-      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback };
+      // A worker of a sharded run reads only its key range of a split full refresh.
+      const range = cs.sync_mode === 'full_refresh' ? (ctx.shard?.partitions[cs.stream.name] as KeyRange | undefined) : undefined;
+      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback, range };
       try {
         const batches =
           cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
@@ -232,6 +234,20 @@ const source: Source<PostgresSourceConfig> = {
     return toCatalog(await withClient(cfg, ctx, (c) => loadRelations(c, cfg)));
   },
   read,
+  /** Sharded full refresh: tables with a primary key split into key ranges, one per worker. */
+  async planPartitions(config, catalog, count, ctx) {
+    const cfg = parseConfig(config);
+    return withClient(cfg, ctx, async (client) => {
+      const relations = await loadRelations(client, cfg);
+      const plan: Record<string, unknown[]> = {};
+      for (const cs of catalog.streams) {
+        if (cs.sync_mode !== 'full_refresh' || cs.cdc) continue;
+        const ranges = await planRanges(client, resolveStream(relations, cs.stream.name, cs.stream.namespace), count);
+        if (ranges) plan[cs.stream.name] = ranges;
+      }
+      return plan;
+    });
+  },
   onStateCommitted(config: PostgresSourceConfig, state: StateMessage, connection: SourceState, ctx: ConnectorContext) {
     if (state.type !== 'GLOBAL') return;
     const cfg = parseConfig(config);

@@ -13,6 +13,62 @@ export interface ReadOptions {
   batchSize: number;
   signal: AbortSignal;
   lookback?: string | number;
+  /** Sharded runs: read only this primary-key range (see planRanges). */
+  range?: KeyRange;
+}
+
+/**
+ * One worker's slice of a table in a sharded full refresh: `from <= column < to` on the first
+ * primary-key column (an absent bound is open), or nothing at all. Bounds are text, cast back in SQL.
+ */
+export interface KeyRange {
+  column: string;
+  from?: string;
+  to?: string;
+  none?: boolean;
+}
+
+/**
+ * Splits a table into `count` key ranges of about equal size: boundaries are quantiles of the first
+ * primary-key column (from a sample on large tables). The ranges cover every possible key, so rows
+ * added later still land in exactly one range.
+ */
+export async function planRanges(client: pg.Client, rel: Relation, count: number): Promise<KeyRange[] | undefined> {
+  if (!rel.primaryKey.length || count < 2) return undefined;
+  const col = column(rel, rel.primaryKey[0]);
+  if (col.type.isArray) return undefined;
+  let sample = '';
+  if (rel.kind === 'table') {
+    const [{ tuples }] = await query(client, rel, 'SELECT reltuples::float8 AS tuples FROM pg_class WHERE oid = $1', [rel.oid]);
+    // Quantiles of ~200k sampled rows are as good as exact ones for balancing, and cost no full sort.
+    if (Number(tuples) > 1_000_000) sample = ` TABLESAMPLE SYSTEM (${Math.max(0.01, (100 * 200_000) / Number(tuples)).toFixed(4)})`;
+  }
+  const fractions = Array.from({ length: count - 1 }, (_, i) => (i + 1) / count);
+  const [{ bounds }] = await query(
+    client,
+    rel,
+    `SELECT (percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY ${qi(col.name)}))::text[] AS bounds FROM ${fromClause(rel)}${sample}`,
+    [fractions],
+  );
+  const b = bounds as (string | null)[] | null;
+  if (!b || b.some((x) => x === null)) {
+    // Empty (so far): the first worker takes every key.
+    return Array.from({ length: count }, (_, i) => (i === 0 ? { column: col.name } : { column: col.name, none: true }));
+  }
+  return Array.from({ length: count }, (_, i) => ({
+    column: col.name,
+    ...(i > 0 ? { from: b[i - 1]! } : {}),
+    ...(i < count - 1 ? { to: b[i]! } : {}),
+  }));
+}
+
+function rangeCondition(rel: Relation, range: KeyRange | undefined): string[] {
+  if (!range) return [];
+  const c = column(rel, range.column);
+  return [
+    ...(range.from !== undefined ? [`${qi(c.name)} >= ${qlit(range.from)}${cast(c)}`] : []),
+    ...(range.to !== undefined ? [`${qi(c.name)} < ${qlit(range.to)}${cast(c)}`] : []),
+  ];
 }
 
 function selectList(rel: Relation): string {
@@ -93,13 +149,19 @@ export async function* fullRefresh(
 ): AsyncGenerator<AirbyteMessage[]> {
   const from = fromClause(rel);
   const select = selectList(rel);
-  if (rel.primaryKey.length) {
+  if (opts.range?.none) {
+    // A sharded run's worker whose key range is empty: nothing to read.
+  } else if (rel.primaryKey.length) {
     // One ordered stream; a checkpoint every batch_size rows names the last key delivered.
     const pkCols = rel.primaryKey.map((k) => column(rel, k));
     const order = pkCols.map((c) => qi(c.name)).join(', ');
     const after = Array.isArray(state?.pk_after) ? (state!.pk_after as unknown[]) : undefined;
     if (after) yield [message.log('INFO', `stream ${rel.stream}: resuming full refresh after primary key ${JSON.stringify(after)}`)];
-    const where = after ? `WHERE (${order}) > (${pkCols.map((c, i) => literal(after[i], c)).join(', ')})` : '';
+    const conditions = [
+      ...(after ? [`(${order}) > (${pkCols.map((c, i) => literal(after[i], c)).join(', ')})`] : []),
+      ...rangeCondition(rel, opts.range),
+    ];
+    const where = conditions.length ? `WHERE ${conditions.join(' AND ')}` : '';
     let n = 0;
     for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order}`)) {
       const out: AirbyteMessage[] = [];

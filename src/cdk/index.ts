@@ -32,6 +32,7 @@ export type {
   DestinationStream,
   DestinationWriter,
   OpenOptions,
+  ShardContext,
   Source,
   SourceState,
 } from '../protocol/connector.ts';

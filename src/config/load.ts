@@ -111,6 +111,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
 
   const baseDir = dirname(abs);
   const problems: ConfigProblem[] = [];
+  stateProblems(config, lineOf, problems);
   const connections: LoadedConnection[] = [];
   const seen = new Set<string>();
   for (const [index, conn] of config.connections.entries()) {
@@ -155,6 +156,18 @@ function decodeUtf8(file: string, bytes: Buffer): string {
         message: 'the file is not valid UTF-8 (saved as latin1/Windows-1252?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8',
       },
     ]);
+  }
+}
+
+/** `state:` / `cache:` checks the schema cannot express (and the state URL's password is a secret). */
+function stateProblems(config: PipelineConfig, lineOf: (p: (string | number)[]) => number | undefined, problems: ConfigProblem[]) {
+  const add = (path: string[], message: string) => problems.push({ path, line: lineOf(path), message });
+  if (config.state.type === 'postgres') {
+    registerUrlPassword(config.state.url);
+    if (!/^postgres(ql)?:\/\//.test(config.state.url))
+      add(['state', 'url'], 'expected a PostgreSQL URL (postgres://user:password@host:5432/database)');
+  } else if (config.cache?.type === 'postgres') {
+    add(['cache', 'type'], 'cache type postgres keeps embeddings in the state database: set state: { type: postgres, url: ... }');
   }
 }
 

@@ -43,7 +43,20 @@ export type ConnectionConfig = z.infer<typeof ConnectionSchema>;
 
 export const PipelineSchema = z.strictObject({
   version: z.literal(1),
-  state: z.strictObject({ type: z.literal('file'), path: z.string().min(1) }).default({ type: 'file', path: '.sluice/state' }),
+  state: z
+    .discriminatedUnion('type', [
+      z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
+      // State in PostgreSQL (pods without a lasting disk). `path` is still where local work files go.
+      z.strictObject({
+        type: z.literal('postgres'),
+        url: z.string().min(1),
+        schema: z.string().min(1).max(63).default('sluice'),
+        path: z.string().min(1).default('.sluice/state'),
+      }),
+    ])
+    .default({ type: 'file', path: '.sluice/state' }),
+  /** Where embeddings are cached: `postgres` (default with postgres state) or `local` (LMDB file). */
+  cache: z.strictObject({ type: z.enum(['local', 'postgres']) }).optional(),
   connections: z.array(ConnectionSchema).min(1),
 });
 export type PipelineConfig = z.infer<typeof PipelineSchema>;

@@ -5,7 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
 import { ConfigError, type LoadedConnection, type LoadedPipeline } from '../config/load.ts';
-import { createEmbedder, embeddingCacheKey, estimateCostUsd, openEmbeddingCache } from '../embedding/index.ts';
+import { createEmbedder, embeddingCacheKey, estimateCostUsd } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
@@ -17,9 +17,10 @@ import {
   type ConfiguredStream,
   type StateMessage,
 } from '../protocol/messages.ts';
-import { FileStateStore, applyStateMessage, mergeConnectionState, type StateStore } from '../state/index.ts';
+import { applyStateMessage, mergeConnectionState, openCacheFor, openStateStore, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
+import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 
@@ -31,6 +32,8 @@ export interface SyncOptions {
   follow?: boolean;
   signal: AbortSignal;
   logger: Logger;
+  /** This process is one worker of a sharded run (`--shard I/N`); see ./shard.ts. */
+  shard?: ShardSpec;
   /** Receives the live per-stream counters of each connection as it starts (for progress output). */
   onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
 }
@@ -60,6 +63,8 @@ export interface ConnectionSummary {
   name: string;
   status: 'succeeded' | 'failed' | 'interrupted';
   error?: { message: string; hint?: string; where?: string };
+  /** `I/N` when this run was one worker of a sharded run. */
+  shard?: string;
   duration_ms: number;
   states_committed: number;
   streams: Record<string, StreamStats>;
@@ -139,15 +144,23 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   const name = conn.config.name;
   const logger = opts.logger;
   const streams: Record<string, StreamStats> = {};
-  const summary: ConnectionSummary = { name, status: 'succeeded', duration_ms: 0, states_committed: 0, streams };
+  const summary: ConnectionSummary = {
+    name,
+    status: 'succeeded',
+    ...(opts.shard ? { shard: `${opts.shard.index}/${opts.shard.count}` } : {}),
+    duration_ms: 0,
+    states_committed: 0,
+    streams,
+  };
   let embedder: Embedder | undefined;
   let cache: EmbeddingCache | undefined;
+  let store: StateStore | undefined;
   try {
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
-    const catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    let catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
     // Field names are checked against the discovered schemas before anything is opened or written.
     const fieldProblems = processingFieldProblems(conn, catalog);
     if (fieldProblems.length)
@@ -155,13 +168,21 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         pipeline.file,
         fieldProblems.map((p) => ({ ...p, line: pipeline.lineOf?.(p.path) })),
       );
+    store = openStateStore(pipeline);
+    let connectionStore: StateStore = store;
+    if (opts.shard) {
+      // This worker's streams and partitions; its state is its own slot of the shared entry.
+      const part = await shardCatalog(conn, catalog, store, opts.shard, ctx);
+      catalog = part.catalog;
+      ctx.shard = { ...opts.shard, partitions: part.partitions };
+      connectionStore = new ShardStateView(store, opts.shard);
+    } else checkLayout(name, await store.load(name), undefined);
     for (const s of catalog.streams) streams[s.stream.name] = newStats();
     opts.onConnectionStart?.(name, streams);
 
     embedder = embedderFor(conn, logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    if (embedder && !embedder.local) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
-    const store: StateStore = new FileStateStore(pipeline.stateDir);
+    if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
 
     if (opts.dryRun) {
       // What the real run would refuse before writing (an existing table of another vector size).
@@ -173,10 +194,23 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         })),
         ...embedderShape(embedder),
       });
-      const state = await store.load(name);
+      const state = await connectionStore.load(name);
       await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
     } else {
-      await syncConnection({ conn, catalog, ctx, processor, embedder, cache, store, streams, summary, signal: opts.signal, logger });
+      await syncConnection({
+        conn,
+        catalog,
+        ctx,
+        processor,
+        embedder,
+        cache,
+        store: connectionStore,
+        sharded: !!opts.shard,
+        streams,
+        summary,
+        signal: opts.signal,
+        logger,
+      });
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
@@ -188,6 +222,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
     await cache?.close().catch(() => undefined);
+    await store?.close?.().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
   }
   const elapsed = Date.now() - started;
@@ -210,7 +245,7 @@ interface RunParts {
   signal: AbortSignal;
 }
 
-async function syncConnection(p: RunParts & { store: StateStore; summary: ConnectionSummary; logger: Logger }) {
+async function syncConnection(p: RunParts & { store: StateStore; sharded: boolean; summary: ConnectionSummary; logger: Logger }) {
   const { conn, catalog, ctx, embedder, store, streams, summary } = p;
   const name = conn.config.name;
   const writer = await conn.destination
@@ -226,8 +261,10 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
       throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
     });
   try {
-    // Exactly-once destinations keep state with their data; theirs wins over the file store.
-    const saved = (await writer.readState?.()) ?? (await store.load(name));
+    // Exactly-once destinations keep state with their data; theirs wins over the file store. Not
+    // for a shard worker: the destination keeps one state per connection, which every worker
+    // writes; the worker's own slot in the store is its checkpoint (its replays are upserts).
+    const saved = (p.sharded ? undefined : await writer.readState?.()) ?? (await store.load(name));
     const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;

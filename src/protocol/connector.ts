@@ -30,6 +30,20 @@ export interface ConnectorContext {
   follow: boolean;
   /** A directory this connector may keep private files in (exists; per connection). */
   workDir: string;
+  /**
+   * Set when this process is one worker of a sharded run (`sluice sync --shard I/N`). read() gets
+   * only the streams this worker owns; for a stream listed in `partitions` it reads only that
+   * partition (the element `index` of what planPartitions returned) and reads other streams whole.
+   */
+  shard?: ShardContext;
+}
+
+export interface ShardContext {
+  /** 0-based worker index. */
+  index: number;
+  count: number;
+  /** Stream name → this worker's partition, as planned by the source's planPartitions. */
+  partitions: Record<string, unknown>;
 }
 
 export interface ConnectorSpec<C> {
@@ -119,6 +133,14 @@ export interface Source<C = any> {
    * in order, while read() is still running, from the engine's task.
    */
   onStateCommitted?(config: C, state: StateMessage, connection: SourceState, ctx: ConnectorContext): Promise<void> | void;
+  /**
+   * Sharded runs: splits streams of `catalog` it can split into `count` disjoint partitions that
+   * together cover each stream (e.g. primary-key ranges). Returns stream name → `count` JSON
+   * values (only for the streams it splits). The engine stores the first plan with the state and
+   * gives every worker, and every restart, the same plan, so a plan must stay correct (cover
+   * everything) however the data changes later; it need only be balanced when made.
+   */
+  planPartitions?(config: C, catalog: ConfiguredCatalog, count: number, ctx: ConnectorContext): Promise<Record<string, unknown[]>>;
 }
 
 // ---- destination side ------------------------------------------------------------------------

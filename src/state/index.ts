@@ -1,2 +1,4 @@
 export { FileStateStore, atomicWrite, type StateStore } from './store.ts';
-export { applyStateMessage, deepMerge, mergeConnectionState } from './merge.ts';
+export { applyStateMessage, deepMerge, dropStreams, mergeConnectionState } from './merge.ts';
+export { PostgresStateStore, describeDatabaseUrl } from './postgres.ts';
+export { openStateStore, openCacheFor } from './open.ts';

@@ -5,6 +5,8 @@
 // that implements them is covered.
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
 import type { ConnectorContext, SourceState } from '../protocol/connector.ts';
+import { openStateStore } from './open.ts';
+import { PostgresStateStore } from './postgres.ts';
 import { FileStateStore, type StateStore } from './store.ts';
 
 export interface StateLocation {
@@ -16,7 +18,7 @@ export interface StateLocation {
 
 /** The pipeline's state store (the one the engine uses). */
 export function stateStoreFor(pipeline: LoadedPipeline): StateStore {
-  return new FileStateStore(pipeline.stateDir);
+  return openStateStore(pipeline);
 }
 
 /** In the order the engine reads them: the first that holds a state is what the next sync starts from. */
@@ -32,7 +34,12 @@ export function stateLocations(store: StateStore, conn: LoadedConnection, ctx: C
     });
   }
   out.push({
-    label: store instanceof FileStateStore ? `state file in ${store.dir}` : 'state store',
+    label:
+      store instanceof FileStateStore
+        ? `state file in ${store.dir}`
+        : store instanceof PostgresStateStore
+          ? `state store in ${store.label}`
+          : 'state store',
     load: () => store.load(name),
     reset: (streams) => store.reset(name, streams),
   });

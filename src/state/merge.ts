@@ -27,3 +27,23 @@ export function mergeConnectionState(stored: SourceState | undefined, mine: Sour
   if (mode === 'replace' || !stored) return mine;
   return deepMerge(stored, mine) as SourceState;
 }
+
+/** The state without these streams, in the unsharded part and in every shard worker's slot (and their partition plans). */
+export function dropStreams(stored: SourceState | undefined, names: string[]): SourceState {
+  const without = (s: SourceState | undefined): SourceState => {
+    const out: SourceState = { ...(s ?? {}), streams: { ...(s?.streams ?? {}) } };
+    for (const name of names) delete out.streams[name];
+    return out;
+  };
+  const next = without(stored) as SourceState & { sharding?: { plan: Record<string, unknown>; workers: Record<string, SourceState> } };
+  if (next.sharding) {
+    const plan = { ...next.sharding.plan };
+    for (const name of names) delete plan[name];
+    next.sharding = {
+      ...next.sharding,
+      plan,
+      workers: Object.fromEntries(Object.entries(next.sharding.workers).map(([k, w]) => [k, without(w)])),
+    };
+  }
+  return next;
+}

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SourceState } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
+import { dropStreams } from './merge.ts';
 
 export interface StateStore {
   /** Where local artefacts that belong with the state (the embedding cache) may live. */
@@ -16,6 +17,8 @@ export interface StateStore {
   /** Removes the state of the whole connection, or of some streams. */
   reset(connection: string, streams?: string[]): Promise<void>;
   list(): Promise<string[]>;
+  /** Releases connections (database-backed stores). */
+  close?(): Promise<void>;
 }
 
 const safeName = (connection: string) => encodeURIComponent(connection);
@@ -66,11 +69,7 @@ export class FileStateStore implements StateStore {
       await rm(this.file(connection), { force: true });
       return;
     }
-    await this.update(connection, (stored) => {
-      const s: SourceState = { streams: { ...(stored?.streams ?? {}) }, ...(stored?.shared ? { shared: stored.shared } : {}) };
-      for (const name of streams) delete s.streams[name];
-      return s;
-    });
+    await this.update(connection, (stored) => dropStreams(stored, streams));
   }
 
   async list(): Promise<string[]> {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadPipeline } from '../../config/load.ts';
+import { resolveShard } from '../../engine/shard.ts';
 import { runSync, type SyncSummary } from '../../engine/sync.ts';
 import { ExitCode } from '../main.ts';
 import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
@@ -16,14 +17,25 @@ export function register(program: Command) {
     .option('--dry-run', 'read, chunk and price the embeddings; write nothing, call no embedding API')
     .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM')
     .option('--json', 'print one JSON summary on stdout')
+    .option('--shard <I/N>', 'be worker I (0-based) of N splitting each connection (shared state store and destination)')
+    .option('--shards <N>', 'like --shard, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs)')
     .action(
       async (
         file: string,
-        opts: { connection?: string; fullRefresh?: boolean; dryRun?: boolean; follow?: boolean; json?: boolean },
+        opts: {
+          connection?: string;
+          fullRefresh?: boolean;
+          dryRun?: boolean;
+          follow?: boolean;
+          json?: boolean;
+          shard?: string;
+          shards?: string;
+        },
         cmd: Command,
       ) => {
         const debug = !!cmd.optsWithGlobals().debug;
         const logger = createLogger({ json: opts.json, debug });
+        const shard = resolveShard(opts);
         const pipeline = await loadPipeline(file);
         const signals = abortOnSignals();
         const live: LiveConnection[] = [];
@@ -40,6 +52,7 @@ export function register(program: Command) {
             fullRefresh: opts.fullRefresh,
             dryRun: opts.dryRun,
             follow: opts.follow,
+            shard,
             signal: signals.signal,
             logger,
             onConnectionStart: (name, streams) =>
@@ -85,7 +98,7 @@ export function syncExitCode(summary: SyncSummary, run: { follow: boolean; signa
 function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
   const out: string[] = [];
   for (const c of summary.connections) {
-    out.push(`${c.name}: ${c.status} in ${(c.duration_ms / 1000).toFixed(1)}s`);
+    out.push(`${c.name}${c.shard ? ` (shard ${c.shard})` : ''}: ${c.status} in ${(c.duration_ms / 1000).toFixed(1)}s`);
     for (const [name, s] of Object.entries(c.streams)) {
       if (summary.dry_run) {
         const cost = s.estimated_cost_usd == null ? 'unknown price' : `$${s.estimated_cost_usd.toFixed(4)}`;
