@@ -32,6 +32,22 @@ export interface SyncOptions {
   logger: Logger;
   /** Receives the live per-stream counters of each connection as it starts (for progress output). */
   onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
+  /** Live hooks for metrics and health checks (src/metrics); they only observe. */
+  observer?: SyncObserver;
+}
+
+/** What src/metrics needs beyond the live counters; every call is cheap and synchronous. */
+export interface SyncObserver {
+  /** The connection is discovered and about to stream; `streams` and `summary` are updated live. */
+  connectionStarted?(summary: ConnectionSummary, embedder: Embedder | undefined): void;
+  /** One embedding batch finished (or failed). */
+  embeddingBatch?(connection: string, stream: string, seconds: number, ok: boolean): void;
+  /**
+   * A STATE was committed by the destination. `commitSeconds`: from handing it to the destination
+   * to its commit; `lagSeconds`: from the source emitting the newest record before it to now.
+   */
+  stateCommitted?(connection: string, commitSeconds: number, lagSeconds: number | undefined): void;
+  connectionFinished?(summary: ConnectionSummary, error: SluiceError | undefined): void;
 }
 
 export interface StreamStats {
@@ -55,7 +71,8 @@ export interface StreamStats {
 export interface ConnectionSummary {
   name: string;
   status: 'succeeded' | 'failed' | 'interrupted';
-  error?: { message: string; hint?: string; where?: string };
+  /** `transient`: a network blip or an unavailable server; running again may well succeed. */
+  error?: { message: string; hint?: string; where?: string; transient?: true };
   duration_ms: number;
   states_committed: number;
   streams: Record<string, StreamStats>;
@@ -138,6 +155,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   const summary: ConnectionSummary = { name, status: 'succeeded', duration_ms: 0, states_committed: 0, streams };
   let embedder: Embedder | undefined;
   let cache: EmbeddingCache | undefined;
+  let failure: SluiceError | undefined;
   try {
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
@@ -151,19 +169,39 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     if (embedder && !embedder.local) cache = await openEmbeddingCache(join(pipeline.stateDir, 'embeddings'));
     const store: StateStore = new FileStateStore(pipeline.stateDir);
+    opts.observer?.connectionStarted?.(summary, embedder);
 
     if (opts.dryRun) {
       const state = await store.load(name);
       await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
     } else {
-      await syncConnection({ conn, catalog, ctx, processor, embedder, cache, store, streams, summary, signal: opts.signal, logger });
+      await syncConnection({
+        conn,
+        catalog,
+        ctx,
+        processor,
+        embedder,
+        cache,
+        store,
+        streams,
+        summary,
+        signal: opts.signal,
+        logger,
+        observer: opts.observer,
+      });
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
     const e = err instanceof SluiceError ? err : withContext(err, `connection ${name}`);
     const abortError = (err as Error)?.name === 'AbortError' || ((err as Error)?.cause as Error | undefined)?.name === 'AbortError';
     summary.status = opts.signal.aborted && abortError ? 'interrupted' : 'failed';
-    summary.error = { message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.where ? { where: e.where } : {}) };
+    summary.error = {
+      message: e.message,
+      ...(e.hint ? { hint: e.hint } : {}),
+      ...(e.where ? { where: e.where } : {}),
+      ...(e.transient ? { transient: true as const } : {}),
+    };
+    if (summary.status === 'failed') failure = e;
     if (summary.status === 'failed')
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
@@ -176,6 +214,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (s.status === 'running') s.status = summary.status;
     if (!s.duration_ms) s.duration_ms = elapsed;
   }
+  opts.observer?.connectionFinished?.(summary, failure);
   return summary;
 }
 
@@ -188,7 +227,11 @@ interface RunParts {
   cache?: EmbeddingCache;
   streams: Record<string, StreamStats>;
   signal: AbortSignal;
+  observer?: SyncObserver;
 }
+
+/** When each STATE went to the destination, and the newest record emitted before it (for metrics). */
+const handedOver = new WeakMap<StateMessage, { at: number; recordEmittedAt?: number }>();
 
 async function syncConnection(p: RunParts & { store: StateStore; summary: ConnectionSummary; logger: Logger }) {
   const { conn, catalog, ctx, embedder, store, streams, summary } = p;
@@ -235,6 +278,11 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
           // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
           // start-up view of another worker's streams never rolls its progress back.
           saver.push({ ...ev, mine: touched ? touched.pick(ev.connection) : ev.connection });
+          const sent = handedOver.get(ev.state);
+          if (sent && p.observer?.stateCommitted) {
+            const now = Date.now();
+            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : undefined);
+          }
           // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
           if (conn.source.onStateCommitted) await saver.flush();
         }
@@ -294,6 +342,11 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   let current: SourceState = state ?? { streams: {} };
   let held: DestinationMessage | undefined;
   let lastStream: string | undefined;
+  let newestEmittedAt: number | undefined;
+  const handOver = (msg: DestinationMessage): DestinationMessage => {
+    if (msg.type === 'STATE') handedOver.set(msg.state, { at: Date.now(), recordEmittedAt: newestEmittedAt });
+    return msg;
+  };
 
   const complete = function* (stream: string): Generator<DestinationMessage> {
     if (completed.has(stream)) return;
@@ -304,7 +357,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
     openOverwrites.delete(stream);
     if (!openOverwrites.size && held) {
       if (held.type === 'STATE') p.touched?.emitted(held.connection);
-      yield held;
+      yield handOver(held);
       held = undefined;
     }
   };
@@ -338,6 +391,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         lastStream = stream;
         if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
         streams[stream].records_read++;
+        newestEmittedAt = m.record.emitted_at;
         yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
       } else if (m.type === 'STATE') {
         current = applyStateMessage(current, m.state);
@@ -346,7 +400,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         if (openOverwrites.size) held = msg;
         else {
           p.touched?.emitted(current);
-          yield msg;
+          yield handOver(msg);
         }
       } else if (m.type === 'TRACE') {
         if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
@@ -447,9 +501,13 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   if (missing.size) {
     const texts = [...missing.values()].map((m) => m.content);
     // No abort signal here: on SIGINT, what was already read is still embedded and committed.
+    const began = performance.now();
+    const seconds = () => (performance.now() - began) / 1000;
     const result = await embedder.embed(texts).catch((err) => {
+      p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), false);
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
     });
+    p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), true);
     stats.embedding_requests += result.requests;
     stats.embedding_tokens += result.tokens;
     const hashes = [...missing.keys()];
