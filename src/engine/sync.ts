@@ -44,9 +44,10 @@ export interface SyncObserver {
   embeddingBatch?(connection: string, stream: string, seconds: number, ok: boolean): void;
   /**
    * A STATE was committed by the destination. `commitSeconds`: from handing it to the destination
-   * to its commit; `lagSeconds`: from the source emitting the newest record before it to now.
+   * to its commit; `lagSeconds`: from the source emitting the newest record it covers to now (0
+   * when it covers no new record: the destination is caught up).
    */
-  stateCommitted?(connection: string, commitSeconds: number, lagSeconds: number | undefined): void;
+  stateCommitted?(connection: string, commitSeconds: number, lagSeconds: number): void;
   connectionFinished?(summary: ConnectionSummary, error: SluiceError | undefined): void;
 }
 
@@ -281,7 +282,7 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
           const sent = handedOver.get(ev.state);
           if (sent && p.observer?.stateCommitted) {
             const now = Date.now();
-            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : undefined);
+            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : 0);
           }
           // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
           if (conn.source.onStateCommitted) await saver.flush();
@@ -344,7 +345,10 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   let lastStream: string | undefined;
   let newestEmittedAt: number | undefined;
   const handOver = (msg: DestinationMessage): DestinationMessage => {
-    if (msg.type === 'STATE') handedOver.set(msg.state, { at: Date.now(), recordEmittedAt: newestEmittedAt });
+    if (msg.type === 'STATE') {
+      handedOver.set(msg.state, { at: Date.now(), recordEmittedAt: newestEmittedAt });
+      newestEmittedAt = undefined; // a later STATE with no new records behind it is caught up
+    }
     return msg;
   };
 

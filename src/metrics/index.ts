@@ -183,7 +183,7 @@ export class SyncMetrics {
       const labels = { pipeline: this.pipeline, connection };
       this.batchDuration.observe({ ...labels, stage: 'commit' }, commitSeconds);
       this.lastCommit.set(labels, Date.now() / 1000);
-      if (lagSeconds !== undefined) this.lag.set(labels, lagSeconds);
+      this.lag.set(labels, lagSeconds);
     },
     connectionFinished: (summary: ConnectionSummary, error: SluiceError | undefined) => {
       const labels = { pipeline: this.pipeline, connection: summary.name };

@@ -61,13 +61,16 @@ async function connectionRegistry(metrics: SyncMetrics, connection: string): Pro
 }
 
 /**
- * PUTs each connection's final metrics to `<url>/metrics/job/sluice/pipeline/<p>/connection/<c>`,
- * replacing that group's previous push (counters are per run there; alert on the timestamps).
+ * PUTs each connection's final metrics to `<url>/metrics/job/sluice/pipeline/<p>/connection/<c>`
+ * (`/shard/<i>` added in an Indexed Job pod), replacing that group's previous push: counters there
+ * are those of the last run; alert on the timestamps.
  */
-export async function pushMetrics(metrics: SyncMetrics, url: string): Promise<void> {
+export async function pushMetrics(metrics: SyncMetrics, url: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  // The pods of a Kubernetes Indexed Job (a sharded backfill) each push their own group.
+  const shard = env.JOB_COMPLETION_INDEX ? { shard: env.JOB_COMPLETION_INDEX } : {};
   for (const connection of metrics.connections()) {
     const gateway = new Pushgateway(url, { timeout: 10_000 }, await connectionRegistry(metrics, connection));
-    await gateway.push({ jobName: 'sluice', groupings: { pipeline: metrics.pipeline, connection } }).catch((err) => {
+    await gateway.push({ jobName: 'sluice', groupings: { pipeline: metrics.pipeline, connection, ...shard } }).catch((err) => {
       throw new SluiceError(`pushing metrics to ${new URL(url).origin} failed: ${describeUnknown(err)}`, {
         kind: 'destination',
         hint: 'check --pushgateway (e.g. http://pushgateway:9091); the sync itself finished',
