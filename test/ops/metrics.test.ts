@@ -122,6 +122,16 @@ connections:
     const second = await sync();
     expect(second.connections[0].streams.docs.embedding_requests).toBe(0);
     await check(second, openai.stats.failures - failuresMid);
+
+    // A pod of a Kubernetes Indexed Job (a shard) pushes to a group of its own.
+    const shard = await runCli(['sync', 'nightly.yaml', '--connection', 'notes', '--pushgateway', gateway.url], {
+      cwd: dir,
+      env: { TEST_OPENAI_KEY: KEY, JOB_COMPLETION_INDEX: '2' },
+    });
+    expect(shard.code, shard.stderr).toBe(0);
+    const labels = (await gateway.groups()).map((g) => g.labels);
+    expect(labels).toContainEqual({ job: 'sluice', pipeline: 'nightly', connection: 'notes', shard: '2' });
+    expect(labels).toHaveLength(3);
   });
 
   it('rejects a malformed --pushgateway before syncing', async () => {
