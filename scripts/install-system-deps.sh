@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests need: PostgreSQL 15 + wal2json (source/CDC tests) and kcat (its
-# librdkafka mock cluster is the Kafka broker in tests). Idempotent; needs root (or sudo).
+# librdkafka mock cluster is the Kafka broker in tests), Prometheus and its Pushgateway (the
+# metrics tests scrape and push to the real servers). Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(postgresql-15 postgresql-15-wal2json kcat)
+pkgs=(postgresql-15 postgresql-15-wal2json kcat prometheus prometheus-pushgateway)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

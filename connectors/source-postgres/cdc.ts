@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
-import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
+import { SluiceError, describeUnknown, isTransientNetworkError } from '../../src/protocol/errors.ts';
 import { message, type AirbyteMessage } from '../../src/protocol/messages.ts';
 import type { PostgresSourceConfig } from './config.ts';
 import { copyRows } from './copy.ts';
@@ -524,7 +524,8 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
     throw new SluiceError(`CDC on slot "${slot}" failed: ${describeUnknown(err)}`, {
       kind: 'source',
       cause: err,
-      transient: (err as { code?: string }).code === 'ECONNRESET',
+      // A server restart ends the replication connection; a later run resumes from the saved LSN.
+      transient: isTransientNetworkError(err as NodeJS.ErrnoException) || /Connection terminated/i.test(describeUnknown(err)),
     });
   } finally {
     sessions.delete(slot);

@@ -36,6 +36,23 @@ export interface SyncOptions {
   shard?: ShardSpec;
   /** Receives the live per-stream counters of each connection as it starts (for progress output). */
   onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
+  /** Live hooks for metrics and health checks (src/metrics); they only observe. */
+  observer?: SyncObserver;
+}
+
+/** What src/metrics needs beyond the live counters; every call is cheap and synchronous. */
+export interface SyncObserver {
+  /** The connection is discovered and about to stream; `streams` and `summary` are updated live. */
+  connectionStarted?(summary: ConnectionSummary, embedder: Embedder | undefined): void;
+  /** One embedding batch finished (or failed). */
+  embeddingBatch?(connection: string, stream: string, seconds: number, ok: boolean): void;
+  /**
+   * A STATE was committed by the destination. `commitSeconds`: from handing it to the destination
+   * to its commit; `lagSeconds`: from the source emitting the newest record it covers to now (0
+   * when it covers no new record: the destination is caught up).
+   */
+  stateCommitted?(connection: string, commitSeconds: number, lagSeconds: number): void;
+  connectionFinished?(summary: ConnectionSummary, error: SluiceError | undefined): void;
 }
 
 export interface StreamStats {
@@ -62,7 +79,8 @@ export interface StreamStats {
 export interface ConnectionSummary {
   name: string;
   status: 'succeeded' | 'failed' | 'interrupted';
-  error?: { message: string; hint?: string; where?: string };
+  /** `transient`: a network blip or an unavailable server; running again may well succeed. */
+  error?: { message: string; hint?: string; where?: string; transient?: true };
   /** `I/N` when this run was one worker of a sharded run. */
   shard?: string;
   duration_ms: number;
@@ -155,6 +173,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   let embedder: Embedder | undefined;
   let cache: EmbeddingCache | undefined;
   let store: StateStore | undefined;
+  let failure: SluiceError | undefined;
   try {
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
@@ -183,6 +202,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     embedder = embedderFor(conn, logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
+    opts.observer?.connectionStarted?.(summary, embedder);
 
     if (opts.dryRun) {
       // What the real run would refuse before writing (an existing table of another vector size).
@@ -210,6 +230,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         summary,
         signal: opts.signal,
         logger,
+        observer: opts.observer,
       });
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
@@ -217,7 +238,13 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const e = err instanceof SluiceError ? err : withContext(err, `connection ${name}`);
     const abortError = (err as Error)?.name === 'AbortError' || ((err as Error)?.cause as Error | undefined)?.name === 'AbortError';
     summary.status = opts.signal.aborted && abortError ? 'interrupted' : 'failed';
-    summary.error = { message: e.message, ...(e.hint ? { hint: e.hint } : {}), ...(e.where ? { where: e.where } : {}) };
+    summary.error = {
+      message: e.message,
+      ...(e.hint ? { hint: e.hint } : {}),
+      ...(e.where ? { where: e.where } : {}),
+      ...(e.transient ? { transient: true as const } : {}),
+    };
+    if (summary.status === 'failed') failure = e;
     if (summary.status === 'failed')
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
   } finally {
@@ -231,6 +258,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (s.status === 'running') s.status = summary.status;
     if (!s.duration_ms) s.duration_ms = elapsed;
   }
+  opts.observer?.connectionFinished?.(summary, failure);
   return summary;
 }
 
@@ -243,7 +271,11 @@ interface RunParts {
   cache?: EmbeddingCache;
   streams: Record<string, StreamStats>;
   signal: AbortSignal;
+  observer?: SyncObserver;
 }
+
+/** When each STATE went to the destination, and the newest record emitted before it (for metrics). */
+const handedOver = new WeakMap<StateMessage, { at: number; recordEmittedAt?: number }>();
 
 async function syncConnection(p: RunParts & { store: StateStore; sharded: boolean; summary: ConnectionSummary; logger: Logger }) {
   const { conn, catalog, ctx, embedder, store, streams, summary } = p;
@@ -297,6 +329,11 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
           // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
           // start-up view of another worker's streams never rolls its progress back.
           saver.push({ ...ev, mine: touched ? touched.pick(ev.connection) : ev.connection });
+          const sent = handedOver.get(ev.state);
+          if (sent && p.observer?.stateCommitted) {
+            const now = Date.now();
+            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : 0);
+          }
           // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
           if (conn.source.onStateCommitted) await saver.flush();
         }
@@ -378,6 +415,14 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   const heldByStream = new Map<string, StateMessage>(); // overwrite stream → its latest STATE
   const heldInOrder: StateMessage[] = []; // behind a held GLOBAL state: everything, in order
   let lastStream: string | undefined;
+  let newestEmittedAt: number | undefined;
+  const handOver = (msg: DestinationMessage): DestinationMessage => {
+    if (msg.type === 'STATE') {
+      handedOver.set(msg.state, { at: Date.now(), recordEmittedAt: newestEmittedAt });
+      newestEmittedAt = undefined; // a later STATE with no new records behind it is caught up
+    }
+    return msg;
+  };
 
   const release = (msgs: StateMessage[]): DestinationMessage | undefined => {
     if (!msgs.length) return undefined;
@@ -386,7 +431,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
       p.touched?.note(m);
     }
     p.touched?.emitted(acknowledgeable);
-    return { type: 'STATE', state: msgs.at(-1)!, connection: acknowledgeable };
+    return handOver({ type: 'STATE', state: msgs.at(-1)!, connection: acknowledgeable });
   };
 
   const complete = function* (stream: string): Generator<DestinationMessage> {
@@ -450,6 +495,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         lastStream = stream;
         if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
         streams[stream].records_read++;
+        newestEmittedAt = m.record.emitted_at;
         yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
       } else if (m.type === 'STATE') {
         const msg = onState(m.state);
@@ -556,9 +602,13 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   if (missing.size) {
     const texts = [...missing.values()].map((m) => m.content);
     // No abort signal here: on SIGINT, what was already read is still embedded and committed.
+    const began = performance.now();
+    const seconds = () => (performance.now() - began) / 1000;
     const result = await embedder.embed(texts).catch((err) => {
+      p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), false);
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
     });
+    p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), true);
     stats.embedding_requests += result.requests;
     stats.embedding_tokens += result.tokens;
     const hashes = [...missing.keys()];

@@ -55,7 +55,19 @@ export function describeUnknown(err: unknown): string {
   return String(err);
 }
 
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_SOCKET']);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'UND_ERR_SOCKET',
+  // PostgreSQL SQLSTATEs of a server shutting down or starting up (restart, failover).
+  '57P01',
+  '57P02',
+  '57P03',
+]);
 export function isTransientNetworkError(err: NodeJS.ErrnoException | undefined): boolean {
   return !!err && typeof err.code === 'string' && TRANSIENT_CODES.has(err.code);
 }

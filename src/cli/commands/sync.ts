@@ -1,4 +1,5 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { SluiceError } from '../../protocol/errors.ts';
 import { loadPipeline } from '../../config/load.ts';
 import { resolveShard } from '../../engine/shard.ts';
 import { runSync, type SyncSummary } from '../../engine/sync.ts';
@@ -6,6 +7,9 @@ import { ExitCode } from '../main.ts';
 import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
 import { ProgressView, type LiveConnection } from '../progress.ts';
 import { abortOnSignals } from './shared.ts';
+import { SyncMetrics } from '../../metrics/index.ts';
+import { serveMetrics, pushMetrics, writeMetricsTextfile } from '../../metrics/serve.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export function register(program: Command) {
   program
@@ -19,6 +23,10 @@ export function register(program: Command) {
     .option('--json', 'print one JSON summary on stdout')
     .option('--shard <I/N>', 'be worker I (0-based) of N splitting each connection (shared state store and destination)')
     .option('--shards <N>', 'like --shard, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs)')
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on this port while the sync runs', parsePort)
+    .option('--metrics-host <address>', 'address the metrics port binds to', '127.0.0.1')
+    .option('--pushgateway <url>', 'push the final metrics to this Prometheus Pushgateway (batch runs)')
+    .option('--metrics-textfile <path>', "write the final metrics to this file (node-exporter's textfile collector)")
     .action(
       async (
         file: string,
@@ -30,13 +38,24 @@ export function register(program: Command) {
           json?: boolean;
           shard?: string;
           shards?: string;
+          metricsPort?: number;
+          metricsHost: string;
+          pushgateway?: string;
+          metricsTextfile?: string;
         },
         cmd: Command,
       ) => {
         const debug = !!cmd.optsWithGlobals().debug;
-        const logger = createLogger({ json: opts.json, debug });
         const shard = resolveShard(opts);
+        const wantMetrics = opts.metricsPort !== undefined || !!opts.pushgateway || !!opts.metricsTextfile;
+        if (opts.pushgateway) checkUrl(opts.pushgateway);
+        const metrics = wantMetrics ? new SyncMetrics(file, { processMetrics: opts.metricsPort !== undefined }) : undefined;
+        const baseLogger = createLogger({ json: opts.json, debug });
+        const logger = metrics ? metrics.tap(baseLogger) : baseLogger;
         const pipeline = await loadPipeline(file);
+        const server =
+          metrics && opts.metricsPort !== undefined ? await serveMetrics(metrics, opts.metricsPort, opts.metricsHost) : undefined;
+        if (server) logger.info({ url: server.url }, `serving /metrics, /healthz and /readyz on ${server.url}`);
         const signals = abortOnSignals();
         const live: LiveConnection[] = [];
         const view = new ProgressView();
@@ -47,26 +66,51 @@ export function register(program: Command) {
         const ticker = process.stderr.isTTY ? setInterval(tick, 500) : undefined;
         let summary: SyncSummary;
         try {
-          summary = await runSync(pipeline, {
-            connection: opts.connection,
-            fullRefresh: opts.fullRefresh,
-            dryRun: opts.dryRun,
-            follow: opts.follow,
-            shard,
-            signal: signals.signal,
-            logger,
-            onConnectionStart: (name, streams) =>
-              live.push({
-                name,
-                streams,
-                localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
-              }),
-          });
+          for (let restarts = 0; ; restarts++) {
+            summary = await runSync(pipeline, {
+              connection: opts.connection,
+              fullRefresh: opts.fullRefresh,
+              dryRun: opts.dryRun,
+              follow: opts.follow,
+              shard,
+              signal: signals.signal,
+              logger,
+              onConnectionStart: (name, streams) =>
+                live.push({
+                  name,
+                  streams,
+                  localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
+                }),
+              observer: metrics?.observer,
+            });
+            // A --follow sync outlives a source or destination that goes away for a while (a
+            // database restart, a failover): it resumes from the last committed state. Errors
+            // that another try cannot fix (configuration, permissions) still end it.
+            const failed = summary.connections.filter((c) => c.status === 'failed');
+            if (!opts.follow || signals.signal.aborted || !failed.length || !failed.every((c) => c.error?.transient)) break;
+            const waitMs = Math.min(30_000, 1_000 * 2 ** Math.min(restarts, 5));
+            metrics?.notReady(failed.map((c) => `connection ${c.name}: ${c.error?.message}`).join('; '));
+            for (const c of failed)
+              logger.warn(
+                { connection: c.name, err: c.error?.message, waitMs },
+                `connection ${c.name} failed (${c.error?.message}); restarting in ${Math.round(waitMs / 1000)}s from the last committed state`,
+              );
+            await sleep(waitMs, undefined, { signal: signals.signal }).catch(() => undefined);
+            if (signals.signal.aborted) break;
+          }
         } finally {
           if (ticker) clearInterval(ticker);
           clearProgressLine();
           signals.dispose();
+          await server?.close();
         }
+        // Batch runs end before any scrape: their metrics are pushed or written once, at the end.
+        if (metrics && opts.pushgateway)
+          await pushMetrics(metrics, opts.pushgateway).catch((err) => logger.error({ err: err.message, hint: err.hint }, err.message));
+        if (metrics && opts.metricsTextfile)
+          await writeMetricsTextfile(metrics, opts.metricsTextfile).catch((err) =>
+            logger.error({ err: err.message, hint: err.hint }, err.message),
+          );
         if (opts.json) printJson(summary);
         else printHuman(summary, new Set(live.filter((c) => c.localEmbedder).map((c) => c.name)));
         // On a terminal the failure was already shown as a log line (with where and hint): once is enough.
@@ -93,6 +137,25 @@ export function syncExitCode(summary: SyncSummary, run: { follow: boolean; signa
   if (summary.status === 'failed' || !run.signal) return 1;
   if (run.follow) return 0;
   return run.signal === 'SIGTERM' ? 143 : 130;
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new InvalidArgumentError(`expected a port number 0-65535 (0 picks a free one), got "${value}"`);
+  return port;
+}
+
+function checkUrl(value: string): void {
+  let ok = false;
+  try {
+    ok = /^https?:$/.test(new URL(value).protocol);
+  } catch {}
+  if (!ok)
+    throw new SluiceError(`--pushgateway expects an http(s) URL, got "${value}"`, {
+      kind: 'config',
+      hint: 'e.g. --pushgateway http://prometheus-pushgateway:9091',
+    });
 }
 
 function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {

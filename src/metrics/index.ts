@@ -1,0 +1,266 @@
+// Prometheus metrics and health of a sync (prom-client). Everything is fed from what the engine
+// already keeps: the live per-stream counters it hands out when a connection starts (read at
+// scrape time), its SyncObserver hooks, and the structured log lines of sources and embedders
+// (slot lag, retries). The engine itself knows nothing of Prometheus.
+import { basename, extname } from 'node:path';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ConnectionSummary, StreamStats, SyncObserver } from '../engine/sync.ts';
+import { estimateCostUsd } from '../embedding/index.ts';
+import type { Embedder } from '../embedding/types.ts';
+import type { Logger } from '../protocol/connector.ts';
+import type { SluiceError } from '../protocol/errors.ts';
+
+/** The counters of one run of one connection (a `--follow` sync that restarts has several). */
+interface Run {
+  summary: ConnectionSummary;
+  pricePerToken?: number;
+  finished: boolean;
+}
+
+const STREAM_COUNTERS: Array<[name: string, help: string, field: keyof StreamStats]> = [
+  ['sluice_records_read_total', 'Records read from the source.', 'records_read'],
+  ['sluice_records_written_total', 'Records (documents) written to the destination.', 'records_written'],
+  ['sluice_records_deleted_total', 'Deletions read from the source (CDC deletes, tombstones, vanished files).', 'records_deleted'],
+  ['sluice_records_skipped_total', 'Records with no text to embed.', 'records_skipped'],
+  ['sluice_chunks_written_total', 'Chunks written to the destination.', 'chunks_written'],
+  ['sluice_chunks_deleted_total', 'Chunks removed from the destination.', 'chunks_deleted'],
+  ['sluice_embedding_tokens_total', 'Tokens sent to the embedding provider.', 'embedding_tokens'],
+  ['sluice_embedding_cache_hits_total', 'Chunks whose vector came from the embedding cache (not paid for again).', 'embedding_cache_hits'],
+];
+
+export class SyncMetrics {
+  readonly registry = new Registry();
+  readonly pipeline: string;
+  private readonly runs: Run[] = [];
+  private current: Run | undefined;
+  private failedEmbeddingBatches = new Map<string, number>();
+  private lastFailure: string | undefined;
+  private readonly retries: Counter<'pipeline' | 'connection'>;
+  private readonly errors: Counter<'pipeline' | 'connection' | 'kind'>;
+  private readonly syncDuration: Histogram<'pipeline' | 'connection' | 'status'>;
+  private readonly batchDuration: Histogram<'pipeline' | 'connection' | 'stage'>;
+  private readonly lastSuccess: Gauge<'pipeline' | 'connection'>;
+  private readonly lastCommit: Gauge<'pipeline' | 'connection'>;
+  private readonly lag: Gauge<'pipeline' | 'connection'>;
+  private readonly slotBytes: Gauge<'pipeline' | 'connection' | 'slot' | 'kind'>;
+
+  constructor(pipelineFile: string, opts: { processMetrics?: boolean } = {}) {
+    this.pipeline = basename(pipelineFile, extname(pipelineFile));
+    const registers = [this.registry];
+    const runs = this.runs;
+    const pipeline = this.pipeline;
+    for (const [name, help, field] of STREAM_COUNTERS) {
+      new Counter({
+        name,
+        help,
+        labelNames: ['pipeline', 'connection', 'stream'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [key, value] of sumByStream(runs, (s) => Number(s[field] ?? 0))) this.inc({ pipeline, ...key }, value);
+        },
+      });
+    }
+    const failed = this.failedEmbeddingBatches;
+    new Counter({
+      name: 'sluice_embedding_requests_total',
+      help: 'Embedding API requests (outcome="success", as in the --json summary, retried attempts included) and embedding batches that failed for good (outcome="failure").',
+      labelNames: ['pipeline', 'connection', 'stream', 'outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [key, value] of sumByStream(runs, (s) => s.embedding_requests))
+          this.inc({ pipeline, ...key, outcome: 'success' }, value);
+        for (const [k, value] of failed) {
+          const [connection, stream] = JSON.parse(k) as [string, string];
+          this.inc({ pipeline, connection, stream, outcome: 'failure' }, value);
+        }
+      },
+    });
+    new Counter({
+      name: 'sluice_embedding_estimated_cost_usd_total',
+      help: "Estimated embedding cost in US dollars (tokens times the model's price; only models with a known price).",
+      labelNames: ['pipeline', 'connection', 'stream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const run of runs) {
+          if (run.pricePerToken === undefined) continue;
+          for (const [stream, s] of Object.entries(run.summary.streams))
+            this.inc({ pipeline, connection: run.summary.name, stream }, s.embedding_tokens * run.pricePerToken);
+        }
+      },
+    });
+    new Counter({
+      name: 'sluice_state_commits_total',
+      help: 'States (checkpoints) saved after the destination committed everything before them.',
+      labelNames: ['pipeline', 'connection'],
+      registers,
+      collect() {
+        this.reset();
+        const byConn = new Map<string, number>();
+        for (const r of runs) byConn.set(r.summary.name, (byConn.get(r.summary.name) ?? 0) + r.summary.states_committed);
+        for (const [connection, n] of byConn) this.inc({ pipeline, connection }, n);
+      },
+    });
+    this.retries = new Counter({
+      name: 'sluice_retries_total',
+      help: 'Requests retried after a transient failure (embedding and destination HTTP calls).',
+      labelNames: ['pipeline', 'connection'],
+      registers,
+    });
+    this.errors = new Counter({
+      name: 'sluice_errors_total',
+      help: 'Connection runs that failed, by error kind (config, source, destination, embedding, internal…).',
+      labelNames: ['pipeline', 'connection', 'kind'],
+      registers,
+    });
+    this.syncDuration = new Histogram({
+      name: 'sluice_sync_duration_seconds',
+      help: 'Duration of a connection run, by final status.',
+      labelNames: ['pipeline', 'connection', 'status'],
+      buckets: [1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200],
+      registers,
+    });
+    this.batchDuration = new Histogram({
+      name: 'sluice_batch_duration_seconds',
+      help: 'stage="embed": one embedding batch (cache lookup excluded); stage="commit": a checkpoint from reaching the destination to its commit.',
+      labelNames: ['pipeline', 'connection', 'stage'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.lastSuccess = new Gauge({
+      name: 'sluice_last_success_timestamp_seconds',
+      help: 'Unix time the connection last finished a run successfully.',
+      labelNames: ['pipeline', 'connection'],
+      registers,
+    });
+    this.lastCommit = new Gauge({
+      name: 'sluice_last_commit_timestamp_seconds',
+      help: 'Unix time the destination last committed a checkpoint (advances during a --follow run).',
+      labelNames: ['pipeline', 'connection'],
+      registers,
+    });
+    this.lag = new Gauge({
+      name: 'sluice_replication_lag_seconds',
+      help: 'At the last commit: seconds from the source emitting the newest record it covers to the destination committing it.',
+      labelNames: ['pipeline', 'connection'],
+      registers,
+    });
+    this.slotBytes = new Gauge({
+      name: 'sluice_replication_slot_wal_bytes',
+      help: 'PostgreSQL CDC: WAL the replication slot retains on the server (kind="retained") and WAL not yet confirmed (kind="unconfirmed").',
+      labelNames: ['pipeline', 'connection', 'slot', 'kind'],
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: 'sluice_ready',
+      help: '1 while a connection is streaming (what /readyz reports), else 0.',
+      registers,
+      collect() {
+        this.set(self.ready().ready ? 1 : 0);
+      },
+    });
+    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'sluice_' });
+  }
+
+  /** Hooks for runSync's `observer` option. */
+  readonly observer: SyncObserver = {
+    connectionStarted: (summary: ConnectionSummary, embedder: Embedder | undefined) => {
+      const perMillion = embedder ? estimateCostUsd(1_000_000, embedder) : undefined;
+      this.current = { summary, finished: false, ...(perMillion !== undefined ? { pricePerToken: perMillion / 1_000_000 } : {}) };
+      this.runs.push(this.current);
+    },
+    embeddingBatch: (connection, stream, seconds, ok) => {
+      this.batchDuration.observe({ pipeline: this.pipeline, connection, stage: 'embed' }, seconds);
+      if (!ok) {
+        const key = JSON.stringify([connection, stream]);
+        this.failedEmbeddingBatches.set(key, (this.failedEmbeddingBatches.get(key) ?? 0) + 1);
+      }
+    },
+    stateCommitted: (connection, commitSeconds, lagSeconds) => {
+      const labels = { pipeline: this.pipeline, connection };
+      this.batchDuration.observe({ ...labels, stage: 'commit' }, commitSeconds);
+      this.lastCommit.set(labels, Date.now() / 1000);
+      this.lag.set(labels, lagSeconds);
+    },
+    connectionFinished: (summary: ConnectionSummary, error: SluiceError | undefined) => {
+      const labels = { pipeline: this.pipeline, connection: summary.name };
+      const run = this.runs.find((r) => r.summary === summary);
+      if (run) run.finished = true;
+      else this.runs.push({ summary, finished: true }); // failed before it started streaming
+      this.syncDuration.observe({ ...labels, status: summary.status }, summary.duration_ms / 1000);
+      if (summary.status === 'succeeded') this.lastSuccess.set(labels, Date.now() / 1000);
+      if (summary.status === 'failed') {
+        this.errors.inc({ ...labels, kind: error?.kind ?? 'internal' });
+        this.lastFailure = summary.error?.message;
+      }
+    },
+  };
+
+  /** `/readyz`: a connection has been discovered and is streaming, and has not failed since. */
+  ready(): { ready: boolean; reason: string } {
+    const run = this.current;
+    if (!run) return { ready: false, reason: this.lastFailure ? `not connected: ${this.lastFailure}` : 'starting' };
+    if (run.finished) return { ready: false, reason: `connection ${run.summary.name} ${run.summary.status}` };
+    return { ready: true, reason: `connection ${run.summary.name} streaming` };
+  }
+
+  /** Marks the run as over for readiness (e.g. between a failure and the restart of a --follow sync). */
+  notReady(reason: string): void {
+    this.current = undefined;
+    this.lastFailure = reason;
+  }
+
+  /**
+   * A logger that also turns structured log lines into metrics: retries (a warning with
+   * `attempt` and `waitMs`, as src/net/retry callers log them) and PostgreSQL slot lag (the CDC
+   * source's `walRetainedBytes`/`unconfirmedBytes` fields or its LOG message).
+   */
+  tap(logger: Logger): Logger {
+    const observe = (obj: object | string, msg?: string) => {
+      const connection = this.current?.summary.name;
+      if (!connection || typeof obj !== 'object' || obj === null) return;
+      const o = obj as Record<string, unknown>;
+      const labels = { pipeline: this.pipeline, connection };
+      if (typeof o.attempt === 'number' && typeof o.waitMs === 'number') this.retries.inc(labels);
+      if (typeof o.walRetainedBytes === 'number' && typeof o.slot === 'string') {
+        this.slotBytes.set({ ...labels, slot: o.slot, kind: 'retained' }, o.walRetainedBytes);
+        if (typeof o.unconfirmedBytes === 'number')
+          this.slotBytes.set({ ...labels, slot: o.slot, kind: 'unconfirmed' }, o.unconfirmedBytes);
+      }
+      const m = msg && /^slot (\S+): (\d+) bytes of WAL retained, (\d+) bytes not yet confirmed$/.exec(msg);
+      if (m) {
+        this.slotBytes.set({ ...labels, slot: m[1], kind: 'retained' }, Number(m[2]));
+        this.slotBytes.set({ ...labels, slot: m[1], kind: 'unconfirmed' }, Number(m[3]));
+      }
+    };
+    const wrap =
+      (level: keyof Logger) =>
+      (...args: [obj: object | string, msg?: string]): void => {
+        observe(...args);
+        logger[level](...args);
+      };
+    return { debug: wrap('debug'), info: wrap('info'), warn: wrap('warn'), error: wrap('error') };
+  }
+
+  /** The connections that ran, in order. */
+  connections(): string[] {
+    return [...new Set(this.runs.map((r) => r.summary.name))];
+  }
+}
+
+function sumByStream(runs: Run[], value: (s: StreamStats) => number): Array<[Record<string, string>, number]> {
+  const totals = new Map<string, number>();
+  for (const run of runs) {
+    for (const [stream, s] of Object.entries(run.summary.streams)) {
+      const key = JSON.stringify([run.summary.name, stream]);
+      totals.set(key, (totals.get(key) ?? 0) + value(s));
+    }
+  }
+  return [...totals].map(([key, n]) => {
+    const [connection, stream] = JSON.parse(key) as [string, string];
+    return [{ connection, stream }, n];
+  });
+}
