@@ -40,10 +40,20 @@ export function formatAjvErrors(errors: ErrorObject[] | null | undefined, max = 
   return parts.join('; ') + (errors.length > max ? ` (+${errors.length - max} more)` : '');
 }
 
-/** Where the shared Airbyte protocol schema lives: SLUICE_SHARED_SPECS, else ../shared/specs beside the repo. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * Where the Airbyte protocol schema is read from: SLUICE_SHARED_SPECS when set, else the package's
+ * own specs/ (airbyte_protocol.yaml ships with sluice, so the check never depends on a checkout).
+ */
 export function sharedSpecsDir(): string {
-  const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-  return process.env.SLUICE_SHARED_SPECS ?? resolve(repoRoot, '../shared/specs');
+  return process.env.SLUICE_SHARED_SPECS ?? resolve(REPO_ROOT, 'specs');
+}
+
+/** $SLUICE_SHARED_SPECS/airbyte_protocol.yaml when that exists, else the copy in the package. */
+function defaultProtocolSchema(): string {
+  const shared = process.env.SLUICE_SHARED_SPECS && resolve(process.env.SLUICE_SHARED_SPECS, 'airbyte_protocol.yaml');
+  return shared && existsSync(shared) ? shared : PROTOCOL_SCHEMA;
 }
 
 export interface ProtocolValidators {
@@ -55,7 +65,9 @@ export interface ProtocolValidators {
 const cache = new Map<string, ProtocolValidators>();
 
 /** Validators for AirbyteMessage and AirbyteStream, or undefined when the schema file is absent. */
-export function protocolValidators(file = resolve(sharedSpecsDir(), 'airbyte_protocol.yaml')): ProtocolValidators | undefined {
+export const PROTOCOL_SCHEMA = resolve(REPO_ROOT, 'specs', 'airbyte_protocol.yaml');
+
+export function protocolValidators(file = defaultProtocolSchema()): ProtocolValidators | undefined {
   const hit = cache.get(file);
   if (hit) return hit;
   if (!existsSync(file)) return undefined;
