@@ -187,7 +187,8 @@ export interface Destination<C = any> {
 
 export interface DestinationSandbox<C> {
   config: C;
-  remove(): Promise<void>;
+  /** Deletes everything written with `config` (the kit passes the streams it wrote). */
+  remove(streams: string[]): Promise<void>;
 }
 
 /** One stored chunk as the conformance kit sees it. */

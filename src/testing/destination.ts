@@ -160,12 +160,12 @@ export async function runDestinationConformance(
 
   // Where the kit writes: the destination's sandbox, else the user's config with test streams.
   let config: unknown = userConfig;
-  let removeSandbox: (() => Promise<void>) | undefined;
+  let removeSandbox: ((streams: string[]) => Promise<void>) | undefined;
   if (destination.sandbox && options.sandbox !== false) {
     try {
       const sb = await destination.sandbox(userConfig, ctx, runId);
       config = sb.config;
-      removeSandbox = () => sb.remove();
+      removeSandbox = (streams) => sb.remove(streams);
     } catch (err) {
       for (const name of writeChecks) report.fail(name, `sandbox() failed, so nothing was written: ${describeFailure(err)}`);
       return report.build();
@@ -527,7 +527,7 @@ export async function runDestinationConformance(
   async function cleanup(): Promise<void> {
     try {
       if (removeSandbox) {
-        await removeSandbox();
+        await removeSandbox(testStreams);
         const left: string[] = [];
         if (read) for (const s of testStreams) if ((await readOrEmpty(s)).length) left.push(s);
         report.result(
