@@ -363,7 +363,7 @@ export async function runDestinationConformance(
         report.skip('write.state-acked-after-data-durable', noReadBack);
         report.skip('write.every-batch-stored', noReadBack);
       } else {
-        if (main === 'overwrite') report.skip('write.state-acked-after-data-durable', 'the destination only supports overwrite');
+        if (main === 'overwrite') report.notApplicable('write.state-acked-after-data-durable', 'the destination only supports overwrite');
         else report.result('write.state-acked-after-data-durable', durability);
         report.result('write.every-batch-stored', await verify(s, `after ${batches.length} batches and a tail, once the writer closed`));
       }
@@ -427,7 +427,7 @@ export async function runDestinationConformance(
     // idempotent replay: the same batch twice, in every non-overwrite mode, leaves one copy
     {
       const replayModes = modes.filter((m) => m !== 'overwrite');
-      if (!replayModes.length) report.skip('write.idempotent-replay', 'the destination only supports overwrite');
+      if (!replayModes.length) report.notApplicable('write.idempotent-replay', 'the destination only supports overwrite');
       else {
         try {
           const problems: string[] = [];
@@ -447,7 +447,7 @@ export async function runDestinationConformance(
     }
 
     // a document's chunks are replaced as a unit (3 chunks, then 1, in separate writers)
-    if (!modes.includes('append_dedup')) report.skip('write.replaces-chunks-as-unit', 'append_dedup is not supported');
+    if (!modes.includes('append_dedup')) report.notApplicable('write.replaces-chunks-as-unit', 'append_dedup is not supported');
     else if (!read) report.skip('write.replaces-chunks-as-unit', noReadBack);
     else {
       try {
@@ -485,7 +485,7 @@ export async function runDestinationConformance(
 
     // overwrite: a new generation replaces the old one at STREAM_COMPLETE, and until then readers
     // see the whole old generation (no hole)
-    if (!modes.includes('overwrite')) report.skip('write.overwrite', 'overwrite is not supported');
+    if (!modes.includes('overwrite')) report.notApplicable('write.overwrite', 'overwrite is not supported');
     else {
       try {
         const so = name('overwrite');

@@ -2,7 +2,10 @@
 export interface CheckOutcome {
   name: string;
   ok: boolean;
+  /** The check could not run for lack of something the kit needs (read-back, a parsing config…). */
   skipped?: boolean;
+  /** The check does not apply to what the connector declares (e.g. overwrite it does not support). */
+  notApplicable?: boolean;
   message?: string;
 }
 
@@ -14,6 +17,7 @@ export interface ConformanceReport {
   passed: number;
   failed: number;
   skipped: number;
+  notApplicable: number;
   checks: CheckOutcome[];
 }
 
@@ -37,6 +41,9 @@ export class ReportBuilder {
   skip(name: string, why: string): void {
     this.checks.push({ name, ok: true, skipped: true, message: why });
   }
+  notApplicable(name: string, why: string): void {
+    this.checks.push({ name, ok: true, notApplicable: true, message: why });
+  }
   /** Pass when there are no problems, else fail listing the first few. */
   result(name: string, problems: string[], passMessage?: string): void {
     if (problems.length === 0) this.pass(name, passMessage);
@@ -45,13 +52,15 @@ export class ReportBuilder {
   build(): ConformanceReport {
     const skipped = this.checks.filter((c) => c.skipped).length;
     const failed = this.checks.filter((c) => !c.ok).length;
+    const notApplicable = this.checks.filter((c) => c.notApplicable).length;
     return {
       connector: this.connector,
       kind: this.kind,
       ok: failed === 0,
-      passed: this.checks.length - failed - skipped,
+      passed: this.checks.length - failed - skipped - notApplicable,
       failed,
       skipped,
+      notApplicable,
       checks: this.checks,
     };
   }
@@ -61,11 +70,18 @@ export function formatReport(report: ConformanceReport, opts: { strict?: boolean
   const ok = opts.strict ? strictOk(report) : report.ok;
   const lines = [`${report.kind} ${report.connector}: ${ok ? 'PASSED' : 'FAILED'}`];
   for (const c of report.checks) {
-    const mark = c.skipped ? '-' : c.ok ? '✓' : '✗';
-    const msg = c.message ? (c.skipped ? ` (skipped: ${c.message})` : `: ${c.message.replace(/\n/g, '\n      ')}`) : '';
+    const mark = c.skipped ? '-' : c.notApplicable ? '·' : c.ok ? '✓' : '✗';
+    const msg = c.message
+      ? c.skipped
+        ? ` (skipped: ${c.message})`
+        : c.notApplicable
+          ? ` (not applicable: ${c.message})`
+          : `: ${c.message.replace(/\n/g, '\n      ')}`
+      : '';
     lines.push(`  ${mark} ${c.name}${msg}`);
   }
-  lines.push(`  ${report.passed} passed, ${report.failed} failed, ${report.skipped} skipped (${report.checks.length} checks)`);
+  const na = report.notApplicable ? `, ${report.notApplicable} not applicable` : '';
+  lines.push(`  ${report.passed} passed, ${report.failed} failed, ${report.skipped} skipped${na} (${report.checks.length} checks)`);
   if (opts.strict && report.skipped) lines.push('  strict mode: a skipped check is a failure (pass --no-strict to allow skips)');
   return lines.join('\n');
 }

@@ -284,7 +284,7 @@ export async function runSourceConformance(source: Source, options: SourceConfor
         : [],
     );
     const withPk = streams.filter((s) => s.source_defined_primary_key?.length);
-    if (!withPk.length) report.skip('read.records-have-primary-key', 'no stream declares a primary key');
+    if (!withPk.length) report.notApplicable('read.records-have-primary-key', 'no stream declares a primary key');
     else report.result('read.records-have-primary-key', pkProblems);
   }
 
@@ -310,9 +310,9 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   // incremental
   const incStreams = streams.filter((s) => s.supported_sync_modes.includes('incremental'));
   if (!incStreams.length) {
-    report.skip('incremental.state-emitted', 'no stream supports incremental sync');
-    report.skip('incremental.state-advances', 'no stream supports incremental sync');
-    report.skip('incremental.resume-without-loss-or-repeats', 'no stream supports incremental sync');
+    report.notApplicable('incremental.state-emitted', 'no stream supports incremental sync');
+    report.notApplicable('incremental.state-advances', 'no stream supports incremental sync');
+    report.notApplicable('incremental.resume-without-loss-or-repeats', 'no stream supports incremental sync');
   } else {
     await checkIncremental(source, config, incStreams, ctx, options, report, allMessages);
   }
