@@ -2,8 +2,8 @@
 // destination and the engine's real test double: it honours overwrite, append, append_dedup and
 // deletes, and each commit replaces the file atomically (temp file, fsync, rename).
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import { z } from 'zod';
@@ -59,6 +59,13 @@ class JsonlWriter {
           this.appendOnly.set(m.stream, list);
           this.pendingDocs++;
         } else {
+          // A DELETE also drops what this batch appended for the document before it.
+          const appended = m.type === 'DELETE' ? this.appendOnly.get(m.stream) : undefined;
+          if (appended)
+            this.appendOnly.set(
+              m.stream,
+              appended.filter((c) => c.documentId !== m.documentId),
+            );
           const docs = this.pending.get(m.stream) ?? new Map();
           docs.set(m.documentId, m.type === 'DOCUMENT' ? m.chunks : null);
           this.pending.set(m.stream, docs);
@@ -233,6 +240,32 @@ const destination: Destination<JsonlDestinationConfig> = {
     }
     const writer = new JsonlWriter(file, config, options.streams);
     return { write: (input) => writer.write(input), close: async () => undefined };
+  },
+
+  /** The conformance kit writes to a file of its own beside the configured one, removed afterwards. */
+  async sandbox(config, ctx, id) {
+    const path = join(dirname(config.path), `.sluice-conformance-${id}.jsonl`);
+    const file = resolve(ctx.baseDir, path);
+    return {
+      config: { ...config, path },
+      async remove() {
+        const dir = dirname(file);
+        const mine = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(basename(file)));
+        for (const f of mine) await rm(join(dir, f), { force: true });
+      },
+    };
+  },
+
+  async readBack(config, ctx, stream) {
+    const file = resolve(ctx.baseDir, config.path);
+    if (!(await exists(file))) return [];
+    const out: { documentId: string; chunkIndex: number; content: string }[] = [];
+    for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
+      if (!raw) continue;
+      const l = JSON.parse(raw) as JsonlChunkLine;
+      if (l.stream === stream) out.push({ documentId: l.document_id, chunkIndex: l.chunk_index, content: l.content });
+    }
+    return out;
   },
 };
 

@@ -235,6 +235,33 @@ const destination: Destination<PgvectorConfig> = {
     });
   },
 
+  /** The conformance kit writes into a schema of its own, dropped afterwards with everything in it. */
+  async sandbox(config, ctx, id) {
+    const schema = `sluice_conformance_${id}`;
+    const hadExtension = await withSession(config, ctx, async (s) => !!(await vectorSchemaOf(s)));
+    return {
+      config: { ...config, schema, table: undefined },
+      remove: () =>
+        withSession(config, ctx, async (s) => {
+          await s.client.query(`DROP SCHEMA IF EXISTS ${ident(schema)} CASCADE`);
+          // Created for the test only: removed again unless something else uses it by now.
+          if (!hadExtension) await s.client.query('DROP EXTENSION IF EXISTS vector').catch(() => {});
+        }),
+    };
+  },
+
+  /** Every chunk of a stream, exactly (search() is approximate with an ANN index). */
+  async readBack(config, ctx, stream) {
+    return withSession(config, ctx, async (s) => {
+      const table = tableNameFor(stream, config.table);
+      if (!(await inspectTable(s.client, config.schema, table)).exists) return [];
+      const { rows } = await s.client.query<{ document_id: string; chunk_index: number; content: string }>(
+        `SELECT document_id, chunk_index, content FROM ${qualified(config.schema, table)} ORDER BY id`,
+      );
+      return rows.map((r) => ({ documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content }));
+    });
+  },
+
   async maintain(config, ctx, action): Promise<Record<string, unknown>> {
     return withSession(config, ctx, async (s) => {
       const version = Number((await s.client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);

@@ -4,8 +4,8 @@ import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../.
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { compactValues } from './metadata.ts';
-import { PineconeStore } from './store.ts';
-import { PineconeWriter, currentNamespace, logicalNamespace } from './writer.ts';
+import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
+import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
 
 export { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 
@@ -54,6 +54,27 @@ const destination: Destination<PineconeConfig> = {
 
   async search(config, ctx, query) {
     return searchPinecone(await PineconeStore.connect(config, ctx), config, query);
+  },
+
+  /**
+   * The conformance kit writes into namespaces of its own (the index is the user's: indexes are
+   * slow and costly to create); remove() clears them, every generation and its pointer.
+   */
+  async sandbox(config, ctx, id) {
+    const sandboxed = { ...config, namespace: `sluice-conformance-${id}-{stream}` };
+    return {
+      config: sandboxed,
+      async remove(streams) {
+        const store = await PineconeStore.connect(sandboxed, ctx);
+        const logical = streams.map((s) => logicalNamespace(sandboxed.namespace, s));
+        const pointers = await store.readPointers(logical);
+        for (const ns of logical) {
+          const last = pointers.get(ns)?.generation ?? 0;
+          for (let g = 0; g <= last; g++) await store.deleteNamespaceContents(generationNamespace(ns, g));
+          if (pointers.has(ns)) await store.deleteIds(POINTER_NAMESPACE, [pointerId(ns)]);
+        }
+      },
+    };
   },
 };
 

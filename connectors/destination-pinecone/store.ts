@@ -289,7 +289,7 @@ export class PineconeStore {
   }
 }
 
-function pointerId(logical: string): string {
+export function pointerId(logical: string): string {
   return `ns:${logical}`;
 }
 

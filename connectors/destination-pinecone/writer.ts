@@ -63,7 +63,14 @@ interface StreamTarget {
 }
 
 type Op =
-  | { kind: 'doc'; stream: string; documentId: string; message: DestinationMessage & { type: 'DOCUMENT' } }
+  | {
+      kind: 'doc';
+      stream: string;
+      documentId: string;
+      message: DestinationMessage & { type: 'DOCUMENT' };
+      /** Append mode, after a DELETE of the document in the same batch: replace, do not upsert over the old chunks. */
+      replace?: boolean;
+    }
   | { kind: 'delete'; stream: string; documentId: string };
 
 interface PreparedVector {
@@ -236,6 +243,17 @@ export class PineconeWriter implements DestinationWriter {
     const key = JSON.stringify([op.stream, op.documentId]);
     const prev = this.ops.get(key);
     // The latest message for a document wins: a DOCUMENT replaces it entirely, a DELETE removes it.
+    // In append mode a DOCUMENT upserts chunk by chunk, so the earlier one's chunks beyond the new
+    // count stay, and after a DELETE it replaces what is stored.
+    if (op.kind === 'doc' && this.target(op.stream).mode === 'append' && prev) {
+      if (prev.kind === 'delete') op = { ...op, replace: true };
+      else {
+        const n = op.message.chunks.length;
+        const kept = prev.message.chunks.filter((c) => c.chunkIndex >= n);
+        op = { ...op, replace: prev.replace, message: { ...op.message, chunks: [...op.message.chunks, ...kept] } };
+        chunks += kept.length;
+      }
+    }
     if (prev?.kind === 'doc') this.bufferedChunks -= prev.message.chunks.length;
     this.ops.delete(key);
     this.ops.set(key, op);
@@ -307,11 +325,12 @@ export class PineconeWriter implements DestinationWriter {
       }
       const n = op.message.chunks.length;
       // append keeps chunks beyond the new count, so the count it records must still cover them.
-      const count = t.mode === 'append' ? Math.max(old, n) : n;
-      stored.push([key, n === 0 && t.mode !== 'append' ? 0 : count]);
+      const upsert = t.mode === 'append' && !op.replace;
+      const count = upsert ? Math.max(old, n) : n;
+      stored.push([key, n === 0 && !upsert ? 0 : count]);
       const skipped = this.prepareDocument(t, op.message, count, old, first, rest);
       for (const id of skipped) tailDeletes.add(t.namespace, op.stream, id);
-      if (t.mode === 'append') continue;
+      if (upsert) continue;
       for (let k = Math.max(n, 1); k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
       if (n === 0 && old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
     }

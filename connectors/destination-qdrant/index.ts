@@ -4,7 +4,7 @@ import type { CheckResult, ConnectorContext, Destination, OpenOptions, SearchHit
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { connectQdrant } from './client.ts';
 import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
-import { INDEXED_FIELDS, describeCollection, ensureIndexes, readLayout } from './collection.ts';
+import { INDEXED_FIELDS, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
 
 const destination: Destination<QdrantConfig> = {
@@ -61,6 +61,24 @@ const destination: Destination<QdrantConfig> = {
     const q = connectQdrant(config, ctx.logger);
     const plan = await prepare(q, config, ctx, options);
     return createWriter(q, config, ctx, options, plan);
+  },
+
+  /** The conformance kit writes into a collection of its own (alias and generations), dropped afterwards. */
+  async sandbox(config: QdrantConfig, ctx: ConnectorContext, id: string) {
+    const collection = `sluice_conformance_${id}`;
+    return {
+      config: { ...config, collection },
+      async remove() {
+        const q = connectQdrant(config, ctx.logger);
+        const layout = await readLayout(q, collection);
+        if (layout.current?.viaAlias)
+          await q.call(`drop alias ${collection}`, () =>
+            q.client.updateCollectionAliases({ actions: [{ delete_alias: { alias_name: collection } }] }),
+          );
+        const names = new Set([...layout.generations.map((g) => g.name), ...(layout.current ? [layout.current.physical] : [])]);
+        for (const name of names) await dropCollection(q, name);
+      },
+    };
   },
 
   /** Sizes per stream; with `reindex`, creates sluice's payload indexes where missing (Qdrant rebuilds HNSW on its own). */

@@ -240,8 +240,33 @@ export interface Destination<C = any> {
   resetState?(config: C, ctx: ConnectorContext, streams?: string[]): Promise<void>;
   /** Where readState/resetState keep it, for messages (e.g. "table public._sluice_state on host:5432/db"). */
   describeState?(config: C, ctx: ConnectorContext): string;
+  /**
+   * For the conformance kit (invariant 9): a config that writes where none of the user's data is
+   * (a scratch schema, collection, namespace or file named after `id`), and `remove()`, which
+   * deletes everything written there, connection state included. Without it the kit writes
+   * uniquely named test streams and deletes their documents afterwards.
+   */
+  sandbox?(config: C, ctx: ConnectorContext, id: string): Promise<DestinationSandbox<C>>;
+  /**
+   * Lists every chunk a stream holds, as a reader would see it (the conformance kit reads back
+   * through it; `search()` is used when this is absent).
+   */
+  readBack?(config: C, ctx: ConnectorContext, stream: string): Promise<StoredChunk[]>;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
+}
+
+export interface DestinationSandbox<C> {
+  config: C;
+  /** Deletes everything written with `config` (the kit passes the streams it wrote). */
+  remove(streams: string[]): Promise<void>;
+}
+
+/** One stored chunk as the conformance kit sees it. */
+export interface StoredChunk {
+  documentId: string;
+  chunkIndex: number;
+  content?: string;
 }
 
 export type Connector = Source | Destination;

@@ -40,9 +40,18 @@ export function formatAjvErrors(errors: ErrorObject[] | null | undefined, max = 
   return parts.join('; ') + (errors.length > max ? ` (+${errors.length - max} more)` : '');
 }
 
-/** Where the Airbyte protocol schema lives: SLUICE_SHARED_SPECS, else the package's own specs/. */
+/**
+ * Where the Airbyte protocol schema is read from: SLUICE_SHARED_SPECS when set, else the package's
+ * own specs/ (airbyte_protocol.yaml ships with sluice, so the check never depends on a checkout).
+ */
 export function sharedSpecsDir(): string {
   return process.env.SLUICE_SHARED_SPECS ?? resolve(PACKAGE_ROOT, 'specs');
+}
+
+/** $SLUICE_SHARED_SPECS/airbyte_protocol.yaml when that exists, else the copy in the package. */
+function defaultProtocolSchema(): string {
+  const shared = process.env.SLUICE_SHARED_SPECS && resolve(process.env.SLUICE_SHARED_SPECS, 'airbyte_protocol.yaml');
+  return shared && existsSync(shared) ? shared : PROTOCOL_SCHEMA;
 }
 
 export interface ProtocolValidators {
@@ -54,7 +63,9 @@ export interface ProtocolValidators {
 const cache = new Map<string, ProtocolValidators>();
 
 /** Validators for AirbyteMessage and AirbyteStream, or undefined when the schema file is absent. */
-export function protocolValidators(file = resolve(sharedSpecsDir(), 'airbyte_protocol.yaml')): ProtocolValidators | undefined {
+export const PROTOCOL_SCHEMA = resolve(PACKAGE_ROOT, 'specs', 'airbyte_protocol.yaml');
+
+export function protocolValidators(file = defaultProtocolSchema()): ProtocolValidators | undefined {
   const hit = cache.get(file);
   if (hit) return hit;
   if (!existsSync(file)) return undefined;

@@ -1,6 +1,7 @@
 // Source conformance, after Airbyte's connector acceptance tests: the spec, check, discover, the
 // messages and records of a full read, and incremental state (emitted, advancing, and a resumed
 // read that neither loses nor repeats a record).
+import { randomBytes } from 'node:crypto';
 import type { ConnectorContext, Source, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { canonicalJson, documentId, getPath } from '../protocol/identity.ts';
@@ -45,7 +46,7 @@ export interface SourceConformanceOptions {
   maxMessages?: number;
   /** How many of the first read's states to resume from (spread over the read; default 3). */
   resumePoints?: number;
-  /** airbyte_protocol.yaml to validate messages against (default: the shared specs dir). */
+  /** airbyte_protocol.yaml to validate messages against (default: the copy in sluice's specs/). */
   protocolSchema?: string;
 }
 
@@ -179,7 +180,8 @@ function configuredCatalog(
 
 export async function runSourceConformance(source: Source, options: SourceConformanceOptions): Promise<ConformanceReport> {
   const report = new ReportBuilder(source.spec?.name ?? '(unnamed)', 'source');
-  const ctx = testContext(options.ctx);
+  // Its own connection name, so consumer groups, slots and work files are never the user's.
+  const ctx = testContext({ ...options.ctx, connection: `sluice-conformance-${randomBytes(4).toString('hex')}` });
   const protocol = protocolValidators(options.protocolSchema);
   const allMessages: { phase: string; message: AirbyteMessage; index: number }[] = [];
 
@@ -197,7 +199,7 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   } catch (err) {
     report.fail('check.succeeds', `check() threw with the good config: ${describeFailure(err)}`);
   }
-  await checkConfigRejected(source, options.badConfigs, ctx, report);
+  await checkConfigRejected(source, options.config, options.badConfigs, ctx, report);
 
   // discover
   let catalog: AirbyteCatalog | undefined;
@@ -282,7 +284,7 @@ export async function runSourceConformance(source: Source, options: SourceConfor
         : [],
     );
     const withPk = streams.filter((s) => s.source_defined_primary_key?.length);
-    if (!withPk.length) report.skip('read.records-have-primary-key', 'no stream declares a primary key');
+    if (!withPk.length) report.notApplicable('read.records-have-primary-key', 'no stream declares a primary key');
     else report.result('read.records-have-primary-key', pkProblems);
   }
 
@@ -308,16 +310,19 @@ export async function runSourceConformance(source: Source, options: SourceConfor
   // incremental
   const incStreams = streams.filter((s) => s.supported_sync_modes.includes('incremental'));
   if (!incStreams.length) {
-    report.skip('incremental.state-emitted', 'no stream supports incremental sync');
-    report.skip('incremental.state-advances', 'no stream supports incremental sync');
-    report.skip('incremental.resume-without-loss-or-repeats', 'no stream supports incremental sync');
+    report.notApplicable('incremental.state-emitted', 'no stream supports incremental sync');
+    report.notApplicable('incremental.state-advances', 'no stream supports incremental sync');
+    report.notApplicable('incremental.resume-without-loss-or-repeats', 'no stream supports incremental sync');
   } else {
     await checkIncremental(source, config, incStreams, ctx, options, report, allMessages);
   }
 
   // protocol validity of everything seen
   if (!protocol) {
-    report.skip('read.protocol-messages', 'airbyte_protocol.yaml not found; set SLUICE_SHARED_SPECS to the specs directory');
+    report.fail(
+      'read.protocol-messages',
+      `${options.protocolSchema ?? 'specs/airbyte_protocol.yaml'} not found: it ships with sluice, so the installation is incomplete; reinstall sluice`,
+    );
   } else {
     const problems: string[] = [];
     for (const { phase, message, index } of allMessages) {

@@ -78,29 +78,36 @@ export function checkSpec(connector: Source | Destination, rawConfig: unknown, r
   return parsed.data;
 }
 
+/** The key the unknown-key probe adds to the good config. */
+export const UNKNOWN_KEY = '__sluice_conformance_unknown_key__';
+
 /**
- * check.rejects-bad-config: each bad config must be refused by the schema, or by check() returning
- * ok:false or throwing a SluiceError — never by a crash. Without bad configs, an unknown key must
- * be refused by the schema (configs are strict so typos are caught).
+ * check.rejects-bad-config: a good config with one unknown key merged in must be refused by the
+ * schema (configs are strict so typos are caught; a loose object silently drops the key), and each
+ * bad config must be refused by the schema, by check() returning ok:false or throwing a
+ * SluiceError — never by a crash.
  */
 export async function checkConfigRejected(
   connector: Source | Destination,
+  goodConfig: unknown,
   badConfigs: unknown[] | undefined,
   ctx: ConnectorContext,
   report: ReportBuilder,
 ): Promise<void> {
   const problems: string[] = [];
   const notes: string[] = [];
-  const cases = badConfigs?.length ? badConfigs : [{ __sluice_conformance_unknown_key__: true }];
-  for (const [i, bad] of cases.entries()) {
-    const label = badConfigs?.length ? `bad config #${i + 1}` : 'a config with an unknown key';
+  const base = goodConfig && typeof goodConfig === 'object' && !Array.isArray(goodConfig) ? goodConfig : {};
+  const probe = connector.spec.config.safeParse({ ...base, [UNKNOWN_KEY]: true });
+  if (probe.success)
+    problems.push(
+      `a config with an unknown key was accepted by the config schema (the good config plus "${UNKNOWN_KEY}"); use z.strictObject so misspelt keys are reported`,
+    );
+  else notes.push(`a config with an unknown key: refused by the schema (${zodIssues(probe.error)})`);
+  for (const [i, bad] of (badConfigs ?? []).entries()) {
+    const label = `bad config #${i + 1}`;
     const parsed = connector.spec.config.safeParse(bad);
     if (!parsed.success) {
       notes.push(`${label}: refused by the schema (${zodIssues(parsed.error)})`);
-      continue;
-    }
-    if (!badConfigs?.length) {
-      problems.push(`${label} was accepted by the config schema; use z.strictObject so misspelt keys are reported`);
       continue;
     }
     try {

@@ -18,8 +18,8 @@ function describeChecks(title: string, names: readonly string[], run: () => Prom
       it(name, (ctx) => {
         const outcome = report.checks.find((c) => c.name === name);
         expect(outcome, `check ${name} did not run`).toBeDefined();
-        // A check that could not apply shows as skipped, with the reason, rather than as a pass.
-        if (outcome!.skipped) ctx.skip(outcome!.message);
+        // A check that could not run, or does not apply, shows as skipped with the reason, not as a pass.
+        if (outcome!.skipped || outcome!.notApplicable) ctx.skip(outcome!.message);
         expect(outcome!.ok, `${name}: ${outcome!.message ?? ''}`).toBe(true);
       });
     }

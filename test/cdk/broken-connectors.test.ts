@@ -1,7 +1,12 @@
 // The conformance kit must fail broken connectors with messages that say exactly what is wrong.
 import { describe, expect, it } from 'vitest';
-import { defineDestination, defineSource, z, type Source, type WriteOperation } from 'sluice/cdk';
-import { runDestinationConformance, runSourceConformance, type ConformanceReport } from 'sluice/testing';
+import { defineDestination, defineSource, z, type Destination, type Source, type WriteOperation } from 'sluice/cdk';
+import {
+  runDestinationConformance,
+  runSourceConformance,
+  type ConformanceReport,
+  type DestinationConformanceOptions,
+} from 'sluice/testing';
 
 const items = Array.from({ length: 12 }, (_, i) => ({
   id: i + 1,
@@ -44,7 +49,9 @@ describe('conformance kit on broken connectors', () => {
     });
     const f = failed(await runSourceConformance(source, { config: {} }));
     expect(f['spec.secrets-marked']).toBe('config field "api_key" looks like a secret but is not marked: add .meta({ secret: true })');
-    expect(f['check.rejects-bad-config']).toMatch(/unknown key was accepted by the config schema; use z\.strictObject/);
+    expect(f['check.rejects-bad-config']).toMatch(
+      /^a config with an unknown key was accepted by the config schema \(the good config plus "__sluice_conformance_unknown_key__"\); use z\.strictObject/,
+    );
 
     // A spec whose config schema is not an object at all.
     const notObject = defineSource({ ...good, spec: { name: 'items', config: z.string() as unknown as z.ZodObject } });
@@ -186,16 +193,23 @@ describe('conformance kit on broken connectors', () => {
 
 describe('conformance kit on broken destinations', () => {
   type Row = { documentId: string; chunkIndex: number; content: string };
-  /** An in-memory store with switchable faults. */
+  /** Rows by stream, shared by every writer of one destination. */
+  const newStore = () => {
+    const tables = new Map<string, Row[]>();
+    const table = (s: string) => tables.get(s) ?? (tables.set(s, []), tables.get(s)!);
+    return { tables, table, readBack: async (_c: unknown, _x: unknown, stream: string) => [...table(stream)] };
+  };
+
+  /** An in-memory store behind its own writer, with switchable faults. */
   function memoryDestination(faults: {
     ackEarly?: boolean;
     noDelete?: boolean;
     appendDuplicates?: boolean;
     keepOldChunks?: boolean;
     noOverwrite?: boolean;
+    wrongCounts?: boolean;
   }) {
-    const tables = new Map<string, Row[]>();
-    const table = (s: string) => tables.get(s) ?? (tables.set(s, []), tables.get(s)!);
+    const { tables, table, readBack } = newStore();
     const destination = defineDestination({
       spec: { name: 'memory', config: z.strictObject({}) },
       async open(_config, _ctx, { streams }) {
@@ -212,80 +226,183 @@ describe('conformance kit on broken destinations', () => {
                 );
               continue;
             }
-            let kept = faults.appendDuplicates
+            // Overwrite loads the new generation beside the old one (noOverwrite: over it).
+            if (modes.get(op.stream) === 'overwrite' && !faults.noOverwrite) {
+              const next = staged.get(op.stream) ?? [];
+              staged.set(op.stream, [
+                ...next.filter((r) => r.documentId !== op.documentId),
+                ...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content })),
+              ]);
+              continue;
+            }
+            const append = modes.get(op.stream) === 'append';
+            const kept = faults.appendDuplicates
               ? rows
-              : rows.filter((r) => r.documentId !== op.documentId || (faults.keepOldChunks && r.chunkIndex >= op.chunks.length));
-            if (modes.get(op.stream) === 'overwrite' && !faults.noOverwrite) kept = kept.filter((r) => r.documentId !== op.documentId);
+              : rows.filter(
+                  (r) => r.documentId !== op.documentId || ((append || faults.keepOldChunks) && r.chunkIndex >= op.chunks.length),
+                );
             tables.set(op.stream, [
               ...kept,
               ...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content })),
             ]);
           }
         };
-        const generation = new Set<string>();
+        const staged = new Map<string, Row[]>();
         return {
           async *write(input) {
+            let records = 0;
+            let chunks = 0;
             for await (const m of input) {
               if (m.type === 'DOCUMENT' || m.type === 'DELETE') {
                 pending.push(m);
-                if (m.type === 'DOCUMENT') generation.add(`${m.stream}\u0000${m.documentId}`);
+                records++;
+                if (m.type === 'DOCUMENT') chunks += m.chunks.length;
               } else if (m.type === 'STATE') {
                 if (!faults.ackEarly) apply();
                 yield { type: 'STATE_COMMITTED', state: m.state, connection: m.connection };
               } else if (m.type === 'STREAM_COMPLETE' && !faults.noOverwrite) {
                 apply();
-                tables.set(
-                  m.stream,
-                  table(m.stream).filter((r) => generation.has(`${m.stream}\u0000${r.documentId}`)),
-                );
+                tables.set(m.stream, staged.get(m.stream) ?? []);
+                staged.delete(m.stream);
               }
             }
             apply();
-            yield { type: 'WRITTEN', stream: streams[0].name, records: 3, chunksWritten: 0, chunksDeleted: 0 };
+            if (faults.wrongCounts) records = 3;
+            yield { type: 'WRITTEN', stream: streams[0].name, records, chunksWritten: chunks, chunksDeleted: 0 };
           },
           async close() {},
         };
       },
     });
-    return { destination, readBack: async (_c: unknown, _x: unknown, stream: string) => table(stream) };
+    return { destination, readBack };
   }
 
-  it('passes a correct in-memory destination', async () => {
-    const { destination, readBack } = memoryDestination({});
-    const r = await runDestinationConformance(destination, { config: {}, readBack });
-    expect(failedChecks(r)).toEqual({});
+  /**
+   * Realistic sink bugs behind the kit's own batching writer (a STATE ends a batch):
+   * - dropAfterFirst: stores the first batch and silently drops every later one;
+   * - writeBehind: acknowledges each batch at once and stores it a little later;
+   * - deleteThenInsert: applies a batch as "delete all its documents, then insert all chunks".
+   */
+  function sinkDestination(fault?: 'dropAfterFirst' | 'writeBehind' | 'deleteThenInsert') {
+    const { tables, table, readBack } = newStore();
+    let batches = 0;
+    const applyInOrder = (ops: WriteOperation[]) => {
+      for (const op of ops) {
+        const rows = table(op.stream).filter((r) => r.documentId !== op.documentId);
+        if (op.type === 'DOCUMENT')
+          rows.push(...op.chunks.map((c) => ({ documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content })));
+        tables.set(op.stream, rows);
+      }
+    };
+    const destination = defineDestination({
+      spec: { name: 'memory-sink', config: z.strictObject({}) },
+      destinationSyncModes: ['append_dedup'],
+      async connect() {
+        return {
+          async writeBatch(ops) {
+            batches++;
+            if (fault === 'dropAfterFirst' && batches > 1) return;
+            if (fault === 'writeBehind') {
+              setTimeout(() => applyInOrder(ops), 30);
+              return;
+            }
+            if (fault === 'deleteThenInsert') {
+              const ids = new Set(ops.map((o) => `${o.stream}\u0000${o.documentId}`));
+              for (const [stream, rows] of tables)
+                tables.set(
+                  stream,
+                  rows.filter((r) => !ids.has(`${stream}\u0000${r.documentId}`)),
+                );
+              for (const op of ops) {
+                if (op.type !== 'DOCUMENT') continue;
+                const rows = table(op.stream);
+                for (const c of op.chunks) {
+                  const at = rows.findIndex((r) => r.documentId === op.documentId && r.chunkIndex === c.chunkIndex);
+                  const row = { documentId: op.documentId, chunkIndex: c.chunkIndex, content: c.content };
+                  if (at >= 0) rows[at] = row;
+                  else rows.push(row);
+                }
+              }
+              return;
+            }
+            applyInOrder(ops);
+          },
+          async close() {},
+        };
+      },
+    });
+    return { destination, readBack };
+  }
+
+  const run = (d: { destination: Destination; readBack: DestinationConformanceOptions['readBack'] }) =>
+    runDestinationConformance(d.destination, { config: {}, readBack: d.readBack });
+
+  it('passes correct in-memory destinations, and removes its test data from them', async () => {
+    const own = memoryDestination({});
+    const report = await run(own);
+    expect(failed(report)).toEqual({});
+    expect(report.skipped).toBe(0);
+    const sink = sinkDestination();
+    expect(failed(await run(sink))).toEqual({});
+    // No sandbox(): the kit deleted every document it wrote (and read back that they are gone).
+    const r = report.checks.find((c) => c.name === 'cleanup.test-data-removed')!;
+    expect(r.message).toMatch(/^deleted the \d+ test documents of streams conformance_[0-9a-f]{8}_overwrite, /);
+  });
+
+  it('fails a destination that silently drops every batch after the first', async () => {
+    const f = failed(await run(sinkDestination('dropAfterFirst')));
+    expect(f['write.state-acked-after-data-durable']).toMatch(/^when STATE 2 was acknowledged: document "c" is missing/);
+    expect(f['write.every-batch-stored']).toMatch(/^after 4 batches and a tail, once the writer closed: document "c" is missing/);
+    expect(f['write.written-counts-match']).toBe('WRITTEN events report 14 chunks written, but the destination holds 3');
+  });
+
+  it('fails a write-behind destination that acknowledges a STATE before its batch is stored', async () => {
+    const f = failed(await run(sinkDestination('writeBehind')));
+    expect(f['write.state-acked-after-data-durable']).toMatch(
+      /^when STATE 1 was acknowledged: document "a" is missing \(stream holds \{\}\)/,
+    );
+  });
+
+  it('fails a destination that applies a batch as "delete its documents, then insert all chunks"', async () => {
+    const f = failed(await run(sinkDestination('deleteThenInsert')));
+    expect(f['write.same-batch-updates']).toBe(
+      [
+        'append_dedup: after one batch that wrote "twice" twice and "brief" then its DELETE: document "twice" holds chunks [0,1,2], expected [0] (stream holds {"a":[0,1],"b":[0],"brief":[0,1],"c":[0,1,2],"d":[0],"e":[0],"f":[0,1],"g":[0],"h":[0,1],"i":[0],"neighbour":[0],"twice":[0,1,2]})',
+        'append_dedup: after one batch that wrote "twice" twice and "brief" then its DELETE: document(s) "brief" should not be there (stream holds {"a":[0,1],"b":[0],"brief":[0,1],"c":[0,1,2],"d":[0],"e":[0],"f":[0,1],"g":[0],"h":[0,1],"i":[0],"neighbour":[0],"twice":[0,1,2]})',
+      ].join('\n'),
+    );
   });
 
   it('names each broken promise', async () => {
-    const early = memoryDestination({ ackEarly: true });
-    expect(
-      failedChecks(await runDestinationConformance(early.destination, { config: {}, readBack: early.readBack }))[
-        'write.state-acked-after-data-durable'
-      ],
-    ).toBe(
-      'STATE 1 was acknowledged before document "a" written before it was readable (held: {})\nSTATE 1 was acknowledged before document "b" written before it was readable (held: {})',
+    const early = failed(await run(memoryDestination({ ackEarly: true })));
+    expect(early['write.state-acked-after-data-durable']).toMatch(
+      /^when STATE 1 was acknowledged: document "a" is missing \(stream holds \{\}\)\nwhen STATE 1 was acknowledged: document "b" is missing/,
     );
-    const dup = memoryDestination({ appendDuplicates: true });
-    expect(
-      failedChecks(await runDestinationConformance(dup.destination, { config: {}, readBack: dup.readBack }))['write.idempotent-replay'],
-    ).toMatch(/^append: replaying the same batch duplicated chunks r1#0, r1#1, r1#2, r2#0/);
-    const stale = memoryDestination({ keepOldChunks: true });
-    expect(
-      failedChecks(await runDestinationConformance(stale.destination, { config: {}, readBack: stale.readBack }))[
-        'write.replaces-chunks-as-unit'
-      ],
-    ).toBe(
-      'document "shrink" went from 3 chunks to 1 but the destination holds chunks [0,1,2]; chunks at or above the new count must be removed',
+    expect(failed(await run(memoryDestination({ appendDuplicates: true })))['write.idempotent-replay']).toMatch(
+      /^append: after the same batch was written twice: document "r1" holds chunk\(s\) 0, 1, 2 more than once/,
     );
-    const keep = memoryDestination({ noDelete: true });
-    expect(failedChecks(await runDestinationConformance(keep.destination, { config: {}, readBack: keep.readBack }))['write.deletes']).toBe(
-      'DELETE of document "gone" left chunks [0,1]',
+    expect(failed(await run(memoryDestination({ keepOldChunks: true })))['write.replaces-chunks-as-unit']).toMatch(
+      /^after document "shrink" went from 3 chunks to 1: document "shrink" holds chunks \[0,1,2\], expected \[0\]/,
     );
-    const noSwitch = memoryDestination({ noOverwrite: true });
-    expect(
-      failedChecks(await runDestinationConformance(noSwitch.destination, { config: {}, readBack: noSwitch.readBack }))['write.overwrite'],
-    ).toBe(
-      'after overwriting with documents [both, new1] the stream holds ["both","new1","old1"]; the old generation must be replaced at STREAM_COMPLETE',
+    expect(failed(await run(memoryDestination({ noDelete: true })))['write.deletes']).toMatch(
+      /^after DELETE of "gone" and of "never-existed": document\(s\) "brief", "gone" should not be there/,
     );
+    expect(failed(await run(memoryDestination({ noOverwrite: true })))['write.overwrite']).toMatch(
+      /^while the second generation was loading, readers saw neither the whole first generation nor the whole second: chunk 0 of document "both" holds "y2", expected "y"[^]*\nafter the second generation completed: document\(s\) "old1" should not be there/,
+    );
+    expect(failed(await run(memoryDestination({ wrongCounts: true })))['write.written-counts-match']).toBe(
+      'WRITTEN events count 3 records; 9 documents were written',
+    );
+  });
+
+  it('a loose config object fails the unknown-key probe even when bad configs are given', async () => {
+    const loose = defineDestination({
+      spec: { name: 'loose', config: z.object({ url: z.string().default('x') }) },
+      async connect() {
+        return { async writeBatch() {}, async close() {} };
+      },
+    });
+    const f = failed(await runDestinationConformance(loose, { config: { url: 'x' }, badConfigs: [{ url: 5 }] }));
+    expect(f['check.rejects-bad-config']).toMatch(/^a config with an unknown key was accepted by the config schema/);
   });
 });

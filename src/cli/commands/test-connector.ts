@@ -2,7 +2,9 @@
 // prints the report; exits non-zero when a check fails.
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { extname, resolve } from 'node:path';
+import { createRequire } from 'node:module';
+import { extname, isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { validateConnectorModule } from '../../cdk/validate.ts';
 import { loadPipeline } from '../../config/load.ts';
@@ -10,8 +12,11 @@ import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPa
 import { BUILTIN } from '../../engine/registry.ts';
 import type { Destination, Source } from '../../protocol/connector.ts';
 import { SluiceError } from '../../protocol/errors.ts';
-import { runDestinationConformance } from '../../testing/destination.ts';
-import { formatReport, type ConformanceReport } from '../../testing/report.ts';
+import { runDestinationConformance, type DestinationConformanceOptions } from '../../testing/destination.ts';
+import { formatReport, strictOk, type ConformanceReport } from '../../testing/report.ts';
+import type { EmbeddingConfig } from '../../embedding/config.ts';
+import { HASH_DEFAULT_DIMENSIONS } from '../../embedding/hash.ts';
+import { modelInfo } from '../../embedding/models.ts';
 import { runSourceConformance } from '../../testing/source.ts';
 import { ExitCode } from '../main.ts';
 import { printJson } from '../output.ts';
@@ -24,6 +29,34 @@ interface Options {
   badConfig?: string[];
   streams?: string;
   json?: boolean;
+  strict?: boolean;
+}
+
+type ReadBack = NonNullable<DestinationConformanceOptions['readBack']>;
+
+/** A `readBack` the connector module exports next to its connector (for custom destinations). */
+function readBackExport(mod: unknown): ReadBack | undefined {
+  const m = mod as { readBack?: unknown; default?: { readBack?: unknown } } | undefined;
+  const fn = m?.readBack ?? m?.default?.readBack;
+  return typeof fn === 'function' ? (fn as ReadBack) : undefined;
+}
+
+/** The module file behind a pipeline's custom `type:` (a path or an npm package), for its other exports. */
+async function customModule(type: string, baseDir: string): Promise<unknown> {
+  try {
+    const file = type.startsWith('.') || isAbsolute(type) ? resolve(baseDir, type) : createRequire(join(baseDir, 'noop.js')).resolve(type);
+    return await import(pathToFileURL(file).href);
+  } catch {
+    return undefined; // the loader already loaded it; only optional exports are looked for here
+  }
+}
+
+/** The vector size the connection's embedder produces, so the test vectors fit the user's index. */
+function embeddingDimensions(embedding: EmbeddingConfig | undefined): number | undefined {
+  if (!embedding) return undefined;
+  if (embedding.dimensions) return embedding.dimensions;
+  if (embedding.provider === 'hash') return HASH_DEFAULT_DIMENSIONS;
+  return embedding.model ? modelInfo(embedding.model)?.dimensions : undefined;
 }
 
 /** `{"a":1}`, or a .json/.yaml file holding the config. */
@@ -84,7 +117,10 @@ export function register(program: Command) {
     .option('--bad-config <json|file...>', 'configs that must be refused')
     .option('--streams <names>', 'source: only these streams (comma-separated)')
     .option('--json', 'print the reports as JSON')
+    .option('--strict', 'fail when any check is skipped (the default when the CI environment variable is set)')
+    .option('--no-strict', 'allow skipped checks')
     .action(async (target: string, opts: Options) => {
+      const strict = opts.strict ?? (!!process.env.CI && process.env.CI !== 'false' && process.env.CI !== '0');
       const reports: ConformanceReport[] = [];
       const badConfigs = opts.badConfig?.map((b, i) => parseConfigArg(b, `--bad-config #${i + 1}`));
       const streams = opts.streams
@@ -98,7 +134,9 @@ export function register(program: Command) {
         const side = opts.side ?? (custom('source') && custom('destination') ? 'both' : custom('destination') ? 'destination' : 'source');
         if (!['source', 'destination', 'both'].includes(side))
           throw new SluiceError(`--side must be source, destination or both, not "${side}"`, { kind: 'config' });
-        const ctx = { baseDir: pipeline.baseDir, connection: conn.config.name };
+        // The kit runs under a connection name and test streams of its own (never this
+        // connection's), so its state and data are left exactly as they are.
+        const ctx = { baseDir: pipeline.baseDir };
         if (side !== 'destination') {
           reports.push(
             await runSourceConformance(conn.source, {
@@ -110,15 +148,17 @@ export function register(program: Command) {
           );
         }
         if (side !== 'source') {
-          if (!opts.json)
-            process.stderr.write(
-              `note: the destination checks write test streams named conformance_* into ${conn.config.destination.type}\n`,
-            );
+          const type = conn.config.destination.type;
+          const custom = (BUILTIN.destination as readonly string[]).includes(type) ? undefined : await customModule(type, pipeline.baseDir);
+          const readBack = readBackExport(custom);
+          const dimensions = conn.destination.capabilities.vectors ? embeddingDimensions(conn.config.embedding) : undefined;
           reports.push(
             await runDestinationConformance(conn.destination, {
               config: conn.config.destination.config,
               badConfigs: side === 'destination' ? badConfigs : undefined,
               ctx,
+              ...(readBack ? { readBack } : {}),
+              ...(dimensions ? { dimensions } : {}),
             }),
           );
         }
@@ -127,14 +167,15 @@ export function register(program: Command) {
         const connector = validateConnectorModule(mod, file) as Source | Destination;
         const config = opts.config ? parseConfigArg(opts.config, '--config') : {};
         const ctx = { baseDir: process.cwd() };
+        const readBack = readBackExport(mod);
         reports.push(
           connector.kind === 'source'
             ? await runSourceConformance(connector, { config, badConfigs, streams, ctx })
-            : await runDestinationConformance(connector, { config, badConfigs, ctx }),
+            : await runDestinationConformance(connector, { config, badConfigs, ctx, ...(readBack ? { readBack } : {}) }),
         );
       }
       if (opts.json) printJson(reports.length === 1 ? reports[0] : reports);
-      else process.stdout.write(reports.map(formatReport).join('\n\n') + '\n');
-      if (!reports.every((r) => r.ok)) throw new ExitCode(1);
+      else process.stdout.write(reports.map((r) => formatReport(r, { strict })).join('\n\n') + '\n');
+      if (!reports.every((r) => (strict ? strictOk(r) : r.ok))) throw new ExitCode(1);
     });
 }

@@ -1,0 +1,123 @@
+// Invariant 9 for the conformance kit: `sluice test-connector <pipeline>` against a pipeline that
+// has synced into pgvector leaves that pipeline's tables, its saved state (in `_sluice_state` and
+// in the state directory) and the database's schemas exactly as they were.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runCli, tempDir } from '../helpers/cli.ts';
+import { corpusWriter, filePipeline } from '../helpers/e2e.ts';
+
+/** Every row of every table in `schema` (ordered), and the database's schema names. */
+async function snapshot(db: pg.Client, schema: string): Promise<string> {
+  const tables = (
+    await db.query<{ table_name: string }>(`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`, [
+      schema,
+    ])
+  ).rows.map((r) => r.table_name);
+  const out: Record<string, unknown> = {};
+  for (const t of tables) {
+    const { rows } = await db.query(`SELECT to_jsonb(x)::text AS row FROM "${schema}"."${t}" x ORDER BY 1`);
+    out[t] = rows.map((r: { row: string }) => r.row);
+  }
+  // pg_temp_N / pg_toast_temp_N are PostgreSQL's per-backend temporary namespaces: they stay once any
+  // session used a temporary table (the COPY path stages through one) and hold nothing.
+  out.__schemas = (
+    await db.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_(toast_)?temp_' ORDER BY nspname`)
+  ).rows.map((r) => r.nspname);
+  return JSON.stringify(out);
+}
+
+/** Path and sha256 of every file under `dir`. */
+function filesOf(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!existsSync(dir)) return out;
+  const walk = (d: string) => {
+    for (const f of readdirSync(d)) {
+      const p = join(d, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else out[p.slice(dir.length)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+async function hasPgvector(db: pg.Client): Promise<boolean> {
+  const { rowCount } = await db.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'vector'`);
+  return !!rowCount;
+}
+
+for (const server of ['pglite', 'postgres'] as const) {
+  describe(`sluice test-connector on a synced pgvector pipeline (${server})`, () => {
+    const schema = `kit_isolation_${process.pid}`;
+    let url: string;
+    let db: pg.Client;
+    let pgvector = true;
+    let folder: string;
+    let pipeline: string;
+    beforeAll(async () => {
+      url = server === 'pglite' ? inject('pgliteUrl') : inject('pgUrl');
+      db = new pg.Client({ connectionString: url });
+      await db.connect();
+      pgvector = await hasPgvector(db);
+      folder = tempDir('sluice-kit-isolation-');
+      const write = corpusWriter(join(folder, 'corpus'));
+      for (let i = 1; i <= 5; i++) write(`note-${i}`, 3);
+      pipeline = filePipeline(folder, join(folder, 'corpus'), { type: 'pgvector', config: { url, schema } });
+      if (pgvector) {
+        const sync = await runCli(['sync', pipeline]);
+        expect(sync.stderr).toBe('');
+        expect(sync.code).toBe(0);
+      } else {
+        // No pgvector on this server: a pipeline's tables and state as a sync would have left them.
+        await db.query(`CREATE SCHEMA "${schema}"`);
+        await db.query(
+          `CREATE TABLE "${schema}"._sluice_state (connection text PRIMARY KEY, state jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+        );
+        await db.query(`INSERT INTO "${schema}"._sluice_state VALUES ('e2e', '{"streams":{"docs":{"cursor":"x"}}}', now())`);
+        await db.query(`CREATE TABLE "${schema}".docs (id text PRIMARY KEY, content text)`);
+        await db.query(`INSERT INTO "${schema}".docs VALUES ('a#0', 'kept as it is')`);
+      }
+    });
+    afterAll(async () => {
+      await db?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+      await db?.end();
+    });
+
+    it('leaves the pipeline’s tables, saved state and the database’s schemas byte-for-byte as they were', async () => {
+      const before = await snapshot(db, schema);
+      const stateBefore = filesOf(join(folder, '.sluice'));
+      const state = await db.query(`SELECT state::text FROM "${schema}"._sluice_state WHERE connection = 'e2e'`);
+      expect(state.rows).toHaveLength(1);
+
+      const r = await runCli(['test-connector', pipeline, '--side', 'both', '--strict']);
+      if (pgvector) {
+        expect(r.stdout).toMatch(/destination pgvector: PASSED/);
+        expect(r.stdout).toMatch(/source file: PASSED/);
+        expect(r.stdout).toMatch(/\d+ passed, 0 failed, 0 skipped/);
+        expect(r.code).toBe(0);
+      } else {
+        // The kit fails (no pgvector to write with) but still touches nothing.
+        expect(r.stdout).toMatch(/destination pgvector: FAILED/);
+        expect(r.code).toBe(1);
+      }
+      expect(await snapshot(db, schema)).toBe(before);
+      expect(filesOf(join(folder, '.sluice'))).toEqual(stateBefore);
+      const leftovers = await db.query(
+        `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname LIKE 'sluice_conformance_%' OR c.relname LIKE 'conformance\\_%'`,
+      );
+      expect(leftovers.rows).toEqual([]);
+
+      if (pgvector) {
+        // The next sync finds its state: nothing is re-read or re-embedded.
+        const again = await runCli(['sync', pipeline, '--json']);
+        expect(again.code).toBe(0);
+        const summary = JSON.parse(again.stdout) as { streams?: Record<string, { records_read: number }> } & Record<string, unknown>;
+        expect(JSON.stringify(summary)).toMatch(/"records_read":0/);
+      }
+    });
+  });
+}
