@@ -69,6 +69,8 @@ export async function scaffoldConnector(opts: ScaffoldOptions): Promise<Scaffold
       hint: 'choose another name, or pass --force to replace these files',
     });
   }
+  // The destination's example pipeline reads ./docs: give it something to read if there is nothing.
+  if (opts.kind === 'destination' && !existsSync(join(root, 'docs'))) contents.push([join(root, 'docs', 'example.md'), SAMPLE_DOC]);
   for (const [file, text] of contents) {
     try {
       await mkdir(dirname(file), { recursive: true });
@@ -82,6 +84,12 @@ export async function scaffoldConnector(opts: ScaffoldOptions): Promise<Scaffold
   }
   return { files: contents.map(([f]) => f), connector, test, pipeline };
 }
+
+const SAMPLE_DOC = `# Example document
+
+Written by \`sluice init connector\` so the example pipeline has something to sync. Put your own
+Markdown files in this folder; each one becomes a document, its chunks and their embeddings.
+`;
 
 const camel = (name: string) => name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
@@ -152,16 +160,18 @@ export default defineSource({
       cursorField: 'updated_at',
       ordering: 'cursor_then_key',
       stateEvery: 10,
-      async *read({ config: c, since }) {
-        // A real API call, with retries/backoff and Link-header pagination:
-        //   yield* paginate<Item>({
-        //     url: c.base_url + '/items',
-        //     query: { updated_since: since as string | undefined, per_page: 100 },
-        //     headers: c.api_token ? { authorization: 'Bearer ' + c.api_token } : {},
-        //     pagination: { type: 'link' },
-        //     signal,
-        //   });
+      async *read({ config: c, since, signal }) {
+        // A real API call, with retries/backoff and Link-header pagination (uncomment this and the
+        // paginate import above; it type-checks as is):
+        // yield* paginate<Item>({
+        //   url: c.base_url + '/items',
+        //   query: { updated_since: since as string | undefined, per_page: 100 },
+        //   headers: c.api_token ? { authorization: 'Bearer ' + c.api_token } : {},
+        //   pagination: { type: 'link' },
+        //   signal,
+        // });
         for (const item of sampleItems(c.count)) {
+          if (signal.aborted) return;
           if (since === undefined || item.updated_at >= (since as string)) yield item;
         }
       },
@@ -174,9 +184,9 @@ export default defineSource({
 function sourceTestTemplate(name: string): string {
   return `// Conformance test for source "${name}": the same checks every built-in connector passes
 // (spec, check, discover, records vs schema, protocol messages, incremental state and resume).
-// Run with: npx vitest run connectors/${name}.test.ts
+// Run with: npx vitest run connectors/${name}.test.ts   (vitest: npm install --save-dev vitest)
 import { describeSourceConformance } from 'sluice/testing';
-import ${camel(name)} from './${name}.ts';
+import ${camel(name)} from './${name}.js';
 
 describeSourceConformance('${name}', {
   source: ${camel(name)},
@@ -326,12 +336,12 @@ export default defineDestination({
 function destinationTestTemplate(name: string): string {
   return `// Conformance test for destination "${name}": state acknowledged only after the data is
 // durable, idempotent replay, chunks replaced as a unit, deletes, overwrite.
-// Run with: npx vitest run connectors/${name}.test.ts
+// Run with: npx vitest run connectors/${name}.test.ts   (vitest: npm install --save-dev vitest)
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeDestinationConformance } from 'sluice/testing';
-import ${camel(name)}, { readStream } from './${name}.ts';
+import ${camel(name)}, { readStream } from './${name}.js';
 
 const dir = mkdtempSync(join(tmpdir(), '${name}-'));
 

@@ -8,7 +8,7 @@ import { SluiceError } from '../protocol/errors.ts';
 import { closest } from '../config/suggest.ts';
 import { validateConnectorModule } from '../cdk/validate.ts';
 import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
-import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPackageSpecifier } from './load-module.ts';
+import { findInstalledPackage, importConnectorFile, isPackageSpecifier, resolvePackageEntry } from './load-module.ts';
 
 export const BUILTIN = {
   source: ['file', 'postgres', 'kafka', 's3', 'declarative'],
@@ -53,14 +53,13 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
     if (!existsSync(file))
       throw new SluiceError(`${kind} module not found: ${file}`, { kind: 'config', hint: 'paths are relative to the pipeline file' });
   } else if (isPackageSpecifier(type) && findInstalledPackage(type, baseDir)) {
-    // An npm package: resolved from the pipeline's directory through its `exports`, as `import` does.
-    let loaded: { file: string; mod: Record<string, unknown> };
-    try {
-      loaded = await importConnectorPackage(type, baseDir);
-    } catch (err) {
-      throw new SluiceError(`cannot load ${kind} package "${type}": ${(err as Error).message}`, { kind: 'config' });
-    }
-    return validateConnectorModule(loaded.mod, loaded.file, kind);
+    // An npm package, resolved from the pipeline's directory through its `exports` as `import` does.
+    const entry = resolvePackageEntry(type, baseDir);
+    if (!entry || !existsSync(entry))
+      throw new SluiceError(`${kind} package "${type}" has no entry point for import (its package.json "exports" or "main")`, {
+        kind: 'config',
+      });
+    file = entry;
   } else {
     const guess = closest(type, BUILTIN[kind]);
     throw new UnknownConnectorError(`unknown ${kind} type "${type}"`, {

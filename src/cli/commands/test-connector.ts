@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { validateConnectorModule } from '../../cdk/validate.ts';
 import { loadPipeline } from '../../config/load.ts';
-import { findInstalledPackage, importConnectorFile, importConnectorPackage, isPackageSpecifier } from '../../engine/load-module.ts';
+import { importConnectorFile, isPackageSpecifier, resolvePackageEntry } from '../../engine/load-module.ts';
 import { BUILTIN } from '../../engine/registry.ts';
 import type { Destination, Source } from '../../protocol/connector.ts';
 import { SluiceError } from '../../protocol/errors.ts';
@@ -90,14 +90,15 @@ async function importModule(target: string): Promise<{ file: string; mod: unknow
       throw new SluiceError(`cannot load ${file}: ${(err as Error).message}`, { kind: 'config', where: file });
     }
   }
-  if (!isPackageSpecifier(target) || !findInstalledPackage(target, process.cwd())) {
+  const file = isPackageSpecifier(target) ? resolvePackageEntry(target, process.cwd()) : undefined;
+  if (!file || !existsSync(file)) {
     throw new SluiceError(`cannot find "${target}" as a file or an installed npm package`, {
       kind: 'config',
       hint: 'pass a pipeline .yaml, a ./path/to/connector.ts, or an installed package name',
     });
   }
   try {
-    return await importConnectorPackage(target, process.cwd());
+    return { file, mod: await importConnectorFile(file) };
   } catch (err) {
     throw new SluiceError(`cannot load package "${target}": ${(err as Error).message}`, { kind: 'config' });
   }
