@@ -112,7 +112,7 @@ export async function checkConfiguredStreams(
       );
   }
 
-  const { slot, publication } = cdcNames(cfg, ctx.connection);
+  const { slot, publication } = cdcNames(cfg, ctx.connection, who.db);
   const owned = tables.length
     ? (
         await client.query<{ oid: number; owner: boolean }>(

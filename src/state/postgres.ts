@@ -39,7 +39,7 @@ const HINTS: Record<string, string> = {
 export class PostgresStateStore implements StateStore {
   private readonly pool: pg.Pool;
   private ready?: Promise<void>;
-  private readonly label: string;
+  readonly label: string;
   readonly stateTable: string;
   readonly cacheTable: string;
 
