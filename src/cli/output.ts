@@ -7,6 +7,7 @@ import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { ConfigError, formatPath } from '../config/load.ts';
 import { redact } from '../config/secrets.ts';
 import { closest } from '../config/suggest.ts';
+import { red } from './color.ts';
 
 let installed = false;
 /** Redacts registered secrets from every write to stdout/stderr, including third-party output. */
@@ -137,16 +138,18 @@ export function printError(err: unknown, opts: OutputOptions): void {
   if (opts.json) printJson(errorJson(err));
   if (err instanceof ConfigError) {
     process.stderr.write(
-      `error: invalid pipeline file\n${err.message
+      `${red('error:')} invalid pipeline file\n${err.message
         .split('\n')
         .map((l) => `  ${l}`)
         .join('\n')}\n`,
     );
   } else if (err instanceof SluiceError) {
-    process.stderr.write(`error: ${err.message}\n`);
+    process.stderr.write(`${red('error:')} ${err.message}\n`);
     if (err.where) process.stderr.write(`  where: ${err.where}\n`);
   } else {
-    process.stderr.write(`error: ${describeUnknown(err)}\n  (this looks like a bug in sluice; rerun with --debug and report it)\n`);
+    process.stderr.write(
+      `${red('error:')} ${describeUnknown(err)}\n  (this looks like a bug in sluice; rerun with --debug and report it)\n`,
+    );
   }
   if (err instanceof SluiceError && err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
   if (opts.debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

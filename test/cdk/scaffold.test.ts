@@ -44,6 +44,7 @@ describe('sluice init connector', () => {
       'connectors/my-store.ts',
       'connectors/my-store.test.ts',
       'my-store.pipeline.yaml',
+      'docs/example.md', // the sample input the destination's pipeline reads
     ]) {
       expect(existsSync(join(dir, f)), f).toBe(true);
     }
@@ -95,7 +96,7 @@ describe('sluice init connector', () => {
       readStream: (root: string, s: string) => Promise<{ documentId: string; chunks: { embedding?: number[] }[] }[]>;
     };
     const docs = await readStream(join(dir, 'out/my-store'), 'docs');
-    expect(docs.map((d) => d.documentId).sort()).toEqual(['a.md', 'b.md']);
+    expect(docs.map((d) => d.documentId).sort()).toEqual(['a.md', 'b.md', 'example.md']);
     expect(docs[0].chunks[0].embedding).toHaveLength(64);
   });
 

@@ -21,7 +21,7 @@ export function startCli(
 ): { child: ChildProcess; done: Promise<CliResult> } {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: opts.cwd ?? REPO,
-    env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', ...opts.env },
+    env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', NO_COLOR: '1', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
