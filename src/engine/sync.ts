@@ -77,7 +77,7 @@ export interface SyncSummary {
   connections: ConnectionSummary[];
 }
 
-const newStats = (): StreamStats => ({
+export const newStats = (): StreamStats => ({
   status: 'running',
   records_read: 0,
   records_written: 0,
@@ -225,7 +225,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   return summary;
 }
 
-interface RunParts {
+export interface RunParts {
   conn: LoadedConnection;
   catalog: ConfiguredCatalog;
   ctx: ConnectorContext;
@@ -522,7 +522,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   }
 }
 
-function toDocument(
+export function toDocument(
   cs: ConfiguredStream,
   data: Record<string, unknown>,
   processor: TextProcessor,
@@ -601,7 +601,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   }
 }
 
-async function embedChunks(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
+export async function embedChunks(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
   const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' ? m.chunks : []));
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
