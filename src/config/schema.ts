@@ -1,6 +1,7 @@
 // The public shape of a pipeline file. Later features extend it; they never rename.
 import { z } from 'zod';
 import { EmbeddingConfigSchema } from '../embedding/config.ts';
+import { ErrorsConfigSchema } from './errors.ts';
 import { DestinationSyncModeSchema, PipelineSyncModeSchema } from '../protocol/messages.ts';
 import { ProcessingConfigSchema } from '../text/config.ts';
 
@@ -38,6 +39,10 @@ export const ConnectionSchema = z.strictObject({
   embedding: EmbeddingConfigSchema.optional(),
   processing: ProcessingConfigSchema.optional(),
   streams: z.array(StreamConfigSchema).min(1).optional(),
+  /** What a changed source schema does (docs/reliability.md); unset: added columns propagate, a used column dropped or retyped stops. */
+  schema_changes: z.enum(['propagate', 'ignore', 'fail']).optional(),
+  /** Dead letters and error budget (docs/reliability.md). */
+  errors: ErrorsConfigSchema.optional(),
 });
 export type ConnectionConfig = z.infer<typeof ConnectionSchema>;
 

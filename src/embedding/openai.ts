@@ -193,6 +193,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
       where: 'embedding',
       hint,
       transient: isTransient(err),
+      cause: err, // its HTTP status tells a refused input (dead letter) from an outage
     });
   };
 

@@ -23,6 +23,9 @@ import { configureCatalog } from './catalog.ts';
 import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
+import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
+import { ErrorBudget, openDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
+import { httpStatus } from '../net/retry.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -70,6 +73,9 @@ export interface StreamStats {
   records_estimated?: number;
   /** Dry run only: the chunks the run would write (counted as the run counts chunks_written). */
   chunks_to_write?: number;
+  /** Records stored as dead letters (errors.tolerance: all); absent when none. */
+  records_failed?: number;
+  /** Dry run only. */
   chunks_to_embed?: number;
   tokens_to_embed?: number;
   estimated_cost_usd?: number | null;
@@ -86,6 +92,10 @@ export interface ConnectionSummary {
   duration_ms: number;
   states_committed: number;
   streams: Record<string, StreamStats>;
+  /** Source schema changes seen by this run and what was done (docs/reliability.md). */
+  schema_changes?: SchemaChange[];
+  /** Records of this run stored as dead letters (errors.tolerance: all). */
+  dead_letters?: number;
 }
 
 export interface SyncSummary {
@@ -95,7 +105,7 @@ export interface SyncSummary {
   connections: ConnectionSummary[];
 }
 
-const newStats = (): StreamStats => ({
+export const newStats = (): StreamStats => ({
   status: 'running',
   records_read: 0,
   records_written: 0,
@@ -174,6 +184,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   let cache: EmbeddingCache | undefined;
   let store: StateStore | undefined;
   let failure: SluiceError | undefined;
+  let deadLetters: DeadLetterStore | undefined;
   try {
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
@@ -203,35 +214,58 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
     opts.observer?.connectionStarted?.(summary, embedder);
-
-    if (opts.dryRun) {
-      // What the real run would refuse before writing (an existing table of another vector size).
-      await conn.destination.preflight?.(conn.destinationConfig, ctx, {
-        streams: catalog.streams.map((s) => ({
-          name: s.stream.name,
-          destinationSyncMode: s.destination_sync_mode,
-          primaryKey: s.primary_key ?? [],
-        })),
-        ...embedderShape(embedder),
-      });
-      const state = await connectionStore.load(name);
-      await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal });
-    } else {
-      await syncConnection({
-        conn,
-        catalog,
-        ctx,
-        processor,
-        embedder,
-        cache,
-        store: connectionStore,
-        sharded: !!opts.shard,
-        streams,
-        summary,
-        signal: opts.signal,
-        logger,
-        observer: opts.observer,
-      });
+    // Before anything is opened or written: a schema change the policy refuses stops here.
+    const schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
+    const errorsCfg = conn.config.errors;
+    deadLetters =
+      errorsCfg?.tolerance === 'all' && !opts.dryRun ? openDeadLetterStore(errorsCfg, pipeline.stateDir, pipeline.baseDir) : undefined;
+    const budget = new ErrorBudget(name, errorsCfg, deadLetters);
+    try {
+      if (opts.dryRun) {
+        // What the real run would refuse before writing (an existing table of another vector size).
+        await conn.destination.preflight?.(conn.destinationConfig, ctx, {
+          streams: catalog.streams.map((s) => ({
+            name: s.stream.name,
+            destinationSyncMode: s.destination_sync_mode,
+            primaryKey: s.primary_key ?? [],
+          })),
+          ...embedderShape(embedder),
+        });
+        const state = await connectionStore.load(name);
+        await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal, schema });
+      } else {
+        const superseded = deadLetters ? await supersededLetters(deadLetters, name) : undefined;
+        await syncConnection({
+          conn,
+          catalog,
+          ctx,
+          processor,
+          embedder,
+          cache,
+          store: connectionStore,
+          sharded: !!opts.shard,
+          streams,
+          summary,
+          signal: opts.signal,
+          logger,
+          observer: opts.observer,
+          schema,
+          budget,
+          superseded,
+        });
+        if (superseded?.ids.length) {
+          await deadLetters!.remove(name, superseded.ids);
+          logger.info(
+            { connection: name, count: superseded.ids.length },
+            'dead letters superseded by newer versions of their records were removed',
+          );
+        }
+        budget.check(totalRead(streams), true);
+      }
+    } finally {
+      if (budget.failed) summary.dead_letters = budget.failed;
+      if (schema.changes.length) summary.schema_changes = schema.changes;
+      if (!opts.dryRun) await schema.save().catch((e) => logger.warn({ err: describeUnknown(e) }, 'keeping the source schema failed'));
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
@@ -251,6 +285,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     await cache?.close().catch(() => undefined);
     await store?.close?.().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
+    await deadLetters?.close().catch(() => undefined);
   }
   const elapsed = Date.now() - started;
   summary.duration_ms = elapsed;
@@ -262,7 +297,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   return summary;
 }
 
-interface RunParts {
+export interface RunParts {
   conn: LoadedConnection;
   catalog: ConfiguredCatalog;
   ctx: ConnectorContext;
@@ -272,6 +307,32 @@ interface RunParts {
   streams: Record<string, StreamStats>;
   signal: AbortSignal;
   observer?: SyncObserver;
+  schema?: SchemaTracker;
+  budget?: ErrorBudget;
+  /** Dead letters of this connection by stream and key: a newer version read by this run supersedes them. */
+  superseded?: { byKey: Map<string, string[]>; ids: string[] };
+}
+
+const totalRead = (streams: Record<string, StreamStats>) => Object.values(streams).reduce((n, s) => n + s.records_read, 0);
+
+async function supersededLetters(store: DeadLetterStore, connection: string) {
+  const byKey = new Map<string, string[]>();
+  for (const l of await store.list(connection)) {
+    if (l.key === undefined) continue;
+    const k = `${l.stream}\u0000${l.key}`;
+    byKey.set(k, [...(byKey.get(k) ?? []), l.id]);
+  }
+  return { byKey, ids: [] as string[] };
+}
+
+/** An input the embedding API refused (4xx, not a rate limit or an auth problem): the record, not the service, is at fault. */
+function isRefusedInput(err: unknown): boolean {
+  if (!(err instanceof SluiceError) || err.kind !== 'embedding' || err.transient) return false;
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    const status = httpStatus(e);
+    if (status !== undefined) return status === 400 || status === 413 || status === 422;
+  }
+  return false;
 }
 
 /** When each STATE went to the destination, and the newest record emitted before it (for metrics). */
@@ -496,7 +557,33 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
         streams[stream].records_read++;
         newestEmittedAt = m.record.emitted_at;
-        yield toDocument(cs, m.record.data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
+        const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
+        let doc: DestinationMessage;
+        try {
+          doc = toDocument(cs, data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
+        } catch (err) {
+          if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
+          await p.budget.deadLetter(
+            err,
+            { stream, stage: /primary key/i.test(err.message) ? 'key' : 'text', payload: data },
+            totalRead(streams),
+          );
+          streams[stream].records_failed = (streams[stream].records_failed ?? 0) + 1;
+          continue;
+        }
+        if (doc.type === 'DOCUMENT' && !doc.chunks.length && p.budget?.tolerant) {
+          // Still passed on (its old chunks go), and kept as a letter so the empty record is seen.
+          await p.budget.deadLetter(
+            new Error('no text: the fields that make the text are empty'),
+            { stream, key: doc.documentId, stage: 'text', payload: data },
+            totalRead(streams),
+          );
+          streams[stream].records_failed = (streams[stream].records_failed ?? 0) + 1;
+        } else if (p.superseded && (doc.type === 'DOCUMENT' || doc.type === 'DELETE')) {
+          const ids = p.superseded.byKey.get(`${stream}\u0000${doc.documentId}`);
+          if (ids) p.superseded.ids.push(...ids);
+        }
+        yield doc;
       } else if (m.type === 'STATE') {
         const msg = onState(m.state);
         if (msg) yield msg;
@@ -534,7 +621,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   }
 }
 
-function toDocument(
+export function toDocument(
   cs: ConfiguredStream,
   data: Record<string, unknown>,
   processor: TextProcessor,
@@ -585,6 +672,35 @@ function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embed
 }
 
 async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
+  try {
+    return await embedChunks(group, p, embedder);
+  } catch (err) {
+    if (!p.budget?.tolerant || !isRefusedInput(err)) throw err;
+    // The API refused the batch for its content: one document at a time finds the records at fault.
+    const out: DestinationMessage[] = [];
+    for (const m of group) {
+      if (m.type !== 'DOCUMENT') {
+        out.push(m);
+        continue;
+      }
+      try {
+        out.push(...(await embedChunks([m], p, embedder)));
+      } catch (e) {
+        if (!isRefusedInput(e)) throw e;
+        await p.budget.deadLetter(
+          e,
+          { stream: m.stream, key: m.documentId, stage: 'embed', payload: m.record ?? {} },
+          totalRead(p.streams),
+        );
+        const s = p.streams[m.stream];
+        if (s) s.records_failed = (s.records_failed ?? 0) + 1;
+      }
+    }
+    return out;
+  }
+}
+
+export async function embedChunks(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
   const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' ? m.chunks : []));
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
