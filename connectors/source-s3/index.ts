@@ -203,9 +203,14 @@ const source: Source<S3Config> = {
       const streams: AirbyteStream[] = [];
       for (const rs of resolveStreams(config)) {
         const family = await familyOfStream(client, config, rs, ctx);
+        // No object told the format yet (an empty prefix): the schema is not known, so it is left
+        // open rather than claimed to be the text one (field names cannot be checked against it).
+        const guessed = rs.format === 'auto' && !(await new StreamDir(ctx.workDir, rs.name).family());
         streams.push({
           name: rs.name,
-          json_schema: jsonSchema(family, defaultKey(rs, family)),
+          json_schema: guessed
+            ? { type: 'object', additionalProperties: true, properties: keyProperties(defaultKey(rs, family)) }
+            : jsonSchema(family, defaultKey(rs, family)),
           supported_sync_modes: ['full_refresh', 'incremental'],
           source_defined_cursor: true,
           default_cursor_field: family === 'text' ? ['last_modified'] : [],
