@@ -6,12 +6,12 @@
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { main } from '../../src/cli/main.ts';
 import { availableBuiltins, loadConnector } from '../../src/engine/registry.ts';
 import { configJsonSchema } from '../../src/protocol/spec.ts';
 import { REPO, STACK_LINE, runCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { runInProcess, useInProcessCli } from '../helpers/cli-in-process.ts';
 
 /** A valid config of each built-in (nothing here is ever contacted: every case fails validation first). */
 const BASE: Record<string, Record<string, unknown>> = {
@@ -127,40 +127,7 @@ function writePipeline(dir: string, c: Case): string {
   return file;
 }
 
-// ---- the CLI in-process: main() with process.exit and the output streams captured -------------
-
-class Exited extends Error {
-  constructor(readonly code: number) {
-    super(`exit ${code}`);
-  }
-}
-let captured = { stdout: '', stderr: '' };
-const originals = { stdout: process.stdout.write, stderr: process.stderr.write, exit: process.exit };
-beforeAll(() => {
-  // Installed before main() adds its secret redaction on top, so what is captured is what users see.
-  process.stdout.write = ((chunk: unknown) => ((captured.stdout += String(chunk)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: unknown) => ((captured.stderr += String(chunk)), true)) as typeof process.stderr.write;
-  process.exit = ((code?: number) => {
-    throw new Exited(code ?? 0);
-  }) as typeof process.exit;
-});
-afterAll(() => {
-  process.stdout.write = originals.stdout;
-  process.stderr.write = originals.stderr;
-  process.exit = originals.exit;
-});
-
-async function runInProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  captured = { stdout: '', stderr: '' };
-  let code = 0;
-  try {
-    await main(['node', 'sluice', ...args]);
-  } catch (err) {
-    if (!(err instanceof Exited)) throw err;
-    code = err.code;
-  }
-  return { code, ...captured };
-}
+useInProcessCli();
 
 const all = await cases();
 

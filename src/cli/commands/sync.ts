@@ -14,7 +14,7 @@ export function register(program: Command) {
     .option('-c, --connection <name>', 'run only this connection')
     .option('--full-refresh', 're-read every stream from the start (unchanged text is still not re-embedded)')
     .option('--dry-run', 'read, chunk and price the embeddings; write nothing, call no embedding API')
-    .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM')
+    .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM (a clean stop exits 0)')
     .option('--json', 'print one JSON summary on stdout')
     .action(
       async (
