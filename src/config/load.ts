@@ -96,11 +96,7 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
   if (interpolationProblems.length) throw new ConfigError(file, interpolationProblems);
 
   const js = toJsChecked(doc, lines);
-  if ('problems' in js)
-    throw new ConfigError(
-      file,
-      js.problems.map((p) => ({ path: [], ...p })),
-    );
+  if ('problems' in js) throw new ConfigError(file, js.problems);
   const raw = js.value;
   if (raw === null || typeof raw !== 'object') {
     throw new ConfigError(file, [{ path: [], message: 'expected a mapping with `version: 1` and `connections:`' }]);

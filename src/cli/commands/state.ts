@@ -6,6 +6,7 @@ import { connectorContext } from '../../engine/sync.ts';
 import { SluiceError } from '../../protocol/errors.ts';
 import { effectiveState, stateLocations, stateStoreFor } from '../../state/locations.ts';
 import type { StateStore } from '../../state/store.ts';
+import type { SourceState } from '../../protocol/connector.ts';
 import { createLogger, printJson } from '../output.ts';
 import { renderStates } from '../render.ts';
 import { pickConnection } from './shared.ts';
@@ -32,15 +33,16 @@ export function register(program: Command) {
     .description('Print the state each connection will start from (the destination copy when the destination keeps one)')
     .argument('<pipeline>', 'pipeline YAML file')
     .option('-c, --connection <name>', 'only this connection')
+    .option('-s, --stream <name...>', 'only these streams')
     .option('--json', 'print JSON')
-    .action(async (file: string, opts: { connection?: string; json?: boolean }) => {
+    .action(async (file: string, opts: { connection?: string; stream?: string[]; json?: boolean }) => {
       const pipeline = await loadPipeline(file);
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const out: Record<string, unknown> = {};
       await withStore(pipeline, async (store) => {
         for (const c of conns) {
           const { state, from } = await effectiveState((await locationsOf(pipeline, store, c)).locations);
-          out[c.config.name] = state ?? null;
+          out[c.config.name] = state && opts.stream ? onlyStreams(state, opts.stream) : (state ?? null);
           if (from) process.stderr.write(`${c.config.name}: state kept by ${from}\n`);
         }
       });
@@ -90,4 +92,12 @@ export function register(program: Command) {
         }
       });
     });
+}
+
+/** The state of the named streams only (the shared part, e.g. a CDC position, belongs to all of them). */
+function onlyStreams(state: SourceState, names: string[]): SourceState {
+  return {
+    streams: Object.fromEntries(Object.entries(state.streams).filter(([name]) => names.includes(name))),
+    ...(state.shared ? { shared: state.shared } : {}),
+  };
 }

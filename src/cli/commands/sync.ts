@@ -19,7 +19,7 @@ export function register(program: Command) {
     .option('-c, --connection <name>', 'run only this connection')
     .option('--full-refresh', 're-read every stream from the start (unchanged text is still not re-embedded)')
     .option('--dry-run', 'read, chunk and price the embeddings; write nothing, call no embedding API')
-    .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM')
+    .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM (a clean stop exits 0)')
     .option('--json', 'print one JSON summary on stdout')
     .option('--shard <I/N>', 'be worker I (0-based) of N splitting each connection (shared state store and destination)')
     .option('--shards <N>', 'like --shard, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs)')
