@@ -126,7 +126,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     expect(fifth.records_read).toBe(ROWS);
     expect(fifth.embedding_requests).toBe(0);
     expect(existsSync(join(pod, '.sluice/state/embeddings'))).toBe(false);
-  }, 120_000);
+  }, 240_000);
 
   it('cache: { type: local } keeps the LMDB file next to the state directory', async () => {
     const pod = tempDir();
@@ -138,7 +138,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     expect(existsSync(join(pod, '.sluice/state/embeddings/embeddings.lmdb'))).toBe(true);
     expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM sluice_local.embedding_cache`)).rows[0].n).toBe(0);
     expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM sluice_local.connection_state`)).rows[0].n).toBe(1);
-  }, 60_000);
+  }, 120_000);
 
   it('a state database that cannot be reached is one clear error, with no password and no stack trace', async () => {
     const pod = tempDir();
@@ -166,12 +166,12 @@ describe('state and embedding cache in PostgreSQL', () => {
     writeFiles(pod, { 'q.yaml': pipeline('out.jsonl').replace('"${STATE_DB_URL}"', 'mysql://x@y/z') });
     const r3 = await runCli(['validate', join(pod, 'q.yaml')], { cwd: pod, env: env() });
     expect(r3.stderr + r3.stdout).toMatch(/q\.yaml:2: state\.url: expected a PostgreSQL URL/);
-  }, 60_000);
+  }, 120_000);
 
   it('two processes updating one connection state at once lose no update', async () => {
-    const script = join(tempDir('pgstate-writer-', true), 'writer.ts');
+    const script = join(tempDir('pgstate-writer-'), 'writer.mts');
     writeFiles(join(script, '..'), {
-      'writer.ts': `
+      'writer.mts': `
 import { PostgresStateStore, deepMerge } from '${join(process.cwd(), 'src/state/index.ts')}';
 const [url, me, n] = process.argv.slice(2);
 const store = new PostgresStateStore({ url, schema: 'sluice_race' }, '/nonexistent');
@@ -198,5 +198,5 @@ await store.close();
     const { rows } = await client.query(`SELECT state FROM sluice_race.connection_state WHERE connection = 'shared'`);
     await client.end();
     expect(rows[0].state.streams).toEqual({ total: { n: 180 }, a: { i: 60 }, b: { i: 60 }, c: { i: 60 } });
-  }, 60_000);
+  }, 120_000);
 });
