@@ -147,6 +147,7 @@ export async function shardCatalog(
   store: StateStore,
   shard: ShardSpec,
   ctx: ConnectorContext,
+  opts: { dryRun?: boolean } = {},
 ): Promise<{ catalog: ConfiguredCatalog; partitions: Record<string, unknown> }> {
   const name = conn.config.name;
   const append = catalog.streams.find((s) => s.destination_sync_mode === 'append');
@@ -174,7 +175,9 @@ export async function shardCatalog(
           },
         );
     }
-    if (Object.keys(proposed).length) {
+    // A dry run changes no state (invariant 9): it uses the plan it made without storing it.
+    if (opts.dryRun) plan = { ...proposed, ...plan };
+    else if (Object.keys(proposed).length) {
       await store.update(name, (raw) => {
         const cur = raw as Stored | undefined;
         checkLayout(name, cur, shard);

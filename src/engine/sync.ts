@@ -202,7 +202,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     let connectionStore: StateStore = store;
     if (opts.shard) {
       // This worker's streams and partitions; its state is its own slot of the shared entry.
-      const part = await shardCatalog(conn, catalog, store, opts.shard, ctx);
+      const part = await shardCatalog(conn, catalog, store, opts.shard, ctx, { dryRun: opts.dryRun });
       catalog = part.catalog;
       ctx.shard = { ...opts.shard, partitions: part.partitions };
       connectionStore = new ShardStateView(store, opts.shard);

@@ -49,7 +49,7 @@ export class PostgresStateStore implements StateStore {
     readonly dir: string,
   ) {
     this.label = describeDatabaseUrl(config.url);
-    this.pool = new pg.Pool({ connectionString: config.url, max: 4, application_name: 'sluice-state', connectionTimeoutMillis: 20_000 });
+    this.pool = new pg.Pool({ connectionString: config.url, max: 6, application_name: 'sluice-state', connectionTimeoutMillis: 20_000 });
     // An idle client dropped by the server must not crash the process; the next query reports it.
     this.pool.on('error', () => {});
     this.stateTable = `${ident(config.schema)}.connection_state`;

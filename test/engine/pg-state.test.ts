@@ -9,6 +9,7 @@ import { runCli, STACK_LINE, tempDir, writeFiles } from '../helpers/cli.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
 import { fixtureVector, startOpenAIServer, type OpenAIServer } from '../fixtures/openai-server.ts';
 import { createDatabase, sql } from '../../connectors/source-postgres/test/helpers.ts';
+import { PostgresStateStore } from '../../src/state/index.ts';
 
 let openai: OpenAIServer;
 let sourceUrl: string;
@@ -126,7 +127,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     expect(fifth.records_read).toBe(ROWS);
     expect(fifth.embedding_requests).toBe(0);
     expect(existsSync(join(pod, '.sluice/state/embeddings'))).toBe(false);
-  }, 120_000);
+  }, 240_000);
 
   it('cache: { type: local } keeps the LMDB file next to the state directory', async () => {
     const pod = tempDir();
@@ -138,7 +139,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     expect(existsSync(join(pod, '.sluice/state/embeddings/embeddings.lmdb'))).toBe(true);
     expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM sluice_local.embedding_cache`)).rows[0].n).toBe(0);
     expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM sluice_local.connection_state`)).rows[0].n).toBe(1);
-  }, 60_000);
+  }, 120_000);
 
   it('a state database that cannot be reached is one clear error, with no password and no stack trace', async () => {
     const pod = tempDir();
@@ -166,12 +167,12 @@ describe('state and embedding cache in PostgreSQL', () => {
     writeFiles(pod, { 'q.yaml': pipeline('out.jsonl').replace('"${STATE_DB_URL}"', 'mysql://x@y/z') });
     const r3 = await runCli(['validate', join(pod, 'q.yaml')], { cwd: pod, env: env() });
     expect(r3.stderr + r3.stdout).toMatch(/q\.yaml:2: state\.url: expected a PostgreSQL URL/);
-  }, 60_000);
+  }, 120_000);
 
   it('two processes updating one connection state at once lose no update', async () => {
-    const script = join(tempDir('pgstate-writer-', true), 'writer.ts');
+    const script = join(tempDir('pgstate-writer-'), 'writer.mts');
     writeFiles(join(script, '..'), {
-      'writer.ts': `
+      'writer.mts': `
 import { PostgresStateStore, deepMerge } from '${join(process.cwd(), 'src/state/index.ts')}';
 const [url, me, n] = process.argv.slice(2);
 const store = new PostgresStateStore({ url, schema: 'sluice_race' }, '/nonexistent');
@@ -198,5 +199,44 @@ await store.close();
     const { rows } = await client.query(`SELECT state FROM sluice_race.connection_state WHERE connection = 'shared'`);
     await client.end();
     expect(rows[0].state.streams).toEqual({ total: { n: 180 }, a: { i: 60 }, b: { i: 60 }, c: { i: 60 } });
-  }, 60_000);
+  }, 120_000);
+  it("the engine's deep merge for workers sharing a connection keeps another worker's progress", async () => {
+    const dir = tempDir('pgstate-merge-', true);
+    await sql(stateUrl, `CREATE SCHEMA IF NOT EXISTS sluice_merge`);
+    writeFiles(dir, {
+      'worker.ts': `
+        import { z } from 'zod';
+        import { PostgresStateStore } from '${join(process.cwd(), 'src/state/index.ts')}';
+        import { message } from '${join(process.cwd(), 'src/protocol/messages.ts')}';
+        const stream = (name) => ({ name, json_schema: { type: 'object' }, supported_sync_modes: ['incremental'], source_defined_cursor: true, source_defined_primary_key: [['id']] });
+        export default {
+          kind: 'source',
+          spec: { name: 'worker', config: z.strictObject({}) },
+          capabilities: { syncModes: ['incremental'], sourceDefinedCursor: true, stateMerge: 'deep' },
+          async check() { return { ok: true }; },
+          async discover() { return { streams: [stream('t'), stream('u')] }; },
+          async *read(_c, _cat, state, ctx) {
+            // Another worker advances stream u (and t's partition 0) while this one runs.
+            const other = new PostgresStateStore({ url: process.env.STATE_DB_URL, schema: 'sluice_merge' }, ctx.workDir);
+            await other.update('c', (s) => ({ ...s, streams: { t: { offsets: { ...s.streams.t.offsets, '0': '12' } }, u: { offsets: { '0': '99' } } } }));
+            await other.close();
+            yield message.record('t', { id: 1, content: 'one' });
+            yield message.streamState('t', { offsets: { '1': '3' } });
+          },
+        };`,
+      'p.yaml': `version: 1
+state: { type: postgres, url: "\${STATE_DB_URL}", schema: sluice_merge }
+connections:
+  - name: c
+    source: { type: ./worker.ts }
+    destination: { type: jsonl, config: { path: ./out.jsonl } }
+`,
+    });
+    const seed = new PostgresStateStore({ url: stateUrl, schema: 'sluice_merge' }, dir);
+    await seed.update('c', () => ({ streams: { t: { offsets: { '0': '10' } }, u: { offsets: { '0': '5' } } } }));
+    const r = await runCli(['sync', 'p.yaml'], { cwd: dir, env: { STATE_DB_URL: stateUrl } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await seed.load('c')).toEqual({ streams: { t: { offsets: { '0': '12', '1': '3' } }, u: { offsets: { '0': '99' } } } });
+    await seed.close();
+  }, 120_000);
 });

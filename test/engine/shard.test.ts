@@ -180,6 +180,11 @@ describe('sharded sync (--shard I/N)', () => {
   it('a run with another worker count (or none) on the same state is refused clearly', async () => {
     const dir = tempDir();
     writeFiles(dir, { 'p.yaml': pipeline('kb_refuse', 'state_refuse') });
+    // A dry run of a worker plans its ranges but stores nothing (invariant 9).
+    const dry = await cli(dir, ['--shard', '1/2', '--dry-run']).done;
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(parse(dry).connections[0].streams.big.records_read).toBeGreaterThan(BIG / 4);
+    expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM state_refuse.connection_state`)).rows[0].n).toBe(0);
     const runs = await runWorkers(dir, 'kb_refuse', 2);
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
 
