@@ -20,7 +20,8 @@ const DEPLOY = join(REPO, 'examples/deploy');
 const K8S = join(DEPLOY, 'kubernetes');
 
 type Doc = { apiVersion: string; kind: string; metadata: { name: string }; [k: string]: unknown };
-type ModelClass = { new (data: object): { validate(): void }; prototype: { validate(this: unknown): void } };
+// `any` data: the models' constructors each take their own resource type.
+type ModelClass = { new (data: any): { validate(): void }; prototype: { validate(this: unknown): void } };
 
 const MODELS: Record<string, ModelClass> = {
   'batch/v1/CronJob': CronJob,
