@@ -141,7 +141,7 @@ describe('Kubernetes manifests', () => {
     expect(job.spec.template.spec.containers[0].args).toContain(`--shards=${job.spec.completions}`);
     const deployment = byKind('Deployment')[0] as any;
     const c = deployment.spec.template.spec.containers[0];
-    expect(c.args).toEqual(expect.arrayContaining(['--follow', '--metrics-port=9464', '--metrics-host=0.0.0.0']));
+    expect(c.args).toEqual(expect.arrayContaining(['--follow', '--metrics-port=9464', '--metrics-host=0.0.0.0', '--stall-seconds=300']));
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
     expect(c.ports[0]).toEqual({ name: 'metrics', containerPort: 9464 });
