@@ -20,7 +20,8 @@ const DEPLOY = join(REPO, 'examples/deploy');
 const K8S = join(DEPLOY, 'kubernetes');
 
 type Doc = { apiVersion: string; kind: string; metadata: { name: string }; [k: string]: unknown };
-type ModelClass = { new (data: object): { validate(): void }; prototype: { validate(this: unknown): void } };
+// `any` data: the models' constructors each take their own resource type.
+type ModelClass = { new (data: any): { validate(): void }; prototype: { validate(this: unknown): void } };
 
 const MODELS: Record<string, ModelClass> = {
   'batch/v1/CronJob': CronJob,
@@ -140,7 +141,7 @@ describe('Kubernetes manifests', () => {
     expect(job.spec.template.spec.containers[0].args).toContain(`--shards=${job.spec.completions}`);
     const deployment = byKind('Deployment')[0] as any;
     const c = deployment.spec.template.spec.containers[0];
-    expect(c.args).toEqual(expect.arrayContaining(['--follow', '--metrics-port=9464', '--metrics-host=0.0.0.0']));
+    expect(c.args).toEqual(expect.arrayContaining(['--follow', '--metrics-port=9464', '--metrics-host=0.0.0.0', '--stall-seconds=300']));
     expect(c.livenessProbe.httpGet.path).toBe('/healthz');
     expect(c.readinessProbe.httpGet.path).toBe('/readyz');
     expect(c.ports[0]).toEqual({ name: 'metrics', containerPort: 9464 });

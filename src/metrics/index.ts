@@ -43,9 +43,19 @@ export class SyncMetrics {
   private readonly lastCommit: Gauge<'pipeline' | 'connection'>;
   private readonly lag: Gauge<'pipeline' | 'connection'>;
   private readonly slotBytes: Gauge<'pipeline' | 'connection' | 'slot' | 'kind'>;
+  private readonly now: () => number;
+  private readonly stallMs: number;
+  private lastProgressAt = 0;
+  private lastProgressMark = '';
 
-  constructor(pipelineFile: string, opts: { processMetrics?: boolean } = {}) {
+  /**
+   * `stallSeconds`: /readyz also turns 503 when the running connection read nothing and committed
+   * nothing for that long (0: never). `now` is for tests.
+   */
+  constructor(pipelineFile: string, opts: { processMetrics?: boolean; stallSeconds?: number; now?: () => number } = {}) {
     this.pipeline = basename(pipelineFile, extname(pipelineFile));
+    this.now = opts.now ?? Date.now;
+    this.stallMs = (opts.stallSeconds ?? 0) * 1000;
     const registers = [this.registry];
     const runs = this.runs;
     const pipeline = this.pipeline;
@@ -171,6 +181,8 @@ export class SyncMetrics {
       const perMillion = embedder ? estimateCostUsd(1_000_000, embedder) : undefined;
       this.current = { summary, finished: false, ...(perMillion !== undefined ? { pricePerToken: perMillion / 1_000_000 } : {}) };
       this.runs.push(this.current);
+      this.lastProgressAt = this.now();
+      this.lastProgressMark = '';
     },
     embeddingBatch: (connection, stream, seconds, ok) => {
       this.batchDuration.observe({ pipeline: this.pipeline, connection, stage: 'embed' }, seconds);
@@ -183,6 +195,7 @@ export class SyncMetrics {
       const labels = { pipeline: this.pipeline, connection };
       this.batchDuration.observe({ ...labels, stage: 'commit' }, commitSeconds);
       this.lastCommit.set(labels, Date.now() / 1000);
+      this.lastProgressAt = this.now();
       this.lag.set(labels, lagSeconds);
     },
     connectionFinished: (summary: ConnectionSummary, error: SluiceError | undefined) => {
@@ -199,11 +212,27 @@ export class SyncMetrics {
     },
   };
 
-  /** `/readyz`: a connection has been discovered and is streaming, and has not failed since. */
+  /**
+   * `/readyz`: a connection has been discovered and is streaming, has not failed since, and (with
+   * `stallSeconds`) read a record or committed a checkpoint recently.
+   */
   ready(): { ready: boolean; reason: string } {
     const run = this.current;
     if (!run) return { ready: false, reason: this.lastFailure ? `not connected: ${this.lastFailure}` : 'starting' };
     if (run.finished) return { ready: false, reason: `connection ${run.summary.name} ${run.summary.status}` };
+    if (this.stallMs > 0) {
+      // Progress between two looks counts as progress now: the counters are read, not pushed.
+      const s = run.summary;
+      const mark = `${Object.values(s.streams).reduce((n, st) => n + st.records_read, 0)}/${s.states_committed}`;
+      const now = this.now();
+      if (mark !== this.lastProgressMark) {
+        this.lastProgressMark = mark;
+        this.lastProgressAt = now;
+      }
+      const idle = now - this.lastProgressAt;
+      if (idle > this.stallMs)
+        return { ready: false, reason: `connection ${s.name} stalled: nothing read or committed for ${Math.round(idle / 1000)}s` };
+    }
     return { ready: true, reason: `connection ${run.summary.name} streaming` };
   }
 

@@ -67,7 +67,7 @@ async function connectionRegistry(metrics: SyncMetrics, connection: string): Pro
  */
 export async function pushMetrics(metrics: SyncMetrics, url: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   // The pods of a Kubernetes Indexed Job (a sharded backfill) each push their own group.
-  const shard = env.JOB_COMPLETION_INDEX ? { shard: env.JOB_COMPLETION_INDEX } : {};
+  const shard: Record<string, string> = env.JOB_COMPLETION_INDEX ? { shard: env.JOB_COMPLETION_INDEX } : {};
   for (const connection of metrics.connections()) {
     const gateway = new Pushgateway(url, { timeout: 10_000 }, await connectionRegistry(metrics, connection));
     await gateway.push({ jobName: 'sluice', groupings: { pipeline: metrics.pipeline, connection, ...shard } }).catch((err) => {

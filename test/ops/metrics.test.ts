@@ -185,7 +185,7 @@ connections:
     });
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
-    const run = startCli(['sync', 'cdc.yaml', '--follow', '--json', '--metrics-port', String(port)], { cwd: dir });
+    const run = startCli(['sync', 'cdc.yaml', '--follow', '--json', '--metrics-port', String(port), '--stall-seconds', '5'], { cwd: dir });
     let stderr = '';
     run.child.stderr!.on('data', (d) => (stderr += d));
     prometheus = await startPrometheus([`127.0.0.1:${port}`]);
@@ -223,6 +223,12 @@ connections:
       expect(await promValue('sluice_replication_lag_seconds')).toBeLessThan(30);
       expect(await promValue('sluice_state_commits_total')).toBeGreaterThan(0);
       expect(await promValue('time() - sluice_last_commit_timestamp_seconds')).toBeLessThan(60);
+
+      // Idle for longer than --stall-seconds: the CDC heartbeat's commits keep it ready.
+      const commits = await promValue('sluice_state_commits_total');
+      await sleep(8_000);
+      expect(await status('/readyz')).toBe(200);
+      await until('heartbeat commits, seen by Prometheus', async () => (await promValue('sluice_state_commits_total')) > commits);
 
       // The database goes away: not ready (but alive); it comes back: ready again, and streaming.
       pgCtl('-m', 'fast', 'stop');

@@ -25,6 +25,7 @@ export function register(program: Command) {
     .option('--shards <N>', 'like --shard, with I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs)')
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on this port while the sync runs', parsePort)
     .option('--metrics-host <address>', 'address the metrics port binds to', '127.0.0.1')
+    .option('--stall-seconds <n>', '/readyz turns 503 when nothing was read or committed for this long (default: never)', parseSeconds)
     .option('--pushgateway <url>', 'push the final metrics to this Prometheus Pushgateway (batch runs)')
     .option('--metrics-textfile <path>', "write the final metrics to this file (node-exporter's textfile collector)")
     .action(
@@ -40,6 +41,7 @@ export function register(program: Command) {
           shards?: string;
           metricsPort?: number;
           metricsHost: string;
+          stallSeconds?: number;
           pushgateway?: string;
           metricsTextfile?: string;
         },
@@ -49,7 +51,9 @@ export function register(program: Command) {
         const shard = resolveShard(opts);
         const wantMetrics = opts.metricsPort !== undefined || !!opts.pushgateway || !!opts.metricsTextfile;
         if (opts.pushgateway) checkUrl(opts.pushgateway);
-        const metrics = wantMetrics ? new SyncMetrics(file, { processMetrics: opts.metricsPort !== undefined }) : undefined;
+        const metrics = wantMetrics
+          ? new SyncMetrics(file, { processMetrics: opts.metricsPort !== undefined, stallSeconds: opts.stallSeconds })
+          : undefined;
         const baseLogger = createLogger({ json: opts.json, debug });
         const logger = metrics ? metrics.tap(baseLogger) : baseLogger;
         const pipeline = await loadPipeline(file);
@@ -144,6 +148,12 @@ function parsePort(value: string): number {
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new InvalidArgumentError(`expected a port number 0-65535 (0 picks a free one), got "${value}"`);
   return port;
+}
+
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a number of seconds above 0, got "${value}"`);
+  return n;
 }
 
 function checkUrl(value: string): void {
