@@ -7,7 +7,8 @@ import { httpStatus, isRetryableError, retry, retryAfterMs } from '../net/retry.
 import type { Authenticator } from './auth.ts';
 import { RequestRateLimiter, type RateLimitOptions } from './rate-limit.ts';
 
-export type QueryValue = string | number | boolean | undefined | null;
+/** undefined/null leave the parameter out; a Date is sent as ISO-8601; anything else as String(value). */
+export type QueryValue = unknown;
 
 export interface HttpRequestOptions {
   method?: string;
@@ -102,7 +103,7 @@ export function withQuery(url: string | URL, query: Record<string, QueryValue> |
   const u = new URL(url);
   for (const [k, v] of Object.entries(query ?? {})) {
     if (v === undefined || v === null) continue;
-    u.searchParams.set(k, String(v));
+    u.searchParams.set(k, v instanceof Date ? v.toISOString() : String(v));
   }
   return u;
 }

@@ -72,11 +72,12 @@ export interface StreamDefinition<C, R extends Record<string, unknown> = Record<
   /** Override cursor value ordering (default: numbers, dates, then text). */
   compareCursor?: (a: unknown, b: unknown) => number;
   /**
-   * A child stream: `read` runs once per record of this parent stream (read in full, its records
+   * A child stream: `read` runs once per record of this parent stream (by name, or the definition;
+   * the parent is read in full and its records
    * not emitted), with `parent` set. An incremental child keeps one position per parent
    * (Airbyte's SubstreamPartitionRouter), so a resumed read neither loses nor repeats records.
    */
-  parent?: StreamDefinition<C, any>;
+  parent?: string | StreamDefinition<C, any>;
   /** Check records against a zod `schema` while reading (default: the source's `validate`, else off). */
   validate?: RecordValidation;
   read(input: StreamReadContext<C>): AsyncIterable<R | Deletion>;
@@ -228,8 +229,19 @@ async function* readStreams<C>(
       }
       if (ctx.signal.aborted) return;
       const options = { config, ctx, http, validate: stream.validate ?? def.validate ?? 'off' };
-      if (stream.parent) yield* readChildStream(stream, configured, state?.streams?.[stream.name], options);
-      else yield* readOneStream(stream, configured, state?.streams?.[stream.name], options);
+      if (stream.parent) {
+        const parent = typeof stream.parent === 'string' ? declared.get(stream.parent) : stream.parent;
+        if (!parent)
+          throw new SluiceError(
+            `stream "${stream.name}" names parent stream "${String(stream.parent)}", which the source does not declare`,
+            {
+              kind: 'internal',
+              where: `stream ${stream.name}`,
+              hint: `declared streams: ${[...declared.keys()].join(', ')}`,
+            },
+          );
+        yield* readChildStream(stream, parent, configured, state?.streams?.[stream.name], options);
+      } else yield* readOneStream(stream, configured, state?.streams?.[stream.name], options);
     }
   } finally {
     // Retries are routine: one line with their count instead of one per retry.
@@ -396,12 +408,12 @@ async function* readOneStream<C>(
  */
 async function* readChildStream<C>(
   def: StreamDefinition<C, any>,
+  parent: StreamDefinition<C, any>,
   configured: ConfiguredStream,
   saved: Record<string, unknown> | undefined,
   { config, ctx, http, validate }: ReadOptions<C>,
 ): AsyncGenerator<AirbyteMessage> {
   const name = def.name;
-  const parent = def.parent!;
   const cursorField = normalizeField(def.cursorField);
   const incremental = configured.sync_mode === 'incremental';
   if (incremental && !cursorField) {
