@@ -3,9 +3,12 @@
 // page number, offset, cursor token, next-URL in the body, or the Link header.
 import type { Logger } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
-import { isRetryableError, retry } from '../net/retry.ts';
+import { httpStatus, isRetryableError, retry, retryAfterMs } from '../net/retry.ts';
+import type { Authenticator } from './auth.ts';
+import { RequestRateLimiter, type RateLimitOptions } from './rate-limit.ts';
 
-export type QueryValue = string | number | boolean | undefined | null;
+/** undefined/null leave the parameter out; a Date is sent as ISO-8601; anything else as String(value). */
+export type QueryValue = unknown;
 
 export interface HttpRequestOptions {
   method?: string;
@@ -22,7 +25,41 @@ export interface HttpRequestOptions {
   /** Per attempt (default 30 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Retries are logged at debug level (they are routine); `stats` counts them. */
   logger?: Logger;
+  /** Credentials added to every attempt; a 401 lets it refresh them once. */
+  auth?: Authenticator;
+  /** Waited on before every attempt; a Retry-After pauses it for everyone sharing it. */
+  limiter?: RequestRateLimiter;
+  /** Counts retries (for a summary line instead of a log line per retry). */
+  stats?: RetryStats;
+}
+
+export interface RetryStats {
+  retries: number;
+  /** Retries by reason: "HTTP 429", "HTTP 503", "ECONNRESET"… */
+  byReason: Record<string, number>;
+}
+
+export function newRetryStats(): RetryStats {
+  return { retries: 0, byReason: {} };
+}
+
+/** "12 HTTP requests were retried (HTTP 429 ×10, HTTP 503 ×2)", or undefined when none were. */
+export function describeRetries(stats: RetryStats): string | undefined {
+  if (!stats.retries) return undefined;
+  const reasons = Object.entries(stats.byReason)
+    .sort(([, a], [, b]) => b - a)
+    .map(([r, n]) => `${r} ×${n}`)
+    .join(', ');
+  return `${stats.retries} HTTP request${stats.retries === 1 ? ' was' : 's were'} retried (${reasons})`;
+}
+
+function retryReason(err: unknown): string {
+  const status = httpStatus(err);
+  if (status !== undefined) return `HTTP ${status}`;
+  const code = (err as { code?: unknown; cause?: { code?: unknown } })?.code ?? (err as { cause?: { code?: unknown } })?.cause?.code;
+  return typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
 }
 
 export interface HttpResponse<T> {
@@ -66,7 +103,7 @@ export function withQuery(url: string | URL, query: Record<string, QueryValue> |
   const u = new URL(url);
   for (const [k, v] of Object.entries(query ?? {})) {
     if (v === undefined || v === null) continue;
-    u.searchParams.set(k, String(v));
+    u.searchParams.set(k, v instanceof Date ? v.toISOString() : String(v));
   }
   return u;
 }
@@ -76,42 +113,59 @@ export async function fetchJson<T = unknown>(url: string | URL, opts: HttpReques
   const method = (opts.method ?? 'GET').toUpperCase();
   const target = withQuery(url, opts.query);
   const what = describeRequest(method, target);
-  const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
-  if (opts.body !== undefined) headers['content-type'] ??= 'application/json';
+  const baseHeaders: Record<string, string> = { accept: 'application/json', ...opts.headers };
+  if (opts.body !== undefined) baseHeaders['content-type'] ??= 'application/json';
+  let reauthorized = false;
+  const attempt = async (): Promise<HttpResponse<T>> => {
+    await opts.limiter?.acquire(opts.signal);
+    // Credentials per attempt: a refreshed token is used by the next try.
+    const requestUrl = new URL(target);
+    const headers = { ...baseHeaders };
+    await opts.auth?.apply({ url: requestUrl, headers }, opts.signal);
+    const signals = [AbortSignal.timeout(opts.timeoutMs ?? 30_000)];
+    if (opts.signal) signals.push(opts.signal);
+    const res = await fetch(requestUrl, {
+      method,
+      headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      signal: AbortSignal.any(signals),
+    });
+    if (!res.ok) {
+      const text = await res.text().catch(() => '');
+      if (res.status === 401 && opts.auth?.unauthorized && !reauthorized) {
+        reauthorized = true;
+        if (await opts.auth.unauthorized()) return attempt();
+      }
+      throw new HttpStatusError(res.status, res.headers, what, text.replace(/\s+/g, ' ').trim().slice(0, 200));
+    }
+    const text = await res.text();
+    let body: unknown;
+    try {
+      body = text.length ? JSON.parse(text) : undefined;
+    } catch {
+      throw new SluiceError(`${what} returned a body that is not JSON: ${text.slice(0, 120)}`, { kind: 'source', where: what });
+    }
+    return { status: res.status, headers: res.headers, url: res.url || target.toString(), body: body as T };
+  };
   try {
-    return await retry(
-      async () => {
-        const signals = [AbortSignal.timeout(opts.timeoutMs ?? 30_000)];
-        if (opts.signal) signals.push(opts.signal);
-        const res = await fetch(target, {
-          method,
-          headers,
-          body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-          signal: AbortSignal.any(signals),
-        });
-        if (!res.ok) {
-          const text = await res.text().catch(() => '');
-          throw new HttpStatusError(res.status, res.headers, what, text.replace(/\s+/g, ' ').trim().slice(0, 200));
+    return await retry(attempt, {
+      maxRetries: opts.retries ?? 5,
+      baseMs: opts.backoffMs ?? 500,
+      maxMs: opts.maxBackoffMs ?? 60_000,
+      signal: opts.signal,
+      isRetryable: isRetryableError,
+      onRetry: (err, attempt, waitMs) => {
+        const reason = retryReason(err);
+        if (opts.stats) {
+          opts.stats.retries++;
+          opts.stats.byReason[reason] = (opts.stats.byReason[reason] ?? 0) + 1;
         }
-        const text = await res.text();
-        let body: unknown;
-        try {
-          body = text.length ? JSON.parse(text) : undefined;
-        } catch {
-          throw new SluiceError(`${what} returned a body that is not JSON: ${text.slice(0, 120)}`, { kind: 'source', where: what });
-        }
-        return { status: res.status, headers: res.headers, url: res.url || target.toString(), body: body as T };
+        // The server said when to come back: nobody sharing the limiter goes before then.
+        const hinted = retryAfterMs(err);
+        if (hinted !== undefined) opts.limiter?.pause(Math.min(hinted, opts.maxBackoffMs ?? 60_000));
+        opts.logger?.debug({ request: what, attempt, wait_ms: Math.round(waitMs), reason }, 'retrying HTTP request');
       },
-      {
-        maxRetries: opts.retries ?? 5,
-        baseMs: opts.backoffMs ?? 500,
-        maxMs: opts.maxBackoffMs ?? 60_000,
-        signal: opts.signal,
-        isRetryable: isRetryableError,
-        onRetry: (err, attempt, waitMs) =>
-          opts.logger?.warn({ request: what, attempt, wait_ms: Math.round(waitMs), error: describeUnknown(err) }, 'retrying HTTP request'),
-      },
-    );
+    });
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     if (opts.signal?.aborted) throw new SluiceError(`${what} was interrupted`, { kind: 'interrupted', where: what });
@@ -124,6 +178,79 @@ export async function fetchJson<T = unknown>(url: string | URL, opts: HttpReques
       hint: 'check that the API is reachable from this machine and the base URL is right',
       cause: err,
     });
+  }
+}
+
+export interface HttpClientOptions {
+  /** Paths given to the client are resolved against it (`/articles` → `<baseUrl>/articles`). */
+  baseUrl?: string;
+  auth?: Authenticator;
+  /** Requests per second/minute for every stream of a read together. */
+  rateLimit?: RateLimitOptions | RequestRateLimiter;
+  headers?: Record<string, string>;
+  retries?: number;
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * fetchJson/paginate with a base URL, credentials, one rate limiter and one retry count shared by
+ * every request made through it. defineSource makes one per read and hands it to each stream as
+ * `http`.
+ */
+export class HttpClient {
+  readonly stats = newRetryStats();
+  readonly limiter?: RequestRateLimiter;
+  constructor(
+    readonly options: HttpClientOptions = {},
+    private readonly ctx: { logger?: Logger; signal?: AbortSignal } = {},
+  ) {
+    const r = options.rateLimit;
+    this.limiter = r instanceof RequestRateLimiter ? r : r && (r.perSecond || r.perMinute) ? new RequestRateLimiter(r) : undefined;
+  }
+
+  /** A path resolved against the base URL (a full URL is kept as it is). */
+  url(path: string | URL): URL {
+    if (path instanceof URL || /^https?:\/\//i.test(path)) return new URL(path);
+    if (!this.options.baseUrl)
+      throw new SluiceError(`request path "${path}" needs a base URL`, { kind: 'internal', hint: 'set http.baseUrl in defineSource' });
+    const base = this.options.baseUrl.endsWith('/') ? this.options.baseUrl : `${this.options.baseUrl}/`;
+    return new URL(path.replace(/^\//, ''), base);
+  }
+
+  private defaults(opts: HttpRequestOptions): HttpRequestOptions {
+    const o = this.options;
+    return {
+      ...(o.retries !== undefined ? { retries: o.retries } : {}),
+      ...(o.backoffMs !== undefined ? { backoffMs: o.backoffMs } : {}),
+      ...(o.maxBackoffMs !== undefined ? { maxBackoffMs: o.maxBackoffMs } : {}),
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+      ...(this.ctx.signal ? { signal: this.ctx.signal } : {}),
+      ...(this.ctx.logger ? { logger: this.ctx.logger } : {}),
+      ...(o.auth ? { auth: o.auth } : {}),
+      ...(this.limiter ? { limiter: this.limiter } : {}),
+      stats: this.stats,
+      ...opts,
+      headers: { ...o.headers, ...opts.headers },
+    };
+  }
+
+  fetchJson<T = unknown>(path: string | URL, opts: HttpRequestOptions = {}): Promise<HttpResponse<T>> {
+    return fetchJson<T>(this.url(path), this.defaults(opts));
+  }
+
+  /** Records of every page of `path` (or `url`), one page in memory at a time. */
+  paginate<T = Record<string, any>>(
+    opts: Omit<PaginateOptions<T>, 'url'> & ({ path: string; url?: never } | { url: string | URL; path?: never }),
+  ): AsyncGenerator<T> {
+    const { path, url, ...rest } = opts;
+    return paginate<T>({
+      ...this.defaults(rest),
+      ...rest,
+      headers: { ...this.options.headers, ...rest.headers },
+      url: this.url(path ?? url!),
+    } as PaginateOptions<T>);
   }
 }
 

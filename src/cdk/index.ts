@@ -1,13 +1,17 @@
 // sluice/cdk — the connector authoring kit. Built-in connectors use exactly these helpers.
 export { defineSource, deleted, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
-export type { Deletion, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
+export type { Deletion, RecordValidation, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
 export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
 export { CommitQueue, pullOrWake } from './commits.ts';
 export type { BatchOptions, BatchResult, BatchSink, DestinationDefinition, WriteOperation } from './destination.ts';
 export { CursorTracker, compareValues, isCursorState } from './cursor.ts';
 export type { CursorOrdering, CursorState, CursorTrackerOptions } from './cursor.ts';
-export { fetchJson, paginate, nextLink, withQuery, HttpStatusError } from './http.ts';
-export type { HttpRequestOptions, HttpResponse, PaginateOptions, Pagination, QueryValue } from './http.ts';
+export { fetchJson, paginate, nextLink, withQuery, HttpClient, HttpStatusError, describeRetries, newRetryStats } from './http.ts';
+export type { HttpClientOptions, HttpRequestOptions, HttpResponse, PaginateOptions, Pagination, QueryValue, RetryStats } from './http.ts';
+export { apiKeyAuth, basicAuth, bearerAuth, oauth2RefreshToken } from './auth.ts';
+export type { Authenticator, AuthRequest, OAuth2RefreshTokenOptions } from './auth.ts';
+export { RequestRateLimiter } from './rate-limit.ts';
+export type { RateLimitOptions } from './rate-limit.ts';
 export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
 export { validateConnectorModule } from './validate.ts';
 export { connectionUrlProblem } from './url.ts';

@@ -13,8 +13,9 @@ import type {
   StateMessage,
 } from '../protocol/messages.ts';
 import { message } from '../protocol/messages.ts';
-import { getPath } from '../protocol/identity.ts';
+import { documentId, getPath } from '../protocol/identity.ts';
 import { CursorTracker, type CursorOrdering, type CursorState } from './cursor.ts';
+import { HttpClient, describeRetries, type HttpClientOptions } from './http.ts';
 
 const DELETED = Symbol.for('sluice.cdk.deleted');
 
@@ -46,7 +47,14 @@ export interface StreamReadContext<C> {
   /** The full saved position, for sources that can seek by (cursor, key) themselves. */
   after: CursorState | undefined;
   signal: AbortSignal;
+  /** HTTP client of this read (base URL, auth, rate limit from defineSource's `http`), shared by all streams. */
+  http: HttpClient;
+  /** Child streams: the parent record this read is for (undefined in other streams). */
+  parent: any;
 }
+
+/** Validate records against the stream's zod schema during the read: log and pass on, or stop. */
+export type RecordValidation = 'off' | 'warn' | 'fail';
 
 export interface StreamDefinition<C, R extends Record<string, unknown> = Record<string, unknown>> {
   name: string;
@@ -63,6 +71,15 @@ export interface StreamDefinition<C, R extends Record<string, unknown> = Record<
   stateEvery?: number;
   /** Override cursor value ordering (default: numbers, dates, then text). */
   compareCursor?: (a: unknown, b: unknown) => number;
+  /**
+   * A child stream: `read` runs once per record of this parent stream (by name, or the definition;
+   * the parent is read in full and its records
+   * not emitted), with `parent` set. An incremental child keeps one position per parent
+   * (Airbyte's SubstreamPartitionRouter), so a resumed read neither loses nor repeats records.
+   */
+  parent?: string | StreamDefinition<C, any>;
+  /** Check records against a zod `schema` while reading (default: the source's `validate`, else off). */
+  validate?: RecordValidation;
   read(input: StreamReadContext<C>): AsyncIterable<R | Deletion>;
 }
 
@@ -76,7 +93,11 @@ export interface SourceDefinition<S extends z.ZodType> {
         ctx: ConnectorContext,
       ) => Promise<StreamDefinition<z.output<S>, any>[]> | StreamDefinition<z.output<S>, any>[]);
   /** Connectivity check. Default: ok. Throwing a SluiceError counts as a clean failure. */
-  check?(config: z.output<S>, ctx: ConnectorContext): Promise<CheckResult | void> | CheckResult | void;
+  check?(config: z.output<S>, ctx: ConnectorContext, http: HttpClient): Promise<CheckResult | void> | CheckResult | void;
+  /** Base URL, authenticator and rate limit of the HttpClient each read (and check) gets. */
+  http?: (config: z.output<S>) => HttpClientOptions;
+  /** Default record validation for every stream (see StreamDefinition.validate). */
+  validate?: RecordValidation;
   capabilities?: Partial<SourceCapabilities>;
   /** Full control: replaces the stream-based discover()/read(). */
   discover?(config: z.output<S>, ctx: ConnectorContext): Promise<AirbyteCatalog>;
@@ -166,7 +187,7 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
     async check(config, ctx) {
       if (!def.check) return { ok: true };
       try {
-        const r = await def.check(config, ctx);
+        const r = await def.check(config, ctx, new HttpClient(def.http?.(config) ?? {}, { logger: ctx.logger, signal: ctx.signal }));
         return r ?? { ok: true };
       } catch (err) {
         if (err instanceof SluiceError) return { ok: false, message: err.hint ? `${err.message} (${err.hint})` : err.message };
@@ -179,7 +200,7 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
     },
     read(config, catalog, state, ctx) {
       if (def.read) return def.read(config, catalog, state, ctx);
-      return readStreams(def.spec.name, config, catalog, state, ctx, streamsFor);
+      return readStreams(def, config, catalog, state, ctx, streamsFor);
     },
     ...(def.onStateCommitted ? { onStateCommitted: def.onStateCommitted } : {}),
     ...(def.validateConfig ? { validateConfig: def.validateConfig } : {}),
@@ -188,34 +209,93 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
 }
 
 async function* readStreams<C>(
-  sourceName: string,
+  def: Pick<SourceDefinition<any>, 'spec' | 'http' | 'validate'>,
   config: C,
   catalog: ConfiguredCatalog,
   state: SourceState | undefined,
   ctx: ConnectorContext,
   streamsFor: (config: C, ctx: ConnectorContext) => Promise<StreamDefinition<C, any>[]>,
 ): AsyncGenerator<AirbyteMessage> {
+  const sourceName = def.spec.name;
   const declared = new Map((await streamsFor(config, ctx)).map((s) => [s.name, s]));
-  for (const configured of catalog.streams) {
-    const def = declared.get(configured.stream.name);
-    if (!def) {
-      throw new SluiceError(`source "${sourceName}" has no stream "${configured.stream.name}"`, {
-        kind: 'config',
-        where: `stream ${configured.stream.name}`,
-        hint: `available streams: ${[...declared.keys()].join(', ') || '(none)'}`,
-      });
+  // One client per read: every stream shares its rate limiter and retry count.
+  const http = new HttpClient(def.http?.(config) ?? {}, { logger: ctx.logger, signal: ctx.signal });
+  try {
+    for (const configured of catalog.streams) {
+      const stream = declared.get(configured.stream.name);
+      if (!stream) {
+        throw new SluiceError(`source "${sourceName}" has no stream "${configured.stream.name}"`, {
+          kind: 'config',
+          where: `stream ${configured.stream.name}`,
+          hint: `available streams: ${[...declared.keys()].join(', ') || '(none)'}`,
+        });
+      }
+      if (ctx.signal.aborted) return;
+      const options = { config, ctx, http, validate: stream.validate ?? def.validate ?? 'off' };
+      if (stream.parent) {
+        const parent = typeof stream.parent === 'string' ? declared.get(stream.parent) : stream.parent;
+        if (!parent)
+          throw new SluiceError(
+            `stream "${stream.name}" names parent stream "${String(stream.parent)}", which the source does not declare`,
+            {
+              kind: 'internal',
+              where: `stream ${stream.name}`,
+              hint: `declared streams: ${[...declared.keys()].join(', ')}`,
+            },
+          );
+        yield* readChildStream(stream, parent, configured, state?.streams?.[stream.name], options);
+      } else yield* readOneStream(stream, configured, state?.streams?.[stream.name], options);
     }
-    if (ctx.signal.aborted) return;
-    yield* readOneStream(def, configured, state?.streams?.[def.name], config, ctx);
+  } finally {
+    // Retries are routine: one line with their count instead of one per retry.
+    const retried = describeRetries(http.stats);
+    if (retried) ctx.logger.info({ source: sourceName, retries: http.stats.retries, by_reason: http.stats.byReason }, retried);
   }
+}
+
+interface ReadOptions<C> {
+  config: C;
+  ctx: ConnectorContext;
+  http: HttpClient;
+  validate: RecordValidation;
+}
+
+/** Checks each record against the stream's zod schema (validate: warn | fail). */
+function recordValidator(def: StreamDefinition<any, any>, mode: RecordValidation, ctx: ConnectorContext, primaryKey: string[][]) {
+  const schema = def.schema as z.ZodType;
+  if (mode === 'off' || !schema || typeof schema !== 'object' || !('_zod' in schema)) return undefined;
+  let warned = 0;
+  return (item: Record<string, unknown>, position: number): void => {
+    const r = schema.safeParse(item);
+    if (r.success) return;
+    let key = '';
+    try {
+      key = primaryKey.length ? ` (${primaryKey.map((p) => p.join('.')).join(',')}=${documentId(item, primaryKey)})` : '';
+    } catch {
+      /* no key to show */
+    }
+    const issues = r.error.issues
+      .slice(0, 3)
+      .map((i) => `${i.path.map(String).join('.') || '(record)'}: ${i.message}`)
+      .join('; ');
+    const text = `stream "${def.name}", record ${position}${key} does not match the stream's schema: ${issues}`;
+    if (mode === 'fail')
+      throw new SluiceError(text, {
+        kind: 'source',
+        where: `stream ${def.name}`,
+        hint: 'fix the schema or the data, or set validate: warn to pass such records on',
+      });
+    if (++warned <= 5) ctx.logger.warn({ stream: def.name, record: position }, text);
+    else if (warned === 6)
+      ctx.logger.warn({ stream: def.name }, `stream "${def.name}": more records do not match the schema; not logging each`);
+  };
 }
 
 async function* readOneStream<C>(
   def: StreamDefinition<C, any>,
   configured: ConfiguredStream,
   saved: Record<string, unknown> | undefined,
-  config: C,
-  ctx: ConnectorContext,
+  { config, ctx, http, validate }: ReadOptions<C>,
 ): AsyncGenerator<AirbyteMessage> {
   const name = def.name;
   const declaredCursor = normalizeField(def.cursorField);
@@ -265,7 +345,10 @@ async function* readOneStream<C>(
     since: tracker?.since,
     after: tracker?.startState,
     signal: ctx.signal,
+    http,
+    parent: undefined,
   };
+  const check = recordValidator(def, validate, ctx, primaryKey);
   try {
     for await (const item of def.read(input)) {
       if (isDeletion(item)) {
@@ -286,6 +369,7 @@ async function* readOneStream<C>(
         );
       }
       if (tracker && !tracker.observe(item)) continue;
+      check?.(item, emittedRecords + 1);
       // Ordering 'cursor': a state is possible only where the cursor moves on, and it covers the
       // records before this one, so it goes out before it.
       if (tracker?.ordering === 'cursor' && sinceState >= every) {
@@ -315,6 +399,139 @@ async function* readOneStream<C>(
   if (tracker) {
     const s = tracker.finish();
     if (s) yield stateMessage(s);
+  }
+  yield message.streamStatus(name, 'COMPLETE');
+}
+
+/**
+ * A child stream: the parent stream is read in full (its records are not emitted) and the child's
+ * read runs once per parent record. Incremental children keep one cursor position per parent,
+ * `{ partitions: { <parent key>: { cursor, key } } }`, in one STATE that covers every record
+ * yielded before it, so a read stopped at any point resumes each parent where it was.
+ */
+async function* readChildStream<C>(
+  def: StreamDefinition<C, any>,
+  parent: StreamDefinition<C, any>,
+  configured: ConfiguredStream,
+  saved: Record<string, unknown> | undefined,
+  { config, ctx, http, validate }: ReadOptions<C>,
+): AsyncGenerator<AirbyteMessage> {
+  const name = def.name;
+  const cursorField = normalizeField(def.cursorField);
+  const incremental = configured.sync_mode === 'incremental';
+  if (incremental && !cursorField) {
+    throw new SluiceError(`stream "${name}" does not support incremental sync (it declares no cursor field)`, {
+      kind: 'config',
+      where: `stream ${name}`,
+      hint: 'use sync_mode: full_refresh for this stream',
+    });
+  }
+  const savedPartitions = saved?.partitions;
+  if (saved && Object.keys(saved).length && (!savedPartitions || typeof savedPartitions !== 'object' || Array.isArray(savedPartitions))) {
+    throw new SluiceError(`saved state of child stream "${name}" has no per-parent positions: ${JSON.stringify(saved).slice(0, 200)}`, {
+      kind: 'source',
+      where: `stream ${name}`,
+      hint: 'reset the state of this stream (`sluice state reset`) so it is read from the start',
+    });
+  }
+  const partitions: Record<string, CursorState> = { ...((savedPartitions as Record<string, CursorState> | undefined) ?? {}) };
+  const primaryKey = configured.primary_key?.length ? configured.primary_key : normalizeKey(def.primaryKey);
+  const parentKey = normalizeKey(parent.primaryKey);
+  const every = Math.max(1, def.stateEvery ?? 1000);
+  const check = recordValidator(def, validate, ctx, primaryKey);
+  let sinceState = 0;
+  let emittedRecords = 0;
+  let dirty = false;
+  const stateMessage = (): AirbyteMessage => {
+    const m = message.streamState(name, { partitions: { ...partitions } });
+    (m as { state: StateMessage }).state.sourceStats = { recordCount: sinceState };
+    sinceState = 0;
+    dirty = false;
+    return m;
+  };
+  const base = { config, ctx, signal: ctx.signal, http };
+
+  yield message.streamStatus(name, 'STARTED');
+  try {
+    const parents = parent.read({
+      ...base,
+      stream: parent.name,
+      syncMode: 'full_refresh',
+      since: undefined,
+      after: undefined,
+      parent: undefined,
+    });
+    for await (const p of parents) {
+      if (ctx.signal.aborted) break;
+      if (isDeletion(p)) continue; // a deleted parent has no children to read
+      const partition = documentId(p, parentKey);
+      const tracker = incremental
+        ? new CursorTracker({
+            stream: `${name} (parent ${partition})`,
+            cursorField: cursorField!,
+            primaryKey,
+            ordering: def.ordering,
+            start: partitions[partition],
+            compare: def.compareCursor,
+          })
+        : undefined;
+      const advance = (s: CursorState | undefined) => {
+        if (s) {
+          partitions[partition] = s;
+          dirty = true;
+        }
+      };
+      const input: StreamReadContext<C> = {
+        ...base,
+        stream: name,
+        syncMode: incremental ? 'incremental' : 'full_refresh',
+        since: tracker?.since,
+        after: tracker?.startState,
+        parent: p,
+      };
+      for await (const item of def.read(input)) {
+        if (isDeletion(item)) {
+          if (tracker && getPath(item.key, cursorField!) !== undefined && !tracker.observe(item.key)) continue;
+          emittedRecords++;
+          sinceState++;
+          yield message.deletion(name, item.key);
+          continue;
+        }
+        if (!item || typeof item !== 'object' || Array.isArray(item)) {
+          throw new SluiceError(
+            `stream "${name}" yielded ${Array.isArray(item) ? 'an array' : typeof item} for parent ${partition}; expected a plain object`,
+            {
+              kind: 'source',
+              where: `stream ${name}`,
+            },
+          );
+        }
+        if (tracker && !tracker.observe(item)) continue;
+        check?.(item, emittedRecords + 1);
+        if (tracker?.ordering === 'cursor' && sinceState >= every) {
+          advance(tracker.checkpoint());
+          if (dirty) yield stateMessage();
+        }
+        emittedRecords++;
+        sinceState++;
+        yield message.record(name, item);
+        if (tracker?.ordering === 'cursor_then_key' && sinceState >= every) {
+          advance(tracker.checkpoint());
+          if (dirty) yield stateMessage();
+        }
+        if (ctx.signal.aborted) break;
+      }
+      advance(ctx.signal.aborted ? tracker?.checkpoint() : tracker?.finish());
+      // A state after each parent that moved: a crash later re-reads at most one parent's tail.
+      if (dirty) yield stateMessage();
+      if (ctx.signal.aborted) break;
+    }
+  } catch (err) {
+    throw withContext(err, `stream ${name}`);
+  }
+  if (ctx.signal.aborted) {
+    yield message.streamStatus(name, 'INCOMPLETE');
+    return;
   }
   yield message.streamStatus(name, 'COMPLETE');
 }
