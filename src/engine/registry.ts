@@ -11,7 +11,7 @@ import { validateConnectorModule } from '../cdk/validate.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUILTIN = {
-  source: ['file', 'postgres', 'kafka', 's3', 'declarative'],
+  source: ['file', 'postgres', 'kafka', 's3', 'declarative', 'airbyte'],
   destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
 } as const;
 
