@@ -2,7 +2,7 @@
 // published ones (test/manifests): what it asks for, what it reads, the states it emits, resuming.
 import { afterEach, describe, expect, it } from 'vitest';
 import { githubApi, newsApi, ticketApi, wikiApi, type Api, type Article, type Issue, type Ticket } from './test/apis.ts';
-import { checkSource, readSource } from './test/read.ts';
+import { checkSource, discoverSource, readSource } from './test/read.ts';
 
 const open: Api[] = [];
 afterEach(async () => {
@@ -29,7 +29,9 @@ describe('Confluence-like wiki (basic auth, _links.next cursor, child stream of 
       { limit: '3', cursor: Buffer.from('3').toString('base64url') },
       { limit: '3', cursor: Buffer.from('6').toString('base64url') },
     ]);
-    expect(api.requests.every((q) => q.headers.authorization === `Basic ${Buffer.from('me@example.com:wiki-token-123456').toString('base64')}`)).toBe(true);
+    expect(
+      api.requests.every((q) => q.headers.authorization === `Basic ${Buffer.from('me@example.com:wiki-token-123456').toString('base64')}`),
+    ).toBe(true);
     // Child stream: AddFields content from the body, RemoveFields body.
     expect(r.records.page_bodies).toEqual(pages.map((p) => ({ id: p.id, title: p.title, content: p.body })));
     const bodies = api.requests.filter((q) => /content\/\d+$/.test(q.path));
@@ -40,6 +42,12 @@ describe('Confluence-like wiki (basic auth, _links.next cursor, child stream of 
   it('check reads the first page; wrong credentials fail the check with the API status', async () => {
     const api = track(await wikiApi({ email: 'me@example.com', token: 'wiki-token-123456', pages }));
     expect(await checkSource('wiki.yaml', config(api.url))).toMatchObject({ ok: true });
+    // The schema of page_bodies comes from a JsonFileSchemaLoader file next to the manifest.
+    const catalog = await discoverSource('wiki.yaml', config(api.url));
+    expect(catalog.streams.find((s) => s.name === 'page_bodies')!.json_schema).toEqual({
+      type: 'object',
+      properties: { id: { type: 'string' }, title: { type: 'string' }, content: { type: 'string' } },
+    });
     expect(api.requests).toHaveLength(1);
     const bad = await checkSource('wiki.yaml', config(api.url, 'wrong-token-999'));
     expect(bad.ok).toBe(false);
@@ -71,7 +79,7 @@ describe('news API (key in the query, DatetimeBasedCursor with step and lookback
     const started = Date.now();
     const r = await readSource('news.yaml', config(api.url), { incremental: true });
     expect(Date.now() - started).toBeGreaterThanOrEqual(900); // Retry-After: 1
-    expect(r.records.articles!.map((a) => a.url.split('/').pop())).toEqual(['a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7']);
+    expect(r.records.articles!.map((a) => String(a.url).split('/').pop())).toEqual(['a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7']);
     const windows = api.requests.filter((q) => q.query.page === '1').map((q) => [q.query.from, q.query.to]);
     // As in the CDK, the lookback applies to the configured start too (2024-01-01 less P1D).
     expect(windows).toEqual([
@@ -86,7 +94,11 @@ describe('news API (key in the query, DatetimeBasedCursor with step and lookback
     // Window 1 has 4 articles → pages 1, 2 and an empty 3 (after the rate-limited first try).
     expect(api.requests.filter((x) => x.query.from === '2023-12-31T00:00:00Z').map((x) => x.query.page)).toEqual(['1', '1', '2', '3']);
     // A state after each window that had records: the highest publishedAt so far.
-    expect(r.states.articles).toEqual([{ publishedAt: '2024-01-09T00:00:00Z' }, { publishedAt: '2024-01-12T12:00:00Z' }, { publishedAt: '2024-01-25T06:30:00Z' }]);
+    expect(r.states.articles).toEqual([
+      { publishedAt: '2024-01-09T00:00:00Z' },
+      { publishedAt: '2024-01-12T12:00:00Z' },
+      { publishedAt: '2024-01-25T06:30:00Z' },
+    ]);
   });
 
   it('resumes from the state less the lookback window, and sees new articles', async () => {
@@ -97,7 +109,7 @@ describe('news API (key in the query, DatetimeBasedCursor with step and lookback
     const second = await readSource('news.yaml', config(api.url), { incremental: true, state: first.state });
     // State 2024-01-25T06:30:00Z, lookback P1D → from 2024-01-24T06:30:00Z.
     expect(api.requests[0].query.from).toBe('2024-01-24T06:30:00Z');
-    expect(second.records.articles!.map((a) => a.url.split('/').pop())).toEqual(['a7', 'a8']);
+    expect(second.records.articles!.map((a) => String(a.url).split('/').pop())).toEqual(['a7', 'a8']);
     expect(second.state.streams.articles).toEqual({ publishedAt: '2024-01-26T00:00:00Z' });
   });
 
@@ -176,7 +188,11 @@ describe('ticketing API (OAuth refresh, offsets, substream with incremental_depe
     const t2 = api.tickets.find((t) => t.id === 2)!;
     t2.updated_at = '2024-02-06T09:00:00Z';
     t2.comments.push({ id: 23, body: 'a new reply' });
-    const second = await readSource('tickets.yaml', config(api.url), { incremental: true, streams: ['ticket_comments'], state: first.state });
+    const second = await readSource('tickets.yaml', config(api.url), {
+      incremental: true,
+      streams: ['ticket_comments'],
+      state: first.state,
+    });
     const commentCalls = api.requests.filter((q) => q.path.endsWith('/comments')).map((q) => q.path);
     // Ticket 4 is at the saved cursor itself (>=), ticket 2 changed; 1 and 3 are not asked again.
     expect(commentCalls).toEqual(['/api/v2/tickets/4/comments', '/api/v2/tickets/2/comments']);

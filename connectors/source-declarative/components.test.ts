@@ -48,7 +48,11 @@ function manifestFile(yaml: string): { dir: string; file: string } {
   return { dir, file: join(dir, 'm.yaml') };
 }
 
-async function read(yaml: string, config: Record<string, unknown>, opts: { incremental?: boolean; state?: Record<string, Record<string, unknown>> } = {}) {
+async function read(
+  yaml: string,
+  config: Record<string, unknown>,
+  opts: { incremental?: boolean; state?: Record<string, Record<string, unknown>> } = {},
+) {
   const { dir } = manifestFile(yaml);
   const ctx = testContext({ baseDir: dir });
   const cfg = { manifest: 'm.yaml', config };
@@ -165,7 +169,9 @@ streams:
       `DeclarativeStream "c" at streams[2].retriever.record_selector.extractor: unsupported component 'CustomRecordExtractor' (needs Python code: source_x.components.Extractor)`,
       `DeclarativeStream "d" at streams[3].retriever.paginator: unsupported component 'CustomPaginator' (needs Python code: source_x.components.Pager)`,
       `DeclarativeStream "e" at streams[4].retriever: unsupported component 'AsyncRetriever' (asynchronous report jobs are not implemented in sluice)`,
-      expect.stringMatching(/^DeclarativeStream "f" at streams\[5\]\.retriever\.requester\.path: invalid Jinja expression "\{\{ config\['x'\] ": /),
+      expect.stringMatching(
+        /^DeclarativeStream "f" at streams\[5\]\.retriever\.requester\.path: invalid Jinja expression "\{\{ config\['x'\] ": /,
+      ),
     ]);
   });
 });
@@ -288,7 +294,9 @@ describe('error handler', () => {
     expect((await read(yaml('/gone', '{ type: ConstantBackoffStrategy, backoff_time_in_seconds: 0.01 }'), {})).records).toEqual([]);
     calls = 0;
     const t0 = Date.now();
-    expect((await read(yaml('/flaky', '{ type: ConstantBackoffStrategy, backoff_time_in_seconds: 0.2 }'), {})).records).toEqual([{ id: '/flaky' }]);
+    expect((await read(yaml('/flaky', '{ type: ConstantBackoffStrategy, backoff_time_in_seconds: 0.2 }'), {})).records).toEqual([
+      { id: '/flaky' },
+    ]);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(380); // two waits of 0.2 s
     calls = 0;
     const t1 = Date.now();
@@ -363,7 +371,10 @@ describe('incremental', () => {
     });
     api.requests.length = 0;
     await read(partitioned(api.url), { start: '2024-04-01' }, { incremental: true, state: { items: last } });
-    expect(api.requests.map((q) => `${q.path}?since=${q.query.since}`)).toEqual(['/teams/a/events?since=2024-05-03', '/teams/b/events?since=2024-05-02']);
+    expect(api.requests.map((q) => `${q.path}?since=${q.query.since}`)).toEqual([
+      '/teams/a/events?since=2024-05-03',
+      '/teams/b/events?since=2024-05-02',
+    ]);
   });
 
   it('is_data_feed stops paging at the first record older than the saved state', async () => {

@@ -34,7 +34,8 @@ export class DatetimeCursor {
       const raw = c[name] === undefined ? undefined : evaluateString(c[name], this.vars);
       if (!raw) return undefined;
       const d = parseDuration(raw);
-      if (!d) throw new SluiceError(`DatetimeBasedCursor.${name} "${raw}" is not an ISO 8601 duration (e.g. P1D, PT1H)`, { kind: 'config' });
+      if (!d)
+        throw new SluiceError(`DatetimeBasedCursor.${name} "${raw}" is not an ISO 8601 duration (e.g. P1D, PT1H)`, { kind: 'config' });
       return d;
     };
     this.step = dur('step');
@@ -67,10 +68,13 @@ export class DatetimeCursor {
     let t = fmt ? parseDatetime(raw, fmt) : this.parse(raw);
     if (t === undefined) t = parseAnyDatetime(raw);
     if (t === undefined)
-      throw new SluiceError(`DatetimeBasedCursor.${what} evaluates to ${JSON.stringify(raw)}, which is not a datetime${fmt ? ` in format ${fmt}` : ''}`, {
-        kind: 'config',
-        hint: 'check the start date in the source config',
-      });
+      throw new SluiceError(
+        `DatetimeBasedCursor.${what} evaluates to ${JSON.stringify(raw)}, which is not a datetime${fmt ? ` in format ${fmt}` : ''}`,
+        {
+          kind: 'config',
+          hint: 'check the start date in the source config',
+        },
+      );
     const min = c.min_datetime ? this.parse(evaluate(c.min_datetime, v)) : undefined;
     const max = c.max_datetime ? this.parse(evaluate(c.max_datetime, v)) : undefined;
     if (min !== undefined && t < min) t = min;
@@ -80,7 +84,11 @@ export class DatetimeCursor {
 
   get configuredStart(): Instant {
     const t = this.bound(this.c.start_datetime, 'start_datetime');
-    if (t === undefined) throw new SluiceError('DatetimeBasedCursor: start_datetime evaluates to nothing', { kind: 'config', hint: 'set the start date in the source config' });
+    if (t === undefined)
+      throw new SluiceError('DatetimeBasedCursor: start_datetime evaluates to nothing', {
+        kind: 'config',
+        hint: 'set the start date in the source config',
+      });
     return t;
   }
 

@@ -180,9 +180,10 @@ export interface Duration {
 
 export function parseDuration(text: unknown): Duration | undefined {
   if (typeof text !== 'string') return undefined;
-  const m = /^(-)?P(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(
-    text.trim(),
-  );
+  const m =
+    /^(-)?P(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(
+      text.trim(),
+    );
   if (!m || text.trim() === 'P' || text.trim().endsWith('T')) return undefined;
   const n = (i: number) => (m[i] ? Number(m[i]) : 0);
   const sign = m[1] ? -1 : 1;

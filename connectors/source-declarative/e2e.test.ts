@@ -28,15 +28,18 @@ function pipeline(dir: string, file: string, body: string): string {
 }
 
 describe('sluice CLI on declarative manifests', () => {
-  it('validate names an unsupported component with its YAML path, and config that breaks the manifest spec', { timeout: 60_000 }, async () => {
-    const dir = tempDir('sluice-decl-validate-');
-    const manifest = readFileSync(join(MANIFESTS, 'news.yaml'), 'utf8').replace(
-      /        pagination_strategy:\n          type: PageIncrement/,
-      '        pagination_strategy:\n          type: CustomPaginationStrategy\n          class_name: source_news.components.Pages',
-    );
-    writeFileSync(join(dir, 'custom.yaml'), manifest);
-    copyFileSync(join(MANIFESTS, 'news.yaml'), join(dir, 'news.yaml'));
-    const conn = (name: string, m: string, cfg: string) => `  - name: ${name}
+  it(
+    'validate names an unsupported component with its YAML path, and config that breaks the manifest spec',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir('sluice-decl-validate-');
+      const manifest = readFileSync(join(MANIFESTS, 'news.yaml'), 'utf8').replace(
+        /        pagination_strategy:\n          type: PageIncrement/,
+        '        pagination_strategy:\n          type: CustomPaginationStrategy\n          class_name: source_news.components.Pages',
+      );
+      writeFileSync(join(dir, 'custom.yaml'), manifest);
+      copyFileSync(join(MANIFESTS, 'news.yaml'), join(dir, 'news.yaml'));
+      const conn = (name: string, m: string, cfg: string) => `  - name: ${name}
     source:
       type: declarative
       config:
@@ -44,46 +47,64 @@ describe('sluice CLI on declarative manifests', () => {
         config: ${cfg}
     destination: { type: jsonl, config: { path: out.jsonl } }
 `;
-    const bad = pipeline(dir, 'bad.yaml', conn('news', 'custom.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, search_query: x, start_date: "2024-01-01" }'));
-    const r = await runCli(['validate', bad]);
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).not.toMatch(STACK_LINE);
-    expect(r.stderr).toContain(
-      `DeclarativeStream "articles" at streams[0].retriever.paginator.pagination_strategy: unsupported component 'CustomPaginationStrategy' (needs Python code: source_news.components.Pages)`,
-    );
-    expect(r.stderr).toMatch(/bad\.yaml:\d+: connections\[0\]\.source\.config\.manifest:/);
-
-    const missing = pipeline(dir, 'missing.yaml', conn('news', 'news.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, start_date: "01/01/2024" }'));
-    const m = await runCli(['validate', missing]);
-    expect(m.code).not.toBe(0);
-    expect(m.stderr).toContain(`connections[0].source.config.config: missing required field "search_query" (from the manifest's spec.connection_specification)`);
-    expect(m.stderr).toMatch(/connections\[0\]\.source\.config\.config\.start_date: must match pattern/);
-    expect(m.stderr).not.toContain('k-123456');
-
-    const good = pipeline(dir, 'good.yaml', conn('news', 'news.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, search_query: x, start_date: "2024-01-01" }'));
-    const g = await runCli(['validate', good]);
-    expect(g.stderr + g.stdout).toContain('valid (1 connection: news)');
-    expect(g.code).toBe(0);
-  });
-
-  it('spec, connectors, discover and check work on manifests; secrets from the manifest spec are never printed', { timeout: 60_000 }, async () => {
-    const spec = await runCli(['spec', join(MANIFESTS, 'wiki.yaml')]);
-    expect(spec.code, spec.stderr).toBe(0);
-    const printed = JSON.parse(spec.stdout) as { spec: { connectionSpecification: { required: string[] } } };
-    expect(printed.spec.connectionSpecification.required).toEqual(['api_url', 'email', 'api_token']);
-    const list = await runCli(['connectors']);
-    expect(list.stdout).toMatch(/source\s+declarative\s+Airbyte declarative \(low-code\) manifest \(full_refresh, incremental\)/);
-
-    // An API that echoes the credential it rejected, as some do in their error bodies.
-    const token = 'ghp_leaky_token_987654';
-    const api = await githubApi({ token: 'the-right-token', repos: { 'acme/api': [] } });
-    try {
-      const dir = tempDir('sluice-decl-cli-');
-      copyFileSync(join(MANIFESTS, 'github.yaml'), join(dir, 'github.yaml'));
-      const file = pipeline(
+      const bad = pipeline(
         dir,
-        'p.yaml',
-        `  - name: gh
+        'bad.yaml',
+        conn('news', 'custom.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, search_query: x, start_date: "2024-01-01" }'),
+      );
+      const r = await runCli(['validate', bad]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).not.toMatch(STACK_LINE);
+      expect(r.stderr).toContain(
+        `DeclarativeStream "articles" at streams[0].retriever.paginator.pagination_strategy: unsupported component 'CustomPaginationStrategy' (needs Python code: source_news.components.Pages)`,
+      );
+      expect(r.stderr).toMatch(/bad\.yaml:\d+: connections\[0\]\.source\.config\.manifest:/);
+
+      const missing = pipeline(
+        dir,
+        'missing.yaml',
+        conn('news', 'news.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, start_date: "01/01/2024" }'),
+      );
+      const m = await runCli(['validate', missing]);
+      expect(m.code).not.toBe(0);
+      expect(m.stderr).toContain(
+        `connections[0].source.config.config: missing required field "search_query" (from the manifest's spec.connection_specification)`,
+      );
+      expect(m.stderr).toMatch(/connections\[0\]\.source\.config\.config\.start_date: must match pattern/);
+      expect(m.stderr).not.toContain('k-123456');
+
+      const good = pipeline(
+        dir,
+        'good.yaml',
+        conn('news', 'news.yaml', '{ api_url: "http://127.0.0.1:9", api_key: k-123456, search_query: x, start_date: "2024-01-01" }'),
+      );
+      const g = await runCli(['validate', good]);
+      expect(g.stderr + g.stdout).toContain('valid (1 connection: news)');
+      expect(g.code).toBe(0);
+    },
+  );
+
+  it(
+    'spec, connectors, discover and check work on manifests; secrets from the manifest spec are never printed',
+    { timeout: 60_000 },
+    async () => {
+      const spec = await runCli(['spec', join(MANIFESTS, 'wiki.yaml')]);
+      expect(spec.code, spec.stderr).toBe(0);
+      const printed = JSON.parse(spec.stdout) as { spec: { connectionSpecification: { required: string[] } } };
+      expect(printed.spec.connectionSpecification.required).toEqual(['api_url', 'email', 'api_token']);
+      const list = await runCli(['connectors']);
+      expect(list.stdout).toMatch(/source\s+declarative\s+Airbyte declarative \(low-code\) manifest \(full_refresh, incremental\)/);
+
+      // An API that echoes the credential it rejected, as some do in their error bodies.
+      const token = 'ghp_leaky_token_987654';
+      const api = await githubApi({ token: 'the-right-token', repos: { 'acme/api': [] } });
+      try {
+        const dir = tempDir('sluice-decl-cli-');
+        copyFileSync(join(MANIFESTS, 'github.yaml'), join(dir, 'github.yaml'));
+        const file = pipeline(
+          dir,
+          'p.yaml',
+          `  - name: gh
     source:
       type: declarative
       config:
@@ -94,25 +115,28 @@ describe('sluice CLI on declarative manifests', () => {
           credentials: { option_title: PAT Credentials, personal_access_token: ${token} }
     destination: { type: jsonl, config: { path: out.jsonl } }
 `,
-      );
-      const discover = await runCli(['discover', file]);
-      expect(discover.code, discover.stderr).toBe(0);
-      const catalog = JSON.parse(discover.stdout) as { catalog: { streams: { name: string; source_defined_primary_key: string[][] }[] } };
-      expect(catalog.catalog.streams.map((s) => [s.name, s.source_defined_primary_key])).toEqual([['issues', [['repository'], ['number']]]]);
+        );
+        const discover = await runCli(['discover', file]);
+        expect(discover.code, discover.stderr).toBe(0);
+        const catalog = JSON.parse(discover.stdout) as { catalog: { streams: { name: string; source_defined_primary_key: string[][] }[] } };
+        expect(catalog.catalog.streams.map((s) => [s.name, s.source_defined_primary_key])).toEqual([
+          ['issues', [['repository'], ['number']]],
+        ]);
 
-      const check = await runCli(['check', file, '--debug']);
-      expect(check.code).not.toBe(0);
-      expect(check.stdout).toMatch(/gh source: FAILED — GET http:\/\/127\.0\.0\.1:\d+\/repos\/acme\/api\/issues returned HTTP 401/);
-      expect(api.requests[0].headers.authorization).toBe(`Bearer ${token}`); // it was sent…
-      expect(check.stdout + check.stderr).not.toContain(token); // …and never printed
-      const sync = await runCli(['sync', file, '--json']);
-      expect(sync.code).not.toBe(0);
-      expect(sync.stdout + sync.stderr).not.toContain(token);
-      expect(sync.stderr).not.toMatch(STACK_LINE);
-    } finally {
-      await api.close();
-    }
-  });
+        const check = await runCli(['check', file, '--debug']);
+        expect(check.code).not.toBe(0);
+        expect(check.stdout).toMatch(/gh source: FAILED — GET http:\/\/127\.0\.0\.1:\d+\/repos\/acme\/api\/issues returned HTTP 401/);
+        expect(api.requests[0].headers.authorization).toBe(`Bearer ${token}`); // it was sent…
+        expect(check.stdout + check.stderr).not.toContain(token); // …and never printed
+        const sync = await runCli(['sync', file, '--json']);
+        expect(sync.code).not.toBe(0);
+        expect(sync.stdout + sync.stderr).not.toContain(token);
+        expect(sync.stderr).not.toMatch(STACK_LINE);
+      } finally {
+        await api.close();
+      }
+    },
+  );
 });
 
 describe('news manifest into pgvector: full, SIGKILL + resume, incremental', () => {
@@ -121,7 +145,12 @@ describe('news manifest into pgvector: full, SIGKILL + resume, incremental', () 
     for (let d = 0; d < days; d++)
       for (let i = 0; i < perDay; i++) {
         const at = new Date(from + d * 86_400_000 + (i + 1) * 3_600_000).toISOString().replace('.000Z', 'Z');
-        out.push({ url: `https://news.example/${d}-${i}`, title: `Day ${d} story ${i}`, description: `What happened on day ${d}, part ${i}.`, publishedAt: at });
+        out.push({
+          url: `https://news.example/${d}-${i}`,
+          title: `Day ${d} story ${i}`,
+          description: `What happened on day ${d}, part ${i}.`,
+          publishedAt: at,
+        });
       }
     return out;
   }
@@ -181,7 +210,9 @@ describe('news manifest into pgvector: full, SIGKILL + resume, incremental', () 
       const started = Date.now();
       let seen = 0;
       while (Date.now() - started < 120_000) {
-        const r = await admin.query(`SELECT count(*)::int AS n FROM ${qualified(`decl_crash_${tag}`, 'articles')}`).catch(() => ({ rows: [{ n: 0 }] }));
+        const r = await admin
+          .query(`SELECT count(*)::int AS n FROM ${qualified(`decl_crash_${tag}`, 'articles')}`)
+          .catch(() => ({ rows: [{ n: 0 }] }));
         seen = r.rows[0].n as number;
         if (seen > 0) break;
         await sleep(5);
@@ -210,7 +241,9 @@ describe('news manifest into pgvector: full, SIGKILL + resume, incremental', () 
       expect((await state(`decl_clean_${tag}`, 'clean'))?.streams.articles).toEqual({ publishedAt: '2024-02-28T03:00:00Z' });
 
       // Incremental: a late article and a new one; the run starts one day (lookback) before the state.
-      api.articles.push(...articles(1, 2, Date.parse('2024-02-28T10:00:00Z')).map((a, i) => ({ ...a, url: `https://news.example/late-${i}` })));
+      api.articles.push(
+        ...articles(1, 2, Date.parse('2024-02-28T10:00:00Z')).map((a, i) => ({ ...a, url: `https://news.example/late-${i}` })),
+      );
       api.requests.length = 0;
       await sync(crash);
       expect(api.requests[0].query.from).toBe('2024-02-27T03:00:00Z');

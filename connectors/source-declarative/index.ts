@@ -22,11 +22,15 @@ const ConfigSchema = z.strictObject({
   manifest: z
     .string()
     .min(1)
-    .describe("Path of the Airbyte declarative manifest (manifest.yaml), relative to the pipeline file. Use it unchanged from Airbyte's registry."),
+    .describe(
+      "Path of the Airbyte declarative manifest (manifest.yaml), relative to the pipeline file. Use it unchanged from Airbyte's registry.",
+    ),
   config: z
     .record(z.string(), z.unknown())
     .default({})
-    .describe("The connector's config, as the manifest's spec.connection_specification describes it (e.g. { api_key: ..., start_date: ... })."),
+    .describe(
+      "The connector's config, as the manifest's spec.connection_specification describes it (e.g. { api_key: ..., start_date: ... }).",
+    ),
 });
 type Config = z.output<typeof ConfigSchema>;
 
@@ -75,7 +79,13 @@ function checkConfig(manifest: Manifest, config: Record<string, unknown>): { pat
   }
   if (validate(config)) return [];
   return (validate.errors ?? []).map((e) => {
-    const path: (string | number)[] = ['config', ...e.instancePath.split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p))];
+    const path: (string | number)[] = [
+      'config',
+      ...e.instancePath
+        .split('/')
+        .filter(Boolean)
+        .map((p) => (/^\d+$/.test(p) ? Number(p) : p)),
+    ];
     const missing = (e.params as { missingProperty?: string }).missingProperty;
     if (missing) return { path, message: `missing required field "${missing}" (from the manifest's spec.connection_specification)` };
     const extra = (e.params as { additionalProperty?: string }).additionalProperty;
@@ -89,7 +99,8 @@ function secretValues(schema: unknown, value: unknown, out: unknown[] = []): unk
   if (!schema || typeof schema !== 'object' || value === undefined || value === null) return out;
   const s = schema as Record<string, unknown>;
   if (s.airbyte_secret === true) out.push(value);
-  for (const key of ['oneOf', 'anyOf', 'allOf'] as const) if (Array.isArray(s[key])) for (const alt of s[key] as unknown[]) secretValues(alt, value, out);
+  for (const key of ['oneOf', 'anyOf', 'allOf'] as const)
+    if (Array.isArray(s[key])) for (const alt of s[key] as unknown[]) secretValues(alt, value, out);
   if (Array.isArray(value)) for (const v of value) secretValues(s.items, v, out);
   else if (typeof value === 'object') {
     const props = (s.properties ?? {}) as Record<string, unknown>;
@@ -102,14 +113,24 @@ function prepare(config: Config, baseDir: string): Manifest {
   const manifest = openManifest(manifestPath(config, baseDir));
   const problems = checkConfig(manifest, config.config);
   if (problems.length)
-    throw new SluiceError(`source config does not match the manifest's spec: ${problems.map((p) => `${p.path.join('.')}: ${p.message}`).join('; ')}`, {
-      kind: 'config',
-    });
+    throw new SluiceError(
+      `source config does not match the manifest's spec: ${problems.map((p) => `${p.path.join('.')}: ${p.message}`).join('; ')}`,
+      {
+        kind: 'config',
+      },
+    );
   return manifest;
 }
 
-function streamsOf(manifest: Manifest, config: Config, ctx: ConnectorContext, limits?: { maxRetries: number; maxBackoffMs: number }): DeclarativeStream[] {
-  return manifest.streams.map((c) => new DeclarativeStream(c, { config: config.config, manifest, logger: ctx.logger, signal: ctx.signal, limits }));
+function streamsOf(
+  manifest: Manifest,
+  config: Config,
+  ctx: ConnectorContext,
+  limits?: { maxRetries: number; maxBackoffMs: number },
+): DeclarativeStream[] {
+  return manifest.streams.map(
+    (c) => new DeclarativeStream(c, { config: config.config, manifest, logger: ctx.logger, signal: ctx.signal, limits }),
+  );
 }
 
 function toAirbyte(s: DeclarativeStream): AirbyteStream {
@@ -199,7 +220,10 @@ export default defineSource({
       if (ctx.signal.aborted) return;
       const incremental = configured.sync_mode === 'incremental';
       if (incremental && !s.supportsIncremental)
-        throw new SluiceError(`stream "${s.name}" has no incremental_sync in the manifest`, { kind: 'config', hint: 'use sync_mode: full_refresh for it' });
+        throw new SluiceError(`stream "${s.name}" has no incremental_sync in the manifest`, {
+          kind: 'config',
+          hint: 'use sync_mode: full_refresh for it',
+        });
       yield message.streamStatus(s.name, 'STARTED');
       let count = 0;
       try {
@@ -211,7 +235,14 @@ export default defineSource({
         }
       } catch (err) {
         if (ctx.signal.aborted) break;
-        if (err instanceof SluiceError) throw new SluiceError(err.message, { kind: err.kind, hint: err.hint, where: `stream ${s.name}${err.where && !err.where.includes(s.name) ? `, ${err.where}` : ''}`, transient: err.transient, cause: err });
+        if (err instanceof SluiceError)
+          throw new SluiceError(err.message, {
+            kind: err.kind,
+            hint: err.hint,
+            where: `stream ${s.name}${err.where && !err.where.includes(s.name) ? `, ${err.where}` : ''}`,
+            transient: err.transient,
+            cause: err,
+          });
         throw new SluiceError(`stream ${s.name}: ${(err as Error).message}`, { kind: 'source', where: `stream ${s.name}`, cause: err });
       }
       if (ctx.signal.aborted) {

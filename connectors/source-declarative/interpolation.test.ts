@@ -5,7 +5,14 @@ import { formatDatetime, parseDatetime, parseDuration } from './datetime.ts';
 import { evaluate, evaluateBoolean, evaluateMapping, evaluateString, templateError } from './interpolation.ts';
 
 const vars = {
-  config: { domain: 'acme.example', page_size: '50', user: 'me', password: 'pw', start_date: '2024-01-15T10:20:30Z', repos: ['a/b', 'c/d'] },
+  config: {
+    domain: 'acme.example',
+    page_size: '50',
+    user: 'me',
+    password: 'pw',
+    start_date: '2024-01-15T10:20:30Z',
+    repos: ['a/b', 'c/d'],
+  },
   parameters: { name: 'issues', path: '/issues' },
   stream_partition: { repository: 'a/b' },
   stream_slice: { repository: 'a/b', start_time: '2024-02-01T00:00:00Z', end_time: '2024-02-02T00:00:00Z' },
@@ -105,7 +112,7 @@ describe('sandbox', () => {
       '{{ process }}',
       '{{ env }}',
       '{{ environ }}',
-      "{{ config.constructor }}",
+      '{{ config.constructor }}',
       "{{ ''.constructor }}",
       '{{ config.__proto__ }}',
       "{{ open('/etc/passwd') }}",

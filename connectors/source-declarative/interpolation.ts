@@ -50,10 +50,22 @@ class DateTimeValue extends ObjectValue {
     this.type = 'DateTimeValue';
     const m = this.value as Map<string, RV>;
     const d = new Date(instant);
-    m.set('strftime', fn((fmt) => formatDatetime(instant, String(fmt))));
-    m.set('isoformat', fn((sep) => (dateOnly ? formatDatetime(instant, '%Y-%m-%d') : pythonDatetimeString(instant, sep ? String(sep) : 'T'))));
-    m.set('timestamp', fn(() => instant / 1000));
-    m.set('date', fn(() => new DateTimeValue(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()), true)));
+    m.set(
+      'strftime',
+      fn((fmt) => formatDatetime(instant, String(fmt))),
+    );
+    m.set(
+      'isoformat',
+      fn((sep) => (dateOnly ? formatDatetime(instant, '%Y-%m-%d') : pythonDatetimeString(instant, sep ? String(sep) : 'T'))),
+    );
+    m.set(
+      'timestamp',
+      fn(() => instant / 1000),
+    );
+    m.set(
+      'date',
+      fn(() => new DateTimeValue(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()), true)),
+    );
     m.set('year', toRuntime(d.getUTCFullYear()));
     m.set('month', toRuntime(d.getUTCMonth() + 1));
     m.set('day', toRuntime(d.getUTCDate()));
@@ -74,7 +86,10 @@ class DurationValue extends ObjectValue {
   constructor(readonly duration: Duration) {
     super(new Map());
     this.type = 'DurationValue';
-    (this.value as Map<string, RV>).set('total_seconds', fn(() => (duration.months * 30 * 86_400_000 + duration.ms) / 1000));
+    (this.value as Map<string, RV>).set(
+      'total_seconds',
+      fn(() => (duration.months * 30 * 86_400_000 + duration.ms) / 1000),
+    );
   }
   override toString(): string {
     return `${this.duration.ms / 1000}s`;

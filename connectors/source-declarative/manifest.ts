@@ -43,7 +43,10 @@ export function readManifest(file: string): Record<string, unknown> {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new ManifestError(code === 'ENOENT' ? `manifest file not found: ${file}` : `cannot read manifest ${file}: ${(err as Error).message}`, '');
+    throw new ManifestError(
+      code === 'ENOENT' ? `manifest file not found: ${file}` : `cannot read manifest ${file}: ${(err as Error).message}`,
+      '',
+    );
   }
   let doc: unknown;
   try {
@@ -66,7 +69,8 @@ function lookupPointer(root: Record<string, unknown>, pointer: string, at: strin
     : pointer.split('.');
   let node: unknown = root;
   for (const p of parts) {
-    if (!node || typeof node !== 'object' || !(p in (node as object))) throw new ManifestError(`reference "${pointer}" points to nothing`, at);
+    if (!node || typeof node !== 'object' || !(p in (node as object)))
+      throw new ManifestError(`reference "${pointer}" points to nothing`, at);
     node = (node as Record<string, unknown>)[p];
   }
   return node;
@@ -98,7 +102,8 @@ function resolveRefs(root: Record<string, unknown>): Record<string, unknown> {
   };
   const follow = (ref: string, path: (string | number)[], stack: string[]): unknown => {
     if (stack.includes(ref)) throw new ManifestError(`circular reference: ${[...stack, ref].join(' -> ')}`, yamlPath(path));
-    if (!ref.startsWith('#/') && ref.includes('://')) throw new ManifestError(`only references inside the manifest are supported, not "${ref}"`, yamlPath(path));
+    if (!ref.startsWith('#/') && ref.includes('://'))
+      throw new ManifestError(`only references inside the manifest are supported, not "${ref}"`, yamlPath(path));
     const target = lookupPointer(root, ref, yamlPath(path));
     return walk(target, path, [...stack, ref]);
   };
@@ -138,7 +143,17 @@ const DEFAULT_TYPES: Record<string, string> = {
 };
 
 /** Fields that hold data, not sub-components: parameters are not pushed into them. */
-const DATA_FIELDS = new Set(['schema', 'connection_specification', 'request_parameters', 'request_headers', 'request_body_json', 'request_body_data', 'values', 'refresh_request_body', 'spec']);
+const DATA_FIELDS = new Set([
+  'schema',
+  'connection_specification',
+  'request_parameters',
+  'request_headers',
+  'request_body_json',
+  'request_body_data',
+  'values',
+  'refresh_request_body',
+  'spec',
+]);
 
 function propagate(node: unknown, parentType: string, field: string, parentParams: Record<string, unknown>): unknown {
   if (Array.isArray(node)) return node.map((v) => propagate(v, parentType, field, parentParams));
@@ -254,13 +269,15 @@ interface Problem {
 function unsupportedFields(c: Component): string[] {
   const out: string[] = [];
   const t = c.type as string;
-  if (t === 'OAuthAuthenticator' && c.refresh_token_updater) out.push('refresh_token_updater (rotating refresh tokens written back to the config)');
+  if (t === 'OAuthAuthenticator' && c.refresh_token_updater)
+    out.push('refresh_token_updater (rotating refresh tokens written back to the config)');
   if (t === 'DatetimeBasedCursor' && c.global_substream_cursor) out.push('global_substream_cursor');
   if (t === 'DeclarativeStream' && c.state_migrations?.length) out.push('state_migrations');
   if (t === 'SimpleRetriever' && c.partition_router && Array.isArray(c.partition_router) && c.partition_router.length > 1)
     out.push('several partition routers (a list of more than one)');
   if (t === 'HttpRequester' && c.request_options_provider) out.push('request_options_provider');
-  if (t === 'RecordSelector' && c.schema_normalization && typeof c.schema_normalization === 'object') out.push('a custom schema_normalization');
+  if (t === 'RecordSelector' && c.schema_normalization && typeof c.schema_normalization === 'object')
+    out.push('a custom schema_normalization');
   if (t === 'DeclarativeStream' && c.file_uploader) out.push('file_uploader');
   return out;
 }
@@ -273,7 +290,11 @@ function validateComponents(node: unknown, path: (string | number)[], problems: 
   if (typeof node === 'string') {
     if (isTemplate(node)) {
       const err = templateError(node);
-      if (err) problems.push({ path: yamlPath(path), message: `${owner || 'manifest'} at ${yamlPath(path)}: invalid Jinja expression ${JSON.stringify(node)}: ${err}` });
+      if (err)
+        problems.push({
+          path: yamlPath(path),
+          message: `${owner || 'manifest'} at ${yamlPath(path)}: invalid Jinja expression ${JSON.stringify(node)}: ${err}`,
+        });
     }
     return;
   }
@@ -301,8 +322,9 @@ function validateComponents(node: unknown, path: (string | number)[], problems: 
     if (t === 'DeclarativeStream') here = `DeclarativeStream${obj.name ? ` "${obj.name}"` : ''}`;
   }
   for (const [k, v] of Object.entries(obj)) {
-    if (k === '$parameters' || DATA_FIELDS.has(k) && k !== 'request_parameters' && k !== 'request_headers') {
-      if (k === 'request_body_json' || k === 'request_body_data' || k === 'refresh_request_body') validateComponents(v, [...path, k], problems, here);
+    if (k === '$parameters' || (DATA_FIELDS.has(k) && k !== 'request_parameters' && k !== 'request_headers')) {
+      if (k === 'request_body_json' || k === 'request_body_data' || k === 'refresh_request_body')
+        validateComponents(v, [...path, k], problems, here);
       continue;
     }
     validateComponents(v, [...path, k], problems, here);
@@ -316,14 +338,17 @@ export function loadManifest(file: string, dir: string): Manifest {
   const resolved = propagate({ ...rest, type: 'DeclarativeSource' }, '', '', {}) as Component;
   const problems: Problem[] = [];
   if (!Array.isArray(resolved.streams) || resolved.streams.length === 0) {
-    if (resolved.dynamic_streams) problems.push({ path: 'dynamic_streams', message: 'dynamic_streams: streams generated at run time are not supported by sluice' });
+    if (resolved.dynamic_streams)
+      problems.push({ path: 'dynamic_streams', message: 'dynamic_streams: streams generated at run time are not supported by sluice' });
     else problems.push({ path: 'streams', message: 'streams: the manifest declares no streams' });
   }
   for (const key of ['streams', 'check', 'spec'] as const) if (resolved[key]) validateComponents(resolved[key], [key], problems, '');
   for (const [i, s] of ((resolved.streams ?? []) as Component[]).entries()) {
     if (!s || typeof s !== 'object') continue;
-    if (!s.name) problems.push({ path: `streams[${i}]`, message: `DeclarativeStream at streams[${i}]: has no name (set name: or $parameters.name)` });
-    if (s.type === 'DeclarativeStream' && !s.retriever) problems.push({ path: `streams[${i}]`, message: `DeclarativeStream at streams[${i}]: has no retriever` });
+    if (!s.name)
+      problems.push({ path: `streams[${i}]`, message: `DeclarativeStream at streams[${i}]: has no name (set name: or $parameters.name)` });
+    if (s.type === 'DeclarativeStream' && !s.retriever)
+      problems.push({ path: `streams[${i}]`, message: `DeclarativeStream at streams[${i}]: has no retriever` });
   }
   if (problems.length) throw new ManifestError(problems.map((p) => p.message).join('\n'), '');
   return {

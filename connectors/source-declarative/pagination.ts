@@ -33,7 +33,8 @@ export function paginationRun(c: Component | undefined, urlBase: string): Pagina
     const v = evaluate(strategy.page_size, params(vars));
     if (v === undefined || v === null || v === '') return undefined;
     const n = Number(v);
-    if (!Number.isFinite(n)) throw new SluiceError(`${strategy.type}.page_size evaluates to ${JSON.stringify(v)}, not a number`, { kind: 'config' });
+    if (!Number.isFinite(n))
+      throw new SluiceError(`${strategy.type}.page_size evaluates to ${JSON.stringify(v)}, not a number`, { kind: 'config' });
     return n;
   };
   let token: unknown;
@@ -85,7 +86,8 @@ export function paginationRun(c: Component | undefined, urlBase: string): Pagina
         case 'CursorPagination': {
           if (strategy.stop_condition && evaluateBoolean(strategy.stop_condition, v)) return false;
           const next = evaluate(strategy.cursor_value, v);
-          if (next === undefined || next === null || next === '' || (typeof next === 'object' && Object.keys(next as object).length === 0)) return false;
+          if (next === undefined || next === null || next === '' || (typeof next === 'object' && Object.keys(next as object).length === 0))
+            return false;
           token = next;
           return true;
         }

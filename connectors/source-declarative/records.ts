@@ -24,7 +24,9 @@ export function dpathValues(root: unknown, path: readonly string[]): unknown[] {
 
 /** DpathExtractor: the records of a response body. */
 export function extractRecords(extractor: Component | undefined, body: unknown, vars: Vars): Rec[] {
-  const path: string[] = ((extractor?.field_path ?? []) as unknown[]).map((p) => evaluateString(p, { ...vars, parameters: extractor?.$parameters ?? vars.parameters }));
+  const path: string[] = ((extractor?.field_path ?? []) as unknown[]).map((p) =>
+    evaluateString(p, { ...vars, parameters: extractor?.$parameters ?? vars.parameters }),
+  );
   const wildcard = path.includes('*');
   const found = path.length ? dpathValues(body, path) : [body];
   const out: Rec[] = [];
@@ -77,7 +79,11 @@ function transform(t: Component, record: Rec, vars: Vars): Rec {
   }
   if (t.type === 'RemoveFields') {
     const out = structuredClone(record);
-    for (const pointer of (t.field_pointers ?? []) as string[][]) removePath(out, pointer.map((p) => evaluateString(p, v)));
+    for (const pointer of (t.field_pointers ?? []) as string[][])
+      removePath(
+        out,
+        pointer.map((p) => evaluateString(p, v)),
+      );
     return out;
   }
   return record;

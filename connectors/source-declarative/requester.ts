@@ -25,7 +25,9 @@ export function injectOption(parts: RequestParts, option: Component | undefined,
     parts.path = String(value);
     return;
   }
-  const fieldPath: string[] | undefined = Array.isArray(option.field_path) ? option.field_path.map((p: unknown) => evaluateString(p, vars)) : undefined;
+  const fieldPath: string[] | undefined = Array.isArray(option.field_path)
+    ? option.field_path.map((p: unknown) => evaluateString(p, vars))
+    : undefined;
   const field = fieldPath ? fieldPath[fieldPath.length - 1] : evaluateString(option.field_name, vars);
   switch (option.inject_into) {
     case 'request_parameter':
@@ -45,9 +47,12 @@ export function injectOption(parts: RequestParts, option: Component | undefined,
       break;
     }
     default:
-      throw new SluiceError(`RequestOption.inject_into "${option.inject_into}" is not one of request_parameter, header, body_data, body_json`, {
-        kind: 'config',
-      });
+      throw new SluiceError(
+        `RequestOption.inject_into "${option.inject_into}" is not one of request_parameter, header, body_data, body_json`,
+        {
+          kind: 'config',
+        },
+      );
   }
 }
 
@@ -158,7 +163,10 @@ class OAuth implements Authenticator {
     try {
       res = await fetch(endpoint, { method: 'POST', headers, body: new URLSearchParams(body).toString(), signal });
     } catch (err) {
-      throw new SluiceError(`OAuth token refresh at ${safeUrl(endpoint)} failed: ${(err as Error).message}`, { kind: 'connection', transient: true });
+      throw new SluiceError(`OAuth token refresh at ${safeUrl(endpoint)} failed: ${(err as Error).message}`, {
+        kind: 'connection',
+        transient: true,
+      });
     }
     const text = await res.text();
     if (!res.ok)
@@ -175,7 +183,10 @@ class OAuth implements Authenticator {
     const name = evaluateString(c.access_token_name ?? 'access_token', this.vars) || 'access_token';
     const token = json[name];
     if (typeof token !== 'string' || !token)
-      throw new SluiceError(`OAuth token refresh at ${safeUrl(endpoint)}: the response has no "${name}"`, { kind: 'connection', hint: 'check access_token_name' });
+      throw new SluiceError(`OAuth token refresh at ${safeUrl(endpoint)}: the response has no "${name}"`, {
+        kind: 'connection',
+        hint: 'check access_token_name',
+      });
     this.token = token;
     const expiresIn = Number(json[evaluateString(c.expires_in_name ?? 'expires_in', this.vars) || 'expires_in']);
     this.expiresAt = Date.now() + (Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn * 1000 : 3_600_000);
@@ -237,7 +248,9 @@ export class ErrorHandler {
       for (const f of h.filters) {
         if (this.matches(f, o)) {
           const action = (f.action ?? (f.http_codes || f.error_message_contains || f.predicate ? 'FAIL' : 'SUCCESS')) as Action;
-          const message = f.error_message ? evaluateString(f.error_message, { ...this.vars, response: o.body, headers: headerObject(o.headers) }) : undefined;
+          const message = f.error_message
+            ? evaluateString(f.error_message, { ...this.vars, response: o.body, headers: headerObject(o.headers) })
+            : undefined;
           return { action, message, handler: h };
         }
       }
@@ -357,12 +370,15 @@ export class Requester {
   ownParts(vars: Vars): RequestParts {
     const v = { ...vars, parameters: this.c.$parameters ?? {} };
     const parts = emptyParts();
-    for (const [k, val] of Object.entries(evaluateMapping(this.c.request_parameters, v))) parts.params[k] = typeof val === 'object' ? JSON.stringify(val) : String(val);
+    for (const [k, val] of Object.entries(evaluateMapping(this.c.request_parameters, v)))
+      parts.params[k] = typeof val === 'object' ? JSON.stringify(val) : String(val);
     for (const [k, val] of Object.entries(evaluateMapping(this.c.request_headers, v))) parts.headers[k] = String(val);
     if (this.c.request_body_json !== undefined) parts.bodyJson = evaluateMapping(this.c.request_body_json, v);
     if (this.c.request_body_data !== undefined) {
-      if (typeof this.c.request_body_data === 'string' && !this.c.request_body_data.includes('{{')) parts.bodyData = Object.fromEntries(new URLSearchParams(this.c.request_body_data));
-      else parts.bodyData = Object.fromEntries(Object.entries(evaluateMapping(this.c.request_body_data, v)).map(([k, x]) => [k, String(x)]));
+      if (typeof this.c.request_body_data === 'string' && !this.c.request_body_data.includes('{{'))
+        parts.bodyData = Object.fromEntries(new URLSearchParams(this.c.request_body_data));
+      else
+        parts.bodyData = Object.fromEntries(Object.entries(evaluateMapping(this.c.request_body_data, v)).map(([k, x]) => [k, String(x)]));
     }
     return parts;
   }
@@ -386,7 +402,13 @@ export class Requester {
     let refreshed = false;
     const started = Date.now();
     for (;;) {
-      const p: RequestParts = { params: { ...parts.params }, headers: { ...parts.headers }, bodyJson: parts.bodyJson, bodyData: parts.bodyData, path: parts.path };
+      const p: RequestParts = {
+        params: { ...parts.params },
+        headers: { ...parts.headers },
+        bodyJson: parts.bodyJson,
+        bodyData: parts.bodyData,
+        path: parts.path,
+      };
       await this.auth.apply(p, signal);
       const u = new URL(this.url(vars, p.path));
       for (const [k, val] of Object.entries(p.params)) u.searchParams.set(k, val);
@@ -440,11 +462,16 @@ export class Requester {
       }
       if (action === 'SUCCESS') return { url: u.toString(), status: outcome!.status, headers: outcome!.headers, body: outcome!.body };
       if (action === 'IGNORE') {
-        this.logger.info({ stream: this.stream, status: outcome?.status }, `declarative: ignoring the response of ${where} (error handler action IGNORE)`);
+        this.logger.info(
+          { stream: this.stream, status: outcome?.status },
+          `declarative: ignoring the response of ${where} (error handler action IGNORE)`,
+        );
         return undefined;
       }
       const cause = (networkError?.cause as { code?: string; message?: string } | undefined) ?? undefined;
-      const what = outcome ? `HTTP ${outcome.status}` : `network error: ${networkError?.message}${cause ? ` (${cause.code ?? cause.message})` : ''}`;
+      const what = outcome
+        ? `HTTP ${outcome.status}`
+        : `network error: ${networkError?.message}${cause ? ` (${cause.code ?? cause.message})` : ''}`;
       if (action === 'RETRY' || action === 'RATE_LIMITED') {
         attempt++;
         const maxTime = handler.maxTimeMs;

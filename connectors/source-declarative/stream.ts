@@ -38,7 +38,8 @@ interface Partition {
 }
 
 /** Stable text of a partition, for finding its saved state. */
-const partitionKey = (p: Rec): string => JSON.stringify(p, (_k, v) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
+const partitionKey = (p: Rec): string =>
+  JSON.stringify(p, (_k, v) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
 
 export class DeclarativeStream {
   readonly name: string;
@@ -59,14 +60,20 @@ export class DeclarativeStream {
     this.name = evaluateString(c.name, this.vars);
     this.primaryKey = normalizePk(evaluate(c.primary_key, this.vars) ?? c.primary_key);
     this.retriever = c.retriever;
-    if (this.retriever.type !== 'SimpleRetriever') throw new SluiceError(`stream ${this.name}: unsupported retriever ${this.retriever.type}`, { kind: 'config' });
+    if (this.retriever.type !== 'SimpleRetriever')
+      throw new SluiceError(`stream ${this.name}: unsupported retriever ${this.retriever.type}`, { kind: 'config' });
     this.requester = new Requester(this.retriever.requester, this.vars, env.logger, this.name, env.limits);
-    this.selector = new RecordSelector(this.retriever.record_selector ?? { type: 'RecordSelector' }, (c.transformations ?? []) as Component[], undefined);
+    this.selector = new RecordSelector(
+      this.retriever.record_selector ?? { type: 'RecordSelector' },
+      (c.transformations ?? []) as Component[],
+      undefined,
+    );
     if (c.incremental_sync) this.cursor = new DatetimeCursor(c.incremental_sync, this.vars);
     const r = this.retriever.partition_router;
     this.router = Array.isArray(r) ? r[0] : r;
     const normalizing = this.retriever.record_selector?.schema_normalization === 'Default';
-    if (normalizing) this.selector = new RecordSelector(this.retriever.record_selector, (c.transformations ?? []) as Component[], this.schema());
+    if (normalizing)
+      this.selector = new RecordSelector(this.retriever.record_selector, (c.transformations ?? []) as Component[], this.schema());
   }
 
   /** Parent streams read with incremental_dependency make this stream incremental too. */
@@ -85,17 +92,24 @@ export class DeclarativeStream {
     let schema: Record<string, unknown> | undefined;
     if (loader?.type === 'InlineSchemaLoader') schema = (loader.schema ?? {}) as Record<string, unknown>;
     else {
-      const explicit = loader?.file_path ? evaluateString(loader.file_path, { ...this.vars, parameters: loader.$parameters ?? this.vars.parameters }) : undefined;
+      const explicit = loader?.file_path
+        ? evaluateString(loader.file_path, { ...this.vars, parameters: loader.$parameters ?? this.vars.parameters })
+        : undefined;
       // The CDK's default is schemas/<name>.json in the connector's package, next to the manifest.
       const candidates = explicit
-        ? [isAbsolute(explicit) ? explicit : resolve(this.env.manifest.dir, explicit), join(this.env.manifest.dir, explicit.replace(/^\.\/source_[^/]+\//, ''))]
+        ? [
+            isAbsolute(explicit) ? explicit : resolve(this.env.manifest.dir, explicit),
+            join(this.env.manifest.dir, explicit.replace(/^\.\/source_[^/]+\//, '')),
+          ]
         : [join(this.env.manifest.dir, 'schemas', `${this.name}.json`)];
       const file = candidates.find((f) => existsSync(f));
       if (file) {
         try {
           schema = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
         } catch (err) {
-          throw new SluiceError(`stream ${this.name}: schema file ${file} is not valid JSON: ${(err as Error).message}`, { kind: 'config' });
+          throw new SluiceError(`stream ${this.name}: schema file ${file} is not valid JSON: ${(err as Error).message}`, {
+            kind: 'config',
+          });
         }
       } else if (explicit) {
         throw new SluiceError(`stream ${this.name}: schema file not found: ${candidates[0]}`, {
@@ -152,7 +166,13 @@ export class DeclarativeStream {
       for (const interval of intervals) {
         let highest: unknown = undefined;
         const stateStart = self.cursor?.isDataFeed ? self.cursor.parse(partitionSaved) : undefined;
-        for await (const record of self.readPages(partition, interval, currentState(), opts.maxPages !== undefined ? () => ++pages > opts.maxPages! : undefined, stateStart)) {
+        for await (const record of self.readPages(
+          partition,
+          interval,
+          currentState(),
+          opts.maxPages !== undefined ? () => ++pages > opts.maxPages! : undefined,
+          stateStart,
+        )) {
           if (self.cursor) {
             if (!self.cursor.inBounds(record)) continue;
             highest = self.cursor.max(highest, record[self.cursor.cursorField]);
@@ -164,7 +184,10 @@ export class DeclarativeStream {
         if (self.cursor && highest !== undefined) {
           if (perPartition) {
             const prev = partitionStates.get(pkey)?.cursor?.[self.cursor.cursorField];
-            partitionStates.set(pkey, { partition: partition.values, cursor: { [self.cursor.cursorField]: self.cursor.max(prev, highest) } });
+            partitionStates.set(pkey, {
+              partition: partition.values,
+              cursor: { [self.cursor.cursorField]: self.cursor.max(prev, highest) },
+            });
           } else streamCursor = self.cursor.max(streamCursor, highest);
           const s = stateIfChanged();
           if (s) yield { state: s };
@@ -199,10 +222,15 @@ export class DeclarativeStream {
       let values = evaluate(r.values, v);
       if (typeof values === 'string') values = values.split(',').map((s) => s.trim());
       if (!Array.isArray(values))
-        throw new SluiceError(`stream ${this.name}: ListPartitionRouter.values evaluates to ${JSON.stringify(values)}, not a list`, { kind: 'config' });
+        throw new SluiceError(`stream ${this.name}: ListPartitionRouter.values evaluates to ${JSON.stringify(values)}, not a list`, {
+          kind: 'config',
+        });
       const field = evaluateString(r.cursor_field, v);
       for (const value of values)
-        yield { values: { [field]: value }, inject: (parts, vars) => injectOption(parts, r.request_option, value, { ...vars, parameters: v.parameters }) };
+        yield {
+          values: { [field]: value },
+          inject: (parts, vars) => injectOption(parts, r.request_option, value, { ...vars, parameters: v.parameters }),
+        };
       return;
     }
     if (r.type === 'SubstreamPartitionRouter') {
@@ -223,7 +251,10 @@ export class DeclarativeStream {
           if (value === undefined || value === null) continue;
           const values: Rec = { [field]: value, parent_slice: {} };
           for (const ef of (pc.extra_fields ?? []) as string[][]) {
-            const [x] = dpathValues(item.record, ef.map((p) => evaluateString(p, pv)));
+            const [x] = dpathValues(
+              item.record,
+              ef.map((p) => evaluateString(p, pv)),
+            );
             values[`extra_fields`] = { ...((values.extra_fields as Rec) ?? {}), [ef.join('.')]: x };
           }
           yield { values, inject: (parts, vars) => injectOption(parts, pc.request_option, value, { ...vars, parameters: pv.parameters }) };
@@ -273,7 +304,12 @@ export class DeclarativeStream {
       for (const r of records) yield r;
       if (pageLimitReached?.()) return;
       // is_data_feed: newest first; a record older than the saved state means the rest is known.
-      if (dataFeedStart !== undefined && this.cursor && records.some((r) => (this.cursor!.parse(r[this.cursor!.cursorField]) ?? Infinity) < dataFeedStart)) return;
+      if (
+        dataFeedStart !== undefined &&
+        this.cursor &&
+        records.some((r) => (this.cursor!.parse(r[this.cursor!.cursorField]) ?? Infinity) < dataFeedStart)
+      )
+        return;
       if (!pagination.next({ body: res.body, headers, records, url: res.url }, vars)) return;
     }
   }

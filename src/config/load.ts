@@ -124,7 +124,8 @@ export async function loadPipeline(file: string, env: NodeJS.ProcessEnv = proces
     if (validateSource && sourceConfig !== undefined) {
       const r = await validateSource.call(source, sourceConfig, { baseDir });
       for (const s of r.secrets ?? []) registerSecret(s);
-      for (const p of r.problems) problems.push({ path: at('source', 'config', ...p.path), line: lineOf(at('source', 'config', ...p.path)), message: p.message });
+      for (const p of r.problems)
+        problems.push({ path: at('source', 'config', ...p.path), line: lineOf(at('source', 'config', ...p.path)), message: p.message });
     }
     const destinationConfig = destination
       ? validateConnectorConfig(destination, conn.destination.config, at('destination', 'config'), lineOf, problems)

@@ -11,7 +11,7 @@ import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
 import { findInstalledPackage, importConnectorFile, isPackageSpecifier, resolvePackageEntry } from './load-module.ts';
 
 export const BUILTIN = {
-  source: ['file', 'postgres', 'kafka', 's3', 'declarative'],
+  source: ['file', 'postgres', 'kafka', 's3', 'declarative', 'airbyte'],
   destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
 } as const;
 

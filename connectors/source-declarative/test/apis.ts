@@ -27,7 +27,13 @@ async function serve(handler: Handler): Promise<Api> {
     req.on('data', (d) => (body += d));
     req.on('end', () => {
       const u = new URL(req.url ?? '/', 'http://x');
-      const logged: LoggedRequest = { method: req.method ?? 'GET', path: u.pathname, query: Object.fromEntries(u.searchParams), headers: req.headers, body };
+      const logged: LoggedRequest = {
+        method: req.method ?? 'GET',
+        path: u.pathname,
+        query: Object.fromEntries(u.searchParams),
+        headers: req.headers,
+        body,
+      };
       requests.push(logged);
       try {
         handler(logged, res);
@@ -60,27 +66,30 @@ export interface WikiPage {
 
 export async function wikiApi(opts: { email: string; token: string; pages: WikiPage[] }): Promise<Api & { pages: WikiPage[] }> {
   const auth = `Basic ${Buffer.from(`${opts.email}:${opts.token}`).toString('base64')}`;
+  const data = { pages: opts.pages };
   const api = await serve((req, res) => {
     if (req.headers.authorization !== auth) return json(res, 401, { message: 'Unauthorized' });
     const list = /^\/wiki\/rest\/api\/content$/.exec(req.path);
     if (list) {
       const limit = Number(req.query.limit ?? 25);
       const start = req.query.cursor ? Number(Buffer.from(req.query.cursor, 'base64url').toString()) : 0;
-      const results = api.pages.slice(start, start + limit).map((p) => ({ id: p.id, title: p.title, type: 'page', _links: { webui: `/pages/${p.id}` } }));
+      const results = data.pages
+        .slice(start, start + limit)
+        .map((p) => ({ id: p.id, title: p.title, type: 'page', _links: { webui: `/pages/${p.id}` } }));
       const links: Record<string, string> = { base: `${api.url}/wiki` };
-      if (start + limit < api.pages.length)
+      if (start + limit < data.pages.length)
         links.next = `/rest/api/content?limit=${limit}&cursor=${Buffer.from(String(start + limit)).toString('base64url')}`;
       return json(res, 200, { results, size: results.length, _links: links });
     }
     const one = /^\/wiki\/rest\/api\/content\/([^/]+)$/.exec(req.path);
     if (one) {
-      const p = api.pages.find((x) => x.id === one[1]);
+      const p = data.pages.find((x) => x.id === one[1]);
       if (!p) return json(res, 404, { message: 'not found' });
       return json(res, 200, { id: p.id, title: p.title, body: { storage: { value: p.body, representation: 'storage' } } });
     }
     json(res, 404, { message: 'no route' });
   });
-  return Object.assign(api, { pages: opts.pages });
+  return Object.assign(api, { pages: data.pages });
 }
 
 // ---- news API: key in the query, time-window filters, page numbers, a 429 with Retry-After ----------
@@ -92,8 +101,13 @@ export interface Article {
   publishedAt: string;
 }
 
-export async function newsApi(opts: { apiKey: string; articles: Article[]; rateLimitFirst?: number }): Promise<Api & { articles: Article[] }> {
+export async function newsApi(opts: {
+  apiKey: string;
+  articles: Article[];
+  rateLimitFirst?: number;
+}): Promise<Api & { articles: Article[] }> {
   let limited = opts.rateLimitFirst ?? 0;
+  const data = { articles: opts.articles };
   const api = await serve((req, res) => {
     if (req.path !== '/v2/everything') return json(res, 404, { status: 'error' });
     if (req.query.apiKey !== opts.apiKey) return json(res, 401, { status: 'error', code: 'apiKeyInvalid' });
@@ -105,12 +119,12 @@ export async function newsApi(opts: { apiKey: string; articles: Article[]; rateL
     const to = Date.parse(req.query.to);
     const pageSize = Number(req.query.pageSize ?? 100);
     const page = Number(req.query.page ?? 1);
-    const hits = api.articles
+    const hits = data.articles
       .filter((a) => Date.parse(a.publishedAt) >= from && Date.parse(a.publishedAt) <= to)
       .sort((a, b) => Date.parse(a.publishedAt) - Date.parse(b.publishedAt));
     json(res, 200, { status: 'ok', totalResults: hits.length, articles: hits.slice((page - 1) * pageSize, page * pageSize) });
   });
-  return Object.assign(api, { articles: opts.articles });
+  return Object.assign(api, { articles: data.articles });
 }
 
 // ---- ticketing API: OAuth refresh (tokens expire after N calls → 401), offsets, comments per ticket --
@@ -133,6 +147,7 @@ export async function ticketApi(opts: {
 }): Promise<Api & { tickets: Ticket[]; tokensIssued: () => number }> {
   let issued = 0;
   const tokens = new Map<string, number>();
+  const data = { tickets: opts.tickets };
   const api = await serve((req, res) => {
     if (req.path === '/oauth/token' && req.method === 'POST') {
       const form = new URLSearchParams(req.body);
@@ -156,18 +171,20 @@ export async function ticketApi(opts: {
       const since = req.query.updated_since ? Date.parse(req.query.updated_since) : 0;
       const offset = Number(req.query.offset ?? 0);
       const limit = Number(req.query.limit ?? 100);
-      const hits = api.tickets.filter((t) => Date.parse(t.updated_at) >= since).sort((a, b) => a.updated_at.localeCompare(b.updated_at) || a.id - b.id);
+      const hits = data.tickets
+        .filter((t) => Date.parse(t.updated_at) >= since)
+        .sort((a, b) => a.updated_at.localeCompare(b.updated_at) || a.id - b.id);
       return json(res, 200, { tickets: hits.slice(offset, offset + limit).map(({ comments: _c, ...t }) => t) });
     }
     const m = /^\/api\/v2\/tickets\/(\d+)\/comments$/.exec(req.path);
     if (m) {
-      const t = api.tickets.find((x) => x.id === Number(m[1]));
+      const t = data.tickets.find((x) => x.id === Number(m[1]));
       if (!t) return json(res, 404, { error: 'not found' });
       return json(res, 200, { comments: t.comments });
     }
     json(res, 404, { error: 'no route' });
   });
-  return Object.assign(api, { tickets: opts.tickets, tokensIssued: () => issued });
+  return Object.assign(api, { tickets: data.tickets, tokensIssued: () => issued });
 }
 
 // ---- GitHub-like API: bearer token, issues per repository, Link-header pagination -------------------
@@ -182,21 +199,26 @@ export interface Issue {
   updated_at: string;
 }
 
-export async function githubApi(opts: { token: string; repos: Record<string, Issue[]> }): Promise<Api & { repos: Record<string, Issue[]> }> {
+export async function githubApi(opts: {
+  token: string;
+  repos: Record<string, Issue[]>;
+}): Promise<Api & { repos: Record<string, Issue[]> }> {
+  const data = { repos: opts.repos };
   const api = await serve((req, res) => {
     if (req.headers.authorization !== `Bearer ${opts.token}`) return json(res, 401, { message: 'Bad credentials' });
     const m = /^\/repos\/([^/]+\/[^/]+)\/issues$/.exec(req.path);
     if (!m) return json(res, 404, { message: 'Not Found' });
-    const issues = api.repos[decodeURIComponent(m[1])];
+    const issues = data.repos[decodeURIComponent(m[1])];
     if (!issues) return json(res, 404, { message: 'Not Found' });
     const perPage = Number(req.query.per_page ?? 30);
     const page = Number(req.query.page ?? 1);
     const last = Math.max(1, Math.ceil(issues.length / perPage));
     const links: string[] = [];
-    const link = (p: number, rel: string) => `<${api.url}${req.path}?per_page=${perPage}&page=${p}&state=${req.query.state ?? 'open'}>; rel="${rel}"`;
+    const link = (p: number, rel: string) =>
+      `<${api.url}${req.path}?per_page=${perPage}&page=${p}&state=${req.query.state ?? 'open'}>; rel="${rel}"`;
     if (page < last) links.push(link(page + 1, 'next'), link(last, 'last'));
     if (page > 1) links.push(link(1, 'first'), link(page - 1, 'prev'));
     json(res, 200, issues.slice((page - 1) * perPage, page * perPage), links.length ? { link: links.join(', ') } : {});
   });
-  return Object.assign(api, { repos: opts.repos });
+  return Object.assign(api, { repos: data.repos });
 }

@@ -54,3 +54,7 @@ export async function readSource(
 export async function checkSource(manifest: string, config: Record<string, unknown>) {
   return source.check(sourceConfig(manifest, config), testContext({ baseDir: MANIFESTS }));
 }
+
+export async function discoverSource(manifest: string, config: Record<string, unknown>) {
+  return source.discover(sourceConfig(manifest, config), testContext({ baseDir: MANIFESTS }));
+}
