@@ -282,7 +282,11 @@ async function syncConnection(p: RunParts & { store: StateStore; summary: Connec
           const sent = handedOver.get(ev.state);
           if (sent && p.observer?.stateCommitted) {
             const now = Date.now();
-            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : 0);
+            p.observer.stateCommitted(
+              name,
+              (now - sent.at) / 1000,
+              sent.recordEmittedAt ? Math.max(0, now - sent.recordEmittedAt) / 1000 : 0,
+            );
           }
           // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
           if (conn.source.onStateCommitted) await saver.flush();
