@@ -202,9 +202,10 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       ...(e.where ? { where: e.where } : {}),
       ...(e.transient ? { transient: true as const } : {}),
     };
-    if (summary.status === 'failed') failure = e;
-    if (summary.status === 'failed')
+    if (summary.status === 'failed') {
+      failure = e;
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
+    }
   } finally {
     await cache?.close().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
