@@ -571,6 +571,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
   let position = a.startLsn; // everything before it has been yielded
   let stated = a.startLsn; // LSN of the last STATE we emitted
   let inTx = false;
+  let txCommitTime: number | undefined;
   let sinceState = 0;
   let lastEventAt = Date.now();
   let lastStateAt = Date.now();
@@ -652,6 +653,8 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
     switch (m.tag) {
       case 'begin':
         inTx = true;
+        // Records carry their transaction's commit time, so lag is measured from the source commit.
+        txCommitTime = m.commitTime;
         break;
       case 'commit':
         inTx = false;
@@ -710,7 +713,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
       case 'insert': {
         const lr = live.get(m.oid);
         if (!lr) break;
-        yield message.record(lr.rel.stream, decode(lr, m.newTuple));
+        yield message.record(lr.rel.stream, decode(lr, m.newTuple), txCommitTime);
         sinceState++;
         break;
       }
@@ -722,7 +725,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         if (oldKeyTuple) {
           const oldKey = keyOf(lr, decode(lr, oldKeyTuple));
           const newKey = keyOf(lr, data);
-          if (JSON.stringify(oldKey) !== JSON.stringify(newKey)) yield message.deletion(lr.rel.stream, oldKey);
+          if (JSON.stringify(oldKey) !== JSON.stringify(newKey)) yield message.deletion(lr.rel.stream, oldKey, txCommitTime);
         }
         const missing = lr.msg.columns.filter((c) => data[c.name] === UNCHANGED).map((c) => c.name);
         if (missing.length) {
@@ -732,7 +735,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
           if (!filled) break;
           Object.assign(data, filled);
         }
-        yield message.record(lr.rel.stream, data);
+        yield message.record(lr.rel.stream, data, txCommitTime);
         sinceState++;
         break;
       }
@@ -741,7 +744,7 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         if (!lr) break;
         const t = m.keyTuple ?? m.oldTuple;
         if (!t) break;
-        yield message.deletion(lr.rel.stream, keyOf(lr, decode(lr, t)));
+        yield message.deletion(lr.rel.stream, keyOf(lr, decode(lr, t)), txCommitTime);
         sinceState++;
         break;
       }

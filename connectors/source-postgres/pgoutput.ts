@@ -31,7 +31,8 @@ export interface RelationMessage {
 }
 
 export type PgoutputMessage =
-  | { tag: 'begin'; finalLsn: Lsn; xid: number }
+  /** `commitTime`: the transaction's commit time on the server, in ms since the Unix epoch. */
+  | { tag: 'begin'; finalLsn: Lsn; xid: number; commitTime: number }
   | { tag: 'commit'; commitLsn: Lsn; endLsn: Lsn }
   | RelationMessage
   | { tag: 'insert'; oid: number; newTuple: TupleValue[] }
@@ -102,8 +103,9 @@ export function parsePgoutput(buf: Buffer): PgoutputMessage {
     case 0x42: {
       // B
       const finalLsn = r.u64();
-      r.u64();
-      return { tag: 'begin', finalLsn, xid: r.u32() };
+      // Microseconds since 2000-01-01 (PostgreSQL's epoch).
+      const commitTime = Number(r.u64() / 1000n + PG_EPOCH_MS);
+      return { tag: 'begin', finalLsn, commitTime, xid: r.u32() };
     }
     case 0x43: {
       // C

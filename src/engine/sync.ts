@@ -278,9 +278,10 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       ...(e.where ? { where: e.where } : {}),
       ...(e.transient ? { transient: true as const } : {}),
     };
-    if (summary.status === 'failed') failure = e;
-    if (summary.status === 'failed')
+    if (summary.status === 'failed') {
+      failure = e;
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
+    }
   } finally {
     await cache?.close().catch(() => undefined);
     await store?.close?.().catch(() => undefined);
@@ -393,7 +394,11 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
           const sent = handedOver.get(ev.state);
           if (sent && p.observer?.stateCommitted) {
             const now = Date.now();
-            p.observer.stateCommitted(name, (now - sent.at) / 1000, sent.recordEmittedAt ? (now - sent.recordEmittedAt) / 1000 : 0);
+            p.observer.stateCommitted(
+              name,
+              (now - sent.at) / 1000,
+              sent.recordEmittedAt ? Math.max(0, now - sent.recordEmittedAt) / 1000 : 0,
+            );
           }
           // A source told of commits (CDC acknowledging its slot) hears of each while it still runs.
           if (conn.source.onStateCommitted) await saver.flush();

@@ -153,7 +153,7 @@ export class SyncMetrics {
     });
     this.lag = new Gauge({
       name: 'sluice_replication_lag_seconds',
-      help: 'At the last commit: seconds from the source emitting the newest record it covers to the destination committing it.',
+      help: "At the last commit: seconds from the newest record it covers being emitted (PostgreSQL CDC: its source commit) to the destination's commit; 0 when caught up.",
       labelNames: ['pipeline', 'connection'],
       registers,
     });
