@@ -4,7 +4,7 @@ import type { CheckResult, ConnectorContext, Destination, OpenOptions, SearchHit
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { connectQdrant } from './client.ts';
 import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
-import { INDEXED_FIELDS, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
+import { INDEXED_FIELDS, assertShape, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
 
 const destination: Destination<QdrantConfig> = {
@@ -55,6 +55,17 @@ const destination: Destination<QdrantConfig> = {
       const e = err instanceof SluiceError ? err : new SluiceError(String(err));
       return { ok: false, message: e.hint ? `${e.message} (${e.hint})` : e.message };
     }
+  },
+
+  /** Read-only (for `sync --dry-run`): the existing collection's vector size and distance, as open() checks them. */
+  async preflight(config: QdrantConfig, ctx: ConnectorContext, options: OpenOptions) {
+    if (!options.dimensions) return;
+    const q = connectQdrant(config, ctx.logger);
+    const layout = await readLayout(q, config.collection);
+    if (!layout.current) return;
+    const described = await describeCollection(q, layout.current.physical);
+    const want = { size: options.dimensions, distance: QDRANT_DISTANCE[config.distance] };
+    assertShape(layout.current.physical, config.collection, described.shape, want, options.embedderName);
   },
 
   async open(config: QdrantConfig, ctx: ConnectorContext, options: OpenOptions) {

@@ -146,6 +146,8 @@ export interface DestinationDefinition<S extends z.ZodType> {
   batch?: BatchOptions;
   /** Full control: return your own writer instead of a sink. */
   open?(config: z.output<S>, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;
+  /** Read-only: throw what open() would refuse (e.g. an index of another vector size); `sync --dry-run` calls it. */
+  preflight?: Destination<z.output<S>>['preflight'];
   search?: Destination<z.output<S>>['search'];
   maintain?: Destination<z.output<S>>['maintain'];
 }
@@ -186,6 +188,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
       const sink = await def.connect!(config, ctx, options);
       return batchedWriter(sink, options, sink.batch ?? def.batch);
     },
+    ...(def.preflight ? { preflight: def.preflight } : {}),
     ...(def.search ? { search: def.search } : {}),
     ...(def.maintain ? { maintain: def.maintain } : {}),
   };

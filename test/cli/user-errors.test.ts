@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
+import { startQdrantFixture } from '../fixtures/qdrant-server.ts';
 import { STACK_LINE, runCli, tempDir, writeFiles } from '../helpers/cli.ts';
 
 const BUG = /looks like a bug/;
@@ -222,6 +223,46 @@ describe('defect 9: smaller misreadings', () => {
     } finally {
       await client.query(`DROP SCHEMA "${schema}" CASCADE`);
       await client.end();
+    }
+  });
+});
+
+describe('defect 9: --dry-run on Qdrant', () => {
+  it('refuses a collection of another vector size, as the run does, and creates nothing', async () => {
+    const fx = await startQdrantFixture();
+    try {
+      const dir = tempDir();
+      writeFiles(dir, { 'docs/a.md': '# A\n\nalpha', 'docs/b.md': '# B\n\nbeta' });
+      const write = (dimensions: number, collection: string) =>
+        writeFileSync(
+          join(dir, 'p.yaml'),
+          stringify({
+            version: 1,
+            connections: [
+              {
+                name: 'c',
+                source: { type: 'file', config: { path: './docs', stream: 'docs' } },
+                destination: { type: 'qdrant', config: { url: fx.url, collection } },
+                embedding: { provider: 'hash', dimensions },
+              },
+            ],
+          }),
+        );
+      write(16, 'docs');
+      expect((await runCli(['sync', join(dir, 'p.yaml')])).code).toBe(0);
+      write(8, 'docs');
+      const refused = await runCli(['sync', join(dir, 'p.yaml'), '--dry-run']);
+      expect(refused.stderr).toMatch(/Qdrant collection "docs" .* has vectors of size 16, but the embedder .* makes 8/);
+      expect(refused.code).toBe(1);
+      const run = await runCli(['sync', join(dir, 'p.yaml')]);
+      expect(run.stderr).toMatch(/has vectors of size 16, but the embedder .* makes 8/);
+      // A dry run against a collection that does not exist yet creates none.
+      const collections = fx.collections.size;
+      write(8, 'fresh');
+      expect((await runCli(['sync', join(dir, 'p.yaml'), '--dry-run'])).code).toBe(0);
+      expect(fx.collections.size).toBe(collections);
+    } finally {
+      await fx.close();
     }
   });
 });
