@@ -44,10 +44,9 @@ export function loadConnector(kind: 'source' | 'destination', type: string, base
 
 async function load(kind: 'source' | 'destination', type: string, baseDir: string): Promise<Source | Destination> {
   let file: string;
-  if ((BUILTIN[kind] as readonly string[]).includes(type)) {
-    // sluice's own code: compiled with it (dist/), or run by whatever runs sluice's sources.
-    const builtin = builtinPath(kind, type);
-    return validateConnectorModule((await import(pathToFileURL(builtin).href)) as Record<string, unknown>, builtin, kind);
+  const builtin = (BUILTIN[kind] as readonly string[]).includes(type);
+  if (builtin) {
+    file = builtinPath(kind, type);
   } else if (type.startsWith('.') || isAbsolute(type)) {
     file = isAbsolute(type) ? type : resolve(baseDir, type);
     if (!existsSync(file))
@@ -71,7 +70,8 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
   }
   let mod: Record<string, unknown>;
   try {
-    mod = await importConnectorFile(file);
+    // A built-in is sluice's own code: compiled with it (dist/), or run by whatever runs its sources.
+    mod = builtin ? ((await import(pathToFileURL(file).href)) as Record<string, unknown>) : await importConnectorFile(file);
   } catch (err) {
     throw new SluiceError(`cannot load ${kind} "${type}" from ${file}: ${(err as Error).message}`, { kind: 'config' });
   }
