@@ -25,6 +25,7 @@ import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
 import { ErrorBudget, openDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
+import { lockConnection } from './connection-lock.ts';
 import { httpStatus } from '../net/retry.ts';
 
 export interface SyncOptions {
@@ -185,7 +186,10 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   let store: StateStore | undefined;
   let failure: SluiceError | undefined;
   let deadLetters: DeadLetterStore | undefined;
+  let unlock: (() => Promise<void>) | undefined;
   try {
+    // A dry run writes nothing, and workers that share a connection on purpose (deep state merge) run side by side.
+    if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, name);
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
@@ -287,6 +291,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     await store?.close?.().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);
     await deadLetters?.close().catch(() => undefined);
+    await unlock?.().catch(() => undefined);
   }
   const elapsed = Date.now() - started;
   summary.duration_ms = elapsed;
