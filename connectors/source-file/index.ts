@@ -353,6 +353,8 @@ const source: Source<FileSourceConfig> = {
                   size: { type: 'integer' },
                 },
                 required: ['path', 'content'],
+                // No file yet: data files may still come, so the fields are not known to be only these.
+                ...(names.length ? {} : { additionalProperties: true }),
               }
             : { type: 'object', additionalProperties: true },
           supported_sync_modes: ['full_refresh', 'incremental'],

@@ -3,7 +3,7 @@
 // that discover offline), `check` and every sync before a write; a run in which most records
 // yield no text stops before replacing or deleting anything (processing.max_empty_share).
 // Real servers: PostgreSQL 15 as the source, PGlite + pgvector as the destination.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -121,6 +121,15 @@ ${processing}
     );
     const good = write('      text_fields: [content]\n      metadata_fields: [path, { field: modified_at, as: mtime }]');
     expect((await runCli(['validate', good])).code).toBe(0);
+    expect(existsSync(join(dir, '.sluice')), 'validate creates nothing').toBe(false);
+    // A directory with no file yet says nothing about its fields: nothing is called a typo.
+    const empty = tempDir('typos-file-empty-');
+    writeFiles(empty, {
+      'corpus/.keep': '',
+      'pipeline.yaml': readFileSync(good, 'utf8').replace('text_fields: [content]', 'text_fields: [body]'),
+    });
+    const r2 = await runCli(['validate', join(empty, 'pipeline.yaml')]);
+    expect(r2.code, r2.stderr).toBe(0);
   });
 });
 

@@ -1,5 +1,6 @@
 // check · discover · spec · validate · connectors
 import type { Command } from 'commander';
+import { join } from 'node:path';
 import { ConfigError, loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
 import { pathToFileURL } from 'node:url';
@@ -24,7 +25,15 @@ export function register(program: Command) {
       // the others are checked by `check` and before every sync.
       const problems = [];
       for (const conn of p.connections.filter((c) => c.source.capabilities.offlineDiscover)) {
-        const ctx = await connectorContext(p, conn, { signal: new AbortController().signal, logger: createLogger({}) });
+        // validate creates nothing: the work directory is named, not made (offline discovery reads files only).
+        const ctx = {
+          logger: createLogger({}),
+          baseDir: p.baseDir,
+          signal: new AbortController().signal,
+          connection: conn.config.name,
+          follow: false,
+          workDir: join(p.stateDir, 'work', encodeURIComponent(conn.config.name)),
+        };
         const planned = await plannedCatalog(conn, ctx);
         problems.push(...(planned.problems ?? []), ...(planned.catalog ? processingFieldProblems(conn, planned.catalog) : []));
       }
