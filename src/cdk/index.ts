@@ -32,11 +32,13 @@ export type {
   Destination,
   DestinationEvent,
   DestinationMessage,
+  DestinationSandbox,
   DestinationStream,
   DestinationWriter,
   OpenOptions,
   Source,
   SourceState,
+  StoredChunk,
 } from '../protocol/connector.ts';
 export { SluiceError } from '../protocol/errors.ts';
 export { documentId, chunkId, chunkUuid } from '../protocol/identity.ts';
