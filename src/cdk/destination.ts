@@ -150,6 +150,10 @@ export interface DestinationDefinition<S extends z.ZodType> {
   preflight?: Destination<z.output<S>>['preflight'];
   search?: Destination<z.output<S>>['search'];
   maintain?: Destination<z.output<S>>['maintain'];
+  /** For the conformance kit: where to write instead of the user's data, and how to remove it. */
+  sandbox?: Destination<z.output<S>>['sandbox'];
+  /** For the conformance kit: every chunk a stream holds. */
+  readBack?: Destination<z.output<S>>['readBack'];
 }
 
 export function defineDestination<S extends z.ZodType>(def: DestinationDefinition<S>): Destination<z.output<S>> {
@@ -191,6 +195,8 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.preflight ? { preflight: def.preflight } : {}),
     ...(def.search ? { search: def.search } : {}),
     ...(def.maintain ? { maintain: def.maintain } : {}),
+    ...(def.sandbox ? { sandbox: def.sandbox } : {}),
+    ...(def.readBack ? { readBack: def.readBack } : {}),
   };
   return destination;
 }

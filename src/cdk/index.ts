@@ -33,12 +33,14 @@ export type {
   Destination,
   DestinationEvent,
   DestinationMessage,
+  DestinationSandbox,
   DestinationStream,
   DestinationWriter,
   OpenOptions,
   ShardContext,
   Source,
   SourceState,
+  StoredChunk,
 } from '../protocol/connector.ts';
 export { SluiceError } from '../protocol/errors.ts';
 export { documentId, chunkId, chunkUuid } from '../protocol/identity.ts';

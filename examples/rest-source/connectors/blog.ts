@@ -12,6 +12,9 @@ export default defineSource({
   // One HTTP client per sync, shared by both streams: base URL, bearer token, rate limit.
   http: (c) => ({ baseUrl: c.base_url, auth: bearerAuth(c.token), rateLimit: { perSecond: c.requests_per_second } }),
   validate: 'fail', // a record that does not match its schema stops the sync with a clear error
+  async check(_config, _ctx, http) {
+    await http.fetchJson('/articles', { query: { per_page: 1 }, retries: 1 }); // proves the URL and the token
+  },
   streams: [
     {
       name: 'articles',
