@@ -12,7 +12,7 @@ import { validateConnectorModule } from '../cdk/validate.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BUILTIN = {
   source: ['file', 'postgres', 'kafka', 's3', 'declarative', 'airbyte'],
-  destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
+  destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone', 'airbyte'],
 } as const;
 
 export function builtinPath(kind: 'source' | 'destination', name: string): string {
