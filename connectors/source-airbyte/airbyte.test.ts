@@ -24,7 +24,9 @@ async function read(config: Record<string, unknown>, state?: SourceState, ctx = 
   };
   const messages: AirbyteMessage[] = [];
   for await (const m of source.read(cfg(config), configured, state, ctx)) messages.push(m);
-  const records = messages.filter((m) => m.type === 'RECORD').map((m) => (m as { record: { data: { n: number } } }).record.data.n);
+  const records = messages
+    .filter((m) => m.type === 'RECORD')
+    .map((m) => (m as unknown as { record: { data: { n: number } } }).record.data.n);
   const states = messages.filter((m) => m.type === 'STATE').map((m) => (m as { state: unknown }).state);
   return { messages, records, states, ctx };
 }

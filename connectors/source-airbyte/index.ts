@@ -34,7 +34,7 @@ const CONTAINER_DIR = '/airbyte/sluice';
  * /airbyte/sluice as the platform mounts its job directory.
  */
 export function protocolCommand(
-  config: Pick<Config, 'command' | 'image' | 'docker_args' | 'env'>,
+  config: Pick<Config, 'command' | 'image'> & Partial<Pick<Config, 'docker_args' | 'env'>>,
   args: string[],
   filesDir: string,
 ): string[] {

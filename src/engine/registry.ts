@@ -12,7 +12,7 @@ import { findInstalledPackage, importConnectorFile, isPackageSpecifier, resolveP
 
 export const BUILTIN = {
   source: ['file', 'postgres', 'kafka', 's3', 'declarative', 'airbyte'],
-  destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone'],
+  destination: ['jsonl', 'pgvector', 'qdrant', 'pinecone', 'airbyte'],
 } as const;
 
 export function builtinPath(kind: 'source' | 'destination', name: string): string {
