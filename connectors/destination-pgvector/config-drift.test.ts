@@ -61,7 +61,7 @@ const vectorIndex = async (schema: string) =>
 const sync = (file: string, ...args: string[]) => runCli(['sync', file, ...args]);
 
 describe('distance and index changes on an existing table', () => {
-  it('rebuild (or drop) the vector index so it matches what search uses', async () => {
+  it('rebuild (or drop) the vector index so it matches what search uses', { timeout: 180_000 }, async () => {
     const dir = tempDir('drift-index-');
     const schema = 'drift_index';
     expect((await sync(pipeline(dir, schema))).code).toBe(0);
@@ -86,7 +86,7 @@ describe('distance and index changes on an existing table', () => {
 });
 
 describe('primary_key changes', () => {
-  it('are refused before any write (old chunks would stay behind); one overwrite run re-keys the table', async () => {
+  it('are refused before any write (old chunks would stay behind); one overwrite run re-keys the table', { timeout: 180_000 }, async () => {
     const dir = tempDir('drift-pk-');
     const schema = 'drift_pk';
     const count = async () =>
@@ -120,7 +120,7 @@ describe('primary_key changes', () => {
 });
 
 describe('lookback', () => {
-  it('an invalid value fails at validate', async () => {
+  it('an invalid value fails at validate', { timeout: 180_000 }, async () => {
     for (const [value, message] of [
       ['"five minutes please"', '"five minutes please" is not a valid lookback; expected an interval such as "5 minutes"'],
       ['-5', '-5 is not a valid lookback; expected 0 or more'],

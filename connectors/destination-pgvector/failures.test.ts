@@ -92,7 +92,7 @@ it('an error that already names its stream is not told the stream again', () => 
 });
 
 describe('search', () => {
-  it('refuses a stream the connection does not have, even with a fixed table', async () => {
+  it('refuses a stream the connection does not have, even with a fixed table', { timeout: 180_000 }, async () => {
     const dir = tempDir('pgv-search-');
     const file = pipeline(dir, 'search_fixed', ', table: fixed_docs');
     await sql(srcUrl, 'UPDATE ctl SET ok = 1');

@@ -56,7 +56,7 @@ connections:
 }
 
 describe('unknown processing fields (postgres source: checked by check and sync)', () => {
-  it('check and a full refresh refuse text_fields [titel, bdy]; the index keeps its rows', async () => {
+  it('check and a full refresh refuse text_fields [titel, bdy]; the index keeps its rows', { timeout: 180_000 }, async () => {
     const dir = tempDir('typos-pg-');
     const schema = 'typos_pg';
     const good = pgPipeline(dir, schema, '{ text_fields: [title, body], metadata_fields: [author] }');
@@ -92,7 +92,7 @@ describe('unknown processing fields (postgres source: checked by check and sync)
 });
 
 describe('unknown processing fields (file source: checked by validate)', () => {
-  it('validate refuses them with file, line, YAML path and a suggestion (exit 2)', async () => {
+  it('validate refuses them with file, line, YAML path and a suggestion (exit 2)', { timeout: 180_000 }, async () => {
     const dir = tempDir('typos-file-');
     writeFiles(dir, { 'corpus/a.md': '# A\n\nSome text.\n' });
     const write = (processing: string) => {
@@ -134,7 +134,7 @@ ${processing}
 });
 
 describe('processing.max_empty_share', () => {
-  it('a full refresh in which most records yield no text fails before replacing the table', async () => {
+  it('a full refresh in which most records yield no text fails before replacing the table', { timeout: 180_000 }, async () => {
     // JSON lines have no fixed schema, so the field check cannot catch the typo: the run must.
     const dir = tempDir('typos-empty-');
     const schema = 'typos_empty';

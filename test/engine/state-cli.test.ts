@@ -44,7 +44,7 @@ const show = async (file: string) => {
 };
 
 describe('state show / reset with a destination that keeps the state', () => {
-  it('show prints the destination copy the next sync starts from, even when the state file is gone', async () => {
+  it('show prints the destination copy the next sync starts from, even when the state file is gone', { timeout: 180_000 }, async () => {
     const { dir, file } = setup('state_show');
     expect(await recordsRead(file)).toBe(12);
     rmSync(join(dir, '.sluice', 'state', 'st.json'));
@@ -55,7 +55,7 @@ describe('state show / reset with a destination that keeps the state', () => {
     expect(await recordsRead(file)).toBe(0);
   });
 
-  it('reset makes the next sync start from scratch', async () => {
+  it('reset makes the next sync start from scratch', { timeout: 180_000 }, async () => {
     const { file } = setup('state_reset');
     expect(await recordsRead(file)).toBe(12);
     expect(await recordsRead(file)).toBe(0);
@@ -66,7 +66,7 @@ describe('state show / reset with a destination that keeps the state', () => {
     expect(await recordsRead(file)).toBe(12);
   });
 
-  it('reset --stream of an unknown stream is an error naming the known ones; nothing is reset', async () => {
+  it('reset --stream of an unknown stream is an error naming the known ones; nothing is reset', { timeout: 180_000 }, async () => {
     const { file } = setup('state_nope');
     expect(await recordsRead(file)).toBe(12);
     const r = await runCli(['state', 'reset', file, '--stream', 'nope']);

@@ -65,20 +65,24 @@ describe('check verifies what the configured modes need', () => {
     expect(r.stdout).toContain('stream secret: no SELECT on public.secret (GRANT SELECT ON "public"."secret" TO "reader";)');
   });
 
-  it('cdc without REPLICATION, CREATE and ownership fails with each thing to grant — and the sync fails the same way', async () => {
-    const file = pipeline(tempDir('priv-'), 'reader', '      - { name: docs, sync_mode: cdc }');
-    const r = await runCli(['check', file]);
-    expect(r.code).toBe(1);
-    expect(r.stdout).toContain('CDC: reader lacks the REPLICATION attribute (ALTER ROLE "reader" REPLICATION;)');
-    expect(r.stdout).toContain('GRANT CREATE ON DATABASE "check_priv" TO "reader";');
-    expect(r.stdout).toMatch(
-      /needs ownership of public\.docs; have their owner or an administrator run: CREATE PUBLICATION "sluice_priv" FOR TABLE "public"\."docs"/,
-    );
-    // What check predicted: the sync fails too.
-    expect((await runCli(['sync', file])).code).not.toBe(0);
-  });
+  it(
+    'cdc without REPLICATION, CREATE and ownership fails with each thing to grant — and the sync fails the same way',
+    { timeout: 180_000 },
+    async () => {
+      const file = pipeline(tempDir('priv-'), 'reader', '      - { name: docs, sync_mode: cdc }');
+      const r = await runCli(['check', file]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toContain('CDC: reader lacks the REPLICATION attribute (ALTER ROLE "reader" REPLICATION;)');
+      expect(r.stdout).toContain('GRANT CREATE ON DATABASE "check_priv" TO "reader";');
+      expect(r.stdout).toMatch(
+        /needs ownership of public\.docs; have their owner or an administrator run: CREATE PUBLICATION "sluice_priv" FOR TABLE "public"\."docs"/,
+      );
+      // What check predicted: the sync fails too.
+      expect((await runCli(['sync', file])).code).not.toBe(0);
+    },
+  );
 
-  it('cdc with REPLICATION but without the publication: ok once an administrator created it', async () => {
+  it('cdc with REPLICATION but without the publication: ok once an administrator created it', { timeout: 180_000 }, async () => {
     const file = pipeline(tempDir('priv-'), 'streamer', '      - { name: docs, sync_mode: cdc }');
     await sql(adminUrl, 'GRANT CREATE ON DATABASE check_priv TO streamer');
     const before = await runCli(['check', file]);
@@ -98,7 +102,7 @@ describe('check verifies what the configured modes need', () => {
     expect(r.stdout).toContain('ALTER TABLE "public"."quiet" REPLICA IDENTITY DEFAULT;');
   });
 
-  it('pgvector: a user without CREATE on the schema is told what to grant', async () => {
+  it('pgvector: a user without CREATE on the schema is told what to grant', { timeout: 180_000 }, async () => {
     await sql(adminUrl, 'CREATE SCHEMA IF NOT EXISTS vectors');
     const dest = (user: string, schema: string) =>
       `{ type: pgvector, config: { url: ${JSON.stringify(roleUrl(user))}, schema: ${schema} } }\n    embedding: { provider: hash, dimensions: 8 }`;
