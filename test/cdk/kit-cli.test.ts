@@ -1,9 +1,9 @@
 // `sluice test-connector` counts skipped checks apart from passed ones, fails on a skip with
 // --strict (the default when CI is set), and reads back through a `readBack` the module exports,
 // so a CLI run is as strong as one from vitest.
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, runCli, tempDir } from '../helpers/cli.ts';
 
 // A correct file-backed destination: one JSON file of rows per stream, written atomically.
@@ -51,6 +51,7 @@ describe('sluice test-connector: skips, --strict and readBack', () => {
   writeFileSync(join(dir, 'rows.ts'), destination);
   writeFileSync(join(dir, 'rows-readback.ts'), destination + readBackExport);
   const config = JSON.stringify({ dir: store });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('counts skipped checks apart from passed ones; without CI they do not fail the run', async () => {
     const r = await runCli(['test-connector', join(dir, 'rows.ts'), '--config', config], { cwd: REPO, env: { CI: '' } });
@@ -83,6 +84,14 @@ describe('sluice test-connector: skips, --strict and readBack', () => {
     expect(r.stdout).toContain('destination rows: PASSED');
     expect(r.stdout).toContain('14 passed, 0 failed, 0 skipped, 1 not applicable (15 checks)');
     expect(r.stdout).toMatch(/✓ cleanup\.test-data-removed: deleted the \d+ test documents/);
+    expect(r.code).toBe(0);
+  });
+
+  it('a scaffolded destination exports readBack, so its pipeline passes --strict with nothing skipped', async () => {
+    const project = tempDir('sluice-kit-cli-scaffold-', true);
+    expect((await runCli(['init', 'connector', 'my-store', '--kind', 'destination', '--dir', project])).code).toBe(0);
+    const r = await runCli(['test-connector', 'my-store.pipeline.yaml', '--strict'], { cwd: project });
+    expect(r.stdout).toContain('15 passed, 0 failed, 0 skipped (15 checks)');
     expect(r.code).toBe(0);
   });
 });
