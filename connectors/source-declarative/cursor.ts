@@ -48,6 +48,11 @@ export class DatetimeCursor {
     this.isDataFeed = c.is_data_feed === true;
   }
 
+  /** A lookback window asks to read records at or before the saved cursor again (late updates). */
+  get hasLookback(): boolean {
+    return !!this.lookback && (this.lookback.months !== 0 || this.lookback.ms !== 0);
+  }
+
   /** A record's or state's cursor value as an instant (cursor_datetime_formats, then datetime_format, then ISO). */
   parse(value: unknown): Instant | undefined {
     if (value === undefined || value === null || value === '') return undefined;

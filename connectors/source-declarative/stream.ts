@@ -166,6 +166,10 @@ export class DeclarativeStream {
       for (const interval of intervals) {
         let highest: unknown = undefined;
         const stateStart = self.cursor?.isDataFeed ? self.cursor.parse(partitionSaved) : undefined;
+        // A state is emitted only after a whole window, so it covers every record at or before its
+        // cursor: the API's inclusive `>= cursor` repeats those, and they are dropped here. With a
+        // lookback_window the manifest asks for them again (late updates); they are kept.
+        const coveredUpTo = self.cursor && !self.cursor.hasLookback ? self.cursor.parse(partitionSaved) : undefined;
         for await (const record of self.readPages(
           partition,
           interval,
@@ -175,6 +179,7 @@ export class DeclarativeStream {
         )) {
           if (self.cursor) {
             if (!self.cursor.inBounds(record)) continue;
+            if (coveredUpTo !== undefined && (self.cursor.parse(record[self.cursor.cursorField]) ?? Infinity) <= coveredUpTo) continue;
             highest = self.cursor.max(highest, record[self.cursor.cursorField]);
           }
           yield { record };
