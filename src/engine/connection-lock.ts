@@ -5,6 +5,7 @@
 // sharing the state directory) is taken over. Sources whose workers share a connection on purpose
 // (stateMerge: deep, e.g. Kafka consumer groups) are not locked.
 import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SluiceError } from '../protocol/errors.ts';
@@ -16,6 +17,17 @@ interface Holder {
   pid: number;
   host: string;
   started: string;
+  /** Start time of the process in clock ticks since boot (Linux): a recycled pid is not the holder. */
+  ticks?: string;
+}
+
+function startTicks(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 function alive(pid: number): boolean {
@@ -31,7 +43,7 @@ export async function lockConnection(stateDir: string, connection: string): Prom
   const dir = join(stateDir, 'locks');
   const file = join(dir, `${encodeURIComponent(connection)}.lock`);
   await mkdir(dir, { recursive: true });
-  const me: Holder = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+  const me: Holder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), ticks: startTicks(process.pid) };
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const h = await open(file, 'wx');
@@ -64,7 +76,14 @@ export async function lockConnection(stateDir: string, connection: string): Prom
       (s) => Date.now() - s.mtimeMs,
       () => 0,
     );
-    const dead = holder ? holder.host === me.host && !alive(holder.pid) : age > 2_000;
+    // Same host: the holder is gone when its pid is dead, is this very process (a container that
+    // restarted gets the same small pid), or was started at another time (a recycled pid).
+    const dead = holder
+      ? holder.host === me.host &&
+        (!alive(holder.pid) ||
+          holder.pid === process.pid ||
+          (holder.ticks !== undefined && startTicks(holder.pid) !== undefined && startTicks(holder.pid) !== holder.ticks))
+      : age > 2_000;
     if (dead || age > STALE_MS) {
       await rm(file, { force: true });
       continue;
