@@ -9,9 +9,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
-import { pipeline as pipe } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import { copyBinary, type CopyValue } from '../../connectors/destination-pgvector/copy.ts';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { createDatabase, sql } from '../../connectors/source-postgres/test/helpers.ts';
 import { defaultSlotName } from '../../connectors/source-postgres/cdc.ts';
@@ -66,8 +64,11 @@ describe('CDC soak', () => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     await c.query('BEGIN');
-    const rows = Array.from({ length: 5000 }, (_, i) => `${5001 + i}\tcopied ${5001 + i}\n`).join('');
-    await pipe(Readable.from([rows]), c.query(copyFrom('COPY bigtx (id, body) FROM STDIN')));
+    const rows = Array.from({ length: 5000 }, (_, i): CopyValue[] => [
+      { kind: 'int4', value: 5001 + i },
+      { kind: 'text', value: `copied ${5001 + i}` },
+    ]);
+    await copyBinary(c, 'COPY bigtx (id, body) FROM STDIN (FORMAT BINARY)', rows);
     await c.query("UPDATE bigtx SET body = body || ' (updated in the same transaction)' WHERE id % 1000 = 0");
     await c.query('COMMIT');
     await c.end();

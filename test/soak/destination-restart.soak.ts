@@ -85,7 +85,9 @@ describeOnNativePgvector('destination restarted mid-COPY', () => {
       const res = await run.done;
       expect(res.stderr).not.toMatch(STACK_LINE);
       if (res.code !== 0)
-        expect(JSON.parse(res.stdout).connections[0].error.message).toMatch(/terminat|connection|ECONNRESET|ECONNREFUSED|shut ?down|closed|recovery|starting up/i);
+        expect(JSON.parse(res.stdout).connections[0].error.message).toMatch(
+          /terminat|connection|ECONNRESET|ECONNREFUSED|shut ?down|closed|recovery|starting up/i,
+        );
     }
     expect(restarts).toBe(2);
     const again = await runCli(['sync', crashed, '--json']);
