@@ -2,7 +2,15 @@
 // an async generator per stream that yields plain records; the kit builds discover(), wraps records
 // in RECORD messages, tracks the cursor tie-safely, emits STATE and stream status.
 import { z } from 'zod';
-import type { CheckResult, ConnectorContext, ConnectorSpec, Source, SourceCapabilities, SourceState } from '../protocol/connector.ts';
+import type {
+  CheckOptions,
+  CheckResult,
+  ConnectorContext,
+  ConnectorSpec,
+  Source,
+  SourceCapabilities,
+  SourceState,
+} from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import type {
   AirbyteCatalog,
@@ -93,7 +101,12 @@ export interface SourceDefinition<S extends z.ZodType> {
         ctx: ConnectorContext,
       ) => Promise<StreamDefinition<z.output<S>, any>[]> | StreamDefinition<z.output<S>, any>[]);
   /** Connectivity check. Default: ok. Throwing a SluiceError counts as a clean failure. */
-  check?(config: z.output<S>, ctx: ConnectorContext, http: HttpClient): Promise<CheckResult | void> | CheckResult | void;
+  check?(
+    config: z.output<S>,
+    ctx: ConnectorContext,
+    http: HttpClient,
+    options?: CheckOptions,
+  ): Promise<CheckResult | void> | CheckResult | void;
   /** Base URL, authenticator and rate limit of the HttpClient each read (and check) gets. */
   http?: (config: z.output<S>) => HttpClientOptions;
   /** Default record validation for every stream (see StreamDefinition.validate). */
@@ -184,10 +197,15 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
     kind: 'source',
     spec: def.spec as ConnectorSpec<C>,
     capabilities,
-    async check(config, ctx) {
+    async check(config, ctx, options) {
       if (!def.check) return { ok: true };
       try {
-        const r = await def.check(config, ctx, new HttpClient(def.http?.(config) ?? {}, { logger: ctx.logger, signal: ctx.signal }));
+        const r = await def.check(
+          config,
+          ctx,
+          new HttpClient(def.http?.(config) ?? {}, { logger: ctx.logger, signal: ctx.signal }),
+          options,
+        );
         return r ?? { ok: true };
       } catch (err) {
         if (err instanceof SluiceError) return { ok: false, message: err.hint ? `${err.message} (${err.hint})` : err.message };
