@@ -109,7 +109,8 @@ export function register(program: Command) {
     .command('test-connector')
     .description(
       'Run the conformance checks (spec, check, discover, records vs schema, protocol, incremental state; ' +
-        'for destinations: acks, replay, deletes, overwrite) against a connector',
+        'for destinations: acks after durable writes, every batch stored and counted, same-batch updates, replay, deletes, ' +
+        'overwrite) against a connector, under a connection and test streams of its own (removed afterwards)',
     )
     .argument('<target>', 'a pipeline YAML file (tests its custom connector), a connector module path, or an npm package')
     .option('-c, --connection <name>', 'pipeline: which connection')
