@@ -22,7 +22,12 @@ export const EmbeddingConfigSchema = z.strictObject({
    * self-hosted models (e.g. 512 for many BERT-style models). Chunks are split to fit.
    */
   max_input_tokens: z.number().int().positive().max(8191).optional(),
-  /** Overrides the built-in price table for --dry-run cost estimates (USD per 1M tokens). */
+  /** Overrides the built-in price table for cost estimates and the cost limit (USD per 1M tokens). */
   price_per_million_tokens: z.number().nonnegative().optional(),
+  /**
+   * Most a run of this connection may spend on embeddings (USD): the sync stops before the request
+   * that would go over it, keeping what was committed. `sluice sync --max-cost` overrides it.
+   */
+  max_cost_usd: z.number().nonnegative().optional(),
 });
 export type EmbeddingConfig = z.infer<typeof EmbeddingConfigSchema>;

@@ -5,7 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
 import { ConfigError, type LoadedConnection, type LoadedPipeline } from '../config/load.ts';
-import { createEmbedder, embeddingCacheKey, estimateCostUsd } from '../embedding/index.ts';
+import { OPENAI_LIMITS, createEmbedder, embeddingCacheKey, estimateCostUsd } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
@@ -27,6 +27,7 @@ import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
 import { ErrorBudget, openDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
 import { lockConnection } from './connection-lock.ts';
 import { httpStatus } from '../net/retry.ts';
+import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -42,6 +43,8 @@ export interface SyncOptions {
   onConnectionStart?: (connection: string, streams: Record<string, StreamStats>) => void;
   /** Live hooks for metrics and health checks (src/metrics); they only observe. */
   observer?: SyncObserver;
+  /** `--max-cost`: replaces each connection's `embedding.max_cost_usd` for this run (USD). */
+  maxCostUsd?: number;
 }
 
 /** What src/metrics needs beyond the live counters; every call is cheap and synchronous. */
@@ -76,6 +79,12 @@ export interface StreamStats {
   chunks_to_write?: number;
   /** Records stored as dead letters (errors.tolerance: all); absent when none. */
   records_failed?: number;
+  /** Dry run only: documents the run would write (upsert) and delete. */
+  documents_to_write?: number;
+  documents_to_delete?: number;
+  /** Dry run only: documents with at least one chunk to embed (new or changed text), and those whose every chunk is cached. */
+  documents_to_embed?: number;
+  documents_cached?: number;
   /** Dry run only. */
   chunks_to_embed?: number;
   tokens_to_embed?: number;
@@ -97,6 +106,26 @@ export interface ConnectionSummary {
   schema_changes?: SchemaChange[];
   /** Records of this run stored as dead letters (errors.tolerance: all). */
   dead_letters?: number;
+  /** With a cost limit (embedding.max_cost_usd / --max-cost): what this run paid and the limit, in USD. */
+  cost?: { spent_usd: number; limit_usd: number; stopped: boolean };
+  /** Dry run only: the plan for the whole connection (see docs/embeddings.md). */
+  plan?: DryRunPlan;
+}
+
+export interface DryRunPlan {
+  documents_to_write: number;
+  documents_to_delete: number;
+  chunks_to_write: number;
+  chunks_to_embed: number;
+  tokens_to_embed: number;
+  /** Estimated HTTP requests (0 for a local embedder). */
+  requests_to_embed: number;
+  estimated_cost_usd: number | null;
+  /** Under the configured requests_per_minute / tokens_per_minute; null without rate limits. */
+  estimated_seconds: number | null;
+  max_cost_usd?: number;
+  /** False when a real run would stop at the cost limit. */
+  within_max_cost?: boolean;
 }
 
 export interface SyncSummary {
@@ -215,6 +244,15 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     opts.onConnectionStart?.(name, streams);
 
     embedder = embedderFor(conn, logger);
+    // A limit that cannot be kept (no known price) is refused before anything is opened.
+    const limitUsd = opts.maxCostUsd ?? conn.config.embedding?.max_cost_usd;
+    const costGuard = CostGuard.for(
+      name,
+      embedder,
+      limitUsd === undefined
+        ? undefined
+        : { usd: limitUsd, source: opts.maxCostUsd !== undefined ? '--max-cost' : 'embedding.max_cost_usd' },
+    );
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
     opts.observer?.connectionStarted?.(summary, embedder);
@@ -236,7 +274,11 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           ...embedderShape(embedder),
         });
         const state = await connectionStore.load(name);
-        await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal, schema });
+        summary.plan = await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal, schema });
+        if (limitUsd !== undefined && summary.plan.estimated_cost_usd !== null) {
+          summary.plan.max_cost_usd = limitUsd;
+          summary.plan.within_max_cost = summary.plan.estimated_cost_usd <= limitUsd;
+        }
       } else {
         const superseded = deadLetters ? await supersededLetters(deadLetters, name) : undefined;
         await syncConnection({
@@ -256,6 +298,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           schema,
           budget,
           superseded,
+          costGuard,
         });
         if (superseded?.ids.length) {
           await deadLetters!.remove(name, superseded.ids);
@@ -267,6 +310,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         budget.check(totalRead(streams), true);
       }
     } finally {
+      if (costGuard && !opts.dryRun)
+        summary.cost = { spent_usd: Number(costGuard.spentUsd.toFixed(10)), limit_usd: costGuard.limitUsd, stopped: !!costGuard.stopped };
       if (budget.failed) summary.dead_letters = budget.failed;
       if (schema.changes.length) summary.schema_changes = schema.changes;
       if (!opts.dryRun) await schema.save().catch((e) => logger.warn({ err: describeUnknown(e) }, 'keeping the source schema failed'));
@@ -317,6 +362,8 @@ export interface RunParts {
   budget?: ErrorBudget;
   /** Dead letters of this connection by stream and key: a newer version read by this run supersedes them. */
   superseded?: { byKey: Map<string, string[]>; ids: string[] };
+  /** The run's cost limit, when one is set. */
+  costGuard?: CostGuard;
 }
 
 const totalRead = (streams: Record<string, StreamStats>) => Object.values(streams).reduce((n, s) => n + s.records_read, 0);
@@ -415,6 +462,8 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
       throw err;
     }
     await saver.flush();
+    // Stopped at the cost limit: what came before is committed (above); the run still fails.
+    if (p.costGuard?.stopped) throw p.costGuard.stopped;
   } finally {
     await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
   }
@@ -675,15 +724,22 @@ function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embed
   });
   // At least a few batches in flight even for a CPU-bound paid model: each batch also waits on
   // cache reads and a durable cache commit, which then overlap with the next batch's work.
-  const done = mapOrdered(groups, (g) => embedGroup(g, p, embedder), Math.max(4, embedder.concurrency));
+  // mapOrdered starts batches in order, so cost-limit turns are taken in batch order.
+  const done = mapOrdered(groups, (g) => embedGroup(g, p, embedder, p.costGuard?.turn()), Math.max(4, embedder.concurrency));
   return (async function* () {
-    for await (const g of done) yield* g;
+    try {
+      for await (const g of done) yield* g;
+    } catch (err) {
+      // The cost limit ends the input like an interrupt: the batches before it are written and
+      // their states committed; syncConnection then fails the run with the limit's message.
+      if (!(err instanceof CostLimitError)) throw err;
+    }
   })();
 }
 
-async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
+async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Embedder, turn?: CostTurn): Promise<DestinationMessage[]> {
   try {
-    return await embedChunks(group, p, embedder);
+    return await embedChunks(group, p, embedder, turn);
   } catch (err) {
     if (!p.budget?.tolerant || !isRefusedInput(err)) throw err;
     // The API refused the batch for its content: one document at a time finds the records at fault.
@@ -694,7 +750,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
         continue;
       }
       try {
-        out.push(...(await embedChunks([m], p, embedder)));
+        out.push(...(await embedChunks([m], p, embedder, p.costGuard?.turn())));
       } catch (e) {
         if (!isRefusedInput(e)) throw e;
         await p.budget.deadLetter(
@@ -710,7 +766,25 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
   }
 }
 
-export async function embedChunks(group: DestinationMessage[], p: RunParts, embedder: Embedder): Promise<DestinationMessage[]> {
+export async function embedChunks(
+  group: DestinationMessage[],
+  p: RunParts,
+  embedder: Embedder,
+  turn?: CostTurn,
+): Promise<DestinationMessage[]> {
+  try {
+    return await embedChunksInTurn(group, p, embedder, turn);
+  } finally {
+    turn?.release(); // a batch with nothing to embed, or one that failed, must not hold up the next
+  }
+}
+
+async function embedChunksInTurn(
+  group: DestinationMessage[],
+  p: RunParts,
+  embedder: Embedder,
+  turn?: CostTurn,
+): Promise<DestinationMessage[]> {
   const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' ? m.chunks : []));
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
@@ -727,13 +801,17 @@ export async function embedChunks(group: DestinationMessage[], p: RunParts, embe
   const fresh = new Map<string, Float32Array>();
   if (missing.size) {
     const texts = [...missing.values()].map((m) => m.content);
+    // Priced before it is sent: the request that would go over the cost limit is never made.
+    const reservation = turn ? await turn.reserve(texts.reduce((n, t) => n + embedder.countTokens(t), 0)) : undefined;
     // No abort signal here: on SIGINT, what was already read is still embedded and committed.
     const began = performance.now();
     const seconds = () => (performance.now() - began) / 1000;
     const result = await embedder.embed(texts).catch((err) => {
+      reservation?.cancel();
       p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), false);
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);
     });
+    reservation?.paid(result.tokens);
     p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), true);
     stats.embedding_requests += result.requests;
     stats.embedding_tokens += result.tokens;
@@ -755,10 +833,17 @@ export async function embedChunks(group: DestinationMessage[], p: RunParts, embe
   return group;
 }
 
-/** Reads, chunks and consults the cache; counts what a real sync would embed and cost. Writes nothing. */
-async function dryRun(p: RunParts & { state: SourceState | undefined }) {
+/**
+ * Reads, chunks and consults the cache; counts what a real sync would write, delete, embed and
+ * cost, and how long the embedding takes under the configured rate limits. Writes nothing.
+ */
+async function dryRun(p: RunParts & { state: SourceState | undefined }): Promise<DryRunPlan> {
   const { embedder, cache, streams } = p;
   for (const s of Object.values(streams)) {
+    s.documents_to_write = 0;
+    s.documents_to_delete = 0;
+    s.documents_to_embed = 0;
+    s.documents_cached = 0;
     s.chunks_to_write = 0;
     s.chunks_to_embed = 0;
     s.tokens_to_embed = 0;
@@ -766,12 +851,15 @@ async function dryRun(p: RunParts & { state: SourceState | undefined }) {
   }
   const seen = new Set<string>();
   for await (const m of documents(p, p.state)) {
+    if (m.type === 'DELETE') streams[m.stream].documents_to_delete!++;
     if (m.type !== 'DOCUMENT') continue;
     const s = streams[m.stream];
+    s.documents_to_write!++;
     s.chunks_to_write! += m.chunks.length;
     if (!embedder) continue;
     const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
     const cached = cache ? await cache.getMany(keys) : [];
+    let toEmbed = 0;
     m.chunks.forEach((c, i) => {
       // Like the run: only a cache (paid embedders) gives hits; a text repeated within the run is
       // paid for once there (the run caches as it goes), a local embedder recomputes it.
@@ -779,17 +867,49 @@ async function dryRun(p: RunParts & { state: SourceState | undefined }) {
         s.embedding_cache_hits++;
         return;
       }
+      toEmbed++;
       if (cache && seen.has(keys[i])) return;
       seen.add(keys[i]);
       s.chunks_to_embed!++;
       s.tokens_to_embed! += embedder.countTokens(c.content);
     });
+    if (toEmbed) s.documents_to_embed!++;
+    else if (m.chunks.length) s.documents_cached!++;
   }
+  const plan: DryRunPlan = {
+    documents_to_write: 0,
+    documents_to_delete: 0,
+    chunks_to_write: 0,
+    chunks_to_embed: 0,
+    tokens_to_embed: 0,
+    requests_to_embed: 0,
+    estimated_cost_usd: embedder ? 0 : null,
+    estimated_seconds: null,
+  };
+  // One request per batch of up to batch_size inputs (and 300,000 tokens), as the run sends them.
+  const inputsPerRequest = embedder ? Math.min(embedder.batchSize, OPENAI_LIMITS.maxInputsPerRequest) : 1;
   for (const s of Object.values(streams)) {
     if (embedder) {
       const cost = estimateCostUsd(s.tokens_to_embed ?? 0, embedder);
       s.estimated_cost_usd = cost === undefined ? null : Number(cost.toFixed(6));
+      if (!embedder.local)
+        plan.requests_to_embed += Math.max(
+          Math.ceil(s.chunks_to_embed! / inputsPerRequest),
+          Math.ceil(s.tokens_to_embed! / OPENAI_LIMITS.maxTokensPerRequest),
+        );
     }
+    plan.documents_to_write += s.documents_to_write!;
+    plan.documents_to_delete += s.documents_to_delete!;
+    plan.chunks_to_write += s.chunks_to_write!;
+    plan.chunks_to_embed += s.chunks_to_embed!;
+    plan.tokens_to_embed += s.tokens_to_embed!;
     s.status = 'succeeded';
   }
+  if (embedder) {
+    const cost = estimateCostUsd(plan.tokens_to_embed, embedder);
+    plan.estimated_cost_usd = cost === undefined ? null : Number(cost.toFixed(6));
+    const seconds = embedder.local ? undefined : pacedSeconds(plan.requests_to_embed, plan.tokens_to_embed, p.conn.config.embedding ?? {});
+    plan.estimated_seconds = seconds === undefined ? null : Math.ceil(seconds);
+  }
+  return plan;
 }

@@ -2,7 +2,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { SluiceError } from '../../protocol/errors.ts';
 import { loadPipeline } from '../../config/load.ts';
 import { resolveShard } from '../../engine/shard.ts';
-import { runSync, type SyncSummary } from '../../engine/sync.ts';
+import { runSync, type DryRunPlan, type SyncSummary } from '../../engine/sync.ts';
+import { formatUsd } from '../../engine/cost-guard.ts';
 import { ExitCode } from '../main.ts';
 import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
 import { ProgressView, type LiveConnection } from '../progress.ts';
@@ -19,6 +20,11 @@ export function register(program: Command) {
     .option('-c, --connection <name>', 'run only this connection')
     .option('--full-refresh', 're-read every stream from the start (unchanged text is still not re-embedded)')
     .option('--dry-run', 'read, chunk and price the embeddings; write nothing, call no embedding API')
+    .option(
+      '--max-cost <usd>',
+      "stop before an embedding request would take a connection's spend in this run over USD (overrides embedding.max_cost_usd)",
+      parseUsd,
+    )
     .option('--follow', 'keep streaming (CDC, Kafka) until SIGINT/SIGTERM (a clean stop exits 0)')
     .option('--json', 'print one JSON summary on stdout')
     .option('--shard <I/N>', 'be worker I (0-based) of N splitting each connection (shared state store and destination)')
@@ -35,6 +41,7 @@ export function register(program: Command) {
           connection?: string;
           fullRefresh?: boolean;
           dryRun?: boolean;
+          maxCost?: number;
           follow?: boolean;
           json?: boolean;
           shard?: string;
@@ -75,6 +82,7 @@ export function register(program: Command) {
               connection: opts.connection,
               fullRefresh: opts.fullRefresh,
               dryRun: opts.dryRun,
+              maxCostUsd: opts.maxCost,
               follow: opts.follow,
               shard,
               signal: signals.signal,
@@ -150,6 +158,13 @@ function parsePort(value: string): number {
   return port;
 }
 
+function parseUsd(value: string): number {
+  const n = Number(value.replace(/^\$/, ''));
+  if (!value.trim() || !Number.isFinite(n) || n < 0)
+    throw new InvalidArgumentError(`expected an amount in USD, e.g. 5 or 0.50, got "${value}"`);
+  return n;
+}
+
 function parseSeconds(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a number of seconds above 0, got "${value}"`);
@@ -174,9 +189,12 @@ function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
     out.push(`${c.name}${c.shard ? ` (shard ${c.shard})` : ''}: ${c.status} in ${(c.duration_ms / 1000).toFixed(1)}s`);
     for (const [name, s] of Object.entries(c.streams)) {
       if (summary.dry_run) {
-        const cost = s.estimated_cost_usd == null ? 'unknown price' : `$${s.estimated_cost_usd.toFixed(4)}`;
+        const cost = s.estimated_cost_usd == null ? 'unknown price' : formatUsd(s.estimated_cost_usd);
         out.push(
           `  ${name}: ${s.records_read} records, ${s.chunks_to_write ?? 0} chunks (${s.chunks_to_embed ?? 0} to embed, ${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`,
+        );
+        out.push(
+          `    documents: ${s.documents_to_write ?? 0} to write (${s.documents_to_embed ?? 0} with text to embed, ${s.documents_cached ?? 0} with all chunks cached), ${s.documents_to_delete ?? 0} to delete`,
         );
       } else {
         out.push(
@@ -189,6 +207,37 @@ function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
         );
       }
     }
+    if (c.plan) out.push(...planLines(c.plan));
+    if (c.cost)
+      out.push(
+        `  cost: ${formatUsd(c.cost.spent_usd)} of ${formatUsd(c.cost.limit_usd)} allowed${c.cost.stopped ? ' (stopped at the limit)' : ''}`,
+      );
   }
   process.stdout.write(out.join('\n') + '\n');
+}
+
+/** The dry run's connection totals: what to write and delete, tokens, cost and time under the rate limits. */
+function planLines(plan: DryRunPlan): string[] {
+  const cost =
+    plan.estimated_cost_usd == null ? 'unknown price (set embedding.price_per_million_tokens)' : formatUsd(plan.estimated_cost_usd);
+  const time = !plan.requests_to_embed
+    ? 'none (no requests)'
+    : plan.estimated_seconds == null
+      ? 'not estimated (no rate limit set: it depends on the provider)'
+      : `~${formatDuration(plan.estimated_seconds)} under the configured rate limits`;
+  const lines = [
+    `  plan: ${plan.documents_to_write} documents to write, ${plan.documents_to_delete} to delete; ${plan.chunks_to_write} chunks, ${plan.chunks_to_embed} to embed ` +
+      `(${plan.tokens_to_embed} tokens, ~${plan.requests_to_embed} requests); est. cost ${cost}; embedding time ${time}`,
+  ];
+  if (plan.max_cost_usd !== undefined && plan.within_max_cost === false)
+    lines.push(
+      `  note: over the cost limit of ${formatUsd(plan.max_cost_usd)}: a real run would stop before the request that goes over it`,
+    );
+  return lines;
+}
+
+function formatDuration(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
 }
