@@ -32,10 +32,13 @@ connections:
 `;
 
 describe('state held during an overwrite', () => {
-  it('saves the incremental streams’ checkpoints while the overwrite stream loads, and the overwrite’s only after it ends', async () => {
-    const dir = tempDir('ow-state-', true);
-    writeFiles(dir, {
-      'two.ts': source(`
+  it(
+    'saves the incremental streams’ checkpoints while the overwrite stream loads, and the overwrite’s only after it ends',
+    { timeout: 120_000 },
+    async () => {
+      const dir = tempDir('ow-state-', true);
+      writeFiles(dir, {
+        'two.ts': source(`
         yield message.record('big', { id: 1, content: 'big one' });
         yield message.record('inc', { id: 1, content: 'inc one' });
         yield message.streamState('inc', { cursor: 1 });
@@ -44,16 +47,16 @@ describe('state held during an overwrite', () => {
         yield message.record('inc', { id: 2, content: 'inc two' });
         yield message.streamState('inc', { cursor: 2 });
         throw new Error('source lost its connection');`),
-      'p.yaml': pipeline,
-    });
-    const crashed = await runCli(['sync', 'p.yaml'], { cwd: dir });
-    expect(crashed.code).not.toBe(0);
-    const stateFile = join(dir, '.sluice/state/c.json');
-    const afterCrash = JSON.parse(readFileSync(stateFile, 'utf8')).state;
-    expect(afterCrash.streams).toEqual({ inc: { cursor: 2 } }); // big's page 2 was never acknowledged
+        'p.yaml': pipeline,
+      });
+      const crashed = await runCli(['sync', 'p.yaml'], { cwd: dir });
+      expect(crashed.code).not.toBe(0);
+      const stateFile = join(dir, '.sluice/state/c.json');
+      const afterCrash = JSON.parse(readFileSync(stateFile, 'utf8')).state;
+      expect(afterCrash.streams).toEqual({ inc: { cursor: 2 } }); // big's page 2 was never acknowledged
 
-    writeFiles(dir, {
-      'two.ts': source(`
+      writeFiles(dir, {
+        'two.ts': source(`
         if (state?.streams?.inc?.cursor !== 2) throw new Error('resumed from ' + JSON.stringify(state));
         yield message.record('big', { id: 1, content: 'big one' });
         yield message.streamState('big', { page: 1 });
@@ -61,10 +64,11 @@ describe('state held during an overwrite', () => {
         yield message.streamState('inc', { cursor: 3 });
         yield message.record('big', { id: 2, content: 'big two' });
         yield message.streamState('big', { page: 2 });`),
-    });
-    const resumed = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir });
-    expect(resumed.code, resumed.stderr).toBe(0);
-    expect(JSON.parse(resumed.stdout).connections[0].streams.inc.records_read).toBe(1);
-    expect(JSON.parse(readFileSync(stateFile, 'utf8')).state.streams).toEqual({ inc: { cursor: 3 }, big: { page: 2 } });
-  });
+      });
+      const resumed = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir });
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(JSON.parse(resumed.stdout).connections[0].streams.inc.records_read).toBe(1);
+      expect(JSON.parse(readFileSync(stateFile, 'utf8')).state.streams).toEqual({ inc: { cursor: 3 }, big: { page: 2 } });
+    },
+  );
 });
