@@ -36,10 +36,13 @@ describe('sluice spec / connectors', () => {
         'source:postgres',
         'source:kafka',
         'source:s3',
+        'source:declarative',
+        'source:airbyte',
         'destination:jsonl',
         'destination:pgvector',
         'destination:qdrant',
         'destination:pinecone',
+        'destination:airbyte',
       ].sort(),
     );
   });
