@@ -98,15 +98,20 @@ class ProcessWriter implements DestinationWriter {
       wake = undefined;
     };
 
+    // A program that exits while input is still coming makes writes fail with EPIPE; its exit
+    // code and last lines (below) are the error to report, not the broken pipe.
+    let stdinBroken = false;
+    child.stdin.on('error', () => (stdinBroken = true));
     // Pump: sluice's messages → the program's stdin, with backpressure.
     const send = async (m: unknown) => {
-      if (!child.stdin.write(`${JSON.stringify(m)}\n`)) await Promise.race([once(child.stdin, 'drain'), exited]);
+      if (stdinBroken) return;
+      if (!child.stdin.write(`${JSON.stringify(m)}\n`)) await Promise.race([once(child.stdin, 'drain').catch(() => undefined), exited]);
     };
     let pumpError: unknown;
     const pump = (async () => {
       try {
         for await (const m of input) {
-          if (child.exitCode !== null || spawnError) break;
+          if (child.exitCode !== null || spawnError || stdinBroken) break;
           if (m.type === 'DOCUMENT') {
             await send({ type: 'RECORD', record: { stream: m.stream, data: m.record, emitted_at: Date.now() } });
             counts.set(m.stream, (counts.get(m.stream) ?? 0) + 1);

@@ -38,7 +38,6 @@ export function paginationRun(c: Component | undefined, urlBase: string): Pagina
     return n;
   };
   let token: unknown;
-  let first = true;
   switch (strategy.type) {
     case 'OffsetIncrement':
       token = strategy.inject_on_first_request ? 0 : undefined;
@@ -69,10 +68,8 @@ export function paginationRun(c: Component | undefined, urlBase: string): Pagina
           value = value.slice(urlBase.length);
         injectOption(parts, c.page_token_option, value, v);
       }
-      void first;
     },
     next(p, vars) {
-      first = false;
       const size = pageSizeOf(vars);
       const v = {
         ...params(vars),
