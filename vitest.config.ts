@@ -3,7 +3,9 @@ import { defineConfig } from 'vitest/config';
 
 // `sluice/cdk` and `sluice/testing` (imported by connectors under test) map to the sources, the same
 // modules the tests import, not to the build (package.json "sluice-source" export condition).
-const conditions = ['sluice-source', ...defaultServerConditions];
+// Without "module", as vitest's own default: with it, packages such as @aws-sdk/checksums resolve to
+// their bundler-only ESM build (extensionless imports), which Node cannot load.
+const conditions = ['sluice-source', ...defaultServerConditions.filter((c) => c !== 'module')];
 
 export default defineConfig({
   resolve: { conditions },
