@@ -19,10 +19,13 @@ const BASE: Record<string, Record<string, unknown>> = {
   'source-postgres': { url: 'postgres://sweep:pw@127.0.0.1:9/db' },
   'source-kafka': { brokers: ['127.0.0.1:9'], topics: ['events'] },
   'source-s3': { bucket: 'sweep-bucket' },
+  'source-declarative': { manifest: './manifest.yaml' },
+  'source-airbyte': { command: ['node', './source.mjs'] },
   'destination-jsonl': { path: './out.jsonl' },
   'destination-pgvector': { embedded: './pg' },
   'destination-qdrant': { url: 'http://127.0.0.1:9', collection: 'sweep' },
   'destination-pinecone': { api_key: 'sweep-key-not-real', index: 'sweep' },
+  'destination-airbyte': { command: ['node', './destination.mjs'] },
 };
 const OTHER_SIDE = {
   source: { type: 'file', config: BASE['source-file'] },
