@@ -81,7 +81,7 @@ smoke_project() { # kind: commonjs | module | bare
   kit my-api.pipeline.yaml source strict
   # Read-back through the CLI (a destination's `readBack` export) is issue 13 section 3: until the
   # CLI does it, the destination's skipped checks are listed, not fatal.
-  kit my-store.pipeline.yaml destination lenient
+  kit my-store.pipeline.yaml destination strict
   npx sluice sync my-api.pipeline.yaml --json > sync.json
   node -e "const s=require('./sync.json'); if (s.connections[0].streams.items.records_written !== 30) process.exit(1)" || fail "sync (source)"
   npx sluice sync my-store.pipeline.yaml --json > sync-store.json
