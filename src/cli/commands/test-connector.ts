@@ -2,9 +2,7 @@
 // prints the report; exits non-zero when a check fails.
 import type { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { extname, isAbsolute, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { extname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { validateConnectorModule } from '../../cdk/validate.ts';
 import { loadPipeline } from '../../config/load.ts';
@@ -44,8 +42,10 @@ function readBackExport(mod: unknown): ReadBack | undefined {
 /** The module file behind a pipeline's custom `type:` (a path or an npm package), for its other exports. */
 async function customModule(type: string, baseDir: string): Promise<unknown> {
   try {
-    const file = type.startsWith('.') || isAbsolute(type) ? resolve(baseDir, type) : createRequire(join(baseDir, 'noop.js')).resolve(type);
-    return await import(pathToFileURL(file).href);
+    // Through the engine's loader: a .ts connector in a CommonJS project (or with no package.json)
+    // cannot be import()ed as it is, and a package resolves through its exports as `import` does.
+    const file = type.startsWith('.') || isAbsolute(type) ? resolve(baseDir, type) : resolvePackageEntry(type, baseDir);
+    return file ? await importConnectorFile(file) : undefined;
   } catch {
     return undefined; // the loader already loaded it; only optional exports are looked for here
   }
