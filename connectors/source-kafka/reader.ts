@@ -159,6 +159,8 @@ export class KafkaReader {
   private othersCheckedAt = 0;
   /** Next offset to yield, per partition this worker has positioned. */
   private readonly position = new Map<PartitionKey, bigint>();
+  /** End of each partition as last seen (fetch responses' high watermark, or the offsets at a join): for the lag. */
+  private readonly highWatermarks = new Map<PartitionKey, bigint>();
   /** Partitions of the current assignment, once positioned. */
   private owned = new Set<PartitionKey>();
   private readonly done = new Set<PartitionKey>();
@@ -374,6 +376,7 @@ export class KafkaReader {
       for (const partition of partitions) {
         const key = pkey(topic, partition);
         const { low, high } = bounds.get(key) ?? { low: 0n, high: 0n };
+        if (high > (this.highWatermarks.get(key) ?? -1n)) this.highWatermarks.set(key, high);
         // A partition created after the start has nothing "seen at start" to read up to.
         if (!this.targets.has(key)) this.targets.set(key, this.follow ? high : low);
         let next: bigint;
@@ -454,6 +457,8 @@ export class KafkaReader {
 
   private async onBatch(batch: Batch, resolveOffset: (offset: string) => void, heartbeat: () => Promise<void>): Promise<void> {
     if (this.closing) return;
+    // Every fetch response carries the partition's end: the consumer lag costs no extra request.
+    if (/^\d+$/.test(batch.highWatermark)) this.highWatermarks.set(pkey(batch.topic, batch.partition), BigInt(batch.highWatermark));
     let finished!: () => void;
     const finishedPromise = new Promise<void>((r) => (finished = r));
     const item: BatchItem = { batch, generation: this.generation, resolveOffset, abandoned: false, finished, finishedPromise };
@@ -578,6 +583,7 @@ export class KafkaReader {
     this.dirty.clear();
     this.sinceState = 0;
     this.lastStateAt = Date.now();
+    this.reportLag();
     for (const topic of topics) {
       const offsets: Record<string, string> = {};
       for (const key of this.owned) {
@@ -590,6 +596,24 @@ export class KafkaReader {
       // With no partition of this topic, `{ offsets: {} }`: deep-merged, it changes nothing stored.
       yield message.streamState(topic, { offsets });
     }
+  }
+
+  /**
+   * Consumer lag of the partitions this worker owns: messages between the next offset it reads and
+   * the partition's high watermark. A structured log line, which the metrics (src/metrics) turn
+   * into sluice_kafka_consumer_lag_messages — the same path as PostgreSQL's slot WAL bytes. Sent
+   * with every checkpoint, so it needs no timer and no request of its own.
+   */
+  private reportLag(): void {
+    const kafkaConsumerLag: Array<{ topic: string; partition: number; messages: number }> = [];
+    for (const key of this.owned) {
+      const pos = this.position.get(key);
+      const high = this.highWatermarks.get(key);
+      if (pos === undefined || high === undefined) continue;
+      const { topic, partition } = splitKey(key);
+      kafkaConsumerLag.push({ topic, partition, messages: Number(high > pos ? high - pos : 0n) });
+    }
+    this.ctx.logger.debug({ kafkaConsumerLag }, 'Kafka consumer lag');
   }
 
   /** The engine persisted a state we emitted: remember it and tell the consumer group. */

@@ -43,6 +43,8 @@ export class SyncMetrics {
   private readonly lastCommit: Gauge<'pipeline' | 'connection'>;
   private readonly lag: Gauge<'pipeline' | 'connection'>;
   private readonly slotBytes: Gauge<'pipeline' | 'connection' | 'slot' | 'kind'>;
+  /** Per connection, the Kafka source's last lag report: [topic, partition, messages]. */
+  private readonly kafkaLag = new Map<string, Array<[topic: string, partition: number, messages: number]>>();
   private readonly now: () => number;
   private readonly stallMs: number;
   private lastProgressAt = 0;
@@ -163,6 +165,20 @@ export class SyncMetrics {
       labelNames: ['pipeline', 'connection', 'slot', 'kind'],
       registers,
     });
+    const kafkaLag = this.kafkaLag;
+    new Gauge({
+      name: 'sluice_kafka_consumer_lag_messages',
+      help: "Kafka: messages between the next offset this worker reads and the partition's high watermark, per partition it owns (updated at every checkpoint).",
+      labelNames: ['pipeline', 'connection', 'topic', 'partition'],
+      registers,
+      collect() {
+        // Each report replaces the last: partitions handed to another worker disappear.
+        this.reset();
+        for (const [connection, lags] of kafkaLag)
+          for (const [topic, partition, messages] of lags)
+            this.set({ pipeline, connection, topic, partition: String(partition) }, messages);
+      },
+    });
     const self = this;
     new Gauge({
       name: 'sluice_ready',
@@ -244,8 +260,9 @@ export class SyncMetrics {
 
   /**
    * A logger that also turns structured log lines into metrics: retries (a warning with
-   * `attempt` and `waitMs`, as src/net/retry callers log them) and PostgreSQL slot lag (the CDC
-   * source's `walRetainedBytes`/`unconfirmedBytes` fields or its LOG message).
+   * `attempt` and `waitMs`, as src/net/retry callers log them), PostgreSQL slot lag (the CDC
+   * source's `walRetainedBytes`/`unconfirmedBytes` fields or its LOG message) and Kafka consumer
+   * lag (the Kafka source's `kafkaConsumerLag` field).
    */
   tap(logger: Logger): Logger {
     const observe = (obj: object | string, msg?: string) => {
@@ -258,6 +275,15 @@ export class SyncMetrics {
         this.slotBytes.set({ ...labels, slot: o.slot, kind: 'retained' }, o.walRetainedBytes);
         if (typeof o.unconfirmedBytes === 'number')
           this.slotBytes.set({ ...labels, slot: o.slot, kind: 'unconfirmed' }, o.unconfirmedBytes);
+      }
+      if (Array.isArray(o.kafkaConsumerLag)) {
+        const lags = (o.kafkaConsumerLag as Array<Record<string, unknown>>).filter(
+          (l) => typeof l?.topic === 'string' && typeof l.partition === 'number' && typeof l.messages === 'number',
+        );
+        this.kafkaLag.set(
+          connection,
+          lags.map((l) => [l.topic as string, l.partition as number, l.messages as number]),
+        );
       }
       const m = msg && /^slot (\S+): (\d+) bytes of WAL retained, (\d+) bytes not yet confirmed$/.exec(msg);
       if (m) {

@@ -1,5 +1,5 @@
 // SyncMetrics without servers: readiness (streaming, failed, stalled) on a controlled clock, and
-// the log lines it turns into metrics (retries, PostgreSQL slot lag).
+// the log lines it turns into metrics (retries, PostgreSQL slot lag, Kafka consumer lag).
 import { describe, expect, it } from 'vitest';
 import type { ConnectionSummary, StreamStats } from '../../src/engine/sync.ts';
 import { SyncMetrics } from '../../src/metrics/index.ts';
@@ -100,6 +100,21 @@ describe('metrics from the engine and the logs', () => {
       'slot sluice_tickets: 9000 bytes of WAL retained, 0 bytes not yet confirmed',
     );
     expect(await value(m, 'sluice_replication_slot_wal_bytes', { ...labels, kind: 'retained' })).toBe(9000);
+    // Kafka consumer lag: each report replaces the last, so a partition handed to another worker goes.
+    logger.debug(
+      {
+        kafkaConsumerLag: [
+          { topic: 'orders', partition: 0, messages: 7 },
+          { topic: 'orders', partition: 1, messages: 0 },
+        ],
+      },
+      'Kafka consumer lag',
+    );
+    expect(await value(m, 'sluice_kafka_consumer_lag_messages', { ...labels, topic: 'orders', partition: '0' })).toBe(7);
+    expect(await value(m, 'sluice_kafka_consumer_lag_messages', { ...labels, topic: 'orders', partition: '1' })).toBe(0);
+    logger.debug({ kafkaConsumerLag: [{ topic: 'orders', partition: 1, messages: 2 }] }, 'Kafka consumer lag');
+    expect(await value(m, 'sluice_kafka_consumer_lag_messages', { ...labels, topic: 'orders', partition: '0' })).toBeUndefined();
+    expect(await value(m, 'sluice_kafka_consumer_lag_messages', { ...labels, topic: 'orders', partition: '1' })).toBe(2);
 
     m.observer.embeddingBatch!('tickets', 'items', 0.2, false);
     expect(await value(m, 'sluice_embedding_requests_total', { ...labels, stream: 'items', outcome: 'failure' })).toBe(1);
