@@ -66,35 +66,42 @@ describe("the airbyte program's own spec", () => {
     );
   });
 
-  it('`sluice spec airbyte --pipeline` prints the program’s spec; `sluice validate` reports bad config by YAML path; secrets stay hidden', { timeout: 60_000 }, async () => {
-    const dir = tempDir('sluice-airbyte-spec-');
-    writeFiles(dir, {
-      'ok.yaml': pipeline(`{ password: ${SECRET}, records: 3, echo_password: true }`),
-      'bad.yaml': pipeline(`{ password: ${SECRET}, records: many }`),
-      'jsonl.yaml': pipeline(`{ records: 3 }`).replace('type: airbyte', 'type: airbyte'),
-    });
-    const spec = await runCli(['spec', 'airbyte', '--pipeline', join(dir, 'ok.yaml')]);
-    expect(spec.code, spec.stderr).toBe(0);
-    const printed = JSON.parse(spec.stdout) as { type: string; spec: { connectionSpecification: { properties: Record<string, unknown> } } };
-    expect(printed.type).toBe('SPEC');
-    expect(Object.keys(printed.spec.connectionSpecification.properties)).toContain('state_every');
+  it(
+    '`sluice spec airbyte --pipeline` prints the program’s spec; `sluice validate` reports bad config by YAML path; secrets stay hidden',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir('sluice-airbyte-spec-');
+      writeFiles(dir, {
+        'ok.yaml': pipeline(`{ password: ${SECRET}, records: 3, echo_password: true }`),
+        'bad.yaml': pipeline(`{ password: ${SECRET}, records: many }`),
+        'jsonl.yaml': pipeline(`{ records: 3 }`).replace('type: airbyte', 'type: airbyte'),
+      });
+      const spec = await runCli(['spec', 'airbyte', '--pipeline', join(dir, 'ok.yaml')]);
+      expect(spec.code, spec.stderr).toBe(0);
+      const printed = JSON.parse(spec.stdout) as {
+        type: string;
+        spec: { connectionSpecification: { properties: Record<string, unknown> } };
+      };
+      expect(printed.type).toBe('SPEC');
+      expect(Object.keys(printed.spec.connectionSpecification.properties)).toContain('state_every');
 
-    // The destination here is jsonl, not a program.
-    const notProgram = await runCli(['spec', 'airbyte', '--pipeline', join(dir, 'ok.yaml'), '--kind', 'destination']);
-    expect(notProgram.code).not.toBe(0);
-    expect(notProgram.stderr).toMatch(/the connection's destination is "jsonl"/);
-    expect(notProgram.stderr).not.toMatch(STACK_LINE);
+      // The destination here is jsonl, not a program.
+      const notProgram = await runCli(['spec', 'airbyte', '--pipeline', join(dir, 'ok.yaml'), '--kind', 'destination']);
+      expect(notProgram.code).not.toBe(0);
+      expect(notProgram.stderr).toMatch(/the connection's destination is "jsonl"/);
+      expect(notProgram.stderr).not.toMatch(STACK_LINE);
 
-    const bad = await runCli(['validate', join(dir, 'bad.yaml')]);
-    expect(bad.code).not.toBe(0);
-    expect(bad.stderr + bad.stdout).toMatch(/source\.config\.config\.records.*must be integer \(from the program's spec\)/);
-    expect(bad.stderr + bad.stdout).not.toContain(SECRET);
-    expect(bad.stderr).not.toMatch(STACK_LINE);
+      const bad = await runCli(['validate', join(dir, 'bad.yaml')]);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr + bad.stdout).toMatch(/source\.config\.config\.records.*must be integer \(from the program's spec\)/);
+      expect(bad.stderr + bad.stdout).not.toContain(SECRET);
+      expect(bad.stderr).not.toMatch(STACK_LINE);
 
-    // The program logs its password at ERROR level: sluice redacts it, as the spec marks it airbyte_secret.
-    const check = await runCli(['check', join(dir, 'ok.yaml')]);
-    expect(check.stdout).toMatch(/notes source: FAILED — wrong password/);
-    expect(check.stderr + check.stdout).toMatch(/password was \*\*\*/);
-    expect(check.stderr + check.stdout).not.toContain(SECRET);
-  });
+      // The program logs its password at ERROR level: sluice redacts it, as the spec marks it airbyte_secret.
+      const check = await runCli(['check', join(dir, 'ok.yaml')]);
+      expect(check.stdout).toMatch(/notes source: FAILED — wrong password/);
+      expect(check.stderr + check.stdout).toMatch(/password was \*\*\*/);
+      expect(check.stderr + check.stdout).not.toContain(SECRET);
+    },
+  );
 });

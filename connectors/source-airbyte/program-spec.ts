@@ -27,7 +27,11 @@ export async function programSpecification(config: ProgramConfig, baseDir: strin
   const argv = protocolCommand(config, ['spec'], filesDir);
   const what = config.image ? `image ${config.image}` : `command ${config.command!.join(' ')}`;
   try {
-    const child = spawn(argv[0], argv.slice(1), { cwd: baseDir, env: { ...process.env, ...config.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(argv[0], argv.slice(1), {
+      cwd: baseDir,
+      env: { ...process.env, ...config.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const timer = setTimeout(() => child.kill('SIGTERM'), SPEC_TIMEOUT_MS);
     let spec: Record<string, any> | undefined;
     let traceError: string | undefined;
@@ -93,7 +97,10 @@ export function validateAgainstSpec(spec: Record<string, any>, config: Record<st
   try {
     validate = ajv.compile(rest);
   } catch (err) {
-    return { problems: [{ path: [], message: `the program's connectionSpecification is not a valid JSON Schema: ${(err as Error).message}` }], secrets };
+    return {
+      problems: [{ path: [], message: `the program's connectionSpecification is not a valid JSON Schema: ${(err as Error).message}` }],
+      secrets,
+    };
   }
   if (validate(config)) return { problems: [], secrets };
   const problems = (validate.errors ?? []).map((e) => {

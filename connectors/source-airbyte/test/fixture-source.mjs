@@ -87,7 +87,10 @@ if (command === 'spec') {
       process.stderr.write(`boom: the API went away at note ${n}\n`);
       process.exit(3);
     }
-    out({ type: 'RECORD', record: { stream: 'notes', data: { id: `note-${n}`, n, text: `Note number ${n}.${padding}` }, emitted_at: Date.now() } });
+    out({
+      type: 'RECORD',
+      record: { stream: 'notes', data: { id: `note-${n}`, n, text: `Note number ${n}.${padding}` }, emitted_at: Date.now() },
+    });
     if (incremental && n % every === 0) emitState(n);
     if (config.slow_ms) await sleep(config.slow_ms);
   }

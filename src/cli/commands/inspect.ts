@@ -141,7 +141,10 @@ export function register(program: Command) {
         const mod = (await import(pathToFileURL(join(dirname(index), `program-spec${extname(index)}`)).href)) as {
           programSpecification(config: unknown, baseDir: string): Promise<Record<string, unknown>>;
         };
-        printJson({ type: 'SPEC', spec: await mod.programSpecification(side === 'source' ? conn.sourceConfig : conn.destinationConfig, pipeline.baseDir) });
+        printJson({
+          type: 'SPEC',
+          spec: await mod.programSpecification(side === 'source' ? conn.sourceConfig : conn.destinationConfig, pipeline.baseDir),
+        });
         return;
       }
       // An Airbyte declarative manifest: its own connection specification.
