@@ -32,7 +32,7 @@ describe('airbyte source memory', () => {
     for await (const m of source.read(config, catalog, undefined, ctx)) {
       if (m.type !== 'RECORD') continue;
       records++;
-      textBytes += String((m as { record: { data: { text: string } } }).record.data.text).length;
+      textBytes += String(m.record.data.text).length;
       if (records % 1_000 === 1) peak = Math.max(peak, process.memoryUsage().rss);
     }
     expect(records).toBe(RECORDS);

@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { SluiceError } from '../../src/cdk/index.ts';
-import type { ConfigValidation } from '../../src/cdk/index.ts';
 import { protocolCommand } from './index.ts';
 
 export interface ProgramConfig {
@@ -16,6 +15,12 @@ export interface ProgramConfig {
   docker_args?: string[];
   env?: Record<string, string>;
   config?: Record<string, unknown>;
+}
+
+/** What validateConfig returns (paths relative to the program's config). */
+export interface ConfigValidation {
+  problems: { path: (string | number)[]; message: string }[];
+  secrets?: unknown[];
 }
 
 /** A slow `spec` (a Docker pull, a hung program) must not hang `sluice validate` forever. */
@@ -38,10 +43,13 @@ export async function programSpecification(config: ProgramConfig, baseDir: strin
     const stderr: string[] = [];
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d: string) => stderr.push(...d.split('\n').filter((l) => l.trim())) && stderr.splice(0, stderr.length - 5));
+    // A program that cannot start emits 'error' (and may never 'close'): settle on either, and
+    // keep the rejection handled until it is awaited after stdout ends.
     const exited = new Promise<number | null>((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (code) => resolve(code));
     });
+    exited.catch(() => {});
     let tail = '';
     child.stdout.setEncoding('utf8');
     try {
@@ -64,7 +72,12 @@ export async function programSpecification(config: ProgramConfig, baseDir: strin
       );
     } catch (err) {
       if (err instanceof SluiceError) throw err;
-      throw new SluiceError(`cannot start ${what} (spec): ${(err as Error).message}`, { kind: 'config' });
+      throw new SluiceError(`cannot start ${what}: ${(err as Error).message}`, {
+        kind: 'config',
+        hint: config.image
+          ? 'install Docker, or use `command:` to run the connector directly'
+          : 'check the command path (relative to the pipeline file)',
+      });
     } finally {
       clearTimeout(timer);
     }
