@@ -95,13 +95,13 @@ connections:
       expect(crashed.code).not.toBe(0);
       expect(crashed.stderr + crashed.stdout).toMatch(/\(write\) exited with code 4; last output:[\s\S]*disk full after 140 records/);
       expect(crashed.stderr).not.toMatch(STACK_LINE);
-      const saved = JSON.parse((await runCli(['state', 'show', join(dir, 'crash.yaml')])).stdout);
+      const saved = JSON.parse((await runCli(['state', 'show', join(dir, 'crash.yaml'), '--json'])).stdout);
       expect(saved.notes.streams.notes).toEqual({ cursor: 125 });
       const ok = await runCli(['sync', join(dir, 'ok.yaml'), '--json']);
       expect(ok.code, ok.stderr).toBe(0);
       const stored = JSON.parse(readFileSync(join(dir, 'store.json'), 'utf8')) as { notes: Record<string, unknown> };
       expect(Object.keys(stored.notes).sort()).toEqual(Array.from({ length: 300 }, (_, i) => `note-${i + 1}`).sort());
-      const after = JSON.parse((await runCli(['state', 'show', join(dir, 'ok.yaml')])).stdout);
+      const after = JSON.parse((await runCli(['state', 'show', join(dir, 'ok.yaml'), '--json'])).stdout);
       expect(after.notes.streams.notes).toEqual({ cursor: 300 });
     },
   );

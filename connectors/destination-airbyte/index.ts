@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { SluiceError, defineDestination, z } from '../../src/cdk/index.ts';
 import type { ConnectorContext, DestinationEvent, DestinationMessage, DestinationStream, DestinationWriter } from '../../src/cdk/index.ts';
 import { protocolCommand } from '../source-airbyte/index.ts';
+import { describeProblems, programSpecification, validateAgainstSpec } from '../source-airbyte/program-spec.ts';
 
 const ConfigSchema = z
   .strictObject({
@@ -226,6 +227,9 @@ export default defineDestination({
   },
   destinationSyncModes: ['overwrite', 'append', 'append_dedup'],
   async check(config, ctx) {
+    // The program's own spec validates its config first (destinations have no load-time hook).
+    const validation = validateAgainstSpec(await programSpecification(config, ctx.baseDir), config.config);
+    if (validation.problems.length) return { ok: false, message: describeProblems(validation.problems) };
     const dir = prepareFiles(ctx, { 'config.json': config.config });
     const argv = protocolCommand(config, ['check', '--config', '@config.json'], dir);
     const child = spawn(argv[0], argv.slice(1), {

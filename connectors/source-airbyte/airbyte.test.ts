@@ -159,7 +159,7 @@ connections:
     expect(crashed.stderr + crashed.stdout).toMatch(/exited with code 3/);
     expect(crashed.stderr + crashed.stdout).toMatch(/boom: the API went away at note 140/);
     expect(crashed.stderr).not.toMatch(STACK_LINE);
-    const state = await runCli(['state', 'show', join(dir, 'crash.yaml')]);
+    const state = await runCli(['state', 'show', join(dir, 'crash.yaml'), '--json']);
     expect(JSON.parse(state.stdout).notes.streams.notes).toEqual({ cursor: 125 });
     const ok = await runCli(['sync', join(dir, 'ok.yaml'), '--json']);
     expect(ok.code, ok.stderr).toBe(0);

@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SluiceError, defineSource, message, z } from '../../src/cdk/index.ts';
 import type { AirbyteCatalog, AirbyteMessage, ConfiguredCatalog, ConnectorContext, SourceState } from '../../src/cdk/index.ts';
+import { describeProblems, programSpecification, validateAgainstSpec } from './program-spec.ts';
 
 const ConfigSchema = z
   .strictObject({
@@ -220,7 +221,22 @@ export default defineSource({
   // pipeline is passed on in the configured catalog.
   capabilities: { syncModes: ['full_refresh', 'incremental'], sourceDefinedCursor: true },
 
+  // A local program's `spec` is cheap: run it whenever the pipeline is loaded, so `sluice validate`
+  // reports config problems with the YAML path and its airbyte_secret values are never printed.
+  // An image's spec would mean a Docker pull on every load: that waits for `check`.
+  async validateConfig(config, { baseDir }) {
+    if (!config.command) return { problems: [] };
+    try {
+      const r = validateAgainstSpec(await programSpecification(config, baseDir), config.config);
+      return { problems: r.problems.map((p) => ({ ...p, path: ['config', ...p.path] })), secrets: r.secrets };
+    } catch (err) {
+      return { problems: [{ path: ['command'], message: (err as Error).message }] };
+    }
+  },
+
   async check(config, ctx) {
+    const validation = validateAgainstSpec(await programSpecification(config, ctx.baseDir), config.config);
+    if (validation.problems.length) return { ok: false, message: describeProblems(validation.problems) };
     const m = await single(
       { config, ctx, args: ['check', '--config', '@config.json'], files: { 'config.json': config.config } },
       'CONNECTION_STATUS',

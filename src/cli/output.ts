@@ -48,10 +48,10 @@ export function createLogger(opts: OutputOptions): Logger {
     });
     return pino({ level, base: undefined }, human) as unknown as Logger;
   }
-  return pino(
-    { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime },
-    pino.destination({ dest: 2, sync: true }),
-  ) as unknown as Logger;
+  // Through process.stderr (not pino.destination, which writes to fd 2 directly): installRedaction
+  // hooks stderr's write, so secrets in log lines are redacted too. A pipe or file stderr is
+  // written synchronously on POSIX, as before.
+  return pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, process.stderr) as unknown as Logger;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A source connector speaking the Airbyte protocol, standard library only, for the `airbyte`
-// source's tests. Config: { password, records, state_every, crash_at, legacy_state, slow_ms, sigterm_marker }.
+// source's tests. Config: { password, records, state_every, crash_at, legacy_state, slow_ms, sigterm_marker,
+// text_bytes, echo_password } (text_bytes pads each record's text, generated on the fly, for the memory test).
 // Stream `notes`: records { id, n, text } for n = 1..records, resumed after the saved cursor.
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -25,10 +26,27 @@ const stream = {
 if (command === 'spec') {
   out({
     type: 'SPEC',
-    spec: { connectionSpecification: { type: 'object', properties: { password: { type: 'string', airbyte_secret: true } } } },
+    spec: {
+      connectionSpecification: {
+        type: 'object',
+        properties: {
+          password: { type: 'string', airbyte_secret: true },
+          records: { type: 'integer', minimum: 0 },
+          state_every: { type: 'integer', minimum: 1 },
+          crash_at: { type: 'integer' },
+          legacy_state: { type: 'boolean' },
+          slow_ms: { type: 'integer' },
+          sigterm_marker: { type: 'string' },
+          text_bytes: { type: 'integer', minimum: 0 },
+          echo_password: { type: 'boolean' },
+        },
+      },
+    },
   });
 } else if (command === 'check') {
   out({ type: 'LOG', log: { level: 'INFO', message: 'checking the password' } });
+  // A careless connector that logs its secret: sluice must still never print it.
+  if (config.echo_password) out({ type: 'LOG', log: { level: 'ERROR', message: `password was ${config.password}` } });
   out({
     type: 'CONNECTION_STATUS',
     connectionStatus: config.password === 'right' ? { status: 'SUCCEEDED' } : { status: 'FAILED', message: 'wrong password' },
@@ -63,12 +81,16 @@ if (command === 'spec') {
     trace: { type: 'STREAM_STATUS', emitted_at: Date.now(), stream_status: { stream_descriptor: { name: 'notes' }, status: 'STARTED' } },
   });
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const padding = 'x'.repeat(config.text_bytes ?? 0);
   for (let n = after + 1; n <= total; n++) {
     if (config.crash_at === n) {
       process.stderr.write(`boom: the API went away at note ${n}\n`);
       process.exit(3);
     }
-    out({ type: 'RECORD', record: { stream: 'notes', data: { id: `note-${n}`, n, text: `Note number ${n}.` }, emitted_at: Date.now() } });
+    out({
+      type: 'RECORD',
+      record: { stream: 'notes', data: { id: `note-${n}`, n, text: `Note number ${n}.${padding}` }, emitted_at: Date.now() },
+    });
     if (incremental && n % every === 0) emitState(n);
     if (config.slow_ms) await sleep(config.slow_ms);
   }

@@ -1,6 +1,6 @@
 // check · discover · spec · validate · connectors
 import type { Command } from 'commander';
-import { join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { ConfigError, loadPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
 import { pathToFileURL } from 'node:url';
@@ -123,7 +123,30 @@ export function register(program: Command) {
     .description("Print a connector's config specification (JSON Schema)")
     .argument('<connector>', 'a built-in name (file, postgres, pgvector, …) or a module path')
     .option('--kind <kind>', 'source or destination, when the name is ambiguous')
-    .action(async (name: string, opts: { kind?: 'source' | 'destination' }) => {
+    .option('--pipeline <file>', "with `airbyte`: run the pipeline's program and print its own spec")
+    .option('-c, --connection <name>', 'with --pipeline: the connection (required when the file has several)')
+    .action(async (name: string, opts: { kind?: 'source' | 'destination'; pipeline?: string; connection?: string }) => {
+      // An Airbyte-protocol program (source or destination `airbyte`): the program's own `spec`.
+      if (opts.pipeline) {
+        const pipeline = await loadPipeline(opts.pipeline);
+        const conn = pickConnection(pipeline, opts.connection);
+        const side = opts.kind ?? (conn.config.source.type === name ? 'source' : 'destination');
+        const type = side === 'source' ? conn.config.source.type : conn.config.destination.type;
+        if (name !== 'airbyte' || type !== 'airbyte')
+          throw new SluiceError(`--pipeline shows an \`airbyte\` program's own spec; the connection's ${side} is "${type}"`, {
+            kind: 'config',
+            hint: 'run `sluice spec airbyte --pipeline <file>` for a connection whose source or destination type is airbyte',
+          });
+        const index = builtinPath('source', 'airbyte');
+        const mod = (await import(pathToFileURL(join(dirname(index), `program-spec${extname(index)}`)).href)) as {
+          programSpecification(config: unknown, baseDir: string): Promise<Record<string, unknown>>;
+        };
+        printJson({
+          type: 'SPEC',
+          spec: await mod.programSpecification(side === 'source' ? conn.sourceConfig : conn.destinationConfig, pipeline.baseDir),
+        });
+        return;
+      }
       // An Airbyte declarative manifest: its own connection specification.
       if (/\.ya?ml$/i.test(name)) {
         const mod = (await import(pathToFileURL(builtinPath('source', 'declarative')).href)) as {
