@@ -143,23 +143,40 @@ export async function* guardEmptyText(
     held = undefined;
     yield* out;
   };
-  for await (const m of input) {
-    if (m.type === 'DOCUMENT') {
-      const c = counts.get(m.stream) ?? { docs: 0, empty: 0 };
-      c.docs++;
-      if (!m.chunks.length) c.empty++;
-      counts.set(m.stream, c);
+  try {
+    yield* judged(input);
+  } catch (err) {
+    // The source failed while documents were held: what it read before is passed on (if it
+    // passes the test) so its checkpoints are committed, as they would be without the guard.
+    if (held?.length) {
+      try {
+        yield* release();
+      } catch {
+        // the held documents fail the test: nothing of them is written; the source's error stands
+      }
     }
-    if (m.type === 'STREAM_COMPLETE') {
-      judge(m.stream);
-      yield* release();
-    }
-    if (held) {
-      held.push(m);
-      if (m.type === 'DOCUMENT') heldDocs++;
-      // A following (CDC, Kafka) run may idle for hours: it is judged at its first checkpoint.
-      if (heldDocs >= PROBATION_DOCUMENTS || (opts.ctx.follow && m.type === 'STATE')) yield* release();
-    } else yield m;
+    throw err;
   }
   yield* release();
+
+  async function* judged(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationMessage> {
+    for await (const m of input) {
+      if (m.type === 'DOCUMENT') {
+        const c = counts.get(m.stream) ?? { docs: 0, empty: 0 };
+        c.docs++;
+        if (!m.chunks.length) c.empty++;
+        counts.set(m.stream, c);
+      }
+      if (m.type === 'STREAM_COMPLETE') {
+        judge(m.stream);
+        yield* release();
+      }
+      if (held) {
+        held.push(m);
+        if (m.type === 'DOCUMENT') heldDocs++;
+        // A following (CDC, Kafka) run may idle for hours: it is judged at its first checkpoint.
+        if (heldDocs >= PROBATION_DOCUMENTS || (opts.ctx.follow && m.type === 'STATE')) yield* release();
+      } else yield m;
+    }
+  }
 }
