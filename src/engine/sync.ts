@@ -218,7 +218,9 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   let unlock: (() => Promise<void>) | undefined;
   try {
     // A dry run writes nothing, and workers that share a connection on purpose (deep state merge) run side by side.
-    if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, name);
+    // The workers of a sharded run own disjoint parts of the state, so each shard has its own lock.
+    const lockName = opts.shard ? `${name}.shard-${opts.shard.index}-of-${opts.shard.count}` : name;
+    if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);

@@ -51,7 +51,7 @@ describe('child stream state survives SIGKILL', () => {
     expect(first.signal).toBe('SIGKILL');
 
     // What run 1 committed: one position per article whose comments were (partly) read.
-    const shown = await runCli(['state', 'show', 'pipeline.yaml'], { cwd: dir });
+    const shown = await runCli(['state', 'show', 'pipeline.yaml', '--json'], { cwd: dir });
     expect(shown.code).toBe(0);
     const partitions = (
       JSON.parse(shown.stdout) as { blog: { streams: { comments?: { partitions: Record<string, { cursor: string; key: number[] }> } } } }

@@ -112,7 +112,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     for (const l of after) expect(Float32Array.from(l.embedding!)).toEqual(fixtureVector(l.content, 16));
 
     // `state show` reads the database; `state reset` clears it.
-    const shown = await runCli(['state', 'show', join(pod, 'p.yaml')], { cwd: pod, env: env() });
+    const shown = await runCli(['state', 'show', join(pod, 'p.yaml'), '--json'], { cwd: pod, env: env() });
     expect(shown.code, shown.stderr).toBe(0);
     expect((JSON.parse(shown.stdout) as Record<string, { streams: Record<string, unknown> }>).notes.streams.notes).toMatchObject({
       mode: 'full_refresh',
@@ -120,7 +120,7 @@ describe('state and embedding cache in PostgreSQL', () => {
     const reset = await runCli(['state', 'reset', join(pod, 'p.yaml')], { cwd: pod, env: env() });
     expect(reset.code, reset.stderr).toBe(0);
     expect((await sql(stateUrl, `SELECT count(*)::int AS n FROM sluice_test.connection_state`)).rows[0].n).toBe(0);
-    const afterReset = await runCli(['state', 'show', join(pod, 'p.yaml')], { cwd: pod, env: env() });
+    const afterReset = await runCli(['state', 'show', join(pod, 'p.yaml'), '--json'], { cwd: pod, env: env() });
     expect(JSON.parse(afterReset.stdout)).toEqual({ notes: null });
     // The cache survives a state reset: re-reading everything still embeds nothing.
     const fifth = await sync(pod);

@@ -38,7 +38,7 @@ const recordsRead = async (file: string) => {
     .records_read;
 };
 const show = async (file: string) => {
-  const r = await runCli(['state', 'show', file]);
+  const r = await runCli(['state', 'show', file, '--json']);
   expect(r.code, r.stderr).toBe(0);
   return { state: (JSON.parse(r.stdout) as Record<string, { streams: Record<string, unknown> } | null>).st, stderr: r.stderr };
 };
