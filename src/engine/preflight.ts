@@ -62,7 +62,12 @@ function lookup(schema: JsonSchema | undefined, path: string): { ok: true } | { 
 const PLACEHOLDER = /\{\{\s*([^}\s]+)\s*\}\}/g;
 
 /** Unknown `text_fields`, `metadata_fields` and `text_template` placeholders, by YAML path. */
-export function processingFieldProblems(conn: LoadedConnection, catalog: ConfiguredCatalog): ConfigProblem[] {
+export function processingFieldProblems(
+  conn: LoadedConnection,
+  catalog: ConfiguredCatalog,
+  /** Columns whose drop the connection's `schema_changes: propagate` accepted this run (not typos). */
+  acceptedDrops: ReadonlySet<string> = new Set(),
+): ConfigProblem[] {
   const processing = conn.config.processing;
   if (!processing || !catalog.streams.length) return [];
   const refs: Array<{ path: (string | number)[]; field: string; placeholder?: boolean }> = [];
@@ -80,6 +85,7 @@ export function processingFieldProblems(conn: LoadedConnection, catalog: Configu
 
   const problems: ConfigProblem[] = [];
   for (const ref of refs) {
+    if (acceptedDrops.has(ref.field.split('.')[0])) continue;
     const results = catalog.streams.map((cs) => ({ stream: cs.stream.name, r: lookup(cs.stream.json_schema as JsonSchema, ref.field) }));
     // A field any stream may have is fine: processing is shared by all streams of the connection.
     if (results.some((x) => x.r.ok)) continue;

@@ -226,8 +226,12 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
     let catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    // Before anything is opened or written: a schema change the policy refuses stops here (and is
+    // named as such, before the field check below would report a dropped column as a typo).
+    const schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
     // Field names are checked against the discovered schemas before anything is opened or written.
-    const fieldProblems = processingFieldProblems(conn, catalog);
+    const acceptedDrops = new Set(schema.changes.filter((c) => c.change === 'dropped' && c.action === 'propagated').map((c) => c.column));
+    const fieldProblems = processingFieldProblems(conn, catalog, acceptedDrops);
     if (fieldProblems.length)
       throw new ConfigError(
         pipeline.file,
@@ -258,8 +262,6 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     if (embedder && !embedder.local) cache = await openCacheFor(pipeline, store);
     opts.observer?.connectionStarted?.(summary, embedder);
-    // Before anything is opened or written: a schema change the policy refuses stops here.
-    const schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
     const errorsCfg = conn.config.errors;
     deadLetters =
       errorsCfg?.tolerance === 'all' && !opts.dryRun ? openDeadLetterStore(errorsCfg, pipeline.stateDir, pipeline.baseDir) : undefined;
