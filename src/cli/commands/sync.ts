@@ -87,12 +87,15 @@ export function register(program: Command) {
               shard,
               signal: signals.signal,
               logger,
-              onConnectionStart: (name, streams) =>
+              onConnectionStart: (name, streams) => {
                 live.push({
                   name,
                   streams,
                   localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
-                }),
+                });
+                // A first frame at once: a connection shows up as soon as it starts, however short it is.
+                if (ticker) tick();
+              },
               observer: metrics?.observer,
             });
             // A --follow sync outlives a source or destination that goes away for a while (a
