@@ -31,7 +31,11 @@ type StreamColumns = Record<string, Column>;
 interface Snapshot {
   version: 1;
   streams: Record<string, StreamColumns>;
+  /** Each stream's configured primary key: document ids come from it (absent in older files). */
+  primary_keys?: Record<string, string[][]>;
 }
+
+const keyText = (pk: string[][]) => `[${pk.map((p) => p.join('.')).join(', ')}]`;
 
 export interface SchemaChange {
   stream: string;
@@ -102,6 +106,9 @@ export class SchemaTracker {
   private readonly ignored = new Set<string>();
   readonly changes: SchemaChange[] = [];
   private dirty = false;
+  private keys: Record<string, string[][]> = {};
+  /** Keys kept before an overwrite run re-keys their stream: restored unless that run completes. */
+  private rekeyed: Record<string, string[][]> = {};
 
   private constructor(
     private readonly file: string,
@@ -129,6 +136,8 @@ export class SchemaTracker {
           hint: 'delete the file: the next run keeps the schema it finds, without comparing',
         });
     }
+    t.keys = { ...kept?.primary_keys };
+    t.checkPrimaryKeys(catalog);
     for (const cs of catalog.streams) {
       const name = cs.stream.name;
       t.usage.set(name, usageOf(conn, cs));
@@ -168,6 +177,33 @@ export class SchemaTracker {
     }
     t.throwIfStopped();
     return t;
+  }
+
+  /**
+   * Document ids come from the primary key, so a changed key would leave every old document's
+   * chunks behind, in any destination. Refused (before any write) unless the stream runs in
+   * overwrite mode, which rebuilds its generation under the new key. Wording as pgvector's.
+   */
+  private checkPrimaryKeys(catalog: ConfiguredCatalog): void {
+    for (const cs of catalog.streams) {
+      const name = cs.stream.name;
+      const next = cs.primary_key ?? [];
+      const before = this.keys[name];
+      if (before && JSON.stringify(before) === JSON.stringify(next)) continue;
+      if (before && cs.destination_sync_mode !== 'overwrite') {
+        throw new SluiceError(
+          `connection ${this.connection}, stream ${name}: primary_key changed from ${keyText(before)} to ${keyText(next)}, but the destination holds documents keyed by the old one; syncing would leave their chunks behind`,
+          {
+            kind: 'config',
+            where: `connection ${this.connection}, stream ${name}`,
+            hint: `re-key the table with one overwrite run (it replaces the table atomically): set destination_sync_mode: overwrite on stream ${name}, run sluice sync <pipeline> --full-refresh, then set it back; or keep primary_key ${keyText(before)}`,
+          },
+        );
+      }
+      if (before) this.rekeyed[name] = before;
+      this.keys[name] = next;
+      this.dirty = true;
+    }
   }
 
   private decide(c: Omit<SchemaChange, 'used' | 'action'>, nullable = true): SchemaChange['action'] {
@@ -258,11 +294,15 @@ export class SchemaTracker {
     return stripped ?? data;
   }
 
-  /** Keeps what this run accepted (not on a dry run, not when the run was stopped by a change). */
-  async save(): Promise<void> {
+  /**
+   * Keeps what this run accepted (not on a dry run, not when the run was stopped by a change).
+   * A re-keying overwrite that did not complete left the old generation in place: its old key stays.
+   */
+  async save(opts: { completed?: boolean } = {}): Promise<void> {
     if (!this.dirty || this.changes.some((c) => c.action === 'stopped')) return;
+    const keys = opts.completed ? this.keys : { ...this.keys, ...this.rekeyed };
     await mkdir(join(this.file, '..'), { recursive: true });
-    const snapshot: Snapshot = { version: 1, streams: this.known };
+    const snapshot: Snapshot = { version: 1, streams: this.known, primary_keys: keys };
     await atomicWrite(this.file, JSON.stringify(snapshot, null, 2));
     this.dirty = false;
   }

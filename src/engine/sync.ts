@@ -266,6 +266,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     deadLetters =
       errorsCfg?.tolerance === 'all' && !opts.dryRun ? openDeadLetterStore(errorsCfg, pipeline.stateDir, pipeline.baseDir) : undefined;
     const budget = new ErrorBudget(name, errorsCfg, deadLetters);
+    let completed = false; // a re-keying overwrite keeps its new primary key only when the run completes
     try {
       if (opts.dryRun) {
         // What the real run would refuse before writing (an existing table of another vector size).
@@ -312,13 +313,15 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           );
         }
         budget.check(totalRead(streams), true);
+        completed = !opts.signal.aborted;
       }
     } finally {
       if (costGuard && !opts.dryRun)
         summary.cost = { spent_usd: Number(costGuard.spentUsd.toFixed(10)), limit_usd: costGuard.limitUsd, stopped: !!costGuard.stopped };
       if (budget.failed) summary.dead_letters = budget.failed;
       if (schema.changes.length) summary.schema_changes = schema.changes;
-      if (!opts.dryRun) await schema.save().catch((e) => logger.warn({ err: describeUnknown(e) }, 'keeping the source schema failed'));
+      if (!opts.dryRun)
+        await schema.save({ completed }).catch((e) => logger.warn({ err: describeUnknown(e) }, 'keeping the source schema failed'));
     }
     if (opts.signal.aborted) summary.status = 'interrupted';
   } catch (err) {
