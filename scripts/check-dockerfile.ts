@@ -170,7 +170,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1
     // The runtime stage runs with production dependencies only.
     for (const dev of ['vitest', 'prettier', 'kubernetes-models', 'fauxqs'])
       if (existsSync(join(runtimeApp, 'node_modules', dev))) throw new Error(`runtime stage has the dev dependency ${dev}`);
-    const leftovers = readdirSync(join(runtimeApp, 'src'), { recursive: true }).filter((f) => String(f).endsWith('.test.ts'));
+    // Compiled JavaScript only: no TypeScript sources (bin/ would run them through tsx) and no tests.
+    if (existsSync(join(runtimeApp, 'src'))) throw new Error('runtime stage has the TypeScript sources (src/)');
+    const leftovers = readdirSync(join(runtimeApp, 'dist'), { recursive: true }).filter((f) => /\.test\.[cm]?[jt]s$/.test(String(f)));
     if (leftovers.length) throw new Error(`runtime stage has test files: ${leftovers.join(', ')}`);
     process.stdout.write(`sluice ${sluice('--version').trim()} runs from the runtime stage\n`);
     if (!sluice('connectors').includes('pgvector')) throw new Error('sluice connectors does not list pgvector');
