@@ -18,7 +18,7 @@ import type {
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import type { DestinationSyncMode } from '../protocol/messages.ts';
 
-export type WriteOperation = Extract<DestinationMessage, { type: 'DOCUMENT' } | { type: 'DELETE' }>;
+export type WriteOperation = Extract<DestinationMessage, { type: 'DOCUMENT' } | { type: 'DELETE' } | { type: 'KEEP' }>;
 
 /** Counts a sink may report for a batch, per stream; missing ones are estimated. */
 export interface BatchResult {
@@ -37,6 +37,8 @@ export interface BatchSink {
   /** Exactly-once destinations: store the connection state with the data (called after the flush). */
   commitState?(state: SourceState): Promise<void>;
   readState?(): Promise<SourceState | undefined>;
+  /** See DestinationWriter.fingerprints: a sink with it stores DOCUMENT.fingerprint and handles metadataOnly and KEEP. */
+  fingerprints?: DestinationWriter['fingerprints'];
   close(): Promise<void>;
   /** Batch limits chosen from the config (override the definition's `batch`). */
   batch?: BatchOptions;
@@ -51,7 +53,7 @@ export interface BatchOptions {
 
 /** Rough size of an operation: text plus vector bytes plus overhead, enough for batching. */
 export function operationBytes(op: WriteOperation): number {
-  if (op.type === 'DELETE') return 64 + op.documentId.length;
+  if (op.type !== 'DOCUMENT') return 64 + op.documentId.length;
   let n = 128 + op.documentId.length;
   for (const c of op.chunks) n += chunkBytes(c);
   return n;
@@ -81,6 +83,7 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
 
   return {
     ...(sink.readState ? { readState: () => sink.readState!() } : {}),
+    ...(sink.fingerprints ? { fingerprints: (stream, ids) => sink.fingerprints!(stream, ids) } : {}),
     async *write(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationEvent> {
       let pending: WriteOperation[] = [];
       let bytes = 0;
@@ -111,6 +114,7 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
         switch (msg.type) {
           case 'DOCUMENT':
           case 'DELETE':
+          case 'KEEP':
             streamOf(msg.stream);
             pending.push(msg);
             bytes += operationBytes(msg);
@@ -154,6 +158,8 @@ export interface DestinationDefinition<S extends z.ZodType> {
   sandbox?: Destination<z.output<S>>['sandbox'];
   /** For the conformance kit: every chunk a stream holds. */
   readBack?: Destination<z.output<S>>['readBack'];
+  /** Every stored document of a stream with its fingerprint (deletion detection, `sluice verify`). */
+  documents?: Destination<z.output<S>>['documents'];
 }
 
 export function defineDestination<S extends z.ZodType>(def: DestinationDefinition<S>): Destination<z.output<S>> {
@@ -197,6 +203,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.maintain ? { maintain: def.maintain } : {}),
     ...(def.sandbox ? { sandbox: def.sandbox } : {}),
     ...(def.readBack ? { readBack: def.readBack } : {}),
+    ...(def.documents ? { documents: def.documents } : {}),
   };
   return destination;
 }

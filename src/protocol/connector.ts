@@ -158,11 +158,46 @@ export interface Chunk {
   embedding?: Float32Array;
 }
 
+/**
+ * What produced a document's stored chunks (docs/fingerprints.md). Destinations that keep it (their
+ * writer has `fingerprints()`) let the engine skip documents that did not change: they are neither
+ * chunked, embedded nor written again.
+ */
+export interface DocumentFingerprint {
+  /**
+   * sha256 (hex) of the document's text input, the processing settings and the embedder identity:
+   * equal means the same chunks and the same vectors.
+   */
+  content: string;
+  /** sha256 (hex) of the metadata its chunks carry: content equal, metadata not ⇒ update metadata only. */
+  metadata: string;
+}
+
 export type DestinationMessage =
-  /** Replace the document's chunks as a unit (append_dedup/overwrite); in append mode, upsert by chunk id. */
-  | { type: 'DOCUMENT'; stream: string; documentId: string; chunks: Chunk[]; record: Record<string, unknown> }
+  /**
+   * Replace the document's chunks as a unit (append_dedup/overwrite); in append mode, upsert by chunk id.
+   * `fingerprint` is set when the writer keeps fingerprints: store it with the document.
+   * `metadataOnly`: the stored chunks' text and vectors are right (same content fingerprint); only
+   * their metadata (and the stored fingerprint) change. The chunks come without embeddings, with the
+   * same ids and count as those stored. Sent only to writers that have `fingerprints()`.
+   */
+  | {
+      type: 'DOCUMENT';
+      stream: string;
+      documentId: string;
+      chunks: Chunk[];
+      record: Record<string, unknown>;
+      fingerprint?: DocumentFingerprint;
+      metadataOnly?: boolean;
+    }
   /** Remove every chunk of the document. */
   | { type: 'DELETE'; stream: string; documentId: string }
+  /**
+   * Overwrite streams only, and only to writers that have `fingerprints()`: the document is unchanged,
+   * carry its live chunks over into the new generation as they are. When a whole generation is KEEPs of
+   * every live document, the writer writes nothing and skips the switch.
+   */
+  | { type: 'KEEP'; stream: string; documentId: string }
   /**
    * A checkpoint. `connection` is the whole connection state after applying it: destinations that
    * store state themselves (exactly-once) write it in the same transaction as the data before it.
@@ -211,6 +246,13 @@ export interface DestinationWriter {
    * gone, so the engine re-reads it from scratch (a legitimately empty stream is re-read cheaply).
    */
   streamsWithoutData?(): string[];
+  /**
+   * Stored fingerprints of these documents of `stream` (the live generation for overwrite): one round
+   * trip per call, at most 1,000 ids. Documents absent from the map are not stored (or have no
+   * fingerprint). A writer with this method must also store `DOCUMENT.fingerprint` and handle
+   * `metadataOnly` documents and KEEP messages (docs/fingerprints.md).
+   */
+  fingerprints?(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>>;
   write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent>;
   close(): Promise<void>;
 }
@@ -252,6 +294,11 @@ export interface Destination<C = any> {
    * through it; `search()` is used when this is absent).
    */
   readBack?(config: C, ctx: ConnectorContext, stream: string): Promise<StoredChunk[]>;
+  /**
+   * Every document `stream` holds (committed, live generation), streamed in pages, read-only:
+   * end-of-read deletion detection (mark and sweep) and `sluice verify` use it.
+   */
+  documents?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument>;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }
@@ -260,6 +307,15 @@ export interface DestinationSandbox<C> {
   config: C;
   /** Deletes everything written with `config` (the kit passes the streams it wrote). */
   remove(streams: string[]): Promise<void>;
+}
+
+/** One stored document as `Destination.documents()` lists it. */
+export interface StoredDocument {
+  documentId: string;
+  /** Absent for documents written before fingerprints were kept. */
+  fingerprint?: DocumentFingerprint;
+  /** How many chunks it has. */
+  chunks: number;
 }
 
 /** One stored chunk as the conformance kit sees it. */
