@@ -426,20 +426,25 @@ async function hnswBuild(target: Target, schema: string) {
 // ---- skipping unchanged documents (issue #15): sluice vs LangChain index(), cleanup "full" ---------
 
 /** Rows written to `tables` (n_tup_ins + n_tup_upd + n_tup_del, cumulative) and the WAL position. */
-async function serverCounters(url: string, tables: string[]): Promise<{ rows: number; lsn: string | null }> {
+async function serverCounters(
+  url: string,
+  tables: string[],
+): Promise<{ rows: number; byTable: Record<string, number>; lsn: string | null }> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
     // Statistics arrive when the writing backend flushes them (at its exit, or within a second):
     // read until two readings agree.
     let last = -1;
+    let byTable: Record<string, number> = {};
     for (let i = 0; i < 20; i++) {
       await c.query('SELECT pg_stat_clear_snapshot()');
-      const { rows } = await c.query<{ n: string | null }>(
-        `SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) AS n FROM pg_stat_user_tables WHERE relid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)`,
+      const { rows } = await c.query<{ t: string; n: string | null }>(
+        `SELECT t, (SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relid = to_regclass(t)) AS n FROM unnest($1::text[]) t`,
         [tables],
       );
-      const n = Number(rows[0].n ?? 0);
+      byTable = Object.fromEntries(rows.map((r) => [r.t, Number(r.n ?? 0)]));
+      const n = rows.reduce((sum, r) => sum + Number(r.n ?? 0), 0);
       if (n === last) break;
       last = n;
       await new Promise((r) => setTimeout(r, 500));
@@ -448,7 +453,7 @@ async function serverCounters(url: string, tables: string[]): Promise<{ rows: nu
       .query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')
       .then((r) => r.rows[0].l)
       .catch(() => null);
-    return { rows: last, lsn };
+    return { rows: last, byTable, lsn };
   } finally {
     await c.end();
   }
@@ -467,7 +472,10 @@ async function walBytes(url: string, from: string | null, to: string | null): Pr
 
 interface PhaseResult {
   seconds: number;
+  /** Rows written to the contender's data tables (sluice: the chunk table; LangChain: vectors + records). */
   rowsWritten: number;
+  /** The same per table, plus tables written besides the data (sluice: its state table). */
+  rowsWrittenByTable: Record<string, number>;
   walBytes: number | null;
   [k: string]: unknown;
 }
@@ -477,11 +485,18 @@ async function measured(
   url: string,
   tables: string[],
   work: () => Promise<Record<string, unknown> & { seconds: number }>,
+  alsoTables: string[] = [],
 ): Promise<PhaseResult> {
-  const before = await serverCounters(url, tables);
+  const before = await serverCounters(url, [...tables, ...alsoTables]);
   const result = await work();
-  const after = await serverCounters(url, tables);
-  return { ...result, rowsWritten: after.rows - before.rows, walBytes: await walBytes(url, before.lsn, after.lsn) };
+  const after = await serverCounters(url, [...tables, ...alsoTables]);
+  const byTable = Object.fromEntries(Object.keys(after.byTable).map((t) => [t, after.byTable[t] - (before.byTable[t] ?? 0)]));
+  return {
+    ...result,
+    rowsWritten: tables.reduce((n, t) => n + byTable[t], 0),
+    rowsWrittenByTable: byTable,
+    walBytes: await walBytes(url, before.lsn, after.lsn),
+  };
 }
 
 /** Changes 1 % of the corpus's documents (every 100th file gets another sentence). */
@@ -511,17 +526,22 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
   const sluice: Record<string, PhaseResult> = {};
   const langchain: Record<string, PhaseResult> = {};
   const sluicePhase = (name: string, fresh: boolean) =>
-    measured(target.url, sluiceTables, async () => {
-      const r = await sluiceSync(target, dir, schema, `fp-${DOCS}`, fresh, 'full_refresh');
-      return {
-        seconds: r.seconds,
-        wallSecondsIncludingStartup: r.wallSeconds,
-        documents: r.records,
-        documentsUnchanged: r.unchanged,
-        chunksWritten: r.chunks,
-        phase: name,
-      };
-    });
+    measured(
+      target.url,
+      sluiceTables,
+      async () => {
+        const r = await sluiceSync(target, dir, schema, `fp-${DOCS}`, fresh, 'full_refresh');
+        return {
+          seconds: r.seconds,
+          wallSecondsIncludingStartup: r.wallSeconds,
+          documents: r.records,
+          documentsUnchanged: r.unchanged,
+          chunksWritten: r.chunks,
+          phase: name,
+        };
+      },
+      [`${schema}._sluice_state`],
+    );
 
   let lcPhase: ((name: string) => Promise<PhaseResult>) | undefined;
   let closeLc = async () => {};
@@ -577,7 +597,7 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
     onePercentChanged: ratio(langchain.onePercentChanged?.seconds, sluice.onePercentChanged.seconds),
   };
   return {
-    what: `${DOCS} files, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: file source full_refresh + append_dedup; LangChain: index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's tables (LangChain: vectors + record manager); walBytes = whole server`,
+    what: `${DOCS} files, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: file source full_refresh + append_dedup; LangChain: index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's data tables (sluice: the chunk table, with its _sluice_state checkpoints apart in rowsWrittenByTable; LangChain: vectors + record manager); walBytes = whole server`,
     sluice,
     langchain: typeof lc === 'string' ? { notRun: lc } : langchain,
     langchainSecondsOverSluice: speedup,
