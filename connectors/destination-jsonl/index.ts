@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { z } from 'zod';
 import type { Chunk, Destination, DestinationEvent, DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { scanChunks } from './scan.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
   path: z.string().min(1).describe('Output file; relative to the pipeline file'),
@@ -267,6 +268,8 @@ const destination: Destination<JsonlDestinationConfig> = {
     }
     return out;
   },
+
+  scanChunks,
 };
 
 export default destination;
