@@ -5,6 +5,7 @@ import { SluiceError } from '../../src/protocol/errors.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { compactValues } from './metadata.ts';
 import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
+import { scanChunks } from './scan.ts';
 import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
 
 export { PineconeConfigSchema, type PineconeConfig } from './config.ts';
@@ -51,6 +52,8 @@ const destination: Destination<PineconeConfig> = {
     const store = await PineconeStore.connect(config, ctx);
     return PineconeWriter.open(store, config, ctx, options);
   },
+
+  scanChunks,
 
   async search(config, ctx, query) {
     return searchPinecone(await PineconeStore.connect(config, ctx), config, query);

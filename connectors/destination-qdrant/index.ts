@@ -6,6 +6,7 @@ import { connectQdrant } from './client.ts';
 import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
 import { INDEXED_FIELDS, assertShape, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
+import { scanChunks } from './scan.ts';
 
 const destination: Destination<QdrantConfig> = {
   kind: 'destination',
@@ -129,6 +130,8 @@ const destination: Destination<QdrantConfig> = {
       points_per_stream: streams,
     };
   },
+
+  scanChunks,
 
   async search(
     config: QdrantConfig,
