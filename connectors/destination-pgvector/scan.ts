@@ -2,7 +2,7 @@
 // of 1,000 by primary key (keyset pagination, so memory and each query stay small), read-only.
 import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/protocol/connector.ts';
 import type { PgvectorConfig } from './config.ts';
-import { inspectTable } from './schema.ts';
+import { hasFingerprintColumns, inspectTable } from './schema.ts';
 import { openSession, pgError } from './session.ts';
 import { ident, qualified, tableNameFor } from './sql.ts';
 
@@ -17,7 +17,12 @@ export async function* scanChunks(
   const session = await openSession(config, ctx);
   const table = tableNameFor(stream, config.table);
   try {
-    if (!(await inspectTable(session.client, config.schema, table)).exists) return;
+    const info = await inspectTable(session.client, config.schema, table);
+    if (!info.exists) return;
+    // Tables written before fingerprints were kept have no such columns.
+    const fingerprint = hasFingerprintColumns(info)
+      ? 'fingerprint_content, fingerprint_metadata'
+      : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata';
     const { rows: ext } = await session.client.query<{ nspname: string }>(
       `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'`,
     );
@@ -35,10 +40,18 @@ export async function* scanChunks(
         params.push(options.documentIds);
         where += ' AND document_id = ANY($3::text[])';
       }
-      let rows: { id: string; document_id: string; chunk_index: number; content: string; dims: number | null }[];
+      let rows: {
+        id: string;
+        document_id: string;
+        chunk_index: number;
+        content: string;
+        dims: number | null;
+        fingerprint_content: string | null;
+        fingerprint_metadata: string | null;
+      }[];
       try {
         ({ rows } = await session.client.query(
-          `SELECT id, document_id, chunk_index, content, ${dims} AS dims FROM ${name} WHERE ${where} ORDER BY id LIMIT $2`,
+          `SELECT id, document_id, chunk_index, content, ${dims} AS dims, ${fingerprint} FROM ${name} WHERE ${where} ORDER BY id LIMIT $2`,
           params,
         ));
       } catch (err) {
@@ -55,6 +68,9 @@ export async function* scanChunks(
           chunkIndex: r.chunk_index,
           content: r.content,
           ...(r.dims !== null ? { dimensions: r.dims } : {}),
+          ...(r.fingerprint_content !== null && r.fingerprint_metadata !== null
+            ? { fingerprint: { content: r.fingerprint_content, metadata: r.fingerprint_metadata } }
+            : {}),
         };
       if (rows.length < limit) return;
       left -= rows.length;

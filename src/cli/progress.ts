@@ -64,6 +64,7 @@ export class ProgressView {
     if (s.status === 'running' && rate !== undefined) parts.push(`${count(Math.round(rate))}/s`);
     if (s.status === 'running' && total && rate && rate > 0 && total > s.records_read)
       parts.push(`ETA ${duration((total - s.records_read) / rate)}`);
+    if (s.records_unchanged) parts.push(`${count(s.records_unchanged)} unchanged`);
     parts.push(`${count(s.chunks_written)} chunks`);
     if (!c.localEmbedder) parts.push(`${count(s.embedding_requests)} embed req`, `${count(s.embedding_cache_hits)} cached`);
     return { label: `${key}${status}`, counters: parts.join(' · ') };

@@ -14,6 +14,8 @@ import { configureCatalog } from './catalog.ts';
 import { openDeadLetterStore, type DeadLetter } from './dead-letters.ts';
 import { connectorContext, embedChunks, embedderShape, newStats, toDocument, type StreamStats } from './sync.ts';
 import { createTextProcessor } from '../text/index.ts';
+import { Fingerprinter } from './fingerprint.ts';
+import { ensureChunks } from './unchanged.ts';
 
 export interface RetryResult {
   connection: string;
@@ -46,6 +48,8 @@ export async function retryDeadLetters(
     const streams: Record<string, StreamStats> = {};
     for (const s of catalog.streams) streams[s.stream.name] = newStats();
     const parts = { conn, catalog, ctx, processor, embedder, cache, streams, signal: opts.signal };
+    // Each retried document carries its fingerprint; dropped below for a writer that keeps none.
+    const fingerprinter = new Fingerprinter(processor, embedder);
 
     const ready: DestinationMessage[] = [];
     const done: DeadLetter[] = [];
@@ -54,7 +58,9 @@ export async function retryDeadLetters(
       try {
         const cs = byName.get(l.stream);
         if (!cs) throw new Error(`stream ${l.stream} is no longer in the pipeline`);
-        const doc = toDocument(cs, l.payload, processor, streams[l.stream], `stream ${l.stream}, dead letter ${l.id}`);
+        const doc = ensureChunks(
+          toDocument(cs, l.payload, processor, streams[l.stream], `stream ${l.stream}, dead letter ${l.id}`, fingerprinter),
+        );
         if (doc.type === 'DOCUMENT' && !doc.chunks.length) throw new Error('no text: the fields that make the text are empty');
         ready.push(...(embedder ? await embedChunks([doc], parts, embedder) : [doc]));
         done.push(l);
@@ -71,6 +77,7 @@ export async function retryDeadLetters(
         })),
         ...embedderShape(embedder),
       });
+      if (!writer.fingerprints) for (const m of ready) if (m.type === 'DOCUMENT') delete m.fingerprint;
       try {
         for await (const _ of writer.write(
           (async function* () {

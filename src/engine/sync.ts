@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { ConfigError, type LoadedConnection, type LoadedPipeline } from '../config/load.ts';
 import { OPENAI_LIMITS, createEmbedder, embeddingCacheKey, estimateCostUsd } from '../embedding/index.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
-import type { Chunk, ConnectorContext, DestinationEvent, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
+import type {
+  Chunk,
+  ConnectorContext,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationWriter,
+  Logger,
+  SourceState,
+} from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { canonicalJson, chunkId, documentId, sha256 } from '../protocol/identity.ts';
 import {
@@ -18,7 +26,7 @@ import {
   type StateMessage,
 } from '../protocol/messages.ts';
 import { applyStateMessage, mergeConnectionState, openCacheFor, openStateStore, type StateStore } from '../state/index.ts';
-import { createTextProcessor, type TextProcessor } from '../text/index.ts';
+import { createTextProcessor, type ProcessedChunk, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
 import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
@@ -28,6 +36,10 @@ import { ErrorBudget, openDeadLetterStore, type DeadLetterStore } from './dead-l
 import { lockConnection } from './connection-lock.ts';
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
+import { Fingerprinter } from './fingerprint.ts';
+import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
+import { sweepStage } from './sweep.ts';
+import { StoredFingerprints } from './plan-fingerprints.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -68,6 +80,10 @@ export interface StreamStats {
   records_written: number;
   records_deleted: number;
   records_skipped: number;
+  /** With a destination that keeps fingerprints: documents skipped (or kept) because they did not change. */
+  records_unchanged?: number;
+  /** With a destination that keeps fingerprints: documents whose metadata only changed (updated without embedding). */
+  records_metadata_updated?: number;
   chunks_written: number;
   chunks_deleted: number;
   embedding_requests: number;
@@ -81,6 +97,8 @@ export interface StreamStats {
   records_failed?: number;
   /** Dry run only: documents the run would write (upsert) and delete. */
   documents_to_write?: number;
+  /** Dry run only, with a destination that lists its documents with fingerprints: documents that did not change (not written, not embedded). */
+  documents_unchanged?: number;
   documents_to_delete?: number;
   /** Dry run only: documents with at least one chunk to embed (new or changed text), and those whose every chunk is cached. */
   documents_to_embed?: number;
@@ -114,6 +132,8 @@ export interface ConnectionSummary {
 
 export interface DryRunPlan {
   documents_to_write: number;
+  /** Present when the destination lists its documents with fingerprints (see documents_unchanged of a stream). */
+  documents_unchanged?: number;
   documents_to_delete: number;
   chunks_to_write: number;
   chunks_to_embed: number;
@@ -279,7 +299,19 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           ...embedderShape(embedder),
         });
         const state = await connectionStore.load(name);
-        summary.plan = await dryRun({ conn, catalog, state, ctx, processor, embedder, cache, streams, signal: opts.signal, schema });
+        summary.plan = await dryRun({
+          conn,
+          catalog,
+          state,
+          ctx,
+          processor,
+          embedder,
+          cache,
+          streams,
+          signal: opts.signal,
+          schema,
+          sharded: !!opts.shard,
+        });
         if (limitUsd !== undefined && summary.plan.estimated_cost_usd !== null) {
           summary.plan.max_cost_usd = limitUsd;
           summary.plan.within_max_cost = summary.plan.estimated_cost_usd <= limitUsd;
@@ -371,6 +403,8 @@ export interface RunParts {
   superseded?: { byKey: Map<string, string[]>; ids: string[] };
   /** The run's cost limit, when one is set. */
   costGuard?: CostGuard;
+  /** Set when the destination keeps fingerprints: documents carry one, and their chunking waits for the unchanged stage. */
+  fingerprinter?: Fingerprinter;
 }
 
 const totalRead = (streams: Record<string, StreamStats>) => Object.values(streams).reduce((n, s) => n + s.records_read, 0);
@@ -421,7 +455,11 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
     const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
-    const messages = guardEmptyText(documents({ ...p, touched }, state), {
+    // Writers that keep fingerprints get only what changed (./unchanged.ts, docs/fingerprints.md).
+    const unchanged = writer.fingerprints ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
+    const fingerprinter = unchanged ? new Fingerprinter(p.processor, embedder) : undefined;
+    const read = sweepStage(documents({ ...p, touched, fingerprinter }, state), { ...sweepOptions(p), sharded: p.sharded });
+    const messages = guardEmptyText(unchanged ? unchanged.run(read) : read, {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
       conn,
       ctx,
@@ -450,6 +488,7 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
           // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
           // start-up view of another worker's streams never rolls its progress back.
           saver.push({ ...ev, mine: touched ? touched.pick(ev.connection) : ev.connection });
+          unchanged?.committed(ev.state);
           const sent = handedOver.get(ev.state);
           if (sent && p.observer?.stateCommitted) {
             const now = Date.now();
@@ -475,6 +514,29 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
     await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
   }
 }
+
+/** The unchanged stage for a writer that keeps fingerprints; its counters start at 0 so the summary shows them. */
+function unchangedStage(p: RunParts, fingerprints: NonNullable<DestinationWriter['fingerprints']>): UnchangedStage {
+  for (const s of Object.values(p.streams)) {
+    s.records_unchanged = 0;
+    s.records_metadata_updated = 0;
+  }
+  return new UnchangedStage({
+    writer: { fingerprints },
+    modes: new Map(p.catalog.streams.map((s) => [s.stream.name, s.destination_sync_mode])),
+    stats: p.streams,
+    where: `connection ${p.conn.config.name}, destination ${p.conn.config.destination.type}`,
+  });
+}
+
+const sweepOptions = (p: RunParts) => ({
+  conn: p.conn,
+  ctx: p.ctx,
+  catalog: p.catalog,
+  stats: p.streams,
+  signal: p.signal,
+  logger: p.ctx.logger,
+});
 
 /**
  * Saved progress of streams whose data is gone at the destination (its table was dropped or
@@ -626,7 +688,14 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
         let doc: DestinationMessage;
         try {
-          doc = toDocument(cs, data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`);
+          doc = toDocument(
+            cs,
+            data,
+            processor,
+            streams[stream],
+            `stream ${stream}, record ${streams[stream].records_read}`,
+            p.fingerprinter,
+          );
         } catch (err) {
           if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
           await p.budget.deadLetter(
@@ -637,7 +706,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
           streams[stream].records_failed = (streams[stream].records_failed ?? 0) + 1;
           continue;
         }
-        if (doc.type === 'DOCUMENT' && !doc.chunks.length && p.budget?.tolerant) {
+        if (doc.type === 'DOCUMENT' && hasNoText(doc) && p.budget?.tolerant) {
           // Still passed on (its old chunks go), and kept as a letter so the empty record is seen.
           await p.budget.deadLetter(
             new Error('no text: the fields that make the text are empty'),
@@ -693,6 +762,8 @@ export function toDocument(
   processor: TextProcessor,
   stats: StreamStats,
   where: string,
+  /** Given: the document carries its fingerprint and is chunked only when needed (ensureChunks). */
+  fingerprinter?: Fingerprinter,
 ): DestinationMessage {
   const stream = cs.stream.name;
   const pk = cs.primary_key ?? [];
@@ -703,10 +774,19 @@ export function toDocument(
     return { type: 'DELETE', stream, documentId: docId };
   }
   const record = Object.fromEntries(Object.entries(data).filter(([k]) => !k.startsWith('_ab_')));
-  const pieces = processor.process(record);
+  if (fingerprinter) {
+    const extracted = processor.extract(record);
+    const doc = { type: 'DOCUMENT' as const, stream, documentId: docId, chunks: [], record, fingerprint: fingerprinter.of(extracted) };
+    deferChunking(doc, () => chunksOf(docId, processor.chunk(extracted), stats), !extracted.text.trim());
+    return doc;
+  }
+  return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
+}
+
+function chunksOf(docId: string, pieces: ProcessedChunk[], stats: StreamStats): Chunk[] {
   if (!pieces.length) stats.records_skipped++;
   // An empty document still replaces its old chunks (with none), so stale text does not linger.
-  const chunks: Chunk[] = pieces.map((piece, i) => ({
+  return pieces.map((piece, i) => ({
     id: chunkId(docId, i),
     documentId: docId,
     chunkIndex: i,
@@ -714,10 +794,10 @@ export function toDocument(
     contentHash: sha256(piece.content),
     metadata: piece.metadata,
   }));
-  return { type: 'DOCUMENT', stream, documentId: docId, chunks, record };
 }
 
-const chunkCount = (g: DestinationMessage[]) => g.reduce((n, m) => n + (m.type === 'DOCUMENT' ? m.chunks.length : 0), 0);
+/** Chunks to embed: a metadata-only document keeps its stored vectors (no embedding, no cache look-up). */
+const chunkCount = (g: DestinationMessage[]) => g.reduce((n, m) => n + (m.type === 'DOCUMENT' && !m.metadataOnly ? m.chunks.length : 0), 0);
 const firstStream = (g: DestinationMessage[]) => g.find((m) => m.type === 'DOCUMENT')?.stream;
 
 /** Groups documents into embedding batches; batches run concurrently and come out in order. */
@@ -725,7 +805,8 @@ function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embed
   const groups = groupItems(input, {
     isFull: (g, next) =>
       next.type === 'DOCUMENT' &&
-      (chunkCount(g) + next.chunks.length > embedder.batchSize || (firstStream(g) !== undefined && firstStream(g) !== next.stream)),
+      (chunkCount(g) + (next.metadataOnly ? 0 : next.chunks.length) > embedder.batchSize ||
+        (firstStream(g) !== undefined && firstStream(g) !== next.stream)),
     closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
     lingerMs: 25,
   });
@@ -792,7 +873,7 @@ async function embedChunksInTurn(
   embedder: Embedder,
   turn?: CostTurn,
 ): Promise<DestinationMessage[]> {
-  const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' ? m.chunks : []));
+  const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' && !m.metadataOnly ? m.chunks : []));
   if (!chunks.length) return group;
   const stream = firstStream(group)!;
   const stats = p.streams[stream];
@@ -844,9 +925,24 @@ async function embedChunksInTurn(
  * Reads, chunks and consults the cache; counts what a real sync would write, delete, embed and
  * cost, and how long the embedding takes under the configured rate limits. Writes nothing.
  */
-async function dryRun(p: RunParts & { state: SourceState | undefined }): Promise<DryRunPlan> {
+async function dryRun(p: RunParts & { state: SourceState | undefined; sharded: boolean }): Promise<DryRunPlan> {
+  const { embedder } = p;
+  // A destination that lists its documents with fingerprints: unchanged documents are neither written nor embedded.
+  const stored = StoredFingerprints.for(p.conn, p.ctx, new Map(p.catalog.streams.map((s) => [s.stream.name, s.destination_sync_mode])));
+  try {
+    return await planRun({ ...p, fingerprinter: stored ? new Fingerprinter(p.processor, embedder) : undefined }, stored);
+  } finally {
+    await stored?.close();
+  }
+}
+
+async function planRun(
+  p: RunParts & { state: SourceState | undefined; sharded: boolean },
+  stored: StoredFingerprints | undefined,
+): Promise<DryRunPlan> {
   const { embedder, cache, streams } = p;
   for (const s of Object.values(streams)) {
+    if (stored) s.documents_unchanged = 0;
     s.documents_to_write = 0;
     s.documents_to_delete = 0;
     s.documents_to_embed = 0;
@@ -857,13 +953,22 @@ async function dryRun(p: RunParts & { state: SourceState | undefined }): Promise
     s.estimated_cost_usd = embedder ? 0 : null;
   }
   const seen = new Set<string>();
-  for await (const m of documents(p, p.state)) {
-    if (m.type === 'DELETE') streams[m.stream].documents_to_delete!++;
+  for await (const m of sweepStage(documents(p, p.state), { ...sweepOptions(p), sharded: p.sharded })) {
+    if (m.type === 'DELETE') {
+      streams[m.stream].documents_to_delete!++;
+      await stored?.deleted(m);
+    }
     if (m.type !== 'DOCUMENT') continue;
     const s = streams[m.stream];
+    const change = stored && m.fingerprint ? await stored.plan(m, m.fingerprint) : 'changed';
+    if (change === 'unchanged') {
+      s.documents_unchanged!++;
+      continue;
+    }
+    ensureChunks(m);
     s.documents_to_write!++;
     s.chunks_to_write! += m.chunks.length;
-    if (!embedder) continue;
+    if (!embedder || (change === 'metadata' && m.chunks.length)) continue; // metadata only: the stored vectors stay
     const keys = m.chunks.map((c) => embeddingCacheKey(embedder, c.contentHash));
     const cached = cache ? await cache.getMany(keys) : [];
     let toEmbed = 0;
@@ -906,6 +1011,7 @@ async function dryRun(p: RunParts & { state: SourceState | undefined }): Promise
         );
     }
     plan.documents_to_write += s.documents_to_write!;
+    if (stored) plan.documents_unchanged = (plan.documents_unchanged ?? 0) + s.documents_unchanged!;
     plan.documents_to_delete += s.documents_to_delete!;
     plan.chunks_to_write += s.chunks_to_write!;
     plan.chunks_to_embed += s.chunks_to_embed!;

@@ -22,6 +22,16 @@ const STREAM_COUNTERS: Array<[name: string, help: string, field: keyof StreamSta
   ['sluice_records_written_total', 'Records (documents) written to the destination.', 'records_written'],
   ['sluice_records_deleted_total', 'Deletions read from the source (CDC deletes, tombstones, vanished files).', 'records_deleted'],
   ['sluice_records_skipped_total', 'Records with no text to embed.', 'records_skipped'],
+  [
+    'sluice_records_unchanged_total',
+    'Documents skipped because their fingerprint did not change (docs/fingerprints.md).',
+    'records_unchanged',
+  ],
+  [
+    'sluice_records_metadata_updated_total',
+    'Documents whose metadata only changed, updated without embedding.',
+    'records_metadata_updated',
+  ],
   ['sluice_chunks_written_total', 'Chunks written to the destination.', 'chunks_written'],
   ['sluice_chunks_deleted_total', 'Chunks removed from the destination.', 'chunks_deleted'],
   ['sluice_embedding_tokens_total', 'Tokens sent to the embedding provider.', 'embedding_tokens'],

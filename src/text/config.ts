@@ -20,6 +20,12 @@ export const ProcessingConfigSchema = z
      * records yields no text — usually a misspelt field. 1 turns the check off.
      */
     max_empty_share: z.number().min(0).max(1).default(0.5),
+    /**
+     * Full refresh + append_dedup: the end-of-read sweep (deleting documents the source no longer has)
+     * fails the run, before deleting anything, when it would delete more than this share of the
+     * stream's stored documents — usually a source pointed at the wrong table. 1 turns the check off.
+     */
+    max_delete_share: z.number().min(0).max(1).default(0.5),
   })
   .refine((p) => !(p.text_fields && p.text_template), { message: 'use either text_fields or text_template, not both' })
   .refine((p) => p.chunk_overlap < p.chunk_size, { message: 'chunk_overlap must be smaller than chunk_size', path: ['chunk_overlap'] });

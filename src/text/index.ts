@@ -14,9 +14,24 @@ export interface ProcessedChunk {
   metadata: Record<string, unknown>;
 }
 
+/** A record's text input and chunk metadata, before chunking. */
+export interface ExtractedText {
+  text: string;
+  metadata: Record<string, unknown>;
+}
+
 export interface TextProcessor {
   /** The record's chunks in order; [] when it has no text (the engine counts it as skipped). */
   process(record: Record<string, unknown>): ProcessedChunk[];
+  /** The text and metadata `process` would cut into chunks, without cutting (cheap: for fingerprints). */
+  extract(record: Record<string, unknown>): ExtractedText;
+  /** `process` of an extraction: `chunk(extract(r))` equals `process(r)`. */
+  chunk(extracted: ExtractedText): ProcessedChunk[];
+  /**
+   * Everything besides the text that decides the chunks (normalized settings, tokenizer, input
+   * limit): equal settings and equal text give equal chunks. Not metadata_fields (see `extract`).
+   */
+  readonly settings: Record<string, unknown>;
 }
 
 export interface TextProcessorOptions {
@@ -63,23 +78,36 @@ export function createTextProcessor(config: ProcessingConfig | undefined, opts: 
     );
   };
 
+  const chunk = ({ text, metadata }: ExtractedText): ProcessedChunk[] => {
+    if (!text || !text.trim()) return [];
+    if (cfg.splitter === 'none') {
+      return enforceInputLimit([text.trim()]).map((content) => ({ content, metadata: { ...metadata } }));
+    }
+    if (cfg.splitter === 'markdown') {
+      return markdownSections(text).flatMap((section) =>
+        enforceInputLimit(splitRecursive(section.text, splitOptions)).map((content) => ({
+          content,
+          metadata: { ...metadata, headings: section.headings },
+        })),
+      );
+    }
+    return enforceInputLimit(splitRecursive(text, splitOptions)).map((content) => ({ content, metadata: { ...metadata } }));
+  };
+  const extract = (record: Record<string, unknown>): ExtractedText => ({ text: extractText(record), metadata: extractMetadata(record) });
+
   return {
-    process(record) {
-      const text = extractText(record);
-      if (!text || !text.trim()) return [];
-      const metadata = extractMetadata(record);
-      if (cfg.splitter === 'none') {
-        return enforceInputLimit([text.trim()]).map((content) => ({ content, metadata: { ...metadata } }));
-      }
-      if (cfg.splitter === 'markdown') {
-        return markdownSections(text).flatMap((section) =>
-          enforceInputLimit(splitRecursive(section.text, splitOptions)).map((content) => ({
-            content,
-            metadata: { ...metadata, headings: section.headings },
-          })),
-        );
-      }
-      return enforceInputLimit(splitRecursive(text, splitOptions)).map((content) => ({ content, metadata: { ...metadata } }));
+    process: (record) => chunk(extract(record)),
+    extract,
+    chunk,
+    settings: {
+      text_fields: cfg.text_fields ?? null,
+      text_template: cfg.text_template ?? null,
+      chunk_size: cfg.chunk_size,
+      chunk_overlap: cfg.chunk_overlap,
+      chunk_unit: cfg.chunk_unit,
+      splitter: cfg.splitter,
+      tokenizer: tokenizer.encoding,
+      max_input_tokens: Number.isFinite(maxInputTokens) ? maxInputTokens : null,
     },
   };
 }

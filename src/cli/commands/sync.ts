@@ -197,11 +197,17 @@ function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
           `  ${name}: ${s.records_read} records, ${s.chunks_to_write ?? 0} chunks (${s.chunks_to_embed ?? 0} to embed, ${s.embedding_cache_hits} cached), ${s.tokens_to_embed ?? 0} tokens, est. ${cost}`,
         );
         out.push(
-          `    documents: ${s.documents_to_write ?? 0} to write (${s.documents_to_embed ?? 0} with text to embed, ${s.documents_cached ?? 0} with all chunks cached), ${s.documents_to_delete ?? 0} to delete`,
+          `    documents: ${s.documents_to_write ?? 0} to write (${s.documents_to_embed ?? 0} with text to embed, ${s.documents_cached ?? 0} with all chunks cached), ${s.documents_to_delete ?? 0} to delete` +
+            (s.documents_unchanged !== undefined ? `, ${s.documents_unchanged} unchanged` : ''),
         );
       } else {
         out.push(
-          `  ${name}: ${s.records_read} read, ${s.records_written} written, ${s.records_deleted} deleted, ${s.records_skipped} skipped; ` +
+          `  ${name}: ${s.records_read} read, ${s.records_written} written, ${s.records_deleted} deleted, ${s.records_skipped} skipped` +
+            // Only with a destination that keeps fingerprints (docs/fingerprints.md).
+            (s.records_unchanged !== undefined
+              ? `, ${s.records_unchanged} unchanged, ${s.records_metadata_updated ?? 0} metadata-only`
+              : '') +
+            '; ' +
             `chunks ${s.chunks_written} written / ${s.chunks_deleted} removed; ` +
             // A local embedder (hash) sends no requests and keeps no cache.
             (localEmbedders.has(c.name)
@@ -229,7 +235,9 @@ function planLines(plan: DryRunPlan): string[] {
       ? 'not estimated (no rate limit set: it depends on the provider)'
       : `~${formatDuration(plan.estimated_seconds)} under the configured rate limits`;
   const lines = [
-    `  plan: ${plan.documents_to_write} documents to write, ${plan.documents_to_delete} to delete; ${plan.chunks_to_write} chunks, ${plan.chunks_to_embed} to embed ` +
+    `  plan: ${plan.documents_to_write} documents to write, ${plan.documents_to_delete} to delete` +
+      (plan.documents_unchanged !== undefined ? `, ${plan.documents_unchanged} unchanged` : '') +
+      `; ${plan.chunks_to_write} chunks, ${plan.chunks_to_embed} to embed ` +
       `(${plan.tokens_to_embed} tokens, ~${plan.requests_to_embed} requests); est. cost ${cost}; embedding time ${time}`,
   ];
   if (plan.max_cost_usd !== undefined && plan.within_max_cost === false)

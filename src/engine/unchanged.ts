@@ -1,0 +1,198 @@
+// The "unchanged" stage (docs/fingerprints.md): between reading and embedding, documents whose
+// fingerprint equals the one the destination stores are dropped (append, append_dedup) or turned
+// into KEEP (overwrite); a change in metadata only becomes a metadata-only DOCUMENT, which the embed
+// stage passes on without embedding. Used only with writers that have `fingerprints()`.
+import type { Chunk, DestinationMessage, DestinationWriter, DocumentFingerprint } from '../protocol/connector.ts';
+import { withContext } from '../protocol/errors.ts';
+import type { DestinationSyncMode, StateMessage } from '../protocol/messages.ts';
+import { groupItems, mapOrdered } from './flow.ts';
+import { sameFingerprint } from './fingerprint.ts';
+
+type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+
+/** Chunking of a fingerprinted document waits until it is known to be needed (a skipped one is never chunked). */
+const deferred = new WeakMap<DocumentMessage, { chunk: () => Chunk[]; empty: boolean }>();
+
+export function deferChunking(doc: DocumentMessage, chunk: () => Chunk[], empty: boolean): void {
+  deferred.set(doc, { chunk, empty });
+}
+
+/** Fills in the chunks of a document whose chunking was deferred (a no-op otherwise). */
+export function ensureChunks<M extends DestinationMessage>(m: M): M {
+  if (m.type !== 'DOCUMENT') return m;
+  const d = deferred.get(m);
+  if (d) {
+    deferred.delete(m);
+    m.chunks = d.chunk();
+  }
+  return m;
+}
+
+/** Whether a document has no text (true also before its deferred chunking). */
+export function hasNoText(m: DocumentMessage): boolean {
+  const d = deferred.get(m);
+  return d ? d.empty : !m.chunks.length;
+}
+
+/** Counters the stage keeps (fields of StreamStats). */
+export interface UnchangedCounters {
+  records_unchanged?: number;
+  records_metadata_updated?: number;
+}
+
+export interface UnchangedOptions {
+  writer: Required<Pick<DestinationWriter, 'fingerprints'>>;
+  modes: ReadonlyMap<string, DestinationSyncMode>;
+  stats: Record<string, UnchangedCounters>;
+  /** For error messages: "connection x, destination y". */
+  where: string;
+  /** Documents per look-up batch (one `fingerprints()` call per stream per batch). */
+  batchSize?: number;
+  /** A partial batch waits this long for more input (slow streams such as CDC). */
+  lingerMs?: number;
+  /** Look-ups in flight ahead of the decisions. */
+  concurrency?: number;
+}
+
+type InFlight = { fingerprint: DocumentFingerprint | 'deleted'; seq: number };
+
+/**
+ * The stage and its memory of this run's uncommitted writes.
+ *
+ * The destination knows committed data only. A document this run wrote and the destination has not
+ * committed yet (A→B→A, a delete then a re-add) must not be compared with its stale stored
+ * fingerprint, so every DOCUMENT/KEEP/DELETE passed on is remembered with its position (`seq`) until
+ * a STATE after it is committed. A look-up started after that commit sees the write, so an entry is
+ * forgotten only when a look-up started after the commit covering it is decided: decisions consult
+ * the entry first, the stored value otherwise. While an entry exists, only an identical fingerprint
+ * is skipped; anything else is written in full (never metadata-only or KEEP against a baseline the
+ * destination has not got yet).
+ *
+ * Overwrite streams are compared with the live generation, which does not change during the read:
+ * no entries are kept for them (their memory would grow with the stream). KEEP and metadata-only are
+ * relative to the live generation, and like a DOCUMENT they replace whatever the new generation
+ * already holds for the document.
+ */
+export class UnchangedStage {
+  private readonly inFlight = new Map<string, InFlight>();
+  private readonly stateSeq = new WeakMap<StateMessage, number>();
+  private seq = 0;
+  private committedSeq = 0;
+  private prunedAt = 0;
+
+  constructor(private readonly opts: UnchangedOptions) {}
+
+  /** The writer committed this STATE (STATE_COMMITTED): every message before it is durable. */
+  committed(state: StateMessage): void {
+    const s = this.stateSeq.get(state);
+    if (s !== undefined && s > this.committedSeq) this.committedSeq = s;
+  }
+
+  /** Documents of this run not yet known to be committed (for tests and diagnostics). */
+  get pending(): number {
+    return this.inFlight.size;
+  }
+
+  run(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationMessage> {
+    const batchSize = this.opts.batchSize ?? 500;
+    const groups = groupItems(input, {
+      isFull: (g) => g.length >= batchSize,
+      closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
+      lingerMs: this.opts.lingerMs ?? 25,
+    });
+    const looked = mapOrdered(
+      groups,
+      async (group) => {
+        // Taken before the look-up: every write before this position is in what it reads.
+        const watermark = this.committedSeq;
+        return { group, watermark, stored: await this.lookUp(group) };
+      },
+      this.opts.concurrency ?? 2,
+    );
+    const self = this;
+    return (async function* () {
+      for await (const { group, watermark, stored } of looked) {
+        self.prune(watermark);
+        for (const m of group) {
+          const out = self.decide(m, stored);
+          if (out) yield out;
+        }
+      }
+    })();
+  }
+
+  private async lookUp(group: DestinationMessage[]): Promise<Map<string, Map<string, DocumentFingerprint>>> {
+    const ids = new Map<string, Set<string>>();
+    for (const m of group) {
+      if (m.type !== 'DOCUMENT') continue;
+      let set = ids.get(m.stream);
+      if (!set) ids.set(m.stream, (set = new Set()));
+      set.add(m.documentId);
+    }
+    const result = new Map<string, Map<string, DocumentFingerprint>>();
+    await Promise.all(
+      [...ids].map(async ([stream, set]) => {
+        const found = await this.opts.writer.fingerprints(stream, [...set]).catch((err) => {
+          throw withContext(err, `${this.opts.where}, stream ${stream} (looking up stored fingerprints)`);
+        });
+        result.set(stream, found);
+      }),
+    );
+    return result;
+  }
+
+  private prune(watermark: number) {
+    if (watermark <= this.prunedAt) return;
+    this.prunedAt = watermark;
+    // Entries are in emission order (see remember), so the covered ones are a prefix.
+    for (const [key, e] of this.inFlight) {
+      if (e.seq >= watermark) break;
+      this.inFlight.delete(key);
+    }
+  }
+
+  private remember(key: string, fingerprint: InFlight['fingerprint']) {
+    this.inFlight.delete(key); // re-inserted last: the map stays in emission order
+    this.inFlight.set(key, { fingerprint, seq: this.seq });
+  }
+
+  private decide(m: DestinationMessage, stored: Map<string, Map<string, DocumentFingerprint>>): DestinationMessage | undefined {
+    this.seq++;
+    if (m.type === 'STATE') {
+      this.stateSeq.set(m.state, this.seq);
+      return m;
+    }
+    const overwrite = this.opts.modes.get((m as { stream?: string }).stream ?? '') === 'overwrite';
+    if (m.type === 'DELETE') {
+      if (!overwrite) this.remember(`${m.stream}\u0000${m.documentId}`, 'deleted');
+      return m;
+    }
+    if (m.type !== 'DOCUMENT' || !m.fingerprint) return ensureChunks(m);
+    const fp = m.fingerprint;
+    const key = `${m.stream}\u0000${m.documentId}`;
+    const stats = this.opts.stats[m.stream] ?? {};
+    const flight = overwrite ? undefined : this.inFlight.get(key);
+    if (flight) {
+      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) {
+        stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+        return undefined;
+      }
+      this.remember(key, fp);
+      return ensureChunks(m);
+    }
+    const known = stored.get(m.stream)?.get(m.documentId);
+    if (known && sameFingerprint(known, fp)) {
+      stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+      return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
+    }
+    if (!overwrite) this.remember(key, fp);
+    ensureChunks(m);
+    // Same text, settings and model, other metadata: the stored vectors are right. An empty
+    // document has no chunks to carry metadata: it goes as it is.
+    if (known && known.content === fp.content && m.chunks.length) {
+      stats.records_metadata_updated = (stats.records_metadata_updated ?? 0) + 1;
+      m.metadataOnly = true;
+    }
+    return m;
+  }
+}
