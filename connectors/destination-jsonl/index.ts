@@ -22,6 +22,7 @@ import type {
   StoredDocument,
 } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { scanChunks } from './scan.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
   path: z.string().min(1).describe('Output file; relative to the pipeline file'),
@@ -432,6 +433,7 @@ const destination: Destination<JsonlDestinationConfig> = {
       yield doc;
     }
   },
+  scanChunks,
 };
 
 export default destination;

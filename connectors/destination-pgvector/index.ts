@@ -8,6 +8,7 @@ import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
+import { scanChunks } from './scan.ts';
 
 export type { PgvectorConfig } from './config.ts';
 
@@ -314,6 +315,8 @@ const destination: Destination<PgvectorConfig> = {
       await session.close();
     }
   },
+
+  scanChunks,
 
   async maintain(config, ctx, action): Promise<Record<string, unknown>> {
     return withSession(config, ctx, async (s) => {

@@ -6,6 +6,7 @@ import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { compactValues } from './metadata.ts';
 import { listDocuments } from './documents.ts';
 import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
+import { scanChunks } from './scan.ts';
 import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
 
 export { PineconeConfigSchema, type PineconeConfig } from './config.ts';
@@ -59,6 +60,7 @@ const destination: Destination<PineconeConfig> = {
     const logical = logicalNamespace(config.namespace, stream);
     yield* listDocuments(store, currentNamespace(logical, (await store.readPointers([logical])).get(logical)));
   },
+  scanChunks,
 
   async search(config, ctx, query) {
     return searchPinecone(await PineconeStore.connect(config, ctx), config, query);

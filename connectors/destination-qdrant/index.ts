@@ -7,6 +7,7 @@ import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config
 import { INDEXED_FIELDS, assertShape, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
 import { listDocuments } from './fingerprints.ts';
+import { scanChunks } from './scan.ts';
 
 const destination: Destination<QdrantConfig> = {
   kind: 'destination',
@@ -138,6 +139,8 @@ const destination: Destination<QdrantConfig> = {
       points_per_stream: streams,
     };
   },
+
+  scanChunks,
 
   async search(
     config: QdrantConfig,

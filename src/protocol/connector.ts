@@ -299,6 +299,13 @@ export interface Destination<C = any> {
    * end-of-read deletion detection (mark and sweep) and `sluice verify` use it.
    */
   documents?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument>;
+  /**
+   * Every stored chunk of `stream` (committed, live generation), streamed in pages, read-only:
+   * `sluice verify` compares them with what the source gives now. Yields each stored row as it is,
+   * duplicates included, in any order. With `documentIds`, only chunks of those documents; with
+   * `limit`, at most that many chunks.
+   */
+  scanChunks?(config: C, ctx: ConnectorContext, stream: string, options?: ScanOptions): AsyncIterable<ScannedChunk>;
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }
@@ -316,6 +323,29 @@ export interface StoredDocument {
   fingerprint?: DocumentFingerprint;
   /** How many chunks it has. */
   chunks: number;
+}
+
+export interface ScanOptions {
+  documentIds?: string[];
+  limit?: number;
+}
+
+/** One stored chunk as `Destination.scanChunks` yields it (what the store keeps, nothing more). */
+export interface ScannedChunk {
+  documentId: string;
+  chunkIndex: number;
+  /** The stored row's or point's own id. */
+  id: string;
+  /** The chunk text, where the store keeps it. */
+  content?: string;
+  /** The stored content hash (Chunk.contentHash), where the store keeps one. */
+  contentHash?: string;
+  /** The stored vector's length; absent when no vector is stored. */
+  dimensions?: number;
+  /** The embedding model recorded with the chunk, where the store records one. */
+  model?: string;
+  /** The document fingerprint stored with the chunk or its document, where there is one. */
+  fingerprint?: DocumentFingerprint;
 }
 
 /** One stored chunk as the conformance kit sees it. */
