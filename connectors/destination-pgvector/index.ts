@@ -9,6 +9,7 @@ import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 import { scanChunks } from './scan.ts';
+import { hasPrevious, rollback } from './generations.ts';
 
 export type { PgvectorConfig } from './config.ts';
 
@@ -164,6 +165,9 @@ const destination: Destination<PgvectorConfig> = {
     const where = config.embedded ? `embedded PGlite in ${config.embedded}` : describeUrl(config.url!);
     return `table ${config.schema}.${STATE_TABLE} in ${where}`;
   },
+
+  // `sluice reindex`: the writer switches every stream at once; --keep-previous keeps the old tables.
+  reindex: { hasPrevious, rollback },
 
   preflight(config, ctx, options) {
     return preflight(config, ctx, options);

@@ -46,6 +46,7 @@ import {
   vectorIndexName,
 } from './schema.ts';
 import { openSession, pgError, type Session } from './session.ts';
+import { storeState, switchGenerations } from './generations.ts';
 import { encodeBinaryArray, encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 
 /** The final state of one document within a buffer: later messages for it supersede earlier ones. */
@@ -98,6 +99,8 @@ interface StreamTarget {
   keepOnly?: KeepLog;
   /** Set when something other than KEEP arrived: the next commit creates the new generation. */
   materialize?: KeepLog;
+  /** Reindex: the new generation is completely loaded and indexed, waiting for the switch of all streams. */
+  loaded?: boolean;
 }
 
 const clean = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
@@ -129,6 +132,8 @@ class PgvectorWriter implements DestinationWriter {
   /** The connection state the table holds (canonical JSON), as read at start or last committed. */
   private storedState: string | undefined;
   private closed = false;
+  /** Reindex: the latest STATE, stored together with the switch at the end (./generations.ts). */
+  private reindexState: Extract<DestinationMessage, { type: 'STATE' }> | undefined;
 
   constructor(
     private readonly config: PgvectorConfig,
@@ -393,11 +398,17 @@ class PgvectorWriter implements DestinationWriter {
           }
           case 'STATE':
             yield* commits.settle(1);
-            start(msg);
+            // A reindex commits no state before its switch: an interrupted one leaves the old state.
+            if (this.options.reindex) this.reindexState = msg;
+            start(this.options.reindex ? undefined : msg);
             break;
           case 'STREAM_COMPLETE': {
             const target = this.targets.get(msg.stream);
-            if (target?.mode === 'overwrite' && !target.swapped) {
+            if (this.options.reindex && target && !target.loaded) {
+              yield* commitAll();
+              await this.ensureVectorIndex(target, target.writeTable);
+              target.loaded = true;
+            } else if (target?.mode === 'overwrite' && !target.swapped) {
               yield* commitAll();
               if (target.keepOnly && (await this.keptEveryLiveDocument(target))) {
                 this.keepLiveTable(target);
@@ -421,6 +432,7 @@ class PgvectorWriter implements DestinationWriter {
         }
       }
       yield* commitAll();
+      if (this.options.reindex) yield* this.switchAll();
       await this.finish();
     } catch (err) {
       // The run failed: the previous generation stays what readers see, and the half-loaded new
@@ -806,6 +818,35 @@ class PgvectorWriter implements DestinationWriter {
     this.ctx.logger.info({ stream: t.stream, table: `${schema}.${t.table}` }, 'overwrite: switched to the new generation');
   }
 
+  /** Reindex, end of input: when every stream's new generation is loaded, all switch with the state in one transaction. */
+  private async *switchAll(): AsyncGenerator<DestinationEvent> {
+    const targets = [...this.targets.values()];
+    if (!targets.every((t) => t.loaded)) return; // interrupted: finish() drops the new generations
+    const { schema } = this.config;
+    const state = this.reindexState;
+    try {
+      await this.client.query('BEGIN');
+      await switchGenerations(
+        this.client,
+        schema,
+        targets.map((t) => ({ live: t.table, loaded: t.writeTable })),
+        this.options.reindex!.keepPrevious,
+      );
+      if (state) await storeState(this.client, schema, this.ctx.connection, state.connection);
+      await this.client.query('COMMIT');
+    } catch (err) {
+      await this.client.query('ROLLBACK').catch(() => {});
+      throw pgError(err, this.where(), 'cannot switch to the reindexed generation');
+    }
+    for (const t of targets) {
+      t.swapped = true;
+      t.writeTable = t.table;
+      t.fresh = false;
+    }
+    this.ctx.logger.info({ tables: targets.map((t) => `${schema}.${t.table}`) }, 'reindex: switched every stream to the new generation');
+    if (state) yield { type: 'STATE_COMMITTED', state: state.state, connection: state.connection };
+  }
+
   /** End of input: vector indexes for tables loaded by this run; unfinished overwrites are dropped. */
   private async finish(): Promise<void> {
     const { schema } = this.config;
@@ -825,13 +866,13 @@ class PgvectorWriter implements DestinationWriter {
     }
   }
 
-  private async ensureVectorIndex(t: StreamTarget): Promise<void> {
+  private async ensureVectorIndex(t: StreamTarget, table = t.table): Promise<void> {
     const { schema } = this.config;
-    if (this.config.index === 'none' || (await hasVectorIndex(this.client, schema, t.table))) return;
-    const info = await inspectTable(this.client, schema, t.table);
+    if (this.config.index === 'none' || (await hasVectorIndex(this.client, schema, table))) return;
+    const info = await inspectTable(this.client, schema, table);
     if (!info.dimensions) return; // an unsized vector column (no embedder) cannot be indexed
     const started = Date.now();
-    await buildVectorIndex(this.client, this.config, schema, t.table, vectorIndexName(t.table), this.vectorSchema);
+    await buildVectorIndex(this.client, this.config, schema, table, vectorIndexName(table), this.vectorSchema);
     this.ctx.logger.info({ stream: t.stream, index: this.config.index, ms: Date.now() - started }, 'built vector index');
   }
 

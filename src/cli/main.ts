@@ -17,7 +17,7 @@ export class ExitCode extends Error {
   }
 }
 
-const COMMANDS = ['sync', 'inspect', 'state', 'search', 'destination', 'init', 'test-connector', 'dead-letters', 'verify'];
+const COMMANDS = ['sync', 'reindex', 'inspect', 'state', 'search', 'destination', 'init', 'test-connector', 'dead-letters', 'verify'];
 
 export async function main(argv: string[]): Promise<void> {
   const args = argv.slice(2);

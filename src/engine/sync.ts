@@ -40,6 +40,8 @@ import { Fingerprinter } from './fingerprint.ts';
 import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
 import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
+import { IndexChangedError, adoptIdentity, indexForRun, reindexCatalog, withoutIndex } from './index-identity.ts';
+import type { IndexIdentity } from '../protocol/connector.ts';
 
 export interface SyncOptions {
   /** Only this connection (default: all, in file order). */
@@ -57,6 +59,8 @@ export interface SyncOptions {
   observer?: SyncObserver;
   /** `--max-cost`: replaces each connection's `embedding.max_cost_usd` for this run (USD). */
   maxCostUsd?: number;
+  /** `sluice reindex` (src/engine/reindex.ts): rebuild every stream from a fresh read and switch all at the end. */
+  reindex?: { keepPrevious: boolean };
 }
 
 /** What src/metrics needs beyond the live counters; every call is cheap and synchronous. */
@@ -114,7 +118,7 @@ export interface ConnectionSummary {
   name: string;
   status: 'succeeded' | 'failed' | 'interrupted';
   /** `transient`: a network blip or an unavailable server; running again may well succeed. */
-  error?: { message: string; hint?: string; where?: string; transient?: true };
+  error?: { message: string; hint?: string; where?: string; transient?: true; refused?: 'index_changed' };
   /** `I/N` when this run was one worker of a sharded run. */
   shard?: string;
   duration_ms: number;
@@ -242,10 +246,15 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     const lockName = opts.shard ? `${name}.shard-${opts.shard.index}-of-${opts.shard.count}` : name;
     if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
+    embedder = embedderFor(conn, logger);
+    // Before anything is read or written: a changed embedder or processing setting is refused (a
+    // reindex builds the new identity instead); see ./index-identity.ts.
+    const index = await indexForRun(pipeline, conn, ctx, embedder, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
     let catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+    if (opts.reindex) catalog = reindexCatalog(catalog);
     // Before anything is opened or written: a schema change the policy refuses stops here (and is
     // named as such, before the field check below would report a dropped column as a typo).
     const schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
@@ -269,7 +278,6 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     for (const s of catalog.streams) streams[s.stream.name] = newStats();
     opts.onConnectionStart?.(name, streams);
 
-    embedder = embedderFor(conn, logger);
     // A limit that cannot be kept (no known price) is refused before anything is opened.
     const limitUsd = opts.maxCostUsd ?? conn.config.embedding?.max_cost_usd;
     const costGuard = CostGuard.for(
@@ -298,7 +306,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           })),
           ...embedderShape(embedder),
         });
-        const state = await connectionStore.load(name);
+        const state = withoutIndex(await connectionStore.load(name));
         summary.plan = await dryRun({
           conn,
           catalog,
@@ -336,6 +344,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
           budget,
           superseded,
           costGuard,
+          index,
+          reindex: opts.reindex,
         });
         if (superseded?.ids.length) {
           await deadLetters!.remove(name, superseded.ids);
@@ -346,6 +356,8 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         }
         budget.check(totalRead(streams), true);
         completed = !opts.signal.aborted;
+        // Connections from before identities were kept, and sources that emit no state, record it now.
+        if (completed) await adoptIdentity(store, name, index, logger);
       }
     } finally {
       if (costGuard && !opts.dryRun)
@@ -365,6 +377,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       ...(e.hint ? { hint: e.hint } : {}),
       ...(e.where ? { where: e.where } : {}),
       ...(e.transient ? { transient: true as const } : {}),
+      ...(err instanceof IndexChangedError ? { refused: 'index_changed' as const } : {}),
     };
     if (summary.status === 'failed') {
       failure = e;
@@ -405,6 +418,8 @@ export interface RunParts {
   costGuard?: CostGuard;
   /** Set when the destination keeps fingerprints: documents carry one, and their chunking waits for the unchanged stage. */
   fingerprinter?: Fingerprinter;
+  /** Recorded with every connection state this run hands to the destination (./index-identity.ts). */
+  index?: IndexIdentity;
 }
 
 const totalRead = (streams: Record<string, StreamStats>) => Object.values(streams).reduce((n, s) => n + s.records_read, 0);
@@ -432,7 +447,9 @@ function isRefusedInput(err: unknown): boolean {
 /** When each STATE went to the destination, and the newest record emitted before it (for metrics). */
 const handedOver = new WeakMap<StateMessage, { at: number; recordEmittedAt?: number }>();
 
-async function syncConnection(p: RunParts & { store: StateStore; sharded: boolean; summary: ConnectionSummary; logger: Logger }) {
+async function syncConnection(
+  p: RunParts & { store: StateStore; sharded: boolean; summary: ConnectionSummary; logger: Logger; reindex?: { keepPrevious: boolean } },
+) {
   const { conn, catalog, ctx, embedder, store, streams, summary } = p;
   const name = conn.config.name;
   const writer = await conn.destination
@@ -443,6 +460,7 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
         primaryKey: s.primary_key ?? [],
       })),
       ...embedderShape(embedder),
+      ...(p.reindex ? { reindex: p.reindex } : {}),
     })
     .catch((err) => {
       throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
@@ -452,15 +470,17 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
     // for a shard worker: the destination keeps one state per connection, which every worker
     // writes; the worker's own slot in the store is its checkpoint (its replays are upserts).
     const saved = (p.sharded ? undefined : await writer.readState?.()) ?? (await store.load(name));
-    const state = withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger);
+    // A reindex reads everything afresh: its state is only what this read produces.
+    const state = p.reindex ? undefined : withoutIndex(withoutVanishedStreams(saved, writer.streamsWithoutData?.() ?? [], name, p.logger));
     const mergeMode = conn.source.capabilities.stateMerge ?? 'replace';
     const touched = mergeMode === 'deep' ? new TouchedStreams() : undefined;
     // Writers that keep fingerprints get only what changed (./unchanged.ts, docs/fingerprints.md).
-    const unchanged = writer.fingerprints ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
-    const fingerprinter = unchanged ? new Fingerprinter(p.processor, embedder) : undefined;
+    const unchanged = writer.fingerprints && !p.reindex ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
+    // A reindex skips nothing but still stores fingerprints, so the next sync can skip.
+    const fingerprinter = writer.fingerprints ? new Fingerprinter(p.processor, embedder) : undefined;
     const sweep = { ...sweepOptions(p), sharded: p.sharded };
     const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
-    const messages = guardEmptyText(unchanged ? unchanged.run(read) : read, {
+    const messages = guardEmptyText(unchanged ? unchanged.run(read) : fingerprinter ? chunkedNow(read) : read, {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
       conn,
       ctx,
@@ -539,6 +559,11 @@ const sweepOptions = (p: RunParts) => ({
   logger: p.ctx.logger,
 });
 
+/** Documents whose chunking was deferred for the unchanged stage, chunked here when there is none. */
+async function* chunkedNow(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationMessage> {
+  for await (const m of input) yield ensureChunks(m);
+}
+
 /**
  * Saved progress of streams whose data is gone at the destination (its table was dropped or
  * renamed, or the destination is new) is never trusted: those streams are re-read from scratch.
@@ -601,7 +626,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
   const completed = new Set<string>();
   const streamStart = new Map<string, number>();
   // The connection state as far as it may be acknowledged (held STATEs not applied).
-  let acknowledgeable: SourceState = state ?? { streams: {} };
+  let acknowledgeable: SourceState = { ...(state ?? { streams: {} }), ...(p.index ? { index: p.index } : {}) };
   const heldByStream = new Map<string, StateMessage>(); // overwrite stream → its latest STATE
   const heldInOrder: StateMessage[] = []; // behind a held GLOBAL state: everything, in order
   let lastStream: string | undefined;
@@ -656,7 +681,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
     return undefined;
   };
 
-  const source = conn.source.read(conn.sourceConfig, catalog, state, ctx)[Symbol.asyncIterator]();
+  const source = conn.source.read(conn.sourceConfig, catalog, withoutIndex(state), ctx)[Symbol.asyncIterator]();
   let busySince = performance.now();
   try {
     for (;;) {

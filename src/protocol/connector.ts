@@ -89,6 +89,25 @@ export interface SourceState {
   streams: Record<string, Record<string, unknown>>;
   /** GLOBAL state shared by all streams (e.g. a CDC LSN). */
   shared?: Record<string, unknown>;
+  /**
+   * Engine-owned: what built the index this state describes (src/engine/index-identity.ts). Stored
+   * with the rest of the state (destinations that keep state store it as they get it); removed
+   * before a source sees the state.
+   */
+  index?: IndexIdentity;
+}
+
+/** Which embedder and processing settings produced a connection's index (`sluice reindex` changes it). */
+export interface IndexIdentity {
+  provider: string | null;
+  model: string | null;
+  dimensions: number | null;
+  /** sha256 of the normalized processing settings. */
+  processing_hash: string;
+  /** Those settings, so a refusal can say what changed. */
+  processing?: Record<string, unknown>;
+  /** Set by `sluice reindex --keep-previous`: the generation kept for `--rollback`, and its state. */
+  previous?: { index?: IndexIdentity; state: SourceState };
 }
 
 /** Result of a connector's own config checks (see `Source.validateConfig`). */
@@ -218,6 +237,14 @@ export interface DestinationStream {
 
 export interface OpenOptions {
   streams: DestinationStream[];
+  /**
+   * `sluice reindex` (only to destinations with `reindex`): every stream is in overwrite mode; load
+   * each new generation, but switch none at its STREAM_COMPLETE. At the end of the input, when every
+   * stream completed, switch all of them and store the last STATE's connection state in one atomic
+   * step (then report STATE_COMMITTED); otherwise drop the new generations and commit no state. With
+   * `keepPrevious`, the replaced generations are kept for `reindex.rollback` (older kept ones go).
+   */
+  reindex?: { keepPrevious: boolean };
   /** Vector size of the connection's embedder, if any. Check it before any write. */
   dimensions?: number;
   /** Human name of the embedder for error messages, e.g. "openai text-embedding-3-small". */
@@ -306,6 +333,17 @@ export interface Destination<C = any> {
    * `limit`, at most that many chunks.
    */
   scanChunks?(config: C, ctx: ConnectorContext, stream: string, options?: ScanOptions): AsyncIterable<ScannedChunk>;
+  /**
+   * `sluice reindex` support: the writer honours `OpenOptions.reindex`, and `rollback` switches every
+   * stream back to the generation kept by `reindex --keep-previous` (keeping the current one in its
+   * place) and stores `state` as the connection state, in one atomic step. Destinations without it
+   * cannot be reindexed (the engine says so before anything is written).
+   */
+  reindex?: {
+    /** Whether every one of these streams has a kept previous generation. */
+    hasPrevious(config: C, ctx: ConnectorContext, streams: string[]): Promise<boolean>;
+    rollback(config: C, ctx: ConnectorContext, options: { streams: string[]; state: SourceState }): Promise<void>;
+  };
   /** Maintenance (`sluice destination maintain`): reindex, sizes. */
   maintain?(config: C, ctx: ConnectorContext, action: { reindex: boolean; streams: string[] }): Promise<Record<string, unknown>>;
 }

@@ -3,7 +3,11 @@ import type { SourceState } from '../protocol/connector.ts';
 import type { StateMessage } from '../protocol/messages.ts';
 
 export function applyStateMessage(current: SourceState | undefined, msg: StateMessage): SourceState {
-  const next: SourceState = { streams: { ...(current?.streams ?? {}) }, ...(current?.shared ? { shared: current.shared } : {}) };
+  const next: SourceState = {
+    streams: { ...(current?.streams ?? {}) },
+    ...(current?.shared ? { shared: current.shared } : {}),
+    ...(current?.index ? { index: current.index } : {}), // the engine's record of what built the index
+  };
   if (msg.type === 'GLOBAL' && msg.global) {
     if (msg.global.shared_state) next.shared = msg.global.shared_state;
     for (const s of msg.global.stream_states) next.streams[s.stream_descriptor.name] = s.stream_state ?? {};

@@ -10,6 +10,7 @@ import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
 import { ExitCode } from '../main.ts';
+import { IndexChangedError, refuseChangedIndex } from '../../engine/index-identity.ts';
 import { createLogger, printJson } from '../output.ts';
 import { pickConnection } from './shared.ts';
 
@@ -71,6 +72,7 @@ export function register(program: Command) {
       const logger = createLogger({ json: opts.json });
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const results = [];
+      let indexChanged = false;
       for (const conn of conns) {
         const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger });
         // The configured streams (when the source can be discovered) let the source check exactly
@@ -85,8 +87,15 @@ export function register(program: Command) {
               const lines = problems.map((p) => formatProblem(p));
               return { ...result, ok: false, message: [result.ok ? undefined : result.message, ...lines].filter(Boolean).join('; ') };
             }
-            return await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedderFor(conn, logger)));
+            const embedder = embedderFor(conn, logger);
+            // A changed embedder or processing setting would be refused by sync: check says so too (exit 2).
+            await refuseChangedIndex(pipeline, conn, ctx, embedder);
+            return await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedder));
           } catch (err) {
+            if (err instanceof IndexChangedError) {
+              indexChanged = true;
+              return { ok: false, message: `${err.message} (${err.hint})` };
+            }
             return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };
           }
         };
@@ -101,6 +110,7 @@ export function register(program: Command) {
             for (const w of x.warnings ?? []) process.stdout.write(`  warning: ${w}\n`);
           }
         }
+      if (indexChanged) throw new ExitCode(2);
       if (results.some((r) => !r.source.ok || !r.destination.ok)) throw new ExitCode(1);
     });
 

@@ -149,6 +149,8 @@ export function register(program: Command) {
  */
 export function syncExitCode(summary: SyncSummary, run: { follow: boolean; signal?: NodeJS.Signals }): number {
   if (summary.status === 'succeeded') return 0;
+  // Refused before any write because the embedder or processing settings changed (sluice reindex).
+  if (summary.connections.some((c) => c.error?.refused === 'index_changed')) return 2;
   if (summary.status === 'failed' || !run.signal) return 1;
   if (run.follow) return 0;
   return run.signal === 'SIGTERM' ? 143 : 130;
@@ -161,7 +163,7 @@ function parsePort(value: string): number {
   return port;
 }
 
-function parseUsd(value: string): number {
+export function parseUsd(value: string): number {
   const n = Number(value.replace(/^\$/, ''));
   if (!value.trim() || !Number.isFinite(n) || n < 0)
     throw new InvalidArgumentError(`expected an amount in USD, e.g. 5 or 0.50, got "${value}"`);
@@ -186,7 +188,7 @@ function checkUrl(value: string): void {
     });
 }
 
-function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
+export function printHuman(summary: SyncSummary, localEmbedders: Set<string>) {
   const out: string[] = [];
   for (const c of summary.connections) {
     out.push(`${c.name}${c.shard ? ` (shard ${c.shard})` : ''}: ${c.status} in ${(c.duration_ms / 1000).toFixed(1)}s`);
