@@ -749,11 +749,19 @@ async function* streamChanges(a: StreamArgs): AsyncGenerator<AirbyteMessage> {
         break;
       }
       case 'truncate': {
-        const names = m.oids.map((o) => live.get(o)?.rel.stream).filter(Boolean);
-        if (names.length) {
-          yield message.log(
-            'WARN',
-            `TRUNCATE of ${names.join(', ')} is not replayed as deletions; run a full refresh of those streams to drop the removed rows`,
+        // The WAL has no rows for a TRUNCATE, so the chunks of the removed rows cannot be deleted
+        // one by one. Going on would leave them in the index for good; stop before the TRUNCATE
+        // (the state never passes it) and say how to rebuild.
+        const hit = m.oids.map((o) => live.get(o)?.rel).filter((r): r is Relation => !!r);
+        if (hit.length) {
+          const what = hit.map((r) => `${r.schema}.${r.table} (stream ${r.stream})`).join(', ');
+          throw new SluiceError(
+            `TRUNCATE of ${what} after ${lsnToText(position)}: the removed rows are not in the WAL, so their chunks cannot be deleted from the index; stopped before it (nothing after it was applied)`,
+            {
+              kind: 'source',
+              where: `stream ${hit[0].stream}`,
+              hint: `rebuild this connection from a new snapshot: delete its documents in the destination, run sluice state reset <pipeline> --connection ${ctx.connection}, then sync again`,
+            },
           );
         }
         break;

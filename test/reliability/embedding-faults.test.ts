@@ -67,3 +67,58 @@ describe('embedding server faults', () => {
     });
   }
 });
+
+describe('embedding request hanging past the timeout', () => {
+  // Generous timeouts and retries: on a loaded machine a normal answer may be slow too.
+  const hanging = (retries: number) => pipeline().replace('max_retries: 2 }', `max_retries: ${retries}, timeout_ms: 5000 }`);
+  for (const [hangs, retries, outcome] of [
+    [1, 4, 'abandoned at the timeout and retried: the run succeeds'],
+    [2, 1, 'every attempt hangs: the run fails naming the timeout'],
+  ] as const) {
+    it(`${hangs} hung request(s): ${outcome}; nothing is paid twice, and a re-run sends nothing`, { timeout: 180_000 }, async () => {
+      const dir = tempDir(`emb-hang-${hangs}-`);
+      const files: Record<string, string> = { 'p.yaml': hanging(retries) };
+      for (let i = 0; i < 24; i++) files[`docs/f${String(i).padStart(2, '0')}.txt`] = `Hung document ${i} (${hangs}) about item ${i * 7}.`;
+      writeFiles(dir, files);
+      const texts = () => [...server.stats.embedded].filter(([t]) => t.includes(`(${hangs})`));
+      // A hang on the third request: two batches were answered before it.
+      opts.hang = { afterRequests: server.stats.requests + 2, count: hangs };
+      const started = Date.now();
+      const first = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir, env: { TEST_OPENAI_KEY: KEY } });
+      const elapsed = Date.now() - started;
+      expect(opts.hang.hung).toBe(hangs);
+      expect(opts.hang.abandoned, 'the client closed every hung request').toBe(hangs);
+      expect(elapsed).toBeGreaterThanOrEqual(5000 * hangs);
+      expect(first.stderr).not.toMatch(STACK_LINE);
+      if (hangs === 1) expect(first.code, first.stderr).toBe(0);
+      else {
+        expect(first.code).not.toBe(0);
+        const err = JSON.parse(first.stdout).connections[0].error;
+        expect(err.message).toMatch(
+          /embedding request to openai model text-embedding-3-small at 127\.0\.0\.1:\d+ failed after 2 attempts: .*timed out/i,
+        );
+        expect(err.hint).toMatch(/run the sync again to resume/);
+      }
+      // Texts answered in the first run (a slow answer the client gave up on may count twice here:
+      // the provider did the work; that is the price of a timeout, not a re-send).
+      const paid = new Map(texts());
+      opts.hang = undefined;
+      const requestsBefore = server.stats.requests;
+      const second = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir, env: { TEST_OPENAI_KEY: KEY } });
+      expect(second.code, second.stderr).toBe(0);
+      const lines = readJsonl(join(dir, 'out.jsonl'));
+      expect(new Set(lines.map((l) => l.document_id)).size).toBe(24);
+      expect(lines.length).toBe(24);
+      for (const l of lines) expect(l.embedding).toEqual(Array.from(fixtureVector(l.content, 8)));
+      // Nothing answered in the first run was sent again; a hung request is never answered.
+      expect(texts().length).toBe(24);
+      expect(texts().filter(([t, n]) => n !== (paid.get(t) ?? 1))).toEqual([]);
+      if (hangs === 1) expect(server.stats.requests, 'the re-run had nothing to embed').toBe(requestsBefore);
+      // And a further run has nothing left to send.
+      const beforeThird = server.stats.requests;
+      const third = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir, env: { TEST_OPENAI_KEY: KEY } });
+      expect(third.code).toBe(0);
+      expect(server.stats.requests).toBe(beforeThird);
+    });
+  }
+});
