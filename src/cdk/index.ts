@@ -1,5 +1,5 @@
 // sluice/cdk — the connector authoring kit. Built-in connectors use exactly these helpers.
-export { defineSource, deleted, badRecord, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
+export { defineSource, deleted, badRecord, isBadRecord, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
 export type { BadRecord, Deletion, RecordValidation, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
 export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
 export { CommitQueue, pullOrWake } from './commits.ts';
