@@ -36,7 +36,7 @@ export const PineconeConfigSchema = z.strictObject({
     .enum(['truncate_content', 'skip', 'fail'])
     .default('truncate_content')
     .describe(
-      "A chunk whose metadata exceeds Pinecone's 40 KB: shorten its `content` (marked content_truncated), skip the chunk, or fail the sync. Truncated/skipped chunks are counted and logged.",
+      "A chunk whose metadata exceeds Pinecone's 40 KB: shorten its `content` (marked content_truncated), skip the chunk, or refuse its document (the sync fails, or with errors.tolerance: all the document becomes a dead letter). Truncated/skipped chunks are counted and logged; a document that cannot be fitted is refused.",
     ),
   max_retries: z.number().int().min(0).max(20).default(6).describe('Retries of a request after 429, 5xx, timeouts or dropped connections'),
   retry_initial_delay_ms: z

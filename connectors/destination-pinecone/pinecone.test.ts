@@ -387,15 +387,45 @@ describe('limits enforced before sending', () => {
       expect(ctx.lines.some((l) => l.level === 'warn' && /1 chunk\(s\) were skipped/.test(l.msg))).toBe(true);
     });
 
-    it('fail: stops with an error naming the chunk, before sending it', async () => {
+    it('fail: refuses the document naming the chunk, before sending any of it; the rest of the batch is written', async () => {
       const name = await freshIndex();
-      const err = await writeAll(cfg(name, { on_oversized_metadata: 'fail' }), 'append_dedup', [hugeDoc(), stateMessage('docs', 1)]).catch(
-        (e: unknown) => e,
-      );
-      expect(err).toBeInstanceOf(SluiceError);
-      expect((err as SluiceError).message).toMatch(/document "huge", chunk 1 has \d+ bytes of metadata; Pinecone allows 40960/);
-      expect((err as SluiceError).hint).toMatch(/truncate_content or skip/);
-      expect(fx.requests.filter((r) => r.index === name && r.path === '/vectors/upsert')).toEqual([]);
+      await writeAll(cfg(name), 'append_dedup', [documentMessage('docs', 'huge', ['old small chunk'], DIM)]);
+      const { events } = await writeAll(cfg(name, { on_oversized_metadata: 'fail' }), 'append_dedup', [
+        documentMessage('docs', 'a', ['first'], DIM),
+        hugeDoc(),
+        documentMessage('docs', 'b', ['second'], DIM),
+        stateMessage('docs', 1),
+      ]);
+      const refused = events.filter((e) => e.type === 'REJECTED');
+      expect(refused).toEqual([
+        {
+          type: 'REJECTED',
+          stream: 'docs',
+          documentId: 'huge',
+          error: expect.stringMatching(
+            /document "huge", chunk 1 has \d+ bytes of metadata; Pinecone allows 40960.*truncate_content or skip/,
+          ),
+          record: { id: 'huge' },
+        },
+      ]);
+      // Reported before the STATE that covers it is acknowledged; the others are written once.
+      expect(events.map((e) => e.type)).toEqual(['WRITTEN', 'REJECTED', 'STATE_COMMITTED']);
+      expect(written(events)).toMatchObject({ records: 2, chunksWritten: 2 });
+      expect(fx.ids(name, 'docs').sort()).toEqual(['a#0', 'b#0', 'huge#0']);
+      // The stored version of the refused document is untouched.
+      expect(fx.vector(name, 'docs', 'huge#0')!.metadata!.content).toBe('old small chunk');
+    });
+
+    it('truncate_content cannot fit metadata fields that are too big on their own: the document is refused, not sent', async () => {
+      const name = await freshIndex();
+      const { events } = await writeAll(cfg(name), 'append_dedup', [
+        documentMessage('docs', 'fat', ['text'], DIM, { notes: 'n'.repeat(41 * 1024) }),
+        documentMessage('docs', 'thin', ['text'], DIM),
+      ]);
+      expect(events.filter((e) => e.type === 'REJECTED').map((e) => (e as { documentId: string }).documentId)).toEqual(['fat']);
+      expect(fx.ids(name, 'docs')).toEqual(['thin#0']);
+      // Nothing over the limit was ever sent (the fixture answers 400 to that, like Pinecone).
+      expect(fx.requests.filter((r) => r.index === name && r.status === 400)).toEqual([]);
     });
   });
 

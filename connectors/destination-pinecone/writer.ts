@@ -47,6 +47,7 @@ import {
   type GenerationPointer,
   type PineconeStore,
 } from './store.ts';
+import { RefusedDocument, prepareOrRefuse } from './rejections.ts';
 
 /** Logical namespace of a stream: the configured template with `{stream}` filled in. */
 export function logicalNamespace(template: string, stream: string): string {
@@ -439,6 +440,7 @@ export class PineconeWriter implements DestinationWriter {
     const rest: PreparedVector[] = [];
     const tailDeletes = new Deletes();
     const headDeletes = new Deletes();
+    const refused: Array<Extract<DestinationEvent, { type: 'REJECTED' }>> = [];
     for (const op of ops) {
       const t = this.target(op.stream);
       const key = docKey(t.namespace, op.documentId);
@@ -458,8 +460,16 @@ export class PineconeWriter implements DestinationWriter {
       // append keeps chunks beyond the new count, so the count it records must still cover them.
       const upsert = t.mode === 'append' && !op.replace;
       const count = upsert ? Math.max(old, n) : n;
+      // A document Pinecone would refuse is left out whole (./rejections.ts): its stored version stays.
+      let skipped: string[] = [];
+      const mine = { first: [] as PreparedVector[], rest: [] as PreparedVector[] };
+      if (!prepareOrRefuse(op.message, refused, () => (skipped = this.prepareDocument(t, op.message, count, old, mine.first, mine.rest)))) {
+        this.countsOf(op.stream).records--;
+        continue;
+      }
+      first.push(...mine.first);
+      rest.push(...mine.rest);
       stored.push([key, n === 0 && !upsert ? 0 : count]);
-      const skipped = this.prepareDocument(t, op.message, count, old, first, rest);
       for (const id of skipped) tailDeletes.add(t.namespace, op.stream, id);
       if (upsert) continue;
       for (let k = Math.max(n, 1); k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
@@ -497,6 +507,7 @@ export class PineconeWriter implements DestinationWriter {
     const counts = this.counts;
     this.counts = new Map();
     for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, ...c };
+    yield* refused;
   }
 
   /**
@@ -725,8 +736,7 @@ export class PineconeWriter implements DestinationWriter {
       }
       const where = `stream ${doc.stream}, document ${JSON.stringify(doc.documentId)}, chunk ${chunk.chunkIndex}`;
       if (Buffer.byteLength(id, 'utf8') > MAX_ID_BYTES) {
-        throw new SluiceError(`vector id of ${where} is ${Buffer.byteLength(id, 'utf8')} bytes; Pinecone allows ${MAX_ID_BYTES}`, {
-          kind: 'destination',
+        throw new RefusedDocument(`vector id of ${where} is ${Buffer.byteLength(id, 'utf8')} bytes; Pinecone allows ${MAX_ID_BYTES}`, {
           where,
           hint: 'use a shorter primary key for this stream',
         });
@@ -756,8 +766,7 @@ export class PineconeWriter implements DestinationWriter {
         const keepHead = policy === 'skip' && chunk.chunkIndex === 0;
         const fitted = policy === 'truncate_content' ? truncateContent(metadata) : keepHead ? withoutContent(metadata) : undefined;
         if (policy === 'fail' || ((policy === 'truncate_content' || keepHead) && !fitted)) {
-          throw new SluiceError(`${where} has ${size} bytes of metadata; Pinecone allows ${MAX_METADATA_BYTES} per vector`, {
-            kind: 'destination',
+          throw new RefusedDocument(`${where} has ${size} bytes of metadata; Pinecone allows ${MAX_METADATA_BYTES} per vector`, {
             where,
             hint:
               policy === 'fail'

@@ -12,6 +12,7 @@ import { z } from 'zod';
 import type { ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { message, type AirbyteMessage, type ConfiguredCatalog } from '../../src/protocol/messages.ts';
+import { badRecord, isBadRecord, type BadRecord } from '../../src/cdk/source.ts';
 import { ReadAhead } from './read-ahead.ts';
 import { ListingDir, byPath, diffListing, type ListedFile, type ListingEntry } from './listing.ts';
 
@@ -259,13 +260,17 @@ export function readTextSync(path: string, encoding: BufferEncoding, sizeHint: n
   }
 }
 
-/** A file's records. Small text files on a fast disk are read by the caller instead (see read()). */
+/**
+ * A file's records. Small text files on a fast disk are read by the caller instead (see read()).
+ * A line or row that cannot be parsed is yielded as a BadRecord (the engine fails the run naming
+ * it, or keeps it as a dead letter: errors.tolerance), and reading goes on with the next one.
+ */
 async function* recordsOf(
   f: FileEntry,
   abs: string,
   encoding: BufferEncoding,
   prefetched?: Promise<string>,
-): AsyncGenerator<Record<string, unknown>> {
+): AsyncGenerator<Record<string, unknown> | BadRecord> {
   const rel = f.rel;
   const ext = extname(rel).toLowerCase();
   const where = (n: number) => `file ${rel}${n ? `, line ${n}` : ''}`;
@@ -280,35 +285,72 @@ async function* recordsOf(
       try {
         v = JSON.parse(line);
       } catch (err) {
-        throw new SluiceError(`invalid JSON: ${(err as Error).message}`, {
-          kind: 'source',
-          where: where(n),
-          hint: 'fix the line or exclude the file',
-        });
+        yield badRecord(where(n), `invalid JSON: ${(err as Error).message}`, line, 'fix the line or exclude the file');
+        continue;
       }
-      if (v === null || typeof v !== 'object' || Array.isArray(v))
-        throw new SluiceError('expected a JSON object per line', { kind: 'source', where: where(n) });
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+        yield badRecord(where(n), 'expected a JSON object per line', line, 'fix the line or exclude the file');
+        continue;
+      }
       yield v as Record<string, unknown>;
     }
   } else if (ext === '.csv') {
+    // A row with the wrong column count (or an unclosed quote) is skipped by the parser and handed
+    // on in its place: rows and skipped rows come out in line order.
+    const skipped: BadRecord[] = [];
+    const skippedLine: number[] = [];
     const parser = createReadStream(abs, { encoding }).pipe(
-      parseCsv({ columns: true, skip_empty_lines: true, bom: true, relax_column_count: false }),
+      parseCsv({
+        columns: true,
+        skip_empty_lines: true,
+        bom: true,
+        relax_column_count: false,
+        info: true,
+        raw: true,
+        skip_records_with_error: true,
+        on_skip: (err, raw) => {
+          skipped.push(
+            badRecord(
+              where(Number(err?.lines ?? 0)),
+              `invalid CSV: ${err?.message ?? 'unreadable row'}`,
+              raw,
+              'fix the row or exclude the file',
+            ),
+          );
+          skippedLine.push(Number(err?.lines ?? 0));
+          return undefined;
+        },
+      }),
     );
     try {
-      for await (const row of parser) yield row as Record<string, unknown>;
+      for await (const row of parser as AsyncIterable<{ record: Record<string, unknown>; info: { lines: number } }>) {
+        while (skippedLine.length && skippedLine[0] < row.info.lines) {
+          skippedLine.shift();
+          yield skipped.shift()!;
+        }
+        yield row.record;
+      }
     } catch (err) {
       throw new SluiceError(`invalid CSV: ${(err as Error).message}`, { kind: 'source', where: where(0) });
     }
+    yield* skipped.splice(0);
   } else if (ext === '.json') {
+    const text = await readFile(abs, encoding);
     let v: unknown;
     try {
-      v = JSON.parse(await readFile(abs, encoding));
+      v = JSON.parse(text);
     } catch (err) {
-      throw new SluiceError(`invalid JSON: ${(err as Error).message}`, { kind: 'source', where: where(0) });
+      // The whole file is one unreadable record.
+      yield badRecord(where(0), `invalid JSON: ${(err as Error).message}`, text, 'fix the file or exclude it');
+      return;
     }
+    let i = 0;
     for (const item of Array.isArray(v) ? v : [v]) {
-      if (item === null || typeof item !== 'object' || Array.isArray(item))
-        throw new SluiceError('expected JSON objects', { kind: 'source', where: where(0) });
+      i++;
+      if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+        yield badRecord(`${where(0)}, element ${i}`, 'expected JSON objects', JSON.stringify(item) ?? String(item));
+        continue;
+      }
       yield item as Record<string, unknown>;
     }
   }
@@ -485,7 +527,7 @@ const source: Source<FileSourceConfig> = {
           sinceCheckpoint++;
         } else {
           for await (const data of recordsOf(f, pathOf(f), config.encoding, prefetched)) {
-            yield message.record(name, data);
+            yield isBadRecord(data) ? message.recordError(name, data.error) : message.record(name, data);
             sinceCheckpoint++;
           }
         }

@@ -17,6 +17,7 @@
 //   workers sharing a group never overwrite each other's partitions.
 import { Kafka, PartitionAssigners, logLevel, type Admin, type Batch, type Consumer, type LogEntry, type PartitionAssigner } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isUtf8 } from 'node:buffer';
 import type { ConnectorContext, Logger, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import { message, type AirbyteMessage, type ConfiguredCatalog, type StateMessage } from '../../src/protocol/messages.ts';
@@ -515,16 +516,17 @@ export class KafkaReader {
       else {
         this.errors++;
         const where = `topic ${topic}, partition ${partition}, offset ${m.offset}`;
-        yield message.log('WARN', `skipped malformed message (${where}): ${decoded.reason}`);
-        if (this.errors > this.config.max_errors) {
-          throw new SluiceError(
-            `${this.errors} malformed Kafka message${this.errors > 1 ? 's' : ''}, more than max_errors (${this.config.max_errors}); last: ${decoded.reason}`,
-            {
-              kind: 'source',
-              where,
-              hint: 'fix the producer, or raise max_errors in the source config to skip such messages (each is logged with its position)',
-            },
-          );
+        if (this.errors <= this.config.max_errors) yield message.log('WARN', `skipped malformed message (${where}): ${decoded.reason}`);
+        else {
+          // Past max_errors the engine decides: the run fails naming the message, or it becomes a
+          // dead letter (errors.tolerance: all). Either way it is behind the next checkpoint.
+          const max = this.config.max_errors;
+          yield message.recordError(topic, {
+            position: where,
+            message: `malformed Kafka message: ${decoded.reason}${max ? ` (${this.errors} malformed, more than max_errors ${max})` : ''}`,
+            hint: 'fix the producer, raise max_errors in the source config to skip such messages, or set errors.tolerance: all to keep them as dead letters',
+            raw: rawText(m.value),
+          });
         }
       }
       this.position.set(key, offset + 1n);
@@ -723,4 +725,10 @@ export class KafkaReader {
     await this.positioning;
     await this.admin?.disconnect().catch(() => undefined);
   }
+}
+
+/** A message value as text for a dead letter: UTF-8 as is, anything else base64 (marked). */
+function rawText(value: Buffer | null | undefined): string {
+  if (value == null) return '';
+  return isUtf8(value) ? value.toString('utf8') : `base64:${value.toString('base64')}`;
 }

@@ -3,6 +3,7 @@
 // onStateCommitted) so connector tests need no engine.
 import { Kafka, logLevel, Partitioners, type Producer } from 'kafkajs';
 import { deepMerge } from '../../src/state/merge.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import { CDC_DELETED_AT, type AirbyteMessage, type ConfiguredCatalog } from '../../src/protocol/messages.ts';
 import { KafkaConfigSchema, keyPaths, type KafkaSourceConfig } from './config.ts';
@@ -112,6 +113,10 @@ export async function drive(
         await source.onStateCommitted!(config, m.state, connection, ctx);
       } else if (m.type === 'LOG' && m.log.level === 'WARN') {
         r.warnings.push(m.log.message);
+      } else if (m.type === 'TRACE' && m.trace.record_error) {
+        // As the engine does without errors.tolerance: the bad record fails the run.
+        const e = m.trace.record_error;
+        throw new SluiceError(e.message, { kind: 'source', where: e.position, hint: e.hint });
       } else if (m.type === 'TRACE' && m.trace.stream_status?.status === 'COMPLETE') {
         r.completed.push(m.trace.stream_status.stream_descriptor.name);
       }

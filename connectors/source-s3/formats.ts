@@ -7,6 +7,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { SluiceError } from '../../src/protocol/errors.ts';
+import { badRecord, type BadRecord } from '../../src/cdk/source.ts';
 import type { ConcreteFormat, S3Config } from './config.ts';
 
 export interface ObjectSource {
@@ -20,7 +21,14 @@ export interface ObjectSource {
 
 type Row = Record<string, unknown>;
 
-export async function* parseRows(format: ConcreteFormat, src: ObjectSource, config: S3Config): AsyncGenerator<Row> {
+/**
+ * The object's rows. A row that cannot be parsed (a JSON Lines line that is not a JSON object, a
+ * CSV row with too many fields, an array element that is not an object) comes as a BadRecord in
+ * its place — the engine fails the run naming it or keeps it as a dead letter (errors.tolerance) —
+ * and the rows after it follow. What breaks the object as a whole (truncated, not the format,
+ * a value over the size limit) still throws.
+ */
+export async function* parseRows(format: ConcreteFormat, src: ObjectSource, config: S3Config): AsyncGenerator<Row | BadRecord> {
   if (format === 'parquet') {
     yield* parquetRows(src);
     return;
@@ -74,11 +82,16 @@ function asRow(value: unknown, key: string, position: string): Row {
   );
 }
 
-async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGenerator<Row> {
+/** One row that could not be parsed, handed on instead of failing the object. */
+function badRow(key: string, position: string, what: string, hint: string, raw: string): BadRecord {
+  return badRecord(`object ${key}, ${position}`, what, raw, hint);
+}
+
+async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGenerator<Row | BadRecord> {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let line = 0;
-  const parseLine = (buf: Buffer): Row | undefined => {
+  const parseLine = (buf: Buffer): Row | BadRecord | undefined => {
     line++;
     if (buf.length > maxLine)
       throw rowError(
@@ -92,13 +105,8 @@ async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGe
     try {
       return asRow(JSON.parse(line === 1 ? text.replace(/^\uFEFF/, '') : text), key, `line ${line}`);
     } catch (err) {
-      if (err instanceof SluiceError) throw err;
-      throw rowError(
-        key,
-        `line ${line}`,
-        `invalid JSON: ${(err as Error).message}`,
-        'fix the line, or set `format` if this is not JSON Lines',
-      );
+      const what = err instanceof SluiceError ? err.message : `invalid JSON: ${(err as Error).message}`;
+      return badRow(key, `line ${line}`, what, 'fix the line, or set `format` if this is not JSON Lines', text);
     }
   };
   for await (const chunk of body as AsyncIterable<Buffer>) {
@@ -132,7 +140,7 @@ async function* jsonlRows(body: Readable, key: string, maxLine: number): AsyncGe
   }
 }
 
-async function* csvRows(body: Readable, key: string, config: S3Config): AsyncGenerator<Row> {
+async function* csvRows(body: Readable, key: string, config: S3Config): AsyncGenerator<Row | BadRecord> {
   const delimiter = config.csv?.delimiter ?? (/\.tsv(\.gz)?$/i.test(key) ? '\t' : ',');
   const parser = csvParse({
     columns: config.csv?.columns ?? true,
@@ -141,11 +149,29 @@ async function* csvRows(body: Readable, key: string, config: S3Config): AsyncGen
     bom: true,
     skip_empty_lines: true,
     relax_column_count_less: true,
+    // A row with too many fields (or an unclosed quote) is skipped by the parser and handed on in
+    // its place: rows and skipped rows come out in line order.
+    info: true,
+    raw: true,
+    skip_records_with_error: true,
+    on_skip: (err, raw) => {
+      const line = Number(err?.lines ?? 0);
+      skipped.push([
+        line,
+        badRow(key, `line ${line}`, `invalid CSV: ${err?.message ?? 'unreadable row'}`, 'fix the row, or the `csv` options', raw ?? ''),
+      ]);
+      return undefined;
+    },
   });
+  const skipped: Array<[line: number, bad: BadRecord]> = [];
   body.on('error', (e) => parser.destroy(e));
   body.pipe(parser);
   try {
-    for await (const row of parser as AsyncIterable<Row>) yield row;
+    for await (const row of parser as AsyncIterable<{ record: Row; info: { lines: number } }>) {
+      while (skipped.length && skipped[0][0] < row.info.lines) yield skipped.shift()![1];
+      yield row.record;
+    }
+    for (const [, bad] of skipped.splice(0)) yield bad;
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     const e = err as { code?: string; lines?: number; message: string };
@@ -164,7 +190,7 @@ async function* csvRows(body: Readable, key: string, config: S3Config): AsyncGen
  * A top-level JSON array is split into its elements without parsing the whole document, so a
  * large array streams; a top-level object is one row (bounded by `maxValue`).
  */
-async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGenerator<Row> {
+async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGenerator<Row | BadRecord> {
   const decoder = new StringDecoder('utf8');
   let mode: 'start' | 'array' | 'single' | 'done' = 'start';
   let depth = 0; // nesting inside the current element (array mode) or document (single mode)
@@ -174,13 +200,13 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
   let elementSize = 0;
   let index = 0;
   let sawElement = false;
-  const finish = (text: string, position: string): Row => {
+  const finish = (text: string, position: string): Row | BadRecord => {
     if (text.length > maxValue) throw tooBig();
     try {
       return asRow(JSON.parse(text), key, position);
     } catch (err) {
-      if (err instanceof SluiceError) throw err;
-      throw rowError(key, position, `invalid JSON: ${(err as Error).message}`, 'fix the object, or set `format`');
+      const what = err instanceof SluiceError ? err.message : `invalid JSON: ${(err as Error).message}`;
+      return badRow(key, position, what, 'fix the object, or set `format`', text);
     }
   };
   const tooBig = () =>
@@ -191,7 +217,7 @@ async function* jsonRows(body: Readable, key: string, maxValue: number): AsyncGe
       'raise max_json_object_bytes, or store the data as JSON Lines',
     );
 
-  const feed = function* (text: string): Generator<Row> {
+  const feed = function* (text: string): Generator<Row | BadRecord> {
     let i = 0;
     let segStart = 0;
     const n = text.length;

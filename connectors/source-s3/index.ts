@@ -10,6 +10,7 @@ import type { ConnectorContext, Source, SourceState } from '../../src/protocol/c
 import { SluiceError, withContext } from '../../src/protocol/errors.ts';
 import { getPath, keyPart } from '../../src/protocol/identity.ts';
 import { message, type AirbyteMessage, type AirbyteStream, type ConfiguredStream, type StateMessage } from '../../src/protocol/messages.ts';
+import { isBadRecord } from '../../src/cdk/source.ts';
 import { createClient, headBucket, listObjects, openObject, rangeBuffer, s3Error, type ListedObject } from './client.ts';
 import {
   ROW_KEY,
@@ -595,6 +596,12 @@ async function* readObject(
   let n = 0;
   try {
     for await (const row of parseRows(format, src, config)) {
+      if (isBadRecord(row)) {
+        // Counted as a row: the rows after it keep their numbers (default keys) when it is fixed.
+        n++;
+        yield message.recordError(stream, row.error);
+        continue;
+      }
       const data = { ...row, _s3_key: o.key, _s3_row: n };
       if (!countRows) {
         const id = pk.map((p) => getPath(data, p));

@@ -213,7 +213,7 @@ describe('source-s3', () => {
     };
     let count = 0;
     for await (const row of parseRows('parquet', src, cfg)) {
-      expect(row.id).toBe(count);
+      expect((row as Record<string, unknown>).id).toBe(count);
       count++;
     }
     s3.destroy();
@@ -289,15 +289,23 @@ describe('source-s3', () => {
     expect(lastState).toMatchObject({ snapshot_gen: expect.any(Number) });
   });
 
-  it('reports bad data with the object and line, and connection problems with a hint', async () => {
+  it('hands unparseable rows to the engine with the object and line, and reports connection problems with a hint', async () => {
     const bucket = await freshBucket(client, 'bad');
-    await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n');
+    await put(client, bucket, 'x.jsonl', '{"id":1}\n{"id":2\n[3]\n{"id":4}\n');
+    await put(client, bucket, 'y.csv', 'id,t\n5,a\n6,b,extra\n7,c\n');
     const cfg = config(bucket);
     const h = await harness();
-    const err = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(SluiceError);
-    expect((err as SluiceError).where).toContain('x.jsonl');
-    expect((err as SluiceError).where).toContain('line 2');
+    const r = await run(cfg, await catalogFor(cfg, h, 'full_refresh'), h);
+    // The rows around the bad ones are read; each bad one comes in its place, with its text.
+    const bad = r.messages.flatMap((m) => (m.type === 'TRACE' && m.trace.record_error ? [m.trace.record_error] : []));
+    expect(bad).toEqual([
+      expect.objectContaining({ position: 'object x.jsonl, line 2', message: expect.stringMatching(/invalid JSON/), raw: '{"id":2' }),
+      expect.objectContaining({ position: 'object x.jsonl, line 3', message: expect.stringMatching(/expected a JSON object/), raw: '[3]' }),
+      expect.objectContaining({ position: 'object y.csv, line 3', message: expect.stringMatching(/invalid CSV/), raw: '6,b,extra\n' }),
+    ]);
+    expect(r.records.map((d) => Number(d.id))).toEqual([1, 4, 5, 7]);
+    // Rows keep their numbers: the one after the bad row is still row 2 of the object.
+    expect(r.records.find((d) => Number(d.id) === 7)?._s3_row).toBe(2);
 
     expect(await source.check(cfg, h.ctx)).toMatchObject({ ok: true });
     const missing = await source.check(config('no-such-bucket-here'), h.ctx);

@@ -24,6 +24,12 @@ export type WriteOperation = Extract<DestinationMessage, { type: 'DOCUMENT' } | 
 export interface BatchResult {
   chunksWritten?: Record<string, number>;
   chunksDeleted?: Record<string, number>;
+  /**
+   * Documents of the batch the sink refused and did not write (their stored version, if any, is
+   * unchanged), with why; every other operation of the batch was applied. The kit reports each as a
+   * REJECTED event with the document's record, before any later STATE is acknowledged.
+   */
+  rejected?: Array<{ stream: string; documentId: string; error: string }>;
 }
 
 export interface BatchSink {
@@ -93,8 +99,10 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
         pending = [];
         bytes = 0;
         const result = (await sink.writeBatch(ops)) ?? {};
+        const refused = rejectedOps(ops, result.rejected);
         const perStream = new Map<string, { records: number; chunks: number }>();
         for (const op of ops) {
+          if (refused.has(op)) continue;
           const s = perStream.get(op.stream) ?? { records: 0, chunks: 0 };
           s.records++;
           if (op.type === 'DOCUMENT') s.chunks += op.chunks.length;
@@ -109,6 +117,14 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
             chunksDeleted: result.chunksDeleted?.[stream] ?? 0,
           };
         }
+        for (const [op, error] of refused)
+          yield {
+            type: 'REJECTED',
+            stream: op.stream,
+            documentId: op.documentId,
+            error,
+            ...(op.type === 'DOCUMENT' ? { record: op.record } : {}),
+          };
       };
       for await (const msg of input) {
         switch (msg.type) {
@@ -136,6 +152,18 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
     },
     close: () => sink.close(),
   };
+}
+
+/** The operations a sink refused (BatchResult.rejected), matched by stream and document id. */
+function rejectedOps(ops: WriteOperation[], rejected: BatchResult['rejected']): Map<WriteOperation, string> {
+  const out = new Map<WriteOperation, string>();
+  if (!rejected?.length) return out;
+  const why = new Map(rejected.map((r) => [`${r.stream}\u0000${r.documentId}`, r.error]));
+  for (const op of ops) {
+    const error = why.get(`${op.stream}\u0000${op.documentId}`);
+    if (error !== undefined) out.set(op, error);
+  }
+  return out;
 }
 
 export interface DestinationDefinition<S extends z.ZodType> {

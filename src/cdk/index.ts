@@ -1,6 +1,6 @@
 // sluice/cdk — the connector authoring kit. Built-in connectors use exactly these helpers.
-export { defineSource, deleted, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
-export type { Deletion, RecordValidation, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
+export { defineSource, deleted, badRecord, isBadRecord, normalizeKey, streamJsonSchema, streamToAirbyte } from './source.ts';
+export type { BadRecord, Deletion, RecordValidation, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
 export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
 export { CommitQueue, pullOrWake } from './commits.ts';
 export type { BatchOptions, BatchResult, BatchSink, DestinationDefinition, WriteOperation } from './destination.ts';
@@ -17,13 +17,15 @@ export { validateConnectorModule } from './validate.ts';
 export { connectionUrlProblem } from './url.ts';
 // The contract and helpers a connector needs, so one import is enough.
 export { z } from 'zod';
-export { message, CDC_DELETED_AT } from '../protocol/messages.ts';
+export { message, CDC_DELETED_AT, MAX_RAW_RECORD_CHARS } from '../protocol/messages.ts';
 export type {
   AirbyteCatalog,
   AirbyteMessage,
   AirbyteStream,
   ConfiguredCatalog,
   ConfiguredStream,
+  RecordError,
+  RecordErrorDetails,
   StateMessage,
 } from '../protocol/messages.ts';
 export type {

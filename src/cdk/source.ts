@@ -18,6 +18,7 @@ import type {
   AirbyteStream,
   ConfiguredCatalog,
   ConfiguredStream,
+  RecordErrorDetails,
   StateMessage,
 } from '../protocol/messages.ts';
 import { message } from '../protocol/messages.ts';
@@ -40,6 +41,24 @@ export function deleted(key: Record<string, unknown>): Deletion {
 }
 function isDeletion(v: unknown): v is Deletion {
   return !!v && typeof v === 'object' && (v as Record<symbol, unknown>)[DELETED] === true;
+}
+
+const BAD = Symbol.for('sluice.cdk.bad-record');
+
+/**
+ * An input record the stream could not parse, yielded from a stream's read instead of throwing:
+ * the engine fails the run naming `position`, or stores a dead letter (`errors.tolerance: all`)
+ * and goes on. See `message.recordError` for sources that build messages themselves.
+ */
+export interface BadRecord {
+  [BAD]: true;
+  error: RecordErrorDetails;
+}
+export function badRecord(position: string, error: string, raw?: string, hint?: string): BadRecord {
+  return { [BAD]: true, error: { position, message: error, ...(raw !== undefined ? { raw } : {}), ...(hint ? { hint } : {}) } };
+}
+export function isBadRecord(v: unknown): v is BadRecord {
+  return !!v && typeof v === 'object' && (v as Record<symbol, unknown>)[BAD] === true;
 }
 
 export interface StreamReadContext<C> {
@@ -88,7 +107,7 @@ export interface StreamDefinition<C, R extends Record<string, unknown> = Record<
   parent?: string | StreamDefinition<C, any>;
   /** Check records against a zod `schema` while reading (default: the source's `validate`, else off). */
   validate?: RecordValidation;
-  read(input: StreamReadContext<C>): AsyncIterable<R | Deletion>;
+  read(input: StreamReadContext<C>): AsyncIterable<R | Deletion | BadRecord>;
 }
 
 export interface SourceDefinition<S extends z.ZodType> {
@@ -377,6 +396,10 @@ async function* readOneStream<C>(
         yield message.deletion(name, item.key);
         continue;
       }
+      if (isBadRecord(item)) {
+        yield message.recordError(name, item.error);
+        continue;
+      }
       if (!item || typeof item !== 'object' || Array.isArray(item)) {
         throw new SluiceError(
           `stream "${name}" yielded ${Array.isArray(item) ? 'an array' : typeof item} at record ${emittedRecords + 1}; expected a plain object`,
@@ -513,6 +536,10 @@ async function* readChildStream<C>(
           emittedRecords++;
           sinceState++;
           yield message.deletion(name, item.key);
+          continue;
+        }
+        if (isBadRecord(item)) {
+          yield message.recordError(name, item.error);
           continue;
         }
         if (!item || typeof item !== 'object' || Array.isArray(item)) {

@@ -13,7 +13,12 @@ import { redact, registerUrlPassword } from '../config/secrets.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { atomicWrite } from '../state/index.ts';
 
-export type DeadLetterStage = 'key' | 'text' | 'embed';
+/**
+ * Where the record failed: `source` (the source could not parse it: payload `{ raw }`), `key` (no
+ * primary key), `text` (no text), `embed` (refused by the embedding API), `destination` (refused by
+ * the destination, e.g. Pinecone's metadata limit).
+ */
+export type DeadLetterStage = 'source' | 'key' | 'text' | 'embed' | 'destination';
 
 export interface DeadLetter {
   id: string;
@@ -22,8 +27,10 @@ export interface DeadLetter {
   /** The record's document id, when it has one. */
   key?: string;
   stage: DeadLetterStage;
+  /** Where the source read it (stage `source`), e.g. "file a.jsonl, line 7". */
+  position?: string;
   error: string;
-  /** The record as the source sent it (registered secrets redacted). */
+  /** The record as the source sent it (registered secrets redacted); stage `source`: `{ raw }`, its text. */
   payload: Record<string, unknown>;
   at: string;
   attempts: number;
@@ -124,8 +131,10 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
       await c.query(
         `CREATE TABLE IF NOT EXISTS ${this.table} (
            id text PRIMARY KEY, connection text NOT NULL, stream text NOT NULL, key text, stage text NOT NULL,
-           error text NOT NULL, payload jsonb NOT NULL, at timestamptz NOT NULL, attempts int NOT NULL)`,
+           error text NOT NULL, payload jsonb NOT NULL, at timestamptz NOT NULL, attempts int NOT NULL, position text)`,
       );
+      // Tables made before letters had a position.
+      await c.query(`ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS position text`);
     } catch (err) {
       await c.end().catch(() => {});
       throw new SluiceError(`cannot open the dead-letter table ${this.cfg.schema}.${this.cfg.table}: ${redact(describeUnknown(err))}`, {
@@ -142,8 +151,8 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
     await (
       await this.db()
     ).query(
-      `INSERT INTO ${this.table} (id, connection, stream, key, stage, error, payload, at, attempts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`,
-      [l.id, l.connection, l.stream, l.key ?? null, l.stage, l.error, JSON.stringify(l.payload), l.at, l.attempts],
+      `INSERT INTO ${this.table} (id, connection, stream, key, stage, error, payload, at, attempts, position) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)`,
+      [l.id, l.connection, l.stream, l.key ?? null, l.stage, l.error, JSON.stringify(l.payload), l.at, l.attempts, l.position ?? null],
     );
   }
 
@@ -151,11 +160,14 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
     const { rows } = await (
       await this.db()
     ).query(
-      `SELECT id, connection, stream, key, stage, error, payload, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at, attempts
+      `SELECT id, connection, stream, key, stage, position, error, payload, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at, attempts
          FROM ${this.table} WHERE connection = $1 ORDER BY at, id`,
       [connection],
     );
-    return rows.map((r) => ({ ...r, key: r.key ?? undefined }) as DeadLetter);
+    return rows.map((r) => {
+      const { position, ...rest } = r;
+      return { ...rest, key: r.key ?? undefined, ...(position != null ? { position } : {}) } as DeadLetter;
+    });
   }
 
   async update(_connection: string, letters: DeadLetter[]): Promise<void> {
@@ -195,7 +207,7 @@ export class ErrorBudget {
   /** Stores the letter (durably) or, without tolerance, throws `err`. */
   async deadLetter(
     err: unknown,
-    letter: { stream: string; key?: string; stage: DeadLetterStage; payload: Record<string, unknown> },
+    letter: { stream: string; key?: string; stage: DeadLetterStage; position?: string; payload: Record<string, unknown> },
     recordsRead: number,
   ): Promise<void> {
     if (!this.tolerant) throw err;

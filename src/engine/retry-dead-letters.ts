@@ -2,7 +2,11 @@
 // (document, chunks, embeddings, destination). A letter is removed only after the destination has
 // taken every retried record (end of input: committed); writes are idempotent upserts by chunk id,
 // so a crash between the write and the removal re-processes the same versions, never different
-// ones — each letter lands exactly once. Letters that fail again stay, with the new error.
+// ones — each letter lands exactly once. Letters that fail again stay, with the new error (a
+// destination that refuses a retried document again keeps its letter, the others are removed).
+// Letters of stage `source` hold text the source could not parse, which only the source can read:
+// they are not retried but listed as skipped — fix the data where the source reads it (the next
+// sync reads a changed file or object again), then purge them.
 import { join } from 'node:path';
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
 import { createEmbedder, openEmbeddingCache } from '../embedding/index.ts';
@@ -22,7 +26,12 @@ export interface RetryResult {
   retried: number;
   succeeded: number;
   failed: Array<{ id: string; stream: string; key?: string; error: string }>;
+  /** Letters not retried (stage `source`: only the source can parse them), with why. */
+  skipped: Array<{ id: string; stream: string; position?: string; reason: string }>;
 }
+
+const SOURCE_NOT_RETRIED =
+  'the source could not parse this record, and only the source can read it: fix it where the source reads it (a changed file or object is read again by the next sync), then purge this letter';
 
 export async function retryDeadLetters(
   pipeline: LoadedPipeline,
@@ -35,8 +44,16 @@ export async function retryDeadLetters(
   const embedder = conn.config.embedding ? createEmbedder(conn.config.embedding, { logger: opts.logger }) : undefined;
   try {
     const letters = await store.list(name);
-    const result: RetryResult = { connection: name, retried: letters.length, succeeded: 0, failed: [] };
-    if (!letters.length) return result;
+    const skipped = letters.filter((l) => l.stage === 'source');
+    const retried = letters.filter((l) => l.stage !== 'source');
+    const result: RetryResult = {
+      connection: name,
+      retried: retried.length,
+      succeeded: 0,
+      failed: [],
+      skipped: skipped.map((l) => ({ id: l.id, stream: l.stream, position: l.position, reason: SOURCE_NOT_RETRIED })),
+    };
+    if (!retried.length) return result;
     const ctx = await connectorContext(pipeline, conn, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
@@ -54,7 +71,9 @@ export async function retryDeadLetters(
     const ready: DestinationMessage[] = [];
     const done: DeadLetter[] = [];
     const again: DeadLetter[] = [];
-    for (const l of letters) {
+    /** Letters by the document they became, to find those the destination refuses again. */
+    const byDocument = new Map<string, DeadLetter[]>();
+    for (const l of retried) {
       try {
         const cs = byName.get(l.stream);
         if (!cs) throw new Error(`stream ${l.stream} is no longer in the pipeline`);
@@ -64,6 +83,10 @@ export async function retryDeadLetters(
         if (doc.type === 'DOCUMENT' && !doc.chunks.length) throw new Error('no text: the fields that make the text are empty');
         ready.push(...(embedder ? await embedChunks([doc], parts, embedder) : [doc]));
         done.push(l);
+        if (doc.type === 'DOCUMENT' || doc.type === 'DELETE') {
+          const k = `${doc.stream}\u0000${doc.documentId}`;
+          byDocument.set(k, [...(byDocument.get(k) ?? []), l]);
+        }
       } catch (err) {
         again.push({ ...l, attempts: l.attempts + 1, error: redact(describeUnknown(err)) });
       }
@@ -79,11 +102,17 @@ export async function retryDeadLetters(
       });
       if (!writer.fingerprints) for (const m of ready) if (m.type === 'DOCUMENT') delete m.fingerprint;
       try {
-        for await (const _ of writer.write(
+        for await (const ev of writer.write(
           (async function* () {
             yield* ready;
           })(),
-        ));
+        )) {
+          if (ev.type !== 'REJECTED') continue;
+          for (const l of byDocument.get(`${ev.stream}\u0000${ev.documentId}`) ?? []) {
+            done.splice(done.indexOf(l), 1);
+            again.push({ ...l, attempts: l.attempts + 1, error: redact(`the destination refused document ${ev.documentId}: ${ev.error}`) });
+          }
+        }
       } finally {
         await writer.close();
       }

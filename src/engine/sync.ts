@@ -32,8 +32,9 @@ import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './sha
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
-import { ErrorBudget, openDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
+import { ErrorBudget, openDeadLetterStore, type DeadLetterStage, type DeadLetterStore } from './dead-letters.ts';
 import { lockConnection } from './connection-lock.ts';
+import { countFailed, destinationRejection, sourceRecordError } from './rejections.ts';
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter } from './fingerprint.ts';
@@ -99,6 +100,8 @@ export interface StreamStats {
   chunks_to_write?: number;
   /** Records stored as dead letters (errors.tolerance: all); absent when none. */
   records_failed?: number;
+  /** The same, by the stage that failed them (source, key, text, embed, destination); absent when none. */
+  failed_by_stage?: Partial<Record<DeadLetterStage, number>>;
   /** Dry run only: documents the run would write (upsert) and delete. */
   documents_to_write?: number;
   /** Dry run only, with a destination that lists its documents with fingerprints: documents that did not change (not written, not embedded). */
@@ -505,6 +508,15 @@ async function syncConnection(
             s.chunks_written += ev.chunksWritten;
             s.chunks_deleted += ev.chunksDeleted;
           }
+        } else if (ev.type === 'REJECTED') {
+          // Stored (durably) before the STATE that covers it is seen, so it is never skipped silently.
+          await destinationRejection(
+            ev,
+            `connection ${name}, destination ${conn.config.destination.type}`,
+            p.budget,
+            streams[ev.stream],
+            totalRead(streams),
+          );
         } else {
           // Deep merge (workers sharing a connection) writes only what this worker changed, so a stale
           // start-up view of another worker's streams never rolls its progress back.
@@ -724,12 +736,9 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
           );
         } catch (err) {
           if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
-          await p.budget.deadLetter(
-            err,
-            { stream, stage: /primary key/i.test(err.message) ? 'key' : 'text', payload: data },
-            totalRead(streams),
-          );
-          streams[stream].records_failed = (streams[stream].records_failed ?? 0) + 1;
+          const stage = /primary key/i.test(err.message) ? 'key' : 'text';
+          await p.budget.deadLetter(err, { stream, stage, payload: data }, totalRead(streams));
+          countFailed(streams[stream], stage);
           continue;
         }
         if (doc.type === 'DOCUMENT' && hasNoText(doc) && p.budget?.tolerant) {
@@ -739,7 +748,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
             { stream, key: doc.documentId, stage: 'text', payload: data },
             totalRead(streams),
           );
-          streams[stream].records_failed = (streams[stream].records_failed ?? 0) + 1;
+          countFailed(streams[stream], 'text');
         } else if (p.superseded && (doc.type === 'DOCUMENT' || doc.type === 'DELETE')) {
           const ids = p.superseded.byKey.get(`${stream}\u0000${doc.documentId}`);
           if (ids) p.superseded.ids.push(...ids);
@@ -755,6 +764,20 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         } else if (m.trace.type === 'ESTIMATE' && m.trace.estimate?.row_estimate != null) {
           const s = streams[m.trace.estimate.name];
           if (s) s.records_estimated = m.trace.estimate.row_estimate;
+        } else if (m.trace.type === 'SLUICE_RECORD_ERROR' && m.trace.record_error) {
+          // A record the source could not parse: fails the run, or becomes a dead letter (./rejections.ts).
+          const e = m.trace.record_error;
+          const s = streams[e.stream];
+          if (!s) continue;
+          lastStream = e.stream;
+          s.records_read++;
+          await sourceRecordError(
+            e,
+            `connection ${conn.config.name}, source ${conn.config.source.type}, stream ${e.stream}`,
+            p.budget,
+            s,
+            totalRead(streams),
+          );
         } else if (m.trace.type === 'ERROR' && m.trace.error) {
           const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
           throw new SluiceError(m.trace.error.message, {
@@ -872,8 +895,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
           { stream: m.stream, key: m.documentId, stage: 'embed', payload: m.record ?? {} },
           totalRead(p.streams),
         );
-        const s = p.streams[m.stream];
-        if (s) s.records_failed = (s.records_failed ?? 0) + 1;
+        countFailed(p.streams[m.stream], 'embed');
       }
     }
     return out;

@@ -114,6 +114,19 @@ export class SyncMetrics {
       },
     });
     new Counter({
+      name: 'sluice_dead_letters_total',
+      help: 'Records stored as dead letters (errors.tolerance: all), by the stage that failed them: source (unparseable), key, text, embed, destination (refused).',
+      labelNames: ['pipeline', 'connection', 'stream', 'stage'],
+      registers,
+      collect() {
+        this.reset();
+        for (const run of runs)
+          for (const [stream, s] of Object.entries(run.summary.streams))
+            for (const [stage, n] of Object.entries(s.failed_by_stage ?? {}))
+              if (n) this.inc({ pipeline, connection: run.summary.name, stream, stage }, n);
+      },
+    });
+    new Counter({
       name: 'sluice_state_commits_total',
       help: 'States (checkpoints) saved after the destination committed everything before them.',
       labelNames: ['pipeline', 'connection'],

@@ -227,7 +227,14 @@ export type DestinationMessage =
 
 export type DestinationEvent =
   | { type: 'STATE_COMMITTED'; state: StateMessage; connection: SourceState }
-  | { type: 'WRITTEN'; stream: string; records: number; chunksWritten: number; chunksDeleted: number };
+  | { type: 'WRITTEN'; stream: string; records: number; chunksWritten: number; chunksDeleted: number }
+  /**
+   * Optional: the destination refused this one document (e.g. Pinecone's 40 KB metadata limit per
+   * vector) and wrote the rest of its batch; what it stored for the document before is unchanged.
+   * Yield it before the STATE_COMMITTED that covers the document: the engine fails the run, or
+   * stores a dead letter first (errors.tolerance: all). `record`: the DOCUMENT's record.
+   */
+  | { type: 'REJECTED'; stream: string; documentId: string; error: string; record?: Record<string, unknown> };
 
 export interface DestinationStream {
   name: string;

@@ -45,8 +45,38 @@ export const LogMessageSchema = z.looseObject({
 export type LogMessage = z.infer<typeof LogMessageSchema>;
 
 export const StreamStatusSchema = z.enum(['STARTED', 'RUNNING', 'COMPLETE', 'INCOMPLETE']);
+
+/**
+ * sluice extension (not in the Airbyte protocol): TRACE `SLUICE_RECORD_ERROR` — the source could
+ * not turn one input record into a RECORD (a JSONL line that is not JSON, a CSV row with the wrong
+ * column count, a Kafka message that is not JSON) and hands it to the engine instead of failing
+ * the read. The engine applies the connection's `errors:` policy: with tolerance none the run fails
+ * naming `position`; with tolerance all the record becomes a dead letter (stage `source`). It
+ * counts as a record read. Build it with `message.recordError` (or yield `badRecord()` from a
+ * defineSource stream).
+ */
+export const RecordErrorSchema = z.looseObject({
+  stream: z.string(),
+  /** Where the record is, for people: "file a.jsonl, line 7", "topic t, partition 0, offset 42". */
+  position: z.string(),
+  /** What is wrong with it, one line. */
+  message: z.string(),
+  /** What to do about it, when the source knows better than the engine's default. */
+  hint: z.string().optional(),
+  /** The record as read (text), for the dead letter; the engine truncates it. */
+  raw: z.string().optional(),
+});
+export type RecordError = z.infer<typeof RecordErrorSchema>;
+/** What a source says of a bad record (the stream is given separately). */
+export interface RecordErrorDetails {
+  position: string;
+  message: string;
+  hint?: string;
+  raw?: string;
+}
+
 export const TraceMessageSchema = z.looseObject({
-  type: z.enum(['ERROR', 'ESTIMATE', 'STREAM_STATUS', 'ANALYTICS']),
+  type: z.enum(['ERROR', 'ESTIMATE', 'STREAM_STATUS', 'ANALYTICS', 'SLUICE_RECORD_ERROR']),
   emitted_at: z.number(),
   error: z
     .looseObject({
@@ -67,6 +97,7 @@ export const TraceMessageSchema = z.looseObject({
     })
     .optional(),
   stream_status: z.looseObject({ stream_descriptor: StreamDescriptorSchema, status: StreamStatusSchema }).optional(),
+  record_error: RecordErrorSchema.optional(),
 });
 export type TraceMessage = z.infer<typeof TraceMessageSchema>;
 
@@ -128,6 +159,14 @@ export type AirbyteMessage = z.infer<typeof AirbyteMessageSchema>;
 /** Airbyte's CDC convention: a record whose data carries a non-null `_ab_cdc_deleted_at` is a deletion. */
 export const CDC_DELETED_AT = '_ab_cdc_deleted_at';
 
+/** How much of a bad record's raw text a dead letter keeps (characters). */
+export const MAX_RAW_RECORD_CHARS = 16_384;
+
+/** Cuts a raw record to MAX_RAW_RECORD_CHARS, saying how long it was. */
+export function truncateRaw(raw: string, max = MAX_RAW_RECORD_CHARS): string {
+  return raw.length <= max ? raw : `${raw.slice(0, max)}… [${raw.length - max} more characters]`;
+}
+
 // ---- constructors, so connectors never hand-assemble envelopes -------------------------------
 
 type Envelope<T extends AirbyteMessage['type']> = Extract<AirbyteMessage, { type: T }>;
@@ -181,6 +220,14 @@ export const message = {
         },
       },
     };
+  },
+  /**
+   * One input record the source could not parse (sluice extension, see RecordErrorSchema): the
+   * engine fails the run or stores a dead letter, as the connection's `errors:` says. `raw` may be
+   * long: the engine keeps at most MAX_RAW_RECORD_CHARS of it.
+   */
+  recordError(stream: string, error: RecordErrorDetails): Envelope<'TRACE'> {
+    return { type: 'TRACE', trace: { type: 'SLUICE_RECORD_ERROR', emitted_at: Date.now(), record_error: { stream, ...error } } };
   },
   error(
     text: string,

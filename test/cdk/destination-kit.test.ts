@@ -59,7 +59,13 @@ describe('batchedWriter', () => {
       }
     }
     for await (const e of writer.write(feed()))
-      log.push(e.type === 'STATE_COMMITTED' ? `ack ${(e.connection.streams.s as { n: number }).n}` : `written ${e.records}`);
+      log.push(
+        e.type === 'STATE_COMMITTED'
+          ? `ack ${(e.connection.streams.s as { n: number }).n}`
+          : e.type === 'WRITTEN'
+            ? `written ${e.records}`
+            : e.type,
+      );
     await writer.close();
     expect(log).toEqual([
       'in DOCUMENT',

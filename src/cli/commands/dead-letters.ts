@@ -27,7 +27,7 @@ export function register(program: Command) {
             process.stdout.write(`${c.config.name}: ${letters.length} dead letter(s)\n`);
             for (const l of letters)
               process.stdout.write(
-                `  ${l.id}  ${l.at}  stream ${l.stream}  key ${l.key ?? '-'}  stage ${l.stage}  attempts ${l.attempts}\n    ${l.error}\n`,
+                `  ${l.id}  ${l.at}  stream ${l.stream}  key ${l.key ?? '-'}  stage ${l.stage}  attempts ${l.attempts}${l.position ? `  at ${l.position}` : ''}\n    ${l.error}\n`,
               );
           }
         } finally {
@@ -55,7 +55,9 @@ export function register(program: Command) {
       if (opts.json) printJson(results);
       else
         for (const r of results)
-          process.stdout.write(`${r.connection}: ${r.retried} retried, ${r.succeeded} succeeded, ${r.failed.length} failed again\n`);
+          process.stdout.write(
+            `${r.connection}: ${r.retried} retried, ${r.succeeded} succeeded, ${r.failed.length} failed again${r.skipped.length ? `, ${r.skipped.length} not retried (stage source: fix the data at the source, then purge)` : ''}\n`,
+          );
       if (results.some((r) => r.failed.length)) throw new ExitCode(1);
     });
   dl.command('purge')
