@@ -49,7 +49,7 @@ export const DRIFT_DESCRIPTIONS: Record<DriftKind, string> = {
   duplicate_chunks: 'extra stored copies of a (document, chunk index)',
   orphaned_chunks: "chunks with an index beyond the document's chunk count",
   wrong_dimensions: 'vectors whose size is not the embedding model’s',
-  wrong_model: 'vectors recorded as made by another embedding model',
+  wrong_model: 'vectors the store records as made by another embedding model',
 };
 
 /** How many example document ids are kept per kind and stream. */
@@ -155,7 +155,9 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
     const catalog = configureCatalog(conn, discovered, { fullRefresh: true });
     embedder = embedderFor(conn, opts.logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    root = open({ path: scratch, maxDbs: 4, compression: false });
+    // Records are kept as they came (msgpack), bigints of any size included.
+    const lmdbOptions = { path: scratch, maxDbs: 4, compression: false, useBigIntExtension: true }; // (msgpackr option, untyped)
+    root = open(lmdbOptions);
     const docs: Database<SourceEntry | StoredEntry, (string | number)[]> = root.openDB({ name: 'docs' });
     const repairs: Database<RepairEntry, string[]> = root.openDB({ name: 'repairs' });
 
