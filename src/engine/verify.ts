@@ -314,7 +314,9 @@ async function scanDestination(
       ...(c.model !== undefined ? { model: c.model } : {}),
       ...(c.fingerprint ? { fp: c.fingerprint } : {}),
     };
-    await spill.put([...docKey(stream, c.documentId), 1, c.chunkIndex, tail], entry);
+    // A missing or broken index still keys (as -1, an orphan) rather than failing the scan.
+    const index = Number.isInteger(c.chunkIndex) ? c.chunkIndex : -1;
+    await spill.put([...docKey(stream, c.documentId), 1, index, tail], entry);
   };
   const scan = (options?: { documentIds?: string[]; limit?: number }) =>
     conn.destination.scanChunks!(conn.destinationConfig, ctx, stream, options);
