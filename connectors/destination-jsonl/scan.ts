@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/protocol/connector.ts';
+import type { ConnectorContext, DocumentFingerprint, ScanOptions, ScannedChunk } from '../../src/protocol/connector.ts';
 import type { JsonlChunkLine, JsonlDestinationConfig } from './index.ts';
 
 export async function* scanChunks(
@@ -18,7 +18,8 @@ export async function* scanChunks(
   let n = 0;
   for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
     if (!raw) continue;
-    const l = JSON.parse(raw) as JsonlChunkLine;
+    // Lines carry their document's fingerprint where the writer keeps them.
+    const l = JSON.parse(raw) as JsonlChunkLine & { fingerprint?: DocumentFingerprint };
     if (l.stream !== stream || (only && !only.has(l.document_id))) continue;
     if (options.limit !== undefined && n >= options.limit) return;
     n++;
@@ -29,6 +30,7 @@ export async function* scanChunks(
       content: l.content,
       contentHash: l.content_hash,
       ...(l.embedding ? { dimensions: l.embedding.length } : {}),
+      ...(l.fingerprint ? { fingerprint: l.fingerprint } : {}),
     };
   }
 }

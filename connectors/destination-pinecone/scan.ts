@@ -7,6 +7,10 @@ import type { PineconeConfig } from './config.ts';
 import { PineconeStore } from './store.ts';
 import { currentNamespace, logicalNamespace } from './writer.ts';
 
+/** Where the writer keeps a document's fingerprint, on its chunk 0 (docs/fingerprints.md). */
+const FP_CONTENT = '_sluice_fp_content';
+const FP_METADATA = '_sluice_fp_metadata';
+
 export async function* scanChunks(
   config: PineconeConfig,
   ctx: ConnectorContext,
@@ -31,7 +35,15 @@ export async function* scanChunks(
         if (left-- <= 0) return;
         const chunkIndex = typeof md.chunk_index === 'number' ? md.chunk_index : Number(id.slice(id.lastIndexOf('#') + 1));
         const whole = typeof md.content === 'string' && !md.content_truncated && !md.content_skipped;
-        yield { id, documentId, chunkIndex, ...(whole ? { content: md.content as string } : {}) };
+        const fp = md[FP_CONTENT];
+        const fpMetadata = md[FP_METADATA];
+        yield {
+          id,
+          documentId,
+          chunkIndex,
+          ...(whole ? { content: md.content as string } : {}),
+          ...(typeof fp === 'string' && typeof fpMetadata === 'string' ? { fingerprint: { content: fp, metadata: fpMetadata } } : {}),
+        };
       }
     }
   }

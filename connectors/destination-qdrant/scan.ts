@@ -6,6 +6,9 @@ import type { QdrantConfig } from './config.ts';
 import { readLayout } from './collection.ts';
 
 const PAGE = 256;
+/** Where the writer keeps a document's fingerprint in each point's payload (docs/fingerprints.md). */
+const FP_CONTENT = '_sluice_fp_content';
+const FP_METADATA = '_sluice_fp_metadata';
 
 export async function* scanChunks(
   config: QdrantConfig,
@@ -36,6 +39,9 @@ export async function* scanChunks(
         chunkIndex: Number(payload.chunk_index),
         ...(typeof payload.content === 'string' ? { content: payload.content } : {}),
         ...(Array.isArray(vector) ? { dimensions: vector.length } : {}),
+        ...(typeof payload[FP_CONTENT] === 'string' && typeof payload[FP_METADATA] === 'string'
+          ? { fingerprint: { content: payload[FP_CONTENT], metadata: payload[FP_METADATA] } }
+          : {}),
       };
     }
     left -= page.points.length;

@@ -23,6 +23,8 @@ import { createTextProcessor, type TextProcessor } from '../text/index.ts';
 import { configureCatalog } from './catalog.ts';
 import { lockConnection } from './connection-lock.ts';
 import { connectorContext, embedChunks, embedderFor, embedderShape, newStats, toDocument, type RunParts } from './sync.ts';
+import { Fingerprinter } from './fingerprint.ts';
+import { ensureChunks } from './unchanged.ts';
 
 /** The kinds of drift verify finds, in the order it reports them. */
 export const DRIFT_KINDS = [
@@ -47,7 +49,7 @@ export const DRIFT_DESCRIPTIONS: Record<DriftKind, string> = {
   duplicate_chunks: 'extra stored copies of a (document, chunk index)',
   orphaned_chunks: "chunks with an index beyond the document's chunk count",
   wrong_dimensions: 'vectors whose size is not the embedding model’s',
-  wrong_model: 'vectors recorded as made by another embedding model',
+  wrong_model: 'vectors the store records as made by another embedding model',
 };
 
 /** How many example document ids are kept per kind and stream. */
@@ -153,11 +155,15 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
     const catalog = configureCatalog(conn, discovered, { fullRefresh: true });
     embedder = embedderFor(conn, opts.logger);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
-    root = open({ path: scratch, maxDbs: 4, compression: false });
+    // Records are kept as they came (msgpack), bigints of any size included.
+    const lmdbOptions = { path: scratch, maxDbs: 4, compression: false, useBigIntExtension: true }; // (msgpackr option, untyped)
+    root = open(lmdbOptions);
     const docs: Database<SourceEntry | StoredEntry, (string | number)[]> = root.openDB({ name: 'docs' });
     const repairs: Database<RepairEntry, string[]> = root.openDB({ name: 'repairs' });
 
-    const sampled = await readSource(conn, catalog, ctx, processor, docs, opts);
+    // Fingerprints are computed as a sync computes them; compared only where the destination stores them.
+    const fingerprinter = new Fingerprinter(processor, embedder);
+    const sampled = await readSource(conn, catalog, ctx, processor, fingerprinter, docs, opts);
     const scanLimit = opts.sample !== undefined ? Math.max(1000, opts.sample * 10) : undefined;
     for (const cs of catalog.streams) {
       await scanDestination(
@@ -224,6 +230,7 @@ async function readSource(
   catalog: ConfiguredCatalog,
   ctx: ConnectorContext,
   processor: TextProcessor,
+  fingerprinter: Fingerprinter,
   docs: Database<any, any>,
   opts: VerifyOptions,
 ): Promise<Map<string, string[]>> {
@@ -250,7 +257,7 @@ async function readSource(
     if (!cs) continue;
     position++;
     const data = m.record.data;
-    const doc = toDocument(cs, data, processor, stats, `stream ${cs.stream.name}, record ${position}`);
+    const doc = toDocument(cs, data, processor, stats, `stream ${cs.stream.name}, record ${position}`, fingerprinter);
     // A deletion in a full read (a CDC snapshot does not send any) means: should not be stored.
     if (doc.type === 'DELETE') {
       await docs.remove(docKey(doc.stream, doc.documentId).concat([0]));
@@ -259,7 +266,7 @@ async function readSource(
     if (doc.type !== 'DOCUMENT') continue;
     const key = [...docKey(doc.stream, doc.documentId), 0];
     if (opts.sample === undefined) {
-      await spill.put(key, entryOf(doc, data));
+      await spill.put(key, entryOf(ensureChunks(doc), data));
       continue;
     }
     // Every id is kept (a stored document the source lacks is found in the bounded scan), and the
@@ -275,9 +282,9 @@ async function readSource(
   }
   const sampled = new Map<string, string[]>();
   for (const r of reservoir) {
-    const doc = toDocument(r.cs, r.data, processor, stats, `stream ${r.cs.stream.name}`);
+    const doc = toDocument(r.cs, r.data, processor, stats, `stream ${r.cs.stream.name}`, fingerprinter);
     if (doc.type !== 'DOCUMENT') continue;
-    await spill.put([...docKey(doc.stream, doc.documentId), 0], entryOf(doc, r.data));
+    await spill.put([...docKey(doc.stream, doc.documentId), 0], entryOf(ensureChunks(doc), r.data));
     sampled.set(doc.stream, [...(sampled.get(doc.stream) ?? []), doc.documentId]);
   }
   await spill.flushed();
@@ -307,7 +314,9 @@ async function scanDestination(
       ...(c.model !== undefined ? { model: c.model } : {}),
       ...(c.fingerprint ? { fp: c.fingerprint } : {}),
     };
-    await spill.put([...docKey(stream, c.documentId), 1, c.chunkIndex, tail], entry);
+    // A missing or broken index still keys (as -1, an orphan) rather than failing the scan.
+    const index = Number.isInteger(c.chunkIndex) ? c.chunkIndex : -1;
+    await spill.put([...docKey(stream, c.documentId), 1, index, tail], entry);
   };
   const scan = (options?: { documentIds?: string[]; limit?: number }) =>
     conn.destination.scanChunks!(conn.destinationConfig, ctx, stream, options);
@@ -449,11 +458,15 @@ async function repair(p: RepairParts): Promise<Record<string, RepairResult>> {
       for (const d of purges) yield { type: 'DELETE', stream: d.stream, documentId: d.documentId } as DestinationMessage;
     });
   }
-  await writeAll(p, result, () => repairMessages(p, result));
+  await writeAll(p, result, (keepsFingerprints) => repairMessages(p, result, keepsFingerprints));
   return result;
 }
 
-async function writeAll(p: RepairParts, result: Record<string, RepairResult>, messages: () => AsyncIterable<DestinationMessage>) {
+async function writeAll(
+  p: RepairParts,
+  result: Record<string, RepairResult>,
+  messages: (keepsFingerprints: boolean) => AsyncIterable<DestinationMessage>,
+) {
   const { conn, catalog, ctx } = p;
   const writer = await conn.destination
     .open(conn.destinationConfig, ctx, {
@@ -464,7 +477,7 @@ async function writeAll(p: RepairParts, result: Record<string, RepairResult>, me
       throw withContext(err, `connection ${conn.config.name}, destination ${conn.config.destination.type}`);
     });
   try {
-    for await (const ev of writer.write(messages())) {
+    for await (const ev of writer.write(messages(!!writer.fingerprints))) {
       if (ev.type !== 'WRITTEN' || !result[ev.stream]) continue;
       result[ev.stream].chunks_written += ev.chunksWritten;
       result[ev.stream].chunks_deleted += ev.chunksDeleted;
@@ -475,7 +488,13 @@ async function writeAll(p: RepairParts, result: Record<string, RepairResult>, me
 }
 
 /** DELETEs and re-processed (and re-embedded, through the cache) DOCUMENTs, in embedding batches. */
-async function* repairMessages(p: RepairParts, result: Record<string, RepairResult>): AsyncGenerator<DestinationMessage> {
+async function* repairMessages(
+  p: RepairParts,
+  result: Record<string, RepairResult>,
+  keepsFingerprints: boolean,
+): AsyncGenerator<DestinationMessage> {
+  // A writer that keeps fingerprints stores the one each rewritten document carries (as a sync does).
+  const fingerprinter = keepsFingerprints ? new Fingerprinter(p.processor, p.embedder) : undefined;
   const stats = Object.fromEntries(p.catalog.streams.map((s) => [s.stream.name, newStats()]));
   const byName = new Map(p.catalog.streams.map((s) => [s.stream.name, s]));
   const parts: RunParts = {
@@ -510,8 +529,9 @@ async function* repairMessages(p: RepairParts, result: Record<string, RepairResu
     }
     const entry = p.docs.get([stream, hash, 0]) as SourceEntry | undefined;
     if (!entry?.record) continue;
-    const doc = toDocument(cs, entry.record, p.processor, stats[stream], `stream ${stream}, document ${entry.id}`);
+    const doc = toDocument(cs, entry.record, p.processor, stats[stream], `stream ${stream}, document ${entry.id}`, fingerprinter);
     if (doc.type !== 'DOCUMENT') continue;
+    ensureChunks(doc);
     result[stream].documents_rewritten++;
     if (p.embedder && group.length && (chunks + doc.chunks.length > p.embedder.batchSize || groupStream !== stream)) yield* flush();
     groupStream = stream;

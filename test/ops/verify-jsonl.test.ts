@@ -4,7 +4,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tempDir, writeFiles } from '../helpers/cli.ts';
+import { REPO, tempDir, writeFiles } from '../helpers/cli.ts';
 import { runInProcess, useInProcessCli } from '../helpers/cli-in-process.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
 import type { JsonlChunkLine } from '../../connectors/destination-jsonl/index.ts';
@@ -64,6 +64,7 @@ describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
     const g0 = lines.find((l) => l.document_id === 'g.md')!;
     g0.embedding = g0.embedding!.slice(0, 16); // g: wrong dimension
     writeFileSync(file, lines.map((l: JsonlChunkLine) => JSON.stringify(l) + '\n').join(''));
+    const damaged = readFileSync(file, 'utf8');
 
     const found = await cli(dir, 'verify', 'p.yaml', '--json');
     expect(found.code, found.stderr).toBe(1);
@@ -99,7 +100,9 @@ describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
     expect(human.stdout).toMatch(/deleted_documents\s+1/);
     expect(human.stdout).toContain('--repair');
 
+    // verify without --repair changed nothing (invariant 9).
     const before = readFileSync(file, 'utf8');
+    expect(before).toBe(damaged);
     const repaired = await cli(dir, 'verify', 'p.yaml', '--repair', '--json');
     expect(repaired.code, repaired.stderr).toBe(1); // drift was found (and fixed)
     expect(JSON.parse(repaired.stdout).repair.docs).toMatchObject({ documents_rewritten: 6, documents_deleted: 1 });
@@ -140,5 +143,17 @@ describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
       expect(u.code, u.stderr).toBe(2);
       expect(u.stderr).not.toMatch(/\n\s+at /);
     }
+
+    // A destination that cannot list its chunks: a config error, said as such.
+    const custom = join(REPO, 'test/cli/fixtures/final-flush-destination.ts');
+    writeFiles(dir, {
+      'custom.yaml': pipeline('x.jsonl').replace(
+        '{ type: jsonl, config: { path: ./out/x.jsonl } }',
+        `{ type: "${custom}", config: { path: ./x.txt } }`,
+      ),
+    });
+    const unsupported = await cli(dir, 'verify', 'custom.yaml');
+    expect(unsupported.code, unsupported.stderr).toBe(2);
+    expect(unsupported.stderr).toContain('cannot list its stored chunks');
   });
 });

@@ -1,6 +1,6 @@
 // `sluice verify` on pgvector (PGlite and native PostgreSQL + pgvector): a table damaged by hand —
 // a chunk row deleted, a duplicate row, a changed text, an orphan chunk index, a document the
-// source no longer has, a document gone — is reported (exit 1, --json counts), --repair fixes it
+// source no longer has, a document gone, a stale stored fingerprint — is reported (exit 1, --json counts), --repair fixes it
 // through the writer, a second verify is clean, and the table equals what a fresh sync writes.
 // (A vector of another size cannot be stored in the vector(N) column: that kind is covered on jsonl.)
 import { rmSync } from 'node:fs';
@@ -39,7 +39,7 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
   const rows = async (schema: string) =>
     (
       await admin.query(
-        `SELECT id, document_id, chunk_index, content, metadata::text AS metadata, embedding::text AS embedding FROM "${schema}".docs ORDER BY id`,
+        `SELECT id, document_id, chunk_index, content, metadata::text AS metadata, embedding::text AS embedding, fingerprint_content, fingerprint_metadata FROM "${schema}".docs ORDER BY id`,
       )
     ).rows;
 
@@ -50,14 +50,14 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
       'p.yaml': pipeline(backend.url, schema),
       'fresh.yaml': pipeline(backend.url, `${schema}_fresh`),
     };
-    for (const n of ['a', 'b', 'c', 'd', 'e', 'f', 'h']) files[`docs/${n}.md`] = long(n.toUpperCase());
+    for (const n of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']) files[`docs/${n}.md`] = long(n.toUpperCase());
     writeFiles(dir, files);
     const run = (file: string, ...args: string[]) => runInProcess([args[0], join(dir, file), ...args.slice(1)]);
 
     expect((await run('p.yaml', 'sync')).code).toBe(0);
     const clean = await run('p.yaml', 'verify', '--json');
     expect(clean.code, clean.stdout + clean.stderr).toBe(0);
-    expect(JSON.parse(clean.stdout)).toMatchObject({ clean: true, streams: { docs: { documents_checked: 7, chunks_checked: 21 } } });
+    expect(JSON.parse(clean.stdout)).toMatchObject({ clean: true, streams: { docs: { documents_checked: 8, chunks_checked: 24 } } });
     const stateBefore = (await admin.query(`SELECT state::text FROM "${schema}"._sluice_state`)).rows;
 
     // The damage, one kind per document.
@@ -70,6 +70,7 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
     ); // d: duplicate
     await admin.query(`UPDATE ${t} SET content = 'tampered text' WHERE id = 'e.md#0'`); // e: stale text
     await admin.query(`DELETE FROM ${t} WHERE document_id = 'f.md'`); // f: missing document
+    await admin.query(`UPDATE ${t} SET fingerprint_content = repeat('0', 64) WHERE document_id = 'g.md'`); // g: stale fingerprint
 
     const found = await run('p.yaml', 'verify', '--json');
     expect(found.code, found.stderr).toBe(1);
@@ -78,7 +79,7 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
       missing_documents: 1,
       deleted_documents: 1,
       stale_chunks: 1,
-      stale_fingerprints: 0,
+      stale_fingerprints: 1,
       missing_chunks: 1,
       duplicate_chunks: 1,
       orphaned_chunks: 1,
@@ -92,12 +93,13 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
       missing_chunks: ['a.md'],
       duplicate_chunks: ['d.md'],
       orphaned_chunks: ['c.md'],
+      stale_fingerprints: ['g.md'],
     });
     expect(found.stdout).not.toContain(backend.url);
 
     const repaired = await run('p.yaml', 'verify', '--repair', '--json');
     expect(repaired.code, repaired.stderr).toBe(1);
-    expect(JSON.parse(repaired.stdout).repair.docs).toMatchObject({ documents_rewritten: 5, documents_deleted: 1 });
+    expect(JSON.parse(repaired.stdout).repair.docs).toMatchObject({ documents_rewritten: 6, documents_deleted: 1 });
     const after = await run('p.yaml', 'verify', '--json');
     expect(after.code, after.stdout).toBe(0);
 
