@@ -214,7 +214,7 @@ describe.each([qdrantTarget, pineconeTarget])('fingerprints end to end: $name', 
     const swept = target.stored(dir, 'append_dedup');
     expect(swept).toEqual(renamed.filter((s) => !s.startsWith('5|')));
     expect(await listed(target, dir, 'append_dedup')).toEqual(expectedListing(swept));
-  });
+  }, 300_000); // four CLI runs: slow on a loaded machine
 
   it('overwrite of unchanged data writes nothing and does not switch; one change switches to a complete generation', async () => {
     const dir = tempDir(`sluice-fp-${target.name}-ow-`);
@@ -251,5 +251,5 @@ describe.each([qdrantTarget, pineconeTarget])('fingerprints end to end: $name', 
     expect(kept.length).toBeGreaterThan(19);
     for (const [id, v] of kept) expect(Math.max(...after.get(id)!.map((x, i) => Math.abs(x - v[i])))).toBeLessThan(1e-6);
     expect(await listed(target, dir, 'overwrite')).toEqual(expectedListing(now));
-  });
+  }, 300_000);
 });
