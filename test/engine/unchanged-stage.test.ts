@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import type { DestinationMessage, DocumentFingerprint } from '../../src/protocol/connector.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import { UnchangedStage } from '../../src/engine/unchanged.ts';
+import { readdirSync } from 'node:fs';
+import { tempDir } from '../helpers/cli.ts';
 
 const fp = (content: string, metadata = 'm'): DocumentFingerprint => ({ content, metadata });
 const doc = (id: string, f: DocumentFingerprint, stream = 's'): DestinationMessage => ({
@@ -147,6 +149,36 @@ describe('UnchangedStage', () => {
     expect(stats.s).toEqual({ records_unchanged: 1, records_metadata_updated: 1 });
     expect(dest.calls).toBe(1); // one look-up for the batch
     expect(stage.pending).toBe(0); // overwrite keeps no memory of its writes
+  });
+
+  it('overwrite: a document sent again in the same generation is compared with what was sent, never KEEP after it', async () => {
+    for (const workDir of [undefined, tempDir('sluice-unchanged-')]) {
+      const dest = destination({ a: fp('A'), b: fp('B') });
+      const stats: Record<string, { records_unchanged?: number; records_metadata_updated?: number }> = { s: {} };
+      const stage = new UnchangedStage({ writer: dest, modes: new Map([['s', 'overwrite']]), stats, where: 'test', lingerMs: 5, workDir });
+      const input = feed();
+      input.push(doc('a', fp('B')), doc('a', fp('A')), doc('a', fp('A')), doc('b', fp('B')), {
+        type: 'DELETE',
+        stream: 's',
+        documentId: 'b',
+      });
+      input.push(state(1), doc('b', fp('B')), doc('b', fp('B', 'new')), { type: 'STREAM_COMPLETE', stream: 's' });
+      input.end();
+      const got: string[] = [];
+      for await (const m of stage.run(input)) got.push(describeOut(m));
+      expect(got).toEqual([
+        'DOCUMENT a B',
+        'DOCUMENT a A', // not KEEP: the new generation holds B for it now
+        'KEEP b',
+        'DELETE b',
+        'STATE',
+        'DOCUMENT b B', // after its deletion in this generation: in full
+        'DOCUMENT b B', // other metadata than sent: in full, not metadata-only
+        'STREAM_COMPLETE',
+      ]);
+      expect(stats.s).toEqual({ records_unchanged: 2 });
+      if (workDir) expect(readdirSync(workDir)).toEqual([]); // the scratch database is removed
+    }
   });
 
   it('looks up at most batchSize documents per call, in order', async () => {
