@@ -1,13 +1,14 @@
 // Deletion detection for full refresh + append_dedup (mark and sweep, docs/fingerprints.md): every
 // document id the read produces is marked; when the source reports the stream complete, the stored
 // documents that were not marked are deleted, before the stream's completion (and the STATE after
-// it), so they are committed with it. An interrupted or failed read deletes nothing.
+// it), so they are committed with it. An interrupted or failed read deletes nothing, and a swept
+// stream is always read from its beginning (withoutSweptProgress).
 import { randomBytes, createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LoadedConnection } from '../config/load.ts';
-import type { ConnectorContext, DestinationMessage, Logger } from '../protocol/connector.ts';
+import type { ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import type { ConfiguredCatalog } from '../protocol/messages.ts';
 
@@ -29,6 +30,17 @@ export function sweptStreams(opts: Pick<SweepOptions, 'conn' | 'catalog' | 'shar
   return opts.catalog.streams
     .filter((s) => s.sync_mode === 'full_refresh' && s.destination_sync_mode === 'append_dedup')
     .map((s) => s.stream.name);
+}
+
+/**
+ * A swept stream is always read from its beginning: saved progress of an interrupted full refresh
+ * (a resume position) is not used, because the ids the interrupted read produced are not known to
+ * this run, and a sweep after a resumed read would delete them. With a destination that keeps
+ * fingerprints, re-reading what did not change costs no embedding and no writes.
+ */
+export function withoutSweptProgress(state: SourceState | undefined, swept: string[]): SourceState | undefined {
+  if (!state || !swept.some((s) => state.streams[s] !== undefined)) return state;
+  return { ...state, streams: Object.fromEntries(Object.entries(state.streams).filter(([k]) => !swept.includes(k))) };
 }
 
 /** Writes are awaited every this many marks, so LMDB's write queue stays bounded (invariant 6). */

@@ -38,7 +38,7 @@ import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter } from './fingerprint.ts';
 import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
-import { sweepStage } from './sweep.ts';
+import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
 
 export interface SyncOptions {
@@ -458,7 +458,8 @@ async function syncConnection(p: RunParts & { store: StateStore; sharded: boolea
     // Writers that keep fingerprints get only what changed (./unchanged.ts, docs/fingerprints.md).
     const unchanged = writer.fingerprints ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
     const fingerprinter = unchanged ? new Fingerprinter(p.processor, embedder) : undefined;
-    const read = sweepStage(documents({ ...p, touched, fingerprinter }, state), { ...sweepOptions(p), sharded: p.sharded });
+    const sweep = { ...sweepOptions(p), sharded: p.sharded };
+    const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
     const messages = guardEmptyText(unchanged ? unchanged.run(read) : read, {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
       conn,
@@ -953,7 +954,8 @@ async function planRun(
     s.estimated_cost_usd = embedder ? 0 : null;
   }
   const seen = new Set<string>();
-  for await (const m of sweepStage(documents(p, p.state), { ...sweepOptions(p), sharded: p.sharded })) {
+  const sweep = { ...sweepOptions(p), sharded: p.sharded };
+  for await (const m of sweepStage(documents(p, withoutSweptProgress(p.state, sweptStreams(sweep))), sweep)) {
     if (m.type === 'DELETE') {
       streams[m.stream].documents_to_delete!++;
       await stored?.deleted(m);

@@ -1,0 +1,53 @@
+// A custom source for engine tests that replays a script (a JSON file): records, deletions and
+// checkpoints of one stream `items` (primary key `id`), in exactly the order written. Its state is
+// the position in the script, so a run killed mid-way resumes after the last committed checkpoint.
+// Use it from a pipeline: `source: { type: <relative path to this file>, config: { script: ./script.json } }`.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { defineSource, message, z } from 'sluice/cdk';
+
+/** `{ id, ... }` a record; `{ delete: id }` a deletion; `{ state: true }` a checkpoint (the position after it). */
+export type ScriptStep = { id: number; [field: string]: unknown } | { delete: number } | { state: true };
+
+const Config = z.strictObject({
+  script: z.string().min(1),
+  /** Pause after every record (ms), so a test can interrupt the read mid-way. */
+  delay_ms: z.number().min(0).default(0),
+});
+
+export default defineSource({
+  spec: { name: 'scripted', title: 'Scripted source (tests)', config: Config },
+  capabilities: { sourceDefinedCursor: true },
+  async discover() {
+    return {
+      streams: [
+        {
+          name: 'items',
+          json_schema: { type: 'object', properties: { id: { type: 'integer' }, title: { type: 'string' }, body: { type: 'string' } } },
+          supported_sync_modes: ['full_refresh', 'incremental'],
+          source_defined_cursor: true,
+          source_defined_primary_key: [['id']],
+        },
+      ],
+    };
+  },
+  async *read(config, catalog, state, ctx) {
+    const steps = JSON.parse(readFileSync(resolve(ctx.baseDir, config.script), 'utf8')) as ScriptStep[];
+    const cs = catalog.streams.find((s) => s.stream.name === 'items');
+    if (!cs) return;
+    const saved = cs.sync_mode === 'incremental' ? (state?.streams.items as { position?: number } | undefined) : undefined;
+    for (let i = saved?.position ?? 0; i < steps.length; i++) {
+      if (ctx.signal.aborted) return;
+      const step = steps[i];
+      if ('state' in step) yield message.streamState('items', { position: i + 1 });
+      else if ('delete' in step) yield message.deletion('items', { id: step.delete });
+      else {
+        yield message.record('items', step);
+        if (config.delay_ms) await sleep(config.delay_ms);
+      }
+    }
+    yield message.streamState('items', { position: steps.length });
+    yield message.streamStatus('items', 'COMPLETE');
+  },
+});
