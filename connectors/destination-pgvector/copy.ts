@@ -12,6 +12,8 @@ const { from: copyFrom } = require('pg-copy-streams') as { from: (sql: string) =
 
 export type CopyValue =
   | { kind: 'text'; value: string }
+  /** text that may be NULL (undefined) */
+  | { kind: 'textOrNull'; value: string | undefined }
   | { kind: 'int4'; value: number }
   | { kind: 'jsonb'; value: string }
   | { kind: 'vector'; value: Float32Array | undefined };
@@ -41,6 +43,8 @@ function tupleBytes(values: CopyValue[], exact: boolean): number {
     size += 4;
     if (v.kind === 'text' || v.kind === 'jsonb') {
       size += (v.kind === 'jsonb' ? 1 : 0) + (exact ? Buffer.byteLength(v.value, 'utf8') : 3 * v.value.length);
+    } else if (v.kind === 'textOrNull') {
+      if (v.value !== undefined) size += exact ? Buffer.byteLength(v.value, 'utf8') : 3 * v.value.length;
     } else if (v.kind === 'int4') size += 4;
     else if (v.value) size += 4 + 4 * v.value.length;
   }
@@ -54,6 +58,17 @@ function writeTuple(values: CopyValue[], buf: Buffer, o: number): number {
   for (const v of values) {
     switch (v.kind) {
       case 'text': {
+        const n = buf.write(v.value, o + 4, 'utf8');
+        buf.writeInt32BE(n, o);
+        o += 4 + n;
+        break;
+      }
+      case 'textOrNull': {
+        if (v.value === undefined) {
+          buf.writeInt32BE(-1, o);
+          o += 4;
+          break;
+        }
         const n = buf.write(v.value, o + 4, 'utf8');
         buf.writeInt32BE(n, o);
         o += 4 + n;

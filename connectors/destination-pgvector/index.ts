@@ -1,15 +1,18 @@
 // pgvector destination: any PostgreSQL with pgvector (`url`), or an embedded PGlite with pgvector
 // kept in a directory (`embedded`). One table per stream; state stored with the data (exactly once).
-import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState } from '../../src/protocol/connector.ts';
+import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState, StoredDocument } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
+import { DOCUMENT_FINGERPRINT_SQL, OPS, STATE_TABLE, hasFingerprintColumns, inspectTable } from './schema.ts';
 import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 
 export type { PgvectorConfig } from './config.ts';
+
+/** Documents per page when listing a stream's documents. */
+const DOCUMENTS_PAGE = 1000;
 
 async function withSession<T>(config: PgvectorConfig, ctx: ConnectorContext, fn: (s: Session) => Promise<T>): Promise<T> {
   const session = await openSession(config, ctx);
@@ -260,6 +263,56 @@ const destination: Destination<PgvectorConfig> = {
       );
       return rows.map((r) => ({ documentId: r.document_id, chunkIndex: r.chunk_index, content: r.content }));
     });
+  },
+
+  /**
+   * Every document of a stream's table with its chunk count and fingerprint, in document id order,
+   * a page per query (keyset on the document_id index). Reads only: creates and migrates nothing.
+   */
+  async *documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
+    const session = await openSession(config, ctx);
+    const table = tableNameFor(stream, config.table);
+    const where = `connection ${ctx.connection}, stream ${stream}, destination ${session.label}`;
+    try {
+      let info;
+      try {
+        info = await inspectTable(session.client, config.schema, table);
+      } catch (err) {
+        throw pgError(err, where, `cannot inspect table ${config.schema}.${table}`);
+      }
+      if (!info.exists) return;
+      const fingerprint = hasFingerprintColumns(info)
+        ? DOCUMENT_FINGERPRINT_SQL
+        : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata';
+      let after: string | undefined;
+      for (;;) {
+        let rows: Array<{ document_id: string; chunks: number; fingerprint_content: string | null; fingerprint_metadata: string | null }>;
+        try {
+          rows = (
+            await session.client.query(
+              `SELECT document_id, count(*)::int AS chunks, ${fingerprint} FROM ${qualified(config.schema, table)}
+                ${after === undefined ? '' : 'WHERE document_id > $1'} GROUP BY document_id ORDER BY document_id LIMIT ${DOCUMENTS_PAGE}`,
+              after === undefined ? [] : [after],
+            )
+          ).rows;
+        } catch (err) {
+          throw pgError(err, where, `cannot list the documents of ${config.schema}.${table}`);
+        }
+        for (const r of rows) {
+          yield {
+            documentId: r.document_id,
+            chunks: r.chunks,
+            ...(r.fingerprint_content !== null
+              ? { fingerprint: { content: r.fingerprint_content, metadata: r.fingerprint_metadata! } }
+              : {}),
+          };
+        }
+        if (rows.length < DOCUMENTS_PAGE) return;
+        after = rows[rows.length - 1].document_id;
+      }
+    } finally {
+      await session.close();
+    }
   },
 
   async maintain(config, ctx, action): Promise<Record<string, unknown>> {

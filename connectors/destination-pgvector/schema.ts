@@ -1,6 +1,8 @@
 // Table layout (public, other tools rely on it) and the DDL that creates, inspects and swaps it:
 //   id text primary key, document_id text, chunk_index int, content text, metadata jsonb,
-//   embedding vector(N), plus an index on document_id and the vector index.
+//   embedding vector(N), fingerprint_content text, fingerprint_metadata text, plus an index on
+//   document_id and the vector index. Every chunk row carries its document's fingerprint
+//   (docs/fingerprints.md), so a lookup is one indexed query and KEEP copies rows as they are.
 import type pg from 'pg';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
@@ -84,6 +86,29 @@ export async function inspectTable(client: pg.Client, schema: string, table: str
 }
 
 export const REQUIRED_COLUMNS = ['id', 'document_id', 'chunk_index', 'content', 'metadata', 'embedding'];
+/** Added to tables made before fingerprints were kept (NULL there: those documents count as changed). */
+export const FINGERPRINT_COLUMNS = ['fingerprint_content', 'fingerprint_metadata'];
+
+export const hasFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.every((c) => info.columns.includes(c));
+
+/**
+ * Adds the fingerprint columns to a table made before them, in place: nullable columns without a
+ * default, so PostgreSQL only changes the catalog (no table rewrite, no row touched).
+ */
+export async function addFingerprintColumns(client: pg.Client, schema: string, table: string): Promise<void> {
+  await client.query(
+    `ALTER TABLE ${qualified(schema, table)} ${FINGERPRINT_COLUMNS.map((c) => `ADD COLUMN IF NOT EXISTS ${ident(c)} text`).join(', ')}`,
+  );
+}
+
+/**
+ * The fingerprint of a document, from its chunk rows: only when every row has the same one (rows
+ * without one, or mixed ones, mean the document is not known to be unchanged). Use with GROUP BY document_id.
+ */
+export const DOCUMENT_FINGERPRINT_SQL = `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
+   AND min(fingerprint_content) = max(fingerprint_content) AND min(fingerprint_metadata) = max(fingerprint_metadata)
+  THEN min(fingerprint_content) END AS fingerprint_content,
+  min(fingerprint_metadata) AS fingerprint_metadata`;
 
 export async function createChunkTable(
   client: pg.Client,
@@ -100,7 +125,9 @@ export async function createChunkTable(
        chunk_index int NOT NULL,
        content text NOT NULL,
        metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
-       embedding ${type}
+       embedding ${type},
+       fingerprint_content text,
+       fingerprint_metadata text
      )`,
   );
   await client.query(`CREATE INDEX IF NOT EXISTS ${ident(documentIndexName(table))} ON ${qualified(schema, table)} (document_id)`);

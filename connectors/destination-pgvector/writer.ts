@@ -1,9 +1,13 @@
 // The pgvector writer: buffers documents per stream (bounded by rows and bytes), applies each
 // buffer in one transaction together with the connection state it covers (exactly once), and
-// swaps overwrite generations in one transaction at STREAM_COMPLETE.
+// swaps overwrite generations in one transaction at STREAM_COMPLETE. Documents carry fingerprints
+// (docs/fingerprints.md): unchanged ones are never sent (append_dedup) or arrive as KEEP (overwrite:
+// copied server-side from the live table, and an all-KEEP generation writes nothing and keeps the
+// live table); metadata-only changes update the stored rows without touching their vectors.
 import type {
   Chunk,
   ConnectorContext,
+  DocumentFingerprint,
   DestinationEvent,
   DestinationMessage,
   DestinationWriter,
@@ -17,7 +21,11 @@ import { canonicalJson } from '../../src/protocol/identity.ts';
 import { CommitQueue, pullOrWake } from '../../src/cdk/commits.ts';
 import type { PgvectorConfig } from './config.ts';
 import { copyBinary, type CopyValue } from './copy.ts';
+import { KeepLog, idHashSql } from './keep-log.ts';
 import {
+  DOCUMENT_FINGERPRINT_SQL,
+  addFingerprintColumns,
+  hasFingerprintColumns,
   MAX_INDEXED_DIMENSIONS,
   REQUIRED_COLUMNS,
   STATE_TABLE,
@@ -45,10 +53,26 @@ interface PendingDocument {
   /** Delete the document's stored chunks with chunk_index >= this (0 = all) before upserting. */
   trimFrom?: number;
   chunks: Map<string, Chunk>;
+  fingerprint?: DocumentFingerprint;
+  /** Only metadata (and fingerprint) change: the stored text and vectors stay. */
+  metadataOnly?: boolean;
+  /** Overwrite: copy the document's live rows into the new generation. */
+  keep?: boolean;
 }
 
 /** What one commit applies: per stream, the buffered documents and the counts they add up to. */
-type Batch = Array<{ target: StreamTarget; pending: Map<string, PendingDocument>; written: StreamTarget['written'] }>;
+type Batch = Array<{
+  target: StreamTarget;
+  pending: Map<string, PendingDocument>;
+  written: StreamTarget['written'];
+  /** Overwrite: create the new generation first, with the documents kept so far. */
+  materialize?: KeepLog;
+}>;
+
+/** Every column a chunk row has, in the order the write paths send them. */
+const COLUMNS = '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata)';
+/** Ids per statement when kept documents are copied from the live table. */
+const KEEP_IDS_PER_STATEMENT = 5000;
 
 interface StreamTarget {
   stream: string;
@@ -65,6 +89,15 @@ interface StreamTarget {
   swapped: boolean;
   /** The first bulk load may COPY straight into the (fresh) table until an id repeats. */
   directCopy: boolean;
+  /** The table readers use held rows with fingerprint columns at open: fingerprints() asks it. */
+  lookup: boolean;
+  /**
+   * Overwrite of an existing table while every message so far was a KEEP: the new generation is
+   * not created yet (see keep-log.ts).
+   */
+  keepOnly?: KeepLog;
+  /** Set when something other than KEEP arrived: the next commit creates the new generation. */
+  materialize?: KeepLog;
 }
 
 const clean = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : s);
@@ -200,23 +233,33 @@ class PgvectorWriter implements DestinationWriter {
     for (const s of options.streams) {
       const table = tableNameFor(s.name, config.table);
       const info = infos.get(s.name)!;
+      const overwrite = s.destinationSyncMode === 'overwrite';
       let writeTable = table;
       let fresh = !info.exists;
-      if (s.destinationSyncMode === 'overwrite') {
+      const liveHasRows = info.exists && (await hasRows(this.client, config.schema, table));
+      // A table made before fingerprints were kept gets their columns in place (append modes; an
+      // overwrite replaces it with a new generation that has them).
+      if (info.exists && !overwrite && !hasFingerprintColumns(info)) await this.migrate(s.name, table);
+      const lookup = liveHasRows && (!overwrite || hasFingerprintColumns(info));
+      let keepOnly: KeepLog | undefined;
+      if (overwrite) {
         // A leftover generation from an interrupted overwrite is discarded: a full refresh starts over.
         writeTable = newGenerationName(table);
-        await this.client.query(`DROP TABLE IF EXISTS ${qualified(config.schema, writeTable)}`);
+        if ((await inspectTable(this.client, config.schema, writeTable)).exists)
+          await this.client.query(`DROP TABLE ${qualified(config.schema, writeTable)}`);
         fresh = true;
+        // Over a table whose documents may come back unchanged (KEEP), the new generation is created
+        // only once something else arrives: an unchanged overwrite writes nothing.
+        if (lookup) keepOnly = new KeepLog(this.ctx.workDir);
       }
-      if (fresh) await createChunkTable(this.client, config.schema, writeTable, this.vectorSchema, dims);
+      if (fresh && !keepOnly) await this.createGeneration(writeTable, s.primaryKey);
       // Empty, not only new: a table created by a run that died before its first commit is empty too.
-      if (s.destinationSyncMode !== 'overwrite' && (!info.exists || !(await hasRows(this.client, config.schema, table))))
-        this.createdEmpty.push(s.name);
+      if (!overwrite && !liveHasRows) this.createdEmpty.push(s.name);
       // Tables sluice made before it kept notes are adopted; a note someone else wrote is left alone.
-      if (fresh || notes.get(s.name) === undefined)
+      if (!fresh && notes.get(s.name) === undefined)
         await writeTableNote(this.client, config.schema, writeTable, { primary_key: s.primaryKey });
       if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions);
-      const vectorOid = fresh ? (await inspectTable(this.client, config.schema, writeTable)).vectorOid! : info.vectorOid!;
+      const vectorOid = info.exists ? info.vectorOid! : (await inspectTable(this.client, config.schema, writeTable)).vectorOid!;
       this.targets.set(s.name, {
         stream: s.name,
         mode: s.destinationSyncMode,
@@ -228,7 +271,51 @@ class PgvectorWriter implements DestinationWriter {
         written: { records: 0, chunksWritten: 0, chunksDeleted: 0 },
         swapped: false,
         directCopy: fresh,
+        lookup,
+        keepOnly,
       });
+    }
+  }
+
+  private async createGeneration(writeTable: string, primaryKey: string[][]): Promise<void> {
+    await createChunkTable(this.client, this.config.schema, writeTable, this.vectorSchema, this.options.dimensions);
+    await writeTableNote(this.client, this.config.schema, writeTable, { primary_key: primaryKey });
+  }
+
+  /** Adds the fingerprint columns to a table written before sluice kept them (its rows are kept as they are). */
+  private async migrate(stream: string, table: string): Promise<void> {
+    const { schema } = this.config;
+    try {
+      await addFingerprintColumns(this.client, schema, table);
+    } catch (err) {
+      throw pgError(err, this.where(stream), `cannot add the fingerprint columns to table ${schema}.${table}`);
+    }
+    this.ctx.logger.info(
+      { stream, table: `${schema}.${table}` },
+      `added columns fingerprint_content, fingerprint_metadata to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
+    );
+  }
+
+  /**
+   * Stored fingerprints of `documentIds` in the table readers use (for an overwrite: the live
+   * generation). One indexed query; a table that was empty (or absent) at open needs none.
+   */
+  async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
+    const t = this.target(stream);
+    const found = new Map<string, DocumentFingerprint>();
+    if (!t.lookup || !documentIds.length) return found;
+    try {
+      const { rows } = await this.client.query<{ document_id: string; fingerprint_content: string | null; fingerprint_metadata: string }>(
+        `SELECT document_id, ${DOCUMENT_FINGERPRINT_SQL} FROM ${qualified(this.config.schema, t.table)}
+          WHERE document_id = ANY($1::text[]) GROUP BY document_id`,
+        [documentIds],
+      );
+      for (const r of rows) {
+        if (r.fingerprint_content !== null) found.set(r.document_id, { content: r.fingerprint_content, metadata: r.fingerprint_metadata });
+      }
+      return found;
+    } catch (err) {
+      throw pgError(err, this.where(stream), `cannot read the stored fingerprints of ${this.config.schema}.${t.table}`);
     }
   }
 
@@ -291,7 +378,12 @@ class PgvectorWriter implements DestinationWriter {
         const msg = item.value;
         switch (msg.type) {
           case 'DOCUMENT':
-          case 'DELETE': {
+          case 'DELETE':
+          case 'KEEP': {
+            if (this.mustCommitBefore(msg)) {
+              yield* commits.settle(1);
+              start();
+            }
             this.buffer(msg);
             if (this.bufferedRows >= this.config.batch_rows || this.bufferedBytes >= this.config.batch_bytes) {
               yield* commits.settle(1);
@@ -307,6 +399,16 @@ class PgvectorWriter implements DestinationWriter {
             const target = this.targets.get(msg.stream);
             if (target?.mode === 'overwrite' && !target.swapped) {
               yield* commitAll();
+              if (target.keepOnly && (await this.keptEveryLiveDocument(target))) {
+                this.keepLiveTable(target);
+                break;
+              }
+              if (target.keepOnly) {
+                // Some live documents were not kept: the new generation is the kept ones alone.
+                target.materialize = target.keepOnly;
+                target.keepOnly = undefined;
+                yield* commitAll();
+              }
               await this.swap(target);
             } else if (target?.fresh) {
               // The stream's first bulk load is in: index it now rather than row by row.
@@ -335,6 +437,8 @@ class PgvectorWriter implements DestinationWriter {
   /** Drops the new generation of every overwrite that did not switch (best effort: the run already failed). */
   async discardUnfinished(): Promise<void> {
     for (const t of this.targets.values()) {
+      t.keepOnly?.dispose();
+      t.materialize?.dispose();
       if (t.mode !== 'overwrite' || t.swapped || t.writeTable === t.table) continue;
       await this.client.query('ROLLBACK').catch(() => {});
       await this.client
@@ -356,7 +460,18 @@ class PgvectorWriter implements DestinationWriter {
     return t;
   }
 
-  private buffer(msg: Extract<DestinationMessage, { type: 'DOCUMENT' | 'DELETE' }>): void {
+  /**
+   * Append mode merges a document's messages within a buffer chunk by chunk; a metadata-only one
+   * cannot merge with a full one (it has no vectors), so what is buffered is committed first.
+   */
+  private mustCommitBefore(msg: Extract<DestinationMessage, { type: 'DOCUMENT' | 'DELETE' | 'KEEP' }>): boolean {
+    if (msg.type !== 'DOCUMENT') return false;
+    const t = this.targets.get(msg.stream);
+    const doc = t?.mode === 'append' ? t.pending.get(msg.documentId) : undefined;
+    return !!doc && !!doc.metadataOnly !== !!msg.metadataOnly;
+  }
+
+  private buffer(msg: Extract<DestinationMessage, { type: 'DOCUMENT' | 'DELETE' | 'KEEP' }>): void {
     const t = this.target(msg.stream);
     if (t.swapped) {
       throw new SluiceError(`received data for stream ${msg.stream} after it completed`, {
@@ -364,10 +479,21 @@ class PgvectorWriter implements DestinationWriter {
         where: this.where(msg.stream),
       });
     }
+    if (msg.type === 'KEEP') {
+      // Outside overwrite an unchanged document is simply left as it is.
+      if (t.mode !== 'overwrite') return;
+      if (t.keepOnly) {
+        t.keepOnly.add(msg.documentId);
+        return;
+      }
+    } else if (t.keepOnly) {
+      t.materialize = t.keepOnly;
+      t.keepOnly = undefined;
+    }
     let doc = t.pending.get(msg.documentId);
-    if (msg.type === 'DELETE') {
+    if (msg.type === 'DELETE' || msg.type === 'KEEP') {
       if (doc) this.bufferedRows -= doc.chunks.size;
-      t.pending.set(msg.documentId, { trimFrom: 0, chunks: new Map() });
+      t.pending.set(msg.documentId, { trimFrom: 0, chunks: new Map(), keep: msg.type === 'KEEP' });
       this.bufferedRows += 1;
       return;
     }
@@ -377,8 +503,10 @@ class PgvectorWriter implements DestinationWriter {
       doc = { trimFrom: replace ? msg.chunks.length : doc?.trimFrom, chunks: new Map() };
       t.pending.set(msg.documentId, doc);
     }
+    doc.fingerprint = msg.fingerprint;
+    doc.metadataOnly = !!msg.metadataOnly;
     for (const c of msg.chunks) {
-      if (this.options.dimensions && c.embedding && c.embedding.length !== this.options.dimensions) {
+      if (!msg.metadataOnly && this.options.dimensions && c.embedding && c.embedding.length !== this.options.dimensions) {
         throw new SluiceError(`chunk ${c.id} has ${c.embedding.length} dimensions, expected ${this.options.dimensions}`, {
           kind: 'embedding',
           where: this.where(msg.stream),
@@ -395,8 +523,9 @@ class PgvectorWriter implements DestinationWriter {
   private takeBatch(): Batch {
     const batch: Batch = [];
     for (const t of this.targets.values()) {
-      if (!t.pending.size && !t.written.records) continue;
-      batch.push({ target: t, pending: t.pending, written: t.written });
+      if (!t.pending.size && !t.written.records && !t.materialize) continue;
+      batch.push({ target: t, pending: t.pending, written: t.written, materialize: t.materialize });
+      t.materialize = undefined;
       t.pending = new Map();
       t.written = { records: 0, chunksWritten: 0, chunksDeleted: 0 };
     }
@@ -447,18 +576,23 @@ class PgvectorWriter implements DestinationWriter {
     return events;
   }
 
-  private async apply({ target: t, pending, written }: Batch[number]): Promise<void> {
+  private async apply({ target: t, pending, written, materialize }: Batch[number]): Promise<void> {
+    if (materialize) await this.materialize(t, materialize);
     if (!pending.size) return;
     const table = qualified(this.config.schema, t.writeTable);
     const trimDocs: string[] = [];
     const trimFrom: number[] = [];
-    const chunks: Chunk[] = [];
+    const chunks: FingerprintedChunk[] = [];
+    const kept: string[] = [];
+    const metadataOnly: FingerprintedChunk[] = [];
     for (const [documentId, doc] of pending) {
       if (doc.trimFrom !== undefined) {
         trimDocs.push(documentId);
         trimFrom.push(doc.trimFrom);
       }
-      for (const c of doc.chunks.values()) chunks.push(c);
+      if (doc.keep) kept.push(documentId);
+      const into = doc.metadataOnly ? metadataOnly : chunks;
+      for (const c of doc.chunks.values()) into.push({ chunk: c, fingerprint: doc.fingerprint });
     }
     if (trimDocs.length) {
       const res = await this.client.query(
@@ -468,6 +602,9 @@ class PgvectorWriter implements DestinationWriter {
       );
       written.chunksDeleted += res.rowCount ?? 0;
     }
+    if (kept.length) await this.copyKept(t, kept);
+    if (metadataOnly.length) await this.updateMetadata(t, table, metadataOnly);
+    written.chunksWritten += metadataOnly.length;
     if (!chunks.length) return;
     if (this.useCopy) await this.upsertByCopy(t, table, chunks);
     else await this.upsertByInsert(t, table, chunks);
@@ -475,29 +612,129 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   private static readonly UPSERT = `ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index,
-      content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding`;
+      content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
+      fingerprint_content = EXCLUDED.fingerprint_content, fingerprint_metadata = EXCLUDED.fingerprint_metadata`;
 
   /** PGlite path: multi-row INSERT ... SELECT FROM unnest(...), vectors sent as one binary array. */
-  private async upsertByInsert(t: StreamTarget, table: string, chunks: Chunk[]): Promise<void> {
+  private async upsertByInsert(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
     const vectorArray = `${ident(this.vectorSchema)}.vector[]`;
-    const sql = `INSERT INTO ${table} (id, document_id, chunk_index, content, metadata, embedding)
-      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray})
+    const sql = `INSERT INTO ${table} ${COLUMNS}
+      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[])
       ${PgvectorWriter.UPSERT}`;
     const step = this.config.insert_rows;
     for (let i = 0; i < chunks.length; i += step) {
       const part = chunks.slice(i, i + step);
       await this.client.query(sql, [
-        part.map((c) => c.id),
-        part.map((c) => c.documentId),
-        part.map((c) => c.chunkIndex),
-        part.map((c) => clean(c.content)),
-        part.map((c) => metadataJson(c.metadata)),
+        part.map(({ chunk: c }) => c.id),
+        part.map(({ chunk: c }) => c.documentId),
+        part.map(({ chunk: c }) => c.chunkIndex),
+        part.map(({ chunk: c }) => clean(c.content)),
+        part.map(({ chunk: c }) => metadataJson(c.metadata)),
         encodeBinaryArray(
           t.vectorOid,
-          part.map((c) => (c.embedding ? encodeVector(c.embedding) : null)),
+          part.map(({ chunk: c }) => (c.embedding ? encodeVector(c.embedding) : null)),
         ),
+        part.map((c) => c.fingerprint?.content ?? null),
+        part.map((c) => c.fingerprint?.metadata ?? null),
       ]);
     }
+  }
+
+  /**
+   * Overwrite: creates the new generation (in the commit's transaction) and copies into it the
+   * documents kept while nothing else had arrived.
+   */
+  private async materialize(t: StreamTarget, kept: KeepLog): Promise<void> {
+    const stream = this.options.streams.find((s) => s.name === t.stream)!;
+    await this.createGeneration(t.writeTable, stream.primaryKey);
+    try {
+      for await (const ids of kept.batches(KEEP_IDS_PER_STATEMENT)) await this.copyKept(t, ids);
+    } finally {
+      kept.dispose();
+    }
+  }
+
+  /** Overwrite: copies documents' live rows into the new generation as they are, inside the server. */
+  private async copyKept(t: StreamTarget, documentIds: string[]): Promise<void> {
+    const { schema } = this.config;
+    await this.client.query(
+      `INSERT INTO ${qualified(schema, t.writeTable)} ${COLUMNS}
+       SELECT ${COLUMNS.slice(1, -1)} FROM ${qualified(schema, t.table)} WHERE document_id = ANY($1::text[])
+       ON CONFLICT (id) DO NOTHING`,
+      [documentIds],
+    );
+    t.directCopy = false; // a COPY straight into the table could now meet these ids
+  }
+
+  /**
+   * Metadata-only documents: their stored rows (append modes) or their live rows copied into the new
+   * generation (overwrite) get the new metadata and fingerprint; text and vectors stay as stored.
+   * Only rows whose content fingerprint is the one the engine compared against are touched; if any
+   * is missing the document changed meanwhile, and the commit fails rather than mix two versions.
+   */
+  private async updateMetadata(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
+    const params = [
+      chunks.map(({ chunk: c }) => c.id),
+      chunks.map(({ chunk: c }) => metadataJson(c.metadata)),
+      chunks.map((c) => c.fingerprint?.content ?? null),
+      chunks.map((c) => c.fingerprint?.metadata ?? null),
+    ];
+    const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata)`;
+    const res =
+      t.mode === 'overwrite'
+        ? await this.client.query(
+            `INSERT INTO ${table} ${COLUMNS}
+             SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, d.fingerprint_content, d.fingerprint_metadata
+               FROM ${input} JOIN ${qualified(this.config.schema, t.table)} AS l
+                 ON l.id = d.id AND l.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
+             ${PgvectorWriter.UPSERT}`,
+            params,
+          )
+        : await this.client.query(
+            `UPDATE ${table} AS t SET metadata = d.metadata, fingerprint_content = d.fingerprint_content,
+                    fingerprint_metadata = d.fingerprint_metadata
+               FROM ${input}
+              WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
+            params,
+          );
+    if ((res.rowCount ?? 0) !== chunks.length) {
+      const docs = [...new Set(chunks.map(({ chunk: c }) => c.documentId))];
+      throw new SluiceError(
+        `a metadata-only update found ${res.rowCount ?? 0} of ${chunks.length} stored chunks of document(s) ${docs.slice(0, 5).join(', ')}${docs.length > 5 ? ', …' : ''} with the expected content; they changed meanwhile`,
+        { kind: 'destination', where: this.where(t.stream), hint: 'run the sync again: changed documents are then rewritten in full' },
+      );
+    }
+  }
+
+  /**
+   * Overwrite where every message was a KEEP: true when the kept ids are exactly the live table's
+   * document ids (same count, same sum of id hashes; see keep-log.ts). One read of document_id.
+   */
+  private async keptEveryLiveDocument(t: StreamTarget): Promise<boolean> {
+    const kept = t.keepOnly!;
+    try {
+      const { rows } = await this.client.query<{ n: string; sum: string }>(
+        `SELECT count(*) AS n, coalesce(sum(${idHashSql('document_id')}), 0)::text AS sum
+           FROM (SELECT DISTINCT document_id FROM ${qualified(this.config.schema, t.table)}) AS d`,
+      );
+      return BigInt(rows[0].n) === BigInt(kept.count) && BigInt(rows[0].sum) === kept.sum;
+    } catch (err) {
+      throw pgError(err, this.where(t.stream), `cannot compare the kept documents with table ${this.config.schema}.${t.table}`);
+    }
+  }
+
+  /** An overwrite that kept every live document: nothing was written, the live table stays. */
+  private keepLiveTable(t: StreamTarget): void {
+    const kept = t.keepOnly!;
+    kept.dispose();
+    t.keepOnly = undefined;
+    t.swapped = true;
+    t.writeTable = t.table;
+    t.fresh = false;
+    this.ctx.logger.info(
+      { stream: t.stream, table: `${this.config.schema}.${t.table}`, documents: kept.count },
+      'overwrite: every document unchanged; the live table is kept, nothing written',
+    );
   }
 
   /**
@@ -506,8 +743,8 @@ class PgvectorWriter implements DestinationWriter {
    * savepoint back and switches to the general path: COPY BINARY into a session-private staging
    * table, then one merge.
    */
-  private async upsertByCopy(t: StreamTarget, table: string, chunks: Chunk[]): Promise<void> {
-    const columns = '(id, document_id, chunk_index, content, metadata, embedding)';
+  private async upsertByCopy(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
+    const columns = COLUMNS;
     if (t.fresh && t.directCopy) {
       await this.client.query('SAVEPOINT sluice_direct_copy');
       try {
@@ -524,17 +761,14 @@ class PgvectorWriter implements DestinationWriter {
     const stage = ident('sluice_stage');
     if (!this.stageReady) {
       await this.client.query(
-        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector) ON COMMIT DELETE ROWS`,
+        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector, fingerprint_content text, fingerprint_metadata text) ON COMMIT DELETE ROWS`,
       );
       this.stageReady = true;
     } else {
       await this.client.query(`TRUNCATE ${stage}`);
     }
     await copyBinary(this.client, `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks));
-    await this.client.query(
-      `INSERT INTO ${table} (id, document_id, chunk_index, content, metadata, embedding)
-       SELECT id, document_id, chunk_index, content, metadata, embedding FROM ${stage} ${PgvectorWriter.UPSERT}`,
-    );
+    await this.client.query(`INSERT INTO ${table} ${COLUMNS} SELECT ${COLUMNS.slice(1, -1)} FROM ${stage} ${PgvectorWriter.UPSERT}`);
   }
 
   /** Builds the new generation's index, then replaces the live table in one transaction. */
@@ -579,7 +813,8 @@ class PgvectorWriter implements DestinationWriter {
       try {
         if (t.mode === 'overwrite' && !t.swapped) {
           // The source never completed the stream: keep the old generation untouched.
-          await this.client.query(`DROP TABLE IF EXISTS ${qualified(schema, t.writeTable)}`);
+          t.keepOnly?.dispose();
+          if (!t.keepOnly) await this.client.query(`DROP TABLE IF EXISTS ${qualified(schema, t.writeTable)}`);
           this.ctx.logger.warn({ stream: t.stream }, 'overwrite not completed by the source; the previous table was kept');
           continue;
         }
@@ -607,8 +842,13 @@ class PgvectorWriter implements DestinationWriter {
   }
 }
 
-function* chunkTuples(chunks: Chunk[]): Generator<CopyValue[]> {
-  for (const c of chunks) {
+interface FingerprintedChunk {
+  chunk: Chunk;
+  fingerprint: DocumentFingerprint | undefined;
+}
+
+function* chunkTuples(chunks: FingerprintedChunk[]): Generator<CopyValue[]> {
+  for (const { chunk: c, fingerprint } of chunks) {
     yield [
       { kind: 'text', value: c.id },
       { kind: 'text', value: c.documentId },
@@ -616,6 +856,8 @@ function* chunkTuples(chunks: Chunk[]): Generator<CopyValue[]> {
       { kind: 'text', value: clean(c.content) },
       { kind: 'jsonb', value: metadataJson(c.metadata) },
       { kind: 'vector', value: c.embedding },
+      { kind: 'textOrNull', value: fingerprint?.content },
+      { kind: 'textOrNull', value: fingerprint?.metadata },
     ];
   }
 }

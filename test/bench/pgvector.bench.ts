@@ -13,7 +13,7 @@
 // (@langchain/community's optional peers conflict with the project's openai v6, so it is kept out
 // of package.json; `npm ci` would refuse the lock file otherwise).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -142,9 +142,18 @@ interface SluiceRun {
   peakRssMb: number;
   chunks: number;
   records: number;
+  /** Documents found unchanged by their fingerprint (neither chunked, embedded nor written). */
+  unchanged: number;
 }
 
-async function sluiceSync(target: Target, corpusDir: string, schema: string, name: string, fresh: boolean): Promise<SluiceRun> {
+async function sluiceSync(
+  target: Target,
+  corpusDir: string,
+  schema: string,
+  name: string,
+  fresh: boolean,
+  syncMode: 'incremental' | 'full_refresh' = 'incremental',
+): Promise<SluiceRun> {
   const dir = join(WORK, `run-${name}`);
   if (fresh) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -159,7 +168,7 @@ connections:
     embedding: { provider: hash, dimensions: ${DIMENSIONS} }
     processing: { chunk_size: ${CHUNK_SIZE}, chunk_overlap: 0 }
     streams:
-      - { name: docs, sync_mode: incremental, destination_sync_mode: append_dedup }
+      - { name: docs, sync_mode: ${syncMode}, destination_sync_mode: append_dedup }
 `,
   );
   const started = Date.now();
@@ -180,7 +189,7 @@ connections:
   if (code !== 0) throw new Error(`sluice sync failed (${code}): ${stderr.slice(-2000)}`);
   const summary = JSON.parse(stdout) as {
     duration_ms: number;
-    connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number }> }>;
+    connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number; records_unchanged?: number }> }>;
   };
   const s = summary.connections[0].streams.docs;
   const rss = Number(/SLUICE_MAXRSS_KB (\d+)/.exec(stderr)?.[1] ?? NaN);
@@ -190,6 +199,7 @@ connections:
     peakRssMb: Math.round(rss / 1024),
     chunks: s.chunks_written,
     records: s.records_read,
+    unchanged: s.records_unchanged ?? 0,
   };
 }
 
@@ -413,6 +423,193 @@ async function hnswBuild(target: Target, schema: string) {
   return { rows: n, seconds, rowsPerSec: Math.round(n / seconds) };
 }
 
+// ---- skipping unchanged documents (issue #15): sluice vs LangChain index(), cleanup "full" ---------
+
+/** Rows written to `tables` (n_tup_ins + n_tup_upd + n_tup_del, cumulative) and the WAL position. */
+async function serverCounters(
+  url: string,
+  tables: string[],
+): Promise<{ rows: number; byTable: Record<string, number>; lsn: string | null }> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    // Statistics arrive when the writing backend flushes them (at its exit, or within a second):
+    // read until two readings agree.
+    let last = -1;
+    let byTable: Record<string, number> = {};
+    for (let i = 0; i < 20; i++) {
+      await c.query('SELECT pg_stat_clear_snapshot()');
+      const { rows } = await c.query<{ t: string; n: string | null }>(
+        `SELECT t, (SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relid = to_regclass(t)) AS n FROM unnest($1::text[]) t`,
+        [tables],
+      );
+      byTable = Object.fromEntries(rows.map((r) => [r.t, Number(r.n ?? 0)]));
+      const n = rows.reduce((sum, r) => sum + Number(r.n ?? 0), 0);
+      if (n === last) break;
+      last = n;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const lsn = await c
+      .query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')
+      .then((r) => r.rows[0].l)
+      .catch(() => null);
+    return { rows: last, byTable, lsn };
+  } finally {
+    await c.end();
+  }
+}
+
+async function walBytes(url: string, from: string | null, to: string | null): Promise<number | null> {
+  if (!from || !to) return null;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return Number((await c.query<{ b: string }>('SELECT pg_wal_lsn_diff($2, $1) AS b', [from, to])).rows[0].b);
+  } finally {
+    await c.end();
+  }
+}
+
+interface PhaseResult {
+  seconds: number;
+  /** Rows written to the contender's data tables (sluice: the chunk table; LangChain: vectors + records). */
+  rowsWritten: number;
+  /** The same per table, plus tables written besides the data (sluice: its state table). */
+  rowsWrittenByTable: Record<string, number>;
+  walBytes: number | null;
+  [k: string]: unknown;
+}
+
+/** Runs `work` and measures what it wrote to `tables` on the server. */
+async function measured(
+  url: string,
+  tables: string[],
+  work: () => Promise<Record<string, unknown> & { seconds: number }>,
+  alsoTables: string[] = [],
+): Promise<PhaseResult> {
+  const before = await serverCounters(url, [...tables, ...alsoTables]);
+  const result = await work();
+  const after = await serverCounters(url, [...tables, ...alsoTables]);
+  const byTable = Object.fromEntries(Object.keys(after.byTable).map((t) => [t, after.byTable[t] - (before.byTable[t] ?? 0)]));
+  return {
+    ...result,
+    rowsWritten: tables.reduce((n, t) => n + byTable[t], 0),
+    rowsWrittenByTable: byTable,
+    walBytes: await walBytes(url, before.lsn, after.lsn),
+  };
+}
+
+/** Changes 1 % of the corpus's documents (every 100th file gets another sentence). */
+function changeOnePercent(dir: string): number {
+  let i = 0;
+  let changed = 0;
+  for (const f of corpusFiles(dir)) {
+    if (i++ % 100 === 0) {
+      appendFileSync(join(dir, f.path), `\nThis document was revised: valve readings were recalibrated.\n`);
+      changed++;
+    }
+  }
+  return changed;
+}
+
+/**
+ * Same data, same server, one run: first load, unchanged full re-sync and 1 % changed re-sync, for
+ * sluice (full_refresh + append_dedup: fingerprints skip unchanged documents, the end-of-read sweep
+ * deletes what the source lost) and for LangChain index() with cleanup "full" (its equivalent).
+ */
+async function fingerprintRuns(target: Target, lc: LangChain | string, tag: string): Promise<Record<string, unknown>> {
+  const dir = join(WORK, `fp-corpus-${DOCS}`);
+  rmSync(dir, { recursive: true, force: true });
+  cpSync(corpus(DOCS), dir, { recursive: true });
+  const schema = `bench_fp_${tag}`;
+  const sluiceTables = [`${schema}.docs`];
+  const sluice: Record<string, PhaseResult> = {};
+  const langchain: Record<string, PhaseResult> = {};
+  const sluicePhase = (name: string, fresh: boolean) =>
+    measured(
+      target.url,
+      sluiceTables,
+      async () => {
+        const r = await sluiceSync(target, dir, schema, `fp-${DOCS}`, fresh, 'full_refresh');
+        return {
+          seconds: r.seconds,
+          wallSecondsIncludingStartup: r.wallSeconds,
+          documents: r.records,
+          documentsUnchanged: r.unchanged,
+          chunksWritten: r.chunks,
+          phase: name,
+        };
+      },
+      [`${schema}._sluice_state`],
+    );
+
+  let lcPhase: ((name: string) => Promise<PhaseResult>) | undefined;
+  let closeLc = async () => {};
+  if (typeof lc !== 'string') {
+    const embeddings = wrapEmbedder(lc, createEmbedder({ provider: 'hash', dimensions: DIMENSIONS }, { logger: silent }));
+    const tableName = `lc_fp_${tag}`;
+    const store = await lc.PGVectorStore.initialize(embeddings, {
+      postgresConnectionOptions: { connectionString: target.url },
+      tableName,
+      dimensions: DIMENSIONS,
+      distanceStrategy: 'cosine',
+    });
+    const recordManager = new lc.PostgresRecordManager(`pgvector/${tableName}`, {
+      postgresConnectionOptions: { connectionString: target.url },
+      tableName: `lc_fp_records_${tag}`,
+    });
+    await recordManager.createSchema();
+    closeLc = async () => {
+      await recordManager.end?.();
+      await store.end?.();
+    };
+    lcPhase = (name) =>
+      measured(target.url, [`public.${tableName}`, `public.lc_fp_records_${tag}`], async () => {
+        const started = Date.now();
+        const docs = await langchainDocs(lc, dir);
+        const r = await lc.index({
+          docsSource: docs,
+          recordManager,
+          vectorStore: store,
+          options: { cleanup: 'full', sourceIdKey: 'source' },
+        });
+        return { seconds: (Date.now() - started) / 1000, documents: docs.length, indexResult: r, phase: name };
+      });
+  }
+  try {
+    sluice.firstLoad = await sluicePhase('first load', true);
+    sluice.unchanged = await sluicePhase('unchanged full re-sync', false);
+    if (lcPhase) {
+      langchain.firstLoad = await lcPhase('first load');
+      langchain.unchanged = await lcPhase('unchanged re-run');
+    }
+    const changed = changeOnePercent(dir);
+    sluice.onePercentChanged = await sluicePhase(`${changed} documents changed`, false);
+    if (lcPhase) langchain.onePercentChanged = await lcPhase(`${changed} documents changed`);
+  } finally {
+    await closeLc();
+  }
+  const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : null);
+  const speedup = {
+    firstLoad: ratio(langchain.firstLoad?.seconds, sluice.firstLoad.seconds),
+    unchanged: ratio(langchain.unchanged?.seconds, sluice.unchanged.seconds),
+    unchangedWallIncludingStartup: ratio(langchain.unchanged?.seconds, sluice.unchanged.wallSecondsIncludingStartup as number),
+    onePercentChanged: ratio(langchain.onePercentChanged?.seconds, sluice.onePercentChanged.seconds),
+  };
+  return {
+    what: `${DOCS} files, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: file source full_refresh + append_dedup; LangChain: index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's data tables (sluice: the chunk table, with its _sluice_state checkpoints apart in rowsWrittenByTable; LangChain: vectors + record manager); walBytes = whole server`,
+    sluice,
+    langchain: typeof lc === 'string' ? { notRun: lc } : langchain,
+    langchainSecondsOverSluice: speedup,
+    targets: {
+      'unchanged re-sync >= 10x faster than LangChain': speedup.unchanged === null ? 'not measured' : speedup.unchanged >= 10,
+      'unchanged re-sync writes 0 rows': sluice.unchanged.rowsWritten === 0,
+      '1 % changed writes 1 % of the chunks':
+        sluice.onePercentChanged.rowsWritten <= Math.ceil((sluice.firstLoad.chunksWritten as number) / 100) * 2,
+    },
+  };
+}
+
 export default async function bench(): Promise<Record<string, unknown>> {
   mkdirSync(WORK, { recursive: true });
   const target = await startTarget();
@@ -427,6 +624,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
     loadavg: loadavg().map((l) => l.toFixed(1)),
   };
   try {
+    // SLUICE_BENCH_PGV_ONLY=fingerprints: only the unchanged-documents comparison (larger corpora).
+    if (process.env.SLUICE_BENCH_PGV_ONLY === 'fingerprints') {
+      report.fingerprints = await fingerprintRuns(target, loadLangChain(), tag);
+      return report;
+    }
     const dir = corpus(DOCS);
     const sluiceSchema = `bench_sluice_${tag}`;
     const first = await sluiceSync(target, dir, sluiceSchema, `main-${DOCS}`, true);
@@ -466,6 +668,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
     }
 
     const lc = loadLangChain();
+    try {
+      report.fingerprints = await fingerprintRuns(target, lc, tag);
+    } catch (err) {
+      report.fingerprints = { error: (err as Error).stack };
+    }
     let lcIndex: { rowsPerSec?: number; unchangedRerunSeconds?: number } | undefined;
     if (typeof lc === 'string') {
       report.langchain = { notRun: lc };
