@@ -1,13 +1,26 @@
 // Destination `jsonl`: the materialised chunks of every stream in one JSON-lines file. A debugging
 // destination and the engine's real test double: it honours overwrite, append, append_dedup and
 // deletes, and each commit replaces the file atomically (temp file, fsync, rename).
+//
+// Fingerprints (docs/fingerprints.md): every chunk line carries its document's fingerprint, so the
+// file stays the single source of truth and a commit changes data and fingerprints together. A
+// commit that would change nothing (a generation of KEEPs only, the deletion of documents that are
+// not there) leaves the file untouched: same inode, same mtime.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import { z } from 'zod';
-import type { Chunk, Destination, DestinationEvent, DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
+import type {
+  Chunk,
+  Destination,
+  DestinationEvent,
+  DestinationMessage,
+  DestinationStream,
+  DocumentFingerprint,
+  StoredDocument,
+} from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
@@ -26,15 +39,38 @@ export interface JsonlChunkLine {
   content: string;
   content_hash: string;
   metadata: Record<string, unknown>;
+  /** The document's fingerprint, on each of its lines (absent when the engine sent none). */
+  fingerprint?: DocumentFingerprint;
   embedding?: number[];
 }
 
-type Pending = Map<string, Chunk[] | null>; // document id → new chunks (null = delete)
+/** A DOCUMENT waiting for the next commit. */
+interface PendingDoc {
+  chunks: Chunk[];
+  fingerprint?: DocumentFingerprint;
+  /** Only metadata changed: the stored lines keep their text and vectors. */
+  metadataOnly: boolean;
+}
+type Pending = Map<string, PendingDoc | null>; // document id → new version (null = delete)
+
+/**
+ * The new generation of an overwrite stream while it loads: new documents go to a staging file,
+ * unchanged (KEEP) and metadata-only documents are carried over from the live lines at the switch.
+ * Only their ids (and new metadata) are held here.
+ */
+interface Generation {
+  staging: string;
+  stagedLines: number;
+  /** DOCUMENTs of the generation, reported as records written at the switch (KEEPs are not writes). */
+  records: number;
+  carried: Map<string, 'keep' | 'staged' | PendingDoc>;
+}
 
 class JsonlWriter {
   private pending = new Map<string, Pending>(); // stream → documents
-  private appendOnly = new Map<string, Chunk[]>(); // stream → chunks upserted by id (append)
-  private overwriteStaging = new Map<string, string>(); // stream → staging file of the new generation
+  private appendOnly = new Map<string, { chunk: Chunk; doc: PendingDoc }[]>(); // stream → chunks upserted by id (append)
+  private generations = new Map<string, Generation>(); // overwrite stream → its new generation
+  private index?: { key: string; docs: Map<string, Map<string, DocumentFingerprint | null>> };
   private pendingDocs = 0;
   private readonly modes: Map<string, DestinationStream['destinationSyncMode']>;
 
@@ -48,14 +84,30 @@ class JsonlWriter {
 
   async *write(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationEvent> {
     for await (const m of input) {
-      if (m.type === 'DOCUMENT' || m.type === 'DELETE') {
+      if (m.type === 'DOCUMENT' || m.type === 'DELETE' || m.type === 'KEEP') {
         const mode = this.modes.get(m.stream);
+        const doc: PendingDoc | undefined =
+          m.type === 'DOCUMENT' ? { chunks: m.chunks, fingerprint: m.fingerprint, metadataOnly: m.metadataOnly === true } : undefined;
         if (mode === 'overwrite') {
-          if (m.type === 'DOCUMENT') await this.stage(m.stream, m.chunks);
+          const gen = await this.generation(m.stream);
+          if (m.type === 'DELETE') {
+            if (gen.carried.get(m.documentId) !== 'staged') gen.carried.delete(m.documentId);
+          } else if (m.type === 'KEEP') {
+            if (gen.carried.get(m.documentId) !== 'staged') gen.carried.set(m.documentId, 'keep');
+          } else if (doc!.metadataOnly) {
+            gen.carried.set(m.documentId, doc!);
+            gen.records++;
+          } else {
+            await this.stage(m.stream, gen, doc!);
+            gen.carried.set(m.documentId, 'staged');
+            gen.records++;
+          }
           this.pendingDocs++;
+        } else if (m.type === 'KEEP') {
+          // KEEP is for overwrite streams; elsewhere the stored document already is what it says.
         } else if (mode === 'append' && m.type === 'DOCUMENT') {
           const list = this.appendOnly.get(m.stream) ?? [];
-          list.push(...m.chunks);
+          for (const chunk of m.chunks) list.push({ chunk, doc: doc! });
           this.appendOnly.set(m.stream, list);
           this.pendingDocs++;
         } else {
@@ -64,10 +116,19 @@ class JsonlWriter {
           if (appended)
             this.appendOnly.set(
               m.stream,
-              appended.filter((c) => c.documentId !== m.documentId),
+              appended.filter((c) => c.chunk.documentId !== m.documentId),
             );
-          const docs = this.pending.get(m.stream) ?? new Map();
-          docs.set(m.documentId, m.type === 'DOCUMENT' ? m.chunks : null);
+          const docs: Pending = this.pending.get(m.stream) ?? new Map();
+          // A metadata-only update after a full one in the same batch keeps the full one's vectors.
+          const before = docs.get(m.documentId);
+          if (doc?.metadataOnly && before && !before.metadataOnly) {
+            const byId = new Map(doc.chunks.map((c) => [c.id, c]));
+            docs.set(m.documentId, {
+              chunks: before.chunks.map((c: Chunk) => ({ ...c, metadata: byId.get(c.id)?.metadata ?? c.metadata })),
+              fingerprint: doc.fingerprint,
+              metadataOnly: false,
+            });
+          } else docs.set(m.documentId, doc ?? null);
           this.pending.set(m.stream, docs);
           this.pendingDocs++;
         }
@@ -77,7 +138,7 @@ class JsonlWriter {
         yield { type: 'STATE_COMMITTED', state: m.state, connection: m.connection };
       } else if (m.type === 'STREAM_COMPLETE') {
         if (this.modes.get(m.stream) === 'overwrite') {
-          await this.stage(m.stream, []); // an empty generation still replaces the old one
+          await this.generation(m.stream); // an empty generation still replaces the old one
           yield* this.flush(m.stream);
         }
       }
@@ -85,122 +146,214 @@ class JsonlWriter {
     yield* this.flush();
   }
 
-  private line(stream: string, c: Chunk): string {
+  /**
+   * Stored fingerprints of these documents (the committed file). The file is indexed once per
+   * version (inode, size, mtime): a sync asks for every document, 1,000 at a time.
+   */
+  async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
+    const found = new Map<string, DocumentFingerprint>();
+    const info = await stat(this.file, { bigint: true }).catch(() => undefined);
+    if (!info) return found;
+    const key = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+    if (this.index?.key !== key) {
+      const docs = new Map<string, Map<string, DocumentFingerprint | null>>();
+      for await (const l of readLines(this.file)) {
+        const byDoc = docs.get(l.stream) ?? (docs.set(l.stream, new Map()), docs.get(l.stream)!);
+        byDoc.set(l.document_id, agreed(byDoc.get(l.document_id), l));
+      }
+      this.index = { key, docs };
+    }
+    const byDoc = this.index.docs.get(stream);
+    for (const id of documentIds) {
+      const fp = byDoc?.get(id);
+      if (fp) found.set(id, fp);
+    }
+    return found;
+  }
+
+  /** A chunk line; `stored`: the live line of a metadata-only update, whose text and vector stay. */
+  private line(stream: string, c: Chunk, fingerprint: DocumentFingerprint | undefined, stored?: JsonlChunkLine): string {
+    const embedding = stored ? stored.embedding : this.config.include_embeddings && c.embedding ? Array.from(c.embedding) : undefined;
     const l: JsonlChunkLine = {
       stream,
       id: c.id,
       document_id: c.documentId,
       chunk_index: c.chunkIndex,
-      content: c.content,
-      content_hash: c.contentHash,
+      content: stored ? stored.content : c.content,
+      content_hash: stored ? stored.content_hash : c.contentHash,
       metadata: c.metadata,
-      ...(this.config.include_embeddings && c.embedding ? { embedding: Array.from(c.embedding) } : {}),
+      ...(fingerprint ? { fingerprint: { content: fingerprint.content, metadata: fingerprint.metadata } } : {}),
+      ...(embedding ? { embedding } : {}),
     };
     return JSON.stringify(l) + '\n';
   }
 
-  /** The new generation of an overwrite stream goes to a side file until the stream completes. */
-  private async stage(stream: string, chunks: Chunk[]) {
-    let staging = this.overwriteStaging.get(stream);
-    if (!staging) {
-      staging = `${this.file}.${encodeURIComponent(stream)}.next`;
-      await rm(staging, { force: true });
-      this.overwriteStaging.set(stream, staging);
+  private async generation(stream: string): Promise<Generation> {
+    let gen = this.generations.get(stream);
+    if (!gen) {
+      gen = { staging: `${this.file}.${encodeURIComponent(stream)}.next`, stagedLines: 0, records: 0, carried: new Map() };
+      await rm(gen.staging, { force: true });
+      this.generations.set(stream, gen);
     }
-    if (!chunks.length) return;
-    const h = await open(staging, 'a');
+    return gen;
+  }
+
+  /** The new documents of an overwrite stream go to a side file until the stream completes. */
+  private async stage(stream: string, gen: Generation, doc: PendingDoc) {
+    if (!doc.chunks.length) return;
+    const h = await open(gen.staging, 'a');
     try {
-      await h.writeFile(chunks.map((c) => this.line(stream, c)).join(''));
+      await h.writeFile(doc.chunks.map((c) => this.line(stream, c, doc.fingerprint)).join(''));
     } finally {
       await h.close();
     }
+    gen.stagedLines += doc.chunks.length;
+  }
+
+  /** Whether committing what is pending would change the file at all (read-only). */
+  private async changesAnything(switchStream: string | undefined, gen: Generation | undefined): Promise<boolean> {
+    for (const docs of this.pending.values()) for (const d of docs.values()) if (d?.chunks.length) return true;
+    for (const list of this.appendOnly.values()) if (list.length) return true;
+    if (gen && (gen.stagedLines || [...gen.carried.values()].some((c) => typeof c === 'object'))) return true;
+    if (!(await exists(this.file))) return true; // the first commit creates the file, even an empty one
+    // Nothing to add: only removals are left (deleted documents, live documents a generation dropped).
+    for await (const l of readLines(this.file)) {
+      if (switchStream && l.stream === switchStream && gen?.carried.get(l.document_id) !== 'keep') return true;
+      if (this.pending.get(l.stream)?.has(l.document_id)) return true;
+    }
+    return false;
   }
 
   /**
    * Rewrites the file: old lines minus replaced/deleted documents, plus new chunks; with
-   * `switchStream`, that stream's lines are replaced by its staged generation.
+   * `switchStream`, that stream's lines are replaced by its new generation (kept documents' lines
+   * carried over). When nothing would change, the file is left as it is.
    */
   private async *flush(switchStream?: string): AsyncGenerator<DestinationEvent> {
-    const staged = switchStream ? this.overwriteStaging.get(switchStream) : undefined;
-    if (!this.pending.size && !this.appendOnly.size && !staged) return;
+    const gen = switchStream ? this.generations.get(switchStream) : undefined;
+    if (!this.pending.size && !this.appendOnly.size && !gen) return;
     const counts = new Map<string, { records: number; written: number; deleted: number }>();
     const count = (s: string) => counts.get(s) ?? (counts.set(s, { records: 0, written: 0, deleted: 0 }), counts.get(s)!);
     const newIds = new Map<string, Set<string>>();
     for (const [s, docs] of this.pending) {
       const ids = new Set<string>();
-      for (const chunks of docs.values()) {
+      for (const d of docs.values()) {
         count(s).records++;
-        for (const c of chunks ?? []) ids.add(c.id);
+        for (const c of d?.chunks ?? []) ids.add(c.id);
       }
       newIds.set(s, ids);
     }
-    const appendIds = new Map<string, Set<string>>();
+    const appendIds = new Map<string, Map<string, { chunk: Chunk; doc: PendingDoc }>>(); // last version of each chunk id
     for (const [s, chunks] of this.appendOnly) {
       const ids = newIds.get(s) ?? new Set<string>();
-      const own = new Set<string>();
+      const own = new Map<string, { chunk: Chunk; doc: PendingDoc }>();
       for (const c of chunks) {
-        ids.add(c.id);
-        own.add(c.id);
+        ids.add(c.chunk.id);
+        own.set(c.chunk.id, c);
       }
       newIds.set(s, ids);
       appendIds.set(s, own);
     }
 
-    await mkdir(dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    const out = createWriteStream(tmp);
-    const put = async (text: string) => {
-      if (!out.write(text)) await once(out, 'drain');
-    };
-    if (await exists(this.file)) {
-      for await (const raw of createInterface({ input: createReadStream(this.file, 'utf8'), crlfDelay: Infinity })) {
-        if (!raw) continue;
-        const l = JSON.parse(raw) as JsonlChunkLine;
-        if (switchStream && l.stream === switchStream) continue;
-        const docs = this.pending.get(l.stream);
-        const replaced = docs?.has(l.document_id) || appendIds.get(l.stream)?.has(l.id);
-        if (replaced) {
-          if (!newIds.get(l.stream)?.has(l.id)) count(l.stream).deleted++;
-          continue;
+    if (await this.changesAnything(switchStream, gen)) {
+      await mkdir(dirname(this.file), { recursive: true });
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      const out = createWriteStream(tmp);
+      const put = async (text: string) => {
+        if (!out.write(text)) await once(out, 'drain');
+      };
+      // Live lines of metadata-only documents: their text and vector go into the new line.
+      const stored = new Map<string, JsonlChunkLine>();
+      const carriedOver = new Set<string>(); // chunk ids of the new generation taken from live lines
+      if (await exists(this.file)) {
+        for await (const raw of createInterface({ input: createReadStream(this.file, 'utf8'), crlfDelay: Infinity })) {
+          if (!raw) continue;
+          const l = JSON.parse(raw) as JsonlChunkLine;
+          if (switchStream && l.stream === switchStream) {
+            const carried = gen?.carried.get(l.document_id);
+            if (carried === 'keep') await put(raw + '\n');
+            else if (typeof carried === 'object') {
+              const c = carried.chunks.find((x) => x.id === l.id);
+              if (c) {
+                await put(this.line(l.stream, c, carried.fingerprint, l));
+                carriedOver.add(l.id);
+                count(l.stream).written++;
+              }
+            }
+            continue;
+          }
+          const docs = this.pending.get(l.stream);
+          const appended = appendIds.get(l.stream)?.get(l.id);
+          if (docs?.has(l.document_id) || appended) {
+            if (docs?.get(l.document_id)?.metadataOnly || appended?.doc.metadataOnly) stored.set(l.id, l);
+            if (!newIds.get(l.stream)?.has(l.id)) count(l.stream).deleted++;
+            continue;
+          }
+          await put(raw + '\n');
         }
-        await put(raw + '\n');
       }
-    }
-    for (const [s, docs] of this.pending) {
-      for (const chunks of docs.values())
-        for (const c of chunks ?? []) {
-          await put(this.line(s, c));
-          count(s).written++;
+      for (const [s, docs] of this.pending) {
+        for (const d of docs.values())
+          for (const c of d?.chunks ?? []) {
+            await put(this.line(s, c, d!.fingerprint, d!.metadataOnly ? stored.get(c.id) : undefined));
+            count(s).written++;
+          }
+      }
+      for (const [s, chunks] of this.appendOnly) {
+        for (const { chunk, doc } of appendIds.get(s)!.values())
+          await put(this.line(s, chunk, doc.fingerprint, doc.metadataOnly ? stored.get(chunk.id) : undefined));
+        count(s).records += chunks.length ? new Set(chunks.map((c) => c.chunk.documentId)).size : 0;
+        count(s).written += appendIds.get(s)!.size;
+      }
+      if (gen && switchStream) {
+        // Metadata-only documents the live generation did not hold come as they were sent.
+        for (const carried of gen.carried.values())
+          if (typeof carried === 'object')
+            for (const c of carried.chunks)
+              if (!carriedOver.has(c.id)) {
+                await put(this.line(switchStream, c, carried.fingerprint));
+                count(switchStream).written++;
+              }
+        if (await exists(gen.staging)) {
+          for await (const raw of createInterface({ input: createReadStream(gen.staging, 'utf8'), crlfDelay: Infinity })) {
+            if (!raw) continue;
+            await put(raw + '\n');
+            count(switchStream).written++;
+          }
         }
-    }
-    for (const [s, chunks] of this.appendOnly) {
-      const byId = new Map(chunks.map((c) => [c.id, c]));
-      for (const c of byId.values()) await put(this.line(s, c));
-      count(s).records += chunks.length ? new Set(chunks.map((c) => c.documentId)).size : 0;
-      count(s).written += byId.size;
-    }
-    if (staged && switchStream && (await exists(staged))) {
-      for await (const raw of createInterface({ input: createReadStream(staged, 'utf8'), crlfDelay: Infinity })) {
-        if (!raw) continue;
-        await put(raw + '\n');
-        count(switchStream).written++;
       }
+      out.end();
+      await once(out, 'finish');
+      const h = await open(tmp, 'r+');
+      await h.sync();
+      await h.close();
+      await rename(tmp, this.file);
+      this.index = undefined;
     }
-    out.end();
-    await once(out, 'finish');
-    const h = await open(tmp, 'r+');
-    await h.sync();
-    await h.close();
-    await rename(tmp, this.file);
-    if (staged) {
-      await rm(staged, { force: true });
-      this.overwriteStaging.delete(switchStream!);
+    if (gen) {
+      if (gen.records) count(switchStream!).records += gen.records;
+      await rm(gen.staging, { force: true });
+      this.generations.delete(switchStream!);
     }
     this.pending.clear();
     this.appendOnly.clear();
     this.pendingDocs = 0;
     for (const [stream, c] of counts)
       yield { type: 'WRITTEN', stream, records: c.records, chunksWritten: c.written, chunksDeleted: c.deleted };
+  }
+}
+
+/** Agreement of a document's lines on its fingerprint: null when they disagree or one has none. */
+function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine): DocumentFingerprint | null {
+  const fp = l.fingerprint;
+  if (!fp || sofar === null) return null;
+  if (sofar === undefined) return fp;
+  return sofar.content === fp.content && sofar.metadata === fp.metadata ? sofar : null;
+}
+
+async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {
+  for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
+    if (raw) yield JSON.parse(raw) as JsonlChunkLine;
   }
 }
 
@@ -239,7 +392,11 @@ const destination: Destination<JsonlDestinationConfig> = {
       throw new SluiceError(`cannot create the output directory ${dirname(file)}: ${(err as Error).message}`, { kind: 'destination' });
     }
     const writer = new JsonlWriter(file, config, options.streams);
-    return { write: (input) => writer.write(input), close: async () => undefined };
+    return {
+      fingerprints: (stream, ids) => writer.fingerprints(stream, ids),
+      write: (input) => writer.write(input),
+      close: async () => undefined,
+    };
   },
 
   /** The conformance kit writes to a file of its own beside the configured one, removed afterwards. */
@@ -259,13 +416,27 @@ const destination: Destination<JsonlDestinationConfig> = {
   async readBack(config, ctx, stream) {
     const file = resolve(ctx.baseDir, config.path);
     if (!(await exists(file))) return [];
-    const out: { documentId: string; chunkIndex: number; content: string }[] = [];
-    for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
-      if (!raw) continue;
-      const l = JSON.parse(raw) as JsonlChunkLine;
-      if (l.stream === stream) out.push({ documentId: l.document_id, chunkIndex: l.chunk_index, content: l.content });
-    }
+    const out: { documentId: string; chunkIndex: number; content: string; metadata: Record<string, unknown> }[] = [];
+    for await (const l of readLines(file))
+      if (l.stream === stream) out.push({ documentId: l.document_id, chunkIndex: l.chunk_index, content: l.content, metadata: l.metadata });
     return out;
+  },
+
+  async *documents(config, ctx, stream) {
+    const file = resolve(ctx.baseDir, config.path);
+    if (!(await exists(file))) return;
+    const docs = new Map<string, { chunks: number; fingerprint: DocumentFingerprint | null | undefined }>();
+    for await (const l of readLines(file)) {
+      if (l.stream !== stream) continue;
+      const d = docs.get(l.document_id) ?? { chunks: 0, fingerprint: undefined };
+      d.chunks++;
+      d.fingerprint = agreed(d.fingerprint, l);
+      docs.set(l.document_id, d);
+    }
+    for (const [documentId, d] of docs) {
+      const doc: StoredDocument = { documentId, chunks: d.chunks, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) };
+      yield doc;
+    }
   },
 };
 

@@ -4,6 +4,7 @@ import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../.
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { compactValues } from './metadata.ts';
+import { listDocuments } from './documents.ts';
 import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
 import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
 
@@ -50,6 +51,13 @@ const destination: Destination<PineconeConfig> = {
   async open(config, ctx, options) {
     const store = await PineconeStore.connect(config, ctx);
     return PineconeWriter.open(store, config, ctx, options);
+  },
+
+  /** Every document of a stream's current generation with its fingerprint and chunk count (read-only). */
+  async *documents(config, ctx, stream) {
+    const store = await PineconeStore.connect(config, ctx);
+    const logical = logicalNamespace(config.namespace, stream);
+    yield* listDocuments(store, currentNamespace(logical, (await store.readPointers([logical])).get(logical)));
   },
 
   async search(config, ctx, query) {

@@ -8,6 +8,10 @@ export type PineconeMetadata = Record<string, MetadataValue>;
 /** Pinecone's per-vector metadata limit, in bytes of JSON. */
 export const MAX_METADATA_BYTES = 40 * 1024;
 
+/** Chunk 0's fields holding the document's fingerprint (docs/fingerprints.md). */
+export const FP_CONTENT = '_sluice_fp_content';
+export const FP_METADATA = '_sluice_fp_metadata';
+
 /** Fields sluice owns; a record field with the same name is overridden by them. */
 export const RESERVED_FIELDS = [
   'stream',
@@ -17,6 +21,8 @@ export const RESERVED_FIELDS = [
   'content',
   'content_truncated',
   'content_skipped',
+  FP_CONTENT,
+  FP_METADATA,
 ] as const;
 
 /**

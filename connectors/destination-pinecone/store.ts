@@ -10,6 +10,34 @@ import type { PineconeMetadata } from './metadata.ts';
 export const MAX_IDS_PER_DELETE = 1000;
 export const MAX_VECTORS_PER_UPSERT = 1000;
 export const MAX_ID_BYTES = 512;
+/** Pinecone's documented limit of ids per fetch. */
+export const MAX_IDS_PER_FETCH = 1000;
+/**
+ * Fetch is a GET with every id in the query string. HTTP servers and proxies cap the request head
+ * (Node's default and many proxies: 16 KiB), so the ids' query string is kept under 15,000 bytes,
+ * leaving room for the path and headers: 1,000 ids fit in one fetch while they are short (about 10
+ * bytes URL-encoded, e.g. numeric keys); longer ids take more fetches.
+ */
+export const MAX_FETCH_QUERY_BYTES = 15_000;
+
+/** Splits ids into the fewest fetch requests Pinecone's limits allow (id count and URL length), in order. */
+export function fetchGroups(ids: string[]): string[][] {
+  const groups: string[][] = [];
+  let group: string[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    const size = 5 + Buffer.byteLength(encodeURIComponent(id), 'utf8'); // `ids=` … `&`
+    if (group.length && (group.length >= MAX_IDS_PER_FETCH || bytes + size > MAX_FETCH_QUERY_BYTES)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(id);
+    bytes += size;
+  }
+  if (group.length) groups.push(group);
+  return groups;
+}
 /** Namespace holding one small "pointer" record per logical namespace: which generation is current. */
 export const POINTER_NAMESPACE = '__sluice_generations';
 
@@ -179,6 +207,28 @@ export class PineconeStore {
     for (const [id, rec] of Object.entries((res as { records?: Record<string, PineconeRecord> }).records ?? {}))
       out.set(id, (rec.metadata ?? {}) as Record<string, unknown>);
     return out;
+  }
+
+  /** Values and metadata of the given ids that exist (one request; see fetchGroups for the limits). */
+  async fetchRecords(namespace: string, ids: string[]): Promise<Map<string, { values: number[]; metadata: Record<string, unknown> }>> {
+    const res = await this.call(`fetch of ${ids.length} vectors from namespace "${namespace}"`, () => this.ns(namespace).fetch({ ids }));
+    const out = new Map<string, { values: number[]; metadata: Record<string, unknown> }>();
+    for (const [id, rec] of Object.entries((res as { records?: Record<string, PineconeRecord> }).records ?? {}))
+      out.set(id, { values: (rec.values ?? []) as number[], metadata: (rec.metadata ?? {}) as Record<string, unknown> });
+    return out;
+  }
+
+  /** Sets metadata fields of one vector (other fields and the values stay): Pinecone's update takes one id. */
+  async updateMetadata(namespace: string, id: string, metadata: PineconeMetadata): Promise<void> {
+    await this.call(`metadata update of vector ${JSON.stringify(id)} in namespace "${namespace}"`, () =>
+      this.ns(namespace).update({ id, metadata }),
+    );
+  }
+
+  /** Vectors a namespace holds (0 when it does not exist), from the index stats. */
+  async recordCount(namespace: string): Promise<number> {
+    const stats = await this.call('describe index stats', () => this.client.index({ host: this.index.hostUrl }).describeIndexStats());
+    return stats.namespaces?.[namespace]?.recordCount ?? 0;
   }
 
   async query(namespace: string, vector: number[], topK: number) {

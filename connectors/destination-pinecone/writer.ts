@@ -6,10 +6,19 @@
 // and deleted (they are disjoint from the upserted ids, so both run at once). DELETE lists the
 // prefix and deletes everything. Overwrite writes into a fresh namespace generation and switches the
 // generation pointer at STREAM_COMPLETE (see store.ts / docs/pinecone.md).
+//
+// Fingerprints (docs/fingerprints.md): chunk 0 carries the document's fingerprint next to its
+// chunk_count. A metadata-only document updates its vectors' metadata by id (no values sent); when a
+// field was removed or the metadata may no longer fit 40 KB, its stored values are fetched and the
+// vectors upserted again (never re-embedded). In overwrite, KEEPs copy the document's vectors from the
+// live generation; a generation that would be nothing but KEEPs of every live document is never
+// started: nothing is written, the pointer is not switched.
 import pLimit from 'p-limit';
 import type { PineconeRecord } from '@pinecone-database/pinecone';
 import type {
+  Chunk,
   ConnectorContext,
+  DocumentFingerprint,
   DestinationEvent,
   DestinationMessage,
   DestinationWriter,
@@ -20,6 +29,8 @@ import { SluiceError } from '../../src/protocol/errors.ts';
 import { chunkId } from '../../src/protocol/identity.ts';
 import type { PineconeConfig } from './config.ts';
 import {
+  FP_CONTENT,
+  FP_METADATA,
   MAX_METADATA_BYTES,
   buildMetadata,
   compactValues,
@@ -28,7 +39,14 @@ import {
   withoutContent,
   type PineconeMetadata,
 } from './metadata.ts';
-import { MAX_ID_BYTES, MAX_IDS_PER_DELETE, MAX_VECTORS_PER_UPSERT, type GenerationPointer, type PineconeStore } from './store.ts';
+import {
+  MAX_ID_BYTES,
+  MAX_IDS_PER_DELETE,
+  MAX_VECTORS_PER_UPSERT,
+  fetchGroups,
+  type GenerationPointer,
+  type PineconeStore,
+} from './store.ts';
 
 /** Logical namespace of a stream: the configured template with `{stream}` filled in. */
 export function logicalNamespace(template: string, stream: string): string {
@@ -51,9 +69,15 @@ interface StreamTarget {
   logical: string;
   /** Where this session writes. */
   namespace: string;
+  /** The namespace readers see at open (fingerprint look-ups, KEEP copies). */
+  live: string;
   /** Overwrite only: the pointer to publish at STREAM_COMPLETE, and what it replaces. */
-  pending?: { pointer: GenerationPointer; replaces: string };
+  pending?: { pointer: GenerationPointer; replaces: string; /** A previous generation whose removal failed. */ stale?: string };
   switched?: boolean;
+  /** Overwrite only: the fresh generation was started (cleared for loading); until then only KEEPs came. */
+  started?: boolean;
+  /** Overwrite only, before the generation is started: the documents kept so far. */
+  keptBeforeStart?: Set<string>;
   /**
    * Overwrite only: documents written so far into the fresh generation. A document not seen
    * before has nothing stale there, so its prefix listing is skipped. Bounded: past the cap
@@ -71,7 +95,11 @@ type Op =
       /** Append mode, after a DELETE of the document in the same batch: replace, do not upsert over the old chunks. */
       replace?: boolean;
     }
-  | { kind: 'delete'; stream: string; documentId: string };
+  | { kind: 'delete'; stream: string; documentId: string }
+  /** Metadata-only document outside overwrite: its stored vectors get the new metadata. */
+  | { kind: 'meta'; stream: string; documentId: string; message: DestinationMessage & { type: 'DOCUMENT' } }
+  /** Overwrite: copy the document from the live generation (with new metadata when `message` is set). */
+  | { kind: 'keep'; stream: string; documentId: string; message?: DestinationMessage & { type: 'DOCUMENT' } };
 
 interface PreparedVector {
   stream: string;
@@ -87,6 +115,8 @@ interface Counts {
 }
 
 const SEEN_CAP = 200_000;
+/** Overwrite: KEEPs remembered before the generation is started; past this it is started (bounded memory). */
+const KEEPS_BEFORE_START_CAP = 100_000;
 const KNOWN_COUNTS_CAP = 50_000;
 /** Documents whose chunk 0 is fetched per request (responses carry values and up to 40 KB metadata each). */
 const FETCH_IDS = 50;
@@ -172,36 +202,92 @@ export class PineconeWriter implements DestinationWriter {
       const logical = logicalNamespace(config.namespace, s.name);
       const pointer = pointers.get(logical);
       const current = currentNamespace(logical, pointer);
-      const target: StreamTarget = { name: s.name, mode: s.destinationSyncMode, logical, namespace: current };
+      const target: StreamTarget = { name: s.name, mode: s.destinationSyncMode, logical, namespace: current, live: current };
       if (s.destinationSyncMode === 'overwrite') {
         const generation = (pointer?.generation ?? 0) + 1;
         const fresh = generationNamespace(logical, generation);
-        // Leftovers of an interrupted overwrite (same generation number) and a previous generation
-        // whose removal failed are not visible to readers: clear them before loading.
-        await store.deleteNamespaceContents(fresh);
-        if (pointer?.previous !== undefined && pointer.previous !== current) await store.deleteNamespaceContents(pointer.previous);
         target.namespace = fresh;
-        target.pending = { pointer: { current: fresh, generation, previous: current }, replaces: current };
+        target.pending = {
+          pointer: { current: fresh, generation, previous: current },
+          replaces: current,
+          ...(pointer?.previous !== undefined && pointer.previous !== current ? { stale: pointer.previous } : {}),
+        };
         target.seen = new Set();
+        target.started = false;
       }
       writer.targets.set(s.name, target);
     }
     return writer;
   }
 
+  /** Chunk counts of live documents seen by fingerprints() (overwrite streams), for the all-KEEP check. Bounded. */
+  private readonly liveCounts = new Map<string, number>();
+
+  /** Fingerprints stored on chunk 0 of these documents in the namespace readers see: one fetch (split only past Pinecone's limits). */
+  async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
+    const t = this.target(stream);
+    const out = new Map<string, DocumentFingerprint>();
+    const heads = documentIds.map((d) => chunkId(d, 0));
+    const found = new Map<string, Record<string, unknown>>();
+    await settleAll(
+      fetchGroups(heads).map((ids) =>
+        this.limit(async () => {
+          for (const [id, md] of await this.store.fetchMetadata(t.live, ids)) found.set(id, md);
+        }),
+      ),
+    );
+    for (const documentId of documentIds) {
+      const md = found.get(chunkId(documentId, 0));
+      const key = docKey(t.live, documentId);
+      const count = md ? (typeof md.chunk_count === 'number' ? md.chunk_count : undefined) : 0;
+      // What the look-up learnt saves the flush its own: the stored chunk count of each document.
+      if (count !== undefined) {
+        const counts = t.pending ? this.liveCounts : this.knownCounts;
+        counts.delete(key);
+        counts.set(key, count);
+        if (counts.size > KNOWN_COUNTS_CAP) counts.delete(counts.keys().next().value!);
+      }
+      if (md && typeof md[FP_CONTENT] === 'string' && typeof md[FP_METADATA] === 'string')
+        out.set(documentId, { content: md[FP_CONTENT] as string, metadata: md[FP_METADATA] as string });
+    }
+    return out;
+  }
+
   async *write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent> {
     for await (const msg of input) {
       switch (msg.type) {
         case 'DOCUMENT': {
-          this.target(msg.stream);
-          this.enqueue({ kind: 'doc', stream: msg.stream, documentId: msg.documentId, message: msg }, msg.chunks.length);
+          const t = this.target(msg.stream);
+          await this.startGeneration(t);
+          const op: Op = !msg.metadataOnly
+            ? { kind: 'doc', stream: msg.stream, documentId: msg.documentId, message: msg }
+            : t.pending
+              ? { kind: 'keep', stream: msg.stream, documentId: msg.documentId, message: msg }
+              : { kind: 'meta', stream: msg.stream, documentId: msg.documentId, message: msg };
+          this.enqueue(op, msg.chunks.length);
           if (this.bufferedChunks >= this.flushChunks || this.ops.size >= this.flushChunks) yield* this.flush();
           break;
         }
         case 'DELETE': {
-          this.target(msg.stream);
+          await this.startGeneration(this.target(msg.stream));
           this.enqueue({ kind: 'delete', stream: msg.stream, documentId: msg.documentId }, 0);
           if (this.ops.size >= this.flushChunks) yield* this.flush();
+          break;
+        }
+        case 'KEEP': {
+          const t = this.target(msg.stream);
+          if (!t.pending) break; // outside overwrite the document simply stays
+          if (!t.started) {
+            (t.keptBeforeStart ??= new Set()).add(msg.documentId);
+            if (t.keptBeforeStart.size > KEEPS_BEFORE_START_CAP) {
+              this.ctx.logger.info(
+                { stream: t.name, kept: t.keptBeforeStart.size },
+                `stream ${t.name}: many unchanged documents in this overwrite; starting the new generation now and copying them into it`,
+              );
+              await this.startGeneration(t);
+            }
+          } else this.enqueue({ kind: 'keep', stream: msg.stream, documentId: msg.documentId }, 1);
+          if (this.bufferedChunks >= this.flushChunks || this.ops.size >= this.flushChunks) yield* this.flush();
           break;
         }
         case 'STATE': {
@@ -212,6 +298,16 @@ export class PineconeWriter implements DestinationWriter {
         case 'STREAM_COMPLETE': {
           const target = this.target(msg.stream);
           if (target.pending && !target.switched) {
+            if (!target.started && (await this.unchangedGeneration(target))) {
+              target.switched = true; // the live generation already is the new one
+              target.keptBeforeStart = undefined;
+              this.ctx.logger.info(
+                { stream: target.name, namespace: target.live },
+                `stream ${target.name}: overwrite found every document unchanged; nothing written, readers stay on namespace "${target.live}"`,
+              );
+              break;
+            }
+            await this.startGeneration(target);
             yield* this.flush();
             await this.switchGeneration(target);
           }
@@ -239,6 +335,39 @@ export class PineconeWriter implements DestinationWriter {
     return t;
   }
 
+  /**
+   * Overwrite: clears the fresh generation for loading (leftovers of an interrupted overwrite, a
+   * previous generation whose removal failed) once something must be written into it; the KEEPs so
+   * far become copies.
+   */
+  private async startGeneration(t: StreamTarget): Promise<void> {
+    if (!t.pending || t.started) return;
+    await this.store.deleteNamespaceContents(t.namespace);
+    if (t.pending.stale !== undefined) await this.store.deleteNamespaceContents(t.pending.stale);
+    t.started = true;
+    for (const documentId of t.keptBeforeStart ?? []) this.enqueue({ kind: 'keep', stream: t.name, documentId }, 1);
+    t.keptBeforeStart = undefined;
+  }
+
+  /** True when the KEEPs of an overwrite stream cover every vector of its live generation. */
+  private async unchangedGeneration(t: StreamTarget): Promise<boolean> {
+    const kept = [...(t.keptBeforeStart ?? [])];
+    let total = 0;
+    const unknown: string[] = [];
+    for (const d of kept) {
+      const n = this.liveCounts.get(docKey(t.live, d));
+      if (n === undefined) unknown.push(d);
+      else total += n;
+    }
+    const counts = await this.previousCounts(new Map([[t.live, new Set(unknown)]]));
+    for (const d of unknown) {
+      const n = counts.get(docKey(t.live, d));
+      if (n === undefined) return false;
+      total += n;
+    }
+    return (await this.store.recordCount(t.live)) === total;
+  }
+
   private enqueue(op: Op, chunks: number) {
     const key = JSON.stringify([op.stream, op.documentId]);
     const prev = this.ops.get(key);
@@ -247,19 +376,19 @@ export class PineconeWriter implements DestinationWriter {
     // count stay, and after a DELETE it replaces what is stored.
     if (op.kind === 'doc' && this.target(op.stream).mode === 'append' && prev) {
       if (prev.kind === 'delete') op = { ...op, replace: true };
-      else {
+      else if (prev.kind === 'doc') {
         const n = op.message.chunks.length;
         const kept = prev.message.chunks.filter((c) => c.chunkIndex >= n);
         op = { ...op, replace: prev.replace, message: { ...op.message, chunks: [...op.message.chunks, ...kept] } };
         chunks += kept.length;
       }
     }
-    if (prev?.kind === 'doc') this.bufferedChunks -= prev.message.chunks.length;
+    if (prev?.kind === 'doc' || prev?.kind === 'meta') this.bufferedChunks -= prev.message.chunks.length;
+    else if (prev?.kind === 'keep') this.bufferedChunks -= prev.message?.chunks.length ?? 1;
     this.ops.delete(key);
     this.ops.set(key, op);
     this.bufferedChunks += chunks;
-    const c = this.countsOf(op.stream);
-    c.records++;
+    if (op.kind !== 'keep' || op.message) this.countsOf(op.stream).records++;
   }
 
   private countsOf(stream: string): Counts {
@@ -282,9 +411,11 @@ export class PineconeWriter implements DestinationWriter {
    */
   private async *flush(): AsyncIterable<DestinationEvent> {
     if (!this.ops.size) return;
-    const ops = [...this.ops.values()];
+    const pending = [...this.ops.values()];
     this.ops = new Map();
     this.bufferedChunks = 0;
+    // Metadata-only documents and KEEPs first: metadata updates, copies, or documents rebuilt from stored values.
+    const { ops, updates, copies } = await this.resolveStoredOps(pending);
 
     // A. previous chunk counts
     const lookups = new Map<string, Set<string>>(); // namespace → document ids
@@ -335,10 +466,25 @@ export class PineconeWriter implements DestinationWriter {
       if (n === 0 && old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
     }
 
+    for (const c of copies) {
+      const t = this.target(c.stream);
+      stored.push([docKey(t.namespace, c.documentId), c.count]);
+      if (t.seen && t.seen.size < SEEN_CAP) t.seen.add(c.documentId);
+      for (const v of c.vectors) (v.record.id === chunkId(c.documentId, 0) ? first : rest).push(v);
+    }
+
     await this.deleteAll(tailDeletes); // B
     await this.upsertAll(first); // C
     await this.upsertAll(rest); // D
     await this.deleteAll(headDeletes); // E
+    await settleAll(
+      updates.map((u) =>
+        this.limit(async () => {
+          await this.store.updateMetadata(u.namespace, u.id, u.metadata);
+          this.countsOf(u.stream).chunksWritten++;
+        }),
+      ),
+    );
     for (const [key, count] of stored) {
       this.knownCounts.delete(key);
       this.knownCounts.set(key, count);
@@ -351,6 +497,130 @@ export class PineconeWriter implements DestinationWriter {
     const counts = this.counts;
     this.counts = new Map();
     for (const [stream, c] of counts) yield { type: 'WRITTEN', stream, ...c };
+  }
+
+  /**
+   * Turns metadata-only documents and KEEPs into work: metadata updates by id where Pinecone's
+   * update (which only sets fields) gives the exact result; otherwise documents rebuilt from their
+   * stored values (no embedding) that go through the normal write; KEEPs without new metadata
+   * become copies of the stored vectors into the fresh generation.
+   */
+  private async resolveStoredOps(pending: Op[]): Promise<{
+    ops: Array<Extract<Op, { kind: 'doc' } | { kind: 'delete' }>>;
+    updates: { stream: string; namespace: string; id: string; metadata: PineconeMetadata }[];
+    copies: { stream: string; documentId: string; count: number; vectors: PreparedVector[] }[];
+  }> {
+    const ops: Array<Extract<Op, { kind: 'doc' } | { kind: 'delete' }>> = [];
+    const metas: Array<Extract<Op, { kind: 'meta' }>> = [];
+    const keeps: Array<Extract<Op, { kind: 'keep' }>> = [];
+    for (const op of pending) {
+      if (op.kind === 'meta') metas.push(op);
+      else if (op.kind === 'keep') keeps.push(op);
+      else ops.push(op);
+    }
+    const updates: { stream: string; namespace: string; id: string; metadata: PineconeMetadata }[] = [];
+    const copies: { stream: string; documentId: string; count: number; vectors: PreparedVector[] }[] = [];
+    if (!metas.length && !keeps.length) return { ops, updates, copies };
+
+    // Chunk 0 of every such document, where it is read from: its chunk_count and metadata.
+    const sourceOf = (op: Op) => {
+      const t = this.target(op.stream);
+      return op.kind === 'keep' ? t.live : t.namespace;
+    };
+    const heads = await this.fetchAll([...metas, ...keeps].map((op) => [sourceOf(op), chunkId(op.documentId, 0)] as const));
+    const rebuild: Array<{ op: Extract<Op, { kind: 'meta' } | { kind: 'keep' }>; message: DestinationMessage & { type: 'DOCUMENT' } }> = [];
+    for (const op of metas) {
+      const t = this.target(op.stream);
+      const msg = op.message;
+      const head = heads.get(JSON.stringify([t.namespace, chunkId(op.documentId, 0)]));
+      if (!head) throw notStored(op.stream, op.documentId, t.namespace);
+      const wanted = msg.chunks.map((c) => this.chunkMetadata(msg, c));
+      const removed = Object.keys(head.metadata).some((k) => !(k in wanted[0]) && k !== 'content_truncated' && k !== 'content_skipped');
+      const oversize = wanted.some((md) => metadataBytes(md) > MAX_METADATA_BYTES);
+      if (removed || oversize || head.metadata.chunk_count !== msg.chunks.length) {
+        rebuild.push({ op, message: msg }); // update can only set fields: write the vectors again from their stored values
+        continue;
+      }
+      for (const [i, md] of wanted.entries()) {
+        const { content: _content, ...fields } = md; // the stored content (maybe truncated) stays
+        updates.push({ stream: op.stream, namespace: t.namespace, id: chunkId(op.documentId, msg.chunks[i].chunkIndex), metadata: fields });
+      }
+    }
+    // KEEPs: every chunk below chunk 0's chunk_count, from the live generation.
+    const tails: Array<readonly [string, string]> = [];
+    for (const op of keeps) {
+      const t = this.target(op.stream);
+      const head = heads.get(JSON.stringify([t.live, chunkId(op.documentId, 0)]));
+      if (!head) throw notStored(op.stream, op.documentId, t.live);
+      if (op.message) rebuild.push({ op, message: op.message });
+      const count = typeof head.metadata.chunk_count === 'number' ? head.metadata.chunk_count : 1;
+      for (let k = 1; k < count; k++) tails.push([t.live, chunkId(op.documentId, k)]);
+    }
+    for (const { op, message } of rebuild)
+      if (op.kind === 'meta') for (const c of message.chunks.slice(1)) tails.push([sourceOf(op), chunkId(op.documentId, c.chunkIndex)]);
+    const rest = await this.fetchAll(tails);
+    const stored = (ns: string, id: string) => heads.get(JSON.stringify([ns, id])) ?? rest.get(JSON.stringify([ns, id]));
+
+    for (const op of keeps) {
+      if (op.message) continue;
+      const t = this.target(op.stream);
+      const head = stored(t.live, chunkId(op.documentId, 0))!;
+      const count = typeof head.metadata.chunk_count === 'number' ? head.metadata.chunk_count : 1;
+      const vectors: PreparedVector[] = [];
+      for (let k = 0; k < count; k++) {
+        const rec = stored(t.live, chunkId(op.documentId, k));
+        if (!rec) continue;
+        const record: PineconeRecord = { id: chunkId(op.documentId, k), values: rec.values, metadata: rec.metadata as PineconeMetadata };
+        vectors.push({ stream: op.stream, namespace: t.namespace, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 });
+      }
+      copies.push({ stream: op.stream, documentId: op.documentId, count, vectors });
+    }
+    for (const { op, message } of rebuild) {
+      const from = sourceOf(op);
+      const chunks: Chunk[] = message.chunks.map((c) => {
+        const rec = stored(from, chunkId(op.documentId, c.chunkIndex));
+        if (!rec) throw notStored(op.stream, op.documentId, from, c.chunkIndex);
+        return { ...c, embedding: Float32Array.from(rec.values) };
+      });
+      ops.push({ kind: 'doc', stream: op.stream, documentId: op.documentId, message: { ...message, chunks, metadataOnly: false } });
+    }
+    return { ops, updates, copies };
+  }
+
+  /** Records (values and metadata) of [namespace, id] pairs, by JSON [namespace, id]; split by fetchGroups. */
+  private async fetchAll(
+    wanted: ReadonlyArray<readonly [string, string]>,
+  ): Promise<Map<string, { values: number[]; metadata: Record<string, unknown> }>> {
+    const byNs = new Map<string, string[]>();
+    for (const [ns, id] of wanted) {
+      let ids = byNs.get(ns);
+      if (!ids) byNs.set(ns, (ids = []));
+      ids.push(id);
+    }
+    const out = new Map<string, { values: number[]; metadata: Record<string, unknown> }>();
+    const tasks: Array<Promise<unknown>> = [];
+    for (const [ns, ids] of byNs)
+      for (const group of fetchGroups([...new Set(ids)]))
+        tasks.push(
+          this.limit(async () => {
+            for (const [id, rec] of await this.store.fetchRecords(ns, group)) out.set(JSON.stringify([ns, id]), rec);
+          }),
+        );
+    await settleAll(tasks);
+    return out;
+  }
+
+  /** The full metadata a chunk gets (chunk 0 also carries the count and the fingerprint). */
+  private chunkMetadata(doc: DestinationMessage & { type: 'DOCUMENT' }, chunk: Chunk): PineconeMetadata {
+    const md = buildMetadata(doc.stream, doc.documentId, chunk.chunkIndex, chunk.content, chunk.metadata);
+    if (chunk.chunkIndex === 0) {
+      md.chunk_count = doc.chunks.length;
+      if (doc.fingerprint) {
+        md[FP_CONTENT] = doc.fingerprint.content;
+        md[FP_METADATA] = doc.fingerprint.metadata;
+      }
+    }
+    return md;
   }
 
   /** Chunk counts recorded on chunk 0 of documents, by docKey; absent = nothing stored. */
@@ -475,7 +745,7 @@ export class PineconeWriter implements DestinationWriter {
           hint: `use an embedder that produces ${dim}-dimensional vectors`,
         });
       }
-      let metadata = buildMetadata(doc.stream, doc.documentId, chunk.chunkIndex, chunk.content, chunk.metadata);
+      let metadata = this.chunkMetadata(doc, chunk);
       if (chunk.chunkIndex === 0) metadata.chunk_count = chunkCount;
       const size = metadataBytes(metadata);
       if (size > MAX_METADATA_BYTES) {
@@ -583,6 +853,18 @@ export class PineconeWriter implements DestinationWriter {
       );
     }
   }
+}
+
+function notStored(stream: string, documentId: string, namespace: string, chunkIndex = 0): SluiceError {
+  return new SluiceError(
+    `document ${JSON.stringify(documentId)} of stream ${stream}: chunk ${chunkIndex} is not stored in Pinecone namespace "${namespace}", so it cannot be kept or have only its metadata updated`,
+    {
+      kind: 'destination',
+      where: `stream ${stream}`,
+      transient: true,
+      hint: 'something changed the namespace during the sync, or a fresh write is not yet visible; run the sync again',
+    },
+  );
 }
 
 /** Waits for every task (so none is left running), then throws the first failure. */

@@ -6,6 +6,7 @@ import { connectQdrant } from './client.ts';
 import { QDRANT_DISTANCE, QdrantConfigSchema, type QdrantConfig } from './config.ts';
 import { INDEXED_FIELDS, assertShape, describeCollection, dropCollection, ensureIndexes, readLayout } from './collection.ts';
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
+import { listDocuments } from './fingerprints.ts';
 
 const destination: Destination<QdrantConfig> = {
   kind: 'destination',
@@ -72,6 +73,14 @@ const destination: Destination<QdrantConfig> = {
     const q = connectQdrant(config, ctx.logger);
     const plan = await prepare(q, config, ctx, options);
     return createWriter(q, config, ctx, options, plan);
+  },
+
+  /** Every document of a stream with its fingerprint and chunk count (read-only; chunk-0 payloads, no vectors). */
+  async *documents(config: QdrantConfig, ctx: ConnectorContext, stream: string) {
+    const q = connectQdrant(config, ctx.logger);
+    const layout = await readLayout(q, config.collection);
+    if (!layout.current) return;
+    yield* listDocuments(q, layout.current.physical, stream, Math.max(config.batch_points, 1000));
   },
 
   /** The conformance kit writes into a collection of its own (alias and generations), dropped afterwards. */

@@ -5,6 +5,12 @@
 // Ordering: within one flush every request commutes (a document's new chunks are upserted below
 // its new chunk count, its deletes are at or above it), so they run concurrently. Flushes run one
 // after another, so a document written twice in a sync is never reordered.
+//
+// Fingerprints (docs/fingerprints.md): points carry the document's fingerprint and chunk count in
+// their payload; a metadata-only document rewrites the payloads of its points in one batch update
+// (no vectors sent); an overwrite creates its new generation only once something must be written,
+// KEEPs copy the document's points over from the live generation, and a generation that would be
+// nothing but KEEPs of every live document is never created: nothing is written, nothing switched.
 import pLimit from 'p-limit';
 import { chunkUuid } from '../../src/protocol/identity.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
@@ -20,6 +26,7 @@ import type {
 } from '../../src/protocol/connector.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import type { Qdrant } from './client.ts';
+import { CHUNK_COUNT, FINGERPRINT_PAYLOAD_KEYS, FP_CONTENT, FP_METADATA, countDocuments, readFingerprints } from './fingerprints.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
 import {
   INDEXED_FIELDS,
@@ -36,7 +43,12 @@ import {
 const DOCS_PER_DELETE = 256;
 
 /** Payload keys sluice owns; metadata fields with these names are not copied over them. */
-export const RESERVED_PAYLOAD_KEYS = new Set(['document_id', 'chunk_index', 'stream', 'content']);
+export const RESERVED_PAYLOAD_KEYS = new Set<string>(['document_id', 'chunk_index', 'stream', 'content', ...FINGERPRINT_PAYLOAD_KEYS]);
+
+/** Documents per copy (scroll) request of kept documents. */
+const DOCS_PER_COPY = 256;
+/** Overwrite: KEEPs remembered while the new generation is not created yet; past this it is created (bounded memory). */
+const KEEPS_BEFORE_CREATE_CAP = 100_000;
 
 interface Point {
   id: string;
@@ -51,6 +63,10 @@ class Batch {
   /** Per document: delete its chunks with chunk_index >= from (0 = the whole document). */
   deletes = new Map<string, { stream: string; documentId: string; from: number }>();
   pointsByDoc = new Map<string, Set<string>>();
+  /** Metadata-only documents: their points' new payloads (replacing the stored ones, vectors untouched). */
+  payloads = new Map<string, { stream: string; points: { id: string; payload: Record<string, unknown> }[]; bytes: number }>();
+  /** Overwrite: documents whose points are copied from the live generation (with new payloads when metadata changed). */
+  keeps = new Map<string, { stream: string; documentId: string; payloads?: Map<string, Record<string, unknown>> }>();
   bytes = 0;
   stats = new Map<string, { records: number; chunksWritten: number; chunksDeleted: number }>();
 
@@ -58,6 +74,23 @@ class Batch {
     let s = this.stats.get(stream);
     if (!s) this.stats.set(stream, (s = { records: 0, chunksWritten: 0, chunksDeleted: 0 }));
     return s;
+  }
+
+  /** Forgets everything this batch would do to a document (a later message for it wins). */
+  dropDoc(docKey: string): void {
+    this.dropDocPoints(docKey);
+    this.deletes.delete(docKey);
+    const p = this.payloads.get(docKey);
+    if (p) this.bytes -= p.bytes;
+    this.payloads.delete(docKey);
+    this.keeps.delete(docKey);
+  }
+
+  /** Points, payload updates and kept documents: what the flush threshold counts. */
+  get size(): number {
+    let n = this.points.size + this.keeps.size;
+    for (const p of this.payloads.values()) n += p.points.length;
+    return n;
   }
 
   dropDocPoints(docKey: string): void {
@@ -80,7 +113,7 @@ class Batch {
   }
 
   get empty(): boolean {
-    return this.points.size === 0 && this.deletes.size === 0;
+    return this.points.size === 0 && this.deletes.size === 0 && this.payloads.size === 0 && this.keeps.size === 0;
   }
 }
 
@@ -89,6 +122,8 @@ export interface WriterPlan {
   target: string;
   /** Overwrite: switch the alias to `target` once these streams are complete, then drop `previous`. */
   overwrite?: { streams: Set<string>; previous?: { physical: string; viaAlias: boolean } };
+  /** Overwrite: creates `target` (and copies the streams not overwritten into it); called once something must be written. */
+  createTarget?: () => Promise<void>;
 }
 
 /** Resolves (and creates) the collection this sync writes to; validates size and distance first. */
@@ -141,10 +176,12 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
     }
   }
   const physical = nextGeneration();
-  await createGeneration(q, config, physical, dims, ctx.logger);
-  await ensureIndexes(q, physical, new Set());
-  if (layout.current) await copyOtherStreams(q, config, layout.current.physical, physical, overwriteStreams, ctx);
-  return { target: physical, overwrite: { streams: overwriteStreams, previous: layout.current } };
+  const createTarget = async () => {
+    await createGeneration(q, config, physical, dims, ctx.logger);
+    await ensureIndexes(q, physical, new Set());
+    if (layout.current) await copyOtherStreams(q, config, layout.current.physical, physical, overwriteStreams, ctx);
+  };
+  return { target: physical, overwrite: { streams: overwriteStreams, previous: layout.current }, createTarget };
 }
 
 /** Points of streams not being overwritten live on in the new generation. */
@@ -183,32 +220,59 @@ export function createWriter(
   const modes = new Map<string, DestinationStream>(options.streams.map((s) => [s.name, s]));
   const limit = pLimit(config.concurrency);
   const pendingOverwrite = plan.overwrite ? new Set(plan.overwrite.streams) : undefined;
+  const live = plan.overwrite?.previous?.physical;
   let switched = !plan.overwrite;
+  let created = !plan.createTarget;
+  /** Overwrite, before the new generation exists: the KEEPs so far, per stream. */
+  const keptBeforeCreate = new Map<string, Set<string>>();
+  let keptBeforeCreateCount = 0;
   let closed = false;
 
   const docKey = (stream: string, documentId: string) => JSON.stringify([stream, documentId]);
+  const isOverwrite = (stream: string) => !!plan.overwrite?.streams.has(stream);
 
-  function toPoint(stream: string, documentId: string, chunk: Chunk): Point {
-    const where = `stream ${stream}, document ${JSON.stringify(documentId)}, chunk ${chunk.chunkIndex}`;
-    if (!chunk.embedding) {
-      throw new SluiceError(`chunk without an embedding reached the Qdrant destination (${where})`, { kind: 'internal', where });
-    }
-    if (chunk.embedding.length !== dims) {
-      throw new SluiceError(`embedding of size ${chunk.embedding.length} does not match the collection's ${dims} (${where})`, {
-        kind: 'embedding',
-        where,
-      });
-    }
+  function where(stream: string, documentId: string, chunkIndex: number): string {
+    return `stream ${stream}, document ${JSON.stringify(documentId)}, chunk ${chunkIndex}`;
+  }
+
+  function payloadOf(msg: DestinationMessage & { type: 'DOCUMENT' }, chunk: Chunk): Record<string, unknown> {
     const payload: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(chunk.metadata ?? {})) if (!RESERVED_PAYLOAD_KEYS.has(k) && v !== undefined) payload[k] = v;
-    payload.document_id = documentId;
+    payload.document_id = msg.documentId;
     payload.chunk_index = chunk.chunkIndex;
-    payload.stream = stream;
+    payload.stream = msg.stream;
     payload.content = chunk.content;
+    if (msg.fingerprint) {
+      payload[FP_CONTENT] = msg.fingerprint.content;
+      payload[FP_METADATA] = msg.fingerprint.metadata;
+      payload[CHUNK_COUNT] = msg.chunks.length;
+    }
+    return payload;
+  }
+
+  function toPoint(msg: DestinationMessage & { type: 'DOCUMENT' }, chunk: Chunk): Point {
+    const at = where(msg.stream, msg.documentId, chunk.chunkIndex);
+    if (!chunk.embedding) {
+      throw new SluiceError(`chunk without an embedding reached the Qdrant destination (${at})`, { kind: 'internal', where: at });
+    }
+    if (chunk.embedding.length !== dims) {
+      throw new SluiceError(`embedding of size ${chunk.embedding.length} does not match the collection's ${dims} (${at})`, {
+        kind: 'embedding',
+        where: at,
+      });
+    }
+    const payload = payloadOf(msg, chunk);
     const vector = Array.from(chunk.embedding);
     // JSON size estimate: ~20 characters per float, plus the payload.
     const bytes = 64 + dims * 20 + JSON.stringify(payload).length;
-    return { id: chunkUuid(stream, documentId, chunk.chunkIndex), vector, payload, bytes };
+    return { id: chunkUuid(msg.stream, msg.documentId, chunk.chunkIndex), vector, payload, bytes };
+  }
+
+  /** The collection holding what readers see of a stream now (fingerprint look-ups, KEEP copies). */
+  function liveCollectionOf(stream: string): string | undefined {
+    if (!plan.overwrite) return plan.target;
+    if (isOverwrite(stream) || !created) return live;
+    return plan.target; // streams not overwritten were copied into the new generation and are written there
   }
 
   async function sendBatch(batch: Batch): Promise<void> {
@@ -235,6 +299,66 @@ export function createWriter(
       groupBytes += p.bytes;
     }
     if (group.length) sendPoints(group);
+
+    // Metadata-only documents: each point's payload replaced (keys gone from the metadata go too),
+    // many points per batch-update request; vectors are not sent.
+    type PayloadOp = { overwrite_payload: { payload: Record<string, unknown>; points: string[] } };
+    let ops: PayloadOp[] = [];
+    let opsBytes = 0;
+    const sendOps = (operations: PayloadOp[]) =>
+      requests.push(
+        limit(() =>
+          q.call(`payload update of ${operations.length} points in ${target}`, () =>
+            q.client.batchUpdate(target, { wait: true, operations }),
+          ),
+        ),
+      );
+    for (const doc of batch.payloads.values()) {
+      for (const p of doc.points) {
+        const bytes = 64 + JSON.stringify(p.payload).length;
+        if (ops.length && (ops.length >= config.batch_points || opsBytes + bytes > config.batch_bytes)) {
+          sendOps(ops);
+          ops = [];
+          opsBytes = 0;
+        }
+        ops.push({ overwrite_payload: { payload: p.payload, points: [p.id] } });
+        opsBytes += bytes;
+      }
+    }
+    if (ops.length) sendOps(ops);
+
+    // KEEP (overwrite): the documents' points are copied from the live generation into the new one.
+    const keepsByStream = new Map<string, { documentId: string; payloads?: Map<string, Record<string, unknown>> }[]>();
+    for (const k of batch.keeps.values()) {
+      let list = keepsByStream.get(k.stream);
+      if (!list) keepsByStream.set(k.stream, (list = []));
+      list.push(k);
+    }
+    for (const [stream, docs] of keepsByStream) {
+      const from = live;
+      if (!from) {
+        throw new SluiceError(`KEEP of a document of stream ${stream}, but the Qdrant collection has no live generation to keep it from`, {
+          kind: 'internal',
+        });
+      }
+      for (let i = 0; i < docs.length; i += DOCS_PER_COPY) {
+        const slice = docs.slice(i, i + DOCS_PER_COPY);
+        const payloads = new Map<string, Record<string, unknown>>();
+        for (const d of slice) for (const [id, p] of d.payloads ?? []) payloads.set(id, p);
+        requests.push(
+          limit(() =>
+            copyDocuments(
+              from,
+              target,
+              stream,
+              slice.map((d) => d.documentId),
+              payloads,
+              batch,
+            ),
+          ),
+        );
+      }
+    }
 
     // Deletes by filter, many documents of one stream per request: (document_id, stream, chunk_index >= from).
     const byStream = new Map<string, { documentId: string; from: number }[]>();
@@ -270,6 +394,37 @@ export function createWriter(
     if (failed) throw failed.reason;
   }
 
+  /** Copies every point of these documents (vectors included) from one generation to the next, page by page. */
+  async function copyDocuments(
+    from: string,
+    to: string,
+    stream: string,
+    documentIds: string[],
+    payloads: Map<string, Record<string, unknown>>,
+    batch: Batch,
+  ): Promise<void> {
+    const filter = {
+      must: [
+        { key: 'stream', match: { value: stream } },
+        { key: 'document_id', match: { any: documentIds } },
+      ],
+    };
+    let offset: string | number | null | undefined = undefined;
+    do {
+      const page = await q.call(`read of kept documents in ${from}`, () =>
+        q.client.scroll(from, { filter, limit: config.batch_points, offset: offset ?? undefined, with_payload: true, with_vector: true }),
+      );
+      const points = page.points.map((p) => ({
+        id: p.id,
+        vector: p.vector as number[],
+        payload: payloads.get(String(p.id).toLowerCase()) ?? p.payload ?? {},
+      }));
+      if (points.length) await q.call(`copy of kept documents into ${to}`, () => q.client.upsert(to, { wait: true, points }));
+      batch.statsFor(stream).chunksWritten += points.length;
+      offset = page.next_page_offset as string | number | null | undefined;
+    } while (offset !== undefined && offset !== null);
+  }
+
   async function switchGeneration(): Promise<void> {
     const ow = plan.overwrite!;
     const previous = ow.previous;
@@ -285,7 +440,23 @@ export function createWriter(
     switched = true;
   }
 
+  /** True when every overwritten stream was nothing but KEEPs of all its live documents (then nothing changes). */
+  async function unchangedGeneration(): Promise<boolean> {
+    if (!live || !plan.overwrite) return false;
+    for (const stream of plan.overwrite.streams) {
+      const kept = keptBeforeCreate.get(stream)?.size ?? 0;
+      if ((await countDocuments(q, live, stream)) !== kept) return false;
+    }
+    return true;
+  }
+
   return {
+    async fingerprints(stream: string, documentIds: string[]) {
+      const collection = liveCollectionOf(stream);
+      if (!collection) return new Map();
+      return readFingerprints(q, collection, stream, documentIds);
+    },
+
     async *write(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationEvent> {
       let batch = new Batch();
       let inFlight: { promise: Promise<void>; batch: Batch } | undefined;
@@ -311,35 +482,99 @@ export function createWriter(
         startFlush();
         yield* settle();
       }
+      /** Overwrite: the new generation is needed after all; the KEEPs so far are copied into it. */
+      async function createTarget(): Promise<void> {
+        if (created) return;
+        await plan.createTarget!();
+        created = true;
+        for (const [stream, ids] of keptBeforeCreate)
+          for (const documentId of ids) batch.keeps.set(docKey(stream, documentId), { stream, documentId });
+        keptBeforeCreate.clear();
+        keptBeforeCreateCount = 0;
+      }
 
       for await (const msg of input) {
         if (closed) throw new SluiceError('the Qdrant writer was closed while input was still arriving', { kind: 'internal' });
         switch (msg.type) {
           case 'DOCUMENT': {
+            await createTarget();
             const mode = modes.get(msg.stream)?.destinationSyncMode ?? 'append_dedup';
             const key = docKey(msg.stream, msg.documentId);
-            const points = msg.chunks.map((c) => toPoint(msg.stream, msg.documentId, c));
+            if (msg.metadataOnly) {
+              const points = msg.chunks.map((c) => ({
+                id: chunkUuid(msg.stream, msg.documentId, c.chunkIndex),
+                payload: payloadOf(msg, c),
+              }));
+              if (isOverwrite(msg.stream)) {
+                // The new generation gets the live points with their new payloads.
+                batch.dropDoc(key);
+                batch.keeps.set(key, {
+                  stream: msg.stream,
+                  documentId: msg.documentId,
+                  payloads: new Map(points.map((p) => [p.id, p.payload])),
+                });
+              } else {
+                // A write of this document still in this batch must land before its payload changes.
+                if (batch.pointsByDoc.has(key) || batch.deletes.has(key)) yield* flushAll();
+                batch.dropDoc(key);
+                const bytes = points.reduce((n, p) => n + 64 + JSON.stringify(p.payload).length, 0);
+                batch.payloads.set(key, { stream: msg.stream, points, bytes });
+                batch.bytes += bytes;
+                batch.statsFor(msg.stream).chunksWritten += points.length;
+              }
+              batch.statsFor(msg.stream).records++;
+              break;
+            }
+            const points = msg.chunks.map((c) => toPoint(msg, c));
             const pending = batch.deletes.get(key);
             if (mode === 'append') {
               // Append upserts by chunk id only; a pending delete of this document must land first.
               if (pending) {
                 yield* flushAll();
               }
+              const p = batch.payloads.get(key);
+              if (p) batch.bytes -= p.bytes;
+              batch.payloads.delete(key);
+              batch.keeps.delete(key);
             } else {
-              batch.dropDocPoints(key);
+              batch.dropDoc(key);
               batch.deletes.set(key, { stream: msg.stream, documentId: msg.documentId, from: points.length });
             }
             for (const p of points) batch.addPoint(key, p);
-            const s = batch.statsFor(msg.stream);
-            s.records++;
-            s.chunksWritten += points.length;
+            const stats = batch.statsFor(msg.stream);
+            stats.records++;
+            stats.chunksWritten += points.length;
             break;
           }
           case 'DELETE': {
+            await createTarget();
             const key = docKey(msg.stream, msg.documentId);
-            batch.dropDocPoints(key);
+            batch.dropDoc(key);
             batch.deletes.set(key, { stream: msg.stream, documentId: msg.documentId, from: 0 });
             batch.statsFor(msg.stream).records++;
+            break;
+          }
+          case 'KEEP': {
+            if (!isOverwrite(msg.stream)) break; // the document stays where it is
+            if (!created) {
+              let ids = keptBeforeCreate.get(msg.stream);
+              if (!ids) keptBeforeCreate.set(msg.stream, (ids = new Set()));
+              if (!ids.has(msg.documentId)) {
+                ids.add(msg.documentId);
+                keptBeforeCreateCount++;
+              }
+              if (keptBeforeCreateCount > KEEPS_BEFORE_CREATE_CAP) {
+                ctx.logger.info(
+                  { kept: keptBeforeCreateCount },
+                  'many unchanged documents in this overwrite: creating the new Qdrant generation now and copying them into it',
+                );
+                await createTarget();
+              }
+              break;
+            }
+            const key = docKey(msg.stream, msg.documentId);
+            batch.dropDoc(key);
+            batch.keeps.set(key, { stream: msg.stream, documentId: msg.documentId });
             break;
           }
           case 'STATE': {
@@ -350,14 +585,25 @@ export function createWriter(
           }
           case 'STREAM_COMPLETE': {
             if (pendingOverwrite?.delete(msg.stream) && pendingOverwrite.size === 0 && !switched) {
-              yield* flushAll();
-              await switchGeneration();
+              if (!created && (await unchangedGeneration())) {
+                // Every live document was kept as it is: the live generation already is the new one.
+                ctx.logger.info(
+                  { alias: config.collection, collection: live },
+                  'overwrite found every document unchanged: nothing written, the Qdrant alias stays on the live generation',
+                );
+                keptBeforeCreate.clear();
+                switched = true;
+              } else {
+                await createTarget();
+                yield* flushAll();
+                await switchGeneration();
+              }
               for (const h of heldStates.splice(0)) yield { type: 'STATE_COMMITTED', ...h };
             }
             break;
           }
         }
-        if (batch.points.size >= config.buffer_points || batch.bytes >= config.batch_bytes * config.concurrency) {
+        if (batch.size >= config.buffer_points || batch.bytes >= config.batch_bytes * config.concurrency) {
           // Backpressure: at most one flush in flight while the next one fills.
           yield* settle();
           startFlush();
@@ -371,7 +617,7 @@ export function createWriter(
           { collection: plan.target, incomplete: [...(pendingOverwrite ?? [])] },
           'overwrite not finished; keeping the previous Qdrant collection and dropping the partial one',
         );
-        await dropCollection(q, plan.target);
+        if (created) await dropCollection(q, plan.target);
       }
     },
     async close() {

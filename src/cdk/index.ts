@@ -36,11 +36,13 @@ export type {
   DestinationSandbox,
   DestinationStream,
   DestinationWriter,
+  DocumentFingerprint,
   OpenOptions,
   ShardContext,
   Source,
   SourceState,
   StoredChunk,
+  StoredDocument,
 } from '../protocol/connector.ts';
 export { SluiceError } from '../protocol/errors.ts';
 export { documentId, chunkId, chunkUuid } from '../protocol/identity.ts';

@@ -236,10 +236,15 @@ function destinationTemplate(name: string): string {
 //     switch to the new generation there.
 // Rules your store must keep: writeBatch() is idempotent (a batch can be replayed after a
 // crash); a DOCUMENT replaces all chunks of that document; a DELETE removes all of them.
+//
+// Optional: skip unchanged documents (docs/fingerprints.md). This sink already stores each
+// DOCUMENT's fingerprint and handles metadata-only DOCUMENTs and KEEPs; uncomment fingerprints()
+// and documents() below to opt in. The engine then neither chunks, embeds nor writes a document
+// that did not change, and \`sluice test-connector\` checks the contract (the fingerprints.* checks).
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { defineDestination, z, type WriteOperation } from 'sluice/cdk';
+import { defineDestination, z, type DocumentFingerprint, type WriteOperation } from 'sluice/cdk';
 
 const config = z.strictObject({
   path: z.string().min(1).describe('Directory to store documents in; relative to the pipeline file'),
@@ -250,6 +255,8 @@ const config = z.strictObject({
 export interface StoredDocument {
   documentId: string;
   chunks: { id: string; chunkIndex: number; content: string; metadata: Record<string, unknown>; embedding?: number[] }[];
+  /** What produced the chunks, when the engine sends one (it does once fingerprints() is enabled). */
+  fingerprint?: DocumentFingerprint;
 }
 
 const fileName = (documentId: string) => createHash('sha256').update(documentId).digest('hex').slice(0, 32) + '.json';
@@ -275,7 +282,9 @@ export async function readStream(root: string, stream: string): Promise<StoredDo
  */
 export async function readBack(c: { path: string }, ctx: { baseDir: string }, stream: string) {
   const docs = await readStream(resolve(ctx.baseDir, c.path), stream);
-  return docs.flatMap((d) => d.chunks.map((ch) => ({ documentId: d.documentId, chunkIndex: ch.chunkIndex, content: ch.content })));
+  return docs.flatMap((d) =>
+    d.chunks.map((ch) => ({ documentId: d.documentId, chunkIndex: ch.chunkIndex, content: ch.content, metadata: ch.metadata })),
+  );
 }
 
 export default defineDestination({
@@ -302,8 +311,14 @@ export default defineDestination({
       async writeBatch(ops: WriteOperation[]) {
         for (const op of ops) {
           const file = join(dirOf(op.stream), fileName(op.documentId));
+          const live = join(root, op.stream, fileName(op.documentId)); // the stored version readers see
           if (op.type === 'DELETE') {
             await rm(file, { force: true });
+            continue;
+          }
+          if (op.type === 'KEEP') {
+            // Only with fingerprints(): an overwrite carries the unchanged document into the new generation.
+            if (file !== live) await copyFile(live, file).catch(() => undefined);
             continue;
           }
           const chunks = op.chunks.map((ch) => ({
@@ -314,17 +329,38 @@ export default defineDestination({
             ...(ch.embedding ? { embedding: Array.from(ch.embedding) } : {}),
           }));
           let merged = chunks;
-          if (modes.get(op.stream) === 'append') {
+          if (op.metadataOnly) {
+            // Only with fingerprints(): new metadata, the stored text and vectors stay (none are sent).
+            const old: StoredDocument | undefined = await readFile(live, 'utf8').then(JSON.parse, () => undefined);
+            const byId = new Map((old?.chunks ?? []).map((ch) => [ch.id, ch]));
+            merged = chunks.map((ch) => {
+              const was = byId.get(ch.id);
+              return was ? { ...was, metadata: ch.metadata } : ch;
+            });
+          } else if (modes.get(op.stream) === 'append') {
             // append: upsert by chunk id, keep chunks not in this write.
             const old: StoredDocument | undefined = await readFile(file, 'utf8').then(JSON.parse, () => undefined);
             const byId = new Map((old?.chunks ?? []).map((ch) => [ch.id, ch]));
             for (const ch of chunks) byId.set(ch.id, ch);
             merged = [...byId.values()].sort((a, b) => a.chunkIndex - b.chunkIndex);
           }
-          const doc: StoredDocument = { documentId: op.documentId, chunks: merged };
+          const doc: StoredDocument = {
+            documentId: op.documentId,
+            chunks: merged,
+            ...(op.fingerprint ? { fingerprint: op.fingerprint } : {}),
+          };
           await writeAtomic(file, JSON.stringify(doc));
         }
       },
+      // Skip unchanged documents: the stored fingerprints of these documents (live generation).
+      // async fingerprints(stream: string, documentIds: string[]) {
+      //   const found = new Map<string, DocumentFingerprint>();
+      //   for (const id of documentIds) {
+      //     const doc: StoredDocument | undefined = await readFile(join(root, stream, fileName(id)), 'utf8').then(JSON.parse, () => undefined);
+      //     if (doc?.fingerprint) found.set(id, doc.fingerprint);
+      //   }
+      //   return found;
+      // },
       async completeStream(stream) {
         if (stream.destinationSyncMode !== 'overwrite') return;
         const live = join(root, stream.name);
@@ -338,6 +374,12 @@ export default defineDestination({
       async close() {},
     };
   },
+
+  // Every stored document with its fingerprint: deletion detection and \`sluice verify\` use it.
+  // async *documents(c, ctx, stream) {
+  //   for (const d of await readStream(resolve(ctx.baseDir, c.path), stream))
+  //     yield { documentId: d.documentId, chunks: d.chunks.length, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) };
+  // },
 });
 `;
 }

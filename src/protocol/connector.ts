@@ -323,6 +323,8 @@ export interface StoredChunk {
   documentId: string;
   chunkIndex: number;
   content?: string;
+  /** When the destination can show it: the conformance kit checks metadata-only updates with it. */
+  metadata?: Record<string, unknown>;
 }
 
 export type Connector = Source | Destination;

@@ -16,6 +16,8 @@ import type {
   DestinationEvent,
   DestinationMessage,
   DestinationStream,
+  DestinationWriter,
+  DocumentFingerprint,
   SourceState,
   StoredChunk,
 } from '../protocol/connector.ts';
@@ -25,6 +27,7 @@ import { testContext } from './context.ts';
 import { ReportBuilder, type ConformanceReport } from './report.ts';
 import { checkConfigRejected, checkSpec } from './spec-checks.ts';
 import { describeFailure } from './source.ts';
+import { FINGERPRINT_CHECKS, runFingerprintChecks } from './fingerprints.ts';
 
 export type { StoredChunk } from '../protocol/connector.ts';
 
@@ -43,6 +46,7 @@ export const DESTINATION_CHECKS = [
   'write.replaces-chunks-as-unit',
   'write.deletes',
   'write.overwrite',
+  ...FINGERPRINT_CHECKS,
   'cleanup.test-data-removed',
 ] as const;
 
@@ -67,9 +71,14 @@ export interface DestinationConformanceOptions {
 
 type Mode = DestinationSyncMode;
 /** A stream's expected content: document id → chunk contents by index. */
-type Model = Map<string, string[]>;
+export type Model = Map<string, string[]>;
 
-function makeChunks(documentId: string, texts: string[], dimensions: number | undefined): Chunk[] {
+export function makeChunks(
+  documentId: string,
+  texts: string[],
+  dimensions: number | undefined,
+  metadata: Record<string, unknown> = { source: 'conformance' },
+): Chunk[] {
   return texts.map((content, chunkIndex) => {
     const hash = sha256(content);
     let embedding: Float32Array | undefined;
@@ -83,7 +92,7 @@ function makeChunks(documentId: string, texts: string[], dimensions: number | un
       chunkIndex,
       content,
       contentHash: hash,
-      metadata: { source: 'conformance' },
+      metadata,
       ...(embedding ? { embedding } : {}),
     };
   });
@@ -92,7 +101,7 @@ function makeChunks(documentId: string, texts: string[], dimensions: number | un
 const sortedEntries = <V>(m: Map<string, V>) => [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 
 /** What a stream holds, as document → sorted chunk indexes (for messages). */
-function showHeld(chunks: StoredChunk[]): string {
+export function showHeld(chunks: StoredChunk[]): string {
   const out = new Map<string, number[]>();
   for (const c of chunks)
     out.set(
@@ -178,12 +187,20 @@ export async function runDestinationConformance(
   const name = (mode: Mode) => `${prefix}_${mode}`;
   const testStreams = modes.map(name);
   const expected = new Map<string, Model>(testStreams.map((s) => [s, new Map()]));
-  const doc = (stream: string, id: string, texts: string[]): DestinationMessage => ({
+  const doc = (
+    stream: string,
+    id: string,
+    texts: string[],
+    extra: { fingerprint?: DocumentFingerprint; metadata?: Record<string, unknown>; metadataOnly?: boolean } = {},
+  ): DestinationMessage => ({
     type: 'DOCUMENT',
     stream,
     documentId: id,
-    chunks: makeChunks(id, texts, dims),
+    // A metadata-only update comes without vectors: the stored ones stay.
+    chunks: makeChunks(id, texts, extra.metadataOnly ? undefined : dims, extra.metadata),
     record: { id, text: texts.join(' ') },
+    ...(extra.fingerprint ? { fingerprint: extra.fingerprint } : {}),
+    ...(extra.metadataOnly ? { metadataOnly: true } : {}),
   });
   const del = (stream: string, id: string): DestinationMessage => ({ type: 'DELETE', stream, documentId: id });
   const complete = (stream: string): DestinationMessage => ({ type: 'STREAM_COMPLETE', stream });
@@ -208,7 +225,8 @@ export async function runDestinationConformance(
           model.set(m.documentId, texts.length >= old.length ? texts : [...texts, ...old.slice(texts.length)]);
         } else model.set(m.documentId, texts);
         generation.add(`${m.stream}\u0000${m.documentId}`);
-      } else if (m.type === 'DELETE') expected.get(m.stream)!.delete(m.documentId);
+      } else if (m.type === 'KEEP') generation.add(`${m.stream}\u0000${m.documentId}`);
+      else if (m.type === 'DELETE') expected.get(m.stream)!.delete(m.documentId);
       else if (m.type === 'STREAM_COMPLETE' && mode === 'overwrite') {
         const model = expected.get(m.stream)!;
         for (const id of [...model.keys()]) if (!generation.has(`${m.stream}\u0000${id}`)) model.delete(id);
@@ -218,16 +236,18 @@ export async function runDestinationConformance(
 
   const streamsFor = (ms: Mode[]): DestinationStream[] => ms.map((m) => ({ name: name(m), destinationSyncMode: m, primaryKey: [['id']] }));
 
-  /** Opens a writer, feeds it `input`, calls `onEvent` as events arrive, closes it. */
-  const run = async (
-    ms: Mode[],
-    input: DestinationMessage[],
-    onEvent?: (e: DestinationEvent) => Promise<void>,
-  ): Promise<DestinationEvent[]> => {
-    const writer = await destination.open(config, ctx, {
+  const openWriter = (ms: Mode[]): Promise<DestinationWriter> =>
+    destination.open(config, ctx, {
       streams: streamsFor(ms),
       ...(dims ? { dimensions: dims, embedderName: 'conformance test vectors' } : {}),
     });
+  /** Opens a writer, feeds it `input`, calls `onEvent` (with the writer) as events arrive, closes it. */
+  const run = async (
+    ms: Mode[],
+    input: DestinationMessage[],
+    onEvent?: (e: DestinationEvent, writer: DestinationWriter) => Promise<void>,
+  ): Promise<DestinationEvent[]> => {
+    const writer = await openWriter(ms);
     const events: DestinationEvent[] = [];
     try {
       async function* feed() {
@@ -235,7 +255,7 @@ export async function runDestinationConformance(
       }
       for await (const e of writer.write(feed())) {
         events.push(e);
-        if (onEvent) await onEvent(e);
+        if (onEvent) await onEvent(e, writer);
       }
     } finally {
       await writer.close();
@@ -253,7 +273,7 @@ export async function runDestinationConformance(
           const hits = await destination.search!(config, ctx, { vector, topK: 1000, streams: [stream] });
           return hits
             .filter((h) => h.stream === stream)
-            .map((h) => ({ documentId: h.documentId, chunkIndex: h.chunkIndex, content: h.content }));
+            .map((h) => ({ documentId: h.documentId, chunkIndex: h.chunkIndex, content: h.content, metadata: h.metadata }));
         }
       : undefined;
   const read: ((stream: string) => Promise<StoredChunk[]>) | undefined = ownReadBack
@@ -294,6 +314,27 @@ export async function runDestinationConformance(
       }
     }
     await writeChecksRun();
+    await runFingerprintChecks({
+      destination,
+      config,
+      ctx,
+      report,
+      modes,
+      name,
+      dims,
+      expected,
+      applyToModel,
+      doc,
+      complete,
+      state,
+      run,
+      openWriter,
+      read,
+      searchBack,
+      noReadBack,
+      compareStream,
+      showHeld,
+    });
   } finally {
     await cleanup();
   }

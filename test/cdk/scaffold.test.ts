@@ -106,5 +106,30 @@ describe('sluice init connector', () => {
     const dest = (await import(join(dir, 'connectors/my-store.ts'))).default;
     const report = await runDestinationConformance(dest, { config: { path: join(dir, 'out/kit') } });
     expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+    // The fingerprint methods are a commented example: not applicable until opted in.
+    expect(report.checks.find((c) => c.name === 'fingerprints.stored-with-document')?.notApplicable).toBe(true);
+  });
+
+  it('uncommenting the fingerprint example opts the destination in, and it keeps the contract', async () => {
+    const code = readFileSync(join(dir, 'connectors/my-store.ts'), 'utf8');
+    expect(code).toContain('docs/fingerprints.md');
+    // Uncomment each block that follows its explaining comment, as an author would.
+    const lines = code.split('\n');
+    for (const marker of ['// Skip unchanged documents:', '// Every stored document with its fingerprint']) {
+      let i = lines.findIndex((l) => l.trim().startsWith(marker)) + 1;
+      expect(i, marker).toBeGreaterThan(0);
+      for (; lines[i].trim().startsWith('//'); i++) {
+        lines[i] = lines[i].replace('// ', '');
+        if (lines[i].trim() === '},') break;
+      }
+    }
+    writeFileSync(join(dir, 'connectors/my-store-fp.ts'), lines.join('\n'));
+    const mod = await import(join(dir, 'connectors/my-store-fp.ts'));
+    const report = await runDestinationConformance(mod.default, { config: { path: join(dir, 'out/kit-fp') }, readBack: mod.readBack });
+    expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+    const fingerprintChecks = report.checks.filter((c) => c.name.startsWith('fingerprints.'));
+    expect(fingerprintChecks).toHaveLength(5);
+    for (const c of fingerprintChecks)
+      expect([c.name, c.ok, c.skipped ?? false, c.notApplicable ?? false]).toEqual([c.name, true, false, false]);
   });
 });

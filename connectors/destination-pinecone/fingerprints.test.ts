@@ -1,0 +1,252 @@
+// Document fingerprints in the Pinecone destination (docs/fingerprints.md), writer level, through the
+// real client against the fixture (requests and responses validated against Pinecone's OpenAPI
+// documents, the service's limits enforced).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startPineconeFixture, type PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
+import type { DestinationMessage, DestinationStream, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
+import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
+import destination from './index.ts';
+import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
+import { MAX_FETCH_QUERY_BYTES, fetchGroups } from './store.ts';
+import { captureContext, documentMessage, drain, stateMessage, written } from './test-helpers.ts';
+
+const DIM = 8;
+let fx: PineconeFixture;
+let indexCounter = 0;
+
+beforeAll(async () => {
+  fx = await startPineconeFixture();
+});
+afterAll(async () => {
+  await fx?.close();
+});
+afterEach(() => {
+  expect(fx.violations).toEqual([]);
+  // (clearing a namespace that does not exist answers 404, which the writer expects)
+  expect(fx.requests.filter((r) => r.status >= 400 && !(r.status === 404 && r.path === '/vectors/delete'))).toEqual([]);
+  fx.requests.length = 0;
+});
+
+async function freshIndex(): Promise<string> {
+  const name = `fp-${++indexCounter}`;
+  await fx.createIndex(name, DIM);
+  return name;
+}
+const cfg = (index: string): PineconeConfig =>
+  PineconeConfigSchema.parse({ api_key: fx.apiKey, index, controller_host: fx.controllerUrl, retry_initial_delay_ms: 5 });
+const streams = (mode: DestinationSyncMode): DestinationStream[] => [{ name: 'docs', destinationSyncMode: mode, primaryKey: [['id']] }];
+const open = (index: string, mode: DestinationSyncMode, ctx = captureContext()) =>
+  destination.open(cfg(index), ctx, { streams: streams(mode), dimensions: DIM });
+
+const fp = (content: string, metadata = 'm1'): DocumentFingerprint => ({ content: `c-${content}`, metadata: `m-${metadata}` });
+function fdoc(id: string, texts: string[], metadata: Record<string, unknown> = {}, mfp = 'm1'): DestinationMessage {
+  return {
+    ...(documentMessage('docs', id, texts, DIM, metadata) as DestinationMessage & { type: 'DOCUMENT' }),
+    fingerprint: fp(texts.join('|'), mfp),
+  };
+}
+function metaOnly(id: string, texts: string[], metadata: Record<string, unknown>, mfp: string): DestinationMessage {
+  const d = documentMessage('docs', id, texts, DIM, metadata) as DestinationMessage & { type: 'DOCUMENT' };
+  return { ...d, chunks: d.chunks.map(({ embedding: _e, ...c }) => c), fingerprint: fp(texts.join('|'), mfp), metadataOnly: true };
+}
+const keep = (documentId: string): DestinationMessage => ({ type: 'KEEP', stream: 'docs', documentId });
+const complete: DestinationMessage = { type: 'STREAM_COMPLETE', stream: 'docs' };
+
+/** Data-plane requests since `from`, as "METHOD /path". */
+const requestsSince = (index: string, from: number) =>
+  fx.requests
+    .slice(from)
+    .filter((r) => r.index === index)
+    .map((r) => `${r.method} ${r.path}`);
+const WRITES = /upsert|delete|update/;
+
+async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+describe('pinecone fingerprints', () => {
+  it('fetch splitting: at most 1,000 ids and 16 KiB of query string per request, in order', () => {
+    const short = Array.from({ length: 2500 }, (_, i) => `${i}#0`);
+    expect(fetchGroups(short).map((g) => g.length)).toEqual([1000, 1000, 500]);
+    const long = Array.from({ length: 100 }, (_, i) => `${'x'.repeat(500)}${i}#0`);
+    const groups = fetchGroups(long);
+    expect(groups.flat()).toEqual(long);
+    for (const g of groups)
+      expect(g.reduce((n, id) => n + 5 + encodeURIComponent(id).length, 0)).toBeLessThanOrEqual(MAX_FETCH_QUERY_BYTES);
+    expect(groups.length).toBe(Math.ceil(100 / Math.floor(MAX_FETCH_QUERY_BYTES / (5 + encodeURIComponent(long[99]).length))));
+  });
+
+  it('chunk 0 carries the fingerprint; fingerprints() of 1,000 documents is one fetch', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'append_dedup'), [
+      fdoc('a', ['a0', 'a1'], { title: 'A' }),
+      fdoc('b', ['b0']),
+      documentMessage('docs', 'legacy', ['l'], DIM),
+      stateMessage('docs', 1),
+    ]);
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).toMatchObject({
+      chunk_count: 2,
+      _sluice_fp_content: 'c-a0|a1',
+      _sluice_fp_metadata: 'm-m1',
+      title: 'A',
+    });
+    expect(fx.vector(index, 'docs', 'a#1')!.metadata).not.toHaveProperty('_sluice_fp_content');
+
+    const writer = await open(index, 'append_dedup');
+    const from = fx.requests.length;
+    const ids = ['a', 'b', 'legacy', ...Array.from({ length: 997 }, (_, i) => String(10_000 + i))];
+    const found = await writer.fingerprints!('docs', ids);
+    expect(Object.fromEntries(found)).toEqual({ a: fp('a0|a1'), b: fp('b0') });
+    expect(requestsSince(index, from)).toEqual(['GET /vectors/fetch']);
+    // Long ids: split by the request-head budget, so the server never answers 431.
+    const long = Array.from({ length: 1000 }, (_, i) => `${'long-id-'.repeat(4)}${i}`);
+    const start = fx.requests.length;
+    expect((await writer.fingerprints!('docs', long)).size).toBe(0);
+    expect(requestsSince(index, start)).toEqual(fetchGroups(long.map((d) => `${d}#0`)).map(() => 'GET /vectors/fetch'));
+    expect(fetchGroups(long.map((d) => `${d}#0`)).length).toBe(3);
+    // What the look-up learnt (chunk counts) saves the write its own look-up.
+    const before = fx.requests.length;
+    await drain(writer, [fdoc('a', ['a0 changed']), stateMessage('docs', 2)]);
+    expect(requestsSince(index, before)).toEqual(['POST /vectors/delete', 'POST /vectors/upsert']);
+    expect(fx.ids(index, 'docs')).toEqual(['a#0', 'b#0', 'legacy#0']);
+  });
+
+  it('metadata only: updates by id, no upsert, no values sent; a removed field falls back to stored values, never the embedder', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'append_dedup'), [
+      fdoc('a', ['a0', 'a1', 'a2'], { title: 'old', tag: 'x' }),
+      fdoc('b', ['b0'], { title: 'b', tag: 'y' }),
+      stateMessage('docs', 1),
+    ]);
+    const values = (id: string) => Array.from(fx.vector(index, 'docs', id)!.values);
+    const before = new Map(['a#0', 'a#1', 'a#2', 'b#0'].map((id) => [id, values(id)]));
+    let from = fx.requests.length;
+    const events = await drain(await open(index, 'append_dedup'), [
+      metaOnly('a', ['a0', 'a1', 'a2'], { title: 'new', tag: 'x' }, 'm2'),
+      stateMessage('docs', 2),
+    ]);
+    const sent = requestsSince(index, from).filter((r) => WRITES.test(r));
+    expect(sent).toEqual(['POST /vectors/update', 'POST /vectors/update', 'POST /vectors/update']);
+    expect(written(events)).toMatchObject({ records: 1, chunksWritten: 3, chunksDeleted: 0 });
+    for (const [id, v] of before) expect(values(id)).toEqual(v);
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).toMatchObject({
+      title: 'new',
+      tag: 'x',
+      content: 'a0',
+      chunk_count: 3,
+      _sluice_fp_metadata: 'm-m2',
+    });
+    expect(fx.vector(index, 'docs', 'a#2')!.metadata).toMatchObject({ title: 'new', content: 'a2', chunk_index: 2 });
+
+    // `tag` removed: Pinecone's update cannot drop a field, so the vectors are written again with their stored values.
+    from = fx.requests.length;
+    await drain(await open(index, 'append_dedup'), [metaOnly('b', ['b0'], { title: 'b2' }, 'm3'), stateMessage('docs', 3)]);
+    expect(requestsSince(index, from).filter((r) => WRITES.test(r))).toEqual(['POST /vectors/upsert']);
+    expect(fx.vector(index, 'docs', 'b#0')!.metadata).toEqual({
+      title: 'b2',
+      stream: 'docs',
+      document_id: 'b',
+      chunk_index: 0,
+      content: 'b0',
+      chunk_count: 1,
+      _sluice_fp_content: 'c-b0',
+      _sluice_fp_metadata: 'm-m3',
+    });
+    expect(values('b#0')).toEqual(before.get('b#0'));
+  });
+
+  it('overwrite where every live document is kept: nothing written, no switch, states acknowledged', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'overwrite'), [fdoc('a', ['a0', 'a1']), fdoc('b', ['b0']), complete, stateMessage('docs', 1)]);
+    const live = fx.namespaceNames(index).find((n) => n.startsWith('docs'))!;
+    const from = fx.requests.length;
+    const ctx = captureContext();
+    const writer = await open(index, 'overwrite', ctx);
+    expect(await writer.fingerprints!('docs', ['a', 'b'])).toEqual(
+      new Map([
+        ['a', fp('a0|a1')],
+        ['b', fp('b0')],
+      ]),
+    );
+    const events = await drain(writer, [keep('a'), stateMessage('docs', 2), keep('b'), complete, stateMessage('docs', 3)]);
+    expect(events.filter((e) => e.type === 'STATE_COMMITTED')).toHaveLength(2);
+    expect(requestsSince(index, from).filter((r) => WRITES.test(r))).toEqual([]);
+    // The generation pointer, the fingerprints (which also give the chunk counts), the namespace's vector count.
+    expect(requestsSince(index, from)).toEqual(['GET /vectors/fetch', 'GET /vectors/fetch', 'POST /describe_index_stats']);
+    expect(fx.namespaceNames(index).filter((n) => n.startsWith('docs'))).toEqual([live]);
+    expect(ctx.lines.some((l) => l.msg.includes('nothing written'))).toBe(true);
+  });
+
+  it('overwrite with kept, changed, metadata-only and vanished documents: kept vectors copied, then the switch', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'overwrite'), [
+      fdoc('keep1', ['k0', 'k1', 'k2']),
+      fdoc('keep2', ['k']),
+      fdoc('meta', ['m0', 'm1'], { title: 'old' }),
+      fdoc('change', ['old text']),
+      fdoc('gone', ['g']),
+      complete,
+    ]);
+    const first = fx.namespaceNames(index).find((n) => n.startsWith('docs'))!;
+    const old = new Map(fx.ids(index, first).map((id) => [id, fx.vector(index, first, id)!]));
+    const events = await drain(await open(index, 'overwrite'), [
+      keep('keep1'),
+      fdoc('change', ['new text']),
+      metaOnly('meta', ['m0', 'm1'], { title: 'new' }, 'm2'),
+      keep('keep2'),
+      complete,
+      stateMessage('docs', 1),
+    ]);
+    expect(events.filter((e) => e.type === 'STATE_COMMITTED')).toHaveLength(1);
+    const now = fx.namespaceNames(index).filter((n) => n.startsWith('docs'));
+    expect(now).toHaveLength(1);
+    expect(now[0]).not.toBe(first);
+    expect(fx.ids(index, now[0])).toEqual(['change#0', 'keep1#0', 'keep1#1', 'keep1#2', 'keep2#0', 'meta#0', 'meta#1']);
+    for (const id of ['keep1#0', 'keep1#1', 'keep1#2', 'keep2#0', 'meta#0', 'meta#1']) {
+      const v = fx.vector(index, now[0], id)!;
+      expect(Array.from(v.values)).toEqual(Array.from(old.get(id)!.values));
+      if (!id.startsWith('meta')) expect(v.metadata).toEqual(old.get(id)!.metadata);
+    }
+    expect(fx.vector(index, now[0], 'meta#0')!.metadata).toMatchObject({ title: 'new', _sluice_fp_metadata: 'm-m2', chunk_count: 2 });
+    expect(fx.vector(index, now[0], 'meta#1')!.metadata).toMatchObject({ title: 'new', content: 'm1' });
+  });
+
+  it('overwrite whose KEEPs miss a live document switches to a generation without it', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'overwrite'), [fdoc('a', ['a']), fdoc('b', ['b']), complete]);
+    const writer = await open(index, 'overwrite');
+    await writer.fingerprints!('docs', ['a', 'b']);
+    await drain(writer, [keep('a'), complete]);
+    const now = fx.namespaceNames(index).filter((n) => n.startsWith('docs'));
+    expect(now).toHaveLength(1);
+    expect(fx.ids(index, now[0])).toEqual(['a#0']);
+  });
+
+  it('documents() lists every document of the current generation with fingerprint and chunk count, read-only', async () => {
+    const index = await freshIndex();
+    const many = Array.from({ length: 230 }, (_, i) => fdoc(`d${String(i).padStart(3, '0')}`, [`x${i}`, `y${i}`]));
+    await drain(await open(index, 'overwrite'), [
+      ...many,
+      fdoc('a#1', ['tricky id']),
+      documentMessage('docs', 'legacy', ['l0', 'l1', 'l2'], DIM),
+      complete,
+    ]);
+    const from = fx.requests.length;
+    const listed = await all(destination.documents!(cfg(index), captureContext(), 'docs'));
+    expect(requestsSince(index, from).filter((r) => WRITES.test(r))).toEqual([]);
+    const want: StoredDocument[] = [
+      ...many.map((m) => ({
+        documentId: (m as { documentId: string }).documentId,
+        chunks: 2,
+        fingerprint: (m as { fingerprint: DocumentFingerprint }).fingerprint,
+      })),
+      { documentId: 'a#1', chunks: 1, fingerprint: fp('tricky id') },
+      { documentId: 'legacy', chunks: 3 },
+    ];
+    const byId = (x: StoredDocument, y: StoredDocument) => (x.documentId < y.documentId ? -1 : 1);
+    expect(listed.sort(byId)).toEqual(want.sort(byId));
+    expect(await all(destination.documents!(cfg(index), captureContext(), 'nothing'))).toEqual([]);
+  });
+});
