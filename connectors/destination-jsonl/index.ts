@@ -62,6 +62,8 @@ type Pending = Map<string, PendingDoc | null>; // document id → new version (n
 interface Generation {
   staging: string;
   stagedLines: number;
+  /** DOCUMENTs of the generation, reported as records written at the switch (KEEPs are not writes). */
+  records: number;
   carried: Map<string, 'keep' | 'staged' | PendingDoc>;
 }
 
@@ -93,10 +95,13 @@ class JsonlWriter {
             if (gen.carried.get(m.documentId) !== 'staged') gen.carried.delete(m.documentId);
           } else if (m.type === 'KEEP') {
             if (gen.carried.get(m.documentId) !== 'staged') gen.carried.set(m.documentId, 'keep');
-          } else if (doc!.metadataOnly) gen.carried.set(m.documentId, doc!);
-          else {
+          } else if (doc!.metadataOnly) {
+            gen.carried.set(m.documentId, doc!);
+            gen.records++;
+          } else {
             await this.stage(m.stream, gen, doc!);
             gen.carried.set(m.documentId, 'staged');
+            gen.records++;
           }
           this.pendingDocs++;
         } else if (m.type === 'KEEP') {
@@ -187,7 +192,7 @@ class JsonlWriter {
   private async generation(stream: string): Promise<Generation> {
     let gen = this.generations.get(stream);
     if (!gen) {
-      gen = { staging: `${this.file}.${encodeURIComponent(stream)}.next`, stagedLines: 0, carried: new Map() };
+      gen = { staging: `${this.file}.${encodeURIComponent(stream)}.next`, stagedLines: 0, records: 0, carried: new Map() };
       await rm(gen.staging, { force: true });
       this.generations.set(stream, gen);
     }
@@ -327,6 +332,7 @@ class JsonlWriter {
       this.index = undefined;
     }
     if (gen) {
+      if (gen.records) count(switchStream!).records += gen.records;
       await rm(gen.staging, { force: true });
       this.generations.delete(switchStream!);
     }
