@@ -34,6 +34,8 @@ export const FINGERPRINT_CHECKS = [
 ] as const;
 
 type Mode = DestinationSyncMode;
+/** A message for the writer, or a look-up made while it works. */
+type Step = DestinationMessage | { probe(writer: DestinationWriter): Promise<void> };
 type DocExtra = { fingerprint?: DocumentFingerprint; metadata?: Record<string, unknown>; metadataOnly?: boolean };
 
 /** What the destination kit shares with these checks (its streams, model and helpers). */
@@ -87,13 +89,33 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
   const fingerprintModel = new Map<string, Map<string, DocumentFingerprint | undefined>>();
   const fpsOf = (stream: string) =>
     fingerprintModel.get(stream) ?? (fingerprintModel.set(stream, new Map()), fingerprintModel.get(stream)!);
-  /** Runs `input`, then updates the content and fingerprint models the way the stream's mode must. */
+  /**
+   * Opens a writer, feeds it `steps` (a probe runs when the writer asks for the message after it,
+   * as the engine looks documents up while the writer works), closes it, then updates the content
+   * and fingerprint models the way the stream's mode must.
+   */
   const send = async (
     mode: Mode,
-    input: DestinationMessage[],
+    steps: Step[],
     onEvent?: (e: DestinationEvent, writer: DestinationWriter) => Promise<void>,
   ): Promise<DestinationEvent[]> => {
-    const events = await kit.run([mode], input, onEvent);
+    const input = steps.filter((x): x is DestinationMessage => !('probe' in x));
+    const writer = await kit.openWriter([mode]);
+    const events: DestinationEvent[] = [];
+    try {
+      async function* feed() {
+        for (const x of steps) {
+          if ('probe' in x) await x.probe(writer);
+          else yield x;
+        }
+      }
+      for await (const e of writer.write(feed())) {
+        events.push(e);
+        if (onEvent) await onEvent(e, writer);
+      }
+    } finally {
+      await writer.close();
+    }
     kit.applyToModel(mode, input);
     for (const m of input)
       if (m.type === 'DOCUMENT') fpsOf(m.stream).set(m.documentId, m.fingerprint);
@@ -158,8 +180,9 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
       for (const m of fingerprintModes) {
         const s = name(m);
         const ids = ['fp-a', 'fp-b', 'fp-deleted', 'fp-n', 'fp-unknown'];
-        const lookUp = async (writer: DestinationWriter, want: Map<string, DocumentFingerprint>, when: string) =>
+        const lookUp = async (writer: DestinationWriter, want: Map<string, DocumentFingerprint>, when: string) => {
           problems.push(...compare(await writer.fingerprints!(s, ids), want, ids, `${m}: ${when}`));
+        };
         const lookUpFresh = async (want: Map<string, DocumentFingerprint>, when: string) => {
           const writer = await kit.openWriter([m]);
           try {
@@ -182,8 +205,11 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
           ...(m === 'overwrite' ? [kit.complete(s)] : []),
           kit.state(),
         ];
+        // The same writer answers after each commit (append_dedup: the engine looks documents up
+        // between batches); an overwrite stream completes once per writer, so a new writer answers.
         await send(m, gen1, async (e, writer) => {
-          if (e.type === 'STATE_COMMITTED') await lookUp(writer, first, 'once the first batch was acknowledged (same writer)');
+          if (e.type === 'STATE_COMMITTED' && m !== 'overwrite')
+            await lookUp(writer, first, 'once the first batch was acknowledged (same writer)');
         });
         await lookUpFresh(first, 'after the first batch, in a new writer');
 
@@ -193,22 +219,20 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
           ['fp-a', fp('A2')],
           ['fp-n', fp('N2')],
         ]);
-        const batch2: DestinationMessage[] = [
+        const batch2: Step[] = [
           kit.doc(s, 'fp-a', ['fingerprinted a, changed'], { fingerprint: second.get('fp-a') }),
           kit.doc(s, 'fp-b', ['fingerprinted b, changed']),
-          ...(m === 'overwrite' ? [kit.state()] : [{ type: 'DELETE', stream: s, documentId: 'fp-deleted' } as DestinationMessage]),
+          m === 'overwrite'
+            ? // Until the new generation is switched in, the live one's fingerprints count.
+              { probe: (writer) => lookUp(writer, first, 'while a new generation was loading (the live generation must answer)') }
+            : { type: 'DELETE', stream: s, documentId: 'fp-deleted' },
           kit.doc(s, 'fp-n', ['written without a fingerprint, now with one'], { fingerprint: second.get('fp-n') }),
           ...(m === 'overwrite' ? [kit.complete(s)] : []),
           kit.state(),
         ];
-        let acks = 0;
         await send(m, batch2, async (e, writer) => {
-          if (e.type !== 'STATE_COMMITTED') return;
-          acks++;
-          // Overwrite: until the new generation is switched in, the live one's fingerprints count.
-          if (m === 'overwrite' && acks === 1)
-            await lookUp(writer, first, 'while a new generation was loading (the live generation must answer)');
-          if (acks === (m === 'overwrite' ? 2 : 1)) await lookUp(writer, second, 'once the second batch was acknowledged (same writer)');
+          if (e.type === 'STATE_COMMITTED' && m !== 'overwrite')
+            await lookUp(writer, second, 'once the second batch was acknowledged (same writer)');
         });
         await lookUpFresh(second, 'after the second batch, in a new writer');
       }

@@ -18,7 +18,9 @@ type Fault =
   /** A generation of KEEPs is rebuilt from scratch, losing the chunks' metadata. */
   | 'keepRewritesMetadata'
   /** documents() lists the chunks' documents but without their fingerprints. */
-  | 'documentsWithoutFingerprints';
+  | 'documentsWithoutFingerprints'
+  /** While an overwrite generation loads, fingerprints() answers from it instead of the live one. */
+  | 'answersFromLoadingGeneration';
 
 /** An in-memory destination that keeps fingerprints, with one switchable fault. */
 function fingerprintDestination(fault?: Fault) {
@@ -92,7 +94,12 @@ function fingerprintDestination(fault?: Fault) {
       return {
         async fingerprints(stream, ids) {
           const out = new Map<string, DocumentFingerprint>();
+          if (fault === 'answersFromLoadingGeneration')
+            for (const op of [...(generations.get(stream) ?? []), ...pending])
+              if (op.stream === stream && op.type === 'DOCUMENT' && op.fingerprint && ids.includes(op.documentId))
+                out.set(op.documentId, op.fingerprint);
           for (const id of ids) {
+            if (out.has(id)) continue;
             const fp = fault === 'staleFingerprints' ? firstSeen.get(`${stream}/${id}`) : fpTable(stream).get(id);
             if (fp && (fault === 'staleFingerprints' ? table(stream).some((r) => r.documentId === id) : true)) out.set(id, fp);
           }
@@ -202,6 +209,13 @@ describe('conformance kit on destinations that keep fingerprints', () => {
     const rewrites = failed(await runDestinationConformance(fingerprintDestination('keepRewritesMetadata'), { config: {} }));
     expect(rewrites['fingerprints.keep-only-overwrite-unchanged']).toMatch(
       /^after a generation of KEEPs of every live document: the stream changed from .*"n":1.* to .*/,
+    );
+  });
+
+  it('catches an overwrite that answers look-ups from the generation still loading', async () => {
+    const f = failed(await runDestinationConformance(fingerprintDestination('answersFromLoadingGeneration'), { config: {} }));
+    expect(f['fingerprints.stored-with-document']).toBe(
+      'overwrite: while a new generation was loading (the live generation must answer): fingerprints() returned A2 for document "fp-a", expected A1',
     );
   });
 

@@ -18,6 +18,7 @@ import { TEST_CREDENTIALS, freshBucket, put, testClient } from '../fixtures/s3.t
 import kafkaSource from '../../connectors/source-kafka/index.ts';
 import { produce, testProducer, uniqueName } from '../../connectors/source-kafka/testing.ts';
 import { testContext } from 'sluice/testing';
+import { describeOnNativePgvector } from '../helpers/pgvector-backends.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-builtin-conformance-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -64,6 +65,15 @@ describeDestinationConformance('destination-pgvector', () => ({
   config: { url: inject('pgliteUrl'), schema, index: 'none' },
   badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none?sslmode=disable' }],
 }));
+
+// …and on native PostgreSQL + pgvector (COPY, staging and merge: the production path), in its sandbox schema.
+describeOnNativePgvector('destination-pgvector', (backend) => {
+  describeDestinationConformance('destination-pgvector', () => ({
+    destination: pgvectorDestination,
+    config: { url: backend.url, schema: `cdk_conformance_native_${process.pid}`, index: 'none' },
+    badConfigs: [{ url: 'postgres://nobody:wrong@127.0.0.1:1/none?sslmode=disable' }],
+  }));
+});
 
 // source-postgres on the PostgreSQL server of the test run: a table whose cursor has ties.
 const pgSchema = `cdk_conformance_src_${process.pid}`;
