@@ -521,11 +521,14 @@ export async function* readCdc({ cfg, rels, state, ctx }: CdcRead): AsyncGenerat
     repl = undefined; // closed by streamChanges
   } catch (err) {
     if (err instanceof SluiceError) throw err;
+    // A server restart or a terminated walsender ends the replication connection; a later run
+    // resumes from the saved LSN.
+    const transient = isTransientNetworkError(err as NodeJS.ErrnoException) || /Connection terminated/i.test(describeUnknown(err));
     throw new SluiceError(`CDC on slot "${slot}" failed: ${describeUnknown(err)}`, {
       kind: 'source',
       cause: err,
-      // A server restart ends the replication connection; a later run resumes from the saved LSN.
-      transient: isTransientNetworkError(err as NodeJS.ErrnoException) || /Connection terminated/i.test(describeUnknown(err)),
+      transient,
+      ...(transient ? { hint: 'the connection to the server was lost; run the sync again: it resumes from the last committed state' } : {}),
     });
   } finally {
     sessions.delete(slot);

@@ -109,6 +109,13 @@ export class SchemaTracker {
   private keys: Record<string, string[][]> = {};
   /** Keys kept before an overwrite run re-keys their stream: restored unless that run completes. */
   private rekeyed: Record<string, string[][]> = {};
+  /**
+   * CDC streams: every record carries the whole row, so a column that
+   * appears, disappears or changes its value type between two records changed while streaming
+   * (after discover vetted the schema). Column → last non-null value type of the previous row.
+   */
+  private readonly fullRows = new Set<string>();
+  private readonly lastRow = new Map<string, Map<string, string | undefined>>();
 
   private constructor(
     private readonly file: string,
@@ -143,6 +150,7 @@ export class SchemaTracker {
       t.usage.set(name, usageOf(conn, cs));
       const { columns, open } = discoveredColumns(cs);
       if (open) t.open.add(name);
+      if (cs.cdc) t.fullRows.add(name);
       const before = kept?.streams?.[name];
       if (!before) {
         t.known[name] = columns;
@@ -251,6 +259,7 @@ export class SchemaTracker {
    */
   record(stream: string, data: Record<string, unknown>): Record<string, unknown> {
     const known = (this.known[stream] ??= {});
+    if (this.fullRows.has(stream) && data._ab_cdc_deleted_at == null) this.rowShape(stream, data, known);
     const open = this.open.has(stream);
     let stripped: Record<string, unknown> | undefined;
     for (const [col, v] of Object.entries(data)) {
@@ -292,6 +301,51 @@ export class SchemaTracker {
       }
     }
     return stripped ?? data;
+  }
+
+  /** A CDC row compared with the previous row of its stream (see `fullRows`). */
+  private rowShape(stream: string, data: Record<string, unknown>, known: StreamColumns): void {
+    const prev = this.lastRow.get(stream);
+    const row = new Map<string, string | undefined>();
+    for (const [col, v] of Object.entries(data)) if (!col.startsWith('_ab_')) row.set(col, valueType(v) ?? prev?.get(col));
+    this.lastRow.set(stream, row);
+    if (!prev) return;
+    // The same change met again (a replayed stretch of WAL, or one vetted after discover) is not asked twice.
+    const decided = (column: string, change: SchemaChange['change']) =>
+      this.changes.find((c) => c.stream === stream && c.column === column && c.change === change)?.action;
+    const apply = (action: SchemaChange['action'], fn: () => void) => {
+      if (action === 'stopped') this.throwIfStopped(MID_RUN);
+      if (action === 'propagated') {
+        fn();
+        this.dirty = true;
+      }
+    };
+    for (const col of prev.keys()) {
+      if (row.has(col) || !(col in known)) continue;
+      apply(
+        decided(col, 'dropped') ?? this.decide({ stream, column: col, change: 'dropped', from: known[col].type }),
+        () => delete known[col],
+      );
+    }
+    for (const [col, type] of row) {
+      if (this.ignored.has(`${stream}\u0000${col}`)) continue;
+      if (!prev.has(col)) {
+        if (col in known) continue;
+        const action = decided(col, 'added') ?? this.decide({ stream, column: col, change: 'added', to: type ?? 'any' });
+        if (action === 'ignored') this.ignored.add(`${stream}\u0000${col}`);
+        apply(action, () => (known[col] = { type: type ?? 'any', nullable: true }));
+        continue;
+      }
+      const was = prev.get(col);
+      const k = known[col];
+      // JSON types of the values; a discovered `integer` column holds JSON numbers.
+      const accepts = (t: string) => !k || k.type === 'any' || k.type.split(':')[0].replace('integer', 'number').split('|').includes(t);
+      if (!type || type === was || accepts(type)) continue;
+      if (this.ignored.has(`${stream}\u0000${col}\u0000${type}`)) continue;
+      const action = decided(col, 'retyped') ?? this.decide({ stream, column: col, change: 'retyped', from: k.type, to: type });
+      if (action === 'ignored') this.ignored.add(`${stream}\u0000${col}\u0000${type}`);
+      apply(action, () => (known[col] = { ...k, type }));
+    }
   }
 
   /**

@@ -53,15 +53,19 @@ export class FileStateStore implements StateStore {
   }
 
   async update(connection: string, fn: (stored: SourceState | undefined) => SourceState): Promise<SourceState> {
-    await mkdir(this.dir, { recursive: true });
-    return this.withLock(connection, async () => {
-      const next = fn(await this.load(connection));
-      await atomicWrite(
-        this.file(connection),
-        JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2),
-      );
-      return next;
-    });
+    try {
+      await mkdir(this.dir, { recursive: true });
+      return await this.withLock(connection, async () => {
+        const next = fn(await this.load(connection));
+        await atomicWrite(
+          this.file(connection),
+          JSON.stringify({ version: 1, connection, updated_at: new Date().toISOString(), state: next }, null, 2),
+        );
+        return next;
+      });
+    } catch (err) {
+      throw unwritable(err, this.dir, connection) ?? err;
+    }
   }
 
   async reset(connection: string, streams?: string[]): Promise<void> {
@@ -105,6 +109,28 @@ export class FileStateStore implements StateStore {
       await rm(lock, { force: true });
     }
   }
+}
+
+const UNWRITABLE: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+};
+
+/** A state directory that cannot be written, in words (the state file itself is left as it was). */
+function unwritable(err: unknown, dir: string, connection: string): SluiceError | undefined {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (!code || !(code in UNWRITABLE)) return undefined;
+  return new SluiceError(
+    `cannot save the state of connection ${connection}: the state directory ${dir} is not writable (${UNWRITABLE[code]}, ${code})`,
+    {
+      kind: 'config',
+      hint: 'make the directory writable for the user running sluice (or set state.path), then run the sync again: it resumes from the last saved state',
+      cause: err,
+    },
+  );
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
