@@ -24,6 +24,29 @@ export const ErrorsConfigSchema = z.strictObject({
         schema: z.string().min(1).default('public'),
         table: z.string().min(1).default('sluice_dead_letters'),
       }),
+      z.strictObject({
+        type: z.literal('kafka'),
+        brokers: z
+          .union([z.array(z.string().min(1)).min(1), z.string().min(1)])
+          .describe('Bootstrap brokers, host:port (a list, or one comma-separated string)'),
+        topic: z.string().min(1).describe('Topic the letters are appended to (docs/reliability.md: what list/retry/purge do on Kafka)'),
+        group_prefix: z
+          .string()
+          .min(1)
+          .default('sluice-dead-letters')
+          .describe(
+            'Consumer group <group_prefix>.<connection>: its committed offsets mark where the open letters of the connection start (nothing joins it)',
+          ),
+        client_id: z.string().min(1).default('sluice-dead-letters'),
+        ssl: z.boolean().default(false).describe('Connect with TLS (system CAs)'),
+        sasl: z
+          .strictObject({
+            mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+            username: z.string().min(1),
+            password: z.string().min(1).describe('Secret: use ${ENV_VAR}'),
+          })
+          .optional(),
+      }),
     ])
     .default({ type: 'file' }),
 });

@@ -12,6 +12,7 @@ import type { ErrorsConfig } from '../config/errors.ts';
 import { redact, registerUrlPassword } from '../config/secrets.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { atomicWrite } from '../state/index.ts';
+import { KafkaDeadLetterStore } from './dead-letters-kafka.ts';
 
 /**
  * Where the record failed: `source` (the source could not parse it: payload `{ raw }`), `key` (no
@@ -187,6 +188,7 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
 export function openDeadLetterStore(cfg: ErrorsConfig | undefined, stateDir: string, baseDir: string): DeadLetterStore {
   const dl = cfg?.dead_letter ?? { type: 'file' as const };
   if (dl.type === 'postgres') return new PostgresDeadLetterStore(dl);
+  if (dl.type === 'kafka') return new KafkaDeadLetterStore(dl);
   return new FileDeadLetterStore(dl.path ? resolve(baseDir, dl.path) : join(stateDir, 'dead-letters'));
 }
 

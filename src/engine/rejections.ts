@@ -34,9 +34,7 @@ export async function sourceRecordError(
   const err = new SluiceError(e.message, {
     kind: 'source',
     where: `${where}, ${e.position}`,
-    hint:
-      e.hint ??
-      'fix the record at the source, or set errors.tolerance: all on the connection to keep such records as dead letters and go on',
+    hint: `${e.hint ?? 'fix the record at the source'}; or set errors.tolerance: all on the connection to keep such records as dead letters and go on`,
   });
   if (!budget?.tolerant) throw err;
   await budget.deadLetter(
