@@ -23,6 +23,7 @@ import type {
 } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { scanChunks } from './scan.ts';
+import { hasPreviousFile, rollbackFile, switchFile } from './generations.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
   path: z.string().min(1).describe('Output file; relative to the pipeline file'),
@@ -74,16 +75,22 @@ class JsonlWriter {
   private index?: { key: string; docs: Map<string, Map<string, DocumentFingerprint | null>> };
   private pendingDocs = 0;
   private readonly modes: Map<string, DestinationStream['destinationSyncMode']>;
+  /** Reindex: what each stream's new generation holds, its completion, and the state to commit with the switch. */
+  private readonly reindexed = new Map<string, { records: number; written: number; complete: boolean }>();
+  private reindexState: Extract<DestinationMessage, { type: 'STATE' }> | undefined;
 
   constructor(
     private readonly file: string,
     private readonly config: JsonlDestinationConfig,
     streams: DestinationStream[],
+    private readonly reindex?: { keepPrevious: boolean },
   ) {
+    for (const s of streams) if (reindex) this.reindexed.set(s.name, { records: 0, written: 0, complete: false });
     this.modes = new Map(streams.map((s) => [s.name, s.destinationSyncMode]));
   }
 
   async *write(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationEvent> {
+    if (this.reindex) return yield* this.writeReindex(input);
     for await (const m of input) {
       if (m.type === 'DOCUMENT' || m.type === 'DELETE' || m.type === 'KEEP') {
         const mode = this.modes.get(m.stream);
@@ -170,6 +177,34 @@ class JsonlWriter {
       if (fp) found.set(id, fp);
     }
     return found;
+  }
+
+  /** Every stream to a staged generation; all switch in one rename at the end when every one completed. */
+  private async *writeReindex(input: AsyncIterable<DestinationMessage>): AsyncGenerator<DestinationEvent> {
+    const staged = new Map<string, string>(); // stream → staging file of its new generation
+    try {
+      for await (const m of input) {
+        const r = 'stream' in m ? this.reindexed.get(m.stream) : undefined;
+        if (m.type === 'DOCUMENT' && r) {
+          const gen = await this.generation(m.stream);
+          staged.set(m.stream, gen.staging);
+          await this.stage(m.stream, gen, { chunks: m.chunks, fingerprint: m.fingerprint, metadataOnly: false });
+          r.records++;
+          r.written += m.chunks.length;
+        } else if (m.type === 'STREAM_COMPLETE' && r) {
+          staged.set(m.stream, (await this.generation(m.stream)).staging);
+          r.complete = true;
+        } else if (m.type === 'STATE') this.reindexState = m; // committed with the switch only
+      }
+      if (![...this.reindexed.values()].every((r) => r.complete)) return; // interrupted: the old file stays
+      await switchFile(this.file, staged, this.reindex!.keepPrevious);
+      staged.clear();
+      for (const [stream, r] of this.reindexed)
+        yield { type: 'WRITTEN', stream, records: r.records, chunksWritten: r.written, chunksDeleted: 0 };
+      if (this.reindexState) yield { type: 'STATE_COMMITTED', state: this.reindexState.state, connection: this.reindexState.connection };
+    } finally {
+      for (const path of staged.values()) await rm(path, { force: true });
+    }
   }
 
   /** A chunk line; `stored`: the live line of a metadata-only update, whose text and vector stay. */
@@ -392,12 +427,18 @@ const destination: Destination<JsonlDestinationConfig> = {
     } catch (err) {
       throw new SluiceError(`cannot create the output directory ${dirname(file)}: ${(err as Error).message}`, { kind: 'destination' });
     }
-    const writer = new JsonlWriter(file, config, options.streams);
+    const writer = new JsonlWriter(file, config, options.streams, options.reindex);
     return {
       fingerprints: (stream, ids) => writer.fingerprints(stream, ids),
       write: (input) => writer.write(input),
       close: async () => undefined,
     };
+  },
+
+  // `sluice reindex`: one rename switches every stream; --keep-previous keeps the old file as <path>.previous.
+  reindex: {
+    hasPrevious: (config, ctx) => hasPreviousFile(resolve(ctx.baseDir, config.path)),
+    rollback: (config, ctx) => rollbackFile(resolve(ctx.baseDir, config.path)),
   },
 
   /** The conformance kit writes to a file of its own beside the configured one, removed afterwards. */

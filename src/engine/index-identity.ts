@@ -76,7 +76,7 @@ export async function recordedIdentity(
   return { identity: atDestination?.index ?? inStore?.index, state };
 }
 
-/** A run refused because the configuration no longer matches the index (the CLI exits 2). */
+/** A run refused before any write because the index cannot take the configuration (the CLI exits 2). */
 export class IndexChangedError extends SluiceError {}
 
 /** The error a sync, dry run or check gives when the configuration no longer matches the index. */
@@ -134,7 +134,7 @@ export async function indexForRun(
 ): Promise<IndexIdentity> {
   const current = currentIdentity(conn, embedder);
   if (opts.reindex && !conn.destination.reindex)
-    throw new SluiceError(
+    throw new IndexChangedError(
       `connection ${conn.config.name}: destination ${conn.config.destination.type} cannot be reindexed (it cannot build a new generation of every stream and switch to it at once); nothing was written`,
       {
         kind: 'config',
