@@ -169,8 +169,9 @@ export class UnchangedStage {
       try {
         for await (const { group, watermark, stored } of looked) {
           self.prune(watermark);
+          // Decided together (cheap); chunked one by one as the next stage pulls.
           const decided = self.generation.batch(() => group.map((m) => self.decide(m, stored)));
-          for (const out of decided) if (out) yield out;
+          for (const out of decided) if (out) yield ensureChunks(out);
         }
       } finally {
         self.generation.close();
@@ -225,7 +226,7 @@ export class UnchangedStage {
       else this.remember(`${m.stream}\u0000${m.documentId}`, 'deleted');
       return m;
     }
-    if (m.type !== 'DOCUMENT' || !m.fingerprint) return ensureChunks(m);
+    if (m.type !== 'DOCUMENT' || !m.fingerprint) return m;
     const fp = m.fingerprint;
     const key = `${m.stream}\u0000${m.documentId}`;
     const stats = this.opts.stats[m.stream] ?? {};
@@ -237,13 +238,13 @@ export class UnchangedStage {
       // Already in the new generation from this run: identical is done, anything else replaces it in full.
       const sent = this.generation.get(m.stream, m.documentId);
       this.generation.set(m.stream, m.documentId, fingerprintText(fp));
-      if (sent !== undefined) return sent === fingerprintText(fp) ? unchanged() : ensureChunks(m);
+      if (sent !== undefined) return sent === fingerprintText(fp) ? unchanged() : m;
     }
     const flight = overwrite ? undefined : this.inFlight.get(key);
     if (flight) {
       if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return unchanged();
       this.remember(key, fp);
-      return ensureChunks(m);
+      return m;
     }
     const known = stored.get(m.stream)?.get(m.documentId);
     if (known && sameFingerprint(known, fp)) {
@@ -251,10 +252,9 @@ export class UnchangedStage {
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
     }
     if (!overwrite) this.remember(key, fp);
-    ensureChunks(m);
     // Same text, settings and model, other metadata: the stored vectors are right. An empty
     // document has no chunks to carry metadata: it goes as it is.
-    if (known && known.content === fp.content && m.chunks.length) {
+    if (known && known.content === fp.content && !hasNoText(m)) {
       stats.records_metadata_updated = (stats.records_metadata_updated ?? 0) + 1;
       m.metadataOnly = true;
     }
