@@ -527,6 +527,7 @@ function unchangedStage(p: RunParts, fingerprints: NonNullable<DestinationWriter
     modes: new Map(p.catalog.streams.map((s) => [s.stream.name, s.destination_sync_mode])),
     stats: p.streams,
     where: `connection ${p.conn.config.name}, destination ${p.conn.config.destination.type}`,
+    workDir: p.ctx.workDir,
   });
 }
 

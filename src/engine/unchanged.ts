@@ -2,6 +2,10 @@
 // fingerprint equals the one the destination stores are dropped (append, append_dedup) or turned
 // into KEEP (overwrite); a change in metadata only becomes a metadata-only DOCUMENT, which the embed
 // stage passes on without embedding. Used only with writers that have `fingerprints()`.
+import { createHash, randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { open, type RootDatabase } from 'lmdb';
 import type { Chunk, DestinationMessage, DestinationWriter, DocumentFingerprint } from '../protocol/connector.ts';
 import { withContext } from '../protocol/errors.ts';
 import type { DestinationSyncMode, StateMessage } from '../protocol/messages.ts';
@@ -52,7 +56,53 @@ export interface UnchangedOptions {
   lingerMs?: number;
   /** Look-ups in flight ahead of the decisions. */
   concurrency?: number;
+  /**
+   * Where overwrite streams remember what this run sent (a scratch LMDB database, removed at the
+   * end; memory does not grow with the stream). Without it, in memory (tests).
+   */
+  workDir?: string;
 }
+
+/** What an overwrite stream's new generation already got from this run, per document. */
+interface GenerationMemory {
+  get(stream: string, id: string): string | undefined;
+  set(stream: string, id: string, value: string): void;
+  /** Runs the decisions of one batch (one LMDB transaction: its own writes are visible to it). */
+  batch<T>(fn: () => T): T;
+  close(): void;
+}
+
+function memoryInProcess(): GenerationMemory {
+  const map = new Map<string, string>();
+  return {
+    get: (stream, id) => map.get(`${stream}\u0000${id}`),
+    set: (stream, id, value) => void map.set(`${stream}\u0000${id}`, value),
+    batch: (fn) => fn(),
+    close: () => map.clear(),
+  };
+}
+
+function memoryOnDisk(workDir: string): GenerationMemory {
+  const dir = join(workDir, `generation-${process.pid}-${randomBytes(4).toString('hex')}`);
+  let db: RootDatabase<string, string> | undefined;
+  // Hashed: any document id fits LMDB's key size limit.
+  const key = (stream: string, id: string) => createHash('sha256').update(stream).update('\u0000').update(id).digest('base64');
+  return {
+    get: (stream, id) => db?.get(key(stream, id)),
+    set: (stream, id, value) => {
+      // A scratch database: no durability needed (removed at the end, ignored after a crash).
+      db ??= open<string, string>({ path: dir, noSync: true });
+      db.putSync(key(stream, id), value);
+    },
+    batch: (fn) => (db ? db.transactionSync(fn) : fn()),
+    close: () => {
+      void db?.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const fingerprintText = (f: DocumentFingerprint) => `${f.content}:${f.metadata}`;
 
 type InFlight = { fingerprint: DocumentFingerprint | 'deleted'; seq: number };
 
@@ -68,10 +118,11 @@ type InFlight = { fingerprint: DocumentFingerprint | 'deleted'; seq: number };
  * is skipped; anything else is written in full (never metadata-only or KEEP against a baseline the
  * destination has not got yet).
  *
- * Overwrite streams are compared with the live generation, which does not change during the read:
- * no entries are kept for them (their memory would grow with the stream). KEEP and metadata-only are
- * relative to the live generation, and like a DOCUMENT they replace whatever the new generation
- * already holds for the document.
+ * Overwrite streams are compared with the live generation, which does not change during the read.
+ * KEEP and metadata-only are relative to it, so they are sent only as the first message of a
+ * document in the new generation: what this run already sent for a document of an overwrite stream
+ * is remembered (on disk, see UnchangedOptions.workDir) and a later version of it is compared with
+ * that — identical is skipped, anything else is a full DOCUMENT.
  */
 export class UnchangedStage {
   private readonly inFlight = new Map<string, InFlight>();
@@ -80,7 +131,11 @@ export class UnchangedStage {
   private committedSeq = 0;
   private prunedAt = 0;
 
-  constructor(private readonly opts: UnchangedOptions) {}
+  private readonly generation: GenerationMemory;
+
+  constructor(private readonly opts: UnchangedOptions) {
+    this.generation = opts.workDir ? memoryOnDisk(opts.workDir) : memoryInProcess();
+  }
 
   /** The writer committed this STATE (STATE_COMMITTED): every message before it is durable. */
   committed(state: StateMessage): void {
@@ -111,12 +166,15 @@ export class UnchangedStage {
     );
     const self = this;
     return (async function* () {
-      for await (const { group, watermark, stored } of looked) {
-        self.prune(watermark);
-        for (const m of group) {
-          const out = self.decide(m, stored);
-          if (out) yield out;
+      try {
+        for await (const { group, watermark, stored } of looked) {
+          self.prune(watermark);
+          // Decided together (cheap); chunked one by one as the next stage pulls.
+          const decided = self.generation.batch(() => group.map((m) => self.decide(m, stored)));
+          for (const out of decided) if (out) yield ensureChunks(out);
         }
+      } finally {
+        self.generation.close();
       }
     })();
   }
@@ -164,32 +222,39 @@ export class UnchangedStage {
     }
     const overwrite = this.opts.modes.get((m as { stream?: string }).stream ?? '') === 'overwrite';
     if (m.type === 'DELETE') {
-      if (!overwrite) this.remember(`${m.stream}\u0000${m.documentId}`, 'deleted');
+      if (overwrite) this.generation.set(m.stream, m.documentId, 'deleted');
+      else this.remember(`${m.stream}\u0000${m.documentId}`, 'deleted');
       return m;
     }
-    if (m.type !== 'DOCUMENT' || !m.fingerprint) return ensureChunks(m);
+    if (m.type !== 'DOCUMENT' || !m.fingerprint) return m;
     const fp = m.fingerprint;
     const key = `${m.stream}\u0000${m.documentId}`;
     const stats = this.opts.stats[m.stream] ?? {};
+    const unchanged = () => {
+      stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+      return undefined;
+    };
+    if (overwrite) {
+      // Already in the new generation from this run: identical is done, anything else replaces it in full.
+      const sent = this.generation.get(m.stream, m.documentId);
+      this.generation.set(m.stream, m.documentId, fingerprintText(fp));
+      if (sent !== undefined) return sent === fingerprintText(fp) ? unchanged() : m;
+    }
     const flight = overwrite ? undefined : this.inFlight.get(key);
     if (flight) {
-      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) {
-        stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
-        return undefined;
-      }
+      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return unchanged();
       this.remember(key, fp);
-      return ensureChunks(m);
+      return m;
     }
     const known = stored.get(m.stream)?.get(m.documentId);
     if (known && sameFingerprint(known, fp)) {
-      stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+      unchanged();
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
     }
     if (!overwrite) this.remember(key, fp);
-    ensureChunks(m);
     // Same text, settings and model, other metadata: the stored vectors are right. An empty
     // document has no chunks to carry metadata: it goes as it is.
-    if (known && known.content === fp.content && m.chunks.length) {
+    if (known && known.content === fp.content && !hasNoText(m)) {
       stats.records_metadata_updated = (stats.records_metadata_updated ?? 0) + 1;
       m.metadataOnly = true;
     }
