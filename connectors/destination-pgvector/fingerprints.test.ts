@@ -3,11 +3,15 @@
 // PostgreSQL + pgvector. "Writes nothing" is measured by the server: n_tup_ins/upd/del in
 // pg_stat_user_tables, the HNSW index's block accesses, the table's OID and (native) WAL bytes.
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeOnPgvectorBackends, type PgvectorBackend } from '../../test/helpers/pgvector-backends.ts';
 import type { DestinationMessage, DestinationStream, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
 import { sha256 } from '../../src/protocol/identity.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { scratchDir } from '../../src/testing/context.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { KeepLog, idHash, idHashSql } from './keep-log.ts';
@@ -532,4 +536,35 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
       log.dispose();
     });
   });
+});
+
+describe('embedded PGlite', () => {
+  it(
+    'documents() joins the database its own process has open for writing (the sweep of a sync); a second writer is still refused',
+    { timeout: 240_000 },
+    async () => {
+      const baseDir = scratchDir('sluice-emb-fp-');
+      const cfg = PgvectorConfigSchema.parse({ embedded: '.sluice/pg', index: 'none' });
+      const ctx = testContext('emb-fp', baseDir);
+      const opts = { streams: [stream('docs', 'append_dedup')], dimensions: DIMS };
+      const w = await destination.open(cfg, ctx, opts);
+      await drain(w, [doc('docs', 'a', 2), doc('docs', 'b', 1), stateMessage('docs', 1)]);
+      // the writer is still open: listing reads through another connection to its database
+      const listed: StoredDocument[] = [];
+      for await (const d of destination.documents!(cfg, ctx, 'docs')) listed.push(d);
+      expect(listed).toEqual([
+        { documentId: 'a', chunks: 2, fingerprint: fingerprintOf('a', 1, 1) },
+        { documentId: 'b', chunks: 1, fingerprint: fingerprintOf('b', 1, 1) },
+      ]);
+      const busy = await destination.open(cfg, ctx, opts).catch((e: unknown) => e);
+      expect(busy).toBeInstanceOf(SluiceError);
+      expect((busy as Error).message).toMatch(/is in use by process/);
+      await w.close();
+      expect(existsSync(join(baseDir, '.sluice/pg/sluice.lock'))).toBe(false);
+      // the next run opens it again and finds what was written
+      const again = await destination.open(cfg, ctx, opts);
+      expect(await again.fingerprints!('docs', ['a', 'c'])).toEqual(new Map([['a', fingerprintOf('a', 1, 1)]]));
+      await again.close();
+    },
+  );
 });

@@ -270,7 +270,8 @@ const destination: Destination<PgvectorConfig> = {
    * a page per query (keyset on the document_id index). Reads only: creates and migrates nothing.
    */
   async *documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
-    const session = await openSession(config, ctx);
+    // The engine lists a stream while its own writer has the database open (end-of-read sweep).
+    const session = await openSession(config, ctx, { joinOpen: true });
     const table = tableNameFor(stream, config.table);
     const where = `connection ${ctx.connection}, stream ${stream}, destination ${session.label}`;
     try {

@@ -20,8 +20,17 @@ export interface Session {
 
 type ConnectConfig = Pick<PgvectorConfig, 'url' | 'embedded' | 'sslmode' | 'sslrootcert' | 'sslcert' | 'sslkey'>;
 
-export async function openSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'baseDir'>): Promise<Session> {
-  if (config.embedded) return openEmbedded(resolve(ctx.baseDir, config.embedded));
+/**
+ * `joinOpen`: a read-only caller (Destination.documents, listing a stream during this process's own
+ * sync) may use an embedded database this process already has open, through another connection to
+ * its socket; writers never share one (the lock refuses a second opener).
+ */
+export async function openSession(
+  config: ConnectConfig,
+  ctx: Pick<ConnectorContext, 'baseDir'>,
+  opts: { joinOpen?: boolean } = {},
+): Promise<Session> {
+  if (config.embedded) return openEmbedded(resolve(ctx.baseDir, config.embedded), !!opts.joinOpen);
   if (!config.url)
     throw new SluiceError('pgvector destination needs url or embedded', {
       kind: 'config',
@@ -98,14 +107,47 @@ export function describeUrl(raw: string): string {
 
 // ---- embedded PGlite ---------------------------------------------------------------------------
 
-async function openEmbedded(dir: string): Promise<Session> {
+/** Embedded databases this process has open: their socket, and how many sessions use them. */
+const openEmbeddedDatabases = new Map<string, { socketDir: string; sessions: number; shutdown: () => Promise<void> }>();
+
+async function embeddedClient(socketDir: string): Promise<pg.Client> {
+  const client = new pg.Client({ host: socketDir, port: 5432, user: 'postgres', database: 'postgres', application_name: 'sluice' });
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+async function openEmbedded(dir: string, joinOpen: boolean): Promise<Session> {
+  const label = `embedded PGlite in ${dir}`;
+  const open = openEmbeddedDatabases.get(dir);
+  if (open && joinOpen) {
+    open.sessions++;
+    const leave = async () => {
+      if (--open.sessions === 0) await open.shutdown();
+    };
+    try {
+      const client = await embeddedClient(open.socketDir);
+      return {
+        client,
+        isPglite: true,
+        label,
+        close: async () => {
+          await client.end().catch(() => {});
+          await leave();
+        },
+      };
+    } catch (err) {
+      await leave();
+      throw new SluiceError(`cannot connect to ${label}: ${describeUnknown(err)}`, { kind: 'destination', cause: err });
+    }
+  }
   mkdirSync(dir, { recursive: true });
   const release = acquireLock(join(dir, 'sluice.lock'), dir);
   let db: import('@electric-sql/pglite').PGlite | undefined;
   let server: import('@electric-sql/pglite-socket').PGLiteSocketServer | undefined;
   let socketDir: string | undefined;
-  const label = `embedded PGlite in ${dir}`;
   const shutdown = async () => {
+    openEmbeddedDatabases.delete(dir);
     await server?.stop().catch(() => {});
     await db?.close().catch(() => {});
     if (socketDir) rmSync(socketDir, { recursive: true, force: true });
@@ -122,16 +164,17 @@ async function openEmbedded(dir: string): Promise<Session> {
     socketDir = mkdtempSync(join(tmpdir(), 'sluice-pg-'));
     server = new PGLiteSocketServer({ db, path: join(socketDir, '.s.PGSQL.5432'), maxConnections: 4 });
     await server.start();
-    const client = new pg.Client({ host: socketDir, port: 5432, user: 'postgres', database: 'postgres', application_name: 'sluice' });
-    client.on('error', () => {});
-    await client.connect();
+    const client = await embeddedClient(socketDir);
+    const shared = { socketDir, sessions: 1, shutdown };
+    openEmbeddedDatabases.set(dir, shared);
     return {
       client,
       isPglite: true,
       label,
       close: async () => {
         await client.end().catch(() => {});
-        await shutdown();
+        // Readers that joined keep the database open until the last of them closes.
+        if (--shared.sessions === 0) await shutdown();
       },
     };
   } catch (err) {

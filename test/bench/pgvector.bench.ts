@@ -544,36 +544,39 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
     );
 
   let lcPhase: ((name: string) => Promise<PhaseResult>) | undefined;
-  let closeLc = async () => {};
   if (typeof lc !== 'string') {
     const embeddings = wrapEmbedder(lc, createEmbedder({ provider: 'hash', dimensions: DIMENSIONS }, { logger: silent }));
     const tableName = `lc_fp_${tag}`;
-    const store = await lc.PGVectorStore.initialize(embeddings, {
-      postgresConnectionOptions: { connectionString: target.url },
-      tableName,
-      dimensions: DIMENSIONS,
-      distanceStrategy: 'cosine',
-    });
-    const recordManager = new lc.PostgresRecordManager(`pgvector/${tableName}`, {
-      postgresConnectionOptions: { connectionString: target.url },
-      tableName: `lc_fp_records_${tag}`,
-    });
-    await recordManager.createSchema();
-    closeLc = async () => {
-      await recordManager.end?.();
-      await store.end?.();
-    };
+    // A store and record manager per phase, closed after it: their connections end, so the
+    // server's statistics for the phase are flushed before they are read (an idle backend may
+    // hold them back for up to 10 s). Setting them up is inside the clock, as for sluice's start-up.
     lcPhase = (name) =>
       measured(target.url, [`public.${tableName}`, `public.lc_fp_records_${tag}`], async () => {
         const started = Date.now();
-        const docs = await langchainDocs(lc, dir);
-        const r = await lc.index({
-          docsSource: docs,
-          recordManager,
-          vectorStore: store,
-          options: { cleanup: 'full', sourceIdKey: 'source' },
+        const store = await lc.PGVectorStore.initialize(embeddings, {
+          postgresConnectionOptions: { connectionString: target.url },
+          tableName,
+          dimensions: DIMENSIONS,
+          distanceStrategy: 'cosine',
         });
-        return { seconds: (Date.now() - started) / 1000, documents: docs.length, indexResult: r, phase: name };
+        const recordManager = new lc.PostgresRecordManager(`pgvector/${tableName}`, {
+          postgresConnectionOptions: { connectionString: target.url },
+          tableName: `lc_fp_records_${tag}`,
+        });
+        try {
+          await recordManager.createSchema();
+          const docs = await langchainDocs(lc, dir);
+          const r = await lc.index({
+            docsSource: docs,
+            recordManager,
+            vectorStore: store,
+            options: { cleanup: 'full', sourceIdKey: 'source' },
+          });
+          return { seconds: (Date.now() - started) / 1000, documents: docs.length, indexResult: r, phase: name };
+        } finally {
+          await recordManager.end?.();
+          await store.end?.();
+        }
       });
   }
   try {
@@ -587,7 +590,7 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
     sluice.onePercentChanged = await sluicePhase(`${changed} documents changed`, false);
     if (lcPhase) langchain.onePercentChanged = await lcPhase(`${changed} documents changed`);
   } finally {
-    await closeLc();
+    rmSync(dir, { recursive: true, force: true });
   }
   const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : null);
   const speedup = {
