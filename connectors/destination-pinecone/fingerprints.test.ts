@@ -8,7 +8,7 @@ import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import destination from './index.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { MAX_FETCH_QUERY_BYTES, fetchGroups } from './store.ts';
-import { captureContext, documentMessage, drain, stateMessage, written } from './test-helpers.ts';
+import { captureContext, documentMessage, drain, stateMessage, vectorFor, written } from './test-helpers.ts';
 
 const DIM = 8;
 let fx: PineconeFixture;
@@ -93,6 +93,9 @@ describe('pinecone fingerprints', () => {
       title: 'A',
     });
     expect(fx.vector(index, 'docs', 'a#1')!.metadata).not.toHaveProperty('_sluice_fp_content');
+    // Search hits show the record's metadata, not sluice's bookkeeping.
+    const hits = await destination.search!(cfg(index), captureContext(), { vector: vectorFor('a0', DIM), topK: 10, streams: ['docs'] });
+    expect(hits.find((h) => h.documentId === 'a' && h.chunkIndex === 0)!.metadata).not.toHaveProperty('_sluice_fp_content');
 
     const writer = await open(index, 'append_dedup');
     const from = fx.requests.length;

@@ -3,7 +3,7 @@
 import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
-import { compactValues } from './metadata.ts';
+import { FP_CONTENT, FP_METADATA, compactValues } from './metadata.ts';
 import { listDocuments } from './documents.ts';
 import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
 import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
@@ -126,7 +126,15 @@ export async function searchPinecone(
   );
   const lowerIsBetter = (store.index.metric ?? config.metric) === 'euclidean';
   const hits: SearchHit[] = perStream.flat().map((m) => {
-    const { stream, document_id, chunk_index, content, ...metadata } = (m.metadata ?? {}) as Record<string, unknown>;
+    const {
+      stream,
+      document_id,
+      chunk_index,
+      content,
+      [FP_CONTENT]: _fp,
+      [FP_METADATA]: _fpm,
+      ...metadata
+    } = (m.metadata ?? {}) as Record<string, unknown>;
     return {
       score: m.score ?? 0,
       stream: String(stream ?? ''),

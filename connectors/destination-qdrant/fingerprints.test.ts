@@ -204,6 +204,23 @@ describe('qdrant fingerprints', () => {
     expect(fx.pointsOf('fp_ow3').map((p) => p.payload.document_id)).toEqual(['a']);
   });
 
+  it('a KEEP of a document the live generation lacks stops the sync before the switch', async () => {
+    const config = qdrantConfig(fx.url, 'fp_ow5');
+    const opts = { streams: streams('overwrite', 'docs'), dimensions: DIMS };
+    await drain(await destination.open(config, testContext(), opts), [fdoc('docs', 'a', ['a']), complete('docs')]);
+    const err = await drain(await destination.open(config, testContext(), opts), [
+      keep('docs', 'a'),
+      keep('docs', 'ghost'),
+      fdoc('docs', 'b', ['b']),
+      complete('docs'),
+    ]).catch((e: unknown) => e);
+    expect(String((err as Error).message)).toContain(
+      'document "ghost" of stream docs was kept as unchanged but is not in Qdrant collection fp_ow5_1',
+    );
+    expect(fx.aliases.get('fp_ow5')).toBe('fp_ow5_1');
+    expect(fx.pointsOf('fp_ow5').map((p) => p.payload.document_id)).toEqual(['a']);
+  });
+
   it('an overwrite of kept documents that never completes writes nothing and acknowledges nothing', async () => {
     const config = qdrantConfig(fx.url, 'fp_ow4');
     const opts = { streams: streams('overwrite', 'docs'), dimensions: DIMS };

@@ -409,11 +409,13 @@ export function createWriter(
         { key: 'document_id', match: { any: documentIds } },
       ],
     };
+    const missing = new Set(documentIds);
     let offset: string | number | null | undefined = undefined;
     do {
       const page = await q.call(`read of kept documents in ${from}`, () =>
         q.client.scroll(from, { filter, limit: config.batch_points, offset: offset ?? undefined, with_payload: true, with_vector: true }),
       );
+      for (const p of page.points) missing.delete(String(p.payload?.document_id));
       const points = page.points.map((p) => ({
         id: p.id,
         vector: p.vector as number[],
@@ -423,6 +425,19 @@ export function createWriter(
       batch.statsFor(stream).chunksWritten += points.length;
       offset = page.next_page_offset as string | number | null | undefined;
     } while (offset !== undefined && offset !== null);
+    if (missing.size) {
+      // Kept, yet not in the live generation: the new one would silently lack it, so the sync stops.
+      const first = [...missing][0];
+      throw new SluiceError(
+        `document ${JSON.stringify(first)} of stream ${stream} was kept as unchanged but is not in Qdrant collection ${from}${missing.size > 1 ? ` (nor ${missing.size - 1} more)` : ''}`,
+        {
+          kind: 'destination',
+          where: `stream ${stream}`,
+          transient: true,
+          hint: 'something changed the collection during the sync; run the sync again',
+        },
+      );
+    }
   }
 
   async function switchGeneration(): Promise<void> {
