@@ -160,6 +160,8 @@ export interface DestinationDefinition<S extends z.ZodType> {
   readBack?: Destination<z.output<S>>['readBack'];
   /** Every stored document of a stream with its fingerprint (deletion detection, `sluice verify`). */
   documents?: Destination<z.output<S>>['documents'];
+  /** `sluice reindex`: with your own `open()` whose writer honours `OpenOptions.reindex` (see Destination.reindex). */
+  reindex?: Destination<z.output<S>>['reindex'];
 }
 
 export function defineDestination<S extends z.ZodType>(def: DestinationDefinition<S>): Destination<z.output<S>> {
@@ -204,6 +206,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.sandbox ? { sandbox: def.sandbox } : {}),
     ...(def.readBack ? { readBack: def.readBack } : {}),
     ...(def.documents ? { documents: def.documents } : {}),
+    ...(def.reindex && def.open ? { reindex: def.reindex } : {}),
   };
   return destination;
 }
