@@ -190,6 +190,8 @@ export interface DestinationDefinition<S extends z.ZodType> {
   documents?: Destination<z.output<S>>['documents'];
   /** Every stored chunk of a stream, read-only (`sluice verify`). */
   scanChunks?: Destination<z.output<S>>['scanChunks'];
+  /** `sluice reindex`: with your own `open()` whose writer honours `OpenOptions.reindex` (see Destination.reindex). */
+  reindex?: Destination<z.output<S>>['reindex'];
 }
 
 export function defineDestination<S extends z.ZodType>(def: DestinationDefinition<S>): Destination<z.output<S>> {
@@ -235,6 +237,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.readBack ? { readBack: def.readBack } : {}),
     ...(def.documents ? { documents: def.documents } : {}),
     ...(def.scanChunks ? { scanChunks: def.scanChunks } : {}),
+    ...(def.reindex && def.open ? { reindex: def.reindex } : {}),
   };
   return destination;
 }
