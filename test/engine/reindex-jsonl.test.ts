@@ -43,7 +43,7 @@ const dimsOf = (file: string) => [...new Set(readJsonl(file).map((l) => l.embedd
 
 it(
   'jsonl: refused change, reindex --keep-previous switches the file, --rollback restores file and state',
-  { timeout: 120_000 },
+  { timeout: 400_000 },
   async () => {
     const p = project();
     p.write(8);
@@ -88,7 +88,7 @@ it(
   },
 );
 
-it('a connection from before identities adopts the current one on its next run', { timeout: 60_000 }, async () => {
+it('a connection from before identities adopts the current one on its next run', { timeout: 300_000 }, async () => {
   const p = project();
   p.write(8);
   expect((await p.cli('sync')).code).toBe(0);
@@ -103,7 +103,7 @@ it('a connection from before identities adopts the current one on its next run',
   expect((await p.cli('sync')).code).toBe(2);
 });
 
-it('a destination that cannot reindex is refused with a clear message before anything is touched', { timeout: 60_000 }, async () => {
+it('a destination that cannot reindex is refused with a clear message before anything is touched', { timeout: 300_000 }, async () => {
   const p = project('{ type: qdrant, config: { url: "http://127.0.0.1:9", collection: docs } }');
   p.write(8);
   const run = await p.cli('reindex');
