@@ -15,10 +15,14 @@ import { ProcessingConfigSchema } from '../text/config.ts';
 
 export type { IndexIdentity } from '../protocol/connector.ts';
 
-/** The processing settings that shape chunks and metadata (max_empty_share only guards a run). */
+/**
+ * The processing settings that shape the embedded chunks. Not the run guards (max_empty_share,
+ * max_delete_share), and not metadata_fields: a metadata change updates stored metadata without
+ * touching vectors (docs/fingerprints.md), so it needs no new generation.
+ */
 function normalizedProcessing(conn: LoadedConnection): Record<string, unknown> {
   const parsed = ProcessingConfigSchema.parse(conn.config.processing ?? {}) as Record<string, unknown>;
-  const { max_empty_share: _guard, ...shaping } = parsed;
+  const { max_empty_share: _empty, max_delete_share: _delete, metadata_fields: _metadata, ...shaping } = parsed;
   return JSON.parse(canonicalJson(shaping)) as Record<string, unknown>;
 }
 

@@ -193,8 +193,20 @@ describe('unchanged documents', () => {
       embedder: 'hash',
       processing: '{ text_fields: [body], metadata_fields: [title], chunk_size: 50, chunk_overlap: 0, chunk_unit: characters }',
     });
+    // A sync refuses a changed index identity before any write (docs/embeddings.md, `sluice reindex`)…
+    const refused = await sync(dir, [], 2);
+    expect(refused.connections[0].error?.message).toMatch(/processing\.chunk_size: 60 → 50/);
+    // …and once the connection starts afresh (its state, identity included, reset), no stored
+    // fingerprint matches the new settings: every document is sent again.
+    const reset = async () => {
+      const r = await runCli(['state', 'reset', join(dir, 'p.yaml'), '--connection', 'fp'], { cwd: dir });
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+    };
+    await reset();
     expect((await sync(dir)).connections[0].streams.items).toMatchObject({ records_unchanged: 0, records_written: 12 });
     writeFileSync(join(dir, 'p.yaml'), readFileSync(join(dir, 'p.yaml'), 'utf8').replace('dimensions: 16', 'dimensions: 24'));
+    await sync(dir, [], 2);
+    await reset();
     // (A new vector size is this test destination's business; the engine sends every document again.)
     expect((await sync(dir)).connections[0].streams.items).toMatchObject({ records_unchanged: 0, records_written: 12 });
   }, 120_000);
