@@ -104,7 +104,7 @@ export function batchedWriter(sink: BatchSink, options: OpenOptions, batch: Batc
         for (const op of ops) {
           if (refused.has(op)) continue;
           const s = perStream.get(op.stream) ?? { records: 0, chunks: 0 };
-          s.records++;
+          if (op.type !== 'KEEP') s.records++; // a kept document is not written again
           if (op.type === 'DOCUMENT') s.chunks += op.chunks.length;
           perStream.set(op.stream, s);
         }
