@@ -101,8 +101,11 @@ describe('state and embedding cache in PostgreSQL', () => {
     expect(fourth.records_written).toBe(1);
     expect(fourth.embedding_requests).toBe(1);
 
-    // New pod again, full refresh: every row re-read, every vector from the database cache.
+    // New pod again, and a new (empty) destination file, full refresh: every row re-read, every
+    // vector from the database cache (with the old file, unchanged documents would be skipped by
+    // their fingerprints before any embedding or cache look-up: docs/fingerprints.md).
     wipeLocal(pod);
+    rmSync(out);
     const third = await sync(pod, '--full-refresh');
     expect(third.records_read).toBe(ROWS);
     expect(third.embedding_requests).toBe(0);
@@ -236,7 +239,9 @@ connections:
     await seed.update('c', () => ({ streams: { t: { offsets: { '0': '10' } }, u: { offsets: { '0': '5' } } } }));
     const r = await runCli(['sync', 'p.yaml'], { cwd: dir, env: { STATE_DB_URL: stateUrl } });
     expect(r.code, r.stderr).toBe(0);
-    expect(await seed.load('c')).toEqual({ streams: { t: { offsets: { '0': '12', '1': '3' } }, u: { offsets: { '0': '99' } } } });
+    const { index, ...merged } = (await seed.load('c'))!;
+    expect(merged).toEqual({ streams: { t: { offsets: { '0': '12', '1': '3' } }, u: { offsets: { '0': '99' } } } });
+    expect(index).toMatchObject({ provider: null, model: null }); // the engine's record of what built the index
     await seed.close();
   }, 120_000);
 });
