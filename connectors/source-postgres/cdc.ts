@@ -70,9 +70,34 @@ export function lsnOfState(state: { global?: { shared_state?: Record<string, unk
   return typeof text === 'string' ? lsnFromText(text) : undefined;
 }
 
-/** Called by the engine after it persisted a state: the server may now discard WAL before it. */
-export function acknowledgeCommitted(slot: string, lsn: Lsn): void {
-  sessions.get(slot)?.ack(lsn);
+/**
+ * Called by the engine after it persisted a state: the server may now discard WAL before it. A state
+ * committed after the read ended (the pipeline drains after the source stops) has no live stream to
+ * carry it, so the slot is advanced by SQL instead; without that the slot would confirm one run
+ * behind the saved state and retain its WAL until the next run.
+ */
+export async function acknowledgeCommitted(
+  slot: string,
+  lsn: Lsn,
+  late?: { cfg: PostgresSourceConfig; ctx: Pick<ConnectorContext, 'baseDir' | 'logger'> },
+): Promise<void> {
+  const live = sessions.get(slot);
+  if (live) return live.ack(lsn);
+  if (!late) return;
+  let client: pg.Client | undefined;
+  try {
+    client = await connect(late.cfg, late.ctx);
+    await client.query(
+      `SELECT pg_replication_slot_advance($1, $2::pg_lsn)
+         WHERE (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1) < $2::pg_lsn`,
+      [slot, lsnToText(lsn)],
+    );
+  } catch (err) {
+    // Not fatal: the state is saved, and the next run confirms it when it starts streaming.
+    late.ctx.logger.debug({ slot, err: describeUnknown(err) }, 'confirming the last committed position on the slot failed');
+  } finally {
+    await client?.end().catch(() => {});
+  }
 }
 
 // ---- replication connection ---------------------------------------------------------------------

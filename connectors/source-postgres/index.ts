@@ -257,7 +257,7 @@ const source: Source<PostgresSourceConfig> = {
     const fromConn =
       connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
     const lsn = lsnOfState(state as never) ?? fromConn;
-    if (lsn !== undefined) acknowledgeCommitted(slot, lsn);
+    if (lsn !== undefined) return acknowledgeCommitted(slot, lsn, { cfg, ctx });
   },
 };
 
