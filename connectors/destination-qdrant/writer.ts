@@ -342,17 +342,12 @@ export function createWriter(
     const fingerprintOps: FingerprintOp[] = [];
     let group: Point[] = [];
     let groupBytes = 0;
-    const sendPoints = (points: Point[]) =>
+    const sendPoints = (group: Point[]) => {
+      const points = group.map(({ id, vector, payload }) => ({ id, vector, payload: deferFingerprint(id, payload, fingerprintOps) }));
       requests.push(
-        limit(() =>
-          q.call(`upsert of ${points.length} points into ${target}`, () =>
-            q.client.upsert(target, {
-              wait: true,
-              points: points.map(({ id, vector, payload }) => ({ id, vector, payload: deferFingerprint(id, payload, fingerprintOps) })),
-            }),
-          ),
-        ),
+        limit(() => q.call(`upsert of ${points.length} points into ${target}`, () => q.client.upsert(target, { wait: true, points }))),
       );
+    };
     for (const p of batch.points.values()) {
       if (group.length && (group.length >= config.batch_points || groupBytes + p.bytes > config.batch_bytes)) {
         sendPoints(group);
