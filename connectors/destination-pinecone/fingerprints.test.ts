@@ -112,7 +112,8 @@ describe('pinecone fingerprints', () => {
     // What the look-up learnt (chunk counts) saves the write its own look-up.
     const before = fx.requests.length;
     await drain(writer, [fdoc('a', ['a0 changed']), stateMessage('docs', 2)]);
-    expect(requestsSince(index, before)).toEqual(['POST /vectors/delete', 'POST /vectors/upsert']);
+    // The second upsert adds the fingerprint to chunk 0, last (a crash before it leaves the document unfingerprinted).
+    expect(requestsSince(index, before)).toEqual(['POST /vectors/delete', 'POST /vectors/upsert', 'POST /vectors/upsert']);
     expect(fx.ids(index, 'docs')).toEqual(['a#0', 'b#0', 'legacy#0']);
   });
 
@@ -146,7 +147,7 @@ describe('pinecone fingerprints', () => {
     // `tag` removed: Pinecone's update cannot drop a field, so the vectors are written again with their stored values.
     from = fx.requests.length;
     await drain(await open(index, 'append_dedup'), [metaOnly('b', ['b0'], { title: 'b2' }, 'm3'), stateMessage('docs', 3)]);
-    expect(requestsSince(index, from).filter((r) => WRITES.test(r))).toEqual(['POST /vectors/upsert']);
+    expect(requestsSince(index, from).filter((r) => WRITES.test(r))).toEqual(['POST /vectors/upsert', 'POST /vectors/upsert']);
     expect(fx.vector(index, 'docs', 'b#0')!.metadata).toEqual({
       title: 'b2',
       stream: 'docs',
@@ -251,5 +252,59 @@ describe('pinecone fingerprints', () => {
     const byId = (x: StoredDocument, y: StoredDocument) => (x.documentId < y.documentId ? -1 : 1);
     expect(listed.sort(byId)).toEqual(want.sort(byId));
     expect(await all(destination.documents!(cfg(index), captureContext(), 'nothing'))).toEqual([]);
+  });
+
+  it('the fingerprint is written last: a flush whose last phase fails leaves documents unfingerprinted, and the next run rewrites them exactly', async () => {
+    const index = await freshIndex();
+    await drain(await open(index, 'append_dedup'), [
+      fdoc('a', ['a0', 'a1', 'a2'], { title: 'A' }),
+      fdoc('b', ['b0', 'b1'], { title: 'B' }),
+      stateMessage('docs', 1),
+    ]);
+    // Only what carries a fingerprint is refused: the final upsert of chunk 0 and chunk 0's metadata update.
+    const carriesFingerprint = (operation: string, body: unknown) => {
+      const b = body as { vectors?: Array<{ metadata?: object }>; setMetadata?: object };
+      if (operation === 'POST /vectors/upsert') return (b.vectors ?? []).some((v) => !!v.metadata && '_sluice_fp_content' in v.metadata);
+      return operation === 'POST /vectors/update' && !!b.setMetadata && '_sluice_fp_content' in b.setMetadata;
+    };
+    fx.setFaults({ failWhen: carriesFingerprint });
+    const from = fx.requests.length;
+    const failed = drain(await open(index, 'append_dedup'), [
+      fdoc('a', ['a0 new', 'a1 new', 'a2 new', 'a3 new'], { title: 'A' }), // changed and grown: chunk 3 goes in phase D
+      metaOnly('b', ['b0', 'b1'], { title: 'B2' }, 'm2'),
+      stateMessage('docs', 2),
+    ]);
+    await expect(failed).rejects.toThrow(/refused/);
+    fx.setFaults({});
+    const refused = fx.requests.slice(from).filter((r) => r.injected);
+    expect(refused.map((r) => r.path).sort()).toEqual(['/vectors/update', '/vectors/upsert']);
+    fx.requests.splice(from); // the refusals were the point; afterEach checks the rest
+
+    // Everything else landed (all chunks of a, b's other chunk), but no fingerprint says so: the
+    // look-up finds none, so neither document would be skipped as unchanged.
+    const content = (id: string) => fx.vector(index, 'docs', id)?.metadata?.content;
+    expect(['a#0', 'a#1', 'a#2', 'a#3'].map(content)).toEqual(['a0 new', 'a1 new', 'a2 new', 'a3 new']);
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).toMatchObject({ chunk_count: 4 });
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).not.toHaveProperty('_sluice_fp_content');
+    expect(fx.vector(index, 'docs', 'b#1')!.metadata).toMatchObject({ title: 'B2' });
+    let writer = await open(index, 'append_dedup');
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b']))).toEqual({ b: fp('b0|b1') }); // b: the OLD fingerprint, so b is updated again
+    await writer.close();
+
+    // The next run ends exact, with the fingerprints.
+    writer = await open(index, 'append_dedup');
+    await drain(writer, [
+      fdoc('a', ['a0 new', 'a1 new', 'a2 new', 'a3 new'], { title: 'A' }),
+      metaOnly('b', ['b0', 'b1'], { title: 'B2' }, 'm2'),
+      stateMessage('docs', 2),
+    ]);
+    expect(fx.ids(index, 'docs')).toEqual(['a#0', 'a#1', 'a#2', 'a#3', 'b#0', 'b#1']);
+    expect(fx.vector(index, 'docs', 'b#0')!.metadata).toMatchObject({ title: 'B2', _sluice_fp_metadata: 'm-m2' });
+    writer = await open(index, 'append_dedup');
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b']))).toEqual({
+      a: fp('a0 new|a1 new|a2 new|a3 new'),
+      b: fp('b0|b1', 'm2'),
+    });
+    await writer.close();
   });
 });

@@ -406,9 +406,18 @@ export class PineconeWriter implements DestinationWriter {
    *   C. upsert chunk 0 of each document, carrying its new `chunk_count`, with the chunks below the
    *      old count (they are covered by either count);
    *   D. upsert the chunks at or above the old count (only once chunk 0 covers them);
-   *   E. delete chunk 0 of deleted (or now empty) documents.
+   *   E. delete chunk 0 of deleted (or now empty) documents;
+   *   F. upsert chunk 0 again, now WITH the fingerprint, and only then the metadata updates of
+   *      chunk 0 (which carry the new fingerprint) — once everything else of the flush is acknowledged.
    * Invariant: every stored chunk index of a document is below the `chunk_count` on its chunk 0,
    * whatever instant a crash hits, so the next write or DELETE always finds the whole tail.
+   * Invariant: chunk 0 carries a fingerprint only once the document's other chunks and stale-tail
+   * deletes are acknowledged. Phase C writes chunk 0 without one (an upsert replaces all metadata,
+   * so an older fingerprint goes too): a crash before F leaves a document that reads as
+   * unfingerprinted and is written again, never one skipped as unchanged with chunks missing.
+   * Cost: the chunk-0 vectors are sent twice, in F batched like any upsert (one request per
+   * MAX_VECTORS_PER_UPSERT/batch_size vectors of a namespace — usually one per flush), no extra
+   * request per document.
    */
   private async *flush(): AsyncIterable<DestinationEvent> {
     if (!this.ops.size) return;
@@ -483,18 +492,31 @@ export class PineconeWriter implements DestinationWriter {
       for (const v of c.vectors) (v.record.id === chunkId(c.documentId, 0) ? first : rest).push(v);
     }
 
+    // Chunk 0 goes out in C without its fingerprint; F writes it with it (see above).
+    const fingerprinted: PreparedVector[] = [];
+    for (const [i, v] of first.entries()) {
+      const md = v.record.metadata as PineconeMetadata | undefined;
+      if (!md || !(FP_CONTENT in md || FP_METADATA in md)) continue;
+      fingerprinted.push(v);
+      const { [FP_CONTENT]: _c, [FP_METADATA]: _m, ...bare } = md;
+      const record: PineconeRecord = { ...v.record, metadata: bare as PineconeMetadata };
+      first[i] = { ...v, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 };
+    }
+    // Metadata-only: update can only set fields, so chunk 0's update (it carries the fingerprint)
+    // simply goes after the document's other updates.
+    const isHead = (u: { id: string; metadata: PineconeMetadata }) => FP_CONTENT in u.metadata || FP_METADATA in u.metadata;
+    const update = (u: (typeof updates)[number]) =>
+      this.limit(async () => {
+        await this.store.updateMetadata(u.namespace, u.id, u.metadata);
+        this.countsOf(u.stream).chunksWritten++;
+      });
+
     await this.deleteAll(tailDeletes); // B
     await this.upsertAll(first); // C
     await this.upsertAll(rest); // D
     await this.deleteAll(headDeletes); // E
-    await settleAll(
-      updates.map((u) =>
-        this.limit(async () => {
-          await this.store.updateMetadata(u.namespace, u.id, u.metadata);
-          this.countsOf(u.stream).chunksWritten++;
-        }),
-      ),
-    );
+    await settleAll(updates.filter((u) => !isHead(u)).map(update));
+    await settleAll([this.upsertAll(fingerprinted, false), ...updates.filter(isHead).map(update)]); // F
     for (const [key, count] of stored) {
       this.knownCounts.delete(key);
       this.knownCounts.set(key, count);
@@ -676,7 +698,8 @@ export class PineconeWriter implements DestinationWriter {
     return count;
   }
 
-  private async upsertAll(vectors: PreparedVector[]): Promise<void> {
+  /** `count`: false for phase F, whose vectors were already counted in phase C. */
+  private async upsertAll(vectors: PreparedVector[], count = true): Promise<void> {
     const tasks: Array<Promise<unknown>> = [];
     for (const batch of this.upsertBatches(vectors)) {
       tasks.push(
@@ -685,7 +708,7 @@ export class PineconeWriter implements DestinationWriter {
             batch[0].namespace,
             batch.map((v) => v.record),
           );
-          this.countsOf(batch[0].stream).chunksWritten += batch.length;
+          if (count) this.countsOf(batch[0].stream).chunksWritten += batch.length;
         }),
       );
     }

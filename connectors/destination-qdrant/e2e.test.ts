@@ -109,6 +109,9 @@ describe('qdrant end to end through the CLI', () => {
     const first = stored('owk');
     expect(fx.aliases.get('owk')).toBe('owk_1');
 
+    // Every document changes, so the overwrite must load a new generation (unchanged ones would
+    // only be kept: with fingerprints an overwrite of unchanged data writes nothing).
+    for (let i = 0; i < 16; i++) writeDoc(corpus, `page${i}`, 3, ' v2');
     const killed = await sync(file, 3);
     expect(killed.signal).toBe('SIGKILL');
     expect(fx.collections.has('owk_2')).toBe(true); // the half-loaded generation nobody reads
@@ -119,7 +122,13 @@ describe('qdrant end to end through the CLI', () => {
     expect(rerun.code, rerun.stderr.slice(-2000)).toBe(0);
     expect(fx.aliases.get('owk')).toBe('owk_3');
     expect([...fx.collections.keys()].filter((n) => n.startsWith('owk'))).toEqual(['owk_3']);
-    expect(stored('owk')).toEqual(first);
+    // Reference: one clean sync of the same files into another collection.
+    const reference = await sync(pipeline(join(dir, 'ow-ref'), corpus, 'ref_owk', 'overwrite'));
+    expect(reference.code, reference.stderr.slice(-2000)).toBe(0);
+    const want = stored('ref_owk');
+    expect(want).toHaveLength(first.length);
+    expect(want.every((s) => s.includes(' v2'))).toBe(true);
+    expect(stored('owk')).toEqual(want);
     expect(fx.violations).toEqual([]);
   }, 90_000);
 });

@@ -90,7 +90,8 @@ describe('qdrant fingerprints', () => {
       state('docs', 2),
     ]);
     expect(committedPositions(events)).toEqual([2]);
-    expect(writes()).toEqual(['POST /collections/{collection_name}/points/batch']);
+    // Payloads first (chunk 0's without the fingerprint), then the fingerprint of chunk 0.
+    expect(writes()).toEqual(['POST /collections/{collection_name}/points/batch', 'POST /collections/{collection_name}/points/batch']);
     const points = fx.pointsOf('fp_meta');
     expect(points).toHaveLength(4);
     for (const p of points) expect(p.vector).toEqual(before.get(String(p.id))); // vectors untouched
@@ -259,5 +260,85 @@ describe('qdrant fingerprints', () => {
     expect(listed).toEqual(want);
     expect(writes()).toEqual([]);
     expect(await all(destination.documents!(qdrantConfig(fx.url, 'fp_nothing_here'), testContext(), 'docs'))).toEqual([]);
+  });
+
+  it('the fingerprint is written last: a flush whose fingerprint step fails leaves documents unfingerprinted, and the next run rewrites them exactly', async () => {
+    const config = qdrantConfig(fx.url, 'fp_last');
+    const opts = { streams: streams('append_dedup', 'docs'), dimensions: DIMS };
+    await drain(await destination.open(config, testContext(), opts), [
+      fdoc('docs', 'a', ['a0', 'a1', 'a2'], { title: 'A' }),
+      fdoc('docs', 'b', ['b0', 'b1'], { title: 'B' }),
+      state('docs', 1),
+    ]);
+    // The flush's last request, and only it, is refused: the set_payload batch carrying the fingerprints.
+    const fingerprintStep = (operation: string, body: unknown) =>
+      operation === 'POST /collections/{collection_name}/points/batch' &&
+      ((body as { operations?: object[] }).operations ?? []).some((o) => 'set_payload' in o);
+    fx.setFaults({ failWhen: fingerprintStep });
+    const changed = [
+      fdoc('docs', 'a', ['a0 new', 'a1 new'], { title: 'A' }), // changed and shrunk: chunk 2 is stale
+      metaOnly('docs', 'b', ['b0', 'b1'], { title: 'B2' }, 'm2'),
+    ];
+    const failed = drain(await destination.open(config, testContext(), opts), [...changed, state('docs', 2)]);
+    await expect(failed).rejects.toThrow(/refused/);
+    fx.setFaults(undefined);
+    expect(fx.log.filter((l) => l.status >= 400).map((l) => l.operation)).toEqual(['POST /collections/{collection_name}/points/batch']);
+
+    // Everything else of the flush landed (new chunks, stale chunk deleted, payloads) — but no
+    // fingerprint says so: the look-up finds none, so the engine would not skip either document.
+    const contents = () =>
+      fx
+        .pointsOf('fp_last')
+        .map((p) => `${p.payload.document_id}#${p.payload.chunk_index}:${p.payload.content}:${p.payload.title}`)
+        .sort();
+    expect(contents()).toEqual(['a#0:a0 new:A', 'a#1:a1 new:A', 'b#0:b0:B2', 'b#1:b1:B2']);
+    let writer = await destination.open(config, testContext(), opts);
+    expect((await writer.fingerprints!('docs', ['a', 'b'])).size).toBe(0);
+    await writer.close();
+    const head = fx.pointsOf('fp_last').find((p) => p.id === chunkUuid('docs', 'a', 0))!;
+    expect(head.payload).not.toHaveProperty('_sluice_fp_content');
+    expect(head.payload).toMatchObject({ _sluice_chunk_count: 2 }); // the count is written with the chunks
+
+    // The next run (no fingerprint stored: full documents) ends exact, fingerprints last.
+    fx.log.length = 0;
+    writer = await destination.open(config, testContext(), opts);
+    const events = await drain(writer, [
+      fdoc('docs', 'a', ['a0 new', 'a1 new'], { title: 'A' }),
+      fdoc('docs', 'b', ['b0', 'b1'], { title: 'B2' }, 'm2'),
+      state('docs', 2),
+    ]);
+    expect(committedPositions(events)).toEqual([2]);
+    expect(writes().at(-1)).toBe('POST /collections/{collection_name}/points/batch');
+    expect(contents()).toEqual(['a#0:a0 new:A', 'a#1:a1 new:A', 'b#0:b0:B2', 'b#1:b1:B2']);
+    writer = await destination.open(config, testContext(), opts);
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b']))).toEqual({ a: fp('a0 new|a1 new'), b: fp('b0|b1', 'm2') });
+    await writer.close();
+  });
+
+  it('overwrite: kept documents copied into the new generation get their fingerprint last too', async () => {
+    const config = qdrantConfig(fx.url, 'fp_last_ow');
+    const opts = { streams: streams('overwrite', 'docs'), dimensions: DIMS };
+    await drain(await destination.open(config, testContext(), opts), [
+      fdoc('docs', 'a', ['a0', 'a1']),
+      fdoc('docs', 'b', ['b0']),
+      state('docs', 1),
+      complete('docs'),
+    ]);
+    fx.log.length = 0;
+    const events = await drain(await destination.open(config, testContext(), opts), [
+      keep('docs', 'a'),
+      fdoc('docs', 'b', ['b0 new']),
+      state('docs', 2),
+      complete('docs'),
+    ]);
+    expect(committedPositions(events)).toEqual([2]);
+    // The fingerprints of the copied and the written document go in one set_payload batch, the flush's last write.
+    const batches = fx.log.filter((l) => l.operation === 'POST /collections/{collection_name}/points/batch');
+    expect(batches).toHaveLength(1);
+    const upserts = fx.log.map((l, i) => [l.operation, i] as const).filter(([op]) => op === 'PUT /collections/{collection_name}/points');
+    expect(fx.log.indexOf(batches[0])).toBeGreaterThan(Math.max(...upserts.map(([, i]) => i)));
+    const writer = await destination.open(config, testContext(), opts);
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b']))).toEqual({ a: fp('a0|a1'), b: fp('b0 new') });
+    await writer.close();
   });
 });

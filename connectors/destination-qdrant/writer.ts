@@ -50,6 +50,18 @@ const DOCS_PER_COPY = 256;
 /** Overwrite: KEEPs remembered while the new generation is not created yet; past this it is created (bounded memory). */
 const KEEPS_BEFORE_CREATE_CAP = 100_000;
 
+type PayloadOp =
+  | { overwrite_payload: { payload: Record<string, unknown>; points: string[] } }
+  | { set_payload: { payload: Record<string, unknown>; points: string[] } };
+type FingerprintOp = Extract<PayloadOp, { set_payload: unknown }>;
+
+/** Waits for every request (so none is left running), then throws the first failure. */
+async function settleAll(requests: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(requests);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 interface Point {
   id: string;
   vector: number[];
@@ -275,20 +287,67 @@ export function createWriter(
     return plan.target; // streams not overwritten were copied into the new generation and are written there
   }
 
+  /**
+   * Fingerprint last (docs/fingerprints.md): look-ups read the fingerprint on a document's chunk-0
+   * point, so that point must not carry one before every other write of the document in the flush
+   * (its other points, its stale-chunk delete, the copies of a KEEP) is acknowledged. Chunk 0 is
+   * therefore upserted (or its payload overwritten, or copied) WITHOUT the fingerprint fields —
+   * which also removes an older fingerprint, as upsert and overwrite_payload replace the whole
+   * payload — and once everything else of the flush has settled, one batch update of set_payload
+   * operations adds them. A crash in between leaves a document without a fingerprint: the next run
+   * writes it again instead of skipping it as unchanged with chunks missing or stale.
+   * Cheapest correct scheme: the final request carries only two hashes per document (no vectors, as
+   * re-upserting chunk 0 would), one request per flush (split only past batch_points / batch_bytes).
+   * Other points keep their copy of the fingerprint: nothing reads it there.
+   */
+  function deferFingerprint(id: string, payload: Record<string, unknown>, final: FingerprintOp[]): Record<string, unknown> {
+    if (payload.chunk_index !== 0 || !(FP_CONTENT in payload || FP_METADATA in payload)) return payload;
+    const { [FP_CONTENT]: content, [FP_METADATA]: metadata, ...rest } = payload;
+    final.push({ set_payload: { payload: { [FP_CONTENT]: content, [FP_METADATA]: metadata }, points: [id] } });
+    return rest;
+  }
+
+  /** Sends payload operations in batch-update requests of at most batch_points operations and batch_bytes. */
+  function payloadRequests(target: string, operations: PayloadOp[]): Promise<unknown>[] {
+    const requests: Promise<unknown>[] = [];
+    let ops: PayloadOp[] = [];
+    let opsBytes = 0;
+    const sendOps = (operations: PayloadOp[]) =>
+      requests.push(
+        limit(() =>
+          q.call(`payload update of ${operations.length} points in ${target}`, () =>
+            q.client.batchUpdate(target, { wait: true, operations }),
+          ),
+        ),
+      );
+    for (const op of operations) {
+      const bytes = 64 + JSON.stringify(op).length;
+      if (ops.length && (ops.length >= config.batch_points || opsBytes + bytes > config.batch_bytes)) {
+        sendOps(ops);
+        ops = [];
+        opsBytes = 0;
+      }
+      ops.push(op);
+      opsBytes += bytes;
+    }
+    if (ops.length) sendOps(ops);
+    return requests;
+  }
+
   async function sendBatch(batch: Batch): Promise<void> {
     if (batch.empty) return;
     const target = plan.target;
     const requests: Promise<unknown>[] = [];
+    /** Fingerprints of chunk-0 points, written after everything else (deferFingerprint). */
+    const fingerprintOps: FingerprintOp[] = [];
     let group: Point[] = [];
     let groupBytes = 0;
-    const sendPoints = (points: Point[]) =>
+    const sendPoints = (group: Point[]) => {
+      const points = group.map(({ id, vector, payload }) => ({ id, vector, payload: deferFingerprint(id, payload, fingerprintOps) }));
       requests.push(
-        limit(() =>
-          q.call(`upsert of ${points.length} points into ${target}`, () =>
-            q.client.upsert(target, { wait: true, points: points.map(({ id, vector, payload }) => ({ id, vector, payload })) }),
-          ),
-        ),
+        limit(() => q.call(`upsert of ${points.length} points into ${target}`, () => q.client.upsert(target, { wait: true, points }))),
       );
+    };
     for (const p of batch.points.values()) {
       if (group.length && (group.length >= config.batch_points || groupBytes + p.bytes > config.batch_bytes)) {
         sendPoints(group);
@@ -302,30 +361,11 @@ export function createWriter(
 
     // Metadata-only documents: each point's payload replaced (keys gone from the metadata go too),
     // many points per batch-update request; vectors are not sent.
-    type PayloadOp = { overwrite_payload: { payload: Record<string, unknown>; points: string[] } };
-    let ops: PayloadOp[] = [];
-    let opsBytes = 0;
-    const sendOps = (operations: PayloadOp[]) =>
-      requests.push(
-        limit(() =>
-          q.call(`payload update of ${operations.length} points in ${target}`, () =>
-            q.client.batchUpdate(target, { wait: true, operations }),
-          ),
-        ),
-      );
-    for (const doc of batch.payloads.values()) {
-      for (const p of doc.points) {
-        const bytes = 64 + JSON.stringify(p.payload).length;
-        if (ops.length && (ops.length >= config.batch_points || opsBytes + bytes > config.batch_bytes)) {
-          sendOps(ops);
-          ops = [];
-          opsBytes = 0;
-        }
-        ops.push({ overwrite_payload: { payload: p.payload, points: [p.id] } });
-        opsBytes += bytes;
-      }
-    }
-    if (ops.length) sendOps(ops);
+    const overwrites: PayloadOp[] = [];
+    for (const doc of batch.payloads.values())
+      for (const p of doc.points)
+        overwrites.push({ overwrite_payload: { payload: deferFingerprint(p.id, p.payload, fingerprintOps), points: [p.id] } });
+    requests.push(...payloadRequests(target, overwrites));
 
     // KEEP (overwrite): the documents' points are copied from the live generation into the new one.
     const keepsByStream = new Map<string, { documentId: string; payloads?: Map<string, Record<string, unknown>> }[]>();
@@ -354,6 +394,7 @@ export function createWriter(
               slice.map((d) => d.documentId),
               payloads,
               batch,
+              fingerprintOps,
             ),
           ),
         );
@@ -389,9 +430,9 @@ export function createWriter(
       }
     }
     // Every request must settle before the flush counts as done, even when one fails.
-    const results = await Promise.allSettled(requests);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await settleAll(requests);
+    // Last: the fingerprints, once everything else of these documents is acknowledged.
+    await settleAll(payloadRequests(target, fingerprintOps));
   }
 
   /** Copies every point of these documents (vectors included) from one generation to the next, page by page. */
@@ -402,6 +443,7 @@ export function createWriter(
     documentIds: string[],
     payloads: Map<string, Record<string, unknown>>,
     batch: Batch,
+    fingerprintOps: FingerprintOp[],
   ): Promise<void> {
     const filter = {
       must: [
@@ -419,7 +461,7 @@ export function createWriter(
       const points = page.points.map((p) => ({
         id: p.id,
         vector: p.vector as number[],
-        payload: payloads.get(String(p.id).toLowerCase()) ?? p.payload ?? {},
+        payload: deferFingerprint(String(p.id), payloads.get(String(p.id).toLowerCase()) ?? p.payload ?? {}, fingerprintOps),
       }));
       if (points.length) await q.call(`copy of kept documents into ${to}`, () => q.client.upsert(to, { wait: true, points }));
       batch.statsFor(stream).chunksWritten += points.length;
