@@ -74,6 +74,11 @@ describeOnPgvectorBackends('destination table altered by hand between runs', (ba
       const before = await query(`SELECT * FROM ${table} ORDER BY id`);
       const stateBefore = await query(`SELECT state, updated_at FROM ${qualified(schema, '_sluice_state')}`);
 
+      // --dry-run finds it too, without writing.
+      const dry = await runCli(['sync', file, '--dry-run']);
+      expect([1, 2]).toContain(dry.code);
+      expect(dry.stderr, dry.stderr).toMatch(c.message);
+
       const res = await runCli(['sync', file]);
       expect([1, 2]).toContain(res.code);
       expect(res.stderr).not.toMatch(STACK_LINE);
