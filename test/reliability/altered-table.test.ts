@@ -56,6 +56,42 @@ describeOnPgvectorBackends('destination table altered by hand between runs', (ba
     }
   };
 
+  it('an overwrite stream replaces a retyped table, but refuses a view in its place', { timeout: 120_000 }, async () => {
+    const schema = `altered_${backend.name}_overwrite`;
+    const table = qualified(schema, 'docs');
+    const dir = tempDir('altered-');
+    const write = corpusWriter(join(dir, 'corpus'));
+    for (let i = 0; i < 10; i++) write(`doc${i}`, 3);
+    const file = filePipeline(
+      join(dir, 'p'),
+      join(dir, 'corpus'),
+      { type: 'pgvector', config: { url: backend.url, schema } },
+      { mode: 'overwrite' },
+    );
+    expect((await runCli(['sync', file])).code).toBe(0);
+    const loaded = await query(`SELECT id, content FROM ${table} ORDER BY id`);
+
+    await query(`ALTER TABLE ${table} ALTER COLUMN metadata TYPE json`);
+    const replaced = await runCli(['sync', file]);
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(await query(`SELECT id, content FROM ${table} ORDER BY id`)).toEqual(loaded);
+    expect(
+      await query(
+        `SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = '${table}'::regclass AND attname = 'metadata'`,
+      ),
+    ).toEqual([{ t: 'jsonb' }]);
+
+    await query(`ALTER TABLE ${table} RENAME TO docs_old; CREATE VIEW ${table} AS SELECT * FROM ${qualified(schema, 'docs_old')}`);
+    const refused = await runCli(['sync', file]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).not.toMatch(STACK_LINE);
+    expect(refused.stderr, refused.stderr).toContain(
+      `table ${schema}.docs was altered and sluice cannot write it: it is a view, not a table`,
+    );
+    expect(await query(`SELECT tablename FROM pg_tables WHERE schemaname = '${schema}' AND tablename LIKE '%sluice_new%'`)).toEqual([]);
+    expect(await query(`SELECT id, content FROM ${table} ORDER BY id`)).toEqual(loaded);
+  });
+
   CASES.forEach((c, n) => {
     it(`${c.name}: the next sync fails naming the table and writes nothing`, { timeout: 120_000 }, async () => {
       const schema = `altered_${backend.name}_${n}`;
