@@ -5,7 +5,8 @@ import { join, resolve } from 'node:path';
 import type { ConnectorContext, OpenOptions } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
-import { MAX_INDEXED_DIMENSIONS, inspectTable } from './schema.ts';
+import { MAX_INDEXED_DIMENSIONS, REQUIRED_COLUMNS, inspectTable } from './schema.ts';
+import { alteredTable, tableShapeProblems } from './shape.ts';
 import { openSession, pgError } from './session.ts';
 import { tableNameFor } from './sql.ts';
 
@@ -32,6 +33,11 @@ export async function preflight(config: PgvectorConfig, ctx: ConnectorContext, o
       if (s.destinationSyncMode === 'overwrite') continue; // an overwrite builds a new table
       const table = tableNameFor(s.name, config.table);
       const info = await inspectTable(session.client, config.schema, table);
+      const missing = REQUIRED_COLUMNS.filter((c) => info.exists && !info.columns.includes(c));
+      const altered = info.exists ? await tableShapeProblems(session.client, config.schema, table) : [];
+      if (missing.length) altered.unshift(`it lacks the column(s) ${missing.join(', ')}`);
+      if (altered.length)
+        throw alteredTable(config.schema, table, altered, `connection ${ctx.connection}, stream ${s.name}, destination ${session.label}`);
       if (info.exists && info.dimensions !== undefined && info.dimensions !== dims) {
         throw new SluiceError(
           `table ${config.schema}.${table} has ${info.dimensions} dimensions, embedding model${options.embedderName ? ` ${options.embedderName}` : ''} gives ${dims}`,

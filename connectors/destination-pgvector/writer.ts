@@ -45,6 +45,7 @@ import {
   primaryKeyName,
   vectorIndexName,
 } from './schema.ts';
+import { alteredTable, notATable, tableShapeProblems } from './shape.ts';
 import { openSession, pgError, type Session } from './session.ts';
 import { storeState, switchGenerations } from './generations.ts';
 import { encodeBinaryArray, encodeVector, ident, qualified, tableNameFor } from './sql.ts';
@@ -199,6 +200,12 @@ class PgvectorWriter implements DestinationWriter {
       const info = await inspectTable(this.client, config.schema, table);
       infos.set(s.name, info);
       if (!info.exists) continue;
+      // An overwrite replaces the table, so only what stops that (a view in its place) matters.
+      const altered =
+        s.destinationSyncMode === 'overwrite'
+          ? [await notATable(this.client, config.schema, table)].filter((p): p is string => !!p)
+          : await tableShapeProblems(this.client, config.schema, table);
+      if (altered.length) throw alteredTable(config.schema, table, altered, this.where(s.name));
       const missing = REQUIRED_COLUMNS.filter((c) => !info.columns.includes(c));
       if (missing.length) {
         throw new SluiceError(`table ${config.schema}.${table} exists but lacks the column(s) ${missing.join(', ')}`, {
