@@ -250,9 +250,6 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
     embedder = embedderFor(conn, logger);
-    // Before anything is read or written: a changed embedder or processing setting is refused (a
-    // reindex builds the new identity instead); see ./index-identity.ts.
-    const index = await indexForRun(pipeline, conn, ctx, embedder, opts);
     const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
       throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
     });
@@ -269,6 +266,10 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
         pipeline.file,
         fieldProblems.map((p) => ({ ...p, line: pipeline.lineOf?.(p.path) })),
       );
+    // Before anything is read or written (after the field check, which names a typo more precisely):
+    // a changed embedder or processing setting is refused (a reindex builds the new identity
+    // instead); see ./index-identity.ts.
+    const index = await indexForRun(pipeline, conn, ctx, embedder, opts);
     store = openStateStore(pipeline);
     let connectionStore: StateStore = store;
     if (opts.shard) {

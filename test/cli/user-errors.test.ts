@@ -212,6 +212,10 @@ describe('defect 9: smaller misreadings', () => {
     expect(planned.embedding_cache_hits).toBe(done.embedding_cache_hits);
 
     write(8);
+    // A changed embedder is first refused as a new index identity (exit 2, docs/embeddings.md)…
+    expect((await runCli(['sync', join(dir, 'p.yaml'), '--dry-run'])).code).toBe(2);
+    // …and once the connection's state (identity included) is reset, the table's vector size is.
+    expect((await runCli(['state', 'reset', join(dir, 'p.yaml'), '--connection', 'c'])).code).toBe(0);
     const refused = await runCli(['sync', join(dir, 'p.yaml'), '--dry-run']);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/table .*docs has 16 dimensions, embedding model hash .* gives 8/);
@@ -251,6 +255,8 @@ describe('defect 9: --dry-run on Qdrant', () => {
       write(16, 'docs');
       expect((await runCli(['sync', join(dir, 'p.yaml')])).code).toBe(0);
       write(8, 'docs');
+      expect((await runCli(['sync', join(dir, 'p.yaml'), '--dry-run'])).code).toBe(2); // a new index identity
+      expect((await runCli(['state', 'reset', join(dir, 'p.yaml'), '--connection', 'c'])).code).toBe(0);
       const refused = await runCli(['sync', join(dir, 'p.yaml'), '--dry-run']);
       expect(refused.stderr).toMatch(/Qdrant collection "docs" .* has vectors of size 16, but the embedder .* makes 8/);
       expect(refused.code).toBe(1);

@@ -165,6 +165,7 @@ describe('dry-run plan', () => {
     expect(c.plan).toEqual({
       documents_to_write: FILES,
       documents_to_delete: 0,
+      documents_unchanged: 0,
       chunks_to_write: FILES,
       chunks_to_embed: FILES,
       tokens_to_embed: total,
@@ -181,7 +182,7 @@ describe('dry-run plan', () => {
     const human = await sync(dir, '--dry-run');
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toContain(
-      `plan: ${FILES} documents to write, 0 to delete; ${FILES} chunks, ${FILES} to embed (${total} tokens, ~${FILES} requests); est. cost $${total.toFixed(2)}; embedding time ~90s under the configured rate limits`,
+      `plan: ${FILES} documents to write, 0 to delete, 0 unchanged; ${FILES} chunks, ${FILES} to embed (${total} tokens, ~${FILES} requests); est. cost $${total.toFixed(2)}; embedding time ~90s under the configured rate limits`,
     );
     expect(human.stdout).toContain('a real run would stop before the request that goes over it');
 

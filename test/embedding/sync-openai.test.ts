@@ -67,14 +67,16 @@ describe('sync with the openai provider', () => {
     expect(stats1.embedding_requests).toBe(server.stats.requests);
     expect(stats1.embedding_tokens).toBe(server.stats.tokens);
 
-    // Unchanged data, full refresh: everything from the cache, zero requests.
+    // Unchanged data, full refresh: every document recognised by its fingerprint (docs/fingerprints.md),
+    // so nothing is embedded, looked up in the cache or written: zero requests.
     const requestsBefore = server.stats.requests;
     const second = await sync(dir);
     expect(server.stats.requests).toBe(requestsBefore);
     expect(second.connections[0].streams.docs).toMatchObject({
       embedding_requests: 0,
       embedding_tokens: 0,
-      embedding_cache_hits: lines.length,
+      embedding_cache_hits: 0,
+      records_unchanged: second.connections[0].streams.docs.records_read,
     });
     expect(readJsonl(join(dir, 'out/docs.jsonl'))).toHaveLength(lines.length);
 

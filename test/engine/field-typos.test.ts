@@ -163,7 +163,13 @@ connections:
     expect((await runCli(['sync', write('{ text_fields: [title, body] }')])).code).toBe(0);
     expect((await count(schema)).docs).toBe(60);
 
-    const typo = await runCli(['sync', write('{ text_fields: [titel, bdy] }')]);
+    // A changed text_fields is a new index identity: a plain sync refuses it (exit 2, nothing
+    // written; docs/embeddings.md). Rebuilding with it goes through `sluice reindex`, where the
+    // empty-text guard stops the new generation before it replaces anything.
+    const refused = await runCli(['sync', write('{ text_fields: [titel, bdy] }')]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/processing\.text_fields/);
+    const typo = await runCli(['reindex', write('{ text_fields: [titel, bdy] }')]);
     expect(typo.code).toBe(1);
     expect(typo.stderr).toContain('stream docs: 60 of 60 records (100%) yield no text with text_fields [titel, bdy]');
     expect(typo.stderr).toMatch(/max_empty_share/);
@@ -179,7 +185,7 @@ connections:
     expect((await count(schema)).docs).toBe(59);
 
     // Turned off, the user gets what they asked for.
-    const off = await runCli(['sync', write('{ text_fields: [titel], max_empty_share: 1 }')]);
+    const off = await runCli(['reindex', write('{ text_fields: [titel], max_empty_share: 1 }')]);
     expect(off.code, off.stderr).toBe(0);
     expect((await count(schema)).n).toBe(0);
   });

@@ -78,19 +78,23 @@ export function register(program: Command) {
         // The configured streams (when the source can be discovered) let the source check exactly
         // what their modes need, and the processing fields be checked against their schemas.
         const planned = await plannedCatalog(conn, ctx);
+        const fieldProblems = planned.catalog ? processingFieldProblems(conn, planned.catalog) : [];
         const run = async (what: 'source' | 'destination') => {
           try {
             if (what === 'source') {
               const result = await conn.source.check(conn.sourceConfig, ctx, { catalog: planned.catalog });
-              const problems = [...(planned.problems ?? []), ...(planned.catalog ? processingFieldProblems(conn, planned.catalog) : [])];
+              const problems = [...(planned.problems ?? []), ...fieldProblems];
               if (!problems.length) return result;
               const lines = problems.map((p) => formatProblem(p));
               return { ...result, ok: false, message: [result.ok ? undefined : result.message, ...lines].filter(Boolean).join('; ') };
             }
             const embedder = embedderFor(conn, logger);
             // A changed embedder or processing setting would be refused by sync: check says so too (exit 2).
-            await refuseChangedIndex(pipeline, conn, ctx, embedder);
-            return await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedder));
+            // Not when a field name is wrong: that typo, reported above, is what to fix (as sync says).
+            // After the destination's own check, whose failures (a missing privilege) say what to grant.
+            const result = await conn.destination.check(conn.destinationConfig, ctx, embedderShape(embedder));
+            if (result.ok && !fieldProblems.length) await refuseChangedIndex(pipeline, conn, ctx, embedder);
+            return result;
           } catch (err) {
             if (err instanceof IndexChangedError) {
               indexChanged = true;
