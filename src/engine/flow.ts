@@ -27,9 +27,24 @@ export async function* mapOrdered<T, U>(input: AsyncIterable<T>, fn: (item: T) =
       }
       if (next) {
         const pulled = next;
-        const winner = await Promise.race([queue[0].then(() => 'head' as const), pulled.then(() => 'input' as const)]);
+        const winner = await Promise.race([
+          queue[0].then(() => 'head' as const),
+          pulled.then(
+            () => 'input' as const,
+            () => 'input' as const,
+          ),
+        ]);
         if (winner === 'input') {
-          const r = await pulled;
+          let r: IteratorResult<T>;
+          try {
+            r = await pulled;
+          } catch (err) {
+            // The input failed: what was already taken in (a STATE among it) still goes out first,
+            // so the writer commits everything read before the failure.
+            done = true;
+            while (queue.length) yield await queue.shift()!;
+            throw err;
+          }
           next = undefined;
           if (r.done) done = true;
           else start(r.value);

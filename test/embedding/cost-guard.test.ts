@@ -186,22 +186,21 @@ describe('dry-run plan', () => {
     );
     expect(human.stdout).toContain('a real run would stop before the request that goes over it');
 
-    // After a real run (without the slow pacing) everything is cached: nothing to embed or pay.
+    // After a real run (without the slow pacing) everything is stored with its fingerprint: nothing to
+    // write, embed or pay (docs/fingerprints.md).
     writeFiles(dir, { 'p.yaml': pipeline(server.url, `      max_cost_usd: ${total}`) });
     expect((await sync(dir)).code).toBe(0);
     const again = await sync(dir, '--dry-run', '--json', '--full-refresh');
     const plan = (JSON.parse(again.stdout) as Summary).connections[0].plan;
     expect(plan).toMatchObject({
-      documents_to_write: FILES,
+      documents_to_write: 0,
+      documents_unchanged: FILES,
       chunks_to_embed: 0,
       requests_to_embed: 0,
       estimated_cost_usd: 0,
       within_max_cost: true,
     });
-    expect((JSON.parse(again.stdout) as Summary).connections[0].streams.docs).toMatchObject({
-      documents_cached: FILES,
-      documents_to_embed: 0,
-    });
+    expect((JSON.parse(again.stdout) as Summary).connections[0].streams.docs).toMatchObject({ documents_to_embed: 0 });
   }, 60_000);
 });
 
