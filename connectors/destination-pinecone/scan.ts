@@ -6,10 +6,7 @@ import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/prot
 import type { PineconeConfig } from './config.ts';
 import { PineconeStore } from './store.ts';
 import { currentNamespace, logicalNamespace } from './writer.ts';
-
-/** Where the writer keeps a document's fingerprint, on its chunk 0 (docs/fingerprints.md). */
-const FP_CONTENT = '_sluice_fp_content';
-const FP_METADATA = '_sluice_fp_metadata';
+import { FP_CONTENT, FP_METADATA } from './metadata.ts'; // where the writer keeps the fingerprint
 
 export async function* scanChunks(
   config: PineconeConfig,

@@ -4,11 +4,9 @@ import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/prot
 import { connectQdrant } from './client.ts';
 import type { QdrantConfig } from './config.ts';
 import { readLayout } from './collection.ts';
+import { FP_CONTENT, FP_METADATA } from './fingerprints.ts'; // where the writer keeps the fingerprint
 
 const PAGE = 256;
-/** Where the writer keeps a document's fingerprint in each point's payload (docs/fingerprints.md). */
-const FP_CONTENT = '_sluice_fp_content';
-const FP_METADATA = '_sluice_fp_metadata';
 
 export async function* scanChunks(
   config: QdrantConfig,
