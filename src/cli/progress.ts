@@ -1,7 +1,9 @@
 // Live progress of `sync` on a terminal: one line per stream, cut to the terminal width so it
 // never wraps (a wrapped line breaks the redraw), the current rate over a sliding window (not the
 // average since start), and totals and an ETA when the source sent an estimate (Airbyte ESTIMATE).
+import type { LoadedPipeline } from '../config/load.ts';
 import type { StreamStats } from '../engine/sync.ts';
+import { clearProgressLine, showProgress } from './output.ts';
 
 export interface LiveConnection {
   name: string;
@@ -95,4 +97,33 @@ export function truncateMiddle(text: string, width: number): string {
   if (chars.length <= width) return text;
   const tail = Math.floor((width - 1) / 2);
   return chars.slice(0, width - 1 - tail).join('') + '…' + chars.slice(chars.length - tail).join('');
+}
+
+/**
+ * The progress line of a sync or reindex on a terminal: a frame every 500 ms (none when stderr is
+ * not a TTY), and one at once when a connection starts, however short it is.
+ */
+export function terminalProgress(pipeline: LoadedPipeline) {
+  const live: LiveConnection[] = [];
+  const view = new ProgressView();
+  const tick = () => {
+    view.sample(live.slice(-1), Date.now());
+    showProgress(view.render(live.slice(-1), process.stderr.columns || 80));
+  };
+  const ticker = process.stderr.isTTY ? setInterval(tick, 500) : undefined;
+  return {
+    onConnectionStart(name: string, streams: Record<string, StreamStats>): void {
+      const embedding = pipeline.connections.find((c) => c.config.name === name)?.config.embedding;
+      live.push({ name, streams, localEmbedder: embedding?.provider === 'hash' });
+      if (ticker) tick();
+    },
+    stop(): void {
+      if (ticker) clearInterval(ticker);
+      clearProgressLine();
+    },
+    /** Connections whose embedder runs locally (the summary shows no cost for them). */
+    localConnections(): Set<string> {
+      return new Set(live.filter((c) => c.localEmbedder).map((c) => c.name));
+    },
+  };
 }

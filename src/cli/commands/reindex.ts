@@ -4,8 +4,8 @@ import type { IndexIdentity } from '../../protocol/connector.ts';
 import { rollbackReindex, runReindex } from '../../engine/reindex.ts';
 import type { SyncSummary } from '../../engine/sync.ts';
 import { ExitCode } from '../main.ts';
-import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
-import { ProgressView, type LiveConnection } from '../progress.ts';
+import { createLogger, humanLogs, printJson } from '../output.ts';
+import { terminalProgress } from '../progress.ts';
 import { abortOnSignals } from './shared.ts';
 import { parseUsd, printHuman, syncExitCode } from './sync.ts';
 
@@ -49,13 +49,7 @@ export function register(program: Command) {
           }
           return;
         }
-        const live: LiveConnection[] = [];
-        const view = new ProgressView();
-        const tick = () => {
-          view.sample(live.slice(-1), Date.now());
-          showProgress(view.render(live.slice(-1), process.stderr.columns || 80));
-        };
-        const ticker = process.stderr.isTTY ? setInterval(tick, 500) : undefined;
+        const progress = terminalProgress(pipeline);
         let summary: SyncSummary;
         try {
           summary = await runReindex(pipeline, {
@@ -64,23 +58,15 @@ export function register(program: Command) {
             maxCostUsd: opts.maxCost,
             signal: signals.signal,
             logger,
-            onConnectionStart: (name, streams) => {
-              live.push({
-                name,
-                streams,
-                localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
-              });
-              if (ticker) tick();
-            },
+            onConnectionStart: (name, streams) => progress.onConnectionStart(name, streams),
           });
         } finally {
-          if (ticker) clearInterval(ticker);
-          clearProgressLine();
+          progress.stop();
           signals.dispose();
         }
         if (opts.json) printJson({ ...summary, reindex: true });
         else {
-          printHuman(summary, new Set(live.filter((c) => c.localEmbedder).map((c) => c.name)));
+          printHuman(summary, progress.localConnections());
           for (const c of summary.connections)
             process.stdout.write(
               c.status === 'succeeded'

@@ -5,8 +5,8 @@ import { resolveShard } from '../../engine/shard.ts';
 import { runSync, type DryRunPlan, type SyncSummary } from '../../engine/sync.ts';
 import { formatUsd } from '../../engine/cost-guard.ts';
 import { ExitCode } from '../main.ts';
-import { clearProgressLine, createLogger, humanLogs, printJson, showProgress } from '../output.ts';
-import { ProgressView, type LiveConnection } from '../progress.ts';
+import { createLogger, humanLogs, printJson } from '../output.ts';
+import { terminalProgress } from '../progress.ts';
 import { abortOnSignals } from './shared.ts';
 import { SyncMetrics } from '../../metrics/index.ts';
 import { serveMetrics, pushMetrics, writeMetricsTextfile } from '../../metrics/serve.ts';
@@ -68,13 +68,7 @@ export function register(program: Command) {
           metrics && opts.metricsPort !== undefined ? await serveMetrics(metrics, opts.metricsPort, opts.metricsHost) : undefined;
         if (server) logger.info({ url: server.url }, `serving /metrics, /healthz and /readyz on ${server.url}`);
         const signals = abortOnSignals();
-        const live: LiveConnection[] = [];
-        const view = new ProgressView();
-        const tick = () => {
-          view.sample(live.slice(-1), Date.now());
-          showProgress(view.render(live.slice(-1), process.stderr.columns || 80));
-        };
-        const ticker = process.stderr.isTTY ? setInterval(tick, 500) : undefined;
+        const progress = terminalProgress(pipeline);
         let summary: SyncSummary;
         try {
           for (let restarts = 0; ; restarts++) {
@@ -87,15 +81,7 @@ export function register(program: Command) {
               shard,
               signal: signals.signal,
               logger,
-              onConnectionStart: (name, streams) => {
-                live.push({
-                  name,
-                  streams,
-                  localEmbedder: pipeline.connections.find((c) => c.config.name === name)?.config.embedding?.provider === 'hash',
-                });
-                // A first frame at once: a connection shows up as soon as it starts, however short it is.
-                if (ticker) tick();
-              },
+              onConnectionStart: (name, streams) => progress.onConnectionStart(name, streams),
               observer: metrics?.observer,
             });
             // A --follow sync outlives a source or destination that goes away for a while (a
@@ -114,8 +100,7 @@ export function register(program: Command) {
             if (signals.signal.aborted) break;
           }
         } finally {
-          if (ticker) clearInterval(ticker);
-          clearProgressLine();
+          progress.stop();
           signals.dispose();
           await server?.close();
         }
@@ -127,7 +112,7 @@ export function register(program: Command) {
             logger.error({ err: err.message, hint: err.hint }, err.message),
           );
         if (opts.json) printJson(summary);
-        else printHuman(summary, new Set(live.filter((c) => c.localEmbedder).map((c) => c.name)));
+        else printHuman(summary, progress.localConnections());
         // On a terminal the failure was already shown as a log line (with where and hint): once is enough.
         for (const c of summary.connections) {
           if (c.error && !opts.json && !humanLogs(opts)) {
