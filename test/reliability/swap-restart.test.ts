@@ -1,6 +1,6 @@
 // The destination PostgreSQL (native pgvector, a cluster of this test's own) restarted with
 // `pg_ctl restart -m immediate` while an overwrite is inside its swap transaction. Deterministic: a
-// second session holds ACCESS EXCLUSIVE on the live chunk table, so sluice's swap blocks on it (seen
+// second session holds a SHARE lock on the live chunk table, so sluice's swap blocks on it (seen
 // in pg_stat_activity) and the crash lands between its BEGIN and COMMIT. The run fails in words,
 // readers find the previous generation whole, and a plain re-run equals a clean run.
 import { spawnSync } from 'node:child_process';
@@ -100,7 +100,9 @@ describeOnNativePgvector('destination restarted mid-swap of an overwrite', () =>
       holder.on('error', () => {}); // the restart ends this session too
       await holder.connect();
       await holder.query('BEGIN');
-      await holder.query(`LOCK TABLE ${qualified('crashed', 'docs')} IN ACCESS EXCLUSIVE MODE`);
+      // SHARE mode: readers (and the fingerprint look-ups and the copy of kept documents, which only
+      // read the live table) go on; the swap's DROP/RENAME, which needs ACCESS EXCLUSIVE, waits.
+      await holder.query(`LOCK TABLE ${qualified('crashed', 'docs')} IN SHARE MODE`);
 
       const run = startCli(['sync', crashed, '--json']);
       let blocked: string | undefined;
