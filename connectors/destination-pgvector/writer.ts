@@ -252,7 +252,14 @@ class PgvectorWriter implements DestinationWriter {
       // A table made before fingerprints were kept gets their columns in place (append modes; an
       // overwrite replaces it with a new generation that has them).
       if (info.exists && !overwrite && !hasFingerprintColumns(info)) await this.migrate(s.name, table);
-      const lookup = liveHasRows && (!overwrite || hasFingerprintColumns(info));
+      // An overwrite over a table of another shape (altered by hand) or vector size rebuilds it in
+      // full: its rows are never carried over (KEEP) into the new generation.
+      const lookup =
+        liveHasRows &&
+        (!overwrite ||
+          (hasFingerprintColumns(info) &&
+            (!dims || info.dimensions === undefined || info.dimensions === dims) &&
+            !(await tableShapeProblems(this.client, config.schema, table)).length));
       let keepOnly: KeepLog | undefined;
       if (overwrite) {
         // A leftover generation from an interrupted overwrite is discarded: a full refresh starts over.
