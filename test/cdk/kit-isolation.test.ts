@@ -21,10 +21,10 @@ async function snapshot(db: pg.Client, schema: string): Promise<string> {
     const { rows } = await db.query(`SELECT to_jsonb(x)::text AS row FROM "${schema}"."${t}" x ORDER BY 1`);
     out[t] = rows.map((r: { row: string }) => r.row);
   }
-  // pg_temp_N / pg_toast_temp_N are PostgreSQL's per-backend temporary namespaces: they stay once any
-  // session used a temporary table (the COPY path stages through one) and hold nothing.
+  // The kit's sandbox schemas (sluice_conformance_<run>): none may be left behind. Other schemas are
+  // not compared: other test files create and drop their own in this shared database meanwhile.
   out.__schemas = (
-    await db.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_(toast_)?temp_' ORDER BY nspname`)
+    await db.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sluice\\_conformance\\_%' ORDER BY nspname`)
   ).rows.map((r) => r.nspname);
   return JSON.stringify(out);
 }
