@@ -15,6 +15,8 @@ export const FINGERPRINT_VERSION = 1;
 export class Fingerprinter {
   private readonly head: string;
   private readonly tail: string;
+  /** `provider/model/dimensions`, stored beside the fingerprint (DocumentFingerprint.embedder). */
+  readonly embedder: string;
 
   constructor(processor: Pick<TextProcessor, 'settings'>, embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'> | undefined) {
     // The canonical JSON {"embedder":…,"processing":…,"text":…,"version":…} (keys sorted), with the
@@ -22,6 +24,7 @@ export class Fingerprinter {
     const embedderIdentity = embedder ? { provider: embedder.provider, model: embedder.model, dimensions: embedder.dimensions } : null;
     this.head = `{"embedder":${stableJson(embedderIdentity)},"processing":${stableJson(processor.settings)},"text":`;
     this.tail = `,"version":${FINGERPRINT_VERSION}}`;
+    this.embedder = embedderTag(embedder);
   }
 
   /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
@@ -29,8 +32,14 @@ export class Fingerprinter {
     return {
       content: sha256(this.head + JSON.stringify(extracted.text) + this.tail),
       metadata: sha256(stableJson(extracted.metadata)),
+      embedder: this.embedder,
     };
   }
+}
+
+/** The embedder tag stored with each fingerprint: `provider/model/dimensions`, or `none`. */
+export function embedderTag(embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'> | undefined): string {
+  return embedder ? `${embedder.provider}/${embedder.model}/${embedder.dimensions}` : 'none';
 }
 
 /**

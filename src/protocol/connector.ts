@@ -190,6 +190,13 @@ export interface DocumentFingerprint {
   content: string;
   /** sha256 (hex) of the metadata its chunks carry: content equal, metadata not ⇒ update metadata only. */
   metadata: string;
+  /**
+   * Which embedder made the vectors, `provider/model/dimensions` (e.g. `openai/text-embedding-3-small/1536`;
+   * `none` without an embedder). Not compared by the skip (`content` already covers it): kept so
+   * `sluice verify` can name vectors of another model. Absent on documents stored before it was kept,
+   * and in destinations that do not store it.
+   */
+  embedder?: string;
 }
 
 export type DestinationMessage =
