@@ -18,6 +18,9 @@ export interface Layout {
   current?: { physical: string; viaAlias: boolean };
   /** Existing `<collection>_<n>` collections. */
   generations: { name: string; n: number }[];
+  /** Every alias of the server (alias → collection) and every collection name, as read. */
+  aliases: Map<string, string>;
+  collections: Set<string>;
 }
 
 export async function readLayout(q: Qdrant, name: string): Promise<Layout> {
@@ -35,6 +38,8 @@ export async function readLayout(q: Qdrant, name: string): Promise<Layout> {
   return {
     current: target ? { physical: target, viaAlias: true } : plain ? { physical: name, viaAlias: false } : undefined,
     generations,
+    aliases: new Map(aliases.map((a) => [a.alias_name, a.collection_name])),
+    collections: new Set(collections.map((c) => c.name)),
   };
 }
 

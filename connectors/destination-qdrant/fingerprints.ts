@@ -8,13 +8,19 @@ import type { Qdrant } from './client.ts';
 
 export const FP_CONTENT = '_sluice_fp_content';
 export const FP_METADATA = '_sluice_fp_metadata';
+/** Which embedder made the document's vectors (`DocumentFingerprint.embedder`), so verify can name another model's vectors. */
+export const FP_EMBEDDER = '_sluice_fp_embedder';
 export const CHUNK_COUNT = '_sluice_chunk_count';
-export const FINGERPRINT_PAYLOAD_KEYS = [FP_CONTENT, FP_METADATA, CHUNK_COUNT] as const;
+export const FINGERPRINT_PAYLOAD_KEYS = [FP_CONTENT, FP_METADATA, FP_EMBEDDER, CHUNK_COUNT] as const;
+/** The fields whose presence on chunk 0 says "this document is complete and current" (written last, cleared first). */
+export const FINGERPRINT_FIELDS = [FP_CONTENT, FP_METADATA, FP_EMBEDDER] as const;
 
 export function fingerprintOf(payload: Record<string, unknown> | null | undefined): DocumentFingerprint | undefined {
   const content = payload?.[FP_CONTENT];
   const metadata = payload?.[FP_METADATA];
-  return typeof content === 'string' && typeof metadata === 'string' ? { content, metadata } : undefined;
+  const embedder = payload?.[FP_EMBEDDER];
+  if (typeof content !== 'string' || typeof metadata !== 'string') return undefined;
+  return { content, metadata, ...(typeof embedder === 'string' ? { embedder } : {}) };
 }
 
 /** Stored fingerprints of documents of `stream` in `collection`: one retrieve of their chunk-0 points. */
@@ -28,7 +34,7 @@ export async function readFingerprints(
   if (!documentIds.length) return out;
   const byPoint = new Map(documentIds.map((d) => [chunkUuid(stream, d, 0), d]));
   const records = await q.call(`read of ${documentIds.length} document fingerprints in ${collection}`, () =>
-    q.client.retrieve(collection, { ids: [...byPoint.keys()], with_payload: [FP_CONTENT, FP_METADATA], with_vector: false }),
+    q.client.retrieve(collection, { ids: [...byPoint.keys()], with_payload: [...FINGERPRINT_FIELDS], with_vector: false }),
   );
   for (const r of records) {
     const documentId = byPoint.get(String(r.id).toLowerCase());

@@ -8,6 +8,7 @@ import { INDEXED_FIELDS, assertShape, describeCollection, dropCollection, ensure
 import { RESERVED_PAYLOAD_KEYS, createWriter, prepare } from './writer.ts';
 import { listDocuments } from './fingerprints.ts';
 import { scanChunks } from './scan.ts';
+import { hasPrevious, rollback } from './generations.ts';
 
 const destination: Destination<QdrantConfig> = {
   kind: 'destination',
@@ -141,6 +142,9 @@ const destination: Destination<QdrantConfig> = {
   },
 
   scanChunks,
+
+  // `sluice reindex`: a new generation behind the alias, switched in one alias request (generations.ts).
+  reindex: { hasPrevious: (config, ctx) => hasPrevious(config, ctx), rollback },
 
   async search(
     config: QdrantConfig,

@@ -4,7 +4,7 @@ import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/prot
 import { connectQdrant } from './client.ts';
 import type { QdrantConfig } from './config.ts';
 import { readLayout } from './collection.ts';
-import { FP_CONTENT, FP_METADATA } from './fingerprints.ts'; // where the writer keeps the fingerprint
+import { fingerprintOf } from './fingerprints.ts'; // where the writer keeps the fingerprint
 
 const PAGE = 256;
 
@@ -31,15 +31,14 @@ export async function* scanChunks(
     for (const p of page.points) {
       const payload = (p.payload ?? {}) as Record<string, unknown>;
       const vector = p.vector;
+      const fingerprint = fingerprintOf(payload);
       yield {
         id: String(p.id),
         documentId: String(payload.document_id ?? ''),
         chunkIndex: Number(payload.chunk_index),
         ...(typeof payload.content === 'string' ? { content: payload.content } : {}),
         ...(Array.isArray(vector) ? { dimensions: vector.length } : {}),
-        ...(typeof payload[FP_CONTENT] === 'string' && typeof payload[FP_METADATA] === 'string'
-          ? { fingerprint: { content: payload[FP_CONTENT], metadata: payload[FP_METADATA] } }
-          : {}),
+        ...(fingerprint ? { fingerprint } : {}),
       };
     }
     left -= page.points.length;

@@ -26,7 +26,17 @@ import type {
 } from '../../src/protocol/connector.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
 import type { Qdrant } from './client.ts';
-import { CHUNK_COUNT, FINGERPRINT_PAYLOAD_KEYS, FP_CONTENT, FP_METADATA, countDocuments, readFingerprints } from './fingerprints.ts';
+import {
+  CHUNK_COUNT,
+  FINGERPRINT_FIELDS,
+  FINGERPRINT_PAYLOAD_KEYS,
+  FP_CONTENT,
+  FP_EMBEDDER,
+  FP_METADATA,
+  countDocuments,
+  readFingerprints,
+} from './fingerprints.ts';
+import { previousAlias, switchReindexed } from './generations.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
 import {
   INDEXED_FIELDS,
@@ -54,6 +64,7 @@ type PayloadOp =
   | { overwrite_payload: { payload: Record<string, unknown>; points: string[] } }
   | { set_payload: { payload: Record<string, unknown>; points: string[] } };
 type FingerprintOp = Extract<PayloadOp, { set_payload: unknown }>;
+type ClearOp = { delete_payload: { keys: string[]; filter: object } };
 
 /** Waits for every request (so none is left running), then throws the first failure. */
 async function settleAll(requests: Promise<unknown>[]): Promise<void> {
@@ -136,6 +147,8 @@ export interface WriterPlan {
   overwrite?: { streams: Set<string>; previous?: { physical: string; viaAlias: boolean } };
   /** Overwrite: creates `target` (and copies the streams not overwritten into it); called once something must be written. */
   createTarget?: () => Promise<void>;
+  /** `sluice reindex`: switch only at the end of a complete input, with the kept alias (generations.ts). */
+  reindex?: { keepPrevious: boolean };
 }
 
 /** Resolves (and creates) the collection this sync writes to; validates size and distance first. */
@@ -150,8 +163,21 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
   }
   const want = { size: dims, distance: QDRANT_DISTANCE[config.distance] };
   const layout = await readLayout(q, config.collection);
+  const reindex = options.reindex;
   let currentIndexed = new Set<string>();
-  if (layout.current) {
+  if (reindex && layout.current && !layout.current.viaAlias && reindex.keepPrevious) {
+    // Qdrant cannot rename a collection, and the alias needs its name: the plain one cannot be kept.
+    throw new SluiceError(
+      `Qdrant collection "${config.collection}" is a plain collection, not an alias, so it cannot be kept for --rollback; nothing was written`,
+      {
+        kind: 'config',
+        where: `collection ${config.collection}`,
+        hint: 'run sluice reindex once without --keep-previous (sluice then serves the name through an alias), or snapshot the collection in Qdrant first',
+      },
+    );
+  }
+  // A reindex builds a generation of the new vector size: the live one's shape does not bind it.
+  if (layout.current && !reindex) {
     const described = await describeCollection(q, layout.current.physical);
     assertShape(layout.current.physical, config.collection, described.shape, want, options.embedderName);
     currentIndexed = described.indexed;
@@ -174,8 +200,9 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
   // Generations the alias does not point to are leftovers of an interrupted overwrite: nobody reads
   // them. A collection that merely looks like one (`docs_2024` made by someone else) is left alone:
   // sluice's generations carry its payload indexes, or are still empty.
+  const kept = layout.aliases.get(previousAlias(config.collection));
   for (const g of layout.generations) {
-    if (g.name === layout.current?.physical) continue;
+    if (g.name === layout.current?.physical || g.name === kept) continue;
     const { indexed, points } = await describeCollection(q, g.name).catch(() => ({ indexed: new Set<string>(), points: undefined }));
     if (INDEXED_FIELDS.every((f) => indexed.has(f.field)) || points === 0) {
       ctx.logger.info({ collection: g.name }, 'dropping an unfinished Qdrant generation from an interrupted overwrite');
@@ -191,9 +218,15 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
   const createTarget = async () => {
     await createGeneration(q, config, physical, dims, ctx.logger);
     await ensureIndexes(q, physical, new Set());
-    if (layout.current) await copyOtherStreams(q, config, layout.current.physical, physical, overwriteStreams, ctx);
+    // A reindex copies nothing: points of streams it does not rebuild hold the old model's vectors.
+    if (layout.current && !reindex) await copyOtherStreams(q, config, layout.current.physical, physical, overwriteStreams, ctx);
   };
-  return { target: physical, overwrite: { streams: overwriteStreams, previous: layout.current }, createTarget };
+  return {
+    target: physical,
+    overwrite: { streams: overwriteStreams, previous: layout.current },
+    createTarget,
+    ...(reindex ? { reindex } : {}),
+  };
 }
 
 /** Points of streams not being overwritten live on in the new generation. */
@@ -257,6 +290,7 @@ export function createWriter(
     if (msg.fingerprint) {
       payload[FP_CONTENT] = msg.fingerprint.content;
       payload[FP_METADATA] = msg.fingerprint.metadata;
+      if (msg.fingerprint.embedder !== undefined) payload[FP_EMBEDDER] = msg.fingerprint.embedder;
       payload[CHUNK_COUNT] = msg.chunks.length;
     }
     return payload;
@@ -301,18 +335,24 @@ export function createWriter(
    * Other points keep their copy of the fingerprint: nothing reads it there.
    */
   function deferFingerprint(id: string, payload: Record<string, unknown>, final: FingerprintOp[]): Record<string, unknown> {
-    if (payload.chunk_index !== 0 || !(FP_CONTENT in payload || FP_METADATA in payload)) return payload;
-    const { [FP_CONTENT]: content, [FP_METADATA]: metadata, ...rest } = payload;
-    final.push({ set_payload: { payload: { [FP_CONTENT]: content, [FP_METADATA]: metadata }, points: [id] } });
+    if (payload.chunk_index !== 0 || !FINGERPRINT_FIELDS.some((f) => f in payload)) return payload;
+    const rest = { ...payload };
+    const fields: Record<string, unknown> = {};
+    for (const f of FINGERPRINT_FIELDS)
+      if (f in rest) {
+        fields[f] = rest[f];
+        delete rest[f];
+      }
+    final.push({ set_payload: { payload: fields, points: [id] } });
     return rest;
   }
 
   /** Sends payload operations in batch-update requests of at most batch_points operations and batch_bytes. */
-  function payloadRequests(target: string, operations: PayloadOp[]): Promise<unknown>[] {
+  function payloadRequests(target: string, operations: (PayloadOp | ClearOp)[]): Promise<unknown>[] {
     const requests: Promise<unknown>[] = [];
-    let ops: PayloadOp[] = [];
+    let ops: (PayloadOp | ClearOp)[] = [];
     let opsBytes = 0;
-    const sendOps = (operations: PayloadOp[]) =>
+    const sendOps = (operations: (PayloadOp | ClearOp)[]) =>
       requests.push(
         limit(() =>
           q.call(`payload update of ${operations.length} points in ${target}`, () =>
@@ -334,9 +374,46 @@ export function createWriter(
     return requests;
   }
 
+  /**
+   * Fingerprint cleared first (docs/fingerprints.md): a document about to be rewritten loses the
+   * fingerprint on its chunk 0 before any other write of the flush starts. Without this, a crash
+   * after some of its new points landed but before chunk 0 was rewritten left the previous
+   * fingerprint in place, and a source back at exactly that previous version made the next run skip
+   * a half-rewritten document. One filtered delete_payload per stream, all in one request per flush
+   * (a filter, not point ids: a document new to the collection has no chunk 0 yet). Not needed when
+   * the flush goes to an overwrite's or reindex's new generation: a crash there drops it whole.
+   */
+  async function clearFingerprints(target: string, batch: Batch): Promise<void> {
+    if (plan.overwrite) return;
+    const byStream = new Map<string, string[]>();
+    for (const key of new Set([...batch.pointsByDoc.keys(), ...batch.payloads.keys()])) {
+      const [stream, documentId] = JSON.parse(key) as [string, string];
+      let list = byStream.get(stream);
+      if (!list) byStream.set(stream, (list = []));
+      list.push(documentId);
+    }
+    const ops: ClearOp[] = [];
+    for (const [stream, ids] of byStream)
+      for (let i = 0; i < ids.length; i += DOCS_PER_DELETE)
+        ops.push({
+          delete_payload: {
+            keys: [...FINGERPRINT_FIELDS],
+            filter: {
+              must: [
+                { key: 'stream', match: { value: stream } },
+                { key: 'chunk_index', match: { value: 0 } },
+                { key: 'document_id', match: { any: ids.slice(i, i + DOCS_PER_DELETE) } },
+              ],
+            },
+          },
+        });
+    await settleAll(payloadRequests(target, ops));
+  }
+
   async function sendBatch(batch: Batch): Promise<void> {
     if (batch.empty) return;
     const target = plan.target;
+    await clearFingerprints(target, batch);
     const requests: Promise<unknown>[] = [];
     /** Fingerprints of chunk-0 points, written after everything else (deferFingerprint). */
     const fingerprintOps: FingerprintOp[] = [];
@@ -641,6 +718,10 @@ export function createWriter(
             break;
           }
           case 'STREAM_COMPLETE': {
+            if (plan.reindex) {
+              pendingOverwrite?.delete(msg.stream); // switched with every other stream at the end of the input
+              break;
+            }
             if (pendingOverwrite?.delete(msg.stream) && pendingOverwrite.size === 0 && !switched) {
               if (!created && (await unchangedGeneration())) {
                 // Every live document was kept as it is: the live generation already is the new one.
@@ -667,6 +748,15 @@ export function createWriter(
         }
       }
       yield* flushAll();
+      if (plan.reindex && !switched && pendingOverwrite?.size === 0) {
+        // Every stream is complete: one alias request switches them all (generations.ts), then the
+        // states are reported, so the engine records the new state and identity after the switch.
+        await createTarget(); // a source with no documents still gets its (empty) new generation
+        yield* flushAll();
+        await switchReindexed(q, config.collection, plan.target, plan.reindex.keepPrevious, ctx);
+        switched = true;
+        for (const h of heldStates.splice(0)) yield { type: 'STATE_COMMITTED', ...h };
+      }
       if (!switched) {
         // The input ended before every overwritten stream completed: the new generation is partial,
         // so readers keep the old one and nothing after the overwrite began is acknowledged.
