@@ -90,8 +90,12 @@ describe('qdrant fingerprints', () => {
       state('docs', 2),
     ]);
     expect(committedPositions(events)).toEqual([2]);
-    // Payloads first (chunk 0's without the fingerprint), then the fingerprint of chunk 0.
-    expect(writes()).toEqual(['POST /collections/{collection_name}/points/batch', 'POST /collections/{collection_name}/points/batch']);
+    // The stored fingerprint cleared, then payloads (chunk 0's without the fingerprint), then the fingerprint of chunk 0.
+    expect(writes()).toEqual([
+      'POST /collections/{collection_name}/points/batch',
+      'POST /collections/{collection_name}/points/batch',
+      'POST /collections/{collection_name}/points/batch',
+    ]);
     const points = fx.pointsOf('fp_meta');
     expect(points).toHaveLength(4);
     for (const p of points) expect(p.vector).toEqual(before.get(String(p.id))); // vectors untouched
@@ -313,6 +317,63 @@ describe('qdrant fingerprints', () => {
     writer = await destination.open(config, testContext(), opts);
     expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b']))).toEqual({ a: fp('a0 new|a1 new'), b: fp('b0|b1', 'm2') });
     await writer.close();
+  });
+
+  it('the previous fingerprint is cleared first: a crash after part of a rewrite leaves no fingerprint, so a source back at the stored version is not skipped', async () => {
+    // One point per upsert request, so a rewrite can land in part.
+    const config = qdrantConfig(fx.url, 'fp_first', { batch_points: 1 });
+    const opts = { streams: streams('append_dedup', 'docs'), dimensions: DIMS };
+    await drain(await destination.open(config, testContext(), opts), [fdoc('docs', 'a', ['a0', 'a1', 'a2']), state('docs', 1)]);
+    let writer = await destination.open(config, testContext(), opts);
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a']))).toEqual({ a: fp('a0|a1|a2') });
+    await writer.close();
+
+    // The rewrite's upsert of chunk 0 is refused (the crash): chunks 1 and 2 of the new version landed.
+    const head = chunkUuid('docs', 'a', 0);
+    fx.setFaults({
+      failWhen: (operation, body) =>
+        operation === 'PUT /collections/{collection_name}/points' &&
+        ((body as { points?: { id: string }[] }).points ?? []).some((p) => p.id === head),
+    });
+    fx.log.length = 0;
+    const failed = drain(await destination.open(config, testContext(), opts), [fdoc('docs', 'a', ['x0', 'x1', 'x2']), state('docs', 2)]);
+    await expect(failed).rejects.toThrow(/refused/);
+    fx.setFaults(undefined);
+    const ops = fx.log.map((l) => l.operation);
+    // The clearing request came before any point was written.
+    expect(ops.indexOf('POST /collections/{collection_name}/points/batch')).toBeLessThan(
+      ops.indexOf('PUT /collections/{collection_name}/points'),
+    );
+    fx.log.length = 0;
+    const contents = fx
+      .pointsOf('fp_first')
+      .map((p) => `${p.payload.chunk_index}:${p.payload.content}`)
+      .sort();
+    expect(contents).toEqual(['0:a0', '1:x1', '2:x2']); // half rewritten
+    // No fingerprint: a source back at 'a0|a1|a2' is not skipped as unchanged — the document is written whole.
+    writer = await destination.open(config, testContext(), opts);
+    expect((await writer.fingerprints!('docs', ['a'])).size).toBe(0);
+    await writer.close();
+  });
+
+  it('the embedder tag is stored beside the fingerprint and returned by fingerprints(), documents() and scanChunks()', async () => {
+    const config = qdrantConfig(fx.url, 'fp_embedder');
+    const opts = { streams: streams('append_dedup', 'docs'), dimensions: DIMS };
+    const tagged: DocumentFingerprint = { ...fp('t0|t1'), embedder: 'hash/hash-v1/8' };
+    const d = { ...(fdoc('docs', 't', ['t0', 't1']) as DestinationMessage & { type: 'DOCUMENT' }), fingerprint: tagged };
+    await drain(await destination.open(config, testContext(), opts), [d, fdoc('docs', 'old', ['o0']), state('docs', 1)]);
+    const writer = await destination.open(config, testContext(), opts);
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['t', 'old']))).toEqual({ t: tagged, old: fp('o0') });
+    await writer.close();
+    expect(await all(destination.documents!(config, testContext(), 'docs'))).toEqual(
+      expect.arrayContaining([
+        { documentId: 't', chunks: 2, fingerprint: tagged },
+        { documentId: 'old', chunks: 1, fingerprint: fp('o0') },
+      ]),
+    );
+    const scanned = await all(destination.scanChunks!(config, testContext(), 'docs', { documentIds: ['t'] }));
+    expect(scanned.find((c) => c.chunkIndex === 0)?.fingerprint).toEqual(tagged);
+    expect(fx.pointsOf('fp_embedder').find((p) => p.id === chunkUuid('docs', 't', 0))?.payload._sluice_fp_embedder).toBe('hash/hash-v1/8');
   });
 
   it('overwrite: kept documents copied into the new generation get their fingerprint last too', async () => {
