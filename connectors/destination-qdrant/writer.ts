@@ -36,7 +36,7 @@ import {
   countDocuments,
   readFingerprints,
 } from './fingerprints.ts';
-import { previousAlias, switchReindexed } from './generations.ts';
+import { embedderTagOf, previousAlias, switchReindexed } from './generations.ts';
 import { QDRANT_DISTANCE, type QdrantConfig } from './config.ts';
 import {
   INDEXED_FIELDS,
@@ -181,6 +181,7 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
     const described = await describeCollection(q, layout.current.physical);
     assertShape(layout.current.physical, config.collection, described.shape, want, options.embedderName);
     currentIndexed = described.indexed;
+    await assertSameEmbedder(q, config.collection, layout.current.physical, options);
   }
   const overwriteStreams = new Set(options.streams.filter((s) => s.destinationSyncMode === 'overwrite').map((s) => s.name));
   const nextGeneration = () => `${config.collection}_${Math.max(0, ...layout.generations.map((g) => g.n)) + 1}`;
@@ -227,6 +228,31 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
     createTarget,
     ...(reindex ? { reindex } : {}),
   };
+}
+
+/**
+ * One index never holds vectors of two models: a crash between an alias switch (reindex, rollback)
+ * and the engine's state commit leaves the alias and the recorded identity apart, and a sync whose
+ * configuration matches the record would then write one model's vectors into the other's
+ * generation (same vector size: nothing else would notice). The embedder tag of one chunk-0 point
+ * (all of a generation's points share it) is compared first; one scroll of one payload field.
+ */
+async function assertSameEmbedder(q: Qdrant, alias: string, physical: string, options: OpenOptions): Promise<void> {
+  if (!options.embedderName || !options.dimensions) return;
+  // embedderName is "<provider> <model>" (engine's embedderShape); the tag is provider/model/dimensions.
+  const space = options.embedderName.indexOf(' ');
+  if (space < 0) return;
+  const want = `${options.embedderName.slice(0, space)}/${options.embedderName.slice(space + 1)}/${options.dimensions}`;
+  const have = await embedderTagOf(q, physical);
+  if (have === undefined || have === want) return;
+  throw new SluiceError(
+    `Qdrant collection "${alias}" (${physical}) holds vectors of ${have}, but this connection embeds with ${want}; nothing was written`,
+    {
+      kind: 'config',
+      where: `collection ${alias}`,
+      hint: 'an interrupted sluice reindex or --rollback left the alias and the recorded state apart: run sluice reindex to rebuild with the configured model',
+    },
+  );
 }
 
 /** Points of streams not being overwritten live on in the new generation. */

@@ -104,13 +104,13 @@ it('a connection from before identities adopts the current one on its next run',
 });
 
 it('a destination that cannot reindex is refused with a clear message before anything is touched', { timeout: 300_000 }, async () => {
-  const p = project('{ type: qdrant, config: { url: "http://127.0.0.1:9", collection: docs } }');
+  const p = project('{ type: pinecone, config: { api_key: test-key, index: "http://127.0.0.1:9" } }');
   p.write(8);
   const run = await p.cli('reindex');
   expect(run.code).toBe(2);
-  expect(run.stderr).toContain('destination qdrant cannot be reindexed');
+  expect(run.stderr).toContain('destination pinecone cannot be reindexed');
   expect(run.stderr).not.toMatch(STACK_LINE);
   const rollback = await p.cli('reindex', '--rollback');
   expect(rollback.code).toBe(2);
-  expect(rollback.stderr).toContain('destination qdrant keeps no previous generation');
+  expect(rollback.stderr).toContain('destination pinecone keeps no previous generation');
 });

@@ -240,3 +240,48 @@ it(
     expect(synced.code, synced.stderr).toBe(0);
   },
 );
+
+it(
+  'a rollback interrupted after the alias swap: sync refuses to mix models (same vector size), reindex converges',
+  { timeout: 300_000 },
+  async () => {
+    const p = project();
+    p.write('model-a', 16);
+    expect((await p.cli('sync')).code).toBe(0);
+    p.write('model-b', 16);
+    const run = await p.cli('reindex', '--keep-previous');
+    expect(run.code, run.stderr).toBe(0);
+    const current = fx.aliases.get(p.collection)!;
+    const kept = fx.aliases.get(`${p.collection}__sluice_previous`)!;
+    // What --rollback's alias request does, without the state update that follows it (the crash).
+    await client.updateCollectionAliases({
+      actions: [
+        { delete_alias: { alias_name: p.collection } },
+        { create_alias: { alias_name: p.collection, collection_name: kept } },
+        { delete_alias: { alias_name: `${p.collection}__sluice_previous` } },
+        { create_alias: { alias_name: `${p.collection}__sluice_previous`, collection_name: current } },
+      ],
+    });
+    expect(p.index()).toMatchObject({ model: 'model-b' });
+    const mark = fx.log.length;
+    const refused = await p.cli('sync');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain(
+      'holds vectors of openai-compatible/model-a/16, but this connection embeds with openai-compatible/model-b/16',
+    );
+    expect(refused.stderr).not.toMatch(STACK_LINE);
+    expect(fx.log.slice(mark).filter((l) => /^(PUT|DELETE)|points\/(delete|batch|payload)$/.test(l.operation))).toEqual([]);
+    expect(await read(p.collection)).toMatchObject({ sizes: [16], tags: ['openai-compatible/model-a/16'], docs: DOCS });
+    // A second --rollback refuses too: the kept generation is not the model it would restore.
+    const again = await p.cli('reindex', '--rollback');
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('nothing was changed');
+    expect(fx.aliases.get(p.collection)).toBe(kept);
+
+    const rerun = await p.cli('reindex');
+    expect(rerun.code, rerun.stderr).toBe(0);
+    expect(await read(p.collection)).toMatchObject({ sizes: [16], tags: ['openai-compatible/model-b/16'], docs: DOCS });
+    expect(p.generations()).toEqual([fx.aliases.get(p.collection)!]);
+    expect((await p.cli('sync')).code).toBe(0);
+  },
+);
