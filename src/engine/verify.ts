@@ -162,7 +162,17 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
     await refuseOtherIndex(pipeline, conn, ctx, embedder);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     // Records are kept as they came (msgpack), bigints of any size included.
-    const lmdbOptions = { path: scratch, maxDbs: 4, compression: false, useBigIntExtension: true }; // (msgpackr option, untyped)
+    // remapChunks maps the file in chunks and lets go of those not in use, and noReadAhead keeps
+    // the kernel from mapping neighbouring pages: without them every page of the scratch file the
+    // walk touched stays in this process's RSS, which then grows with the index (test/bench/verify.bench.ts).
+    const lmdbOptions = {
+      path: scratch,
+      maxDbs: 4,
+      compression: false,
+      useBigIntExtension: true, // (msgpackr option, untyped)
+      remapChunks: true,
+      noReadAhead: true,
+    };
     root = open(lmdbOptions);
     const docs: Database<SourceEntry | StoredEntry, (string | number)[]> = root.openDB({ name: 'docs' });
     const repairs: Database<RepairEntry, string[]> = root.openDB({ name: 'repairs' });
