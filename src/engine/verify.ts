@@ -3,7 +3,8 @@
 // and each record is processed exactly as a sync processes it (toDocument); the destination's
 // chunks come from `Destination.scanChunks`. Both sides are spilled into a scratch LMDB in the
 // connection's work dir, keyed by (stream, hash of the document id), so comparing them is one
-// ordered walk whatever order either side yields in: memory stays flat however large they are.
+// ordered walk whatever order either side yields in: the heap stays flat however large they are
+// (the scratch file's mapped pages still count in RSS: docs/operations.md, "Verify memory").
 //
 // Every stored chunk carries its document's fingerprint with the tag of the embedder that made its
 // vectors (where the store keeps one): a document of another embedder is `wrong_model`. When the
