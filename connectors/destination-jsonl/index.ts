@@ -41,7 +41,10 @@ export interface JsonlChunkLine {
   content: string;
   content_hash: string;
   metadata: Record<string, unknown>;
-  /** The document's fingerprint, on each of its lines (absent when the engine sent none). */
+  /**
+   * The document's fingerprint, on each of its lines (absent when the engine sent none), with the
+   * tag of the embedder that made its vectors (`embedder`; absent on lines written before it was kept).
+   */
   fingerprint?: DocumentFingerprint;
   embedding?: number[];
 }
@@ -218,7 +221,15 @@ class JsonlWriter {
       content: stored ? stored.content : c.content,
       content_hash: stored ? stored.content_hash : c.contentHash,
       metadata: c.metadata,
-      ...(fingerprint ? { fingerprint: { content: fingerprint.content, metadata: fingerprint.metadata } } : {}),
+      ...(fingerprint
+        ? {
+            fingerprint: {
+              content: fingerprint.content,
+              metadata: fingerprint.metadata,
+              ...(fingerprint.embedder !== undefined ? { embedder: fingerprint.embedder } : {}),
+            },
+          }
+        : {}),
       ...(embedding ? { embedding } : {}),
     };
     return JSON.stringify(l) + '\n';
@@ -379,12 +390,17 @@ class JsonlWriter {
   }
 }
 
-/** Agreement of a document's lines on its fingerprint: null when they disagree or one has none. */
+/**
+ * Agreement of a document's lines on its fingerprint: null when they disagree or one has none. The
+ * embedder tag is kept only while every line has the same one.
+ */
 function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine): DocumentFingerprint | null {
   const fp = l.fingerprint;
   if (!fp || sofar === null) return null;
   if (sofar === undefined) return fp;
-  return sofar.content === fp.content && sofar.metadata === fp.metadata ? sofar : null;
+  if (sofar.content !== fp.content || sofar.metadata !== fp.metadata) return null;
+  if (sofar.embedder === undefined || sofar.embedder === fp.embedder) return sofar;
+  return { content: sofar.content, metadata: sofar.metadata };
 }
 
 async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {

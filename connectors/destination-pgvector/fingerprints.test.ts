@@ -347,6 +347,7 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
         'embedding',
         'fingerprint_content',
         'fingerprint_metadata',
+        'fingerprint_embedder',
       ]);
     });
   });

@@ -3,7 +3,15 @@
 import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState, StoredDocument } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import { DOCUMENT_FINGERPRINT_SQL, OPS, STATE_TABLE, hasFingerprintColumns, inspectTable } from './schema.ts';
+import {
+  OPS,
+  STATE_TABLE,
+  documentFingerprintSql,
+  hasEmbedderColumn,
+  hasFingerprintColumns,
+  inspectTable,
+  storedFingerprint,
+} from './schema.ts';
 import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
@@ -288,11 +296,17 @@ const destination: Destination<PgvectorConfig> = {
       }
       if (!info.exists) return;
       const fingerprint = hasFingerprintColumns(info)
-        ? DOCUMENT_FINGERPRINT_SQL
-        : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata';
+        ? documentFingerprintSql(hasEmbedderColumn(info))
+        : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata, NULL AS fingerprint_embedder';
       let after: string | undefined;
       for (;;) {
-        let rows: Array<{ document_id: string; chunks: number; fingerprint_content: string | null; fingerprint_metadata: string | null }>;
+        let rows: Array<{
+          document_id: string;
+          chunks: number;
+          fingerprint_content: string | null;
+          fingerprint_metadata: string | null;
+          fingerprint_embedder: string | null;
+        }>;
         try {
           rows = (
             await session.client.query(
@@ -305,13 +319,8 @@ const destination: Destination<PgvectorConfig> = {
           throw pgError(err, where, `cannot list the documents of ${config.schema}.${table}`);
         }
         for (const r of rows) {
-          yield {
-            documentId: r.document_id,
-            chunks: r.chunks,
-            ...(r.fingerprint_content !== null
-              ? { fingerprint: { content: r.fingerprint_content, metadata: r.fingerprint_metadata! } }
-              : {}),
-          };
+          const fingerprint = storedFingerprint(r);
+          yield { documentId: r.document_id, chunks: r.chunks, ...(fingerprint ? { fingerprint } : {}) };
         }
         if (rows.length < DOCUMENTS_PAGE) return;
         after = rows[rows.length - 1].document_id;

@@ -2,7 +2,7 @@
 // of 1,000 by primary key (keyset pagination, so memory and each query stay small), read-only.
 import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/protocol/connector.ts';
 import type { PgvectorConfig } from './config.ts';
-import { hasFingerprintColumns, inspectTable } from './schema.ts';
+import { fingerprintColumnsSql, inspectTable, storedFingerprint } from './schema.ts';
 import { openSession, pgError } from './session.ts';
 import { ident, qualified, tableNameFor } from './sql.ts';
 
@@ -19,10 +19,8 @@ export async function* scanChunks(
   try {
     const info = await inspectTable(session.client, config.schema, table);
     if (!info.exists) return;
-    // Tables written before fingerprints were kept have no such columns.
-    const fingerprint = hasFingerprintColumns(info)
-      ? 'fingerprint_content, fingerprint_metadata'
-      : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata';
+    // Tables written before fingerprints (or their embedder tag) were kept lack those columns.
+    const fingerprint = fingerprintColumnsSql(info);
     const { rows: ext } = await session.client.query<{ nspname: string }>(
       `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'`,
     );
@@ -48,6 +46,7 @@ export async function* scanChunks(
         dims: number | null;
         fingerprint_content: string | null;
         fingerprint_metadata: string | null;
+        fingerprint_embedder: string | null;
       }[];
       try {
         ({ rows } = await session.client.query(
@@ -61,17 +60,17 @@ export async function* scanChunks(
           `cannot read table ${config.schema}.${table}`,
         );
       }
-      for (const r of rows)
+      for (const r of rows) {
+        const fingerprint = storedFingerprint(r);
         yield {
           id: r.id,
           documentId: r.document_id,
           chunkIndex: r.chunk_index,
           content: r.content,
           ...(r.dims !== null ? { dimensions: r.dims } : {}),
-          ...(r.fingerprint_content !== null && r.fingerprint_metadata !== null
-            ? { fingerprint: { content: r.fingerprint_content, metadata: r.fingerprint_metadata } }
-            : {}),
+          ...(fingerprint ? { fingerprint } : {}),
         };
+      }
       if (rows.length < limit) return;
       left -= rows.length;
       after = rows[rows.length - 1].id;

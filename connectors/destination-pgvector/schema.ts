@@ -1,9 +1,11 @@
 // Table layout (public, other tools rely on it) and the DDL that creates, inspects and swaps it:
 //   id text primary key, document_id text, chunk_index int, content text, metadata jsonb,
-//   embedding vector(N), fingerprint_content text, fingerprint_metadata text, plus an index on
-//   document_id and the vector index. Every chunk row carries its document's fingerprint
-//   (docs/fingerprints.md), so a lookup is one indexed query and KEEP copies rows as they are.
+//   embedding vector(N), fingerprint_content text, fingerprint_metadata text, fingerprint_embedder
+//   text, plus an index on document_id and the vector index. Every chunk row carries its document's
+//   fingerprint (docs/fingerprints.md), so a lookup is one indexed query and KEEP copies rows as
+//   they are; fingerprint_embedder (`provider/model/dimensions`) names the model of its vector.
 import type pg from 'pg';
+import type { DocumentFingerprint } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
 import { derivedName, ident, literal, qualified } from './sql.ts';
@@ -86,13 +88,20 @@ export async function inspectTable(client: pg.Client, schema: string, table: str
 }
 
 export const REQUIRED_COLUMNS = ['id', 'document_id', 'chunk_index', 'content', 'metadata', 'embedding'];
-/** Added to tables made before fingerprints were kept (NULL there: those documents count as changed). */
-export const FINGERPRINT_COLUMNS = ['fingerprint_content', 'fingerprint_metadata'];
+/**
+ * Added to tables made before fingerprints were kept (NULL there: those documents count as changed).
+ * fingerprint_embedder came later than the other two: tables that have only those get it alone.
+ */
+export const FINGERPRINT_COLUMNS = ['fingerprint_content', 'fingerprint_metadata', 'fingerprint_embedder'];
 
-export const hasFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.every((c) => info.columns.includes(c));
+/** The columns the skip needs (a table with these but no fingerprint_embedder still skips unchanged documents). */
+export const hasFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.slice(0, 2).every((c) => info.columns.includes(c));
+export const hasEmbedderColumn = (info: TableInfo) => info.columns.includes('fingerprint_embedder');
+/** Every fingerprint column is there (nothing to add in place). */
+export const hasAllFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.every((c) => info.columns.includes(c));
 
 /**
- * Adds the fingerprint columns to a table made before them, in place: nullable columns without a
+ * Adds the fingerprint columns a table made before them lacks, in place: nullable columns without a
  * default, so PostgreSQL only changes the catalog (no table rewrite, no row touched).
  */
 export async function addFingerprintColumns(client: pg.Client, schema: string, table: string): Promise<void> {
@@ -101,14 +110,44 @@ export async function addFingerprintColumns(client: pg.Client, schema: string, t
   );
 }
 
+/** The per-row fingerprint columns of a table as it is (NULL for those it was made without). */
+export const fingerprintColumnsSql = (info: TableInfo) =>
+  [
+    hasFingerprintColumns(info) ? 'fingerprint_content, fingerprint_metadata' : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata',
+    hasEmbedderColumn(info) ? 'fingerprint_embedder' : 'NULL::text AS fingerprint_embedder',
+  ].join(', ');
+
 /**
  * The fingerprint of a document, from its chunk rows: only when every row has the same one (rows
- * without one, or mixed ones, mean the document is not known to be unchanged). Use with GROUP BY document_id.
+ * without one, or mixed ones, mean the document is not known to be unchanged); its embedder tag
+ * only when every row has the same. Use with GROUP BY document_id; `hasEmbedder`: the table has
+ * fingerprint_embedder.
  */
-export const DOCUMENT_FINGERPRINT_SQL = `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
+export const documentFingerprintSql = (
+  hasEmbedder = true,
+) => `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
    AND min(fingerprint_content) = max(fingerprint_content) AND min(fingerprint_metadata) = max(fingerprint_metadata)
   THEN min(fingerprint_content) END AS fingerprint_content,
-  min(fingerprint_metadata) AS fingerprint_metadata`;
+  min(fingerprint_metadata) AS fingerprint_metadata,
+  ${
+    hasEmbedder
+      ? 'CASE WHEN count(*) = count(fingerprint_embedder) AND min(fingerprint_embedder) = max(fingerprint_embedder) THEN min(fingerprint_embedder) END'
+      : 'NULL::text'
+  } AS fingerprint_embedder`;
+
+/** A stored fingerprint row as `DocumentFingerprint` (the embedder tag only where one is stored). */
+export function storedFingerprint(r: {
+  fingerprint_content: string | null;
+  fingerprint_metadata: string | null;
+  fingerprint_embedder?: string | null;
+}): DocumentFingerprint | undefined {
+  if (r.fingerprint_content === null || r.fingerprint_metadata === null) return undefined;
+  return {
+    content: r.fingerprint_content,
+    metadata: r.fingerprint_metadata,
+    ...(r.fingerprint_embedder ? { embedder: r.fingerprint_embedder } : {}),
+  };
+}
 
 export async function createChunkTable(
   client: pg.Client,
@@ -127,7 +166,8 @@ export async function createChunkTable(
        metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
        embedding ${type},
        fingerprint_content text,
-       fingerprint_metadata text
+       fingerprint_metadata text,
+       fingerprint_embedder text
      )`,
   );
   await client.query(`CREATE INDEX IF NOT EXISTS ${ident(documentIndexName(table))} ON ${qualified(schema, table)} (document_id)`);

@@ -23,9 +23,11 @@ import type { PgvectorConfig } from './config.ts';
 import { copyBinary, type CopyValue } from './copy.ts';
 import { KeepLog, idHashSql } from './keep-log.ts';
 import {
-  DOCUMENT_FINGERPRINT_SQL,
   addFingerprintColumns,
+  documentFingerprintSql,
+  hasAllFingerprintColumns,
   hasFingerprintColumns,
+  storedFingerprint,
   MAX_INDEXED_DIMENSIONS,
   REQUIRED_COLUMNS,
   STATE_TABLE,
@@ -38,6 +40,7 @@ import {
   hasVectorIndex,
   indexDrift,
   inspectTable,
+  type TableInfo,
   readTableNote,
   vectorIndexOf,
   writeTableNote,
@@ -72,7 +75,8 @@ type Batch = Array<{
 }>;
 
 /** Every column a chunk row has, in the order the write paths send them. */
-const COLUMNS = '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata)';
+const COLUMNS =
+  '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata, fingerprint_embedder)';
 /** Ids per statement when kept documents are copied from the live table. */
 const KEEP_IDS_PER_STATEMENT = 5000;
 
@@ -250,8 +254,10 @@ class PgvectorWriter implements DestinationWriter {
       let fresh = !info.exists;
       const liveHasRows = info.exists && (await hasRows(this.client, config.schema, table));
       // A table made before fingerprints were kept gets their columns in place (append modes; an
-      // overwrite replaces it with a new generation that has them).
-      if (info.exists && !overwrite && !hasFingerprintColumns(info)) await this.migrate(s.name, table);
+      // overwrite replaces it with a new generation that has them). One made before the embedder
+      // tag was kept gets that column in any mode: an overwrite copies kept rows from it.
+      if (info.exists && (overwrite ? hasFingerprintColumns(info) : true) && !hasAllFingerprintColumns(info))
+        await this.migrate(s.name, table, info);
       // An overwrite over a table of another shape (altered by hand) or vector size rebuilds it in
       // full: its rows are never carried over (KEEP) into the new generation.
       const lookup =
@@ -302,7 +308,7 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   /** Adds the fingerprint columns to a table written before sluice kept them (its rows are kept as they are). */
-  private async migrate(stream: string, table: string): Promise<void> {
+  private async migrate(stream: string, table: string, info: TableInfo): Promise<void> {
     const { schema } = this.config;
     try {
       await addFingerprintColumns(this.client, schema, table);
@@ -311,7 +317,9 @@ class PgvectorWriter implements DestinationWriter {
     }
     this.ctx.logger.info(
       { stream, table: `${schema}.${table}` },
-      `added columns fingerprint_content, fingerprint_metadata to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
+      hasFingerprintColumns(info)
+        ? `added column fingerprint_embedder to ${schema}.${table}; its documents show no embedder tag until they are next rewritten`
+        : `added columns fingerprint_content, fingerprint_metadata, fingerprint_embedder to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
     );
   }
 
@@ -324,13 +332,20 @@ class PgvectorWriter implements DestinationWriter {
     const found = new Map<string, DocumentFingerprint>();
     if (!t.lookup || !documentIds.length) return found;
     try {
-      const { rows } = await this.client.query<{ document_id: string; fingerprint_content: string | null; fingerprint_metadata: string }>(
-        `SELECT document_id, ${DOCUMENT_FINGERPRINT_SQL} FROM ${qualified(this.config.schema, t.table)}
+      // Every looked-up table has all fingerprint columns: prepare() added the ones it lacked.
+      const { rows } = await this.client.query<{
+        document_id: string;
+        fingerprint_content: string | null;
+        fingerprint_metadata: string | null;
+        fingerprint_embedder: string | null;
+      }>(
+        `SELECT document_id, ${documentFingerprintSql()} FROM ${qualified(this.config.schema, t.table)}
           WHERE document_id = ANY($1::text[]) GROUP BY document_id`,
         [documentIds],
       );
       for (const r of rows) {
-        if (r.fingerprint_content !== null) found.set(r.document_id, { content: r.fingerprint_content, metadata: r.fingerprint_metadata });
+        const fingerprint = storedFingerprint(r);
+        if (fingerprint) found.set(r.document_id, fingerprint);
       }
       return found;
     } catch (err) {
@@ -639,13 +654,14 @@ class PgvectorWriter implements DestinationWriter {
 
   private static readonly UPSERT = `ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index,
       content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
-      fingerprint_content = EXCLUDED.fingerprint_content, fingerprint_metadata = EXCLUDED.fingerprint_metadata`;
+      fingerprint_content = EXCLUDED.fingerprint_content, fingerprint_metadata = EXCLUDED.fingerprint_metadata,
+      fingerprint_embedder = EXCLUDED.fingerprint_embedder`;
 
   /** PGlite path: multi-row INSERT ... SELECT FROM unnest(...), vectors sent as one binary array. */
   private async upsertByInsert(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
     const vectorArray = `${ident(this.vectorSchema)}.vector[]`;
     const sql = `INSERT INTO ${table} ${COLUMNS}
-      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[])
+      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[], $9::text[])
       ${PgvectorWriter.UPSERT}`;
     const step = this.config.insert_rows;
     for (let i = 0; i < chunks.length; i += step) {
@@ -662,6 +678,7 @@ class PgvectorWriter implements DestinationWriter {
         ),
         part.map((c) => c.fingerprint?.content ?? null),
         part.map((c) => c.fingerprint?.metadata ?? null),
+        part.map((c) => c.fingerprint?.embedder ?? null),
       ]);
     }
   }
@@ -704,13 +721,16 @@ class PgvectorWriter implements DestinationWriter {
       chunks.map(({ chunk: c }) => metadataJson(c.metadata)),
       chunks.map((c) => c.fingerprint?.content ?? null),
       chunks.map((c) => c.fingerprint?.metadata ?? null),
+      // Same content fingerprint ⇒ same embedder: its tag is set (or filled in) with the metadata.
+      chunks.map((c) => c.fingerprint?.embedder ?? null),
     ];
-    const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata)`;
+    const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata, fingerprint_embedder)`;
     const res =
       t.mode === 'overwrite'
         ? await this.client.query(
             `INSERT INTO ${table} ${COLUMNS}
-             SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, d.fingerprint_content, d.fingerprint_metadata
+             SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, d.fingerprint_content, d.fingerprint_metadata,
+                    d.fingerprint_embedder
                FROM ${input} JOIN ${qualified(this.config.schema, t.table)} AS l
                  ON l.id = d.id AND l.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
              ${PgvectorWriter.UPSERT}`,
@@ -718,7 +738,7 @@ class PgvectorWriter implements DestinationWriter {
           )
         : await this.client.query(
             `UPDATE ${table} AS t SET metadata = d.metadata, fingerprint_content = d.fingerprint_content,
-                    fingerprint_metadata = d.fingerprint_metadata
+                    fingerprint_metadata = d.fingerprint_metadata, fingerprint_embedder = d.fingerprint_embedder
                FROM ${input}
               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
             params,
@@ -787,7 +807,7 @@ class PgvectorWriter implements DestinationWriter {
     const stage = ident('sluice_stage');
     if (!this.stageReady) {
       await this.client.query(
-        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector, fingerprint_content text, fingerprint_metadata text) ON COMMIT DELETE ROWS`,
+        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector, fingerprint_content text, fingerprint_metadata text, fingerprint_embedder text) ON COMMIT DELETE ROWS`,
       );
       this.stageReady = true;
     } else {
@@ -913,6 +933,7 @@ function* chunkTuples(chunks: FingerprintedChunk[]): Generator<CopyValue[]> {
       { kind: 'vector', value: c.embedding },
       { kind: 'textOrNull', value: fingerprint?.content },
       { kind: 'textOrNull', value: fingerprint?.metadata },
+      { kind: 'textOrNull', value: fingerprint?.embedder },
     ];
   }
 }

@@ -3,7 +3,12 @@
 // and each record is processed exactly as a sync processes it (toDocument); the destination's
 // chunks come from `Destination.scanChunks`. Both sides are spilled into a scratch LMDB in the
 // connection's work dir, keyed by (stream, hash of the document id), so comparing them is one
-// ordered walk whatever order either side yields in: memory stays flat however large they are.
+// ordered walk whatever order either side yields in: the heap stays flat however large they are
+// (the scratch file's mapped pages still count in RSS: docs/operations.md, "Verify memory").
+//
+// Every stored chunk carries its document's fingerprint with the tag of the embedder that made its
+// vectors (where the store keeps one): a document of another embedder is `wrong_model`. When the
+// configuration itself changed (the recorded index identity differs), verify refuses instead.
 //
 // `--repair` rewrites exactly the documents found wrong through the connector's normal writer
 // (re-embedded through the embedding cache) and deletes those the source no longer has; it sends
@@ -24,6 +29,7 @@ import { configureCatalog } from './catalog.ts';
 import { lockConnection } from './connection-lock.ts';
 import { connectorContext, embedChunks, embedderFor, embedderShape, newStats, toDocument, type RunParts } from './sync.ts';
 import { Fingerprinter } from './fingerprint.ts';
+import { currentIdentity, identityChanges, IndexChangedError, recordedIdentity } from './index-identity.ts';
 import { ensureChunks } from './unchanged.ts';
 
 /** The kinds of drift verify finds, in the order it reports them. */
@@ -49,7 +55,7 @@ export const DRIFT_DESCRIPTIONS: Record<DriftKind, string> = {
   duplicate_chunks: 'extra stored copies of a (document, chunk index)',
   orphaned_chunks: "chunks with an index beyond the document's chunk count",
   wrong_dimensions: 'vectors whose size is not the embedding model’s',
-  wrong_model: 'vectors the store records as made by another embedding model',
+  wrong_model: 'documents whose vectors were made by another embedder than the configured one',
 };
 
 /** How many example document ids are kept per kind and stream. */
@@ -154,9 +160,20 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
     });
     const catalog = configureCatalog(conn, discovered, { fullRefresh: true });
     embedder = embedderFor(conn, opts.logger);
+    await refuseOtherIndex(pipeline, conn, ctx, embedder);
     const processor = createTextProcessor(conn.config.processing, { maxInputTokens: embedder?.maxInputTokens, model: embedder?.model });
     // Records are kept as they came (msgpack), bigints of any size included.
-    const lmdbOptions = { path: scratch, maxDbs: 4, compression: false, useBigIntExtension: true }; // (msgpackr option, untyped)
+    // remapChunks maps the file in chunks and lets go of those not in use, and noReadAhead keeps
+    // the kernel from mapping neighbouring pages: without them every page of the scratch file the
+    // walk touched stays in this process's RSS, which then grows with the index (test/bench/verify.bench.ts).
+    const lmdbOptions = {
+      path: scratch,
+      maxDbs: 4,
+      compression: false,
+      useBigIntExtension: true, // (msgpackr option, untyped)
+      remapChunks: true,
+      noReadAhead: true,
+    };
     root = open(lmdbOptions);
     const docs: Database<SourceEntry | StoredEntry, (string | number)[]> = root.openDB({ name: 'docs' });
     const repairs: Database<RepairEntry, string[]> = root.openDB({ name: 'repairs' });
@@ -181,7 +198,7 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
       streams: Object.fromEntries(catalog.streams.map((s) => [s.stream.name, emptyDrift()])),
       totals: zeroCounts(),
     };
-    await compare(docs, repairs, report, embedder);
+    await compare(docs, repairs, report, embedder, fingerprinter.embedder);
     for (const s of Object.values(report.streams)) for (const k of DRIFT_KINDS) report.totals[k] += s.counts[k];
     report.clean = DRIFT_KINDS.every((k) => report.totals[k] === 0);
 
@@ -201,6 +218,32 @@ export async function verifyConnection(pipeline: LoadedPipeline, conn: LoadedCon
     await embedder?.close?.().catch(() => undefined);
     await unlock?.().catch(() => undefined);
   }
+}
+
+/**
+ * The whole index was built with other settings (the configured model or chunking changed without
+ * `sluice reindex`): every document would show as drift, and a repair would put vectors of two
+ * models in one index. Refused before anything is read (exit 2), saying what changed.
+ */
+async function refuseOtherIndex(pipeline: LoadedPipeline, conn: LoadedConnection, ctx: ConnectorContext, embedder: Embedder | undefined) {
+  const store = openStateStore(pipeline);
+  let changes: string[];
+  try {
+    const { identity } = await recordedIdentity(conn, ctx, store);
+    changes = identity ? identityChanges(identity, currentIdentity(conn, embedder)) : [];
+  } finally {
+    await store.close?.();
+  }
+  if (!changes.length) return;
+  const name = conn.config.name;
+  throw new IndexChangedError(
+    `the index was built with other settings than the configuration now names (${changes.join('; ')}): every document would show as drift, so nothing was verified`,
+    {
+      kind: 'config',
+      where: `connection ${name}`,
+      hint: `to move the index to the new settings, rebuild it while the old one keeps serving: sluice reindex ${pipeline.file} --connection ${name}; to verify the index as it is, revert the setting`,
+    },
+  );
 }
 
 const zeroCounts = () => Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<DriftKind, number>;
@@ -339,6 +382,7 @@ async function compare(
   repairs: Database<RepairEntry, string[]>,
   report: VerifyReport,
   embedder: Embedder | undefined,
+  embedderTag: string,
 ): Promise<void> {
   let current: { stream: string; hash: string; source?: SourceEntry; stored: StoredEntry[] } | undefined;
   const spill = new Spiller(repairs);
@@ -346,7 +390,7 @@ async function compare(
     if (!current) return;
     const drift = report.streams[current.stream];
     if (!drift) return;
-    const actions = judge(current.source, current.stored, drift, embedder);
+    const actions = judge(current.source, current.stored, drift, embedder, embedderTag);
     const documentId = current.source?.id ?? current.stored[0]?.documentId;
     if (actions.length && documentId !== undefined) await spill.put([current.stream, current.hash], { documentId, actions });
   };
@@ -363,8 +407,18 @@ async function compare(
   await spill.flushed();
 }
 
-/** Counts what is wrong with one document and decides what a repair does about it. */
-function judge(source: SourceEntry | undefined, stored: StoredEntry[], drift: StreamDrift, embedder: Embedder | undefined): RepairAction[] {
+/**
+ * Counts what is wrong with one document and decides what a repair does about it. `embedderTag`:
+ * the configured embedder's `provider/model/dimensions`, compared with the tag stored beside each
+ * chunk's fingerprint (absent on chunks written before it was kept: those are not judged by it).
+ */
+function judge(
+  source: SourceEntry | undefined,
+  stored: StoredEntry[],
+  drift: StreamDrift,
+  embedder: Embedder | undefined,
+  embedderTag: string,
+): RepairAction[] {
   const documentId = source?.id ?? stored[0]?.documentId;
   const found = new Set<DriftKind>();
   const add = (kind: DriftKind, n = 1) => {
@@ -383,10 +437,12 @@ function judge(source: SourceEntry | undefined, stored: StoredEntry[], drift: St
     const byIndex = new Map<number, StoredEntry[]>();
     for (const c of stored) byIndex.set(c.chunkIndex, [...(byIndex.get(c.chunkIndex) ?? []), c]);
     for (const rows of byIndex.values()) add('duplicate_chunks', rows.length - 1);
-    if (embedder) {
-      add('wrong_dimensions', stored.filter((c) => c.dims !== undefined && c.dims !== embedder.dimensions).length);
-      add('wrong_model', stored.filter((c) => c.model !== undefined && c.model !== embedder.model).length);
-    }
+    if (embedder) add('wrong_dimensions', stored.filter((c) => c.dims !== undefined && c.dims !== embedder.dimensions).length);
+    // One finding per document: its vectors (some or all) come from another embedder.
+    const otherModel = stored.some(
+      (c) => (c.fp?.embedder !== undefined && c.fp.embedder !== embedderTag) || (c.model !== undefined && c.model !== embedder?.model),
+    );
+    if (otherModel) add('wrong_model');
     if (!source.idOnly) {
       const count = source.text!.length;
       if (count > 0 && !stored.length) add('missing_documents');
@@ -407,7 +463,10 @@ function judge(source: SourceEntry | undefined, stored: StoredEntry[], drift: St
         add('missing_chunks', missing);
         add('stale_chunks', stale);
         add('orphaned_chunks', orphaned);
+        // A document of another model necessarily has another content fingerprint (it covers the
+        // embedder): it is reported as wrong_model only, not also as stale.
         if (
+          !otherModel &&
           source.fingerprint &&
           stored.some((c) => c.fp && (c.fp.content !== source.fingerprint!.content || c.fp.metadata !== source.fingerprint!.metadata))
         )
