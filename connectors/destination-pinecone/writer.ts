@@ -328,7 +328,8 @@ export class PineconeWriter implements DestinationWriter {
         }
         case 'STATE': {
           yield* this.flush();
-          if (this.reindex) this.reindexState = msg; // committed with the switch, or not at all
+          if (this.reindex)
+            this.reindexState = msg; // committed with the switch, or not at all
           else yield { type: 'STATE_COMMITTED', state: msg.state, connection: msg.connection };
           break;
         }
@@ -978,7 +979,11 @@ export class PineconeWriter implements DestinationWriter {
       const before = t.before!;
       const old = before.current;
       // Without --keep-previous every replaced generation goes, also one kept by an earlier reindex.
-      const remove = [...t.pending!.stale, ...(keep ? [] : [old]), ...(before.kept !== undefined && before.kept !== old ? [before.kept] : [])];
+      const remove = [
+        ...t.pending!.stale,
+        ...(keep ? [] : [old]),
+        ...(before.kept !== undefined && before.kept !== old ? [before.kept] : []),
+      ];
       switched.push([
         t.logical,
         {
