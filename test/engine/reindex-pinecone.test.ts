@@ -183,93 +183,105 @@ describe('sluice reindex on Pinecone', () => {
     },
   );
 
-  it('a SIGKILLed reindex leaves the old generation serving and the state as it was; a re-run completes', { timeout: 300_000 }, async () => {
-    const p = project();
-    p.write('model-a');
-    expect((await p.cli('sync')).code).toBe(0);
-    const client = app();
-    const before = await snapshot(client, p.logical);
-    const originalState = p.state();
+  it(
+    'a SIGKILLed reindex leaves the old generation serving and the state as it was; a re-run completes',
+    { timeout: 300_000 },
+    async () => {
+      const p = project();
+      p.write('model-a');
+      expect((await p.cli('sync')).code).toBe(0);
+      const client = app();
+      const before = await snapshot(client, p.logical);
+      const originalState = p.state();
 
-    p.write('model-b');
-    pfx.setFaults({ latencyMs: 5 });
-    const { child, done } = p.start('reindex');
-    let killed = false;
-    for (let i = 0; i < 4000 && !killed; i++) {
-      if (pfx.ids(INDEX, `${p.logical}__sluice_gen1`).length > 0) {
-        child.kill('SIGKILL');
-        killed = true;
-      } else await new Promise((r) => setTimeout(r, 5));
-    }
-    const run = await done;
-    pfx.setFaults({});
-    expect(killed).toBe(true);
-    expect(run.signal).toBe('SIGKILL');
-    expect(await snapshot(client, p.logical)).toEqual(before);
-    expect(p.pointer()).toBeUndefined();
-    expect(p.state()).toEqual(originalState);
-    expect((await p.cli('sync')).code).toBe(2); // the new model is still refused
+      p.write('model-b');
+      pfx.setFaults({ latencyMs: 5 });
+      const { child, done } = p.start('reindex');
+      let killed = false;
+      for (let i = 0; i < 4000 && !killed; i++) {
+        if (pfx.ids(INDEX, `${p.logical}__sluice_gen1`).length > 0) {
+          child.kill('SIGKILL');
+          killed = true;
+        } else await new Promise((r) => setTimeout(r, 5));
+      }
+      const run = await done;
+      pfx.setFaults({});
+      expect(killed).toBe(true);
+      expect(run.signal).toBe('SIGKILL');
+      expect(await snapshot(client, p.logical)).toEqual(before);
+      expect(p.pointer()).toBeUndefined();
+      expect(p.state()).toEqual(originalState);
+      expect((await p.cli('sync')).code).toBe(2); // the new model is still refused
 
-    const rerun = await p.cli('reindex');
-    expect(rerun.code, rerun.stderr).toBe(0);
-    expect(await snapshot(client, p.logical)).toEqual({
-      ns: `${p.logical}__sluice_gen1`,
-      documents: FILES,
-      complete: true,
-      embedders: ['openai-compatible/model-b/16'],
-    });
-    expect(p.namespaces()).toEqual([`${p.logical}__sluice_gen1`]); // the partial load was cleared and reused, the old one removed
-    expect(p.state().index).toMatchObject({ model: 'model-b' });
-  });
+      const rerun = await p.cli('reindex');
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(await snapshot(client, p.logical)).toEqual({
+        ns: `${p.logical}__sluice_gen1`,
+        documents: FILES,
+        complete: true,
+        embedders: ['openai-compatible/model-b/16'],
+      });
+      expect(p.namespaces()).toEqual([`${p.logical}__sluice_gen1`]); // the partial load was cleared and reused, the old one removed
+      expect(p.state().index).toMatchObject({ model: 'model-b' });
+    },
+  );
 
-  it('a crash right after the switch, before the state is saved: readers are on the new model, sync is refused, a re-run of reindex repairs', {
-    timeout: 300_000,
-  }, async () => {
-    const p = project();
-    p.write('model-a');
-    expect((await p.cli('sync')).code).toBe(0);
-    const originalState = p.state();
-    const client = app();
+  it(
+    'a crash right after the switch, before the state is saved: readers are on the new model, sync is refused, a re-run of reindex repairs',
+    {
+      timeout: 300_000,
+    },
+    async () => {
+      const p = project();
+      p.write('model-a');
+      expect((await p.cli('sync')).code).toBe(0);
+      const originalState = p.state();
+      const client = app();
 
-    p.write('model-b');
-    // The pointer upsert is applied and never answered: the process is killed right after the switch.
-    pfx.setFaults({
-      holdAfterApplying: (operation, body) =>
-        operation === 'POST /vectors/upsert' && (body as { namespace?: string }).namespace === POINTERS,
-    });
-    const heldBefore = pfx.held;
-    const { child, done } = p.start('reindex', '--keep-previous');
-    for (let i = 0; i < 6000 && pfx.held === heldBefore; i++) await new Promise((r) => setTimeout(r, 5));
-    expect(pfx.held).toBe(heldBefore + 1);
-    child.kill('SIGKILL');
-    const run = await done;
-    pfx.setFaults({});
-    expect(run.signal).toBe('SIGKILL');
+      p.write('model-b');
+      // The pointer upsert is applied and never answered: the process is killed right after the switch.
+      pfx.setFaults({
+        holdAfterApplying: (operation, body) =>
+          operation === 'POST /vectors/upsert' && (body as { namespace?: string }).namespace === POINTERS,
+      });
+      const heldBefore = pfx.held;
+      const { child, done } = p.start('reindex', '--keep-previous');
+      for (let i = 0; i < 6000 && pfx.held === heldBefore; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(pfx.held).toBe(heldBefore + 1);
+      child.kill('SIGKILL');
+      const run = await done;
+      pfx.setFaults({});
+      expect(run.signal).toBe('SIGKILL');
 
-    // Readers: the new generation, complete, one model. The state: untouched (the old identity).
-    expect(await snapshot(client, p.logical)).toMatchObject({ documents: FILES, complete: true, embedders: ['openai-compatible/model-b/16'] });
-    expect(p.state()).toEqual(originalState);
-    const refused = await p.cli('sync');
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('sluice reindex');
-    // The state keeps no previous generation: nothing to roll back to (the kept namespace is not paired with a state).
-    const rollback = await p.cli('reindex', '--rollback');
-    expect(rollback.code).toBe(2);
+      // Readers: the new generation, complete, one model. The state: untouched (the old identity).
+      expect(await snapshot(client, p.logical)).toMatchObject({
+        documents: FILES,
+        complete: true,
+        embedders: ['openai-compatible/model-b/16'],
+      });
+      expect(p.state()).toEqual(originalState);
+      const refused = await p.cli('sync');
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('sluice reindex');
+      // The state keeps no previous generation: nothing to roll back to (the kept namespace is not paired with a state).
+      const rollback = await p.cli('reindex', '--rollback');
+      expect(rollback.code).toBe(2);
 
-    const rerun = await p.cli('reindex');
-    expect(rerun.code, rerun.stderr).toBe(0);
-    expect(await snapshot(client, p.logical)).toEqual({
-      ns: `${p.logical}__sluice_gen2`,
-      documents: FILES,
-      complete: true,
-      embedders: ['openai-compatible/model-b/16'],
-    });
-    expect(p.namespaces()).toEqual([`${p.logical}__sluice_gen2`]); // the crashed run's generations are gone
-    expect(p.state().index).toMatchObject({ model: 'model-b' });
-    const after = await p.cli('sync', '--json');
-    expect(after.code, after.stderr).toBe(0);
-    expect(JSON.parse(after.stdout).connections[0].streams.docs.records_read).toBe(0);
-  });
+      const rerun = await p.cli('reindex');
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(await snapshot(client, p.logical)).toEqual({
+        ns: `${p.logical}__sluice_gen2`,
+        documents: FILES,
+        complete: true,
+        embedders: ['openai-compatible/model-b/16'],
+      });
+      expect(p.namespaces()).toEqual([`${p.logical}__sluice_gen2`]); // the crashed run's generations are gone
+      expect(p.state().index).toMatchObject({ model: 'model-b' });
+      const after = await p.cli('sync', '--json');
+      expect(after.code, after.stderr).toBe(0);
+      expect(JSON.parse(after.stdout).connections[0].streams.docs.records_read).toBe(0);
+    },
+  );
 
   it('a model of another dimension is refused clearly before anything is written', { timeout: 200_000 }, async () => {
     const p = project();
@@ -278,7 +290,7 @@ describe('sluice reindex on Pinecone', () => {
     const writesBefore = pfx.requests.filter((r) => /upsert|delete|update/.test(r.path)).length;
     p.write('model-c', 24);
     const run = await p.cli('reindex');
-    expect(run.code).toBe(2);
+    expect(run.code, run.stderr).toBe(2);
     expect(run.stderr).toContain('a reindex cannot change the vector size');
     expect(run.stderr).toContain('create a Pinecone index with dimension 24');
     expect(run.stderr).not.toMatch(STACK_LINE);
