@@ -488,6 +488,24 @@ export class PineconeWriter implements DestinationWriter {
       set.add(op.documentId);
     }
     const previous = await this.previousCounts(lookups);
+    // A deleted document's chunks are also listed by id prefix: a chunk beyond the count its chunk 0
+    // records (written by hand or by another tool, see `sluice verify`) goes too. One list request
+    // per deleted document (deletes are rarer than writes; a write trims by the recorded count).
+    const listedChunks = new Map<string, number[]>();
+    await settleAll(
+      ops
+        .filter((op) => op.kind === 'delete')
+        .filter((op) => {
+          const t = this.target(op.stream);
+          return !(t.seen && !t.seen.has(op.documentId) && t.seen.size < SEEN_CAP); // nothing stored yet
+        })
+        .map((op) =>
+          this.limit(async () => {
+            const ns = this.target(op.stream).namespace;
+            listedChunks.set(docKey(ns, op.documentId), await this.listChunkIndexes(ns, op.documentId));
+          }),
+        ),
+    );
     for (const op of ops) {
       const key = docKey(this.target(op.stream).namespace, op.documentId);
       const known = this.knownCounts.get(key);
@@ -513,9 +531,12 @@ export class PineconeWriter implements DestinationWriter {
       }
       if (op.kind === 'delete') {
         stored.push([key, 0]);
-        if (old > 0) clears.push({ namespace: t.namespace, id: chunkId(op.documentId, 0) });
+        const listed = listedChunks.get(key) ?? [];
+        const hasHead = old > 0 || listed.includes(0);
+        if (hasHead) clears.push({ namespace: t.namespace, id: chunkId(op.documentId, 0) });
         for (let k = 1; k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
-        if (old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
+        for (const k of listed) if (k > 0) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
+        if (hasHead) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
         continue;
       }
       const n = op.message.chunks.length;
@@ -749,16 +770,21 @@ export class PineconeWriter implements DestinationWriter {
 
   /** One more than the highest chunk index stored for a document, found by listing its id prefix. */
   private async countByListing(namespace: string, documentId: string): Promise<number> {
+    return Math.max(0, ...(await this.listChunkIndexes(namespace, documentId)).map((k) => k + 1));
+  }
+
+  /** Chunk indexes stored for a document, by listing its id prefix. */
+  private async listChunkIndexes(namespace: string, documentId: string): Promise<number[]> {
     const prefix = `${documentId}#`;
-    let count = 0;
+    const out: number[] = [];
     for await (const page of this.store.listIds(namespace, prefix)) {
       for (const id of page) {
         const suffix = id.slice(prefix.length);
         // `a#1#0` (document "a#1") also starts with "a#": only a bare chunk index counts.
-        if (/^\d+$/.test(suffix)) count = Math.max(count, Number(suffix) + 1);
+        if (/^\d+$/.test(suffix)) out.push(Number(suffix));
       }
     }
-    return count;
+    return out;
   }
 
   /** `count`: false for phase F, whose vectors were already counted in phase C. */
