@@ -267,8 +267,10 @@ describe('sluice reindex on Pinecone', () => {
       const rollback = await p.cli('reindex', '--rollback');
       expect(rollback.code).toBe(2);
 
+      const inputs = openai.stats.inputs;
       const rerun = await p.cli('reindex');
       expect(rerun.code, rerun.stderr).toBe(0);
+      expect(openai.stats.inputs - inputs).toBe(0); // every text was embedded by the crashed run: all from the cache
       expect(await snapshot(client, p.logical)).toEqual({
         ns: `${p.logical}__sluice_gen2`,
         documents: FILES,
