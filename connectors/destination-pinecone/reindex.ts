@@ -44,7 +44,7 @@ export async function rollback(config: PineconeConfig, ctx: ConnectorContext, op
           hint: 'run sluice reindex again to rebuild with the current settings, or revert the settings and reindex',
         },
       );
-    const { kept, keptIdentity, identity, embedder: _embedder, ...rest } = p;
+    const { kept, keptIdentity, identity, embedder, keptEmbedder, ...rest } = p;
     switched.push([
       ns,
       {
@@ -53,6 +53,8 @@ export async function rollback(config: PineconeConfig, ctx: ConnectorContext, op
         kept: p.current,
         ...(keptIdentity !== undefined ? { identity: keptIdentity } : {}),
         ...(identity !== undefined ? { keptIdentity: identity } : {}),
+        ...(keptEmbedder !== undefined ? { embedder: keptEmbedder } : {}),
+        ...(embedder !== undefined ? { keptEmbedder: embedder } : {}),
       },
     ]);
   }

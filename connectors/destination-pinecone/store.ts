@@ -67,8 +67,9 @@ export interface GenerationPointer {
   /** Which index identity (embedder and processing settings, see identityTag) built `current`, and `kept`. */
   identity?: string;
   keptIdentity?: string;
-  /** Human name of the embedder of `current` (for applications and people reading the pointer). */
+  /** Human name of the embedder of `current`, and of `kept` (for applications and people reading the pointer). */
   embedder?: string;
+  keptEmbedder?: string;
 }
 
 /** A non-2xx answer, captured in our fetch so status and Retry-After survive the client's wrapping. */
@@ -284,6 +285,7 @@ export class PineconeStore {
           ...(typeof md.identity === 'string' ? { identity: md.identity } : {}),
           ...(typeof md.kept_identity === 'string' ? { keptIdentity: md.kept_identity } : {}),
           ...text('embedder'),
+          ...(typeof md.kept_embedder === 'string' ? { keptEmbedder: md.kept_embedder } : {}),
         });
       }
     }
@@ -324,6 +326,7 @@ export class PineconeStore {
         ...(pointer.identity !== undefined ? { identity: pointer.identity } : {}),
         ...(pointer.keptIdentity !== undefined ? { kept_identity: pointer.keptIdentity } : {}),
         ...(pointer.embedder !== undefined ? { embedder: pointer.embedder } : {}),
+        ...(pointer.keptEmbedder !== undefined ? { kept_embedder: pointer.keptEmbedder } : {}),
       };
       return { id: pointerId(logical), values, metadata };
     });

@@ -1016,7 +1016,13 @@ export class PineconeWriter implements DestinationWriter {
           current: t.namespace,
           generation: t.pending!.pointer.generation,
           ...(remove.length ? { previous: remove } : {}),
-          ...(keep ? { kept: old, ...(before.identity !== undefined ? { keptIdentity: before.identity } : {}) } : {}),
+          ...(keep
+            ? {
+                kept: old,
+                ...(before.identity !== undefined ? { keptIdentity: before.identity } : {}),
+                ...(before.embedder !== undefined ? { keptEmbedder: before.embedder } : {}),
+              }
+            : {}),
           ...(identity !== undefined ? { identity } : {}),
           ...(this.embedderName !== undefined ? { embedder: this.embedderName } : {}),
         },

@@ -153,6 +153,7 @@ describe('sluice reindex on Pinecone', () => {
         embedders: ['openai-compatible/model-b/16'],
       });
       expect(p.pointer()).toMatchObject({ current: `${p.logical}__sluice_gen1`, generation: 1, kept: p.logical });
+      expect(String(p.pointer()!.embedder)).toContain('model-b');
       expect(p.namespaces()).toEqual([p.logical, `${p.logical}__sluice_gen1`]); // the old one kept for --rollback
       expect(p.state().index).toMatchObject({ model: 'model-b', previous: { index: { model: 'model-a' } } });
       const again = await p.cli('sync', '--json');
@@ -165,6 +166,7 @@ describe('sluice reindex on Pinecone', () => {
       expect(back.code, back.stderr).toBe(0);
       expect(await snapshot(client, p.logical)).toEqual(before);
       expect(p.pointer()).toMatchObject({ current: p.logical, generation: 1, kept: `${p.logical}__sluice_gen1` });
+      expect(String(p.pointer()!.kept_embedder)).toContain('model-b');
       const { index, ...rest } = p.state();
       expect(rest).toEqual({ streams: originalState.streams });
       expect(index).toMatchObject({ model: 'model-a' });
