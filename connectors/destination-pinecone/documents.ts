@@ -3,7 +3,7 @@
 // chunk-0 ids (`<document_id>#0`) among them are fetched in batches of up to 1,000 (fetchGroups) for
 // their `chunk_count` and fingerprint. Memory stays at one batch.
 import type { StoredDocument } from '../../src/protocol/connector.ts';
-import { FP_CONTENT, FP_METADATA } from './metadata.ts';
+import { storedFingerprint } from './metadata.ts';
 import { MAX_IDS_PER_FETCH, fetchGroups, type PineconeStore } from './store.ts';
 
 export async function* listDocuments(store: PineconeStore, namespace: string): AsyncIterable<StoredDocument> {
@@ -18,10 +18,7 @@ export async function* listDocuments(store: PineconeStore, namespace: string): A
         if (!md) continue; // listed, then deleted before the fetch
         const documentId = id.slice(0, -2);
         const chunks = typeof md.chunk_count === 'number' ? md.chunk_count : await countByListing(store, namespace, documentId);
-        const fingerprint =
-          typeof md[FP_CONTENT] === 'string' && typeof md[FP_METADATA] === 'string'
-            ? { content: md[FP_CONTENT] as string, metadata: md[FP_METADATA] as string }
-            : undefined;
+        const fingerprint = storedFingerprint(md);
         yield { documentId, chunks, ...(fingerprint ? { fingerprint } : {}) };
       }
     }

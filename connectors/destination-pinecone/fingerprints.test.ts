@@ -112,8 +112,9 @@ describe('pinecone fingerprints', () => {
     // What the look-up learnt (chunk counts) saves the write its own look-up.
     const before = fx.requests.length;
     await drain(writer, [fdoc('a', ['a0 changed']), stateMessage('docs', 2)]);
-    // The second upsert adds the fingerprint to chunk 0, last (a crash before it leaves the document unfingerprinted).
-    expect(requestsSince(index, before)).toEqual(['POST /vectors/delete', 'POST /vectors/upsert', 'POST /vectors/upsert']);
+    // Chunk 0 goes first without the fingerprint (so the tail delete after it never leaves the old
+    // one on a shortened document); the second upsert adds the fingerprint, last.
+    expect(requestsSince(index, before)).toEqual(['POST /vectors/upsert', 'POST /vectors/delete', 'POST /vectors/upsert']);
     expect(fx.ids(index, 'docs')).toEqual(['a#0', 'b#0', 'legacy#0']);
   });
 
@@ -252,6 +253,78 @@ describe('pinecone fingerprints', () => {
     const byId = (x: StoredDocument, y: StoredDocument) => (x.documentId < y.documentId ? -1 : 1);
     expect(listed.sort(byId)).toEqual(want.sort(byId));
     expect(await all(destination.documents!(cfg(index), captureContext(), 'nothing'))).toEqual([]);
+  });
+
+  it('the embedder tag is stored beside the fingerprint and returned by fingerprints(), documents() and scanChunks(), not by search', async () => {
+    const index = await freshIndex();
+    const tagged = (id: string, texts: string[], embedder: string): DestinationMessage => {
+      const d = fdoc(id, texts) as DestinationMessage & { type: 'DOCUMENT' };
+      return { ...d, fingerprint: { ...d.fingerprint!, embedder } };
+    };
+    await drain(await open(index, 'append_dedup'), [
+      tagged('a', ['a0', 'a1'], 'openai/text-embedding-3-small/8'),
+      tagged('b', ['b0'], 'hash/sluice-hash-v1/8'),
+      fdoc('old', ['o0']), // stored before the tag was kept
+      stateMessage('docs', 1),
+    ]);
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).toMatchObject({ _sluice_fp_embedder: 'openai/text-embedding-3-small/8' });
+    expect(fx.vector(index, 'docs', 'a#1')!.metadata).not.toHaveProperty('_sluice_fp_embedder'); // chunk 0 only
+    const writer = await open(index, 'append_dedup');
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'b', 'old']))).toEqual({
+      a: { ...fp('a0|a1'), embedder: 'openai/text-embedding-3-small/8' },
+      b: { ...fp('b0'), embedder: 'hash/sluice-hash-v1/8' },
+      old: fp('o0'),
+    });
+    await writer.close();
+    const docs = await all(destination.documents!(cfg(index), captureContext(), 'docs'));
+    expect(Object.fromEntries(docs.map((d) => [d.documentId, d.fingerprint?.embedder]))).toEqual({
+      a: 'openai/text-embedding-3-small/8',
+      b: 'hash/sluice-hash-v1/8',
+      old: undefined,
+    });
+    const scanned = await all(destination.scanChunks!(cfg(index), captureContext(), 'docs'));
+    expect(scanned.find((c) => c.id === 'b#0')!.fingerprint).toEqual({ ...fp('b0'), embedder: 'hash/sluice-hash-v1/8' });
+    const hits = await destination.search!(cfg(index), captureContext(), { vector: vectorFor('a0', DIM), topK: 5, streams: ['docs'] });
+    expect(hits.length).toBeGreaterThan(0);
+    for (const h of hits) expect(Object.keys(h.metadata).filter((k) => k.startsWith('_sluice_fp'))).toEqual([]);
+  });
+
+  it('a crash right after the stale tail is deleted leaves no previous fingerprint: a source gone back to the stored version is rewritten, not skipped', async () => {
+    const index = await freshIndex();
+    const original = [fdoc('a', ['a0', 'a1', 'a2']), fdoc('d', ['d0', 'd1']), stateMessage('docs', 1)];
+    await drain(await open(index, 'append_dedup'), original);
+    // The run "dies" once the tail deletes of the flush were acknowledged: every request after them fails.
+    let tailGone = false;
+    fx.setFaults({
+      failWhen: (operation, body) => {
+        if (tailGone) return true;
+        const ids = (body as { ids?: string[] } | undefined)?.ids ?? [];
+        if (operation === 'POST /vectors/delete' && ids.includes('a#1')) tailGone = true;
+        return false;
+      },
+    });
+    const from = fx.requests.length;
+    const failed = drain(await open(index, 'append_dedup'), [
+      fdoc('a', ['a0 short']), // shortened: a#1, a#2 are the stale tail
+      { type: 'DELETE', stream: 'docs', documentId: 'd' },
+      stateMessage('docs', 2),
+    ]);
+    await expect(failed).rejects.toThrow(/refused/);
+    fx.setFaults({});
+    expect(tailGone).toBe(true);
+    fx.requests.splice(from);
+    expect(fx.ids(index, 'docs')).toEqual(['a#0', 'd#0']); // both tails gone, chunk 0 of each still there
+    expect(fx.vector(index, 'docs', 'a#0')!.metadata).toMatchObject({ chunk_count: 3 }); // still covers the old tail
+    // Neither carries its previous fingerprint any more: the source going back to exactly the stored
+    // version (a0|a1|a2, d0|d1) is not taken for unchanged.
+    let writer = await open(index, 'append_dedup');
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'd']))).toEqual({});
+    await writer.close();
+    await drain(await open(index, 'append_dedup'), original);
+    expect(fx.ids(index, 'docs')).toEqual(['a#0', 'a#1', 'a#2', 'd#0', 'd#1']);
+    writer = await open(index, 'append_dedup');
+    expect(Object.fromEntries(await writer.fingerprints!('docs', ['a', 'd']))).toEqual({ a: fp('a0|a1|a2'), d: fp('d0|d1') });
+    await writer.close();
   });
 
   it('the fingerprint is written last: a flush whose last phase fails leaves documents unfingerprinted, and the next run rewrites them exactly', async () => {

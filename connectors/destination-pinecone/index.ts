@@ -3,10 +3,11 @@
 import type { CheckResult, ConnectorContext, Destination, SearchHit } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
-import { FP_CONTENT, FP_METADATA, compactValues } from './metadata.ts';
+import { FP_CONTENT, FP_EMBEDDER, FP_METADATA, compactValues } from './metadata.ts';
 import { listDocuments } from './documents.ts';
 import { POINTER_NAMESPACE, PineconeStore, pointerId } from './store.ts';
 import { scanChunks } from './scan.ts';
+import { hasPrevious, rollback } from './reindex.ts';
 import { PineconeWriter, currentNamespace, generationNamespace, logicalNamespace } from './writer.ts';
 
 export { PineconeConfigSchema, type PineconeConfig } from './config.ts';
@@ -62,6 +63,9 @@ const destination: Destination<PineconeConfig> = {
   },
   scanChunks,
 
+  // `sluice reindex`: new namespace generations, switched by one pointer upsert (./reindex.ts).
+  reindex: { hasPrevious, rollback },
+
   async search(config, ctx, query) {
     return searchPinecone(await PineconeStore.connect(config, ctx), config, query);
   },
@@ -79,7 +83,7 @@ const destination: Destination<PineconeConfig> = {
         const logical = streams.map((s) => logicalNamespace(sandboxed.namespace, s));
         const pointers = await store.readPointers(logical);
         for (const ns of logical) {
-          const last = pointers.get(ns)?.generation ?? 0;
+          const last = pointers.get(ns)?.generation ?? 0; // the highest generation ever allocated
           for (let g = 0; g <= last; g++) await store.deleteNamespaceContents(generationNamespace(ns, g));
           if (pointers.has(ns)) await store.deleteIds(POINTER_NAMESPACE, [pointerId(ns)]);
         }
@@ -135,6 +139,7 @@ export async function searchPinecone(
       content,
       [FP_CONTENT]: _fp,
       [FP_METADATA]: _fpm,
+      [FP_EMBEDDER]: _fpe,
       ...metadata
     } = (m.metadata ?? {}) as Record<string, unknown>;
     return {

@@ -1,5 +1,6 @@
 // Pinecone metadata: values must be strings, finite numbers, booleans or lists of strings, and a
 // vector's metadata may not exceed 40 KB of JSON. Everything else is converted here, predictably.
+import type { DocumentFingerprint } from '../../src/protocol/connector.ts';
 import { canonicalJson } from '../../src/protocol/identity.ts';
 
 export type MetadataValue = string | number | boolean | string[];
@@ -11,6 +12,20 @@ export const MAX_METADATA_BYTES = 40 * 1024;
 /** Chunk 0's fields holding the document's fingerprint (docs/fingerprints.md). */
 export const FP_CONTENT = '_sluice_fp_content';
 export const FP_METADATA = '_sluice_fp_metadata';
+/** Which embedder made the document's vectors (`DocumentFingerprint.embedder`), for `sluice verify`. */
+export const FP_EMBEDDER = '_sluice_fp_embedder';
+/** Every fingerprint field: written together on chunk 0, last (writer.ts phase F). */
+export const FP_FIELDS = [FP_CONTENT, FP_METADATA, FP_EMBEDDER] as const;
+
+/** The fingerprint stored in chunk 0's metadata, if it has one. */
+export function storedFingerprint(md: Record<string, unknown>): DocumentFingerprint | undefined {
+  const content = md[FP_CONTENT];
+  const metadata = md[FP_METADATA];
+  // An empty content fingerprint is one cleared before the document's chunks changed (writer.ts flush).
+  if (typeof content !== 'string' || !content || typeof metadata !== 'string') return undefined;
+  const embedder = md[FP_EMBEDDER];
+  return { content, metadata, ...(typeof embedder === 'string' ? { embedder } : {}) };
+}
 
 /** Fields sluice owns; a record field with the same name is overridden by them. */
 export const RESERVED_FIELDS = [
@@ -23,6 +38,7 @@ export const RESERVED_FIELDS = [
   'content_skipped',
   FP_CONTENT,
   FP_METADATA,
+  FP_EMBEDDER,
 ] as const;
 
 /**

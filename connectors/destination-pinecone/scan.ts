@@ -6,7 +6,7 @@ import type { ConnectorContext, ScanOptions, ScannedChunk } from '../../src/prot
 import type { PineconeConfig } from './config.ts';
 import { PineconeStore } from './store.ts';
 import { currentNamespace, logicalNamespace } from './writer.ts';
-import { FP_CONTENT, FP_METADATA } from './metadata.ts'; // where the writer keeps the fingerprint
+import { storedFingerprint } from './metadata.ts'; // where the writer keeps the fingerprint
 
 export async function* scanChunks(
   config: PineconeConfig,
@@ -32,14 +32,13 @@ export async function* scanChunks(
         if (left-- <= 0) return;
         const chunkIndex = typeof md.chunk_index === 'number' ? md.chunk_index : Number(id.slice(id.lastIndexOf('#') + 1));
         const whole = typeof md.content === 'string' && !md.content_truncated && !md.content_skipped;
-        const fp = md[FP_CONTENT];
-        const fpMetadata = md[FP_METADATA];
+        const fingerprint = storedFingerprint(md);
         yield {
           id,
           documentId,
           chunkIndex,
           ...(whole ? { content: md.content as string } : {}),
-          ...(typeof fp === 'string' && typeof fpMetadata === 'string' ? { fingerprint: { content: fp, metadata: fpMetadata } } : {}),
+          ...(fingerprint ? { fingerprint } : {}),
         };
       }
     }

@@ -1,11 +1,12 @@
 // The Pinecone client, wrapped: one place for retries (429/5xx/timeouts, via src/net/retry.ts),
 // readable errors, index resolution (name or host) and the generation pointers used by overwrite.
 import { Pinecone, type Index, type PineconeRecord } from '@pinecone-database/pinecone';
-import type { ConnectorContext } from '../../src/protocol/connector.ts';
+import type { ConnectorContext, IndexIdentity } from '../../src/protocol/connector.ts';
+import { canonicalJson, sha256 } from '../../src/protocol/identity.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { httpStatus, isRetryableError, retry } from '../../src/net/retry.ts';
 import type { Metric, PineconeConfig } from './config.ts';
-import type { PineconeMetadata } from './metadata.ts';
+import { FP_CONTENT, type PineconeMetadata } from './metadata.ts';
 
 export const MAX_IDS_PER_DELETE = 1000;
 export const MAX_VECTORS_PER_UPSERT = 1000;
@@ -53,9 +54,22 @@ export interface ResolvedIndex {
 export interface GenerationPointer {
   /** Physical namespace readers should query. */
   current: string;
+  /**
+   * The highest generation number ever allocated for this logical namespace (not necessarily
+   * `current`'s: a rollback switches back to a lower one), so a new generation never reuses the
+   * namespace of a kept one.
+   */
   generation: number;
-  /** The generation before `current`; removed after the switch (again on the next overwrite if that failed). */
-  previous?: string;
+  /** Replaced generations still to be removed: removed after the switch, again on the next overwrite or reindex if that failed. */
+  previous?: string[];
+  /** `sluice reindex --keep-previous`: the replaced generation, kept for `--rollback`. */
+  kept?: string;
+  /** Which index identity (embedder and processing settings, see identityTag) built `current`, and `kept`. */
+  identity?: string;
+  keptIdentity?: string;
+  /** Human name of the embedder of `current`, and of `kept` (for applications and people reading the pointer). */
+  embedder?: string;
+  keptEmbedder?: string;
 }
 
 /** A non-2xx answer, captured in our fetch so status and Retry-After survive the client's wrapping. */
@@ -225,6 +239,19 @@ export class PineconeStore {
     );
   }
 
+  /**
+   * Marks the fingerprint on a document's chunk 0 as absent before its chunks go (update can only
+   * set fields: an empty content fingerprint reads as none, see storedFingerprint). A vector already
+   * gone is fine.
+   */
+  async clearFingerprint(namespace: string, id: string): Promise<void> {
+    await this.call(
+      `fingerprint reset of vector ${JSON.stringify(id)} in namespace "${namespace}"`,
+      () => this.ns(namespace).update({ id, metadata: { [FP_CONTENT]: '' } }),
+      { notFoundOk: true },
+    );
+  }
+
   /** Vectors a namespace holds (0 when it does not exist), from the index stats. */
   async recordCount(namespace: string): Promise<number> {
     const stats = await this.call('describe index stats', () => this.client.index({ host: this.index.hostUrl }).describeIndexStats());
@@ -247,10 +274,18 @@ export class PineconeStore {
     for (const name of logical) {
       const md = records[pointerId(name)]?.metadata as Record<string, unknown> | undefined;
       if (md && typeof md.current === 'string' && typeof md.generation === 'number') {
+        // `previous` was one string before reindex could leave two generations to remove.
+        const previous = typeof md.previous === 'string' ? [md.previous] : Array.isArray(md.previous) ? (md.previous as string[]) : [];
+        const text = (k: string) => (typeof md[k] === 'string' ? { [k]: md[k] as string } : {});
         out.set(name, {
           current: md.current,
           generation: md.generation,
-          ...(typeof md.previous === 'string' ? { previous: md.previous } : {}),
+          ...(previous.length ? { previous } : {}),
+          ...(typeof md.kept === 'string' ? { kept: md.kept } : {}),
+          ...(typeof md.identity === 'string' ? { identity: md.identity } : {}),
+          ...(typeof md.kept_identity === 'string' ? { keptIdentity: md.kept_identity } : {}),
+          ...text('embedder'),
+          ...(typeof md.kept_embedder === 'string' ? { keptEmbedder: md.kept_embedder } : {}),
         });
       }
     }
@@ -259,16 +294,43 @@ export class PineconeStore {
 
   /** Switches readers to a generation: one upsert of one record, so the switch is atomic. */
   async writePointer(logical: string, pointer: GenerationPointer): Promise<void> {
+    await this.writePointers([[logical, pointer]]);
+  }
+
+  /**
+   * Switches several logical namespaces in ONE upsert request (a reindex switches every stream of
+   * a connection at once). Pinecone applies a request whole or not at all as far as sluice's client
+   * can tell (it is acknowledged or it fails); it does not promise that another reader fetching two
+   * pointers meanwhile sees both change at the same instant — each pointer, read by itself, is
+   * either the old one or the new one.
+   */
+  async writePointers(entries: Array<[string, GenerationPointer]>): Promise<void> {
+    if (!entries.length) return;
+    if (entries.length > MAX_VECTORS_PER_UPSERT)
+      throw new SluiceError(`${entries.length} streams cannot switch in one Pinecone request (at most ${MAX_VECTORS_PER_UPSERT})`, {
+        kind: 'config',
+        hint: 'split the connection into several with fewer streams each',
+      });
     const values = new Array<number>(this.index.dimension).fill(0);
     values[0] = 1; // a unit vector: valid for every metric (cosine rejects all-zero vectors)
-    const metadata: PineconeMetadata = {
-      logical_namespace: logical,
-      current: pointer.current,
-      generation: pointer.generation,
-      updated_at: new Date().toISOString(),
-      ...(pointer.previous !== undefined ? { previous: pointer.previous } : {}),
-    };
-    await this.upsert(POINTER_NAMESPACE, [{ id: pointerId(logical), values, metadata }]);
+    const updatedAt = new Date().toISOString();
+    const records = entries.map(([logical, pointer]) => {
+      const metadata: PineconeMetadata = {
+        logical_namespace: logical,
+        current: pointer.current,
+        generation: pointer.generation,
+        updated_at: updatedAt,
+        // One name as a string, as sluice wrote it before a reindex could leave two.
+        ...(pointer.previous?.length ? { previous: pointer.previous.length === 1 ? pointer.previous[0] : pointer.previous } : {}),
+        ...(pointer.kept !== undefined ? { kept: pointer.kept } : {}),
+        ...(pointer.identity !== undefined ? { identity: pointer.identity } : {}),
+        ...(pointer.keptIdentity !== undefined ? { kept_identity: pointer.keptIdentity } : {}),
+        ...(pointer.embedder !== undefined ? { embedder: pointer.embedder } : {}),
+        ...(pointer.keptEmbedder !== undefined ? { kept_embedder: pointer.keptEmbedder } : {}),
+      };
+      return { id: pointerId(logical), values, metadata };
+    });
+    await this.upsert(POINTER_NAMESPACE, records);
   }
 
   /** Runs one request with retries; failures become SluiceErrors that say what failed. */
@@ -337,6 +399,12 @@ export class PineconeStore {
           : 'Pinecone is overloaded or unavailable; run again later (nothing is lost: the last checkpoint is kept)',
     });
   }
+}
+
+/** A short, stable tag of an index identity (embedder and processing settings), stored on the pointer. */
+export function identityTag(index: IndexIdentity): string {
+  const { provider, model, dimensions, processing_hash } = index;
+  return sha256(canonicalJson({ provider, model, dimensions, processing_hash })).slice(0, 16);
 }
 
 export function pointerId(logical: string): string {

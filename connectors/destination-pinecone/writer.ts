@@ -30,11 +30,14 @@ import { chunkId } from '../../src/protocol/identity.ts';
 import type { PineconeConfig } from './config.ts';
 import {
   FP_CONTENT,
+  FP_EMBEDDER,
+  FP_FIELDS,
   FP_METADATA,
   MAX_METADATA_BYTES,
   buildMetadata,
   compactValues,
   metadataBytes,
+  storedFingerprint,
   truncateContent,
   withoutContent,
   type PineconeMetadata,
@@ -44,6 +47,7 @@ import {
   MAX_IDS_PER_DELETE,
   MAX_VECTORS_PER_UPSERT,
   fetchGroups,
+  identityTag,
   type GenerationPointer,
   type PineconeStore,
 } from './store.ts';
@@ -72,8 +76,15 @@ interface StreamTarget {
   namespace: string;
   /** The namespace readers see at open (fingerprint look-ups, KEEP copies). */
   live: string;
-  /** Overwrite only: the pointer to publish at STREAM_COMPLETE, and what it replaces. */
-  pending?: { pointer: GenerationPointer; replaces: string; /** A previous generation whose removal failed. */ stale?: string };
+  /**
+   * Overwrite and reindex: the pointer to publish at the switch, what it replaces, and the replaced
+   * generations whose removal failed (removed before loading).
+   */
+  pending?: { pointer: GenerationPointer; replaces: string; stale: string[] };
+  /** Reindex only: the pointer as read at open (what the switch replaces). */
+  before?: GenerationPointer;
+  /** Reindex only: the stream's input completed. */
+  complete?: boolean;
   switched?: boolean;
   /** Overwrite only: the fresh generation was started (cleared for loading); until then only KEEPs came. */
   started?: boolean;
@@ -107,6 +118,8 @@ interface PreparedVector {
   namespace: string;
   record: PineconeRecord;
   bytes: number;
+  /** Chunk 0 only: the count its first write (phase C) records, covering the old tail too: max(old, new). */
+  coverCount?: number;
 }
 
 interface Counts {
@@ -154,6 +167,11 @@ export class PineconeWriter implements DestinationWriter {
   private readonly knownCounts = new Map<string, number>();
   private readonly flushChunks: number;
   private readonly limit: ReturnType<typeof pLimit>;
+  /** `sluice reindex` (./reindex.ts): every stream loads a new generation; all switch at the end of the input. */
+  private reindex?: { keepPrevious: boolean };
+  private embedderName?: string;
+  /** Reindex: the last STATE, committed only with the switch. */
+  private reindexState?: DestinationMessage & { type: 'STATE' };
 
   private constructor(
     private readonly store: PineconeStore,
@@ -167,6 +185,17 @@ export class PineconeWriter implements DestinationWriter {
   static async open(store: PineconeStore, config: PineconeConfig, ctx: ConnectorContext, options: OpenOptions): Promise<PineconeWriter> {
     const dim = store.index.dimension;
     const where = `Pinecone index ${store.index.name ?? config.index}`;
+    if (options.dimensions !== undefined && options.dimensions !== dim && options.reindex) {
+      // Every namespace of an index has the index's dimension: a new generation cannot hold another size.
+      throw new SluiceError(
+        `a reindex cannot change the vector size in Pinecone index ${store.index.name ? `"${store.index.name}"` : config.index}: it has dimension ${dim} (fixed when an index is created), but ${options.embedderName ?? 'the embedder'} produces ${options.dimensions}-dimensional vectors; nothing was written`,
+        {
+          kind: 'config',
+          where,
+          hint: `create a Pinecone index with dimension ${options.dimensions}, set destination.config.index to it and run sluice reindex again (the old index keeps serving until you switch your application to the new one); or keep a model of ${dim} dimensions`,
+        },
+      );
+    }
     if (options.dimensions !== undefined && options.dimensions !== dim) {
       throw new SluiceError(
         `Pinecone index ${store.index.name ? `"${store.index.name}"` : config.index} has dimension ${dim}, but ${options.embedderName ?? 'the embedder'} produces ${options.dimensions}-dimensional vectors`,
@@ -185,6 +214,8 @@ export class PineconeWriter implements DestinationWriter {
       });
     }
     const writer = new PineconeWriter(store, config, ctx);
+    writer.reindex = options.reindex;
+    writer.embedderName = options.embedderName;
     const byLogical = new Map<string, string>();
     for (const s of options.streams) {
       const logical = logicalNamespace(config.namespace, s.name);
@@ -204,15 +235,19 @@ export class PineconeWriter implements DestinationWriter {
       const pointer = pointers.get(logical);
       const current = currentNamespace(logical, pointer);
       const target: StreamTarget = { name: s.name, mode: s.destinationSyncMode, logical, namespace: current, live: current };
-      if (s.destinationSyncMode === 'overwrite') {
+      if (s.destinationSyncMode === 'overwrite' || options.reindex) {
         const generation = (pointer?.generation ?? 0) + 1;
         const fresh = generationNamespace(logical, generation);
         target.namespace = fresh;
+        // What an overwrite switches to: the new generation, everything else of the pointer kept
+        // (a generation kept for rollback stays; the identity is the same, a sync refuses another).
+        const { previous: _removed, ...rest } = pointer ?? {};
         target.pending = {
-          pointer: { current: fresh, generation, previous: current },
+          pointer: { ...rest, current: fresh, generation, previous: [current] },
           replaces: current,
-          ...(pointer?.previous !== undefined && pointer.previous !== current ? { stale: pointer.previous } : {}),
+          stale: (pointer?.previous ?? []).filter((ns) => ns !== current && ns !== pointer?.kept && ns !== fresh),
         };
+        if (options.reindex) target.before = pointer ?? { current, generation: 0 };
         target.seen = new Set();
         target.started = false;
       }
@@ -248,8 +283,8 @@ export class PineconeWriter implements DestinationWriter {
         counts.set(key, count);
         if (counts.size > KNOWN_COUNTS_CAP) counts.delete(counts.keys().next().value!);
       }
-      if (md && typeof md[FP_CONTENT] === 'string' && typeof md[FP_METADATA] === 'string')
-        out.set(documentId, { content: md[FP_CONTENT] as string, metadata: md[FP_METADATA] as string });
+      const fingerprint = md && storedFingerprint(md);
+      if (fingerprint) out.set(documentId, fingerprint);
     }
     return out;
   }
@@ -293,11 +328,18 @@ export class PineconeWriter implements DestinationWriter {
         }
         case 'STATE': {
           yield* this.flush();
-          yield { type: 'STATE_COMMITTED', state: msg.state, connection: msg.connection };
+          if (this.reindex)
+            this.reindexState = msg; // committed with the switch, or not at all
+          else yield { type: 'STATE_COMMITTED', state: msg.state, connection: msg.connection };
           break;
         }
         case 'STREAM_COMPLETE': {
           const target = this.target(msg.stream);
+          if (this.reindex) {
+            await this.startGeneration(target); // an empty stream's new generation is empty
+            target.complete = true;
+            break;
+          }
           if (target.pending && !target.switched) {
             if (!target.started && (await this.unchangedGeneration(target))) {
               target.switched = true; // the live generation already is the new one
@@ -317,6 +359,11 @@ export class PineconeWriter implements DestinationWriter {
       }
     }
     yield* this.flush();
+    if (this.reindex) {
+      yield* this.finishReindex();
+      this.reportOversize();
+      return;
+    }
     for (const t of this.targets.values()) {
       if (t.pending && !t.switched) {
         this.ctx.logger.warn(
@@ -344,7 +391,7 @@ export class PineconeWriter implements DestinationWriter {
   private async startGeneration(t: StreamTarget): Promise<void> {
     if (!t.pending || t.started) return;
     await this.store.deleteNamespaceContents(t.namespace);
-    if (t.pending.stale !== undefined) await this.store.deleteNamespaceContents(t.pending.stale);
+    for (const ns of t.pending.stale) await this.store.deleteNamespaceContents(ns);
     t.started = true;
     for (const documentId of t.keptBeforeStart ?? []) this.enqueue({ kind: 'keep', stream: t.name, documentId }, 1);
     t.keptBeforeStart = undefined;
@@ -402,22 +449,25 @@ export class PineconeWriter implements DestinationWriter {
    * Sends everything buffered; returns when Pinecone acknowledged all of it. Phases (each one
    * batched across documents, requests concurrent within a phase):
    *   A. read `chunk_count` from each document's chunk 0 (one fetch per FETCH_IDS documents);
+   *   C. upsert chunk 0 of each rewritten document WITHOUT a fingerprint (an upsert replaces all
+   *      metadata, so the previous fingerprint goes), its `chunk_count` max(old, new) so it still
+   *      covers the old tail; and, for each deleted (or now empty) document, clear the fingerprint
+   *      of its stored chunk 0 (an update by id: there is no vector to upsert);
    *   B. delete ids [max(n, 1), old count) — the stale tail — and skipped chunks;
-   *   C. upsert chunk 0 of each document, carrying its new `chunk_count`, with the chunks below the
-   *      old count (they are covered by either count);
-   *   D. upsert the chunks at or above the old count (only once chunk 0 covers them);
+   *   D. upsert the other chunks (chunk 0 covers them all);
    *   E. delete chunk 0 of deleted (or now empty) documents;
-   *   F. upsert chunk 0 again, now WITH the fingerprint, and only then the metadata updates of
-   *      chunk 0 (which carry the new fingerprint) — once everything else of the flush is acknowledged.
+   *   F. upsert chunk 0 again, now with its own `chunk_count` and WITH the fingerprint, and only then
+   *      the metadata updates of chunk 0 (which carry the new fingerprint) — once everything else of
+   *      the flush is acknowledged.
    * Invariant: every stored chunk index of a document is below the `chunk_count` on its chunk 0,
    * whatever instant a crash hits, so the next write or DELETE always finds the whole tail.
-   * Invariant: chunk 0 carries a fingerprint only once the document's other chunks and stale-tail
-   * deletes are acknowledged. Phase C writes chunk 0 without one (an upsert replaces all metadata,
-   * so an older fingerprint goes too): a crash before F leaves a document that reads as
-   * unfingerprinted and is written again, never one skipped as unchanged with chunks missing.
-   * Cost: the chunk-0 vectors are sent twice, in F batched like any upsert (one request per
-   * MAX_VECTORS_PER_UPSERT/batch_size vectors of a namespace — usually one per flush), no extra
-   * request per document.
+   * Invariant: from the first change to a document's stored chunks (B) until all of them are
+   * acknowledged, its chunk 0 carries no fingerprint (C comes first): a crash in between leaves a
+   * document that reads as unfingerprinted and is written again — also when the source goes back to
+   * exactly the stored version — never one skipped as unchanged with chunks missing.
+   * Cost: the chunk-0 vectors are sent twice, in C and F batched like any upsert (one request per
+   * MAX_VECTORS_PER_UPSERT/batch_size vectors of a namespace — usually one per flush), and one
+   * update per deleted document that had chunks.
    */
   private async *flush(): AsyncIterable<DestinationEvent> {
     if (!this.ops.size) return;
@@ -438,6 +488,24 @@ export class PineconeWriter implements DestinationWriter {
       set.add(op.documentId);
     }
     const previous = await this.previousCounts(lookups);
+    // A deleted document's chunks are also listed by id prefix: a chunk beyond the count its chunk 0
+    // records (written by hand or by another tool, see `sluice verify`) goes too. One list request
+    // per deleted document (deletes are rarer than writes; a write trims by the recorded count).
+    const listedChunks = new Map<string, number[]>();
+    await settleAll(
+      ops
+        .filter((op) => op.kind === 'delete')
+        .filter((op) => {
+          const t = this.target(op.stream);
+          return !(t.seen && !t.seen.has(op.documentId) && t.seen.size < SEEN_CAP); // nothing stored yet
+        })
+        .map((op) =>
+          this.limit(async () => {
+            const ns = this.target(op.stream).namespace;
+            listedChunks.set(docKey(ns, op.documentId), await this.listChunkIndexes(ns, op.documentId));
+          }),
+        ),
+    );
     for (const op of ops) {
       const key = docKey(this.target(op.stream).namespace, op.documentId);
       const known = this.knownCounts.get(key);
@@ -450,6 +518,8 @@ export class PineconeWriter implements DestinationWriter {
     const tailDeletes = new Deletes();
     const headDeletes = new Deletes();
     const refused: Array<Extract<DestinationEvent, { type: 'REJECTED' }>> = [];
+    /** Chunk 0 of documents whose chunks go (deleted, now empty): its fingerprint is cleared first. */
+    const clears: Array<{ namespace: string; id: string }> = [];
     for (const op of ops) {
       const t = this.target(op.stream);
       const key = docKey(t.namespace, op.documentId);
@@ -461,8 +531,12 @@ export class PineconeWriter implements DestinationWriter {
       }
       if (op.kind === 'delete') {
         stored.push([key, 0]);
+        const listed = listedChunks.get(key) ?? [];
+        const hasHead = old > 0 || listed.includes(0);
+        if (hasHead) clears.push({ namespace: t.namespace, id: chunkId(op.documentId, 0) });
         for (let k = 1; k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
-        if (old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
+        for (const k of listed) if (k > 0) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
+        if (hasHead) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
         continue;
       }
       const n = op.message.chunks.length;
@@ -482,7 +556,10 @@ export class PineconeWriter implements DestinationWriter {
       for (const id of skipped) tailDeletes.add(t.namespace, op.stream, id);
       if (upsert) continue;
       for (let k = Math.max(n, 1); k < old; k++) tailDeletes.add(t.namespace, op.stream, chunkId(op.documentId, k));
-      if (n === 0 && old > 0) headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
+      if (n === 0 && old > 0) {
+        headDeletes.add(t.namespace, op.stream, chunkId(op.documentId, 0));
+        clears.push({ namespace: t.namespace, id: chunkId(op.documentId, 0) });
+      }
     }
 
     for (const c of copies) {
@@ -492,27 +569,33 @@ export class PineconeWriter implements DestinationWriter {
       for (const v of c.vectors) (v.record.id === chunkId(c.documentId, 0) ? first : rest).push(v);
     }
 
-    // Chunk 0 goes out in C without its fingerprint; F writes it with it (see above).
+    // Chunk 0 goes out in C without its fingerprint and with a count covering the old tail; F
+    // writes it with both its own (see above).
     const fingerprinted: PreparedVector[] = [];
     for (const [i, v] of first.entries()) {
       const md = v.record.metadata as PineconeMetadata | undefined;
-      if (!md || !(FP_CONTENT in md || FP_METADATA in md)) continue;
+      const cover = v.coverCount !== undefined && md && md.chunk_count !== v.coverCount;
+      if (!md || (!FP_FIELDS.some((f) => f in md) && !cover)) continue;
       fingerprinted.push(v);
-      const { [FP_CONTENT]: _c, [FP_METADATA]: _m, ...bare } = md;
+      const { [FP_CONTENT]: _c, [FP_METADATA]: _m, [FP_EMBEDDER]: _e, ...bare } = md;
+      if (cover) bare.chunk_count = v.coverCount!;
       const record: PineconeRecord = { ...v.record, metadata: bare as PineconeMetadata };
       first[i] = { ...v, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 };
     }
     // Metadata-only: update can only set fields, so chunk 0's update (it carries the fingerprint)
     // simply goes after the document's other updates.
-    const isHead = (u: { id: string; metadata: PineconeMetadata }) => FP_CONTENT in u.metadata || FP_METADATA in u.metadata;
+    const isHead = (u: { id: string; metadata: PineconeMetadata }) => FP_FIELDS.some((f) => f in u.metadata);
     const update = (u: (typeof updates)[number]) =>
       this.limit(async () => {
         await this.store.updateMetadata(u.namespace, u.id, u.metadata);
         this.countsOf(u.stream).chunksWritten++;
       });
 
+    await settleAll([
+      this.upsertAll(first), // C
+      ...clears.map((c) => this.limit(() => this.store.clearFingerprint(c.namespace, c.id))),
+    ]);
     await this.deleteAll(tailDeletes); // B
-    await this.upsertAll(first); // C
     await this.upsertAll(rest); // D
     await this.deleteAll(headDeletes); // E
     await settleAll(updates.filter((u) => !isHead(u)).map(update));
@@ -651,6 +734,7 @@ export class PineconeWriter implements DestinationWriter {
       if (doc.fingerprint) {
         md[FP_CONTENT] = doc.fingerprint.content;
         md[FP_METADATA] = doc.fingerprint.metadata;
+        if (doc.fingerprint.embedder !== undefined) md[FP_EMBEDDER] = doc.fingerprint.embedder;
       }
     }
     return md;
@@ -686,16 +770,21 @@ export class PineconeWriter implements DestinationWriter {
 
   /** One more than the highest chunk index stored for a document, found by listing its id prefix. */
   private async countByListing(namespace: string, documentId: string): Promise<number> {
+    return Math.max(0, ...(await this.listChunkIndexes(namespace, documentId)).map((k) => k + 1));
+  }
+
+  /** Chunk indexes stored for a document, by listing its id prefix. */
+  private async listChunkIndexes(namespace: string, documentId: string): Promise<number[]> {
     const prefix = `${documentId}#`;
-    let count = 0;
+    const out: number[] = [];
     for await (const page of this.store.listIds(namespace, prefix)) {
       for (const id of page) {
         const suffix = id.slice(prefix.length);
         // `a#1#0` (document "a#1") also starts with "a#": only a bare chunk index counts.
-        if (/^\d+$/.test(suffix)) count = Math.max(count, Number(suffix) + 1);
+        if (/^\d+$/.test(suffix)) out.push(Number(suffix));
       }
     }
-    return count;
+    return out;
   }
 
   /** `count`: false for phase F, whose vectors were already counted in phase C. */
@@ -733,7 +822,7 @@ export class PineconeWriter implements DestinationWriter {
   }
 
   /** Vectors of one document, metadata fitted to Pinecone's 40 KB; returns ids of skipped chunks. */
-  /** `oldCount`: chunks below it may go with chunk 0 (phase C); those at or above it must wait for it (phase D). */
+  /** `oldCount`: the stored count; chunk 0's first write (phase C) covers it (see flush). */
   private prepareDocument(
     t: StreamTarget,
     doc: DestinationMessage & { type: 'DOCUMENT' },
@@ -748,7 +837,13 @@ export class PineconeWriter implements DestinationWriter {
       const id = chunkId(doc.documentId, chunk.chunkIndex);
       const push = (list: PreparedVector[], md: PineconeMetadata) => {
         const record: PineconeRecord = { id, values: compactValues(chunk.embedding!), metadata: md };
-        list.push({ stream: doc.stream, namespace: t.namespace, record, bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1 });
+        list.push({
+          stream: doc.stream,
+          namespace: t.namespace,
+          record,
+          bytes: Buffer.byteLength(JSON.stringify(record), 'utf8') + 1,
+          ...(chunk.chunkIndex === 0 ? { coverCount: Math.max(oldCount, chunkCount) } : {}),
+        });
       };
       if (chunk.chunkIndex !== position) {
         // Chunk 0 records the count, and counts assume indexes 0..n-1.
@@ -822,7 +917,7 @@ export class PineconeWriter implements DestinationWriter {
           `truncated the content of chunk ${id} of stream ${doc.stream} to fit Pinecone's ${MAX_METADATA_BYTES}-byte metadata limit`,
         );
       }
-      push(chunk.chunkIndex === 0 || chunk.chunkIndex < oldCount ? first : rest, metadata);
+      push(chunk.chunkIndex === 0 ? first : rest, metadata);
     }
     return skipped;
   }
@@ -874,6 +969,74 @@ export class PineconeWriter implements DestinationWriter {
     // (search() does); the old generation goes only now, after the switch.
     await this.store.deleteNamespaceContents(replaces);
     t.seen = undefined;
+  }
+
+  /**
+   * Reindex: when every stream's input completed, switch all of them in ONE pointer upsert, remove
+   * the replaced generations (all but the one kept for rollback), then commit the last STATE. An
+   * input that ended early switches nothing and commits nothing: readers stay on the old
+   * generations, and the next run clears the partial ones before loading (startGeneration).
+   *
+   * Crash points (docs/pinecone.md "Reindex"): before the upsert, nothing changed for readers or
+   * the state; after it and before the removals, the pointer still lists the replaced generations
+   * in `previous` and the next overwrite or reindex removes them; after it and before the engine
+   * saved the STATE, readers are on the new generations while the state still records the old
+   * index identity: `sync` is then refused (exit 2, "the index was built with other settings") and
+   * a re-run of `sluice reindex` builds and switches again (embeddings come from the cache), and
+   * `--rollback` is refused because the kept generation's identity is not the one the state would
+   * restore (see reindexRollback).
+   */
+  private async *finishReindex(): AsyncIterable<DestinationEvent> {
+    const targets = [...this.targets.values()];
+    const unfinished = targets.filter((t) => !t.complete).map((t) => t.name);
+    if (unfinished.length) {
+      this.ctx.logger.warn(
+        { streams: unfinished },
+        `reindex: input ended before stream(s) ${unfinished.join(', ')} completed; readers stay on the old namespaces, nothing is committed, and the partial load is discarded on the next run`,
+      );
+      return;
+    }
+    const recorded = this.reindexState?.connection.index;
+    const identity = recorded ? identityTag(recorded) : undefined;
+    const keep = this.reindex!.keepPrevious;
+    const switched: Array<[string, GenerationPointer]> = [];
+    const removals: string[] = [];
+    for (const t of targets) {
+      const before = t.before!;
+      const old = before.current;
+      // Without --keep-previous every replaced generation goes, also one kept by an earlier reindex.
+      const remove = [
+        ...t.pending!.stale,
+        ...(keep ? [] : [old]),
+        ...(before.kept !== undefined && before.kept !== old ? [before.kept] : []),
+      ];
+      switched.push([
+        t.logical,
+        {
+          current: t.namespace,
+          generation: t.pending!.pointer.generation,
+          ...(remove.length ? { previous: remove } : {}),
+          ...(keep
+            ? {
+                kept: old,
+                ...(before.identity !== undefined ? { keptIdentity: before.identity } : {}),
+                ...(before.embedder !== undefined ? { keptEmbedder: before.embedder } : {}),
+              }
+            : {}),
+          ...(identity !== undefined ? { identity } : {}),
+          ...(this.embedderName !== undefined ? { embedder: this.embedderName } : {}),
+        },
+      ]);
+      removals.push(...remove);
+    }
+    await this.store.writePointers(switched);
+    for (const t of targets) t.switched = true;
+    this.ctx.logger.info(
+      { namespaces: switched.map(([, p]) => p.current) },
+      `reindex: readers switched to namespace(s) ${switched.map(([, p]) => `"${p.current}"`).join(', ')}${keep ? ' (the previous ones are kept for --rollback)' : ''}`,
+    );
+    for (const ns of new Set(removals)) await this.store.deleteNamespaceContents(ns);
+    if (this.reindexState) yield { type: 'STATE_COMMITTED', state: this.reindexState.state, connection: this.reindexState.connection };
   }
 
   private reportOversize() {

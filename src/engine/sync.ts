@@ -467,7 +467,12 @@ async function syncConnection(
       ...(p.reindex ? { reindex: p.reindex } : {}),
     })
     .catch((err) => {
-      throw withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
+      const e = withContext(err, `connection ${name}, destination ${conn.config.destination.type}`);
+      // A destination that cannot open this reindex for a reason of configuration (Pinecone: the
+      // index's fixed vector size) refuses it before any write, like a refused identity (exit 2).
+      if (p.reindex && e.kind === 'config')
+        throw new IndexChangedError(e.message, { kind: 'config', where: e.where, hint: e.hint, cause: err });
+      throw e;
     });
   try {
     // Exactly-once destinations keep state with their data; theirs wins over the file store. Not

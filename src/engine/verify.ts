@@ -481,8 +481,9 @@ function judge(
   if (!found.size) return [];
   if (found.has('deleted_documents')) return ['delete'];
   // A document rewrite replaces chunks by id and trims indexes past the new count; extra rows under
-  // other ids (duplicates) survive that, so such documents are removed first.
-  return found.has('duplicate_chunks') ? ['purge', 'rewrite'] : ['rewrite'];
+  // other ids (duplicates) survive that, and a store that trims by the count it recorded (Pinecone)
+  // cannot see chunks beyond it (orphans), so such documents are removed first.
+  return found.has('duplicate_chunks') || found.has('orphaned_chunks') ? ['purge', 'rewrite'] : ['rewrite'];
 }
 
 interface RepairParts {

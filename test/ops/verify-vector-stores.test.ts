@@ -176,4 +176,43 @@ describe('sluice verify on the Pinecone fixture', { timeout: 120_000 }, () => {
     };
     expect(content('kb')).toEqual(content('kb-ref'));
   });
+
+  it('repairs a chunk written by hand beyond the chunk count chunk 0 records (found by listing the id prefix)', async () => {
+    const dir = tempDir();
+    const dest = (index: string) =>
+      `{ type: pinecone, config: { api_key: "${fx.apiKey}", index: ${index}, controller_host: "${fx.controllerUrl}", namespace: "beyond-{stream}" } }`;
+    const run = corpus(dir, dest('kb'), dest('kb-ref'));
+    expect((await run('p.yaml', 'sync')).code).toBe(0);
+    const store = await PineconeStore.connect(
+      PineconeConfigSchema.parse({ api_key: fx.apiKey, index: 'kb', controller_host: fx.controllerUrl }),
+      ctx(),
+    );
+    const ns = 'beyond-docs';
+    const c0 = fx.vector('kb', ns, 'c.md#0')!;
+    const count = c0.metadata!.chunk_count as number;
+    const { chunk_count: _count, ...rest } = c0.metadata!;
+    // Out of reach of the count: chunk 0 still says `count`, the stray chunk is far beyond it.
+    await store.upsert(ns, [{ id: 'c.md#99', values: Array.from(c0.values), metadata: { ...rest, chunk_index: 99 } }] as never);
+    expect(fx.vector('kb', ns, 'c.md#0')!.metadata!.chunk_count).toBe(count);
+
+    const found = await run('p.yaml', 'verify', '--json');
+    expect(found.code, found.stderr).toBe(1);
+    const report = JSON.parse(found.stdout).streams.docs;
+    expect(report.counts).toMatchObject({ orphaned_chunks: 1, missing_chunks: 0, stale_chunks: 0, deleted_documents: 0 });
+    expect(report.examples.orphaned_chunks).toEqual(['c.md']);
+    const repaired = await run('p.yaml', 'verify', '--repair', '--json');
+    expect(repaired.code).toBe(1);
+    expect(JSON.parse(repaired.stdout).repair.docs).toMatchObject({ documents_rewritten: 1 });
+    expect(fx.vector('kb', ns, 'c.md#99')).toBeUndefined();
+    const after = await run('p.yaml', 'verify', '--json');
+    expect(after.code, after.stdout).toBe(0);
+
+    expect((await run('fresh.yaml', 'sync')).code).toBe(0);
+    const content = (index: string) =>
+      fx
+        .ids(index, ns)
+        .map((id) => JSON.stringify([id, fx.vector(index, ns, id)!.metadata, Array.from(fx.vector(index, ns, id)!.values)]))
+        .sort();
+    expect(content('kb')).toEqual(content('kb-ref'));
+  });
 });
