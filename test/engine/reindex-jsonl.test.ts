@@ -2,8 +2,8 @@
 // <path>.previous for --rollback), the identity recorded in the state store for a destination that
 // keeps no state itself, a connection from before identities adopting the current one, and the
 // clear refusal of a destination that cannot reindex.
-import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { expect, it } from 'vitest';
 import { STACK_LINE, runCli, tempDir, writeFiles } from '../helpers/cli.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
@@ -27,7 +27,7 @@ function project(destination = '{ type: jsonl, config: { path: ./out/docs.jsonl 
 connections:
   - name: docs
     source: { type: file, config: { path: ./docs } }
-    destination: ${destination}
+    destination: ${destination.replace('<custom>', customDestination(dir))}
     embedding: { provider: hash, dimensions: ${dims} }
     processing: { chunk_size: ${chunkSize}, chunk_overlap: 0, chunk_unit: characters }
     streams: [ { name: docs, sync_mode: incremental, destination_sync_mode: append_dedup } ]
@@ -38,6 +38,12 @@ connections:
   const state = () => JSON.parse(readFileSync(join(dir, '.sluice/state/docs.json'), 'utf8')).state;
   return { dir, write, cli, out, state };
 }
+
+/** The test kit's custom destination (public kit only, no \`reindex\`), relative to the project. */
+const customDestination = (dir: string) => {
+  const rel = relative(dir, resolve(import.meta.dirname, '../helpers/fingerprint-destination.ts'));
+  return rel.startsWith('.') ? rel : `./${rel}`;
+};
 
 const dimsOf = (file: string) => [...new Set(readJsonl(file).map((l) => l.embedding?.length))];
 
@@ -104,13 +110,14 @@ it('a connection from before identities adopts the current one on its next run',
 });
 
 it('a destination that cannot reindex is refused with a clear message before anything is touched', { timeout: 300_000 }, async () => {
-  const p = project('{ type: pinecone, config: { api_key: test-key, index: "http://127.0.0.1:9" } }');
+  const p = project('{ type: <custom>, config: { path: ./store.json } }');
   p.write(8);
   const run = await p.cli('reindex');
   expect(run.code).toBe(2);
-  expect(run.stderr).toContain('destination pinecone cannot be reindexed');
+  expect(run.stderr).toMatch(/destination \S*fingerprint-destination\.ts cannot be reindexed/);
   expect(run.stderr).not.toMatch(STACK_LINE);
+  expect(existsSync(join(p.dir, 'store.json'))).toBe(false);
   const rollback = await p.cli('reindex', '--rollback');
   expect(rollback.code).toBe(2);
-  expect(rollback.stderr).toContain('destination pinecone keeps no previous generation');
+  expect(rollback.stderr).toMatch(/destination \S*fingerprint-destination\.ts keeps no previous generation/);
 });
