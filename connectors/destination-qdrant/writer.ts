@@ -238,11 +238,8 @@ export async function prepare(q: Qdrant, config: QdrantConfig, ctx: ConnectorCon
  * (all of a generation's points share it) is compared first; one scroll of one payload field.
  */
 async function assertSameEmbedder(q: Qdrant, alias: string, physical: string, options: OpenOptions): Promise<void> {
-  if (!options.embedderName || !options.dimensions) return;
-  // embedderName is "<provider> <model>" (engine's embedderShape); the tag is provider/model/dimensions.
-  const space = options.embedderName.indexOf(' ');
-  if (space < 0) return;
-  const want = `${options.embedderName.slice(0, space)}/${options.embedderName.slice(space + 1)}/${options.dimensions}`;
+  const want = options.embedderTag;
+  if (!want) return;
   const have = await embedderTagOf(q, physical);
   if (have === undefined || have === want) return;
   throw new SluiceError(

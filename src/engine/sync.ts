@@ -37,7 +37,7 @@ import { lockConnection } from './connection-lock.ts';
 import { countFailed, destinationRejection, sourceRecordError } from './rejections.ts';
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
-import { Fingerprinter } from './fingerprint.ts';
+import { Fingerprinter, embedderTag } from './fingerprint.ts';
 import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
 import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
@@ -216,8 +216,10 @@ export async function connectorContext(
 }
 
 /** What a vector destination is told of the connection's embedder (open() and check()). */
-export function embedderShape(embedder: Embedder | undefined): { dimensions?: number; embedderName?: string } {
-  return embedder ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}` } : {};
+export function embedderShape(embedder: Embedder | undefined): { dimensions?: number; embedderName?: string; embedderTag?: string } {
+  return embedder
+    ? { dimensions: embedder.dimensions, embedderName: `${embedder.provider} ${embedder.model}`, embedderTag: embedderTag(embedder) }
+    : {};
 }
 
 export function embedderFor(conn: LoadedConnection, logger: Logger): Embedder | undefined {

@@ -263,6 +263,8 @@ export interface OpenOptions {
   dimensions?: number;
   /** Human name of the embedder for error messages, e.g. "openai text-embedding-3-small". */
   embedderName?: string;
+  /** The embedder's tag as fingerprints carry it (`DocumentFingerprint.embedder`: `provider/model/dimensions`). */
+  embedderTag?: string;
 }
 
 export interface SearchHit {
