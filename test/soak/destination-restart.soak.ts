@@ -1,7 +1,6 @@
 // The destination PostgreSQL (native pgvector, a cluster of this test's own) restarted with
 // `pg_ctl restart -m immediate` while sluice is COPYing into it: the run fails in words (or
 // retries), and a plain re-run ends with exactly the table of an uninterrupted run.
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -11,6 +10,7 @@ import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-
 import { STACK_LINE, runCli, startCli, tempDir } from '../helpers/cli.ts';
 import { corpusWriter, filePipeline } from '../helpers/e2e.ts';
 import { describeOnNativePgvector } from '../helpers/pgvector-backends.ts';
+import { restartPostgres } from '../helpers/pg-ctl.ts';
 
 describeOnNativePgvector('destination restarted mid-COPY', () => {
   let server: PostgresServer;
@@ -24,26 +24,6 @@ describeOnNativePgvector('destination restarted mid-COPY', () => {
   afterAll(async () => {
     await server?.stop();
   });
-
-  function restartImmediate() {
-    const asRoot = process.getuid?.() === 0;
-    const args = [
-      '-D',
-      join(server.dataDir, 'data'),
-      '-l',
-      join(server.dataDir, 'server.log'),
-      '-m',
-      'immediate',
-      '-w',
-      '-t',
-      '60',
-      'restart',
-    ];
-    const r = asRoot
-      ? spawnSync('runuser', ['-u', 'postgres', '--', join(server.bin, 'pg_ctl'), ...args], { encoding: 'utf8' })
-      : spawnSync(join(server.bin, 'pg_ctl'), args, { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-  }
 
   it('pg_ctl restart -m immediate twice during a load, then a plain re-run: exact', async () => {
     const dir = tempDir('dest-restart-');
@@ -80,7 +60,7 @@ describeOnNativePgvector('destination restarted mid-COPY', () => {
         await sleep(20);
       }
       await sleep(50 + Math.floor(Math.random() * 300));
-      restartImmediate();
+      restartPostgres(server, 'immediate');
       restarts++;
       const res = await run.done;
       expect(res.stderr).not.toMatch(STACK_LINE);
