@@ -55,6 +55,16 @@ export const driftCounts = (counts: Record<string, number>) => ({
   ...counts,
 });
 
+/** The drift counts of the standard damage of documents a–f (see the file comment). */
+export const STANDARD_DAMAGE_COUNTS = {
+  missing_documents: 1,
+  deleted_documents: 1,
+  stale_chunks: 1,
+  missing_chunks: 1,
+  duplicate_chunks: 1,
+  orphaned_chunks: 1,
+};
+
 /** The report's examples for the standard damage of documents a–f (see the file comment). */
 export const STANDARD_DAMAGE_EXAMPLES = {
   missing_documents: ['f.md'],

@@ -11,7 +11,7 @@ import { startQdrantFixture, type QdrantFixture } from '../fixtures/qdrant-serve
 import { startPineconeFixture, type PineconeFixture } from '../fixtures/pinecone-server.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { useInProcessCli } from '../helpers/cli-in-process.ts';
-import { driftCounts, verifyPipeline, verifyProject } from '../helpers/verify.ts';
+import { STANDARD_DAMAGE_COUNTS, driftCounts, verifyPipeline, verifyProject } from '../helpers/verify.ts';
 import { connectQdrant } from '../../connectors/destination-qdrant/client.ts';
 import { QdrantConfigSchema } from '../../connectors/destination-qdrant/config.ts';
 import { PineconeConfigSchema } from '../../connectors/destination-pinecone/config.ts';
