@@ -4,26 +4,15 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { qualified } from '../../connectors/destination-pgvector/sql.ts';
-import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-server.ts';
 import { STACK_LINE, runCli, startCli, tempDir } from '../helpers/cli.ts';
 import { corpusWriter, filePipeline } from '../helpers/e2e.ts';
 import { describeOnNativePgvector } from '../helpers/pgvector-backends.ts';
-import { restartPostgres } from '../helpers/pg-ctl.ts';
+import { restartPostgres, useOwnPostgres } from '../helpers/pg-ctl.ts';
 
 describeOnNativePgvector('destination restarted mid-COPY', () => {
-  let server: PostgresServer;
-  beforeAll(async () => {
-    server = await startPostgres();
-    const c = new pg.Client({ connectionString: server.url });
-    await c.connect();
-    await c.query('CREATE EXTENSION vector');
-    await c.end();
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
+  const server = useOwnPostgres('CREATE EXTENSION vector');
 
   it('pg_ctl restart -m immediate twice during a load, then a plain re-run: exact', async () => {
     const dir = tempDir('dest-restart-');
