@@ -7,21 +7,15 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-server.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { STACK_LINE, runCli, startCli, tempDir, writeFiles } from '../helpers/cli.ts';
 import { documents } from '../helpers/exact.ts';
-import { restartPostgres } from '../helpers/pg-ctl.ts';
+import { restartPostgres, useOwnPostgres } from '../helpers/pg-ctl.ts';
 
-let server: PostgresServer;
+const server = useOwnPostgres('CREATE DATABASE restarts');
 let url: string;
-beforeAll(async () => {
-  server = await startPostgres();
+beforeAll(() => {
   url = server.url.replace(/\/postgres$/, '/restarts');
-  await sql(server.url, 'CREATE DATABASE restarts');
-});
-afterAll(async () => {
-  await server?.stop();
 });
 
 async function sql(target: string, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
