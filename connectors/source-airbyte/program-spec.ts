@@ -5,8 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ajv } from 'ajv';
-import { SluiceError } from '../../src/cdk/index.ts';
+import { SluiceError, airbyteSecretValues, configProblemsAgainstJsonSchema } from '../../src/cdk/index.ts';
 import { protocolCommand } from './index.ts';
 
 export interface ProgramConfig {
@@ -95,8 +94,6 @@ function parse(line: string): Record<string, any> | undefined {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
-
 /**
  * Checks `config` against the program's connectionSpecification. Problems name the path and what
  * was expected, never the value; `secrets` are the values the spec marks `airbyte_secret`.
@@ -104,45 +101,13 @@ const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
 export function validateAgainstSpec(spec: Record<string, any>, config: Record<string, unknown>): ConfigValidation {
   const schema = spec.connectionSpecification as Record<string, unknown> | undefined;
   if (!schema || typeof schema !== 'object') return { problems: [] };
-  const secrets = secretValues(schema, config);
-  const { $schema: _ignored, ...rest } = schema;
-  let validate;
-  try {
-    validate = ajv.compile(rest);
-  } catch (err) {
-    return {
-      problems: [{ path: [], message: `the program's connectionSpecification is not a valid JSON Schema: ${(err as Error).message}` }],
-      secrets,
-    };
-  }
-  if (validate(config)) return { problems: [], secrets };
-  const problems = (validate.errors ?? []).map((e) => {
-    const path: (string | number)[] = e.instancePath
-      .split('/')
-      .filter(Boolean)
-      .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
-    const missing = (e.params as { missingProperty?: string }).missingProperty;
-    if (missing) return { path, message: `missing required field "${missing}" (from the program's spec)` };
-    const extra = (e.params as { additionalProperty?: string }).additionalProperty;
-    if (extra) return { path: [...path, extra], message: `unknown field "${extra}" (not in the program's spec)` };
-    return { path, message: `${e.message ?? 'invalid'} (from the program's spec)` };
-  });
-  return { problems, secrets };
-}
-
-/** Config values whose schema says airbyte_secret (in any branch of oneOf/anyOf/allOf). */
-function secretValues(schema: unknown, value: unknown, out: unknown[] = []): unknown[] {
-  if (!schema || typeof schema !== 'object' || value === undefined || value === null) return out;
-  const s = schema as Record<string, unknown>;
-  if (s.airbyte_secret === true) out.push(value);
-  for (const key of ['oneOf', 'anyOf', 'allOf'] as const)
-    if (Array.isArray(s[key])) for (const alt of s[key] as unknown[]) secretValues(alt, value, out);
-  if (Array.isArray(value)) for (const v of value) secretValues(s.items, v, out);
-  else if (typeof value === 'object') {
-    const props = (s.properties ?? {}) as Record<string, unknown>;
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) secretValues(props[k], v, out);
-  }
-  return out;
+  return {
+    problems: configProblemsAgainstJsonSchema(schema, config, {
+      origin: "the program's spec",
+      schemaName: "the program's connectionSpecification",
+    }),
+    secrets: airbyteSecretValues(schema, config),
+  };
 }
 
 /** One line for a failed check: each problem's path under `config.` and what was expected. */

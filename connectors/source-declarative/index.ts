@@ -12,9 +12,8 @@
 //   stream.ts        partitions × windows × pages, and per-stream / per-partition state
 import { statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { Ajv } from 'ajv';
-import { SluiceError, defineSource, message, z } from '../../src/cdk/index.ts';
-import type { AirbyteMessage, AirbyteStream, ConnectorContext } from '../../src/cdk/index.ts';
+import { SluiceError, airbyteSecretValues, configProblemsAgainstJsonSchema, defineSource, message, z } from '../../src/cdk/index.ts';
+import type { AirbyteMessage, AirbyteStream, ConnectorContext, JsonSchemaConfigProblem } from '../../src/cdk/index.ts';
 import { loadManifest, ManifestError, type Manifest } from './manifest.ts';
 import { DeclarativeStream } from './stream.ts';
 
@@ -64,49 +63,14 @@ export function openManifest(file: string): Manifest {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: true, validateFormats: false });
-
-/** Validates (and fills defaults into) the connector config per the manifest's spec. */
-function checkConfig(manifest: Manifest, config: Record<string, unknown>): { path: (string | number)[]; message: string }[] {
+function checkConfig(manifest: Manifest, config: Record<string, unknown>): JsonSchemaConfigProblem[] {
   const schema = manifest.spec?.connection_specification;
   if (!schema) return [];
-  const { $schema: _ignored, ...rest } = schema as Record<string, unknown>;
-  let validate;
-  try {
-    validate = ajv.compile(rest);
-  } catch (err) {
-    return [{ path: [], message: `the manifest's spec.connection_specification is not a valid JSON Schema: ${(err as Error).message}` }];
-  }
-  if (validate(config)) return [];
-  return (validate.errors ?? []).map((e) => {
-    const path: (string | number)[] = [
-      'config',
-      ...e.instancePath
-        .split('/')
-        .filter(Boolean)
-        .map((p) => (/^\d+$/.test(p) ? Number(p) : p)),
-    ];
-    const missing = (e.params as { missingProperty?: string }).missingProperty;
-    if (missing) return { path, message: `missing required field "${missing}" (from the manifest's spec.connection_specification)` };
-    const extra = (e.params as { additionalProperty?: string }).additionalProperty;
-    if (extra) return { path: [...path, extra], message: `unknown field "${extra}" (not in the manifest's spec.connection_specification)` };
-    return { path, message: `${e.message ?? 'invalid'} (from the manifest's spec.connection_specification)` };
+  return configProblemsAgainstJsonSchema(schema as Record<string, unknown>, config, {
+    origin: "the manifest's spec.connection_specification",
+    useDefaults: true,
+    pathPrefix: ['config'],
   });
-}
-
-/** Config values whose schema says airbyte_secret (in any branch of oneOf/anyOf/allOf). */
-function secretValues(schema: unknown, value: unknown, out: unknown[] = []): unknown[] {
-  if (!schema || typeof schema !== 'object' || value === undefined || value === null) return out;
-  const s = schema as Record<string, unknown>;
-  if (s.airbyte_secret === true) out.push(value);
-  for (const key of ['oneOf', 'anyOf', 'allOf'] as const)
-    if (Array.isArray(s[key])) for (const alt of s[key] as unknown[]) secretValues(alt, value, out);
-  if (Array.isArray(value)) for (const v of value) secretValues(s.items, v, out);
-  else if (typeof value === 'object') {
-    const props = (s.properties ?? {}) as Record<string, unknown>;
-    for (const [k, v] of Object.entries(value as Record<string, unknown>)) secretValues(props[k], v, out);
-  }
-  return out;
 }
 
 function prepare(config: Config, baseDir: string): Manifest {
@@ -171,7 +135,7 @@ export default defineSource({
     } catch (err) {
       return { problems: [{ path: ['manifest'], message: (err as Error).message }] };
     }
-    const secrets = secretValues(manifest.spec?.connection_specification, config.config);
+    const secrets = airbyteSecretValues(manifest.spec?.connection_specification, config.config);
     const problems = checkConfig(manifest, config.config);
     if (!problems.length) {
       // Building the streams evaluates names, cursors and durations: bad values show up now.

@@ -155,7 +155,13 @@ function decodeEnvelope(env: Record<string, unknown>, key: ParsedKey | undefined
     case 'd':
       return deletionKey(before, key, pk);
     case 't':
-      return { op: 'skip', reason: 'Debezium truncate event: sluice does not delete on truncate; run a full refresh to re-sync the table' };
+      // A truncate carries no keys, and a full refresh of the topic would replay the rows from
+      // before it: there is no exact way on from here but a fresh snapshot (docs/kafka.md).
+      return {
+        op: 'skip',
+        reason:
+          'Debezium truncate event not applied: documents of the rows it removed stay in the index until it is rebuilt from a fresh snapshot of the table (see "Truncate" in docs/kafka.md)',
+      };
     default:
       return { op: 'skip', reason: `Debezium "${String(env.op)}" event carries no row change` };
   }

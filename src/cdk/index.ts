@@ -14,6 +14,8 @@ export { RequestRateLimiter } from './rate-limit.ts';
 export type { RateLimitOptions } from './rate-limit.ts';
 export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
 export { validateConnectorModule } from './validate.ts';
+export { airbyteSecretValues, configProblemsAgainstJsonSchema } from './json-schema-config.ts';
+export type { JsonSchemaConfigOptions, JsonSchemaConfigProblem } from './json-schema-config.ts';
 export { connectionUrlProblem } from './url.ts';
 // The contract and helpers a connector needs, so one import is enough.
 export { z } from 'zod';

@@ -102,6 +102,10 @@ export class SchemaTracker {
   private readonly usage = new Map<string, Map<string, string[]>>();
   /** Streams with no kept schema: their columns are learnt silently this run. */
   private readonly firstRun = new Set<string>();
+  /** What the file held when this run started (undefined: no file yet). */
+  private kept: Snapshot | undefined;
+  /** First-run streams: the columns discover announced at the start of this run. */
+  private readonly startColumns: Record<string, StreamColumns> = {};
   /** `stream\0column` (added) and `stream\0column\0type` (retyped) changes ignored this run. */
   private readonly ignored = new Set<string>();
   readonly changes: SchemaChange[] = [];
@@ -143,6 +147,7 @@ export class SchemaTracker {
           hint: 'delete the file: the next run keeps the schema it finds, without comparing',
         });
     }
+    t.kept = kept;
     t.keys = { ...kept?.primary_keys };
     t.checkPrimaryKeys(catalog);
     for (const cs of catalog.streams) {
@@ -154,6 +159,7 @@ export class SchemaTracker {
       const before = kept?.streams?.[name];
       if (!before) {
         t.known[name] = columns;
+        t.startColumns[name] = structuredClone(columns);
         t.firstRun.add(name);
         t.dirty = true;
         continue;
@@ -349,14 +355,29 @@ export class SchemaTracker {
   }
 
   /**
-   * Keeps what this run accepted (not on a dry run, not when the run was stopped by a change).
+   * Keeps what this run accepted (not on a dry run; when the run was stopped by a change, only the
+   * schema its first-run streams started with).
    * A re-keying overwrite that did not complete left the old generation in place: its old key stays.
    */
   async save(opts: { completed?: boolean } = {}): Promise<void> {
-    if (!this.dirty || this.changes.some((c) => c.action === 'stopped')) return;
-    const keys = opts.completed ? this.keys : { ...this.keys, ...this.rekeyed };
+    if (!this.dirty) return;
+    let snapshot: Snapshot;
+    if (this.changes.some((c) => c.action === 'stopped')) {
+      // A stopped run accepts nothing. But a stream met for the first time keeps the columns seen
+      // at its start: without them the next run would have nothing to compare with, learn the
+      // changed schema silently and report a missing field instead of the schema change.
+      const fresh = Object.keys(this.startColumns);
+      if (!fresh.length) return;
+      snapshot = {
+        version: 1,
+        streams: { ...this.kept?.streams, ...this.startColumns },
+        primary_keys: { ...this.kept?.primary_keys, ...Object.fromEntries(fresh.map((n) => [n, this.keys[n] ?? []])) },
+      };
+    } else {
+      const keys = opts.completed ? this.keys : { ...this.keys, ...this.rekeyed };
+      snapshot = { version: 1, streams: this.known, primary_keys: keys };
+    }
     await mkdir(join(this.file, '..'), { recursive: true });
-    const snapshot: Snapshot = { version: 1, streams: this.known, primary_keys: keys };
     await atomicWrite(this.file, JSON.stringify(snapshot, null, 2));
     this.dirty = false;
   }

@@ -17,6 +17,23 @@ interface Run {
   finished: boolean;
 }
 
+type Labels = Record<string, string>;
+/** What a scraped counter reads: the runs' summaries, and embedding batches that failed for good. */
+interface Sources {
+  runs: Run[];
+  failedEmbeddingBatches: Map<string, number>;
+}
+/**
+ * Counters computed at scrape time from what the engine keeps (no `inc` on the hot path): each
+ * yields its samples, labelled without `pipeline` (added for all).
+ */
+interface ScrapedCounter {
+  name: string;
+  help: string;
+  labelNames: string[];
+  samples(from: Sources): Iterable<[Labels, number]>;
+}
+
 const STREAM_COUNTERS: Array<[name: string, help: string, field: keyof StreamStats]> = [
   ['sluice_records_read_total', 'Records read from the source.', 'records_read'],
   ['sluice_records_written_total', 'Records (documents) written to the destination.', 'records_written'],
@@ -38,21 +55,123 @@ const STREAM_COUNTERS: Array<[name: string, help: string, field: keyof StreamSta
   ['sluice_embedding_cache_hits_total', 'Chunks whose vector came from the embedding cache (not paid for again).', 'embedding_cache_hits'],
 ];
 
+/** Every stream's summary of every run, with its connection name. */
+function* streamsOf(runs: Run[]): Iterable<[connection: string, stream: string, stats: StreamStats, run: Run]> {
+  for (const run of runs) for (const [stream, s] of Object.entries(run.summary.streams)) yield [run.summary.name, stream, s, run];
+}
+
+const SCRAPED_COUNTERS: ScrapedCounter[] = [
+  ...STREAM_COUNTERS.map(([name, help, field]): ScrapedCounter => ({
+    name,
+    help,
+    labelNames: ['connection', 'stream'],
+    samples: ({ runs }) => sumByStream(runs, (s) => Number(s[field] ?? 0)),
+  })),
+  {
+    name: 'sluice_embedding_requests_total',
+    help: 'Embedding API requests (outcome="success", as in the --json summary, retried attempts included) and embedding batches that failed for good (outcome="failure").',
+    labelNames: ['connection', 'stream', 'outcome'],
+    *samples({ runs, failedEmbeddingBatches }) {
+      for (const [key, value] of sumByStream(runs, (s) => s.embedding_requests)) yield [{ ...key, outcome: 'success' }, value];
+      for (const [k, value] of failedEmbeddingBatches) {
+        const [connection, stream] = JSON.parse(k) as [string, string];
+        yield [{ connection, stream, outcome: 'failure' }, value];
+      }
+    },
+  },
+  {
+    name: 'sluice_embedding_estimated_cost_usd_total',
+    help: "Estimated embedding cost in US dollars (tokens times the model's price; only models with a known price).",
+    labelNames: ['connection', 'stream'],
+    *samples({ runs }) {
+      for (const [connection, stream, s, run] of streamsOf(runs))
+        if (run.pricePerToken !== undefined) yield [{ connection, stream }, s.embedding_tokens * run.pricePerToken];
+    },
+  },
+  {
+    name: 'sluice_dead_letters_total',
+    help: 'Records stored as dead letters (errors.tolerance: all), by the stage that failed them: source (unparseable), key, text, embed, destination (refused).',
+    labelNames: ['connection', 'stream', 'stage'],
+    *samples({ runs }) {
+      for (const [connection, stream, s] of streamsOf(runs))
+        for (const [stage, n] of Object.entries(s.failed_by_stage ?? {})) if (n) yield [{ connection, stream, stage }, n];
+    },
+  },
+  {
+    name: 'sluice_state_commits_total',
+    help: 'States (checkpoints) saved after the destination committed everything before them.',
+    labelNames: ['connection'],
+    samples({ runs }) {
+      const byConn = new Map<string, number>();
+      for (const r of runs) byConn.set(r.summary.name, (byConn.get(r.summary.name) ?? 0) + r.summary.states_committed);
+      return [...byConn].map(([connection, n]): [Labels, number] => [{ connection }, n]);
+    },
+  },
+];
+
+const CONNECTION_LABELS = ['pipeline', 'connection'] as const;
+/** Metrics the observer hooks and the log tap set as things happen (field name → definition). */
+const PUSHED = {
+  retries: {
+    name: 'sluice_retries_total',
+    help: 'Requests retried after a transient failure (embedding and destination HTTP calls).',
+    labelNames: CONNECTION_LABELS,
+  },
+  errors: {
+    name: 'sluice_errors_total',
+    help: 'Connection runs that failed, by error kind (config, source, destination, embedding, internal…).',
+    labelNames: [...CONNECTION_LABELS, 'kind'] as const,
+  },
+  syncDuration: {
+    name: 'sluice_sync_duration_seconds',
+    help: 'Duration of a connection run, by final status.',
+    labelNames: [...CONNECTION_LABELS, 'status'] as const,
+    buckets: [1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200],
+  },
+  batchDuration: {
+    name: 'sluice_batch_duration_seconds',
+    help: 'stage="embed": one embedding batch (cache lookup excluded); stage="commit": a checkpoint from reaching the destination to its commit.',
+    labelNames: [...CONNECTION_LABELS, 'stage'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+  },
+  lastSuccess: {
+    name: 'sluice_last_success_timestamp_seconds',
+    help: 'Unix time the connection last finished a run successfully.',
+    labelNames: CONNECTION_LABELS,
+  },
+  lastCommit: {
+    name: 'sluice_last_commit_timestamp_seconds',
+    help: 'Unix time the destination last committed a checkpoint (advances during a --follow run).',
+    labelNames: CONNECTION_LABELS,
+  },
+  lag: {
+    name: 'sluice_replication_lag_seconds',
+    help: "At the last commit: seconds from the newest record it covers being emitted (PostgreSQL CDC: its source commit) to the destination's commit; 0 when caught up.",
+    labelNames: CONNECTION_LABELS,
+  },
+  slotBytes: {
+    name: 'sluice_replication_slot_wal_bytes',
+    help: 'PostgreSQL CDC: WAL the replication slot retains on the server (kind="retained") and WAL not yet confirmed (kind="unconfirmed").',
+    labelNames: [...CONNECTION_LABELS, 'slot', 'kind'] as const,
+  },
+};
+type LabelOf<K extends keyof typeof PUSHED> = (typeof PUSHED)[K]['labelNames'][number];
+
 export class SyncMetrics {
   readonly registry = new Registry();
   readonly pipeline: string;
   private readonly runs: Run[] = [];
   private current: Run | undefined;
-  private failedEmbeddingBatches = new Map<string, number>();
+  private readonly failedEmbeddingBatches = new Map<string, number>();
   private lastFailure: string | undefined;
-  private readonly retries: Counter<'pipeline' | 'connection'>;
-  private readonly errors: Counter<'pipeline' | 'connection' | 'kind'>;
-  private readonly syncDuration: Histogram<'pipeline' | 'connection' | 'status'>;
-  private readonly batchDuration: Histogram<'pipeline' | 'connection' | 'stage'>;
-  private readonly lastSuccess: Gauge<'pipeline' | 'connection'>;
-  private readonly lastCommit: Gauge<'pipeline' | 'connection'>;
-  private readonly lag: Gauge<'pipeline' | 'connection'>;
-  private readonly slotBytes: Gauge<'pipeline' | 'connection' | 'slot' | 'kind'>;
+  private readonly retries: Counter<LabelOf<'retries'>>;
+  private readonly errors: Counter<LabelOf<'errors'>>;
+  private readonly syncDuration: Histogram<LabelOf<'syncDuration'>>;
+  private readonly batchDuration: Histogram<LabelOf<'batchDuration'>>;
+  private readonly lastSuccess: Gauge<LabelOf<'lastSuccess'>>;
+  private readonly lastCommit: Gauge<LabelOf<'lastCommit'>>;
+  private readonly lag: Gauge<LabelOf<'lag'>>;
+  private readonly slotBytes: Gauge<LabelOf<'slotBytes'>>;
   /** Per connection, the Kafka source's last lag report: [topic, partition, messages]. */
   private readonly kafkaLag = new Map<string, Array<[topic: string, partition: number, messages: number]>>();
   private readonly now: () => number;
@@ -69,125 +188,29 @@ export class SyncMetrics {
     this.now = opts.now ?? Date.now;
     this.stallMs = (opts.stallSeconds ?? 0) * 1000;
     const registers = [this.registry];
-    const runs = this.runs;
     const pipeline = this.pipeline;
-    for (const [name, help, field] of STREAM_COUNTERS) {
+    const sources: Sources = { runs: this.runs, failedEmbeddingBatches: this.failedEmbeddingBatches };
+    for (const { name, help, labelNames, samples } of SCRAPED_COUNTERS) {
       new Counter({
         name,
         help,
-        labelNames: ['pipeline', 'connection', 'stream'],
+        labelNames: ['pipeline', ...labelNames],
         registers,
         collect() {
           this.reset();
-          for (const [key, value] of sumByStream(runs, (s) => Number(s[field] ?? 0))) this.inc({ pipeline, ...key }, value);
+          for (const [labels, value] of samples(sources)) this.inc({ pipeline, ...labels }, value);
         },
       });
     }
-    const failed = this.failedEmbeddingBatches;
-    new Counter({
-      name: 'sluice_embedding_requests_total',
-      help: 'Embedding API requests (outcome="success", as in the --json summary, retried attempts included) and embedding batches that failed for good (outcome="failure").',
-      labelNames: ['pipeline', 'connection', 'stream', 'outcome'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [key, value] of sumByStream(runs, (s) => s.embedding_requests))
-          this.inc({ pipeline, ...key, outcome: 'success' }, value);
-        for (const [k, value] of failed) {
-          const [connection, stream] = JSON.parse(k) as [string, string];
-          this.inc({ pipeline, connection, stream, outcome: 'failure' }, value);
-        }
-      },
-    });
-    new Counter({
-      name: 'sluice_embedding_estimated_cost_usd_total',
-      help: "Estimated embedding cost in US dollars (tokens times the model's price; only models with a known price).",
-      labelNames: ['pipeline', 'connection', 'stream'],
-      registers,
-      collect() {
-        this.reset();
-        for (const run of runs) {
-          if (run.pricePerToken === undefined) continue;
-          for (const [stream, s] of Object.entries(run.summary.streams))
-            this.inc({ pipeline, connection: run.summary.name, stream }, s.embedding_tokens * run.pricePerToken);
-        }
-      },
-    });
-    new Counter({
-      name: 'sluice_dead_letters_total',
-      help: 'Records stored as dead letters (errors.tolerance: all), by the stage that failed them: source (unparseable), key, text, embed, destination (refused).',
-      labelNames: ['pipeline', 'connection', 'stream', 'stage'],
-      registers,
-      collect() {
-        this.reset();
-        for (const run of runs)
-          for (const [stream, s] of Object.entries(run.summary.streams))
-            for (const [stage, n] of Object.entries(s.failed_by_stage ?? {}))
-              if (n) this.inc({ pipeline, connection: run.summary.name, stream, stage }, n);
-      },
-    });
-    new Counter({
-      name: 'sluice_state_commits_total',
-      help: 'States (checkpoints) saved after the destination committed everything before them.',
-      labelNames: ['pipeline', 'connection'],
-      registers,
-      collect() {
-        this.reset();
-        const byConn = new Map<string, number>();
-        for (const r of runs) byConn.set(r.summary.name, (byConn.get(r.summary.name) ?? 0) + r.summary.states_committed);
-        for (const [connection, n] of byConn) this.inc({ pipeline, connection }, n);
-      },
-    });
-    this.retries = new Counter({
-      name: 'sluice_retries_total',
-      help: 'Requests retried after a transient failure (embedding and destination HTTP calls).',
-      labelNames: ['pipeline', 'connection'],
-      registers,
-    });
-    this.errors = new Counter({
-      name: 'sluice_errors_total',
-      help: 'Connection runs that failed, by error kind (config, source, destination, embedding, internal…).',
-      labelNames: ['pipeline', 'connection', 'kind'],
-      registers,
-    });
-    this.syncDuration = new Histogram({
-      name: 'sluice_sync_duration_seconds',
-      help: 'Duration of a connection run, by final status.',
-      labelNames: ['pipeline', 'connection', 'status'],
-      buckets: [1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200],
-      registers,
-    });
-    this.batchDuration = new Histogram({
-      name: 'sluice_batch_duration_seconds',
-      help: 'stage="embed": one embedding batch (cache lookup excluded); stage="commit": a checkpoint from reaching the destination to its commit.',
-      labelNames: ['pipeline', 'connection', 'stage'],
-      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-      registers,
-    });
-    this.lastSuccess = new Gauge({
-      name: 'sluice_last_success_timestamp_seconds',
-      help: 'Unix time the connection last finished a run successfully.',
-      labelNames: ['pipeline', 'connection'],
-      registers,
-    });
-    this.lastCommit = new Gauge({
-      name: 'sluice_last_commit_timestamp_seconds',
-      help: 'Unix time the destination last committed a checkpoint (advances during a --follow run).',
-      labelNames: ['pipeline', 'connection'],
-      registers,
-    });
-    this.lag = new Gauge({
-      name: 'sluice_replication_lag_seconds',
-      help: "At the last commit: seconds from the newest record it covers being emitted (PostgreSQL CDC: its source commit) to the destination's commit; 0 when caught up.",
-      labelNames: ['pipeline', 'connection'],
-      registers,
-    });
-    this.slotBytes = new Gauge({
-      name: 'sluice_replication_slot_wal_bytes',
-      help: 'PostgreSQL CDC: WAL the replication slot retains on the server (kind="retained") and WAL not yet confirmed (kind="unconfirmed").',
-      labelNames: ['pipeline', 'connection', 'slot', 'kind'],
-      registers,
-    });
+    const pushed = <K extends keyof typeof PUSHED>(key: K) => ({ ...PUSHED[key], labelNames: [...PUSHED[key].labelNames], registers });
+    this.retries = new Counter(pushed('retries'));
+    this.errors = new Counter(pushed('errors'));
+    this.syncDuration = new Histogram(pushed('syncDuration'));
+    this.batchDuration = new Histogram(pushed('batchDuration'));
+    this.lastSuccess = new Gauge(pushed('lastSuccess'));
+    this.lastCommit = new Gauge(pushed('lastCommit'));
+    this.lag = new Gauge(pushed('lag'));
+    this.slotBytes = new Gauge(pushed('slotBytes'));
     const kafkaLag = this.kafkaLag;
     new Gauge({
       name: 'sluice_kafka_consumer_lag_messages',
@@ -329,13 +352,11 @@ export class SyncMetrics {
   }
 }
 
-function sumByStream(runs: Run[], value: (s: StreamStats) => number): Array<[Record<string, string>, number]> {
+function sumByStream(runs: Run[], value: (s: StreamStats) => number): Array<[Labels, number]> {
   const totals = new Map<string, number>();
-  for (const run of runs) {
-    for (const [stream, s] of Object.entries(run.summary.streams)) {
-      const key = JSON.stringify([run.summary.name, stream]);
-      totals.set(key, (totals.get(key) ?? 0) + value(s));
-    }
+  for (const [connection, stream, s] of streamsOf(runs)) {
+    const key = JSON.stringify([connection, stream]);
+    totals.set(key, (totals.get(key) ?? 0) + value(s));
   }
   return [...totals].map(([key, n]) => {
     const [connection, stream] = JSON.parse(key) as [string, string];

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeOnPgvectorBackends } from '../helpers/pgvector-backends.ts';
+import { useAdminClient } from '../helpers/pg-admin.ts';
 import { STACK_LINE, runCli, startCli, tempDir } from '../helpers/cli.ts';
 import { qualified } from '../../connectors/destination-pgvector/sql.ts';
 import { startOpenAIServer, type OpenAIServer } from '../fixtures/openai-server.ts';
@@ -54,8 +55,6 @@ connections:
   return { dir, write, cli, yaml: join(dir, 'p.yaml') };
 }
 
-let url: string;
-let admin: pg.Client;
 let openai: OpenAIServer;
 
 beforeAll(async () => {
@@ -64,16 +63,7 @@ beforeAll(async () => {
 afterAll(() => openai.close());
 
 describeOnPgvectorBackends('changing the embedding model or chunking', (backend) => {
-  beforeAll(async () => {
-    url = backend.url;
-    admin = new pg.Client({ connectionString: url });
-    await admin.connect();
-  });
-  afterAll(async () => {
-    await admin.end();
-  });
-
-  const newSchema = () => `reindex_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = useAdminClient(() => backend.url);
   const rows = async (schema: string, table = 'docs') =>
     (
       await admin.query<{ id: string; content: string; embedding: string }>(
@@ -86,17 +76,21 @@ describeOnPgvectorBackends('changing the embedding model or chunking', (backend)
     (await admin.query<{ t: string }>(`SELECT tablename AS t FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, [schema])).rows.map(
       (r) => r.t,
     );
+  /** A project in a schema of its own, synced with `settings`; what it wrote and saved then. */
+  const synced = async (settings: Settings) => {
+    const schema = `reindex_${Math.random().toString(36).slice(2, 8)}`;
+    const p = project(backend.url, schema);
+    p.write(settings);
+    const first = await p.cli('sync');
+    expect(first.code, first.stderr).toBe(0);
+    return { schema, p, original: await rows(schema), originalState: await storedState(schema) };
+  };
 
   it(
     'refuses a changed model or chunk size before any write (sync, --dry-run, check exit 2) and says how to proceed',
     { timeout: 300_000 },
     async () => {
-      const schema = newSchema();
-      const p = project(url, schema);
-      p.write({ dims: 32 });
-      expect((await p.cli('sync')).code).toBe(0);
-      const before = await rows(schema);
-      const stateBefore = await storedState(schema);
+      const { schema, p, original: before, originalState: stateBefore } = await synced({ dims: 32 });
       expect(stateBefore.index).toMatchObject({ provider: 'hash', dimensions: 32 });
 
       p.write({ dims: 48 });
@@ -124,19 +118,14 @@ describeOnPgvectorBackends('changing the embedding model or chunking', (backend)
     'reindexes while a concurrent reader always sees one complete index of one model; --keep-previous + --rollback restore it',
     { timeout: 300_000 },
     async () => {
-      const schema = newSchema();
-      const p = project(url, schema);
-      p.write({ dims: 32 });
-      expect((await p.cli('sync')).code).toBe(0);
-      const original = await rows(schema);
-      const originalState = await storedState(schema);
+      const { schema, p, original, originalState } = await synced({ dims: 32 });
       const docCount = async () =>
         Number((await admin.query(`SELECT count(DISTINCT id) AS n FROM ${qualified(schema, 'docs')}`)).rows[0].n);
       const chunks32 = await docCount();
 
       p.write({ dims: 48 });
       // The reader: one statement sees one snapshot; every one must show a whole generation.
-      const reader = new pg.Client({ connectionString: url });
+      const reader = new pg.Client({ connectionString: backend.url });
       await reader.connect();
       const samples: Array<{ docs: number; chunks: number; min: number; max: number; loading: boolean }> = [];
       let stop = false;
@@ -195,12 +184,7 @@ describeOnPgvectorBackends('changing the embedding model or chunking', (backend)
   );
 
   it('a SIGKILLed reindex leaves the old index and identity serving; a re-run completes', { timeout: 300_000 }, async () => {
-    const schema = newSchema();
-    const p = project(url, schema);
-    p.write({ dims: 32 });
-    expect((await p.cli('sync')).code).toBe(0);
-    const original = await rows(schema);
-    const originalState = await storedState(schema);
+    const { schema, p, original, originalState } = await synced({ dims: 32 });
 
     p.write({ dims: 48 });
     const { child, done } = startCli(['reindex', p.yaml], { cwd: p.dir });
@@ -242,11 +226,7 @@ describeOnPgvectorBackends('changing the embedding model or chunking', (backend)
   });
 
   it('reports progress and cost with a paid model, and --max-cost stops it with the old index serving', { timeout: 300_000 }, async () => {
-    const schema = newSchema();
-    const p = project(url, schema);
-    p.write({ openai: { url: openai.url, model: 'model-a', dims: 16 } });
-    expect((await p.cli('sync')).code).toBe(0);
-    const original = await rows(schema);
+    const { schema, p, original } = await synced({ openai: { url: openai.url, model: 'model-a', dims: 16 } });
     p.write({ openai: { url: openai.url, model: 'model-b', dims: 16 } });
     const refused = await p.cli('sync');
     expect(refused.code).toBe(2);

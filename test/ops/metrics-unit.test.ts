@@ -121,4 +121,44 @@ describe('metrics from the engine and the logs', () => {
     m.observer.stateCommitted!('tickets', 0.05, 1.5);
     expect(await value(m, 'sluice_replication_lag_seconds', labels)).toBe(1.5);
   });
+
+  it('scrapes every table-defined counter per connection and stream, summed over runs', async () => {
+    const m = new SyncMetrics('/x/files.yaml');
+    // An embedder priced at $0.02 per million tokens (only its price matters here).
+    const priced = { provider: 'openai', pricePerMillionTokens: 0.02 } as unknown as Parameters<
+      NonNullable<SyncMetrics['observer']['connectionStarted']>
+    >[1];
+    for (const [name, read] of [
+      ['docs', 4],
+      ['wiki', 1],
+      ['docs', 6],
+    ] as const) {
+      const s = summary(name);
+      Object.assign(s.streams.items, {
+        records_read: read,
+        records_unchanged: 2,
+        chunks_written: 10 * read,
+        embedding_requests: 1,
+        embedding_tokens: 1_000_000,
+        failed_by_stage: { embed: 1, source: 0 },
+      });
+      s.states_committed = read;
+      m.observer.connectionStarted!(s, name === 'docs' ? priced : undefined);
+      m.observer.connectionFinished!(s, undefined);
+    }
+    const docs = { pipeline: 'files', connection: 'docs' };
+    const wiki = { pipeline: 'files', connection: 'wiki' };
+    expect(await value(m, 'sluice_records_read_total', { ...docs, stream: 'items' })).toBe(10);
+    expect(await value(m, 'sluice_records_read_total', { ...wiki, stream: 'items' })).toBe(1);
+    expect(await value(m, 'sluice_records_unchanged_total', { ...docs, stream: 'items' })).toBe(4);
+    expect(await value(m, 'sluice_chunks_written_total', { ...docs, stream: 'items' })).toBe(100);
+    expect(await value(m, 'sluice_embedding_requests_total', { ...docs, stream: 'items', outcome: 'success' })).toBe(2);
+    expect(await value(m, 'sluice_dead_letters_total', { ...docs, stream: 'items', stage: 'embed' })).toBe(2);
+    expect(await value(m, 'sluice_dead_letters_total', { ...docs, stream: 'items', stage: 'source' })).toBeUndefined();
+    expect(await value(m, 'sluice_state_commits_total', docs)).toBe(10);
+    expect(await value(m, 'sluice_state_commits_total', wiki)).toBe(1);
+    // Two runs of 1M tokens at $0.02; the unpriced connection has no cost.
+    expect(await value(m, 'sluice_embedding_estimated_cost_usd_total', { ...docs, stream: 'items' })).toBeCloseTo(0.04, 6);
+    expect(await value(m, 'sluice_embedding_estimated_cost_usd_total', { ...wiki, stream: 'items' })).toBeUndefined();
+  });
 });

@@ -1,7 +1,6 @@
 // Metrics against the real Prometheus and Pushgateway (Debian packages): a batch sync pushes its
 // final metrics, which must equal its --json summary; a `--follow` CDC sync is scraped by
 // Prometheus and its readiness follows the source database going away and coming back.
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,6 +9,7 @@ import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-
 import { sql } from '../../connectors/source-postgres/test/helpers.ts';
 import { startOpenAIServer, type OpenAIServer } from '../fixtures/openai-server.ts';
 import { runCli, startCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { pgCtl } from '../helpers/pg-ctl.ts';
 import { freePort, startPrometheus, startPushgateway, total, type PromSample } from '../helpers/prometheus.ts';
 
 type Stats = Record<string, number>;
@@ -158,14 +158,6 @@ describe('--follow: scraped by Prometheus; readiness follows the source database
     await pg?.stop().catch(() => undefined); // already stopped when the test failed mid-outage
   });
 
-  /** pg_ctl on the test cluster, as the postgres OS user when we are root (as startPostgres does). */
-  const pgCtl = (...args: string[]) => {
-    const cmd = join(pg.bin, 'pg_ctl');
-    const full = ['-D', join(pg.dataDir, 'data'), '-w', '-t', '60', ...args];
-    const r = process.getuid?.() === 0 ? spawnSync('runuser', ['-u', 'postgres', '--', cmd, ...full]) : spawnSync(cmd, full);
-    expect(r.status, String(r.stderr)).toBe(0);
-  };
-
   it('serves metrics, health and readiness while streaming changes', async () => {
     await sql(pg.url, `CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL)`);
     await sql(pg.url, `INSERT INTO items SELECT i, 'item number ' || i FROM generate_series(1, 5) i`);
@@ -231,12 +223,12 @@ connections:
       await until('heartbeat commits, seen by Prometheus', async () => (await promValue('sluice_state_commits_total')) > commits);
 
       // The database goes away: not ready (but alive); it comes back: ready again, and streaming.
-      pgCtl('-m', 'fast', 'stop');
+      pgCtl(pg, '-m', 'fast', 'stop');
       await until('/readyz 503', async () => (await status('/readyz')) === 503);
       expect(await status('/healthz')).toBe(200);
       await until('Prometheus to see sluice_ready 0', async () => (await promValue('sluice_ready')) === 0);
       expect(run.child.exitCode).toBeNull();
-      pgCtl('-l', join(pg.dataDir, 'server.log'), 'start');
+      pgCtl(pg, 'start');
       await until('/readyz 200 again', async () => (await status('/readyz')) === 200, 90_000);
       await sql(pg.url, `INSERT INTO items VALUES (9, 'nine'), (10, 'ten')`);
       await until('the new rows after the outage', async () => (await recordsRead()) >= 10);

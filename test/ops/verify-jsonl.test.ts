@@ -7,20 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { REPO, tempDir, writeFiles } from '../helpers/cli.ts';
 import { runInProcess, useInProcessCli } from '../helpers/cli-in-process.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
+import { STANDARD_DAMAGE_COUNTS, STANDARD_DAMAGE_EXAMPLES, driftCounts, verifyPipeline, verifyProject } from '../helpers/verify.ts';
 import type { JsonlChunkLine } from '../../connectors/destination-jsonl/index.ts';
 
-const pipeline = (out: string) => `version: 1
-connections:
-  - name: docs
-    source: { type: file, config: { path: ./docs } }
-    destination: { type: jsonl, config: { path: ./out/${out} } }
-    embedding: { provider: hash, dimensions: 32 }
-    processing: { chunk_size: 40, chunk_overlap: 0, chunk_unit: characters, metadata_fields: [path] }
-    streams: [ { name: docs, sync_mode: full_refresh, destination_sync_mode: append_dedup } ]
-`;
-
-const long = (name: string) =>
-  `${name} first part of a longer text.\n\n${name} second part of this longer text.\n\n${name} third part, the end.`;
+const pipeline = (out: string) => verifyPipeline(`{ type: jsonl, config: { path: ./out/${out} } }`, { metadataFields: ['path'] });
 
 useInProcessCli();
 
@@ -39,9 +29,7 @@ const sortedLines = (file: string) =>
 describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
   it('reports each kind of drift, repairs it, and is clean afterwards; the file equals a fresh sync', async () => {
     const dir = tempDir();
-    const files: Record<string, string> = { 'p.yaml': pipeline('docs.jsonl'), 'fresh.yaml': pipeline('fresh.jsonl') };
-    for (const n of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']) files[`docs/${n}.md`] = long(n.toUpperCase());
-    writeFiles(dir, files);
+    verifyProject(dir, { 'p.yaml': pipeline('docs.jsonl'), 'fresh.yaml': pipeline('fresh.jsonl') }, 'abcdefgh'.split(''));
     const synced = await cli(dir, 'sync', 'p.yaml', '--json');
     expect(synced.code, synced.stderr).toBe(0);
 
@@ -70,26 +58,8 @@ describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
     expect(found.code, found.stderr).toBe(1);
     const report = JSON.parse(found.stdout);
     expect(report.clean).toBe(false);
-    expect(report.streams.docs.counts).toEqual({
-      missing_documents: 1,
-      deleted_documents: 1,
-      stale_chunks: 1,
-      stale_fingerprints: 0,
-      missing_chunks: 1,
-      duplicate_chunks: 1,
-      orphaned_chunks: 1,
-      wrong_dimensions: 1,
-      wrong_model: 0,
-    });
-    expect(report.streams.docs.examples).toMatchObject({
-      missing_documents: ['f.md'],
-      deleted_documents: ['b.md'],
-      stale_chunks: ['e.md'],
-      missing_chunks: ['a.md'],
-      duplicate_chunks: ['d.md'],
-      orphaned_chunks: ['c.md'],
-      wrong_dimensions: ['g.md'],
-    });
+    expect(report.streams.docs.counts).toEqual(driftCounts({ ...STANDARD_DAMAGE_COUNTS, wrong_dimensions: 1 }));
+    expect(report.streams.docs.examples).toMatchObject({ ...STANDARD_DAMAGE_EXAMPLES, wrong_dimensions: ['g.md'] });
     // Ids, never contents.
     expect(found.stdout).not.toContain('tampered');
     expect(found.stdout).not.toContain('first part');
@@ -120,9 +90,11 @@ describe('sluice verify on jsonl', { timeout: 120_000 }, () => {
 
   it('--sample checks a sample and says so; usage errors exit 2', async () => {
     const dir = tempDir();
-    const files: Record<string, string> = { 'p.yaml': pipeline('docs.jsonl') };
-    for (let i = 0; i < 30; i++) files[`docs/d${i}.md`] = long(`D${i}`);
-    writeFiles(dir, files);
+    verifyProject(
+      dir,
+      { 'p.yaml': pipeline('docs.jsonl') },
+      Array.from({ length: 30 }, (_, i) => `d${i}`),
+    );
     expect((await cli(dir, 'sync', 'p.yaml')).code).toBe(0);
     rmSync(join(dir, 'docs/d7.md')); // stored, no longer in the source: the bounded scan sees it
     const r = await cli(dir, 'verify', 'p.yaml', '--sample', '5', '--json');

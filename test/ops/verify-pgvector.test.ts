@@ -5,36 +5,20 @@
 // (A vector of another size cannot be stored in the vector(N) column: that kind is covered on jsonl.)
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { tempDir, writeFiles } from '../helpers/cli.ts';
-import { runInProcess, useInProcessCli } from '../helpers/cli-in-process.ts';
+import { expect, it } from 'vitest';
+import { tempDir } from '../helpers/cli.ts';
+import { useInProcessCli } from '../helpers/cli-in-process.ts';
 import { describeOnPgvectorBackends } from '../helpers/pgvector-backends.ts';
+import { useAdminClient } from '../helpers/pg-admin.ts';
+import { STANDARD_DAMAGE_COUNTS, STANDARD_DAMAGE_EXAMPLES, driftCounts, verifyPipeline, verifyProject } from '../helpers/verify.ts';
 
 useInProcessCli();
 
-const pipeline = (url: string, schema: string) => `version: 1
-connections:
-  - name: docs
-    source: { type: file, config: { path: ./docs } }
-    destination: { type: pgvector, config: { url: "${url}", schema: ${schema} } }
-    embedding: { provider: hash, dimensions: 32 }
-    processing: { chunk_size: 40, chunk_overlap: 0, chunk_unit: characters, metadata_fields: [path] }
-    streams: [ { name: docs, sync_mode: full_refresh, destination_sync_mode: append_dedup } ]
-`;
-
-const long = (name: string) =>
-  `${name} first part of a longer text.\n\n${name} second part of this longer text.\n\n${name} third part, the end.`;
+const pipeline = (url: string, schema: string, destinationSyncMode?: 'overwrite') =>
+  verifyPipeline(`{ type: pgvector, config: { url: "${url}", schema: ${schema} } }`, { metadataFields: ['path'], destinationSyncMode });
 
 describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
-  let admin: pg.Client;
-  beforeAll(async () => {
-    admin = new pg.Client({ connectionString: backend.url });
-    await admin.connect();
-  });
-  afterAll(async () => {
-    await admin?.end();
-  });
+  const admin = useAdminClient(() => backend.url);
 
   const rows = async (schema: string) =>
     (
@@ -46,13 +30,11 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
   it('reports each kind of drift, repairs it, is clean afterwards, and equals a fresh sync', { timeout: 180_000 }, async () => {
     const dir = tempDir();
     const schema = `verify_${backend.name}_${process.pid}`;
-    const files: Record<string, string> = {
-      'p.yaml': pipeline(backend.url, schema),
-      'fresh.yaml': pipeline(backend.url, `${schema}_fresh`),
-    };
-    for (const n of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']) files[`docs/${n}.md`] = long(n.toUpperCase());
-    writeFiles(dir, files);
-    const run = (file: string, ...args: string[]) => runInProcess([args[0], join(dir, file), ...args.slice(1)]);
+    const run = verifyProject(
+      dir,
+      { 'p.yaml': pipeline(backend.url, schema), 'fresh.yaml': pipeline(backend.url, `${schema}_fresh`) },
+      'abcdefgh'.split(''),
+    );
 
     expect((await run('p.yaml', 'sync')).code).toBe(0);
     const clean = await run('p.yaml', 'verify', '--json');
@@ -75,26 +57,8 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
     const found = await run('p.yaml', 'verify', '--json');
     expect(found.code, found.stderr).toBe(1);
     const report = JSON.parse(found.stdout);
-    expect(report.streams.docs.counts).toEqual({
-      missing_documents: 1,
-      deleted_documents: 1,
-      stale_chunks: 1,
-      stale_fingerprints: 1,
-      missing_chunks: 1,
-      duplicate_chunks: 1,
-      orphaned_chunks: 1,
-      wrong_dimensions: 0,
-      wrong_model: 0,
-    });
-    expect(report.streams.docs.examples).toMatchObject({
-      missing_documents: ['f.md'],
-      deleted_documents: ['b.md'],
-      stale_chunks: ['e.md'],
-      missing_chunks: ['a.md'],
-      duplicate_chunks: ['d.md'],
-      orphaned_chunks: ['c.md'],
-      stale_fingerprints: ['g.md'],
-    });
+    expect(report.streams.docs.counts).toEqual(driftCounts({ ...STANDARD_DAMAGE_COUNTS, stale_fingerprints: 1 }));
+    expect(report.streams.docs.examples).toMatchObject({ ...STANDARD_DAMAGE_EXAMPLES, stale_fingerprints: ['g.md'] });
     expect(found.stdout).not.toContain(backend.url);
 
     const repaired = await run('p.yaml', 'verify', '--repair', '--json');
@@ -114,15 +78,12 @@ describeOnPgvectorBackends('sluice verify on pgvector', (backend) => {
   it('an overwrite stream is repaired in place, and --sample checks a sample', { timeout: 180_000 }, async () => {
     const dir = tempDir();
     const schema = `verify_ow_${backend.name}_${process.pid}`;
-    const files: Record<string, string> = {
-      'p.yaml': pipeline(backend.url, schema).replace(
-        'full_refresh, destination_sync_mode: append_dedup',
-        'full_refresh, destination_sync_mode: overwrite',
-      ),
-    };
-    for (let i = 0; i < 20; i++) files[`docs/d${i}.md`] = long(`D${i}`);
-    writeFiles(dir, files);
-    const run = (...args: string[]) => runInProcess([args[0], join(dir, 'p.yaml'), ...args.slice(1)]);
+    const project = verifyProject(
+      dir,
+      { 'p.yaml': pipeline(backend.url, schema, 'overwrite') },
+      Array.from({ length: 20 }, (_, i) => `d${i}`),
+    );
+    const run = (command: string, ...args: string[]) => project('p.yaml', command, ...args);
     expect((await run('sync')).code).toBe(0);
     rmSync(join(dir, 'docs/d3.md'));
     await admin.query(`DELETE FROM "${schema}".docs WHERE document_id = 'd5.md'`);

@@ -9,8 +9,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startQdrantFixture, type QdrantFixture } from '../fixtures/qdrant-server.ts';
 import { startPineconeFixture, type PineconeFixture } from '../fixtures/pinecone-server.ts';
-import { tempDir, writeFiles } from '../helpers/cli.ts';
-import { runInProcess, useInProcessCli } from '../helpers/cli-in-process.ts';
+import { tempDir } from '../helpers/cli.ts';
+import { useInProcessCli } from '../helpers/cli-in-process.ts';
+import { STANDARD_DAMAGE_COUNTS, driftCounts, verifyPipeline, verifyProject } from '../helpers/verify.ts';
 import { connectQdrant } from '../../connectors/destination-qdrant/client.ts';
 import { QdrantConfigSchema } from '../../connectors/destination-qdrant/config.ts';
 import { PineconeConfigSchema } from '../../connectors/destination-pinecone/config.ts';
@@ -21,18 +22,6 @@ import { scratchDir } from '../../src/testing/context.ts';
 useInProcessCli();
 
 const DIMS = 16;
-const pipeline = (destination: string) => `version: 1
-connections:
-  - name: docs
-    source: { type: file, config: { path: ./docs } }
-    destination: ${destination}
-    embedding: { provider: hash, dimensions: ${DIMS} }
-    processing: { chunk_size: 40, chunk_overlap: 0, chunk_unit: characters }
-    streams: [ { name: docs, sync_mode: full_refresh, destination_sync_mode: append_dedup } ]
-`;
-const long = (name: string) =>
-  `${name} first part of a longer text.\n\n${name} second part of this longer text.\n\n${name} third part, the end.`;
-
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const ctx = () => ({
   logger: quiet,
@@ -43,12 +32,12 @@ const ctx = () => ({
   workDir: scratchDir('sluice-verify-'),
 });
 
-function corpus(dir: string, destination: string, fresh: string) {
-  const files: Record<string, string> = { 'p.yaml': pipeline(destination), 'fresh.yaml': pipeline(fresh) };
-  for (const n of ['a', 'b', 'c', 'd', 'e', 'f', 'h']) files[`docs/${n}.md`] = long(n.toUpperCase());
-  writeFiles(dir, files);
-  return (file: string, ...args: string[]) => runInProcess([args[0], join(dir, file), ...args.slice(1)]);
-}
+const corpus = (dir: string, destination: string, fresh: string) =>
+  verifyProject(
+    dir,
+    { 'p.yaml': verifyPipeline(destination, { dimensions: DIMS }), 'fresh.yaml': verifyPipeline(fresh, { dimensions: DIMS }) },
+    ['a', 'b', 'c', 'd', 'e', 'f', 'h'],
+  );
 
 describe('sluice verify on the Qdrant fixture', { timeout: 120_000 }, () => {
   let fx: QdrantFixture;
@@ -89,15 +78,7 @@ describe('sluice verify on the Qdrant fixture', { timeout: 120_000 }, () => {
 
     const found = await run('p.yaml', 'verify', '--json');
     expect(found.code, found.stderr).toBe(1);
-    expect(JSON.parse(found.stdout).streams.docs.counts).toMatchObject({
-      missing_documents: 1,
-      deleted_documents: 1,
-      stale_chunks: 1,
-      missing_chunks: 1,
-      duplicate_chunks: 1,
-      orphaned_chunks: 1,
-      wrong_dimensions: 0,
-    });
+    expect(JSON.parse(found.stdout).streams.docs.counts).toEqual(driftCounts(STANDARD_DAMAGE_COUNTS));
     const repaired = await run('p.yaml', 'verify', '--repair', '--json');
     expect(repaired.code).toBe(1);
     expect(JSON.parse(repaired.stdout).repair.docs).toMatchObject({ documents_rewritten: 5, documents_deleted: 1 });
@@ -155,13 +136,9 @@ describe('sluice verify on the Pinecone fixture', { timeout: 120_000 }, () => {
 
     const found = await run('p.yaml', 'verify', '--json');
     expect(found.code, found.stderr).toBe(1);
-    expect(JSON.parse(found.stdout).streams.docs.counts).toMatchObject({
-      missing_documents: 1,
-      deleted_documents: 1,
-      missing_chunks: 1,
-      orphaned_chunks: 1,
-      stale_chunks: 0,
-    });
+    expect(JSON.parse(found.stdout).streams.docs.counts).toEqual(
+      driftCounts({ missing_documents: 1, deleted_documents: 1, missing_chunks: 1, orphaned_chunks: 1 }),
+    );
     expect((await run('p.yaml', 'verify', '--repair')).code).toBe(1);
     const after = await run('p.yaml', 'verify', '--json');
     expect(after.code, after.stdout).toBe(0);

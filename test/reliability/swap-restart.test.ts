@@ -3,50 +3,19 @@
 // second session holds a SHARE lock on the live chunk table, so sluice's swap blocks on it (seen
 // in pg_stat_activity) and the crash lands between its BEGIN and COMMIT. The run fails in words,
 // readers find the previous generation whole, and a plain re-run equals a clean run.
-import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { qualified } from '../../connectors/destination-pgvector/sql.ts';
-import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-server.ts';
 import { STACK_LINE, runCli, startCli, tempDir } from '../helpers/cli.ts';
 import { corpusWriter, filePipeline } from '../helpers/e2e.ts';
 import { describeOnNativePgvector } from '../helpers/pgvector-backends.ts';
+import { restartPostgres, useOwnPostgres } from '../helpers/pg-ctl.ts';
 
 describeOnNativePgvector('destination restarted mid-swap of an overwrite', () => {
-  let server: PostgresServer;
-  beforeAll(async () => {
-    server = await startPostgres();
-    const c = new pg.Client({ connectionString: server.url });
-    await c.connect();
-    await c.query('CREATE EXTENSION vector');
-    await c.end();
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-
-  function restartImmediate() {
-    const args = [
-      '-D',
-      join(server.dataDir, 'data'),
-      '-l',
-      join(server.dataDir, 'server.log'),
-      '-m',
-      'immediate',
-      '-w',
-      '-t',
-      '60',
-      'restart',
-    ];
-    const r =
-      process.getuid?.() === 0
-        ? spawnSync('runuser', ['-u', 'postgres', '--', join(server.bin, 'pg_ctl'), ...args], { encoding: 'utf8' })
-        : spawnSync(join(server.bin, 'pg_ctl'), args, { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-  }
+  const server = useOwnPostgres('CREATE EXTENSION vector');
 
   async function query<T = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
     const c = new pg.Client({ connectionString: server.url });
@@ -119,7 +88,7 @@ describeOnNativePgvector('destination restarted mid-swap of an overwrite', () =>
       // The new generation is loaded and indexed, waiting for the switch.
       expect((await leftovers('crashed')).map((r) => r.tablename)).toEqual(['docs__sluice_new']);
 
-      restartImmediate();
+      restartPostgres(server, 'immediate');
       const res = await run.done;
       expect(res.code).toBe(1);
       expect(res.stderr).not.toMatch(STACK_LINE);

@@ -1,49 +1,18 @@
 // The destination PostgreSQL (native pgvector, a cluster of this test's own) restarted with
 // `pg_ctl restart -m immediate` while sluice is COPYing into it: the run fails in words (or
 // retries), and a plain re-run ends with exactly the table of an uninterrupted run.
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { qualified } from '../../connectors/destination-pgvector/sql.ts';
-import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-server.ts';
 import { STACK_LINE, runCli, startCli, tempDir } from '../helpers/cli.ts';
 import { corpusWriter, filePipeline } from '../helpers/e2e.ts';
 import { describeOnNativePgvector } from '../helpers/pgvector-backends.ts';
+import { restartPostgres, useOwnPostgres } from '../helpers/pg-ctl.ts';
 
 describeOnNativePgvector('destination restarted mid-COPY', () => {
-  let server: PostgresServer;
-  beforeAll(async () => {
-    server = await startPostgres();
-    const c = new pg.Client({ connectionString: server.url });
-    await c.connect();
-    await c.query('CREATE EXTENSION vector');
-    await c.end();
-  });
-  afterAll(async () => {
-    await server?.stop();
-  });
-
-  function restartImmediate() {
-    const asRoot = process.getuid?.() === 0;
-    const args = [
-      '-D',
-      join(server.dataDir, 'data'),
-      '-l',
-      join(server.dataDir, 'server.log'),
-      '-m',
-      'immediate',
-      '-w',
-      '-t',
-      '60',
-      'restart',
-    ];
-    const r = asRoot
-      ? spawnSync('runuser', ['-u', 'postgres', '--', join(server.bin, 'pg_ctl'), ...args], { encoding: 'utf8' })
-      : spawnSync(join(server.bin, 'pg_ctl'), args, { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-  }
+  const server = useOwnPostgres('CREATE EXTENSION vector');
 
   it('pg_ctl restart -m immediate twice during a load, then a plain re-run: exact', async () => {
     const dir = tempDir('dest-restart-');
@@ -80,7 +49,7 @@ describeOnNativePgvector('destination restarted mid-COPY', () => {
         await sleep(20);
       }
       await sleep(50 + Math.floor(Math.random() * 300));
-      restartImmediate();
+      restartPostgres(server, 'immediate');
       restarts++;
       const res = await run.done;
       expect(res.stderr).not.toMatch(STACK_LINE);

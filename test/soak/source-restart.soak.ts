@@ -3,25 +3,19 @@
 // the walsender terminated (pg_terminate_backend) mid CDC stream. Each time: the run fails in
 // words (or finishes, if it was done first), and a plain re-run ends with exactly the documents of
 // a clean run over the same table: none lost, none stale, none twice, chunk indexes contiguous.
-import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, type PostgresServer } from '../../scripts/postgres-test-server.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { STACK_LINE, runCli, startCli, tempDir, writeFiles } from '../helpers/cli.ts';
 import { documents } from '../helpers/exact.ts';
+import { restartPostgres, useOwnPostgres } from '../helpers/pg-ctl.ts';
 
-let server: PostgresServer;
+const server = useOwnPostgres('CREATE DATABASE restarts');
 let url: string;
-beforeAll(async () => {
-  server = await startPostgres();
+beforeAll(() => {
   url = server.url.replace(/\/postgres$/, '/restarts');
-  await sql(server.url, 'CREATE DATABASE restarts');
-});
-afterAll(async () => {
-  await server?.stop();
 });
 
 async function sql(target: string, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
@@ -41,15 +35,6 @@ async function sql(target: string, text: string, params: unknown[] = []): Promis
       await c.end().catch(() => {});
     }
   }
-}
-
-function restart(mode: 'fast' | 'immediate') {
-  const args = ['-D', join(server.dataDir, 'data'), '-l', join(server.dataDir, 'server.log'), '-m', mode, '-w', '-t', '60', 'restart'];
-  const r =
-    process.getuid?.() === 0
-      ? spawnSync('runuser', ['-u', 'postgres', '--', join(server.bin, 'pg_ctl'), ...args], { encoding: 'utf8' })
-      : spawnSync(join(server.bin, 'pg_ctl'), args, { encoding: 'utf8' });
-  expect(r.status, r.stderr).toBe(0);
 }
 
 type Mode = 'full_refresh' | 'incremental' | 'cdc';
@@ -141,7 +126,7 @@ describe('source PostgreSQL restarted mid-read', () => {
           // Incremental reads cannot see deletions (docs/postgres.md); CDC must apply them.
           if (mode === 'cdc') await sql(url, `DELETE FROM ${table} WHERE id % 89 = 0`);
         }
-        const { res, midRun } = await syncWithFault(dir, () => restart(how));
+        const { res, midRun } = await syncWithFault(dir, () => restartPostgres(server, how));
         expect(midRun, 'the restart hit a running sync').toBe(true);
         process.stdout.write(`[soak] restart -m ${how} mid ${mode}: run exit ${res.code}\n`);
         await expectExactAfterRerun(dir, table, mode);
