@@ -25,6 +25,7 @@ import { decodeVectorText, ident } from '../../connectors/destination-pgvector/s
 import pgvector from '../../connectors/destination-pgvector/index.ts';
 import { PgvectorConfigSchema } from '../../connectors/destination-pgvector/config.ts';
 import type { DestinationMessage } from '../../src/protocol/connector.ts';
+import { builtCli, type BuiltCli } from './built-cli.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const WORK = join(ROOT, '.bench', 'pgvector');
@@ -35,6 +36,8 @@ const DIMENSIONS = 384;
 const RSS_BUDGET_SECONDS = Number(process.env.SLUICE_BENCH_PGV_RSS_BUDGET_S ?? 300);
 const CHUNK_SIZE = 512;
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
+/** How sluice runs: the built CLI, as installed (set in bench()). */
+let cli: BuiltCli | undefined;
 
 interface Target {
   url: string;
@@ -174,8 +177,10 @@ connections:
   const started = Date.now();
   const rssHook = `data:text/javascript,process.on("exit",()=>process.stderr.write("\\nSLUICE_MAXRSS_KB "+process.resourceUsage().maxRSS+"\\n"))`;
   const { stdout, stderr, code } = await new Promise<{ stdout: string; stderr: string; code: number | null }>((ok, fail) => {
-    const child = spawn(process.execPath, ['--import', rssHook, 'bin/sluice.js', 'sync', yaml, '--json'], {
+    cli ??= builtCli(ROOT);
+    const child = spawn(process.execPath, ['--import', rssHook, cli.entry, 'sync', yaml, '--json'], {
       cwd: ROOT,
+      env: cli.env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -615,6 +620,7 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
 
 export default async function bench(): Promise<Record<string, unknown>> {
   mkdirSync(WORK, { recursive: true });
+  cli = builtCli(ROOT);
   const target = await startTarget();
   const tag = Date.now().toString(36);
   const report: Record<string, unknown> = {
@@ -624,6 +630,8 @@ export default async function bench(): Promise<Record<string, unknown>> {
         : 'PostgreSQL (SLUICE_BENCH_PG_URL)',
     documents: DOCS,
     dimensions: DIMENSIONS,
+    sluiceCli: cli.how,
+    node: process.version,
     loadavg: loadavg().map((l) => l.toFixed(1)),
   };
   try {
