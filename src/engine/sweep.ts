@@ -22,6 +22,11 @@ export interface SweepOptions {
   logger: Logger;
   /** A worker of a sharded run reads only part of a stream: it never sweeps. */
   sharded: boolean;
+  /**
+   * List the stored documents while the stream is read (a sync: its writer is open, so an embedded
+   * database is joined). Otherwise (the dry run, which lists them itself for its plan) at the end.
+   */
+  listWhileReading?: boolean;
   /** Keys a set keeps in memory before it moves to disk (default IN_MEMORY_KEYS; tests set it low). */
   inMemoryKeys?: number;
 }
@@ -124,7 +129,7 @@ interface Listing {
  * not grow with the stream), and inserts a DELETE for every stored document the read did not
  * produce before the stream's STREAM_COMPLETE.
  *
- * The stored documents are listed while the stream is read (from its first document on, kept the
+ * In a sync, the stored documents are listed while the stream is read (from its first document on, kept the
  * same way as the marks), not after it: the listing's round trips overlap the read instead of
  * adding to its end. That is the same answer: a document stored before this run and not touched
  * by it is listed whenever the listing runs; one this run wrote or deleted is marked (so it is
@@ -224,7 +229,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
   try {
     for await (const m of input) {
       if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
-        if (!listings.has(m.stream)) startListing(m.stream);
+        if (opts.listWhileReading && !listings.has(m.stream)) startListing(m.stream);
         // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
         setsOf(m.stream).seen.add(key(m.documentId), '');
       } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {

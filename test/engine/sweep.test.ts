@@ -48,6 +48,7 @@ function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: n
     signal: ctx.signal,
     logger: ctx.logger,
     sharded: false,
+    listWhileReading: true,
     ...extra,
   };
   return { opts, stats, ctx };
@@ -106,6 +107,14 @@ describe.each([
     expect(fake.listedAt).toBe(0);
     // The scratch database is gone.
     expect(readdirSync(opts.ctx.workDir).filter((f) => f.startsWith('sweep-'))).toEqual([]);
+  });
+
+  it("without listWhileReading (the dry run), lists at the stream's completion, with the same answer", async () => {
+    const fake: Fake = { stored: ['a', 'b', 'gone'], passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys, listWhileReading: false });
+    const out = await run(fake, [doc('a'), doc('b'), { type: 'STREAM_COMPLETE', stream: 'docs' }], opts);
+    expect(fake.listedAt).toBe(2);
+    expect(deletes(out)).toEqual(['gone']);
   });
 
   it('refuses (and deletes nothing) past max_delete_share of the stored documents', async () => {
