@@ -8,7 +8,7 @@
 // these changes. When a connection has no open letter left, the group's offsets are committed past
 // everything that list read ("purge = commit past"), so later lists start there. Other consumers
 // of the topic (alerting, archiving) see every letter as it was added.
-import { Kafka, logLevel, type Admin, type SASLOptions } from 'kafkajs';
+import type { Admin, Kafka, SASLOptions } from 'kafkajs';
 import { randomUUID } from 'node:crypto';
 import type { ErrorsConfig } from '../config/errors.ts';
 import { redact, registerSecret } from '../config/secrets.ts';
@@ -22,7 +22,7 @@ type Change = { op: 'add' | 'update'; letter: DeadLetter } | { op: 'remove'; ids
 const READ_TIMEOUT_MS = 60_000;
 
 export class KafkaDeadLetterStore implements DeadLetterStore {
-  private readonly kafka: Kafka;
+  private kafkaClient?: Promise<Kafka>;
   private admin?: Admin;
   private producer?: ReturnType<Kafka['producer']>;
   /** Per connection: the end offsets the last list read up to (what a commit may move past). */
@@ -30,15 +30,23 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
 
   constructor(private readonly cfg: KafkaDeadLetterConfig) {
     if (cfg.sasl) registerSecret(cfg.sasl.password);
-    const brokers = (Array.isArray(cfg.brokers) ? cfg.brokers : cfg.brokers.split(',')).map((b) => b.trim()).filter(Boolean);
-    this.kafka = new Kafka({
-      clientId: cfg.client_id,
-      brokers,
-      logLevel: logLevel.NOTHING,
-      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5000 },
-      ...(cfg.ssl ? { ssl: true } : {}),
-      ...(cfg.sasl ? { sasl: { ...cfg.sasl } as SASLOptions } : {}),
+  }
+
+  /** kafkajs is loaded when the store is first used: every sync opens its engine, few use this store. */
+  private kafka(): Promise<Kafka> {
+    const cfg = this.cfg;
+    this.kafkaClient ??= import('kafkajs').then(({ Kafka, logLevel }) => {
+      const brokers = (Array.isArray(cfg.brokers) ? cfg.brokers : cfg.brokers.split(',')).map((b) => b.trim()).filter(Boolean);
+      return new Kafka({
+        clientId: cfg.client_id,
+        brokers,
+        logLevel: logLevel.NOTHING,
+        retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5000 },
+        ...(cfg.ssl ? { ssl: true } : {}),
+        ...(cfg.sasl ? { sasl: { ...cfg.sasl } as SASLOptions } : {}),
+      });
     });
+    return this.kafkaClient;
   }
 
   private fail(what: string, err: unknown): SluiceError {
@@ -55,7 +63,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
 
   private async adminClient(): Promise<Admin> {
     if (this.admin) return this.admin;
-    const a = this.kafka.admin();
+    const a = (await this.kafka()).admin();
     await a.connect().catch((err) => {
       throw this.fail('connecting', err);
     });
@@ -66,7 +74,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
     if (!changes.length) return;
     try {
       if (!this.producer) {
-        const p = this.kafka.producer({ allowAutoTopicCreation: true });
+        const p = (await this.kafka()).producer({ allowAutoTopicCreation: true });
         await p.connect();
         this.producer = p;
       }
@@ -106,7 +114,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
    * OffsetCommit API is the one every broker (and the mock cluster) supports for this.
    */
   private async commit(connection: string, upTo: Array<{ partition: number; offset: string }>): Promise<void> {
-    const consumer = this.kafka.consumer({
+    const consumer = (await this.kafka()).consumer({
       groupId: this.group(connection),
       sessionTimeout: 6000,
       rebalanceTimeout: 6000,
@@ -173,7 +181,7 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
   private async read(ranges: Array<{ partition: number; start: bigint; end: bigint }>, connection: string): Promise<Change[]> {
     // A throwaway group: reading must not move the offsets of the store's own group.
     const groupId = `${this.group(connection)}.reader-${randomUUID().slice(0, 8)}`;
-    const consumer = this.kafka.consumer({ groupId, sessionTimeout: 6000, rebalanceTimeout: 6000, heartbeatInterval: 500 });
+    const consumer = (await this.kafka()).consumer({ groupId, sessionTimeout: 6000, rebalanceTimeout: 6000, heartbeatInterval: 500 });
     const byPartition = new Map(ranges.map((r) => [r.partition, { ...r, changes: [] as Change[], done: false }]));
     try {
       await consumer.connect();

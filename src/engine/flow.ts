@@ -71,38 +71,61 @@ export async function* groupItems<T>(
   let group: T[] = [];
   let pending: Promise<IteratorResult<T>> | undefined;
   let done = false;
+  // One idle timer per group, not one timer and promise per item (thousands per second on a fast
+  // source): it fires lingerMs after the group started, and when an item came since, re-arms for
+  // the rest of lingerMs after that item; so it resolves only after lingerMs without input.
+  let lastItemAt = 0;
+  let idle: Promise<'idle'> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const armIdle = () => {
+    idle = new Promise<'idle'>((resolve) => {
+      const check = () => {
+        const wait = lastItemAt + opts.lingerMs - performance.now();
+        if (wait > 0) timer = setTimeout(check, wait);
+        else resolve('idle');
+      };
+      timer = setTimeout(check, opts.lingerMs);
+    });
+  };
+  const disarmIdle = () => {
+    clearTimeout(timer);
+    idle = undefined;
+  };
   try {
     for (;;) {
       pending ??= it.next();
       let r: IteratorResult<T> | 'idle';
       if (group.length) {
-        let timer: NodeJS.Timeout | undefined;
-        const idle = new Promise<'idle'>((resolve) => (timer = setTimeout(resolve, opts.lingerMs, 'idle')));
-        r = await Promise.race([pending, idle]);
-        clearTimeout(timer);
+        if (!idle) armIdle();
+        r = await Promise.race([pending, idle!]);
       } else r = await pending;
       if (r === 'idle') {
+        disarmIdle();
         yield group;
         group = [];
         continue;
       }
       pending = undefined;
+      lastItemAt = performance.now();
       if (r.done) {
         done = true;
         if (group.length) yield group;
         return;
       }
       if (group.length && opts.isFull(group, r.value)) {
+        disarmIdle();
         yield group;
         group = [];
       }
       group.push(r.value);
       if (opts.closesGroup(r.value)) {
+        disarmIdle();
         yield group;
         group = [];
       }
     }
   } finally {
+    clearTimeout(timer);
     if (!done) await it.return?.();
   }
 }

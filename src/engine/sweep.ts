@@ -22,6 +22,13 @@ export interface SweepOptions {
   logger: Logger;
   /** A worker of a sharded run reads only part of a stream: it never sweeps. */
   sharded: boolean;
+  /**
+   * List the stored documents while the stream is read (a sync: its writer is open, so an embedded
+   * database is joined). Otherwise (the dry run, which lists them itself for its plan) at the end.
+   */
+  listWhileReading?: boolean;
+  /** Keys a set keeps in memory before it moves to disk (default IN_MEMORY_KEYS; tests set it low). */
+  inMemoryKeys?: number;
 }
 
 /** Streams that get deletion detection in this run (empty when the destination cannot list documents). */
@@ -43,34 +50,146 @@ export function withoutSweptProgress(state: SourceState | undefined, swept: stri
   return { ...state, streams: Object.fromEntries(Object.entries(state.streams).filter(([k]) => !swept.includes(k))) };
 }
 
-/** Writes are awaited every this many marks, so LMDB's write queue stays bounded (invariant 6). */
-const MARKS_PER_COMMIT = 10_000;
+/** Keys a set holds in memory before it moves to the scratch LMDB database (a few MB at most). */
+const IN_MEMORY_KEYS = 50_000;
+/** On disk, keys are written in one synchronous LMDB transaction per this many. */
+const KEYS_PER_COMMIT = 2_000;
+/** Document ids up to this many UTF-16 units are keys as they are; longer ones are hashed (LMDB's key limit). */
+const MAX_RAW_ID = 400;
+
+const SURROGATE = /[\uD800-\uDFFF]/;
 
 /**
- * Passes messages through, marking the document ids of swept streams (in a temporary LMDB database
- * in the connection's work directory, so memory does not grow with the stream), and inserts a
- * DELETE for every stored document the read did not produce before the stream's STREAM_COMPLETE.
+ * A set of keys (each with a value) for the sweep: in memory while small (most streams: no
+ * per-document database work) and in a scratch LMDB database once it grows past
+ * IN_MEMORY_KEYS, so memory stays bounded however large the stream (invariant 6).
+ */
+export class SpillingSet {
+  private memory: Map<string, string> | undefined = new Map();
+  private pending: Array<[string, string]> = [];
+  private db: Database<string, string> | undefined;
+
+  constructor(
+    private readonly disk: () => { root: RootDatabase; db: Database<string, string> },
+    private readonly inMemoryKeys = IN_MEMORY_KEYS,
+  ) {}
+
+  /** Whether the keys are on disk (for tests). */
+  get spilled(): boolean {
+    return !this.memory;
+  }
+
+  add(key: string, value: string): void {
+    if (this.memory) {
+      this.memory.set(key, value);
+      if (this.memory.size > this.inMemoryKeys) {
+        this.pending = [...this.memory];
+        this.memory = undefined;
+        this.flush();
+      }
+      return;
+    }
+    this.pending.push([key, value]);
+    if (this.pending.length >= KEYS_PER_COMMIT) this.flush();
+  }
+
+  private flush(): void {
+    if (!this.pending.length) return;
+    const { root, db } = this.disk();
+    this.db = db;
+    const batch = this.pending;
+    this.pending = [];
+    root.transactionSync(() => {
+      for (const [k, v] of batch) db.putSync(k, v);
+    });
+  }
+
+  has(key: string): boolean {
+    if (this.memory) return this.memory.has(key);
+    this.flush();
+    return this.db!.doesExist(key);
+  }
+
+  *entries(): Generator<[string, string]> {
+    if (this.memory) return yield* this.memory;
+    this.flush();
+    for (const { key, value } of this.db!.getRange()) yield [key, value];
+  }
+}
+
+/** The stored documents of one swept stream, listed in the background while the stream is read. */
+interface Listing {
+  /** Resolves when the listing is complete (count of stored documents); rejects with its error. */
+  done: Promise<number>;
+}
+
+/**
+ * Passes messages through, marking the document ids of swept streams (in memory, then in a
+ * temporary LMDB database in the connection's work directory once there are many, so memory does
+ * not grow with the stream), and inserts a DELETE for every stored document the read did not
+ * produce before the stream's STREAM_COMPLETE.
+ *
+ * In a sync, the stored documents are listed while the stream is read (from its first document on, kept the
+ * same way as the marks), not after it: the listing's round trips overlap the read instead of
+ * adding to its end. That is the same answer: a document stored before this run and not touched
+ * by it is listed whenever the listing runs; one this run wrote or deleted is marked (so it is
+ * never deleted, listed or not); nothing else writes to the connection's destination meanwhile
+ * (the connection lock). The share checked against max_delete_share is of the documents listed.
  */
 export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts: SweepOptions): AsyncGenerator<DestinationMessage> {
   const swept = new Set(sweptStreams(opts));
   if (!swept.size) return yield* input;
+  const streamCount = swept.size;
   const name = opts.conn.config.name;
   const maxShare = opts.conn.config.processing?.max_delete_share ?? 0.5;
   const dir = join(opts.ctx.workDir, `sweep-${process.pid}-${randomBytes(4).toString('hex')}`);
+  // Keys: ":<id>", or "#<sha256>" for an id too long for a key or with surrogates (a lone one
+  // would be stored as U+FFFD and could meet another id).
+  const key = (id: string) =>
+    id.length <= MAX_RAW_ID && !SURROGATE.test(id) ? `:${id}` : `#${createHash('sha256').update(id).digest('base64')}`;
+  // Per swept stream: the ids the read produced, and the stored documents (key → id).
   let root: RootDatabase | undefined;
-  let seen: Database<true, string> | undefined;
-  let doomed: Database<string, number> | undefined;
-  let marks = 0;
-  let nextDoomed = 0;
-  const key = (stream: string, id: string) => createHash('sha256').update(stream).update('\u0000').update(id).digest('base64');
-  const db = () => {
-    if (!root) {
+  let dbCount = 0;
+  const onDisk = () => {
+    let d: Database<string, string> | undefined;
+    return () => {
       // A scratch database: no durability needed (removed at the end, and ignored after a crash).
-      root = open({ path: dir, noSync: true, maxDbs: 2 });
-      seen = root.openDB<true, string>({ name: 'seen' });
-      doomed = root.openDB<string, number>({ name: 'doomed' });
-    }
-    return { seen: seen!, doomed: doomed! };
+      root ??= open({ path: dir, noSync: true, maxDbs: 2 * streamCount });
+      return { root, db: (d ??= root.openDB<string, string>({ name: `keys-${dbCount++}` })) };
+    };
+  };
+  const sets = new Map<string, { seen: SpillingSet; stored: SpillingSet }>();
+  const setsOf = (stream: string) => {
+    let d = sets.get(stream);
+    if (!d)
+      sets.set(stream, (d = { seen: new SpillingSet(onDisk(), opts.inMemoryKeys), stored: new SpillingSet(onDisk(), opts.inMemoryKeys) }));
+    return d;
+  };
+
+  const listings = new Map<string, Listing>();
+  /** Set when the stage ends: a listing still running stops. */
+  let closed = false;
+  const where = (stream: string) => `connection ${name}, destination ${opts.conn.config.destination.type}, stream ${stream}`;
+  const startListing = (stream: string): Listing => {
+    const listing: Listing = {
+      done: (async () => {
+        const { stored } = setsOf(stream);
+        let count = 0;
+        try {
+          for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
+            if (opts.signal.aborted || closed) return count;
+            count++;
+            stored.add(key(d.documentId), d.documentId);
+          }
+          return count;
+        } catch (err) {
+          throw withContext(err, `${where(stream)} (listing stored documents to find those the source no longer has)`);
+        }
+      })(),
+    };
+    listing.done.catch(() => undefined); // observed at the stream's completion (or not at all when the read fails)
+    listings.set(stream, listing);
+    return listing;
   };
 
   const sweep = async function* (stream: string): AsyncGenerator<DestinationMessage> {
@@ -83,28 +202,15 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       );
       return;
     }
-    const { seen, doomed } = db();
-    await seen.committed;
-    const first = nextDoomed;
-    let stored = 0;
-    const where = `connection ${name}, destination ${opts.conn.config.destination.type}, stream ${stream}`;
-    try {
-      for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
-        if (opts.signal.aborted) return;
-        stored++;
-        if (seen.doesExist(key(stream, d.documentId))) continue;
-        void doomed.put(nextDoomed++, d.documentId);
-        if ((nextDoomed - first) % MARKS_PER_COMMIT === 0) await doomed.committed;
-      }
-    } catch (err) {
-      throw withContext(err, `${where} (listing stored documents to find those the source no longer has)`);
-    }
-    await doomed.committed;
-    const count = nextDoomed - first;
+    const storedCount = await (listings.get(stream) ?? startListing(stream)).done;
+    if (opts.signal.aborted) return;
+    const { seen, stored } = setsOf(stream);
+    let count = 0;
+    for (const [k] of stored.entries()) if (!seen.has(k)) count++;
     if (!count) return;
-    if (count / stored > maxShare) {
+    if (count / storedCount > maxShare) {
       throw new SluiceError(
-        `stream ${stream}: the complete read no longer has ${count} of the ${stored} stored documents (${Math.round((100 * count) / stored)}%); deleting them is more than processing.max_delete_share (${maxShare}) allows, so nothing was deleted`,
+        `stream ${stream}: the complete read no longer has ${count} of the ${storedCount} stored documents (${Math.round((100 * count) / storedCount)}%); deleting them is more than processing.max_delete_share (${maxShare}) allows, so nothing was deleted`,
         {
           kind: 'config',
           where: `connections[${opts.conn.index}].processing.max_delete_share`,
@@ -113,7 +219,8 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       );
     }
     opts.logger.info({ connection: name, stream, count }, `stream ${stream}: deleting ${count} documents the source no longer has`);
-    for (const { value } of doomed.getRange({ start: first, end: nextDoomed })) {
+    for (const [k, value] of stored.entries()) {
+      if (seen.has(k)) continue;
       if (stats) stats.records_deleted++;
       yield { type: 'DELETE', stream, documentId: value };
     }
@@ -122,9 +229,9 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
   try {
     for await (const m of input) {
       if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
+        if (opts.listWhileReading && !listings.has(m.stream)) startListing(m.stream);
         // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-        void db().seen.put(key(m.stream, m.documentId), true);
-        if (++marks % MARKS_PER_COMMIT === 0) await db().seen.committed;
+        setsOf(m.stream).seen.add(key(m.documentId), '');
       } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
         swept.delete(m.stream);
         yield* sweep(m.stream);
@@ -132,6 +239,9 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       yield m;
     }
   } finally {
+    closed = true;
+    // A listing still running (the read failed or was interrupted) stops at its next document.
+    await Promise.all([...listings.values()].map((l) => l.done.catch(() => undefined)));
     if (root) await root.close().catch((e) => opts.logger.warn({ err: describeUnknown(e) }, 'closing the sweep database failed'));
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -8,8 +8,6 @@ import { ExitCode } from '../main.ts';
 import { createLogger, humanLogs, printJson } from '../output.ts';
 import { terminalProgress } from '../progress.ts';
 import { abortOnSignals } from './shared.ts';
-import { SyncMetrics } from '../../metrics/index.ts';
-import { serveMetrics, pushMetrics, writeMetricsTextfile } from '../../metrics/serve.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export function register(program: Command) {
@@ -58,14 +56,21 @@ export function register(program: Command) {
         const shard = resolveShard(opts);
         const wantMetrics = opts.metricsPort !== undefined || !!opts.pushgateway || !!opts.metricsTextfile;
         if (opts.pushgateway) checkUrl(opts.pushgateway);
-        const metrics = wantMetrics
+        // prom-client is loaded only when metrics are asked for: a plain sync starts without it.
+        const { SyncMetrics } = wantMetrics ? await import('../../metrics/index.ts') : { SyncMetrics: undefined };
+        const { serveMetrics, pushMetrics, writeMetricsTextfile } = wantMetrics
+          ? await import('../../metrics/serve.ts')
+          : { serveMetrics: undefined, pushMetrics: undefined, writeMetricsTextfile: undefined };
+        const metrics = SyncMetrics
           ? new SyncMetrics(file, { processMetrics: opts.metricsPort !== undefined, stallSeconds: opts.stallSeconds })
           : undefined;
         const baseLogger = createLogger({ json: opts.json, debug });
         const logger = metrics ? metrics.tap(baseLogger) : baseLogger;
         const pipeline = await loadPipeline(file);
         const server =
-          metrics && opts.metricsPort !== undefined ? await serveMetrics(metrics, opts.metricsPort, opts.metricsHost) : undefined;
+          metrics && serveMetrics && opts.metricsPort !== undefined
+            ? await serveMetrics(metrics, opts.metricsPort, opts.metricsHost)
+            : undefined;
         if (server) logger.info({ url: server.url }, `serving /metrics, /healthz and /readyz on ${server.url}`);
         const signals = abortOnSignals();
         const progress = terminalProgress(pipeline);
@@ -105,9 +110,9 @@ export function register(program: Command) {
           await server?.close();
         }
         // Batch runs end before any scrape: their metrics are pushed or written once, at the end.
-        if (metrics && opts.pushgateway)
+        if (metrics && pushMetrics && opts.pushgateway)
           await pushMetrics(metrics, opts.pushgateway).catch((err) => logger.error({ err: err.message, hint: err.hint }, err.message));
-        if (metrics && opts.metricsTextfile)
+        if (metrics && writeMetricsTextfile && opts.metricsTextfile)
           await writeMetricsTextfile(metrics, opts.metricsTextfile).catch((err) =>
             logger.error({ err: err.message, hint: err.hint }, err.message),
           );

@@ -1,0 +1,142 @@
+// The end-of-read sweep (src/engine/sweep.ts) on its own: a destination whose documents() is a list
+// in memory, so what the stage deletes, refuses and when it lists can be checked exactly — with
+// its marks in memory and spilled to the scratch LMDB database.
+import { readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { sweepStage, type SweepOptions } from '../../src/engine/sweep.ts';
+import type { DestinationMessage, StoredDocument } from '../../src/protocol/connector.ts';
+import { testContext } from '../../src/testing/context.ts';
+
+interface Fake {
+  stored: string[];
+  /** How far into the read (messages passed through) the listing was asked for. */
+  listedAt?: number;
+  passed: number;
+  failListing?: Error;
+}
+
+function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: number } = {}) {
+  const ctx = testContext();
+  const stats = { docs: { records_deleted: 0, records_failed: 0 } };
+  const opts: SweepOptions = {
+    conn: {
+      config: { name: 'c', destination: { type: 'fake' }, processing: { max_delete_share: extra.maxDeleteShare ?? 0.5 } },
+      destination: {
+        async *documents(): AsyncGenerator<StoredDocument> {
+          fake.listedAt ??= fake.passed;
+          for (const id of fake.stored) {
+            await new Promise((r) => setImmediate(r));
+            if (fake.failListing) throw fake.failListing;
+            yield { documentId: id, chunks: 1 };
+          }
+        },
+      },
+      destinationConfig: {},
+      index: 0,
+    } as unknown as SweepOptions['conn'],
+    ctx,
+    catalog: {
+      streams: [
+        {
+          stream: { name: 'docs', json_schema: {} },
+          sync_mode: 'full_refresh',
+          destination_sync_mode: 'append_dedup',
+        },
+      ],
+    } as unknown as SweepOptions['catalog'],
+    stats,
+    signal: ctx.signal,
+    logger: ctx.logger,
+    sharded: false,
+    listWhileReading: true,
+    ...extra,
+  };
+  return { opts, stats, ctx };
+}
+
+async function run(fake: Fake, read: DestinationMessage[], opts: SweepOptions): Promise<DestinationMessage[]> {
+  async function* input() {
+    for (const m of read) {
+      await new Promise((r) => setImmediate(r));
+      yield m;
+    }
+  }
+  const out: DestinationMessage[] = [];
+  for await (const m of sweepStage(input(), opts)) {
+    fake.passed++;
+    out.push(m);
+  }
+  return out;
+}
+
+const doc = (id: string): DestinationMessage => ({ type: 'DOCUMENT', stream: 'docs', documentId: id, chunks: [], record: {} });
+const deletes = (out: DestinationMessage[]) => out.filter((m) => m.type === 'DELETE').map((m) => (m as { documentId: string }).documentId);
+
+// Ids that are keys as they are, and ids that are hashed (too long for a key; a lone surrogate).
+const LONG = 'x'.repeat(5000);
+const ODD = 'lone \uD800 surrogate';
+const ODD_TOO = 'lone \uFFFD surrogate'; // what ODD would be stored as, were it not hashed
+
+describe.each([
+  ['in memory', undefined],
+  ['spilled to the scratch database', 2],
+])('sweep stage, marks %s', (_, inMemoryKeys) => {
+  it('deletes exactly the stored documents the complete read did not produce, once, before STREAM_COMPLETE', async () => {
+    const fake: Fake = { stored: ['a', 'b', 'c', 'd', 'e', 'f', LONG, ODD, ODD_TOO, 'gone-1', 'gone-2'], passed: 0 };
+    const { opts, stats } = options(fake, { inMemoryKeys });
+    const read = [
+      doc('a'),
+      doc('b'),
+      { type: 'DELETE', stream: 'docs', documentId: 'c' } as DestinationMessage,
+      doc('d'),
+      doc('e'),
+      doc('f'),
+      doc(LONG),
+      doc(ODD),
+      doc('new'),
+      { type: 'STREAM_COMPLETE', stream: 'docs' } as DestinationMessage,
+    ];
+    const out = await run(fake, read, opts);
+    // Everything read passes through; the sweep's DELETEs come after it, right before the completion.
+    expect(out.slice(0, read.length - 1)).toEqual(read.slice(0, -1));
+    expect(deletes(out.slice(read.length - 1, -1)).sort()).toEqual(['gone-1', 'gone-2', ODD_TOO].sort());
+    expect(out.length).toBe(read.length + 3);
+    expect(out.at(-1)).toEqual({ type: 'STREAM_COMPLETE', stream: 'docs' });
+    expect(stats.docs.records_deleted).toBe(3);
+    // Listed while the stream was read (from its first document), not after it.
+    expect(fake.listedAt).toBe(0);
+    // The scratch database is gone.
+    expect(readdirSync(opts.ctx.workDir).filter((f) => f.startsWith('sweep-'))).toEqual([]);
+  });
+
+  it("without listWhileReading (the dry run), lists at the stream's completion, with the same answer", async () => {
+    const fake: Fake = { stored: ['a', 'b', 'gone'], passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys, listWhileReading: false });
+    const out = await run(fake, [doc('a'), doc('b'), { type: 'STREAM_COMPLETE', stream: 'docs' }], opts);
+    expect(fake.listedAt).toBe(2);
+    expect(deletes(out)).toEqual(['gone']);
+  });
+
+  it('refuses (and deletes nothing) past max_delete_share of the stored documents', async () => {
+    const fake: Fake = { stored: ['a', 'b', 'c', 'd', 'e'], passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys });
+    const err = await run(fake, [doc('a'), doc('b'), { type: 'STREAM_COMPLETE', stream: 'docs' }], opts).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toContain('no longer has 3 of the 5 stored documents (60%)');
+    const ok = options({ ...fake, passed: 0 }, { inMemoryKeys, maxDeleteShare: 0.6 });
+    const out = await run(fake, [doc('a'), doc('b'), { type: 'STREAM_COMPLETE', stream: 'docs' }], ok.opts);
+    expect(deletes(out).sort()).toEqual(['c', 'd', 'e']);
+  });
+
+  it('a read that ends without STREAM_COMPLETE deletes nothing; a failed listing fails the stream naming it', async () => {
+    const fake: Fake = { stored: ['a', 'b', 'c'], passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys });
+    expect(deletes(await run(fake, [doc('a')], opts))).toEqual([]);
+
+    const broken: Fake = { stored: ['a', 'b', 'c'], passed: 0, failListing: new Error('connection reset') };
+    const b = options(broken, { inMemoryKeys });
+    const err = await run(broken, [doc('a'), { type: 'STREAM_COMPLETE', stream: 'docs' }], b.opts).catch((e: Error) => e);
+    expect((err as Error).message).toContain('connection reset');
+    expect((err as { where?: string }).where).toContain('listing stored documents');
+  });
+});
