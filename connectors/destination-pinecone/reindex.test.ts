@@ -3,26 +3,19 @@
 // at the end of the input, the STATE is acknowledged only after it; an input that ends early
 // switches nothing and acknowledges nothing; rollback pairs a kept generation only with the state
 // whose identity built it. (End to end through the CLI: test/engine/reindex-pinecone.test.ts.)
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startPineconeFixture, type PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
+import { describe, expect, it } from 'vitest';
+import type { PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
 import type { DestinationMessage, DestinationStream, IndexIdentity } from '../../src/protocol/connector.ts';
 import destination from './index.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { POINTER_NAMESPACE, identityTag } from './store.ts';
 import { captureContext, documentMessage, drain, stateMessage } from './test-helpers.ts';
+import { usePineconeFixture } from './test-fixture.ts';
 
 const DIM = 8;
 let fx: PineconeFixture;
 let counter = 0;
-beforeAll(async () => {
-  fx = await startPineconeFixture();
-});
-afterAll(async () => {
-  await fx?.close();
-});
-afterEach(() => {
-  expect(fx.violations).toEqual([]);
-});
+usePineconeFixture((f) => (fx = f));
 
 async function freshIndex(): Promise<string> {
   const name = `reindex-${++counter}`;
