@@ -486,13 +486,7 @@ function judge(
   return found.has('duplicate_chunks') || found.has('orphaned_chunks') ? ['purge', 'rewrite'] : ['rewrite'];
 }
 
-interface RepairParts {
-  conn: LoadedConnection;
-  catalog: ConfiguredCatalog;
-  ctx: ConnectorContext;
-  processor: TextProcessor;
-  embedder?: Embedder;
-  cache?: EmbeddingCache;
+interface RepairParts extends Pick<RunParts, 'conn' | 'catalog' | 'ctx' | 'processor' | 'embedder' | 'cache'> {
   docs: Database<any, (string | number)[]>;
   repairs: Database<RepairEntry, string[]>;
   signal: AbortSignal;
