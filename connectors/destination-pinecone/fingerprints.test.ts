@@ -2,20 +2,20 @@
 // real client against the fixture (requests and responses validated against Pinecone's OpenAPI
 // documents, the service's limits enforced).
 import { afterEach, describe, expect, it } from 'vitest';
-import type { PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
+import { startPineconeFixture, type PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
 import type { DestinationMessage, DestinationStream, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
 import destination from './index.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { MAX_FETCH_QUERY_BYTES, fetchGroups } from './store.ts';
 import { captureContext, documentMessage, drain, stateMessage, vectorFor, written } from './test-helpers.ts';
-import { usePineconeFixture } from './test-fixture.ts';
+import { useFixture } from '../../test/helpers/use-fixture.ts';
 
 const DIM = 8;
 let fx: PineconeFixture;
 let indexCounter = 0;
 
-usePineconeFixture((f) => (fx = f));
+useFixture(startPineconeFixture, (f) => (fx = f));
 afterEach(() => {
   // (clearing a namespace that does not exist answers 404, which the writer expects)
   expect(fx.requests.filter((r) => r.status >= 400 && !(r.status === 404 && r.path === '/vectors/delete'))).toEqual([]);

@@ -3,7 +3,7 @@
 // against Pinecone's OpenAPI documents and enforces the service's limits.
 import { Pinecone } from '@pinecone-database/pinecone';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Metric, PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
+import { startPineconeFixture, type Metric, type PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
 import type { DestinationMessage, DestinationStream } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import type { DestinationSyncMode } from '../../src/protocol/messages.ts';
@@ -12,13 +12,13 @@ import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { compactValues, toMetadataValue } from './metadata.ts';
 import { PineconeStore, POINTER_NAMESPACE } from './store.ts';
 import { captureContext, documentMessage, drain, stateMessage, vectorFor, written } from './test-helpers.ts';
-import { usePineconeFixture } from './test-fixture.ts';
+import { useFixture } from '../../test/helpers/use-fixture.ts';
 
 const DIM = 8;
 let fx: PineconeFixture;
 let indexCounter = 0;
 
-usePineconeFixture((f) => (fx = f));
+useFixture(startPineconeFixture, (f) => (fx = f));
 afterEach(() => {
   fx.setFaults({});
 });

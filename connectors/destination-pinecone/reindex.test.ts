@@ -4,18 +4,18 @@
 // switches nothing and acknowledges nothing; rollback pairs a kept generation only with the state
 // whose identity built it. (End to end through the CLI: test/engine/reindex-pinecone.test.ts.)
 import { describe, expect, it } from 'vitest';
-import type { PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
+import { startPineconeFixture, type PineconeFixture } from '../../test/fixtures/pinecone-server.ts';
 import type { DestinationMessage, DestinationStream, IndexIdentity } from '../../src/protocol/connector.ts';
 import destination from './index.ts';
 import { PineconeConfigSchema, type PineconeConfig } from './config.ts';
 import { POINTER_NAMESPACE, identityTag } from './store.ts';
 import { captureContext, documentMessage, drain, stateMessage } from './test-helpers.ts';
-import { usePineconeFixture } from './test-fixture.ts';
+import { useFixture } from '../../test/helpers/use-fixture.ts';
 
 const DIM = 8;
 let fx: PineconeFixture;
 let counter = 0;
-usePineconeFixture((f) => (fx = f));
+useFixture(startPineconeFixture, (f) => (fx = f));
 
 async function freshIndex(): Promise<string> {
   const name = `reindex-${++counter}`;

@@ -1,21 +1,16 @@
 // Document fingerprints in the Qdrant destination (docs/fingerprints.md), writer level, against the
 // Qdrant fixture (every request and response validated against Qdrant's OpenAPI document).
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startQdrantFixture, type QdrantFixture } from '../../test/fixtures/qdrant-server.ts';
 import { chunkUuid } from '../../src/protocol/identity.ts';
 import type { DestinationMessage, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
 import destination from './index.ts';
 import { committedPositions, complete, DIMS, doc, drain, qdrantConfig, state, streams, testContext } from './test-helpers.ts';
+import { useFixture } from '../../test/helpers/use-fixture.ts';
 
 let fx: QdrantFixture;
-beforeAll(async () => {
-  fx = await startQdrantFixture();
-});
-afterAll(async () => {
-  await fx.close();
-});
+useFixture(startQdrantFixture, (f) => (fx = f));
 afterEach(() => {
-  expect(fx.violations).toEqual([]);
   expect(fx.log.filter((l) => l.status >= 400)).toEqual([]);
   fx.log.length = 0;
 });

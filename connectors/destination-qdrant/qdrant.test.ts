@@ -1,7 +1,7 @@
 // The Qdrant destination against the in-memory Qdrant fixture (which validates every request and
 // response against Qdrant's OpenAPI document), through the real @qdrant/js-client-rest.
 import { QdrantClient } from '@qdrant/js-client-rest';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startQdrantFixture, type QdrantFixture } from '../../test/fixtures/qdrant-server.ts';
 import { chunkUuid, documentId } from '../../src/protocol/identity.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
@@ -21,20 +21,15 @@ import {
   streams,
   testContext,
 } from './test-helpers.ts';
+import { useFixture } from '../../test/helpers/use-fixture.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let fx: QdrantFixture;
-beforeAll(async () => {
-  fx = await startQdrantFixture();
-});
-afterAll(async () => {
-  await fx.close();
-});
+// The fixture's own responses must match Qdrant's OpenAPI document (useFixture); the connector must
+// only send valid requests, always waiting for acknowledgement.
+useFixture(startQdrantFixture, (f) => (fx = f));
 afterEach(() => {
-  // The fixture's own responses must match Qdrant's OpenAPI document; the connector must only send
-  // valid requests, always waiting for acknowledgement.
-  expect(fx.violations).toEqual([]);
   const writes = fx.log.filter(
     (l) => /points|\/index/.test(l.operation) && /^(PUT|POST)/.test(l.operation) && !/scroll|query|count/.test(l.operation),
   );
