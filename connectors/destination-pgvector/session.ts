@@ -107,8 +107,10 @@ export function describeUrl(raw: string): string {
 
 // ---- embedded PGlite ---------------------------------------------------------------------------
 
+type OpenEmbedded = { socketDir: string; sessions: number; shutdown: () => Promise<void> };
+
 /** Embedded databases this process has open: their socket, and how many sessions use them. */
-const openEmbeddedDatabases = new Map<string, { socketDir: string; sessions: number; shutdown: () => Promise<void> }>();
+const openEmbeddedDatabases = new Map<string, OpenEmbedded>();
 
 async function embeddedClient(socketDir: string): Promise<pg.Client> {
   const client = new pg.Client({ host: socketDir, port: 5432, user: 'postgres', database: 'postgres', application_name: 'sluice' });
@@ -117,27 +119,32 @@ async function embeddedClient(socketDir: string): Promise<pg.Client> {
   return client;
 }
 
+/** Readers that joined keep the database open until the last of them closes. */
+async function leaveEmbedded(open: OpenEmbedded): Promise<void> {
+  if (--open.sessions === 0) await open.shutdown();
+}
+
+function embeddedSession(client: pg.Client, label: string, open: OpenEmbedded): Session {
+  return {
+    client,
+    isPglite: true,
+    label,
+    close: async () => {
+      await client.end().catch(() => {});
+      await leaveEmbedded(open);
+    },
+  };
+}
+
 async function openEmbedded(dir: string, joinOpen: boolean): Promise<Session> {
   const label = `embedded PGlite in ${dir}`;
   const open = openEmbeddedDatabases.get(dir);
   if (open && joinOpen) {
     open.sessions++;
-    const leave = async () => {
-      if (--open.sessions === 0) await open.shutdown();
-    };
     try {
-      const client = await embeddedClient(open.socketDir);
-      return {
-        client,
-        isPglite: true,
-        label,
-        close: async () => {
-          await client.end().catch(() => {});
-          await leave();
-        },
-      };
+      return embeddedSession(await embeddedClient(open.socketDir), label, open);
     } catch (err) {
-      await leave();
+      await leaveEmbedded(open);
       throw new SluiceError(`cannot connect to ${label}: ${describeUnknown(err)}`, { kind: 'destination', cause: err });
     }
   }
@@ -167,16 +174,7 @@ async function openEmbedded(dir: string, joinOpen: boolean): Promise<Session> {
     const client = await embeddedClient(socketDir);
     const shared = { socketDir, sessions: 1, shutdown };
     openEmbeddedDatabases.set(dir, shared);
-    return {
-      client,
-      isPglite: true,
-      label,
-      close: async () => {
-        await client.end().catch(() => {});
-        // Readers that joined keep the database open until the last of them closes.
-        if (--shared.sessions === 0) await shutdown();
-      },
-    };
+    return embeddedSession(client, label, shared);
   } catch (err) {
     await shutdown();
     if (err instanceof SluiceError) throw err;
