@@ -59,14 +59,26 @@ const MAX_RAW_ID = 400;
 
 const SURROGATE = /[\uD800-\uDFFF]/;
 
+/** An LMDB key for a document id: ":<id>", or "#<sha256>" for an id too long for a key or with surrogates (a lone one would be stored as U+FFFD and could meet another id). */
+const diskKey = (id: string) =>
+  id.length <= MAX_RAW_ID && !SURROGATE.test(id) ? `:${id}` : `#${createHash('sha256').update(id, 'utf16le').digest('base64')}`; // utf16le: a lone surrogate hashes as itself
+
 /**
- * A set of keys (each with a value) for the sweep: in memory while small (most streams: no
- * per-document database work) and in a scratch LMDB database once it grows past
- * IN_MEMORY_KEYS, so memory stays bounded however large the stream (invariant 6).
+ * The id as an LMDB value that gives it back exactly: LMDB stores strings as UTF-8, where a lone
+ * surrogate would become U+FFFD; such ids are kept in their JSON form (which escapes it).
+ */
+const diskValue = (id: string) => (SURROGATE.test(id) ? `j${JSON.stringify(id)}` : `r${id}`);
+const idOf = (value: string): string => (value[0] === 'j' ? (JSON.parse(value.slice(1)) as string) : value.slice(1));
+
+/**
+ * A set of document ids for the sweep: in memory while small (most streams: no per-document
+ * database work, and the id itself is the key) and in a scratch LMDB database once it grows past
+ * IN_MEMORY_KEYS (keyed by diskKey, the id as the value), so memory stays bounded however large
+ * the stream (invariant 6).
  */
 export class SpillingSet {
-  private memory: Map<string, string> | undefined = new Map();
-  private pending: Array<[string, string]> = [];
+  private memory: Set<string> | undefined = new Set();
+  private pending: string[] = [];
   private db: Database<string, string> | undefined;
 
   constructor(
@@ -74,14 +86,14 @@ export class SpillingSet {
     private readonly inMemoryKeys = IN_MEMORY_KEYS,
   ) {}
 
-  /** Whether the keys are on disk (for tests). */
+  /** Whether the ids are on disk (for tests). */
   get spilled(): boolean {
     return !this.memory;
   }
 
-  add(key: string, value: string): void {
+  add(id: string): void {
     if (this.memory) {
-      this.memory.set(key, value);
+      this.memory.add(id);
       if (this.memory.size > this.inMemoryKeys) {
         this.pending = [...this.memory];
         this.memory = undefined;
@@ -89,7 +101,7 @@ export class SpillingSet {
       }
       return;
     }
-    this.pending.push([key, value]);
+    this.pending.push(id);
     if (this.pending.length >= KEYS_PER_COMMIT) this.flush();
   }
 
@@ -100,20 +112,20 @@ export class SpillingSet {
     const batch = this.pending;
     this.pending = [];
     root.transactionSync(() => {
-      for (const [k, v] of batch) db.putSync(k, v);
+      for (const id of batch) db.putSync(diskKey(id), diskValue(id));
     });
   }
 
-  has(key: string): boolean {
-    if (this.memory) return this.memory.has(key);
+  has(id: string): boolean {
+    if (this.memory) return this.memory.has(id);
     this.flush();
-    return this.db!.doesExist(key);
+    return this.db!.doesExist(diskKey(id));
   }
 
-  *entries(): Generator<[string, string]> {
+  *ids(): Generator<string> {
     if (this.memory) return yield* this.memory;
     this.flush();
-    for (const { key, value } of this.db!.getRange()) yield [key, value];
+    for (const { value } of this.db!.getRange()) yield idOf(value);
   }
 }
 
@@ -143,11 +155,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
   const name = opts.conn.config.name;
   const maxShare = opts.conn.config.processing?.max_delete_share ?? 0.5;
   const dir = join(opts.ctx.workDir, `sweep-${process.pid}-${randomBytes(4).toString('hex')}`);
-  // Keys: ":<id>", or "#<sha256>" for an id too long for a key or with surrogates (a lone one
-  // would be stored as U+FFFD and could meet another id).
-  const key = (id: string) =>
-    id.length <= MAX_RAW_ID && !SURROGATE.test(id) ? `:${id}` : `#${createHash('sha256').update(id).digest('base64')}`;
-  // Per swept stream: the ids the read produced, and the stored documents (key → id).
+  // Per swept stream: the ids the read produced, and the ids of the stored documents.
   let root: RootDatabase | undefined;
   let dbCount = 0;
   const onDisk = () => {
@@ -179,7 +187,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
           for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
             if (opts.signal.aborted || closed) return count;
             count++;
-            stored.add(key(d.documentId), d.documentId);
+            stored.add(d.documentId);
           }
           return count;
         } catch (err) {
@@ -206,7 +214,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
     if (opts.signal.aborted) return;
     const { seen, stored } = setsOf(stream);
     let count = 0;
-    for (const [k] of stored.entries()) if (!seen.has(k)) count++;
+    for (const id of stored.ids()) if (!seen.has(id)) count++;
     if (!count) return;
     if (count / storedCount > maxShare) {
       throw new SluiceError(
@@ -219,10 +227,10 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       );
     }
     opts.logger.info({ connection: name, stream, count }, `stream ${stream}: deleting ${count} documents the source no longer has`);
-    for (const [k, value] of stored.entries()) {
-      if (seen.has(k)) continue;
+    for (const id of stored.ids()) {
+      if (seen.has(id)) continue;
       if (stats) stats.records_deleted++;
-      yield { type: 'DELETE', stream, documentId: value };
+      yield { type: 'DELETE', stream, documentId: id };
     }
   };
 
@@ -231,7 +239,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
         if (opts.listWhileReading && !listings.has(m.stream)) startListing(m.stream);
         // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-        setsOf(m.stream).seen.add(key(m.documentId), '');
+        setsOf(m.stream).seen.add(m.documentId);
       } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
         swept.delete(m.stream);
         yield* sweep(m.stream);
