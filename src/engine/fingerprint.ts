@@ -29,12 +29,19 @@ export class Fingerprinter {
 
   /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
   of(extracted: ExtractedText): DocumentFingerprint {
+    const metadata = stableJson(extracted.metadata);
+    // Consecutive documents often share their metadata (none at all, or the same few tags).
+    if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
     return {
+      // One-shot hash of the joined string: a Hash object per document (update, digest) costs more.
       content: sha256(this.head + JSON.stringify(extracted.text) + this.tail),
-      metadata: sha256(stableJson(extracted.metadata)),
+      metadata: this.lastMetadataHash,
       embedder: this.embedder,
     };
   }
+
+  private lastMetadata: string | undefined;
+  private lastMetadataHash = '';
 }
 
 /** The embedder tag stored with each fingerprint: `provider/model/dimensions`, or `none`. */

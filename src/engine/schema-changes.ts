@@ -270,7 +270,7 @@ export class SchemaTracker {
     let stripped: Record<string, unknown> | undefined;
     for (const [col, v] of Object.entries(data)) {
       if (col.startsWith('_ab_')) continue;
-      if (this.ignored.has(`${stream}\u0000${col}`)) {
+      if (this.ignored.size && this.ignored.has(`${stream}\u0000${col}`)) {
         stripped ??= { ...data };
         delete stripped[col];
         continue;
@@ -291,7 +291,13 @@ export class SchemaTracker {
         }
         known[col] = { type: type ?? 'any', nullable: true, observed: true };
         this.dirty = true;
-      } else if (k.observed && type && !k.type.split('|').includes(type) && !this.ignored.has(`${stream}\u0000${col}\u0000${type}`)) {
+      } else if (
+        k.observed &&
+        type &&
+        k.type !== type && // the usual case, decided without splitting the type list
+        !k.type.split('|').includes(type) &&
+        !this.ignored.has(`${stream}\u0000${col}\u0000${type}`)
+      ) {
         if (k.type === 'any' || this.firstRun.has(stream)) {
           // Learning: a first run widens the type (mixed data is not a change).
           known[col] = { ...k, type: k.type === 'any' ? type : [...k.type.split('|'), type].sort().join('|') };

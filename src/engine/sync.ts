@@ -27,6 +27,7 @@ import {
 } from '../protocol/messages.ts';
 import { applyStateMessage, mergeConnectionState, openCacheFor, openStateStore, type StateStore } from '../state/index.ts';
 import { createTextProcessor, type ProcessedChunk, type TextProcessor } from '../text/index.ts';
+import { hasText } from '../text/extract.ts';
 import { configureCatalog } from './catalog.ts';
 import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
 import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
@@ -831,14 +832,23 @@ export function toDocument(
     stats.records_deleted++;
     return { type: 'DELETE', stream, documentId: docId };
   }
-  const record = Object.fromEntries(Object.entries(data).filter(([k]) => !k.startsWith('_ab_')));
+  const record = withoutBookkeeping(data);
   if (fingerprinter) {
     const extracted = processor.extract(record);
     const doc = { type: 'DOCUMENT' as const, stream, documentId: docId, chunks: [], record, fingerprint: fingerprinter.of(extracted) };
-    deferChunking(doc, () => chunksOf(docId, processor.chunk(extracted), stats), !extracted.text.trim());
+    // Extracted again if the document is chunked at all: most of a re-sync is unchanged documents,
+    // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
+    deferChunking(doc, () => chunksOf(docId, processor.chunk(processor.extract(record)), stats), !hasText(extracted.text));
     return doc;
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
+}
+
+/** The record without Airbyte bookkeeping columns (`_ab_…`); the record itself when it has none (the usual case). */
+function withoutBookkeeping(data: Record<string, unknown>): Record<string, unknown> {
+  for (const k in data)
+    if (k.startsWith('_ab_')) return Object.fromEntries(Object.entries(data).filter(([key]) => !key.startsWith('_ab_')));
+  return data;
 }
 
 function chunksOf(docId: string, pieces: ProcessedChunk[], stats: StreamStats): Chunk[] {

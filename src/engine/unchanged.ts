@@ -228,10 +228,10 @@ export class UnchangedStage {
     }
     if (m.type !== 'DOCUMENT' || !m.fingerprint) return m;
     const fp = m.fingerprint;
-    const key = `${m.stream}\u0000${m.documentId}`;
     const stats = this.opts.stats[m.stream] ?? {};
     const unchanged = () => {
       stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+      deferred.delete(m); // never chunked: its entry (and the record it holds) goes now, not at the next GC
       return undefined;
     };
     if (overwrite) {
@@ -240,7 +240,9 @@ export class UnchangedStage {
       this.generation.set(m.stream, m.documentId, fingerprintText(fp));
       if (sent !== undefined) return sent === fingerprintText(fp) ? unchanged() : m;
     }
-    const flight = overwrite ? undefined : this.inFlight.get(key);
+    // Built only when there is something in flight: most documents of a re-sync are not.
+    const key = overwrite || !this.inFlight.size ? '' : `${m.stream}\u0000${m.documentId}`;
+    const flight = key ? this.inFlight.get(key) : undefined;
     if (flight) {
       if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return unchanged();
       this.remember(key, fp);
@@ -251,7 +253,7 @@ export class UnchangedStage {
       unchanged();
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
     }
-    if (!overwrite) this.remember(key, fp);
+    if (!overwrite) this.remember(key || `${m.stream}\u0000${m.documentId}`, fp);
     // Same text, settings and model, other metadata: the stored vectors are right. An empty
     // document has no chunks to carry metadata: it goes as it is.
     if (known && known.content === fp.content && !hasNoText(m)) {

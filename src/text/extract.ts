@@ -3,6 +3,12 @@ import { canonicalJson } from '../protocol/identity.ts';
 
 /** Values at a dot path; `*` walks into every element of an array (or value of an object). */
 export function valuesAtPath(record: unknown, path: string): unknown[] {
+  if (!path.includes('.') && path !== '*') {
+    // A top-level field (most text_fields): no split, no intermediate arrays.
+    if (record === null || typeof record !== 'object') return [];
+    const v = (record as Record<string, unknown>)[path];
+    return v === undefined ? [] : [v];
+  }
   let current: unknown[] = [record];
   for (const part of path.split('.')) {
     const next: unknown[] = [];
@@ -34,6 +40,10 @@ export function valueToText(value: unknown): string {
   return canonicalJson(value);
 }
 
+/** Whether a string has a non-whitespace character (what `s.trim().length > 0` says, without the copy). */
+export const hasText = (s: string): boolean => NON_WHITESPACE.test(s);
+const NON_WHITESPACE = /\S/;
+
 /** Airbyte bookkeeping columns (`_ab_cdc_deleted_at`, `_ab_cdc_lsn`…) are never text. */
 const isBookkeeping = (key: string) => key.startsWith('_ab_');
 
@@ -58,11 +68,19 @@ export function textExtractor(opts: { textFields?: string[]; textTemplate?: stri
   }
   if (opts.textFields) {
     const fields = opts.textFields;
-    return (record) =>
-      fields
-        .flatMap((f) => valuesAtPath(record, f).map(valueToText))
-        .filter((s) => s.trim().length > 0)
-        .join('\n\n');
+    // A plain loop: this runs once per record, and the chained form allocated three arrays and a
+    // trimmed copy of every value just to test it for text.
+    return (record) => {
+      let text = '';
+      for (const f of fields) {
+        for (const v of valuesAtPath(record, f)) {
+          const s = valueToText(v);
+          if (!hasText(s)) continue;
+          text = text ? `${text}\n\n${s}` : s;
+        }
+      }
+      return text;
+    };
   }
   return (record) => {
     if (typeof record.content === 'string') return record.content;
