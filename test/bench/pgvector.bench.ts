@@ -784,12 +784,17 @@ async function fingerprintPgRuns(target: Target, lc: LangChain | string, tag: st
         }
         return docs;
       },
-      // Connecting and running LangChain's SELECT, the rows into memory, nothing else.
+      // Connecting and running LangChain's SELECT, the rows into memory, nothing else; the best of
+      // three, so the first one's warm-up (loading pg's code, cold buffers) does not raise the floor.
       async readFloorSeconds() {
-        const started = performance.now();
-        const rows = await selectSourceRows(target.url, sourceSchema);
-        if (rows.length !== DOCS) throw new Error(`${stream} has ${rows.length} rows, expected ${DOCS}`);
-        return (performance.now() - started) / 1000;
+        let best = Infinity;
+        for (let k = 0; k < 3; k++) {
+          const started = performance.now();
+          const rows = await selectSourceRows(target.url, sourceSchema);
+          best = Math.min(best, (performance.now() - started) / 1000);
+          if (rows.length !== DOCS) throw new Error(`${stream} has ${rows.length} rows, expected ${DOCS}`);
+        }
+        return best;
       },
       floorKey: 'readingTheRowsAloneSeconds',
       async changeOnePercent() {
