@@ -4,6 +4,10 @@
 //     `addDocuments`, with the same hash embedder wrapped as a LangChain `Embeddings`,
 //   - a raw COPY … FROM STDIN (FORMAT BINARY) of the very rows sluice wrote, into the same table
 //     layout: the write limit.
+// Issue #15's unchanged-documents comparison (sluice full_refresh + append_dedup vs LangChain index(),
+// cleanup "full": first load, unchanged re-sync, 1 % changed) runs on the file corpus and on a
+// PostgreSQL table as the source (the issue's setting); SLUICE_BENCH_PGV_ONLY=fingerprints runs
+// only those two, =fingerprints-pg only the PostgreSQL-source one.
 // Target: SLUICE_BENCH_PG_URL (a PostgreSQL with pgvector) or else an in-memory PGlite + pgvector
 // served on loopback. On PGlite its single WebAssembly session caps every contender, and the raw
 // load goes in-process through COPY FROM '/dev/blob' (PGlite's socket cannot take COPY FROM STDIN).
@@ -562,7 +566,7 @@ function changeOnePercent(dir: string): number {
 }
 
 /** One side-by-side comparison: where the documents come from, for each contender, and how 1 % of them change. */
-interface FingerprintCorpus {
+interface FingerprintSource {
   /** Names the comparison's destination schema, LangChain tables and sluice run directory. */
   key: string;
   what: string;
@@ -589,10 +593,10 @@ async function compareFingerprints(
   target: Target,
   lc: LangChain | string,
   tag: string,
-  corpus: FingerprintCorpus,
+  source: FingerprintSource,
 ): Promise<Record<string, unknown>> {
-  const schema = `bench_${corpus.key}_${tag}`;
-  const sluiceTables = [`${schema}.${corpus.sluiceTable}`];
+  const schema = `bench_${source.key}_${tag}`;
+  const sluiceTables = [`${schema}.${source.sluiceTable}`];
   const sluice: Record<string, PhaseResult> = {};
   const langchain: Record<string, PhaseResult> = {};
   const sluicePhase = (name: string, fresh: boolean) =>
@@ -600,7 +604,7 @@ async function compareFingerprints(
       target.url,
       sluiceTables,
       async () => {
-        const r = await sluiceSync(target, corpus.sluiceSource, schema, `${corpus.key}-${DOCS}`, fresh, 'full_refresh');
+        const r = await sluiceSync(target, source.sluiceSource, schema, `${source.key}-${DOCS}`, fresh, 'full_refresh');
         return {
           seconds: r.seconds,
           wallSecondsIncludingStartup: r.wallSeconds,
@@ -616,8 +620,8 @@ async function compareFingerprints(
   let lcPhase: ((name: string) => Promise<PhaseResult>) | undefined;
   if (typeof lc !== 'string') {
     const embeddings = wrapEmbedder(lc, createEmbedder({ provider: 'hash', dimensions: DIMENSIONS }, { logger: silent }));
-    const tableName = `lc_${corpus.key}_${tag}`;
-    const recordsTable = `lc_${corpus.key}_records_${tag}`;
+    const tableName = `lc_${source.key}_${tag}`;
+    const recordsTable = `lc_${source.key}_records_${tag}`;
     // A store and record manager per phase, closed after it: their connections end, so the
     // server's statistics for the phase are flushed before they are read (an idle backend may
     // hold them back for up to 10 s). Setting them up is inside the clock, as for sluice's start-up.
@@ -636,7 +640,7 @@ async function compareFingerprints(
         });
         try {
           await recordManager.createSchema();
-          const docs = await corpus.langchainDocs(lc);
+          const docs = await source.langchainDocs(lc);
           const r = await lc.index({
             docsSource: docs,
             recordManager,
@@ -652,12 +656,12 @@ async function compareFingerprints(
   }
   sluice.firstLoad = await sluicePhase('first load', true);
   sluice.unchanged = await sluicePhase('unchanged full re-sync', false);
-  const floor = await corpus.readFloorSeconds();
+  const floor = await source.readFloorSeconds();
   if (lcPhase) {
     langchain.firstLoad = await lcPhase('first load');
     langchain.unchanged = await lcPhase('unchanged re-run');
   }
-  const changed = await corpus.changeOnePercent();
+  const changed = await source.changeOnePercent();
   sluice.onePercentChanged = await sluicePhase(`${changed} documents changed`, false);
   if (lcPhase) langchain.onePercentChanged = await lcPhase(`${changed} documents changed`);
 
@@ -669,15 +673,15 @@ async function compareFingerprints(
     onePercentChanged: ratio(langchain.onePercentChanged?.seconds, sluice.onePercentChanged.seconds),
   };
   return {
-    what: corpus.what,
+    what: source.what,
     sluice,
     langchain: typeof lc === 'string' ? { notRun: lc } : langchain,
     langchainSecondsOverSluice: speedup,
-    sameWork: corpus.sameWork,
+    sameWork: source.sameWork,
     loadavgAtEnd: loadavg().map((l) => l.toFixed(1)),
     // Reading the source alone, right after sluice's unchanged run: no contender that reads it can
     // beat LangChain by more than LangChain's seconds over this.
-    [corpus.floorKey]: floor,
+    [source.floorKey]: floor,
     mostPossibleUnchangedSpeedup: ratio(langchain.unchanged?.seconds, floor),
     targets: {
       'unchanged re-sync >= 10x faster than LangChain': speedup.unchanged === null ? 'not measured' : speedup.unchanged >= 10,
