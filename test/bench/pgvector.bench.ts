@@ -4,6 +4,10 @@
 //     `addDocuments`, with the same hash embedder wrapped as a LangChain `Embeddings`,
 //   - a raw COPY … FROM STDIN (FORMAT BINARY) of the very rows sluice wrote, into the same table
 //     layout: the write limit.
+// Issue #15's unchanged-documents comparison (sluice full_refresh + append_dedup vs LangChain index(),
+// cleanup "full": first load, unchanged re-sync, 1 % changed) runs on the file corpus and on a
+// PostgreSQL table as the source (the issue's setting); SLUICE_BENCH_PGV_ONLY=fingerprints runs
+// only those two, =fingerprints-pg only the PostgreSQL-source one.
 // Target: SLUICE_BENCH_PG_URL (a PostgreSQL with pgvector) or else an in-memory PGlite + pgvector
 // served on loopback. On PGlite its single WebAssembly session caps every contender, and the raw
 // load goes in-process through COPY FROM '/dev/blob' (PGlite's socket cannot take COPY FROM STDIN).
@@ -106,14 +110,25 @@ const WORDS =
   'sluice vector index chunk embedding state checkpoint stream source destination record table postgres kafka file replay crash search overwrite'.split(
     ' ',
   );
-function docText(i: number): string {
+/** Deterministic sentences of 12 words for document `i`, each call the next one. */
+function sentencesOf(i: number): () => string {
   let seed = i * 2654435761;
   const word = () => {
     seed = (Math.imul(seed ^ (seed >>> 13), 1274126177) + 7) | 0;
     return WORDS[(seed >>> 0) % WORDS.length];
   };
-  const sentence = () => Array.from({ length: 12 }, word).join(' ') + '.';
+  return () => Array.from({ length: 12 }, word).join(' ') + '.';
+}
+
+function docText(i: number): string {
+  const sentence = sentencesOf(i);
   return `# Document ${i}\n\n${Array.from({ length: 3 }, sentence).join(' ')}\n\n${Array.from({ length: 3 }, sentence).join(' ')}\n`;
+}
+
+/** The body of source row `i`: three paragraphs of four sentences, ~1 KB (the issue's row size). */
+function rowBody(i: number): string {
+  const sentence = sentencesOf(i);
+  return Array.from({ length: 3 }, () => Array.from({ length: 4 }, sentence).join(' ')).join('\n\n');
 }
 
 function corpus(n: number): string {
@@ -149,9 +164,22 @@ interface SluiceRun {
   unchanged: number;
 }
 
+/** What a sluice run reads: the connection's `source:` (a YAML flow mapping), its one stream and the text to embed. */
+interface SluiceSource {
+  yaml: string;
+  stream: string;
+  /** `processing.text_fields`; the source's default text when absent. */
+  textFields?: string[];
+}
+
+/** The file source over a corpus directory: one stream `docs`, one document per file. */
+function fileSource(corpusDir: string): SluiceSource {
+  return { yaml: `{ type: file, config: { path: ${JSON.stringify(corpusDir)}, stream: docs, checkpoint_every: 2000 } }`, stream: 'docs' };
+}
+
 async function sluiceSync(
   target: Target,
-  corpusDir: string,
+  source: SluiceSource,
   schema: string,
   name: string,
   fresh: boolean,
@@ -161,17 +189,18 @@ async function sluiceSync(
   if (fresh) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const yaml = join(dir, 'pipeline.yaml');
+  const textFields = source.textFields ? `text_fields: [${source.textFields.join(', ')}], ` : '';
   writeFileSync(
     yaml,
     `version: 1
 connections:
   - name: bench
-    source: { type: file, config: { path: ${JSON.stringify(corpusDir)}, stream: docs, checkpoint_every: 2000 } }
+    source: ${source.yaml}
     destination: { type: pgvector, config: { url: ${JSON.stringify(target.url)}, schema: ${schema}, index: none } }
     embedding: { provider: hash, dimensions: ${DIMENSIONS} }
-    processing: { chunk_size: ${CHUNK_SIZE}, chunk_overlap: 0 }
+    processing: { ${textFields}chunk_size: ${CHUNK_SIZE}, chunk_overlap: 0 }
     streams:
-      - { name: docs, sync_mode: ${syncMode}, destination_sync_mode: append_dedup }
+      - { name: ${source.stream}, sync_mode: ${syncMode}, destination_sync_mode: append_dedup }
 `,
   );
   const started = Date.now();
@@ -196,7 +225,7 @@ connections:
     duration_ms: number;
     connections: Array<{ streams: Record<string, { chunks_written: number; records_read: number; records_unchanged?: number }> }>;
   };
-  const s = summary.connections[0].streams.docs;
+  const s = summary.connections[0].streams[source.stream];
   const rss = Number(/SLUICE_MAXRSS_KB (\d+)/.exec(stderr)?.[1] ?? NaN);
   return {
     seconds: summary.duration_ms / 1000,
@@ -536,17 +565,38 @@ function changeOnePercent(dir: string): number {
   return changed;
 }
 
+/** One side-by-side comparison: where the documents come from, for each contender, and how 1 % of them change. */
+interface FingerprintSource {
+  /** Names the comparison's destination schema, LangChain tables and sluice run directory. */
+  key: string;
+  what: string;
+  sameWork: string;
+  sluiceSource: SluiceSource;
+  /** The table sluice writes the stream to, in its destination schema. */
+  sluiceTable: string;
+  /** LangChain's documents, read and split inside its clock. */
+  langchainDocs(lc: LangChain): Promise<any[]>;
+  /** Reading the source alone, nothing else: no contender that reads it can do the re-sync faster. */
+  readFloorSeconds(): Promise<number>;
+  /** The report's name for that floor. */
+  floorKey: string;
+  /** Changes 1 % of the documents; returns how many changed. */
+  changeOnePercent(): Promise<number>;
+}
+
 /**
  * Same data, same server, one run: first load, unchanged full re-sync and 1 % changed re-sync, for
  * sluice (full_refresh + append_dedup: fingerprints skip unchanged documents, the end-of-read sweep
  * deletes what the source lost) and for LangChain index() with cleanup "full" (its equivalent).
  */
-async function fingerprintRuns(target: Target, lc: LangChain | string, tag: string): Promise<Record<string, unknown>> {
-  const dir = join(WORK, `fp-corpus-${DOCS}`);
-  rmSync(dir, { recursive: true, force: true });
-  cpSync(corpus(DOCS), dir, { recursive: true });
-  const schema = `bench_fp_${tag}`;
-  const sluiceTables = [`${schema}.docs`];
+async function compareFingerprints(
+  target: Target,
+  lc: LangChain | string,
+  tag: string,
+  source: FingerprintSource,
+): Promise<Record<string, unknown>> {
+  const schema = `bench_${source.key}_${tag}`;
+  const sluiceTables = [`${schema}.${source.sluiceTable}`];
   const sluice: Record<string, PhaseResult> = {};
   const langchain: Record<string, PhaseResult> = {};
   const sluicePhase = (name: string, fresh: boolean) =>
@@ -554,7 +604,7 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
       target.url,
       sluiceTables,
       async () => {
-        const r = await sluiceSync(target, dir, schema, `fp-${DOCS}`, fresh, 'full_refresh');
+        const r = await sluiceSync(target, source.sluiceSource, schema, `${source.key}-${DOCS}`, fresh, 'full_refresh');
         return {
           seconds: r.seconds,
           wallSecondsIncludingStartup: r.wallSeconds,
@@ -567,16 +617,16 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
       [`${schema}._sluice_state`],
     );
 
-  let floor: number | undefined;
   let lcPhase: ((name: string) => Promise<PhaseResult>) | undefined;
   if (typeof lc !== 'string') {
     const embeddings = wrapEmbedder(lc, createEmbedder({ provider: 'hash', dimensions: DIMENSIONS }, { logger: silent }));
-    const tableName = `lc_fp_${tag}`;
+    const tableName = `lc_${source.key}_${tag}`;
+    const recordsTable = `lc_${source.key}_records_${tag}`;
     // A store and record manager per phase, closed after it: their connections end, so the
     // server's statistics for the phase are flushed before they are read (an idle backend may
     // hold them back for up to 10 s). Setting them up is inside the clock, as for sluice's start-up.
     lcPhase = (name) =>
-      measured(target.url, [`public.${tableName}`, `public.lc_fp_records_${tag}`], async () => {
+      measured(target.url, [`public.${tableName}`, `public.${recordsTable}`], async () => {
         const started = Date.now();
         const store = await lc.PGVectorStore.initialize(embeddings, {
           postgresConnectionOptions: { connectionString: target.url },
@@ -586,11 +636,11 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
         });
         const recordManager = new lc.PostgresRecordManager(`pgvector/${tableName}`, {
           postgresConnectionOptions: { connectionString: target.url },
-          tableName: `lc_fp_records_${tag}`,
+          tableName: recordsTable,
         });
         try {
           await recordManager.createSchema();
-          const docs = await langchainDocs(lc, dir);
+          const docs = await source.langchainDocs(lc);
           const r = await lc.index({
             docsSource: docs,
             recordManager,
@@ -604,20 +654,17 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
         }
       });
   }
-  try {
-    sluice.firstLoad = await sluicePhase('first load', true);
-    sluice.unchanged = await sluicePhase('unchanged full re-sync', false);
-    floor = readFloorSeconds(dir);
-    if (lcPhase) {
-      langchain.firstLoad = await lcPhase('first load');
-      langchain.unchanged = await lcPhase('unchanged re-run');
-    }
-    const changed = changeOnePercent(dir);
-    sluice.onePercentChanged = await sluicePhase(`${changed} documents changed`, false);
-    if (lcPhase) langchain.onePercentChanged = await lcPhase(`${changed} documents changed`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  sluice.firstLoad = await sluicePhase('first load', true);
+  sluice.unchanged = await sluicePhase('unchanged full re-sync', false);
+  const floor = await source.readFloorSeconds();
+  if (lcPhase) {
+    langchain.firstLoad = await lcPhase('first load');
+    langchain.unchanged = await lcPhase('unchanged re-run');
   }
+  const changed = await source.changeOnePercent();
+  sluice.onePercentChanged = await sluicePhase(`${changed} documents changed`, false);
+  if (lcPhase) langchain.onePercentChanged = await lcPhase(`${changed} documents changed`);
+
   const ratio = (a?: number, b?: number) => (a && b ? Number((a / b).toFixed(2)) : null);
   const speedup = {
     firstLoad: ratio(langchain.firstLoad?.seconds, sluice.firstLoad.seconds),
@@ -626,19 +673,15 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
     onePercentChanged: ratio(langchain.onePercentChanged?.seconds, sluice.onePercentChanged.seconds),
   };
   return {
-    what: `${DOCS} files, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: file source full_refresh + append_dedup; LangChain: index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's data tables (sluice: the chunk table, with its _sluice_state checkpoints apart in rowsWrittenByTable; LangChain: vectors + record manager); walBytes = whole server`,
+    what: source.what,
     sluice,
     langchain: typeof lc === 'string' ? { notRun: lc } : langchain,
     langchainSecondsOverSluice: speedup,
-    // Both clocks include reading the 10k files (sluice: its file source; LangChain: readFileSync +
-    // its splitter in langchainDocs) and setting up the store; neither includes starting Node.
-    // sluice's wall time adds its CLI's start-up (a child process), LangChain runs in this process.
-    sameWork:
-      'both read and split the same files inside their clock, and look up / clean up against the same server; sluice seconds = the sync (CLI start-up apart), LangChain seconds = in-process',
+    sameWork: source.sameWork,
     loadavgAtEnd: loadavg().map((l) => l.toFixed(1)),
-    // Reading the files alone (walk + stat + read, nothing else), right after sluice's unchanged run:
-    // no contender that reads them can beat LangChain by more than LangChain's seconds over this.
-    readingTheFilesAloneSeconds: floor,
+    // Reading the source alone, right after sluice's unchanged run: no contender that reads it can
+    // beat LangChain by more than LangChain's seconds over this.
+    [source.floorKey]: floor,
     mostPossibleUnchangedSpeedup: ratio(langchain.unchanged?.seconds, floor),
     targets: {
       'unchanged re-sync >= 10x faster than LangChain': speedup.unchanged === null ? 'not measured' : speedup.unchanged >= 10,
@@ -649,6 +692,133 @@ async function fingerprintRuns(target: Target, lc: LangChain | string, tag: stri
         sluice.onePercentChanged.rowsWritten <= Math.ceil((sluice.firstLoad.chunksWritten as number) / 100) * 2,
     },
   };
+}
+
+/** The comparison on DOCS files (one chunk each), read by sluice's file source and by readFileSync. */
+async function fingerprintRuns(target: Target, lc: LangChain | string, tag: string): Promise<Record<string, unknown>> {
+  const dir = join(WORK, `fp-corpus-${DOCS}`);
+  rmSync(dir, { recursive: true, force: true });
+  cpSync(corpus(DOCS), dir, { recursive: true });
+  try {
+    return await compareFingerprints(target, lc, tag, {
+      key: 'fp',
+      // Both clocks include reading the 10k files (sluice: its file source; LangChain: readFileSync +
+      // its splitter in langchainDocs) and setting up the store; neither includes starting Node.
+      // sluice's wall time adds its CLI's start-up (a child process), LangChain runs in this process.
+      what: `${DOCS} files, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: file source full_refresh + append_dedup; LangChain: index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's data tables (sluice: the chunk table, with its _sluice_state checkpoints apart in rowsWrittenByTable; LangChain: vectors + record manager); walBytes = whole server`,
+      sameWork:
+        'both read and split the same files inside their clock, and look up / clean up against the same server; sluice seconds = the sync (CLI start-up apart), LangChain seconds = in-process',
+      sluiceSource: fileSource(dir),
+      sluiceTable: 'docs',
+      langchainDocs: (lc) => langchainDocs(lc, dir),
+      // Reading the files alone (walk + stat + read, nothing else).
+      readFloorSeconds: async () => readFloorSeconds(dir),
+      floorKey: 'readingTheFilesAloneSeconds',
+      changeOnePercent: async () => changeOnePercent(dir),
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- the same comparison with a PostgreSQL table as the source (the issue's setting) ------------
+
+/** Creates `<schema>.docs(id, title, body)` with DOCS rows of ~1 KB, on the destination's server. */
+async function createSourceTable(url: string, schema: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(`CREATE SCHEMA ${ident(schema)}`);
+    await c.query(`CREATE TABLE ${ident(schema)}.docs (id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL)`);
+    for (let from = 0; from < DOCS; from += 5000) {
+      const ids = Array.from({ length: Math.min(5000, DOCS - from) }, (_, k) => from + k);
+      await c.query(`INSERT INTO ${ident(schema)}.docs (id, title, body) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])`, [
+        ids,
+        ids.map((i) => `Document ${i}`),
+        ids.map(rowBody),
+      ]);
+    }
+    // A settled table, as a long-lived one is: statistics, visibility map and hint bits set, so
+    // neither contender's first read pays for the load.
+    await c.query(`VACUUM ANALYZE ${ident(schema)}.docs`);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The rows as LangChain reads them (one SELECT with `pg`): id, title and body in id order. */
+async function selectSourceRows(url: string, schema: string): Promise<Array<{ id: string; title: string; body: string }>> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<{ id: string; title: string; body: string }>(`SELECT id, title, body FROM ${ident(schema)}.docs ORDER BY id`))
+      .rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * The comparison on a PostgreSQL table of DOCS rows of ~1 KB (the issue's figures are for 50 000),
+ * read by sluice's postgres source and by one SELECT with `pg`: no files, so the floor is reading
+ * the rows, not walking a directory.
+ */
+async function fingerprintPgRuns(target: Target, lc: LangChain | string, tag: string): Promise<Record<string, unknown>> {
+  const sourceSchema = `bench_src_${tag}`;
+  const stream = `${sourceSchema}.docs`;
+  await createSourceTable(target.url, sourceSchema);
+  try {
+    return await compareFingerprints(target, lc, tag, {
+      key: 'fpg',
+      what: `${DOCS} rows of ~1 KB in ${stream}(id bigint primary key, title text, body text) on the destination's server, 1 chunk each, hash embedder (${DIMENSIONS} dims), no vector index; sluice: postgres source, full_refresh + append_dedup, text_fields [title, body]; LangChain: one SELECT … ORDER BY id with pg, a Document per row ("title\n\nbody", metadata.source = id), RecursiveCharacterTextSplitter, index() + PostgresRecordManager, cleanup "full". rowsWritten = n_tup_ins + n_tup_upd + n_tup_del of the contender's data tables (sluice: the chunk table, with its _sluice_state checkpoints apart in rowsWrittenByTable; LangChain: vectors + record manager); walBytes = whole server`,
+      sameWork:
+        'both read the same rows from the same server inside their clock, split them, and look up / clean up against that server; sluice seconds = the sync (CLI start-up apart), LangChain seconds = in-process',
+      sluiceSource: {
+        yaml: `{ type: postgres, config: { url: ${JSON.stringify(target.url)}, schemas: [${sourceSchema}], include: [docs] } }`,
+        stream,
+        textFields: ['title', 'body'],
+      },
+      // The pgvector destination's default table name for the stream (lower case, [^a-z0-9_] → _).
+      sluiceTable: stream.replace(/[^a-z0-9_]/g, '_'),
+      async langchainDocs(lc) {
+        const splitter = new lc.RecursiveCharacterTextSplitter({ chunkSize: CHUNK_SIZE * 4, chunkOverlap: 0 });
+        const docs: any[] = [];
+        for (const r of await selectSourceRows(target.url, sourceSchema)) {
+          for (const d of await splitter.createDocuments([`${r.title}\n\n${r.body}`], [{ source: String(r.id) }])) docs.push(d);
+        }
+        return docs;
+      },
+      // Connecting and running LangChain's SELECT, the rows into memory, nothing else; the best of
+      // three, so the first one's warm-up (loading pg's code, cold buffers) does not raise the floor.
+      async readFloorSeconds() {
+        let best = Infinity;
+        for (let k = 0; k < 3; k++) {
+          const started = performance.now();
+          const rows = await selectSourceRows(target.url, sourceSchema);
+          best = Math.min(best, (performance.now() - started) / 1000);
+          if (rows.length !== DOCS) throw new Error(`${stream} has ${rows.length} rows, expected ${DOCS}`);
+        }
+        return best;
+      },
+      floorKey: 'readingTheRowsAloneSeconds',
+      async changeOnePercent() {
+        const c = new pg.Client({ connectionString: target.url });
+        await c.connect();
+        try {
+          const r = await c.query(
+            `UPDATE ${ident(sourceSchema)}.docs SET body = body || ' This document was revised: valve readings were recalibrated.' WHERE id % 100 = 0`,
+          );
+          return r.rowCount ?? 0;
+        } finally {
+          await c.end();
+        }
+      },
+    });
+  } finally {
+    const c = new pg.Client({ connectionString: target.url });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${ident(sourceSchema)} CASCADE`).finally(() => c.end());
+  }
 }
 
 export default async function bench(): Promise<Record<string, unknown>> {
@@ -668,15 +838,19 @@ export default async function bench(): Promise<Record<string, unknown>> {
     loadavg: loadavg().map((l) => l.toFixed(1)),
   };
   try {
-    // SLUICE_BENCH_PGV_ONLY=fingerprints: only the unchanged-documents comparison (larger corpora).
-    if (process.env.SLUICE_BENCH_PGV_ONLY === 'fingerprints') {
-      report.fingerprints = await fingerprintRuns(target, loadLangChain(), tag);
+    // SLUICE_BENCH_PGV_ONLY=fingerprints: only the unchanged-documents comparisons (larger corpora),
+    // on files and on a PostgreSQL table; =fingerprints-pg: only the PostgreSQL-table one (the issue's).
+    const only = process.env.SLUICE_BENCH_PGV_ONLY;
+    if (only === 'fingerprints' || only === 'fingerprints-pg') {
+      const lc = loadLangChain();
+      if (only === 'fingerprints') report.fingerprints = await fingerprintRuns(target, lc, tag);
+      report.fingerprintsPostgresSource = await fingerprintPgRuns(target, lc, tag);
       return report;
     }
     const dir = corpus(DOCS);
     const sluiceSchema = `bench_sluice_${tag}`;
-    const first = await sluiceSync(target, dir, sluiceSchema, `main-${DOCS}`, true);
-    const rerun = await sluiceSync(target, dir, sluiceSchema, `main-${DOCS}`, false);
+    const first = await sluiceSync(target, fileSource(dir), sluiceSchema, `main-${DOCS}`, true);
+    const rerun = await sluiceSync(target, fileSource(dir), sluiceSchema, `main-${DOCS}`, false);
     const sluice = {
       rows: first.chunks,
       seconds: first.seconds,
@@ -716,6 +890,11 @@ export default async function bench(): Promise<Record<string, unknown>> {
       report.fingerprints = await fingerprintRuns(target, lc, tag);
     } catch (err) {
       report.fingerprints = { error: (err as Error).stack };
+    }
+    try {
+      report.fingerprintsPostgresSource = await fingerprintPgRuns(target, lc, tag);
+    } catch (err) {
+      report.fingerprintsPostgresSource = { error: (err as Error).stack };
     }
     let lcIndex: { rowsPerSec?: number; unchangedRerunSeconds?: number } | undefined;
     if (typeof lc === 'string') {
@@ -762,7 +941,7 @@ export default async function bench(): Promise<Record<string, unknown>> {
         };
         continue;
       }
-      const run = await sluiceSync(target, corpus(n), `bench_rss_${n}_${tag}`, `rss-${n}`, true);
+      const run = await sluiceSync(target, fileSource(corpus(n)), `bench_rss_${n}_${tag}`, `rss-${n}`, true);
       rss[n] = { peakRssMb: run.peakRssMb, rows: run.chunks, seconds: run.seconds, rowsPerSec: Math.round(run.chunks / run.seconds) };
     }
     report.peakRssByDocuments = rss;
