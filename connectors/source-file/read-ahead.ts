@@ -92,8 +92,8 @@ export class ReadAhead {
       const resolve = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       // Not while closing: terminate() refs the worker until its 'exit', which close() awaits. A
-      // reply still queued then would unref it, and a process with nothing else open would end
-      // with that await unsettled (exit code 13) or, in a longer-lived one, the read never finish.
+      // reply still queued then would unref it, and a process with nothing else open (read() run
+      // from a script) would end in that await: exit code 13, the rest of the script never run.
       if (--reader.out === 0 && !this.closed) worker.unref();
       resolve?.(m);
     });
