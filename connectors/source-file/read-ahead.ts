@@ -91,7 +91,10 @@ export class ReadAhead {
     worker.on('message', (m: BatchReply & { id: number }) => {
       const resolve = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      if (--reader.out === 0) worker.unref();
+      // Not while closing: terminate() refs the worker until its 'exit', which close() awaits. A
+      // reply still queued then would unref it, and a process with nothing else open (read() run
+      // from a script) would end in that await: exit code 13, the rest of the script never run.
+      if (--reader.out === 0 && !this.closed) worker.unref();
       resolve?.(m);
     });
     // A broken worker only means no read-ahead: every file is then read by the caller.
@@ -105,11 +108,18 @@ export class ReadAhead {
     return reader;
   }
 
-  /** Keeps BATCHES_AHEAD batches requested past `index`. */
+  /**
+   * Keeps BATCHES_AHEAD batches requested past `index`, and never more than that unanswered.
+   * Replies arrive only when the event loop turns: a caller that consumes in microtasks alone (a
+   * plain `for await` over read() in a script or test) reads every file itself, and batches it has
+   * passed must not pile up in the workers, read twice and held in memory until the end.
+   */
   private fill(index: number): void {
+    // Files the caller has passed were read by the caller: the next batch starts where it is.
+    if (this.next < index) this.next = index;
     let ahead = 0;
     for (const b of this.batches) if (b.to > index) ahead++;
-    for (; this.next < this.count && ahead < BATCHES_AHEAD; ahead++) {
+    for (; this.next < this.count && ahead < BATCHES_AHEAD && this.waiting.size < BATCHES_AHEAD; ahead++) {
       const from = this.next;
       let to = from;
       let bytes = 0;
