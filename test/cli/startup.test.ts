@@ -35,7 +35,7 @@ const commandModules = (modules: string[]) =>
   [...new Set(modules.map((u) => /\/cli\/commands\/([\w-]+)\.[jt]s$/.exec(u)?.[1]).filter((m) => m !== undefined))].sort();
 
 describe('start-up: a command loads what it needs', () => {
-  it('validate and a hash-embedder sync load neither the other commands nor the openai package', async () => {
+  it('validate and a hash-embedder sync load neither the other commands nor the openai package; validate not the engine', async () => {
     const dir = tempDir();
     writeFiles(dir, { 'docs/a.md': '# A\n\nalpha beta' });
     writeFileSync(
@@ -58,6 +58,8 @@ describe('start-up: a command loads what it needs', () => {
     expect(validate.result.stdout).toContain('valid');
     expect(commandModules(validate.modules)).toEqual(['inspect', 'shared']);
     expect(validate.modules.filter((u) => u.includes('/node_modules/openai/'))).toEqual([]);
+    // validate reads files only: no engine, state stores or LMDB.
+    expect(validate.modules.filter((u) => /\/engine\/sync\.[jt]s$|\/node_modules\/lmdb\//.test(u))).toEqual([]);
 
     const sync = await loadedModules(['--debug', 'sync', 'p.yaml', '--json'], dir);
     expect(sync.result.code, sync.result.stderr).toBe(0);
