@@ -18,6 +18,25 @@ export class ExitCode extends Error {
 }
 
 const COMMANDS = ['sync', 'reindex', 'inspect', 'state', 'search', 'destination', 'init', 'test-connector', 'dead-letters', 'verify'];
+/** Top-level commands registered by a module whose file is named otherwise. */
+const COMMAND_MODULE: Record<string, string> = {
+  validate: 'inspect',
+  check: 'inspect',
+  discover: 'inspect',
+  spec: 'inspect',
+  connectors: 'inspect',
+};
+
+/**
+ * The one command module a command line needs: its first word after the global `--debug`, when that
+ * names a command. Loading every module (each pulls in its part of the engine) cost more start-up
+ * than most small syncs; help, unknown commands and anything else still load them all.
+ */
+function commandModules(args: string[]): string[] {
+  const word = args.find((a) => a !== '--debug');
+  const name = word === undefined ? undefined : (COMMAND_MODULE[word] ?? word);
+  return name !== undefined && COMMANDS.includes(name) ? [name] : COMMANDS;
+}
 
 export async function main(argv: string[]): Promise<void> {
   const args = argv.slice(2);
@@ -39,7 +58,7 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError('(run `sluice --help` for usage)')
     .exitOverride()
     .hook('preAction', rejectEmptyOptions);
-  for (const name of COMMANDS) {
+  for (const name of commandModules(args)) {
     const file = join(HERE, 'commands', `${name}${MODULE_EXT}`);
     if (!existsSync(file)) continue;
     const mod = (await import(pathToFileURL(file).href)) as { register: (p: InstanceType<typeof Command>) => void };

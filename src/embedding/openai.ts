@@ -1,7 +1,7 @@
 // OpenAI, Azure OpenAI and OpenAI-compatible servers (Ollama, vLLM, TEI, LM Studio…) through the
 // `openai` package. The client's own retries are off (maxRetries: 0) so every retry goes through
 // src/net/retry.ts once: jittered backoff that honours Retry-After / x-ratelimit-reset-*.
-import OpenAI, { APIConnectionError, AzureOpenAI } from 'openai';
+import type OpenAI from 'openai';
 import pLimit from 'p-limit';
 import type { Logger } from '../protocol/connector.ts';
 import { SluiceError, configError } from '../protocol/errors.ts';
@@ -70,7 +70,17 @@ export function decodeEmbeddings(embeddings: unknown[], dimensions: number): Flo
  * errors and timeouts (their `name` is plain "Error", so the shared check misses them).
  */
 function isTransient(err: unknown): boolean {
-  return err instanceof APIConnectionError || isRetryableError(err);
+  return (openaiPackage !== undefined && err instanceof openaiPackage.APIConnectionError) || isRetryableError(err);
+}
+
+/**
+ * The `openai` package (about 150 modules, and Node's fetch behind them) is loaded at the first
+ * request: every CLI command that builds an embedder, or only reads its settings, starts faster, and
+ * runs with the offline hash embedder never load it. Its errors exist only once it is loaded.
+ */
+let openaiPackage: typeof import('openai') | undefined;
+async function loadOpenAI(): Promise<typeof import('openai')> {
+  return (openaiPackage ??= await import('openai'));
 }
 
 function hostOf(url: string | undefined): string {
@@ -87,7 +97,8 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
   const { logger } = opts;
 
   let model: string;
-  let client: OpenAI;
+  let newClient: (pkg: typeof import('openai')) => OpenAI;
+  let apiKey: string;
   let host: string;
   const timeout = config.timeout_ms ?? OPENAI_DEFAULTS.timeoutMs;
   if (provider === 'azure-openai') {
@@ -104,18 +115,21 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
         'embedding.endpoint',
         'e.g. endpoint: https://my-resource.openai.azure.com',
       );
-    const apiKey = config.api_key ?? process.env.AZURE_OPENAI_API_KEY;
-    if (!apiKey) throw configError('azure-openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${AZURE_OPENAI_API_KEY}');
+    const azureKey = config.api_key ?? process.env.AZURE_OPENAI_API_KEY;
+    if (!azureKey)
+      throw configError('azure-openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${AZURE_OPENAI_API_KEY}');
+    apiKey = azureKey;
     model = config.model ?? deployment;
     host = hostOf(config.endpoint ?? config.base_url);
-    client = new AzureOpenAI({
-      apiKey,
-      deployment,
-      apiVersion: config.api_version ?? OPENAI_DEFAULTS.azureApiVersion,
-      ...(config.base_url ? { baseURL: config.base_url } : { endpoint: config.endpoint }),
-      maxRetries: 0,
-      timeout,
-    });
+    newClient = (pkg) =>
+      new pkg.AzureOpenAI({
+        apiKey: azureKey,
+        deployment,
+        apiVersion: config.api_version ?? OPENAI_DEFAULTS.azureApiVersion,
+        ...(config.base_url ? { baseURL: config.base_url } : { endpoint: config.endpoint }),
+        maxRetries: 0,
+        timeout,
+      });
   } else {
     if (provider === 'openai-compatible') {
       if (!config.base_url)
@@ -126,15 +140,17 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
         );
       if (!config.model) throw configError('openai-compatible needs the model name', 'embedding.model', 'e.g. model: nomic-embed-text');
     }
-    const apiKey = config.api_key ?? (provider === 'openai' ? process.env.OPENAI_API_KEY : undefined);
-    if (provider === 'openai' && !apiKey)
+    const openaiKey = config.api_key ?? (provider === 'openai' ? process.env.OPENAI_API_KEY : undefined);
+    if (provider === 'openai' && !openaiKey)
       throw configError('openai needs an API key', 'embedding.api_key', 'set embedding.api_key: ${OPENAI_API_KEY}');
     model = config.model ?? OPENAI_DEFAULTS.model;
     host = hostOf(config.base_url);
     // Self-hosted servers usually need no key; the client insists on one, so send a placeholder.
-    client = new OpenAI({ apiKey: apiKey ?? 'no-key', baseURL: config.base_url, maxRetries: 0, timeout });
+    apiKey = openaiKey ?? 'no-key';
+    newClient = (pkg) => new pkg.OpenAI({ apiKey, baseURL: config.base_url, maxRetries: 0, timeout });
   }
-  const apiKey = client.apiKey;
+  let client: Promise<OpenAI> | undefined;
+  const clientOnce = () => (client ??= loadOpenAI().then(newClient));
   const info = modelInfo(model);
   const dimensions = config.dimensions ?? info?.dimensions;
   if (dimensions === undefined) {
@@ -206,12 +222,13 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     let requests = 0;
     let attempts = 0;
     try {
+      const openai = await clientOnce();
       const response = await retry(
         async () => {
           await rateLimiter.acquire(tokensEstimate, signal);
           requests++;
           attempts++;
-          const raw = await client.embeddings
+          const raw = await openai.embeddings
             .create({ model, input, encoding_format: 'base64', ...(sendDimensions ? { dimensions } : {}) }, signal ? { signal } : undefined)
             .asResponse();
           // The body is read here rather than by the client (see response.ts). A connection

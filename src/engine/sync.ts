@@ -227,6 +227,21 @@ export function embedderFor(conn: LoadedConnection, logger: Logger): Embedder | 
   return conn.config.embedding ? createEmbedder(conn.config.embedding, { logger }) : undefined;
 }
 
+/** The outcome of a promise that is awaited later: it never rejects, so no unhandled rejection meanwhile. */
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+function settled<T>(promise: Promise<T>): Promise<Settled<T>> {
+  return promise.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+function unsettle<T>(result: Settled<T>): T {
+  if (!result.ok) throw result.error;
+  return result.value;
+}
+
 async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, opts: SyncOptions): Promise<ConnectionSummary> {
   const started = Date.now();
   const name = conn.config.name;
@@ -253,26 +268,37 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
     embedder = embedderFor(conn, logger);
-    const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
-      throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
-    });
-    let catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
-    if (opts.reindex) catalog = reindexCatalog(catalog);
-    // Before anything is opened or written: a schema change the policy refuses stops here (and is
-    // named as such, before the field check below would report a dropped column as a typo).
-    const schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
-    // Field names are checked against the discovered schemas before anything is opened or written.
-    const acceptedDrops = new Set(schema.changes.filter((c) => c.change === 'dropped' && c.action === 'propagated').map((c) => c.column));
-    const fieldProblems = processingFieldProblems(conn, catalog, acceptedDrops);
-    if (fieldProblems.length)
-      throw new ConfigError(
-        pipeline.file,
-        fieldProblems.map((p) => ({ ...p, line: pipeline.lineOf?.(p.path) })),
-      );
+    // The recorded index identity is read (read-only: the destination's state and the state store)
+    // while the source discovers: independent round trips, overlapped. Its verdict is taken only
+    // after the schema and field checks, so which error a run reports is unchanged.
+    const indexRead = settled(indexForRun(pipeline, conn, ctx, embedder, opts));
+    let catalog: ConfiguredCatalog;
+    let schema: SchemaTracker;
+    try {
+      const discovered = await conn.source.discover(conn.sourceConfig, ctx).catch((err) => {
+        throw withContext(err, `connection ${name}, source ${conn.config.source.type} (discover)`);
+      });
+      catalog = configureCatalog(conn, discovered, { fullRefresh: opts.fullRefresh });
+      if (opts.reindex) catalog = reindexCatalog(catalog);
+      // Before anything is opened or written: a schema change the policy refuses stops here (and is
+      // named as such, before the field check below would report a dropped column as a typo).
+      schema = await SchemaTracker.start(pipeline.stateDir, conn, catalog, logger);
+      // Field names are checked against the discovered schemas before anything is opened or written.
+      const acceptedDrops = new Set(schema.changes.filter((c) => c.change === 'dropped' && c.action === 'propagated').map((c) => c.column));
+      const fieldProblems = processingFieldProblems(conn, catalog, acceptedDrops);
+      if (fieldProblems.length)
+        throw new ConfigError(
+          pipeline.file,
+          fieldProblems.map((p) => ({ ...p, line: pipeline.lineOf?.(p.path) })),
+        );
+    } catch (err) {
+      await indexRead; // its connections are closed before the run reports
+      throw err;
+    }
     // Before anything is read or written (after the field check, which names a typo more precisely):
     // a changed embedder or processing setting is refused (a reindex builds the new identity
     // instead); see ./index-identity.ts.
-    const index = await indexForRun(pipeline, conn, ctx, embedder, opts);
+    const index = unsettle(await indexRead);
     store = openStateStore(pipeline);
     let connectionStore: StateStore = store;
     if (opts.shard) {

@@ -20,7 +20,8 @@ const LEVELS: RegExp[] = [
   WORD_BOUNDARY,
 ];
 
-const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+// Built at first use (~12 ms of ICU set-up): only a word longer than a chunk needs it.
+let graphemes: Intl.Segmenter | undefined;
 
 /** Splits text into pieces of at most `max` each (a single grapheme may exceed it; nothing smaller exists). */
 function atomize(text: string, max: number, measure: Measure, level: number, out: Piece[], knownSize?: number): void {
@@ -43,6 +44,7 @@ function atomize(text: string, max: number, measure: Measure, level: number, out
 
 /** A "word" longer than a chunk: cut between graphemes so no character (or emoji) is broken. */
 function splitGraphemes(text: string, size: number, max: number, measure: Measure, out: Piece[]): void {
+  graphemes ??= new Intl.Segmenter(undefined, { granularity: 'grapheme' });
   const units = Array.from(graphemes.segment(text), (s) => s.segment);
   const perPiece = Math.max(1, Math.floor((units.length * max) / size));
   const fit = (from: number, to: number): void => {

@@ -1,4 +1,6 @@
 // check · discover · spec · validate · connectors
+// The engine (embedders, state stores, LMDB) is imported by the commands that connect, at their
+// start: `validate` reads files only and starts without it.
 import type { Command } from 'commander';
 import { dirname, extname, join } from 'node:path';
 import { ConfigError, loadPipeline } from '../../config/load.ts';
@@ -6,11 +8,9 @@ import { configureCatalog } from '../../engine/catalog.ts';
 import { pathToFileURL } from 'node:url';
 import { UnknownConnectorError, availableBuiltins, builtinPath, loadConnector } from '../../engine/registry.ts';
 import { formatProblem, plannedCatalog, processingFieldProblems } from '../../engine/preflight.ts';
-import { connectorContext, embedderFor, embedderShape } from '../../engine/sync.ts';
 import { SluiceError, describeUnknown } from '../../protocol/errors.ts';
 import { connectorSpecification } from '../../protocol/spec.ts';
 import { ExitCode } from '../main.ts';
-import { IndexChangedError, refuseChangedIndex } from '../../engine/index-identity.ts';
 import { createLogger, printJson } from '../output.ts';
 import { pickConnection } from './shared.ts';
 
@@ -69,6 +69,10 @@ export function register(program: Command) {
     .option('--json', 'print JSON')
     .action(async (file: string, opts: { connection?: string; json?: boolean }) => {
       const pipeline = await loadPipeline(file);
+      const [{ connectorContext, embedderFor, embedderShape }, { IndexChangedError, refuseChangedIndex }] = await Promise.all([
+        import('../../engine/sync.ts'),
+        import('../../engine/index-identity.ts'),
+      ]);
       const logger = createLogger({ json: opts.json });
       const conns = opts.connection ? [pickConnection(pipeline, opts.connection)] : pipeline.connections;
       const results = [];
@@ -127,6 +131,7 @@ export function register(program: Command) {
     .action(async (file: string, opts: { connection?: string; configured?: boolean }) => {
       const pipeline = await loadPipeline(file);
       const conn = pickConnection(pipeline, opts.connection);
+      const { connectorContext } = await import('../../engine/sync.ts');
       const ctx = await connectorContext(pipeline, conn, { signal: new AbortController().signal, logger: createLogger({ json: true }) });
       const catalog = await conn.source.discover(conn.sourceConfig, ctx);
       printJson(opts.configured ? configureCatalog(conn, catalog, {}) : { type: 'CATALOG', catalog });
