@@ -5,27 +5,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { REPO, STACK_LINE, runCli, startCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { REPO, STACK_LINE, fileToJsonlPipeline, runCli, startCli, tempDir } from '../helpers/cli.ts';
 
-function jsonlPipeline(dir: string, connection: Record<string, unknown> = {}): string {
-  writeFiles(dir, { 'docs/a.md': '# A\n\nalpha' });
-  const file = join(dir, 'p.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      version: 1,
-      connections: [
-        {
-          name: 'c',
-          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-          destination: { type: 'jsonl', config: { path: './out.jsonl' } },
-          ...connection,
-        },
-      ],
-    }),
-  );
-  return file;
-}
+const jsonlPipeline = (dir: string, connection: Record<string, unknown> = {}): string =>
+  fileToJsonlPipeline(dir, { files: { 'docs/a.md': '# A\n\nalpha' }, connection: connection });
 
 describe('exit codes: 0 success, 1 runtime failure, 2 invalid input', () => {
   it('0: a valid file validates and syncs', async () => {

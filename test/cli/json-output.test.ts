@@ -1,31 +1,12 @@
 // --json on validate, check, state show and destination maintain (human output otherwise), and a
 // JSON error object on stdout when a --json command fails.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
-import { stringify } from 'yaml';
-import { runCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { fileToJsonlPipeline, runCli, tempDir } from '../helpers/cli.ts';
 
-function pipeline(dir: string, connection: Record<string, unknown> = {}): string {
-  writeFiles(dir, { 'docs/a.md': '# A\n\nalpha text', 'docs/b.md': '# B\n\nbeta text' });
-  const file = join(dir, 'p.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      version: 1,
-      connections: [
-        {
-          name: 'c',
-          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-          destination: { type: 'jsonl', config: { path: './out.jsonl' } },
-          ...connection,
-        },
-      ],
-    }),
-  );
-  return file;
-}
+const pipeline = (dir: string, connection: Record<string, unknown> = {}): string =>
+  fileToJsonlPipeline(dir, { files: { 'docs/a.md': '# A\n\nalpha text', 'docs/b.md': '# B\n\nbeta text' }, connection: connection });
 
 describe('--json', () => {
   it('validate: human by default, an object with --json', async () => {

@@ -5,8 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { runCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { fileToJsonlPipeline, runCli, tempDir } from '../helpers/cli.ts';
 
 /** Runs the CLI with a resolve hook; returns its result and the URLs of the modules it loaded. */
 async function loadedModules(args: string[], dir: string) {
@@ -37,21 +36,10 @@ const commandModules = (modules: string[]) =>
 describe('start-up: a command loads what it needs', () => {
   it('validate and a hash-embedder sync load neither the other commands nor the openai package; validate not the engine', async () => {
     const dir = tempDir();
-    writeFiles(dir, { 'docs/a.md': '# A\n\nalpha beta' });
-    writeFileSync(
-      join(dir, 'p.yaml'),
-      stringify({
-        version: 1,
-        connections: [
-          {
-            name: 'c',
-            source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-            destination: { type: 'jsonl', config: { path: './out.jsonl' } },
-            embedding: { provider: 'hash', dimensions: 8 },
-          },
-        ],
-      }),
-    );
+    fileToJsonlPipeline(dir, {
+      files: { 'docs/a.md': '# A\n\nalpha beta' },
+      connection: { embedding: { provider: 'hash', dimensions: 8 } },
+    });
 
     const validate = await loadedModules(['validate', 'p.yaml'], dir);
     expect(validate.result.code, validate.result.stderr).toBe(0);

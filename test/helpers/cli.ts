@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 import { scratchDir } from '../../src/testing/context.ts';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -51,4 +52,32 @@ export function writeFiles(root: string, files: Record<string, string>): void {
 }
 
 /** A stack trace line ("    at foo (file:1:2)") must never reach a user. */
+/**
+ * The smallest pipeline the CLI tests run: `files` (markdown under docs/) written into `dir`, a file
+ * source over ./docs into ./out.jsonl, one connection (`name`) with `connection` merged in.
+ * Returns the path of `dir`/p.yaml.
+ */
+export function fileToJsonlPipeline(
+  dir: string,
+  opts: { files: Record<string, string>; name?: string; connection?: Record<string, unknown> },
+): string {
+  writeFiles(dir, opts.files);
+  const file = join(dir, 'p.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      version: 1,
+      connections: [
+        {
+          name: opts.name ?? 'c',
+          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
+          destination: { type: 'jsonl', config: { path: './out.jsonl' } },
+          ...opts.connection,
+        },
+      ],
+    }),
+  );
+  return file;
+}
+
 export const STACK_LINE = /^\s+at .+(:\d+:\d+\)?|<anonymous>)$/m;
