@@ -1,11 +1,10 @@
 // The exit-code table of the README ("Exit codes"), checked against the real CLI:
 // 0 success · 1 runtime failure · 2 invalid input or usage · 130/143 a one-shot run cut short;
 // `sync --follow` stopped by SIGTERM/SIGINT after a clean shutdown is a success.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { REPO, STACK_LINE, fileToJsonlPipeline, runCli, startCli, tempDir } from '../helpers/cli.ts';
+import { REPO, STACK_LINE, fileToJsonlPipeline, runCli, startCli, tempDir, writePipeline } from '../helpers/cli.ts';
 
 const jsonlPipeline = (dir: string, connection: Record<string, unknown> = {}): string =>
   fileToJsonlPipeline(dir, { files: { 'docs/a.md': '# A\n\nalpha' }, connection: connection });
@@ -79,23 +78,14 @@ describe('exit codes: usage errors are 2, --version and --help are 0', () => {
 
 describe('sync --follow stopped by a signal', () => {
   const fixture = (name: string) => join(REPO, 'test/cli/fixtures', name);
-  function followPipeline(dir: string) {
-    const file = join(dir, 'p.yaml');
-    writeFileSync(
-      file,
-      stringify({
-        version: 1,
-        connections: [
-          {
-            name: 'f',
-            source: { type: fixture('follow-source.ts') },
-            destination: { type: fixture('final-flush-destination.ts'), config: { path: './out.txt' } },
-          },
-        ],
-      }),
-    );
-    return file;
-  }
+  const followPipeline = (dir: string) =>
+    writePipeline(dir, [
+      {
+        name: 'f',
+        source: { type: fixture('follow-source.ts') },
+        destination: { type: fixture('final-flush-destination.ts'), config: { path: './out.txt' } },
+      },
+    ]);
   /** Starts `sync --follow`, waits until the source is following, sends the signals. */
   async function stopFollow(signals: NodeJS.Signals[], env: NodeJS.ProcessEnv = {}) {
     const dir = tempDir();

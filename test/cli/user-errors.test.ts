@@ -7,7 +7,7 @@ import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startQdrantFixture } from '../fixtures/qdrant-server.ts';
-import { STACK_LINE, runCli, tempDir, writeFiles } from '../helpers/cli.ts';
+import { STACK_LINE, runCli, tempDir, writeFiles, writePipeline } from '../helpers/cli.ts';
 
 const BUG = /looks like a bug/;
 
@@ -21,27 +21,19 @@ function expectUserError(r: { code: number | null; stderr: string }, code: numbe
 /** A file source (2 markdown docs) into a jsonl file. */
 function jsonlPipeline(dir: string, extra: Record<string, unknown> = {}) {
   writeFiles(dir, { 'docs/a.md': '# A\n\nalpha text', 'docs/b.md': '# B\n\nbeta text' });
-  const file = join(dir, 'p.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      version: 1,
-      connections: [
-        {
-          name: 'one',
-          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-          destination: { type: 'jsonl', config: { path: './out.jsonl' } },
-          ...extra,
-        },
-        {
-          name: 'two',
-          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-          destination: { type: 'jsonl', config: { path: './out2.jsonl' } },
-        },
-      ],
-    }),
-  );
-  return file;
+  return writePipeline(dir, [
+    {
+      name: 'one',
+      source: { type: 'file', config: { path: './docs', stream: 'docs' } },
+      destination: { type: 'jsonl', config: { path: './out.jsonl' } },
+      ...extra,
+    },
+    {
+      name: 'two',
+      source: { type: 'file', config: { path: './docs', stream: 'docs' } },
+      destination: { type: 'jsonl', config: { path: './out2.jsonl' } },
+    },
+  ]);
 }
 
 describe('defect 8: crashes become normal errors', () => {

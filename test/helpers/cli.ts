@@ -62,21 +62,20 @@ export function fileToJsonlPipeline(
   opts: { files: Record<string, string>; name?: string; connection?: Record<string, unknown> },
 ): string {
   writeFiles(dir, opts.files);
+  return writePipeline(dir, [
+    {
+      name: opts.name ?? 'c',
+      source: { type: 'file', config: { path: './docs', stream: 'docs' } },
+      destination: { type: 'jsonl', config: { path: './out.jsonl' } },
+      ...opts.connection,
+    },
+  ]);
+}
+
+/** Writes `dir`/p.yaml (version 1, these connections) and returns its path. */
+export function writePipeline(dir: string, connections: Record<string, unknown>[]): string {
   const file = join(dir, 'p.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      version: 1,
-      connections: [
-        {
-          name: opts.name ?? 'c',
-          source: { type: 'file', config: { path: './docs', stream: 'docs' } },
-          destination: { type: 'jsonl', config: { path: './out.jsonl' } },
-          ...opts.connection,
-        },
-      ],
-    }),
-  );
+  writeFileSync(file, stringify({ version: 1, connections }));
   return file;
 }
 
