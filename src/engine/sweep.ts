@@ -8,8 +8,9 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LoadedConnection } from '../config/load.ts';
-import type { ConnectorContext, DestinationMessage, Logger, SourceState } from '../protocol/connector.ts';
+import type { ConnectorContext, DestinationMessage, DocumentFingerprint, Logger, SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
+import { withListedFingerprint } from './unchanged.ts';
 import type { ConfiguredCatalog } from '../protocol/messages.ts';
 
 export interface SweepOptions {
@@ -29,6 +30,12 @@ export interface SweepOptions {
   listWhileReading?: boolean;
   /** Keys a set keeps in memory before it moves to disk (default IN_MEMORY_KEYS; tests set it low). */
   inMemoryKeys?: number;
+  /**
+   * The unchanged stage follows (./unchanged.ts): once a stream's listing is complete, the first
+   * occurrence of each document in the read carries its listed fingerprint (withListedFingerprint),
+   * so the one listing serves both the sweep and the skip decisions, without a look-up per batch.
+   */
+  annotate?: boolean;
 }
 
 /** Streams that get deletion detection in this run (empty when the destination cannot list documents). */
@@ -79,6 +86,8 @@ const idOf = (value: string): string => (value[0] === 'j' ? (JSON.parse(value.sl
 export class SpillingSet {
   private memory: Set<string> | undefined = new Set();
   private pending: string[] = [];
+  /** The pending ids as a set, so has() needs no commit per call. */
+  private pendingIds = new Set<string>();
   private db: Database<string, string> | undefined;
 
   constructor(
@@ -92,17 +101,28 @@ export class SpillingSet {
   }
 
   add(id: string): void {
+    this.addNew(id);
+  }
+
+  /** Adds the id; whether it was not in the set before. */
+  addNew(id: string): boolean {
     if (this.memory) {
+      const size = this.memory.size;
       this.memory.add(id);
+      if (this.memory.size === size) return false;
       if (this.memory.size > this.inMemoryKeys) {
         this.pending = [...this.memory];
+        this.pendingIds = new Set(this.pending);
         this.memory = undefined;
         this.flush();
       }
-      return;
+      return true;
     }
+    if (this.has(id)) return false;
     this.pending.push(id);
+    this.pendingIds.add(id);
     if (this.pending.length >= KEYS_PER_COMMIT) this.flush();
+    return true;
   }
 
   private flush(): void {
@@ -111,6 +131,7 @@ export class SpillingSet {
     this.db = db;
     const batch = this.pending;
     this.pending = [];
+    this.pendingIds.clear();
     root.transactionSync(() => {
       for (const id of batch) db.putSync(diskKey(id), diskValue(id));
     });
@@ -118,8 +139,7 @@ export class SpillingSet {
 
   has(id: string): boolean {
     if (this.memory) return this.memory.has(id);
-    this.flush();
-    return this.db!.doesExist(diskKey(id));
+    return this.pendingIds.has(id) || (!!this.db && this.db.doesExist(diskKey(id)));
   }
 
   *ids(): Generator<string> {
@@ -129,10 +149,82 @@ export class SpillingSet {
   }
 }
 
+/**
+ * The stored documents of a swept stream with their listed fingerprints (null: listed without one),
+ * bounded like SpillingSet: in memory while small, in the scratch LMDB database (keyed by diskKey,
+ * `[id, fingerprint]` as JSON, which keeps any id exact) once past the limit.
+ */
+export class SpillingMap {
+  private memory: Map<string, DocumentFingerprint | null> | undefined = new Map();
+  private pending = new Map<string, DocumentFingerprint | null>();
+  private db: Database<string, string> | undefined;
+  // Listed fingerprints mostly share their metadata hash and embedder tag: one string each in memory.
+  private lastMetadata = '';
+  private lastEmbedder: string | undefined;
+
+  constructor(
+    private readonly disk: () => { root: RootDatabase; db: Database<string, string> },
+    private readonly inMemoryKeys = IN_MEMORY_KEYS,
+  ) {}
+
+  get spilled(): boolean {
+    return !this.memory;
+  }
+
+  set(id: string, fingerprint: DocumentFingerprint | null): void {
+    if (fingerprint) fingerprint = this.shared(fingerprint);
+    if (this.memory) {
+      this.memory.set(id, fingerprint);
+      if (this.memory.size > this.inMemoryKeys) {
+        this.pending = this.memory;
+        this.memory = undefined;
+        this.flush();
+      }
+      return;
+    }
+    this.pending.set(id, fingerprint);
+    if (this.pending.size >= KEYS_PER_COMMIT) this.flush();
+  }
+
+  /** The listed fingerprint (null: listed without one); undefined when the id was not listed. */
+  get(id: string): DocumentFingerprint | null | undefined {
+    if (this.memory) return this.memory.get(id);
+    const p = this.pending.get(id);
+    if (p !== undefined) return p;
+    const value = this.db?.get(diskKey(id));
+    return value === undefined ? undefined : (JSON.parse(value) as [string, DocumentFingerprint | null])[1];
+  }
+
+  *ids(): Generator<string> {
+    if (this.memory) return yield* this.memory.keys();
+    this.flush();
+    for (const { value } of this.db!.getRange()) yield (JSON.parse(value) as [string])[0];
+  }
+
+  private shared(f: DocumentFingerprint): DocumentFingerprint {
+    const metadata = f.metadata === this.lastMetadata ? this.lastMetadata : (this.lastMetadata = f.metadata);
+    const embedder = f.embedder === this.lastEmbedder ? this.lastEmbedder : (this.lastEmbedder = f.embedder);
+    return embedder === undefined ? { content: f.content, metadata } : { content: f.content, metadata, embedder };
+  }
+
+  private flush(): void {
+    if (!this.pending.size) return;
+    const { root, db } = this.disk();
+    this.db = db;
+    const batch = this.pending;
+    this.pending = new Map();
+    root.transactionSync(() => {
+      for (const [id, f] of batch) db.putSync(diskKey(id), JSON.stringify([id, f]));
+    });
+  }
+}
+
 /** The stored documents of one swept stream, listed in the background while the stream is read. */
 interface Listing {
   /** Resolves when the listing is complete (count of stored documents); rejects with its error. */
   done: Promise<number>;
+  /** Set when every stored document is listed (not when the listing stopped early or failed). */
+  complete: boolean;
 }
 
 /**
@@ -166,11 +258,11 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       return { root, db: (d ??= root.openDB<string, string>({ name: `keys-${dbCount++}` })) };
     };
   };
-  const sets = new Map<string, { seen: SpillingSet; stored: SpillingSet }>();
+  const sets = new Map<string, { seen: SpillingSet; stored: SpillingMap }>();
   const setsOf = (stream: string) => {
     let d = sets.get(stream);
     if (!d)
-      sets.set(stream, (d = { seen: new SpillingSet(onDisk(), opts.inMemoryKeys), stored: new SpillingSet(onDisk(), opts.inMemoryKeys) }));
+      sets.set(stream, (d = { seen: new SpillingSet(onDisk(), opts.inMemoryKeys), stored: new SpillingMap(onDisk(), opts.inMemoryKeys) }));
     return d;
   };
 
@@ -179,22 +271,22 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
   let closed = false;
   const where = (stream: string) => `connection ${name}, destination ${opts.conn.config.destination.type}, stream ${stream}`;
   const startListing = (stream: string): Listing => {
-    const listing: Listing = {
-      done: (async () => {
-        const { stored } = setsOf(stream);
-        let count = 0;
-        try {
-          for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
-            if (opts.signal.aborted || closed) return count;
-            count++;
-            stored.add(d.documentId);
-          }
-          return count;
-        } catch (err) {
-          throw withContext(err, `${where(stream)} (listing stored documents to find those the source no longer has)`);
+    const listing = { complete: false } as Listing;
+    listing.done = (async () => {
+      const { stored } = setsOf(stream);
+      let count = 0;
+      try {
+        for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
+          if (opts.signal.aborted || closed) return count;
+          count++;
+          stored.set(d.documentId, d.fingerprint ?? null);
         }
-      })(),
-    };
+        listing.complete = true;
+        return count;
+      } catch (err) {
+        throw withContext(err, `${where(stream)} (listing stored documents to find those the source no longer has)`);
+      }
+    })();
     listing.done.catch(() => undefined); // observed at the stream's completion (or not at all when the read fails)
     listings.set(stream, listing);
     return listing;
@@ -237,9 +329,15 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
   try {
     for await (const m of input) {
       if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
-        if (opts.listWhileReading && !listings.has(m.stream)) startListing(m.stream);
+        const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
+        const { seen, stored } = setsOf(m.stream);
         // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-        setsOf(m.stream).seen.add(m.documentId);
+        const first = seen.addNew(m.documentId);
+        // The listing holds what was committed before this run touched the document only for its
+        // first occurrence in the read (a later one may follow this run's own write of it, which the
+        // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
+        if (first && opts.annotate && listing?.complete && m.type === 'DOCUMENT')
+          withListedFingerprint(m, stored.get(m.documentId) ?? null);
       } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
         swept.delete(m.stream);
         yield* sweep(m.stream);

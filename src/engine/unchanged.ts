@@ -38,6 +38,21 @@ export function hasNoText(m: DocumentMessage): boolean {
   return d ? d.empty : !m.chunks.length;
 }
 
+/**
+ * The stored fingerprint of a document as the sweep's listing has it (./sweep.ts, SweepOptions.annotate):
+ * null when the document is not stored or is stored without one. A document that carries it needs no
+ * look-up. A property of the message rather than a WeakMap entry: set on most documents of a re-sync.
+ */
+const LISTED = Symbol('listedFingerprint');
+type Listed = { [LISTED]?: DocumentFingerprint | null };
+
+export function withListedFingerprint(doc: DocumentMessage, fingerprint: DocumentFingerprint | null): void {
+  (doc as Listed)[LISTED] = fingerprint;
+}
+
+/** What withListedFingerprint set (undefined: nothing; the document is looked up). */
+export const listedFingerprint = (m: DocumentMessage): DocumentFingerprint | null | undefined => (m as Listed)[LISTED];
+
 /** Counters the stage keeps (fields of StreamStats). */
 export interface UnchangedCounters {
   records_unchanged?: number;
@@ -182,7 +197,7 @@ export class UnchangedStage {
   private async lookUp(group: DestinationMessage[]): Promise<Map<string, Map<string, DocumentFingerprint>>> {
     const ids = new Map<string, Set<string>>();
     for (const m of group) {
-      if (m.type !== 'DOCUMENT') continue;
+      if (m.type !== 'DOCUMENT' || listedFingerprint(m) !== undefined) continue;
       let set = ids.get(m.stream);
       if (!set) ids.set(m.stream, (set = new Set()));
       set.add(m.documentId);
@@ -248,7 +263,8 @@ export class UnchangedStage {
       this.remember(key, fp);
       return m;
     }
-    const known = stored.get(m.stream)?.get(m.documentId);
+    const listed = listedFingerprint(m);
+    const known = listed === undefined ? stored.get(m.stream)?.get(m.documentId) : (listed ?? undefined);
     if (known && sameFingerprint(known, fp)) {
       unchanged();
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;

@@ -5,7 +5,7 @@
 // Through the real CLI, with a custom destination implementing the contract with the public kit
 // (test/helpers/fingerprint-destination.ts) and a counting OpenAI-compatible embedding server.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REPO, runCli, startCli, STACK_LINE, tempDir } from '../helpers/cli.ts';
@@ -347,6 +347,31 @@ describe('full refresh deletion detection (mark and sweep)', () => {
     expect((await sync(dir)).connections[0].streams.notes).toMatchObject({ records_deleted: 0, records_unchanged: 57, records_written: 0 });
   }, 120_000);
 
+  it('the listing answers the skip decisions too: once it is complete, documents are not looked up; a repeated id is', async () => {
+    const dir = tempDir('sluice-fp-listed-');
+    pipeline(dir, { embedder: 'hash' });
+    script(dir, withStates(items(40)));
+    await sync(dir);
+    const stored = contents(readStore(join(dir, 'store.json')));
+    // Read slowly, so the listing (read at the first document) is complete long before the end;
+    // document 7 comes changed at its place and again, as it was, at the end.
+    pipeline(dir, {
+      embedder: 'hash',
+      source: `{ type: ${modulePath(dir, 'scripted-source.ts')}, config: { script: ./script.json, delay_ms: 15 } }`,
+    });
+    script(dir, withStates([...items(40, (i) => (i === 7 ? 2 : 1)), ...items(40).filter((s) => 'id' in s && s.id === 7)]));
+    const before = lookups(dir).length;
+    const s = (await sync(dir)).connections[0].streams.items;
+    expect(s).toMatchObject({ records_read: 41, records_unchanged: 39, records_written: 2, records_deleted: 0 });
+    // Looked up: at most the first batch (read before the listing was complete) and document 7's second occurrence.
+    const lookedUp = lookups(dir)
+      .slice(before)
+      .reduce((n, line) => n + Number(line.split(' ')[1]), 0);
+    expect(lookedUp).toBeLessThanOrEqual(6);
+    // The last version of 7 is what the source has now: the store is as before.
+    expect(contents(readStore(join(dir, 'store.json')))).toEqual(stored);
+  }, 120_000);
+
   it('an interrupted read deletes nothing (SIGINT and SIGKILL mid-stream)', async () => {
     const dir = tempDir('sluice-fp-int-');
     pipeline(dir, { embedder: 'hash' });
@@ -355,14 +380,15 @@ describe('full refresh deletion detection (mark and sweep)', () => {
     // The source now has only the first 30 documents, read slowly.
     pipeline(dir, {
       embedder: 'hash',
-      source: `{ type: ${modulePath(dir, 'scripted-source.ts')}, config: { script: ./script.json, delay_ms: 60 } }`,
+      source: `{ type: ${modulePath(dir, 'scripted-source.ts')}, config: { script: ./script.json, delay_ms: 60, progress_file: ./progress } }`,
     });
     script(dir, withStates(items(30)));
+    const progress = () => (existsSync(join(dir, 'progress')) ? readFileSync(join(dir, 'progress'), 'utf8').split('\n').length - 1 : 0);
     for (const signal of ['SIGINT', 'SIGKILL'] as const) {
-      const before = lookups(dir).length;
+      rmSync(join(dir, 'progress'), { force: true });
       const run = startCli(['sync', join(dir, 'p.yaml'), '--json'], { cwd: dir });
-      // Mid-stream: a few look-ups (one per lingering batch) have happened.
-      for (let i = 0; i < 1500 && lookups(dir).length < before + 3; i++) await sleep(10);
+      // Mid-stream: a few records have been read.
+      for (let i = 0; i < 1500 && progress() < 3; i++) await sleep(10);
       run.child.kill(signal);
       const r = await run.done;
       if (signal === 'SIGINT') {

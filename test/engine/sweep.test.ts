@@ -4,11 +4,16 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { sweepStage, type SweepOptions } from '../../src/engine/sweep.ts';
-import type { DestinationMessage, StoredDocument } from '../../src/protocol/connector.ts';
+import type { DestinationMessage, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
+import { listedFingerprint } from '../../src/engine/unchanged.ts';
 import { testContext } from '../../src/testing/context.ts';
 
 interface Fake {
   stored: string[];
+  /** Listed with these fingerprints (the others without one). */
+  fingerprints?: Record<string, DocumentFingerprint>;
+  /** Set once the listing has given every document. */
+  listed?: boolean;
   /** How far into the read (messages passed through) the listing was asked for. */
   listedAt?: number;
   passed: number;
@@ -27,8 +32,10 @@ function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: n
           for (const id of fake.stored) {
             await new Promise((r) => setImmediate(r));
             if (fake.failListing) throw fake.failListing;
-            yield { documentId: id, chunks: 1 };
+            const fingerprint = fake.fingerprints?.[id];
+            yield { documentId: id, chunks: 1, ...(fingerprint ? { fingerprint } : {}) };
           }
+          fake.listed = true;
         },
       },
       destinationConfig: {},
@@ -115,6 +122,55 @@ describe.each([
     const out = await run(fake, [doc('a'), doc('b'), { type: 'STREAM_COMPLETE', stream: 'docs' }], opts);
     expect(fake.listedAt).toBe(2);
     expect(deletes(out)).toEqual(['gone']);
+  });
+
+  it('annotate: once the listing is complete, the first occurrence of each document carries its listed fingerprint', async () => {
+    const fa = { content: 'ca', metadata: 'ma' };
+    const fb = { content: 'cb', metadata: 'mb', embedder: 'hash/hash/8' };
+    const fLong = { content: 'clong', metadata: 'ma' };
+    const fake: Fake = { stored: ['a', 'b', 'c', LONG, ODD, 'gone'], fingerprints: { a: fa, b: fb, [LONG]: fLong, [ODD]: fa }, passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys, annotate: true });
+    const early = doc('a');
+    const later = [doc('b'), doc('c'), doc('a'), doc('new'), doc(LONG), doc(ODD), doc(ODD_TOO), doc('b')];
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      yield early; // before the listing has started: looked up as before
+      while (!fake.listed) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r)); // the listing's completion is seen
+      yield* later;
+      yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+    }
+    const out: DestinationMessage[] = [];
+    for await (const m of sweepStage(input(), opts)) out.push(m);
+    const listed = (m: DestinationMessage) => (m.type === 'DOCUMENT' ? listedFingerprint(m) : 'n/a');
+    expect(listed(early)).toBeUndefined();
+    expect(later.map(listed)).toEqual([
+      fb, // listed with its fingerprint
+      null, // listed without one
+      undefined, // 'a' again: its first occurrence came before the listing, so this one may follow this run's write of it
+      null, // not listed: not stored
+      fLong,
+      fa,
+      null, // an id that only looks like ODD once stored as UTF-8 is another document
+      undefined, // 'b' again: not its first occurrence
+    ]);
+    expect(deletes(out)).toEqual(['gone']);
+  });
+
+  it('without annotate, no document carries a listed fingerprint', async () => {
+    const fake: Fake = { stored: ['a', 'b'], fingerprints: { a: { content: 'c', metadata: 'm' } }, passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys });
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      yield doc('b');
+      while (!fake.listed) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      yield doc('a');
+      yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+    }
+    const out: DestinationMessage[] = [];
+    for await (const m of sweepStage(input(), opts)) out.push(m);
+    expect(
+      out.filter((m) => m.type === 'DOCUMENT').map((m) => listedFingerprint(m as Extract<DestinationMessage, { type: 'DOCUMENT' }>)),
+    ).toEqual([undefined, undefined]);
   });
 
   it('refuses (and deletes nothing) past max_delete_share of the stored documents', async () => {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DestinationMessage, DocumentFingerprint } from '../../src/protocol/connector.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
-import { UnchangedStage } from '../../src/engine/unchanged.ts';
+import { UnchangedStage, withListedFingerprint } from '../../src/engine/unchanged.ts';
 import { readdirSync } from 'node:fs';
 import { tempDir } from '../helpers/cli.ts';
 
@@ -62,8 +62,10 @@ function destination(initial: Record<string, DocumentFingerprint>) {
     release() {
       gates.splice(0).forEach((g) => g());
     },
+    lookedUp: [] as string[],
     async fingerprints(_stream: string, ids: string[]) {
       calls++;
+      this.lookedUp.push(...ids);
       const snapshot = new Map(ids.filter((id) => stored.has(id)).map((id) => [id, stored.get(id)!]));
       if (calls >= this.holdFrom) await new Promise<void>((r) => gates.push(r));
       return snapshot;
@@ -179,6 +181,48 @@ describe('UnchangedStage', () => {
       expect(stats.s).toEqual({ records_unchanged: 2 });
       if (workDir) expect(readdirSync(workDir)).toEqual([]); // the scratch database is removed
     }
+  });
+
+  it('a document carrying its listed fingerprint (the sweep’s listing) is decided on it, without a look-up', async () => {
+    // The destination's answers differ from the listed ones, so which was used shows in the output.
+    const dest = destination({ same: fp('X'), meta: fp('X'), changed: fp('X'), gone: fp('X'), asked: fp('A') });
+    const stats: Record<string, { records_unchanged?: number; records_metadata_updated?: number }> = { s: {} };
+    const stage = new UnchangedStage({ writer: dest, modes: new Map([['s', 'append_dedup']]), stats, where: 'test', lingerMs: 5 });
+    const listed = (id: string, f: DocumentFingerprint, l: DocumentFingerprint | null) => {
+      const m = doc(id, f) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+      withListedFingerprint(m, l);
+      return m;
+    };
+    const input = feed();
+    input.push(
+      listed('same', fp('A'), fp('A')),
+      listed('meta', fp('A', 'new'), fp('A')),
+      listed('changed', fp('B'), fp('A')),
+      listed('gone', fp('A'), null), // listed without a fingerprint, or not listed: not stored
+      doc('asked', fp('A')), // no listed fingerprint: looked up
+    );
+    input.end();
+    const out: string[] = [];
+    for await (const m of stage.run(input)) out.push(describeOut(m));
+    expect(out).toEqual(['DOCUMENT meta A metadata-only', 'DOCUMENT changed B', 'DOCUMENT gone A']);
+    expect(dest.lookedUp).toEqual(['asked']);
+    expect(stats.s).toEqual({ records_unchanged: 2, records_metadata_updated: 1 });
+    // A batch of listed documents only needs no look-up at all.
+    const quiet = destination({});
+    const again = new UnchangedStage({
+      writer: quiet,
+      modes: new Map([['s', 'append_dedup']]),
+      stats: { s: {} },
+      where: 'test',
+      lingerMs: 5,
+    });
+    const only = feed();
+    only.push(listed('same', fp('A'), fp('A')), listed('new', fp('A'), null));
+    only.end();
+    const out2: string[] = [];
+    for await (const m of again.run(only)) out2.push(describeOut(m));
+    expect(out2).toEqual(['DOCUMENT new A']);
+    expect(quiet.calls).toBe(0);
   });
 
   it('looks up at most batchSize documents per call, in order', async () => {

@@ -2,7 +2,7 @@
 // checkpoints of one stream `items` (primary key `id`), in exactly the order written. Its state is
 // the position in the script, so a run killed mid-way resumes after the last committed checkpoint.
 // Use it from a pipeline: `source: { type: <relative path to this file>, config: { script: ./script.json } }`.
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defineSource, message, z } from 'sluice/cdk';
@@ -14,6 +14,8 @@ const Config = z.strictObject({
   script: z.string().min(1),
   /** Pause after every record (ms), so a test can interrupt the read mid-way. */
   delay_ms: z.number().min(0).default(0),
+  /** A file that gets a line per record read (how far a run is, for a test that interrupts it). */
+  progress_file: z.string().min(1).optional(),
 });
 
 export default defineSource({
@@ -44,6 +46,7 @@ export default defineSource({
       else if ('delete' in step) yield message.deletion('items', { id: step.delete });
       else {
         yield message.record('items', step);
+        if (config.progress_file) appendFileSync(resolve(ctx.baseDir, config.progress_file), `${step.id}\n`);
         if (config.delay_ms) await sleep(config.delay_ms);
       }
     }
