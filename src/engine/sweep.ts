@@ -24,8 +24,8 @@ export interface SweepOptions {
   /** A worker of a sharded run reads only part of a stream: it never sweeps. */
   sharded: boolean;
   /**
-   * List the stored documents while the stream is read (a sync: its writer is open, so an embedded
-   * database is joined). Otherwise (the dry run, which lists them itself for its plan) at the end.
+   * List the stored documents while the streams are read, from the stage's start (a sync: its
+   * writer is open, so an embedded database is joined). Otherwise (the dry run, which lists them itself for its plan) at the end.
    */
   listWhileReading?: boolean;
   /** Keys a set keeps in memory before it moves to disk (default IN_MEMORY_KEYS; tests set it low). */
@@ -233,9 +233,10 @@ interface Listing {
  * not grow with the stream), and inserts a DELETE for every stored document the read did not
  * produce before the stream's STREAM_COMPLETE.
  *
- * In a sync, the stored documents are listed while the stream is read (from its first document on, kept the
- * same way as the marks), not after it: the listing's round trips overlap the read instead of
- * adding to its end. That is the same answer: a document stored before this run and not touched
+ * In a sync, the stored documents are listed while the streams are read (from the start of the stage,
+ * one stream after the other, kept the same way as the marks), not after it: the listing's round
+ * trips overlap the read instead of adding to its end, and with SweepOptions.annotate the listing
+ * also answers the unchanged stage. That is the same answer: a document stored before this run and not touched
  * by it is listed whenever the listing runs; one this run wrote or deleted is marked (so it is
  * never deleted, listed or not); nothing else writes to the connection's destination meanwhile
  * (the connection lock). The share checked against max_delete_share is of the documents listed.
@@ -325,6 +326,18 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
       yield { type: 'DELETE', stream, documentId: id };
     }
   };
+
+  // A sync lists ahead: from the start, one swept stream after the other in catalog order (the
+  // order sources read them), so a listing is usually complete before its stream's documents
+  // arrive; a stream whose documents come first is listed at once.
+  if (opts.listWhileReading)
+    void (async () => {
+      for (const s of opts.catalog.streams) {
+        if (closed || opts.signal.aborted) return;
+        const stream = s.stream.name;
+        if (swept.has(stream)) await (listings.get(stream) ?? startListing(stream)).done.catch(() => undefined);
+      }
+    })();
 
   try {
     for await (const m of input) {

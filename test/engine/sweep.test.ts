@@ -156,6 +156,48 @@ describe.each([
     expect(deletes(out)).toEqual(['gone']);
   });
 
+  it('lists ahead: from the start, one swept stream after the other in catalog order', async () => {
+    const events: string[] = [];
+    const fake: Fake = { stored: [], passed: 0 };
+    const { opts } = options(fake, { inMemoryKeys, maxDeleteShare: 1 });
+    const stream = (name: string, mode = 'append_dedup') => ({
+      stream: { name, json_schema: {} },
+      sync_mode: 'full_refresh',
+      destination_sync_mode: mode,
+    });
+    opts.catalog = {
+      streams: [stream('one'), stream('skipped', 'append'), stream('two'), stream('three')],
+    } as unknown as SweepOptions['catalog'];
+    opts.stats = { one: { records_deleted: 0 }, two: { records_deleted: 0 }, three: { records_deleted: 0 } };
+    opts.conn = {
+      ...opts.conn,
+      destination: {
+        async *documents(_c: unknown, _ctx: unknown, name: string): AsyncGenerator<StoredDocument> {
+          events.push(`list ${name}`);
+          for (let i = 0; i < 3; i++) {
+            await new Promise((r) => setTimeout(r, 20));
+            yield { documentId: `${name}-${i}`, chunks: 1 };
+          }
+          events.push(`listed ${name}`);
+        },
+      },
+    } as unknown as SweepOptions['conn'];
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      events.push('read starts');
+      await new Promise((r) => setTimeout(r, 30)); // while 'one' is being listed
+      // 'three' is read first: listed at once, without waiting for 'two'.
+      yield { type: 'DOCUMENT', stream: 'three', documentId: 'three-0', chunks: [], record: {} };
+      for (const name of ['one', 'two', 'three']) yield { type: 'STREAM_COMPLETE', stream: name };
+    }
+    const out: DestinationMessage[] = [];
+    for await (const m of sweepStage(input(), opts)) out.push(m);
+    expect(events.slice(0, 2)).toEqual(['list one', 'read starts']);
+    expect(events.indexOf('list two')).toBeGreaterThan(events.indexOf('listed one'));
+    expect(events.indexOf('list three')).toBeLessThan(events.indexOf('listed one'));
+    expect(events.filter((e) => e.startsWith('list '))).toHaveLength(3); // each stream once; 'skipped' is not swept
+    expect(deletes(out).sort()).toEqual(['one-0', 'one-1', 'one-2', 'three-1', 'three-2', 'two-0', 'two-1', 'two-2']);
+  });
+
   it('without annotate, no document carries a listed fingerprint', async () => {
     const fake: Fake = { stored: ['a', 'b'], fingerprints: { a: { content: 'c', metadata: 'm' } }, passed: 0 };
     const { opts } = options(fake, { inMemoryKeys });
