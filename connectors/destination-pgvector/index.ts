@@ -3,26 +3,16 @@
 import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState, StoredDocument } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import {
-  OPS,
-  STATE_TABLE,
-  documentFingerprintSql,
-  hasEmbedderColumn,
-  hasFingerprintColumns,
-  inspectTable,
-  storedFingerprint,
-} from './schema.ts';
+import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
 import { describeUrl, openSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 import { scanChunks } from './scan.ts';
+import { listDocuments } from './documents.ts';
 import { hasPrevious, rollback } from './generations.ts';
 
 export type { PgvectorConfig } from './config.ts';
-
-/** Documents per page when listing a stream's documents. */
-const DOCUMENTS_PAGE = 1000;
 
 async function withSession<T>(config: PgvectorConfig, ctx: ConnectorContext, fn: (s: Session) => Promise<T>): Promise<T> {
   const session = await openSession(config, ctx);
@@ -279,55 +269,12 @@ const destination: Destination<PgvectorConfig> = {
   },
 
   /**
-   * Every document of a stream's table with its chunk count and fingerprint, in document id order,
-   * a page per query (keyset on the document_id index). Reads only: creates and migrates nothing.
+   * Every document of a stream's table with its chunk count and fingerprint, each once, committed rows
+   * only: one cursor pass on PostgreSQL, keyset pages on PGlite (documents.ts). Reads only: creates
+   * and migrates nothing.
    */
-  async *documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
-    // The engine lists a stream while its own writer has the database open (end-of-read sweep).
-    const session = await openSession(config, ctx, { joinOpen: true });
-    const table = tableNameFor(stream, config.table);
-    const where = `connection ${ctx.connection}, stream ${stream}, destination ${session.label}`;
-    try {
-      let info;
-      try {
-        info = await inspectTable(session.client, config.schema, table);
-      } catch (err) {
-        throw pgError(err, where, `cannot inspect table ${config.schema}.${table}`);
-      }
-      if (!info.exists) return;
-      const fingerprint = hasFingerprintColumns(info)
-        ? documentFingerprintSql(hasEmbedderColumn(info))
-        : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata, NULL AS fingerprint_embedder';
-      let after: string | undefined;
-      for (;;) {
-        let rows: Array<{
-          document_id: string;
-          chunks: number;
-          fingerprint_content: string | null;
-          fingerprint_metadata: string | null;
-          fingerprint_embedder: string | null;
-        }>;
-        try {
-          rows = (
-            await session.client.query(
-              `SELECT document_id, count(*)::int AS chunks, ${fingerprint} FROM ${qualified(config.schema, table)}
-                ${after === undefined ? '' : 'WHERE document_id > $1'} GROUP BY document_id ORDER BY document_id LIMIT ${DOCUMENTS_PAGE}`,
-              after === undefined ? [] : [after],
-            )
-          ).rows;
-        } catch (err) {
-          throw pgError(err, where, `cannot list the documents of ${config.schema}.${table}`);
-        }
-        for (const r of rows) {
-          const fingerprint = storedFingerprint(r);
-          yield { documentId: r.document_id, chunks: r.chunks, ...(fingerprint ? { fingerprint } : {}) };
-        }
-        if (rows.length < DOCUMENTS_PAGE) return;
-        after = rows[rows.length - 1].document_id;
-      }
-    } finally {
-      await session.close();
-    }
+  documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
+    return listDocuments(config, ctx, stream);
   },
 
   scanChunks,

@@ -338,8 +338,9 @@ export interface Destination<C = any> {
    */
   readBack?(config: C, ctx: ConnectorContext, stream: string): Promise<StoredChunk[]>;
   /**
-   * Every document `stream` holds (committed, live generation), streamed in pages, read-only:
-   * end-of-read deletion detection (mark and sweep) and `sluice verify` use it.
+   * Every document `stream` holds (committed, live generation), each exactly once, in any order,
+   * streamed in pages, read-only: end-of-read deletion detection (mark and sweep) and `sluice verify`
+   * use it.
    */
   documents?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument>;
   /**

@@ -1,0 +1,242 @@
+// pgvector `documents()` (documents.ts): one cursor pass on native PostgreSQL, keyset pages on
+// PGlite. The tables are written here with SQL in the layout the writer makes, and every listing is
+// checked against documentFingerprintSql (the rule the writer's look-ups use) run by the server.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeOnPgvectorBackends, type PgvectorBackend } from '../../test/helpers/pgvector-backends.ts';
+import type { StoredDocument } from '../../src/protocol/connector.ts';
+import { SluiceError } from '../../src/protocol/errors.ts';
+import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
+import { listDocuments } from './documents.ts';
+import { documentFingerprintSql, storedFingerprint } from './schema.ts';
+import { qualified } from './sql.ts';
+import { testContext } from './testing.ts';
+import destination from './index.ts';
+
+describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) => {
+  let admin: pg.Client;
+  beforeAll(async () => {
+    admin = new pg.Client({ connectionString: backend.url });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    await admin.end();
+  });
+
+  const config = (): PgvectorConfig =>
+    PgvectorConfigSchema.parse({ url: backend.url, schema: `docs_${randomBytes(4).toString('hex')}`, index: 'none' });
+
+  /** The chunk table as the writer makes it (`fingerprints: false`: the layout from before fingerprints). */
+  async function createTable(cfg: PgvectorConfig, opts: { fingerprints?: boolean; embedder?: boolean } = {}): Promise<string> {
+    const table = qualified(cfg.schema, 'docs');
+    const fingerprints = opts.fingerprints ?? true;
+    await admin.query(`CREATE SCHEMA ${cfg.schema}`);
+    await admin.query(`CREATE TABLE ${table} (id text PRIMARY KEY, document_id text NOT NULL, chunk_index int NOT NULL,
+      content text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}'::jsonb, embedding vector(3)
+      ${fingerprints ? ', fingerprint_content text, fingerprint_metadata text' : ''}${fingerprints && (opts.embedder ?? true) ? ', fingerprint_embedder text' : ''})`);
+    await admin.query(`CREATE INDEX ON ${table} (document_id)`);
+    return table;
+  }
+
+  /** Documents d000..d(n-1) with 1 + (i % 3) chunks, each chunk with the document's fingerprint. */
+  async function insertDocuments(table: string, n: number, from = 0, withFingerprints = true): Promise<void> {
+    await admin.query(
+      `INSERT INTO ${table} (id, document_id, chunk_index, content${withFingerprints ? ', fingerprint_content, fingerprint_metadata, fingerprint_embedder' : ''})
+       SELECT d || '#' || c, d, c, 'text ' || d || ' ' || c${withFingerprints ? `, 'content-' || d, 'meta-' || d, 'hash/hash/3'` : ''}
+         FROM generate_series($1::int, $2::int) g, LATERAL (SELECT 'd' || lpad(g::text, 3, '0') AS d) x, generate_series(0, g % 3) c`,
+      [from, from + n - 1],
+    );
+  }
+
+  /** What documentFingerprintSql makes of the table, by the server (the writer's rule). */
+  async function expected(table: string, hasEmbedder = true): Promise<StoredDocument[]> {
+    const { rows } = await admin.query<{
+      document_id: string;
+      chunks: number;
+      fingerprint_content: string | null;
+      fingerprint_metadata: string | null;
+      fingerprint_embedder: string | null;
+    }>(`SELECT document_id, count(*)::int AS chunks, ${documentFingerprintSql(hasEmbedder)} FROM ${table} GROUP BY document_id`);
+    return rows
+      .map((r) => {
+        const fingerprint = storedFingerprint(r);
+        return { documentId: r.document_id, chunks: r.chunks, ...(fingerprint ? { fingerprint } : {}) };
+      })
+      .sort(byId);
+  }
+
+  const byId = (a: StoredDocument, b: StoredDocument) => (a.documentId < b.documentId ? -1 : a.documentId > b.documentId ? 1 : 0);
+
+  async function list(cfg: PgvectorConfig, batchSize?: number): Promise<StoredDocument[]> {
+    const out: StoredDocument[] = [];
+    for await (const d of listDocuments(cfg, testContext('list'), 'docs', batchSize ? { batchSize } : {})) out.push(d);
+    return out;
+  }
+
+  /** Sessions (other than the admin's) holding a lock on the table: an open listing transaction. */
+  async function lockHolders(table: string): Promise<number> {
+    const { rows } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()`,
+      [table],
+    );
+    return rows[0].n;
+  }
+
+  it('lists every document once, across many batches, with its chunk count and the fingerprint its rows agree on', async () => {
+    const cfg = config();
+    const table = await createTable(cfg);
+    await insertDocuments(table, 40);
+    // Chunk rows that disagree: another content fingerprint, a missing one, another embedder only.
+    await admin.query(`UPDATE ${table} SET fingerprint_content = 'other' WHERE id = 'd002#1'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_metadata = NULL WHERE id = 'd005#2'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_embedder = 'openai/x/3' WHERE id = 'd008#0'`);
+    await admin.query(
+      `UPDATE ${table} SET fingerprint_content = NULL, fingerprint_metadata = NULL, fingerprint_embedder = NULL WHERE document_id = 'd011'`,
+    );
+    const want = await expected(table);
+    expect(want).toHaveLength(40);
+    expect(want.find((d) => d.documentId === 'd002')).toEqual({ documentId: 'd002', chunks: 3 });
+    expect(want.find((d) => d.documentId === 'd005')).toEqual({ documentId: 'd005', chunks: 3 });
+    expect(want.find((d) => d.documentId === 'd008')).toEqual({
+      documentId: 'd008',
+      chunks: 3,
+      fingerprint: { content: 'content-d008', metadata: 'meta-d008' },
+    });
+    expect(want.find((d) => d.documentId === 'd011')).toEqual({ documentId: 'd011', chunks: 3 });
+    expect(want.find((d) => d.documentId === 'd004')).toEqual({
+      documentId: 'd004',
+      chunks: 2,
+      fingerprint: { content: 'content-d004', metadata: 'meta-d004', embedder: 'hash/hash/3' },
+    });
+
+    // Batches of 1, 2 and 5 split documents of 2 and 3 chunks across batch boundaries.
+    for (const batchSize of [1, 2, 5, undefined]) {
+      const listed = await list(cfg, batchSize);
+      expect(new Set(listed.map((d) => d.documentId)).size).toBe(listed.length);
+      expect([...listed].sort(byId)).toEqual(want);
+    }
+    // Through the Destination interface too.
+    const viaDestination: StoredDocument[] = [];
+    for await (const d of destination.documents!(cfg, testContext('list'), 'docs')) viaDestination.push(d);
+    expect(viaDestination.sort(byId)).toEqual(want);
+  });
+
+  it('a table from before fingerprints (or before the embedder tag) lists chunk counts, fingerprints only where kept', async () => {
+    const old = config();
+    const oldTable = await createTable(old, { fingerprints: false });
+    await insertDocuments(oldTable, 7, 0, false);
+    const listed = await list(old, 2);
+    expect(listed.sort(byId).map((d) => [d.documentId, d.chunks, d.fingerprint])).toEqual(
+      Array.from({ length: 7 }, (_, i) => [`d00${i}`, 1 + (i % 3), undefined]),
+    );
+
+    const noEmbedder = config();
+    const table = await createTable(noEmbedder, { embedder: false });
+    await admin.query(
+      `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata)
+       VALUES ('a#0', 'a', 0, 'x', 'c', 'm'), ('a#1', 'a', 1, 'y', 'c', 'm'), ('b#0', 'b', 0, 'z', 'c2', 'm2')`,
+    );
+    expect((await list(noEmbedder, 1)).sort(byId)).toEqual([
+      { documentId: 'a', chunks: 2, fingerprint: { content: 'c', metadata: 'm' } },
+      { documentId: 'b', chunks: 1, fingerprint: { content: 'c2', metadata: 'm2' } },
+    ]);
+    expect((await list(noEmbedder, 1)).sort(byId)).toEqual(await expected(table, false));
+  });
+
+  it('a missing table lists nothing and creates nothing', async () => {
+    const cfg = config();
+    expect(await list(cfg)).toEqual([]);
+    expect((await admin.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [cfg.schema])).rowCount).toBe(0);
+    await admin.query(`CREATE SCHEMA ${cfg.schema}`);
+    expect(await list(cfg)).toEqual([]);
+  });
+
+  it('an early return ends the listing: its session and (native) its transaction are gone', async () => {
+    const cfg = config();
+    const table = await createTable(cfg);
+    await insertDocuments(table, 30);
+    // At once, with the next batch still being fetched (its failure on close must go unobserved).
+    for await (const d of listDocuments(cfg, testContext('list'), 'docs', { batchSize: 4 })) {
+      expect(d.documentId).toBe('d000');
+      break;
+    }
+    const seen: string[] = [];
+    for await (const d of listDocuments(cfg, testContext('list'), 'docs', { batchSize: 4 })) {
+      seen.push(d.documentId);
+      if (!backend.isPglite) expect(await lockHolders(table)).toBe(1); // the cursor's ACCESS SHARE
+      if (seen.length === 3) break;
+    }
+    expect(seen).toHaveLength(3);
+    // The server notices the closed connection (and drops its transaction) right away or shortly.
+    const deadline = Date.now() + 5000;
+    while ((await lockHolders(table)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await lockHolders(table)).toBe(0);
+    // Nothing left half-open: the table takes an exclusive lock, and a new listing sees everything.
+    await admin.query(`ALTER TABLE ${table} ADD COLUMN extra int`);
+    expect(await list(cfg, 4)).toHaveLength(30);
+  });
+
+  it('an error in the middle of the listing names the table', async () => {
+    const cfg = config();
+    const table = await createTable(cfg);
+    await insertDocuments(table, 30);
+    let listed = 0;
+    const err = await (async () => {
+      for await (const _ of listDocuments(cfg, testContext('list'), 'docs', { batchSize: 3 })) {
+        if (++listed !== 1) continue;
+        if (backend.isPglite) {
+          // Between two keyset pages nothing holds the table: it can go away.
+          await admin.query(`DROP TABLE ${table}`);
+        } else {
+          // The listing's server session ends (a restart, an administrator) while batches are left.
+          const { rows } = await admin.query<{ pid: number }>(
+            `SELECT pid FROM pg_locks WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()`,
+            [table],
+          );
+          expect(rows).toHaveLength(1);
+          await admin.query('SELECT pg_terminate_backend($1)', [rows[0].pid]);
+        }
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).message).toContain(`cannot list the documents of ${cfg.schema}.docs`);
+    expect((err as SluiceError).where).toContain('stream docs');
+    expect(listed).toBeGreaterThan(0);
+    expect(listed).toBeLessThan(30);
+  });
+
+  // Native only: PGlite serves one session behind every connection, so there is no other writer.
+  if (!backend.isPglite)
+    it('committed rows only: a writer transaction open during the listing, and one committed after it began, are not seen', async () => {
+      const cfg = config();
+      const table = await createTable(cfg);
+      await insertDocuments(table, 20);
+      const writer = new pg.Client({ connectionString: backend.url });
+      await writer.connect();
+      try {
+        await writer.query('BEGIN');
+        await writer.query(
+          `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata) VALUES ('new#0', 'new', 0, 'x', 'c', 'm')`,
+        );
+        await writer.query(`DELETE FROM ${table} WHERE document_id = 'd001'`);
+        await writer.query(`UPDATE ${table} SET fingerprint_content = 'changed' WHERE document_id = 'd004'`);
+        const before = await expected(table);
+        const listed: StoredDocument[] = [];
+        for await (const d of listDocuments(cfg, testContext('list'), 'docs', { batchSize: 2 })) {
+          listed.push(d);
+          // Committed while the listing runs: after the cursor's snapshot, so not part of this listing.
+          if (listed.length === 1) await admin.query(`DELETE FROM ${table} WHERE document_id = 'd019'`);
+        }
+        expect(listed.sort(byId)).toEqual(before);
+        expect(listed.map((d) => d.documentId)).not.toContain('new');
+        expect(listed.map((d) => d.documentId)).toContain('d001');
+        expect(listed.find((d) => d.documentId === 'd004')?.fingerprint?.content).toBe('content-d004');
+        expect(listed.map((d) => d.documentId)).toContain('d019');
+      } finally {
+        await writer.query('ROLLBACK').catch(() => {});
+        await writer.end();
+      }
+      expect((await list(cfg)).map((d) => d.documentId)).not.toContain('d019');
+    });
+});
