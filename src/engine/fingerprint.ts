@@ -46,7 +46,8 @@ export class Fingerprinter {
 
   /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
   of(extracted: ExtractedText): DocumentFingerprint {
-    const metadata = stableJson(extracted.metadata);
+    // No metadata_fields (the usual case): every document's metadata is {}, serialized without stableJson's arrays.
+    const metadata = isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
     // Consecutive documents often share their metadata (none at all, or the same few tags).
     if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
     return {
@@ -100,6 +101,15 @@ export class Fingerprinter {
 
   private lastMetadata: string | undefined;
   private lastMetadataHash = '';
+}
+
+/** `{}` or `Object.create(null)` with no members: what stableJson turns into `{}`. */
+function isEmptyPlainObject(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const _ in value) return false;
+  return true;
 }
 
 /** The embedder tag stored with each fingerprint: `provider/model/dimensions`, or `none`. */

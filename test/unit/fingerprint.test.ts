@@ -75,6 +75,19 @@ describe('Fingerprinter.of', () => {
     }
   });
 
+  it('serializes empty metadata as {} whatever its prototype, and anything else as stableJson does', () => {
+    const fp = new Fingerprinter(processor, embedder);
+    const hashOf = (json: string) => createHash('sha256').update(json).digest('hex');
+    expect(fp.of({ text: 'a', metadata: {} }).metadata).toBe(hashOf('{}'));
+    expect(fp.of({ text: 'a', metadata: { k: 1 } }).metadata).toBe(hashOf('{"k":1}'));
+    expect(fp.of({ text: 'a', metadata: Object.create(null) }).metadata).toBe(hashOf('{}'));
+    expect(fp.of({ text: 'a', metadata: { gone: undefined } }).metadata).toBe(hashOf('{}'));
+    // Not a plain object: its toJSON decides (a Date's is its ISO string).
+    const date = new Date('2026-01-02T03:04:05Z') as unknown as Record<string, unknown>;
+    expect(fp.of({ text: 'a', metadata: date }).metadata).toBe(hashOf('"2026-01-02T03:04:05.000Z"'));
+    expect(fp.of({ text: 'a', metadata: {} }).metadata).toBe(hashOf('{}'));
+  });
+
   it('keeps metadata and embedder parts as before', () => {
     const fp = new Fingerprinter(processor, undefined);
     expect(fp.of({ text: 'a\n\nb', metadata: { b: 1, a: 'x' } })).toEqual({
