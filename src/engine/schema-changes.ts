@@ -268,15 +268,16 @@ export class SchemaTracker {
     if (this.fullRows.has(stream) && data._ab_cdc_deleted_at == null) this.rowShape(stream, data, known);
     const open = this.open.has(stream);
     let stripped: Record<string, unknown> | undefined;
-    for (const [col, v] of Object.entries(data)) {
-      if (col.startsWith('_ab_')) continue;
+    // for…in rather than Object.entries: no array of pairs per record.
+    for (const col in data) {
+      if (!Object.hasOwn(data, col) || col.startsWith('_ab_')) continue;
       if (this.ignored.size && this.ignored.has(`${stream}\u0000${col}`)) {
         stripped ??= { ...data };
         delete stripped[col];
         continue;
       }
       if (!open) continue;
-      const type = valueType(v);
+      const type = valueType(data[col]);
       const k = known[col];
       if (!k) {
         // A first run of a stream has nothing to compare with: its columns are simply learnt.

@@ -41,17 +41,20 @@ export function getPath(data: Record<string, unknown>, path: readonly string[]):
  */
 export function documentId(data: Record<string, unknown>, primaryKey: readonly (readonly string[])[], where = 'record'): string {
   if (!primaryKey.length) throw new SluiceError(`${where} has no primary key to identify it`, { kind: 'config' });
-  const parts = primaryKey.map((path) => {
-    const v = getPath(data, path);
-    if (v === null || v === undefined) {
-      throw new SluiceError(`${where} has no value for primary key field "${path.join('.')}"`, {
-        kind: 'source',
-        hint: 'check primary_key in the pipeline file, or the source data',
-      });
-    }
-    return keyPart(v);
-  });
-  return parts.length === 1 ? parts[0] : JSON.stringify(parts);
+  // One key column (the usual case): no array of parts per record.
+  if (primaryKey.length === 1) return keyPartAt(data, primaryKey[0], where);
+  return JSON.stringify(primaryKey.map((path) => keyPartAt(data, path, where)));
+}
+
+function keyPartAt(data: Record<string, unknown>, path: readonly string[], where: string): string {
+  const v = getPath(data, path);
+  if (v === null || v === undefined) {
+    throw new SluiceError(`${where} has no value for primary key field "${path.join('.')}"`, {
+      kind: 'source',
+      hint: 'check primary_key in the pipeline file, or the source data',
+    });
+  }
+  return keyPart(v);
 }
 
 /** The chunk id used by destinations that accept text ids (pgvector, jsonl, Pinecone). */

@@ -68,12 +68,21 @@ export function textExtractor(opts: { textFields?: string[]; textTemplate?: stri
   }
   if (opts.textFields) {
     const fields = opts.textFields;
+    // What valuesAtPath does for a top-level field, without its one-element array per field and record.
+    const topLevel = fields.map((f) => !f.includes('.') && f !== '*');
     // A plain loop: this runs once per record, and the chained form allocated three arrays and a
     // trimmed copy of every value just to test it for text.
     return (record) => {
       let text = '';
-      for (const f of fields) {
-        for (const v of valuesAtPath(record, f)) {
+      for (let i = 0; i < fields.length; i++) {
+        if (topLevel[i]) {
+          const v = record[fields[i]];
+          if (v === undefined) continue;
+          const s = valueToText(v);
+          if (hasText(s)) text = text ? `${text}\n\n${s}` : s;
+          continue;
+        }
+        for (const v of valuesAtPath(record, fields[i])) {
           const s = valueToText(v);
           if (!hasText(s)) continue;
           text = text ? `${text}\n\n${s}` : s;

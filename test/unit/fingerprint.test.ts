@@ -1,0 +1,99 @@
+// Fingerprint bytes are a stored contract: a change would make every stored document count as
+// changed once (FINGERPRINT_VERSION exists for that). These pin them, whatever way `of` assembles them.
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { FINGERPRINT_VERSION, Fingerprinter, stableJson } from '../../src/engine/fingerprint.ts';
+import { ProcessingConfigSchema } from '../../src/text/config.ts';
+import { createTextProcessor } from '../../src/text/index.ts';
+
+const processor = createTextProcessor(ProcessingConfigSchema.parse({ text_fields: ['title', 'body'], chunk_size: 512, chunk_overlap: 0 }));
+const embedder = { provider: 'hash', model: 'hash', dimensions: 384 };
+
+/** The definition (docs/fingerprints.md): sha256 of the canonical JSON of embedder, processing, text, version. */
+const expected = (text: string) =>
+  createHash('sha256')
+    .update(stableJson({ embedder, processing: processor.settings, text, version: FINGERPRINT_VERSION }), 'utf8')
+    .digest('hex');
+
+// Values computed by the code before the fingerprint was hashed from a reused buffer (sluice main, 2026-12).
+const texts: [name: string, text: string, hex: string][] = [
+  ['empty', '', '442c38bcdd922cc848d704a9b1a2ba8abd59e54139404102b06004819d59a43f'],
+  ['plain', 'plain', 'f6cd7e3d283b05e7c5840cccf33e7a875dcc51040d8a9ebeffc7f4aba9505f19'],
+  ['escapes', 'a\n\nb "q" \\ \t\u0001\u001f', '685ad4e8c5798dc473bb98345d34683e96900a3a3367c8523b8bce70b902b120'],
+  ['non-ASCII', 'héllo wörld — ünïcode 日本語', 'b14ff83c27fb93a83d4f79d3c7b21053906c26ad4207a26c8c5aae3c122e52b6'],
+  ['surrogate pair', 'emoji 😀 pair', '53baea43ed262cbe30df3530aac50551a280008b9894b8c33bdb4818c9027263'],
+  ['lone surrogates', '\ud800x\udc00', '34f998fe4fa9e8344a35b9ca1c69c35f76da1831a13bba014da2c3f30c9b101f'],
+  // Larger than the first buffer (it grows), then larger than any buffer kept (hashed as a string).
+  ['200 kB', 'x'.repeat(200_000) + '€', 'f590470331663dd126d671370b2c389f3789352141c76755cc9fa1609906df2b'],
+  [
+    '400 kB of text, over 1 MB of UTF-8 bound',
+    'y'.repeat(400_000) + '日',
+    '8600e6d7205293b7de7235914250009b36cb55493f835345ee57597896cef4f9',
+  ],
+];
+
+describe('Fingerprinter.of', () => {
+  it('hashes the same bytes as before for every kind of text, in any order (buffer growth and reuse)', () => {
+    const fp = new Fingerprinter(processor, embedder);
+    // Forwards, backwards, then forwards again: a short text after a long one must not see its bytes.
+    const order = [...texts, ...[...texts].reverse(), ...texts];
+    for (const [name, text, hex] of order) {
+      const got = fp.of({ text, metadata: {} }).content;
+      expect(got, name).toBe(hex);
+      expect(got, name).toBe(expected(text));
+    }
+  });
+
+  it('equals the definition for random texts of escapes, surrogates (paired and lone) and multi-byte characters', () => {
+    const fp = new Fingerprinter(processor, embedder);
+    const alphabet = [
+      'a',
+      ' ',
+      '\n',
+      '\r',
+      '\t',
+      '"',
+      '\\',
+      '\u0000',
+      '\u001f',
+      '\u007f',
+      'é',
+      '€',
+      '\u2028',
+      '😀',
+      '\ud83d',
+      '\ude00',
+      '\udbff',
+    ];
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let i = 0; i < 2000; i++) {
+      let text = '';
+      const length = Math.floor(random() * 40);
+      for (let j = 0; j < length; j++) text += alphabet[Math.floor(random() * alphabet.length)];
+      expect(fp.of({ text, metadata: {} }).content, JSON.stringify(text)).toBe(expected(text));
+    }
+  });
+
+  it('serializes empty metadata as {} whatever its prototype, and anything else as stableJson does', () => {
+    const fp = new Fingerprinter(processor, embedder);
+    const hashOf = (json: string) => createHash('sha256').update(json).digest('hex');
+    expect(fp.of({ text: 'a', metadata: {} }).metadata).toBe(hashOf('{}'));
+    expect(fp.of({ text: 'a', metadata: { k: 1 } }).metadata).toBe(hashOf('{"k":1}'));
+    expect(fp.of({ text: 'a', metadata: Object.create(null) }).metadata).toBe(hashOf('{}'));
+    expect(fp.of({ text: 'a', metadata: { gone: undefined } }).metadata).toBe(hashOf('{}'));
+    // Not a plain object: its toJSON decides (a Date's is its ISO string).
+    const date = new Date('2026-01-02T03:04:05Z') as unknown as Record<string, unknown>;
+    expect(fp.of({ text: 'a', metadata: date }).metadata).toBe(hashOf('"2026-01-02T03:04:05.000Z"'));
+    expect(fp.of({ text: 'a', metadata: {} }).metadata).toBe(hashOf('{}'));
+  });
+
+  it('keeps metadata and embedder parts as before', () => {
+    const fp = new Fingerprinter(processor, undefined);
+    expect(fp.of({ text: 'a\n\nb', metadata: { b: 1, a: 'x' } })).toEqual({
+      content: '6cbeae76ccc8d0622748ed2eee4d5fc78a5add55e5becd8eb0529219d477258e',
+      metadata: 'cdab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246',
+      embedder: 'none',
+    });
+  });
+});

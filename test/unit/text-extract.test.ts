@@ -1,0 +1,35 @@
+// The text a record's text_fields make: what is chunked, embedded and fingerprinted.
+import { describe, expect, it } from 'vitest';
+import { textExtractor } from '../../src/text/extract.ts';
+
+describe('textExtractor with text_fields', () => {
+  it('joins the fields that have text with a blank line, in the order of text_fields', () => {
+    const extract = textExtractor({ textFields: ['title', 'missing', 'empty', 'blank', 'nothing', 'n', 'when', 'tags', 'obj', 'body'] });
+    const record = {
+      body: 'Body text',
+      title: 'Title',
+      empty: '',
+      blank: ' \n\t',
+      nothing: null,
+      n: 0,
+      when: new Date('2026-12-05T10:00:00Z'),
+      tags: ['a', '', 'b'],
+      obj: { b: 1, a: 'x' },
+    };
+    expect(extract(record)).toBe('Title\n\n0\n\n2026-12-05T10:00:00.000Z\n\na\nb\n\n{"a":"x","b":1}\n\nBody text');
+  });
+
+  it('reads dot paths and * like top-level fields', () => {
+    const extract = textExtractor({ textFields: ['doc.title', 'items.*.text', 'title'] });
+    expect(extract({ title: 'Top', doc: { title: 'Nested' }, items: [{ text: 'one' }, { text: ' ' }, { text: 'two' }] })).toBe(
+      'Nested\n\none\n\ntwo\n\nTop',
+    );
+  });
+
+  it('is empty when no field has text, and a field that is only present in some records is skipped in others', () => {
+    const extract = textExtractor({ textFields: ['title', 'body'] });
+    expect(extract({ title: '  ', body: undefined })).toBe('');
+    expect(extract({ id: 1 })).toBe('');
+    expect(extract({ body: 'only body' })).toBe('only body');
+  });
+});
