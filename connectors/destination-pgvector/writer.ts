@@ -49,7 +49,7 @@ import {
   vectorIndexName,
 } from './schema.ts';
 import { alteredTable, notATable, tableShapeProblems } from './shape.ts';
-import { openSession, pgError, type Session } from './session.ts';
+import { openSession, pgError, takeSession, type Session } from './session.ts';
 import { storeState, switchGenerations } from './generations.ts';
 import { encodeBinaryArray, encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 
@@ -113,7 +113,8 @@ const clean = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : 
 const metadataJson = (m: Record<string, unknown>) => JSON.stringify(m ?? {}, (_k, v: unknown) => (typeof v === 'string' ? clean(v) : v));
 
 export async function openWriter(config: PgvectorConfig, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter> {
-  const session = await openSession(config, ctx);
+  // The session readState() left in this run (the index identity check), else a new one.
+  const session = (await takeSession(config, ctx)) ?? (await openSession(config, ctx));
   const writer = new PgvectorWriter(config, ctx, options, session);
   try {
     await writer.prepare();
