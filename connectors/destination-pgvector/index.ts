@@ -4,7 +4,7 @@ import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
-import { describeUrl, openSession, pgError, type Session } from './session.ts';
+import { describeUrl, openSession, parkSession, pgError, type Session } from './session.ts';
 import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
@@ -132,15 +132,24 @@ const destination: Destination<PgvectorConfig> = {
 
   // The state a sync stores with the data (in STATE_TABLE, one row per connection): read and
   // forgotten here without creating anything, so `state show` changes nothing.
+  // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf).
   async readState(config, ctx) {
-    return withSession(config, ctx, async (s) => {
-      if (!(await stateTableExists(s, config))) return undefined;
-      const { rows } = await s.client.query<{ state: SourceState }>(
-        `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
-        [ctx.connection],
-      );
-      return rows[0]?.state ?? undefined;
-    });
+    const s = await openSession(config, ctx);
+    let state: SourceState | undefined;
+    try {
+      if (await stateTableExists(s, config)) {
+        const { rows } = await s.client.query<{ state: SourceState }>(
+          `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
+          [ctx.connection],
+        );
+        state = rows[0]?.state ?? undefined;
+      }
+    } catch (err) {
+      await s.close();
+      throw pgError(err, `connection ${ctx.connection}, destination ${s.label}`);
+    }
+    await parkSession(config, ctx, s);
+    return state;
   },
 
   async resetState(config, ctx, streams) {

@@ -241,6 +241,10 @@ export async function vectorIndexOf(client: pg.Client, schema: string, table: st
   );
   const r = rows[0];
   if (!r) return undefined;
+  return vectorIndexFrom(r);
+}
+
+export function vectorIndexFrom(r: { name: string; method: string; opclass: string; options: string[] | null }): VectorIndexInfo {
   return { ...r, options: Object.fromEntries((r.options ?? []).map((o) => o.split('=', 2) as [string, string])) };
 }
 
@@ -274,7 +278,11 @@ export async function readTableNote(client: pg.Client, schema: string, table: st
   const { rows } = await client.query<{ c: string | null }>(`SELECT obj_description(to_regclass($1), 'pg_class') AS c`, [
     qualified(schema, table),
   ]);
-  const text = rows[0]?.c;
+  return parseTableNote(rows[0]?.c);
+}
+
+/** A table comment as sluice's note: undefined without a comment, 'foreign' for one someone else wrote. */
+export function parseTableNote(text: string | null | undefined): TableNote | undefined | 'foreign' {
   if (!text) return undefined;
   try {
     const parsed = JSON.parse(text) as { sluice?: TableNote };

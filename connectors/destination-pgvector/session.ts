@@ -49,6 +49,33 @@ export async function openSession(
   return { client, isPglite, label, close: () => client.end().catch(() => {}) };
 }
 
+const shelfKey = (config: ConnectConfig) =>
+  `destination-pgvector ${JSON.stringify([config.url, config.embedded, config.sslmode, config.sslrootcert, config.sslcert, config.sslkey])}`;
+
+/**
+ * Leaves an open session on the run's shelf (ConnectorContext.shelf) for the writer the same run
+ * opens next, instead of closing it. Without a shelf the session is closed, as always.
+ */
+export async function parkSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'shelf'>, session: Session): Promise<void> {
+  if (!ctx.shelf) return session.close();
+  const parked = { session, broken: false };
+  const broke = () => {
+    parked.broken = true;
+  };
+  session.client.once('error', broke);
+  session.client.once('end', broke);
+  ctx.shelf.park(shelfKey(config), parked, () => session.close());
+}
+
+/** The session parkSession left for this configuration, when it is still usable. */
+export async function takeSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'shelf'>): Promise<Session | undefined> {
+  const parked = ctx.shelf?.take<{ session: Session; broken: boolean }>(shelfKey(config));
+  if (!parked) return undefined;
+  if (!parked.broken) return parked.session;
+  await parked.session.close();
+  return undefined;
+}
+
 async function detectPglite(client: pg.Client, label: string): Promise<boolean> {
   try {
     const { rows } = await client.query<{ v: string }>('SELECT version() AS v');

@@ -28,9 +28,20 @@ export async function notATable(client: pg.Client, schema: string, table: string
   const { rows } = await client.query<{ relkind: string }>(`SELECT relkind FROM pg_class WHERE oid = to_regclass($1)`, [
     qualified(schema, table),
   ]);
-  const relkind = rows[0]?.relkind;
+  return notATableOfKind(rows[0]?.relkind);
+}
+
+export function notATableOfKind(relkind: string | undefined): string | undefined {
   if (!relkind || relkind === 'r' || relkind === 'p') return undefined;
   return `it is ${RELKINDS[relkind] ?? `a relation of kind ${relkind}`}, not a table`;
+}
+
+/** What tableShapeProblems reads of a table (./table-facts.ts reads it with the rest at once). */
+export interface ShapeFacts {
+  relkind: string | undefined;
+  columns: { attname: string; typname: string; shown: string }[];
+  /** A unique index on id alone. */
+  uniqueId: boolean;
 }
 
 /**
@@ -42,24 +53,31 @@ export async function tableShapeProblems(client: pg.Client, schema: string, tabl
   const notTable = await notATable(client, schema, table);
   if (notTable) return [notTable];
 
-  const problems: string[] = [];
   const { rows: columns } = await client.query<{ attname: string; typname: string; shown: string }>(
     `SELECT a.attname, t.typname, format_type(a.atttypid, a.atttypmod) AS shown
        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
       WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
     [name],
   );
-  for (const c of columns) {
-    const wanted = COLUMN_TYPES[c.attname];
-    if (wanted && !wanted.includes(c.typname)) problems.push(`column ${c.attname} is ${c.shown}, expected ${wanted[0]}`);
-  }
   // Upserts are INSERT … ON CONFLICT (id): they need a unique index on id alone.
   const { rowCount } = await client.query(
     `SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
       WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = 'id'`,
     [name],
   );
-  if (!rowCount) problems.push('column id is not its primary key (no unique index on id)');
+  return shapeProblemsOf({ relkind: 'r', columns, uniqueId: !!rowCount });
+}
+
+/** tableShapeProblems from facts already read. */
+export function shapeProblemsOf(facts: ShapeFacts): string[] {
+  const notTable = notATableOfKind(facts.relkind);
+  if (notTable) return [notTable];
+  const problems: string[] = [];
+  for (const c of facts.columns) {
+    const wanted = COLUMN_TYPES[c.attname];
+    if (wanted && !wanted.includes(c.typname)) problems.push(`column ${c.attname} is ${c.shown}, expected ${wanted[0]}`);
+  }
+  if (!facts.uniqueId) problems.push('column id is not its primary key (no unique index on id)');
   return problems;
 }
 

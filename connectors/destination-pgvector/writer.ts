@@ -41,15 +41,16 @@ import {
   indexDrift,
   inspectTable,
   type TableInfo,
+  type VectorIndexInfo,
   readTableNote,
-  vectorIndexOf,
   writeTableNote,
   newGenerationName,
   primaryKeyName,
   vectorIndexName,
 } from './schema.ts';
-import { alteredTable, notATable, tableShapeProblems } from './shape.ts';
-import { openSession, pgError, type Session } from './session.ts';
+import { alteredTable, notATableOfKind, shapeProblemsOf, tableShapeProblems } from './shape.ts';
+import { tableFacts } from './table-facts.ts';
+import { openSession, pgError, takeSession, type Session } from './session.ts';
 import { storeState, switchGenerations } from './generations.ts';
 import { encodeBinaryArray, encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 
@@ -113,7 +114,8 @@ const clean = (s: string) => (s.includes('\u0000') ? s.replace(/\u0000/g, '') : 
 const metadataJson = (m: Record<string, unknown>) => JSON.stringify(m ?? {}, (_k, v: unknown) => (typeof v === 'string' ? clean(v) : v));
 
 export async function openWriter(config: PgvectorConfig, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter> {
-  const session = await openSession(config, ctx);
+  // The session readState() left in this run (the index identity check), else a new one.
+  const session = (await takeSession(config, ctx)) ?? (await openSession(config, ctx));
   const writer = new PgvectorWriter(config, ctx, options, session);
   try {
     await writer.prepare();
@@ -199,16 +201,17 @@ class PgvectorWriter implements DestinationWriter {
     // Check every existing table before creating anything, so a mismatch leaves no trace.
     const infos = new Map<string, Awaited<ReturnType<typeof inspectTable>>>();
     const notes = new Map<string, Awaited<ReturnType<typeof readTableNote>>>();
+    const vectorIndexes = new Map<string, VectorIndexInfo | undefined>();
     for (const s of options.streams) {
       const table = tableNameFor(s.name, config.table);
-      const info = await inspectTable(this.client, config.schema, table);
+      const facts = await tableFacts(this.client, config.schema, table);
+      const info = facts.info;
       infos.set(s.name, info);
       if (!info.exists) continue;
+      vectorIndexes.set(s.name, facts.vectorIndex);
       // An overwrite replaces the table, so only what stops that (a view in its place) matters.
       const altered =
-        s.destinationSyncMode === 'overwrite'
-          ? [await notATable(this.client, config.schema, table)].filter((p): p is string => !!p)
-          : await tableShapeProblems(this.client, config.schema, table);
+        s.destinationSyncMode === 'overwrite' ? [notATableOfKind(facts.relkind)].filter((p): p is string => !!p) : shapeProblemsOf(facts);
       if (altered.length) throw alteredTable(config.schema, table, altered, this.where(s.name));
       const missing = REQUIRED_COLUMNS.filter((c) => !info.columns.includes(c));
       if (missing.length) {
@@ -221,7 +224,7 @@ class PgvectorWriter implements DestinationWriter {
       if (s.destinationSyncMode !== 'overwrite') {
         // Document ids come from the primary key: a changed key would leave every old document's
         // chunks behind under ids no new record ever names again.
-        const note = await readTableNote(this.client, config.schema, table);
+        const note = facts.note;
         const key = (pk: string[][]) => `[${pk.map((p) => p.join('.')).join(', ')}]`;
         if (note && note !== 'foreign' && JSON.stringify(note.primary_key) !== JSON.stringify(s.primaryKey)) {
           throw new SluiceError(
@@ -283,7 +286,7 @@ class PgvectorWriter implements DestinationWriter {
       // Tables sluice made before it kept notes are adopted; a note someone else wrote is left alone.
       if (!fresh && notes.get(s.name) === undefined)
         await writeTableNote(this.client, config.schema, writeTable, { primary_key: s.primaryKey });
-      if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions);
+      if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions, vectorIndexes.get(s.name));
       const vectorOid = info.exists ? info.vectorOid! : (await inspectTable(this.client, config.schema, writeTable)).vectorOid!;
       this.targets.set(s.name, {
         stream: s.name,
@@ -361,9 +364,13 @@ class PgvectorWriter implements DestinationWriter {
    * A changed `distance`, `index`, `hnsw` or `ivfflat` takes effect on an existing table: its vector
    * index is rebuilt (or dropped for index: none) before the run writes, so search and index agree.
    */
-  private async applyIndexConfig(stream: string, table: string, dimensions: number | undefined): Promise<void> {
+  private async applyIndexConfig(
+    stream: string,
+    table: string,
+    dimensions: number | undefined,
+    current: VectorIndexInfo | undefined,
+  ): Promise<void> {
     const { config } = this;
-    const current = await vectorIndexOf(this.client, config.schema, table);
     const drift = indexDrift(config, current);
     if (!drift || !current) return;
     const started = Date.now();

@@ -1,7 +1,7 @@
 // PostgreSQL source: discover tables/views/SQL streams, full refresh and cursor-incremental reads
 // with keyset pagination and per-page checkpoints, and CDC over logical replication (pgoutput).
 import type pg from 'pg';
-import type { CheckOptions, CheckResult, ConnectorContext, Source, SourceState } from '../../src/protocol/connector.ts';
+import type { CheckOptions, CheckResult, ConnectorContext, ResourceShelf, Source, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import {
   message,
@@ -38,6 +38,33 @@ async function withClient<T>(config: PostgresSourceConfig, ctx: ConnectorContext
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+/** A session discover() left for read() in the same run (ConnectorContext.shelf), with what it discovered. */
+interface ParkedSession {
+  client: pg.Client;
+  relations: Relation[];
+  /** The server ended or broke the session while it waited: read() connects afresh. */
+  broken: boolean;
+}
+
+const shelfKey = (config: unknown) => `source-postgres ${JSON.stringify(config)}`;
+
+function parkSession(shelf: ResourceShelf, config: unknown, client: pg.Client, relations: Relation[]): void {
+  const parked: ParkedSession = { client, relations, broken: false };
+  const broke = () => {
+    parked.broken = true;
+  };
+  client.once('error', broke);
+  client.once('end', broke);
+  shelf.park(shelfKey(config), parked, () => client.end().catch(() => {}));
+}
+
+function takeSession(ctx: ConnectorContext, config: unknown): ParkedSession | undefined {
+  const parked = ctx.shelf?.take<ParkedSession>(shelfKey(config));
+  if (!parked?.broken) return parked;
+  void parked.client.end().catch(() => {});
+  return undefined;
 }
 
 function toCatalog(rels: Relation[]): AirbyteCatalog {
@@ -182,11 +209,12 @@ async function* readBatches(
   ctx: ConnectorContext,
 ): AsyncGenerator<AirbyteMessage | AirbyteMessage[]> {
   const cfg = parseConfig(config);
-  const client = await connect(cfg, ctx);
+  const parked = takeSession(ctx, config);
+  const client = parked?.client ?? (await connect(cfg, ctx));
   let relations: Relation[];
   const cdcRels: Relation[] = [];
   try {
-    relations = await loadRelations(client, cfg);
+    relations = parked?.relations ?? (await loadRelations(client, cfg));
     for (const cs of catalog.streams) {
       const rel = resolveStream(relations, cs.stream.name, cs.stream.namespace);
       if (cs.cdc) {
@@ -231,7 +259,19 @@ const source: Source<PostgresSourceConfig> = {
   check,
   async discover(config, ctx) {
     const cfg = parseConfig(config);
-    return toCatalog(await withClient(cfg, ctx, (c) => loadRelations(c, cfg)));
+    if (!ctx.shelf) return toCatalog(await withClient(cfg, ctx, (c) => loadRelations(c, cfg)));
+    // In a sync, read() follows: it takes this session and these relations instead of connecting
+    // and discovering again (a new session also starts with cold catalog caches on the server).
+    const client = await connect(cfg, ctx);
+    let relations: Relation[];
+    try {
+      relations = await loadRelations(client, cfg);
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw err;
+    }
+    parkSession(ctx.shelf, config, client, relations);
+    return toCatalog(relations);
   },
   read,
   /** Sharded full refresh: tables with a primary key split into key ranges, one per worker. */

@@ -42,6 +42,7 @@ export type {
   DestinationWriter,
   DocumentFingerprint,
   OpenOptions,
+  ResourceShelf,
   ShardContext,
   Source,
   SourceState,

@@ -35,6 +35,7 @@ import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
 import { ErrorBudget, openDeadLetterStore, type DeadLetterStage, type DeadLetterStore } from './dead-letters.ts';
 import { lockConnection } from './connection-lock.ts';
+import { RunShelf } from './shelf.ts';
 import { countFailed, destinationRejection, sourceRecordError } from './rejections.ts';
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
@@ -261,12 +262,14 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
   let failure: SluiceError | undefined;
   let deadLetters: DeadLetterStore | undefined;
   let unlock: (() => Promise<void>) | undefined;
+  let shelf: RunShelf | undefined;
   try {
     // A dry run writes nothing, and workers that share a connection on purpose (deep state merge) run side by side.
     // The workers of a sharded run own disjoint parts of the state, so each shard has its own lock.
     const lockName = opts.shard ? `${name}.shard-${opts.shard.index}-of-${opts.shard.count}` : name;
     if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
+    ctx.shelf = shelf = new RunShelf();
     embedder = embedderFor(conn, logger);
     // The recorded index identity is read (read-only: the destination's state and the state store)
     // while the source discovers: independent round trips, overlapped. Its verdict is taken only
@@ -417,6 +420,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
       logger.error({ connection: name, where: e.where, hint: e.hint, err: e.message }, `connection ${name} failed: ${e.message}`);
     }
   } finally {
+    await shelf?.close();
     await cache?.close().catch(() => undefined);
     await store?.close?.().catch(() => undefined);
     await embedder?.close?.().catch(() => undefined);

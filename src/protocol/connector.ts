@@ -36,6 +36,21 @@ export interface ConnectorContext {
    * partition (the element `index` of what planPartitions returned) and reads other streams whole.
    */
   shard?: ShardContext;
+  /**
+   * Set during a sync or dry run: a connector may hand an open resource (a database session) from
+   * one of its calls to a later one of the same run (discover → read, readState → open) instead of
+   * opening it twice. What is parked and never taken is closed when the run ends. Absent elsewhere
+   * (and when a call may not park): the connector closes what it opens, as always.
+   */
+  shelf?: ResourceShelf;
+}
+
+/** Open resources parked between a connector's calls within one run (see ConnectorContext.shelf). */
+export interface ResourceShelf {
+  /** Parks `value` under `key`; `close` ends it if no later call takes it (a value parked under the same key before is closed). */
+  park(key: string, value: unknown, close: () => Promise<void>): void;
+  /** The value parked under `key`, now the caller's to use and close; undefined when there is none. */
+  take<T>(key: string): T | undefined;
 }
 
 export interface ShardContext {

@@ -1,0 +1,93 @@
+// In a sync (a context with a shelf), readState() — the index identity check — leaves its session
+// for the writer the run opens next: one session, not two. A parked session the server ended
+// meanwhile is not used: open() connects afresh. Without a shelf, readState() closes its session.
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
+import { RunShelf } from '../../src/engine/shelf.ts';
+import destination from './index.ts';
+import { PgvectorConfigSchema } from './config.ts';
+import { documentMessage, drain, stateMessage, testContext } from './testing.ts';
+
+describeOnNativePgvector('pgvector: the identity check session is the writer’s (ConnectorContext.shelf)', (backend) => {
+  let admin: pg.Client;
+  const schema = `shelf_${randomBytes(4).toString('hex')}`;
+  // Its own application_name (the URL's wins over the connector's), so other suites' sessions on this server are not counted.
+  const url = () => {
+    const u = new URL(backend.url);
+    u.searchParams.set('application_name', schema);
+    return u.toString();
+  };
+  const config = () => PgvectorConfigSchema.parse({ url: url(), schema, index: 'none' });
+  const open = (ctx: ReturnType<typeof testContext>) =>
+    destination.open(config(), ctx, {
+      streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
+      dimensions: 4,
+    });
+  /** This test's sessions. */
+  const sessions = async () =>
+    (
+      await admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
+        [schema],
+      )
+    ).rows[0].n;
+  const settle = async (n: number) => {
+    for (let i = 0; i < 50 && (await sessions()) !== n; i++) await sleep(20);
+  };
+
+  beforeAll(async () => {
+    admin = new pg.Client({ connectionString: backend.url });
+    await admin.connect();
+    // A first sync leaves a state to read.
+    const ctx = testContext('shelf');
+    const w = await open(ctx);
+    await drain(w, [documentMessage('docs', 'a', 1, 4), stateMessage('docs', 1)]);
+    await w.close();
+  });
+  afterAll(async () => {
+    await admin?.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin?.end();
+  });
+
+  it('open() writes through the session readState() parked; the state read is the stored one', async () => {
+    await settle(0);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('shelf'), shelf };
+    const state = await destination.readState!(config(), ctx);
+    expect(state?.streams.docs).toEqual({ cursor: 1 });
+    expect(shelf.size).toBe(1);
+    expect(await sessions()).toBe(1);
+    const w = await open(ctx);
+    expect(shelf.size).toBe(0);
+    expect(await sessions()).toBe(1);
+    expect(await w.readState!()).toEqual(state);
+    await drain(w, [documentMessage('docs', 'b', 1, 4), stateMessage('docs', 2)]);
+    await w.close();
+    await settle(0);
+    expect(await sessions()).toBe(0);
+  });
+
+  it('a parked session the server ended is not used: open() connects afresh', async () => {
+    await settle(0);
+    const ctx = { ...testContext('shelf'), shelf: new RunShelf() };
+    await destination.readState!(config(), ctx);
+    await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
+      [schema],
+    );
+    await sleep(200); // the client hears of it
+    const w = await open(ctx);
+    expect((await w.readState!())?.streams.docs).toEqual({ cursor: 2 });
+    await w.close();
+  });
+
+  it('without a shelf, readState() closes its session', async () => {
+    await settle(0);
+    await destination.readState!(config(), testContext('shelf'));
+    await settle(0);
+    expect(await sessions()).toBe(0);
+  });
+});

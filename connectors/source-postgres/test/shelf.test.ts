@@ -1,0 +1,78 @@
+// In a sync (a context with a shelf), discover() leaves its session for read(): read() neither
+// connects nor discovers again. A parked session the server ended meanwhile is not used: read()
+// connects afresh. Without a shelf, discover() closes its session as before.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { RunShelf } from '../../../src/engine/shelf.ts';
+import source from '../index.ts';
+import { catalog, config, context, createDatabase, records, sql, stream } from './helpers.ts';
+
+let url: string;
+
+beforeAll(async () => {
+  url = await createDatabase(inject('pgUrl'), 'srcpg_shelf');
+  await sql(
+    url,
+    `CREATE TABLE items (id int PRIMARY KEY, body text); INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 250) g;`,
+  );
+});
+
+/** Sessions of other clients on this database (the parked one, while it waits). */
+const sessions = async () =>
+  (
+    await sql(
+      url,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+    )
+  ).rows[0].n as number;
+
+async function readAll(ctx: ReturnType<typeof context>) {
+  const out = [];
+  for await (const m of source.read(config(url, { batch_size: 100 }), catalog(stream('items', 'full_refresh')), undefined, ctx))
+    out.push(m);
+  return records(out).map((r) => r.data.id as number);
+}
+
+const all = Array.from({ length: 250 }, (_, i) => i + 1);
+
+describe('postgres source: the discover session is read with (ConnectorContext.shelf)', () => {
+  it('read() takes the session discover() parked and closes it at the end', async () => {
+    const shelf = new RunShelf();
+    const ctx = { ...context('shelf'), shelf };
+    const discovered = await source.discover(config(url, { batch_size: 100 }), ctx);
+    expect(discovered.streams.map((s) => s.name)).toEqual(['items']);
+    expect(shelf.size).toBe(1);
+    expect(await sessions()).toBe(1);
+    expect(await readAll(ctx)).toEqual(all);
+    expect(shelf.size).toBe(0);
+    for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
+    expect(await sessions()).toBe(0);
+  });
+
+  it('a parked session the server ended is not used: read() connects afresh and reads everything', async () => {
+    const shelf = new RunShelf();
+    const ctx = { ...context('shelf'), shelf };
+    await source.discover(config(url, { batch_size: 100 }), ctx);
+    await sql(
+      url,
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+    );
+    await sleep(200); // the client hears of it
+    expect(await readAll(ctx)).toEqual(all);
+  });
+
+  it('what read() never takes is closed with the shelf', async () => {
+    const shelf = new RunShelf();
+    await source.discover(config(url), { ...context('shelf'), shelf });
+    expect(await sessions()).toBe(1);
+    await shelf.close();
+    for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
+    expect(await sessions()).toBe(0);
+  });
+
+  it('without a shelf, discover() closes its session', async () => {
+    await source.discover(config(url), context('plain'));
+    for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
+    expect(await sessions()).toBe(0);
+  });
+});
