@@ -515,6 +515,35 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
       expect(delta(base, await settledStats(cfg.schema, 'docs'))).toEqual({ ins: 0, upd: 0, del: 0 });
     });
 
+    it('look-ups asked for together reach the connection one at a time, each with its own answer', async () => {
+      const cfg = config();
+      const opts = { streams: [stream('docs', 'append_dedup')], dimensions: DIMS };
+      const w = await destination.open(cfg, testContext('fp-serial'), opts);
+      await drain(w, [...docsOf(30).map((d) => doc('docs', d.id, d.chunks)), stateMessage('docs', 1)]);
+      await w.close();
+      const w2 = await destination.open(cfg, testContext('fp-serial'), opts);
+      // Count the queries outstanding on the writer's connection (pg queues a second one, and
+      // warns from the third: "Calling client.query() when the client is already executing a query").
+      const client = (w2 as unknown as { session: { client: pg.Client } }).session.client;
+      const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+      let outstanding = 0;
+      let most = 0;
+      (client as unknown as { query: unknown }).query = (...args: unknown[]) => {
+        most = Math.max(most, ++outstanding);
+        return query(...args).finally(() => outstanding--);
+      };
+      const ids = docsOf(30).map((d) => d.id);
+      const answers = await Promise.all([
+        w2.fingerprints!('docs', ids.slice(0, 10)),
+        w2.fingerprints!('docs', ids.slice(10, 20)),
+        w2.fingerprints!('docs', ['nope', ...ids.slice(20)]),
+      ]);
+      expect(most).toBe(1);
+      expect(answers.map((a) => [...a.keys()].sort())).toEqual([ids.slice(0, 10), ids.slice(10, 20), ids.slice(20)]);
+      expect(answers[0].get(ids[0])).toEqual(fingerprintOf(ids[0], 1, 1));
+      await w2.close();
+    });
+
     it('the id hash of the KEEP check is the same in SQL and in JavaScript, and the spill file keeps order', async () => {
       const ids = ['a', 'ünïcødé 文書', 'with "quotes" and \\ backslash', ''];
       const { rows } = await admin.query<{ h: string }>(

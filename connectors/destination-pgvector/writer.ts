@@ -332,8 +332,19 @@ class PgvectorWriter implements DestinationWriter {
    */
   async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
     const t = this.target(stream);
+    if (!t.lookup || !documentIds.length) return new Map();
+    // One look-up at a time on the writer's connection (the engine asks for the next batch before
+    // this one is answered): with the commits that share it, a query waits behind at most one
+    // other, instead of piling up in pg's queue (pg warns about that, and pg@9 will refuse it).
+    const turn = this.lookupTurn.then(() => this.lookUp(stream, t.table, documentIds));
+    this.lookupTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private lookupTurn: Promise<unknown> = Promise.resolve();
+
+  private async lookUp(stream: string, table: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
     const found = new Map<string, DocumentFingerprint>();
-    if (!t.lookup || !documentIds.length) return found;
     try {
       // Every looked-up table has all fingerprint columns: prepare() added the ones it lacked.
       const { rows } = await this.client.query<{
@@ -342,7 +353,7 @@ class PgvectorWriter implements DestinationWriter {
         fingerprint_metadata: string | null;
         fingerprint_embedder: string | null;
       }>(
-        `SELECT document_id, ${documentFingerprintSql()} FROM ${qualified(this.config.schema, t.table)}
+        `SELECT document_id, ${documentFingerprintSql()} FROM ${qualified(this.config.schema, table)}
           WHERE document_id = ANY($1::text[]) GROUP BY document_id`,
         [documentIds],
       );
@@ -352,7 +363,7 @@ class PgvectorWriter implements DestinationWriter {
       }
       return found;
     } catch (err) {
-      throw pgError(err, this.where(stream), `cannot read the stored fingerprints of ${this.config.schema}.${t.table}`);
+      throw pgError(err, this.where(stream), `cannot read the stored fingerprints of ${this.config.schema}.${table}`);
     }
   }
 
