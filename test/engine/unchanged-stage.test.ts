@@ -225,6 +225,33 @@ describe('UnchangedStage', () => {
     expect(quiet.calls).toBe(0);
   });
 
+  it('documents that all carry a listed fingerprint are decided in small groups, without waiting for a look-up-sized batch', async () => {
+    const dest = destination({});
+    // A linger far beyond the test: only a group closed by its size is decided.
+    const stage = new UnchangedStage({
+      writer: dest,
+      modes: new Map([['s', 'append_dedup']]),
+      stats: { s: {} },
+      where: 'test',
+      lingerMs: 60_000,
+    });
+    const input = feed();
+    const listedDoc = (i: number) => {
+      const m = doc(`d${i}`, fp(`v${i}`)) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+      withListedFingerprint(m, null);
+      return m;
+    };
+    for (let i = 0; i < 65; i++) input.push(listedDoc(i)); // the 65th closes a group of 64
+    const out = stage.run(input)[Symbol.asyncIterator]();
+    const first = await Promise.race([out.next(), new Promise((r) => setTimeout(() => r('still waiting'), 2000))]);
+    expect(describeOut((first as IteratorResult<DestinationMessage>).value)).toBe('DOCUMENT d0 v0');
+    expect(dest.calls).toBe(0);
+    input.end();
+    let n = 1;
+    while (!(await out.next()).done) n++;
+    expect(n).toBe(65);
+  });
+
   it('looks up at most batchSize documents per call, in order', async () => {
     const dest = destination({});
     const stage = new UnchangedStage({ writer: dest, modes: new Map([['s', 'append']]), stats: { s: {} }, where: 'test', batchSize: 100 });
