@@ -167,10 +167,6 @@ export class SpillingMap {
     private readonly inMemoryKeys = IN_MEMORY_KEYS,
   ) {}
 
-  get spilled(): boolean {
-    return !this.memory;
-  }
-
   set(id: string, fingerprint: DocumentFingerprint | null): void {
     if (fingerprint) fingerprint = this.shared(fingerprint);
     if (this.memory) {
