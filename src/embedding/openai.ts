@@ -213,19 +213,32 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     });
   };
 
+  /** A request the run no longer wants (`stop`): nothing was sent, nothing is paid. */
+  const stopped = () =>
+    new SluiceError(`embedding request to ${label} not sent: the run is stopping`, { kind: 'interrupted', where: 'embedding' });
+
   /** One HTTP request (with retries) for a packed group of inputs. */
   const request = async (
     input: string[],
     tokensEstimate: number,
     signal?: AbortSignal,
+    stop?: AbortSignal,
   ): Promise<{ vectors: Float32Array[]; tokens: number; requests: number }> => {
     let requests = 0;
     let attempts = 0;
+    // Ends the waits before a request (rate limit, back-off) and further attempts, never one in flight.
+    const notSending = signal && stop ? AbortSignal.any([signal, stop]) : (signal ?? stop);
     try {
       const openai = await clientOnce();
       const response = await retry(
         async () => {
-          await rateLimiter.acquire(tokensEstimate, signal);
+          await rateLimiter.acquire(tokensEstimate, notSending);
+          if (stop) {
+            // A failure that stops the run reaches the stop through promise callbacks only; one
+            // turn of the event loop lets it land before this request is sent.
+            await new Promise((resolve) => setImmediate(resolve));
+            if (stop.aborted) throw stopped();
+          }
           requests++;
           attempts++;
           const raw = await openai.embeddings
@@ -239,7 +252,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
           maxRetries,
           isRetryable: isTransient,
           baseMs: opts.retryBaseMs ?? 500,
-          signal,
+          signal: notSending,
           onRetry: (err, attempt, waitMs) =>
             logger.warn(
               { provider, model, host, status: httpStatus(err), attempt, waitMs: Math.round(waitMs) },
@@ -268,6 +281,8 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     } catch (err) {
       if (err instanceof SluiceError) throw err;
       if (signal?.aborted) throw new SluiceError('embedding was interrupted', { kind: 'interrupted', cause: err });
+      // A wait the stop ended (rate limit, back-off) fails as the stop; a failed attempt, as itself.
+      if (stop?.aborted && (err as Error)?.name === 'AbortError') throw stopped();
       throw failure(err, attempts);
     }
   };
@@ -291,7 +306,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
     concurrency,
     batchSize: config.batch_size ?? OPENAI_DEFAULTS.batchSize,
     countTokens: (text) => tokenizer.count(text),
-    async embed(texts: string[], signal?: AbortSignal): Promise<EmbedResult> {
+    async embed(texts: string[], signal?: AbortSignal, stop?: AbortSignal): Promise<EmbedResult> {
       if (!texts.length) return { vectors: [], requests: 0, tokens: 0 };
       const empty = texts.findIndex((t) => t.length === 0);
       if (empty >= 0)
@@ -314,6 +329,7 @@ export function createOpenAIEmbedder(config: EmbeddingConfig, opts: OpenAIEmbedd
               texts.slice(start, end),
               sizes.slice(start, end).reduce((a, b) => a + b, 0),
               signal,
+              stop,
             ),
           ),
         ),

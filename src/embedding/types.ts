@@ -20,8 +20,12 @@ export interface Embedder {
   /** USD per 1M input tokens (undefined when unknown or free). */
   readonly pricePerMillionTokens?: number;
   countTokens(text: string): number;
-  /** Embeds texts in order. Packs requests within the provider's limits; retries transient failures. */
-  embed(texts: string[], signal?: AbortSignal): Promise<EmbedResult>;
+  /**
+   * Embeds texts in order. Packs requests within the provider's limits; retries transient failures.
+   * `signal` abandons everything, requests already sent included. `stop` only keeps requests that
+   * were not yet sent from being sent (nor retried): what was sent is still answered, and paid for.
+   */
+  embed(texts: string[], signal?: AbortSignal, stop?: AbortSignal): Promise<EmbedResult>;
   /** How many embed() calls are worth keeping in flight at once. */
   readonly concurrency: number;
   /** Inputs per embed() call the engine should aim for. */

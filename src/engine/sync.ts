@@ -911,21 +911,58 @@ function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embed
   // At least a few batches in flight even for a CPU-bound paid model: each batch also waits on
   // cache reads and a durable cache commit, which then overlap with the next batch's work.
   // mapOrdered starts batches in order, so cost-limit turns are taken in batch order.
-  const done = mapOrdered(groups, (g) => embedGroup(g, p, embedder, p.costGuard?.turn()), Math.max(4, embedder.concurrency));
+  // Once the run is failing, requests not yet sent are not sent: their answers would be paid for and
+  // then lost (the run ends before they are written) and paid again by the re-run.
+  const stop = new AbortController();
+  let stoppedBy: unknown;
+  const pending = new Set<Promise<unknown>>();
+  const done = mapOrdered(
+    groups,
+    (g) => {
+      const batch = embedGroup(g, p, embedder, p.costGuard?.turn(), stop.signal);
+      pending.add(batch);
+      void batch.then(
+        () => pending.delete(batch),
+        (err: unknown) => {
+          pending.delete(batch);
+          // The cost limit is an orderly end: the batches before it still run.
+          if (err instanceof CostLimitError || stop.signal.aborted) return;
+          stoppedBy = err;
+          stop.abort();
+        },
+      );
+      return batch;
+    },
+    Math.max(4, embedder.concurrency),
+  );
   return (async function* () {
     try {
       for await (const g of done) yield* g;
     } catch (err) {
       // The cost limit ends the input like an interrupt: the batches before it are written and
       // their states committed; syncConnection then fails the run with the limit's message.
-      if (!(err instanceof CostLimitError)) throw err;
+      if (err instanceof CostLimitError) return;
+      // An earlier batch the stop cut short (a retry not made) fails as the batch that caused it.
+      const cutShort = stoppedBy !== undefined && err instanceof SluiceError && err.kind === 'interrupted';
+      throw cutShort ? stoppedBy : err;
+    } finally {
+      // Ended early (a batch or the writer failed): the batches behind send nothing more, and those
+      // already sent are awaited, so their vectors reach the cache and a re-run does not pay again.
+      stop.abort();
+      await Promise.allSettled(pending);
     }
   })();
 }
 
-async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Embedder, turn?: CostTurn): Promise<DestinationMessage[]> {
+async function embedGroup(
+  group: DestinationMessage[],
+  p: RunParts,
+  embedder: Embedder,
+  turn?: CostTurn,
+  stop?: AbortSignal,
+): Promise<DestinationMessage[]> {
   try {
-    return await embedChunks(group, p, embedder, turn);
+    return await embedChunks(group, p, embedder, turn, stop);
   } catch (err) {
     if (!p.budget?.tolerant || !isRefusedInput(err)) throw err;
     // The API refused the batch for its content: one document at a time finds the records at fault.
@@ -936,7 +973,7 @@ async function embedGroup(group: DestinationMessage[], p: RunParts, embedder: Em
         continue;
       }
       try {
-        out.push(...(await embedChunks([m], p, embedder, p.costGuard?.turn())));
+        out.push(...(await embedChunks([m], p, embedder, p.costGuard?.turn(), stop)));
       } catch (e) {
         if (!isRefusedInput(e)) throw e;
         await p.budget.deadLetter(
@@ -956,9 +993,10 @@ export async function embedChunks(
   p: RunParts,
   embedder: Embedder,
   turn?: CostTurn,
+  stop?: AbortSignal,
 ): Promise<DestinationMessage[]> {
   try {
-    return await embedChunksInTurn(group, p, embedder, turn);
+    return await embedChunksInTurn(group, p, embedder, turn, stop);
   } finally {
     turn?.release(); // a batch with nothing to embed, or one that failed, must not hold up the next
   }
@@ -969,6 +1007,7 @@ async function embedChunksInTurn(
   p: RunParts,
   embedder: Embedder,
   turn?: CostTurn,
+  stop?: AbortSignal,
 ): Promise<DestinationMessage[]> {
   const chunks = group.flatMap((m) => (m.type === 'DOCUMENT' && !m.metadataOnly ? m.chunks : []));
   if (!chunks.length) return group;
@@ -991,7 +1030,7 @@ async function embedChunksInTurn(
     // No abort signal here: on SIGINT, what was already read is still embedded and committed.
     const began = performance.now();
     const seconds = () => (performance.now() - began) / 1000;
-    const result = await embedder.embed(texts).catch((err) => {
+    const result = await embedder.embed(texts, undefined, stop).catch((err) => {
       reservation?.cancel();
       p.observer?.embeddingBatch?.(p.conn.config.name, stream, seconds(), false);
       throw withContext(err, `connection ${p.conn.config.name}, stream ${stream}, embedding ${texts.length} chunks`);

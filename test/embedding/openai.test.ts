@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import pLimit from 'p-limit';
 import { startOpenAIServer, fixtureVector, type OpenAIServer, type OpenAIServerOptions } from '../fixtures/openai-server.ts';
 import { createEmbedder, createOpenAIEmbedder, decodeEmbedding, type Embedder } from '../../src/embedding/index.ts';
@@ -153,6 +153,37 @@ describe('openai provider against the fixture server', () => {
     expect(Date.now() - started).toBeLessThan(5000);
     expect(err).toBeInstanceOf(SluiceError);
     expect(err.kind).toBe('interrupted');
+  });
+
+  it('`stop` keeps unsent requests from being sent, and answers the one already sent', async () => {
+    const s = await server({ latencyMs: 300 });
+    const embedder = createOpenAIEmbedder(config(s, { batch_size: 2, concurrency: 1 }), { logger: captureLogger().logger });
+    const stop = new AbortController();
+    // Three requests of two texts each; only the first is sent when the stop comes.
+    const call = embedder.embed(texts(6), undefined, stop.signal).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    await vi.waitFor(() => expect(s.stats.requests).toBe(1));
+    stop.abort();
+    const err = await call;
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).kind).toBe('interrupted');
+    expect((err as SluiceError).message).toMatch(/not sent: the run is stopping/);
+    // The request in flight was answered (the provider did the work), the others never went out.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(s.stats.requests).toBe(1);
+    expect(s.stats.inputs).toBe(2);
+    // A stop during a retry's back-off ends the wait, with no further attempt.
+    const failing = await server({ failRate: 1, retryAfterSeconds: '30' });
+    const retrying = createOpenAIEmbedder(config(failing, { max_retries: 5 }), { logger: captureLogger().logger });
+    const stopRetries = new AbortController();
+    setTimeout(() => stopRetries.abort(), 200);
+    const started = Date.now();
+    const retryErr = await retrying.embed(['x'], undefined, stopRetries.signal).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect((retryErr as SluiceError).kind).toBe('interrupted');
+    expect(failing.stats.requests).toBe(1);
   });
 
   it('keeps at most `concurrency` requests in flight', async () => {

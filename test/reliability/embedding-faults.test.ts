@@ -82,7 +82,8 @@ describe('embedding request hanging past the timeout', () => {
       writeFiles(dir, files);
       const texts = () => [...server.stats.embedded].filter(([t]) => t.includes(`(${hangs})`));
       // A hang on the third request: two batches were answered before it.
-      opts.hang = { afterRequests: server.stats.requests + 2, count: hangs };
+      const requestsAtStart = server.stats.requests;
+      opts.hang = { afterRequests: requestsAtStart + 2, count: hangs };
       const started = Date.now();
       const first = await runCli(['sync', 'p.yaml', '--json'], { cwd: dir, env: { TEST_OPENAI_KEY: KEY } });
       const elapsed = Date.now() - started;
@@ -98,6 +99,10 @@ describe('embedding request hanging past the timeout', () => {
           /embedding request to openai model text-embedding-3-small at 127\.0\.0\.1:\d+ failed after 2 attempts: .*timed out/i,
         );
         expect(err.hint).toMatch(/run the sync again to resume/);
+        // The batches queued behind the failed one were not sent: an answer the run would not wait
+        // for is money spent for nothing (and, uncached, spent again by the re-run).
+        await new Promise((r) => setTimeout(r, 300));
+        expect(server.stats.requests - requestsAtStart, 'two answered, then the hung attempts, then nothing').toBe(2 + hangs);
       }
       // Texts answered in the first run (a slow answer the client gave up on may count twice here:
       // the provider did the work; that is the price of a timeout, not a re-send).
