@@ -193,7 +193,9 @@ describeOnPgvectorBackends('changing the embedding model or chunking', (backend)
     for (let i = 0; i < 3000 && !killed; i++) {
       const shadow = qualified(schema, 'docs__sluice_new');
       const { rows: r } = await admin.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [shadow]);
-      const n = r[0].t
+      // `r[0]?.`: on PGlite, one session serves every connection, and a poll answered while the
+      // killed CLI's connection goes away has come back empty; the next poll asks again.
+      const n = r[0]?.t
         ? await admin.query(`SELECT count(*)::int AS n FROM ${shadow}`).then(
             (x) => x.rows[0].n as number,
             () => 0,
