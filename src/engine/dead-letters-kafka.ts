@@ -70,6 +70,15 @@ export class KafkaDeadLetterStore implements DeadLetterStore {
     return (this.admin = a);
   }
 
+  /** What `list` and a sync need: the brokers answer, and the topic's partitions can be read. */
+  async check(): Promise<string> {
+    const admin = await this.adminClient();
+    const partitions = await admin.fetchTopicOffsets(this.cfg.topic).catch((err: unknown) => {
+      throw this.fail('reading the topic', err);
+    });
+    return `topic ${this.cfg.topic} has ${partitions.length} partition${partitions.length === 1 ? '' : 's'}`;
+  }
+
   private async send(connection: string, changes: Change[]): Promise<void> {
     if (!changes.length) return;
     try {

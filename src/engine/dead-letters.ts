@@ -5,8 +5,8 @@
 // durably before any later state can be committed, so a failed record is never skipped silently.
 // `sluice dead-letters list|retry|purge` reads and re-processes them (see src/cli/commands).
 import { randomUUID } from 'node:crypto';
-import { appendFile, mkdir, open, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { access, appendFile, constants, mkdir, open, readFile, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { ErrorsConfig } from '../config/errors.ts';
 import { redact, registerUrlPassword } from '../config/secrets.ts';
@@ -43,6 +43,12 @@ export interface DeadLetterStore {
   /** Replaces letters by id (a failed retry), or removes them (`remove`). */
   update(connection: string, letters: DeadLetter[]): Promise<void>;
   remove(connection: string, ids: string[]): Promise<void>;
+  /**
+   * `sluice check`: can a sync store letters here? Says what it found; throws a config error saying
+   * what is wrong. Writes nothing: a missing table or directory is only checked to be creatable (a
+   * Kafka cluster that creates topics on first use may create the topic, as the first letter would).
+   */
+  check(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -108,6 +114,35 @@ export class FileDeadLetterStore implements DeadLetterStore {
     );
   }
 
+  async check(): Promise<string> {
+    // The nearest existing directory must be writable: the store creates the rest at the first letter.
+    let dir = this.dir;
+    for (;;) {
+      const found = await stat(dir).then(
+        (s) => s,
+        () => undefined,
+      );
+      if (found) {
+        if (!found.isDirectory()) throw this.unusable(`${dir} is not a directory`);
+        break;
+      }
+      if (dirname(dir) === dir) break;
+      dir = dirname(dir);
+    }
+    await access(dir, constants.W_OK).catch(() => {
+      throw this.unusable(`${dir} is not writable`);
+    });
+    return dir === this.dir ? `directory ${this.dir} is writable` : `directory ${this.dir} will be created at the first letter`;
+  }
+
+  private unusable(why: string) {
+    return new SluiceError(`dead-letter directory ${this.dir} cannot be used: ${why}`, {
+      kind: 'config',
+      where: 'errors.dead_letter.path',
+      hint: 'point errors.dead_letter.path at a writable directory (on Kubernetes: a mounted volume)',
+    });
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -146,6 +181,38 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
     }
     this.client = c;
     return c;
+  }
+
+  async check(): Promise<string> {
+    const name = `${this.cfg.schema}.${this.cfg.table}`;
+    const c = new pg.Client({ connectionString: this.cfg.url, application_name: 'sluice check' });
+    c.on('error', () => {});
+    const unusable = (why: string) =>
+      new SluiceError(`dead-letter table ${name} cannot be used: ${why}`, {
+        kind: 'config',
+        where: 'errors.dead_letter',
+        hint: 'check errors.dead_letter.url, and that the user may write the table (or create it)',
+      });
+    try {
+      await c.connect();
+      const { rows } = await c.query<{ exists: boolean; writable: boolean | null; creatable: boolean }>(
+        `SELECT to_regclass($1) IS NOT NULL AS exists,
+                CASE WHEN to_regclass($1) IS NOT NULL THEN (has_table_privilege(to_regclass($1), 'SELECT') AND has_table_privilege(to_regclass($1), 'INSERT')
+                  AND has_table_privilege(to_regclass($1), 'UPDATE') AND has_table_privilege(to_regclass($1), 'DELETE')) END AS writable,
+                CASE WHEN to_regnamespace($2) IS NOT NULL THEN has_schema_privilege($3, 'CREATE')
+                     ELSE has_database_privilege(current_database(), 'CREATE') END AS creatable`,
+        [this.table, ident(this.cfg.schema), this.cfg.schema],
+      );
+      const r = rows[0];
+      if (r.exists && !r.writable) throw unusable('the user may not select, insert, update and delete its rows');
+      if (!r.exists && !r.creatable) throw unusable(`it does not exist and the user may not create it`);
+      return r.exists ? `table ${name} is writable` : `table ${name} will be created at the first letter`;
+    } catch (err) {
+      if (err instanceof SluiceError) throw err;
+      throw unusable(redact(describeUnknown(err)));
+    } finally {
+      await c.end().catch(() => {});
+    }
   }
 
   async add(l: DeadLetter): Promise<void> {

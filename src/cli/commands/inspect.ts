@@ -3,7 +3,7 @@
 // start: `validate` reads files only and starts without it.
 import type { Command } from 'commander';
 import { dirname, extname, join } from 'node:path';
-import { ConfigError, loadPipeline } from '../../config/load.ts';
+import { ConfigError, loadPipeline, type LoadedConnection, type LoadedPipeline } from '../../config/load.ts';
 import { configureCatalog } from '../../engine/catalog.ts';
 import { pathToFileURL } from 'node:url';
 import { UnknownConnectorError, availableBuiltins, builtinPath, loadConnector } from '../../engine/registry.ts';
@@ -107,19 +107,27 @@ export function register(program: Command) {
             return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };
           }
         };
-        results.push({ connection: conn.config.name, source: await run('source'), destination: await run('destination') });
+        results.push({
+          connection: conn.config.name,
+          source: await run('source'),
+          destination: await run('destination'),
+          // Only where a sync writes letters (tolerance all): a bad store would otherwise surface at the first bad record.
+          ...(conn.config.errors?.tolerance === 'all' ? { dead_letters: await checkDeadLetters(pipeline, conn) } : {}),
+        });
       }
       if (opts.json) printJson(results);
       else
         for (const r of results) {
-          for (const side of ['source', 'destination'] as const) {
-            const x = r[side] as { ok: boolean; message?: string; warnings?: string[] };
-            process.stdout.write(`${r.connection} ${side}: ${x.ok ? 'ok' : 'FAILED'}${x.message ? ` — ${x.message}` : ''}\n`);
+          for (const side of ['source', 'destination', 'dead_letters'] as const) {
+            const x = r[side] as { ok: boolean; message?: string; warnings?: string[] } | undefined;
+            if (!x) continue;
+            const label = side === 'dead_letters' ? 'dead letters' : side;
+            process.stdout.write(`${r.connection} ${label}: ${x.ok ? 'ok' : 'FAILED'}${x.message ? ` — ${x.message}` : ''}\n`);
             for (const w of x.warnings ?? []) process.stdout.write(`  warning: ${w}\n`);
           }
         }
       if (indexChanged) throw new ExitCode(2);
-      if (results.some((r) => !r.source.ok || !r.destination.ok)) throw new ExitCode(1);
+      if (results.some((r) => !r.source.ok || !r.destination.ok || (r.dead_letters && !r.dead_letters.ok))) throw new ExitCode(1);
     });
 
   program
@@ -213,4 +221,20 @@ export function register(program: Command) {
       if (opts.json) printJson(list);
       else for (const c of list) process.stdout.write(`${c.kind.padEnd(12)} ${c.name.padEnd(10)} ${c.title} (${c.modes.join(', ')})\n`);
     });
+}
+
+/** `check` of a connection's dead-letter store: a sync with tolerance all writes its letters there. */
+async function checkDeadLetters(
+  pipeline: LoadedPipeline,
+  conn: LoadedConnection,
+): Promise<{ ok: boolean; message: string; hint?: string }> {
+  const { openDeadLetterStore } = await import('../../engine/dead-letters.ts');
+  const store = openDeadLetterStore(conn.config.errors, pipeline.stateDir, pipeline.baseDir);
+  try {
+    return { ok: true, message: await store.check() };
+  } catch (err) {
+    return { ok: false, message: describeUnknown(err), ...(err instanceof SluiceError && err.hint ? { hint: err.hint } : {}) };
+  } finally {
+    await store.close();
+  }
 }
