@@ -122,6 +122,22 @@ async function walLsn(): Promise<string | undefined> {
   if (!native) return undefined;
   return (await admin.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l;
 }
+/**
+ * WAL is counted server-wide, and other test files write to the same server meanwhile: an unchanged
+ * run (the same every time) is repeated, up to three runs, until one shows its own few bytes. A run
+ * that rewrote rows would show hundreds of kB every time.
+ */
+async function quietest(run: () => Promise<number | undefined>): Promise<number | undefined> {
+  let least: number | undefined;
+  for (let i = 0; i < 3; i++) {
+    const wal = await run();
+    if (wal === undefined) return undefined;
+    least = Math.min(least ?? wal, wal);
+    if (least < 8192) break;
+  }
+  return least;
+}
+
 async function walBytesSince(lsn: string | undefined): Promise<number | undefined> {
   if (!lsn) return undefined;
   return Number((await admin.query<{ b: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS b', [lsn])).rows[0].b);
@@ -203,16 +219,19 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
       const oid0 = await tableOid(cfg.schema, 'docs');
 
       // Unchanged: one lookup per 1,000 documents, nothing sent but the (same) state.
-      const lsn1 = await walLsn();
-      const again = await destination.open(cfg, ctx, opts);
-      await again.readState!();
-      const rerun = await engineLike(again, 'docs', docs, false);
-      expect(rerun.messages).toEqual([]);
-      expect(rerun.lookups).toBe(1);
-      const events = await drain(again, [stateMessage('docs', 1)]);
-      await again.close();
-      expect(events.map((e) => e.type)).toEqual(['STATE_COMMITTED']);
-      const unchangedWal = await walBytesSince(lsn1);
+      const unchangedRun = async () => {
+        const lsn1 = await walLsn();
+        const again = await destination.open(cfg, ctx, opts);
+        await again.readState!();
+        const rerun = await engineLike(again, 'docs', docs, false);
+        expect(rerun.messages).toEqual([]);
+        expect(rerun.lookups).toBe(1);
+        const events = await drain(again, [stateMessage('docs', 1)]);
+        await again.close();
+        expect(events.map((e) => e.type)).toEqual(['STATE_COMMITTED']);
+        return walBytesSince(lsn1);
+      };
+      const unchangedWal = await quietest(unchangedRun);
       expect(delta(base, await settledStats(cfg.schema, 'docs'))).toEqual({ ins: 0, upd: 0, del: 0 });
       expect(await vectorIndexWork(cfg.schema, 'docs')).toEqual(index0);
       expect(await tableOid(cfg.schema, 'docs')).toBe(oid0);
@@ -370,21 +389,24 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
         (await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, [cfg.schema])).rows.map((r) => r.tablename);
       expect(await catalog()).toEqual(['_sluice_state', 'pages']);
 
-      const lsn = await walLsn();
-      const w2 = await destination.open(cfg, ctx, opts);
-      // the lookup reads the live generation
-      expect((await w2.fingerprints!('pages', ['d0000'])).get('d0000')).toEqual(fingerprintOf('d0000', 1, 1));
-      const rerun = await engineLike(w2, 'pages', docs, true);
-      expect(rerun.messages.every((m) => m.type === 'KEEP')).toBe(true);
-      const events = await drain(w2, [...rerun.messages, complete('pages'), stateMessage('pages', 1)]);
-      await w2.close();
-      expect(events.map((e) => e.type)).toEqual(['STATE_COMMITTED']);
+      const unchangedRun = async () => {
+        const lsn = await walLsn();
+        const w2 = await destination.open(cfg, ctx, opts);
+        // the lookup reads the live generation
+        expect((await w2.fingerprints!('pages', ['d0000'])).get('d0000')).toEqual(fingerprintOf('d0000', 1, 1));
+        const rerun = await engineLike(w2, 'pages', docs, true);
+        expect(rerun.messages.every((m) => m.type === 'KEEP')).toBe(true);
+        const events = await drain(w2, [...rerun.messages, complete('pages'), stateMessage('pages', 1)]);
+        await w2.close();
+        expect(events.map((e) => e.type)).toEqual(['STATE_COMMITTED']);
+        return walBytesSince(lsn);
+      };
+      const wal = await quietest(unchangedRun);
       expect(await tableOid(cfg.schema, 'pages')).toBe(oid);
       expect(await catalog()).toEqual(['_sluice_state', 'pages']);
       expect(await snapshot(cfg.schema, 'pages')).toEqual(before);
       expect(delta(base, await settledStats(cfg.schema, 'pages'))).toEqual({ ins: 0, upd: 0, del: 0 });
       expect(await vectorIndexWork(cfg.schema, 'pages')).toEqual(index0);
-      const wal = await walBytesSince(lsn);
       if (native) expect(wal!).toBeLessThan(8192);
     });
 
