@@ -4,7 +4,7 @@
 // readTableNote and vectorIndexOf run, in one round trip instead of six (round trips are most of
 // the fixed cost of opening the writer). One statement that joins them all cost the server more.
 import type pg from 'pg';
-import { parseTableNote, vectorIndexFrom, type TableInfo, type TableNote, type VectorIndexInfo } from './schema.ts';
+import { documentIndexName, parseTableNote, vectorIndexFrom, type TableInfo, type TableNote, type VectorIndexInfo } from './schema.ts';
 import type { ShapeFacts } from './shape.ts';
 import { literal, qualified } from './sql.ts';
 
@@ -14,6 +14,12 @@ export interface TableFacts extends ShapeFacts {
   note: TableNote | undefined | 'foreign';
   /** The index on the embedding column (see vectorIndexOf). */
   vectorIndex: VectorIndexInfo | undefined;
+  /**
+   * sluice's document index (documentIndexName): 'plain' when it is the one made before it carried
+   * the fingerprint columns (key document_id, nothing included: coverDocumentIndex replaces it),
+   * 'covering' when it includes columns; undefined when there is no index of that name.
+   */
+  documentIndex: 'plain' | 'covering' | undefined;
 }
 
 export async function tableFacts(client: pg.Client, schema: string, table: string): Promise<TableFacts> {
@@ -31,15 +37,28 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
        JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-      WHERE i.indrelid = ${rel} AND a.attname = 'embedding'`,
+      WHERE i.indrelid = ${rel} AND a.attname = 'embedding';
+     SELECT i.indnatts AS natts, i.indnkeyatts AS nkeys, a.attname AS key
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+      WHERE i.indrelid = ${rel} AND c.relname = ${literal(documentIndexName(table))} AND i.indpred IS NULL`,
   )) as unknown as pg.QueryResult[];
-  const [columnRows, kindRows, uniqueRows, noteRows, indexRows] = results.map((r) => r.rows);
+  const [columnRows, kindRows, uniqueRows, noteRows, indexRows, documentIndexRows] = results.map((r) => r.rows);
   const columns = columnRows as { attname: string; atttypid: number; atttypmod: number; typname: string; shown: string }[];
   const relkind = (kindRows[0] as { relkind: string } | undefined)?.relkind;
   if (!columns.length)
-    return { info: { exists: false, columns: [] }, relkind, columns: [], uniqueId: false, note: undefined, vectorIndex: undefined };
+    return {
+      info: { exists: false, columns: [] },
+      relkind,
+      columns: [],
+      uniqueId: false,
+      note: undefined,
+      vectorIndex: undefined,
+      documentIndex: undefined,
+    };
   const emb = columns.find((c) => c.attname === 'embedding');
   const index = indexRows[0] as { name: string; method: string; opclass: string; options: string[] | null } | undefined;
+  const documentIndex = documentIndexRows[0] as { natts: number; nkeys: number; key: string } | undefined;
   return {
     info: {
       exists: true,
@@ -52,5 +71,12 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
     uniqueId: uniqueRows.length > 0,
     note: parseTableNote((noteRows[0] as { c: string | null } | undefined)?.c),
     vectorIndex: index ? vectorIndexFrom(index) : undefined,
+    documentIndex: !documentIndex
+      ? undefined
+      : documentIndex.natts > documentIndex.nkeys
+        ? 'covering'
+        : documentIndex.nkeys === 1 && documentIndex.key === 'document_id'
+          ? 'plain'
+          : undefined,
   };
 }

@@ -35,6 +35,7 @@ import {
   createChunkTable,
   documentIndexName,
   ensureExtension,
+  coverDocumentIndex,
   ensureSchema,
   ensureStateTable,
   hasVectorIndex,
@@ -202,6 +203,7 @@ class PgvectorWriter implements DestinationWriter {
     const infos = new Map<string, Awaited<ReturnType<typeof inspectTable>>>();
     const notes = new Map<string, Awaited<ReturnType<typeof readTableNote>>>();
     const vectorIndexes = new Map<string, VectorIndexInfo | undefined>();
+    const plainDocumentIndexes = new Set<string>();
     for (const s of options.streams) {
       const table = tableNameFor(s.name, config.table);
       const facts = await tableFacts(this.client, config.schema, table);
@@ -209,6 +211,7 @@ class PgvectorWriter implements DestinationWriter {
       infos.set(s.name, info);
       if (!info.exists) continue;
       vectorIndexes.set(s.name, facts.vectorIndex);
+      if (facts.documentIndex === 'plain') plainDocumentIndexes.add(s.name);
       // An overwrite replaces the table, so only what stops that (a view in its place) matters.
       const altered =
         s.destinationSyncMode === 'overwrite' ? [notATableOfKind(facts.relkind)].filter((p): p is string => !!p) : shapeProblemsOf(facts);
@@ -261,6 +264,8 @@ class PgvectorWriter implements DestinationWriter {
       // tag was kept gets that column in any mode: an overwrite copies kept rows from it.
       if (info.exists && (overwrite ? hasFingerprintColumns(info) : true) && !hasAllFingerprintColumns(info))
         await this.migrate(s.name, table, info);
+      // Append modes list the table's documents (full refresh): its document index is made to cover that.
+      if (!overwrite && plainDocumentIndexes.has(s.name)) await this.coverDocumentIndex(s.name, table);
       // An overwrite over a table of another shape (altered by hand) or vector size rebuilds it in
       // full: its rows are never carried over (KEEP) into the new generation.
       const lookup =
@@ -323,6 +328,20 @@ class PgvectorWriter implements DestinationWriter {
       hasFingerprintColumns(info)
         ? `added column fingerprint_embedder to ${schema}.${table}; its documents show no embedder tag until they are next rewritten`
         : `added columns fingerprint_content, fingerprint_metadata, fingerprint_embedder to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
+    );
+  }
+
+  /** Rebuilds a document index made before it carried the fingerprint columns (see DOCUMENT_INDEX_KEYS). */
+  private async coverDocumentIndex(stream: string, table: string): Promise<void> {
+    const { schema } = this.config;
+    try {
+      await coverDocumentIndex(this.client, schema, table);
+    } catch (err) {
+      throw pgError(err, this.where(stream), `cannot rebuild the document index of table ${schema}.${table}`);
+    }
+    this.ctx.logger.info(
+      { stream, table: `${schema}.${table}`, index: documentIndexName(table) },
+      `rebuilt index ${documentIndexName(table)} of ${schema}.${table} to include the fingerprint columns (once): listing its documents no longer reads the whole table`,
     );
   }
 

@@ -507,6 +507,8 @@ async function syncConnection(
         throw new IndexChangedError(e.message, { kind: 'config', where: e.where, hint: e.hint, cause: err });
       throw e;
     });
+  const closeWriter = () => writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
+  let closing: Promise<void> | undefined;
   try {
     // Exactly-once destinations keep state with their data; theirs wins over the file store. Not
     // for a shard worker: the destination keeps one state per connection, which every worker
@@ -579,11 +581,14 @@ async function syncConnection(
       await saver.flush().catch((e) => p.logger.warn({ err: describeUnknown(e) }, 'saving the state failed'));
       throw err;
     }
+    // The destination confirmed everything it will: it closes (its connections) while the last
+    // states are saved, instead of after.
+    closing = closeWriter();
     await saver.flush();
     // Stopped at the cost limit: what came before is committed (above); the run still fails.
     if (p.costGuard?.stopped) throw p.costGuard.stopped;
   } finally {
-    await writer.close().catch((err) => p.logger.warn({ err: describeUnknown(err) }, 'closing the destination failed'));
+    await (closing ?? closeWriter());
   }
 }
 
