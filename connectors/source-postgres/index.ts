@@ -14,7 +14,7 @@ import { acknowledgeCommitted, cdcNames, legacySlotName, lsnOfState, readCdc, sa
 import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig } from './config.ts';
 import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
-import { flatten } from './flatten.ts';
+import { batchedMessages } from '../../src/cdk/batches.ts';
 import { checkConfiguredStreams } from './privileges.ts';
 import { fullRefresh, incremental, planRanges, type KeyRange } from './reads.ts';
 import { isCursorCandidate, jsonSchemaFor } from './types.ts';
@@ -198,7 +198,8 @@ function read(
   state: SourceState | undefined,
   ctx: ConnectorContext,
 ): AsyncIterable<AirbyteMessage> {
-  return flatten(readBatches(config, catalog, state, ctx));
+  // Offers its arrays to the engine (one step per network chunk, not per row).
+  return batchedMessages(readBatches(config, catalog, state, ctx));
 }
 
 /** read(), with full-refresh and incremental messages in arrays (CDC messages come singly). */

@@ -3,6 +3,8 @@ export { defineSource, deleted, badRecord, isBadRecord, normalizeKey, streamJson
 export type { BadRecord, Deletion, RecordValidation, SourceDefinition, StreamDefinition, StreamReadContext } from './source.ts';
 export { defineDestination, batchedWriter, operationBytes } from './destination.ts';
 export { CommitQueue, pullOrWake } from './commits.ts';
+export { batchedMessages, messageBatches, MESSAGE_BATCHES } from './batches.ts';
+export type { BatchedMessages } from './batches.ts';
 export type { BatchOptions, BatchResult, BatchSink, DestinationDefinition, WriteOperation } from './destination.ts';
 export { CursorTracker, compareValues, isCursorState } from './cursor.ts';
 export type { CursorOrdering, CursorState, CursorTrackerOptions } from './cursor.ts';

@@ -130,6 +130,87 @@ export async function* groupItems<T>(
   }
 }
 
+/**
+ * groupItems for input that comes in arrays (src/engine/sync.ts documents(), the sweep): the same
+ * groups, closed by the same rules, but one step per input array rather than per item; the idle
+ * wait (lingerMs) runs between arrays.
+ */
+export async function* groupBatches<T>(
+  input: AsyncIterable<T[]>,
+  opts: { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number },
+): AsyncGenerator<T[]> {
+  const it = input[Symbol.asyncIterator]();
+  let group: T[] = [];
+  let pending: Promise<IteratorResult<T[]>> | undefined;
+  let done = false;
+  let lastItemAt = 0;
+  let idle: Promise<'idle'> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const armIdle = () => {
+    idle = new Promise<'idle'>((resolve) => {
+      const check = () => {
+        const wait = lastItemAt + opts.lingerMs - performance.now();
+        if (wait > 0) timer = setTimeout(check, wait);
+        else resolve('idle');
+      };
+      timer = setTimeout(check, opts.lingerMs);
+    });
+  };
+  const disarmIdle = () => {
+    clearTimeout(timer);
+    idle = undefined;
+  };
+  try {
+    for (;;) {
+      pending ??= it.next();
+      let r: IteratorResult<T[]> | 'idle';
+      if (group.length) {
+        if (!idle) armIdle();
+        r = await Promise.race([pending, idle!]);
+      } else r = await pending;
+      if (r === 'idle') {
+        disarmIdle();
+        yield group;
+        group = [];
+        continue;
+      }
+      pending = undefined;
+      lastItemAt = performance.now();
+      if (r.done) {
+        done = true;
+        if (group.length) yield group;
+        return;
+      }
+      for (const item of r.value) {
+        if (group.length && opts.isFull(group, item)) {
+          disarmIdle();
+          yield group;
+          group = [];
+        }
+        group.push(item);
+        if (opts.closesGroup(item)) {
+          disarmIdle();
+          yield group;
+          group = [];
+        }
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    if (!done) await it.return?.();
+  }
+}
+
+/** The items of arrays one by one (where a later stage takes single messages). */
+export async function* eachOf<T>(batches: AsyncIterable<T[]>): AsyncGenerator<T> {
+  for await (const batch of batches) yield* batch;
+}
+
+/** Single items as arrays of one (for callers of a stage that takes arrays). */
+export async function* asBatches<T>(items: AsyncIterable<T>): AsyncGenerator<T[]> {
+  for await (const item of items) yield [item];
+}
+
 /** Runs `save` on queued items one batch at a time, in order, off the caller's path. */
 export class BackgroundSaver<T> {
   private queue: T[] = [];

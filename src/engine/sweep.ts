@@ -59,6 +59,8 @@ export function withoutSweptProgress(state: SourceState | undefined, swept: stri
 
 /** Keys a set holds in memory before it moves to the scratch LMDB database (a few MB at most). */
 const IN_MEMORY_KEYS = 50_000;
+/** The sweep's DELETEs are handed on in arrays of at most this many (memory stays bounded). */
+const DELETES_PER_BATCH = 1_000;
 /** On disk, keys are written in one synchronous LMDB transaction per this many. */
 const KEYS_PER_COMMIT = 2_000;
 /** Document ids up to this many UTF-16 units are keys as they are; longer ones are hashed (LMDB's key limit). */
@@ -227,7 +229,8 @@ interface Listing {
  * Passes messages through, marking the document ids of swept streams (in memory, then in a
  * temporary LMDB database in the connection's work directory once there are many, so memory does
  * not grow with the stream), and inserts a DELETE for every stored document the read did not
- * produce before the stream's STREAM_COMPLETE.
+ * produce before the stream's STREAM_COMPLETE. Messages come and go in arrays (as documents() hands
+ * them on; the sweep's DELETEs in arrays of up to DELETES_PER_BATCH), in the same order.
  *
  * In a sync, the stored documents are listed while the streams are read (from the start of the stage,
  * one stream after the other, kept the same way as the marks), not after it: the listing's round
@@ -237,7 +240,7 @@ interface Listing {
  * never deleted, listed or not); nothing else writes to the connection's destination meanwhile
  * (the connection lock). The share checked against max_delete_share is of the documents listed.
  */
-export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts: SweepOptions): AsyncGenerator<DestinationMessage> {
+export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, opts: SweepOptions): AsyncGenerator<DestinationMessage[]> {
   const swept = new Set(sweptStreams(opts));
   if (!swept.size) return yield* input;
   const streamCount = swept.size;
@@ -336,22 +339,38 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage>, opts
     })();
 
   try {
-    for await (const m of input) {
-      if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
-        const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
-        const { seen, stored } = setsOf(m.stream);
-        // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-        const first = seen.addNew(m.documentId);
-        // The listing holds what was committed before this run touched the document only for its
-        // first occurrence in the read (a later one may follow this run's own write of it, which the
-        // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
-        if (first && opts.annotate && listing?.complete && m.type === 'DOCUMENT')
-          withListedFingerprint(m, stored.get(m.documentId) ?? null);
-      } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
-        swept.delete(m.stream);
-        yield* sweep(m.stream);
+    for await (const batch of input) {
+      // The array goes on as it is, but for a swept stream's completion: its DELETEs go before it.
+      let from = 0;
+      for (let i = 0; i < batch.length; i++) {
+        const m = batch[i];
+        if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
+          const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
+          const { seen, stored } = setsOf(m.stream);
+          // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
+          const first = seen.addNew(m.documentId);
+          // The listing holds what was committed before this run touched the document only for its
+          // first occurrence in the read (a later one may follow this run's own write of it, which the
+          // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
+          if (first && opts.annotate && listing?.complete && m.type === 'DOCUMENT')
+            withListedFingerprint(m, stored.get(m.documentId) ?? null);
+        } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
+          swept.delete(m.stream);
+          if (i > from) yield batch.slice(from, i);
+          from = i;
+          let deletes: DestinationMessage[] = [];
+          for await (const d of sweep(m.stream)) {
+            deletes.push(d);
+            if (deletes.length >= DELETES_PER_BATCH) {
+              yield deletes;
+              deletes = [];
+            }
+          }
+          if (deletes.length) yield deletes;
+        }
       }
-      yield m;
+      if (from === 0) yield batch;
+      else yield batch.slice(from);
     }
   } finally {
     closed = true;

@@ -30,7 +30,8 @@ import { createTextProcessor, type ProcessedChunk, type TextProcessor } from '..
 import { hasText } from '../text/extract.ts';
 import { configureCatalog } from './catalog.ts';
 import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
-import { BackgroundSaver, groupItems, mapOrdered } from './flow.ts';
+import { BackgroundSaver, eachOf, groupItems, mapOrdered } from './flow.ts';
+import { messageBatches } from '../cdk/batches.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
 import { ErrorBudget, openDeadLetterStore, type DeadLetterStage, type DeadLetterStore } from './dead-letters.ts';
@@ -524,7 +525,7 @@ async function syncConnection(
     const fingerprinter = writer.fingerprints ? new Fingerprinter(p.processor, embedder) : undefined;
     const sweep = { ...sweepOptions(p), sharded: p.sharded, listWhileReading: true, annotate: !!unchanged };
     const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
-    const messages = guardEmptyText(unchanged ? unchanged.run(read) : fingerprinter ? chunkedNow(read) : read, {
+    const messages = guardEmptyText(unchanged ? unchanged.runBatches(read) : fingerprinter ? chunkedNow(eachOf(read)) : eachOf(read), {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
       conn,
       ctx,
@@ -669,14 +670,18 @@ class TouchedStreams {
 }
 
 /**
- * Source messages → destination messages (chunks without vectors yet). While an overwrite stream is
+ * Source messages → destination messages (chunks without vectors yet), in arrays: one per array the
+ * source hands over (src/cdk/batches.ts; one per message otherwise). While an overwrite stream is
  * loading, its own STATEs are held back until it completes, so no destination acknowledges progress
  * of an unswitched generation; the STATEs of the other streams flow on (their connection state
  * carries the overwrite stream's state as it was before). A GLOBAL state touching a loading
  * overwrite stream is held as a whole, and everything after it with it (releasing it later must
  * not roll newer stream states back).
  */
-async function* documents(p: RunParts & { touched?: TouchedStreams }, state: SourceState | undefined): AsyncGenerator<DestinationMessage> {
+async function* documents(
+  p: RunParts & { touched?: TouchedStreams },
+  state: SourceState | undefined,
+): AsyncGenerator<DestinationMessage[]> {
   const { conn, catalog, ctx, processor, streams, signal } = p;
   const byName = new Map(catalog.streams.map((s) => [s.stream.name, s]));
   const openOverwrites = new Set(catalog.streams.filter((s) => s.destination_sync_mode === 'overwrite').map((s) => s.stream.name));
@@ -738,8 +743,102 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
     return undefined;
   };
 
-  const source = conn.source.read(conn.sourceConfig, catalog, withoutIndex(state), ctx)[Symbol.asyncIterator]();
+  /**
+   * One source message: what it becomes goes to `out`. Synchronous but for the rare steps that wait
+   * (a dead letter, a record error): then it returns their promise.
+   */
+  const documentsOf = (m: AirbyteMessage): Promise<void> | undefined => {
+    if (m.type === 'RECORD') {
+      const stream = m.record.stream;
+      const cs = byName.get(stream);
+      if (!cs) return;
+      lastStream = stream;
+      if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
+      streams[stream].records_read++;
+      newestEmittedAt = m.record.emitted_at;
+      const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
+      let doc: DestinationMessage;
+      try {
+        doc = toDocument(cs, data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`, p.fingerprinter);
+      } catch (err) {
+        if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
+        const stage = /primary key/i.test(err.message) ? 'key' : 'text';
+        return p.budget
+          .deadLetter(err, { stream, stage, payload: data }, totalRead(streams))
+          .then(() => countFailed(streams[stream], stage));
+      }
+      if (doc.type === 'DOCUMENT' && hasNoText(doc) && p.budget?.tolerant) {
+        // Still passed on (its old chunks go), and kept as a letter so the empty record is seen.
+        return p.budget
+          .deadLetter(
+            new Error('no text: the fields that make the text are empty'),
+            { stream, key: doc.documentId, stage: 'text', payload: data },
+            totalRead(streams),
+          )
+          .then(() => {
+            countFailed(streams[stream], 'text');
+            out.push(doc);
+          });
+      } else if (p.superseded && (doc.type === 'DOCUMENT' || doc.type === 'DELETE')) {
+        const ids = p.superseded.byKey.get(`${stream}\u0000${doc.documentId}`);
+        if (ids) p.superseded.ids.push(...ids);
+      }
+      out.push(doc);
+    } else if (m.type === 'STATE') {
+      const msg = onState(m.state);
+      if (msg) out.push(msg);
+    } else if (m.type === 'TRACE') {
+      if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
+        const stream = m.trace.stream_status.stream_descriptor.name;
+        if (byName.has(stream)) out.push(...complete(stream));
+      } else if (m.trace.type === 'ESTIMATE' && m.trace.estimate?.row_estimate != null) {
+        const s = streams[m.trace.estimate.name];
+        if (s) s.records_estimated = m.trace.estimate.row_estimate;
+      } else if (m.trace.type === 'SLUICE_RECORD_ERROR' && m.trace.record_error) {
+        // A record the source could not parse: fails the run, or becomes a dead letter (./rejections.ts).
+        const e = m.trace.record_error;
+        const s = streams[e.stream];
+        if (!s) return;
+        lastStream = e.stream;
+        s.records_read++;
+        return sourceRecordError(
+          e,
+          `connection ${conn.config.name}, source ${conn.config.source.type}, stream ${e.stream}`,
+          p.budget,
+          s,
+          totalRead(streams),
+        );
+      } else if (m.trace.type === 'ERROR' && m.trace.error) {
+        const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
+        throw new SluiceError(m.trace.error.message, {
+          kind: m.trace.error.failure_type === 'config_error' ? 'config' : 'source',
+          where: `connection ${conn.config.name}${stream ? `, stream ${stream}` : ''}`,
+          transient: m.trace.error.failure_type === 'transient_error',
+        });
+      }
+    } else if (m.type === 'LOG') {
+      const level =
+        m.log.level === 'FATAL' || m.log.level === 'ERROR'
+          ? 'error'
+          : m.log.level === 'WARN'
+            ? 'warn'
+            : m.log.level === 'INFO'
+              ? 'info'
+              : 'debug';
+      ctx.logger[level]({ connection: conn.config.name, source: conn.config.source.type }, m.log.message);
+    }
+  };
+
+  // An array of source messages per step when the source offers them (src/cdk/batches.ts), else one.
+  const source = messageBatches(conn.source.read(conn.sourceConfig, catalog, withoutIndex(state), ctx));
   let busySince = performance.now();
+  // What the current source array produced: handed on as one array.
+  let out: DestinationMessage[] = [];
+  const take = () => {
+    const taken = out;
+    out = [];
+    return taken;
+  };
   try {
     for (;;) {
       if (signal.aborted) return;
@@ -749,7 +848,7 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         await setImmediate();
         busySince = performance.now();
       }
-      let r: IteratorResult<AirbyteMessage>;
+      let r: IteratorResult<AirbyteMessage[]>;
       try {
         r = await source.next();
       } catch (err) {
@@ -759,92 +858,23 @@ async function* documents(p: RunParts & { touched?: TouchedStreams }, state: Sou
         );
       }
       if (r.done) break;
-      const m = r.value;
-      if (m.type === 'RECORD') {
-        const stream = m.record.stream;
-        const cs = byName.get(stream);
-        if (!cs) continue;
-        lastStream = stream;
-        if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
-        streams[stream].records_read++;
-        newestEmittedAt = m.record.emitted_at;
-        const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
-        let doc: DestinationMessage;
-        try {
-          doc = toDocument(
-            cs,
-            data,
-            processor,
-            streams[stream],
-            `stream ${stream}, record ${streams[stream].records_read}`,
-            p.fingerprinter,
-          );
-        } catch (err) {
-          if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
-          const stage = /primary key/i.test(err.message) ? 'key' : 'text';
-          await p.budget.deadLetter(err, { stream, stage, payload: data }, totalRead(streams));
-          countFailed(streams[stream], stage);
-          continue;
+      try {
+        for (const m of r.value) {
+          if (signal.aborted) break;
+          const waiting = documentsOf(m);
+          if (waiting) await waiting;
         }
-        if (doc.type === 'DOCUMENT' && hasNoText(doc) && p.budget?.tolerant) {
-          // Still passed on (its old chunks go), and kept as a letter so the empty record is seen.
-          await p.budget.deadLetter(
-            new Error('no text: the fields that make the text are empty'),
-            { stream, key: doc.documentId, stage: 'text', payload: data },
-            totalRead(streams),
-          );
-          countFailed(streams[stream], 'text');
-        } else if (p.superseded && (doc.type === 'DOCUMENT' || doc.type === 'DELETE')) {
-          const ids = p.superseded.byKey.get(`${stream}\u0000${doc.documentId}`);
-          if (ids) p.superseded.ids.push(...ids);
-        }
-        yield doc;
-      } else if (m.type === 'STATE') {
-        const msg = onState(m.state);
-        if (msg) yield msg;
-      } else if (m.type === 'TRACE') {
-        if (m.trace.type === 'STREAM_STATUS' && m.trace.stream_status?.status === 'COMPLETE') {
-          const stream = m.trace.stream_status.stream_descriptor.name;
-          if (byName.has(stream)) yield* complete(stream);
-        } else if (m.trace.type === 'ESTIMATE' && m.trace.estimate?.row_estimate != null) {
-          const s = streams[m.trace.estimate.name];
-          if (s) s.records_estimated = m.trace.estimate.row_estimate;
-        } else if (m.trace.type === 'SLUICE_RECORD_ERROR' && m.trace.record_error) {
-          // A record the source could not parse: fails the run, or becomes a dead letter (./rejections.ts).
-          const e = m.trace.record_error;
-          const s = streams[e.stream];
-          if (!s) continue;
-          lastStream = e.stream;
-          s.records_read++;
-          await sourceRecordError(
-            e,
-            `connection ${conn.config.name}, source ${conn.config.source.type}, stream ${e.stream}`,
-            p.budget,
-            s,
-            totalRead(streams),
-          );
-        } else if (m.trace.type === 'ERROR' && m.trace.error) {
-          const stream = m.trace.error.stream_descriptor?.name ?? lastStream;
-          throw new SluiceError(m.trace.error.message, {
-            kind: m.trace.error.failure_type === 'config_error' ? 'config' : 'source',
-            where: `connection ${conn.config.name}${stream ? `, stream ${stream}` : ''}`,
-            transient: m.trace.error.failure_type === 'transient_error',
-          });
-        }
-      } else if (m.type === 'LOG') {
-        const level =
-          m.log.level === 'FATAL' || m.log.level === 'ERROR'
-            ? 'error'
-            : m.log.level === 'WARN'
-              ? 'warn'
-              : m.log.level === 'INFO'
-                ? 'info'
-                : 'debug';
-        ctx.logger[level]({ connection: conn.config.name, source: conn.config.source.type }, m.log.message);
+      } catch (err) {
+        // What came before the failure still goes on first (a STATE among it gets committed), as
+        // when messages were handed on one by one.
+        if (out.length) yield take();
+        throw err;
       }
+      if (out.length) yield take();
     }
     // A source that ended without saying so has still finished every stream.
-    if (!signal.aborted) for (const s of catalog.streams) yield* complete(s.stream.name);
+    if (!signal.aborted) for (const s of catalog.streams) out.push(...complete(s.stream.name));
+    if (out.length) yield take();
   } finally {
     await source.return?.();
   }
@@ -1095,7 +1125,7 @@ async function planRun(
   }
   const seen = new Set<string>();
   const sweep = { ...sweepOptions(p), sharded: p.sharded };
-  for await (const m of sweepStage(documents(p, withoutSweptProgress(p.state, sweptStreams(sweep))), sweep)) {
+  for await (const m of eachOf(sweepStage(documents(p, withoutSweptProgress(p.state, sweptStreams(sweep))), sweep))) {
     if (m.type === 'DELETE') {
       streams[m.stream].documents_to_delete!++;
       await stored?.deleted(m);

@@ -9,7 +9,7 @@ import { open, type RootDatabase } from 'lmdb';
 import type { Chunk, DestinationMessage, DestinationWriter, DocumentFingerprint } from '../protocol/connector.ts';
 import { withContext } from '../protocol/errors.ts';
 import type { DestinationSyncMode, StateMessage } from '../protocol/messages.ts';
-import { groupItems, mapOrdered } from './flow.ts';
+import { asBatches, groupBatches, mapOrdered } from './flow.ts';
 import { sameFingerprint } from './fingerprint.ts';
 
 type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
@@ -167,6 +167,11 @@ export class UnchangedStage {
   }
 
   run(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationMessage> {
+    return this.runBatches(asBatches(input));
+  }
+
+  /** run() for input in arrays (the sweep's output): one step per array, not per message. */
+  runBatches(input: AsyncIterable<DestinationMessage[]>): AsyncIterable<DestinationMessage> {
     const batchSize = this.opts.batchSize ?? 500;
     const listedBatch = Math.min(batchSize, LISTED_BATCH);
     // Whether the group being filled has a document to look up (scanned incrementally).
@@ -181,7 +186,7 @@ export class UnchangedStage {
       }
       return toLookUp;
     };
-    const groups = groupItems(input, {
+    const groups = groupBatches(input, {
       // A group that needs no look-up (every document listed) is decided sooner: its documents,
       // most of them dropped as unchanged, are not held while a look-up-sized batch fills.
       isFull: (g) => g.length >= batchSize || (g.length >= listedBatch && !needsLookUp(g)),

@@ -4,6 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { sweepStage, type SweepOptions } from '../../src/engine/sweep.ts';
+import { asBatches, eachOf } from '../../src/engine/flow.ts';
 import type { DestinationMessage, DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
 import { listedFingerprint } from '../../src/engine/unchanged.ts';
 import { testContext } from '../../src/testing/context.ts';
@@ -69,7 +70,7 @@ async function run(fake: Fake, read: DestinationMessage[], opts: SweepOptions): 
     }
   }
   const out: DestinationMessage[] = [];
-  for await (const m of sweepStage(input(), opts)) {
+  for await (const m of eachOf(sweepStage(asBatches(input()), opts))) {
     fake.passed++;
     out.push(m);
   }
@@ -140,7 +141,7 @@ describe.each([
       yield { type: 'STREAM_COMPLETE', stream: 'docs' };
     }
     const out: DestinationMessage[] = [];
-    for await (const m of sweepStage(input(), opts)) out.push(m);
+    for await (const m of eachOf(sweepStage(asBatches(input()), opts))) out.push(m);
     const listed = (m: DestinationMessage) => (m.type === 'DOCUMENT' ? listedFingerprint(m) : 'n/a');
     expect(listed(early)).toBeUndefined();
     expect(later.map(listed)).toEqual([
@@ -190,7 +191,7 @@ describe.each([
       for (const name of ['one', 'two', 'three']) yield { type: 'STREAM_COMPLETE', stream: name };
     }
     const out: DestinationMessage[] = [];
-    for await (const m of sweepStage(input(), opts)) out.push(m);
+    for await (const m of eachOf(sweepStage(asBatches(input()), opts))) out.push(m);
     expect(events.slice(0, 2)).toEqual(['list one', 'read starts']);
     expect(events.indexOf('list two')).toBeGreaterThan(events.indexOf('listed one'));
     expect(events.indexOf('list three')).toBeLessThan(events.indexOf('listed one'));
@@ -209,7 +210,7 @@ describe.each([
       yield { type: 'STREAM_COMPLETE', stream: 'docs' };
     }
     const out: DestinationMessage[] = [];
-    for await (const m of sweepStage(input(), opts)) out.push(m);
+    for await (const m of eachOf(sweepStage(asBatches(input()), opts))) out.push(m);
     expect(
       out.filter((m) => m.type === 'DOCUMENT').map((m) => listedFingerprint(m as Extract<DestinationMessage, { type: 'DOCUMENT' }>)),
     ).toEqual([undefined, undefined]);
