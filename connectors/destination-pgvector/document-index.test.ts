@@ -11,6 +11,7 @@ import destination from './index.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { tableFacts } from './table-facts.ts';
 import { qualified } from './sql.ts';
+import { SWAP_LOCK_TIMEOUT_MS } from './schema.ts';
 import { documentMessage, drain, stateMessage, testContext } from './testing.ts';
 
 const DIMS = 4;
@@ -53,7 +54,8 @@ describeOnPgvectorBackends('pgvector document index', (backend: PgvectorBackend)
   async function listed(cfg: PgvectorConfig): Promise<StoredDocument[]> {
     const out: StoredDocument[] = [];
     for await (const d of destination.documents!(cfg, testContext('list'), 'docs')) out.push(d);
-    return out;
+    // documents() promises each document once, in any order.
+    return out.sort((a, b) => (a.documentId < b.documentId ? -1 : 1));
   }
 
   it('a table sluice creates has a document index that includes the fingerprint columns', async () => {
@@ -111,6 +113,41 @@ describeOnPgvectorBackends('pgvector document index', (backend: PgvectorBackend)
     );
     expect(again.some((m) => m.includes('rebuilt index'))).toBe(false);
   });
+
+  // PGlite has one session behind every connection: a reader there cannot hold a lock against the writer.
+  if (!backend.isPglite)
+    it('a long reader holding the table: the rebuild gives up after its lock timeout, the sync goes on, a later open rebuilds', async () => {
+      const cfg = config();
+      const table = qualified(cfg.schema, 'docs');
+      const w0 = await destination.open(cfg, testContext('docidx-busy'), { streams: [stream('append_dedup')], dimensions: DIMS });
+      await drain(w0, [doc('a', 2), stateMessage('docs', 1)]);
+      await w0.close();
+      await admin.query(`DROP INDEX ${qualified(cfg.schema, 'docs_document_id_idx')}`);
+      await admin.query(`CREATE INDEX docs_document_id_idx ON ${table} (document_id)`);
+
+      const reader = new pg.Client({ connectionString: backend.url });
+      await reader.connect();
+      try {
+        await reader.query(`BEGIN; SELECT count(*) FROM ${table}`); // holds ACCESS SHARE until it ends
+        const ctx = testContext('docidx-busy');
+        const warnings: string[] = [];
+        ctx.logger = { ...ctx.logger, warn: (_o: unknown, msg?: string) => void warnings.push(String(msg)) } as typeof ctx.logger;
+        const started = Date.now();
+        const w = await destination.open(cfg, ctx, { streams: [stream('append_dedup')], dimensions: DIMS });
+        expect(Date.now() - started).toBeGreaterThanOrEqual(SWAP_LOCK_TIMEOUT_MS - 100);
+        expect(warnings.some((m) => m.includes('could not rebuild index docs_document_id_idx') && m.includes('lock timeout'))).toBe(true);
+        expect((await tableFacts(admin, cfg.schema, 'docs')).documentIndex).toBe('plain');
+        // The sync goes on: it writes and lists as before.
+        await drain(w, [doc('b', 1), stateMessage('docs', 2)]);
+        await w.close();
+        expect((await listed(cfg)).map((d) => d.documentId)).toEqual(['a', 'b']);
+      } finally {
+        await reader.query('COMMIT').catch(() => {});
+        await reader.end();
+      }
+      await (await destination.open(cfg, testContext('docidx-busy'), { streams: [stream('append_dedup')], dimensions: DIMS })).close();
+      expect((await tableFacts(admin, cfg.schema, 'docs')).documentIndex).toBe('covering');
+    });
 
   it('an index of that name that is not sluice’s plain document index is left alone', async () => {
     const cfg = config();

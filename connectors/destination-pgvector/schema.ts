@@ -186,12 +186,17 @@ export const DOCUMENT_INDEX_KEYS = `(document_id) INCLUDE (${FINGERPRINT_COLUMNS
  * in one transaction: readers wait only for the swap at the end, writers for the build (one pass
  * over the table, once).
  */
+export const SWAP_LOCK_TIMEOUT_MS = 3000;
+
 export async function coverDocumentIndex(client: pg.Client, schema: string, table: string): Promise<void> {
   const name = documentIndexName(table);
   const building = derivedName(table, '_document_id_new');
   await client.query('BEGIN');
   try {
     await client.query(`CREATE INDEX ${ident(building)} ON ${qualified(schema, table)} ${DOCUMENT_INDEX_KEYS}`);
+    // The swap locks out readers: it waits at most this long for a long reader (else it is tried
+    // again by a later sync), rather than queueing every new reader behind it meanwhile.
+    await client.query(`SET LOCAL lock_timeout = '${SWAP_LOCK_TIMEOUT_MS}ms'`);
     await client.query(`DROP INDEX ${qualified(schema, name)}`);
     await client.query(`ALTER INDEX ${qualified(schema, building)} RENAME TO ${ident(name)}`);
     await client.query('COMMIT');

@@ -331,13 +331,21 @@ class PgvectorWriter implements DestinationWriter {
     );
   }
 
-  /** Rebuilds a document index made before it carried the fingerprint columns (see DOCUMENT_INDEX_KEYS). */
+  /**
+   * Rebuilds a document index made before it carried the fingerprint columns (see DOCUMENT_INDEX_KEYS).
+   * Only a speed-up: when it cannot be done now (a long reader holds the table, the user does not own
+   * it) the sync goes on with the plain index, and a later one tries again.
+   */
   private async coverDocumentIndex(stream: string, table: string): Promise<void> {
     const { schema } = this.config;
     try {
       await coverDocumentIndex(this.client, schema, table);
     } catch (err) {
-      throw pgError(err, this.where(stream), `cannot rebuild the document index of table ${schema}.${table}`);
+      this.ctx.logger.warn(
+        { stream, table: `${schema}.${table}`, err: describeUnknown(err) },
+        `could not rebuild index ${documentIndexName(table)} of ${schema}.${table} to include the fingerprint columns (${describeUnknown(err)}); the sync goes on with the plain index, and listing its documents reads the whole table until a later sync can rebuild it (it needs the table's owner and no long reader)`,
+      );
+      return;
     }
     this.ctx.logger.info(
       { stream, table: `${schema}.${table}`, index: documentIndexName(table) },
