@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { ConnectorContext } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown, isTransientNetworkError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
+import { keepQueriesTogether } from './pglite-queue.ts';
 
 export interface Session {
   client: pg.Client;
@@ -197,6 +198,7 @@ async function openEmbedded(dir: string, joinOpen: boolean): Promise<Session> {
     db = await PGlite.create(join(dir, 'pgdata'), { extensions: { vector } });
     socketDir = mkdtempSync(join(tmpdir(), 'sluice-pg-'));
     server = new PGLiteSocketServer({ db, path: join(socketDir, '.s.PGSQL.5432'), maxConnections: 4 });
+    keepQueriesTogether(server); // the writer, the listing and a lookup may query at once
     await server.start();
     const client = await embeddedClient(socketDir);
     const shared = { socketDir, sessions: 1, shutdown };
