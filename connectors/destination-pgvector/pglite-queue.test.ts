@@ -134,25 +134,10 @@ describe('embedded PGlite: one session behind several connections', () => {
     const other = await client();
     try {
       // A raw connection: startup, then a Parse and nothing more, then gone.
-      const raw = connect(join(dir, '.s.PGSQL.5432'));
-      await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
-      const params = Buffer.from('user\0postgres\0database\0postgres\0\0');
-      const startup = Buffer.alloc(8 + params.length);
-      startup.writeInt32BE(startup.length, 0);
-      startup.writeInt32BE(196608, 4);
-      params.copy(startup, 8);
-      raw.write(startup);
-      await new Promise<void>((resolve) => raw.once('data', () => resolve())); // authenticated
-      const sql = Buffer.from('SELECT 1\0');
-      const parse = Buffer.alloc(1 + 4 + 1 + sql.length + 2);
-      parse[0] = 0x50;
-      parse.writeInt32BE(parse.length - 1, 1);
-      parse[5] = 0; // unnamed statement
-      sql.copy(parse, 6);
-      parse.writeInt16BE(0, 6 + sql.length);
-      raw.write(parse);
+      const raw = await rawConnection(join(dir, '.s.PGSQL.5432'));
+      raw.parse('SELECT 1');
       await new Promise((r) => setTimeout(r, 200));
-      raw.destroy();
+      raw.socket.destroy();
       const answer = await Promise.race([
         other.query('SELECT $1::int + 1 AS v', [41]).then((r) => r.rows[0].v as number),
         new Promise((_, reject) => setTimeout(() => reject(new Error('the other connection was held up')), 10_000)),
