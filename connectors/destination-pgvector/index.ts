@@ -9,7 +9,7 @@ import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 import { scanChunks } from './scan.ts';
-import { listDocuments } from './documents.ts';
+import { listDocumentBatches, listDocuments } from './documents.ts';
 import { hasPrevious, rollback } from './generations.ts';
 
 export type { PgvectorConfig } from './config.ts';
@@ -284,6 +284,11 @@ const destination: Destination<PgvectorConfig> = {
    */
   documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
     return listDocuments(config, ctx, stream);
+  },
+
+  /** The same, in arrays: one per FETCH (native) or page (PGlite). */
+  documentBatches(config, ctx, stream): AsyncGenerator<StoredDocument[]> {
+    return listDocumentBatches(config, ctx, stream);
   },
 
   scanChunks,

@@ -188,6 +188,8 @@ export interface DestinationDefinition<S extends z.ZodType> {
   readBack?: Destination<z.output<S>>['readBack'];
   /** Every stored document of a stream with its fingerprint (deletion detection, `sluice verify`). */
   documents?: Destination<z.output<S>>['documents'];
+  /** Optional, with `documents`: the same documents in arrays (one async step per page for the sweep). */
+  documentBatches?: Destination<z.output<S>>['documentBatches'];
   /** Every stored chunk of a stream, read-only (`sluice verify`). */
   scanChunks?: Destination<z.output<S>>['scanChunks'];
   /** `sluice reindex`: with your own `open()` whose writer honours `OpenOptions.reindex` (see Destination.reindex). */
@@ -236,6 +238,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.sandbox ? { sandbox: def.sandbox } : {}),
     ...(def.readBack ? { readBack: def.readBack } : {}),
     ...(def.documents ? { documents: def.documents } : {}),
+    ...(def.documents && def.documentBatches ? { documentBatches: def.documentBatches } : {}),
     ...(def.scanChunks ? { scanChunks: def.scanChunks } : {}),
     ...(def.reindex && def.open ? { reindex: def.reindex } : {}),
   };

@@ -8,7 +8,14 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LoadedConnection } from '../config/load.ts';
-import type { ConnectorContext, DestinationMessage, DocumentFingerprint, Logger, SourceState } from '../protocol/connector.ts';
+import type {
+  ConnectorContext,
+  DestinationMessage,
+  DocumentFingerprint,
+  Logger,
+  SourceState,
+  StoredDocument,
+} from '../protocol/connector.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { withListedFingerprint } from './unchanged.ts';
 import type { ConfiguredCatalog } from '../protocol/messages.ts';
@@ -155,38 +162,68 @@ export class SpillingSet {
  * The stored documents of a swept stream with their listed fingerprints (null: listed without one),
  * bounded like SpillingSet: in memory while small, in the scratch LMDB database (keyed by diskKey,
  * `[id, fingerprint]` as JSON, which keeps any id exact) once past the limit.
+ *
+ * In memory, a listed fingerprint whose metadata hash and embedder tag are the stream's common ones
+ * (those of the first listed; in a stream whose metadata do not vary, all) is kept as its content
+ * hash alone: no object per document (fewer allocations, less for the GC to trace); get() builds
+ * the fingerprint again. The others are kept as they are.
  */
 export class SpillingMap {
-  private memory: Map<string, DocumentFingerprint | null> | undefined = new Map();
+  private memory: Map<string, string | DocumentFingerprint | null> | undefined = new Map();
   private pending = new Map<string, DocumentFingerprint | null>();
   private db: Database<string, string> | undefined;
-  // Listed fingerprints mostly share their metadata hash and embedder tag: one string each in memory.
-  private lastMetadata = '';
-  private lastEmbedder: string | undefined;
+  private distinct = 0;
+  /** The common metadata hash and embedder tag (set by the first listed fingerprint). */
+  private common: { metadata: string; embedder: string | undefined } | undefined;
 
   constructor(
     private readonly disk: () => { root: RootDatabase; db: Database<string, string> },
     private readonly inMemoryKeys = IN_MEMORY_KEYS,
   ) {}
 
+  /** How many distinct ids were set. */
+  get size(): number {
+    return this.distinct;
+  }
+
   set(id: string, fingerprint: DocumentFingerprint | null): void {
-    if (fingerprint) fingerprint = this.shared(fingerprint);
+    this.setNew(id, fingerprint);
+  }
+
+  /** Sets the id's fingerprint; whether the id was not set before. */
+  setNew(id: string, fingerprint: DocumentFingerprint | null): boolean {
     if (this.memory) {
-      this.memory.set(id, fingerprint);
+      const size = this.memory.size;
+      this.memory.set(id, fingerprint ? this.compact(fingerprint) : null);
+      if (this.memory.size === size) return false;
+      this.distinct++;
       if (this.memory.size > this.inMemoryKeys) {
-        this.pending = this.memory;
+        this.pending = new Map();
+        for (const [k, v] of this.memory) this.pending.set(k, this.expand(v));
         this.memory = undefined;
         this.flush();
       }
-      return;
+      return true;
     }
+    const fresh = !this.has(id);
     this.pending.set(id, fingerprint);
+    if (fresh) this.distinct++;
     if (this.pending.size >= KEYS_PER_COMMIT) this.flush();
+    return fresh;
+  }
+
+  /** Whether the id was listed. */
+  has(id: string): boolean {
+    if (this.memory) return this.memory.has(id);
+    return this.pending.has(id) || (!!this.db && this.db.doesExist(diskKey(id)));
   }
 
   /** The listed fingerprint (null: listed without one); undefined when the id was not listed. */
   get(id: string): DocumentFingerprint | null | undefined {
-    if (this.memory) return this.memory.get(id);
+    if (this.memory) {
+      const v = this.memory.get(id);
+      return v === undefined ? undefined : this.expand(v);
+    }
     const p = this.pending.get(id);
     if (p !== undefined) return p;
     const value = this.db?.get(diskKey(id));
@@ -199,10 +236,18 @@ export class SpillingMap {
     for (const { value } of this.db!.getRange()) yield (JSON.parse(value) as [string])[0];
   }
 
-  private shared(f: DocumentFingerprint): DocumentFingerprint {
-    const metadata = f.metadata === this.lastMetadata ? this.lastMetadata : (this.lastMetadata = f.metadata);
-    const embedder = f.embedder === this.lastEmbedder ? this.lastEmbedder : (this.lastEmbedder = f.embedder);
-    return embedder === undefined ? { content: f.content, metadata } : { content: f.content, metadata, embedder };
+  private compact(f: DocumentFingerprint): string | DocumentFingerprint {
+    this.common ??= { metadata: f.metadata, embedder: f.embedder };
+    if (f.metadata === this.common.metadata && f.embedder === this.common.embedder) return f.content;
+    return f.embedder === undefined
+      ? { content: f.content, metadata: f.metadata }
+      : { content: f.content, metadata: f.metadata, embedder: f.embedder };
+  }
+
+  private expand(v: string | DocumentFingerprint | null): DocumentFingerprint | null {
+    if (typeof v !== 'string') return v;
+    const { metadata, embedder } = this.common!;
+    return embedder === undefined ? { content: v, metadata } : { content: v, metadata, embedder };
   }
 
   private flush(): void {
@@ -215,6 +260,18 @@ export class SpillingMap {
       for (const [id, f] of batch) db.putSync(diskKey(id), JSON.stringify([id, f]));
     });
   }
+}
+
+/**
+ * One swept stream's marks and listing. listedAndSeen counts the ids that are both listed and
+ * marked, each once: whichever of the two comes second counts it (a first mark of a listed id, or
+ * the listing of an id not listed before that was marked). When it equals the listed ids, no stored
+ * document is unmarked, and the sweep needs no walk over them.
+ */
+interface Marks {
+  seen: SpillingSet;
+  stored: SpillingMap;
+  listedAndSeen: number;
 }
 
 /** The stored documents of one swept stream, listed in the background while the stream is read. */
@@ -258,11 +315,18 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       return { root, db: (d ??= root.openDB<string, string>({ name: `keys-${dbCount++}` })) };
     };
   };
-  const sets = new Map<string, { seen: SpillingSet; stored: SpillingMap }>();
+  const sets = new Map<string, Marks>();
   const setsOf = (stream: string) => {
     let d = sets.get(stream);
     if (!d)
-      sets.set(stream, (d = { seen: new SpillingSet(onDisk(), opts.inMemoryKeys), stored: new SpillingMap(onDisk(), opts.inMemoryKeys) }));
+      sets.set(
+        stream,
+        (d = {
+          seen: new SpillingSet(onDisk(), opts.inMemoryKeys),
+          stored: new SpillingMap(onDisk(), opts.inMemoryKeys),
+          listedAndSeen: 0,
+        }),
+      );
     return d;
   };
 
@@ -273,13 +337,27 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
   const startListing = (stream: string): Listing => {
     const listing = { complete: false } as Listing;
     listing.done = (async () => {
-      const { stored } = setsOf(stream);
+      const marks = setsOf(stream);
+      const { seen, stored } = marks;
+      const take = (d: StoredDocument) => {
+        if (stored.setNew(d.documentId, d.fingerprint ?? null) && seen.has(d.documentId)) marks.listedAndSeen++;
+      };
+      const { destination, destinationConfig } = opts.conn;
       let count = 0;
       try {
-        for await (const d of opts.conn.destination.documents!(opts.conn.destinationConfig, opts.ctx, stream)) {
-          if (opts.signal.aborted || closed) return count;
-          count++;
-          stored.set(d.documentId, d.fingerprint ?? null);
+        if (destination.documentBatches) {
+          // In arrays where the destination can: one async step per page, not per document.
+          for await (const page of destination.documentBatches(destinationConfig, opts.ctx, stream)) {
+            if (opts.signal.aborted || closed) return count;
+            count += page.length;
+            for (const d of page) take(d);
+          }
+        } else {
+          for await (const d of destination.documents!(destinationConfig, opts.ctx, stream)) {
+            if (opts.signal.aborted || closed) return count;
+            count++;
+            take(d);
+          }
         }
         listing.complete = true;
         return count;
@@ -304,7 +382,9 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     }
     const storedCount = await (listings.get(stream) ?? startListing(stream)).done;
     if (opts.signal.aborted) return;
-    const { seen, stored } = setsOf(stream);
+    const { seen, stored, listedAndSeen } = setsOf(stream);
+    // Every listed document was marked (the usual unchanged or updated read): nothing to walk.
+    if (listedAndSeen === stored.size) return;
     let count = 0;
     for (const id of stored.ids()) if (!seen.has(id)) count++;
     if (!count) return;
@@ -346,14 +426,18 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
         const m = batch[i];
         if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
           const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
-          const { seen, stored } = setsOf(m.stream);
+          const marks = setsOf(m.stream);
           // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-          const first = seen.addNew(m.documentId);
-          // The listing holds what was committed before this run touched the document only for its
-          // first occurrence in the read (a later one may follow this run's own write of it, which the
-          // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
-          if (first && opts.annotate && listing?.complete && m.type === 'DOCUMENT')
-            withListedFingerprint(m, stored.get(m.documentId) ?? null);
+          if (marks.seen.addNew(m.documentId)) {
+            // The listing holds what was committed before this run touched the document only for its
+            // first occurrence in the read (a later one may follow this run's own write of it, which the
+            // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
+            if (opts.annotate && listing?.complete && m.type === 'DOCUMENT') {
+              const listed = marks.stored.get(m.documentId);
+              if (listed !== undefined) marks.listedAndSeen++;
+              withListedFingerprint(m, listed ?? null);
+            } else if (marks.stored.has(m.documentId)) marks.listedAndSeen++;
+          }
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);
           if (i > from) yield batch.slice(from, i);

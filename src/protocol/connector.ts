@@ -359,6 +359,14 @@ export interface Destination<C = any> {
    */
   documents?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument>;
   /**
+   * Optional, next to `documents()`: the same documents in arrays (e.g. one per page the destination
+   * reads), under the same contract (each exactly once, committed, live generation, read-only; a
+   * caller that stops early ends the listing). The end-of-read sweep uses it when present: one async
+   * step per array instead of one per document. Everything else (`sluice verify`, the dry run's plan,
+   * the conformance kit) uses `documents()`.
+   */
+  documentBatches?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument[]>;
+  /**
    * Every stored chunk of `stream` (committed, live generation), streamed in pages, read-only:
    * `sluice verify` compares them with what the source gives now. Yields each stored row as it is,
    * duplicates included, in any order. With `documentIds`, only chunks of those documents; with
