@@ -109,6 +109,11 @@ export class SpillingSet {
     return !this.memory;
   }
 
+  /** Whether no id was added (cheaper than has()). */
+  get empty(): boolean {
+    return !!this.memory && this.memory.size === 0;
+  }
+
   add(id: string): void {
     this.addNew(id);
   }
@@ -163,22 +168,28 @@ export class SpillingSet {
  * bounded like SpillingSet: in memory while small, in the scratch LMDB database (keyed by diskKey,
  * `[id, fingerprint]` as JSON, which keeps any id exact) once past the limit.
  *
- * In memory, a listed fingerprint whose metadata hash and embedder tag are the stream's common ones
- * (those of the first listed; in a stream whose metadata do not vary, all) is kept as its content
- * hash alone: no object per document (fewer allocations, less for the GC to trace); get() builds
- * the fingerprint again. The others are kept as they are.
+ * In memory, each listed id maps to a slot number; the slot holds its fingerprint and its mark
+ * (StreamMarks: a listed id the read produced is marked here, not added to the seen set, so an
+ * unchanged read costs one hash-table insert per document, not two). A fingerprint whose metadata
+ * hash and embedder tag are the stream's common ones (those of the first listed; in a stream whose
+ * metadata do not vary, all) is kept as its content hash alone: no object per document (fewer
+ * allocations, less for the GC to trace); get() builds the fingerprint again.
  */
 export class SpillingMap {
-  private memory: Map<string, string | DocumentFingerprint | null> | undefined = new Map();
+  private slots: Map<string, number> | undefined = new Map();
+  private values: (string | DocumentFingerprint | null)[] = [];
+  private marks = new Uint8Array(1024);
   private pending = new Map<string, DocumentFingerprint | null>();
   private db: Database<string, string> | undefined;
   private distinct = 0;
   /** The common metadata hash and embedder tag (set by the first listed fingerprint). */
   private common: { metadata: string; embedder: string | undefined } | undefined;
 
+  /** `onSpill` gets each id marked in memory when the map moves to disk (from then on, marks are kept elsewhere). */
   constructor(
     private readonly disk: () => { root: RootDatabase; db: Database<string, string> },
     private readonly inMemoryKeys = IN_MEMORY_KEYS,
+    private readonly onSpill: (markedId: string) => void = () => undefined,
   ) {}
 
   /** How many distinct ids were set. */
@@ -186,23 +197,36 @@ export class SpillingMap {
     return this.distinct;
   }
 
+  /** Whether the ids are on disk (then slotOf finds none). */
+  get spilled(): boolean {
+    return !this.slots;
+  }
+
   set(id: string, fingerprint: DocumentFingerprint | null): void {
     this.setNew(id, fingerprint);
   }
 
-  /** Sets the id's fingerprint; whether the id was not set before. */
-  setNew(id: string, fingerprint: DocumentFingerprint | null): boolean {
-    if (this.memory) {
-      const size = this.memory.size;
-      this.memory.set(id, fingerprint ? this.compact(fingerprint) : null);
-      if (this.memory.size === size) return false;
-      this.distinct++;
-      if (this.memory.size > this.inMemoryKeys) {
-        this.pending = new Map();
-        for (const [k, v] of this.memory) this.pending.set(k, this.expand(v));
-        this.memory = undefined;
-        this.flush();
+  /** Sets the id's fingerprint (in memory, marked when `marked`); whether the id was not set before. */
+  setNew(id: string, fingerprint: DocumentFingerprint | null, marked = false): boolean {
+    if (this.slots) {
+      const value = fingerprint ? this.compact(fingerprint) : null;
+      const slot = this.slots.get(id);
+      if (slot !== undefined) {
+        this.values[slot] = value;
+        if (marked) this.marks[slot] = 1;
+        return false;
       }
+      const next = this.values.length;
+      this.values.push(value);
+      if (next === this.marks.length) {
+        const grown = new Uint8Array(2 * next);
+        grown.set(this.marks);
+        this.marks = grown;
+      }
+      if (marked) this.marks[next] = 1;
+      this.slots.set(id, next);
+      this.distinct++;
+      if (this.slots.size > this.inMemoryKeys) this.spill();
       return true;
     }
     const fresh = !this.has(id);
@@ -212,17 +236,34 @@ export class SpillingMap {
     return fresh;
   }
 
+  /** In memory: the id's slot (undefined: not listed, or on disk). */
+  slotOf(id: string): number | undefined {
+    return this.slots?.get(id);
+  }
+
+  isMarked(slot: number): boolean {
+    return this.marks[slot] === 1;
+  }
+
+  mark(slot: number): void {
+    this.marks[slot] = 1;
+  }
+
+  fingerprintAt(slot: number): DocumentFingerprint | null {
+    return this.expand(this.values[slot]);
+  }
+
   /** Whether the id was listed. */
   has(id: string): boolean {
-    if (this.memory) return this.memory.has(id);
+    if (this.slots) return this.slots.has(id);
     return this.pending.has(id) || (!!this.db && this.db.doesExist(diskKey(id)));
   }
 
   /** The listed fingerprint (null: listed without one); undefined when the id was not listed. */
   get(id: string): DocumentFingerprint | null | undefined {
-    if (this.memory) {
-      const v = this.memory.get(id);
-      return v === undefined ? undefined : this.expand(v);
+    if (this.slots) {
+      const slot = this.slots.get(id);
+      return slot === undefined ? undefined : this.expand(this.values[slot]);
     }
     const p = this.pending.get(id);
     if (p !== undefined) return p;
@@ -231,9 +272,30 @@ export class SpillingMap {
   }
 
   *ids(): Generator<string> {
-    if (this.memory) return yield* this.memory.keys();
+    if (this.slots) return yield* this.slots.keys();
     this.flush();
     for (const { value } of this.db!.getRange()) yield (JSON.parse(value) as [string])[0];
+  }
+
+  /** The listed ids not marked: in memory by their slot's mark, on disk those `seen` does not have. */
+  *unmarked(seen: SpillingSet): Generator<string> {
+    if (this.slots) {
+      for (const [id, slot] of this.slots) if (this.marks[slot] !== 1) yield id;
+      return;
+    }
+    for (const id of this.ids()) if (!seen.has(id)) yield id;
+  }
+
+  private spill(): void {
+    const slots = this.slots!;
+    this.slots = undefined;
+    for (const [id, slot] of slots) {
+      this.pending.set(id, this.expand(this.values[slot]));
+      if (this.marks[slot] === 1) this.onSpill(id);
+    }
+    this.values = [];
+    this.marks = new Uint8Array(0);
+    this.flush();
   }
 
   private compact(f: DocumentFingerprint): string | DocumentFingerprint {
@@ -262,16 +324,70 @@ export class SpillingMap {
   }
 }
 
+/** StreamMarks.mark's answer for an id the read produced before. */
+export const REPEATED = Symbol('repeated');
+/** StreamMarks.mark's answer for a listed id when its fingerprint was not asked for. */
+export const LISTED = Symbol('listed');
+
 /**
- * One swept stream's marks and listing. listedAndSeen counts the ids that are both listed and
- * marked, each once: whichever of the two comes second counts it (a first mark of a listed id, or
- * the listing of an id not listed before that was marked). When it equals the listed ids, no stored
- * document is unmarked, and the sweep needs no walk over them.
+ * One swept stream's marks and listing. A listed id (in memory) is marked in its slot of `stored`;
+ * other ids the read produced (not listed yet, or once `stored` is on disk) go to `seen`; the
+ * listing marks an id `seen` has. listedAndSeen counts the ids both listed and marked, each once
+ * (whichever of the two comes second counts it): when it equals the listed ids, no stored document
+ * is unmarked, and the sweep walks nothing.
  */
-interface Marks {
-  seen: SpillingSet;
-  stored: SpillingMap;
-  listedAndSeen: number;
+export class StreamMarks {
+  readonly seen: SpillingSet;
+  readonly stored: SpillingMap;
+  listedAndSeen = 0;
+
+  constructor(disk: () => () => { root: RootDatabase; db: Database<string, string> }, inMemoryKeys = IN_MEMORY_KEYS) {
+    this.seen = new SpillingSet(disk(), inMemoryKeys);
+    // Moving to disk, the map's marks move to `seen`, where marks are kept from then on.
+    this.stored = new SpillingMap(disk(), inMemoryKeys, (id) => this.seen.add(id));
+  }
+
+  /**
+   * Marks an id the read produced: REPEATED when it was marked before; otherwise, with
+   * `fingerprint`, its listed fingerprint (null: listed without one; undefined: not listed (yet)),
+   * without, LISTED or undefined.
+   */
+  mark(id: string, fingerprint: boolean): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
+    const { stored } = this;
+    const slot = stored.slotOf(id);
+    if (slot !== undefined) {
+      if (stored.isMarked(slot)) return REPEATED;
+      stored.mark(slot);
+      this.listedAndSeen++;
+      return fingerprint ? stored.fingerprintAt(slot) : LISTED;
+    }
+    if (!this.seen.addNew(id)) return REPEATED;
+    if (!stored.spilled) return undefined; // in memory and not listed (yet): the listing marks it
+    if (fingerprint) {
+      const listed = stored.get(id);
+      if (listed !== undefined) this.listedAndSeen++;
+      return listed;
+    }
+    if (!stored.has(id)) return undefined;
+    this.listedAndSeen++;
+    return LISTED;
+  }
+
+  /** A listed document. */
+  list(id: string, fingerprint: DocumentFingerprint | null): void {
+    const seen = !this.seen.empty && this.seen.has(id);
+    if (this.stored.setNew(id, fingerprint, seen) && seen) this.listedAndSeen++;
+  }
+
+  /** Whether every listed id was marked. */
+  get allMarked(): boolean {
+    return this.listedAndSeen === this.stored.size;
+  }
+
+  /** The listed ids the read did not produce. */
+  unmarked(): Generator<string> {
+    return this.stored.unmarked(this.seen);
+  }
 }
 
 /** The stored documents of one swept stream, listed in the background while the stream is read. */
@@ -315,18 +431,10 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       return { root, db: (d ??= root.openDB<string, string>({ name: `keys-${dbCount++}` })) };
     };
   };
-  const sets = new Map<string, Marks>();
+  const sets = new Map<string, StreamMarks>();
   const setsOf = (stream: string) => {
     let d = sets.get(stream);
-    if (!d)
-      sets.set(
-        stream,
-        (d = {
-          seen: new SpillingSet(onDisk(), opts.inMemoryKeys),
-          stored: new SpillingMap(onDisk(), opts.inMemoryKeys),
-          listedAndSeen: 0,
-        }),
-      );
+    if (!d) sets.set(stream, (d = new StreamMarks(onDisk, opts.inMemoryKeys)));
     return d;
   };
 
@@ -338,10 +446,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     const listing = { complete: false } as Listing;
     listing.done = (async () => {
       const marks = setsOf(stream);
-      const { seen, stored } = marks;
-      const take = (d: StoredDocument) => {
-        if (stored.setNew(d.documentId, d.fingerprint ?? null) && seen.has(d.documentId)) marks.listedAndSeen++;
-      };
+      const take = (d: StoredDocument) => marks.list(d.documentId, d.fingerprint ?? null);
       const { destination, destinationConfig } = opts.conn;
       let count = 0;
       try {
@@ -382,11 +487,11 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     }
     const storedCount = await (listings.get(stream) ?? startListing(stream)).done;
     if (opts.signal.aborted) return;
-    const { seen, stored, listedAndSeen } = setsOf(stream);
+    const marks = setsOf(stream);
     // Every listed document was marked (the usual unchanged or updated read): nothing to walk.
-    if (listedAndSeen === stored.size) return;
+    if (marks.allMarked) return;
     let count = 0;
-    for (const id of stored.ids()) if (!seen.has(id)) count++;
+    for (const _ of marks.unmarked()) count++;
     if (!count) return;
     if (count / storedCount > maxShare) {
       throw new SluiceError(
@@ -399,8 +504,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       );
     }
     opts.logger.info({ connection: name, stream, count }, `stream ${stream}: deleting ${count} documents the source no longer has`);
-    for (const id of stored.ids()) {
-      if (seen.has(id)) continue;
+    for (const id of marks.unmarked()) {
       if (stats) stats.records_deleted++;
       yield { type: 'DELETE', stream, documentId: id };
     }
@@ -426,18 +530,13 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
         const m = batch[i];
         if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
           const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
-          const marks = setsOf(m.stream);
           // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
-          if (marks.seen.addNew(m.documentId)) {
-            // The listing holds what was committed before this run touched the document only for its
-            // first occurrence in the read (a later one may follow this run's own write of it, which the
-            // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
-            if (opts.annotate && listing?.complete && m.type === 'DOCUMENT') {
-              const listed = marks.stored.get(m.documentId);
-              if (listed !== undefined) marks.listedAndSeen++;
-              withListedFingerprint(m, listed ?? null);
-            } else if (marks.stored.has(m.documentId)) marks.listedAndSeen++;
-          }
+          // The listing holds what was committed before this run touched the document only for its
+          // first occurrence in the read (a later one may follow this run's own write of it, which the
+          // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
+          const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
+          const listed = setsOf(m.stream).mark(m.documentId, annotate);
+          if (annotate && listed !== REPEATED && listed !== LISTED) withListedFingerprint(m, listed ?? null);
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);
           if (i > from) yield batch.slice(from, i);
