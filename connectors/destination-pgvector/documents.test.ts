@@ -8,7 +8,7 @@ import { describeOnPgvectorBackends, type PgvectorBackend } from '../../test/hel
 import type { StoredDocument } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
-import { listDocuments } from './documents.ts';
+import { listDocumentBatches, listDocuments } from './documents.ts';
 import { documentFingerprintSql, storedFingerprint } from './schema.ts';
 import { qualified } from './sql.ts';
 import { testContext } from './testing.ts';
@@ -120,6 +120,55 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     const viaDestination: StoredDocument[] = [];
     for await (const d of destination.documents!(cfg, testContext('list'), 'docs')) viaDestination.push(d);
     expect(viaDestination.sort(byId)).toEqual(want);
+  });
+
+  it('documentBatches(): the same documents in arrays, none empty, none longer than a batch; an early return or an error ends it', async () => {
+    const cfg = config();
+    const table = await createTable(cfg);
+    await insertDocuments(table, 40);
+    await admin.query(`UPDATE ${table} SET fingerprint_content = 'other' WHERE id = 'd002#1'`);
+    const want = await expected(table);
+    for (const batchSize of [1, 2, 5, undefined]) {
+      const pages: StoredDocument[][] = [];
+      for await (const page of listDocumentBatches(cfg, testContext('list'), 'docs', batchSize ? { batchSize } : {})) pages.push(page);
+      expect(pages.every((p) => p.length > 0 && p.length <= (batchSize ?? 2000))).toBe(true);
+      // Documents of 2 and 3 chunks are split across FETCHes of 1, 2 and 5 rows (native), yet each is listed once.
+      expect(pages.flat().sort(byId)).toEqual(want);
+      if (batchSize === 5) expect(pages.length).toBeGreaterThan(1);
+    }
+    const viaDestination: StoredDocument[][] = [];
+    for await (const page of destination.documentBatches!(cfg, testContext('list'), 'docs')) viaDestination.push(page);
+    expect(viaDestination.flat().sort(byId)).toEqual(want);
+
+    // An early return, with the next batch still being fetched: the session and its transaction end.
+    for await (const page of listDocumentBatches(cfg, testContext('list'), 'docs', { batchSize: 4 })) {
+      expect(page[0].documentId).toBe('d000');
+      if (!backend.isPglite) expect(await lockHolders(table)).toBe(1);
+      break;
+    }
+    const deadline = Date.now() + 5000;
+    while ((await lockHolders(table)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await lockHolders(table)).toBe(0);
+
+    // An error between two arrays names the table.
+    let pages = 0;
+    const err = await (async () => {
+      for await (const _ of listDocumentBatches(cfg, testContext('list'), 'docs', { batchSize: 3 })) {
+        if (++pages !== 1) continue;
+        if (backend.isPglite) await admin.query(`DROP TABLE ${table}`);
+        else {
+          const { rows } = await admin.query<{ pid: number }>(
+            `SELECT pid FROM pg_locks WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()`,
+            [table],
+          );
+          await admin.query('SELECT pg_terminate_backend($1)', [rows[0].pid]);
+        }
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SluiceError);
+    expect((err as SluiceError).message).toContain(`cannot list the documents of ${cfg.schema}.docs`);
+    expect(pages).toBeGreaterThan(0);
+    expect(pages).toBeLessThan(20);
   });
 
   it('a table from before fingerprints (or before the embedder tag) lists chunk counts, fingerprints only where kept', async () => {

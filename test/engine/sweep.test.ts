@@ -19,6 +19,10 @@ interface Fake {
   listedAt?: number;
   passed: number;
   failListing?: Error;
+  /** The listing waits for it before its first document. */
+  gate?: Promise<void>;
+  /** Also offer documentBatches(), in arrays of this many (documents() then fails the test if used). */
+  batches?: number;
 }
 
 function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: number } = {}) {
@@ -29,7 +33,9 @@ function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: n
       config: { name: 'c', destination: { type: 'fake' }, processing: { max_delete_share: extra.maxDeleteShare ?? 0.5 } },
       destination: {
         async *documents(): AsyncGenerator<StoredDocument> {
+          if (fake.batches) throw new Error('documents() used although documentBatches() is there');
           fake.listedAt ??= fake.passed;
+          await fake.gate;
           for (const id of fake.stored) {
             await new Promise((r) => setImmediate(r));
             if (fake.failListing) throw fake.failListing;
@@ -38,6 +44,23 @@ function options(fake: Fake, extra: Partial<SweepOptions> & { maxDeleteShare?: n
           }
           fake.listed = true;
         },
+        ...(fake.batches
+          ? {
+              async *documentBatches(): AsyncGenerator<StoredDocument[]> {
+                fake.listedAt ??= fake.passed;
+                await fake.gate;
+                for (let i = 0; i < fake.stored.length; i += fake.batches!) {
+                  await new Promise((r) => setImmediate(r));
+                  if (fake.failListing) throw fake.failListing;
+                  yield fake.stored.slice(i, i + fake.batches!).map((id) => {
+                    const fingerprint = fake.fingerprints?.[id];
+                    return { documentId: id, chunks: 1, ...(fingerprint ? { fingerprint } : {}) };
+                  });
+                }
+                fake.listed = true;
+              },
+            }
+          : {}),
       },
       destinationConfig: {},
       index: 0,
@@ -238,4 +261,131 @@ describe.each([
     expect((err as Error).message).toContain('connection reset');
     expect((err as { where?: string }).where).toContain('listing stored documents');
   });
+});
+
+describe('sweep stage: the listing in arrays, and counting what was listed and marked', () => {
+  it('uses documentBatches() when the destination has it: the same deletions, fingerprints and errors', async () => {
+    const fa = { content: 'ca', metadata: 'ma' };
+    const fb = { content: 'cb', metadata: 'mb', embedder: 'hash/hash/8' };
+    for (const inMemoryKeys of [undefined, 2]) {
+      const fake: Fake = { stored: ['a', 'b', 'c', 'd', 'gone'], fingerprints: { a: fa, b: fb }, passed: 0, batches: 2 };
+      const { opts, stats } = options(fake, { inMemoryKeys, annotate: true });
+      const read = [doc('a'), doc('b'), doc('c'), doc('d'), doc('new')];
+      async function* input(): AsyncGenerator<DestinationMessage> {
+        while (!fake.listed) await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setImmediate(r));
+        yield* read;
+        yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+      }
+      const out: DestinationMessage[] = [];
+      for await (const m of eachOf(sweepStage(asBatches(input()), opts))) out.push(m);
+      expect(deletes(out)).toEqual(['gone']);
+      expect(stats.docs.records_deleted).toBe(1);
+      expect(read.map((m) => listedFingerprint(m as Extract<DestinationMessage, { type: 'DOCUMENT' }>))).toEqual([
+        fa,
+        fb,
+        null,
+        null,
+        null,
+      ]);
+
+      const broken: Fake = { stored: ['a', 'b', 'c'], passed: 0, batches: 2, failListing: new Error('connection reset') };
+      const b = options(broken, { inMemoryKeys });
+      const err = await run(broken, [doc('a'), { type: 'STREAM_COMPLETE', stream: 'docs' }], b.opts).catch((e: Error) => e);
+      expect((err as Error).message).toContain('connection reset');
+      expect((err as { where?: string }).where).toContain('listing stored documents');
+    }
+  });
+
+  // Whatever the order of marks and listing, duplicates on either side, DELETE marks, documents this
+  // run wrote that were not listed, and a map that moves to disk before, while or after the marks
+  // arrive: the sweep deletes exactly the listed ids the read did not produce (and, when there are
+  // none, nothing: the count lets it skip the walk, so a miscount would show as a missed deletion).
+  const stored = ['a', 'b', 'c', 'b', 'd', 'e', 'f', 'g', 'h', LONG, ODD, 'gone-1', 'gone-2'];
+  const reads: Record<string, DestinationMessage[]> = {
+    'some gone': [
+      doc('a'),
+      doc('b'),
+      doc('a'),
+      { type: 'DELETE', stream: 'docs', documentId: 'c' },
+      doc('d'),
+      doc('new-1'),
+      doc('e'),
+      doc('f'),
+      doc('new-1'),
+      doc('g'),
+      doc('h'),
+      doc(LONG),
+      doc(ODD_TOO),
+      doc('new-2'),
+      doc('h'),
+    ],
+    // One unmarked: a single miscount (a repeated mark or a repeated listing counted twice) would skip it.
+    'one gone': [
+      doc('a'),
+      doc('b'),
+      doc('c'),
+      doc('a'),
+      doc('d'),
+      { type: 'DELETE', stream: 'docs', documentId: 'e' },
+      doc('f'),
+      doc('g'),
+      doc('h'),
+      doc(LONG),
+      doc(ODD),
+      doc('gone-1'),
+      doc('new-1'),
+    ],
+    'none gone': [
+      doc('h'),
+      doc('a'),
+      doc('b'),
+      doc('b'),
+      { type: 'DELETE', stream: 'docs', documentId: 'c' },
+      doc('d'),
+      doc('e'),
+      doc('new-1'),
+      doc('f'),
+      doc('g'),
+      doc(LONG),
+      doc(ODD),
+      doc('gone-1'),
+      doc('gone-2'),
+      doc('a'),
+    ],
+  };
+  const orders = ['listing first', 'read first', 'interleaved'] as const;
+  for (const [readName, read] of Object.entries(reads))
+    for (const order of orders)
+      it(`${readName}, ${order}: exactly the listed ids the read did not produce, in memory and on disk`, async () => {
+        const produced = new Set(read.map((m) => (m as { documentId: string }).documentId));
+        const want = [...new Set(stored)].filter((id) => !produced.has(id)).sort();
+        for (const inMemoryKeys of [undefined, 1, 4, 8]) {
+          for (const batches of [undefined, 3]) {
+            let readDone!: () => void;
+            const fake: Fake = {
+              stored,
+              passed: 0,
+              batches,
+              gate: order === 'read first' ? new Promise<void>((r) => (readDone = r)) : undefined,
+            };
+            const { opts, stats } = options(fake, { inMemoryKeys, annotate: true, maxDeleteShare: 1 });
+            async function* input(): AsyncGenerator<DestinationMessage> {
+              if (order === 'listing first') while (!fake.listed) await new Promise((r) => setImmediate(r));
+              for (const m of read) {
+                if (order === 'interleaved') await new Promise((r) => setImmediate(r));
+                yield m;
+              }
+              readDone?.();
+              yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+            }
+            const out: DestinationMessage[] = [];
+            for await (const m of eachOf(sweepStage(asBatches(input()), opts))) out.push(m);
+            // Everything read passes through as it is; the sweep's DELETEs come after it.
+            expect(out.slice(0, read.length)).toEqual(read);
+            expect(deletes(out.slice(read.length)).sort(), `inMemoryKeys ${inMemoryKeys}, batches ${batches}`).toEqual(want);
+            expect(stats.docs.records_deleted).toBe(want.length);
+          }
+        }
+      });
 });
