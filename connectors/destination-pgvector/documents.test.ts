@@ -11,7 +11,7 @@ import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { listDocumentBatches, listDocuments } from './documents.ts';
 import { documentFingerprintSql, storedFingerprint } from './schema.ts';
 import { qualified } from './sql.ts';
-import { testContext } from './testing.ts';
+import { documentMessage, drain, stateMessage, testContext } from './testing.ts';
 import destination from './index.ts';
 
 describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) => {
@@ -169,6 +169,38 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     expect((err as SluiceError).message).toContain(`cannot list the documents of ${cfg.schema}.docs`);
     expect(pages).toBeGreaterThan(0);
     expect(pages).toBeLessThan(20);
+  });
+
+  it('after a first load the writer has given the table statistics and (native) vacuumed it: the next listing reads the index only', async () => {
+    const cfg = config();
+    const w = await destination.open(cfg, testContext('first-load'), {
+      streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
+      dimensions: 3,
+    });
+    await w.readState?.();
+    const docs = Array.from({ length: 60 }, (_, i) => documentMessage('docs', `d${String(i).padStart(3, '0')}`, 1 + (i % 2), 3));
+    await drain(w, [...docs, { type: 'STREAM_COMPLETE', stream: 'docs' }, stateMessage('docs', 1)]);
+    await w.close();
+    expect(await list(cfg)).toHaveLength(60);
+    if (backend.isPglite) return; // PGlite: ANALYZE only (one session shared with the sync's other work)
+    const table = qualified(cfg.schema, 'docs');
+    const { rows } = await admin.query<{ vacuumed: boolean; analyzed: boolean }>(
+      `SELECT last_vacuum IS NOT NULL AS vacuumed, last_analyze IS NOT NULL AS analyzed FROM pg_stat_user_tables WHERE relid = to_regclass($1)`,
+      [table],
+    );
+    expect(rows).toEqual([{ vacuumed: true, analyzed: true }]);
+    // The visibility map is set: the listing's index-only scan fetches no heap page.
+    await admin.query('SET enable_seqscan = off');
+    try {
+      const plan = await admin.query<{ 'QUERY PLAN': string }>(
+        `EXPLAIN (ANALYZE, COSTS OFF) SELECT document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder FROM ${table} ORDER BY document_id`,
+      );
+      const text = plan.rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(text).toContain('Index Only Scan');
+      expect(text).toContain('Heap Fetches: 0');
+    } finally {
+      await admin.query('RESET enable_seqscan');
+    }
   });
 
   it('a table from before fingerprints (or before the embedder tag) lists chunk counts, fingerprints only where kept', async () => {
