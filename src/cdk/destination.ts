@@ -204,6 +204,12 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
       hint: 'pass `connect(config, ctx, options)` returning a BatchSink, or `open()` returning a writer',
     });
   }
+  if (def.documentBatches && !def.documents) {
+    throw new SluiceError(`destination "${def.spec.name}" defines documentBatches() without documents()`, {
+      kind: 'internal',
+      hint: 'documentBatches() lists the same documents as documents() in arrays; pass documents() too (sluice verify and the conformance kit use it)',
+    });
+  }
   const modes = def.destinationSyncModes ?? ['overwrite', 'append', 'append_dedup'];
   const destination: Destination<C> = {
     kind: 'destination',
@@ -238,7 +244,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.sandbox ? { sandbox: def.sandbox } : {}),
     ...(def.readBack ? { readBack: def.readBack } : {}),
     ...(def.documents ? { documents: def.documents } : {}),
-    ...(def.documents && def.documentBatches ? { documentBatches: def.documentBatches } : {}),
+    ...(def.documentBatches ? { documentBatches: def.documentBatches } : {}),
     ...(def.scanChunks ? { scanChunks: def.scanChunks } : {}),
     ...(def.reindex && def.open ? { reindex: def.reindex } : {}),
   };

@@ -133,4 +133,31 @@ describe('batchedWriter', () => {
       dest.open({}, testContext(), { streams: [{ name: 's', destinationSyncMode: 'overwrite', primaryKey: [] }] }),
     ).rejects.toThrow('destination "x" does not support destination_sync_mode overwrite');
   });
+
+  it('passes documents() and documentBatches() on; documentBatches() without documents() is refused', async () => {
+    const { sink } = recordingSink();
+    const listed = [{ documentId: 'a', chunks: 1 }];
+    const dest = defineDestination({
+      spec: { name: 'x', config: z.strictObject({}) },
+      connect: async () => sink,
+      async *documents() {
+        yield* listed;
+      },
+      async *documentBatches() {
+        yield listed;
+      },
+    });
+    const pages = [];
+    for await (const page of dest.documentBatches!({}, testContext(), 's')) pages.push(page);
+    expect(pages).toEqual([listed]);
+    expect(() =>
+      defineDestination({
+        spec: { name: 'y', config: z.strictObject({}) },
+        connect: async () => sink,
+        async *documentBatches() {
+          yield listed;
+        },
+      }),
+    ).toThrow('destination "y" defines documentBatches() without documents()');
+  });
 });
