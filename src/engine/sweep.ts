@@ -202,10 +202,6 @@ export class SpillingMap {
     return !this.slots;
   }
 
-  set(id: string, fingerprint: DocumentFingerprint | null): void {
-    this.setNew(id, fingerprint);
-  }
-
   /** Sets the id's fingerprint (in memory, marked when `marked`); whether the id was not set before. */
   setNew(id: string, fingerprint: DocumentFingerprint | null, marked = false): boolean {
     if (this.slots) {
