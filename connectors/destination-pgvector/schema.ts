@@ -142,11 +142,10 @@ export function storedFingerprint(r: {
   fingerprint_embedder?: string | null;
 }): DocumentFingerprint | undefined {
   if (r.fingerprint_content === null || r.fingerprint_metadata === null) return undefined;
-  return {
-    content: r.fingerprint_content,
-    metadata: r.fingerprint_metadata,
-    ...(r.fingerprint_embedder ? { embedder: r.fingerprint_embedder } : {}),
-  };
+  // Two literal shapes rather than a spread: this runs once per listed document.
+  return r.fingerprint_embedder
+    ? { content: r.fingerprint_content, metadata: r.fingerprint_metadata, embedder: r.fingerprint_embedder }
+    : { content: r.fingerprint_content, metadata: r.fingerprint_metadata };
 }
 
 export async function createChunkTable(
