@@ -41,7 +41,7 @@ import { countFailed, destinationRejection, sourceRecordError } from './rejectio
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter, embedderTag } from './fingerprint.ts';
-import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
+import { UnchangedStage, deferChunking, ensureChunks, hasNoText, type DocumentChunker } from './unchanged.ts';
 import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
 import { IndexChangedError, adoptIdentity, indexForRun, reindexCatalog, withoutIndex } from './index-identity.ts';
@@ -903,10 +903,23 @@ export function toDocument(
     const doc = { type: 'DOCUMENT' as const, stream, documentId: docId, chunks: [], record, fingerprint: fingerprinter.of(extracted) };
     // Extracted again if the document is chunked at all: most of a re-sync is unchanged documents,
     // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
-    deferChunking(doc, () => chunksOf(docId, processor.chunk(processor.extract(record)), stats), !hasText(extracted.text));
+    // The parts, not the joined text, are tested: testing that would copy it into one flat string.
+    deferChunking(doc, chunkerOf(processor, stats), extracted.parts ? !extracted.parts.some(hasText) : !hasText(extracted.text));
     return doc;
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
+}
+
+/** One chunker per stream's stats (they belong to one run and its processor). */
+const chunkers = new WeakMap<StreamStats, { processor: TextProcessor; chunk: DocumentChunker }>();
+
+function chunkerOf(processor: TextProcessor, stats: StreamStats): DocumentChunker {
+  let c = chunkers.get(stats);
+  if (c?.processor !== processor) {
+    c = { processor, chunk: (doc) => chunksOf(doc.documentId, processor.chunk(processor.extract(doc.record)), stats) };
+    chunkers.set(stats, c);
+  }
+  return c.chunk;
 }
 
 /** The record without Airbyte bookkeeping columns (`_ab_…`); the record itself when it has none (the usual case). */
