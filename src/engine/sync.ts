@@ -41,7 +41,7 @@ import { countFailed, destinationRejection, sourceRecordError } from './rejectio
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter, embedderTag } from './fingerprint.ts';
-import { UnchangedStage, deferChunking, ensureChunks, hasNoText, type DocumentChunker } from './unchanged.ts';
+import { UnchangedStage, deferredDocument, ensureChunks, hasNoText, type DocumentChunker } from './unchanged.ts';
 import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
 import { IndexChangedError, adoptIdentity, indexForRun, reindexCatalog, withoutIndex } from './index-identity.ts';
@@ -900,12 +900,11 @@ export function toDocument(
   const record = withoutBookkeeping(data);
   if (fingerprinter) {
     const extracted = processor.extract(record);
-    const doc = { type: 'DOCUMENT' as const, stream, documentId: docId, chunks: [], record, fingerprint: fingerprinter.of(extracted) };
     // Extracted again if the document is chunked at all: most of a re-sync is unchanged documents,
     // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
     // The parts, not the joined text, are tested: testing that would copy it into one flat string.
-    deferChunking(doc, chunkerOf(processor, stats), extracted.parts ? !extracted.parts.some(hasText) : !hasText(extracted.text));
-    return doc;
+    const empty = extracted.parts ? !extracted.parts.some(hasText) : !hasText(extracted.text);
+    return deferredDocument(stream, docId, record, fingerprinter.of(extracted), chunkerOf(processor, stats), empty);
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
 }

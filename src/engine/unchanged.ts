@@ -31,6 +31,22 @@ export function deferChunking(doc: DocumentMessage, chunk: DocumentChunker, empt
   (doc as Deferred)[EMPTY_TEXT] = empty;
 }
 
+/**
+ * A fingerprinted DOCUMENT whose chunking waits (deferChunking), made with all its properties at
+ * once: one object per document, no properties added (and storage grown) afterwards.
+ */
+export function deferredDocument(
+  stream: string,
+  documentId: string,
+  record: Record<string, unknown>,
+  fingerprint: DocumentFingerprint,
+  chunk: DocumentChunker,
+  empty: boolean,
+): DocumentMessage {
+  const doc: DocumentMessage & Deferred = { type: 'DOCUMENT', stream, documentId, chunks: [], record, fingerprint, [DEFERRED]: chunk, [EMPTY_TEXT]: empty };
+  return doc;
+}
+
 /** Forgets a deferred chunking that will not be needed (an unchanged document). */
 function dropDeferred(doc: DocumentMessage): void {
   if ((doc as Deferred)[DEFERRED]) (doc as Deferred)[DEFERRED] = undefined;
