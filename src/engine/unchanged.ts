@@ -43,7 +43,16 @@ export function deferredDocument(
   chunk: DocumentChunker,
   empty: boolean,
 ): DocumentMessage {
-  const doc: DocumentMessage & Deferred = { type: 'DOCUMENT', stream, documentId, chunks: [], record, fingerprint, [DEFERRED]: chunk, [EMPTY_TEXT]: empty };
+  const doc: DocumentMessage & Deferred = {
+    type: 'DOCUMENT',
+    stream,
+    documentId,
+    chunks: [],
+    record,
+    fingerprint,
+    [DEFERRED]: chunk,
+    [EMPTY_TEXT]: empty,
+  };
   return doc;
 }
 

@@ -77,7 +77,17 @@ describe('Fingerprinter.of', () => {
 
   it('hashes a text given as its parts (text_fields) exactly as the joined text, for every kind of part', () => {
     const fp = new Fingerprinter(processor, embedder);
-    const kinds = [...texts.map(([, text]) => text), 'x', '"quoted"', 'back\\slash', 'tab\tand\u0001', 'ends high \ud83d', '\ude00 starts low', 'é€日本', '😀'];
+    const kinds = [
+      ...texts.map(([, text]) => text),
+      'x',
+      '"quoted"',
+      'back\\slash',
+      'tab\tand\u0001',
+      'ends high \ud83d',
+      '\ude00 starts low',
+      'é€日本',
+      '😀',
+    ];
     // Every pair and a few triples, in both orders: a part's edges meet the separator.
     const lists: string[][] = [];
     for (const a of kinds) for (const b of kinds) lists.push([a, b]);
