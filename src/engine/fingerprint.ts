@@ -4,6 +4,7 @@ import { hash } from 'node:crypto';
 import type { Embedder } from '../embedding/types.ts';
 import type { DocumentFingerprint } from '../protocol/connector.ts';
 import { sha256 } from '../protocol/identity.ts';
+import { TEXT_SEPARATOR } from '../text/extract.ts';
 import type { ExtractedText, TextProcessor } from '../text/index.ts';
 
 /** Bumped whenever what goes into a fingerprint changes: every stored document then counts as changed once. */
@@ -18,6 +19,8 @@ const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 /** JSON.stringify's own escapes: control characters by code, then `"` at 0x20 and `\\` at 0x21. */
 const ESCAPES = [...Array.from({ length: 0x20 }, (_, c) => String.fromCharCode(c)), '"', '\\'].map((ch) => JSON.stringify(ch).slice(1, -1));
+/** TEXT_SEPARATOR as it is inside a JSON string. */
+const SEPARATOR_JSON = JSON.stringify(TEXT_SEPARATOR).slice(1, -1);
 
 /**
  * Computes fingerprints for one connection. The settings part (processing settings, embedder
@@ -51,7 +54,7 @@ export class Fingerprinter {
     // Consecutive documents often share their metadata (none at all, or the same few tags).
     if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
     return {
-      content: this.contentHash(extracted.text),
+      content: this.contentHash(extracted.text, extracted.parts),
       metadata: this.lastMetadataHash,
       embedder: this.embedder,
     };
@@ -61,9 +64,11 @@ export class Fingerprinter {
    * sha256 of the UTF-8 of head + JSON.stringify(text) + tail, without building that string: the
    * text is written into one reused buffer with JSON's escapes, then hashed in one call (a Hash
    * object per document costs more). JSON.stringify and the joined string made ~5 KB of garbage per
-   * 1 KB document, most of a re-sync's garbage.
+   * 1 KB document, most of a re-sync's garbage. Given the text's `parts` (text_fields), they are
+   * written one by one with the escaped separator between them: the joined text (a rope of the
+   * parts) is then never flattened into a copy, which was as much garbage again.
    */
-  private contentHash(text: string): string {
+  private contentHash(text: string, parts: readonly string[] | undefined): string {
     const most = this.headLength + 2 + text.length * 6 + this.tail.length * 3; // an escape is at most 6 bytes, UTF-8 3 per UTF-16 unit
     // A very large document is hashed as one string rather than kept as a buffer that size.
     if (most > MAX_BUFFER) return sha256(this.head + JSON.stringify(text) + this.tail);
@@ -74,26 +79,13 @@ export class Fingerprinter {
     const bytes = this.bytes;
     let n = this.headLength;
     bytes[n++] = QUOTE;
-    let from = 0;
-    NEEDS_ESCAPE.lastIndex = 0;
-    // test() rather than exec(): no match object per escape.
-    while (NEEDS_ESCAPE.test(text)) {
-      const at = NEEDS_ESCAPE.lastIndex - 1;
-      const c = text.charCodeAt(at);
-      if (c >= 0xd800 && c <= 0xdbff) {
-        const low = text.charCodeAt(at + 1); // NaN past the end
-        // A surrogate pair is a character like any other; JSON.stringify escapes lone surrogates only.
-        if (low >= 0xdc00 && low <= 0xdfff) {
-          NEEDS_ESCAPE.lastIndex = at + 2;
-          continue;
-        }
+    if (parts && parts.length > 1) {
+      for (let i = 0; i < parts.length; i++) {
+        // A surrogate at a part's edge has the separator beside it in the text: escaped as lone, as here.
+        if (i) n += bytes.write(SEPARATOR_JSON, n);
+        n = writeEscaped(bytes, n, parts[i]);
       }
-      if (at > from) n += bytes.write(text.slice(from, at), n);
-      const escape = c < 0x20 ? ESCAPES[c] : c === QUOTE ? ESCAPES[0x20] : c === BACKSLASH ? ESCAPES[0x21] : `\\u${c.toString(16)}`;
-      n += bytes.write(escape, n);
-      from = at + 1;
-    }
-    if (from < text.length) n += bytes.write(from === 0 ? text : text.slice(from), n);
+    } else n = writeEscaped(bytes, n, text);
     bytes[n++] = QUOTE;
     n += bytes.write(this.tail, n);
     return hash('sha256', bytes.subarray(0, n), 'hex');
@@ -101,6 +93,31 @@ export class Fingerprinter {
 
   private lastMetadata: string | undefined;
   private lastMetadataHash = '';
+}
+
+/** Writes `text` as UTF-8 with JSON.stringify's escapes (no quotes) at `n`; returns the end. */
+function writeEscaped(bytes: Buffer, n: number, text: string): number {
+  let from = 0;
+  NEEDS_ESCAPE.lastIndex = 0;
+  // test() rather than exec(): no match object per escape.
+  while (NEEDS_ESCAPE.test(text)) {
+    const at = NEEDS_ESCAPE.lastIndex - 1;
+    const c = text.charCodeAt(at);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const low = text.charCodeAt(at + 1); // NaN past the end
+      // A surrogate pair is a character like any other; JSON.stringify escapes lone surrogates only.
+      if (low >= 0xdc00 && low <= 0xdfff) {
+        NEEDS_ESCAPE.lastIndex = at + 2;
+        continue;
+      }
+    }
+    if (at > from) n += bytes.write(text.slice(from, at), n);
+    const escape = c < 0x20 ? ESCAPES[c] : c === QUOTE ? ESCAPES[0x20] : c === BACKSLASH ? ESCAPES[0x21] : `\\u${c.toString(16)}`;
+    n += bytes.write(escape, n);
+    from = at + 1;
+  }
+  if (from < text.length) n += bytes.write(from === 0 ? text : text.slice(from), n);
+  return n;
 }
 
 /** `{}` or `Object.create(null)` with no members: what stableJson turns into `{}`. */

@@ -41,7 +41,7 @@ import { countFailed, destinationRejection, sourceRecordError } from './rejectio
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter, embedderTag } from './fingerprint.ts';
-import { UnchangedStage, deferChunking, ensureChunks, hasNoText } from './unchanged.ts';
+import { UnchangedStage, deferredDocument, ensureChunks, hasNoText, type DocumentChunker } from './unchanged.ts';
 import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
 import { IndexChangedError, adoptIdentity, indexForRun, reindexCatalog, withoutIndex } from './index-identity.ts';
@@ -743,6 +743,9 @@ async function* documents(
     return undefined;
   };
 
+  /** Where the record being made a document is, for its errors: one function, called only on an error. */
+  const recordWhere = () => `stream ${lastStream}, record ${lastStream ? streams[lastStream].records_read : 0}`;
+
   /**
    * One source message: what it becomes goes to `out`. Synchronous but for the rare steps that wait
    * (a dead letter, a record error): then it returns their promise.
@@ -759,7 +762,7 @@ async function* documents(
       const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
       let doc: DestinationMessage;
       try {
-        doc = toDocument(cs, data, processor, streams[stream], `stream ${stream}, record ${streams[stream].records_read}`, p.fingerprinter);
+        doc = toDocument(cs, data, processor, streams[stream], recordWhere, p.fingerprinter);
       } catch (err) {
         if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
         const stage = /primary key/i.test(err.message) ? 'key' : 'text';
@@ -885,14 +888,15 @@ export function toDocument(
   data: Record<string, unknown>,
   processor: TextProcessor,
   stats: StreamStats,
-  where: string,
+  /** For error messages; a function when it is worth building only on an error (once per record). */
+  where: string | (() => string),
   /** Given: the document carries its fingerprint and is chunked only when needed (ensureChunks). */
   fingerprinter?: Fingerprinter,
 ): DestinationMessage {
   const stream = cs.stream.name;
   const pk = cs.primary_key ?? [];
   const deleted = data[CDC_DELETED_AT] != null;
-  const docId = pk.length ? documentId(data, pk, where) : sha256(canonicalJson(data));
+  const docId = pk.length ? keyOf(data, pk, where) : sha256(canonicalJson(data));
   if (deleted) {
     stats.records_deleted++;
     return { type: 'DELETE', stream, documentId: docId };
@@ -900,13 +904,35 @@ export function toDocument(
   const record = withoutBookkeeping(data);
   if (fingerprinter) {
     const extracted = processor.extract(record);
-    const doc = { type: 'DOCUMENT' as const, stream, documentId: docId, chunks: [], record, fingerprint: fingerprinter.of(extracted) };
     // Extracted again if the document is chunked at all: most of a re-sync is unchanged documents,
     // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
-    deferChunking(doc, () => chunksOf(docId, processor.chunk(processor.extract(record)), stats), !hasText(extracted.text));
-    return doc;
+    // The parts, not the joined text, are tested: testing that would copy it into one flat string.
+    const empty = extracted.parts ? !extracted.parts.some(hasText) : !hasText(extracted.text);
+    return deferredDocument(stream, docId, record, fingerprinter.of(extracted), chunkerOf(processor, stats), empty);
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
+}
+
+/** documentId, with `where` built only when the key is missing. */
+function keyOf(data: Record<string, unknown>, pk: readonly (readonly string[])[], where: string | (() => string)): string {
+  if (typeof where === 'string') return documentId(data, pk, where);
+  try {
+    return documentId(data, pk, '');
+  } catch {
+    return documentId(data, pk, where()); // fails again, now naming the record
+  }
+}
+
+/** One chunker per stream's stats (they belong to one run and its processor). */
+const chunkers = new WeakMap<StreamStats, { processor: TextProcessor; chunk: DocumentChunker }>();
+
+function chunkerOf(processor: TextProcessor, stats: StreamStats): DocumentChunker {
+  let c = chunkers.get(stats);
+  if (c?.processor !== processor) {
+    c = { processor, chunk: (doc) => chunksOf(doc.documentId, processor.chunk(processor.extract(doc.record)), stats) };
+    chunkers.set(stats, c);
+  }
+  return c.chunk;
 }
 
 /** The record without Airbyte bookkeeping columns (`_ab_…`); the record itself when it has none (the usual case). */

@@ -14,28 +14,67 @@ import { sameFingerprint } from './fingerprint.ts';
 
 type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
 
-/** Chunking of a fingerprinted document waits until it is known to be needed (a skipped one is never chunked). */
-const deferred = new WeakMap<DocumentMessage, { chunk: () => Chunk[]; empty: boolean }>();
+/**
+ * Chunking of a fingerprinted document waits until it is known to be needed (a skipped one is never
+ * chunked). Properties of the message rather than a WeakMap entry with a closure: every
+ * fingerprinted document has them, and 50 000 ephemeron entries per re-sync were work for every
+ * garbage collection.
+ */
+const DEFERRED = Symbol('deferredChunking');
+const EMPTY_TEXT = Symbol('emptyText');
+/** Chunks a document (from its record); one function per stream, not a closure per document. */
+export type DocumentChunker = (doc: DocumentMessage) => Chunk[];
+type Deferred = { [DEFERRED]?: DocumentChunker; [EMPTY_TEXT]?: boolean };
 
-export function deferChunking(doc: DocumentMessage, chunk: () => Chunk[], empty: boolean): void {
-  deferred.set(doc, { chunk, empty });
+export function deferChunking(doc: DocumentMessage, chunk: DocumentChunker, empty: boolean): void {
+  (doc as Deferred)[DEFERRED] = chunk;
+  (doc as Deferred)[EMPTY_TEXT] = empty;
+}
+
+/**
+ * A fingerprinted DOCUMENT whose chunking waits (deferChunking), made with all its properties at
+ * once: one object per document, no properties added (and storage grown) afterwards.
+ */
+export function deferredDocument(
+  stream: string,
+  documentId: string,
+  record: Record<string, unknown>,
+  fingerprint: DocumentFingerprint,
+  chunk: DocumentChunker,
+  empty: boolean,
+): DocumentMessage {
+  const doc: DocumentMessage & Deferred = {
+    type: 'DOCUMENT',
+    stream,
+    documentId,
+    chunks: [],
+    record,
+    fingerprint,
+    [DEFERRED]: chunk,
+    [EMPTY_TEXT]: empty,
+  };
+  return doc;
+}
+
+/** Forgets a deferred chunking that will not be needed (an unchanged document). */
+function dropDeferred(doc: DocumentMessage): void {
+  if ((doc as Deferred)[DEFERRED]) (doc as Deferred)[DEFERRED] = undefined;
 }
 
 /** Fills in the chunks of a document whose chunking was deferred (a no-op otherwise). */
 export function ensureChunks<M extends DestinationMessage>(m: M): M {
   if (m.type !== 'DOCUMENT') return m;
-  const d = deferred.get(m);
-  if (d) {
-    deferred.delete(m);
-    m.chunks = d.chunk();
+  const chunk = (m as Deferred)[DEFERRED];
+  if (chunk) {
+    (m as Deferred)[DEFERRED] = undefined;
+    m.chunks = chunk(m);
   }
   return m;
 }
 
 /** Whether a document has no text (true also before its deferred chunking). */
 export function hasNoText(m: DocumentMessage): boolean {
-  const d = deferred.get(m);
-  return d ? d.empty : !m.chunks.length;
+  return (m as Deferred)[DEFERRED] ? (m as Deferred)[EMPTY_TEXT] === true : !m.chunks.length;
 }
 
 /**
@@ -269,7 +308,7 @@ export class UnchangedStage {
     const stats = this.opts.stats[m.stream] ?? {};
     const unchanged = () => {
       stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
-      deferred.delete(m); // never chunked: its entry (and the record it holds) goes now, not at the next GC
+      dropDeferred(m); // never chunked: what it holds goes now
       return undefined;
     };
     if (overwrite) {

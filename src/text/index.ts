@@ -1,7 +1,7 @@
 // Record → chunks: pick the text, cut it, attach metadata. The engine turns the chunks into
 // identities (documentId, chunk index, content hash) and embeddings.
 import { ProcessingConfigSchema, type ProcessingConfig } from './config.ts';
-import { textExtractor, metadataExtractor } from './extract.ts';
+import { textExtractor, metadataExtractor, textPartsExtractor, joinTextParts } from './extract.ts';
 import { markdownSections, splitRecursive, type Measure } from './splitter.ts';
 import { tokenizerFor } from './tokenizer.ts';
 
@@ -18,6 +18,12 @@ export interface ProcessedChunk {
 export interface ExtractedText {
   text: string;
   metadata: Record<string, unknown>;
+  /**
+   * With text_fields: the fields' texts, `text` being them joined by "\n\n" (TEXT_SEPARATOR). A
+   * fingerprint is hashed from these, so the joined text is never made into one flat string for
+   * a document that turns out unchanged.
+   */
+  parts?: readonly string[];
 }
 
 export interface TextProcessor {
@@ -93,7 +99,13 @@ export function createTextProcessor(config: ProcessingConfig | undefined, opts: 
     }
     return enforceInputLimit(splitRecursive(text, splitOptions)).map((content) => ({ content, metadata: { ...metadata } }));
   };
-  const extract = (record: Record<string, unknown>): ExtractedText => ({ text: extractText(record), metadata: extractMetadata(record) });
+  // Parts where text_fields make the text (text_template and the default give one text).
+  const extractParts = cfg.text_fields && cfg.text_template === undefined ? textPartsExtractor(cfg.text_fields) : undefined;
+  const extract = (record: Record<string, unknown>): ExtractedText => {
+    if (!extractParts) return { text: extractText(record), metadata: extractMetadata(record) };
+    const parts = extractParts(record);
+    return { text: joinTextParts(parts), metadata: extractMetadata(record), parts };
+  };
 
   return {
     process: (record) => chunk(extract(record)),

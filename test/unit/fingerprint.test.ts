@@ -75,6 +75,53 @@ describe('Fingerprinter.of', () => {
     }
   });
 
+  it('hashes a text given as its parts (text_fields) exactly as the joined text, for every kind of part', () => {
+    const fp = new Fingerprinter(processor, embedder);
+    const kinds = [
+      ...texts.map(([, text]) => text),
+      'x',
+      '"quoted"',
+      'back\\slash',
+      'tab\tand\u0001',
+      'ends high \ud83d',
+      '\ude00 starts low',
+      'é€日本',
+      '😀',
+    ];
+    // Every pair and a few triples, in both orders: a part's edges meet the separator.
+    const lists: string[][] = [];
+    for (const a of kinds) for (const b of kinds) lists.push([a, b]);
+    lists.push(kinds.slice(0, 4), kinds.slice(-5), ['a', '', 'b']);
+    for (const parts of lists) {
+      const text = parts.join('\n\n');
+      const got = fp.of({ text, parts, metadata: {} }).content;
+      expect(got, JSON.stringify(parts).slice(0, 80)).toBe(expected(text));
+    }
+    // A pair split by the separator is two lone surrogates, as in the joined text.
+    expect(fp.of({ text: '\ud83d\n\n\ude00', parts: ['\ud83d', '\ude00'], metadata: {} }).content).toBe(expected('\ud83d\n\n\ude00'));
+  });
+
+  it("the processor's extraction gives parts that join to its text, and the same fingerprint as the text alone", () => {
+    const fp = new Fingerprinter(processor, embedder);
+    const records = [
+      { title: 'Document 1', body: 'lorem "ipsum"\n\tdolor \ud800' },
+      { title: '', body: 'only a body' },
+      { title: '   ', body: null },
+      { title: 'only a title' },
+      { title: 42, body: ['a', 'b'] },
+    ];
+    for (const record of records) {
+      const extracted = processor.extract(record);
+      expect(extracted.parts, JSON.stringify(record)).toBeDefined();
+      expect(extracted.parts!.join('\n\n')).toBe(extracted.text);
+      expect(processor.process(record).map((c) => c.content)).toEqual(processor.chunk(extracted).map((c) => c.content));
+      expect(fp.of(extracted).content).toBe(expected(extracted.text));
+    }
+    // text_template makes one text: no parts.
+    const templated = createTextProcessor(ProcessingConfigSchema.parse({ text_template: '{{title}}: {{body}}' }));
+    expect(templated.extract({ title: 'a', body: 'b' })).toEqual({ text: 'a: b', metadata: {} });
+  });
+
   it('serializes empty metadata as {} whatever its prototype, and anything else as stableJson does', () => {
     const fp = new Fingerprinter(processor, embedder);
     const hashOf = (json: string) => createHash('sha256').update(json).digest('hex');

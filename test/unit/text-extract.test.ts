@@ -1,6 +1,6 @@
 // The text a record's text_fields make: what is chunked, embedded and fingerprinted.
 import { describe, expect, it } from 'vitest';
-import { textExtractor } from '../../src/text/extract.ts';
+import { TEXT_SEPARATOR, joinTextParts, textExtractor, textPartsExtractor } from '../../src/text/extract.ts';
 
 describe('textExtractor with text_fields', () => {
   it('joins the fields that have text with a blank line, in the order of text_fields', () => {
@@ -31,5 +31,26 @@ describe('textExtractor with text_fields', () => {
     expect(extract({ title: '  ', body: undefined })).toBe('');
     expect(extract({ id: 1 })).toBe('');
     expect(extract({ body: 'only body' })).toBe('only body');
+  });
+});
+
+describe('textPartsExtractor (what fingerprints are hashed from)', () => {
+  it('gives the texts of the fields that have text, which join to the text, a fresh array per record', () => {
+    const fields = ['title', 'missing', 'blank', 'n', 'items.*.text', 'body'];
+    const parts = textPartsExtractor(fields);
+    const text = textExtractor({ textFields: fields });
+    const records = [
+      { title: 'T', blank: ' ', n: 0, items: [{ text: 'one' }, { text: '' }], body: 'B' },
+      { title: '', body: 'only body' },
+      { id: 1 },
+    ];
+    const got = records.map(parts);
+    expect(got).toEqual([['T', '0', 'one', 'B'], ['only body'], []]);
+    for (const [i, record] of records.entries()) {
+      expect(joinTextParts(got[i])).toBe(text(record));
+      expect(got[i].join(TEXT_SEPARATOR)).toBe(text(record));
+    }
+    // The arrays handed out are not reused for the next record.
+    expect(got[0]).toEqual(['T', '0', 'one', 'B']);
   });
 });
