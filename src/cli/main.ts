@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MODULE_EXT, PACKAGE_ROOT } from '../runtime-paths.ts';
+import { withNodeNavigator } from '../runtime-navigator.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -38,24 +39,6 @@ function commandModules(args: string[]): string[] {
   return name !== undefined && COMMANDS.includes(name) ? [name] : COMMANDS;
 }
 
-/**
- * While the command modules load: a `navigator` like Node 21+ has, when there is none (Node 20).
- * Without one, `pg` (imported by the state store and the PostgreSQL connectors) tells whether it
- * runs in a Cloudflare Worker by building a `Response`, which loads Node's fetch (undici) — about
- * 35 ms of every start-up, for nothing. Removed again right after, so nothing else sees it.
- */
-function withNodeNavigator(): () => void {
-  if ('navigator' in globalThis) return () => undefined;
-  Object.defineProperty(globalThis, 'navigator', {
-    value: { userAgent: `Node.js/${process.versions.node.split('.')[0]}` },
-    configurable: true,
-    writable: true,
-  });
-  return () => {
-    delete (globalThis as { navigator?: unknown }).navigator;
-  };
-}
-
 export async function main(argv: string[]): Promise<void> {
   const args = argv.slice(2);
   if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
@@ -76,16 +59,14 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError('(run `sluice --help` for usage)')
     .exitOverride()
     .hook('preAction', rejectEmptyOptions);
-  const loaded = withNodeNavigator();
-  try {
-    for (const name of commandModules(args)) {
-      const file = join(HERE, 'commands', `${name}${MODULE_EXT}`);
-      if (!existsSync(file)) continue;
-      const mod = (await import(pathToFileURL(file).href)) as { register: (p: InstanceType<typeof Command>) => void };
-      mod.register(program);
-    }
-  } finally {
-    loaded();
+  for (const name of commandModules(args)) {
+    const file = join(HERE, 'commands', `${name}${MODULE_EXT}`);
+    if (!existsSync(file)) continue;
+    // withNodeNavigator: a command module may be the first to load pg (../runtime-navigator.ts).
+    const mod = (await withNodeNavigator(() => import(pathToFileURL(file).href))) as {
+      register: (p: InstanceType<typeof Command>) => void;
+    };
+    mod.register(program);
   }
   try {
     await program.parseAsync(argv);

@@ -57,7 +57,7 @@ describe('start-up: a command loads what it needs', () => {
     expect(sync.modules.filter((u) => u.includes('/node_modules/openai/'))).toEqual([]);
   });
 
-  it('a sync of a file source loads no Kafka client or LMDB, and (Node 20) no fetch for pg', async () => {
+  it('a sync of a file source loads no Kafka client, LMDB or PostgreSQL driver, and (Node 20) no fetch', async () => {
     const dir = tempDir();
     fileToJsonlPipeline(dir, {
       files: { 'docs/a.md': '# A\n\nalpha beta', 'docs/b.md': '# B\n\ngamma' },
@@ -76,7 +76,7 @@ describe('start-up: a command loads what it needs', () => {
     expect(JSON.parse(result.stdout).connections[0].streams.docs).toMatchObject({ records_read: 2, records_written: 2 });
     const loaded = JSON.parse(readFileSync(out, 'utf8')) as { cjs: string[]; builtin: string[] };
     const all = [...modules, ...loaded.cjs];
-    expect(all.filter((u) => /[\\/]node_modules[\\/](kafkajs|lmdb|@aws-sdk|openai|prom-client)[\\/]/.test(u))).toEqual([]);
+    expect(all.filter((u) => /[\\/]node_modules[\\/](kafkajs|lmdb|@aws-sdk|openai|prom-client|pg)[\\/]/.test(u))).toEqual([]);
     expect(all.filter((u) => /lmdb-lazy/.test(u)).length).toBeGreaterThan(0); // the trace sees the engine's modules
     if (Number(process.versions.node.split('.')[0]) < 21) expect(loaded.builtin.filter((m) => m.includes('undici'))).toEqual([]);
   });
