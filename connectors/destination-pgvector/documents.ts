@@ -13,6 +13,7 @@ import {
   type TableInfo,
 } from './schema.ts';
 import { openSession, pgError, type Session } from './session.ts';
+import { takeListingSession } from './spare.ts';
 import { qualified, tableNameFor } from './sql.ts';
 
 /** Chunk rows per FETCH (native) or documents per keyset page (PGlite): bounds Node's memory. */
@@ -58,7 +59,7 @@ export async function* listDocumentBatches(
 ): AsyncGenerator<StoredDocument[]> {
   const batch = options.batchSize ?? DOCUMENTS_BATCH;
   // The engine lists a stream while its own writer has the database open (end-of-read sweep).
-  const session = await openSession(config, ctx, { joinOpen: true });
+  const session = (await takeListingSession(config, ctx)) ?? (await openSession(config, ctx, { joinOpen: true }));
   const table = tableNameFor(stream, config.table);
   const name = qualified(config.schema, table);
   const where = `connection ${ctx.connection}, stream ${stream}, destination ${session.label}`;

@@ -10,6 +10,7 @@ import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 import { scanChunks } from './scan.ts';
 import { listDocumentBatches, listDocuments } from './documents.ts';
+import { prepareListingSession } from './spare.ts';
 import { hasPrevious, rollback } from './generations.ts';
 
 export type { PgvectorConfig } from './config.ts';
@@ -134,6 +135,7 @@ const destination: Destination<PgvectorConfig> = {
   // forgotten here without creating anything, so `state show` changes nothing.
   // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf).
   async readState(config, ctx) {
+    prepareListingSession(config, ctx);
     const s = await openSession(config, ctx);
     let state: SourceState | undefined;
     try {

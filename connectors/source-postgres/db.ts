@@ -147,29 +147,29 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
         attnotnull: boolean;
         domainoid: number | null;
         generated: boolean;
+        pkpos: number | null;
       }>(
+        // pkpos: the column's place in the primary key (null when not in it): the columns and the
+        // key in one round trip.
         `SELECT a.attrelid::int AS attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS sqltype,
-                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid, a.attgenerated <> '' AS generated
+                t.typname, e.typname AS elemname, t.oid::int AS typoid, a.attnotnull, d.oid::int AS domainoid, a.attgenerated <> '' AS generated,
+                array_position(i.indkey::int2[], a.attnum) AS pkpos
            FROM pg_attribute a
            LEFT JOIN pg_type d ON d.oid = a.atttypid AND d.typtype = 'd'
            JOIN pg_type t ON t.oid = COALESCE(d.typbasetype, a.atttypid)
            LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+           LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
           WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attrelid, a.attnum`,
         [oids],
       )
     : { rows: [] };
-  const pks = oids.length
-    ? await client.query<{ indrelid: number; cols: string[] }>(
-        `SELECT i.indrelid::int AS indrelid, array_agg(a.attname ORDER BY k.ord) AS cols
-           FROM pg_index i
-           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-          WHERE i.indrelid = ANY($1::oid[]) AND i.indisprimary
-          GROUP BY i.indrelid`,
-        [oids],
-      )
-    : { rows: [] };
+  const pkBy = new Map<number, string[]>();
+  for (const c of [...cols.rows].filter((c) => c.pkpos !== null).sort((x, y) => x.attrelid - y.attrelid || x.pkpos! - y.pkpos!)) {
+    const key = pkBy.get(c.attrelid) ?? [];
+    key.push(c.attname);
+    pkBy.set(c.attrelid, key);
+  }
   const colsBy = new Map<number, Column[]>();
   for (const c of cols.rows) {
     const isArray = c.elemname != null;
@@ -183,7 +183,6 @@ export async function loadRelations(client: pg.Client, cfg: PostgresSourceConfig
     });
     colsBy.set(c.attrelid, list);
   }
-  const pkBy = new Map(pks.rows.map((r) => [r.indrelid, r.cols]));
   const out: Relation[] = chosen.map((r) => {
     const columns = colsBy.get(r.oid) ?? [];
     return {

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MODULE_EXT, PACKAGE_ROOT } from '../runtime-paths.ts';
+import { withNodeNavigator } from '../runtime-navigator.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -61,7 +62,10 @@ export async function main(argv: string[]): Promise<void> {
   for (const name of commandModules(args)) {
     const file = join(HERE, 'commands', `${name}${MODULE_EXT}`);
     if (!existsSync(file)) continue;
-    const mod = (await import(pathToFileURL(file).href)) as { register: (p: InstanceType<typeof Command>) => void };
+    // withNodeNavigator: a command module may be the first to load pg (../runtime-navigator.ts).
+    const mod = (await withNodeNavigator(() => import(pathToFileURL(file).href))) as {
+      register: (p: InstanceType<typeof Command>) => void;
+    };
     mod.register(program);
   }
   try {

@@ -3,7 +3,8 @@
 // in the JS heap beyond the vectors being returned.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
+import { open } from '../engine/lmdb-lazy.ts';
 import { createHash } from 'node:crypto';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import type { Embedder, EmbeddingCache } from './types.ts';

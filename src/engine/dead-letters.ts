@@ -7,7 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import { access, appendFile, constants, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
+import { pgDriver } from '../runtime-navigator.ts';
 import type { ErrorsConfig } from '../config/errors.ts';
 import { redact, registerUrlPassword } from '../config/secrets.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
@@ -159,7 +160,7 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
 
   private async db(): Promise<pg.Client> {
     if (this.client) return this.client;
-    const c = new pg.Client({ connectionString: this.cfg.url, application_name: 'sluice dead letters' });
+    const c = new (pgDriver().Client)({ connectionString: this.cfg.url, application_name: 'sluice dead letters' });
     c.on('error', () => {});
     try {
       await c.connect();
@@ -185,7 +186,7 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
 
   async check(): Promise<string> {
     const name = `${this.cfg.schema}.${this.cfg.table}`;
-    const c = new pg.Client({ connectionString: this.cfg.url, application_name: 'sluice check' });
+    const c = new (pgDriver().Client)({ connectionString: this.cfg.url, application_name: 'sluice check' });
     c.on('error', () => {});
     const unusable = (why: string) =>
       new SluiceError(`dead-letter table ${name} cannot be used: ${why}`, {

@@ -5,7 +5,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
+import { open } from './lmdb-lazy.ts';
 import type { LoadedConnection } from '../config/load.ts';
 import type { ConnectorContext, DestinationMessage, DocumentFingerprint } from '../protocol/connector.ts';
 import { withContext } from '../protocol/errors.ts';

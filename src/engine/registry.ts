@@ -8,6 +8,7 @@ import { SluiceError } from '../protocol/errors.ts';
 import { closest } from '../config/suggest.ts';
 import { validateConnectorModule } from '../cdk/validate.ts';
 import { CODE_ROOT, MODULE_EXT } from '../runtime-paths.ts';
+import { withNodeNavigator } from '../runtime-navigator.ts';
 import { findInstalledPackage, importConnectorFile, isPackageSpecifier, resolvePackageEntry } from './load-module.ts';
 
 export const BUILTIN = {
@@ -71,7 +72,10 @@ async function load(kind: 'source' | 'destination', type: string, baseDir: strin
   let mod: Record<string, unknown>;
   try {
     // A built-in is sluice's own code: compiled with it (dist/), or run by whatever runs its sources.
-    mod = builtin ? ((await import(pathToFileURL(file).href)) as Record<string, unknown>) : await importConnectorFile(file);
+    // A built-in may be the first to load pg: withNodeNavigator (../runtime-navigator.ts).
+    mod = builtin
+      ? ((await withNodeNavigator(() => import(pathToFileURL(file).href))) as Record<string, unknown>)
+      : await importConnectorFile(file);
   } catch (err) {
     throw new SluiceError(`cannot load ${kind} "${type}" from ${file}: ${(err as Error).message}`, { kind: 'config' });
   }

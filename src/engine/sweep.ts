@@ -6,7 +6,8 @@
 import { randomBytes, createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import { open } from './lmdb-lazy.ts';
 import type { LoadedConnection } from '../config/load.ts';
 import type {
   ConnectorContext,

@@ -37,6 +37,7 @@ import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
 import { ErrorBudget, openDeadLetterStore, type DeadLetterStage, type DeadLetterStore } from './dead-letters.ts';
 import { lockConnection } from './connection-lock.ts';
 import { RunShelf } from './shelf.ts';
+import { listsDocuments } from './listing-hint.ts';
 import { countFailed, destinationRejection, sourceRecordError } from './rejections.ts';
 import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
@@ -271,6 +272,7 @@ async function runConnection(pipeline: LoadedPipeline, conn: LoadedConnection, o
     if (!opts.dryRun && conn.source.capabilities.stateMerge !== 'deep') unlock = await lockConnection(pipeline.stateDir, lockName);
     const ctx = await connectorContext(pipeline, conn, opts);
     ctx.shelf = shelf = new RunShelf();
+    ctx.listsDocuments = listsDocuments(conn, opts);
     embedder = embedderFor(conn, logger);
     // The recorded index identity is read (read-only: the destination's state and the state store)
     // while the source discovers: independent round trips, overlapped. Its verdict is taken only

@@ -5,7 +5,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
+import { open } from './lmdb-lazy.ts';
 import type { Chunk, DestinationMessage, DestinationWriter, DocumentFingerprint } from '../protocol/connector.ts';
 import { withContext } from '../protocol/errors.ts';
 import type { DestinationSyncMode, StateMessage } from '../protocol/messages.ts';

@@ -16,7 +16,8 @@
 import { randomInt } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import { open } from './lmdb-lazy.ts';
 import type { LoadedConnection, LoadedPipeline } from '../config/load.ts';
 import type { Embedder, EmbeddingCache } from '../embedding/types.ts';
 import type { ConnectorContext, DestinationMessage, DocumentFingerprint, Logger, ScannedChunk } from '../protocol/connector.ts';

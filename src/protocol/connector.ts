@@ -43,6 +43,12 @@ export interface ConnectorContext {
    * (and when a call may not park): the connector closes what it opens, as always.
    */
   shelf?: ResourceShelf;
+  /**
+   * Set during a sync that will list stored documents (Destination.documents, the end-of-read
+   * sweep) after the writer opened: a destination may get ready for that meanwhile (connect ahead
+   * and park the session on the shelf). Only a hint; documents() must work without it.
+   */
+  listsDocuments?: boolean;
 }
 
 /** Open resources parked between a connector's calls within one run (see ConnectorContext.shelf). */

@@ -2,7 +2,8 @@
 // local disk does not survive (Kubernetes pods, CI). Several processes may share it: every update
 // runs in a transaction that holds the connection's row lock, so the engine's read-modify-write
 // (deep merge for shared workers, shard slots) is serialised across processes.
-import pg from 'pg';
+import type pg from 'pg';
+import { pgDriver } from '../runtime-navigator.ts';
 import type { SourceState } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import type { EmbeddingCache } from '../embedding/types.ts';
@@ -49,7 +50,12 @@ export class PostgresStateStore implements StateStore {
     readonly dir: string,
   ) {
     this.label = describeDatabaseUrl(config.url);
-    this.pool = new pg.Pool({ connectionString: config.url, max: 6, application_name: 'sluice-state', connectionTimeoutMillis: 20_000 });
+    this.pool = new (pgDriver().Pool)({
+      connectionString: config.url,
+      max: 6,
+      application_name: 'sluice-state',
+      connectionTimeoutMillis: 20_000,
+    });
     // An idle client dropped by the server must not crash the process; the next query reports it.
     this.pool.on('error', () => {});
     this.stateTable = `${ident(config.schema)}.connection_state`;

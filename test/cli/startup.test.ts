@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { fileToJsonlPipeline, runCli, tempDir } from '../helpers/cli.ts';
 
 /** Runs the CLI with a resolve hook; returns its result and the URLs of the modules it loaded. */
-async function loadedModules(args: string[], dir: string) {
+async function loadedModules(args: string[], dir: string, nodeOptions = '') {
   const hooks = join(dir, 'trace-hooks.mjs');
   writeFileSync(
     hooks,
@@ -25,7 +25,7 @@ export async function resolve(specifier, context, next) {
   writeFileSync(out, '');
   const result = await runCli(args, {
     cwd: dir,
-    env: { NODE_OPTIONS: `--import ${pathToFileURL(register).href}`, TRACE_OUT: out },
+    env: { NODE_OPTIONS: `--import ${pathToFileURL(register).href} ${nodeOptions}`, TRACE_OUT: out },
   });
   return { result, modules: readFileSync(out, 'utf8').split('\n').filter(Boolean) };
 }
@@ -55,6 +55,30 @@ describe('start-up: a command loads what it needs', () => {
     expect(readFileSync(join(dir, 'out.jsonl'), 'utf8')).toContain('alpha beta');
     expect(commandModules(sync.modules)).toEqual(['shared', 'sync']);
     expect(sync.modules.filter((u) => u.includes('/node_modules/openai/'))).toEqual([]);
+  });
+
+  it('a sync of a file source loads no Kafka client, LMDB or PostgreSQL driver, and (Node 20) no fetch', async () => {
+    const dir = tempDir();
+    fileToJsonlPipeline(dir, {
+      files: { 'docs/a.md': '# A\n\nalpha beta', 'docs/b.md': '# B\n\ngamma' },
+      connection: { embedding: { provider: 'hash', dimensions: 8 } },
+    });
+    // CommonJS loads (lmdb is required on first use, kafkajs is CommonJS) do not pass the ESM
+    // hook on Node 20: a preload lists require.cache and Node's own modules when the child exits.
+    const preload = join(dir, 'loaded.cjs');
+    const out = join(dir, 'loaded.json');
+    writeFileSync(
+      preload,
+      `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify({ cjs: Object.keys(require.cache), builtin: process.moduleLoadList })));\n`,
+    );
+    const { result, modules } = await loadedModules(['sync', 'p.yaml', '--json'], dir, `--require ${preload}`);
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).connections[0].streams.docs).toMatchObject({ records_read: 2, records_written: 2 });
+    const loaded = JSON.parse(readFileSync(out, 'utf8')) as { cjs: string[]; builtin: string[] };
+    const all = [...modules, ...loaded.cjs];
+    expect(all.filter((u) => /[\\/]node_modules[\\/](kafkajs|lmdb|@aws-sdk|openai|prom-client|pg)[\\/]/.test(u))).toEqual([]);
+    expect(all.filter((u) => /lmdb-lazy/.test(u)).length).toBeGreaterThan(0); // the trace sees the engine's modules
+    if (Number(process.versions.node.split('.')[0]) < 21) expect(loaded.builtin.filter((m) => m.includes('undici'))).toEqual([]);
   });
 
   it('help and an unknown command still see every command', async () => {

@@ -161,7 +161,9 @@ connections:
     expect(refused.code, refused.stderr).toBe(2);
     expect(refused.stderr + refused.stdout).toContain('the index was built with other settings');
     expect(src.opened).toBe(1);
-    expect(dst.opened).toBe(1);
+    // The identity check's session, and the listing's, connected ahead because the pipeline's
+    // stream is full_refresh + append_dedup (ConnectorContext.listsDocuments): both closed unused.
+    expect(dst.opened).toBe(2);
     expect([src.open, dst.open, src.abandoned, dst.abandoned]).toEqual([0, 0, 0, 0]);
   });
 

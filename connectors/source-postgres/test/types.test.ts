@@ -25,7 +25,8 @@ beforeAll(async () => {
      CREATE TABLE "Weird ""Name""" ("select" int PRIMARY KEY, "Mixed Case" text);
      INSERT INTO "Weird ""Name""" VALUES (1, 'ok');
      CREATE VIEW typed_view AS SELECT id, t FROM typed;
-     CREATE SCHEMA other; CREATE TABLE other.things (id int PRIMARY KEY);`,
+     CREATE SCHEMA other; CREATE TABLE other.things (id int PRIMARY KEY);
+     CREATE SCHEMA keys; CREATE TABLE keys.composite (b int, a int, c text, note text, PRIMARY KEY (c, a));`,
   );
 });
 
@@ -85,6 +86,10 @@ describe('postgres source types', () => {
     expect((typed as Record<string, unknown>).cursor_candidates).toEqual(expect.arrayContaining(['id', 'n', 'ts', 'tstz', 'd']));
     const view = cat.streams.find((s) => s.name === 'typed_view')!;
     expect(view.source_defined_primary_key).toBeUndefined();
+    expect(cat.streams.find((s) => s.name === 'other.things')!.source_defined_primary_key).toEqual([['id']]);
+    // A composite key in its declared order, not the columns' order.
+    const keyed = await source.discover(config(url, { schemas: ['keys'] }), context('types'));
+    expect(keyed.streams.map((s) => [s.name, s.source_defined_primary_key])).toEqual([['keys.composite', [['c'], ['a']]]]);
     const only = await source.discover(config(url, { include: ['typ*'], exclude: ['*_view'] }), context('types'));
     expect(only.streams.map((s) => s.name)).toEqual(['typed']);
   });

@@ -1,0 +1,113 @@
+// When the engine says a listing will come (ConnectorContext.listsDocuments), readState() — a
+// sync's first call — also connects the session documents() will list with, so that connect
+// overlaps the run's set-up. The listing takes it; what no listing takes is closed with the shelf;
+// a spare the server ended is not used. Without the hint nothing more is opened than before.
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
+import { RunShelf } from '../../src/engine/shelf.ts';
+import destination from './index.ts';
+import { PgvectorConfigSchema } from './config.ts';
+import { documentMessage, drain, stateMessage, testContext } from './testing.ts';
+
+describeOnNativePgvector('pgvector: the listing session is connected ahead (ConnectorContext.listsDocuments)', (backend) => {
+  let admin: pg.Client;
+  const schema = `spare_${randomBytes(4).toString('hex')}`;
+  // Its own application_name (the URL's wins over the connector's), so other suites' sessions are not counted.
+  const url = () => {
+    const u = new URL(backend.url);
+    u.searchParams.set('application_name', schema);
+    return u.toString();
+  };
+  const config = () => PgvectorConfigSchema.parse({ url: url(), schema, index: 'none' });
+  const open = (ctx: ReturnType<typeof testContext>) =>
+    destination.open(config(), ctx, {
+      streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
+      dimensions: 4,
+    });
+  const sessions = async () =>
+    (
+      await admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
+        [schema],
+      )
+    ).rows[0].n;
+  const settle = async (n: number) => {
+    for (let i = 0; i < 50 && (await sessions()) !== n; i++) await sleep(20);
+    return sessions();
+  };
+  const list = async (ctx: ReturnType<typeof testContext>) => {
+    const ids: string[] = [];
+    for await (const d of destination.documents!(config(), ctx, 'docs')) ids.push(d.documentId);
+    return ids.sort();
+  };
+
+  beforeAll(async () => {
+    admin = new pg.Client({ connectionString: backend.url });
+    await admin.connect();
+    const ctx = testContext('spare');
+    const w = await open(ctx);
+    await drain(w, [documentMessage('docs', 'a', 1, 4), documentMessage('docs', 'b', 1, 4), stateMessage('docs', 1)]);
+    await w.close();
+  });
+  afterAll(async () => {
+    await admin?.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin?.end();
+  });
+
+  it('readState() connects the listing session too; documents() lists through it', async () => {
+    await settle(0);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('spare'), shelf, listsDocuments: true };
+    await destination.readState!(config(), ctx);
+    expect(shelf.size).toBe(2);
+    expect(await settle(2)).toBe(2);
+    const w = await open(ctx);
+    expect(shelf.size).toBe(1);
+    expect(await list(ctx)).toEqual(['a', 'b']);
+    // Taken and closed by the listing; no third session was opened for it.
+    expect(shelf.size).toBe(0);
+    expect(await settle(1)).toBe(1);
+    await w.close();
+    expect(await settle(0)).toBe(0);
+  });
+
+  it('a run that never lists closes the spare with its shelf', async () => {
+    await settle(0);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('spare'), shelf, listsDocuments: true };
+    await destination.readState!(config(), ctx);
+    expect(await settle(2)).toBe(2);
+    await shelf.close();
+    expect(await settle(0)).toBe(0);
+  });
+
+  it('a spare the server ended is not used: documents() connects afresh', async () => {
+    await settle(0);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('spare'), shelf, listsDocuments: true };
+    await destination.readState!(config(), ctx);
+    expect(await settle(2)).toBe(2);
+    await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
+      [schema],
+    );
+    await sleep(200); // the clients hear of it
+    expect(await list(ctx)).toEqual(['a', 'b']);
+    await shelf.close();
+    expect(await settle(0)).toBe(0);
+  });
+
+  it('without the hint, readState() connects nothing for a listing', async () => {
+    await settle(0);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('spare'), shelf };
+    await destination.readState!(config(), ctx);
+    expect(shelf.size).toBe(1);
+    expect(await settle(1)).toBe(1);
+    await shelf.close();
+    expect(await settle(0)).toBe(0);
+  });
+});
