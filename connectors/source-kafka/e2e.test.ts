@@ -264,44 +264,42 @@ describe('sluice sync: Kafka end to end', () => {
     });
   });
 
-  it(
-    'two CLI workers with one group id split the partitions and together deliver everything once (pgvector)',
-    { timeout: 300_000 },
-    async () => {
-      const topic = uniqueName('e2e_pair').replace(/-/g, '_');
-      const dir = scratchDir('sluice-kafka-pair-');
-      const schema = uniqueName('kafka_pair').replace(/-/g, '_');
-      const yaml = writePipeline(
-        dir,
-        'kafka-pair',
-        topic,
-        `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`,
-      );
-      const model = new Model();
-      for (let id = 0; id < 6000; id++) model.debezium('r', id, `document ${id}`);
-      await model.flush(topic);
-      const [a, b] = await Promise.all([sync(yaml), sync(yaml)]);
-      expect(a.code, a.stderr).toBe(0);
-      expect(b.code, b.stderr).toBe(0);
-      const readA = a.summary!.connections[0].streams[topic].records_read;
-      const readB = b.summary!.connections[0].streams[topic].records_read;
-      expect(readA).toBeGreaterThan(0);
-      expect(readB).toBeGreaterThan(0);
-      expect(readA + readB).toBe(6000);
-      const rows = (await db.query(`SELECT document_id, content FROM "${schema}".docs`)).rows as Array<{
-        document_id: string;
-        content: string;
-      }>;
-      expect(rows.length).toBe(6000);
-      expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([x], [y]) => x.localeCompare(y))).toEqual(
-        model.expected(),
-      );
-      // A later run (one worker) resumes every partition where the pair left off: nothing to read.
-      const again = await sync(yaml);
-      expect(again.code, again.stderr).toBe(0);
-      expect(again.summary!.connections[0].streams[topic].records_read).toBe(0);
-    },
-  );
+  it('two CLI workers with one group id together deliver everything once (pgvector)', { timeout: 300_000 }, async () => {
+    const topic = uniqueName('e2e_pair').replace(/-/g, '_');
+    const dir = scratchDir('sluice-kafka-pair-');
+    const schema = uniqueName('kafka_pair').replace(/-/g, '_');
+    const yaml = writePipeline(
+      dir,
+      'kafka-pair',
+      topic,
+      `type: pgvector\n      config: { url: "${pgUrl}", schema: ${schema}, table: docs, index: none }`,
+    );
+    const model = new Model();
+    for (let id = 0; id < 6000; id++) model.debezium('r', id, `document ${id}`);
+    await model.flush(topic);
+    const [a, b] = await Promise.all([sync(yaml), sync(yaml)]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const readA = a.summary!.connections[0].streams[topic].records_read;
+    const readB = b.summary!.connections[0].streams[topic].records_read;
+    // How the partitions split depends on when each process joins the group: one that starts
+    // more than the group's initial rebalance delay after the other (a loaded machine: two CLI
+    // start-ups) may find everything read already. The split itself is asserted where both
+    // workers join at once (kafka.test.ts, "two workers with one group id split the partitions"); here, together, exactly once.
+    expect(readA + readB).toBe(6000);
+    const rows = (await db.query(`SELECT document_id, content FROM "${schema}".docs`)).rows as Array<{
+      document_id: string;
+      content: string;
+    }>;
+    expect(rows.length).toBe(6000);
+    expect(rows.map((r) => [r.document_id, r.content] as [string, string]).sort(([x], [y]) => x.localeCompare(y))).toEqual(
+      model.expected(),
+    );
+    // A later run (one worker) resumes every partition where the pair left off: nothing to read.
+    const again = await sync(yaml);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.summary!.connections[0].streams[topic].records_read).toBe(0);
+  });
 
   it('--follow keeps consuming new messages until SIGTERM, and exits with its progress saved', { timeout: 120_000 }, async () => {
     const topic = uniqueName('e2e_follow').replace(/-/g, '_');
