@@ -31,6 +31,7 @@ export const FINGERPRINT_CHECKS = [
   'fingerprints.keep-only-overwrite-unchanged',
   'fingerprints.keep-some-in-overwrite',
   'fingerprints.documents-listed',
+  'fingerprints.document-batches-listed',
 ] as const;
 
 type Mode = DestinationSyncMode;
@@ -171,6 +172,7 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
     await keepSomeInOverwrite();
   }
   await documentsListed();
+  await documentBatchesListed();
 
   /** Fingerprints come back after the commit, in the same writer and in a new one; the newest, never a stale one. */
   async function storedWithDocument(): Promise<void> {
@@ -409,6 +411,40 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
     }
   }
 
+  /**
+   * What a listing of every test stream gets wrong: a document listed twice or not at all, one
+   * listed that is not stored, a wrong chunk count or fingerprint. `what` names the listing.
+   */
+  async function listingProblems(
+    what: string,
+    list: (stream: string) => AsyncIterable<StoredDocument>,
+  ): Promise<{ problems: string[]; listed: number }> {
+    const problems: string[] = [];
+    let listed = 0;
+    for (const [s, model] of kit.expected) {
+      const got = new Map<string, StoredDocument>();
+      for await (const d of list(s)) {
+        if (got.has(d.documentId)) problems.push(`stream "${s}": ${what} lists "${d.documentId}" twice`);
+        got.set(d.documentId, d);
+        listed++;
+      }
+      for (const [id, texts] of model) {
+        const d = got.get(id);
+        const want = fingerprintModel.get(s)?.get(id);
+        if (!d) problems.push(`stream "${s}": ${what} does not list stored document "${id}"`);
+        else {
+          if (d.chunks !== texts.length)
+            problems.push(`stream "${s}": ${what} says "${id}" has ${d.chunks} chunk(s); it has ${texts.length}`);
+          if (show(d.fingerprint) !== show(want))
+            problems.push(`stream "${s}": ${what} gives "${id}" fingerprint ${show(d.fingerprint)}, expected ${show(want)}`);
+        }
+      }
+      const extra = [...got.keys()].filter((id) => !model.has(id)).sort();
+      if (extra.length) problems.push(`stream "${s}": ${what} lists ${extra.map((i) => `"${i}"`).join(', ')}, which are not stored`);
+    }
+    return { problems, listed };
+  }
+
   /** documents() lists exactly the stored documents of every test stream, with chunk counts and fingerprints. */
   async function documentsListed(): Promise<void> {
     const check = 'fingerprints.documents-listed';
@@ -422,33 +458,33 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
       else report.notApplicable(check, 'the destination has neither fingerprints() nor documents()');
       return;
     }
-    const problems: string[] = [];
     try {
-      let listed = 0;
-      for (const [s, model] of kit.expected) {
-        const got = new Map<string, StoredDocument>();
-        for await (const d of documents(kit.config, kit.ctx, s)) {
-          if (got.has(d.documentId)) problems.push(`stream "${s}": documents() lists "${d.documentId}" twice`);
-          got.set(d.documentId, d);
-          listed++;
-        }
-        for (const [id, texts] of model) {
-          const d = got.get(id);
-          const want = fingerprintModel.get(s)?.get(id);
-          if (!d) problems.push(`stream "${s}": documents() does not list stored document "${id}"`);
-          else {
-            if (d.chunks !== texts.length)
-              problems.push(`stream "${s}": documents() says "${id}" has ${d.chunks} chunk(s); it has ${texts.length}`);
-            if (show(d.fingerprint) !== show(want))
-              problems.push(`stream "${s}": documents() gives "${id}" fingerprint ${show(d.fingerprint)}, expected ${show(want)}`);
-          }
-        }
-        const extra = [...got.keys()].filter((id) => !model.has(id)).sort();
-        if (extra.length) problems.push(`stream "${s}": documents() lists ${extra.map((i) => `"${i}"`).join(', ')}, which are not stored`);
-      }
+      const { problems, listed } = await listingProblems('documents()', (s) => documents(kit.config, kit.ctx, s));
       report.result(check, problems, `${listed} documents in ${kit.expected.size} streams`);
     } catch (err) {
       report.fail(check, `documents() failed: ${describeFailure(err)}`);
+    }
+  }
+
+  /**
+   * documentBatches() (the deletion sweep's listing where a destination has it) lists the same
+   * documents as documents() must: the sweep deletes what it does not list.
+   */
+  async function documentBatchesListed(): Promise<void> {
+    const check = 'fingerprints.document-batches-listed';
+    const batches = kit.destination.documentBatches?.bind(kit.destination);
+    if (!batches) {
+      report.notApplicable(check, 'the destination has no documentBatches(): the sweep lists through documents()');
+      return;
+    }
+    const flattened = async function* (s: string): AsyncGenerator<StoredDocument> {
+      for await (const page of batches(kit.config, kit.ctx, s)) yield* page;
+    };
+    try {
+      const { problems, listed } = await listingProblems('documentBatches()', flattened);
+      report.result(check, problems, `${listed} documents in ${kit.expected.size} streams`);
+    } catch (err) {
+      report.fail(check, `documentBatches() failed: ${describeFailure(err)}`);
     }
   }
 }

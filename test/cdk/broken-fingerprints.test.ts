@@ -2,7 +2,7 @@
 // a correct in-memory destination passes, and each realistic bug is caught with a message that says
 // what is wrong. A destination without fingerprints gets "not applicable", never "passed".
 import { describe, expect, it } from 'vitest';
-import { defineDestination, z, type DocumentFingerprint, type WriteOperation } from 'sluice/cdk';
+import { defineDestination, z, type DocumentFingerprint, type StoredDocument, type WriteOperation } from 'sluice/cdk';
 import { FINGERPRINT_CHECKS, runDestinationConformance, type ConformanceReport } from 'sluice/testing';
 
 type Row = { documentId: string; chunkIndex: number; content: string; metadata: Record<string, unknown> };
@@ -20,7 +20,9 @@ type Fault =
   /** documents() lists the chunks' documents but without their fingerprints. */
   | 'documentsWithoutFingerprints'
   /** While an overwrite generation loads, fingerprints() answers from it instead of the live one. */
-  | 'answersFromLoadingGeneration';
+  | 'answersFromLoadingGeneration'
+  /** documentBatches() pages by two and loses the last page when it is not full (an off-by-one in paging). */
+  | 'batchesDropLastPage';
 
 /** An in-memory destination that keeps fingerprints, with one switchable fault. */
 function fingerprintDestination(fault?: Fault) {
@@ -35,6 +37,14 @@ function fingerprintDestination(fault?: Fault) {
     if (fault === 'metadataOnlyDropsChunks') return [];
     return old.map((r) => ({ ...r, metadata: op.chunks.find((c) => c.chunkIndex === r.chunkIndex)?.metadata ?? r.metadata }));
   };
+  async function* listed(stream: string): AsyncGenerator<StoredDocument> {
+    const counts = new Map<string, number>();
+    for (const r of table(stream)) counts.set(r.documentId, (counts.get(r.documentId) ?? 0) + 1);
+    for (const [documentId, chunks] of counts) {
+      const fp = fpTable(stream).get(documentId);
+      yield { documentId, chunks, ...(fp && fault !== 'documentsWithoutFingerprints' ? { fingerprint: fp } : {}) };
+    }
+  }
   const destination = defineDestination({
     spec: { name: 'memory-fingerprints', config: z.strictObject({}) },
     destinationSyncModes: ['append_dedup', 'overwrite'],
@@ -128,13 +138,14 @@ function fingerprintDestination(fault?: Fault) {
       };
     },
     readBack: async (_c, _x, stream) => table(stream).map((r) => ({ ...r })),
-    async *documents(_c, _x, stream) {
-      const counts = new Map<string, number>();
-      for (const r of table(stream)) counts.set(r.documentId, (counts.get(r.documentId) ?? 0) + 1);
-      for (const [documentId, chunks] of counts) {
-        const fp = fpTable(stream).get(documentId);
-        yield { documentId, chunks, ...(fp && fault !== 'documentsWithoutFingerprints' ? { fingerprint: fp } : {}) };
+    documents: (_c, _x, stream) => listed(stream),
+    async *documentBatches(_c, _x, stream) {
+      let page: StoredDocument[] = [];
+      for await (const d of listed(stream)) {
+        page.push(d);
+        if (page.length === 2) yield page.splice(0);
       }
+      if (page.length && fault !== 'batchesDropLastPage') yield page;
     },
   });
   return destination;
@@ -224,6 +235,16 @@ describe('conformance kit on destinations that keep fingerprints', () => {
     expect(f['fingerprints.documents-listed']).toMatch(
       /^stream "conformance_[0-9a-f]{8}_append_dedup": documents\(\) gives "fp-a" fingerprint none, expected A2/m,
     );
-    expect(Object.keys(f)).toEqual(['fingerprints.documents-listed']);
+    // documentBatches() lists the same documents, so it is wrong the same way.
+    expect(f['fingerprints.document-batches-listed']).toMatch(
+      /^stream "conformance_[0-9a-f]{8}_append_dedup": documentBatches\(\) gives "fp-a" fingerprint none, expected A2/m,
+    );
+    expect(Object.keys(f)).toEqual(['fingerprints.documents-listed', 'fingerprints.document-batches-listed']);
+  });
+
+  it('catches documentBatches() that loses documents documents() lists', async () => {
+    const f = failed(await runDestinationConformance(fingerprintDestination('batchesDropLastPage'), { config: {} }));
+    expect(f['fingerprints.document-batches-listed']).toMatch(/documentBatches\(\) does not list stored document "fp-[a-z0-9]+"/);
+    expect(Object.keys(f)).toEqual(['fingerprints.document-batches-listed']);
   });
 });

@@ -21,12 +21,32 @@ async function snapshot(db: pg.Client, schema: string): Promise<string> {
     const { rows } = await db.query(`SELECT to_jsonb(x)::text AS row FROM "${schema}"."${t}" x ORDER BY 1`);
     out[t] = rows.map((r: { row: string }) => r.row);
   }
-  // The kit's sandbox schemas (sluice_conformance_<run>): none may be left behind. Other schemas are
-  // not compared: other test files create and drop their own in this shared database meanwhile.
-  out.__schemas = (
-    await db.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sluice\\_conformance\\_%' ORDER BY nspname`)
-  ).rows.map((r) => r.nspname);
   return JSON.stringify(out);
+}
+
+/** The kit's sandbox schemas (sluice_conformance_<run>) and tables named like its test streams. */
+async function kitLeftovers(db: pg.Client): Promise<string[]> {
+  const { rows } = await db.query<{ nspname: string; relname: string | null }>(
+    `SELECT n.nspname, c.relname FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname LIKE 'conformance\\_%'
+      WHERE n.nspname LIKE 'sluice\\_conformance\\_%' OR c.relname IS NOT NULL ORDER BY 1, 2`,
+  );
+  return rows.map((r) => `${r.nspname}.${r.relname ?? ''}`);
+}
+
+/**
+ * What the kit run left behind. Other test files run the kit against this shared database at the
+ * same time, each in a sandbox of its own that it drops at its end: a name that was not there before
+ * this run may be theirs, so it counts only if it is still there 30 s later (a kit run takes
+ * seconds, and every run's sandbox has a new name).
+ */
+async function leftBehind(db: pg.Client, before: string[]): Promise<string[]> {
+  let left = (await kitLeftovers(db)).filter((n) => !before.includes(n));
+  for (const deadline = Date.now() + 30_000; left.length && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = await kitLeftovers(db);
+    left = left.filter((n) => now.includes(n));
+  }
+  return left;
 }
 
 /** Path and sha256 of every file under `dir`. */
@@ -86,38 +106,40 @@ for (const server of ['pglite', 'postgres'] as const) {
       await db?.end();
     });
 
-    it('leaves the pipeline’s tables, saved state and the database’s schemas byte-for-byte as they were', async () => {
-      const before = await snapshot(db, schema);
-      const stateBefore = filesOf(join(folder, '.sluice'));
-      const state = await db.query(`SELECT state::text FROM "${schema}"._sluice_state WHERE connection = 'e2e'`);
-      expect(state.rows).toHaveLength(1);
+    it(
+      'leaves the pipeline’s tables, saved state and the database’s schemas byte-for-byte as they were',
+      { timeout: 180_000 },
+      async () => {
+        const before = await snapshot(db, schema);
+        const kitBefore = await kitLeftovers(db);
+        const stateBefore = filesOf(join(folder, '.sluice'));
+        const state = await db.query(`SELECT state::text FROM "${schema}"._sluice_state WHERE connection = 'e2e'`);
+        expect(state.rows).toHaveLength(1);
 
-      const r = await runCli(['test-connector', pipeline, '--side', 'both', '--strict']);
-      if (pgvector) {
-        expect(r.stdout).toMatch(/destination pgvector: PASSED/);
-        expect(r.stdout).toMatch(/source file: PASSED/);
-        expect(r.stdout).toMatch(/\d+ passed, 0 failed, 0 skipped/);
-        expect(r.code).toBe(0);
-      } else {
-        // The kit fails (no pgvector to write with) but still touches nothing.
-        expect(r.stdout).toMatch(/destination pgvector: FAILED/);
-        expect(r.code).toBe(1);
-      }
-      expect(await snapshot(db, schema)).toBe(before);
-      expect(filesOf(join(folder, '.sluice'))).toEqual(stateBefore);
-      const leftovers = await db.query(
-        `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname LIKE 'sluice_conformance_%' OR c.relname LIKE 'conformance\\_%'`,
-      );
-      expect(leftovers.rows).toEqual([]);
+        const r = await runCli(['test-connector', pipeline, '--side', 'both', '--strict']);
+        if (pgvector) {
+          expect(r.stdout).toMatch(/destination pgvector: PASSED/);
+          expect(r.stdout).toMatch(/source file: PASSED/);
+          expect(r.stdout).toMatch(/\d+ passed, 0 failed, 0 skipped/);
+          expect(r.code).toBe(0);
+        } else {
+          // The kit fails (no pgvector to write with) but still touches nothing.
+          expect(r.stdout).toMatch(/destination pgvector: FAILED/);
+          expect(r.code).toBe(1);
+        }
+        expect(await snapshot(db, schema)).toBe(before);
+        expect(filesOf(join(folder, '.sluice'))).toEqual(stateBefore);
+        // No sandbox schema or test-stream table of this run is left behind.
+        expect(await leftBehind(db, kitBefore)).toEqual([]);
 
-      if (pgvector) {
-        // The next sync finds its state: nothing is re-read or re-embedded.
-        const again = await runCli(['sync', pipeline, '--json']);
-        expect(again.code).toBe(0);
-        const summary = JSON.parse(again.stdout) as { streams?: Record<string, { records_read: number }> } & Record<string, unknown>;
-        expect(JSON.stringify(summary)).toMatch(/"records_read":0/);
-      }
-    });
+        if (pgvector) {
+          // The next sync finds its state: nothing is re-read or re-embedded.
+          const again = await runCli(['sync', pipeline, '--json']);
+          expect(again.code).toBe(0);
+          const summary = JSON.parse(again.stdout) as { streams?: Record<string, { records_read: number }> } & Record<string, unknown>;
+          expect(JSON.stringify(summary)).toMatch(/"records_read":0/);
+        }
+      },
+    );
   });
 }
