@@ -311,7 +311,11 @@ export function pgError(err: unknown, where: string, message?: string): SluiceEr
     isTransientNetworkError(e as NodeJS.ErrnoException) ||
     /Connection terminated|connection timeout|timeout expired/i.test(e?.message ?? '');
   if (network) {
-    return new SluiceError(`${message ?? 'cannot reach the database'}: ${describeUnknown(err)}`, {
+    // A write on a socket the server has closed (it restarted or ended the session) says only
+    // "write EPIPE" / "read ECONNRESET": name what happened.
+    const lost = e?.code === 'EPIPE' || e?.code === 'ECONNRESET' ? 'the database server closed the connection' : undefined;
+    const cause = lost ? `${lost} (${describeUnknown(err)})` : describeUnknown(err);
+    return new SluiceError(`${message ?? 'cannot reach the database'}: ${cause}`, {
       kind: 'connection',
       where,
       transient: true,
