@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
+import { sessionCounter, urlNamed } from '../../test/helpers/pg-sessions.ts';
 import { RunShelf } from '../../src/engine/shelf.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema } from './config.ts';
@@ -14,29 +15,15 @@ import { documentMessage, drain, stateMessage, testContext } from './testing.ts'
 describeOnNativePgvector('pgvector: the identity check session is the writer’s (ConnectorContext.shelf)', (backend) => {
   let admin: pg.Client;
   const schema = `shelf_${randomBytes(4).toString('hex')}`;
-  // Its own application_name (the URL's wins over the connector's), so other suites' sessions on this server are not counted.
-  const url = () => {
-    const u = new URL(backend.url);
-    u.searchParams.set('application_name', schema);
-    return u.toString();
-  };
+  // Its own application_name, so only this test's sessions are counted.
+  const url = () => urlNamed(backend.url, schema);
   const config = () => PgvectorConfigSchema.parse({ url: url(), schema, index: 'none' });
   const open = (ctx: ReturnType<typeof testContext>) =>
     destination.open(config(), ctx, {
       streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
       dimensions: 4,
     });
-  /** This test's sessions. */
-  const sessions = async () =>
-    (
-      await admin.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
-        [schema],
-      )
-    ).rows[0].n;
-  const settle = async (n: number) => {
-    for (let i = 0; i < 50 && (await sessions()) !== n; i++) await sleep(20);
-  };
+  const { sessions, settle, terminate } = sessionCounter(() => admin, schema);
 
   beforeAll(async () => {
     admin = new pg.Client({ connectionString: backend.url });
@@ -74,10 +61,7 @@ describeOnNativePgvector('pgvector: the identity check session is the writer’s
     await settle(0);
     const ctx = { ...testContext('shelf'), shelf: new RunShelf() };
     await destination.readState!(config(), ctx);
-    await admin.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
-      [schema],
-    );
+    await terminate();
     await sleep(200); // the client hears of it
     const w = await open(ctx);
     expect((await w.readState!())?.streams.docs).toEqual({ cursor: 2 });

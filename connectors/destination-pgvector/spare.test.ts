@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
+import { sessionCounter, urlNamed } from '../../test/helpers/pg-sessions.ts';
 import { RunShelf } from '../../src/engine/shelf.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema } from './config.ts';
@@ -15,29 +16,15 @@ import { documentMessage, drain, stateMessage, testContext } from './testing.ts'
 describeOnNativePgvector('pgvector: the listing session is connected ahead (ConnectorContext.listsDocuments)', (backend) => {
   let admin: pg.Client;
   const schema = `spare_${randomBytes(4).toString('hex')}`;
-  // Its own application_name (the URL's wins over the connector's), so other suites' sessions are not counted.
-  const url = () => {
-    const u = new URL(backend.url);
-    u.searchParams.set('application_name', schema);
-    return u.toString();
-  };
+  // Its own application_name, so only this test's sessions are counted.
+  const url = () => urlNamed(backend.url, schema);
   const config = () => PgvectorConfigSchema.parse({ url: url(), schema, index: 'none' });
   const open = (ctx: ReturnType<typeof testContext>) =>
     destination.open(config(), ctx, {
       streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
       dimensions: 4,
     });
-  const sessions = async () =>
-    (
-      await admin.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
-        [schema],
-      )
-    ).rows[0].n;
-  const settle = async (n: number) => {
-    for (let i = 0; i < 50 && (await sessions()) !== n; i++) await sleep(20);
-    return sessions();
-  };
+  const { sessions, settle, terminate } = sessionCounter(() => admin, schema);
   const list = async (ctx: ReturnType<typeof testContext>) => {
     const ids: string[] = [];
     for await (const d of destination.documents!(config(), ctx, 'docs')) ids.push(d.documentId);
@@ -90,10 +77,7 @@ describeOnNativePgvector('pgvector: the listing session is connected ahead (Conn
     const ctx = { ...testContext('spare'), shelf, listsDocuments: true };
     await destination.readState!(config(), ctx);
     expect(await settle(2)).toBe(2);
-    await admin.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
-      [schema],
-    );
+    await terminate();
     await sleep(200); // the clients hear of it
     expect(await list(ctx)).toEqual(['a', 'b']);
     await shelf.close();
