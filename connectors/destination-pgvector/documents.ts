@@ -99,7 +99,7 @@ type ChunkRow = {
   fingerprint_embedder: string | null;
 };
 
-/** A chunk row of the cursor: document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder. */
+/** A chunk row of the COPY: document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder. */
 type ChunkRowArray = [string, string | null, string | null, string | null];
 
 /**
