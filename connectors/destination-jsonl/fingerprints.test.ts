@@ -8,7 +8,7 @@ import type { Chunk, DestinationMessage, DestinationStream, DocumentFingerprint 
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
 import { scratchDir, testContext } from '../../src/testing/context.ts';
 import { readJsonl } from '../../test/helpers/jsonl.ts';
-import jsonl from './index.ts';
+import jsonl, { DOCUMENTS_BATCH } from './index.ts';
 
 const fp = (content: string, metadata = 'm'): DocumentFingerprint => ({ content: sha256(content), metadata: sha256(metadata) });
 const chunks = (id: string, texts: string[], meta: Record<string, unknown> = {}, vectors = true): Chunk[] =>
@@ -140,5 +140,32 @@ describe('destination-jsonl fingerprints', () => {
     // Rewritten without a fingerprint: the old one must not linger.
     await write(file, dedup, [{ ...doc('notes', 'd', ['third text']), fingerprint: undefined } as DestinationMessage, state(3)]);
     expect(await lookUp(file, dedup, 'notes', ['d'])).toEqual(new Map());
+  });
+
+  it('documentBatches() hands out the documents() listing in arrays of at most DOCUMENTS_BATCH', async () => {
+    const file = join(scratchDir('sluice-jsonl-fp-'), 'out.jsonl');
+    const n = DOCUMENTS_BATCH * 2 + 7;
+    const input: DestinationMessage[] = [];
+    for (let i = 0; i < n; i++) input.push(doc('notes', `d${i}`, i % 3 ? ['one'] : ['one', 'two']));
+    input.push(doc('other', 'x', ['elsewhere']), state(1));
+    await write(file, [...dedup, { name: 'other', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }], input);
+    const config = jsonl.spec.config.parse({ path: file });
+    const sizes: number[] = [];
+    const batched = [];
+    for await (const batch of jsonl.documentBatches!(config, testContext(), 'notes')) {
+      sizes.push(batch.length);
+      batched.push(...batch);
+    }
+    expect(sizes).toEqual([DOCUMENTS_BATCH, DOCUMENTS_BATCH, 7]);
+    const listed = [];
+    for await (const d of jsonl.documents!(config, testContext(), 'notes')) listed.push(d);
+    expect(batched).toEqual(listed);
+    expect(batched[0]).toEqual({ documentId: 'd0', chunks: 2, fingerprint: fp('one|two') });
+    expect(batched[1]).toEqual({ documentId: 'd1', chunks: 1, fingerprint: fp('one') });
+    // A missing file lists nothing.
+    const none = [];
+    for await (const b of jsonl.documentBatches!(jsonl.spec.config.parse({ path: `${file}.missing` }), testContext(), 'notes'))
+      none.push(b);
+    expect(none).toEqual([]);
   });
 });

@@ -14,6 +14,7 @@ import { once } from 'node:events';
 import { z } from 'zod';
 import type {
   Chunk,
+  ConnectorContext,
   Destination,
   DestinationEvent,
   DestinationMessage,
@@ -481,22 +482,46 @@ const destination: Destination<JsonlDestinationConfig> = {
   },
 
   async *documents(config, ctx, stream) {
-    const file = resolve(ctx.baseDir, config.path);
-    if (!(await exists(file))) return;
-    const docs = new Map<string, { chunks: number; fingerprint: DocumentFingerprint | null | undefined }>();
-    for await (const l of readLines(file)) {
-      if (l.stream !== stream) continue;
-      const d = docs.get(l.document_id) ?? { chunks: 0, fingerprint: undefined };
-      d.chunks++;
-      d.fingerprint = agreed(d.fingerprint, l);
-      docs.set(l.document_id, d);
-    }
-    for (const [documentId, d] of docs) {
-      const doc: StoredDocument = { documentId, chunks: d.chunks, ...(d.fingerprint ? { fingerprint: d.fingerprint } : {}) };
-      yield doc;
-    }
+    for await (const batch of listDocumentBatches(config, ctx, stream)) yield* batch;
   },
+
+  /** documents() in arrays: the deletion sweep takes a batch per async step, not a document. */
+  documentBatches: listDocumentBatches,
   scanChunks,
 };
+
+/** Documents per array of documentBatches(): the file is indexed whole first, so this only sizes the hand-out. */
+export const DOCUMENTS_BATCH = 1000;
+
+/**
+ * Every document of a stream with its chunk count and agreed fingerprint, in arrays of up to
+ * DOCUMENTS_BATCH. The file has no order by document, so it is read whole into a map first (as
+ * fingerprints() does); the arrays are cut from that map.
+ */
+async function* listDocumentBatches(
+  config: JsonlDestinationConfig,
+  ctx: ConnectorContext,
+  stream: string,
+): AsyncGenerator<StoredDocument[]> {
+  const file = resolve(ctx.baseDir, config.path);
+  if (!(await exists(file))) return;
+  const docs = new Map<string, { chunks: number; fingerprint: DocumentFingerprint | null | undefined }>();
+  for await (const l of readLines(file)) {
+    if (l.stream !== stream) continue;
+    const d = docs.get(l.document_id) ?? { chunks: 0, fingerprint: undefined };
+    d.chunks++;
+    d.fingerprint = agreed(d.fingerprint, l);
+    docs.set(l.document_id, d);
+  }
+  let batch: StoredDocument[] = [];
+  for (const [documentId, d] of docs) {
+    batch.push(d.fingerprint ? { documentId, chunks: d.chunks, fingerprint: d.fingerprint } : { documentId, chunks: d.chunks });
+    if (batch.length === DOCUMENTS_BATCH) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length) yield batch;
+}
 
 export default destination;

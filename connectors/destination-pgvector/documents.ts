@@ -1,6 +1,9 @@
 // `Destination.documents()` for pgvector: every document of a stream's table with its chunk count
 // and fingerprint, read-only. In every full_refresh + append_dedup sync the engine lists the stream
 // once (deletion sweep and unchanged decisions), so this is on the sync's critical path.
+import { createRequire } from 'node:module';
+import type { Readable } from 'node:stream';
+import type pg from 'pg';
 import type { ConnectorContext, StoredDocument } from '../../src/protocol/connector.ts';
 import type { PgvectorConfig } from './config.ts';
 import {
@@ -15,31 +18,37 @@ import {
 import { openSession, pgError, type Session } from './session.ts';
 import { takeListingSession } from './spare.ts';
 import { qualified, tableNameFor } from './sql.ts';
+import { CopyTextRows } from './copy-rows.ts';
 
-/** Chunk rows per FETCH (native) or documents per keyset page (PGlite): bounds Node's memory. */
+const require = createRequire(import.meta.url);
+const { to: copyTo } = require('pg-copy-streams') as { to: (sql: string) => Readable & pg.Submittable };
+
+/** Documents per array handed out (native) or per keyset page (PGlite): bounds Node's memory. */
 export const DOCUMENTS_BATCH = 2000;
 
 export interface ListOptions {
-  /** Documents per round trip (tests make it small to cross batch boundaries). */
+  /** Documents per array (tests make it small to cross batch boundaries). */
   batchSize?: number;
 }
 
 /**
  * Lists in document id order (both ways below), though callers may not rely on any order.
  *
- * Native PostgreSQL: ONE query in a READ ONLY transaction, read through a cursor in batches: the
- * chunk rows' document id and fingerprint columns in document_id order (off its index: no sort, no
- * hash table, no work_mem), folded into documents here (`DocumentFold`, the same rule as
- * documentFingerprintSql). The server's min/max text aggregates cost about 5x the scan itself, so
- * folding here is what keeps the listing cheap for a server that is busy with the sync's own reads.
- * The next batch is asked for before the current one is handed out, so the server works while the
- * caller does. The cursor's snapshot is taken once: committed rows only, each document once,
- * however long the caller takes. The cursor holds an ACCESS SHARE lock on the table until the
- * listing ends (plain writes go on; DROP/ALTER of that table wait for it).
+ * Native PostgreSQL: ONE `COPY (SELECT document_id, <fingerprint columns> … ORDER BY document_id) TO
+ * STDOUT`: the chunk rows in document_id order (off its index: no sort, no hash table, no
+ * work_mem), streamed without a round trip per batch, and folded into documents here
+ * (`DocumentFold`, the same rule as documentFingerprintSql). The server's min/max text aggregates
+ * cost about 5x the scan itself, so folding here is what keeps the listing cheap for a server that
+ * is busy with the sync's own reads. The stream is read one chunk at a time as the caller takes
+ * arrays: a slow caller leaves the rest in the socket and the server waits (memory stays bounded).
+ * One statement, one snapshot: committed rows only, each document once, however long the caller
+ * takes. Its ACCESS SHARE lock on the table is held while the COPY runs (plain writes go on;
+ * DROP/ALTER of that table wait for it).
  *
  * PGlite serves one session behind every connection: an open transaction or cursor here would take
- * in the writer's statements (and its uncommitted rows). So there each page is its own statement
- * (keyset on document_id, aggregated by documentFingerprintSql), as before.
+ * in the writer's statements (and its uncommitted rows), and COPY over its socket is not safe. So
+ * there each page is its own statement (keyset on document_id, aggregated by
+ * documentFingerprintSql), as before.
  */
 export async function* listDocuments(
   config: PgvectorConfig,
@@ -50,7 +59,7 @@ export async function* listDocuments(
   for await (const page of listDocumentBatches(config, ctx, stream, options)) yield* page;
 }
 
-/** `documentBatches()`: listDocuments' documents in arrays, one per FETCH (native) or page (PGlite). */
+/** `documentBatches()`: listDocuments' documents in arrays of at most `batchSize` (native) or one per page (PGlite). */
 export async function* listDocumentBatches(
   config: PgvectorConfig,
   ctx: ConnectorContext,
@@ -71,14 +80,14 @@ export async function* listDocumentBatches(
       throw pgError(err, where, `cannot inspect table ${config.schema}.${table}`);
     }
     if (!info.exists) return;
-    const pages = session.isPglite ? keysetPages(session, name, info, batch) : cursorPass(session, name, info, batch);
+    const pages = session.isPglite ? keysetPages(session, name, info, batch) : copyPass(session, name, info, batch);
     try {
       yield* pages;
     } catch (err) {
       throw pgError(err, where, `cannot list the documents of ${config.schema}.${table}`);
     }
   } finally {
-    // Ending the connection also ends its transaction and cursor (an early return needs nothing else).
+    // Ending the connection also ends a COPY still running (an early return needs nothing else).
     await session.close();
   }
 }
@@ -90,7 +99,7 @@ type ChunkRow = {
   fingerprint_embedder: string | null;
 };
 
-/** A chunk row of the cursor: document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder. */
+/** A chunk row of the COPY: document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder. */
 type ChunkRowArray = [string, string | null, string | null, string | null];
 
 /**
@@ -136,44 +145,40 @@ class DocumentFold {
   }
 }
 
-async function* cursorPass(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {
-  const { client } = session;
-  await client.query('BEGIN READ ONLY');
+async function* copyPass(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {
   // Rows of one document are adjacent in document_id order, so one document is folded at a time.
-  await client.query(
-    `DECLARE sluice_documents NO SCROLL CURSOR FOR SELECT document_id, ${fingerprintColumnsSql(info)} FROM ${name} ORDER BY document_id`,
+  const copy = session.client.query(
+    copyTo(`COPY (SELECT document_id, ${fingerprintColumnsSql(info)} FROM ${name} ORDER BY document_id) TO STDOUT`),
   );
-  // Rows as arrays (columns in the order selected): cheaper for pg to build than objects.
-  const fetch = () => client.query<ChunkRowArray>({ text: `FETCH ${batch} FROM sluice_documents`, rowMode: 'array' });
-  let next = fetch();
+  // pg reports a failure of the COPY (or of its connection, also after an early return) by emitting
+  // 'error' on the stream itself; the loop below sees it through the iterator, this keeps it from
+  // ever being unhandled.
+  copy.on('error', () => {});
+  const rows = new CopyTextRows(4);
   let current: DocumentFold | undefined;
-  try {
-    for (;;) {
-      const { rows } = await next;
-      const more = rows.length === batch;
-      // Asked for before the caller gets this batch: the server works while the caller does.
-      if (more) next = fetch();
-      // The documents this batch completes (the last one may go on in the next batch).
-      const page: StoredDocument[] = [];
-      for (const r of rows) {
-        if (current?.documentId === r[0]) current.add(r);
-        else {
-          if (current) page.push(current.done());
-          current = new DocumentFold(r);
-        }
+  let page: StoredDocument[] = [];
+  const ready: StoredDocument[][] = [];
+  const onRow = (r: (string | null)[]) => {
+    const row = r as ChunkRowArray;
+    if (current?.documentId === row[0]) return current.add(row);
+    if (current) {
+      page.push(current.done());
+      if (page.length === batch) {
+        ready.push(page);
+        page = [];
       }
-      if (!more) {
-        await client.query('COMMIT');
-        if (current) page.push(current.done());
-        if (page.length) yield page;
-        break;
-      }
-      if (page.length) yield page;
     }
-  } finally {
-    // An early return or an error leaves a FETCH in flight; session.close() fails it, unobserved here.
-    next.catch(() => {});
+    current = new DocumentFold(row);
+  };
+  // One chunk at a time: while the caller holds an array, nothing is read, the stream's buffer
+  // fills, pg-copy-streams stops reading the socket and the server waits (backpressure).
+  for await (const chunk of copy as AsyncIterable<Buffer>) {
+    rows.push(chunk, onRow);
+    while (ready.length) yield ready.shift()!;
   }
+  rows.end();
+  if (current) page.push(current.done());
+  if (page.length) yield page;
 }
 
 async function* keysetPages(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {

@@ -281,14 +281,14 @@ const destination: Destination<PgvectorConfig> = {
 
   /**
    * Every document of a stream's table with its chunk count and fingerprint, each once, committed rows
-   * only: one cursor pass on PostgreSQL, keyset pages on PGlite (documents.ts). Reads only: creates
+   * only: one COPY on PostgreSQL, keyset pages on PGlite (documents.ts). Reads only: creates
    * and migrates nothing.
    */
   documents(config, ctx, stream): AsyncGenerator<StoredDocument> {
     return listDocuments(config, ctx, stream);
   },
 
-  /** The same, in arrays: one per FETCH (native) or page (PGlite). */
+  /** The same, in arrays: at most 2,000 documents each (native) or one per page (PGlite). */
   documentBatches(config, ctx, stream): AsyncGenerator<StoredDocument[]> {
     return listDocumentBatches(config, ctx, stream);
   },
