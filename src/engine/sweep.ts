@@ -250,6 +250,19 @@ export class SpillingMap {
     return this.expand(this.values[slot]);
   }
 
+  /**
+   * fingerprintAt, but `own` itself when the listed fingerprint equals it (content, metadata and
+   * embedder): an unchanged document, the usual case of a re-sync, gets no fingerprint object built.
+   */
+  fingerprintAtOr(slot: number, own: DocumentFingerprint | undefined): DocumentFingerprint | null {
+    const v = this.values[slot];
+    if (own !== undefined && typeof v === 'string' && v === own.content) {
+      const { metadata, embedder } = this.common!;
+      if (own.metadata === metadata && own.embedder === embedder) return own;
+    }
+    return this.expand(v);
+  }
+
   /** Whether the id was listed. */
   has(id: string): boolean {
     if (this.slots) return this.slots.has(id);
@@ -347,16 +360,21 @@ export class StreamMarks {
   /**
    * Marks an id the read produced: REPEATED when it was marked before; otherwise, with
    * `fingerprint`, its listed fingerprint (null: listed without one; undefined: not listed (yet)),
-   * without, LISTED or undefined.
+   * without, LISTED or undefined. `own` (the document's fingerprint) is what is returned when the
+   * listed one equals it, rather than a copy.
    */
-  mark(id: string, fingerprint: boolean): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
+  mark(
+    id: string,
+    fingerprint: boolean,
+    own?: DocumentFingerprint,
+  ): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
     const { stored } = this;
     const slot = stored.slotOf(id);
     if (slot !== undefined) {
       if (stored.isMarked(slot)) return REPEATED;
       stored.mark(slot);
       this.listedAndSeen++;
-      return fingerprint ? stored.fingerprintAt(slot) : LISTED;
+      return fingerprint ? stored.fingerprintAtOr(slot, own) : LISTED;
     }
     if (!this.seen.addNew(id)) return REPEATED;
     if (!stored.spilled) return undefined; // in memory and not listed (yet): the listing marks it
@@ -532,7 +550,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           // first occurrence in the read (a later one may follow this run's own write of it, which the
           // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
           const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
-          const listed = setsOf(m.stream).mark(m.documentId, annotate);
+          const listed = setsOf(m.stream).mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
           if (annotate && listed !== REPEATED && listed !== LISTED) withListedFingerprint(m, listed ?? null);
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);

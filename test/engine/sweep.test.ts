@@ -180,6 +180,48 @@ describe.each([
     expect(deletes(out)).toEqual(['gone']);
   });
 
+  it('annotate: a document whose own fingerprint equals the listed one carries that object itself; any difference carries the listed value', async () => {
+    const common = { content: 'c1', metadata: 'm', embedder: 'hash/hash/8' };
+    const odd = { content: 'c4', metadata: 'other', embedder: 'hash/hash/8' };
+    const fake: Fake = {
+      stored: ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'],
+      fingerprints: {
+        d1: common, // the first listed: its metadata and embedder are the stream's common ones
+        d2: { ...common, content: 'c2' },
+        d3: { ...common, content: 'c3' },
+        d4: odd,
+        d5: { ...common, content: 'c5' },
+        d6: { ...common, content: 'c6' },
+      },
+      passed: 0,
+      batches: 2,
+    };
+    const { opts } = options(fake, { inMemoryKeys, annotate: true });
+    const withOwn = (id: string, fingerprint: DocumentFingerprint): DestinationMessage =>
+      ({ ...doc(id), fingerprint }) as DestinationMessage;
+    const read = [
+      withOwn('d1', { ...common }), // equal (another object)
+      withOwn('d2', { ...common, content: 'changed' }), // other content
+      withOwn('d3', { ...common, content: 'c3', metadata: 'new' }), // other metadata
+      withOwn('d4', { ...odd }), // equal, stored with uncommon metadata
+      withOwn('d5', { content: 'c5', metadata: 'm', embedder: 'openai/x/8' }), // other embedder
+      withOwn('d6', { content: 'c6', metadata: 'm' }), // no embedder
+    ];
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      while (!fake.listed) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r)); // the listing's completion is seen
+      yield* read;
+      yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+    }
+    for await (const _ of eachOf(sweepStage(asBatches(input()), opts)));
+    const listed = read.map((m) => (m.type === 'DOCUMENT' ? listedFingerprint(m) : 'n/a'));
+    expect(listed).toEqual(fake.stored.map((id) => fake.fingerprints![id]));
+    const own = (i: number) => (read[i] as { fingerprint?: DocumentFingerprint }).fingerprint;
+    // In memory, an unchanged document gets no copy; on disk the listed value is read back.
+    if (!inMemoryKeys) expect(listed[0]).toBe(own(0));
+    for (const i of [1, 2, 4, 5]) expect(listed[i]).not.toBe(own(i));
+  });
+
   it('lists ahead: from the start, one swept stream after the other in catalog order', async () => {
     const events: string[] = [];
     const fake: Fake = { stored: [], passed: 0 };
