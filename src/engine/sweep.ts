@@ -44,6 +44,11 @@ export interface SweepOptions {
    * so the one listing serves both the sweep and the skip decisions, without a look-up per batch.
    */
   annotate?: boolean;
+  /**
+   * With annotate: how long a stream's first document waits for the stream's listing to complete
+   * (default LISTING_WAIT_MS; 0: not at all). See sweepStage.
+   */
+  listingWaitMs?: number;
 }
 
 /** Streams that get deletion detection in this run (empty when the destination cannot list documents). */
@@ -69,6 +74,12 @@ export function withoutSweptProgress(state: SourceState | undefined, swept: stri
 const IN_MEMORY_KEYS = 50_000;
 /** The sweep's DELETEs are handed on in arrays of at most this many (memory stays bounded). */
 const DELETES_PER_BATCH = 1_000;
+/**
+ * With annotate, the read waits this long at most, once per stream, for the stream's listing: the
+ * documents read before the listing completes are looked up by the unchanged stage, which asks the
+ * destination again for what the listing is fetching anyway.
+ */
+export const LISTING_WAIT_MS = 2_000;
 /** On disk, keys are written in one synchronous LMDB transaction per this many. */
 const KEYS_PER_COMMIT = 2_000;
 /** Document ids up to this many UTF-16 units are keys as they are; longer ones are hashed (LMDB's key limit). */
@@ -250,6 +261,19 @@ export class SpillingMap {
     return this.expand(this.values[slot]);
   }
 
+  /**
+   * fingerprintAt, but `own` itself when the listed fingerprint equals it (content, metadata and
+   * embedder): an unchanged document, the usual case of a re-sync, gets no fingerprint object built.
+   */
+  fingerprintAtOr(slot: number, own: DocumentFingerprint | undefined): DocumentFingerprint | null {
+    const v = this.values[slot];
+    if (own !== undefined && typeof v === 'string' && v === own.content) {
+      const { metadata, embedder } = this.common!;
+      if (own.metadata === metadata && own.embedder === embedder) return own;
+    }
+    return this.expand(v);
+  }
+
   /** Whether the id was listed. */
   has(id: string): boolean {
     if (this.slots) return this.slots.has(id);
@@ -347,16 +371,21 @@ export class StreamMarks {
   /**
    * Marks an id the read produced: REPEATED when it was marked before; otherwise, with
    * `fingerprint`, its listed fingerprint (null: listed without one; undefined: not listed (yet)),
-   * without, LISTED or undefined.
+   * without, LISTED or undefined. `own` (the document's fingerprint) is what is returned when the
+   * listed one equals it, rather than a copy.
    */
-  mark(id: string, fingerprint: boolean): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
+  mark(
+    id: string,
+    fingerprint: boolean,
+    own?: DocumentFingerprint,
+  ): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
     const { stored } = this;
     const slot = stored.slotOf(id);
     if (slot !== undefined) {
       if (stored.isMarked(slot)) return REPEATED;
       stored.mark(slot);
       this.listedAndSeen++;
-      return fingerprint ? stored.fingerprintAt(slot) : LISTED;
+      return fingerprint ? stored.fingerprintAtOr(slot, own) : LISTED;
     }
     if (!this.seen.addNew(id)) return REPEATED;
     if (!stored.spilled) return undefined; // in memory and not listed (yet): the listing marks it
@@ -409,6 +438,12 @@ interface Listing {
  * by it is listed whenever the listing runs; one this run wrote or deleted is marked (so it is
  * never deleted, listed or not); nothing else writes to the connection's destination meanwhile
  * (the connection lock). The share checked against max_delete_share is of the documents listed.
+ *
+ * With annotate, a stream's first document waits for the stream's listing (at most listingWaitMs,
+ * once; the read is held back meanwhile, nothing is buffered): documents read before the listing
+ * completes each need a look-up, a second query for what the listing fetches anyway, and on an
+ * unchanged re-sync of pgvector those queries and the listing competed for the same CPU (measured:
+ * 10-18 % of a 50 000-document re-sync was looked up; waiting made it 13-21 % faster).
  */
 export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, opts: SweepOptions): AsyncGenerator<DestinationMessage[]> {
   const swept = new Set(sweptStreams(opts));
@@ -519,6 +554,10 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       }
     })();
 
+  const listingWait = opts.annotate === true ? (opts.listingWaitMs ?? LISTING_WAIT_MS) : 0;
+  /** Streams whose first document waited for (or found) their listing complete. */
+  const waited = new Set<string>();
+
   try {
     for await (const batch of input) {
       // The array goes on as it is, but for a swept stream's completion: its DELETEs go before it.
@@ -527,12 +566,16 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
         const m = batch[i];
         if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
           const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
+          if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !waited.has(m.stream)) {
+            waited.add(m.stream);
+            if (!listing.complete) await settledWithin(listing.done, listingWait);
+          }
           // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
           // The listing holds what was committed before this run touched the document only for its
           // first occurrence in the read (a later one may follow this run's own write of it, which the
           // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
           const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
-          const listed = setsOf(m.stream).mark(m.documentId, annotate);
+          const listed = setsOf(m.stream).mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
           if (annotate && listed !== REPEATED && listed !== LISTED) withListedFingerprint(m, listed ?? null);
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);
@@ -559,4 +602,17 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     if (root) await root.close().catch((e) => opts.logger.warn({ err: describeUnknown(e) }, 'closing the sweep database failed'));
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** Waits for `promise` to settle, or `ms` at most (whichever is first); never rejects. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+  ]);
+  clearTimeout(timer);
 }

@@ -27,6 +27,15 @@ const EMPTY_TEXT = Symbol('emptyText');
 export type DocumentChunker = (doc: DocumentMessage) => Chunk[];
 type Deferred = { [DEFERRED]?: DocumentChunker; [EMPTY_TEXT]?: boolean };
 
+/**
+ * The stored fingerprint of a document as the sweep's listing has it (./sweep.ts, SweepOptions.annotate):
+ * null when the document is not stored or is stored without one. A document that carries it needs no
+ * look-up. A property of the message rather than a WeakMap entry: set on most documents of a re-sync
+ * (made with it, undefined until then, by deferredDocument).
+ */
+const LISTED = Symbol('listedFingerprint');
+type Listed = { [LISTED]?: DocumentFingerprint | null };
+
 export function deferChunking(doc: DocumentMessage, chunk: DocumentChunker, empty: boolean): void {
   (doc as Deferred)[DEFERRED] = chunk;
   (doc as Deferred)[EMPTY_TEXT] = empty;
@@ -44,7 +53,7 @@ export function deferredDocument(
   chunk: DocumentChunker,
   empty: boolean,
 ): DocumentMessage {
-  const doc: DocumentMessage & Deferred = {
+  const doc: DocumentMessage & Deferred & Listed = {
     type: 'DOCUMENT',
     stream,
     documentId,
@@ -53,8 +62,18 @@ export function deferredDocument(
     fingerprint,
     [DEFERRED]: chunk,
     [EMPTY_TEXT]: empty,
+    // Undefined (not looked up yet) until the sweep sets it: present from the start, setting it
+    // later adds no property (no new hidden class, no property storage allocated per document).
+    [LISTED]: undefined,
   };
   return doc;
+}
+
+/** Counts an unchanged document and drops it (undefined: nothing is passed on). A function, not a closure per document. */
+function countUnchanged(m: DocumentMessage, stats: UnchangedCounters): undefined {
+  stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+  dropDeferred(m); // never chunked: what it holds goes now
+  return undefined;
 }
 
 /** Forgets a deferred chunking that will not be needed (an unchanged document). */
@@ -77,14 +96,6 @@ export function ensureChunks<M extends DestinationMessage>(m: M): M {
 export function hasNoText(m: DocumentMessage): boolean {
   return (m as Deferred)[DEFERRED] ? (m as Deferred)[EMPTY_TEXT] === true : !m.chunks.length;
 }
-
-/**
- * The stored fingerprint of a document as the sweep's listing has it (./sweep.ts, SweepOptions.annotate):
- * null when the document is not stored or is stored without one. A document that carries it needs no
- * look-up. A property of the message rather than a WeakMap entry: set on most documents of a re-sync.
- */
-const LISTED = Symbol('listedFingerprint');
-type Listed = { [LISTED]?: DocumentFingerprint | null };
 
 export function withListedFingerprint(doc: DocumentMessage, fingerprint: DocumentFingerprint | null): void {
   (doc as Listed)[LISTED] = fingerprint;
@@ -307,29 +318,24 @@ export class UnchangedStage {
     if (m.type !== 'DOCUMENT' || !m.fingerprint) return m;
     const fp = m.fingerprint;
     const stats = this.opts.stats[m.stream] ?? {};
-    const unchanged = () => {
-      stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
-      dropDeferred(m); // never chunked: what it holds goes now
-      return undefined;
-    };
     if (overwrite) {
       // Already in the new generation from this run: identical is done, anything else replaces it in full.
       const sent = this.generation.get(m.stream, m.documentId);
       this.generation.set(m.stream, m.documentId, fingerprintText(fp));
-      if (sent !== undefined) return sent === fingerprintText(fp) ? unchanged() : m;
+      if (sent !== undefined) return sent === fingerprintText(fp) ? countUnchanged(m, stats) : m;
     }
     // Built only when there is something in flight: most documents of a re-sync are not.
     const key = overwrite || !this.inFlight.size ? '' : `${m.stream}\u0000${m.documentId}`;
     const flight = key ? this.inFlight.get(key) : undefined;
     if (flight) {
-      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return unchanged();
+      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return countUnchanged(m, stats);
       this.remember(key, fp);
       return m;
     }
     const listed = listedFingerprint(m);
     const known = listed === undefined ? stored.get(m.stream)?.get(m.documentId) : (listed ?? undefined);
     if (known && sameFingerprint(known, fp)) {
-      unchanged();
+      countUnchanged(m, stats);
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
     }
     if (!overwrite) this.remember(key || `${m.stream}\u0000${m.documentId}`, fp);

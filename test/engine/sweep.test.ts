@@ -153,7 +153,8 @@ describe.each([
     const fb = { content: 'cb', metadata: 'mb', embedder: 'hash/hash/8' };
     const fLong = { content: 'clong', metadata: 'ma' };
     const fake: Fake = { stored: ['a', 'b', 'c', LONG, ODD, 'gone'], fingerprints: { a: fa, b: fb, [LONG]: fLong, [ODD]: fa }, passed: 0 };
-    const { opts } = options(fake, { inMemoryKeys, annotate: true });
+    // listingWaitMs 0: the first document does not wait for the listing (see the next test).
+    const { opts } = options(fake, { inMemoryKeys, annotate: true, listingWaitMs: 0 });
     const early = doc('a');
     const later = [doc('b'), doc('c'), doc('a'), doc('new'), doc(LONG), doc(ODD), doc(ODD_TOO), doc('b')];
     async function* input(): AsyncGenerator<DestinationMessage> {
@@ -178,6 +179,85 @@ describe.each([
       undefined, // 'b' again: not its first occurrence
     ]);
     expect(deletes(out)).toEqual(['gone']);
+  });
+
+  it("annotate: a stream's first document waits for the stream's listing (at most listingWaitMs), so none needs a look-up", async () => {
+    const fa = { content: 'ca', metadata: 'm' };
+    const slowListing = async (listingWaitMs: number | undefined, gateMs: number) => {
+      const fake: Fake = {
+        stored: ['a', 'b', 'gone'],
+        fingerprints: { a: fa, b: fa },
+        passed: 0,
+        gate: new Promise((r) => setTimeout(r, gateMs)),
+      };
+      const { opts } = options(fake, { inMemoryKeys, annotate: true, listingWaitMs });
+      const read = [doc('a'), doc('b'), doc('new')];
+      let listedWhenRead: boolean | undefined;
+      async function* input(): AsyncGenerator<DestinationMessage> {
+        yield* read;
+        yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+      }
+      const out: DestinationMessage[] = [];
+      for await (const m of eachOf(sweepStage(asBatches(input()), opts))) {
+        listedWhenRead ??= fake.listed === true;
+        out.push(m);
+      }
+      return { listedWhenRead, listed: read.map((m) => (m.type === 'DOCUMENT' ? listedFingerprint(m) : 'n/a')), out };
+    };
+    // The default wait covers a listing that takes 200 ms: every document carries its answer.
+    const waited = await slowListing(undefined, 200);
+    expect(waited.listedWhenRead).toBe(true);
+    expect(waited.listed).toEqual([fa, fa, null]);
+    expect(deletes(waited.out)).toEqual(['gone']);
+    // A listing slower than the wait: the read goes on without it (looked up as before), and the sweep is the same.
+    const started = Date.now();
+    const impatient = await slowListing(50, 1_000);
+    expect(impatient.listedWhenRead).toBe(false);
+    expect(impatient.listed).toEqual([undefined, undefined, undefined]);
+    expect(deletes(impatient.out)).toEqual(['gone']);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000); // the sweep itself still waits for the whole listing
+  });
+
+  it('annotate: a document whose own fingerprint equals the listed one carries that object itself; any difference carries the listed value', async () => {
+    const common = { content: 'c1', metadata: 'm', embedder: 'hash/hash/8' };
+    const odd = { content: 'c4', metadata: 'other', embedder: 'hash/hash/8' };
+    const fake: Fake = {
+      stored: ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'],
+      fingerprints: {
+        d1: common, // the first listed: its metadata and embedder are the stream's common ones
+        d2: { ...common, content: 'c2' },
+        d3: { ...common, content: 'c3' },
+        d4: odd,
+        d5: { ...common, content: 'c5' },
+        d6: { ...common, content: 'c6' },
+      },
+      passed: 0,
+      batches: 2,
+    };
+    const { opts } = options(fake, { inMemoryKeys, annotate: true });
+    const withOwn = (id: string, fingerprint: DocumentFingerprint): DestinationMessage =>
+      ({ ...doc(id), fingerprint }) as DestinationMessage;
+    const read = [
+      withOwn('d1', { ...common }), // equal (another object)
+      withOwn('d2', { ...common, content: 'changed' }), // other content
+      withOwn('d3', { ...common, content: 'c3', metadata: 'new' }), // other metadata
+      withOwn('d4', { ...odd }), // equal, stored with uncommon metadata
+      withOwn('d5', { content: 'c5', metadata: 'm', embedder: 'openai/x/8' }), // other embedder
+      withOwn('d6', { content: 'c6', metadata: 'm' }), // no embedder
+    ];
+    async function* input(): AsyncGenerator<DestinationMessage> {
+      while (!fake.listed) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r)); // the listing's completion is seen
+      yield* read;
+      yield { type: 'STREAM_COMPLETE', stream: 'docs' };
+    }
+    for await (const _ of eachOf(sweepStage(asBatches(input()), opts)));
+    const listed = read.map((m) => (m.type === 'DOCUMENT' ? listedFingerprint(m) : 'n/a'));
+    expect(listed).toEqual(fake.stored.map((id) => fake.fingerprints![id]));
+    const own = (i: number) => (read[i] as { fingerprint?: DocumentFingerprint }).fingerprint;
+    // In memory, an unchanged document gets no copy; on disk the listed value is read back.
+    if (!inMemoryKeys) expect(listed[0]).toBe(own(0));
+    for (const i of [1, 2, 4, 5]) expect(listed[i]).not.toBe(own(i));
   });
 
   it('lists ahead: from the start, one swept stream after the other in catalog order', async () => {
@@ -369,7 +449,13 @@ describe('sweep stage: the listing in arrays, and counting what was listed and m
               batches,
               gate: order === 'read first' ? new Promise<void>((r) => (readDone = r)) : undefined,
             };
-            const { opts, stats } = options(fake, { inMemoryKeys, annotate: true, maxDeleteShare: 1 });
+            // 'read first' holds the listing until the read is done: the read must not wait for it.
+            const { opts, stats } = options(fake, {
+              inMemoryKeys,
+              annotate: true,
+              maxDeleteShare: 1,
+              listingWaitMs: order === 'read first' ? 0 : undefined,
+            });
             async function* input(): AsyncGenerator<DestinationMessage> {
               if (order === 'listing first') while (!fake.listed) await new Promise((r) => setImmediate(r));
               for (const m of read) {

@@ -2,7 +2,7 @@
 // changed once (FINGERPRINT_VERSION exists for that). These pin them, whatever way `of` assembles them.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { FINGERPRINT_VERSION, Fingerprinter, stableJson } from '../../src/engine/fingerprint.ts';
+import { FINGERPRINT_VERSION, Fingerprinter, plainAscii, stableJson } from '../../src/engine/fingerprint.ts';
 import { ProcessingConfigSchema } from '../../src/text/config.ts';
 import { createTextProcessor } from '../../src/text/index.ts';
 
@@ -73,6 +73,53 @@ describe('Fingerprinter.of', () => {
       for (let j = 0; j < length; j++) text += alphabet[Math.floor(random() * alphabet.length)];
       expect(fp.of({ text, metadata: {} }).content, JSON.stringify(text)).toBe(expected(text));
     }
+  });
+
+  it('equals the definition for longer texts, mostly plain ASCII with an escape or a non-ASCII character anywhere', () => {
+    // Plain ASCII is taken from the native encoder after a word-at-a-time scan (plainAscii): every
+    // alignment of an odd character and of a text's edges must fall back to the escaping path.
+    const fp = new Fingerprinter(processor, embedder);
+    const odd = ['"', '\\', '\n', '\u0000', '\u001f', '\u007f', ' ', '~', 'é', '😀', '\ud83d', '\ude00'];
+    let seed = 11;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let i = 0; i < 3000; i++) {
+      const length = Math.floor(random() * 300);
+      let text = '';
+      for (let j = 0; j < length; j++) text += String.fromCharCode(0x23 + Math.floor(random() * 0x39)); // '#'..'[' : none escaped
+      if (random() < 0.8) {
+        const at = Math.floor(random() * (text.length + 1));
+        text = text.slice(0, at) + odd[Math.floor(random() * odd.length)] + text.slice(at);
+      }
+      const parts = random() < 0.5 ? [text.slice(0, length >> 1), text.slice(length >> 1)] : undefined;
+      const joined = parts ? parts.join('\n\n') : text;
+      expect(fp.of({ text: joined, parts, metadata: {} }).content, JSON.stringify(joined)).toBe(expected(joined));
+    }
+  });
+
+  it('plainAscii finds each byte JSON escapes at every position and alignment, and nothing else', () => {
+    const memory = Buffer.alloc(72);
+    const words = new Uint32Array(memory.buffer, 0, memory.buffer.byteLength >>> 2);
+    // A buffer may start anywhere in its memory (a pooled one): every shift of its words.
+    for (const shift of [0, 1, 2, 3])
+      for (let from = 0; from < 8; from++)
+        for (let to = from; to < 40; to++) {
+          // Every ASCII byte that is not escaped: none found.
+          for (let c = 0x20; c < 0x80; c++) {
+            if (c === 0x22 || c === 0x5c) continue;
+            const bytes = memory.subarray(shift, shift + 64);
+            bytes.fill(c);
+            expect(plainAscii(bytes, words, from, to)).toBe(true);
+          }
+          for (const c of [0x00, 0x01, 0x0a, 0x1f, 0x22, 0x5c])
+            for (let at = 0; at < 48; at++) {
+              const bytes = memory.subarray(shift, shift + 64);
+              bytes.fill(0x61);
+              bytes[at] = c;
+              expect(plainAscii(bytes, words, from, to), `byte ${c} at ${at} in [${from}, ${to}), shift ${shift}`).toBe(
+                at < from || at >= to,
+              );
+            }
+        }
   });
 
   it('hashes a text given as its parts (text_fields) exactly as the joined text, for every kind of part', () => {
