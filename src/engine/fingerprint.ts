@@ -29,7 +29,7 @@ const SEPARATOR_JSON = JSON.stringify(TEXT_SEPARATOR).slice(1, -1);
 export class Fingerprinter {
   /** The UTF-8 bytes hashed for a content fingerprint are assembled here: `head` stays at the start. */
   private bytes: Buffer;
-  /** `bytes`' memory as 32-bit words, for plainAscii's scan. */
+  /** `bytes`' memory as 32-bit words, for escapeAsciiInPlace's scan. */
   private words: Uint32Array;
   private readonly headLength: number;
   private readonly head: string;
@@ -99,53 +99,100 @@ export class Fingerprinter {
   private lastMetadataHash = '';
 }
 
-/** The whole memory of `buf` as 32-bit words (plainAscii reads `buf`'s bytes through it). */
+/** The whole memory of `buf` as 32-bit words (escapeAsciiInPlace reads `buf`'s bytes through it). */
 const wordsOf = (buf: Buffer) => new Uint32Array(buf.buffer, 0, buf.buffer.byteLength >>> 2);
 
 /**
- * writeEscaped, faster for the usual text: plain ASCII with nothing JSON escapes. The native
- * encoder writes it; as many bytes as UTF-16 units means every unit is ASCII (anything else,
- * a lone surrogate too, takes 2 or 3 bytes), and plainAscii finds no `"`, `\\` or control
- * character: then those bytes are what writeEscaped writes. Otherwise writeEscaped writes the
- * text again in the same place. (A regular expression test per character was ~3x slower.)
+ * writeEscaped, faster for the usual text: ASCII. The native encoder writes it; as many bytes as
+ * UTF-16 units means every unit is ASCII (anything else, a lone surrogate too, takes 2 or 3 bytes),
+ * and then JSON's escapes are made in place in those bytes (escapeAsciiInPlace). Otherwise
+ * writeEscaped writes the text again in the same place. (A regular expression per text was ~3x
+ * slower for plain text, and most texts have a newline: paragraphs, the text_fields separator.)
  */
 function writeJsonText(bytes: Buffer, words: Uint32Array, n: number, text: string): number {
   const written = bytes.write(text, n);
-  if (written === text.length && plainAscii(bytes, words, n, n + written)) return n + written;
+  if (written === text.length) return escapeAsciiInPlace(bytes, words, n, n + written);
   return writeEscaped(bytes, n, text);
 }
 
 const LOW_BITS = 0x01010101;
 const HIGH_BITS = 0x80808080 | 0;
 
+/** Per ASCII byte: how many bytes its JSON escape adds (0: written as it is). */
+const ESCAPE_EXTRA = new Uint8Array(0x80);
+/** Per escaped ASCII byte: its escape's bytes. */
+const ESCAPE_BYTES: Uint8Array[] = [];
+for (let c = 0; c < 0x80; c++) {
+  const escape = JSON.stringify(String.fromCharCode(c)).slice(1, -1);
+  if (escape.length > 1) {
+    ESCAPE_EXTRA[c] = escape.length - 1;
+    ESCAPE_BYTES[c] = Buffer.from(escape, 'latin1');
+  }
+}
+/** Where escapeAsciiInPlace found bytes to escape (reused; grows as needed), how many, and the bytes they add. */
+let escapedAt = new Int32Array(64);
+let count = 0;
+let extra = 0;
+
+/** Notes the bytes to escape in [from, to) of `bytes`. */
+function noteEscapes(bytes: Buffer, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const more = ESCAPE_EXTRA[bytes[i]];
+    if (more === 0) continue;
+    if (count === escapedAt.length) {
+      const grown = new Int32Array(2 * count);
+      grown.set(escapedAt);
+      escapedAt = grown;
+    }
+    escapedAt[count++] = i;
+    extra += more;
+  }
+}
+
 /**
- * Whether bytes [from, to) of `bytes` (all below 0x80) hold none of 0x00-0x1f, `"` (0x22) and `\\`
- * (0x5c). Four bytes at a time, with the exact "has a byte below / equal to" word tests
- * (graphics.stanford.edu/~seander/bithacks.html#HasLessInWord): for bytes below 0x80 they have no
- * false answer.
+ * Makes JSON.stringify's escapes in bytes [from, to) (all ASCII) in place, moving what follows each
+ * escaped byte back; returns the new end. `bytes` must have room for the escapes (up to 6 bytes per
+ * byte). Four bytes at a time where none is escaped, with the exact "has a byte below / equal to"
+ * word tests (graphics.stanford.edu/~seander/bithacks.html#HasLessInWord): for bytes below 0x80
+ * they have no false answer.
  */
-export function plainAscii(bytes: Buffer, words: Uint32Array, from: number, to: number): boolean {
+export function escapeAsciiInPlace(bytes: Buffer, words: Uint32Array, from: number, to: number): number {
   const offset = bytes.byteOffset;
-  let i = from;
-  // Byte by byte up to a word boundary (and for short texts).
-  for (; i < to && (offset + i) & 3; i++) {
-    const c = bytes[i];
-    if (c < 0x20 || c === QUOTE || c === BACKSLASH) return false;
-  }
+  count = 0;
+  extra = 0;
+  // Byte by byte up to a word boundary, then word by word (the bytes of a word with an escape one
+  // by one), then the bytes after the last whole word.
+  const firstWord = (offset + from + 3) >>> 2;
   const lastWord = (offset + to) >>> 2;
-  for (let w = (offset + i) >>> 2; w < lastWord; w++) {
-    const x = words[w] | 0;
-    const quote = x ^ 0x22222222;
-    const backslash = x ^ 0x5c5c5c5c;
-    if (((x - 0x20202020) & ~x & HIGH_BITS) !== 0) return false;
-    if (((quote - LOW_BITS) & ~quote & HIGH_BITS) !== 0) return false;
-    if (((backslash - LOW_BITS) & ~backslash & HIGH_BITS) !== 0) return false;
+  if (firstWord >= lastWord) noteEscapes(bytes, from, to);
+  else {
+    noteEscapes(bytes, from, (firstWord << 2) - offset);
+    for (let w = firstWord; w < lastWord; w++) {
+      const x = words[w] | 0;
+      const quote = x ^ 0x22222222;
+      const backslash = x ^ 0x5c5c5c5c;
+      if ((((x - 0x20202020) & ~x) | ((quote - LOW_BITS) & ~quote) | ((backslash - LOW_BITS) & ~backslash)) & HIGH_BITS) {
+        const at = (w << 2) - offset;
+        noteEscapes(bytes, at, at + 4);
+      }
+    }
+    noteEscapes(bytes, (lastWord << 2) - offset, to);
   }
-  for (i = Math.max(i, (lastWord << 2) - offset); i < to; i++) {
-    const c = bytes[i];
-    if (c < 0x20 || c === QUOTE || c === BACKSLASH) return false;
+  if (!count) return to;
+  // From the back: each run of plain bytes moves to its place, then the escape before it is written.
+  let src = to;
+  let dst = to + extra;
+  for (let k = count - 1; k >= 0; k--) {
+    const at = escapedAt[k];
+    const run = src - at - 1;
+    if (run) bytes.copyWithin(dst - run, at + 1, src);
+    dst -= run;
+    const escape = ESCAPE_BYTES[bytes[at]];
+    dst -= escape.length;
+    for (let j = 0; j < escape.length; j++) bytes[dst + j] = escape[j];
+    src = at;
   }
-  return true;
+  return to + extra;
 }
 
 /** Writes `text` as UTF-8 with JSON.stringify's escapes (no quotes) at `n`; returns the end. */

@@ -2,7 +2,7 @@
 // changed once (FINGERPRINT_VERSION exists for that). These pin them, whatever way `of` assembles them.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { FINGERPRINT_VERSION, Fingerprinter, plainAscii, stableJson } from '../../src/engine/fingerprint.ts';
+import { FINGERPRINT_VERSION, Fingerprinter, escapeAsciiInPlace, stableJson } from '../../src/engine/fingerprint.ts';
 import { ProcessingConfigSchema } from '../../src/text/config.ts';
 import { createTextProcessor } from '../../src/text/index.ts';
 
@@ -76,8 +76,8 @@ describe('Fingerprinter.of', () => {
   });
 
   it('equals the definition for longer texts, mostly plain ASCII with an escape or a non-ASCII character anywhere', () => {
-    // Plain ASCII is taken from the native encoder after a word-at-a-time scan (plainAscii): every
-    // alignment of an odd character and of a text's edges must fall back to the escaping path.
+    // ASCII is taken from the native encoder and escaped in place (escapeAsciiInPlace), anything else
+    // goes the general way: every alignment of an odd character and of a text's edges.
     const fp = new Fingerprinter(processor, embedder);
     const odd = ['"', '\\', '\n', '\u0000', '\u001f', '\u007f', ' ', '~', 'é', '😀', '\ud83d', '\ude00'];
     let seed = 11;
@@ -96,30 +96,56 @@ describe('Fingerprinter.of', () => {
     }
   });
 
-  it('plainAscii finds each byte JSON escapes at every position and alignment, and nothing else', () => {
-    const memory = Buffer.alloc(72);
+  it("escapeAsciiInPlace makes exactly JSON.stringify's escapes, for every escaped byte at every position and alignment", () => {
+    const memory = Buffer.alloc(512);
     const words = new Uint32Array(memory.buffer, 0, memory.buffer.byteLength >>> 2);
+    const escaped = [...Array.from({ length: 0x20 }, (_, c) => c), 0x22, 0x5c];
+    const json = (bytes: Buffer) => JSON.stringify(bytes.toString('latin1')).slice(1, -1);
+    const wrong: string[] = [];
     // A buffer may start anywhere in its memory (a pooled one): every shift of its words.
     for (const shift of [0, 1, 2, 3])
-      for (let from = 0; from < 8; from++)
-        for (let to = from; to < 40; to++) {
-          // Every ASCII byte that is not escaped: none found.
+      for (let from = 0; from < 5; from++)
+        for (let to = from; to < 14; to++) {
+          const bytes = memory.subarray(shift, shift + 96);
+          // Every ASCII byte JSON leaves alone, as a whole text: unchanged.
           for (let c = 0x20; c < 0x80; c++) {
             if (c === 0x22 || c === 0x5c) continue;
-            const bytes = memory.subarray(shift, shift + 64);
             bytes.fill(c);
-            expect(plainAscii(bytes, words, from, to)).toBe(true);
+            if (escapeAsciiInPlace(bytes, words, from, to) !== to) wrong.push(`plain byte ${c} in [${from}, ${to}), shift ${shift}`);
           }
-          for (const c of [0x00, 0x01, 0x0a, 0x1f, 0x22, 0x5c])
-            for (let at = 0; at < 48; at++) {
-              const bytes = memory.subarray(shift, shift + 64);
-              bytes.fill(0x61);
-              bytes[at] = c;
-              expect(plainAscii(bytes, words, from, to), `byte ${c} at ${at} in [${from}, ${to}), shift ${shift}`).toBe(
-                at < from || at >= to,
-              );
-            }
+          // One escaped byte at each position of the text, then two, with bytes around the text kept.
+          for (const c of escaped)
+            for (let at = from; at < to; at++)
+              for (const second of [undefined, to - 1, from]) {
+                bytes.fill(0x61);
+                bytes.fill(0x7a, 0, from);
+                bytes[at] = c;
+                if (second !== undefined) bytes[second] = 0x0a;
+                const want = json(bytes.subarray(from, to));
+                const end = escapeAsciiInPlace(bytes, words, from, to);
+                expect(bytes.toString('latin1', from, end), `byte ${c} at ${at} (and ${second}) in [${from}, ${to}), shift ${shift}`).toBe(
+                  want,
+                );
+                expect(bytes.subarray(0, from).every((b) => b === 0x7a)).toBe(true);
+              }
         }
+  });
+
+  it('escapeAsciiInPlace equals JSON.stringify on random ASCII texts with many escapes (its position list grows)', () => {
+    const memory = Buffer.alloc(8 * 1024);
+    const words = new Uint32Array(memory.buffer, 0, memory.buffer.byteLength >>> 2);
+    let seed = 3;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let i = 0; i < 500; i++) {
+      const length = Math.floor(random() * 1000);
+      const share = random();
+      let text = '';
+      for (let j = 0; j < length; j++) text += String.fromCharCode(random() < share ? Math.floor(random() * 0x80) : 0x61);
+      const from = Math.floor(random() * 8);
+      memory.write(text, from, 'latin1');
+      const end = escapeAsciiInPlace(memory, words, from, from + length);
+      expect(memory.toString('latin1', from, end)).toBe(JSON.stringify(text).slice(1, -1));
+    }
   });
 
   it('hashes a text given as its parts (text_fields) exactly as the joined text, for every kind of part', () => {
