@@ -124,6 +124,8 @@ export async function* guardEmptyText(
   const counts = new Map<string, { docs: number; empty: number }>();
   let held: DestinationMessage[] | undefined = [];
   let heldDocs = 0;
+  /** Held messages other than STATEs (while there are none, nothing is held). */
+  let heldData = 0;
   const judge = (stream: string) => {
     const c = counts.get(stream);
     if (!c || c.docs < MIN_RECORDS || c.empty / c.docs <= opts.maxEmptyShare) return;
@@ -178,7 +180,16 @@ export async function* guardEmptyText(
         yield* release();
       }
       if (held) {
+        // Only checkpoints held so far (the documents before them were unchanged, dropped by the
+        // unchanged stage, or there were none): there is nothing to judge, so they go on now. An
+        // unchanged re-sync has no document to reach here; its checkpoints were otherwise held to
+        // the end of the stream and committed there one after the other.
+        if (m.type === 'STATE' && !heldData) {
+          yield m;
+          continue;
+        }
         held.push(m);
+        if (m.type !== 'STATE') heldData++;
         if (m.type === 'DOCUMENT') heldDocs++;
         // A following (CDC, Kafka) run may idle for hours: it is judged at its first checkpoint.
         if (heldDocs >= PROBATION_DOCUMENTS || (opts.ctx.follow && m.type === 'STATE')) yield* release();
