@@ -12,18 +12,8 @@
 // at message boundaries first, so a multi-byte character never straddles two decodings).
 import type { Duplex } from 'node:stream';
 import type pg from 'pg';
+import { unescapeCopy } from './copy-escapes.ts';
 import { asciiOutput, fastParserFor, parserFor, type FieldParser } from './types.ts';
-
-const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
-
-function unescapeCopy(s: string): string {
-  return s.replace(/\\(?:([bfnrtv\\])|([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))/g, (_, e, oct, hex, other) => {
-    if (e) return ESCAPES[e];
-    if (oct) return String.fromCharCode(parseInt(oct, 8));
-    if (hex) return String.fromCharCode(parseInt(hex, 16));
-    return other;
-  });
-}
 
 type Row = Record<string, unknown>;
 
@@ -40,7 +30,8 @@ class ChunkText {
   /** A field's text the general way: UTF-8 from the bytes, then COPY unescaping. */
   field(start: number, end: number): string {
     const s = this.buf.toString('utf8', start, end);
-    return s.includes('\\') ? unescapeCopy(s) : s;
+    const backslash = s.indexOf('\\');
+    return backslash < 0 ? s : unescapeCopy(s, 0, s.length, backslash);
   }
 }
 
@@ -84,7 +75,9 @@ function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText):
   const ascii = columns.map((c) => asciiOutput(c.oid));
   const parsers = columns.map((c) => parserFor(c.oid));
   const fromBytes = parsers.map((parse) => (start: number, end: number) => parse(chunk.field(start, end)));
-  const unescaped = parsers.map((parse) => (text: string, start: number, end: number) => parse(unescapeCopy(text.slice(start, end))));
+  const unescaped = parsers.map(
+    (parse) => (text: string, start: number, end: number, backslash: number) => parse(unescapeCopy(text, start, end, backslash)),
+  );
   const bad = (text: string, start: number, end: number): never => {
     throw new Error(
       `COPY row has fewer fields than the ${columns.length} expected columns: ${JSON.stringify(text.slice(start, Math.min(end, start + 200)))}`,
@@ -102,7 +95,7 @@ function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText):
       const value = ascii[i]
         ? `f${i}(L, a, b)`
         : decoded
-          ? `bs >= b || (bs < a && (bs = next(L, a)) >= b) ? f${i}(L, a, b) : g${i}(L, a, b)`
+          ? `bs >= b || (bs < a && (bs = next(L, a)) >= b) ? f${i}(L, a, b) : g${i}(L, a, b, bs)`
           : `plain(L, a, b) ? f${i}(L, a, b) : g${i}(a, b)`;
       lines.push(`const v${i} = ${isNull} ? null : ${value};`);
       if (i < columns.length - 1) lines.push('a = b + 1;');

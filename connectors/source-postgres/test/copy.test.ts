@@ -7,7 +7,7 @@ import { mulberry32 } from '../../../test/helpers/random.ts';
 import { CopyOut, MAX_ROWS } from '../copy.ts';
 import { connect } from '../db.ts';
 import { flatten } from '../flatten.ts';
-import { catalog, config, context, createDatabase, drive, records, sql, stream } from './helpers.ts';
+import { catalog, config, context, createDatabase, drive, records, sql, stream, unescapeCopyWithRegex } from './helpers.ts';
 
 const msg = (code: string, payload: Buffer | string): Buffer => {
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
@@ -190,6 +190,62 @@ describe('COPY row reader', () => {
         p += n;
       }
       expect((await readChunks(chunks)).rows).toEqual(wanted);
+    }
+  });
+
+  it('reads escapes, non-ASCII and broken UTF-8 as decoding then the regex did, in short and long rows, split at every byte', async () => {
+    const random = mulberry32(5);
+    // field pieces as bytes: every escape, multi-byte characters, bytes that are no UTF-8, `\N` as text
+    const pieces = [
+      ...[
+        '\\b',
+        '\\f',
+        '\\n',
+        '\\r',
+        '\\t',
+        '\\v',
+        '\\\\',
+        '\\101',
+        '\\7',
+        '\\777',
+        '\\x41',
+        '\\xg',
+        '\\q',
+        '\\é',
+        '\\😀',
+        '\\\r',
+        '\\\u2028',
+      ],
+      ...['a', 'plain ', 'é', '✓', '😀', '\\N', '1', 'x'],
+    ].map((p) => Buffer.from(p, 'utf8'));
+    pieces.push(Buffer.from([0xff]), Buffer.from([0xc3]), Buffer.from([0x80]), Buffer.from([0xf0, 0x9f, 0x98]));
+    const field = (min: number, max: number) =>
+      Buffer.concat(Array.from({ length: min + Math.floor(random() * (max - min)) }, () => pieces[Math.floor(random() * pieces.length)]));
+    const cols = [
+      { name: 'a', oid: 25 },
+      { name: 'b', oid: 25 },
+      { name: 'n', oid: 23 },
+    ];
+    const rows = Array.from({ length: 14 }, (_, i) => {
+      // rows 3, 7 and 11 are long (decoded as UTF-8 on their own), the others short
+      const long = i % 4 === 3;
+      const a = i === 5 ? Buffer.from('\\N') : long ? field(80, 120) : field(0, 12);
+      return [a, long ? field(40, 60) : field(0, 6), Buffer.from(String(i))];
+    });
+    expect(rows.filter((r) => Buffer.concat(r).length > 300).length).toBe(3);
+    const tab = Buffer.from('\t');
+    const bytes = Buffer.concat([
+      copyOutResponse(cols.length),
+      ...rows.map((r) => msg('d', Buffer.concat([r[0], tab, r[1], tab, r[2], Buffer.from('\n')]))),
+      msg('c', ''),
+      AFTER,
+    ]);
+    const text = (b: Buffer) => (b.toString('latin1') === '\\N' ? null : unescapeCopyWithRegex(b.toString('utf8')));
+    const want = rows.map((r, i) => ({ a: text(r[0]), b: text(r[1]), n: i }));
+    expect((await readChunks([bytes], cols)).rows).toEqual(want);
+    for (let k = 1; k < bytes.length; k++) {
+      const { rows: got } = await readChunks([bytes.subarray(0, k), bytes.subarray(k)], cols);
+      expect(got, `split at byte ${k}`).toEqual(want);
     }
   });
 

@@ -119,3 +119,17 @@ export async function drive(
   }
   return { msgs, state: conn };
 }
+
+const COPY_ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
+/**
+ * COPY text unescaping as the reader first did it, with a regular expression: the reference the
+ * hand-written reader (copy-escapes.ts) is compared with.
+ */
+export function unescapeCopyWithRegex(s: string): string {
+  return s.replace(/\\(?:([bfnrtv\\])|([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))/g, (_, e, oct, hex, other) => {
+    if (e) return COPY_ESCAPES[e];
+    if (oct) return String.fromCharCode(parseInt(oct, 8));
+    if (hex) return String.fromCharCode(parseInt(hex, 16));
+    return other;
+  });
+}
