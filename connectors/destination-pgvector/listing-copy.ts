@@ -12,9 +12,8 @@
 // - a row of the document before (the same id bytes) only updates the fold: its fields are
 //   compared as bytes, no string is made; for a new document, the metadata hash and embedder tag
 //   are compared with the previous document's and that same string is reused (in a stream they
-//   rarely differ), so only the id and the content hash become strings, sliced from one latin1
-//   decoding of the network chunk when plain ASCII (latin1 of ASCII bytes is their text), UTF-8
-//   decoded from the field's bytes otherwise.
+//   rarely differ), so only the id and the content hash become strings (latin1 when plain ASCII,
+//   which is then their text; UTF-8 otherwise).
 import type { Duplex } from 'node:stream';
 import type { DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
 
@@ -57,9 +56,6 @@ export class DocumentFold {
   /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
   private lastMetadata = '';
   private lastEmbedder = '';
-  /** The buffer `text` is the latin1 decoding of (decoded when first needed). */
-  private textOf: Buffer | undefined;
-  private text = '';
   private headerSeen = false;
   private trailerSeen = false;
 
@@ -143,15 +139,15 @@ export class DocumentFold {
     }
   }
 
-  /** A field's text: sliced from the chunk's latin1 text when plain ASCII, else decoded as UTF-8. */
+  /**
+   * A field's text: latin1 when plain ASCII, else UTF-8. Its own flat string: a slice of one
+   * decoding of the chunk would keep the chunk's whole text alive as long as the listing is kept
+   * (the sweep keeps ids and content hashes), and costs the GC more than a decoding per field.
+   */
   private string(buf: Buffer, at: number, len: number): string {
     const end = at + len;
     for (let i = at; i < end; i++) if (buf[i] > 0x7f) return buf.toString('utf8', at, end);
-    if (this.textOf !== buf) {
-      this.textOf = buf;
-      this.text = buf.toString('latin1');
-    }
-    return this.text.slice(at, end);
+    return buf.toString('latin1', at, end);
   }
 }
 
