@@ -307,7 +307,7 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     if (!backend.isPglite) await settled(table);
   });
 
-  it('document ids with tabs, newlines, backslashes, \\N and non-ASCII characters are listed exactly as stored', async () => {
+  it('document ids with tabs, newlines, backslashes, \\N and non-ASCII characters, and non-ASCII fingerprints, are listed exactly as stored', async () => {
     const cfg = config();
     const table = await createTable(cfg);
     const ids = [
@@ -333,8 +333,27 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
            VALUES ($1, $2, $3, 'x', $4, 'm\tm', 'e\\e')`,
           [`row${n++}`, id, c, `c-${id}`],
         );
+    // Non-ASCII fingerprint values: rows that agree, and rows that differ in one character of the
+    // same UTF-8 length (the listing compares a document's further rows as bytes).
+    const accented: [string, string, string, string][] = [
+      ['agree', 'cé😀', 'mé', 'e/ü/3'],
+      ['agree', 'cé😀', 'mé', 'e/ü/3'],
+      ['differ', 'cé', 'mé', 'e/ü/3'],
+      ['differ', 'cè', 'mé', 'e/ü/3'],
+      ['embedders', 'c', 'm', 'e/ü/3'],
+      ['embedders', 'c', 'm', 'e/ű/3'],
+    ];
+    for (const [id, content, metadata, embedder] of accented)
+      await admin.query(
+        `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder)
+         VALUES ($1, $2, 0, 'x', $3, $4, $5)`,
+        [`row${n++}`, id, content, metadata, embedder],
+      );
     const want = await expected(table);
-    expect(want.map((d) => d.documentId).sort()).toEqual([...ids].sort());
+    expect(want.map((d) => d.documentId).sort()).toEqual([...ids, 'agree', 'differ', 'embedders'].sort());
+    expect(want.find((d) => d.documentId === 'agree')?.fingerprint).toEqual({ content: 'cé😀', metadata: 'mé', embedder: 'e/ü/3' });
+    expect(want.find((d) => d.documentId === 'differ')?.fingerprint).toBeUndefined();
+    expect(want.find((d) => d.documentId === 'embedders')?.fingerprint).toEqual({ content: 'c', metadata: 'm' });
     expect(want.find((d) => d.documentId === 'tab\there')?.fingerprint).toEqual({
       content: 'c-tab\there',
       metadata: 'm\tm',

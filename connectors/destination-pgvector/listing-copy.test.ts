@@ -1,0 +1,207 @@
+// The listing's binary COPY reader (listing-copy.ts) against a plain reference: every row decoded
+// as UTF-8 and folded the simple way (the rule of documentFingerprintSql), on random rows (non-ASCII,
+// emoji, control characters, NULLs, documents of many chunks that agree or not), with the protocol
+// bytes cut anywhere: inside a message header, a length, a multi-byte character.
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import type { StoredDocument } from '../../src/protocol/connector.ts';
+import { ListingCopy } from './listing-copy.ts';
+
+type Row = [string, string | null, string | null, string | null];
+
+/** The reference: rows as strings, folded document by document. */
+function reference(rows: Row[], batch: number): StoredDocument[][] {
+  const docs: StoredDocument[] = [];
+  for (let i = 0; i < rows.length;) {
+    let j = i + 1;
+    while (j < rows.length && rows[j][0] === rows[i][0]) j++;
+    const own = rows.slice(i, j);
+    const [, c, m, e] = own[0];
+    const same = c !== null && m !== null && own.every((r) => r[1] === c && r[2] === m);
+    const sameEmbedder = e !== null && own.every((r) => r[3] === e);
+    const doc: StoredDocument = { documentId: own[0][0], chunks: own.length };
+    if (same) doc.fingerprint = sameEmbedder && e ? { content: c, metadata: m, embedder: e } : { content: c, metadata: m };
+    docs.push(doc);
+    i = j;
+  }
+  const pages: StoredDocument[][] = [];
+  for (let i = 0; i < docs.length; i += batch) pages.push(docs.slice(i, i + batch));
+  return pages;
+}
+
+const message = (code: string, body: Buffer) => {
+  const head = Buffer.alloc(5);
+  head[0] = code.charCodeAt(0);
+  head.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+};
+
+function tuple(row: Row): Buffer {
+  const parts = [Buffer.from([0, 4])];
+  for (const v of row) {
+    const len = Buffer.alloc(4);
+    if (v === null) len.writeInt32BE(-1);
+    else {
+      const bytes = Buffer.from(v, 'utf8');
+      len.writeInt32BE(bytes.length);
+      parts.push(len, bytes);
+      continue;
+    }
+    parts.push(len);
+  }
+  return Buffer.concat(parts);
+}
+
+const HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+/** What pg is handed back after the copy data. */
+const AFTER = Buffer.concat([message('C', Buffer.from('COPY 9\0')), message('Z', Buffer.from('I'))]);
+
+/** The server's bytes for `rows`: CopyOutResponse, the header with the first row, one row a message, trailer, CopyDone, then pg's. */
+function protocol(rows: Row[], extension = Buffer.alloc(0)): Buffer {
+  const header = Buffer.concat([HEADER.subarray(0, 15), Buffer.from([0, 0, 0, extension.length]), extension]);
+  const messages = [message('H', Buffer.from([1, 0, 4, 0, 1, 0, 1, 0, 1, 0, 1]))];
+  rows.forEach((r, i) => messages.push(message('d', i ? tuple(r) : Buffer.concat([header, tuple(r)]))));
+  if (!rows.length) messages.push(message('d', header));
+  messages.push(message('d', Buffer.from([0xff, 0xff])), message('c', Buffer.alloc(0)), AFTER);
+  return Buffer.concat(messages);
+}
+
+/** Runs a ListingCopy on a fake connection fed `chunks` one at a time; its pages and what pg got back. */
+async function run(chunks: Buffer[], batch: number): Promise<{ pages: StoredDocument[][]; toPg: Buffer; sql: string[] }> {
+  const stream = new PassThrough();
+  const toPg: Buffer[] = [];
+  stream.on('data', (b: Buffer) => toPg.push(b));
+  const sql: string[] = [];
+  const copy = new ListingCopy('COPY x', batch);
+  expect(copy.submit({ stream, query: (t) => sql.push(t) })).toBeUndefined();
+  const pages: StoredDocument[][] = [];
+  const consumed = (async () => {
+    for (let page = await copy.next(); page; page = await copy.next()) pages.push(page);
+  })();
+  consumed.catch(() => undefined); // awaited below, after the writes
+  for (const c of chunks) {
+    stream.write(c);
+    await new Promise((r) => setImmediate(r));
+  }
+  await consumed;
+  await new Promise((r) => setImmediate(r));
+  return { pages, toPg: Buffer.concat(toPg), sql };
+}
+
+const ALPHABET = ['a', 'b', 'Z', '0', '9', '-', '\t', '\n', '\\', '\\N', 'N', ' ', 'é', 'ü', '日', '😀', '\u0000'.slice(1), '\x7f', '\x80'];
+
+function randomRows(seed: number, n: number): Row[] {
+  let s = seed;
+  const rnd = (k: number) => {
+    s = (Math.imul(s ^ (s >>> 15), 2246822507) + 0x6d2b79f5) | 0;
+    return (s >>> 0) % k;
+  };
+  const text = (max: number) => Array.from({ length: rnd(max + 1) }, () => ALPHABET[rnd(ALPHABET.length)]).join('');
+  const ids = [...new Set(Array.from({ length: n }, () => text(6)))].sort();
+  const rows: Row[] = [];
+  // Values drawn from few choices, so rows of one document and consecutive documents often agree.
+  const hex = () => ['c1', 'c2', 'ç3', '', text(4)][rnd(5)];
+  const pick = <T>(xs: T[]) => xs[rnd(xs.length)];
+  for (const id of ids) {
+    const first: Row = [
+      id,
+      rnd(8) ? hex() : null,
+      rnd(8) ? pick(['m', 'm2', 'mé', '']) : null,
+      rnd(6) ? pick(['hash/x/3', 'e😀', '']) : null,
+    ];
+    for (let c = 0, chunks = 1 + rnd(4); c < chunks; c++)
+      rows.push(
+        rnd(4) || !c
+          ? [...first]
+          : [id, rnd(2) ? first[1] : hex(), rnd(3) ? first[2] : pick(['m', null]), rnd(2) ? first[3] : pick(['hash/x/3', null])],
+      );
+  }
+  return rows;
+}
+
+describe('ListingCopy', () => {
+  it('folds random rows as the reference does, in pages, and hands pg the bytes after the copy', async () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const rows = randomRows(seed, 60);
+      const batch = 1 + (seed % 7);
+      const data = protocol(rows);
+      // In chunks of random sizes.
+      const chunks: Buffer[] = [];
+      for (let at = 0, k = seed; at < data.length; k++) {
+        const size = 1 + ((k * 7919) % 97);
+        chunks.push(data.subarray(at, at + size));
+        at += size;
+      }
+      const { pages, toPg } = await run(chunks, batch);
+      expect(pages).toEqual(reference(rows, batch));
+      expect(toPg).toEqual(AFTER);
+    }
+  });
+
+  it('reads the same whatever byte the data is cut at, or one byte at a time', async () => {
+    const rows: Row[] = [
+      ['dé😀\t1', 'c', 'm', 'e'],
+      ['dé😀\t1', 'c', 'm', 'e'],
+      ['d\\N', null, 'm', null],
+      ['e', 'c', 'm', 'e'],
+      ['e', 'c', 'm', 'other'],
+      ['f', 'ç', 'mé', 'e😀'],
+      ['f', 'ç', 'mé', 'e😀'],
+    ];
+    const data = protocol(rows, Buffer.from('ext'));
+    const want = reference(rows, 2);
+    for (let cut = 1; cut < data.length; cut++) {
+      const { pages, toPg } = await run([data.subarray(0, cut), data.subarray(cut)], 2);
+      expect(pages).toEqual(want);
+      expect(toPg).toEqual(AFTER);
+    }
+    const { pages } = await run(
+      [...data].map((b) => Buffer.from([b])),
+      2,
+    );
+    expect(pages).toEqual(want);
+  });
+
+  it('keeps one string for a metadata hash and an embedder tag that repeat, and values exact', async () => {
+    const rows: Row[] = Array.from({ length: 5 }, (_, i) => [`d${i}`, `c${i}`, 'meta', 'hash/x/3'] as Row);
+    const [page] = (await run([protocol(rows)], 10)).pages;
+    expect(page.map((d) => d.fingerprint)).toEqual(rows.map(([, c, m, e]) => ({ content: c, metadata: m, embedder: e })));
+    // The same string, so a later === compares no characters.
+    expect(new Set(page.map((d) => d.fingerprint!.metadata)).size).toBe(1);
+  });
+
+  it('an empty table lists nothing', async () => {
+    expect((await run([protocol([])], 3)).pages).toEqual([]);
+  });
+
+  it('a server error during the copy goes to pg, and the listing fails with the error pg reports', async () => {
+    const stream = new PassThrough();
+    const toPg: Buffer[] = [];
+    stream.on('data', (b: Buffer) => toPg.push(b));
+    const copy = new ListingCopy('COPY x', 2);
+    copy.submit({ stream, query: () => undefined });
+    const rows = protocol([['a', 'c', 'm', 'e']]);
+    const error = message('E', Buffer.from('SERROR\0Mboom\0\0'));
+    const next = copy.next();
+    // The rows up to the error (without trailer and CopyDone), then the ErrorResponse.
+    stream.write(Buffer.concat([rows.subarray(0, rows.indexOf(Buffer.from([0xff, 0xff])) - 5), error]));
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(toPg)).toEqual(error);
+    copy.handleError(new Error('boom')); // as pg does once it has parsed the ErrorResponse
+    await expect(next).rejects.toThrow('boom');
+  });
+
+  it('malformed data is an error: rows with other columns, a missing trailer', async () => {
+    const wrong = protocol([['a', 'c', 'm', 'e']]);
+    // The first row's column count (after the 5-byte message header and the 19-byte COPY header).
+    const at = wrong.indexOf(Buffer.from('PGCOPY')) + 19;
+    wrong.writeInt16BE(3, at);
+    await expect(run([wrong], 2)).rejects.toThrow('COPY row with 3 columns, expected 4');
+    const noTrailer = Buffer.concat([
+      message('H', Buffer.alloc(3)),
+      message('d', Buffer.concat([HEADER, tuple(['a', 'c', 'm', 'e'])])),
+      message('c', Buffer.alloc(0)),
+    ]);
+    await expect(run([noTrailer], 2)).rejects.toThrow('COPY data ended without its trailer');
+  });
+});
