@@ -525,7 +525,13 @@ async function syncConnection(
     const unchanged = writer.fingerprints && !p.reindex ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
     // A reindex skips nothing but still stores fingerprints, so the next sync can skip.
     const fingerprinter = writer.fingerprints ? new Fingerprinter(p.processor, embedder) : undefined;
-    const sweep = { ...sweepOptions(p), sharded: p.sharded, listWhileReading: true, annotate: !!unchanged };
+    const sweep = {
+      ...sweepOptions(p),
+      sharded: p.sharded,
+      listWhileReading: true,
+      annotate: !!unchanged,
+      dropUnchanged: unchanged?.dropListedUnchanged.bind(unchanged),
+    };
     const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
     const messages = guardEmptyText(unchanged ? unchanged.runBatches(read) : fingerprinter ? chunkedNow(eachOf(read)) : eachOf(read), {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
