@@ -567,6 +567,8 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
   const listingWait = opts.annotate === true ? (opts.listingWaitMs ?? LISTING_WAIT_MS) : 0;
   /** Streams whose first document waited for (or found) their listing complete. */
   const waited = new Set<string>();
+  /** The swept stream of the previous document (usually this one's too): its listing and marks, not looked up again. */
+  let current: { stream: string; listing: Listing | undefined; marks: StreamMarks; waited: boolean } | undefined;
 
   try {
     for await (const batch of input) {
@@ -577,10 +579,16 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       let kept = 0;
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i];
-        if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
-          const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
-          if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !waited.has(m.stream)) {
+        if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && (current?.stream === m.stream || swept.has(m.stream))) {
+          let at = current;
+          if (at?.stream !== m.stream) {
+            const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
+            at = current = { stream: m.stream, listing, marks: setsOf(m.stream), waited: waited.has(m.stream) };
+          }
+          const listing = at.listing;
+          if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !at.waited) {
             waited.add(m.stream);
+            at.waited = true;
             if (!listing.complete) await settledWithin(listing.done, listingWait);
           }
           // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
@@ -588,7 +596,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           // first occurrence in the read (a later one may follow this run's own write of it, which the
           // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
           const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
-          const listed = setsOf(m.stream).mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
+          const listed = at.marks.mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
           if (annotate && listed !== REPEATED && listed !== LISTED) {
             // The first occurrence of the id in the read: nothing of this run is in flight for it,
             // so its listed fingerprint alone decides whether it is unchanged.
@@ -597,6 +605,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           }
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);
+          if (current?.stream === m.stream) current = undefined;
           if (kept > from) yield batch.slice(from, kept);
           from = kept;
           let deletes: DestinationMessage[] = [];
