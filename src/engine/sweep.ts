@@ -21,6 +21,8 @@ import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts
 import { withListedFingerprint } from './unchanged.ts';
 import type { ConfiguredCatalog } from '../protocol/messages.ts';
 
+type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+
 export interface SweepOptions {
   conn: Pick<LoadedConnection, 'config' | 'destination' | 'destinationConfig' | 'index'>;
   ctx: ConnectorContext;
@@ -49,6 +51,14 @@ export interface SweepOptions {
    * (default LISTING_WAIT_MS; 0: not at all). See sweepStage.
    */
   listingWaitMs?: number;
+  /**
+   * With annotate: offered each annotated document (its first occurrence in the read) with its
+   * listed fingerprint; true when it is unchanged and was counted as such
+   * (UnchangedStage.dropListedUnchanged): it is then not passed on at all. Most documents of an
+   * unchanged re-sync end here rather than going through the unchanged stage's grouping and
+   * decisions only to be dropped there.
+   */
+  dropUnchanged?: (doc: DocumentMessage, listed: DocumentFingerprint | null) => boolean;
 }
 
 /** Streams that get deletion detection in this run (empty when the destination cannot list documents). */
@@ -557,17 +567,28 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
   const listingWait = opts.annotate === true ? (opts.listingWaitMs ?? LISTING_WAIT_MS) : 0;
   /** Streams whose first document waited for (or found) their listing complete. */
   const waited = new Set<string>();
+  /** The swept stream of the previous document (usually this one's too): its listing and marks, not looked up again. */
+  let current: { stream: string; listing: Listing | undefined; marks: StreamMarks; waited: boolean } | undefined;
 
   try {
     for await (const batch of input) {
-      // The array goes on as it is, but for a swept stream's completion: its DELETEs go before it.
+      // The array goes on as it is (documents() hands it over), less the documents dropped as
+      // unchanged (compacted in place: `kept` of it stay), but for a swept stream's completion: its
+      // DELETEs go before it.
       let from = 0;
+      let kept = 0;
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i];
-        if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && swept.has(m.stream)) {
-          const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
-          if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !waited.has(m.stream)) {
+        if ((m.type === 'DOCUMENT' || m.type === 'DELETE') && (current?.stream === m.stream || swept.has(m.stream))) {
+          let at = current;
+          if (at?.stream !== m.stream) {
+            const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
+            at = current = { stream: m.stream, listing, marks: setsOf(m.stream), waited: waited.has(m.stream) };
+          }
+          const listing = at.listing;
+          if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !at.waited) {
             waited.add(m.stream);
+            at.waited = true;
             if (!listing.complete) await settledWithin(listing.done, listingWait);
           }
           // A DELETE's id is marked too: the source deleted it already, the sweep must not again.
@@ -575,12 +596,18 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           // first occurrence in the read (a later one may follow this run's own write of it, which the
           // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
           const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
-          const listed = setsOf(m.stream).mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
-          if (annotate && listed !== REPEATED && listed !== LISTED) withListedFingerprint(m, listed ?? null);
+          const listed = at.marks.mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
+          if (annotate && listed !== REPEATED && listed !== LISTED) {
+            // The first occurrence of the id in the read: nothing of this run is in flight for it,
+            // so its listed fingerprint alone decides whether it is unchanged.
+            if (opts.dropUnchanged?.(m, listed ?? null)) continue;
+            withListedFingerprint(m, listed ?? null);
+          }
         } else if (m.type === 'STREAM_COMPLETE' && swept.has(m.stream)) {
           swept.delete(m.stream);
-          if (i > from) yield batch.slice(from, i);
-          from = i;
+          if (current?.stream === m.stream) current = undefined;
+          if (kept > from) yield batch.slice(from, kept);
+          from = kept;
           let deletes: DestinationMessage[] = [];
           for await (const d of sweep(m.stream)) {
             deletes.push(d);
@@ -591,9 +618,11 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           }
           if (deletes.length) yield deletes;
         }
+        batch[kept++] = m;
       }
-      if (from === 0) yield batch;
-      else yield batch.slice(from);
+      batch.length = kept;
+      // Nothing left of it (every document dropped): no empty array goes on.
+      if (kept > from) yield from === 0 ? batch : batch.slice(from);
     }
   } finally {
     closed = true;

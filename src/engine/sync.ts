@@ -525,7 +525,13 @@ async function syncConnection(
     const unchanged = writer.fingerprints && !p.reindex ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
     // A reindex skips nothing but still stores fingerprints, so the next sync can skip.
     const fingerprinter = writer.fingerprints ? new Fingerprinter(p.processor, embedder) : undefined;
-    const sweep = { ...sweepOptions(p), sharded: p.sharded, listWhileReading: true, annotate: !!unchanged };
+    const sweep = {
+      ...sweepOptions(p),
+      sharded: p.sharded,
+      listWhileReading: true,
+      annotate: !!unchanged,
+      dropUnchanged: unchanged?.dropListedUnchanged.bind(unchanged),
+    };
     const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
     const messages = guardEmptyText(unchanged ? unchanged.runBatches(read) : fingerprinter ? chunkedNow(eachOf(read)) : eachOf(read), {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
@@ -752,19 +758,25 @@ async function* documents(
    * One source message: what it becomes goes to `out`. Synchronous but for the rare steps that wait
    * (a dead letter, a record error): then it returns their promise.
    */
+  /** The stream of the previous record (usually this record's too): its configuration and counters, not looked up again. */
+  let current: { name: string; cs: ConfiguredStream; stats: StreamStats } | undefined;
   const documentsOf = (m: AirbyteMessage): Promise<void> | undefined => {
     if (m.type === 'RECORD') {
       const stream = m.record.stream;
-      const cs = byName.get(stream);
-      if (!cs) return;
+      let at = current;
+      if (at?.name !== stream) {
+        const cs = byName.get(stream);
+        if (!cs) return;
+        if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
+        at = current = { name: stream, cs, stats: streams[stream] };
+      }
       lastStream = stream;
-      if (!streamStart.has(stream)) streamStart.set(stream, Date.now());
-      streams[stream].records_read++;
+      at.stats.records_read++;
       newestEmittedAt = m.record.emitted_at;
       const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
       let doc: DestinationMessage;
       try {
-        doc = toDocument(cs, data, processor, streams[stream], recordWhere, p.fingerprinter);
+        doc = toDocument(at.cs, data, processor, at.stats, recordWhere, p.fingerprinter);
       } catch (err) {
         if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
         const stage = /primary key/i.test(err.message) ? 'key' : 'text';
@@ -908,8 +920,8 @@ export function toDocument(
     const extracted = processor.extract(record);
     // Extracted again if the document is chunked at all: most of a re-sync is unchanged documents,
     // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
-    // The parts, not the joined text, are tested: testing that would copy it into one flat string.
-    const empty = extracted.parts ? !extracted.parts.some(hasText) : !hasText(extracted.text);
+    // Parts are only texts that have text (ExtractedText.parts): none means empty, no scan needed.
+    const empty = extracted.parts ? !extracted.parts.length : !hasText(extracted.text);
     return deferredDocument(stream, docId, record, fingerprinter.of(extracted), chunkerOf(processor, stats), empty);
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };

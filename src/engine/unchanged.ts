@@ -217,6 +217,20 @@ export class UnchangedStage {
     return this.inFlight.size;
   }
 
+  /**
+   * For the sweep (SweepOptions.dropUnchanged), which calls it for a document's first occurrence in
+   * the read, with its listed fingerprint: whether it is unchanged, decided as decide() would (nothing
+   * of this run can be in flight for it before its first occurrence), and then counted here; the
+   * document goes no further. Not for overwrite streams (their KEEP must go on).
+   */
+  dropListedUnchanged(m: DocumentMessage, listed: DocumentFingerprint | null): boolean {
+    const fp = m.fingerprint;
+    if (!fp || !listed || (listed !== fp && !sameFingerprint(listed, fp))) return false;
+    if (this.opts.modes.get(m.stream) === 'overwrite') return false;
+    countUnchanged(m, this.opts.stats[m.stream] ?? {});
+    return true;
+  }
+
   run(input: AsyncIterable<DestinationMessage>): AsyncIterable<DestinationMessage> {
     return this.runBatches(asBatches(input));
   }

@@ -19,7 +19,8 @@ export interface ExtractedText {
   text: string;
   metadata: Record<string, unknown>;
   /**
-   * With text_fields: the fields' texts, `text` being them joined by "\n\n" (TEXT_SEPARATOR). A
+   * With text_fields: the fields' texts that have text (a non-whitespace character; none when the
+   * document is empty), `text` being them joined by "\n\n" (TEXT_SEPARATOR). A
    * fingerprint is hashed from these, so the joined text is never made into one flat string for
    * a document that turns out unchanged.
    */

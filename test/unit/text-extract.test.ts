@@ -1,6 +1,8 @@
 // The text a record's text_fields make: what is chunked, embedded and fingerprinted.
 import { describe, expect, it } from 'vitest';
-import { TEXT_SEPARATOR, joinTextParts, textExtractor, textPartsExtractor } from '../../src/text/extract.ts';
+import { TEXT_SEPARATOR, hasText, joinTextParts, textExtractor, textPartsExtractor } from '../../src/text/extract.ts';
+import { createTextProcessor } from '../../src/text/index.ts';
+import { ProcessingConfigSchema } from '../../src/text/config.ts';
 
 describe('textExtractor with text_fields', () => {
   it('joins the fields that have text with a blank line, in the order of text_fields', () => {
@@ -52,5 +54,22 @@ describe('textPartsExtractor (what fingerprints are hashed from)', () => {
     }
     // The arrays handed out are not reused for the next record.
     expect(got[0]).toEqual(['T', '0', 'one', 'B']);
+  });
+
+  it("a processor's parts are only texts that have text: none exactly when the text is empty (the engine's empty test)", () => {
+    const processor = createTextProcessor(ProcessingConfigSchema.parse({ text_fields: ['title', 'body', 'tags', 'items.*.text'] }));
+    const values = ['', ' ', '\n\t\u00a0', '\u3000', 'a', ' b ', '\ud800', undefined, null, 0, false, [], ['  '], ['', 'x'], { k: ' ' }];
+    let seed = 7;
+    const pick = () => values[(seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % values.length];
+    let empty = 0;
+    for (let i = 0; i < 2000; i++) {
+      const record = { title: pick(), body: pick(), tags: pick(), items: [{ text: pick() }, { text: pick() }] };
+      const { text, parts } = processor.extract(record);
+      expect(parts!.every(hasText)).toBe(true);
+      expect(parts!.length === 0).toBe(!hasText(text));
+      expect(parts!.length === 0).toBe(processor.process(record).length === 0);
+      if (!parts!.length) empty++;
+    }
+    expect(empty).toBeGreaterThan(10);
   });
 });
