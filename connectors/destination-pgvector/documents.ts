@@ -1,7 +1,7 @@
 // `Destination.documents()` for pgvector: every document of a stream's table with its chunk count
 // and fingerprint, read-only. In every full_refresh + append_dedup sync the engine lists the stream
 // once (deletion sweep and unchanged decisions), so this is on the sync's critical path.
-import type pg from 'pg';
+import { copyOut } from '../../src/cdk/postgres-copy.ts';
 import type { ConnectorContext, StoredDocument } from '../../src/protocol/connector.ts';
 import type { PgvectorConfig } from './config.ts';
 import {
@@ -16,7 +16,7 @@ import {
 import { openSession, pgError, type Session } from './session.ts';
 import { takeListingSession } from './spare.ts';
 import { qualified, tableNameFor } from './sql.ts';
-import { ListingCopy } from './listing-copy.ts';
+import { DocumentFold } from './document-fold.ts';
 
 /** Documents per array handed out (native) or per keyset page (PGlite): bounds Node's memory. */
 export const DOCUMENTS_BATCH = 2000;
@@ -32,7 +32,7 @@ export interface ListOptions {
  * Native PostgreSQL: ONE `COPY (SELECT document_id, <fingerprint columns> … ORDER BY document_id) TO
  * STDOUT (FORMAT binary)`: the chunk rows in document_id order (off its index: no sort, no hash
  * table, no work_mem), streamed without a round trip per batch, and folded into documents here
- * (./listing-copy.ts `DocumentFold`, the same rule as documentFingerprintSql). The server's min/max
+ * (./document-fold.ts `DocumentFold`, the same rule as documentFingerprintSql). The server's min/max
  * text aggregates cost about 5x the scan itself, so folding here is what keeps the listing cheap for
  * a server that is busy with the sync's own reads. The socket is read as the caller takes arrays: a
  * slow caller leaves the rest in the socket and the server waits (memory stays bounded).
@@ -94,26 +94,14 @@ type ChunkRow = {
   fingerprint_embedder: string | null;
 };
 
-async function* copyPass(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {
-  // Rows of one document are adjacent in document_id order, so one document is folded at a time.
-  const copy = new ListingCopy(
-    `COPY (SELECT document_id, ${fingerprintColumnsSql(info)} FROM ${name} ORDER BY document_id) TO STDOUT (FORMAT binary)`,
-    batch,
-  );
-  session.client.query(copy as unknown as pg.Submittable);
+/** The native listing: one COPY, its rows folded into documents (one document at a time: its rows are adjacent in document_id order). */
+function copyPass(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {
   // One page at a time: while the caller holds one, the socket is not read and the server waits.
-  let done = false;
-  try {
-    for (;;) {
-      const page = await copy.next();
-      if (page === null) break;
-      yield page;
-    }
-    done = true;
-  } finally {
-    // Stopped early: the COPY still runs on the connection, which the caller closes.
-    if (!done) copy.abandon();
-  }
+  return copyOut(
+    session.client,
+    `COPY (SELECT document_id, ${fingerprintColumnsSql(info)} FROM ${name} ORDER BY document_id) TO STDOUT (FORMAT binary)`,
+    new DocumentFold(batch),
+  );
 }
 
 async function* keysetPages(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {

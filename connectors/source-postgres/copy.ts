@@ -3,15 +3,16 @@
 // so memory stays flat and the server never waits for us between pages. Field text is the type's
 // output text with COPY escapes, so after unescaping the same parsers as for query results apply.
 //
-// The protocol is read straight off the connection's socket: the server sends one CopyData
-// message per row, so row boundaries come from the message framing, and fields are cut out of
-// one latin1 decoding of each network chunk (byte offset = character offset). Plain ASCII fields
-// without a backslash (nearly all narrow data) are taken from that string directly, and integers
-// and booleans are read without a string at all; a field with a backslash or a non-ASCII byte is
-// decoded as UTF-8 from the row's bytes and unescaped (a row is never split: chunks are joined
-// at message boundaries first, so a multi-byte character never straddles two decodings).
-import type { Duplex } from 'node:stream';
+// The protocol is read straight off the connection's socket (the kit's CopyOutReader): the server
+// sends one CopyData message per row, so row boundaries come from the message framing, and fields
+// are cut out of one latin1 decoding of each network chunk (byte offset = character offset). Plain
+// ASCII fields without a backslash (nearly all narrow data) are taken from that string directly,
+// and integers and booleans are read without a string at all; a field with a backslash or a
+// non-ASCII byte is decoded as UTF-8 from the row's bytes and unescaped (a row is never split:
+// chunks are joined at message boundaries first, so a multi-byte character never straddles two
+// decodings).
 import type pg from 'pg';
+import { copyOut, type CopyOutSink } from '../../src/cdk/postgres-copy.ts';
 import { unescapeCopy } from './copy-escapes.ts';
 import { asciiOutput, fastParserFor, parserFor, type FieldParser } from './types.ts';
 
@@ -42,8 +43,8 @@ const SHORT_FIELD = 64;
  * has to keep (and promote) them.
  */
 export const MAX_ROWS = 256;
-/** Rows longer than this (bytes, with the message header) are decoded as UTF-8 on their own. */
-const LONG_ROW = 256;
+/** Rows longer than this (payload bytes, with the newline) are decoded as UTF-8 on their own. */
+const LONG_ROW = 251;
 
 /** True when a short field is plain ASCII without backslashes (its latin1 text is its text). */
 function plain(text: string, start: number, end: number): boolean {
@@ -114,256 +115,55 @@ function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText):
   return { latin1: make(false), decoded: make(true) };
 }
 
-/** Message codes of the backend protocol that matter here. */
-const COPY_DATA = 0x64; // d
-const COPY_DONE = 0x63; // c
-const ERROR_RESPONSE = 0x45; // E
-const COPY_OUT_RESPONSE = 0x48; // H
-const NOTICE = 0x4e; // N
-const PARAMETER_STATUS = 0x53; // S
-const NOTIFICATION = 0x41; // A
-
-/** A message's length field (big-endian, counting itself), at `at`. */
-const messageLength = (buf: Buffer, at: number): number => buf[at] * 0x1000000 + ((buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]);
-
-interface PgConnection {
-  stream: Duplex;
-  query(text: string): void;
-}
-
 /**
- * `COPY … TO STDOUT` as a pg Submittable that parses rows itself. While the COPY runs it owns the
- * connection's socket (pg's own parser is detached, as pg-copy-streams does); the first message
- * after the copy data (or an ErrorResponse) and everything after it go back to pg, which then
- * completes the query as usual.
+ * The rows of the COPY's CopyData messages, parsed into objects and handed out in batches of at
+ * most MAX_ROWS (the kit's CopyOutReader does the protocol and the socket).
  */
-export class CopyOut {
-  private conn?: PgConnection;
-  private pgOnData?: (b: Buffer) => void;
-  private attached = false;
-  private finished = false;
-  private error?: Error;
-  private waiting?: { resolve: (rows: Row[] | null) => void; reject: (err: Error) => void };
-  /** Bytes of an incomplete message, and how many bytes that message needs in all. */
-  private parts: Buffer[] = [];
-  private partsLen = 0;
-  private need = 0;
-  /** A chunk whose rows are only partly handed out yet, and where the next message starts. */
-  private rest?: Buffer;
-  private restAt = 0;
+export class RowBatches implements CopyOutSink<Row[]> {
+  private out: Row[] = [];
   private readonly chunk = new ChunkText();
-  private readonly rows: { latin1: RowParser; decoded: RowParser };
-  private readonly onReadable = () => this.wake();
+  private readonly latin1: RowParser;
+  private readonly decoded: RowParser;
 
-  constructor(
-    private readonly text: string,
-    columns: { name: string; oid: number }[],
-  ) {
-    this.rows = rowParsers(columns, this.chunk);
+  constructor(columns: { name: string; oid: number }[]) {
+    ({ latin1: this.latin1, decoded: this.decoded } = rowParsers(columns, this.chunk));
   }
 
-  /** Called by pg when the query's turn comes; an Error returned fails the query. */
-  submit(connection: PgConnection): Error | undefined {
-    this.conn = connection;
-    const stream = connection.stream;
-    const listeners = stream.listeners('data');
-    if (listeners.length !== 1) return new Error(`COPY needs the connection's own data listener (found ${listeners.length})`);
-    this.pgOnData = listeners[0] as (b: Buffer) => void;
-    stream.removeListener('data', this.pgOnData);
-    stream.pause();
-    stream.on('readable', this.onReadable);
-    this.attached = true;
-    connection.query(this.text);
-    this.wake();
-    return undefined;
-  }
-
-  /** The next rows (at least one), or null once the copy is complete. */
-  next(): Promise<Row[] | null> {
-    return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
-      this.wake(); // settles it now when rows, an error or the end are already there
-    });
-  }
-
-  /** Stops reading: the COPY keeps running on the connection, which the caller must close. */
-  abandon(): void {
-    this.finished = true;
-    if (this.attached) {
-      this.attached = false;
-      this.conn!.stream.removeListener('readable', this.onReadable);
+  data(buf: Buffer, start: number, end: number): boolean {
+    if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
+    if (end - start > LONG_ROW) {
+      // One UTF-8 decoding of a long row rather than latin1 for the chunk and UTF-8 for its long fields.
+      const row = buf.toString('utf8', start, end - 1);
+      this.out.push(this.decoded(row, 0, row.length));
+    } else {
+      // The chunk's latin1 text, decoded once for all its short rows.
+      const chunk = this.chunk;
+      if (chunk.buf !== buf) chunk.set(buf, buf.toString('latin1', 0, buf.length));
+      this.out.push(this.latin1(chunk.text, start, end - 1));
     }
-    this.parts = [];
-    this.rest = undefined;
+    // Enough for one batch: the rest of the chunk waits for the next pull.
+    return this.out.length >= MAX_ROWS;
   }
 
-  private wake(): void {
-    const w = this.waiting;
-    if (!w) return;
-    if (this.error) {
-      this.waiting = undefined;
-      return w.reject(this.error);
-    }
-    const rows = this.drain();
-    if (this.error && !rows.length) {
-      this.waiting = undefined;
-      return w.reject(this.error);
-    }
-    if (rows.length || this.finished) {
-      this.waiting = undefined;
-      w.resolve(rows.length ? rows : null);
-    }
-  }
+  end(): void {}
 
-  private drain(): Row[] {
-    const out: Row[] = [];
-    if (!this.attached) return out;
-    const stream = this.conn!.stream;
-    while (this.attached && !out.length) {
-      try {
-        const rest = this.rest;
-        if (rest) {
-          this.rest = undefined;
-          this.frames(rest, this.restAt, out);
-          continue;
-        }
-        const chunk = stream.read() as Buffer | null;
-        if (chunk === null) break;
-        this.parse(chunk, out);
-      } catch (err) {
-        this.error = err as Error;
-        this.abandon();
-      }
-    }
-    return out;
+  take(): Row[] | undefined {
+    const rows = this.out;
+    if (!rows.length) return undefined;
+    this.out = [];
+    return rows;
   }
-
-  private parse(chunk: Buffer, out: Row[]): void {
-    let from = 0;
-    // Finish the message begun in earlier chunks, copying only its own bytes.
-    while (this.partsLen) {
-      const take = Math.min(this.need - this.partsLen, chunk.length - from);
-      this.parts.push(chunk.subarray(from, from + take));
-      this.partsLen += take;
-      from += take;
-      if (this.partsLen < this.need) return;
-      const message = Buffer.concat(this.parts, this.partsLen);
-      this.parts = [];
-      this.partsLen = 0;
-      this.frames(message, 0, out); // a whole message, or only its header (then parts again)
-      if (!this.attached) {
-        // The copy ended in that message: the rest of the chunk is pg's too.
-        if (from < chunk.length) this.pgOnData!(chunk.subarray(from));
-        return;
-      }
-    }
-    if (from < chunk.length) this.frames(chunk, from, out);
-  }
-
-  /** Parses the messages of `buf` from `p` on; keeps an incomplete last one in `parts`. */
-  private frames(buf: Buffer, p: number, out: Row[]): void {
-    const n = buf.length;
-    let text = this.chunk.buf === buf ? this.chunk.text : undefined;
-    while (p + 5 <= n) {
-      const code = buf[p];
-      // ErrorResponse: pg parses it and fails the query (handleError).
-      if (code === ERROR_RESPONSE) return this.detach(buf.subarray(p));
-      let end = p + 1 + messageLength(buf, p + 1);
-      if (end > n) break;
-      if (code === COPY_DATA) {
-        const { latin1, decoded } = this.rows;
-        // The rows of a chunk, back to back.
-        for (;;) {
-          if (buf[end - 1] !== 10) throw new Error('COPY data message without a trailing newline');
-          if (end - p > LONG_ROW) {
-            // One UTF-8 decoding of a long row rather than latin1 for the chunk and UTF-8 for its long fields.
-            const row = buf.toString('utf8', p + 5, end - 1);
-            out.push(decoded(row, 0, row.length));
-          } else {
-            if (text === undefined) {
-              text = buf.toString('latin1', 0, n);
-              this.chunk.set(buf, text);
-            }
-            out.push(latin1(text, p + 5, end - 1));
-          }
-          p = end;
-          if (out.length >= MAX_ROWS && p < n) {
-            // Enough for one batch: the rest of the chunk waits for the next pull.
-            this.rest = buf;
-            this.restAt = p;
-            return;
-          }
-          if (p + 5 > n || buf[p] !== COPY_DATA) break;
-          end = p + 1 + messageLength(buf, p + 1);
-          if (end > n) break;
-        }
-        continue;
-      }
-      if (code === COPY_DONE) {
-        this.finished = true;
-        return this.detach(buf.subarray(end));
-      }
-      if (code !== COPY_OUT_RESPONSE && code !== NOTICE && code !== PARAMETER_STATUS && code !== NOTIFICATION) {
-        // Not a COPY response at all: let pg handle it.
-        this.finished = true;
-        return this.detach(buf.subarray(p));
-      }
-      p = end;
-    }
-    if (p < n) {
-      const rest = buf.subarray(p);
-      this.parts = [rest];
-      this.partsLen = rest.length;
-      this.need = rest.length >= 5 ? 1 + messageLength(rest, 1) : 5;
-    }
-  }
-
-  /** Gives the socket back to pg, starting with `rest` (the bytes after the copy data). */
-  private detach(rest: Buffer): void {
-    if (!this.attached) return;
-    this.attached = false;
-    const stream = this.conn!.stream;
-    stream.removeListener('readable', this.onReadable);
-    stream.on('data', this.pgOnData!);
-    if (rest.length) this.pgOnData!(rest);
-    // pg's data handler may pause the stream; resume once it has returned.
-    process.nextTick(() => stream.resume());
-  }
-
-  handleError(err: Error): void {
-    this.error ??= err;
-    if (this.attached) this.abandon();
-    this.finished = true;
-    this.wake();
-  }
-  handleCommandComplete(): void {}
-  handleReadyForQuery(): void {}
-  handleCopyData(): void {}
-  handleEmptyQuery(): void {}
 }
 
 /**
  * Yields arrays of parsed rows of `select` (a SELECT statement; no trailing semicolon), one array
- * per network chunk. `columns` are the result's column names and type OIDs, in order.
+ * per network chunk (at most MAX_ROWS). `columns` are the result's column names and type OIDs, in
+ * order. Stopped early, the COPY still runs on the connection, which the caller closes.
  */
-export async function* copyRows(
+export function copyRows(
   client: pg.Client,
   select: string,
   columns: { name: string; oid: number }[],
 ): AsyncGenerator<Record<string, unknown>[]> {
-  const copy = new CopyOut(`COPY (${select}) TO STDOUT`, columns);
-  client.query(copy as unknown as pg.Submittable);
-  let done = false;
-  try {
-    for (;;) {
-      const rows = await copy.next();
-      if (rows === null) break;
-      yield rows;
-    }
-    done = true;
-  } finally {
-    // Stopped early: the COPY is still running on this connection, which therefore cannot be
-    // reused; the caller closes it.
-    if (!done) copy.abandon();
-  }
+  return copyOut(client, `COPY (${select}) TO STDOUT`, new RowBatches(columns));
 }

@@ -14,6 +14,8 @@ export { apiKeyAuth, basicAuth, bearerAuth, oauth2RefreshToken } from './auth.ts
 export type { Authenticator, AuthRequest, OAuth2RefreshTokenOptions } from './auth.ts';
 export { RequestRateLimiter } from './rate-limit.ts';
 export type { RateLimitOptions } from './rate-limit.ts';
+export { CopyOutReader, copyOut } from './postgres-copy.ts';
+export type { CopyOutConnection, CopyOutSink } from './postgres-copy.ts';
 export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
 export { validateConnectorModule } from './validate.ts';
 export { airbyteSecretValues, configProblemsAgainstJsonSchema } from './json-schema-config.ts';

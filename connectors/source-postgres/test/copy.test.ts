@@ -1,10 +1,11 @@
 // The COPY row reader: protocol framing, the plain-ASCII fast path and the escaped/UTF-8 path,
-// rows and multi-byte characters split across network chunks at every byte offset, errors handed
-// back to pg, and (against the test server) COPY reads equal to ordinary query reads.
+// rows and multi-byte characters split across network chunks at every byte offset, and (against
+// the test server) COPY reads equal to ordinary query reads. The framing itself: test/cdk/postgres-copy.test.ts.
 import { PassThrough } from 'node:stream';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../../test/helpers/random.ts';
-import { CopyOut, MAX_ROWS } from '../copy.ts';
+import { CopyOutReader } from '../../../src/cdk/postgres-copy.ts';
+import { MAX_ROWS, RowBatches } from '../copy.ts';
 import { connect } from '../db.ts';
 import { flatten } from '../flatten.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, stream, unescapeCopyWithRegex } from './helpers.ts';
@@ -138,7 +139,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 /** Feeds `chunks` one at a time (each parsed before the next arrives) and collects the rows. */
 async function readChunks(chunks: Buffer[], columns = COLUMNS) {
   const { connection, stream, handedBack } = fakeConnection();
-  const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', columns);
+  const copy = new CopyOutReader('COPY (SELECT 1) TO STDOUT', new RowBatches(columns));
   copy.submit(connection);
   const rows: Record<string, unknown>[] = [];
   const reading = (async () => {
@@ -258,7 +259,7 @@ describe('COPY row reader', () => {
     ];
     for (const cut of [bytes.length, 3000, 12345]) {
       const { connection, stream, handedBack } = fakeConnection();
-      const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', cols);
+      const copy = new CopyOutReader('COPY (SELECT 1) TO STDOUT', new RowBatches(cols));
       copy.submit(connection);
       stream.write(bytes.subarray(0, cut));
       if (cut < bytes.length) stream.write(bytes.subarray(cut));
@@ -276,42 +277,16 @@ describe('COPY row reader', () => {
     }
   });
 
-  it('skips notices between rows', async () => {
-    const notice = msg('N', 'SNOTICE\0Mhello\0\0');
-    const stream = Buffer.concat([copyOutResponse(1), notice, row(['1']), notice, row(['2']), msg('c', ''), AFTER]);
-    const { rows } = await readChunks([stream], [{ name: 'v', oid: 23 }]);
-    expect(rows).toEqual([{ v: 1 }, { v: 2 }]);
-  });
-
-  it('hands an ErrorResponse back to pg and fails with its error', async () => {
-    const { connection, stream, handedBack } = fakeConnection();
-    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [{ name: 'v', oid: 23 }]);
-    copy.submit(connection);
-    const error = Buffer.concat([msg('E', 'SERROR\0Mboom\0\0'), msg('Z', 'I')]);
-    stream.write(Buffer.concat([copyOutResponse(1), row(['1']), error]));
-    await tick();
-    expect(await copy.next()).toEqual([{ v: 1 }]);
-    await tick();
-    expect(Buffer.concat(handedBack).equals(error)).toBe(true);
-    copy.handleError(new Error('boom')); // what pg does after parsing the ErrorResponse
-    await expect(copy.next()).rejects.toThrow('boom');
-  });
-
-  it('refuses a connection it cannot take over (pg then fails the query with that error)', () => {
-    const { connection, stream } = fakeConnection();
-    stream.on('data', () => {});
-    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [{ name: 'v', oid: 23 }]);
-    expect(copy.submit(connection)?.message).toMatch(/data listener \(found 2\)/);
-    expect(stream.listenerCount('data')).toBe(2);
-  });
-
   it('names a row with fewer fields than columns', async () => {
     const stream = Buffer.concat([copyOutResponse(2), row(['1']), msg('c', ''), AFTER]);
     const { connection, stream: s } = fakeConnection();
-    const copy = new CopyOut('COPY (SELECT 1) TO STDOUT', [
-      { name: 'a', oid: 23 },
-      { name: 'b', oid: 23 },
-    ]);
+    const copy = new CopyOutReader(
+      'COPY (SELECT 1) TO STDOUT',
+      new RowBatches([
+        { name: 'a', oid: 23 },
+        { name: 'b', oid: 23 },
+      ]),
+    );
     copy.submit(connection);
     s.write(stream);
     await tick();

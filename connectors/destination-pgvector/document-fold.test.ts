@@ -1,11 +1,13 @@
-// The listing's binary COPY reader (listing-copy.ts) against a plain reference: every row decoded
-// as UTF-8 and folded the simple way (the rule of documentFingerprintSql), on random rows (non-ASCII,
-// emoji, control characters, NULLs, documents of many chunks that agree or not), with the protocol
-// bytes cut anywhere: inside a message header, a length, a multi-byte character.
+// The listing's binary COPY fold (document-fold.ts, fed by the kit's CopyOutReader) against a plain
+// reference: every row decoded as UTF-8 and folded the simple way (the rule of
+// documentFingerprintSql), on random rows (non-ASCII, emoji, control characters, NULLs, documents
+// of many chunks that agree or not), with the protocol bytes cut anywhere: inside a message header,
+// a length, a multi-byte character.
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { StoredDocument } from '../../src/protocol/connector.ts';
-import { ListingCopy } from './listing-copy.ts';
+import { CopyOutReader } from '../../src/cdk/postgres-copy.ts';
+import { DocumentFold } from './document-fold.ts';
 
 type Row = [string, string | null, string | null, string | null];
 
@@ -66,13 +68,13 @@ function protocol(rows: Row[], extension = Buffer.alloc(0)): Buffer {
   return Buffer.concat(messages);
 }
 
-/** Runs a ListingCopy on a fake connection fed `chunks` one at a time; its pages and what pg got back. */
+/** Runs the kit's COPY reader with a DocumentFold on a fake connection fed `chunks` one at a time; its pages and what pg got back. */
 async function run(chunks: Buffer[], batch: number): Promise<{ pages: StoredDocument[][]; toPg: Buffer; sql: string[] }> {
   const stream = new PassThrough();
   const toPg: Buffer[] = [];
   stream.on('data', (b: Buffer) => toPg.push(b));
   const sql: string[] = [];
-  const copy = new ListingCopy('COPY x', batch);
+  const copy = new CopyOutReader('COPY x', new DocumentFold(batch));
   expect(copy.submit({ stream, query: (t) => sql.push(t) })).toBeUndefined();
   const pages: StoredDocument[][] = [];
   const consumed = (async () => {
@@ -119,7 +121,7 @@ function randomRows(seed: number, n: number): Row[] {
   return rows;
 }
 
-describe('ListingCopy', () => {
+describe('DocumentFold', () => {
   it('folds random rows as the reference does, in pages, and hands pg the bytes after the copy', async () => {
     for (let seed = 1; seed <= 40; seed++) {
       const rows = randomRows(seed, 60);
@@ -172,23 +174,6 @@ describe('ListingCopy', () => {
 
   it('an empty table lists nothing', async () => {
     expect((await run([protocol([])], 3)).pages).toEqual([]);
-  });
-
-  it('a server error during the copy goes to pg, and the listing fails with the error pg reports', async () => {
-    const stream = new PassThrough();
-    const toPg: Buffer[] = [];
-    stream.on('data', (b: Buffer) => toPg.push(b));
-    const copy = new ListingCopy('COPY x', 2);
-    copy.submit({ stream, query: () => undefined });
-    const rows = protocol([['a', 'c', 'm', 'e']]);
-    const error = message('E', Buffer.from('SERROR\0Mboom\0\0'));
-    const next = copy.next();
-    // The rows up to the error (without trailer and CopyDone), then the ErrorResponse.
-    stream.write(Buffer.concat([rows.subarray(0, rows.indexOf(Buffer.from([0xff, 0xff])) - 5), error]));
-    await new Promise((r) => setImmediate(r));
-    expect(Buffer.concat(toPg)).toEqual(error);
-    copy.handleError(new Error('boom')); // as pg does once it has parsed the ErrorResponse
-    await expect(next).rejects.toThrow('boom');
   });
 
   it('malformed data is an error: rows with other columns, a missing trailer', async () => {

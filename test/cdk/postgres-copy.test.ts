@@ -1,0 +1,284 @@
+// The kit's COPY-OUT reader (src/cdk/postgres-copy.ts): protocol framing on a fake connection (data
+// cut at every byte, one byte at a time, messages that are no rows, a sink that stops for a batch
+// inside a chunk, server errors and sink errors, what pg gets back), and against the test server
+// (a slow caller leaves the server waiting, an early stop leaves no COPY once the connection closes,
+// the connection is usable after a COPY). docs/custom-connectors.md shows the `Lines` sink below.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { copyOut, CopyOutReader, type CopyOutSink } from 'sluice/cdk';
+import { REPO } from '../helpers/cli.ts';
+
+// docs:start
+/** COPY's text rows as strings (without their newline), handed out 1000 at a time. */
+class Lines implements CopyOutSink<string[]> {
+  private lines: string[] = [];
+
+  data(buf: Buffer, start: number, end: number): boolean {
+    this.lines.push(buf.toString('utf8', start, end - 1));
+    return this.lines.length >= 1000; // a batch is ready: stop reading until it is taken
+  }
+
+  end(): void {}
+
+  take(): string[] | undefined {
+    if (!this.lines.length) return undefined;
+    const lines = this.lines;
+    this.lines = [];
+    return lines;
+  }
+}
+
+async function countTitles(client: pg.Client): Promise<number> {
+  let count = 0;
+  for await (const lines of copyOut(client, 'COPY (SELECT title FROM posts) TO STDOUT', new Lines())) count += lines.length;
+  return count;
+}
+// docs:end
+
+/** Every payload as a string, `perBatch` to a batch; `trailer`: end() fails unless the last payload was it. */
+class Payloads implements CopyOutSink<string[]> {
+  private batch: string[] = [];
+  private last: string | undefined;
+  constructor(
+    private readonly perBatch = Infinity,
+    private readonly trailer?: string,
+  ) {}
+  data(buf: Buffer, start: number, end: number): boolean {
+    this.last = buf.toString('utf8', start, end);
+    if (this.last === 'bad') throw new Error('a bad row');
+    if (this.last !== this.trailer) this.batch.push(this.last);
+    return this.batch.length >= this.perBatch;
+  }
+  end(): void {
+    if (this.trailer !== undefined && this.last !== this.trailer) throw new Error('COPY data ended without its trailer');
+  }
+  take(): string[] | undefined {
+    if (!this.batch.length) return undefined;
+    const batch = this.batch;
+    this.batch = [];
+    return batch;
+  }
+}
+
+const msg = (code: string, payload: Buffer | string): Buffer => {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const head = Buffer.alloc(5);
+  head[0] = code.charCodeAt(0);
+  head.writeUInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+};
+const COPY_OUT_RESPONSE = msg('H', Buffer.from([0, 0, 1, 0, 0]));
+const AFTER = Buffer.concat([msg('C', 'COPY 3\0'), msg('Z', 'I')]);
+const NOTICE = msg('N', 'SNOTICE\0Mhello\0\0');
+const ROWS = ['1\tplain\n', '2\té😀 straddles\n', '', `3\t${'long '.repeat(200)}\n`, '4\t\\N\n'];
+/** A COPY's bytes as the server sends them: a notice and a parameter status among the rows, then pg's. */
+const WIRE = Buffer.concat([
+  COPY_OUT_RESPONSE,
+  msg('d', ROWS[0]),
+  NOTICE,
+  msg('d', ROWS[1]),
+  msg('S', 'TimeZone\0UTC\0'),
+  ...ROWS.slice(2).map((r) => msg('d', r)),
+  msg('c', ''),
+  AFTER,
+]);
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+/** A reader on a fake connection: what pg is handed back, and the statement it sent. */
+function fake<T>(sink: CopyOutSink<T>) {
+  const stream = new PassThrough();
+  const toPg: Buffer[] = [];
+  stream.on('data', (b: Buffer) => toPg.push(b));
+  const sent: string[] = [];
+  const copy = new CopyOutReader('COPY x TO STDOUT', sink);
+  expect(copy.submit({ stream, query: (t) => sent.push(t) })).toBeUndefined();
+  return { copy, stream, toPg: () => Buffer.concat(toPg), sent };
+}
+
+/** Feeds `chunks` one at a time (each read before the next arrives) and collects the batches. */
+async function run(chunks: Buffer[], sink: CopyOutSink<string[]> = new Payloads()) {
+  const { copy, stream, toPg, sent } = fake(sink);
+  const batches: string[][] = [];
+  const reading = (async () => {
+    for (let b = await copy.next(); b; b = await copy.next()) batches.push(b);
+  })();
+  reading.catch(() => undefined); // awaited below, after the writes
+  for (const c of chunks) {
+    stream.write(c);
+    await tick();
+  }
+  await reading;
+  await tick();
+  return { batches, toPg: toPg(), sent };
+}
+
+describe('CopyOutReader', () => {
+  it('hands every row to the sink and the bytes after the copy back to pg, however the data is cut', async () => {
+    const whole = await run([WIRE]);
+    expect(whole.sent).toEqual(['COPY x TO STDOUT']);
+    expect(whole.batches.flat()).toEqual(ROWS);
+    expect(whole.toPg).toEqual(AFTER);
+    for (let cut = 1; cut < WIRE.length; cut++) {
+      const { batches, toPg } = await run([WIRE.subarray(0, cut), WIRE.subarray(cut)]);
+      expect(batches.flat(), `cut at ${cut}`).toEqual(ROWS);
+      expect(toPg, `cut at ${cut}`).toEqual(AFTER);
+    }
+    const bytes = await run(Array.from(WIRE, (_, i) => WIRE.subarray(i, i + 1)));
+    expect(bytes.batches.flat()).toEqual(ROWS);
+    expect(bytes.toPg).toEqual(AFTER);
+  });
+
+  it('stops where the sink has a batch ready and goes on from there at the next pull, whatever the cut', async () => {
+    const rows = Array.from({ length: 50 }, (_, i) => `row ${i}${'.'.repeat(i % 7)}\n`);
+    const wire = Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => msg('d', r)), msg('c', ''), AFTER]);
+    for (const perBatch of [1, 3, 7]) {
+      for (let cut = 1; cut < wire.length; cut += 5) {
+        const { batches, toPg } = await run([wire.subarray(0, cut), wire.subarray(cut)], new Payloads(perBatch));
+        expect(batches.flat()).toEqual(rows);
+        expect(Math.max(...batches.map((b) => b.length))).toBeLessThanOrEqual(perBatch);
+        expect(toPg).toEqual(AFTER);
+      }
+    }
+    // All in one chunk and read only after it arrived: still one batch at a time.
+    const { copy, stream, toPg } = fake(new Payloads(10));
+    stream.write(wire);
+    await tick();
+    const sizes: number[] = [];
+    for (let b = await copy.next(); b; b = await copy.next()) sizes.push(b.length);
+    expect(sizes).toEqual([10, 10, 10, 10, 10]);
+    await tick();
+    expect(toPg()).toEqual(AFTER);
+  });
+
+  it('a server error goes to pg (from its first byte on, cut anywhere); the rows before it come first, then the error pg reports', async () => {
+    const error = Buffer.concat([msg('E', 'SERROR\0Mboom\0\0'), msg('Z', 'I')]);
+    const wire = Buffer.concat([COPY_OUT_RESPONSE, msg('d', 'a\n'), msg('d', 'b\n'), error]);
+    for (let cut = 1; cut < wire.length; cut++) {
+      const { copy, stream, toPg } = fake(new Payloads());
+      stream.write(wire.subarray(0, cut));
+      await tick();
+      stream.write(wire.subarray(cut));
+      await tick();
+      const rows: string[] = [];
+      while (rows.length < 2) rows.push(...(await copy.next())!);
+      expect(rows).toEqual(['a\n', 'b\n']);
+      await tick();
+      expect(toPg(), `cut at ${cut}`).toEqual(error);
+      copy.handleError(new Error('boom')); // what pg does once it has parsed the ErrorResponse
+      await expect(copy.next()).rejects.toThrow('boom');
+    }
+  });
+
+  it("the sink's errors fail the read after the rows before them: a bad row, a missing trailer (pg still gets its bytes)", async () => {
+    const bad = Buffer.concat([COPY_OUT_RESPONSE, msg('d', 'a'), msg('d', 'bad'), msg('d', 'c'), msg('c', ''), AFTER]);
+    const { copy, stream } = fake(new Payloads());
+    stream.write(bad);
+    await tick();
+    expect(await copy.next()).toEqual(['a']);
+    await expect(copy.next()).rejects.toThrow('a bad row');
+
+    const trailer = (rows: string[]) => Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => msg('d', r)), msg('c', ''), AFTER]);
+    expect((await run([trailer(['a', 'b', 'END'])], new Payloads(Infinity, 'END'))).batches).toEqual([['a', 'b']]);
+    const missing = fake(new Payloads(Infinity, 'END'));
+    missing.stream.write(trailer(['a', 'b']));
+    await tick();
+    expect(await missing.copy.next()).toEqual(['a', 'b']);
+    await expect(missing.copy.next()).rejects.toThrow('COPY data ended without its trailer');
+    await tick();
+    expect(missing.toPg()).toEqual(AFTER);
+  });
+
+  it('hands pg a response that is no COPY at all, and ends without rows', async () => {
+    const { batches, toPg } = await run([AFTER]);
+    expect(batches).toEqual([]);
+    expect(toPg).toEqual(AFTER);
+  });
+
+  it('refuses a connection it cannot take over (pg then fails the query with that error)', () => {
+    const stream = new PassThrough();
+    stream.on('data', () => {});
+    stream.on('data', () => {});
+    const copy = new CopyOutReader('COPY x TO STDOUT', new Payloads());
+    expect(copy.submit({ stream, query: () => {} })?.message).toMatch(/data listener \(found 2\)/);
+    expect(stream.listenerCount('data')).toBe(2);
+  });
+});
+
+describe('copyOut against the server', () => {
+  let admin: pg.Client;
+  const clients: pg.Client[] = [];
+  const client = async () => {
+    const c = new pg.Client({ connectionString: inject('pgUrl') });
+    await c.connect();
+    clients.push(c);
+    return c;
+  };
+  /** The COPYs running with `marker` in their statement, and what they wait for. */
+  const running = async (marker: string) =>
+    (
+      await admin.query<{ wait_event: string | null }>(
+        `SELECT wait_event FROM pg_stat_activity WHERE query LIKE 'COPY%' || $1 || '%' AND pid <> pg_backend_pid()`,
+        [marker],
+      )
+    ).rows;
+  beforeAll(async () => {
+    admin = await client();
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.end().catch(() => {});
+  });
+
+  it('reads every row; the connection then runs the next query, also after a COPY that failed', async () => {
+    const c = await client();
+    await c.query('CREATE TEMP TABLE posts AS SELECT i, $1 || i AS title FROM generate_series(1, 2500) i', ['tïtle 😀 ']);
+    expect(await countTitles(c)).toBe(2500);
+    const batches: string[][] = [];
+    for await (const b of copyOut(c, `COPY (SELECT title FROM posts ORDER BY i) TO STDOUT`, new Lines())) batches.push(b);
+    expect(batches.map((b) => b.length)).toEqual([1000, 1000, 500]);
+    expect(batches.flat()).toEqual(Array.from({ length: 2500 }, (_, i) => `tïtle 😀 ${i + 1}`));
+    expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    const failing = copyOut(c, 'COPY (SELECT 1 / (i - 2000) FROM generate_series(1, 3000) i) TO STDOUT', new Lines());
+    await expect(
+      (async () => {
+        for await (const _ of failing);
+      })(),
+    ).rejects.toThrow('division by zero');
+    expect((await c.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  });
+
+  it('a slow caller leaves the server waiting to write; an early stop leaves no COPY once the connection closes', async () => {
+    const c = await client();
+    const marker = `slow_${process.pid}`;
+    const rows = 100_000; // ~100 MB, far more than the socket buffers hold
+    const batches = copyOut(c, `COPY (SELECT i, repeat('x', 1000) AS ${marker} FROM generate_series(1, ${rows}) i) TO STDOUT`, new Lines());
+    const first = await batches.next();
+    expect(first.value).toHaveLength(1000);
+    let copies: { wait_event: string | null }[] = [];
+    for (const deadline = Date.now() + 10_000; copies[0]?.wait_event !== 'ClientWrite' && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 100));
+      copies = await running(marker);
+    }
+    expect(copies).toEqual([{ wait_event: 'ClientWrite' }]);
+    // Read on a little, then stop early: the COPY still runs until the connection is closed.
+    for (let i = 0; i < 5; i++) expect((await batches.next()).value).toHaveLength(1000);
+    await batches.return(undefined);
+    expect(await running(marker)).toHaveLength(1);
+    await c.end().catch(() => {}); // pg may report the COPY it cut short
+    for (const deadline = Date.now() + 10_000; (await running(marker)).length && Date.now() < deadline;)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(await running(marker)).toEqual([]);
+  });
+});
+
+describe('docs/custom-connectors.md', () => {
+  it('shows the Lines example of this file as it is', () => {
+    const source = readFileSync(join(REPO, 'test/cdk/postgres-copy.test.ts'), 'utf8');
+    const example = source.slice(source.indexOf('// docs:start\n') + 14, source.indexOf('// docs:end'));
+    const doc = readFileSync(join(REPO, 'docs/custom-connectors.md'), 'utf8');
+    expect(doc).toContain(example);
+  });
+});
