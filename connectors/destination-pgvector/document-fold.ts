@@ -51,29 +51,27 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
 
   constructor(private readonly batch: number) {}
 
-  /** One CopyData message's payload, buf[start, end): a row (the first also carries the header). True: a page is complete. */
-  data(buf: Buffer, start: number, end: number): boolean {
-    this.row(buf, start, end);
-    return this.pages.length !== 0;
-  }
-
   take(): StoredDocument[] | undefined {
     return this.pages.shift();
   }
 
-  private row(buf: Buffer, start: number, end: number): void {
+  /**
+   * One CopyData message's payload, buf[start, end): a row (the first also carries the header).
+   * True when it completed a page (only a new document does).
+   */
+  data(buf: Buffer, start: number, end: number): boolean {
     let p = start;
     if (!this.headerSeen) {
       if (end - p < HEADER || SIGNATURE.compare(buf, p, p + SIGNATURE.length) !== 0) throw new Error('not a binary COPY header');
       p += HEADER + int32(buf, p + HEADER - 4); // and its extension area
       this.headerSeen = true;
-      if (p === end) return;
+      if (p === end) return false;
     }
     if (p + 2 > end) throw new Error('COPY row cut short');
     const fields = (buf[p] << 8) | buf[p + 1];
     if (fields === 0xffff) {
       this.trailerSeen = true;
-      return;
+      return false;
     }
     if (fields !== 4) throw new Error(`COPY row with ${fields} columns, expected 4`);
     const idAt = p + 6;
@@ -96,7 +94,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       )
         this.sameFingerprint = false;
       if (this.sameEmbedder && !fieldIs(buf, embedderAt, embedderLen, this.embedder)) this.sameEmbedder = false;
-      return;
+      return false;
     }
     if (this.id !== undefined) this.finish();
     this.id = this.string(buf, idAt, idLen);
@@ -110,6 +108,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     else this.embedder = this.lastEmbedder = this.string(buf, embedderAt, embedderLen);
     this.sameFingerprint = this.content !== null && this.metadata !== null;
     this.sameEmbedder = this.embedder !== null;
+    return this.pages.length !== 0;
   }
 
   /** After the last row: the last document and page (an error when the data ended early). */
