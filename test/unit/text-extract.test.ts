@@ -73,3 +73,23 @@ describe('textPartsExtractor (what fingerprints are hashed from)', () => {
     expect(empty).toBeGreaterThan(10);
   });
 });
+
+describe('hasText', () => {
+  it('says what /\\S/ says for every UTF-16 unit, alone, after whitespace and before it', () => {
+    const regex = /\S/;
+    for (let c = 0; c <= 0xffff; c++) {
+      const unit = String.fromCharCode(c);
+      for (const s of [unit, ` \u00a0\u3000${unit}`, `${unit}\n\ufeff`, `\t${unit}${unit}\u2029`]) {
+        if (hasText(s) !== regex.test(s)) expect.fail(`hasText(${JSON.stringify(s)}) is ${hasText(s)}`);
+      }
+    }
+  });
+
+  it('is false for empty and all-whitespace text, true for a pair or a lone surrogate among whitespace', () => {
+    expect(hasText('')).toBe(false);
+    expect(hasText(' \t\n\v\f\r\u00a0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\ufeff')).toBe(false);
+    expect(hasText('  \ud83d\ude00 ')).toBe(true);
+    expect(hasText(' \udc00')).toBe(true);
+    expect(hasText('\u200b')).toBe(true); // zero width space is not whitespace to \s
+  });
+});
