@@ -115,7 +115,6 @@ function writeJsonText(bytes: Buffer, words: Uint32Array, n: number, text: strin
   return writeEscaped(bytes, n, text);
 }
 
-const LOW_BITS = 0x01010101;
 const HIGH_BITS = 0x80808080 | 0;
 
 /** Per ASCII byte: how many bytes its JSON escape adds (0: written as it is). */
@@ -152,9 +151,9 @@ function noteEscapes(bytes: Buffer, from: number, to: number): void {
 /**
  * Makes JSON.stringify's escapes in bytes [from, to) (all ASCII) in place, moving what follows each
  * escaped byte back; returns the new end. `bytes` must have room for the escapes (up to 6 bytes per
- * byte). Four bytes at a time where none is escaped, with the exact "has a byte below / equal to"
- * word tests (graphics.stanford.edu/~seander/bithacks.html#HasLessInWord): for bytes below 0x80
- * they have no false answer.
+ * byte). Four bytes at a time where none is escaped, with per-byte tests made on a whole word
+ * (in the manner of graphics.stanford.edu/~seander/bithacks.html#ZeroInWord): exact for bytes
+ * below 0x80.
  */
 export function escapeAsciiInPlace(bytes: Buffer, words: Uint32Array, from: number, to: number): number {
   const offset = bytes.byteOffset;
@@ -169,9 +168,13 @@ export function escapeAsciiInPlace(bytes: Buffer, words: Uint32Array, from: numb
     noteEscapes(bytes, from, (firstWord << 2) - offset);
     for (let w = firstWord; w < lastWord; w++) {
       const x = words[w] | 0;
+      // Per byte b (all below 0x80, so no sum carries into the next byte), the high bit of
+      // b + 0x60 is set iff b >= 0x20, and of (b ^ k) + 0x7f iff b !== k: a byte to escape has it
+      // clear in one of the three words.
       const quote = x ^ 0x22222222;
       const backslash = x ^ 0x5c5c5c5c;
-      if ((((x - 0x20202020) & ~x) | ((quote - LOW_BITS) & ~quote) | ((backslash - LOW_BITS) & ~backslash)) & HIGH_BITS) {
+      const plain = (x + 0x60606060) & (quote + 0x7f7f7f7f) & (backslash + 0x7f7f7f7f);
+      if (~plain & HIGH_BITS) {
         const at = (w << 2) - offset;
         noteEscapes(bytes, at, at + 4);
       }
