@@ -4,7 +4,7 @@ import { hash } from 'node:crypto';
 import type { Embedder } from '../embedding/types.ts';
 import type { DocumentFingerprint } from '../protocol/connector.ts';
 import { sha256 } from '../protocol/identity.ts';
-import { TEXT_SEPARATOR } from '../text/extract.ts';
+import { NO_METADATA, TEXT_SEPARATOR } from '../text/extract.ts';
 import type { ExtractedText, TextProcessor } from '../text/index.ts';
 
 /** Bumped whenever what goes into a fingerprint changes: every stored document then counts as changed once. */
@@ -53,7 +53,7 @@ export class Fingerprinter {
   /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
   of(extracted: ExtractedText): DocumentFingerprint {
     // No metadata_fields (the usual case): every document's metadata is {}, serialized without stableJson's arrays.
-    const metadata = isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
+    const metadata = extracted.metadata === NO_METADATA || isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
     // Consecutive documents often share their metadata (none at all, or the same few tags).
     if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
     return {

@@ -149,8 +149,14 @@ export function textExtractor(opts: { textFields?: string[]; textTemplate?: stri
 
 export type MetadataField = string | { field: string; as: string };
 
+/**
+ * The metadata of every record when there are no metadata_fields: one shared object rather than
+ * one per record (chunks get copies of it), frozen so it stays empty.
+ */
+export const NO_METADATA: Record<string, unknown> = Object.freeze({});
+
 export function metadataExtractor(fields: MetadataField[] | undefined): (record: Record<string, unknown>) => Record<string, unknown> {
-  if (!fields?.length) return () => ({});
+  if (!fields?.length) return () => NO_METADATA;
   const specs = fields.map((f) => (typeof f === 'string' ? { field: f, as: f } : f));
   return (record) => {
     const metadata: Record<string, unknown> = {};

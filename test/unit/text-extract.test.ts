@@ -93,3 +93,21 @@ describe('hasText', () => {
     expect(hasText('\u200b')).toBe(true); // zero width space is not whitespace to \s
   });
 });
+
+describe('metadata without metadata_fields', () => {
+  it('is one shared empty object that cannot be changed; each chunk gets its own copy', () => {
+    const processor = createTextProcessor(ProcessingConfigSchema.parse({ text_fields: ['body'], chunk_size: 5, chunk_overlap: 0 }));
+    const a = processor.extract({ body: 'one two three four five six. '.repeat(20) });
+    const b = processor.extract({ body: 'four' });
+    expect(a.metadata).toBe(b.metadata);
+    expect(a.metadata).toEqual({});
+    expect(() => {
+      (a.metadata as Record<string, unknown>).k = 1;
+    }).toThrow(TypeError);
+    const chunks = processor.chunk(a);
+    expect(chunks.length).toBeGreaterThan(1);
+    chunks[0].metadata.headings = ['mine'];
+    expect(chunks[1].metadata).toEqual({});
+    expect(processor.process({ body: 'four' })[0].metadata).toEqual({});
+  });
+});
