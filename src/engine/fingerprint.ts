@@ -92,7 +92,9 @@ export class Fingerprinter {
     } else n = writeJsonText(bytes, words, n, text);
     bytes[n++] = QUOTE;
     n += bytes.write(this.tail, n);
-    return hash('sha256', bytes.subarray(0, n), 'hex');
+    // A plain Uint8Array view of the bytes: Buffer's subarray() costs several times more to make
+    // (~0.25 µs a document, about a quarter of the hash itself).
+    return hash('sha256', new Uint8Array(bytes.buffer, bytes.byteOffset, n), 'hex');
   }
 
   private lastMetadata: string | undefined;
