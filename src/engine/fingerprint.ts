@@ -4,7 +4,7 @@ import { hash } from 'node:crypto';
 import type { Embedder } from '../embedding/types.ts';
 import type { DocumentFingerprint } from '../protocol/connector.ts';
 import { sha256 } from '../protocol/identity.ts';
-import { TEXT_SEPARATOR } from '../text/extract.ts';
+import { NO_METADATA, TEXT_SEPARATOR } from '../text/extract.ts';
 import type { ExtractedText, TextProcessor } from '../text/index.ts';
 
 /** Bumped whenever what goes into a fingerprint changes: every stored document then counts as changed once. */
@@ -53,7 +53,7 @@ export class Fingerprinter {
   /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
   of(extracted: ExtractedText): DocumentFingerprint {
     // No metadata_fields (the usual case): every document's metadata is {}, serialized without stableJson's arrays.
-    const metadata = isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
+    const metadata = extracted.metadata === NO_METADATA || isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
     // Consecutive documents often share their metadata (none at all, or the same few tags).
     if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
     return {
@@ -92,7 +92,9 @@ export class Fingerprinter {
     } else n = writeJsonText(bytes, words, n, text);
     bytes[n++] = QUOTE;
     n += bytes.write(this.tail, n);
-    return hash('sha256', bytes.subarray(0, n), 'hex');
+    // A plain Uint8Array view of the bytes: Buffer's subarray() costs several times more to make
+    // (~0.25 µs a document, about a quarter of the hash itself).
+    return hash('sha256', new Uint8Array(bytes.buffer, bytes.byteOffset, n), 'hex');
   }
 
   private lastMetadata: string | undefined;
@@ -115,7 +117,6 @@ function writeJsonText(bytes: Buffer, words: Uint32Array, n: number, text: strin
   return writeEscaped(bytes, n, text);
 }
 
-const LOW_BITS = 0x01010101;
 const HIGH_BITS = 0x80808080 | 0;
 
 /** Per ASCII byte: how many bytes its JSON escape adds (0: written as it is). */
@@ -152,9 +153,9 @@ function noteEscapes(bytes: Buffer, from: number, to: number): void {
 /**
  * Makes JSON.stringify's escapes in bytes [from, to) (all ASCII) in place, moving what follows each
  * escaped byte back; returns the new end. `bytes` must have room for the escapes (up to 6 bytes per
- * byte). Four bytes at a time where none is escaped, with the exact "has a byte below / equal to"
- * word tests (graphics.stanford.edu/~seander/bithacks.html#HasLessInWord): for bytes below 0x80
- * they have no false answer.
+ * byte). Four bytes at a time where none is escaped, with per-byte tests made on a whole word
+ * (in the manner of graphics.stanford.edu/~seander/bithacks.html#ZeroInWord): exact for bytes
+ * below 0x80.
  */
 export function escapeAsciiInPlace(bytes: Buffer, words: Uint32Array, from: number, to: number): number {
   const offset = bytes.byteOffset;
@@ -169,9 +170,13 @@ export function escapeAsciiInPlace(bytes: Buffer, words: Uint32Array, from: numb
     noteEscapes(bytes, from, (firstWord << 2) - offset);
     for (let w = firstWord; w < lastWord; w++) {
       const x = words[w] | 0;
+      // Per byte b (all below 0x80, so no sum carries into the next byte), the high bit of
+      // b + 0x60 is set iff b >= 0x20, and of (b ^ k) + 0x7f iff b !== k: a byte to escape has it
+      // clear in one of the three words.
       const quote = x ^ 0x22222222;
       const backslash = x ^ 0x5c5c5c5c;
-      if ((((x - 0x20202020) & ~x) | ((quote - LOW_BITS) & ~quote) | ((backslash - LOW_BITS) & ~backslash)) & HIGH_BITS) {
+      const plain = (x + 0x60606060) & (quote + 0x7f7f7f7f) & (backslash + 0x7f7f7f7f);
+      if (~plain & HIGH_BITS) {
         const at = (w << 2) - offset;
         noteEscapes(bytes, at, at + 4);
       }

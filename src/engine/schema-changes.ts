@@ -267,6 +267,8 @@ export class SchemaTracker {
     const known = (this.known[stream] ??= {});
     if (this.fullRows.has(stream) && data._ab_cdc_deleted_at == null) this.rowShape(stream, data, known);
     const open = this.open.has(stream);
+    // A closed schema (additionalProperties: false) with no column ignored: nothing to learn or strip.
+    if (!open && !this.ignored.size) return data;
     let stripped: Record<string, unknown> | undefined;
     // for…in rather than Object.entries: no array of pairs per record.
     for (const col in data) {
@@ -277,8 +279,10 @@ export class SchemaTracker {
         continue;
       }
       if (!open) continue;
-      const type = valueType(data[col]);
       const k = known[col];
+      // A column discover announced (not learnt from records): nothing to learn from its value.
+      if (k && !k.observed) continue;
+      const type = valueType(data[col]);
       if (!k) {
         // A first run of a stream has nothing to compare with: its columns are simply learnt.
         const first = this.firstRun.has(stream);
@@ -293,7 +297,6 @@ export class SchemaTracker {
         known[col] = { type: type ?? 'any', nullable: true, observed: true };
         this.dirty = true;
       } else if (
-        k.observed &&
         type &&
         k.type !== type && // the usual case, decided without splitting the type list
         !k.type.split('|').includes(type) &&

@@ -40,9 +40,32 @@ export function valueToText(value: unknown): string {
   return canonicalJson(value);
 }
 
-/** Whether a string has a non-whitespace character (what `s.trim().length > 0` says, without the copy). */
-export const hasText = (s: string): boolean => NON_WHITESPACE.test(s);
-const NON_WHITESPACE = /\S/;
+/**
+ * Whether a string has a non-whitespace character: what `/\S/.test(s)` and `s.trim().length > 0`
+ * say, without a regular expression call or a copy. Text nearly always returns at its first unit.
+ */
+export function hasText(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (!isWhitespaceUnit(s.charCodeAt(i))) return true;
+  return false;
+}
+
+/** The UTF-16 units JavaScript's `\s` matches (WhiteSpace and LineTerminator; all in the BMP). */
+function isWhitespaceUnit(c: number): boolean {
+  if (c > 0x20 && c < 0xa0) return false;
+  return (
+    c === 0x20 ||
+    (c >= 0x09 && c <= 0x0d) ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
 
 /** Airbyte bookkeeping columns (`_ab_cdc_deleted_at`, `_ab_cdc_lsn`…) are never text. */
 const isBookkeeping = (key: string) => key.startsWith('_ab_');
@@ -126,8 +149,14 @@ export function textExtractor(opts: { textFields?: string[]; textTemplate?: stri
 
 export type MetadataField = string | { field: string; as: string };
 
+/**
+ * The metadata of every record when there are no metadata_fields: one shared object rather than
+ * one per record (chunks get copies of it), frozen so it stays empty.
+ */
+export const NO_METADATA: Record<string, unknown> = Object.freeze({});
+
 export function metadataExtractor(fields: MetadataField[] | undefined): (record: Record<string, unknown>) => Record<string, unknown> {
-  if (!fields?.length) return () => ({});
+  if (!fields?.length) return () => NO_METADATA;
   const specs = fields.map((f) => (typeof f === 'string' ? { field: f, as: f } : f));
   return (record) => {
     const metadata: Record<string, unknown> = {};

@@ -2,6 +2,7 @@
 // changed once (FINGERPRINT_VERSION exists for that). These pin them, whatever way `of` assembles them.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { NO_METADATA } from '../../src/text/extract.ts';
 import { FINGERPRINT_VERSION, Fingerprinter, escapeAsciiInPlace, stableJson } from '../../src/engine/fingerprint.ts';
 import { ProcessingConfigSchema } from '../../src/text/config.ts';
 import { createTextProcessor } from '../../src/text/index.ts';
@@ -206,6 +207,7 @@ describe('Fingerprinter.of', () => {
     const date = new Date('2026-01-02T03:04:05Z') as unknown as Record<string, unknown>;
     expect(fp.of({ text: 'a', metadata: date }).metadata).toBe(hashOf('"2026-01-02T03:04:05.000Z"'));
     expect(fp.of({ text: 'a', metadata: {} }).metadata).toBe(hashOf('{}'));
+    expect(fp.of({ text: 'a', metadata: NO_METADATA }).metadata).toBe(hashOf('{}'));
   });
 
   it('keeps metadata and embedder parts as before', () => {

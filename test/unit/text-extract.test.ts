@@ -73,3 +73,41 @@ describe('textPartsExtractor (what fingerprints are hashed from)', () => {
     expect(empty).toBeGreaterThan(10);
   });
 });
+
+describe('hasText', () => {
+  it('says what /\\S/ says for every UTF-16 unit, alone, after whitespace and before it', () => {
+    const regex = /\S/;
+    for (let c = 0; c <= 0xffff; c++) {
+      const unit = String.fromCharCode(c);
+      for (const s of [unit, ` \u00a0\u3000${unit}`, `${unit}\n\ufeff`, `\t${unit}${unit}\u2029`]) {
+        if (hasText(s) !== regex.test(s)) expect.fail(`hasText(${JSON.stringify(s)}) is ${hasText(s)}`);
+      }
+    }
+  });
+
+  it('is false for empty and all-whitespace text, true for a pair or a lone surrogate among whitespace', () => {
+    expect(hasText('')).toBe(false);
+    expect(hasText(' \t\n\v\f\r\u00a0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000\ufeff')).toBe(false);
+    expect(hasText('  \ud83d\ude00 ')).toBe(true);
+    expect(hasText(' \udc00')).toBe(true);
+    expect(hasText('\u200b')).toBe(true); // zero width space is not whitespace to \s
+  });
+});
+
+describe('metadata without metadata_fields', () => {
+  it('is one shared empty object that cannot be changed; each chunk gets its own copy', () => {
+    const processor = createTextProcessor(ProcessingConfigSchema.parse({ text_fields: ['body'], chunk_size: 5, chunk_overlap: 0 }));
+    const a = processor.extract({ body: 'one two three four five six. '.repeat(20) });
+    const b = processor.extract({ body: 'four' });
+    expect(a.metadata).toBe(b.metadata);
+    expect(a.metadata).toEqual({});
+    expect(() => {
+      (a.metadata as Record<string, unknown>).k = 1;
+    }).toThrow(TypeError);
+    const chunks = processor.chunk(a);
+    expect(chunks.length).toBeGreaterThan(1);
+    chunks[0].metadata.headings = ['mine'];
+    expect(chunks[1].metadata).toEqual({});
+    expect(processor.process({ body: 'four' })[0].metadata).toEqual({});
+  });
+});
