@@ -58,18 +58,31 @@ export async function* mapOrdered<T, U>(input: AsyncIterable<T>, fn: (item: T) =
   }
 }
 
+type GroupOptions<T> = { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number };
+
 /**
  * Groups items into arrays. A group closes when `isFull(group)` says so, when `closesGroup(item)`
  * (the item is included last), or when the input has been idle for `lingerMs` with a partial
  * group waiting (keeps latency low for slow streams such as CDC).
  */
-export async function* groupItems<T>(
-  input: AsyncIterable<T>,
-  opts: { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number },
-): AsyncGenerator<T[]> {
+export function groupItems<T>(input: AsyncIterable<T>, opts: GroupOptions<T>): AsyncGenerator<T[]> {
+  return grouped(input, opts, (item: T) => [item]);
+}
+
+/**
+ * groupItems for input that comes in arrays (src/engine/sync.ts documents(), the sweep): the same
+ * groups, closed by the same rules, but one step per input array rather than per item; the idle
+ * wait (lingerMs) runs between arrays.
+ */
+export function groupBatches<T>(input: AsyncIterable<T[]>, opts: GroupOptions<T>): AsyncGenerator<T[]> {
+  return grouped(input, opts, (items: T[]) => items);
+}
+
+/** groupItems and groupBatches: `itemsOf` gives the items of one input value (it, or the array it is). */
+async function* grouped<V, T>(input: AsyncIterable<V>, opts: GroupOptions<T>, itemsOf: (value: V) => T[]): AsyncGenerator<T[]> {
   const it = input[Symbol.asyncIterator]();
   let group: T[] = [];
-  let pending: Promise<IteratorResult<T>> | undefined;
+  let pending: Promise<IteratorResult<V>> | undefined;
   let done = false;
   // One idle timer per group, not one timer and promise per item (thousands per second on a fast
   // source): it fires lingerMs after the group started, and when an item came since, re-arms for
@@ -94,7 +107,7 @@ export async function* groupItems<T>(
   try {
     for (;;) {
       pending ??= it.next();
-      let r: IteratorResult<T> | 'idle';
+      let r: IteratorResult<V> | 'idle';
       if (group.length) {
         if (!idle) armIdle();
         r = await Promise.race([pending, idle!]);
@@ -112,76 +125,7 @@ export async function* groupItems<T>(
         if (group.length) yield group;
         return;
       }
-      if (group.length && opts.isFull(group, r.value)) {
-        disarmIdle();
-        yield group;
-        group = [];
-      }
-      group.push(r.value);
-      if (opts.closesGroup(r.value)) {
-        disarmIdle();
-        yield group;
-        group = [];
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-    if (!done) await it.return?.();
-  }
-}
-
-/**
- * groupItems for input that comes in arrays (src/engine/sync.ts documents(), the sweep): the same
- * groups, closed by the same rules, but one step per input array rather than per item; the idle
- * wait (lingerMs) runs between arrays.
- */
-export async function* groupBatches<T>(
-  input: AsyncIterable<T[]>,
-  opts: { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number },
-): AsyncGenerator<T[]> {
-  const it = input[Symbol.asyncIterator]();
-  let group: T[] = [];
-  let pending: Promise<IteratorResult<T[]>> | undefined;
-  let done = false;
-  let lastItemAt = 0;
-  let idle: Promise<'idle'> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const armIdle = () => {
-    idle = new Promise<'idle'>((resolve) => {
-      const check = () => {
-        const wait = lastItemAt + opts.lingerMs - performance.now();
-        if (wait > 0) timer = setTimeout(check, wait);
-        else resolve('idle');
-      };
-      timer = setTimeout(check, opts.lingerMs);
-    });
-  };
-  const disarmIdle = () => {
-    clearTimeout(timer);
-    idle = undefined;
-  };
-  try {
-    for (;;) {
-      pending ??= it.next();
-      let r: IteratorResult<T[]> | 'idle';
-      if (group.length) {
-        if (!idle) armIdle();
-        r = await Promise.race([pending, idle!]);
-      } else r = await pending;
-      if (r === 'idle') {
-        disarmIdle();
-        yield group;
-        group = [];
-        continue;
-      }
-      pending = undefined;
-      lastItemAt = performance.now();
-      if (r.done) {
-        done = true;
-        if (group.length) yield group;
-        return;
-      }
-      for (const item of r.value) {
+      for (const item of itemsOf(r.value)) {
         if (group.length && opts.isFull(group, item)) {
           disarmIdle();
           yield group;
