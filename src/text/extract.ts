@@ -1,5 +1,6 @@
 // Which parts of a record become text, and which become chunk metadata.
 import { canonicalJson } from '../protocol/identity.ts';
+import { isWhitespaceUnit } from './whitespace.ts';
 
 /** Values at a dot path; `*` walks into every element of an array (or value of an object). */
 export function valuesAtPath(record: unknown, path: string): unknown[] {
@@ -47,24 +48,6 @@ export function valueToText(value: unknown): string {
 export function hasText(s: string): boolean {
   for (let i = 0; i < s.length; i++) if (!isWhitespaceUnit(s.charCodeAt(i))) return true;
   return false;
-}
-
-/** The UTF-16 units JavaScript's `\s` matches (WhiteSpace and LineTerminator; all in the BMP). */
-function isWhitespaceUnit(c: number): boolean {
-  if (c > 0x20 && c < 0xa0) return false;
-  return (
-    c === 0x20 ||
-    (c >= 0x09 && c <= 0x0d) ||
-    c === 0xa0 ||
-    c === 0x1680 ||
-    (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 ||
-    c === 0x2029 ||
-    c === 0x202f ||
-    c === 0x205f ||
-    c === 0x3000 ||
-    c === 0xfeff
-  );
 }
 
 /** Airbyte bookkeeping columns (`_ab_cdc_deleted_at`, `_ab_cdc_lsn`…) are never text. */

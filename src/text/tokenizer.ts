@@ -3,6 +3,7 @@
 // per process (~20 ms, most of it parsing js-tiktoken's module).
 import { createRequire } from 'node:module';
 import { BytePairEncoder, type RankTable } from './bpe.ts';
+import { isWhitespaceUnit } from './whitespace.ts';
 
 export type EncodingName = 'cl100k_base' | 'o200k_base';
 
@@ -46,30 +47,14 @@ const LONG_RUN_RE = new RegExp(`\\S{${LONG_RUN + 1},}`, 'g');
 export function hasLongRun(text: string): boolean {
   const step = LONG_RUN + 1;
   for (let probe = LONG_RUN; probe < text.length; probe += step) {
-    if (isSpace(text.charCodeAt(probe))) continue;
+    if (isWhitespaceUnit(text.charCodeAt(probe))) continue;
     let from = probe;
-    while (from > 0 && !isSpace(text.charCodeAt(from - 1))) from--;
+    while (from > 0 && !isWhitespaceUnit(text.charCodeAt(from - 1))) from--;
     let to = probe + 1;
-    while (to < text.length && to - from <= LONG_RUN && !isSpace(text.charCodeAt(to))) to++;
+    while (to < text.length && to - from <= LONG_RUN && !isWhitespaceUnit(text.charCodeAt(to))) to++;
     if (to - from > LONG_RUN) return true;
   }
   return false;
-}
-
-/** JavaScript's `\s`: ASCII and Unicode spaces, line terminators and the BOM. */
-function isSpace(c: number): boolean {
-  if (c < 0x80) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
-  return (
-    c === 0xa0 ||
-    c === 0x1680 ||
-    (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 ||
-    c === 0x2029 ||
-    c === 0x202f ||
-    c === 0x205f ||
-    c === 0x3000 ||
-    c === 0xfeff
-  );
 }
 
 /**
