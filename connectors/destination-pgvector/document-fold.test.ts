@@ -3,10 +3,9 @@
 // documentFingerprintSql), on random rows (non-ASCII, emoji, control characters, NULLs, documents
 // of many chunks that agree or not), with the protocol bytes cut anywhere: inside a message header,
 // a length, a multi-byte character.
-import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { StoredDocument } from '../../src/protocol/connector.ts';
-import { CopyOutReader } from '../../src/cdk/postgres-copy.ts';
+import { copyCompleted, copyOutResponse, pgMessage, readCopyOut } from 'sluice/testing';
 import { DocumentFold } from './document-fold.ts';
 
 type Row = [string, string | null, string | null, string | null];
@@ -31,13 +30,6 @@ function reference(rows: Row[], batch: number): StoredDocument[][] {
   return pages;
 }
 
-const message = (code: string, body: Buffer) => {
-  const head = Buffer.alloc(5);
-  head[0] = code.charCodeAt(0);
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-};
-
 function tuple(row: Row): Buffer {
   const parts = [Buffer.from([0, 4])];
   for (const v of row) {
@@ -56,38 +48,22 @@ function tuple(row: Row): Buffer {
 
 const HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
 /** What pg is handed back after the copy data. */
-const AFTER = Buffer.concat([message('C', Buffer.from('COPY 9\0')), message('Z', Buffer.from('I'))]);
+const AFTER = copyCompleted(9);
 
 /** The server's bytes for `rows`: CopyOutResponse, the header with the first row, one row a message, trailer, CopyDone, then pg's. */
 function protocol(rows: Row[], extension = Buffer.alloc(0)): Buffer {
   const header = Buffer.concat([HEADER.subarray(0, 15), Buffer.from([0, 0, 0, extension.length]), extension]);
-  const messages = [message('H', Buffer.from([1, 0, 4, 0, 1, 0, 1, 0, 1, 0, 1]))];
-  rows.forEach((r, i) => messages.push(message('d', i ? tuple(r) : Buffer.concat([header, tuple(r)]))));
-  if (!rows.length) messages.push(message('d', header));
-  messages.push(message('d', Buffer.from([0xff, 0xff])), message('c', Buffer.alloc(0)), AFTER);
+  const messages = [copyOutResponse(4, 'binary')];
+  rows.forEach((r, i) => messages.push(pgMessage('d', i ? tuple(r) : Buffer.concat([header, tuple(r)]))));
+  if (!rows.length) messages.push(pgMessage('d', header));
+  messages.push(pgMessage('d', Buffer.from([0xff, 0xff])), pgMessage('c', Buffer.alloc(0)), AFTER);
   return Buffer.concat(messages);
 }
 
-/** Runs the kit's COPY reader with a DocumentFold on a fake connection fed `chunks` one at a time; its pages and what pg got back. */
-async function run(chunks: Buffer[], batch: number): Promise<{ pages: StoredDocument[][]; toPg: Buffer; sql: string[] }> {
-  const stream = new PassThrough();
-  const toPg: Buffer[] = [];
-  stream.on('data', (b: Buffer) => toPg.push(b));
-  const sql: string[] = [];
-  const copy = new CopyOutReader('COPY x', new DocumentFold(batch));
-  expect(copy.submit({ stream, query: (t) => sql.push(t) })).toBeUndefined();
-  const pages: StoredDocument[][] = [];
-  const consumed = (async () => {
-    for (let page = await copy.next(); page; page = await copy.next()) pages.push(page);
-  })();
-  consumed.catch(() => undefined); // awaited below, after the writes
-  for (const c of chunks) {
-    stream.write(c);
-    await new Promise((r) => setImmediate(r));
-  }
-  await consumed;
-  await new Promise((r) => setImmediate(r));
-  return { pages, toPg: Buffer.concat(toPg), sql };
+/** The kit's COPY reader with a DocumentFold, fed `chunks` one at a time: its pages and what pg got back. */
+async function run(chunks: Buffer[], batch: number): Promise<{ pages: StoredDocument[][]; toPg: Buffer }> {
+  const { batches, handedBack } = await readCopyOut(new DocumentFold(batch), chunks);
+  return { pages: batches, toPg: handedBack };
 }
 
 const ALPHABET = ['a', 'b', 'Z', '0', '9', '-', '\t', '\n', '\\', '\\N', 'N', ' ', 'é', 'ü', '日', '😀', '\u0000'.slice(1), '\x7f', '\x80'];
@@ -183,9 +159,9 @@ describe('DocumentFold', () => {
     wrong.writeInt16BE(3, at);
     await expect(run([wrong], 2)).rejects.toThrow('COPY row with 3 columns, expected 4');
     const noTrailer = Buffer.concat([
-      message('H', Buffer.alloc(3)),
-      message('d', Buffer.concat([HEADER, tuple(['a', 'c', 'm', 'e'])])),
-      message('c', Buffer.alloc(0)),
+      pgMessage('H', Buffer.alloc(3)),
+      pgMessage('d', Buffer.concat([HEADER, tuple(['a', 'c', 'm', 'e'])])),
+      pgMessage('c', Buffer.alloc(0)),
     ]);
     await expect(run([noTrailer], 2)).rejects.toThrow('COPY data ended without its trailer');
   });

@@ -10,3 +10,5 @@ export { scratchDir, testContext } from './context.ts';
 export type { TestContext, LogEntry } from './context.ts';
 export { protocolValidators, sharedSpecsDir } from './schema.ts';
 export { describeSourceConformance, describeDestinationConformance } from './vitest.ts';
+export { pgMessage, copyOutResponse, copyCompleted, fakeCopyOut, readCopyOut } from './postgres-copy.ts';
+export type { FakeCopyOut } from './postgres-copy.ts';

@@ -9,6 +9,7 @@ import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { copyOut, CopyOutReader, type CopyOutSink } from 'sluice/cdk';
+import { copyCompleted, copyOutResponse, fakeCopyOut, pgMessage, readCopyOut } from 'sluice/testing';
 import { REPO } from '../helpers/cli.ts';
 
 // docs:start
@@ -63,139 +64,123 @@ class Payloads implements CopyOutSink<string[]> {
   }
 }
 
-const msg = (code: string, payload: Buffer | string): Buffer => {
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const head = Buffer.alloc(5);
-  head[0] = code.charCodeAt(0);
-  head.writeUInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-};
-const COPY_OUT_RESPONSE = msg('H', Buffer.from([0, 0, 1, 0, 0]));
-const AFTER = Buffer.concat([msg('C', 'COPY 3\0'), msg('Z', 'I')]);
-const NOTICE = msg('N', 'SNOTICE\0Mhello\0\0');
+const COPY_OUT_RESPONSE = copyOutResponse(1);
+const AFTER = copyCompleted(3);
+const NOTICE = pgMessage('N', 'SNOTICE\0Mhello\0\0');
 const ROWS = ['1\tplain\n', '2\té😀 straddles\n', '', `3\t${'long '.repeat(200)}\n`, '4\t\\N\n'];
 /** A COPY's bytes as the server sends them: a notice and a parameter status among the rows, then pg's. */
 const WIRE = Buffer.concat([
   COPY_OUT_RESPONSE,
-  msg('d', ROWS[0]),
+  pgMessage('d', ROWS[0]),
   NOTICE,
-  msg('d', ROWS[1]),
-  msg('S', 'TimeZone\0UTC\0'),
-  ...ROWS.slice(2).map((r) => msg('d', r)),
-  msg('c', ''),
+  pgMessage('d', ROWS[1]),
+  pgMessage('S', 'TimeZone\0UTC\0'),
+  ...ROWS.slice(2).map((r) => pgMessage('d', r)),
+  pgMessage('c', ''),
   AFTER,
 ]);
 
 const tick = () => new Promise((r) => setImmediate(r));
-
-/** A reader on a fake connection: what pg is handed back, and the statement it sent. */
-function fake<T>(sink: CopyOutSink<T>) {
-  const stream = new PassThrough();
-  const toPg: Buffer[] = [];
-  stream.on('data', (b: Buffer) => toPg.push(b));
-  const sent: string[] = [];
-  const copy = new CopyOutReader('COPY x TO STDOUT', sink);
-  expect(copy.submit({ stream, query: (t) => sent.push(t) })).toBeUndefined();
-  return { copy, stream, toPg: () => Buffer.concat(toPg), sent };
-}
-
 /** Feeds `chunks` one at a time (each read before the next arrives) and collects the batches. */
-async function run(chunks: Buffer[], sink: CopyOutSink<string[]> = new Payloads()) {
-  const { copy, stream, toPg, sent } = fake(sink);
-  const batches: string[][] = [];
-  const reading = (async () => {
-    for (let b = await copy.next(); b; b = await copy.next()) batches.push(b);
-  })();
-  reading.catch(() => undefined); // awaited below, after the writes
-  for (const c of chunks) {
-    stream.write(c);
-    await tick();
-  }
-  await reading;
-  await tick();
-  return { batches, toPg: toPg(), sent };
-}
+const run = (chunks: Buffer[], sink: CopyOutSink<string[]> = new Payloads()) => readCopyOut(sink, chunks);
 
 describe('CopyOutReader', () => {
   it('hands every row to the sink and the bytes after the copy back to pg, however the data is cut', async () => {
     const whole = await run([WIRE]);
     expect(whole.sent).toEqual(['COPY x TO STDOUT']);
     expect(whole.batches.flat()).toEqual(ROWS);
-    expect(whole.toPg).toEqual(AFTER);
+    expect(whole.handedBack).toEqual(AFTER);
     for (let cut = 1; cut < WIRE.length; cut++) {
-      const { batches, toPg } = await run([WIRE.subarray(0, cut), WIRE.subarray(cut)]);
+      const { batches, handedBack } = await run([WIRE.subarray(0, cut), WIRE.subarray(cut)]);
       expect(batches.flat(), `cut at ${cut}`).toEqual(ROWS);
-      expect(toPg, `cut at ${cut}`).toEqual(AFTER);
+      expect(handedBack, `cut at ${cut}`).toEqual(AFTER);
     }
     const bytes = await run(Array.from(WIRE, (_, i) => WIRE.subarray(i, i + 1)));
     expect(bytes.batches.flat()).toEqual(ROWS);
-    expect(bytes.toPg).toEqual(AFTER);
+    expect(bytes.handedBack).toEqual(AFTER);
   });
 
   it('stops where the sink has a batch ready and goes on from there at the next pull, whatever the cut', async () => {
     const rows = Array.from({ length: 50 }, (_, i) => `row ${i}${'.'.repeat(i % 7)}\n`);
-    const wire = Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => msg('d', r)), msg('c', ''), AFTER]);
+    const wire = Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => pgMessage('d', r)), pgMessage('c', ''), AFTER]);
     for (const perBatch of [1, 3, 7]) {
       for (let cut = 1; cut < wire.length; cut += 5) {
-        const { batches, toPg } = await run([wire.subarray(0, cut), wire.subarray(cut)], new Payloads(perBatch));
+        const { batches, handedBack } = await run([wire.subarray(0, cut), wire.subarray(cut)], new Payloads(perBatch));
         expect(batches.flat()).toEqual(rows);
         expect(Math.max(...batches.map((b) => b.length))).toBeLessThanOrEqual(perBatch);
-        expect(toPg).toEqual(AFTER);
+        expect(handedBack).toEqual(AFTER);
       }
     }
     // All in one chunk and read only after it arrived: still one batch at a time.
-    const { copy, stream, toPg } = fake(new Payloads(10));
-    stream.write(wire);
+    const { reader: copy, write, handedBack } = fakeCopyOut(new Payloads(10));
+    write(wire);
     await tick();
     const sizes: number[] = [];
     for (let b = await copy.next(); b; b = await copy.next()) sizes.push(b.length);
     expect(sizes).toEqual([10, 10, 10, 10, 10]);
     await tick();
-    expect(toPg()).toEqual(AFTER);
+    expect(handedBack()).toEqual(AFTER);
   });
 
   it('a server error goes to pg (from its first byte on, cut anywhere); the rows before it come first, then the error pg reports', async () => {
-    const error = Buffer.concat([msg('E', 'SERROR\0Mboom\0\0'), msg('Z', 'I')]);
-    const wire = Buffer.concat([COPY_OUT_RESPONSE, msg('d', 'a\n'), msg('d', 'b\n'), error]);
+    const error = Buffer.concat([pgMessage('E', 'SERROR\0Mboom\0\0'), pgMessage('Z', 'I')]);
+    const wire = Buffer.concat([COPY_OUT_RESPONSE, pgMessage('d', 'a\n'), pgMessage('d', 'b\n'), error]);
     for (let cut = 1; cut < wire.length; cut++) {
-      const { copy, stream, toPg } = fake(new Payloads());
-      stream.write(wire.subarray(0, cut));
+      const { reader: copy, write, handedBack } = fakeCopyOut(new Payloads());
+      write(wire.subarray(0, cut));
       await tick();
-      stream.write(wire.subarray(cut));
+      write(wire.subarray(cut));
       await tick();
       const rows: string[] = [];
       while (rows.length < 2) rows.push(...(await copy.next())!);
       expect(rows).toEqual(['a\n', 'b\n']);
       await tick();
-      expect(toPg(), `cut at ${cut}`).toEqual(error);
+      expect(handedBack(), `cut at ${cut}`).toEqual(error);
       copy.handleError(new Error('boom')); // what pg does once it has parsed the ErrorResponse
       await expect(copy.next()).rejects.toThrow('boom');
     }
   });
 
   it("the sink's errors fail the read after the rows before them: a bad row, a missing trailer (pg still gets its bytes)", async () => {
-    const bad = Buffer.concat([COPY_OUT_RESPONSE, msg('d', 'a'), msg('d', 'bad'), msg('d', 'c'), msg('c', ''), AFTER]);
-    const { copy, stream } = fake(new Payloads());
-    stream.write(bad);
+    const bad = Buffer.concat([
+      COPY_OUT_RESPONSE,
+      pgMessage('d', 'a'),
+      pgMessage('d', 'bad'),
+      pgMessage('d', 'c'),
+      pgMessage('c', ''),
+      AFTER,
+    ]);
+    const { reader: copy, write } = fakeCopyOut(new Payloads());
+    write(bad);
     await tick();
     expect(await copy.next()).toEqual(['a']);
     await expect(copy.next()).rejects.toThrow('a bad row');
 
-    const trailer = (rows: string[]) => Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => msg('d', r)), msg('c', ''), AFTER]);
+    const trailer = (rows: string[]) =>
+      Buffer.concat([COPY_OUT_RESPONSE, ...rows.map((r) => pgMessage('d', r)), pgMessage('c', ''), AFTER]);
     expect((await run([trailer(['a', 'b', 'END'])], new Payloads(Infinity, 'END'))).batches).toEqual([['a', 'b']]);
-    const missing = fake(new Payloads(Infinity, 'END'));
-    missing.stream.write(trailer(['a', 'b']));
+    const missing = fakeCopyOut(new Payloads(Infinity, 'END'));
+    missing.write(trailer(['a', 'b']));
     await tick();
-    expect(await missing.copy.next()).toEqual(['a', 'b']);
-    await expect(missing.copy.next()).rejects.toThrow('COPY data ended without its trailer');
+    expect(await missing.reader.next()).toEqual(['a', 'b']);
+    await expect(missing.reader.next()).rejects.toThrow('COPY data ended without its trailer');
     await tick();
-    expect(missing.toPg()).toEqual(AFTER);
+    expect(missing.handedBack()).toEqual(AFTER);
+  });
+
+  it("sluice/testing's wire helpers build the protocol's bytes (type, length counting itself, body)", () => {
+    expect(pgMessage('d', 'é\n')).toEqual(Buffer.from([0x64, 0, 0, 0, 7, 0xc3, 0xa9, 0x0a]));
+    expect(pgMessage('c')).toEqual(Buffer.from([0x63, 0, 0, 0, 4]));
+    // CopyOutResponse: overall format, column count, then each column's format (0 text, 1 binary).
+    expect(copyOutResponse(2)).toEqual(Buffer.from([0x48, 0, 0, 0, 11, 0, 0, 2, 0, 0, 0, 0]));
+    expect(copyOutResponse(2, 'binary')).toEqual(Buffer.from([0x48, 0, 0, 0, 11, 1, 0, 2, 0, 1, 0, 1]));
+    expect(copyCompleted(3)).toEqual(Buffer.concat([pgMessage('C', 'COPY 3\0'), pgMessage('Z', 'I')]));
   });
 
   it('hands pg a response that is no COPY at all, and ends without rows', async () => {
-    const { batches, toPg } = await run([AFTER]);
+    const { batches, handedBack } = await run([AFTER]);
     expect(batches).toEqual([]);
-    expect(toPg).toEqual(AFTER);
+    expect(handedBack).toEqual(AFTER);
   });
 
   it('refuses a connection it cannot take over (pg then fails the query with that error)', () => {
@@ -280,5 +265,26 @@ describe('docs/custom-connectors.md', () => {
     const example = source.slice(source.indexOf('// docs:start\n') + 14, source.indexOf('// docs:end'));
     const doc = readFileSync(join(REPO, 'docs/custom-connectors.md'), 'utf8');
     expect(doc).toContain(example);
+  });
+
+  it('shows the sink test below as it is, and it passes', async () => {
+    // docs:test-start
+    const wire = Buffer.concat([
+      copyOutResponse(1),
+      pgMessage('d', 'first\n'),
+      pgMessage('d', 'sécond\n'),
+      pgMessage('c'),
+      copyCompleted(2),
+    ]);
+    for (let cut = 1; cut < wire.length; cut++) {
+      const { batches } = await readCopyOut(new Lines(), [wire.subarray(0, cut), wire.subarray(cut)]);
+      if (batches.flat().join() !== 'first,sécond') throw new Error(`cut at ${cut}`);
+    }
+    // docs:test-end
+    const source = readFileSync(join(REPO, 'test/cdk/postgres-copy.test.ts'), 'utf8');
+    const region = source.slice(source.indexOf('// docs:test-start\n') + 19, source.indexOf('    // docs:test-end'));
+    const example = region.replace(/^ {4}/gm, '');
+    expect(example.split('\n').length).toBeGreaterThan(4);
+    expect(readFileSync(join(REPO, 'docs/custom-connectors.md'), 'utf8')).toContain(example);
   });
 });

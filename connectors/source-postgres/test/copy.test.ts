@@ -1,29 +1,16 @@
 // The COPY row reader: protocol framing, the plain-ASCII fast path and the escaped/UTF-8 path,
 // rows and multi-byte characters split across network chunks at every byte offset, and (against
 // the test server) COPY reads equal to ordinary query reads. The framing itself: test/cdk/postgres-copy.test.ts.
-import { PassThrough } from 'node:stream';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../../test/helpers/random.ts';
-import { CopyOutReader } from '../../../src/cdk/postgres-copy.ts';
+import { copyCompleted, copyOutResponse, fakeCopyOut, pgMessage, readCopyOut } from 'sluice/testing';
 import { MAX_ROWS, RowBatches } from '../copy.ts';
 import { connect } from '../db.ts';
 import { flatten } from '../flatten.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, stream, unescapeCopyWithRegex } from './helpers.ts';
 
-const msg = (code: string, payload: Buffer | string): Buffer => {
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const head = Buffer.alloc(5);
-  head[0] = code.charCodeAt(0);
-  head.writeUInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-};
-const copyOutResponse = (ncols: number) => {
-  const b = Buffer.alloc(3 + 2 * ncols);
-  b.writeUInt16BE(ncols, 1);
-  return msg('H', b);
-};
-const row = (fields: string[]) => msg('d', fields.join('\t') + '\n');
-const AFTER = Buffer.concat([msg('C', 'COPY 1\0'), msg('Z', 'I')]);
+const row = (fields: string[]) => pgMessage('d', fields.join('\t') + '\n');
+const AFTER = copyCompleted(1);
 
 const COLUMNS = [
   { name: 'id', oid: 20 }, // int8
@@ -127,38 +114,15 @@ const CASES: { fields: string[]; want: Record<string, unknown> }[] = [
   },
 ];
 
-function fakeConnection() {
-  const stream = new PassThrough();
-  const handedBack: Buffer[] = [];
-  stream.on('data', (b: Buffer) => handedBack.push(b));
-  return { connection: { stream, query() {} }, stream, handedBack };
-}
-
 const tick = () => new Promise((r) => setImmediate(r));
 
 /** Feeds `chunks` one at a time (each parsed before the next arrives) and collects the rows. */
 async function readChunks(chunks: Buffer[], columns = COLUMNS) {
-  const { connection, stream, handedBack } = fakeConnection();
-  const copy = new CopyOutReader('COPY (SELECT 1) TO STDOUT', new RowBatches(columns));
-  copy.submit(connection);
-  const rows: Record<string, unknown>[] = [];
-  const reading = (async () => {
-    for (;;) {
-      const r = await copy.next();
-      if (r === null) return;
-      rows.push(...r);
-    }
-  })();
-  for (const c of chunks) {
-    stream.write(c);
-    await tick();
-  }
-  await reading;
-  await tick();
-  return { rows, handedBack: Buffer.concat(handedBack), copy };
+  const { batches, handedBack } = await readCopyOut(new RowBatches(columns), chunks);
+  return { rows: batches.flat(), handedBack };
 }
 
-const wire = Buffer.concat([copyOutResponse(COLUMNS.length), ...CASES.map((c) => row(c.fields)), msg('c', ''), AFTER]);
+const wire = Buffer.concat([copyOutResponse(COLUMNS.length), ...CASES.map((c) => row(c.fields)), pgMessage('c', ''), AFTER]);
 const wanted = CASES.map((c) => c.want);
 
 describe('COPY row reader', () => {
@@ -237,8 +201,8 @@ describe('COPY row reader', () => {
     const tab = Buffer.from('\t');
     const bytes = Buffer.concat([
       copyOutResponse(cols.length),
-      ...rows.map((r) => msg('d', Buffer.concat([r[0], tab, r[1], tab, r[2], Buffer.from('\n')]))),
-      msg('c', ''),
+      ...rows.map((r) => pgMessage('d', Buffer.concat([r[0], tab, r[1], tab, r[2], Buffer.from('\n')]))),
+      pgMessage('c', ''),
       AFTER,
     ]);
     const text = (b: Buffer) => (b.toString('latin1') === '\\N' ? null : unescapeCopyWithRegex(b.toString('utf8')));
@@ -252,17 +216,15 @@ describe('COPY row reader', () => {
 
   it('hands a big chunk out in bounded batches, in order', async () => {
     const many = Array.from({ length: 1000 }, (_, i) => row([String(i), i % 3 ? `r${i}` : '\\N']));
-    const bytes = Buffer.concat([copyOutResponse(2), ...many, msg('c', ''), AFTER]);
+    const bytes = Buffer.concat([copyOutResponse(2), ...many, pgMessage('c', ''), AFTER]);
     const cols = [
       { name: 'v', oid: 23 },
       { name: 't', oid: 25 },
     ];
     for (const cut of [bytes.length, 3000, 12345]) {
-      const { connection, stream, handedBack } = fakeConnection();
-      const copy = new CopyOutReader('COPY (SELECT 1) TO STDOUT', new RowBatches(cols));
-      copy.submit(connection);
-      stream.write(bytes.subarray(0, cut));
-      if (cut < bytes.length) stream.write(bytes.subarray(cut));
+      const { reader: copy, write, handedBack } = fakeCopyOut(new RowBatches(cols));
+      write(bytes.subarray(0, cut));
+      if (cut < bytes.length) write(bytes.subarray(cut));
       await tick();
       const sizes: number[] = [];
       const rows: Record<string, unknown>[] = [];
@@ -273,22 +235,19 @@ describe('COPY row reader', () => {
       await tick();
       expect(Math.max(...sizes)).toBeLessThanOrEqual(MAX_ROWS);
       expect(rows).toEqual(Array.from({ length: 1000 }, (_, i) => ({ v: i, t: i % 3 ? `r${i}` : null })));
-      expect(Buffer.concat(handedBack).equals(AFTER)).toBe(true);
+      expect(handedBack().equals(AFTER)).toBe(true);
     }
   });
 
   it('names a row with fewer fields than columns', async () => {
-    const stream = Buffer.concat([copyOutResponse(2), row(['1']), msg('c', ''), AFTER]);
-    const { connection, stream: s } = fakeConnection();
-    const copy = new CopyOutReader(
-      'COPY (SELECT 1) TO STDOUT',
+    const stream = Buffer.concat([copyOutResponse(2), row(['1']), pgMessage('c', ''), AFTER]);
+    const { reader: copy, write } = fakeCopyOut(
       new RowBatches([
         { name: 'a', oid: 23 },
         { name: 'b', oid: 23 },
       ]),
     );
-    copy.submit(connection);
-    s.write(stream);
+    write(stream);
     await tick();
     await expect(copy.next()).rejects.toThrow(/fewer fields than the 2 expected columns/);
   });
