@@ -15,7 +15,7 @@ export type { Authenticator, AuthRequest, OAuth2RefreshTokenOptions } from './au
 export { RequestRateLimiter } from './rate-limit.ts';
 export type { RateLimitOptions } from './rate-limit.ts';
 export { CopyOutReader, copyOut } from './postgres-copy.ts';
-export type { CopyOutConnection, CopyOutSink } from './postgres-copy.ts';
+export type { CopyOutClient, CopyOutConnection, CopyOutSink } from './postgres-copy.ts';
 export { configJsonSchema, connectorSpecification, secretPaths } from './spec.ts';
 export { validateConnectorModule } from './validate.ts';
 export { airbyteSecretValues, configProblemsAgainstJsonSchema } from './json-schema-config.ts';

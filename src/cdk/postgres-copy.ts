@@ -7,7 +7,6 @@
 // Operations"), so the framing gives the rows, and each is handed to the sink as offsets into the
 // network chunk it arrived in; only a message cut by the network is joined on its own.
 import type { Duplex } from 'node:stream';
-import type pg from 'pg';
 
 /**
  * What a CopyOutReader hands the COPY data to and takes batches from. `data` is called once per
@@ -38,6 +37,14 @@ const NOTIFICATION = 0x41; // A
 
 /** A message's length field (big-endian, counting itself), at `at`. */
 const messageLength = (buf: Buffer, at: number): number => buf[at] * 0x1000000 + ((buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]);
+
+/**
+ * What copyOut needs of a pg client (a `pg.Client` or a pool's client): its `query()` taking a
+ * Submittable. Written out here so that the kit's type declarations do not need `@types/pg`.
+ */
+export interface CopyOutClient {
+  query(submittable: { submit(connection: CopyOutConnection): Error | undefined }): unknown;
+}
 
 /** The part of pg's connection a Submittable is given. */
 export interface CopyOutConnection {
@@ -264,9 +271,9 @@ export class CopyOutReader<T> {
  * is read only while the caller asks for the next batch. Stopped early (break, return, an error),
  * the COPY still runs on the connection, which therefore cannot be reused: close it.
  */
-export async function* copyOut<T>(client: pg.ClientBase, sql: string, sink: CopyOutSink<T>): AsyncGenerator<T> {
+export async function* copyOut<T>(client: CopyOutClient, sql: string, sink: CopyOutSink<T>): AsyncGenerator<T> {
   const copy = new CopyOutReader(sql, sink);
-  client.query(copy as unknown as pg.Submittable);
+  client.query(copy);
   let done = false;
   try {
     for (;;) {
