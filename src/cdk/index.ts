@@ -44,6 +44,7 @@ export type {
   DestinationSandbox,
   DestinationStream,
   DestinationWriter,
+  DigestCheck,
   DocumentFingerprint,
   OpenOptions,
   ResourceShelf,
@@ -51,6 +52,7 @@ export type {
   Source,
   SourceState,
   StoredChunk,
+  StoredDigests,
   StoredDocument,
 } from '../protocol/connector.ts';
 export { SluiceError } from '../protocol/errors.ts';

@@ -49,6 +49,43 @@ export interface ConnectorContext {
    * and park the session on the shelf). Only a hint; documents() must work without it.
    */
   listsDocuments?: boolean;
+  /**
+   * Set during a sync for sources with `capabilities.sourceDigests`, when the destination keeps
+   * them too: lets a full refresh skip reading unchanged rows in full (docs/fingerprints.md,
+   * "Source digests"). Absent otherwise: read as usual.
+   */
+  storedDigests?: StoredDigests;
+}
+
+/**
+ * Source digests (docs/fingerprints.md): a source that can have a row's digest computed where the
+ * data lives (PostgreSQL: md5 of the row) reads the digests of a full-refresh stream first, and
+ * reads in full only the rows whose stored document has another digest.
+ */
+export interface StoredDigests {
+  /**
+   * How to read `stream`; resolves once the destination's listing of the stream is complete.
+   * undefined: read it as usual, without digests. Otherwise every RECORD of the stream carries its
+   * row's digest (`message.record(…, digest)`), and when `check.skipping`, rows that
+   * `check.unchanged` accepts are left out.
+   */
+  forStream(stream: string): Promise<DigestCheck | undefined>;
+}
+
+export interface DigestCheck {
+  /**
+   * False when the destination holds too few digests of the stream to skip by (the first run with
+   * digests): read every row in full, each RECORD with its digest, so the next run can skip.
+   */
+  readonly skipping: boolean;
+  /**
+   * Whether the row with this key (a record of only its primary-key fields, valued exactly as in its
+   * RECORD) is stored with this digest. True: the row is counted as read and unchanged and kept
+   * from the end-of-read deletion; the source emits no RECORD for it. False: the source must emit
+   * the row's RECORD, with its digest, before the stream's COMPLETE (a row gone meanwhile is
+   * simply not emitted). Ask at most once per row.
+   */
+  unchanged(key: Record<string, unknown>, digest: string): boolean;
 }
 
 /** Open resources parked between a connector's calls within one run (see ConnectorContext.shelf). */
@@ -103,6 +140,13 @@ export interface SourceCapabilities {
    * checkpoint only what they own.
    */
   stateMerge?: 'replace' | 'deep';
+  /**
+   * read() honours `ctx.storedDigests` (full refresh of streams with a primary key): it attaches a
+   * digest to each RECORD, a string of at most 128 characters that changes whenever the RECORD it
+   * would emit for the row changes (data or the source's own read settings), and skips unchanged
+   * rows when asked.
+   */
+  sourceDigests?: boolean;
 }
 
 export interface SourceState {
@@ -218,6 +262,13 @@ export interface DocumentFingerprint {
    * and in destinations that do not store it.
    */
   embedder?: string;
+  /**
+   * The digest of the source row the document was made from (StoredDigests), prefixed with a tag
+   * of everything else that shapes the document (settings, embedder, stream schema): equal means
+   * the row need not be read in full. Absent when the source gave none. Kept by destinations with
+   * `capabilities.sourceDigests`.
+   */
+  source?: string;
 }
 
 export type DestinationMessage =
@@ -324,7 +375,11 @@ export interface DestinationWriter {
 export interface Destination<C = any> {
   kind: 'destination';
   spec: ConnectorSpec<C>;
-  capabilities: { destinationSyncModes: DestinationSyncMode[]; vectors?: boolean };
+  /**
+   * `sourceDigests`: the destination stores `DocumentFingerprint.source` with each document and gives
+   * it back from `documents()`/`documentBatches()` and the writer's `fingerprints()`.
+   */
+  capabilities: { destinationSyncModes: DestinationSyncMode[]; vectors?: boolean; sourceDigests?: boolean };
   /** `options` carries what the pipeline knows (the embedder's vector size) so check can compare it. */
   check(config: C, ctx: ConnectorContext, options?: Pick<OpenOptions, 'dimensions' | 'embedderName'>): Promise<CheckResult>;
   open(config: C, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter>;

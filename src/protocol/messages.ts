@@ -17,6 +17,8 @@ export const RecordMessageSchema = z.looseObject({
   namespace: z.string().optional(),
   data: z.record(z.string(), z.unknown()),
   emitted_at: z.number(),
+  /** sluice's extension: the row's digest (SourceCapabilities.sourceDigests, StoredDigests). */
+  digest: z.string().optional(),
 });
 export type RecordMessage = z.infer<typeof RecordMessageSchema>;
 
@@ -172,8 +174,11 @@ export function truncateRaw(raw: string, max = MAX_RAW_RECORD_CHARS): string {
 type Envelope<T extends AirbyteMessage['type']> = Extract<AirbyteMessage, { type: T }>;
 
 export const message = {
-  record(stream: string, data: Record<string, unknown>, emittedAt = Date.now()): Envelope<'RECORD'> {
-    return { type: 'RECORD', record: { stream, data, emitted_at: emittedAt } };
+  /** `digest`: the row's digest, when the engine asked for digests (ConnectorContext.storedDigests). */
+  record(stream: string, data: Record<string, unknown>, emittedAt = Date.now(), digest?: string): Envelope<'RECORD'> {
+    return digest === undefined
+      ? { type: 'RECORD', record: { stream, data, emitted_at: emittedAt } }
+      : { type: 'RECORD', record: { stream, data, emitted_at: emittedAt, digest } };
   },
   /** A deletion of the document identified by the primary-key fields in `key`. */
   deletion(stream: string, key: Record<string, unknown>, emittedAt = Date.now()): Envelope<'RECORD'> {
