@@ -44,7 +44,8 @@ export interface JsonlChunkLine {
   metadata: Record<string, unknown>;
   /**
    * The document's fingerprint, on each of its lines (absent when the engine sent none), with the
-   * tag of the embedder that made its vectors (`embedder`; absent on lines written before it was kept).
+   * tag of the embedder that made its vectors (`embedder`; absent on lines written before it was kept)
+   * and the source digest of its row (`source`, when the source gave one).
    */
   fingerprint?: DocumentFingerprint;
   embedding?: number[];
@@ -228,6 +229,7 @@ class JsonlWriter {
               content: fingerprint.content,
               metadata: fingerprint.metadata,
               ...(fingerprint.embedder !== undefined ? { embedder: fingerprint.embedder } : {}),
+              ...(fingerprint.source !== undefined ? { source: fingerprint.source } : {}),
             },
           }
         : {}),
@@ -393,15 +395,18 @@ class JsonlWriter {
 
 /**
  * Agreement of a document's lines on its fingerprint: null when they disagree or one has none. The
- * embedder tag is kept only while every line has the same one.
+ * embedder tag and the source digest are kept only while every line has the same one.
  */
 function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine): DocumentFingerprint | null {
   const fp = l.fingerprint;
   if (!fp || sofar === null) return null;
   if (sofar === undefined) return fp;
   if (sofar.content !== fp.content || sofar.metadata !== fp.metadata) return null;
-  if (sofar.embedder === undefined || sofar.embedder === fp.embedder) return sofar;
-  return { content: sofar.content, metadata: sofar.metadata };
+  if (sofar.embedder === fp.embedder && sofar.source === fp.source) return sofar;
+  const common: DocumentFingerprint = { content: sofar.content, metadata: sofar.metadata };
+  if (sofar.embedder !== undefined && sofar.embedder === fp.embedder) common.embedder = sofar.embedder;
+  if (sofar.source !== undefined && sofar.source === fp.source) common.source = sofar.source;
+  return common;
 }
 
 async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {
@@ -425,7 +430,8 @@ const destination: Destination<JsonlDestinationConfig> = {
     description: 'Chunks (and vectors) as JSON lines, for debugging and tests',
     config: JsonlDestinationConfig,
   },
-  capabilities: { destinationSyncModes: ['overwrite', 'append', 'append_dedup'], vectors: false },
+  // sourceDigests: a line's fingerprint keeps `source` like the rest of it.
+  capabilities: { destinationSyncModes: ['overwrite', 'append', 'append_dedup'], vectors: false, sourceDigests: true },
 
   async check(config, ctx) {
     const file = resolve(ctx.baseDir, config.path);

@@ -3,6 +3,7 @@
 import { hash } from 'node:crypto';
 import type { Embedder } from '../embedding/types.ts';
 import type { DocumentFingerprint } from '../protocol/connector.ts';
+import type { ConfiguredStream } from '../protocol/messages.ts';
 import { sha256 } from '../protocol/identity.ts';
 import { NO_METADATA, TEXT_SEPARATOR } from '../text/extract.ts';
 import type { ExtractedText, TextProcessor } from '../text/index.ts';
@@ -37,7 +38,12 @@ export class Fingerprinter {
   /** `provider/model/dimensions`, stored beside the fingerprint (DocumentFingerprint.embedder). */
   readonly embedder: string;
 
-  constructor(processor: Pick<TextProcessor, 'settings'>, embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'> | undefined) {
+  constructor(
+    processor: Pick<TextProcessor, 'settings'>,
+    embedder: Pick<Embedder, 'provider' | 'model' | 'dimensions'> | undefined,
+    /** What else shapes a document besides its row (source digests' tag, sourceTag): absent where no digests are used. */
+    private readonly connection?: SourceTagInputs,
+  ) {
     // The canonical JSON {"embedder":…,"processing":…,"text":…,"version":…} (keys sorted), with the
     // fixed parts serialized once rather than once per document.
     const embedderIdentity = embedder ? { provider: embedder.provider, model: embedder.model, dimensions: embedder.dimensions } : null;
@@ -50,17 +56,38 @@ export class Fingerprinter {
     this.words = wordsOf(this.bytes);
   }
 
-  /** Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata. */
-  of(extracted: ExtractedText): DocumentFingerprint {
+  /**
+   * The tag that prefixes a stream's stored source digests (`<tag>:<digest>`, DocumentFingerprint.source):
+   * 16 hex of sha256 over everything besides the row that shapes its documents (fingerprint version,
+   * the whole processing config and the normalized settings, embedder identity, the configured
+   * stream, source type, schema-change policy), so any change of them makes every stored digest
+   * mismatch and the rows are read in full. Computed once per stream.
+   */
+  sourceTag(cs: ConfiguredStream): string {
+    let tag = this.tags.get(cs);
+    if (tag === undefined) {
+      const c = this.connection;
+      tag = sha256(`${this.head}${stableJson({ connection: c ? { ...c } : null, stream: cs })}${this.tail}`).slice(0, 16);
+      this.tags.set(cs, tag);
+    }
+    return tag;
+  }
+
+  private readonly tags = new WeakMap<ConfiguredStream, string>();
+
+  /**
+   * Equal content ⇒ identical chunks and vectors; equal metadata ⇒ identical chunk metadata.
+   * `source`: the stored form of the row's source digest (`<sourceTag>:<digest>`), when the source gave one.
+   */
+  of(extracted: ExtractedText, source?: string): DocumentFingerprint {
     // No metadata_fields (the usual case): every document's metadata is {}, serialized without stableJson's arrays.
     const metadata = extracted.metadata === NO_METADATA || isEmptyPlainObject(extracted.metadata) ? '{}' : stableJson(extracted.metadata);
     // Consecutive documents often share their metadata (none at all, or the same few tags).
     if (metadata !== this.lastMetadata) this.lastMetadataHash = sha256((this.lastMetadata = metadata));
-    return {
-      content: this.contentHash(extracted.text, extracted.parts),
-      metadata: this.lastMetadataHash,
-      embedder: this.embedder,
-    };
+    const content = this.contentHash(extracted.text, extracted.parts);
+    return source === undefined
+      ? { content, metadata: this.lastMetadataHash, embedder: this.embedder }
+      : { content, metadata: this.lastMetadataHash, embedder: this.embedder, source };
   }
 
   /**
@@ -99,6 +126,16 @@ export class Fingerprinter {
 
   private lastMetadata: string | undefined;
   private lastMetadataHash = '';
+}
+
+/** Besides the processor and embedder, what the source digests' tag covers (Fingerprinter.sourceTag). */
+export interface SourceTagInputs {
+  /** The source connector's type (the digest's meaning is the source's). */
+  sourceType: string;
+  /** The connection's whole processing config (metadata_fields too, which the settings leave out). */
+  processing?: unknown;
+  /** The schema-change policy: it decides which columns are stripped from records. */
+  schemaChanges?: string;
 }
 
 /** The whole memory of `buf` as 32-bit words (escapeAsciiInPlace reads `buf`'s bytes through it). */
@@ -258,4 +295,5 @@ export function stableJson(value: unknown): string {
     .join(',')}}`;
 }
 
+/** Same chunks and metadata. Not the source digest (`source`): it only says whether the row must be read again. */
 export const sameFingerprint = (a: DocumentFingerprint, b: DocumentFingerprint) => a.content === b.content && a.metadata === b.metadata;

@@ -12,14 +12,18 @@ import type { LoadedConnection } from '../config/load.ts';
 import type {
   ConnectorContext,
   DestinationMessage,
+  DigestCheck,
   DocumentFingerprint,
   Logger,
   SourceState,
+  StoredDigests,
   StoredDocument,
 } from '../protocol/connector.ts';
+import { documentId } from '../protocol/identity.ts';
+import type { Fingerprinter } from './fingerprint.ts';
 import { SluiceError, describeUnknown, withContext } from '../protocol/errors.ts';
 import { withListedFingerprint } from './unchanged.ts';
-import type { ConfiguredCatalog } from '../protocol/messages.ts';
+import type { ConfiguredCatalog, ConfiguredStream } from '../protocol/messages.ts';
 
 type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
 
@@ -59,6 +63,8 @@ export interface SweepOptions {
    * decisions only to be dropped there.
    */
   dropUnchanged?: (doc: DocumentMessage, listed: DocumentFingerprint | null) => boolean;
+  /** Source digests of this run (a sync whose source and destination keep them): answered from this stage's listings. */
+  digests?: SweptDigests;
 }
 
 /** Streams that get deletion detection in this run (empty when the destination cannot list documents). */
@@ -200,11 +206,17 @@ export class SpillingSet {
  * unchanged read costs one hash-table insert per document, not two). A fingerprint whose metadata
  * hash and embedder tag are the stream's common ones (those of the first listed; in a stream whose
  * metadata do not vary, all) is kept as its content hash alone: no object per document (fewer
- * allocations, less for the GC to trace); get() builds the fingerprint again.
+ * allocations, less for the GC to trace); get() builds the fingerprint again. Its source digest, when
+ * it has one with the stream's common tag (that of the first listed source), is kept beside it in
+ * `sources` as the listed string itself (no copy); a source with another tag makes it an object.
  */
 export class SpillingMap {
   private slots: Map<string, number> | undefined = new Map();
   private values: (string | DocumentFingerprint | null)[] = [];
+  /** Per slot whose value is a content hash: its source (undefined: none); it starts with sourcePrefix. */
+  private sources: (string | undefined)[] = [];
+  /** `<tag>:` of the first listed source ('' when it had no tag: then no source is kept compact). */
+  private sourcePrefix: string | undefined;
   private marks = new Uint8Array(1024);
   private pending = new Map<string, DocumentFingerprint | null>();
   private db: Database<string, string> | undefined;
@@ -233,14 +245,17 @@ export class SpillingMap {
   setNew(id: string, fingerprint: DocumentFingerprint | null, marked = false): boolean {
     if (this.slots) {
       const value = fingerprint ? this.compact(fingerprint) : null;
+      const source = typeof value === 'string' ? fingerprint!.source : undefined;
       const slot = this.slots.get(id);
       if (slot !== undefined) {
         this.values[slot] = value;
+        this.sources[slot] = source;
         if (marked) this.marks[slot] = 1;
         return false;
       }
       const next = this.values.length;
       this.values.push(value);
+      this.sources.push(source);
       if (next === this.marks.length) {
         const grown = new Uint8Array(2 * next);
         grown.set(this.marks);
@@ -273,7 +288,7 @@ export class SpillingMap {
   }
 
   fingerprintAt(slot: number): DocumentFingerprint | null {
-    return this.expand(this.values[slot]);
+    return this.expand(slot);
   }
 
   /**
@@ -284,9 +299,46 @@ export class SpillingMap {
     const v = this.values[slot];
     if (own !== undefined && typeof v === 'string' && v === own.content) {
       const { metadata, embedder } = this.common!;
-      if (own.metadata === metadata && own.embedder === embedder) return own;
+      if (own.metadata === metadata && own.embedder === embedder && own.source === this.sources[slot]) return own;
     }
-    return this.expand(v);
+    return this.expand(slot);
+  }
+
+  /** Whether `prefix` (`<tag>:`) is the common one of the compact sources (SourceDigestCheck asks once per stream). */
+  isSourcePrefix(prefix: string): boolean {
+    return this.sourcePrefix === prefix;
+  }
+
+  /**
+   * Whether the slot's listed source is `prefix + digest`, without building that string (this runs
+   * for every row of an unchanged re-sync). `commonPrefix`: isSourcePrefix(prefix).
+   */
+  hasSource(slot: number, prefix: string, digest: string, commonPrefix: boolean): boolean {
+    const v = this.values[slot];
+    const source = typeof v === 'string' ? (commonPrefix ? this.sources[slot] : undefined) : v?.source;
+    return (
+      source !== undefined &&
+      source.length === prefix.length + digest.length &&
+      source.endsWith(digest) &&
+      (commonPrefix || source.startsWith(prefix))
+    );
+  }
+
+  /** How many listed documents have a source with this prefix (`<tag>:`). */
+  countSources(prefix: string): number {
+    let n = 0;
+    if (this.slots) {
+      const common = this.sourcePrefix === prefix;
+      for (let slot = 0; slot < this.values.length; slot++) {
+        const v = this.values[slot];
+        if (typeof v === 'string' ? common && this.sources[slot] !== undefined : v?.source?.startsWith(prefix)) n++;
+      }
+      return n;
+    }
+    this.flush();
+    for (const { value } of this.db!.getRange())
+      if ((JSON.parse(value) as [string, DocumentFingerprint | null])[1]?.source?.startsWith(prefix)) n++;
+    return n;
   }
 
   /** Whether the id was listed. */
@@ -299,7 +351,7 @@ export class SpillingMap {
   get(id: string): DocumentFingerprint | null | undefined {
     if (this.slots) {
       const slot = this.slots.get(id);
-      return slot === undefined ? undefined : this.expand(this.values[slot]);
+      return slot === undefined ? undefined : this.expand(slot);
     }
     const p = this.pending.get(id);
     if (p !== undefined) return p;
@@ -326,26 +378,39 @@ export class SpillingMap {
     const slots = this.slots!;
     this.slots = undefined;
     for (const [id, slot] of slots) {
-      this.pending.set(id, this.expand(this.values[slot]));
+      this.pending.set(id, this.expand(slot));
       if (this.marks[slot] === 1) this.onSpill(id);
     }
     this.values = [];
+    this.sources = [];
     this.marks = new Uint8Array(0);
     this.flush();
   }
 
   private compact(f: DocumentFingerprint): string | DocumentFingerprint {
     this.common ??= { metadata: f.metadata, embedder: f.embedder };
-    if (f.metadata === this.common.metadata && f.embedder === this.common.embedder) return f.content;
-    return f.embedder === undefined
-      ? { content: f.content, metadata: f.metadata }
-      : { content: f.content, metadata: f.metadata, embedder: f.embedder };
+    const source = f.source;
+    if (source !== undefined) this.sourcePrefix ??= source.slice(0, source.indexOf(':') + 1);
+    if (
+      f.metadata === this.common.metadata &&
+      f.embedder === this.common.embedder &&
+      (source === undefined || (this.sourcePrefix !== '' && source.startsWith(this.sourcePrefix!)))
+    )
+      return f.content;
+    const copy: DocumentFingerprint = { content: f.content, metadata: f.metadata };
+    if (f.embedder !== undefined) copy.embedder = f.embedder;
+    if (source !== undefined) copy.source = source;
+    return copy;
   }
 
-  private expand(v: string | DocumentFingerprint | null): DocumentFingerprint | null {
+  private expand(slot: number): DocumentFingerprint | null {
+    const v = this.values[slot];
     if (typeof v !== 'string') return v;
     const { metadata, embedder } = this.common!;
-    return embedder === undefined ? { content: v, metadata } : { content: v, metadata, embedder };
+    const f: DocumentFingerprint = embedder === undefined ? { content: v, metadata } : { content: v, metadata, embedder };
+    const source = this.sources[slot];
+    if (source !== undefined) f.source = source;
+    return f;
   }
 
   private flush(): void {
@@ -414,6 +479,27 @@ export class StreamMarks {
     return LISTED;
   }
 
+  /**
+   * Marks a listed id not marked before whose listed source is `prefix + digest` (DigestCheck.unchanged);
+   * whether it did. `commonPrefix`: stored.isSourcePrefix(prefix).
+   */
+  markIfSource(id: string, prefix: string, digest: string, commonPrefix: boolean): boolean {
+    const { stored } = this;
+    const slot = stored.slotOf(id);
+    if (slot !== undefined) {
+      if (stored.isMarked(slot) || !stored.hasSource(slot, prefix, digest, commonPrefix)) return false;
+      stored.mark(slot);
+      this.listedAndSeen++;
+      return true;
+    }
+    if (!stored.spilled) return false; // not listed
+    const listed = stored.get(id);
+    if (listed?.source === undefined || listed.source !== prefix + digest) return false;
+    if (!this.seen.addNew(id)) return false; // marked before
+    this.listedAndSeen++;
+    return true;
+  }
+
   /** A listed document. */
   list(id: string, fingerprint: DocumentFingerprint | null): void {
     const seen = !this.seen.empty && this.seen.has(id);
@@ -428,6 +514,98 @@ export class StreamMarks {
   /** The listed ids the read did not produce. */
   unmarked(): Generator<string> {
     return this.stored.unmarked(this.seen);
+  }
+}
+
+/** What SweptDigests needs of the running sweep stage. */
+interface SweepAccess {
+  /** The stream's listing (started now if it was not yet). */
+  listing(stream: string): Listing;
+  marks(stream: string): StreamMarks;
+}
+
+/** Counters SweptDigests keeps (fields of StreamStats). */
+interface DigestCounters {
+  records_read: number;
+  records_unchanged?: number;
+}
+
+/**
+ * ctx.storedDigests of a sync (docs/fingerprints.md, "Source digests"): answered from the sweep's
+ * listing of each swept stream (listed ahead, SweepOptions.listWhileReading). A row the check
+ * accepts is marked like a document the read produced, so the sweep keeps it.
+ */
+export class SweptDigests implements StoredDigests {
+  private readonly swept: Set<string>;
+  private readonly byName: Map<string, ConfiguredStream>;
+  private access: SweepAccess | undefined;
+  private attached: Promise<SweepAccess>;
+  private onAttach: (a: SweepAccess) => void = () => undefined;
+
+  constructor(
+    private readonly opts: Pick<SweepOptions, 'conn' | 'catalog' | 'sharded'> & {
+      fingerprinter: Fingerprinter;
+      stats: Record<string, DigestCounters>;
+    },
+  ) {
+    this.swept = new Set(sweptStreams(opts));
+    this.byName = new Map(opts.catalog.streams.map((s) => [s.stream.name, s]));
+    this.attached = new Promise((resolve) => (this.onAttach = resolve));
+  }
+
+  /** Called by sweepStage once it runs (before it reads anything, so before the source is asked to read). */
+  attach(access: SweepAccess): void {
+    this.access = access;
+    this.onAttach(access);
+  }
+
+  async forStream(stream: string): Promise<DigestCheck | undefined> {
+    const cs = this.byName.get(stream);
+    const pk = cs?.primary_key ?? [];
+    // Without a primary key a document's id is its content's hash: no row can be checked by key.
+    if (!cs || !this.swept.has(stream) || !pk.length) return undefined;
+    const access = this.access ?? (await this.attached);
+    const listing = access.listing(stream);
+    try {
+      await listing.done;
+    } catch {
+      return undefined; // the sweep reports the listing's error at the stream's completion
+    }
+    if (!listing.complete) return undefined;
+    const marks = access.marks(stream);
+    const prefix = `${this.opts.fingerprinter.sourceTag(cs)}:`;
+    const listed = marks.stored.size;
+    const skipping = listed > 0 && 2 * marks.stored.countSources(prefix) >= listed;
+    const stats = this.opts.stats[stream];
+    return new StreamDigestCheck(skipping, pk, prefix, marks, marks.stored.isSourcePrefix(prefix), stats);
+  }
+}
+
+/** One swept stream's DigestCheck. */
+class StreamDigestCheck implements DigestCheck {
+  constructor(
+    readonly skipping: boolean,
+    private readonly pk: readonly (readonly string[])[],
+    private readonly prefix: string,
+    private readonly marks: StreamMarks,
+    private readonly commonPrefix: boolean,
+    private readonly stats: DigestCounters | undefined,
+  ) {}
+
+  unchanged(key: Record<string, unknown>, digest: string): boolean {
+    let id: string;
+    try {
+      id = documentId(key, this.pk, ''); // as toDocument makes it
+    } catch {
+      return false; // no usable key: the full read reports it
+    }
+    if (!this.marks.markIfSource(id, this.prefix, digest, this.commonPrefix)) return false;
+    const stats = this.stats;
+    if (stats) {
+      stats.records_read++;
+      stats.records_unchanged = (stats.records_unchanged ?? 0) + 1;
+    }
+    return true;
   }
 }
 
@@ -556,6 +734,8 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
       yield { type: 'DELETE', stream, documentId: id };
     }
   };
+
+  opts.digests?.attach({ listing: (stream) => listings.get(stream) ?? startListing(stream), marks: setsOf });
 
   // A sync lists ahead: from the start, one swept stream after the other in catalog order (the
   // order sources read them), so a listing is usually complete before its stream's documents

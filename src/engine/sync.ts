@@ -43,7 +43,7 @@ import { httpStatus } from '../net/retry.ts';
 import { CostGuard, CostLimitError, pacedSeconds, type CostTurn } from './cost-guard.ts';
 import { Fingerprinter, embedderTag } from './fingerprint.ts';
 import { UnchangedStage, deferredDocument, ensureChunks, hasNoText, type DocumentChunker } from './unchanged.ts';
-import { sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
+import { SweptDigests, sweepStage, sweptStreams, withoutSweptProgress } from './sweep.ts';
 import { StoredFingerprints } from './plan-fingerprints.ts';
 import { IndexChangedError, adoptIdentity, indexForRun, reindexCatalog, withoutIndex } from './index-identity.ts';
 import type { IndexIdentity } from '../protocol/connector.ts';
@@ -524,15 +524,31 @@ async function syncConnection(
     // Writers that keep fingerprints get only what changed (./unchanged.ts, docs/fingerprints.md).
     const unchanged = writer.fingerprints && !p.reindex ? unchangedStage(p, writer.fingerprints.bind(writer)) : undefined;
     // A reindex skips nothing but still stores fingerprints, so the next sync can skip.
-    const fingerprinter = writer.fingerprints ? new Fingerprinter(p.processor, embedder) : undefined;
+    const fingerprinter = writer.fingerprints
+      ? new Fingerprinter(p.processor, embedder, {
+          sourceType: conn.config.source.type,
+          processing: conn.config.processing,
+          schemaChanges: conn.config.schema_changes,
+        })
+      : undefined;
+    // Source digests (docs/fingerprints.md): unchanged rows of swept streams are not read in full.
+    const digests =
+      conn.source.capabilities.sourceDigests && conn.destination.capabilities.sourceDigests && unchanged && fingerprinter && !p.sharded
+        ? new SweptDigests({ conn, catalog, sharded: p.sharded, fingerprinter, stats: streams })
+        : undefined;
     const sweep = {
       ...sweepOptions(p),
       sharded: p.sharded,
       listWhileReading: true,
       annotate: !!unchanged,
       dropUnchanged: unchanged?.dropListedUnchanged.bind(unchanged),
+      digests,
     };
-    const read = sweepStage(documents({ ...p, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))), sweep);
+    const readCtx = digests ? { ...ctx, storedDigests: digests } : ctx;
+    const read = sweepStage(
+      documents({ ...p, ctx: readCtx, touched, fingerprinter }, withoutSweptProgress(state, sweptStreams(sweep))),
+      sweep,
+    );
     const messages = guardEmptyText(unchanged ? unchanged.runBatches(read) : fingerprinter ? chunkedNow(eachOf(read)) : eachOf(read), {
       maxEmptyShare: conn.config.processing?.max_empty_share ?? 0.5,
       conn,
@@ -776,7 +792,7 @@ async function* documents(
       const data = p.schema ? p.schema.record(stream, m.record.data) : m.record.data;
       let doc: DestinationMessage;
       try {
-        doc = toDocument(at.cs, data, processor, at.stats, recordWhere, p.fingerprinter);
+        doc = toDocument(at.cs, data, processor, at.stats, recordWhere, p.fingerprinter, m.record.digest);
       } catch (err) {
         if (!(err instanceof SluiceError) || err.kind === 'internal' || !p.budget) throw err;
         const stage = /primary key/i.test(err.message) ? 'key' : 'text';
@@ -906,6 +922,8 @@ export function toDocument(
   where: string | (() => string),
   /** Given: the document carries its fingerprint and is chunked only when needed (ensureChunks). */
   fingerprinter?: Fingerprinter,
+  /** The row's source digest (RECORD's `digest`): stored in the fingerprint with the stream's tag. */
+  digest?: string,
 ): DestinationMessage {
   const stream = cs.stream.name;
   const pk = cs.primary_key ?? [];
@@ -922,7 +940,8 @@ export function toDocument(
     // and holding each one's text until its look-up is decided only kept it alive for the GC to copy.
     // Parts are only texts that have text (ExtractedText.parts): none means empty, no scan needed.
     const empty = extracted.parts ? !extracted.parts.length : !hasText(extracted.text);
-    return deferredDocument(stream, docId, record, fingerprinter.of(extracted), chunkerOf(processor, stats), empty);
+    const source = digest === undefined ? undefined : `${fingerprinter.sourceTag(cs)}:${digest}`;
+    return deferredDocument(stream, docId, record, fingerprinter.of(extracted, source), chunkerOf(processor, stats), empty);
   }
   return { type: 'DOCUMENT', stream, documentId: docId, chunks: chunksOf(docId, processor.process(record), stats), record };
 }

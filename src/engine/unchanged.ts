@@ -173,6 +173,13 @@ function memoryOnDisk(workDir: string): GenerationMemory {
 
 const fingerprintText = (f: DocumentFingerprint) => `${f.content}:${f.metadata}`;
 
+/**
+ * A document read with a source digest is the same as the stored one only when that digest is stored
+ * too; one read without a digest is compared as before it existed (content and metadata).
+ */
+const sameSource = (stored: DocumentFingerprint, own: DocumentFingerprint) => own.source === undefined || stored.source === own.source;
+const sameDocument = (stored: DocumentFingerprint, own: DocumentFingerprint) => sameFingerprint(stored, own) && sameSource(stored, own);
+
 type InFlight = { fingerprint: DocumentFingerprint | 'deleted'; seq: number };
 
 /**
@@ -225,7 +232,7 @@ export class UnchangedStage {
    */
   dropListedUnchanged(m: DocumentMessage, listed: DocumentFingerprint | null): boolean {
     const fp = m.fingerprint;
-    if (!fp || !listed || (listed !== fp && !sameFingerprint(listed, fp))) return false;
+    if (!fp || !listed || (listed !== fp && !sameDocument(listed, fp))) return false;
     if (this.opts.modes.get(m.stream) === 'overwrite') return false;
     countUnchanged(m, this.opts.stats[m.stream] ?? {});
     return true;
@@ -342,19 +349,21 @@ export class UnchangedStage {
     const key = overwrite || !this.inFlight.size ? '' : `${m.stream}\u0000${m.documentId}`;
     const flight = key ? this.inFlight.get(key) : undefined;
     if (flight) {
-      if (flight.fingerprint !== 'deleted' && sameFingerprint(flight.fingerprint, fp)) return countUnchanged(m, stats);
+      if (flight.fingerprint !== 'deleted' && sameDocument(flight.fingerprint, fp)) return countUnchanged(m, stats);
       this.remember(key, fp);
       return m;
     }
     const listed = listedFingerprint(m);
     const known = listed === undefined ? stored.get(m.stream)?.get(m.documentId) : (listed ?? undefined);
-    if (known && sameFingerprint(known, fp)) {
+    // An empty document has no chunks to carry a new source digest: unchanged all the same.
+    if (known && sameFingerprint(known, fp) && (sameSource(known, fp) || hasNoText(m))) {
       countUnchanged(m, stats);
       return overwrite ? { type: 'KEEP', stream: m.stream, documentId: m.documentId } : undefined;
     }
     if (!overwrite) this.remember(key || `${m.stream}\u0000${m.documentId}`, fp);
-    // Same text, settings and model, other metadata: the stored vectors are right. An empty
-    // document has no chunks to carry metadata: it goes as it is.
+    // Same text, settings and model, other metadata (or only another source digest, which is then
+    // stored so the next run can skip the row): the stored vectors are right. An empty document
+    // has no chunks to carry metadata: it goes as it is.
     if (known && known.content === fp.content && !hasNoText(m)) {
       stats.records_metadata_updated = (stats.records_metadata_updated ?? 0) + 1;
       m.metadataOnly = true;
