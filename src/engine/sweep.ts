@@ -315,13 +315,14 @@ export class SpillingMap {
    */
   hasSource(slot: number, prefix: string, digest: string, commonPrefix: boolean): boolean {
     const v = this.values[slot];
-    const source = typeof v === 'string' ? (commonPrefix ? this.sources[slot] : undefined) : v?.source;
-    return (
-      source !== undefined &&
-      source.length === prefix.length + digest.length &&
-      source.endsWith(digest) &&
-      (commonPrefix || source.startsWith(prefix))
-    );
+    const length = prefix.length + digest.length;
+    if (typeof v === 'string') {
+      // Compact: its source starts with the common prefix, so with that one only its length and end need checking.
+      const source = this.sources[slot];
+      return source !== undefined && source.length === length && (commonPrefix || source.startsWith(prefix)) && source.endsWith(digest);
+    }
+    const source = v?.source;
+    return source !== undefined && source.length === length && source.startsWith(prefix) && source.endsWith(digest);
   }
 
   /** How many listed documents have a source with this prefix (`<tag>:`). */
@@ -331,7 +332,9 @@ export class SpillingMap {
       const common = this.sourcePrefix === prefix;
       for (let slot = 0; slot < this.values.length; slot++) {
         const v = this.values[slot];
-        if (typeof v === 'string' ? common && this.sources[slot] !== undefined : v?.source?.startsWith(prefix)) n++;
+        const compact = typeof v === 'string';
+        const source = compact ? this.sources[slot] : v?.source;
+        if (source !== undefined && ((compact && common) || source.startsWith(prefix))) n++;
       }
       return n;
     }
