@@ -172,6 +172,11 @@ export interface DestinationDefinition<S extends z.ZodType> {
   destinationSyncModes?: DestinationSyncMode[];
   /** The destination stores vectors (needs `dimensions`). */
   vectors?: boolean;
+  /**
+   * Stores `DocumentFingerprint.source` with each document and gives it back from fingerprints() and
+   * documents()/documentBatches(): sources with digests can then skip unchanged rows (docs/fingerprints.md).
+   */
+  sourceDigests?: boolean;
   check?(config: z.output<S>, ctx: ConnectorContext): Promise<CheckResult | void> | CheckResult | void;
   /** The common case: return a BatchSink and let the kit drive it. */
   connect?(config: z.output<S>, ctx: ConnectorContext, options: OpenOptions): Promise<BatchSink>;
@@ -214,7 +219,11 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
   const destination: Destination<C> = {
     kind: 'destination',
     spec: def.spec as ConnectorSpec<C>,
-    capabilities: { destinationSyncModes: modes, ...(def.vectors ? { vectors: true } : {}) },
+    capabilities: {
+      destinationSyncModes: modes,
+      ...(def.vectors ? { vectors: true } : {}),
+      ...(def.sourceDigests ? { sourceDigests: true } : {}),
+    },
     async check(config, ctx) {
       if (!def.check) return { ok: true };
       try {

@@ -27,7 +27,7 @@ import { testContext } from './context.ts';
 import { ReportBuilder, type ConformanceReport } from './report.ts';
 import { checkConfigRejected, checkSpec } from './spec-checks.ts';
 import { describeFailure } from './source.ts';
-import { FINGERPRINT_CHECKS, runFingerprintChecks } from './fingerprints.ts';
+import { FINGERPRINT_CHECKS, SOURCE_DIGEST_CHECKS, runFingerprintChecks } from './fingerprints.ts';
 
 export type { StoredChunk } from '../protocol/connector.ts';
 
@@ -47,6 +47,7 @@ export const DESTINATION_CHECKS = [
   'write.deletes',
   'write.overwrite',
   ...FINGERPRINT_CHECKS,
+  ...SOURCE_DIGEST_CHECKS,
   'cleanup.test-data-removed',
 ] as const;
 

@@ -34,6 +34,9 @@ export const FINGERPRINT_CHECKS = [
   'fingerprints.document-batches-listed',
 ] as const;
 
+/** For destinations with `capabilities.sourceDigests` (docs/fingerprints.md, "Source digests"). */
+export const SOURCE_DIGEST_CHECKS = ['digests.source-stored'] as const;
+
 type Mode = DestinationSyncMode;
 /** A message for the writer, or a look-up made while it works. */
 type Step = DestinationMessage | { probe(writer: DestinationWriter): Promise<void> };
@@ -155,7 +158,7 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
     hasFingerprints = typeof probe.fingerprints === 'function';
     await probe.close();
   } catch (err) {
-    for (const n of FINGERPRINT_CHECKS) report.fail(n, `opening a writer failed: ${describeFailure(err)}`);
+    for (const n of [...FINGERPRINT_CHECKS, ...SOURCE_DIGEST_CHECKS]) report.fail(n, `opening a writer failed: ${describeFailure(err)}`);
     return;
   }
   const fingerprintModes = modes.filter((m) => m === 'append_dedup' || m === 'overwrite');
@@ -173,6 +176,7 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
   }
   await documentsListed();
   await documentBatchesListed();
+  await sourceStored();
 
   /** Fingerprints come back after the commit, in the same writer and in a new one; the newest, never a stale one. */
   async function storedWithDocument(): Promise<void> {
@@ -443,6 +447,73 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
       if (extra.length) problems.push(`stream "${s}": ${what} lists ${extra.map((i) => `"${i}"`).join(', ')}, which are not stored`);
     }
     return { problems, listed };
+  }
+
+  /**
+   * A destination with capabilities.sourceDigests gives back the `source` written with a document
+   * from fingerprints() and its listing, and stores the new one a metadata-only DOCUMENT carries (how
+   * the engine stores the digests of documents written before them); a document without one has none.
+   */
+  async function sourceStored(): Promise<void> {
+    const check = SOURCE_DIGEST_CHECKS[0];
+    if (!kit.destination.capabilities.sourceDigests)
+      return report.notApplicable(check, 'the destination does not declare capabilities.sourceDigests: sources read every row in full');
+    if (!hasFingerprints)
+      return report.fail(check, "capabilities.sourceDigests is declared but the writer has no fingerprints(): the engine can't use it");
+    if (!modes.includes('append_dedup'))
+      return report.notApplicable(check, 'source digests are used in append_dedup, which the destination does not support');
+    const s = name('append_dedup');
+    const problems: string[] = [];
+    const ids = ['fp-src', 'fp-nosrc'];
+    const listings: [string, ((stream: string) => AsyncIterable<StoredDocument>) | undefined][] = [
+      ['documents()', kit.destination.documents && ((st) => kit.destination.documents!(kit.config, kit.ctx, st))],
+      [
+        'documentBatches()',
+        kit.destination.documentBatches &&
+          async function* (st: string) {
+            for await (const page of kit.destination.documentBatches!(kit.config, kit.ctx, st)) yield* page;
+          },
+      ],
+    ];
+    const compareSources = async (want: Record<string, string | undefined>, when: string) => {
+      const writer = await kit.openWriter(['append_dedup']);
+      try {
+        const got = await writer.fingerprints!(s, ids);
+        for (const id of ids)
+          if (got.get(id)?.source !== want[id])
+            problems.push(
+              `${when}: fingerprints() gives "${id}" source ${JSON.stringify(got.get(id)?.source)}, expected ${JSON.stringify(want[id])}`,
+            );
+      } finally {
+        await writer.close();
+      }
+      for (const [what, list] of listings) {
+        if (!list) continue;
+        const seen = new Map<string, string | undefined>();
+        for await (const d of list(s)) if (d.documentId in want) seen.set(d.documentId, d.fingerprint?.source);
+        for (const id of ids)
+          if (!seen.has(id)) problems.push(`${when}: ${what} does not list "${id}"`);
+          else if (seen.get(id) !== want[id])
+            problems.push(`${when}: ${what} gives "${id}" source ${JSON.stringify(seen.get(id))}, expected ${JSON.stringify(want[id])}`);
+      }
+    };
+    try {
+      const texts = ['source digest zero', 'source digest one'];
+      const first = { ...fp('S1'), source: '0123456789abcdef:digest-one' };
+      await send('append_dedup', [
+        kit.doc(s, 'fp-src', texts, { fingerprint: first }),
+        kit.doc(s, 'fp-nosrc', ['no source digest'], { fingerprint: fp('S2') }),
+        kit.state(),
+      ]);
+      await compareSources({ 'fp-src': first.source, 'fp-nosrc': undefined }, 'after DOCUMENTs with and without a source');
+      const second = { ...first, source: '0123456789abcdef:digest-two' };
+      await send('append_dedup', [kit.doc(s, 'fp-src', texts, { fingerprint: second, metadataOnly: true }), kit.state()]);
+      await compareSources({ 'fp-src': second.source, 'fp-nosrc': undefined }, 'after a metadata-only DOCUMENT with a new source');
+      const listed = listings.filter(([, l]) => l).map(([w]) => w);
+      report.result(check, problems, `fingerprints()${listed.length ? ` and ${listed.join(', ')}` : ''} give the stored source back`);
+    } catch (err) {
+      report.fail(check, describeFailure(err));
+    }
   }
 
   /** documents() lists exactly the stored documents of every test stream, with chunk counts and fingerprints. */

@@ -2,7 +2,7 @@
 export { runSourceConformance, SOURCE_CHECKS, describeFailure } from './source.ts';
 export type { SourceConformanceOptions } from './source.ts';
 export { runDestinationConformance, DESTINATION_CHECKS } from './destination.ts';
-export { FINGERPRINT_CHECKS } from './fingerprints.ts';
+export { FINGERPRINT_CHECKS, SOURCE_DIGEST_CHECKS } from './fingerprints.ts';
 export type { DestinationConformanceOptions, StoredChunk } from './destination.ts';
 export { formatReport } from './report.ts';
 export type { CheckOutcome, ConformanceReport } from './report.ts';

@@ -22,7 +22,11 @@ type Fault =
   /** While an overwrite generation loads, fingerprints() answers from it instead of the live one. */
   | 'answersFromLoadingGeneration'
   /** documentBatches() pages by two and loses the last page when it is not full (an off-by-one in paging). */
-  | 'batchesDropLastPage';
+  | 'batchesDropLastPage'
+  /** A metadata-only DOCUMENT updates the fingerprint but keeps the old source digest. */
+  | 'metadataOnlyKeepsSource'
+  /** documents()/documentBatches() list fingerprints without their source digest (a column left out of the listing). */
+  | 'listingWithoutSource';
 
 /** An in-memory destination that keeps fingerprints, with one switchable fault. */
 function fingerprintDestination(fault?: Fault) {
@@ -42,7 +46,8 @@ function fingerprintDestination(fault?: Fault) {
     for (const r of table(stream)) counts.set(r.documentId, (counts.get(r.documentId) ?? 0) + 1);
     for (const [documentId, chunks] of counts) {
       const fp = fpTable(stream).get(documentId);
-      yield { documentId, chunks, ...(fp && fault !== 'documentsWithoutFingerprints' ? { fingerprint: fp } : {}) };
+      const shown = fp && fault === 'listingWithoutSource' ? { content: fp.content, metadata: fp.metadata } : fp;
+      yield { documentId, chunks, ...(shown && fault !== 'documentsWithoutFingerprints' ? { fingerprint: shown } : {}) };
     }
   }
   const destination = defineDestination({
@@ -67,7 +72,12 @@ function fingerprintDestination(fault?: Fault) {
             if (fault !== 'fingerprintOutlivesDelete') fpTable(op.stream).delete(op.documentId);
           } else if (op.type === 'DOCUMENT') {
             tables.set(op.stream, [...rest, ...rowsOf(op, old)]);
-            setFingerprint(op.stream, op.documentId, op.fingerprint);
+            const before = fpTable(op.stream).get(op.documentId);
+            const fp =
+              fault === 'metadataOnlyKeepsSource' && op.metadataOnly && op.fingerprint
+                ? { content: op.fingerprint.content, metadata: op.fingerprint.metadata, source: before?.source }
+                : op.fingerprint;
+            setFingerprint(op.stream, op.documentId, fp);
           }
         }
       };
@@ -151,6 +161,12 @@ function fingerprintDestination(fault?: Fault) {
   return destination;
 }
 
+/** The same destination declaring capabilities.sourceDigests. */
+function withSourceDigests(fault?: Fault) {
+  const d = fingerprintDestination(fault);
+  return { ...d, capabilities: { ...d.capabilities, sourceDigests: true } };
+}
+
 function failed(report: ConformanceReport): Record<string, string> {
   return Object.fromEntries(report.checks.filter((c) => !c.ok).map((c) => [c.name, c.message ?? '']));
 }
@@ -167,6 +183,27 @@ describe('conformance kit on destinations that keep fingerprints', () => {
       expect(c.notApplicable, name).toBeUndefined();
     }
     expect(outcome(report, 'fingerprints.documents-listed').message).toMatch(/^\d+ documents in 2 streams$/);
+    // Without capabilities.sourceDigests the source-digest check does not run: not applicable, not passed.
+    expect(outcome(report, 'digests.source-stored')).toMatchObject({ ok: true, notApplicable: true });
+  });
+
+  it('with capabilities.sourceDigests: a destination that keeps `source` passes; one that loses it is caught', async () => {
+    const report = await runDestinationConformance(withSourceDigests(), { config: {} });
+    expect(failed(report)).toEqual({});
+    const c = outcome(report, 'digests.source-stored');
+    expect(c.notApplicable).toBeUndefined();
+    expect(c.skipped).toBeUndefined();
+    expect(c.message).toBe('fingerprints() and documents(), documentBatches() give the stored source back');
+
+    const kept = failed(await runDestinationConformance(withSourceDigests('metadataOnlyKeepsSource'), { config: {} }));
+    expect(kept['digests.source-stored']).toMatch(
+      /after a metadata-only DOCUMENT with a new source: fingerprints\(\) gives "fp-src" source "0123456789abcdef:digest-one", expected "0123456789abcdef:digest-two"/,
+    );
+    const unlisted = failed(await runDestinationConformance(withSourceDigests('listingWithoutSource'), { config: {} }));
+    expect(unlisted['digests.source-stored']).toMatch(
+      /after DOCUMENTs with and without a source: documents\(\) gives "fp-src" source undefined, expected "0123456789abcdef:digest-one"/,
+    );
+    expect(Object.keys(unlisted)).toEqual(['digests.source-stored']);
   });
 
   it('reports "not applicable" (not "passed") for a destination without fingerprints', async () => {
