@@ -8,6 +8,7 @@ import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPipeline } from '../../src/config/load.ts';
 import { runSync } from '../../src/engine/sync.ts';
+import { verifyConnection } from '../../src/engine/verify.ts';
 import { REPO, tempDir } from '../helpers/cli.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
 import { digestOf, type DigestSourceLog } from '../helpers/digest-source.ts';
@@ -112,6 +113,11 @@ describe('source digests end to end (custom source → jsonl)', () => {
     expect(again.requests).toBe(0);
     expect(readFileSync(join(dir, 'out/chunks.jsonl'), 'utf8')).toBe(before);
     expect(statSync(join(dir, 'out/chunks.jsonl')).mtimeMs).toBe(mtime);
+    // verify reads the source without digests: a stored `source` it does not have is no drift.
+    const loaded = await loadPipeline(join(dir, 'p.yaml'));
+    const verified = await verifyConnection(loaded, loaded.connections[0], { signal: new AbortController().signal, logger: quiet });
+    expect(verified.totals.stale_fingerprints).toBe(0);
+    expect(verified.clean).toBe(true);
 
     // One row changed, one deleted, one new: exactly those two are read in full; the deleted one is swept.
     rows = [...rows.filter((r) => r.id !== 5).map((r) => (r.id === 3 ? row(3, 'Valve three was replaced by a gate.') : r)), row(N + 1)];
