@@ -36,6 +36,8 @@ interface Setup {
   /** Also read stream `others` into an overwrite stream (not swept). */
   others?: boolean;
   failAfter?: number;
+  /** A destination (YAML flow mapping) instead of jsonl. */
+  destination?: string;
 }
 
 function pipeline(dir: string, s: Setup = {}) {
@@ -48,7 +50,7 @@ function pipeline(dir: string, s: Setup = {}) {
 connections:
   - name: digests
     source: { type: ${source}, config: { rows: ./rows.json, log: ./log.jsonl${fail} } }
-    destination: { type: jsonl, config: { path: ./out/chunks.jsonl, include_embeddings: true } }
+    destination: ${s.destination ?? '{ type: jsonl, config: { path: ./out/chunks.jsonl, include_embeddings: true } }'}
     embedding: { provider: openai-compatible, base_url: ${openai.url}, api_key: "\${TEST_OPENAI_KEY}", model: text-embedding-3-small, dimensions: 8, batch_size: 16 }
     processing: { text_fields: [body], metadata_fields: ${JSON.stringify(s.metadataFields ?? ['title'])}, chunk_size: 60, chunk_overlap: 0, chunk_unit: characters }
     streams:
@@ -198,6 +200,23 @@ describe('source digests end to end (custom source → jsonl)', () => {
     const cut = await sync(dir).catch((err: unknown) => ({ status: 'failed', error: err }) as const);
     expect(cut.status).toBe('failed');
     expect([...storedSources(dir).keys()].sort()).toEqual(rows.map((r) => String(r.id)).sort());
+  }, 120_000);
+
+  it('a destination without capabilities.sourceDigests (fingerprints and documents() all the same): no ctx.storedDigests', async () => {
+    const dir = tempDir('sluice-digests-nocap-');
+    let store = relative(dir, join(REPO, 'test/helpers/fingerprint-destination.ts'));
+    if (!store.startsWith('.')) store = `./${store}`;
+    pipeline(dir, { destination: `{ type: ${store}, config: { path: ./store.json } }` });
+    writeRows(
+      dir,
+      Array.from({ length: 5 }, (_, i) => row(i + 1)),
+    );
+    for (let run = 0; run < 2; run++) {
+      const r = await sync(dir);
+      expect(r.log).toEqual([{ stream: 'items', offered: false, check: null, emitted: 5, withDigest: 0, accepted: 0 }]);
+      // Its fingerprints still skip the unchanged documents of the second run.
+      expect(r.items).toMatchObject({ records_read: 5, records_unchanged: run === 0 ? 0 : 5 });
+    }
   }, 120_000);
 
   it('a stream that is not swept (overwrite) is offered no check; the swept one is', async () => {
