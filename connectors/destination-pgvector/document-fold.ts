@@ -11,10 +11,11 @@
 // - a row of the document before (the same id bytes) only updates the fold: its fields are
 //   compared as bytes, no string is made; for a new document, the metadata hash and embedder tag
 //   are compared with the previous document's and that same string is reused (in a stream they
-//   rarely differ), so only the id and the content hash become strings (latin1 when plain ASCII,
-//   which is then their text; UTF-8 otherwise).
+//   rarely differ), so only the id, the content hash and the source digest (one per row: nothing to
+//   reuse) become strings (latin1 when plain ASCII, which is then their text; UTF-8 otherwise).
 import type { CopyOutSink } from '../../src/cdk/postgres-copy.ts';
-import type { DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
+import type { StoredDocument } from '../../src/protocol/connector.ts';
+import { fingerprintOf } from './schema.ts';
 
 /** The binary COPY header's fixed start ("PGCOPY\n\377\r\n\0", flags, extension length). */
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
@@ -25,9 +26,10 @@ const int32 = (buf: Buffer, at: number): number => (buf[at] << 24) | (buf[at + 1
 
 /**
  * Folds the listing's rows (document_id, fingerprint_content, fingerprint_metadata,
- * fingerprint_embedder; in document_id order, so a document's rows are adjacent) into
- * StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when every row has one
- * and all are the same; the embedder tag only when every row has the same. (Text equality in
+ * fingerprint_embedder, fingerprint_source; in document_id order, so a document's rows are
+ * adjacent) into StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when
+ * every row has one and all are the same; the embedder tag and the source digest each only when
+ * every row has the same. (Text equality in
  * PostgreSQL's deterministic collations is byte equality, as here.) Documents come out in pages of
  * `batch`.
  */
@@ -41,8 +43,10 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
   private content: string | null = null;
   private metadata: string | null = null;
   private embedder: string | null = null;
+  private source: string | null = null;
   private sameFingerprint = false;
   private sameEmbedder = false;
+  private sameSource = false;
   /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
   private lastMetadata = '';
   private lastEmbedder = '';
@@ -75,7 +79,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       this.trailerSeen = true;
       return false;
     }
-    if (fields !== 4) throw new Error(`COPY row with ${fields} columns, expected 4`);
+    if (fields !== 5) throw new Error(`COPY row with ${fields} columns, expected 5`);
     const idAt = p + 6;
     const idLen = int32(buf, p + 2);
     const contentAt = idAt + idLen + 4;
@@ -84,7 +88,9 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     const metadataLen = int32(buf, metadataAt - 4);
     const embedderAt = metadataAt + Math.max(metadataLen, 0) + 4;
     const embedderLen = int32(buf, embedderAt - 4);
-    if (idLen < 0 || contentLen < -1 || metadataLen < -1 || embedderLen < -1 || embedderAt + Math.max(embedderLen, 0) !== end)
+    const sourceAt = embedderAt + Math.max(embedderLen, 0) + 4;
+    const sourceLen = int32(buf, sourceAt - 4);
+    if (idLen < 0 || contentLen < -1 || metadataLen < -1 || embedderLen < -1 || sourceLen < -1 || sourceAt + Math.max(sourceLen, 0) !== end)
       throw new Error('malformed COPY row');
 
     if (this.id !== undefined && fieldEquals(buf, idAt, idLen, this.id)) {
@@ -96,6 +102,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       )
         this.sameFingerprint = false;
       if (this.sameEmbedder && !fieldIs(buf, embedderAt, embedderLen, this.embedder)) this.sameEmbedder = false;
+      if (this.sameSource && !fieldIs(buf, sourceAt, sourceLen, this.source)) this.sameSource = false;
       return false;
     }
     if (this.id !== undefined) this.finish();
@@ -108,8 +115,10 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     if (embedderLen < 0) this.embedder = null;
     else if (fieldEquals(buf, embedderAt, embedderLen, this.lastEmbedder)) this.embedder = this.lastEmbedder;
     else this.embedder = this.lastEmbedder = this.string(buf, embedderAt, embedderLen);
+    this.source = sourceLen < 0 ? null : this.string(buf, sourceAt, sourceLen);
     this.sameFingerprint = this.content !== null && this.metadata !== null;
     this.sameEmbedder = this.embedder !== null;
+    this.sameSource = this.source !== null;
     return false;
   }
 
@@ -125,11 +134,12 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
   private finish(): void {
     let doc: StoredDocument;
     if (this.sameFingerprint) {
-      // Two literal shapes rather than a spread (as storedFingerprint): once per listed document.
-      const fingerprint: DocumentFingerprint =
-        this.sameEmbedder && this.embedder
-          ? { content: this.content!, metadata: this.metadata!, embedder: this.embedder }
-          : { content: this.content!, metadata: this.metadata! };
+      const fingerprint = fingerprintOf(
+        this.content!,
+        this.metadata!,
+        this.sameEmbedder ? this.embedder : null,
+        this.sameSource ? this.source : null,
+      );
       doc = { documentId: this.id!, chunks: this.chunks, fingerprint };
     } else doc = { documentId: this.id!, chunks: this.chunks };
     this.page.push(doc);
