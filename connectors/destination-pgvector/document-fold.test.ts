@@ -127,6 +127,8 @@ describe('DocumentFold', () => {
       const { pages, toPg } = await run(chunks, batch);
       expect(pages).toEqual(reference(rows, batch));
       expect(toPg).toEqual(AFTER);
+      // And whole: every row of a document in the same buffer (further rows compared as bytes with the previous one).
+      expect((await run([data], batch)).pages).toEqual(reference(rows, batch));
     }
   });
 

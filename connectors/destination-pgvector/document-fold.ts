@@ -50,6 +50,15 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
   /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
   private lastMetadata = '';
   private lastEmbedder = '';
+  /**
+   * Where the previous row's fingerprint fields were (its buffer, kept only until the next row):
+   * a further row of the same document whose fields are byte for byte the previous row's changes
+   * nothing in the fold, and one native compare of those bytes costs less than comparing each
+   * field with its string (~200 bytes a row).
+   */
+  private previous: Buffer | undefined;
+  private previousAt = 0;
+  private previousEnd = 0;
   private headerSeen = false;
   private trailerSeen = false;
 
@@ -93,9 +102,22 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     if (idLen < 0 || contentLen < -1 || metadataLen < -1 || embedderLen < -1 || sourceLen < -1 || sourceAt + Math.max(sourceLen, 0) !== end)
       throw new Error('malformed COPY row');
 
+    const previous = this.previous;
+    this.previous = buf;
+    const previousAt = this.previousAt;
+    const previousEnd = this.previousEnd;
+    this.previousAt = contentAt - 4;
+    this.previousEnd = end;
     if (this.id !== undefined && fieldEquals(buf, idAt, idLen, this.id)) {
       // Another chunk of the same document: compare, keep nothing.
       this.chunks++;
+      // The same bytes as the previous row (lengths included): the same values, nothing changes.
+      if (
+        previous === buf &&
+        previousEnd - previousAt === end - contentAt + 4 &&
+        buf.compare(buf, previousAt, previousEnd, contentAt - 4, end) === 0
+      )
+        return false;
       if (
         this.sameFingerprint &&
         !(fieldIs(buf, contentAt, contentLen, this.content) && fieldIs(buf, metadataAt, metadataLen, this.metadata))
@@ -124,6 +146,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
 
   /** After the last row: the last document and page (an error when the data ended early). */
   end(): void {
+    this.previous = undefined;
     if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
     if (this.id !== undefined) this.finish();
     this.id = undefined;
