@@ -87,10 +87,18 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
 }
 
 /**
- * The index sluice made on document_id: 'plain' when it lacks some fingerprint column (the listing
- * then reads the table, not only the index), 'covering' when it has them all.
+ * 'plain': sluice's index from before it carried every fingerprint column (key document_id,
+ * including nothing or only some of FINGERPRINT_COLUMNS: the listing then reads the table, not
+ * only the index). Any other index of that name is someone's choice, left alone.
  */
 function documentIndexKind(index: { natts: number; nkeys: number; key: string; columns: string[] }): 'plain' | 'covering' | undefined {
-  if (index.nkeys !== 1 || index.key !== 'document_id') return index.natts > index.nkeys ? 'covering' : undefined;
-  return FINGERPRINT_COLUMNS.every((c) => index.columns.includes(c)) ? 'covering' : 'plain';
+  const included = index.columns.filter((c) => c !== 'document_id');
+  if (
+    index.nkeys === 1 &&
+    index.key === 'document_id' &&
+    included.every((c) => FINGERPRINT_COLUMNS.includes(c)) &&
+    !FINGERPRINT_COLUMNS.every((c) => included.includes(c))
+  )
+    return 'plain';
+  return index.natts > index.nkeys ? 'covering' : undefined;
 }
