@@ -8,7 +8,8 @@ import type { StoredDocument } from '../../src/protocol/connector.ts';
 import { copyCompleted, copyOutResponse, pgMessage, readCopyOut } from 'sluice/testing';
 import { DocumentFold } from './document-fold.ts';
 
-type Row = [string, string | null, string | null, string | null];
+/** document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source */
+type Row = [string, string | null, string | null, string | null, string | null];
 
 /** The reference: rows as strings, folded document by document. */
 function reference(rows: Row[], batch: number): StoredDocument[][] {
@@ -17,11 +18,16 @@ function reference(rows: Row[], batch: number): StoredDocument[][] {
     let j = i + 1;
     while (j < rows.length && rows[j][0] === rows[i][0]) j++;
     const own = rows.slice(i, j);
-    const [, c, m, e] = own[0];
+    const [, c, m, e, src] = own[0];
     const same = c !== null && m !== null && own.every((r) => r[1] === c && r[2] === m);
     const sameEmbedder = e !== null && own.every((r) => r[3] === e);
+    const sameSource = src !== null && own.every((r) => r[4] === src);
     const doc: StoredDocument = { documentId: own[0][0], chunks: own.length };
-    if (same) doc.fingerprint = sameEmbedder && e ? { content: c, metadata: m, embedder: e } : { content: c, metadata: m };
+    if (same) {
+      doc.fingerprint = { content: c, metadata: m };
+      if (sameEmbedder && e) doc.fingerprint.embedder = e;
+      if (sameSource && src) doc.fingerprint.source = src;
+    }
     docs.push(doc);
     i = j;
   }
@@ -31,7 +37,7 @@ function reference(rows: Row[], batch: number): StoredDocument[][] {
 }
 
 function tuple(row: Row): Buffer {
-  const parts = [Buffer.from([0, 4])];
+  const parts = [Buffer.from([0, 5])];
   for (const v of row) {
     const len = Buffer.alloc(4);
     if (v === null) len.writeInt32BE(-1);
@@ -53,7 +59,7 @@ const AFTER = copyCompleted(9);
 /** The server's bytes for `rows`: CopyOutResponse, the header with the first row, one row a message, trailer, CopyDone, then pg's. */
 function protocol(rows: Row[], extension = Buffer.alloc(0)): Buffer {
   const header = Buffer.concat([HEADER.subarray(0, 15), Buffer.from([0, 0, 0, extension.length]), extension]);
-  const messages = [copyOutResponse(4, 'binary')];
+  const messages = [copyOutResponse(5, 'binary')];
   rows.forEach((r, i) => messages.push(pgMessage('d', i ? tuple(r) : Buffer.concat([header, tuple(r)]))));
   if (!rows.length) messages.push(pgMessage('d', header));
   messages.push(pgMessage('d', Buffer.from([0xff, 0xff])), pgMessage('c', Buffer.alloc(0)), AFTER);
@@ -86,12 +92,20 @@ function randomRows(seed: number, n: number): Row[] {
       rnd(8) ? hex() : null,
       rnd(8) ? pick(['m', 'm2', 'mé', '']) : null,
       rnd(6) ? pick(['hash/x/3', 'e😀', '']) : null,
+      // Source digests differ per document (a row's digest); a few repeat, empty or non-ASCII.
+      rnd(5) ? pick([`t:${text(5)}`, 't:d1', 'té:😀', '']) : null,
     ];
     for (let c = 0, chunks = 1 + rnd(4); c < chunks; c++)
       rows.push(
         rnd(4) || !c
           ? [...first]
-          : [id, rnd(2) ? first[1] : hex(), rnd(3) ? first[2] : pick(['m', null]), rnd(2) ? first[3] : pick(['hash/x/3', null])],
+          : [
+              id,
+              rnd(2) ? first[1] : hex(),
+              rnd(3) ? first[2] : pick(['m', null]),
+              rnd(2) ? first[3] : pick(['hash/x/3', null]),
+              rnd(2) ? first[4] : pick(['t:d1', null, `t:${text(3)}`]),
+            ],
       );
   }
   return rows;
@@ -113,18 +127,24 @@ describe('DocumentFold', () => {
       const { pages, toPg } = await run(chunks, batch);
       expect(pages).toEqual(reference(rows, batch));
       expect(toPg).toEqual(AFTER);
+      // And whole: every row of a document in the same buffer (further rows compared as bytes with the previous one).
+      expect((await run([data], batch)).pages).toEqual(reference(rows, batch));
     }
   });
 
   it('reads the same whatever byte the data is cut at, or one byte at a time', async () => {
     const rows: Row[] = [
-      ['dé😀\t1', 'c', 'm', 'e'],
-      ['dé😀\t1', 'c', 'm', 'e'],
-      ['d\\N', null, 'm', null],
-      ['e', 'c', 'm', 'e'],
-      ['e', 'c', 'm', 'other'],
-      ['f', 'ç', 'mé', 'e😀'],
-      ['f', 'ç', 'mé', 'e😀'],
+      ['dé😀\t1', 'c', 'm', 'e', 'tag:d😀'],
+      ['dé😀\t1', 'c', 'm', 'e', 'tag:d😀'],
+      ['d\\N', null, 'm', null, 'tag:x'],
+      ['e', 'c', 'm', 'e', 'tag:e'],
+      ['e', 'c', 'm', 'other', 'tag:e'],
+      ['f', 'ç', 'mé', 'e😀', null],
+      ['f', 'ç', 'mé', 'e😀', null],
+      ['g', 'c', 'm', 'e', 'tag:g1'],
+      ['g', 'c', 'm', 'e', 'tag:g2'],
+      ['h', 'c', 'm', 'e', 'tag:h'],
+      ['h', 'c', 'm', 'e', null],
     ];
     const data = protocol(rows, Buffer.from('ext'));
     const want = reference(rows, 2);
@@ -141,9 +161,9 @@ describe('DocumentFold', () => {
   });
 
   it('keeps one string for a metadata hash and an embedder tag that repeat, and values exact', async () => {
-    const rows: Row[] = Array.from({ length: 5 }, (_, i) => [`d${i}`, `c${i}`, 'meta', 'hash/x/3'] as Row);
+    const rows: Row[] = Array.from({ length: 5 }, (_, i) => [`d${i}`, `c${i}`, 'meta', 'hash/x/3', `0123456789abcdef:${i}`] as Row);
     const [page] = (await run([protocol(rows)], 10)).pages;
-    expect(page.map((d) => d.fingerprint)).toEqual(rows.map(([, c, m, e]) => ({ content: c, metadata: m, embedder: e })));
+    expect(page.map((d) => d.fingerprint)).toEqual(rows.map(([, c, m, e, src]) => ({ content: c, metadata: m, embedder: e, source: src })));
     // The same string, so a later === compares no characters.
     expect(new Set(page.map((d) => d.fingerprint!.metadata)).size).toBe(1);
   });
@@ -153,14 +173,14 @@ describe('DocumentFold', () => {
   });
 
   it('malformed data is an error: rows with other columns, a missing trailer', async () => {
-    const wrong = protocol([['a', 'c', 'm', 'e']]);
+    const wrong = protocol([['a', 'c', 'm', 'e', 's']]);
     // The first row's column count (after the 5-byte message header and the 19-byte COPY header).
     const at = wrong.indexOf(Buffer.from('PGCOPY')) + 19;
     wrong.writeInt16BE(3, at);
-    await expect(run([wrong], 2)).rejects.toThrow('COPY row with 3 columns, expected 4');
+    await expect(run([wrong], 2)).rejects.toThrow('COPY row with 3 columns, expected 5');
     const noTrailer = Buffer.concat([
       pgMessage('H', Buffer.alloc(3)),
-      pgMessage('d', Buffer.concat([HEADER, tuple(['a', 'c', 'm', 'e'])])),
+      pgMessage('d', Buffer.concat([HEADER, tuple(['a', 'c', 'm', 'e', 's'])])),
       pgMessage('c', Buffer.alloc(0)),
     ]);
     await expect(run([noTrailer], 2)).rejects.toThrow('COPY data ended without its trailer');

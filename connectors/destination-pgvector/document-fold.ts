@@ -11,10 +11,11 @@
 // - a row of the document before (the same id bytes) only updates the fold: its fields are
 //   compared as bytes, no string is made; for a new document, the metadata hash and embedder tag
 //   are compared with the previous document's and that same string is reused (in a stream they
-//   rarely differ), so only the id and the content hash become strings (latin1 when plain ASCII,
-//   which is then their text; UTF-8 otherwise).
+//   rarely differ), so only the id, the content hash and the source digest (one per row: nothing to
+//   reuse) become strings (latin1 when plain ASCII, which is then their text; UTF-8 otherwise).
 import type { CopyOutSink } from '../../src/cdk/postgres-copy.ts';
-import type { DocumentFingerprint, StoredDocument } from '../../src/protocol/connector.ts';
+import type { StoredDocument } from '../../src/protocol/connector.ts';
+import { fingerprintOf } from './schema.ts';
 
 /** The binary COPY header's fixed start ("PGCOPY\n\377\r\n\0", flags, extension length). */
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
@@ -25,9 +26,10 @@ const int32 = (buf: Buffer, at: number): number => (buf[at] << 24) | (buf[at + 1
 
 /**
  * Folds the listing's rows (document_id, fingerprint_content, fingerprint_metadata,
- * fingerprint_embedder; in document_id order, so a document's rows are adjacent) into
- * StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when every row has one
- * and all are the same; the embedder tag only when every row has the same. (Text equality in
+ * fingerprint_embedder, fingerprint_source; in document_id order, so a document's rows are
+ * adjacent) into StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when
+ * every row has one and all are the same; the embedder tag and the source digest each only when
+ * every row has the same. (Text equality in
  * PostgreSQL's deterministic collations is byte equality, as here.) Documents come out in pages of
  * `batch`.
  */
@@ -41,11 +43,22 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
   private content: string | null = null;
   private metadata: string | null = null;
   private embedder: string | null = null;
+  private source: string | null = null;
   private sameFingerprint = false;
   private sameEmbedder = false;
+  private sameSource = false;
   /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
   private lastMetadata = '';
   private lastEmbedder = '';
+  /**
+   * Where the previous row's fingerprint fields were (its buffer, kept only until the next row):
+   * a further row of the same document whose fields are byte for byte the previous row's changes
+   * nothing in the fold, and one native compare of those bytes costs less than comparing each
+   * field with its string (~200 bytes a row).
+   */
+  private previous: Buffer | undefined;
+  private previousAt = 0;
+  private previousEnd = 0;
   private headerSeen = false;
   private trailerSeen = false;
 
@@ -75,7 +88,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       this.trailerSeen = true;
       return false;
     }
-    if (fields !== 4) throw new Error(`COPY row with ${fields} columns, expected 4`);
+    if (fields !== 5) throw new Error(`COPY row with ${fields} columns, expected 5`);
     const idAt = p + 6;
     const idLen = int32(buf, p + 2);
     const contentAt = idAt + idLen + 4;
@@ -84,18 +97,34 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     const metadataLen = int32(buf, metadataAt - 4);
     const embedderAt = metadataAt + Math.max(metadataLen, 0) + 4;
     const embedderLen = int32(buf, embedderAt - 4);
-    if (idLen < 0 || contentLen < -1 || metadataLen < -1 || embedderLen < -1 || embedderAt + Math.max(embedderLen, 0) !== end)
+    const sourceAt = embedderAt + Math.max(embedderLen, 0) + 4;
+    const sourceLen = int32(buf, sourceAt - 4);
+    if (idLen < 0 || contentLen < -1 || metadataLen < -1 || embedderLen < -1 || sourceLen < -1 || sourceAt + Math.max(sourceLen, 0) !== end)
       throw new Error('malformed COPY row');
 
+    const previous = this.previous;
+    this.previous = buf;
+    const previousAt = this.previousAt;
+    const previousEnd = this.previousEnd;
+    this.previousAt = contentAt - 4;
+    this.previousEnd = end;
     if (this.id !== undefined && fieldEquals(buf, idAt, idLen, this.id)) {
       // Another chunk of the same document: compare, keep nothing.
       this.chunks++;
+      // The same bytes as the previous row (lengths included): the same values, nothing changes.
+      if (
+        previous === buf &&
+        previousEnd - previousAt === end - contentAt + 4 &&
+        buf.compare(buf, previousAt, previousEnd, contentAt - 4, end) === 0
+      )
+        return false;
       if (
         this.sameFingerprint &&
         !(fieldIs(buf, contentAt, contentLen, this.content) && fieldIs(buf, metadataAt, metadataLen, this.metadata))
       )
         this.sameFingerprint = false;
       if (this.sameEmbedder && !fieldIs(buf, embedderAt, embedderLen, this.embedder)) this.sameEmbedder = false;
+      if (this.sameSource && !fieldIs(buf, sourceAt, sourceLen, this.source)) this.sameSource = false;
       return false;
     }
     if (this.id !== undefined) this.finish();
@@ -108,13 +137,16 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     if (embedderLen < 0) this.embedder = null;
     else if (fieldEquals(buf, embedderAt, embedderLen, this.lastEmbedder)) this.embedder = this.lastEmbedder;
     else this.embedder = this.lastEmbedder = this.string(buf, embedderAt, embedderLen);
+    this.source = sourceLen < 0 ? null : this.string(buf, sourceAt, sourceLen);
     this.sameFingerprint = this.content !== null && this.metadata !== null;
     this.sameEmbedder = this.embedder !== null;
+    this.sameSource = this.source !== null;
     return false;
   }
 
   /** After the last row: the last document and page (an error when the data ended early). */
   end(): void {
+    this.previous = undefined;
     if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
     if (this.id !== undefined) this.finish();
     this.id = undefined;
@@ -125,11 +157,12 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
   private finish(): void {
     let doc: StoredDocument;
     if (this.sameFingerprint) {
-      // Two literal shapes rather than a spread (as storedFingerprint): once per listed document.
-      const fingerprint: DocumentFingerprint =
-        this.sameEmbedder && this.embedder
-          ? { content: this.content!, metadata: this.metadata!, embedder: this.embedder }
-          : { content: this.content!, metadata: this.metadata! };
+      const fingerprint = fingerprintOf(
+        this.content!,
+        this.metadata!,
+        this.sameEmbedder ? this.embedder : null,
+        this.sameSource ? this.source : null,
+      );
       doc = { documentId: this.id!, chunks: this.chunks, fingerprint };
     } else doc = { documentId: this.id!, chunks: this.chunks };
     this.page.push(doc);

@@ -64,7 +64,10 @@ describeOnPgvectorBackends('pgvector document index', (backend: PgvectorBackend)
     await drain(w, [doc('a', 2), stateMessage('docs', 1)]);
     await w.close();
     expect(await documentIndexes(cfg.schema)).toEqual([
-      { name: 'docs_document_id_idx', columns: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder)' },
+      {
+        name: 'docs_document_id_idx',
+        columns: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)',
+      },
     ]);
     expect((await tableFacts(admin, cfg.schema, 'docs')).documentIndex).toBe('covering');
   });
@@ -91,7 +94,10 @@ describeOnPgvectorBackends('pgvector document index', (backend: PgvectorBackend)
     ctx.logger = { ...ctx.logger, info: (_o: unknown, msg?: string) => void infos.push(String(msg)) } as typeof ctx.logger;
     const w = await destination.open(cfg, ctx, { streams: [stream('append_dedup')], dimensions: DIMS });
     expect(await documentIndexes(cfg.schema)).toEqual([
-      { name: 'docs_document_id_idx', columns: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder)' },
+      {
+        name: 'docs_document_id_idx',
+        columns: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)',
+      },
     ]);
     expect(infos.some((m) => m.includes('rebuilt index docs_document_id_idx') && m.includes(`${cfg.schema}.docs`))).toBe(true);
     expect((await admin.query(`SELECT * FROM ${table} ORDER BY id`)).rows).toEqual(rowsBefore);

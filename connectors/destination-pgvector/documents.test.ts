@@ -1,7 +1,7 @@
 // pgvector `documents()` (documents.ts): one COPY … TO STDOUT on native PostgreSQL, keyset pages on
 // PGlite. The tables are written here with SQL in the layout the writer makes, and every listing is
 // checked against documentFingerprintSql (the rule the writer's look-ups use) run by the server.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeOnPgvectorBackends, type PgvectorBackend } from '../../test/helpers/pgvector-backends.ts';
@@ -27,14 +27,23 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
   const config = (): PgvectorConfig =>
     PgvectorConfigSchema.parse({ url: backend.url, schema: `docs_${randomBytes(4).toString('hex')}`, index: 'none' });
 
-  /** The chunk table as the writer makes it (`fingerprints: false`: the layout from before fingerprints). */
-  async function createTable(cfg: PgvectorConfig, opts: { fingerprints?: boolean; embedder?: boolean } = {}): Promise<string> {
+  /**
+   * The chunk table as the writer makes it (`fingerprints: false`: the layout from before
+   * fingerprints; `embedder: false`, `source: false`: from before those columns).
+   */
+  async function createTable(
+    cfg: PgvectorConfig,
+    opts: { fingerprints?: boolean; embedder?: boolean; source?: boolean } = {},
+  ): Promise<string> {
     const table = qualified(cfg.schema, 'docs');
     const fingerprints = opts.fingerprints ?? true;
+    const embedder = fingerprints && (opts.embedder ?? true);
     await admin.query(`CREATE SCHEMA ${cfg.schema}`);
     await admin.query(`CREATE TABLE ${table} (id text PRIMARY KEY, document_id text NOT NULL, chunk_index int NOT NULL,
       content text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}'::jsonb, embedding vector(3)
-      ${fingerprints ? ', fingerprint_content text, fingerprint_metadata text' : ''}${fingerprints && (opts.embedder ?? true) ? ', fingerprint_embedder text' : ''})`);
+      ${fingerprints ? ', fingerprint_content text, fingerprint_metadata text' : ''}${embedder ? ', fingerprint_embedder text' : ''}${
+        embedder && (opts.source ?? true) ? ', fingerprint_source text' : ''
+      })`);
     await admin.query(`CREATE INDEX ON ${table} (document_id)`);
     return table;
   }
@@ -42,22 +51,23 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
   /** Documents d000..d(n-1) with 1 + (i % 3) chunks, each chunk with the document's fingerprint. */
   async function insertDocuments(table: string, n: number, from = 0, withFingerprints = true): Promise<void> {
     await admin.query(
-      `INSERT INTO ${table} (id, document_id, chunk_index, content${withFingerprints ? ', fingerprint_content, fingerprint_metadata, fingerprint_embedder' : ''})
-       SELECT d || '#' || c, d, c, 'text ' || d || ' ' || c${withFingerprints ? `, 'content-' || d, 'meta-' || d, 'hash/hash/3'` : ''}
+      `INSERT INTO ${table} (id, document_id, chunk_index, content${withFingerprints ? ', fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source' : ''})
+       SELECT d || '#' || c, d, c, 'text ' || d || ' ' || c${withFingerprints ? `, 'content-' || d, 'meta-' || d, 'hash/hash/3', '0123456789abcdef:' || md5(d)` : ''}
          FROM generate_series($1::int, $2::int) g, LATERAL (SELECT 'd' || lpad(g::text, 3, '0') AS d) x, generate_series(0, g % 3) c`,
       [from, from + n - 1],
     );
   }
 
   /** What documentFingerprintSql makes of the table, by the server (the writer's rule). */
-  async function expected(table: string, hasEmbedder = true): Promise<StoredDocument[]> {
+  async function expected(table: string, hasEmbedder = true, hasSource = hasEmbedder): Promise<StoredDocument[]> {
     const { rows } = await admin.query<{
       document_id: string;
       chunks: number;
       fingerprint_content: string | null;
       fingerprint_metadata: string | null;
       fingerprint_embedder: string | null;
-    }>(`SELECT document_id, count(*)::int AS chunks, ${documentFingerprintSql(hasEmbedder)} FROM ${table} GROUP BY document_id`);
+      fingerprint_source: string | null;
+    }>(`SELECT document_id, count(*)::int AS chunks, ${documentFingerprintSql(hasEmbedder, hasSource)} FROM ${table} GROUP BY document_id`);
     return rows
       .map((r) => {
         const fingerprint = storedFingerprint(r);
@@ -128,20 +138,35 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     await admin.query(
       `UPDATE ${table} SET fingerprint_content = NULL, fingerprint_metadata = NULL, fingerprint_embedder = NULL WHERE document_id = 'd011'`,
     );
+    // Source digests that disagree: another one, a missing one (the fingerprint stays, without source).
+    await admin.query(`UPDATE ${table} SET fingerprint_source = 'tag:other' WHERE id = 'd014#1'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_source = NULL WHERE id = 'd017#2'`);
     const want = await expected(table);
     expect(want).toHaveLength(40);
+    expect(want.find((d) => d.documentId === 'd013')?.fingerprint?.source).toMatch(/^0123456789abcdef:[0-9a-f]{32}$/);
+    for (const id of ['d014', 'd017'])
+      expect(want.find((d) => d.documentId === id)).toEqual({
+        documentId: id,
+        chunks: 3,
+        fingerprint: { content: `content-${id}`, metadata: `meta-${id}`, embedder: 'hash/hash/3' },
+      });
     expect(want.find((d) => d.documentId === 'd002')).toEqual({ documentId: 'd002', chunks: 3 });
     expect(want.find((d) => d.documentId === 'd005')).toEqual({ documentId: 'd005', chunks: 3 });
     expect(want.find((d) => d.documentId === 'd008')).toEqual({
       documentId: 'd008',
       chunks: 3,
-      fingerprint: { content: 'content-d008', metadata: 'meta-d008' },
+      fingerprint: { content: 'content-d008', metadata: 'meta-d008', source: expect.stringMatching(/^0123456789abcdef:/) },
     });
     expect(want.find((d) => d.documentId === 'd011')).toEqual({ documentId: 'd011', chunks: 3 });
     expect(want.find((d) => d.documentId === 'd004')).toEqual({
       documentId: 'd004',
       chunks: 2,
-      fingerprint: { content: 'content-d004', metadata: 'meta-d004', embedder: 'hash/hash/3' },
+      fingerprint: {
+        content: 'content-d004',
+        metadata: 'meta-d004',
+        embedder: 'hash/hash/3',
+        source: '0123456789abcdef:' + createHash('md5').update('d004').digest('hex'),
+      },
     });
 
     // Batches of 1, 2 and 5 split documents of 2 and 3 chunks across batch boundaries.
@@ -216,7 +241,7 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     await admin.query('SET enable_seqscan = off');
     try {
       const plan = await admin.query<{ 'QUERY PLAN': string }>(
-        `EXPLAIN (ANALYZE, COSTS OFF) SELECT document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder FROM ${table} ORDER BY document_id`,
+        `EXPLAIN (ANALYZE, COSTS OFF) SELECT document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source FROM ${table} ORDER BY document_id`,
       );
       const text = plan.rows.map((r) => r['QUERY PLAN']).join('\n');
       expect(text).toContain('Index Only Scan');
@@ -226,7 +251,7 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     }
   });
 
-  it('a table from before fingerprints (or before the embedder tag) lists chunk counts, fingerprints only where kept', async () => {
+  it('a table from before fingerprints (or before the embedder tag, or the source digest) lists chunk counts, fingerprints only where kept', async () => {
     const old = config();
     const oldTable = await createTable(old, { fingerprints: false });
     await insertDocuments(oldTable, 7, 0, false);
@@ -246,6 +271,19 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
       { documentId: 'b', chunks: 1, fingerprint: { content: 'c2', metadata: 'm2' } },
     ]);
     expect((await list(noEmbedder, 1)).sort(byId)).toEqual(await expected(table, false));
+
+    const noSource = config();
+    const sourceless = await createTable(noSource, { source: false });
+    await admin.query(
+      `INSERT INTO ${sourceless} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder)
+       VALUES ('a#0', 'a', 0, 'x', 'c', 'm', 'e/m/3'), ('a#1', 'a', 1, 'y', 'c', 'm', 'e/m/3'), ('b#0', 'b', 0, 'z', 'c2', 'm2', NULL)`,
+    );
+    for (const batch of [1, undefined])
+      expect((await list(noSource, batch)).sort(byId)).toEqual([
+        { documentId: 'a', chunks: 2, fingerprint: { content: 'c', metadata: 'm', embedder: 'e/m/3' } },
+        { documentId: 'b', chunks: 1, fingerprint: { content: 'c2', metadata: 'm2' } },
+      ]);
+    expect((await list(noSource, 1)).sort(byId)).toEqual(await expected(sourceless, true, false));
   });
 
   it('a missing table lists nothing and creates nothing', async () => {
@@ -329,35 +367,44 @@ describeOnPgvectorBackends('pgvector documents()', (backend: PgvectorBackend) =>
     for (const id of ids)
       for (let c = 0; c < 2; c++)
         await admin.query(
-          `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder)
-           VALUES ($1, $2, $3, 'x', $4, 'm\tm', 'e\\e')`,
-          [`row${n++}`, id, c, `c-${id}`],
+          `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)
+           VALUES ($1, $2, $3, 'x', $4, 'm\tm', 'e\\e', $5)`,
+          [`row${n++}`, id, c, `c-${id}`, `t:${id}`],
         );
     // Non-ASCII fingerprint values: rows that agree, and rows that differ in one character of the
     // same UTF-8 length (the listing compares a document's further rows as bytes).
-    const accented: [string, string, string, string][] = [
-      ['agree', 'cé😀', 'mé', 'e/ü/3'],
-      ['agree', 'cé😀', 'mé', 'e/ü/3'],
-      ['differ', 'cé', 'mé', 'e/ü/3'],
-      ['differ', 'cè', 'mé', 'e/ü/3'],
-      ['embedders', 'c', 'm', 'e/ü/3'],
-      ['embedders', 'c', 'm', 'e/ű/3'],
+    const accented: [string, string, string, string, string][] = [
+      ['agree', 'cé😀', 'mé', 'e/ü/3', 't:é😀'],
+      ['agree', 'cé😀', 'mé', 'e/ü/3', 't:é😀'],
+      ['differ', 'cé', 'mé', 'e/ü/3', 't:é'],
+      ['differ', 'cè', 'mé', 'e/ü/3', 't:é'],
+      ['embedders', 'c', 'm', 'e/ü/3', 't:e'],
+      ['embedders', 'c', 'm', 'e/ű/3', 't:e'],
+      ['sources', 'c', 'm', 'e/ü/3', 't:é'],
+      ['sources', 'c', 'm', 'e/ü/3', 't:è'],
     ];
-    for (const [id, content, metadata, embedder] of accented)
+    for (const [id, content, metadata, embedder, source] of accented)
       await admin.query(
-        `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder)
-         VALUES ($1, $2, 0, 'x', $3, $4, $5)`,
-        [`row${n++}`, id, content, metadata, embedder],
+        `INSERT INTO ${table} (id, document_id, chunk_index, content, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)
+         VALUES ($1, $2, 0, 'x', $3, $4, $5, $6)`,
+        [`row${n++}`, id, content, metadata, embedder, source],
       );
     const want = await expected(table);
-    expect(want.map((d) => d.documentId).sort()).toEqual([...ids, 'agree', 'differ', 'embedders'].sort());
-    expect(want.find((d) => d.documentId === 'agree')?.fingerprint).toEqual({ content: 'cé😀', metadata: 'mé', embedder: 'e/ü/3' });
+    expect(want.map((d) => d.documentId).sort()).toEqual([...ids, 'agree', 'differ', 'embedders', 'sources'].sort());
+    expect(want.find((d) => d.documentId === 'agree')?.fingerprint).toEqual({
+      content: 'cé😀',
+      metadata: 'mé',
+      embedder: 'e/ü/3',
+      source: 't:é😀',
+    });
     expect(want.find((d) => d.documentId === 'differ')?.fingerprint).toBeUndefined();
-    expect(want.find((d) => d.documentId === 'embedders')?.fingerprint).toEqual({ content: 'c', metadata: 'm' });
+    expect(want.find((d) => d.documentId === 'embedders')?.fingerprint).toEqual({ content: 'c', metadata: 'm', source: 't:e' });
+    expect(want.find((d) => d.documentId === 'sources')?.fingerprint).toEqual({ content: 'c', metadata: 'm', embedder: 'e/ü/3' });
     expect(want.find((d) => d.documentId === 'tab\there')?.fingerprint).toEqual({
       content: 'c-tab\there',
       metadata: 'm\tm',
       embedder: 'e\\e',
+      source: 't:tab\there',
     });
     for (const batchSize of [1, 3, undefined]) expect((await list(cfg, batchSize)).sort(byId)).toEqual(want);
   });

@@ -9,6 +9,7 @@ import {
   fingerprintColumnsSql,
   hasEmbedderColumn,
   hasFingerprintColumns,
+  hasSourceColumn,
   inspectTable,
   storedFingerprint,
   type TableInfo,
@@ -92,6 +93,7 @@ type ChunkRow = {
   fingerprint_content: string | null;
   fingerprint_metadata: string | null;
   fingerprint_embedder: string | null;
+  fingerprint_source: string | null;
 };
 
 /** The native listing: one COPY, its rows folded into documents (one document at a time: its rows are adjacent in document_id order). */
@@ -106,8 +108,8 @@ function copyPass(session: Session, name: string, info: TableInfo, batch: number
 
 async function* keysetPages(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredDocument[]> {
   const fingerprint = hasFingerprintColumns(info)
-    ? documentFingerprintSql(hasEmbedderColumn(info))
-    : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata, NULL AS fingerprint_embedder';
+    ? documentFingerprintSql(hasEmbedderColumn(info), hasSourceColumn(info))
+    : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata, NULL AS fingerprint_embedder, NULL AS fingerprint_source';
   let after: string | undefined;
   for (;;) {
     const { rows } = await session.client.query<ChunkRow & { chunks: number }>(

@@ -367,6 +367,7 @@ describeOnPgvectorBackends('pgvector fingerprints', (backend: PgvectorBackend) =
         'fingerprint_content',
         'fingerprint_metadata',
         'fingerprint_embedder',
+        'fingerprint_source',
       ]);
     });
   });

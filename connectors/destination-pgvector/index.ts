@@ -85,7 +85,7 @@ const destination: Destination<PgvectorConfig> = {
     documentationUrl: 'docs/pgvector.md',
     config: PgvectorConfigSchema,
   },
-  capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true },
+  capabilities: { destinationSyncModes: ['append', 'append_dedup', 'overwrite'], vectors: true, sourceDigests: true },
 
   async check(config, ctx): Promise<CheckResult> {
     try {

@@ -47,6 +47,7 @@ export async function* scanChunks(
         fingerprint_content: string | null;
         fingerprint_metadata: string | null;
         fingerprint_embedder: string | null;
+        fingerprint_source: string | null;
       }[];
       try {
         ({ rows } = await session.client.query(

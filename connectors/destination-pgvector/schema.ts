@@ -1,9 +1,10 @@
 // Table layout (public, other tools rely on it) and the DDL that creates, inspects and swaps it:
 //   id text primary key, document_id text, chunk_index int, content text, metadata jsonb,
 //   embedding vector(N), fingerprint_content text, fingerprint_metadata text, fingerprint_embedder
-//   text, plus an index on document_id and the vector index. Every chunk row carries its document's
-//   fingerprint (docs/fingerprints.md), so a lookup is one indexed query and KEEP copies rows as
-//   they are; fingerprint_embedder (`provider/model/dimensions`) names the model of its vector.
+//   text, fingerprint_source text, plus an index on document_id and the vector index. Every chunk
+//   row carries its document's fingerprint (docs/fingerprints.md), so a lookup is one indexed query
+//   and KEEP copies rows as they are; fingerprint_embedder (`provider/model/dimensions`) names the
+//   model of its vector; fingerprint_source is the source row's digest (NULL when the source gave none).
 import type pg from 'pg';
 import type { DocumentFingerprint } from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
@@ -90,13 +91,15 @@ export async function inspectTable(client: pg.Client, schema: string, table: str
 export const REQUIRED_COLUMNS = ['id', 'document_id', 'chunk_index', 'content', 'metadata', 'embedding'];
 /**
  * Added to tables made before fingerprints were kept (NULL there: those documents count as changed).
- * fingerprint_embedder came later than the other two: tables that have only those get it alone.
+ * fingerprint_embedder and then fingerprint_source came later than the first two: tables that lack
+ * only those get just them (NULL: no embedder tag, no source digest until a document is rewritten).
  */
-export const FINGERPRINT_COLUMNS = ['fingerprint_content', 'fingerprint_metadata', 'fingerprint_embedder'];
+export const FINGERPRINT_COLUMNS = ['fingerprint_content', 'fingerprint_metadata', 'fingerprint_embedder', 'fingerprint_source'];
 
 /** The columns the skip needs (a table with these but no fingerprint_embedder still skips unchanged documents). */
 export const hasFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.slice(0, 2).every((c) => info.columns.includes(c));
 export const hasEmbedderColumn = (info: TableInfo) => info.columns.includes('fingerprint_embedder');
+export const hasSourceColumn = (info: TableInfo) => info.columns.includes('fingerprint_source');
 /** Every fingerprint column is there (nothing to add in place). */
 export const hasAllFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.every((c) => info.columns.includes(c));
 
@@ -115,16 +118,18 @@ export const fingerprintColumnsSql = (info: TableInfo) =>
   [
     hasFingerprintColumns(info) ? 'fingerprint_content, fingerprint_metadata' : 'NULL AS fingerprint_content, NULL AS fingerprint_metadata',
     hasEmbedderColumn(info) ? 'fingerprint_embedder' : 'NULL::text AS fingerprint_embedder',
+    hasSourceColumn(info) ? 'fingerprint_source' : 'NULL::text AS fingerprint_source',
   ].join(', ');
 
 /**
  * The fingerprint of a document, from its chunk rows: only when every row has the same one (rows
  * without one, or mixed ones, mean the document is not known to be unchanged); its embedder tag
- * only when every row has the same. Use with GROUP BY document_id; `hasEmbedder`: the table has
- * fingerprint_embedder.
+ * and its source digest each only when every row has the same. Use with GROUP BY document_id;
+ * `hasEmbedder`, `hasSource`: the table has fingerprint_embedder, fingerprint_source.
  */
 export const documentFingerprintSql = (
   hasEmbedder = true,
+  hasSource = true,
 ) => `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
    AND min(fingerprint_content) = max(fingerprint_content) AND min(fingerprint_metadata) = max(fingerprint_metadata)
   THEN min(fingerprint_content) END AS fingerprint_content,
@@ -133,19 +138,37 @@ export const documentFingerprintSql = (
     hasEmbedder
       ? 'CASE WHEN count(*) = count(fingerprint_embedder) AND min(fingerprint_embedder) = max(fingerprint_embedder) THEN min(fingerprint_embedder) END'
       : 'NULL::text'
-  } AS fingerprint_embedder`;
+  } AS fingerprint_embedder,
+  ${
+    hasSource
+      ? 'CASE WHEN count(*) = count(fingerprint_source) AND min(fingerprint_source) = max(fingerprint_source) THEN min(fingerprint_source) END'
+      : 'NULL::text'
+  } AS fingerprint_source`;
 
-/** A stored fingerprint row as `DocumentFingerprint` (the embedder tag only where one is stored). */
+/** A stored fingerprint row as `DocumentFingerprint` (the embedder tag and source digest only where stored). */
 export function storedFingerprint(r: {
   fingerprint_content: string | null;
   fingerprint_metadata: string | null;
   fingerprint_embedder?: string | null;
+  fingerprint_source?: string | null;
 }): DocumentFingerprint | undefined {
   if (r.fingerprint_content === null || r.fingerprint_metadata === null) return undefined;
-  // Two literal shapes rather than a spread: this runs once per listed document.
-  return r.fingerprint_embedder
-    ? { content: r.fingerprint_content, metadata: r.fingerprint_metadata, embedder: r.fingerprint_embedder }
-    : { content: r.fingerprint_content, metadata: r.fingerprint_metadata };
+  return fingerprintOf(r.fingerprint_content, r.fingerprint_metadata, r.fingerprint_embedder, r.fingerprint_source);
+}
+
+/**
+ * A DocumentFingerprint with the optional parts only when set (null, undefined and '' are unset).
+ * Literal shapes rather than a spread or added properties: this runs once per listed document, and
+ * each shape is built the same way every time.
+ */
+export function fingerprintOf(
+  content: string,
+  metadata: string,
+  embedder: string | null | undefined,
+  source: string | null | undefined,
+): DocumentFingerprint {
+  if (source) return embedder ? { content, metadata, embedder, source } : { content, metadata, source };
+  return embedder ? { content, metadata, embedder } : { content, metadata };
 }
 
 export async function createChunkTable(
@@ -166,7 +189,8 @@ export async function createChunkTable(
        embedding ${type},
        fingerprint_content text,
        fingerprint_metadata text,
-       fingerprint_embedder text
+       fingerprint_embedder text,
+       fingerprint_source text
      )`,
   );
   await client.query(`CREATE INDEX IF NOT EXISTS ${ident(documentIndexName(table))} ON ${qualified(schema, table)} ${DOCUMENT_INDEX_KEYS}`);

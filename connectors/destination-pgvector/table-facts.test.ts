@@ -73,4 +73,24 @@ describeOnPgvectorBackends('pgvector tableFacts', (backend) => {
     expect((await tableFacts(client, schema, 'no_columns')).info.exists).toBe(false);
     expect((await tableFacts(client, schema, 'missing')).info.exists).toBe(false);
   });
+
+  it("tells sluice's document index from before a fingerprint column (rebuilt) from a covering one and someone else's (left alone)", async () => {
+    const kinds: Record<string, string> = {
+      none: '(document_id)',
+      three: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder)',
+      all: '(document_id) INCLUDE (fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)',
+      other: '(document_id) INCLUDE (content)',
+      twokeys: '(document_id, chunk_index)',
+    };
+    const found: Record<string, string | undefined> = {};
+    for (const [name, keys] of Object.entries(kinds)) {
+      const table = `docidx_${name}`;
+      await client.query(`CREATE TABLE ${table} (id text PRIMARY KEY, document_id text NOT NULL, chunk_index int NOT NULL, content text NOT NULL,
+        metadata jsonb NOT NULL, embedding vector(3), fingerprint_content text, fingerprint_metadata text, fingerprint_embedder text,
+        fingerprint_source text)`);
+      await client.query(`CREATE INDEX ${table}_document_id_idx ON ${table} ${keys}`);
+      found[name] = (await tableFacts(client, schema, table)).documentIndex;
+    }
+    expect(found).toEqual({ none: 'plain', three: 'plain', all: 'covering', other: 'covering', twokeys: undefined });
+  });
 });

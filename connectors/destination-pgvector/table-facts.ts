@@ -4,7 +4,15 @@
 // readTableNote and vectorIndexOf run, in one round trip instead of six (round trips are most of
 // the fixed cost of opening the writer). One statement that joins them all cost the server more.
 import type pg from 'pg';
-import { documentIndexName, parseTableNote, vectorIndexFrom, type TableInfo, type TableNote, type VectorIndexInfo } from './schema.ts';
+import {
+  FINGERPRINT_COLUMNS,
+  documentIndexName,
+  parseTableNote,
+  vectorIndexFrom,
+  type TableInfo,
+  type TableNote,
+  type VectorIndexInfo,
+} from './schema.ts';
 import type { ShapeFacts } from './shape.ts';
 import { literal, qualified } from './sql.ts';
 
@@ -15,9 +23,11 @@ export interface TableFacts extends ShapeFacts {
   /** The index on the embedding column (see vectorIndexOf). */
   vectorIndex: VectorIndexInfo | undefined;
   /**
-   * sluice's document index (documentIndexName): 'plain' when it is the one made before it carried
-   * the fingerprint columns (key document_id, nothing included: coverDocumentIndex replaces it),
-   * 'covering' when it includes columns; undefined when there is no index of that name.
+   * sluice's document index (documentIndexName): 'plain' when it is one made before it carried
+   * every fingerprint column (key document_id, nothing included, or not every column of
+   * FINGERPRINT_COLUMNS, e.g. no fingerprint_source: coverDocumentIndex replaces it), 'covering'
+   * when it includes all of them (or other columns someone chose); undefined when there is no index
+   * of that name.
    */
   documentIndex: 'plain' | 'covering' | undefined;
 }
@@ -38,7 +48,8 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
        JOIN pg_opclass opc ON opc.oid = i.indclass[0]
       WHERE i.indrelid = ${rel} AND a.attname = 'embedding';
-     SELECT i.indnatts AS natts, i.indnkeyatts AS nkeys, a.attname AS key
+     SELECT i.indnatts AS natts, i.indnkeyatts AS nkeys, a.attname AS key,
+            ARRAY(SELECT x.attname::text FROM pg_attribute x WHERE x.attrelid = i.indrelid AND x.attnum = ANY (i.indkey::int2[])) AS columns
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
       WHERE i.indrelid = ${rel} AND c.relname = ${literal(documentIndexName(table))} AND i.indpred IS NULL`,
@@ -58,7 +69,7 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
     };
   const emb = columns.find((c) => c.attname === 'embedding');
   const index = indexRows[0] as { name: string; method: string; opclass: string; options: string[] | null } | undefined;
-  const documentIndex = documentIndexRows[0] as { natts: number; nkeys: number; key: string } | undefined;
+  const documentIndex = documentIndexRows[0] as { natts: number; nkeys: number; key: string; columns: string[] } | undefined;
   return {
     info: {
       exists: true,
@@ -71,12 +82,23 @@ export async function tableFacts(client: pg.Client, schema: string, table: strin
     uniqueId: uniqueRows.length > 0,
     note: parseTableNote((noteRows[0] as { c: string | null } | undefined)?.c),
     vectorIndex: index ? vectorIndexFrom(index) : undefined,
-    documentIndex: !documentIndex
-      ? undefined
-      : documentIndex.natts > documentIndex.nkeys
-        ? 'covering'
-        : documentIndex.nkeys === 1 && documentIndex.key === 'document_id'
-          ? 'plain'
-          : undefined,
+    documentIndex: !documentIndex ? undefined : documentIndexKind(documentIndex),
   };
+}
+
+/**
+ * 'plain': sluice's index from before it carried every fingerprint column (key document_id,
+ * including nothing or only some of FINGERPRINT_COLUMNS: the listing then reads the table, not
+ * only the index). Any other index of that name is someone's choice, left alone.
+ */
+function documentIndexKind(index: { natts: number; nkeys: number; key: string; columns: string[] }): 'plain' | 'covering' | undefined {
+  const included = index.columns.filter((c) => c !== 'document_id');
+  if (
+    index.nkeys === 1 &&
+    index.key === 'document_id' &&
+    included.every((c) => FINGERPRINT_COLUMNS.includes(c)) &&
+    !FINGERPRINT_COLUMNS.every((c) => included.includes(c))
+  )
+    return 'plain';
+  return index.natts > index.nkeys ? 'covering' : undefined;
 }

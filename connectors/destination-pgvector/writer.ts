@@ -24,6 +24,7 @@ import { copyBinary, type CopyValue } from './copy.ts';
 import { KeepLog, idHashSql } from './keep-log.ts';
 import {
   addFingerprintColumns,
+  FINGERPRINT_COLUMNS,
   documentFingerprintSql,
   hasAllFingerprintColumns,
   hasFingerprintColumns,
@@ -78,7 +79,7 @@ type Batch = Array<{
 
 /** Every column a chunk row has, in the order the write paths send them. */
 const COLUMNS =
-  '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata, fingerprint_embedder)';
+  '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)';
 /** Ids per statement when kept documents are copied from the live table. */
 const KEEP_IDS_PER_STATEMENT = 5000;
 
@@ -261,7 +262,8 @@ class PgvectorWriter implements DestinationWriter {
       const liveHasRows = info.exists && (await hasRows(this.client, config.schema, table));
       // A table made before fingerprints were kept gets their columns in place (append modes; an
       // overwrite replaces it with a new generation that has them). One made before the embedder
-      // tag was kept gets that column in any mode: an overwrite copies kept rows from it.
+      // tag or the source digest was kept gets those columns in any mode: an overwrite copies kept
+      // rows from it.
       if (info.exists && (overwrite ? hasFingerprintColumns(info) : true) && !hasAllFingerprintColumns(info))
         await this.migrate(s.name, table, info);
       // Append modes list the table's documents (full refresh): its document index is made to cover that.
@@ -326,8 +328,8 @@ class PgvectorWriter implements DestinationWriter {
     this.ctx.logger.info(
       { stream, table: `${schema}.${table}` },
       hasFingerprintColumns(info)
-        ? `added column fingerprint_embedder to ${schema}.${table}; its documents show no embedder tag until they are next rewritten`
-        : `added columns fingerprint_content, fingerprint_metadata, fingerprint_embedder to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
+        ? `added column(s) ${FINGERPRINT_COLUMNS.filter((c) => !info.columns.includes(c)).join(', ')} to ${schema}.${table}; its documents show no embedder tag or source digest until they are next written`
+        : `added columns ${FINGERPRINT_COLUMNS.join(', ')} to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
     );
   }
 
@@ -379,6 +381,7 @@ class PgvectorWriter implements DestinationWriter {
         fingerprint_content: string | null;
         fingerprint_metadata: string | null;
         fingerprint_embedder: string | null;
+        fingerprint_source: string | null;
       }>(
         `SELECT document_id, ${documentFingerprintSql()} FROM ${qualified(this.config.schema, table)}
           WHERE document_id = ANY($1::text[]) GROUP BY document_id`,
@@ -712,13 +715,13 @@ class PgvectorWriter implements DestinationWriter {
   private static readonly UPSERT = `ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index,
       content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
       fingerprint_content = EXCLUDED.fingerprint_content, fingerprint_metadata = EXCLUDED.fingerprint_metadata,
-      fingerprint_embedder = EXCLUDED.fingerprint_embedder`;
+      fingerprint_embedder = EXCLUDED.fingerprint_embedder, fingerprint_source = EXCLUDED.fingerprint_source`;
 
   /** PGlite path: multi-row INSERT ... SELECT FROM unnest(...), vectors sent as one binary array. */
   private async upsertByInsert(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
     const vectorArray = `${ident(this.vectorSchema)}.vector[]`;
     const sql = `INSERT INTO ${table} ${COLUMNS}
-      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[], $9::text[])
+      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[], $9::text[], $10::text[])
       ${PgvectorWriter.UPSERT}`;
     const step = this.config.insert_rows;
     for (let i = 0; i < chunks.length; i += step) {
@@ -736,6 +739,7 @@ class PgvectorWriter implements DestinationWriter {
         part.map((c) => c.fingerprint?.content ?? null),
         part.map((c) => c.fingerprint?.metadata ?? null),
         part.map((c) => c.fingerprint?.embedder ?? null),
+        part.map((c) => c.fingerprint?.source ?? null),
       ]);
     }
   }
@@ -780,14 +784,17 @@ class PgvectorWriter implements DestinationWriter {
       chunks.map((c) => c.fingerprint?.metadata ?? null),
       // Same content fingerprint ⇒ same embedder: its tag is set (or filled in) with the metadata.
       chunks.map((c) => c.fingerprint?.embedder ?? null),
+      // A metadata-only document is often one whose source row was read again only for its new
+      // digest (docs/fingerprints.md, "Source digests"): storing it is what lets the next run skip.
+      chunks.map((c) => c.fingerprint?.source ?? null),
     ];
-    const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata, fingerprint_embedder)`;
+    const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)`;
     const res =
       t.mode === 'overwrite'
         ? await this.client.query(
             `INSERT INTO ${table} ${COLUMNS}
              SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, d.fingerprint_content, d.fingerprint_metadata,
-                    d.fingerprint_embedder
+                    d.fingerprint_embedder, d.fingerprint_source
                FROM ${input} JOIN ${qualified(this.config.schema, t.table)} AS l
                  ON l.id = d.id AND l.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
              ${PgvectorWriter.UPSERT}`,
@@ -795,7 +802,8 @@ class PgvectorWriter implements DestinationWriter {
           )
         : await this.client.query(
             `UPDATE ${table} AS t SET metadata = d.metadata, fingerprint_content = d.fingerprint_content,
-                    fingerprint_metadata = d.fingerprint_metadata, fingerprint_embedder = d.fingerprint_embedder
+                    fingerprint_metadata = d.fingerprint_metadata, fingerprint_embedder = d.fingerprint_embedder,
+                    fingerprint_source = d.fingerprint_source
                FROM ${input}
               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
             params,
@@ -864,7 +872,7 @@ class PgvectorWriter implements DestinationWriter {
     const stage = ident('sluice_stage');
     if (!this.stageReady) {
       await this.client.query(
-        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector, fingerprint_content text, fingerprint_metadata text, fingerprint_embedder text) ON COMMIT DELETE ROWS`,
+        `CREATE TEMP TABLE IF NOT EXISTS ${stage} (id text, document_id text, chunk_index int, content text, metadata jsonb, embedding ${ident(this.vectorSchema)}.vector, fingerprint_content text, fingerprint_metadata text, fingerprint_embedder text, fingerprint_source text) ON COMMIT DELETE ROWS`,
       );
       this.stageReady = true;
     } else {
@@ -991,6 +999,7 @@ function* chunkTuples(chunks: FingerprintedChunk[]): Generator<CopyValue[]> {
       { kind: 'textOrNull', value: fingerprint?.content },
       { kind: 'textOrNull', value: fingerprint?.metadata },
       { kind: 'textOrNull', value: fingerprint?.embedder },
+      { kind: 'textOrNull', value: fingerprint?.source },
     ];
   }
 }
