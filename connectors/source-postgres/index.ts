@@ -25,7 +25,7 @@ import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
 import { batchedMessages } from '../../src/cdk/batches.ts';
 import { checkConfiguredStreams } from './privileges.ts';
-import { fullRefresh, incremental, md5Works, planRanges, type KeyRange, type StreamDigests } from './reads.ts';
+import { fullRefresh, incremental, digestsWork, planRanges, type KeyRange, type StreamDigests } from './reads.ts';
 import { isCursorCandidate, jsonSchemaFor } from './types.ts';
 
 function parseConfig(config: unknown): PostgresSourceConfig {
@@ -226,8 +226,8 @@ async function* readBatches(
   // Asked once per read, when a stream would read with digests first.
   let digestsOk: Promise<boolean> | undefined;
   const canDigest = () =>
-    (digestsOk ??= md5Works(client).then((r) => {
-      if (!r.ok) ctx.logger.warn(`source digests are off: the server cannot compute md5 (${r.reason}); every row is read in full`);
+    (digestsOk ??= digestsWork(client).then((r) => {
+      if (!r.ok) ctx.logger.warn(`source digests are off: the server cannot compute them (${r.reason}); every row is read in full`);
       return r.ok;
     }));
   try {
