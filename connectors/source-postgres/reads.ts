@@ -17,7 +17,7 @@ export interface ReadOptions {
   lookback?: string | number;
   /** Sharded runs: read only this primary-key range (see planRanges). */
   range?: KeyRange;
-  /** Source digests for this stream (full refresh with a primary key; see digestRead). */
+  /** Source digests for this stream (full refresh with a primary key; see skippingRead). */
   digests?: StreamDigests;
 }
 

@@ -207,7 +207,7 @@ describe('postgres source digests follow the record', () => {
     ts: 'timestamptz',
   };
 
-  it('a digest changes exactly when the record does, over random single-column changes', async () => {
+  it('a digest changes exactly when the row text does, so whenever the record does, over random single-column changes', async () => {
     const cols = Object.keys(POOLS);
     await sql(
       url,
