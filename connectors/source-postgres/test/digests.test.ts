@@ -7,6 +7,7 @@ import type { DigestCheck, SourceState, StoredDigests } from '../../../src/proto
 import type { AirbyteMessage, ConfiguredCatalog, StateMessage } from '../../../src/protocol/messages.ts';
 import { canonicalJson } from '../../../src/protocol/identity.ts';
 import { mulberry32 } from '../../../test/helpers/random.ts';
+import { runSourceConformance } from '../../../src/testing/source.ts';
 import source from '../index.ts';
 import type { PostgresSourceConfig } from '../config.ts';
 import { applyState, catalog, config, context, createDatabase, records, sql, states, stream } from './helpers.ts';
@@ -407,6 +408,19 @@ describe('postgres source digests, skipping on', () => {
       expect(r.data).toEqual(plain.find((p) => p.data.id === r.data.id)!.data);
       expect(r.digest).toBe(digestOf.get(String(r.data.id)));
     }
+  });
+});
+
+describe('postgres source digests in the conformance kit', () => {
+  it('runs and passes the kit’s three digest checks (not skipped, not "not applicable")', async () => {
+    const report = await runSourceConformance(source, { config: { url, include: ['items', 'pairs'], batch_size: 7 } });
+    const digestChecks = report.checks.filter((c) => c.name.startsWith('digests.'));
+    expect(digestChecks.map((c) => [c.name, c.ok, c.skipped ?? false, c.notApplicable ?? false])).toEqual([
+      ['digests.records-carry-digests', true, false, false],
+      ['digests.skip-rejected-only', true, false, false],
+      ['digests.skip-all-unchanged', true, false, false],
+    ]);
+    expect(digestChecks[1].message).toBe('158 rows offered, 79 accepted, 79 emitted');
   });
 });
 
