@@ -71,7 +71,11 @@ function nextBackslash(text: string, from: number): number {
  * the chunk's latin1 text, with byte offsets; `decoded` reads a row that was decoded as UTF-8 on
  * its own (long rows: one decoding instead of two), where only backslashes need the slow path.
  */
-function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText): { latin1: RowParser; decoded: RowParser } {
+function rowParsers(
+  columns: { name: string; oid: number }[],
+  chunk: ChunkText,
+  digests?: DigestSink,
+): { latin1: RowParser; decoded: RowParser } {
   const fast: FieldParser[] = columns.map((c) => fastParserFor(c.oid));
   const ascii = columns.map((c) => asciiOutput(c.oid));
   const parsers = columns.map((c) => parserFor(c.oid));
@@ -88,8 +92,10 @@ function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText):
   const key = (name: string) => (name === '__proto__' ? `[${JSON.stringify(name)}]` : JSON.stringify(name));
   const make = (decoded: boolean): RowParser => {
     const lines: string[] = [decoded ? 'let a = s, b, bs = -1;' : 'let a = s, b;'];
+    // With digests, a last field after the columns holds the row's digest (plain ASCII).
+    const tabs = digests ? columns.length : columns.length - 1;
     columns.forEach((_, i) => {
-      if (i < columns.length - 1) lines.push(`b = L.indexOf('\\t', a); if (b < 0 || b > e) bad(L, s, e);`);
+      if (i < tabs) lines.push(`b = L.indexOf('\\t', a); if (b < 0 || b > e) bad(L, s, e);`);
       else lines.push('b = e;');
       // `\\N` is NULL; types whose output is always plain ASCII need no check for escapes.
       const isNull = 'b - a === 2 && L.charCodeAt(a) === 92 && L.charCodeAt(a + 1) === 78';
@@ -99,20 +105,27 @@ function rowParsers(columns: { name: string; oid: number }[], chunk: ChunkText):
           ? `bs >= b || (bs < a && (bs = next(L, a)) >= b) ? f${i}(L, a, b) : g${i}(L, a, b, bs)`
           : `plain(L, a, b) ? f${i}(L, a, b) : g${i}(a, b)`;
       lines.push(`const v${i} = ${isNull} ? null : ${value};`);
-      if (i < columns.length - 1) lines.push('a = b + 1;');
+      if (i < tabs) lines.push('a = b + 1;');
     });
+    if (digests) lines.push('H.d.push(L.slice(a, e));');
     lines.push(`return {${columns.map((c, i) => `${key(c.name)}: v${i}`).join(', ')}};`);
     const locals = columns.map((_, i) => `const f${i} = F[${i}], g${i} = G[${i}];`).join('\n');
     const body = `${locals}\nreturn function row(L, s, e) {\n${lines.join('\n')}\n};`;
-    return new Function('F', 'G', 'plain', 'next', 'bad', body)(
+    return new Function('F', 'G', 'plain', 'next', 'bad', 'H', body)(
       fast,
       decoded ? unescaped : fromBytes,
       plain,
       nextBackslash,
       bad,
+      digests,
     ) as RowParser;
   };
   return { latin1: make(false), decoded: make(true) };
+}
+
+/** Where a row parser puts each row's trailing digest field (`d` is swapped out per batch). */
+interface DigestSink {
+  d: string[];
 }
 
 /**
@@ -125,8 +138,9 @@ export class RowBatches implements CopyOutSink<Row[]> {
   private readonly latin1: RowParser;
   private readonly decoded: RowParser;
 
-  constructor(columns: { name: string; oid: number }[]) {
-    ({ latin1: this.latin1, decoded: this.decoded } = rowParsers(columns, this.chunk));
+  /** `digests`: each row has one more field after `columns`, its digest, pushed there (not into the row). */
+  constructor(columns: { name: string; oid: number }[], digests?: DigestSink) {
+    ({ latin1: this.latin1, decoded: this.decoded } = rowParsers(columns, this.chunk, digests));
   }
 
   data(buf: Buffer, start: number, end: number): boolean {
@@ -153,6 +167,45 @@ export class RowBatches implements CopyOutSink<Row[]> {
     this.out = [];
     return rows;
   }
+}
+
+/** A batch of rows and their digests (digests[i] is rows[i]'s). */
+export interface DigestedRows {
+  rows: Row[];
+  digests: string[];
+}
+
+/** RowBatches for a SELECT whose last column is the row's digest: the rows as without it, plus their digests. */
+export class DigestedRowBatches implements CopyOutSink<DigestedRows> {
+  private readonly held: DigestSink = { d: [] };
+  private readonly rows: RowBatches;
+
+  constructor(columns: { name: string; oid: number }[]) {
+    this.rows = new RowBatches(columns, this.held);
+  }
+
+  data(buf: Buffer, start: number, end: number): boolean {
+    return this.rows.data(buf, start, end);
+  }
+
+  end(): void {}
+
+  take(): DigestedRows | undefined {
+    const rows = this.rows.take();
+    if (!rows) return undefined;
+    const digests = this.held.d;
+    this.held.d = [];
+    return { rows, digests };
+  }
+}
+
+/** copyRows for a `select` whose last column (after `columns`) is each row's digest. */
+export function copyDigestedRows(
+  client: pg.Client,
+  select: string,
+  columns: { name: string; oid: number }[],
+): AsyncGenerator<DigestedRows> {
+  return copyOut(client, `COPY (${select}) TO STDOUT`, new DigestedRowBatches(columns));
 }
 
 /**

@@ -1,13 +1,22 @@
 // PostgreSQL source: discover tables/views/SQL streams, full refresh and cursor-incremental reads
 // with keyset pagination and per-page checkpoints, and CDC over logical replication (pgoutput).
 import type pg from 'pg';
-import type { CheckOptions, CheckResult, ConnectorContext, ResourceShelf, Source, SourceState } from '../../src/protocol/connector.ts';
+import type {
+  CheckOptions,
+  CheckResult,
+  ConnectorContext,
+  ResourceShelf,
+  Source,
+  SourceState,
+  StoredDigests,
+} from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import {
   message,
   type AirbyteCatalog,
   type AirbyteMessage,
   type ConfiguredCatalog,
+  type ConfiguredStream,
   type StateMessage,
 } from '../../src/protocol/messages.ts';
 import { acknowledgeCommitted, cdcNames, legacySlotName, lsnOfState, readCdc, savedSlot, slotLag } from './cdc.ts';
@@ -16,7 +25,7 @@ import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
 import { batchedMessages } from '../../src/cdk/batches.ts';
 import { checkConfiguredStreams } from './privileges.ts';
-import { fullRefresh, incremental, planRanges, type KeyRange } from './reads.ts';
+import { fullRefresh, incremental, digestsWork, planRanges, type KeyRange, type StreamDigests } from './reads.ts';
 import { isCursorCandidate, jsonSchemaFor } from './types.ts';
 
 function parseConfig(config: unknown): PostgresSourceConfig {
@@ -214,6 +223,13 @@ async function* readBatches(
   const client = parked?.client ?? (await connect(cfg, ctx));
   let relations: Relation[];
   const cdcRels: Relation[] = [];
+  // Asked once per read, when a stream would read with digests first.
+  let digestsOk: Promise<boolean> | undefined;
+  const canDigest = () =>
+    (digestsOk ??= digestsWork(client).then((r) => {
+      if (!r.ok) ctx.logger.warn(`source digests are off: the server cannot compute them (${r.reason}); every row is read in full`);
+      return r.ok;
+    }));
   try {
     relations = parked?.relations ?? (await loadRelations(client, cfg));
     for (const cs of catalog.streams) {
@@ -226,7 +242,11 @@ async function* readBatches(
       const st = state?.streams?.[cs.stream.name];
       // A worker of a sharded run reads only its key range of a split full refresh.
       const range = cs.sync_mode === 'full_refresh' ? (ctx.shard?.partitions[cs.stream.name] as KeyRange | undefined) : undefined;
-      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback, range };
+      const digests =
+        cs.sync_mode === 'full_refresh' && rel.primaryKey.length && ctx.storedDigests && (await canDigest())
+          ? await digestsFor(ctx.storedDigests, cs, rel)
+          : undefined;
+      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback, range, digests };
       try {
         const batches =
           cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
@@ -246,6 +266,15 @@ async function* readBatches(
   }
 }
 
+/** The stream's digest check, with the key fields the engine identifies its documents by. */
+async function digestsFor(stored: StoredDigests, cs: ConfiguredStream, rel: Relation): Promise<StreamDigests | undefined> {
+  const check = await stored.forStream(cs.stream.name);
+  if (!check) return undefined;
+  // The configured primary_key may name other columns than the table's (a nested path: its column).
+  const configured = (cs.primary_key ?? []).map((path) => path[0]).filter((c) => rel.columns.some((x) => x.name === c));
+  return { check, keyColumns: [...new Set([...rel.primaryKey, ...configured])] };
+}
+
 const source: Source<PostgresSourceConfig> = {
   kind: 'source',
   spec: {
@@ -256,7 +285,7 @@ const source: Source<PostgresSourceConfig> = {
     documentationUrl: 'docs/postgres.md',
     config: PostgresSourceConfigSchema as never,
   },
-  capabilities: { syncModes: ['full_refresh', 'incremental', 'cdc'] },
+  capabilities: { syncModes: ['full_refresh', 'incremental', 'cdc'], sourceDigests: true },
   check,
   async discover(config, ctx) {
     const cfg = parseConfig(config);

@@ -1,13 +1,15 @@
 // Full refresh and cursor-incremental reads. Both page through the table in a stable order with
 // bounded pages, and checkpoint after every page, so memory stays flat and a crash resumes at
 // the last committed page instead of starting over.
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import type { DigestCheck } from '../../src/protocol/connector.ts';
 import type { AirbyteMessage } from '../../src/protocol/messages.ts';
 import { message } from '../../src/protocol/messages.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
-import { copyRows } from './copy.ts';
+import { copyDigestedRows, copyRows, type DigestedRows } from './copy.ts';
 import { fromClause, qi, qlit, type Column, type Relation } from './db.ts';
-import { toParam } from './types.ts';
+import { SESSION_OPTIONS, toParam } from './types.ts';
 
 export interface ReadOptions {
   batchSize: number;
@@ -15,6 +17,18 @@ export interface ReadOptions {
   lookback?: string | number;
   /** Sharded runs: read only this primary-key range (see planRanges). */
   range?: KeyRange;
+  /** Source digests for this stream (full refresh with a primary key; see skippingRead). */
+  digests?: StreamDigests;
+}
+
+/** What a full refresh needs to read with digests: the engine's check and the key fields it wants. */
+export interface StreamDigests {
+  check: DigestCheck;
+  /**
+   * The columns of the key record offered to check.unchanged: the primary key, plus the columns the
+   * configured primary_key names (the engine identifies documents by that one).
+   */
+  keyColumns: string[];
 }
 
 /**
@@ -123,6 +137,88 @@ function literal(value: unknown, c: Column): string {
   return text === null ? 'NULL' : `${qlit(text)}${cast(c)}`;
 }
 
+/**
+ * Bump when what a record holds for the same column text changes (types.ts parsers, the record's
+ * shape): every stored digest then mismatches and each row is read in full once.
+ */
+const RECORD_FORMAT = 1;
+/** Names how digestSql hashes a row (a new method must not compare equal to the old one's digests). */
+const DIGEST_METHOD = 'column-hashes-1';
+
+/**
+ * The prefix of every digest of a relation: a hash of what turns a row's column texts into its
+ * RECORD besides the texts themselves (column names and types, session output settings, parsers).
+ * A renamed column or a changed type leaves the row's text alone but changes the record.
+ */
+export function digestTag(rel: Relation): string {
+  const shape = JSON.stringify([
+    RECORD_FORMAT,
+    DIGEST_METHOD,
+    SESSION_OPTIONS,
+    rel.columns.map((c) => [c.name, c.type.oid, c.type.isArray]),
+  ]);
+  return createHash('sha256').update(shape).digest('hex').slice(0, 12);
+}
+
+/**
+ * The digest as a SQL expression: the tag, then md5 of the list of each column's 64-bit hash
+ * (hashtextextended, PostgreSQL 11+) of the text the record is parsed from. A text or varchar
+ * value's output text is its stored bytes, hashed directly (COLLATE "C": bytes, whatever the
+ * column's collation); any other column is hashed through its one-column row text, which is the
+ * type's output text, quoted, with NULL apart from ''. About twice as cheap on the server as md5
+ * of the whole row text (md5 is slow on ~1 KB values); a changed column goes unseen with
+ * probability ~2^-64. Not a defence against crafted collisions: a digest only decides whether a
+ * row is read again.
+ */
+function digestSql(rel: Relation): string {
+  const tag = qlit(digestTag(rel) + ':');
+  const names = rel.columns.map((c) => c.name);
+  // A query whose columns share a name cannot name them one by one: its whole row text it is.
+  if (new Set(names).size !== names.length) return `${tag} || md5(ROW(${qi('q')}.*)::text)`;
+  const hashes = rel.columns.map((c) => {
+    const plainText = !c.type.isArray && (c.type.typname === 'text' || c.type.typname === 'varchar');
+    return `hashtextextended(${plainText ? qi(c.name) : `ROW(${qi(c.name)})::text`} COLLATE "C", 0)`;
+  });
+  // An array's text shows a NULL (a NULL text value) as NULL, apart from every number.
+  return `${tag} || md5(ARRAY[${hashes.join(', ')}]::text)`;
+}
+
+/**
+ * Whether the server computes digests: md5 (a server in FIPS mode refuses it) and
+ * hashtextextended (PostgreSQL 11+). Without them, reads carry no digests.
+ */
+export async function digestsWork(client: pg.Client): Promise<{ ok: true } | { ok: false; reason: string }> {
+  try {
+    await client.query(`SELECT md5(ARRAY[hashtextextended('sluice' COLLATE "C", 0)]::text)`);
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, reason: describeUnknown(err) };
+  }
+}
+
+/**
+ * Primary-key types whose emitted value, cast back from its text (toParam + literal), is exactly the
+ * stored key: paging and re-reading by key is safe only for them. With another type a skipping
+ * check reads the stream in full with digests instead (a key that did not round-trip would leave a
+ * row unread, and then swept).
+ */
+const EXACT_KEY_TYPES = new Set([
+  'int2',
+  'int4',
+  'int8',
+  'oid',
+  'numeric',
+  'text',
+  'varchar',
+  'bpchar',
+  'uuid',
+  'date',
+  'timestamp',
+  'timestamptz',
+  'bool',
+  'bytea',
+]);
+
 /** Streams a SELECT through COPY, mapping failures to errors that name the stream. */
 async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncGenerator<Record<string, unknown>[]> {
   try {
@@ -130,6 +226,20 @@ async function* rowsOf(client: pg.Client, rel: Relation, select: string): AsyncG
       client,
       select,
       rel.columns.map((c) => ({ name: c.name, oid: c.type.oid })),
+    );
+  } catch (err) {
+    if (err instanceof SluiceError) throw err;
+    throw readError(rel, err);
+  }
+}
+
+/** rowsOf for a SELECT whose last column is the row's digest (digestSql). */
+async function* digestedRowsOf(client: pg.Client, rel: Relation, select: string, columns: Column[]): AsyncGenerator<DigestedRows> {
+  try {
+    yield* copyDigestedRows(
+      client,
+      select,
+      columns.map((c) => ({ name: c.name, oid: c.type.oid })),
     );
   } catch (err) {
     if (err instanceof SluiceError) throw err;
@@ -161,19 +271,45 @@ export async function* fullRefresh(
       ...(after ? [`(${order}) > (${pkCols.map((c, i) => literal(after[i], c)).join(', ')})`] : []),
       ...rangeCondition(rel, opts.range),
     ];
+    const digests = opts.digests;
+    if (digests?.check.skipping && pkCols.every((c) => !c.type.isArray && EXACT_KEY_TYPES.has(c.type.typname))) {
+      yield* skippingRead(client, rel, pkCols, conditions, digests, opts);
+      if (opts.signal.aborted) return;
+      yield [
+        message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() }),
+        message.streamStatus(rel.stream, 'COMPLETE'),
+      ];
+      return;
+    }
     const where = conditions.length ? `WHERE ${conditions.join(' AND ')}` : '';
     let n = 0;
-    for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order}`)) {
-      const out: AirbyteMessage[] = [];
-      const now = Date.now();
-      for (const row of rows) {
-        out.push(message.record(rel.stream, row, now));
-        if (++n % opts.batchSize === 0)
-          out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
+    if (digests) {
+      // The same read, each record with its row's digest (an extra last column, not in the record).
+      const sqlText = `SELECT ${select}, ${digestSql(rel)} FROM ${from} ${where} ORDER BY ${order}`;
+      for await (const { rows, digests: sums } of digestedRowsOf(client, rel, sqlText, rel.columns)) {
+        const out: AirbyteMessage[] = [];
+        const now = Date.now();
+        for (let i = 0; i < rows.length; i++) {
+          const row = rows[i];
+          out.push(message.record(rel.stream, row, now, sums[i]));
+          if (++n % opts.batchSize === 0)
+            out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
+        }
+        yield out;
+        if (opts.signal.aborted) return;
       }
-      yield out;
-      if (opts.signal.aborted) return;
-    }
+    } else
+      for await (const rows of rowsOf(client, rel, `SELECT ${select} FROM ${from} ${where} ORDER BY ${order}`)) {
+        const out: AirbyteMessage[] = [];
+        const now = Date.now();
+        for (const row of rows) {
+          out.push(message.record(rel.stream, row, now));
+          if (++n % opts.batchSize === 0)
+            out.push(message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(row, rel.primaryKey) }));
+        }
+        yield out;
+        if (opts.signal.aborted) return;
+      }
   } else if (rel.kind === 'table') {
     // No primary key: page by physical block ranges (ctid), which needs no sort and resumes by block.
     const [{ blocks, per_block }] = await query(
@@ -223,6 +359,110 @@ export async function* fullRefresh(
     message.streamState(rel.stream, { mode: 'full_refresh', completed_at: new Date().toISOString() }),
     message.streamStatus(rel.stream, 'COMPLETE'),
   ];
+}
+
+/**
+ * A full refresh that skips unchanged rows, page by page in key order: pass 1 reads only each row's
+ * key and digest and asks the check; pass 2 reads the rows it rejects in full, by key. Both passes
+ * of a page run in one REPEATABLE READ transaction, so every key pass 1 saw is there for pass 2
+ * (a row missing there would not be emitted, and so be swept). A checkpoint follows every page.
+ */
+async function* skippingRead(
+  client: pg.Client,
+  rel: Relation,
+  pkCols: Column[],
+  conditions: string[],
+  digests: StreamDigests,
+  opts: ReadOptions,
+): AsyncGenerator<AirbyteMessage[]> {
+  const from = fromClause(rel);
+  const order = pkCols.map((c) => qi(c.name)).join(', ');
+  const keyCols = digests.keyColumns.map((k) => column(rel, k));
+  const keySelect = keyCols.map((c) => qi(c.name)).join(', ');
+  const digest = digestSql(rel);
+  const { check } = digests;
+  // A custom query's key may be NULL, which row comparisons cannot page past: those rows are read
+  // in full at the end (a table's primary key is never NULL).
+  const nullable = rel.kind === 'query';
+  const notNull = nullable ? pkCols.map((c) => `${qi(c.name)} IS NOT NULL`) : [];
+  const pageSize = opts.batchSize;
+  let after: Record<string, unknown> | undefined;
+  for (;;) {
+    const where = [
+      ...conditions,
+      ...notNull,
+      ...(after ? [`(${order}) > (${pkCols.map((c) => literal(after![c.name], c)).join(', ')})`] : []),
+    ];
+    const whereSql = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    await query(client, rel, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', []);
+    let seen = 0;
+    let last: Record<string, unknown> | undefined;
+    const changed: Record<string, unknown>[] = [];
+    for await (const { rows, digests: sums } of digestedRowsOf(
+      client,
+      rel,
+      `SELECT ${keySelect}, ${digest} FROM ${from} ${whereSql} ORDER BY ${order} LIMIT ${pageSize}`,
+      keyCols,
+    )) {
+      for (let i = 0; i < rows.length; i++) if (!check.unchanged(rows[i], sums[i])) changed.push(rows[i]);
+      seen += rows.length;
+      last = rows[rows.length - 1];
+    }
+    if (changed.length) {
+      let found = 0;
+      for (const group of keyGroups(changed, pkCols)) {
+        const select = `SELECT ${selectList(rel)}, ${digest} FROM ${from} WHERE (${order}) IN (${group}) ORDER BY ${order}`;
+        for await (const batch of fullRows(select)) {
+          found += batch.length;
+          yield batch;
+          if (opts.signal.aborted) return;
+        }
+      }
+      if (found < changed.length) {
+        throw new SluiceError(
+          `stream "${rel.stream}": ${changed.length - found} of ${changed.length} changed rows were not found again by primary key`,
+          { kind: 'source', where: `stream ${rel.stream}`, hint: "a bug in source digests: report it with the key columns' types" },
+        );
+      }
+    }
+    await query(client, rel, 'COMMIT', []);
+    if (opts.signal.aborted) return;
+    if (seen < pageSize || !last) break;
+    after = last;
+    yield [message.streamState(rel.stream, { mode: 'full_refresh', pk_after: keyOf(last, rel.primaryKey) })];
+  }
+  if (nullable) {
+    const isNull = pkCols.map((c) => `${qi(c.name)} IS NULL`).join(' OR ');
+    const where = [...conditions, `(${isNull})`].join(' AND ');
+    yield* fullRows(`SELECT ${selectList(rel)}, ${digest} FROM ${from} WHERE ${where} ORDER BY ${order}`);
+  }
+
+  /** Rows of `select` (the relation's columns and the digest) as RECORDs with their digests. */
+  async function* fullRows(select: string): AsyncGenerator<AirbyteMessage[]> {
+    for await (const { rows, digests: sums } of digestedRowsOf(client, rel, select, rel.columns)) {
+      const now = Date.now();
+      const out: AirbyteMessage[] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) out[i] = message.record(rel.stream, rows[i], now, sums[i]);
+      yield out;
+    }
+  }
+}
+
+/** The keys as SQL row literals for `IN (…)`, in groups of at most ~1 MB of statement text. */
+function* keyGroups(keys: Record<string, unknown>[], pkCols: Column[]): Generator<string> {
+  let group: string[] = [];
+  let size = 0;
+  for (const key of keys) {
+    const lit = `(${pkCols.map((c) => literal(key[c.name], c)).join(', ')})`;
+    group.push(lit);
+    size += lit.length + 2;
+    if (size > 1_000_000) {
+      yield group.join(', ');
+      group = [];
+      size = 0;
+    }
+  }
+  if (group.length) yield group.join(', ');
 }
 
 export async function* incremental(

@@ -2,7 +2,7 @@
 // messages and records of a full read, and incremental state (emitted, advancing, and a resumed
 // read that neither loses nor repeats a record).
 import { randomBytes } from 'node:crypto';
-import type { ConnectorContext, Source, SourceState } from '../protocol/connector.ts';
+import type { ConnectorContext, DigestCheck, Source, SourceState, StoredDigests } from '../protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../protocol/errors.ts';
 import { canonicalJson, documentId, getPath } from '../protocol/identity.ts';
 import type { AirbyteCatalog, AirbyteMessage, AirbyteStream, ConfiguredCatalog, StateMessage } from '../protocol/messages.ts';
@@ -27,7 +27,12 @@ export const SOURCE_CHECKS = [
   'incremental.state-emitted',
   'incremental.state-advances',
   'incremental.resume-without-loss-or-repeats',
+  'digests.records-carry-digests',
+  'digests.skip-rejected-only',
+  'digests.skip-all-unchanged',
 ] as const;
+
+const DIGEST_CHECKS = SOURCE_CHECKS.filter((c) => c.startsWith('digests.'));
 
 export interface SourceConformanceOptions {
   /** A config that reads a small, non-empty data set (raw: it is parsed with the spec's schema). */
@@ -317,6 +322,9 @@ export async function runSourceConformance(source: Source, options: SourceConfor
     await checkIncremental(source, config, incStreams, ctx, options, report, allMessages);
   }
 
+  // source digests
+  await checkDigests(source, config, streams, fullRecords, full.error, ctx, options, report, allMessages);
+
   // protocol validity of everything seen
   if (!protocol) {
     report.fail(
@@ -558,6 +566,170 @@ async function checkIncremental(
     }
   }
   report.result('incremental.resume-without-loss-or-repeats', problems, `resumed from ${picks.size} state(s)`);
+}
+
+/** A fake StoredDigests: checks for `streams` only, recording every offer. */
+function digestsFake(streams: Set<string>, skipping: boolean, accept: (offerIndex: number) => boolean) {
+  const offers: { stream: string; key: Record<string, unknown>; digest: string; accepted: boolean }[] = [];
+  const stored: StoredDigests = {
+    async forStream(stream) {
+      if (!streams.has(stream)) return undefined;
+      const check: DigestCheck = {
+        skipping,
+        unchanged(key, digest) {
+          const accepted = accept(offers.length);
+          offers.push({ stream, key: { ...key }, digest, accepted });
+          return accepted;
+        },
+      };
+      return check;
+    },
+  };
+  return { stored, offers };
+}
+
+/**
+ * Source digests (capabilities.sourceDigests): with skipping off, every record of a keyed full
+ * refresh carries a digest and is the plain read's; with skipping on, exactly the rows the check
+ * rejects (or never saw) are emitted, as the plain read has them, and accepting every row leaves
+ * no RECORD at all.
+ */
+async function checkDigests(
+  source: Source,
+  config: unknown,
+  streams: AirbyteStream[],
+  plainRecords: Extract<AirbyteMessage, { type: 'RECORD' }>[],
+  plainError: string | undefined,
+  ctx: ConnectorContext,
+  options: SourceConformanceOptions,
+  report: ReportBuilder,
+  allMessages: { phase: string; message: AirbyteMessage; index: number }[],
+): Promise<void> {
+  const notApplicable = (why: string) => {
+    for (const name of DIGEST_CHECKS) report.notApplicable(name, why);
+  };
+  if (!source.capabilities?.sourceDigests) return notApplicable('the source does not declare capabilities.sourceDigests');
+  const keyed = streams.filter((s) => s.source_defined_primary_key?.length && s.supported_sync_modes.includes('full_refresh'));
+  if (!keyed.length) return notApplicable('no full-refresh stream declares a primary key');
+  if (plainError) {
+    for (const name of DIGEST_CHECKS) report.skip(name, 'the plain full refresh read failed');
+    return;
+  }
+  const names = new Set(keyed.map((s) => s.name));
+  const pkOf = new Map(keyed.map((s) => [s.name, s.source_defined_primary_key!]));
+  const idOf = (stream: string, data: Record<string, unknown>): string => {
+    try {
+      return `${stream} ${documentId(data, pkOf.get(stream)!)}`;
+    } catch {
+      return `${stream} (no key) ${canonicalJson(data)}`;
+    }
+  };
+  const plain = new Map<string, string>();
+  for (const m of plainRecords)
+    if (names.has(m.record.stream)) plain.set(idOf(m.record.stream, m.record.data), canonicalJson(m.record.data));
+  const catalog: ConfiguredCatalog = {
+    streams: configuredCatalog(keyed, 'full_refresh').streams.map((cs) => ({ ...cs, destination_sync_mode: 'append_dedup' as const })),
+  };
+  const read = async (phase: string, fake: ReturnType<typeof digestsFake>) => {
+    const r = await collect(source, config, catalog, undefined, { ...ctx, storedDigests: fake.stored }, options);
+    r.messages.forEach((m, i) => allMessages.push({ phase, message: m, index: i }));
+    const records = r.messages.filter((m): m is Extract<AirbyteMessage, { type: 'RECORD' }> => m.type === 'RECORD');
+    const completed = new Set(
+      r.messages.flatMap((m) =>
+        m.type === 'TRACE' && m.trace.stream_status?.status === 'COMPLETE' ? [m.trace.stream_status.stream_descriptor.name] : [],
+      ),
+    );
+    const incomplete = keyed.filter((s) => !completed.has(s.name)).map((s) => `stream "${s.name}" ended without STREAM_STATUS COMPLETE`);
+    return { ...r, records, incomplete };
+  };
+
+  // (a) skipping off: every row in full, each with its digest.
+  const first = digestsFake(names, false, () => false);
+  const a = await read('read with digests (skipping off)', first);
+  const digestOf = new Map<string, string>();
+  if (a.error) report.fail('digests.records-carry-digests', `the read with digests failed: ${a.error}`);
+  else {
+    const problems: string[] = [...a.incomplete];
+    const seen = new Map<string, string>();
+    for (const m of a.records) {
+      const id = idOf(m.record.stream, m.record.data);
+      const d = m.record.digest;
+      if (typeof d !== 'string' || !d || d.length > 128)
+        problems.push(`${id}: RECORD without a digest of 1–128 characters (message.record(stream, data, emittedAt, digest))`);
+      else digestOf.set(id, d);
+      seen.set(id, canonicalJson(m.record.data));
+    }
+    problems.push(...compareWithPlain(plain, seen, 'with digests'));
+    if (first.offers.length)
+      problems.push(`check.unchanged was called ${first.offers.length} time(s) although check.skipping is false (read every row in full)`);
+    report.result('digests.records-carry-digests', problems, `${a.records.length} records, each with a digest`);
+  }
+
+  // (b) skipping on, every other offered row accepted: exactly the others come, as read in full.
+  const second = digestsFake(names, true, (i) => i % 2 === 0);
+  const b = await read('read skipping every other row', second);
+  if (a.error) report.skip('digests.skip-rejected-only', 'the read with digests failed');
+  else if (b.error) report.fail('digests.skip-rejected-only', `the skipping read failed: ${b.error}`);
+  else {
+    const problems: string[] = [...b.incomplete];
+    const offered = new Map<string, boolean>();
+    for (const o of second.offers) {
+      const id = idOf(o.stream, o.key);
+      if (offered.has(id)) problems.push(`${id} was offered to check.unchanged twice (ask at most once per row)`);
+      offered.set(id, o.accepted);
+      if (!plain.has(id))
+        problems.push(`${id} was offered but the plain read has no such row (the key record must hold the key fields as in the RECORD)`);
+      else if (digestOf.get(id) !== o.digest)
+        problems.push(`${id} was offered with digest ${o.digest}, but its RECORD carried ${digestOf.get(id)} in the read with digests`);
+    }
+    const expected = new Map([...plain].filter(([id]) => offered.get(id) !== true));
+    const got = new Map<string, string>();
+    for (const m of b.records) {
+      const id = idOf(m.record.stream, m.record.data);
+      if (offered.get(id) === true) problems.push(`${id} was emitted although check.unchanged accepted it`);
+      if (m.record.digest !== digestOf.get(id)) problems.push(`${id} was emitted with digest ${m.record.digest}, not ${digestOf.get(id)}`);
+      got.set(id, canonicalJson(m.record.data));
+    }
+    problems.push(...compareWithPlain(expected, got, 'skipping', (id) => offered.get(id) !== true));
+    const accepted = second.offers.filter((o) => o.accepted).length;
+    report.result(
+      'digests.skip-rejected-only',
+      problems,
+      `${second.offers.length} rows offered, ${accepted} accepted, ${b.records.length} emitted`,
+    );
+  }
+
+  // (c) skipping on, every row accepted: no RECORD.
+  const third = digestsFake(names, true, () => true);
+  const c = await read('read with every row unchanged', third);
+  if (c.error) report.fail('digests.skip-all-unchanged', `the skipping read failed: ${c.error}`);
+  else {
+    const problems: string[] = [...c.incomplete];
+    if (c.records.length)
+      problems.push(
+        `${c.records.length} RECORD(s) although check.unchanged accepts every row (first: ${idOf(c.records[0].record.stream, c.records[0].record.data)}); with skipping, offer each row to check.unchanged and emit only the rejected ones`,
+      );
+    if (!third.offers.length && plain.size) problems.push('no row was offered to check.unchanged although check.skipping is true');
+    report.result('digests.skip-all-unchanged', problems, `${third.offers.length} rows offered, none emitted`);
+  }
+}
+
+/** Differences between the records a read should have returned (by id) and those it did. */
+function compareWithPlain(
+  want: Map<string, string>,
+  got: Map<string, string>,
+  what: string,
+  expectedHere: (id: string) => boolean = () => true,
+): string[] {
+  const problems: string[] = [];
+  for (const [id, data] of want) {
+    if (!got.has(id)) problems.push(`${id}: in the plain read, missing from the read ${what}`);
+    else if (got.get(id) !== data)
+      problems.push(`${id}: the read ${what} returned ${got.get(id)!.slice(0, 120)}, the plain read ${data.slice(0, 120)}`);
+  }
+  for (const id of got.keys())
+    if (!want.has(id) && expectedHere(id)) problems.push(`${id}: returned by the read ${what}, not by the plain read`);
+  return problems;
 }
 
 function countRecords(messages: AirbyteMessage[], stream: string): number {

@@ -94,7 +94,7 @@ export default defineSource({
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('source bad: FAILED');
     expect(r.stdout).toContain('✗ read.records-match-schema: stream "things", record 2 (id=2): /label must be string');
-    expect(r.stdout).toContain('10 passed, 1 failed, 0 skipped, 3 not applicable (14 checks)');
+    expect(r.stdout).toContain('10 passed, 1 failed, 0 skipped, 6 not applicable (17 checks)');
   });
 
   it('reports a module without a connector as a config error naming the file, no stack trace', async () => {

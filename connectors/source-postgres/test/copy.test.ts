@@ -4,7 +4,7 @@
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../../test/helpers/random.ts';
 import { copyCompleted, copyOutResponse, fakeCopyOut, pgMessage, readCopyOut } from 'sluice/testing';
-import { MAX_ROWS, RowBatches } from '../copy.ts';
+import { DigestedRowBatches, MAX_ROWS, RowBatches } from '../copy.ts';
 import { connect } from '../db.ts';
 import { flatten } from '../flatten.ts';
 import { catalog, config, context, createDatabase, drive, records, sql, stream, unescapeCopyWithRegex } from './helpers.ts';
@@ -156,6 +156,28 @@ describe('COPY row reader', () => {
       }
       expect((await readChunks(chunks)).rows).toEqual(wanted);
     }
+  });
+
+  it('reads a trailing digest field apart from the row, in short and long rows, split at every byte offset', async () => {
+    const digest = (i: number) => `0123456789ab:${String(i).padStart(32, 'f')}`;
+    const digested = Buffer.concat([
+      copyOutResponse(COLUMNS.length + 1),
+      ...CASES.map((c, i) => row([...c.fields, digest(i)])),
+      pgMessage('c', ''),
+      AFTER,
+    ]);
+    const want = { rows: wanted, digests: CASES.map((_, i) => digest(i)) };
+    const read = async (chunks: Buffer[]) => {
+      const { batches, handedBack } = await readCopyOut(new DigestedRowBatches(COLUMNS), chunks);
+      expect(handedBack.equals(AFTER)).toBe(true);
+      return { rows: batches.flatMap((b) => b.rows), digests: batches.flatMap((b) => b.digests) };
+    };
+    expect(await read([digested])).toEqual(want);
+    for (let k = 1; k < digested.length; k++)
+      expect(await read([digested.subarray(0, k), digested.subarray(k)]), `split at byte ${k}`).toEqual(want);
+    // A row without its digest field is refused, not read with the last column as digest.
+    const short = Buffer.concat([copyOutResponse(COLUMNS.length + 1), row(CASES[0].fields), pgMessage('c', ''), AFTER]);
+    await expect(read([short])).rejects.toThrow(/fewer fields/);
   });
 
   it('reads escapes, non-ASCII and broken UTF-8 as decoding then the regex did, in short and long rows, split at every byte', async () => {
