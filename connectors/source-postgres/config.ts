@@ -54,6 +54,14 @@ export const PostgresSourceConfigSchema = z
     exclude: z.array(z.string()).optional().describe('Table patterns to exclude'),
     streams: z.array(CustomStreamSchema).optional().describe('Custom SQL streams'),
     batch_size: z.number().int().positive().default(10_000).describe('Rows per page; a state checkpoint follows every page'),
+    digest_page_size: z
+      .number()
+      .int()
+      .positive()
+      .default(100_000)
+      .describe(
+        "Rows per page of a read with source digests (pass 1: keys and digests); only the keys of a page's changed rows are held in memory. A checkpoint follows every page",
+      ),
     lookback: z
       .union([z.string(), z.number()])
       .refine((v) => (typeof v === 'number' ? Number.isFinite(v) && v >= 0 : INTERVAL.test(v)), {

@@ -244,9 +244,16 @@ async function* readBatches(
       const range = cs.sync_mode === 'full_refresh' ? (ctx.shard?.partitions[cs.stream.name] as KeyRange | undefined) : undefined;
       const digests =
         cs.sync_mode === 'full_refresh' && rel.primaryKey.length && ctx.storedDigests && (await canDigest())
-          ? await digestsFor(ctx.storedDigests, cs, rel)
+          ? digestsFor(ctx.storedDigests, cs, rel)
           : undefined;
-      const opts = { batchSize: cfg.batch_size, signal: ctx.signal, lookback: cfg.lookback, range, digests };
+      const opts = {
+        batchSize: cfg.batch_size,
+        digestPageSize: cfg.digest_page_size,
+        signal: ctx.signal,
+        lookback: cfg.lookback,
+        range,
+        digests,
+      };
       try {
         const batches =
           cs.sync_mode === 'incremental' ? incremental(client, rel, cs.cursor_field?.[0], st, opts) : fullRefresh(client, rel, st, opts);
@@ -266,10 +273,12 @@ async function* readBatches(
   }
 }
 
-/** The stream's digest check, with the key fields the engine identifies its documents by. */
-async function digestsFor(stored: StoredDigests, cs: ConfiguredStream, rel: Relation): Promise<StreamDigests | undefined> {
-  const check = await stored.forStream(cs.stream.name);
-  if (!check) return undefined;
+/**
+ * The stream's digest check (pending: it resolves once the destination's listing of the stream is
+ * complete, and the read may start meanwhile), with the key fields the engine identifies its documents by.
+ */
+function digestsFor(stored: StoredDigests, cs: ConfiguredStream, rel: Relation): StreamDigests {
+  const check = stored.forStream(cs.stream.name);
   // The configured primary_key may name other columns than the table's (a nested path: its column).
   const configured = (cs.primary_key ?? []).map((path) => path[0]).filter((c) => rel.columns.some((x) => x.name === c));
   return { check, keyColumns: [...new Set([...rel.primaryKey, ...configured])] };

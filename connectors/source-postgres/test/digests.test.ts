@@ -44,8 +44,11 @@ interface Offer {
   digest: string;
 }
 
-/** A StoredDigests answering for `stream` only; `accept` decides `unchanged` and every offer is kept. */
-function fakeStored(stream: string, skipping: boolean, accept: (key: Record<string, unknown>) => boolean = () => false) {
+/**
+ * A StoredDigests answering for `stream` only; `accept` decides `unchanged` and every offer is kept.
+ * `delayMs`: forStream resolves that late (the engine's waits for the destination's listing).
+ */
+function fakeStored(stream: string, skipping: boolean, accept: (key: Record<string, unknown>) => boolean = () => false, delayMs = 0) {
   const offers: Offer[] = [];
   const asked: string[] = [];
   const check: DigestCheck = {
@@ -58,6 +61,7 @@ function fakeStored(stream: string, skipping: boolean, accept: (key: Record<stri
   const stored: StoredDigests = {
     async forStream(name) {
       asked.push(name);
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
       return name === stream ? check : undefined;
     },
   };
@@ -112,7 +116,7 @@ async function baseline(name: string, key: (d: Record<string, unknown>) => strin
 
 describe('postgres source digests, skipping off', () => {
   it('emits the plain read’s records, states and order, each with a digest', async () => {
-    const cfg = config(url, { batch_size: 10 });
+    const cfg = config(url, { batch_size: 10, digest_page_size: 10 });
     const plain = await run(cfg, catalog(stream('items', 'full_refresh')));
     const fake = fakeStored('items', false);
     const digested = await run(cfg, catalog(stream('items', 'full_refresh')), fake.stored);
@@ -301,7 +305,7 @@ describe('postgres source digests, skipping on', () => {
       'items',
       (d) => String(d.id),
       () => true,
-      { batch_size: 40 },
+      { batch_size: 40, digest_page_size: 40 },
     );
     expect(recs(msgs)).toEqual([]);
     expect(stateBlobs(msgs)).toEqual([
@@ -311,14 +315,37 @@ describe('postgres source digests, skipping on', () => {
     ]);
   });
 
+  it('reads the first page while the check is pending, and reads as asked once it resolves', async () => {
+    const { cfg, plain, digestOf } = await baseline('items', (d) => String(d.id));
+    const cat = catalog(stream('items', 'full_refresh'));
+    const page = { batch_size: 30, digest_page_size: 30 };
+    // Skipping, late: the same rows out as with a check at hand, every row offered once.
+    const late = fakeStored('items', true, (k) => Number(k.id) % 3 !== 0, 150);
+    const skipped = await run(config(url, page), cat, late.stored);
+    expect(recs(skipped.msgs)).toEqual(
+      plain.filter((r) => Number(r.data.id) % 3 === 0).map((r) => ({ ...r, digest: digestOf.get(String(r.data.id)) })),
+    );
+    expect(late.offers.map((o) => o.key.id)).toEqual(plain.map((r) => r.data.id));
+    // Not skipping, late: the first page read meanwhile is dropped; a read in full with digests follows, as without the wait.
+    const full = await run(config(url, page), cat, fakeStored('items', false, () => true, 150).stored);
+    const fullNow = await run(config(url, page), cat, fakeStored('items', false).stored);
+    expect(recs(full.msgs)).toEqual(recs(fullNow.msgs));
+    expect(stateBlobs(full.msgs)).toEqual(stateBlobs(fullNow.msgs));
+    expect(recs(full.msgs)).toHaveLength(plain.length);
+    // No check, late: today's read, without digests.
+    const none = await run(config(url, page), cat, fakeStored('other', true, () => true, 150).stored);
+    expect(recs(none.msgs)).toEqual(plain);
+    void cfg;
+  });
+
   it('pages by primary key with a checkpoint after each page, and resumes from one', async () => {
-    const cfg = config(url, { batch_size: 7 });
+    const cfg = config(url, { batch_size: 7, digest_page_size: 7 });
     const accept = (k: Record<string, unknown>) => Number(k.id) % 2 === 0;
     const all = await skipsExactly(
       'items',
       (d) => String(d.id),
       (k) => Number(k) % 2 === 0,
-      { batch_size: 7 },
+      { batch_size: 7, digest_page_size: 7 },
     );
     const pages = stateBlobs(all.msgs).filter((s) => s.pk_after);
     expect(pages.map((s) => s.pk_after)).toEqual(Array.from({ length: 14 }, (_, i) => [7 * (i + 1)]));
@@ -339,7 +366,7 @@ describe('postgres source digests, skipping on', () => {
       'pairs',
       (d) => `${d.a}/${d.b}`,
       (k) => !k.endsWith('3'),
-      { batch_size: 9 },
+      { batch_size: 9, digest_page_size: 9 },
     );
   });
 
@@ -348,7 +375,7 @@ describe('postgres source digests, skipping on', () => {
       'texts',
       (d) => String(d.k),
       (k) => k === 'plain',
-      { batch_size: 4 },
+      { batch_size: 4, digest_page_size: 4 },
     );
     expect(fake.offers.map((o) => o.key.k)).toContain('emoji 🎉');
   });
@@ -358,19 +385,19 @@ describe('postgres source digests, skipping on', () => {
       'uuids',
       (d) => String(d.id),
       (k) => k < '8',
-      { batch_size: 8 },
+      { batch_size: 8, digest_page_size: 8 },
     );
     await skipsExactly(
       'stamps',
       (d) => String(d.at),
       (k) => k.endsWith('1Z'),
-      { batch_size: 8 },
+      { batch_size: 8, digest_page_size: 8 },
     );
     await skipsExactly(
       'amounts',
       (d) => String(d.amount),
       (k) => k.includes('5'),
-      { batch_size: 8 },
+      { batch_size: 8, digest_page_size: 8 },
     );
     // float keys are not paged by key (their text might not round-trip): every row is emitted with its digest.
     const { cfg, plain, digestOf } = await baseline('floats', (d) => String(d.x));
@@ -392,6 +419,7 @@ describe('postgres source digests, skipping on', () => {
   it('reads a custom query stream with a primary key, rows with a NULL key in full at the end', async () => {
     const extra = {
       batch_size: 5,
+      digest_page_size: 5,
       streams: [
         { name: 'q', query: 'SELECT id, body, CASE WHEN id % 10 = 0 THEN NULL ELSE id END AS kid FROM items', primary_key: ['kid'] },
       ],
@@ -413,7 +441,7 @@ describe('postgres source digests, skipping on', () => {
 
 describe('postgres source digests in the conformance kit', () => {
   it('runs and passes the kit’s three digest checks (not skipped, not "not applicable")', async () => {
-    const report = await runSourceConformance(source, { config: { url, include: ['items', 'pairs'], batch_size: 7 } });
+    const report = await runSourceConformance(source, { config: { url, include: ['items', 'pairs'], batch_size: 7, digest_page_size: 7 } });
     const digestChecks = report.checks.filter((c) => c.name.startsWith('digests.'));
     expect(digestChecks.map((c) => [c.name, c.ok, c.skipped ?? false, c.notApplicable ?? false])).toEqual([
       ['digests.records-carry-digests', true, false, false],
