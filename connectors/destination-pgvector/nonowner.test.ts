@@ -218,6 +218,21 @@ describeOnNativePgvector('pgvector: a sync user that does not own an older table
           expect((await w2.fingerprints!('docs', ['b'])).get('b')?.metadata).toBe(fingerprintOf('b', 1, 2).metadata);
           await drain(w2, [doc('docs', 'd', 2, { version: 2, source: digest('d', 2) }), stateMessage('docs', 2)]);
           await w2.close();
+
+          // An unchanged document read with a source digest comes as metadata-only on every run (its
+          // digest is never stored here): its rows are matched but not rewritten (same row versions).
+          const versionsOfB = async () =>
+            (await admin.query(`SELECT id, xmin::text AS v FROM ${table} WHERE document_id = 'b' ORDER BY id`)).rows;
+          const beforeB = await versionsOfB();
+          const w3 = await destination.open(sync, recordingContext('nonowner'), { streams: [stream('append_dedup')], dimensions: DIMS });
+          await drain(w3, [metadataOnly('docs', 'b', 2, { meta: 2, source: digest('b', 3) }), stateMessage('docs', 3)]);
+          expect(await versionsOfB()).toEqual(beforeB);
+          // A document whose stored content is not the one compared against still fails the commit.
+          await expect(
+            drain(w3, [metadataOnly('docs', 'a', 3, { meta: 1, source: digest('a', 3) }), stateMessage('docs', 4)]),
+          ).rejects.toThrow(/found 0 of 3 stored chunks of document\(s\) a with the expected content/);
+          await w3.close();
+          expect((await rows(table)).find((r) => r.id === 'b#0')!.tag).toBe('m2');
           expect((await rows(table)).filter((r) => String(r.id).startsWith('d')).map((r) => r.fingerprints)).toEqual([
             stored(fingerprintOf('d', 2, 1), embedder),
             stored(fingerprintOf('d', 2, 1), embedder),

@@ -844,22 +844,28 @@ class PgvectorWriter implements DestinationWriter {
     const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)`;
     // Only the fingerprint columns the written table has (see migrate).
     const fingerprintColumns = FINGERPRINT_COLUMNS.filter((c) => t.columns.includes(c));
+    const found =
+      t.mode !== 'overwrite' && !t.columns.includes('fingerprint_source')
+        ? await this.updateChangedMetadata(table, input, fingerprintColumns, params)
+        : undefined;
     const res =
-      t.mode === 'overwrite'
-        ? await this.client.query(
-            `INSERT INTO ${table} ${columnList(t.columns)}
+      found !== undefined
+        ? { rowCount: found }
+        : t.mode === 'overwrite'
+          ? await this.client.query(
+              `INSERT INTO ${table} ${columnList(t.columns)}
              SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, ${fingerprintColumns.map((c) => `d.${c}`).join(', ')}
                FROM ${input} JOIN ${qualified(this.config.schema, t.table)} AS l
                  ON l.id = d.id AND l.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
              ${upsertClause(t.columns)}`,
-            params,
-          )
-        : await this.client.query(
-            `UPDATE ${table} AS t SET metadata = d.metadata, ${fingerprintColumns.map((c) => `${c} = d.${c}`).join(', ')}
+              params,
+            )
+          : await this.client.query(
+              `UPDATE ${table} AS t SET metadata = d.metadata, ${fingerprintColumns.map((c) => `${c} = d.${c}`).join(', ')}
                FROM ${input}
               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
-            params,
-          );
+              params,
+            );
     if ((res.rowCount ?? 0) !== chunks.length) {
       const docs = [...new Set(chunks.map(({ chunk: c }) => c.documentId))];
       throw new SluiceError(
@@ -867,6 +873,26 @@ class PgvectorWriter implements DestinationWriter {
         { kind: 'destination', where: this.where(t.stream), hint: 'run the sync again: changed documents are then rewritten in full' },
       );
     }
+  }
+
+  /**
+   * updateMetadata in a table without fingerprint_source (see migrate): an unchanged document read
+   * with a source digest arrives as metadata-only on every run, since its digest is never stored.
+   * Rows that already hold what is sent are matched but not rewritten (no new row versions, no WAL).
+   * Returns how many rows had the expected content (written or not).
+   */
+  private async updateChangedMetadata(table: string, input: string, fingerprintColumns: string[], params: unknown[]): Promise<number> {
+    const stored = ['metadata', ...fingerprintColumns];
+    const { rows } = await this.client.query<{ matched: number }>(
+      `WITH d AS (SELECT * FROM ${input}),
+            updated AS (
+              UPDATE ${table} AS t SET ${stored.map((c) => `${c} = d.${c}`).join(', ')} FROM d
+               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
+                 AND ROW(${stored.map((c) => `t.${c}`).join(', ')}) IS DISTINCT FROM ROW(${stored.map((c) => `d.${c}`).join(', ')}))
+       SELECT count(*)::int AS matched FROM ${table} AS t JOIN d ON t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
+      params,
+    );
+    return rows[0].matched;
   }
 
   /**
