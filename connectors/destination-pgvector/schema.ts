@@ -57,9 +57,18 @@ export async function ensureSchema(client: pg.Client, schema: string): Promise<v
 }
 
 export async function ensureStateTable(client: pg.Client, schema: string): Promise<void> {
-  await client.query(
-    `CREATE TABLE IF NOT EXISTS ${qualified(schema, STATE_TABLE)} (connection text PRIMARY KEY, state jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
-  );
+  try {
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${qualified(schema, STATE_TABLE)} (connection text PRIMARY KEY, state jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+    );
+  } catch (err) {
+    // PostgreSQL checks CREATE on the schema before it sees the table exists: a sync user granted
+    // only the use of existing tables gets 42501 for a state table that is there. Checked only
+    // then, so the usual open costs no extra round trip.
+    if ((err as { code?: string }).code !== '42501') throw err;
+    const { rows } = await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [qualified(schema, STATE_TABLE)]);
+    if (!rows[0]?.t) throw err;
+  }
 }
 
 export interface TableInfo {
@@ -102,6 +111,14 @@ export const hasEmbedderColumn = (info: TableInfo) => info.columns.includes('fin
 export const hasSourceColumn = (info: TableInfo) => info.columns.includes('fingerprint_source');
 /** Every fingerprint column is there (nothing to add in place). */
 export const hasAllFingerprintColumns = (info: TableInfo) => FINGERPRINT_COLUMNS.every((c) => info.columns.includes(c));
+
+/** Every column of a chunk row, in the order the writer sends them. */
+export const CHUNK_COLUMNS: readonly string[] = [...REQUIRED_COLUMNS, ...FINGERPRINT_COLUMNS];
+/**
+ * The chunk columns a table has (of CHUNK_COLUMNS, in that order): a table the sync user may not
+ * alter keeps lacking fingerprint_embedder or fingerprint_source, and is written without them.
+ */
+export const chunkColumnsOf = (info: TableInfo): readonly string[] => CHUNK_COLUMNS.filter((c) => info.columns.includes(c));
 
 /**
  * Adds the fingerprint columns a table made before them lacks, in place: nullable columns without a

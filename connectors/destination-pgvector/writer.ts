@@ -24,6 +24,8 @@ import { copyBinary, type CopyValue } from './copy.ts';
 import { KeepLog, idHashSql } from './keep-log.ts';
 import {
   addFingerprintColumns,
+  CHUNK_COLUMNS,
+  chunkColumnsOf,
   FINGERPRINT_COLUMNS,
   documentFingerprintSql,
   hasAllFingerprintColumns,
@@ -77,9 +79,14 @@ type Batch = Array<{
   materialize?: KeepLog;
 }>;
 
-/** Every column a chunk row has, in the order the write paths send them. */
-const COLUMNS =
-  '(id, document_id, chunk_index, content, metadata, embedding, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)';
+/** `(a, b, …)`: the column list of an INSERT or COPY. */
+const columnList = (columns: readonly string[]) => `(${columns.join(', ')})`;
+/** Merges a chunk row into the table by id: every written column but id takes the new value. */
+const upsertClause = (columns: readonly string[]) =>
+  `ON CONFLICT (id) DO UPDATE SET ${columns
+    .filter((c) => c !== 'id')
+    .map((c) => `${c} = EXCLUDED.${c}`)
+    .join(', ')}`;
 /** Ids per statement when kept documents are copied from the live table. */
 const KEEP_IDS_PER_STATEMENT = 5000;
 
@@ -90,6 +97,13 @@ interface StreamTarget {
   table: string;
   /** The table rows go into now: `table`, or the new generation during an overwrite. */
   writeTable: string;
+  /**
+   * The chunk columns of `writeTable`: CHUNK_COLUMNS, or fewer in an older table the sync user may
+   * not alter (see migrate): the columns it lacks are neither written nor read.
+   */
+  columns: readonly string[];
+  /** The chunk columns of `table` (an overwrite copies kept rows and looks up fingerprints there). */
+  liveColumns: readonly string[];
   /** Created empty by this writer: its vector index is built after the load. */
   fresh: boolean;
   vectorOid: number;
@@ -263,11 +277,15 @@ class PgvectorWriter implements DestinationWriter {
       // A table made before fingerprints were kept gets their columns in place (append modes; an
       // overwrite replaces it with a new generation that has them). One made before the embedder
       // tag or the source digest was kept gets those columns in any mode: an overwrite copies kept
-      // rows from it.
+      // rows from it. Where the user may not add them, the sync goes on without them (see migrate).
+      let liveColumns = info.exists ? chunkColumnsOf(info) : CHUNK_COLUMNS;
       if (info.exists && (overwrite ? hasFingerprintColumns(info) : true) && !hasAllFingerprintColumns(info))
-        await this.migrate(s.name, table, info);
-      // Append modes list the table's documents (full refresh): its document index is made to cover that.
-      if (!overwrite && plainDocumentIndexes.has(s.name)) await this.coverDocumentIndex(s.name, table);
+        liveColumns = await this.migrate(s.name, table, info);
+      // Append modes list the table's documents (full refresh): its document index is made to cover
+      // that. Not while the table lacks a fingerprint column: the index cannot include it yet (and
+      // the user who may not add it may not rebuild the index either; migrate's warning says so).
+      if (!overwrite && plainDocumentIndexes.has(s.name) && liveColumns.length === CHUNK_COLUMNS.length)
+        await this.coverDocumentIndex(s.name, table);
       // An overwrite over a table of another shape (altered by hand) or vector size rebuilds it in
       // full: its rows are never carried over (KEEP) into the new generation.
       const lookup =
@@ -300,6 +318,9 @@ class PgvectorWriter implements DestinationWriter {
         mode: s.destinationSyncMode,
         table,
         writeTable,
+        // An overwrite writes a new generation, which has every column.
+        columns: overwrite ? CHUNK_COLUMNS : liveColumns,
+        liveColumns,
         fresh,
         vectorOid,
         pending: new Map(),
@@ -317,12 +338,32 @@ class PgvectorWriter implements DestinationWriter {
     await writeTableNote(this.client, this.config.schema, writeTable, { primary_key: primaryKey });
   }
 
-  /** Adds the fingerprint columns to a table written before sluice kept them (its rows are kept as they are). */
-  private async migrate(stream: string, table: string, info: TableInfo): Promise<void> {
+  /**
+   * Adds the fingerprint columns to a table written before sluice kept them (its rows are kept as
+   * they are), and returns the table's chunk columns. A sync user who does not own the table (a
+   * common set-up: tables owned by a migration role, the sync user granted SELECT, INSERT, UPDATE,
+   * DELETE) may not alter it: then a table that has fingerprint_content and fingerprint_metadata
+   * is synced without the optional columns it lacks, with one warning naming the cost and the fix;
+   * one without them (no fingerprints at all) cannot skip anything and stays an error.
+   */
+  private async migrate(stream: string, table: string, info: TableInfo): Promise<readonly string[]> {
     const { schema } = this.config;
     try {
       await addFingerprintColumns(this.client, schema, table);
     } catch (err) {
+      const refused = (err as { code?: string }).code === '42501';
+      if (refused && hasFingerprintColumns(info)) {
+        this.warnMissingColumns(stream, table, info, err);
+        return chunkColumnsOf(info);
+      }
+      if (refused) {
+        throw new SluiceError(`cannot add the fingerprint columns to table ${schema}.${table}: ${describeUnknown(err)}`, {
+          kind: 'destination',
+          where: this.where(stream),
+          cause: err,
+          hint: `the table's owner (or a superuser) runs: ${addColumnsSql(schema, table, FINGERPRINT_COLUMNS)}; or sync as the owner`,
+        });
+      }
       throw pgError(err, this.where(stream), `cannot add the fingerprint columns to table ${schema}.${table}`);
     }
     this.ctx.logger.info(
@@ -330,6 +371,24 @@ class PgvectorWriter implements DestinationWriter {
       hasFingerprintColumns(info)
         ? `added column(s) ${FINGERPRINT_COLUMNS.filter((c) => !info.columns.includes(c)).join(', ')} to ${schema}.${table}; its documents show no embedder tag or source digest until they are next written`
         : `added columns ${FINGERPRINT_COLUMNS.join(', ')} to ${schema}.${table}; its documents are rewritten once, the next time each is synced`,
+    );
+    return CHUNK_COLUMNS;
+  }
+
+  /** One warning per table and run: what the table lacks, what that costs, what its owner runs. */
+  private warnMissingColumns(stream: string, table: string, info: TableInfo, err: unknown): void {
+    const { schema } = this.config;
+    const missing = FINGERPRINT_COLUMNS.filter((c) => !info.columns.includes(c));
+    const costs = [
+      missing.includes('fingerprint_source') &&
+        "no source digests are stored, so every re-sync reads all of the stream's source rows in full (unchanged documents are still recognised by their fingerprints and neither re-embedded nor rewritten)",
+      missing.includes('fingerprint_embedder') &&
+        'no embedder tag is stored, so a change of embedding model is not recognised from the stored rows',
+    ].filter(Boolean);
+    const fix = addColumnsSql(schema, table, missing);
+    this.ctx.logger.warn(
+      { stream, table: `${schema}.${table}`, missing, err: describeUnknown(err), fix },
+      `table ${schema}.${table} lacks column(s) ${missing.join(', ')} and this user may not add them (${describeUnknown(err)}); the sync goes on without them: ${costs.join('; ')}. To fix, the table's owner runs: ${fix}; the next sync run as the owner then also rebuilds the table's document index to include the new column(s) (until then listing its documents reads the table)`,
     );
   }
 
@@ -365,17 +424,23 @@ class PgvectorWriter implements DestinationWriter {
     // One look-up at a time on the writer's connection (the engine asks for the next batch before
     // this one is answered): with the commits that share it, a query waits behind at most one
     // other, instead of piling up in pg's queue (pg warns about that, and pg@9 will refuse it).
-    const turn = this.lookupTurn.then(() => this.lookUp(stream, t.table, documentIds));
+    const turn = this.lookupTurn.then(() => this.lookUp(stream, t.table, t.liveColumns, documentIds));
     this.lookupTurn = turn.catch(() => undefined);
     return turn;
   }
 
   private lookupTurn: Promise<unknown> = Promise.resolve();
 
-  private async lookUp(stream: string, table: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
+  private async lookUp(
+    stream: string,
+    table: string,
+    columns: readonly string[],
+    documentIds: string[],
+  ): Promise<Map<string, DocumentFingerprint>> {
     const found = new Map<string, DocumentFingerprint>();
     try {
-      // Every looked-up table has all fingerprint columns: prepare() added the ones it lacked.
+      // prepare() added the fingerprint columns a table lacked, unless the user may not (see migrate).
+      const fingerprintSql = documentFingerprintSql(columns.includes('fingerprint_embedder'), columns.includes('fingerprint_source'));
       const { rows } = await this.client.query<{
         document_id: string;
         fingerprint_content: string | null;
@@ -383,7 +448,7 @@ class PgvectorWriter implements DestinationWriter {
         fingerprint_embedder: string | null;
         fingerprint_source: string | null;
       }>(
-        `SELECT document_id, ${documentFingerprintSql()} FROM ${qualified(this.config.schema, table)}
+        `SELECT document_id, ${fingerprintSql} FROM ${qualified(this.config.schema, table)}
           WHERE document_id = ANY($1::text[]) GROUP BY document_id`,
         [documentIds],
       );
@@ -712,35 +777,21 @@ class PgvectorWriter implements DestinationWriter {
     written.chunksWritten += chunks.length;
   }
 
-  private static readonly UPSERT = `ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index,
-      content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
-      fingerprint_content = EXCLUDED.fingerprint_content, fingerprint_metadata = EXCLUDED.fingerprint_metadata,
-      fingerprint_embedder = EXCLUDED.fingerprint_embedder, fingerprint_source = EXCLUDED.fingerprint_source`;
-
   /** PGlite path: multi-row INSERT ... SELECT FROM unnest(...), vectors sent as one binary array. */
   private async upsertByInsert(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
+    const { columns } = t;
     const vectorArray = `${ident(this.vectorSchema)}.vector[]`;
-    const sql = `INSERT INTO ${table} ${COLUMNS}
-      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::${vectorArray}, $7::text[], $8::text[], $9::text[], $10::text[])
-      ${PgvectorWriter.UPSERT}`;
+    const arrays = columns.map((c, i) => `$${i + 1}::${c === 'embedding' ? vectorArray : `${INSERT_TYPES[c]}[]`}`);
+    const sql = `INSERT INTO ${table} ${columnList(columns)}
+      SELECT * FROM unnest(${arrays.join(', ')})
+      ${upsertClause(columns)}`;
     const step = this.config.insert_rows;
     for (let i = 0; i < chunks.length; i += step) {
       const part = chunks.slice(i, i + step);
-      await this.client.query(sql, [
-        part.map(({ chunk: c }) => c.id),
-        part.map(({ chunk: c }) => c.documentId),
-        part.map(({ chunk: c }) => c.chunkIndex),
-        part.map(({ chunk: c }) => clean(c.content)),
-        part.map(({ chunk: c }) => metadataJson(c.metadata)),
-        encodeBinaryArray(
-          t.vectorOid,
-          part.map(({ chunk: c }) => (c.embedding ? encodeVector(c.embedding) : null)),
-        ),
-        part.map((c) => c.fingerprint?.content ?? null),
-        part.map((c) => c.fingerprint?.metadata ?? null),
-        part.map((c) => c.fingerprint?.embedder ?? null),
-        part.map((c) => c.fingerprint?.source ?? null),
-      ]);
+      await this.client.query(
+        sql,
+        columns.map((c) => insertArray(c, part, t.vectorOid)),
+      );
     }
   }
 
@@ -761,9 +812,11 @@ class PgvectorWriter implements DestinationWriter {
   /** Overwrite: copies documents' live rows into the new generation as they are, inside the server. */
   private async copyKept(t: StreamTarget, documentIds: string[]): Promise<void> {
     const { schema } = this.config;
+    // A column the live table lacks (see migrate) is NULL in the copy, as it would be after adding it.
+    const values = t.columns.map((c) => (t.liveColumns.includes(c) ? c : `NULL::text AS ${c}`));
     await this.client.query(
-      `INSERT INTO ${qualified(schema, t.writeTable)} ${COLUMNS}
-       SELECT ${COLUMNS.slice(1, -1)} FROM ${qualified(schema, t.table)} WHERE document_id = ANY($1::text[])
+      `INSERT INTO ${qualified(schema, t.writeTable)} ${columnList(t.columns)}
+       SELECT ${values.join(', ')} FROM ${qualified(schema, t.table)} WHERE document_id = ANY($1::text[])
        ON CONFLICT (id) DO NOTHING`,
       [documentIds],
     );
@@ -789,25 +842,30 @@ class PgvectorWriter implements DestinationWriter {
       chunks.map((c) => c.fingerprint?.source ?? null),
     ];
     const input = `unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[]) AS d(id, metadata, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source)`;
+    // Only the fingerprint columns the written table has (see migrate).
+    const fingerprintColumns = FINGERPRINT_COLUMNS.filter((c) => t.columns.includes(c));
+    const found =
+      t.mode !== 'overwrite' && !t.columns.includes('fingerprint_source')
+        ? await this.updateChangedMetadata(table, input, fingerprintColumns, params)
+        : undefined;
     const res =
-      t.mode === 'overwrite'
-        ? await this.client.query(
-            `INSERT INTO ${table} ${COLUMNS}
-             SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, d.fingerprint_content, d.fingerprint_metadata,
-                    d.fingerprint_embedder, d.fingerprint_source
+      found !== undefined
+        ? { rowCount: found }
+        : t.mode === 'overwrite'
+          ? await this.client.query(
+              `INSERT INTO ${table} ${columnList(t.columns)}
+             SELECT l.id, l.document_id, l.chunk_index, l.content, d.metadata, l.embedding, ${fingerprintColumns.map((c) => `d.${c}`).join(', ')}
                FROM ${input} JOIN ${qualified(this.config.schema, t.table)} AS l
                  ON l.id = d.id AND l.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
-             ${PgvectorWriter.UPSERT}`,
-            params,
-          )
-        : await this.client.query(
-            `UPDATE ${table} AS t SET metadata = d.metadata, fingerprint_content = d.fingerprint_content,
-                    fingerprint_metadata = d.fingerprint_metadata, fingerprint_embedder = d.fingerprint_embedder,
-                    fingerprint_source = d.fingerprint_source
+             ${upsertClause(t.columns)}`,
+              params,
+            )
+          : await this.client.query(
+              `UPDATE ${table} AS t SET metadata = d.metadata, ${fingerprintColumns.map((c) => `${c} = d.${c}`).join(', ')}
                FROM ${input}
               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
-            params,
-          );
+              params,
+            );
     if ((res.rowCount ?? 0) !== chunks.length) {
       const docs = [...new Set(chunks.map(({ chunk: c }) => c.documentId))];
       throw new SluiceError(
@@ -815,6 +873,26 @@ class PgvectorWriter implements DestinationWriter {
         { kind: 'destination', where: this.where(t.stream), hint: 'run the sync again: changed documents are then rewritten in full' },
       );
     }
+  }
+
+  /**
+   * updateMetadata in a table without fingerprint_source (see migrate): an unchanged document read
+   * with a source digest arrives as metadata-only on every run, since its digest is never stored.
+   * Rows that already hold what is sent are matched but not rewritten (no new row versions, no WAL).
+   * Returns how many rows had the expected content (written or not).
+   */
+  private async updateChangedMetadata(table: string, input: string, fingerprintColumns: string[], params: unknown[]): Promise<number> {
+    const stored = ['metadata', ...fingerprintColumns];
+    const { rows } = await this.client.query<{ matched: number }>(
+      `WITH d AS (SELECT * FROM ${input}),
+            updated AS (
+              UPDATE ${table} AS t SET ${stored.map((c) => `${c} = d.${c}`).join(', ')} FROM d
+               WHERE t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content
+                 AND ROW(${stored.map((c) => `t.${c}`).join(', ')}) IS DISTINCT FROM ROW(${stored.map((c) => `d.${c}`).join(', ')}))
+       SELECT count(*)::int AS matched FROM ${table} AS t JOIN d ON t.id = d.id AND t.fingerprint_content IS NOT DISTINCT FROM d.fingerprint_content`,
+      params,
+    );
+    return rows[0].matched;
   }
 
   /**
@@ -841,6 +919,7 @@ class PgvectorWriter implements DestinationWriter {
     t.keepOnly = undefined;
     t.swapped = true;
     t.writeTable = t.table;
+    t.columns = t.liveColumns;
     t.fresh = false;
     this.ctx.logger.info(
       { stream: t.stream, table: `${this.config.schema}.${t.table}`, documents: kept.count },
@@ -855,11 +934,11 @@ class PgvectorWriter implements DestinationWriter {
    * table, then one merge.
    */
   private async upsertByCopy(t: StreamTarget, table: string, chunks: FingerprintedChunk[]): Promise<void> {
-    const columns = COLUMNS;
+    const columns = columnList(t.columns);
     if (t.fresh && t.directCopy) {
       await this.client.query('SAVEPOINT sluice_direct_copy');
       try {
-        await copyBinary(this.client, `COPY ${table} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks));
+        await copyBinary(this.client, `COPY ${table} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks, t.columns));
         await this.client.query('RELEASE SAVEPOINT sluice_direct_copy');
         return;
       } catch (err) {
@@ -878,8 +957,9 @@ class PgvectorWriter implements DestinationWriter {
     } else {
       await this.client.query(`TRUNCATE ${stage}`);
     }
-    await copyBinary(this.client, `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks));
-    await this.client.query(`INSERT INTO ${table} ${COLUMNS} SELECT ${COLUMNS.slice(1, -1)} FROM ${stage} ${PgvectorWriter.UPSERT}`);
+    // The staging table has every column; those the target lacks (see migrate) stay NULL there and unread.
+    await copyBinary(this.client, `COPY ${stage} ${columns} FROM STDIN (FORMAT BINARY)`, chunkTuples(chunks, t.columns));
+    await this.client.query(`INSERT INTO ${table} ${columns} SELECT ${t.columns.join(', ')} FROM ${stage} ${upsertClause(t.columns)}`);
   }
 
   /** Builds the new generation's index, then replaces the live table in one transaction. */
@@ -913,6 +993,7 @@ class PgvectorWriter implements DestinationWriter {
     }
     t.swapped = true;
     t.writeTable = t.table;
+    t.columns = t.liveColumns = CHUNK_COLUMNS;
     t.fresh = false;
     this.ctx.logger.info({ stream: t.stream, table: `${schema}.${t.table}` }, 'overwrite: switched to the new generation');
   }
@@ -940,6 +1021,7 @@ class PgvectorWriter implements DestinationWriter {
     for (const t of targets) {
       t.swapped = true;
       t.writeTable = t.table;
+      t.columns = t.liveColumns = CHUNK_COLUMNS;
       t.fresh = false;
     }
     this.ctx.logger.info({ tables: targets.map((t) => `${schema}.${t.table}`) }, 'reindex: switched every stream to the new generation');
@@ -987,9 +1069,15 @@ interface FingerprintedChunk {
   fingerprint: DocumentFingerprint | undefined;
 }
 
-function* chunkTuples(chunks: FingerprintedChunk[]): Generator<CopyValue[]> {
+/**
+ * COPY tuples in the order of `columns`: CHUNK_COLUMNS, or those without fingerprint_embedder or
+ * fingerprint_source (a table the user may not alter, see migrate); every other column is always there.
+ */
+function* chunkTuples(chunks: FingerprintedChunk[], columns: readonly string[]): Generator<CopyValue[]> {
+  const withEmbedder = columns.includes('fingerprint_embedder');
+  const withSource = columns.includes('fingerprint_source');
   for (const { chunk: c, fingerprint } of chunks) {
-    yield [
+    const tuple: CopyValue[] = [
       { kind: 'text', value: c.id },
       { kind: 'text', value: c.documentId },
       { kind: 'int4', value: c.chunkIndex },
@@ -998,11 +1086,62 @@ function* chunkTuples(chunks: FingerprintedChunk[]): Generator<CopyValue[]> {
       { kind: 'vector', value: c.embedding },
       { kind: 'textOrNull', value: fingerprint?.content },
       { kind: 'textOrNull', value: fingerprint?.metadata },
-      { kind: 'textOrNull', value: fingerprint?.embedder },
-      { kind: 'textOrNull', value: fingerprint?.source },
     ];
+    if (withEmbedder) tuple.push({ kind: 'textOrNull', value: fingerprint?.embedder });
+    if (withSource) tuple.push({ kind: 'textOrNull', value: fingerprint?.source });
+    yield tuple;
   }
 }
+
+/** The array type of each column's parameter on the INSERT path (embedding: the vector type's array). */
+const INSERT_TYPES: Record<string, string> = {
+  id: 'text',
+  document_id: 'text',
+  chunk_index: 'int',
+  content: 'text',
+  metadata: 'jsonb',
+  fingerprint_content: 'text',
+  fingerprint_metadata: 'text',
+  fingerprint_embedder: 'text',
+  fingerprint_source: 'text',
+};
+
+/** One column's values for the INSERT … unnest path. */
+function insertArray(column: string, part: FingerprintedChunk[], vectorOid: number): unknown {
+  switch (column) {
+    case 'id':
+      return part.map(({ chunk: c }) => c.id);
+    case 'document_id':
+      return part.map(({ chunk: c }) => c.documentId);
+    case 'chunk_index':
+      return part.map(({ chunk: c }) => c.chunkIndex);
+    case 'content':
+      return part.map(({ chunk: c }) => clean(c.content));
+    case 'metadata':
+      return part.map(({ chunk: c }) => metadataJson(c.metadata));
+    case 'embedding':
+      return encodeBinaryArray(
+        vectorOid,
+        part.map(({ chunk: c }) => (c.embedding ? encodeVector(c.embedding) : null)),
+      );
+    case 'fingerprint_content':
+      return part.map((c) => c.fingerprint?.content ?? null);
+    case 'fingerprint_metadata':
+      return part.map((c) => c.fingerprint?.metadata ?? null);
+    case 'fingerprint_embedder':
+      return part.map((c) => c.fingerprint?.embedder ?? null);
+    case 'fingerprint_source':
+      return part.map((c) => c.fingerprint?.source ?? null);
+  }
+  throw new SluiceError(`the writer has no value for column ${column}`, { kind: 'internal' });
+}
+
+/**
+ * `ALTER TABLE … ADD COLUMN IF NOT EXISTS c text, …`: what a table's owner runs to add `columns`
+ * (sluice's own lower-case column names, shown unquoted for people to read).
+ */
+const addColumnsSql = (schema: string, table: string, columns: readonly string[]) =>
+  `ALTER TABLE ${qualified(schema, table)} ${columns.map((c) => `ADD COLUMN IF NOT EXISTS ${c} text`).join(', ')}`;
 
 async function hasRows(client: pg.Client, schema: string, table: string): Promise<boolean> {
   const { rowCount } = await client.query(`SELECT 1 FROM ${qualified(schema, table)} LIMIT 1`);
