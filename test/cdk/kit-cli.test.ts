@@ -58,7 +58,7 @@ describe('sluice test-connector: skips, --strict and readBack', () => {
     expect(r.stdout).toContain('destination rows: PASSED');
     expect(r.stdout).toMatch(/- write\.every-batch-stored \(skipped: the destination has neither readBack\(\) nor search\(\)/);
     expect(r.stdout).toContain('· write.overwrite (not applicable: overwrite is not supported)');
-    expect(r.stdout).toContain('7 passed, 0 failed, 7 skipped, 7 not applicable (21 checks)');
+    expect(r.stdout).toContain('7 passed, 0 failed, 7 skipped, 8 not applicable (22 checks)');
     expect(r.code).toBe(0);
   });
 
@@ -82,7 +82,7 @@ describe('sluice test-connector: skips, --strict and readBack', () => {
   it('reads back through the module’s readBack export: every check runs and passes', async () => {
     const r = await runCli(['test-connector', join(dir, 'rows-readback.ts'), '--config', config, '--strict'], { cwd: REPO });
     expect(r.stdout).toContain('destination rows: PASSED');
-    expect(r.stdout).toContain('14 passed, 0 failed, 0 skipped, 7 not applicable (21 checks)');
+    expect(r.stdout).toContain('14 passed, 0 failed, 0 skipped, 8 not applicable (22 checks)');
     expect(r.stdout).toMatch(/✓ cleanup\.test-data-removed: deleted the \d+ test documents/);
     expect(r.code).toBe(0);
   });
@@ -91,7 +91,7 @@ describe('sluice test-connector: skips, --strict and readBack', () => {
     const project = tempDir('sluice-kit-cli-scaffold-', true);
     expect((await runCli(['init', 'connector', 'my-store', '--kind', 'destination', '--dir', project])).code).toBe(0);
     const r = await runCli(['test-connector', 'my-store.pipeline.yaml', '--strict'], { cwd: project });
-    expect(r.stdout).toContain('15 passed, 0 failed, 0 skipped, 6 not applicable (21 checks)');
+    expect(r.stdout).toContain('15 passed, 0 failed, 0 skipped, 7 not applicable (22 checks)');
     expect(r.code).toBe(0);
   });
 });
