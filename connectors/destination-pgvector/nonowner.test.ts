@@ -15,38 +15,25 @@ import type {
   DocumentFingerprint,
   StoredDocument,
 } from '../../src/protocol/connector.ts';
-import { sha256 } from '../../src/protocol/identity.ts';
 import destination from './index.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { STATE_TABLE, ensureStateTable, inspectTable } from './schema.ts';
 import { qualified } from './sql.ts';
-import { deleteMessage, documentMessage, drain, stateMessage, testContext } from './testing.ts';
+import {
+  deleteMessage,
+  drain,
+  stateMessage,
+  testContext,
+  FINGERPRINT_TEST_DIMS as DIMS,
+  FINGERPRINT_TEST_EMBEDDER as EMBEDDER,
+  completeMessage as complete,
+  fingerprintOf,
+  fingerprintedDoc as doc,
+  keepMessage as keep,
+  metadataOnlyDoc as metadataOnly,
+  sourceDigest as digest,
+} from './testing.ts';
 
-const DIMS = 4;
-const EMBEDDER = 'test/model/4';
-
-type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
-
-const fingerprintOf = (id: string, version: number, meta: number, source?: string): DocumentFingerprint => ({
-  content: sha256(`content ${id} v${version}`),
-  metadata: sha256(`metadata ${id} m${meta}`),
-  embedder: EMBEDDER,
-  ...(source === undefined ? {} : { source }),
-});
-const digest = (id: string, round: number) => `0123456789abcdef:${sha256(`row ${id} r${round}`).slice(0, 32)}`;
-
-function doc(stream: string, id: string, chunks: number, opts: { version?: number; meta?: number; source?: string } = {}): DocumentMessage {
-  const { version = 1, meta = 1, source } = opts;
-  const m = documentMessage(stream, id, chunks, DIMS, version) as DocumentMessage;
-  for (const c of m.chunks) c.metadata = { ...c.metadata, tag: `m${meta}` };
-  return { ...m, fingerprint: fingerprintOf(id, version, meta, source) };
-}
-function metadataOnly(stream: string, id: string, chunks: number, opts: { meta: number; source?: string }): DestinationMessage {
-  const m = doc(stream, id, chunks, opts);
-  return { ...m, metadataOnly: true, chunks: m.chunks.map(({ embedding: _drop, ...c }) => c) };
-}
-const keep = (stream: string, id: string): DestinationMessage => ({ type: 'KEEP', stream, documentId: id });
-const complete = (stream: string): DestinationMessage => ({ type: 'STREAM_COMPLETE', stream });
 const stream = (mode: DestinationStream['destinationSyncMode']): DestinationStream => ({
   name: 'docs',
   destinationSyncMode: mode,

@@ -6,6 +6,7 @@ import type {
   DestinationEvent,
   DestinationMessage,
   DestinationWriter,
+  DocumentFingerprint,
   SourceState,
 } from '../../src/protocol/connector.ts';
 import { chunkId, sha256 } from '../../src/protocol/identity.ts';
@@ -83,3 +84,42 @@ export async function drain(
   for await (const e of writer.write(input)) events.push(e);
   return events;
 }
+
+/** The vector size and embedder tag of the fingerprinted-document builders below. */
+export const FINGERPRINT_TEST_DIMS = 4;
+export const FINGERPRINT_TEST_EMBEDDER = 'test/model/4';
+
+type DocumentMessage = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+
+/** The fingerprint the engine would send: content by version, metadata by meta, source when given. */
+export const fingerprintOf = (id: string, version: number, meta: number, source?: string): DocumentFingerprint => ({
+  content: sha256(`content ${id} v${version}`),
+  metadata: sha256(`metadata ${id} m${meta}`),
+  embedder: FINGERPRINT_TEST_EMBEDDER,
+  ...(source === undefined ? {} : { source }),
+});
+
+/** A source digest as the engine stores it: `<tag>:<digest>`. */
+export const sourceDigest = (id: string, round: number) => `0123456789abcdef:${sha256(`row ${id} r${round}`).slice(0, 32)}`;
+
+/** A DOCUMENT with FINGERPRINT_TEST_DIMS vectors, its chunks' metadata and its fingerprint made from `meta` and `version`. */
+export function fingerprintedDoc(
+  stream: string,
+  id: string,
+  chunks: number,
+  opts: { version?: number; meta?: number; source?: string } = {},
+): DocumentMessage {
+  const { version = 1, meta = 1, source } = opts;
+  const m = documentMessage(stream, id, chunks, FINGERPRINT_TEST_DIMS, version) as DocumentMessage;
+  for (const c of m.chunks) c.metadata = { ...c.metadata, tag: `m${meta}` };
+  return { ...m, fingerprint: fingerprintOf(id, version, meta, source) };
+}
+
+/** The metadata-only form: same chunk ids and texts, no vectors, new metadata and fingerprint. */
+export function metadataOnlyDoc(stream: string, id: string, chunks: number, opts: { meta: number; source?: string }): DestinationMessage {
+  const m = fingerprintedDoc(stream, id, chunks, opts);
+  return { ...m, metadataOnly: true, chunks: m.chunks.map(({ embedding: _drop, ...c }) => c) };
+}
+
+export const keepMessage = (stream: string, id: string): DestinationMessage => ({ type: 'KEEP', stream, documentId: id });
+export const completeMessage = (stream: string): DestinationMessage => ({ type: 'STREAM_COMPLETE', stream });
