@@ -54,6 +54,12 @@ export const PostgresSourceConfigSchema = z
     exclude: z.array(z.string()).optional().describe('Table patterns to exclude'),
     streams: z.array(CustomStreamSchema).optional().describe('Custom SQL streams'),
     batch_size: z.number().int().positive().default(10_000).describe('Rows per page; a state checkpoint follows every page'),
+    source_digests: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Read full-refresh streams with source digests when the destination keeps them (docs/postgres.md): unchanged rows are not read in full. false: every row is read in full and no digest is stored',
+      ),
     digest_page_size: z
       .number()
       .int()

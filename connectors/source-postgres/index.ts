@@ -243,7 +243,7 @@ async function* readBatches(
       // A worker of a sharded run reads only its key range of a split full refresh.
       const range = cs.sync_mode === 'full_refresh' ? (ctx.shard?.partitions[cs.stream.name] as KeyRange | undefined) : undefined;
       const digests =
-        cs.sync_mode === 'full_refresh' && rel.primaryKey.length && ctx.storedDigests && (await canDigest())
+        cs.sync_mode === 'full_refresh' && rel.primaryKey.length && cfg.source_digests && ctx.storedDigests && (await canDigest())
           ? digestsFor(ctx.storedDigests, cs, rel)
           : undefined;
       const opts = {

@@ -131,6 +131,14 @@ describe('postgres source digests, skipping off', () => {
     expect(complete(digested.msgs, 'items')).toBe(true);
   });
 
+  it('is today’s read, the engine not even asked, with source_digests: false', async () => {
+    const fake = fakeStored('items', true, () => true);
+    const off = await run(config(url, { source_digests: false }), catalog(stream('items', 'full_refresh')), fake.stored);
+    expect(fake.asked).toEqual([]);
+    expect(recs(off.msgs)).toHaveLength(98);
+    expect(recs(off.msgs).every((r) => r.digest === undefined)).toBe(true);
+  });
+
   it('is today’s read when there is no ctx.storedDigests or the stream gets no check', async () => {
     const cfg = config(url);
     const none = await run(cfg, catalog(stream('items', 'full_refresh')), fakeStored('other', true).stored);
