@@ -989,16 +989,40 @@ function chunksOf(docId: string, pieces: ProcessedChunk[], stats: StreamStats): 
 }
 
 /** Chunks to embed: a metadata-only document keeps its stored vectors (no embedding, no cache look-up). */
-const chunkCount = (g: DestinationMessage[]) => g.reduce((n, m) => n + (m.type === 'DOCUMENT' && !m.metadataOnly ? m.chunks.length : 0), 0);
+/** At most this many messages in one embedding group, whatever their chunks (metadata-only documents have none). */
+const MAX_EMBED_GROUP_ITEMS = 2000;
 const firstStream = (g: DestinationMessage[]) => g.find((m) => m.type === 'DOCUMENT')?.stream;
+
+/**
+ * When an embedding group is full before `next`: its chunks would pass `batchSize`, `next` is of
+ * another stream, or it holds MAX_EMBED_GROUP_ITEMS. The group's chunk count and stream are tallied
+ * as items join: recounting the group for each new item was quadratic in a run of metadata-only
+ * documents (no chunks, so no batch ever filled).
+ */
+export function embedGroupIsFull(batchSize: number): (group: DestinationMessage[], next: DestinationMessage) => boolean {
+  let tallied: DestinationMessage[] | undefined;
+  let talliedUpTo = 0;
+  let chunks = 0;
+  let stream: string | undefined;
+  return (g, next) => {
+    if (g !== tallied) [tallied, talliedUpTo, chunks, stream] = [g, 0, 0, undefined];
+    for (; talliedUpTo < g.length; talliedUpTo++) {
+      const m = g[talliedUpTo];
+      if (m.type !== 'DOCUMENT') continue;
+      if (!m.metadataOnly) chunks += m.chunks.length;
+      stream ??= m.stream;
+    }
+    if (next.type !== 'DOCUMENT') return false;
+    // Documents without chunks to embed count too: a group's documents wait until it is decided.
+    if (g.length >= MAX_EMBED_GROUP_ITEMS) return true;
+    return chunks + (next.metadataOnly ? 0 : next.chunks.length) > batchSize || (stream !== undefined && stream !== next.stream);
+  };
+}
 
 /** Groups documents into embedding batches; batches run concurrently and come out in order. */
 function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embedder: Embedder): AsyncIterable<DestinationMessage> {
   const groups = groupItems(input, {
-    isFull: (g, next) =>
-      next.type === 'DOCUMENT' &&
-      (chunkCount(g) + (next.metadataOnly ? 0 : next.chunks.length) > embedder.batchSize ||
-        (firstStream(g) !== undefined && firstStream(g) !== next.stream)),
+    isFull: embedGroupIsFull(embedder.batchSize),
     closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
     lingerMs: 25,
   });
