@@ -59,7 +59,7 @@ export interface ConnectorContext {
 
 /**
  * Source digests (docs/fingerprints.md): a source that can have a row's digest computed where the
- * data lives (PostgreSQL: md5 of the row) reads the digests of a full-refresh stream first, and
+ * data lives (PostgreSQL: a hash of the row's columns) reads the digests of a full-refresh stream first, and
  * reads in full only the rows whose stored document has another digest.
  */
 export interface StoredDigests {
