@@ -8,7 +8,6 @@
 //   3. changes stream from the LSN in the state; a GLOBAL state with the commit LSN follows
 //      committed transactions. The server learns an LSN as flushed only when the engine reports the
 //      state holding it as committed (onStateCommitted), or when read() starts with that state.
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown, isTransientNetworkError } from '../../src/protocol/errors.ts';
@@ -27,36 +26,11 @@ import {
   type TupleValue,
 } from './pgoutput.ts';
 import { parserFor, toParam } from './types.ts';
+import { cdcNames, savedSlot } from './cdc-names.ts';
+
+export { cdcNames, defaultSlotName, legacySlotName, lsnOfState, savedSlot } from './cdc-names.ts';
 
 export const HEARTBEAT_PREFIX = 'sluice_heartbeat';
-
-const baseName = (connection: string) => 'sluice_' + connection.toLowerCase().replace(/[^a-z0-9_]+/g, '_');
-
-/**
- * Replication object names: configured, or derived from the connection name. A publication lives
- * in one database; a slot is server-wide, so the default slot name also carries a hash of the
- * database: connections of the same name in two databases of one server never share a slot.
- */
-export function cdcNames(cfg: PostgresSourceConfig, connection: string, database: string): { slot: string; publication: string } {
-  return {
-    slot: cfg.cdc.slot ?? defaultSlotName(connection, database),
-    publication: cfg.cdc.publication ?? baseName(connection).slice(0, 63),
-  };
-}
-
-export function defaultSlotName(connection: string, database: string): string {
-  const hash = createHash('sha256').update(database).digest('hex').slice(0, 8);
-  return `${baseName(connection).slice(0, 63 - 9)}_${hash}`;
-}
-
-/** The slot name sluice used before it carried the database hash (`sluice_<connection>`). */
-export const legacySlotName = (connection: string): string => baseName(connection).slice(0, 63);
-
-/** The slot a saved CDC state continues on (it may have been created under the legacy name). */
-export function savedSlot(state: SourceState | undefined): string | undefined {
-  const slot = (state?.shared as Record<string, unknown> | undefined)?.slot;
-  return typeof slot === 'string' ? slot : undefined;
-}
 
 // ---- acknowledgement registry: onStateCommitted reaches the live stream through it ------------
 
@@ -64,11 +38,6 @@ interface LiveSession {
   ack(lsn: Lsn): void;
 }
 const sessions = new Map<string, LiveSession>();
-
-export function lsnOfState(state: { global?: { shared_state?: Record<string, unknown> } } | undefined): Lsn | undefined {
-  const text = state?.global?.shared_state?.lsn;
-  return typeof text === 'string' ? lsnFromText(text) : undefined;
-}
 
 /**
  * Called by the engine after it persisted a state: the server may now discard WAL before it. A state

@@ -1,6 +1,7 @@
 // Connections, quoting and the catalog model shared by every read mode.
 import pg from 'pg';
-import picomatch from 'picomatch';
+import { createRequire } from 'node:module';
+import type picomatch from 'picomatch';
 import type { ConnectorContext } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown } from '../../src/protocol/errors.ts';
 import { clientConfig, describeServer, type PostgresSourceConfig } from './config.ts';
@@ -104,9 +105,18 @@ export function fromClause(rel: Relation): string {
 }
 
 function matches(patterns: string[], schema: string, table: string): boolean {
-  return patterns.some((p) =>
-    p.includes('.') ? picomatch.isMatch(`${schema}.${table}`, p, { dot: true }) : picomatch.isMatch(table, p, { dot: true }),
-  );
+  return patterns.some((p) => (p.includes('.') ? globMatch(`${schema}.${table}`, p) : globMatch(table, p)));
+}
+
+// A pattern of only these characters matches exactly itself under picomatch (test/include-patterns.test.ts),
+// so plain table names skip loading picomatch (7 modules at start-up); globs load it on first use.
+const LITERAL_PATTERN = /^[A-Za-z0-9_.-]+$/;
+let picomatchLoaded: typeof picomatch | undefined;
+
+export function globMatch(name: string, pattern: string): boolean {
+  if (LITERAL_PATTERN.test(pattern)) return name === pattern;
+  picomatchLoaded ??= createRequire(import.meta.url)('picomatch') as typeof picomatch;
+  return picomatchLoaded.isMatch(name, pattern, { dot: true });
 }
 
 const CURSOR_NAMES = ['updated_at', 'modified_at', 'last_modified', 'updated', 'modified', 'changed_at', 'last_updated', 'created_at'];

@@ -19,7 +19,8 @@ import {
   type ConfiguredStream,
   type StateMessage,
 } from '../../src/protocol/messages.ts';
-import { acknowledgeCommitted, cdcNames, legacySlotName, lsnOfState, readCdc, savedSlot, slotLag } from './cdc.ts';
+// The replication code (./cdc.ts) loads only when a run, check or commit involves CDC.
+import { cdcNames, legacySlotName, lsnOfState, savedSlot } from './cdc-names.ts';
 import { PostgresSourceConfigSchema, describeServer, type PostgresSourceConfig } from './config.ts';
 import { connect, loadRelations, resolveStream, type Relation } from './db.ts';
 import { lsnFromText } from './pgoutput.ts';
@@ -190,6 +191,7 @@ async function check(config: PostgresSourceConfig, ctx: ConnectorContext, option
         `CDC: replication slot ${slot} is invalidated (WAL removed); the next CDC sync fails unless cdc.on_invalid_slot is resnapshot`,
       );
     else if (s.rows[0]) {
+      const { slotLag } = await import('./cdc.ts');
       const lag = await slotLag(client, slot);
       if (lag) warnings.push(`CDC: slot ${slot} retains ${lag.retained} bytes of WAL`);
     }
@@ -268,6 +270,7 @@ async function* readBatches(
     await client.end().catch(() => {});
   }
   if (cdcRels.length && !ctx.signal.aborted) {
+    const { readCdc } = await import('./cdc.ts');
     yield* readCdc({ cfg, rels: cdcRels, state, ctx });
     if (!ctx.signal.aborted) for (const r of cdcRels) yield message.streamStatus(r.stream, 'COMPLETE');
   }
@@ -336,7 +339,7 @@ const source: Source<PostgresSourceConfig> = {
     const fromConn =
       connection.shared?.slot === slot && typeof connection.shared?.lsn === 'string' ? lsnFromText(connection.shared.lsn) : undefined;
     const lsn = lsnOfState(state as never) ?? fromConn;
-    if (lsn !== undefined) return acknowledgeCommitted(slot, lsn, { cfg, ctx });
+    if (lsn !== undefined) return import('./cdc.ts').then(({ acknowledgeCommitted }) => acknowledgeCommitted(slot, lsn, { cfg, ctx }));
   },
 };
 

@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import type { ConnectorContext } from '../../src/protocol/connector.ts';
 import type { ConfiguredCatalog } from '../../src/protocol/messages.ts';
-import { cdcNames } from './cdc.ts';
+import { cdcNames } from './cdc-names.ts';
 import type { PostgresSourceConfig } from './config.ts';
 import { fromClause, qi, resolveStream, type Relation } from './db.ts';
 
