@@ -6,9 +6,9 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import { z } from 'zod';
 import type { Destination, Source } from '../protocol/connector.ts';
 import { SluiceError } from '../protocol/errors.ts';
-import { configJsonSchema } from '../protocol/spec.ts';
 import { loadConnector } from '../engine/registry.ts';
 import { PipelineSchema, type ConnectionConfig, type PipelineConfig } from './schema.ts';
+import { collectSecrets } from './config-secrets.ts';
 import { looksSecret, registerSecret, registerUrlPassword } from './secrets.ts';
 import { closest } from './suggest.ts';
 import { toJsChecked } from './yaml-aliases.ts';
@@ -245,30 +245,6 @@ function crossCheck(
     if (s.sync_mode === 'cdc' && s.cursor_field)
       add(at('streams', i, 'cursor_field'), 'cdc streams follow the database log; remove cursor_field');
   }
-}
-
-/** Marks config values whose schema says `airbyte_secret` (and URL passwords) as secrets. */
-function collectSecrets(schema: z.ZodType, value: unknown) {
-  let json: Record<string, unknown>;
-  try {
-    json = configJsonSchema(schema);
-  } catch {
-    return;
-  }
-  const walk = (s: Record<string, unknown> | undefined, v: unknown) => {
-    if (!s || v === undefined || v === null) return;
-    if (s.airbyte_secret === true) registerSecret(v);
-    if (typeof v === 'string') registerUrlPassword(v);
-    for (const alt of [...((s.anyOf as unknown[]) ?? []), ...((s.oneOf as unknown[]) ?? []), ...((s.allOf as unknown[]) ?? [])])
-      walk(alt as Record<string, unknown>, v);
-    if (Array.isArray(v)) for (const item of v) walk(s.items as Record<string, unknown>, item);
-    else if (typeof v === 'object') {
-      const props = (s.properties ?? {}) as Record<string, Record<string, unknown>>;
-      for (const [k, child] of Object.entries(v as Record<string, unknown>))
-        walk(props[k] ?? (s.additionalProperties as Record<string, unknown>), child);
-    }
-  };
-  walk(json, value);
 }
 
 // ---- ${VAR} interpolation on the parsed document (line numbers and YAML structure stay intact) ---
