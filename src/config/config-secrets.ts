@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { registerSecret, registerUrlPassword } from './secrets.ts';
 
-/** Registers config values whose schema is marked `.meta({ secret: true })`, and every URL password. */
+/** Registers config values whose schema is marked `.meta({ secret: true })` (or `airbyte_secret: true`), and every URL password. */
 export function collectSecrets(schema: z.ZodType, value: unknown): void {
   registerUrlPasswords(value);
   markSecrets(schema, value, new Set());
@@ -24,7 +24,10 @@ const asSchema = (x: unknown): z.ZodType | undefined => (x && typeof x === 'obje
 function markSecrets(schema: z.ZodType | undefined, value: unknown, seen: Set<z.ZodType>): void {
   if (!schema || value === undefined || value === null || seen.has(schema)) return;
   seen.add(schema);
-  if (z.globalRegistry.get(schema)?.secret === true) registerSecret(value);
+  // `secret: true` is sluice's mark; `airbyte_secret: true` in a custom connector's meta reached the
+  // JSON Schema as it is, and the walk over that found it too.
+  const meta = z.globalRegistry.get(schema);
+  if (meta?.secret === true || meta?.airbyte_secret === true) registerSecret(value);
   const def = (schema as unknown as { _zod: { def: Def } })._zod.def;
   const same = (s: unknown) => markSecrets(asSchema(s), value, seen);
   const child = (s: unknown, v: unknown) => markSecrets(asSchema(s), v, new Set());

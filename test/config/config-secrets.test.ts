@@ -123,6 +123,15 @@ describe('collectSecrets', () => {
     for (const s of [v.name, v.pair[0], v.both.b, v.extra.known]) expect(isRegistered(s), s).toBe(false);
   });
 
+  it("takes a custom connector's `airbyte_secret: true` meta for a secret, as the JSON Schema walk did", () => {
+    const schema = z.object({ key: z.string().meta({ airbyte_secret: true }), name: z.string() });
+    const v = { key: unique('key'), name: unique('name') };
+    expect(referenceSecrets(schema, v).secrets).toEqual([v.key]);
+    collectSecrets(schema, v);
+    expect(isRegistered(v.key)).toBe(true);
+    expect(isRegistered(v.name)).toBe(false);
+  });
+
   it('registers the password of a URL anywhere in the config, and nothing else of it', () => {
     const pw = unique('pw');
     const host = unique('host');
