@@ -25,6 +25,7 @@ import type {
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { scanChunks } from './scan.ts';
 import { hasPreviousFile, rollbackFile, switchFile } from './generations.ts';
+import { lineHead, lineWithoutEmbedding } from './lines.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
   path: z.string().min(1).describe('Output file; relative to the pipeline file'),
@@ -170,7 +171,7 @@ class JsonlWriter {
     const key = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
     if (this.index?.key !== key) {
       const docs = new Map<string, Map<string, DocumentFingerprint | null>>();
-      for await (const l of readLines(this.file)) {
+      for await (const l of readLinesWithoutEmbedding(this.file)) {
         const byDoc = docs.get(l.stream) ?? (docs.set(l.stream, new Map()), docs.get(l.stream)!);
         byDoc.set(l.document_id, agreed(byDoc.get(l.document_id), l));
       }
@@ -267,7 +268,8 @@ class JsonlWriter {
     if (gen && (gen.stagedLines || [...gen.carried.values()].some((c) => typeof c === 'object'))) return true;
     if (!(await exists(this.file))) return true; // the first commit creates the file, even an empty one
     // Nothing to add: only removals are left (deleted documents, live documents a generation dropped).
-    for await (const l of readLines(this.file)) {
+    for await (const raw of rawLines(this.file)) {
+      const l = lineHead(raw);
       if (switchStream && l.stream === switchStream && gen?.carried.get(l.document_id) !== 'keep') return true;
       if (this.pending.get(l.stream)?.has(l.document_id)) return true;
     }
@@ -316,16 +318,16 @@ class JsonlWriter {
       const stored = new Map<string, JsonlChunkLine>();
       const carriedOver = new Set<string>(); // chunk ids of the new generation taken from live lines
       if (await exists(this.file)) {
-        for await (const raw of createInterface({ input: createReadStream(this.file, 'utf8'), crlfDelay: Infinity })) {
-          if (!raw) continue;
-          const l = JSON.parse(raw) as JsonlChunkLine;
+        for await (const raw of rawLines(this.file)) {
+          // Most lines are copied as they are: only their head is parsed.
+          const l = lineHead(raw);
           if (switchStream && l.stream === switchStream) {
             const carried = gen?.carried.get(l.document_id);
             if (carried === 'keep') await put(raw + '\n');
             else if (typeof carried === 'object') {
               const c = carried.chunks.find((x) => x.id === l.id);
               if (c) {
-                await put(this.line(l.stream, c, carried.fingerprint, l));
+                await put(this.line(l.stream, c, carried.fingerprint, JSON.parse(raw) as JsonlChunkLine));
                 carriedOver.add(l.id);
                 count(l.stream).written++;
               }
@@ -335,7 +337,7 @@ class JsonlWriter {
           const docs = this.pending.get(l.stream);
           const appended = appendIds.get(l.stream)?.get(l.id);
           if (docs?.has(l.document_id) || appended) {
-            if (docs?.get(l.document_id)?.metadataOnly || appended?.doc.metadataOnly) stored.set(l.id, l);
+            if (docs?.get(l.document_id)?.metadataOnly || appended?.doc.metadataOnly) stored.set(l.id, JSON.parse(raw) as JsonlChunkLine);
             if (!newIds.get(l.stream)?.has(l.id)) count(l.stream).deleted++;
             continue;
           }
@@ -397,7 +399,7 @@ class JsonlWriter {
  * Agreement of a document's lines on its fingerprint: null when they disagree or one has none. The
  * embedder tag and the source digest are kept only while every line has the same one.
  */
-function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine): DocumentFingerprint | null {
+function agreed(sofar: DocumentFingerprint | null | undefined, l: Pick<JsonlChunkLine, 'fingerprint'>): DocumentFingerprint | null {
   const fp = l.fingerprint;
   if (!fp || sofar === null) return null;
   if (sofar === undefined) return fp;
@@ -409,10 +411,17 @@ function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine
   return common;
 }
 
+async function* rawLines(file: string): AsyncGenerator<string> {
+  for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) if (raw) yield raw;
+}
+
 async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {
-  for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
-    if (raw) yield JSON.parse(raw) as JsonlChunkLine;
-  }
+  for await (const raw of rawLines(file)) yield JSON.parse(raw) as JsonlChunkLine;
+}
+
+/** Lines for the document index (fingerprints, listings): their vectors are not needed. */
+async function* readLinesWithoutEmbedding(file: string): AsyncGenerator<Omit<JsonlChunkLine, 'embedding'>> {
+  for await (const raw of rawLines(file)) yield lineWithoutEmbedding(raw);
 }
 
 async function exists(file: string) {
@@ -512,7 +521,7 @@ async function* listDocumentBatches(
   const file = resolve(ctx.baseDir, config.path);
   if (!(await exists(file))) return;
   const docs = new Map<string, { chunks: number; fingerprint: DocumentFingerprint | null | undefined }>();
-  for await (const l of readLines(file)) {
+  for await (const l of readLinesWithoutEmbedding(file)) {
     if (l.stream !== stream) continue;
     const d = docs.get(l.document_id) ?? { chunks: 0, fingerprint: undefined };
     d.chunks++;
