@@ -7,7 +7,7 @@
 // commit that would change nothing (a generation of KEEPs only, the deletion of documents that are
 // not there) leaves the file untouched: same inode, same mtime.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
@@ -166,9 +166,8 @@ class JsonlWriter {
    */
   async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
     const found = new Map<string, DocumentFingerprint>();
-    const info = await stat(this.file, { bigint: true }).catch(() => undefined);
-    if (!info) return found;
-    const key = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+    const key = await versionOf(this.file);
+    if (key === undefined) return found;
     if (this.index?.key !== key) {
       const docs = new Map<string, Map<string, DocumentFingerprint | null>>();
       for await (const l of readLinesWithoutEmbedding(this.file)) {
@@ -261,6 +260,74 @@ class JsonlWriter {
     gen.stagedLines += doc.chunks.length;
   }
 
+  /**
+   * Whether the pending commit only adds documents the file does not hold (a first load, new rows),
+   * known without reading the file: it is new, or the document index is of its current version.
+   */
+  private async onlyAdds(switchStream: string | undefined, gen: Generation | undefined): Promise<boolean> {
+    if (switchStream || gen || this.appendOnly.size || !this.pending.size) return false;
+    let chunks = 0;
+    for (const docs of this.pending.values()) for (const d of docs.values()) chunks += d?.chunks.length ?? 0;
+    const version = await versionOf(this.file);
+    if (version === undefined) return true;
+    if (!chunks || this.index?.key !== version || !(await endsWithNewline(this.file))) return false;
+    for (const [stream, docs] of this.pending) {
+      const stored = this.index.docs.get(stream);
+      if (stored) for (const [id, d] of docs) if (!d || stored.has(id)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * onlyAdds() commits: the file's bytes are copied as they are (no line read or parsed) with the new
+   * lines after them, then switched like any commit; the document index is brought up to date
+   * instead of re-read. The file is the same as the rewrite's (which would copy every line).
+   */
+  private async commitAdds(count: (s: string) => { records: number; written: number; deleted: number }) {
+    await mkdir(dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    const existed = (await versionOf(this.file)) !== undefined;
+    if (existed) await copyFile(this.file, tmp);
+    const h = await open(tmp, existed ? 'a' : 'w');
+    const added = new Map<string, Map<string, DocumentFingerprint | null>>();
+    try {
+      for (const [s, docs] of this.pending) {
+        const byDoc = new Map<string, DocumentFingerprint | null>();
+        let text = '';
+        for (const [id, d] of docs) {
+          if (!d?.chunks.length) continue; // a deletion (only in a new file) or a document without text: no lines
+          for (const c of d.chunks) text += this.line(s, c, d.fingerprint);
+          count(s).written += d.chunks.length;
+          // What the index reads back from these lines: every line has the document's fingerprint.
+          byDoc.set(id, d.fingerprint ? storedFingerprint(d.fingerprint) : null);
+          // Written about a megabyte at a time: a batch's lines at once would be tens of megabytes.
+          if (text.length >= 1 << 20) {
+            await h.writeFile(text);
+            text = '';
+          }
+        }
+        await h.writeFile(text);
+        added.set(s, byDoc);
+      }
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    // onlyAdds() saw the index of the file as it is (or no file); without one it is read again.
+    const docsBefore = existed ? this.index?.docs : new Map<string, Map<string, DocumentFingerprint | null>>();
+    await rename(tmp, this.file);
+    const version = await versionOf(this.file);
+    if (!docsBefore || version === undefined) {
+      this.index = undefined;
+      return;
+    }
+    for (const [s, byDoc] of added) {
+      const docs = docsBefore.get(s) ?? (docsBefore.set(s, new Map()), docsBefore.get(s)!);
+      for (const [id, fp] of byDoc) docs.set(id, fp);
+    }
+    this.index = { key: version, docs: docsBefore };
+  }
+
   /** Whether committing what is pending would change the file at all (read-only). */
   private async changesAnything(switchStream: string | undefined, gen: Generation | undefined): Promise<boolean> {
     for (const docs of this.pending.values()) for (const d of docs.values()) if (d?.chunks.length) return true;
@@ -307,7 +374,8 @@ class JsonlWriter {
       appendIds.set(s, own);
     }
 
-    if (await this.changesAnything(switchStream, gen)) {
+    if (await this.onlyAdds(switchStream, gen)) await this.commitAdds(count);
+    else if (await this.changesAnything(switchStream, gen)) {
       await mkdir(dirname(this.file), { recursive: true });
       const tmp = `${this.file}.${process.pid}.tmp`;
       const out = createWriteStream(tmp);
@@ -409,6 +477,35 @@ function agreed(sofar: DocumentFingerprint | null | undefined, l: Pick<JsonlChun
   if (sofar.embedder !== undefined && sofar.embedder === fp.embedder) common.embedder = sofar.embedder;
   if (sofar.source !== undefined && sofar.source === fp.source) common.source = sofar.source;
   return common;
+}
+
+/** A version of the file (its identity, size and times) that any rewrite changes; undefined if there is none. */
+async function versionOf(file: string): Promise<string | undefined> {
+  const info = await stat(file, { bigint: true }).catch(() => undefined);
+  return info && `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+}
+
+/** Whether the file's last line is complete (the writer ends every line); an empty file counts. */
+async function endsWithNewline(file: string): Promise<boolean> {
+  const h = await open(file, 'r');
+  try {
+    const { size } = await h.stat();
+    if (!size) return true;
+    const { buffer } = await h.read(Buffer.alloc(1), 0, 1, size - 1);
+    return buffer[0] === 0x0a;
+  } finally {
+    await h.close();
+  }
+}
+
+/** A fingerprint as a line stores it (line()) and the index reads it back. */
+function storedFingerprint(fp: DocumentFingerprint): DocumentFingerprint {
+  return {
+    content: fp.content,
+    metadata: fp.metadata,
+    ...(fp.embedder !== undefined ? { embedder: fp.embedder } : {}),
+    ...(fp.source !== undefined ? { source: fp.source } : {}),
+  };
 }
 
 async function* rawLines(file: string): AsyncGenerator<string> {
