@@ -1,6 +1,6 @@
-// Reading the file's lines without parsing what a pass does not use. Every commit rewrites the
-// whole file and the next fingerprint lookup re-indexes it, so a sync parses each stored line once
-// per commit: with commits every batch_records documents that is quadratic in the corpus, and the
+// Reading the file's lines without parsing what a pass does not use. A commit that updates or
+// deletes documents rewrites the whole file and the next fingerprint lookup re-indexes it, so such a
+// sync reads each stored line once per commit (commits come every batch_records documents), and the
 // vector (384 numbers, most of a line's bytes) was most of the parsing. The values returned are
 // exactly what JSON.parse of the whole line gives (test: lines.test.ts, on random lines).
 import type { JsonlChunkLine } from './index.ts';
