@@ -7,7 +7,7 @@
 // commit that would change nothing (a generation of KEEPs only, the deletion of documents that are
 // not there) leaves the file untouched: same inode, same mtime.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
@@ -25,6 +25,7 @@ import type {
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { scanChunks } from './scan.ts';
 import { hasPreviousFile, rollbackFile, switchFile } from './generations.ts';
+import { lineHead, lineWithoutEmbedding } from './lines.ts';
 
 export const JsonlDestinationConfig = z.strictObject({
   path: z.string().min(1).describe('Output file; relative to the pipeline file'),
@@ -165,12 +166,11 @@ class JsonlWriter {
    */
   async fingerprints(stream: string, documentIds: string[]): Promise<Map<string, DocumentFingerprint>> {
     const found = new Map<string, DocumentFingerprint>();
-    const info = await stat(this.file, { bigint: true }).catch(() => undefined);
-    if (!info) return found;
-    const key = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+    const key = await versionOf(this.file);
+    if (key === undefined) return found;
     if (this.index?.key !== key) {
       const docs = new Map<string, Map<string, DocumentFingerprint | null>>();
-      for await (const l of readLines(this.file)) {
+      for await (const l of readLinesWithoutEmbedding(this.file)) {
         const byDoc = docs.get(l.stream) ?? (docs.set(l.stream, new Map()), docs.get(l.stream)!);
         byDoc.set(l.document_id, agreed(byDoc.get(l.document_id), l));
       }
@@ -260,6 +260,74 @@ class JsonlWriter {
     gen.stagedLines += doc.chunks.length;
   }
 
+  /**
+   * Whether the pending commit only adds documents the file does not hold (a first load, new rows),
+   * known without reading the file: it is new, or the document index is of its current version.
+   */
+  private async onlyAdds(switchStream: string | undefined, gen: Generation | undefined): Promise<boolean> {
+    if (switchStream || gen || this.appendOnly.size || !this.pending.size) return false;
+    let chunks = 0;
+    for (const docs of this.pending.values()) for (const d of docs.values()) chunks += d?.chunks.length ?? 0;
+    const version = await versionOf(this.file);
+    if (version === undefined) return true;
+    if (!chunks || this.index?.key !== version || !(await endsWithNewline(this.file))) return false;
+    for (const [stream, docs] of this.pending) {
+      const stored = this.index.docs.get(stream);
+      if (stored) for (const [id, d] of docs) if (!d || stored.has(id)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * onlyAdds() commits: the file's bytes are copied as they are (no line read or parsed) with the new
+   * lines after them, then switched like any commit; the document index is brought up to date
+   * instead of re-read. The file is the same as the rewrite's (which would copy every line).
+   */
+  private async commitAdds(count: (s: string) => { records: number; written: number; deleted: number }) {
+    await mkdir(dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    const existed = (await versionOf(this.file)) !== undefined;
+    if (existed) await copyFile(this.file, tmp);
+    const h = await open(tmp, existed ? 'a' : 'w');
+    const added = new Map<string, Map<string, DocumentFingerprint | null>>();
+    try {
+      for (const [s, docs] of this.pending) {
+        const byDoc = new Map<string, DocumentFingerprint | null>();
+        let text = '';
+        for (const [id, d] of docs) {
+          if (!d?.chunks.length) continue; // a deletion (only in a new file) or a document without text: no lines
+          for (const c of d.chunks) text += this.line(s, c, d.fingerprint);
+          count(s).written += d.chunks.length;
+          // What the index reads back from these lines: every line has the document's fingerprint.
+          byDoc.set(id, d.fingerprint ? storedFingerprint(d.fingerprint) : null);
+          // Written about a megabyte at a time: a batch's lines at once would be tens of megabytes.
+          if (text.length >= 1 << 20) {
+            await h.writeFile(text);
+            text = '';
+          }
+        }
+        await h.writeFile(text);
+        added.set(s, byDoc);
+      }
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    // onlyAdds() saw the index of the file as it is (or no file); without one it is read again.
+    const docsBefore = existed ? this.index?.docs : new Map<string, Map<string, DocumentFingerprint | null>>();
+    await rename(tmp, this.file);
+    const version = await versionOf(this.file);
+    if (!docsBefore || version === undefined) {
+      this.index = undefined;
+      return;
+    }
+    for (const [s, byDoc] of added) {
+      const docs = docsBefore.get(s) ?? (docsBefore.set(s, new Map()), docsBefore.get(s)!);
+      for (const [id, fp] of byDoc) docs.set(id, fp);
+    }
+    this.index = { key: version, docs: docsBefore };
+  }
+
   /** Whether committing what is pending would change the file at all (read-only). */
   private async changesAnything(switchStream: string | undefined, gen: Generation | undefined): Promise<boolean> {
     for (const docs of this.pending.values()) for (const d of docs.values()) if (d?.chunks.length) return true;
@@ -267,7 +335,8 @@ class JsonlWriter {
     if (gen && (gen.stagedLines || [...gen.carried.values()].some((c) => typeof c === 'object'))) return true;
     if (!(await exists(this.file))) return true; // the first commit creates the file, even an empty one
     // Nothing to add: only removals are left (deleted documents, live documents a generation dropped).
-    for await (const l of readLines(this.file)) {
+    for await (const raw of rawLines(this.file)) {
+      const l = lineHead(raw);
       if (switchStream && l.stream === switchStream && gen?.carried.get(l.document_id) !== 'keep') return true;
       if (this.pending.get(l.stream)?.has(l.document_id)) return true;
     }
@@ -305,7 +374,8 @@ class JsonlWriter {
       appendIds.set(s, own);
     }
 
-    if (await this.changesAnything(switchStream, gen)) {
+    if (await this.onlyAdds(switchStream, gen)) await this.commitAdds(count);
+    else if (await this.changesAnything(switchStream, gen)) {
       await mkdir(dirname(this.file), { recursive: true });
       const tmp = `${this.file}.${process.pid}.tmp`;
       const out = createWriteStream(tmp);
@@ -316,16 +386,16 @@ class JsonlWriter {
       const stored = new Map<string, JsonlChunkLine>();
       const carriedOver = new Set<string>(); // chunk ids of the new generation taken from live lines
       if (await exists(this.file)) {
-        for await (const raw of createInterface({ input: createReadStream(this.file, 'utf8'), crlfDelay: Infinity })) {
-          if (!raw) continue;
-          const l = JSON.parse(raw) as JsonlChunkLine;
+        for await (const raw of rawLines(this.file)) {
+          // Most lines are copied as they are: only their head is parsed.
+          const l = lineHead(raw);
           if (switchStream && l.stream === switchStream) {
             const carried = gen?.carried.get(l.document_id);
             if (carried === 'keep') await put(raw + '\n');
             else if (typeof carried === 'object') {
               const c = carried.chunks.find((x) => x.id === l.id);
               if (c) {
-                await put(this.line(l.stream, c, carried.fingerprint, l));
+                await put(this.line(l.stream, c, carried.fingerprint, JSON.parse(raw) as JsonlChunkLine));
                 carriedOver.add(l.id);
                 count(l.stream).written++;
               }
@@ -335,7 +405,7 @@ class JsonlWriter {
           const docs = this.pending.get(l.stream);
           const appended = appendIds.get(l.stream)?.get(l.id);
           if (docs?.has(l.document_id) || appended) {
-            if (docs?.get(l.document_id)?.metadataOnly || appended?.doc.metadataOnly) stored.set(l.id, l);
+            if (docs?.get(l.document_id)?.metadataOnly || appended?.doc.metadataOnly) stored.set(l.id, JSON.parse(raw) as JsonlChunkLine);
             if (!newIds.get(l.stream)?.has(l.id)) count(l.stream).deleted++;
             continue;
           }
@@ -397,7 +467,7 @@ class JsonlWriter {
  * Agreement of a document's lines on its fingerprint: null when they disagree or one has none. The
  * embedder tag and the source digest are kept only while every line has the same one.
  */
-function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine): DocumentFingerprint | null {
+function agreed(sofar: DocumentFingerprint | null | undefined, l: Pick<JsonlChunkLine, 'fingerprint'>): DocumentFingerprint | null {
   const fp = l.fingerprint;
   if (!fp || sofar === null) return null;
   if (sofar === undefined) return fp;
@@ -409,10 +479,46 @@ function agreed(sofar: DocumentFingerprint | null | undefined, l: JsonlChunkLine
   return common;
 }
 
-async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {
-  for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) {
-    if (raw) yield JSON.parse(raw) as JsonlChunkLine;
+/** A version of the file (its identity, size and times) that any rewrite changes; undefined if there is none. */
+async function versionOf(file: string): Promise<string | undefined> {
+  const info = await stat(file, { bigint: true }).catch(() => undefined);
+  return info && `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+}
+
+/** Whether the file's last line is complete (the writer ends every line); an empty file counts. */
+async function endsWithNewline(file: string): Promise<boolean> {
+  const h = await open(file, 'r');
+  try {
+    const { size } = await h.stat();
+    if (!size) return true;
+    const { buffer } = await h.read(Buffer.alloc(1), 0, 1, size - 1);
+    return buffer[0] === 0x0a;
+  } finally {
+    await h.close();
   }
+}
+
+/** A fingerprint as a line stores it (line()) and the index reads it back. */
+function storedFingerprint(fp: DocumentFingerprint): DocumentFingerprint {
+  return {
+    content: fp.content,
+    metadata: fp.metadata,
+    ...(fp.embedder !== undefined ? { embedder: fp.embedder } : {}),
+    ...(fp.source !== undefined ? { source: fp.source } : {}),
+  };
+}
+
+async function* rawLines(file: string): AsyncGenerator<string> {
+  for await (const raw of createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity })) if (raw) yield raw;
+}
+
+async function* readLines(file: string): AsyncGenerator<JsonlChunkLine> {
+  for await (const raw of rawLines(file)) yield JSON.parse(raw) as JsonlChunkLine;
+}
+
+/** Lines for the document index (fingerprints, listings): their vectors are not needed. */
+async function* readLinesWithoutEmbedding(file: string): AsyncGenerator<Omit<JsonlChunkLine, 'embedding'>> {
+  for await (const raw of rawLines(file)) yield lineWithoutEmbedding(raw);
 }
 
 async function exists(file: string) {
@@ -512,7 +618,7 @@ async function* listDocumentBatches(
   const file = resolve(ctx.baseDir, config.path);
   if (!(await exists(file))) return;
   const docs = new Map<string, { chunks: number; fingerprint: DocumentFingerprint | null | undefined }>();
-  for await (const l of readLines(file)) {
+  for await (const l of readLinesWithoutEmbedding(file)) {
     if (l.stream !== stream) continue;
     const d = docs.get(l.document_id) ?? { chunks: 0, fingerprint: undefined };
     d.chunks++;
