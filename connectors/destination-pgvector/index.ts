@@ -133,7 +133,9 @@ const destination: Destination<PgvectorConfig> = {
 
   // The state a sync stores with the data (in STATE_TABLE, one row per connection): read and
   // forgotten here without creating anything, so `state show` changes nothing.
-  // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf).
+  // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf),
+  // with the state read here: the writer starts from it instead of reading it again (the run holds
+  // the connection's lock from before this read, so no other sync of it commits in between).
   async readState(config, ctx) {
     prepareListingSession(config, ctx);
     const s = await openSession(config, ctx);
@@ -150,7 +152,7 @@ const destination: Destination<PgvectorConfig> = {
       await s.close();
       throw pgError(err, `connection ${ctx.connection}, destination ${s.label}`);
     }
-    await parkSession(config, ctx, s);
+    await parkSession(config, ctx, s, { state });
     return state;
   },
 
