@@ -140,8 +140,10 @@ const destination: Destination<PgvectorConfig> = {
     prepareListingSession(config, ctx);
     const s = await openSession(config, ctx);
     let state: SourceState | undefined;
+    let tableExisted = false;
     try {
-      if (await stateTableExists(s, config)) {
+      tableExisted = await stateTableExists(s, config);
+      if (tableExisted) {
         const { rows } = await s.client.query<{ state: SourceState }>(
           `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
           [ctx.connection],
@@ -152,7 +154,7 @@ const destination: Destination<PgvectorConfig> = {
       await s.close();
       throw pgError(err, `connection ${ctx.connection}, destination ${s.label}`);
     }
-    await parkSession(config, ctx, s, { state });
+    await parkSession(config, ctx, s, { state, tableExisted });
     return state;
   },
 

@@ -56,6 +56,8 @@ const shelfKey = (config: ConnectConfig) =>
 /** What readState read on a parked session: the writer the same run opens next starts from it. */
 export interface StateRead {
   state: SourceState | undefined;
+  /** The state table was there (so was its schema): the writer need not create either. */
+  tableExisted: boolean;
 }
 
 /**

@@ -202,8 +202,12 @@ class PgvectorWriter implements DestinationWriter {
       );
     }
     this.vectorSchema = await ensureExtension(this.client, this.where());
-    await ensureSchema(this.client, config.schema);
-    await ensureStateTable(this.client, config.schema);
+    // readState found the state table on this session moments ago (this run, under its lock): its
+    // schema and it are there, and creating them again would only cost two round trips.
+    if (!this.stateRead?.tableExisted) {
+      await ensureSchema(this.client, config.schema);
+      await ensureStateTable(this.client, config.schema);
+    }
 
     const byTable = new Map<string, string>();
     for (const s of options.streams) {
