@@ -141,8 +141,17 @@ const destination: Destination<PgvectorConfig> = {
     const s = await openSession(config, ctx);
     let state: SourceState | undefined;
     let tableExisted = false;
+    let vectorSchema: string | undefined;
     try {
-      tableExisted = await stateTableExists(s, config);
+      // With the schema pgvector is installed in, for the writer (off its open's critical path: this
+      // runs while the source discovers).
+      const { rows } = await s.client.query<{ t: string | null; vector_schema: string | null }>(
+        `SELECT to_regclass($1)::text AS t,
+                (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector') AS vector_schema`,
+        [qualified(config.schema, STATE_TABLE)],
+      );
+      tableExisted = !!rows[0].t;
+      vectorSchema = rows[0].vector_schema ?? undefined;
       if (tableExisted) {
         const { rows } = await s.client.query<{ state: SourceState }>(
           `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
@@ -154,7 +163,7 @@ const destination: Destination<PgvectorConfig> = {
       await s.close();
       throw pgError(err, `connection ${ctx.connection}, destination ${s.label}`);
     }
-    await parkSession(config, ctx, s, { state, tableExisted });
+    await parkSession(config, ctx, s, { state, tableExisted, vectorSchema });
     return state;
   },
 

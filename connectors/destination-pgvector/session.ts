@@ -58,6 +58,8 @@ export interface StateRead {
   state: SourceState | undefined;
   /** The state table was there (so was its schema): the writer need not create either. */
   tableExisted: boolean;
+  /** The schema the vector extension is installed in, when it is. */
+  vectorSchema?: string;
 }
 
 /**

@@ -83,7 +83,7 @@ describeOnNativePgvector('pgvector: the identity check session is the writer’s
   };
   afterEach(() => vi.restoreAllMocks());
 
-  it('the writer starts from the state readState() read: no second read, no CREATE of the state table it found', async () => {
+  it('the writer starts from what readState() read: no second state read, no CREATE of the state table it found, one extension look-up', async () => {
     const shelf = new RunShelf();
     const ctx = { ...testContext('shelf'), shelf };
     const statements = sent();
@@ -94,7 +94,9 @@ describeOnNativePgvector('pgvector: the identity check session is the writer’s
     expect(first).not.toBe(state); // a copy, as a read of its own would be
     const asked = statements();
     expect(asked.filter((q) => q.includes('SELECT state FROM'))).toHaveLength(1);
-    expect(asked.filter((q) => /CREATE (TABLE|SCHEMA)/.test(q))).toEqual([]);
+    expect(asked.filter((q) => /CREATE (TABLE|SCHEMA|EXTENSION)/.test(q))).toEqual([]);
+    // The extension was looked up once, with the state table.
+    expect(asked.filter((q) => q.includes('pg_extension'))).toHaveLength(1);
     // The remembered state serves once: a later call reads the table (here: what this writer committed).
     await drain(w, [documentMessage('docs', 'c', 1, 4), stateMessage('docs', 3)]);
     expect((await w.readState!())?.streams.docs).toEqual({ cursor: 3 });

@@ -201,7 +201,8 @@ class PgvectorWriter implements DestinationWriter {
         },
       );
     }
-    this.vectorSchema = await ensureExtension(this.client, this.where());
+    // readState looked the extension up on this session moments ago; created only if it was not there.
+    this.vectorSchema = this.stateRead?.vectorSchema ?? (await ensureExtension(this.client, this.where()));
     // readState found the state table on this session moments ago (this run, under its lock): its
     // schema and it are there, and creating them again would only cost two round trips.
     if (!this.stateRead?.tableExisted) {
