@@ -36,7 +36,7 @@ async function readAll(ctx: ReturnType<typeof context>) {
 const all = Array.from({ length: 250 }, (_, i) => i + 1);
 
 describe('postgres source: the discover session is read with (ConnectorContext.shelf)', () => {
-  it('read() takes the session discover() parked and closes it at the end', async () => {
+  it('read() takes the session discover() parked and ends it at the end; the shelf waits for the close', async () => {
     const shelf = new RunShelf();
     const ctx = { ...context('shelf'), shelf };
     const discovered = await source.discover(config(url, { batch_size: 100 }), ctx);
@@ -44,6 +44,9 @@ describe('postgres source: the discover session is read with (ConnectorContext.s
     expect(shelf.size).toBe(1);
     expect(await sessions()).toBe(1);
     expect(await readAll(ctx)).toEqual(all);
+    // The parked session was taken; what is on the shelf now is its close, which the run's end awaits.
+    expect(shelf.size).toBe(1);
+    await shelf.close();
     expect(shelf.size).toBe(0);
     for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
     expect(await sessions()).toBe(0);
