@@ -15,7 +15,7 @@ import {
   type TableInfo,
 } from './schema.ts';
 import { openSession, pgError, type Session } from './session.ts';
-import { takeListingSession } from './spare.ts';
+import { takeListingSession, takeTableColumns } from './spare.ts';
 import { qualified, tableNameFor } from './sql.ts';
 import { DocumentFold } from './document-fold.ts';
 
@@ -69,9 +69,11 @@ export async function* listDocumentBatches(
   const name = qualified(config.schema, table);
   const where = `connection ${ctx.connection}, stream ${stream}, destination ${session.label}`;
   try {
-    let info;
+    let info: TableInfo;
+    // In a sync, the writer opened the table moments ago and left its columns (see ./spare.ts).
+    const columns = takeTableColumns(config, ctx, table);
     try {
-      info = await inspectTable(session.client, config.schema, table);
+      info = columns ? { exists: true, columns } : await inspectTable(session.client, config.schema, table);
     } catch (err) {
       throw pgError(err, where, `cannot inspect table ${config.schema}.${table}`);
     }

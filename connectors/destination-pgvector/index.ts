@@ -133,13 +133,26 @@ const destination: Destination<PgvectorConfig> = {
 
   // The state a sync stores with the data (in STATE_TABLE, one row per connection): read and
   // forgotten here without creating anything, so `state show` changes nothing.
-  // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf).
+  // In a sync, the session stays open for the writer the run opens next (ConnectorContext.shelf),
+  // with the state read here: the writer starts from it instead of reading it again (the run holds
+  // the connection's lock from before this read, so no other sync of it commits in between).
   async readState(config, ctx) {
     prepareListingSession(config, ctx);
     const s = await openSession(config, ctx);
     let state: SourceState | undefined;
+    let tableExisted = false;
+    let vectorSchema: string | undefined;
     try {
-      if (await stateTableExists(s, config)) {
+      // With the schema pgvector is installed in, for the writer (off its open's critical path: this
+      // runs while the source discovers).
+      const { rows } = await s.client.query<{ t: string | null; vector_schema: string | null }>(
+        `SELECT to_regclass($1)::text AS t,
+                (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector') AS vector_schema`,
+        [qualified(config.schema, STATE_TABLE)],
+      );
+      tableExisted = !!rows[0].t;
+      vectorSchema = rows[0].vector_schema ?? undefined;
+      if (tableExisted) {
         const { rows } = await s.client.query<{ state: SourceState }>(
           `SELECT state FROM ${qualified(config.schema, STATE_TABLE)} WHERE connection = $1`,
           [ctx.connection],
@@ -150,7 +163,7 @@ const destination: Destination<PgvectorConfig> = {
       await s.close();
       throw pgError(err, `connection ${ctx.connection}, destination ${s.label}`);
     }
-    await parkSession(config, ctx, s);
+    await parkSession(config, ctx, s, { state, tableExisted, vectorSchema });
     return state;
   },
 

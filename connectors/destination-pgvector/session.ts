@@ -5,7 +5,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unli
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
-import type { ConnectorContext } from '../../src/protocol/connector.ts';
+import type { ConnectorContext, SourceState } from '../../src/protocol/connector.ts';
 import { SluiceError, describeUnknown, isTransientNetworkError } from '../../src/protocol/errors.ts';
 import type { PgvectorConfig } from './config.ts';
 import { keepQueriesTogether } from './pglite-queue.ts';
@@ -53,13 +53,28 @@ export async function openSession(
 const shelfKey = (config: ConnectConfig) =>
   `destination-pgvector ${JSON.stringify([config.url, config.embedded, config.sslmode, config.sslrootcert, config.sslcert, config.sslkey])}`;
 
+/** What readState read on a parked session: the writer the same run opens next starts from it. */
+export interface StateRead {
+  state: SourceState | undefined;
+  /** The state table was there (so was its schema): the writer need not create either. */
+  tableExisted: boolean;
+  /** The schema the vector extension is installed in, when it is. */
+  vectorSchema?: string;
+}
+
 /**
  * Leaves an open session on the run's shelf (ConnectorContext.shelf) for the writer the same run
- * opens next, instead of closing it. Without a shelf the session is closed, as always.
+ * opens next, instead of closing it, with the state read on it (`stateRead`). Without a shelf the
+ * session is closed, as always.
  */
-export async function parkSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'shelf'>, session: Session): Promise<void> {
+export async function parkSession(
+  config: ConnectConfig,
+  ctx: Pick<ConnectorContext, 'shelf'>,
+  session: Session,
+  stateRead?: StateRead,
+): Promise<void> {
   if (!ctx.shelf) return session.close();
-  const parked = { session, broken: false };
+  const parked = { session, stateRead, broken: false };
   const broke = () => {
     parked.broken = true;
   };
@@ -68,11 +83,14 @@ export async function parkSession(config: ConnectConfig, ctx: Pick<ConnectorCont
   ctx.shelf.park(shelfKey(config), parked, () => session.close());
 }
 
-/** The session parkSession left for this configuration, when it is still usable. */
-export async function takeSession(config: ConnectConfig, ctx: Pick<ConnectorContext, 'shelf'>): Promise<Session | undefined> {
-  const parked = ctx.shelf?.take<{ session: Session; broken: boolean }>(shelfKey(config));
+/** The session parkSession left for this configuration (and the state read on it), when it is still usable. */
+export async function takeSession(
+  config: ConnectConfig,
+  ctx: Pick<ConnectorContext, 'shelf'>,
+): Promise<{ session: Session; stateRead?: StateRead } | undefined> {
+  const parked = ctx.shelf?.take<{ session: Session; stateRead?: StateRead; broken: boolean }>(shelfKey(config));
   if (!parked) return undefined;
-  if (!parked.broken) return parked.session;
+  if (!parked.broken) return { session: parked.session, stateRead: parked.stateRead };
   await parked.session.close();
   return undefined;
 }

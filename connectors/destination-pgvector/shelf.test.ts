@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest';
 import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
 import { sessionCounter, urlNamed } from '../../test/helpers/pg-sessions.ts';
 import { RunShelf } from '../../src/engine/shelf.ts';
@@ -48,7 +48,8 @@ describeOnNativePgvector('pgvector: the identity check session is the writer’s
     expect(shelf.size).toBe(1);
     expect(await sessions()).toBe(1);
     const w = await open(ctx);
-    expect(shelf.size).toBe(0);
+    // Taken; what is left is the columns of table docs, for this run's listing (./spare.ts).
+    expect(shelf.size).toBe(1);
     expect(await sessions()).toBe(1);
     expect(await w.readState!()).toEqual(state);
     await drain(w, [documentMessage('docs', 'b', 1, 4), stateMessage('docs', 2)]);
@@ -73,5 +74,52 @@ describeOnNativePgvector('pgvector: the identity check session is the writer’s
     await destination.readState!(config(), testContext('shelf'));
     await settle(0);
     expect(await sessions()).toBe(0);
+  });
+
+  // Every statement this process sends (on any session), to see what open() and readState() ask.
+  const sent = () => {
+    const spy = vi.spyOn(pg.Client.prototype, 'query');
+    return () => spy.mock.calls.map((c) => (typeof c[0] === 'string' ? c[0] : String((c[0] as { text?: string })?.text ?? '')));
+  };
+  afterEach(() => vi.restoreAllMocks());
+
+  it('the writer starts from what readState() read: no second state read, no CREATE of the state table it found, one extension look-up', async () => {
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('shelf'), shelf };
+    const statements = sent();
+    const state = await destination.readState!(config(), ctx);
+    const w = await open(ctx);
+    const first = await w.readState!();
+    expect(first).toEqual(state);
+    expect(first).not.toBe(state); // a copy, as a read of its own would be
+    const asked = statements();
+    expect(asked.filter((q) => q.includes('SELECT state FROM'))).toHaveLength(1);
+    expect(asked.filter((q) => /CREATE (TABLE|SCHEMA|EXTENSION)/.test(q))).toEqual([]);
+    // The extension was looked up once, with the state table.
+    expect(asked.filter((q) => q.includes('pg_extension'))).toHaveLength(1);
+    // The remembered state serves once: a later call reads the table (here: what this writer committed).
+    await drain(w, [documentMessage('docs', 'c', 1, 4), stateMessage('docs', 3)]);
+    expect((await w.readState!())?.streams.docs).toEqual({ cursor: 3 });
+    expect(statements().filter((q) => q.includes('SELECT state FROM'))).toHaveLength(2);
+    await w.close();
+  });
+
+  it('where readState() found no state table, open() creates the schema and the table, and the state commits', async () => {
+    const fresh = `${schema}_new`;
+    const freshConfig = () => PgvectorConfigSchema.parse({ url: url(), schema: fresh, index: 'none' });
+    try {
+      const ctx = { ...testContext('shelf'), shelf: new RunShelf() };
+      expect(await destination.readState!(freshConfig(), ctx)).toBeUndefined();
+      const w = await destination.open(freshConfig(), ctx, {
+        streams: [{ name: 'docs', destinationSyncMode: 'append_dedup', primaryKey: [['id']] }],
+        dimensions: 4,
+      });
+      expect(await w.readState!()).toBeUndefined();
+      await drain(w, [documentMessage('docs', 'a', 1, 4), stateMessage('docs', 1)]);
+      await w.close();
+      expect((await destination.readState!(freshConfig(), testContext('shelf')))?.streams.docs).toEqual({ cursor: 1 });
+    } finally {
+      await admin.query(`DROP SCHEMA IF EXISTS ${fresh} CASCADE`);
+    }
   });
 });

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { describeOnNativePgvector } from '../../test/helpers/pgvector-backends.ts';
 import { sessionCounter, urlNamed } from '../../test/helpers/pg-sessions.ts';
 import { RunShelf } from '../../src/engine/shelf.ts';
@@ -52,12 +52,42 @@ describeOnNativePgvector('pgvector: the listing session is connected ahead (Conn
     expect(shelf.size).toBe(2);
     expect(await settle(2)).toBe(2);
     const w = await open(ctx);
-    expect(shelf.size).toBe(1);
+    expect(shelf.size).toBe(2); // the spare, and the columns the writer found in table docs
     expect(await list(ctx)).toEqual(['a', 'b']);
     // Taken and closed by the listing; no third session was opened for it.
     expect(shelf.size).toBe(0);
     expect(await settle(1)).toBe(1);
     await w.close();
+    expect(await settle(0)).toBe(0);
+  });
+
+  it('the listing starts from the columns the writer found: no catalog query of its own, the same documents and fingerprints', async () => {
+    const all = async (ctx: ReturnType<typeof testContext>) => {
+      const docs = [];
+      for await (const d of destination.documents!(config(), ctx, 'docs')) docs.push(d);
+      return docs.sort((x, y) => x.documentId.localeCompare(y.documentId));
+    };
+    const alone = await all(testContext('spare'));
+    expect(alone.map((d) => d.documentId)).toEqual(['a', 'b']);
+    const shelf = new RunShelf();
+    const ctx = { ...testContext('spare'), shelf, listsDocuments: true };
+    await destination.readState!(config(), ctx);
+    const w = await open(ctx);
+    const spy = vi.spyOn(pg.Client.prototype, 'query');
+    try {
+      expect(await all(ctx)).toEqual(alone);
+      const asked = spy.mock.calls.map((c) => (typeof c[0] === 'string' ? c[0] : String((c[0] as { text?: string })?.text ?? '')));
+      expect(asked.filter((q) => q.includes('pg_attribute'))).toEqual([]);
+      // Taken once: a second listing in the run asks the catalog, as any listing did.
+      spy.mockClear();
+      expect(await all(ctx)).toEqual(alone);
+      const again = spy.mock.calls.map((c) => (typeof c[0] === 'string' ? c[0] : String((c[0] as { text?: string })?.text ?? '')));
+      expect(again.filter((q) => q.includes('pg_attribute'))).toHaveLength(1);
+    } finally {
+      spy.mockRestore();
+      await w.close();
+      await shelf.close();
+    }
     expect(await settle(0)).toBe(0);
   });
 

@@ -55,3 +55,23 @@ export async function takeListingSession(config: PgvectorConfig, ctx: Pick<Conne
 async function closeSpare(spare: Spare): Promise<void> {
   await (await spare.session)?.close();
 }
+
+// The columns of a table the run's writer opened, for the listing of the same run: the writer has
+// just read them (and added any fingerprint column it could), so the listing does not ask again on
+// its own, cold session (a catalog query there took 10–40 ms of the sync's set-up, measured).
+const columnsKey = (config: PgvectorConfig, table: string) => `${spareKey(config)} columns ${JSON.stringify([config.schema, table])}`;
+
+/** Leaves the columns the writer found in `schema.table` for this run's listing of it. */
+export function rememberTableColumns(
+  config: PgvectorConfig,
+  ctx: Pick<ConnectorContext, 'shelf'>,
+  table: string,
+  columns: readonly string[],
+): void {
+  ctx.shelf?.park(columnsKey(config, table), [...columns], () => Promise.resolve());
+}
+
+/** The columns rememberTableColumns left for `schema.table` in this run (taken once), if any. */
+export function takeTableColumns(config: PgvectorConfig, ctx: Pick<ConnectorContext, 'shelf'>, table: string): string[] | undefined {
+  return ctx.shelf?.take<string[]>(columnsKey(config, table));
+}

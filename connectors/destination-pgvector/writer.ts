@@ -54,7 +54,8 @@ import {
 } from './schema.ts';
 import { alteredTable, notATableOfKind, shapeProblemsOf, tableShapeProblems } from './shape.ts';
 import { tableFacts } from './table-facts.ts';
-import { openSession, pgError, takeSession, type Session } from './session.ts';
+import { openSession, pgError, takeSession, type Session, type StateRead } from './session.ts';
+import { rememberTableColumns } from './spare.ts';
 import { storeState, switchGenerations } from './generations.ts';
 import { encodeBinaryArray, encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 
@@ -131,8 +132,9 @@ const metadataJson = (m: Record<string, unknown>) => JSON.stringify(m ?? {}, (_k
 
 export async function openWriter(config: PgvectorConfig, ctx: ConnectorContext, options: OpenOptions): Promise<DestinationWriter> {
   // The session readState() left in this run (the index identity check), else a new one.
-  const session = (await takeSession(config, ctx)) ?? (await openSession(config, ctx));
-  const writer = new PgvectorWriter(config, ctx, options, session);
+  const parked = await takeSession(config, ctx);
+  const session = parked?.session ?? (await openSession(config, ctx));
+  const writer = new PgvectorWriter(config, ctx, options, session, parked?.stateRead);
   try {
     await writer.prepare();
     return writer;
@@ -163,6 +165,8 @@ class PgvectorWriter implements DestinationWriter {
     private readonly ctx: ConnectorContext,
     private readonly options: OpenOptions,
     private readonly session: Session,
+    /** The state Destination.readState read on this session moments ago (this run, under its lock). */
+    private stateRead?: StateRead,
   ) {}
 
   private get client() {
@@ -197,9 +201,14 @@ class PgvectorWriter implements DestinationWriter {
         },
       );
     }
-    this.vectorSchema = await ensureExtension(this.client, this.where());
-    await ensureSchema(this.client, config.schema);
-    await ensureStateTable(this.client, config.schema);
+    // readState looked the extension up on this session moments ago; created only if it was not there.
+    this.vectorSchema = this.stateRead?.vectorSchema ?? (await ensureExtension(this.client, this.where()));
+    // readState found the state table on this session moments ago (this run, under its lock): its
+    // schema and it are there, and creating them again would only cost two round trips.
+    if (!this.stateRead?.tableExisted) {
+      await ensureSchema(this.client, config.schema);
+      await ensureStateTable(this.client, config.schema);
+    }
 
     const byTable = new Map<string, string>();
     for (const s of options.streams) {
@@ -313,6 +322,8 @@ class PgvectorWriter implements DestinationWriter {
         await writeTableNote(this.client, config.schema, writeTable, { primary_key: s.primaryKey });
       if (!fresh) await this.applyIndexConfig(s.name, table, info.dimensions, vectorIndexes.get(s.name));
       const vectorOid = info.exists ? info.vectorOid! : (await inspectTable(this.client, config.schema, writeTable)).vectorOid!;
+      // This run's listing of the table (append modes) starts from the columns found here.
+      if (!overwrite && info.exists) rememberTableColumns(config, this.ctx, table, liveColumns);
       this.targets.set(s.name, {
         stream: s.name,
         mode: s.destinationSyncMode,
@@ -490,6 +501,13 @@ class PgvectorWriter implements DestinationWriter {
   }
 
   async readState(): Promise<SourceState | undefined> {
+    const read = this.stateRead;
+    if (read) {
+      // Once: a later call reads the table, as it always did. A copy, as a fresh read would be.
+      this.stateRead = undefined;
+      this.storedState = read.state ? canonicalJson(read.state) : undefined;
+      return read.state ? structuredClone(read.state) : undefined;
+    }
     try {
       const { rows } = await this.client.query<{ state: SourceState }>(
         `SELECT state FROM ${qualified(this.config.schema, STATE_TABLE)} WHERE connection = $1`,

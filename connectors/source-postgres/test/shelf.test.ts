@@ -2,7 +2,9 @@
 // connects nor discovers again. A parked session the server ended meanwhile is not used: read()
 // connects afresh. Without a shelf, discover() closes its session as before.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import pg from 'pg';
+import { beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import type { StoredDigests } from '../../../src/protocol/connector.ts';
 import { RunShelf } from '../../../src/engine/shelf.ts';
 import source from '../index.ts';
 import { catalog, config, context, createDatabase, records, sql, stream } from './helpers.ts';
@@ -36,7 +38,7 @@ async function readAll(ctx: ReturnType<typeof context>) {
 const all = Array.from({ length: 250 }, (_, i) => i + 1);
 
 describe('postgres source: the discover session is read with (ConnectorContext.shelf)', () => {
-  it('read() takes the session discover() parked and closes it at the end', async () => {
+  it('read() takes the session discover() parked and ends it at the end; the shelf waits for the close', async () => {
     const shelf = new RunShelf();
     const ctx = { ...context('shelf'), shelf };
     const discovered = await source.discover(config(url, { batch_size: 100 }), ctx);
@@ -44,6 +46,9 @@ describe('postgres source: the discover session is read with (ConnectorContext.s
     expect(shelf.size).toBe(1);
     expect(await sessions()).toBe(1);
     expect(await readAll(ctx)).toEqual(all);
+    // The parked session was taken; what is on the shelf now is its close, which the run's end awaits.
+    expect(shelf.size).toBe(1);
+    await shelf.close();
     expect(shelf.size).toBe(0);
     for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
     expect(await sessions()).toBe(0);
@@ -68,6 +73,37 @@ describe('postgres source: the discover session is read with (ConnectorContext.s
     await shelf.close();
     for (let i = 0; i < 50 && (await sessions()); i++) await sleep(20);
     expect(await sessions()).toBe(0);
+  });
+
+  it('discover() asks whether the server computes digests while its session waits; read() does not ask again', async () => {
+    const spy = vi.spyOn(pg.Client.prototype, 'query');
+    const asked = () =>
+      spy.mock.calls.filter((c) => typeof c[0] === 'string' && c[0].startsWith(`SELECT hashtextextended('sluice'`)).length;
+    try {
+      const shelf = new RunShelf();
+      // Every row read in full, with its digest (the first run with digests).
+      const storedDigests: StoredDigests = { forStream: async () => ({ skipping: false, unchanged: () => false }) };
+      const ctx = { ...context('shelf'), shelf, storedDigests };
+      await source.discover(config(url, { batch_size: 100 }), ctx);
+      expect(asked()).toBe(1);
+      const out = [];
+      for await (const m of source.read(config(url, { batch_size: 100 }), catalog(stream('items', 'full_refresh')), undefined, ctx))
+        out.push(m);
+      expect(records(out).map((r) => r.data.id)).toEqual(all);
+      const digests = out.flatMap((m) => (m.type === 'RECORD' ? [(m as { record: { digest?: string } }).record.digest] : []));
+      expect(digests.length).toBe(all.length);
+      expect(digests.every((d) => typeof d === 'string')).toBe(true);
+      expect(asked()).toBe(1);
+      await shelf.close();
+      // With digests off, nobody asks.
+      spy.mockClear();
+      const off = new RunShelf();
+      await source.discover(config(url, { source_digests: false }), { ...context('shelf'), shelf: off });
+      expect(asked()).toBe(0);
+      await off.close();
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('without a shelf, discover() closes its session', async () => {
