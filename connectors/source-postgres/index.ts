@@ -75,13 +75,22 @@ function parkSession(
   };
   client.once('error', broke);
   client.once('end', broke);
-  shelf.park(shelfKey(config), parked, () => client.end().catch(() => {}));
+  shelf.park(shelfKey(config), parked, () => endParked(parked));
+}
+
+/**
+ * Ends a parked session once the digest question asked on it is answered: pg's end() with a query
+ * in flight drops the socket without saying goodbye to the server.
+ */
+async function endParked(parked: ParkedSession): Promise<void> {
+  await parked.digestsWork?.catch(() => undefined);
+  await parked.client.end().catch(() => {});
 }
 
 function takeSession(ctx: ConnectorContext, config: unknown): ParkedSession | undefined {
   const parked = ctx.shelf?.take<ParkedSession>(shelfKey(config));
   if (!parked?.broken) return parked;
-  void parked.client.end().catch(() => {});
+  void endParked(parked);
   return undefined;
 }
 
