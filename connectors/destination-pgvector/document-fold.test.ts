@@ -4,9 +4,9 @@
 // of many chunks that agree or not), with the protocol bytes cut anywhere: inside a message header,
 // a length, a multi-byte character.
 import { describe, expect, it } from 'vitest';
-import type { StoredDocument } from '../../src/protocol/connector.ts';
+import type { StoredDocument, StoredSource } from '../../src/protocol/connector.ts';
 import { copyCompleted, copyOutResponse, pgMessage, readCopyOut } from 'sluice/testing';
-import { DocumentFold } from './document-fold.ts';
+import { DocumentFold, SourceFold } from './document-fold.ts';
 
 /** document_id, fingerprint_content, fingerprint_metadata, fingerprint_embedder, fingerprint_source */
 type Row = [string, string | null, string | null, string | null, string | null];
@@ -57,10 +57,10 @@ const HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffe
 const AFTER = copyCompleted(9);
 
 /** The server's bytes for `rows`: CopyOutResponse, the header with the first row, one row a message, trailer, CopyDone, then pg's. */
-function protocol(rows: Row[], extension = Buffer.alloc(0)): Buffer {
+function protocol(rows: Row[], extension = Buffer.alloc(0), encode: (row: Row) => Buffer = tuple): Buffer {
   const header = Buffer.concat([HEADER.subarray(0, 15), Buffer.from([0, 0, 0, extension.length]), extension]);
   const messages = [copyOutResponse(5, 'binary')];
-  rows.forEach((r, i) => messages.push(pgMessage('d', i ? tuple(r) : Buffer.concat([header, tuple(r)]))));
+  rows.forEach((r, i) => messages.push(pgMessage('d', i ? encode(r) : Buffer.concat([header, encode(r)]))));
   if (!rows.length) messages.push(pgMessage('d', header));
   messages.push(pgMessage('d', Buffer.from([0xff, 0xff])), pgMessage('c', Buffer.alloc(0)), AFTER);
   return Buffer.concat(messages);
@@ -184,5 +184,104 @@ describe('DocumentFold', () => {
       pgMessage('c', Buffer.alloc(0)),
     ]);
     await expect(run([noTrailer], 2)).rejects.toThrow('COPY data ended without its trailer');
+  });
+});
+
+/**
+ * The light listing's row for a full one: document_id, a hash of content and metadata (as
+ * `hashtext(fingerprint_content || ':' || fingerprint_metadata)`: NULL when either is; FNV-1a here,
+ * distinct for the few values these tests use), fingerprint_source.
+ */
+function lightTuple(row: Row): Buffer {
+  const [id, c, m, , src] = row;
+  const field = (bytes: Buffer | null) => {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(bytes === null ? -1 : bytes.length);
+    return bytes === null ? [len] : [len, bytes];
+  };
+  let hash: Buffer | null = null;
+  if (c !== null && m !== null) {
+    let h = 0x811c9dc5;
+    for (const b of Buffer.from(`${c}:${m}`, 'utf8')) h = Math.imul(h ^ b, 16777619);
+    hash = Buffer.alloc(4);
+    hash.writeInt32BE(h | 0);
+  }
+  return Buffer.concat([
+    Buffer.from([0, 3]),
+    ...field(Buffer.from(id, 'utf8')),
+    ...field(hash),
+    ...field(src === null ? null : Buffer.from(src, 'utf8')),
+  ]);
+}
+
+/** What documentSources() must give for these rows: each document's source exactly where documents() has one. */
+const sourcesOf = (pages: StoredDocument[][]): StoredSource[][] =>
+  pages.map((p) =>
+    p.map((d) => (d.fingerprint?.source ? { documentId: d.documentId, source: d.fingerprint.source } : { documentId: d.documentId })),
+  );
+
+describe('SourceFold (the light listing)', () => {
+  const runLight = async (chunks: Buffer[], batch: number) => readCopyOut(new SourceFold(batch), chunks);
+
+  it('gives a source exactly where DocumentFold gives a fingerprint with it, on random rows cut anywhere', async () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const rows = randomRows(seed, 60);
+      const batch = 1 + (seed % 7);
+      const data = protocol(rows, Buffer.alloc(0), lightTuple);
+      const chunks: Buffer[] = [];
+      for (let at = 0, k = seed; at < data.length; k++) {
+        const size = 1 + ((k * 7919) % 97);
+        chunks.push(data.subarray(at, at + size));
+        at += size;
+      }
+      const want = sourcesOf(reference(rows, batch));
+      const { batches, handedBack } = await runLight(chunks, batch);
+      expect(batches).toEqual(want);
+      expect(handedBack).toEqual(AFTER);
+      expect((await runLight([data], batch)).batches).toEqual(want);
+    }
+  });
+
+  it('reads the same whatever byte the data is cut at; rows of a document that differ give no source', async () => {
+    const rows: Row[] = [
+      ['dé😀\t1', 'c', 'm', 'e', 'tag:d😀'],
+      ['dé😀\t1', 'c', 'm', 'e', 'tag:d😀'],
+      ['d\\N', null, 'm', null, 'tag:x'], // no fingerprint: no source
+      ['e', 'c', 'm', 'e', 'tag:e'],
+      ['e', 'c2', 'm', 'e', 'tag:e'], // another fingerprint in a further row
+      ['f', 'c', 'mé', 'e😀', null],
+      ['g', 'c', 'm', 'e', 'tag:g1'],
+      ['g', 'c', 'm', 'e', 'tag:g2'],
+      ['h', 'c', 'm', 'e', 'tag:h'],
+      ['h', 'c', 'm', 'e', null],
+      ['i', 'c', 'm', 'other', 'tag:i'], // the embedder tag does not matter
+      ['j', 'c', 'm', 'e', ''], // empty: no source
+    ];
+    const data = protocol(rows, Buffer.from('ext'), lightTuple);
+    const want = [
+      [{ documentId: 'dé😀\t1', source: 'tag:d😀' }, { documentId: 'd\\N' }],
+      [{ documentId: 'e' }, { documentId: 'f' }],
+      [{ documentId: 'g' }, { documentId: 'h' }],
+      [{ documentId: 'i', source: 'tag:i' }, { documentId: 'j' }],
+    ];
+    expect(want).toEqual(sourcesOf(reference(rows, 2)));
+    for (let cut = 1; cut < data.length; cut++) {
+      const { batches, handedBack } = await runLight([data.subarray(0, cut), data.subarray(cut)], 2);
+      expect(batches).toEqual(want);
+      expect(handedBack).toEqual(AFTER);
+    }
+    expect(
+      (
+        await runLight(
+          [...data].map((b) => Buffer.from([b])),
+          2,
+        )
+      ).batches,
+    ).toEqual(want);
+  });
+
+  it('an empty table lists nothing; malformed data is an error', async () => {
+    expect((await runLight([protocol([], Buffer.alloc(0), lightTuple)], 3)).batches).toEqual([]);
+    await expect(runLight([protocol([['a', 'c', 'm', 'e', 's']])], 2)).rejects.toThrow('COPY row with 5 columns, expected 3');
   });
 });

@@ -14,7 +14,7 @@
 //   rarely differ), so only the id, the content hash and the source digest (one per row: nothing to
 //   reuse) become strings (latin1 when plain ASCII, which is then their text; UTF-8 otherwise).
 import type { CopyOutSink } from '../../src/cdk/postgres-copy.ts';
-import type { StoredDocument } from '../../src/protocol/connector.ts';
+import type { StoredDocument, StoredSource } from '../../src/protocol/connector.ts';
 import { fingerprintOf } from './schema.ts';
 
 /** The binary COPY header's fixed start ("PGCOPY\n\377\r\n\0", flags, extension length). */
@@ -128,16 +128,16 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       return false;
     }
     if (this.id !== undefined) this.finish();
-    this.id = this.string(buf, idAt, idLen);
+    this.id = fieldString(buf, idAt, idLen);
     this.chunks = 1;
-    this.content = contentLen < 0 ? null : this.string(buf, contentAt, contentLen);
+    this.content = contentLen < 0 ? null : fieldString(buf, contentAt, contentLen);
     if (metadataLen < 0) this.metadata = null;
     else if (fieldEquals(buf, metadataAt, metadataLen, this.lastMetadata)) this.metadata = this.lastMetadata;
-    else this.metadata = this.lastMetadata = this.string(buf, metadataAt, metadataLen);
+    else this.metadata = this.lastMetadata = fieldString(buf, metadataAt, metadataLen);
     if (embedderLen < 0) this.embedder = null;
     else if (fieldEquals(buf, embedderAt, embedderLen, this.lastEmbedder)) this.embedder = this.lastEmbedder;
-    else this.embedder = this.lastEmbedder = this.string(buf, embedderAt, embedderLen);
-    this.source = sourceLen < 0 ? null : this.string(buf, sourceAt, sourceLen);
+    else this.embedder = this.lastEmbedder = fieldString(buf, embedderAt, embedderLen);
+    this.source = sourceLen < 0 ? null : fieldString(buf, sourceAt, sourceLen);
     this.sameFingerprint = this.content !== null && this.metadata !== null;
     this.sameEmbedder = this.embedder !== null;
     this.sameSource = this.source !== null;
@@ -171,17 +171,6 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       this.page = [];
     }
   }
-
-  /**
-   * A field's text: latin1 when plain ASCII, else UTF-8. Its own flat string: a slice of one
-   * decoding of the chunk would keep the chunk's whole text alive as long as the listing is kept
-   * (the sweep keeps ids and content hashes), and costs the GC more than a decoding per field.
-   */
-  private string(buf: Buffer, at: number, len: number): string {
-    const end = at + len;
-    for (let i = at; i < end; i++) if (buf[i] > 0x7f) return buf.toString('utf8', at, end);
-    return buf.toString('latin1', at, end);
-  }
 }
 
 /** Whether the field buf[at, at+len) (len -1: NULL) is `value`. */
@@ -201,4 +190,95 @@ function fieldEquals(buf: Buffer, at: number, len: number, value: string): boole
     if (ascii && b !== value.charCodeAt(i)) return false;
   }
   return ascii;
+}
+
+/**
+ * Folds the light listing's rows (document_id, a hash of fingerprint_content and
+ * fingerprint_metadata or NULL when either is, fingerprint_source; in document_id order) into
+ * StoredSources (documents.ts `listDocumentSources`): a source only where DocumentFold would give the
+ * document a fingerprint with that source, i.e. every row has a fingerprint, all the same (their
+ * hashes equal: rows of one document differ only if written outside sluice) and all the same source.
+ * Only the id and the source become strings: a third of the full listing's bytes.
+ */
+export class SourceFold implements CopyOutSink<StoredSource[]> {
+  private readonly pages: StoredSource[][] = [];
+  private page: StoredSource[] = [];
+  private id: string | undefined;
+  private source: string | null = null;
+  /** The first row's fingerprint hash (4 bytes, big-endian); null when it had none. */
+  private hash: number | null = null;
+  /** Every row so far has that same fingerprint hash and that same source. */
+  private same = false;
+  private headerSeen = false;
+  private trailerSeen = false;
+
+  constructor(private readonly batch: number) {}
+
+  take(): StoredSource[] | undefined {
+    return this.pages.shift();
+  }
+
+  data(buf: Buffer, start: number, end: number): boolean {
+    let p = start;
+    if (!this.headerSeen) {
+      if (end - p < HEADER || SIGNATURE.compare(buf, p, p + SIGNATURE.length) !== 0) throw new Error('not a binary COPY header');
+      p += HEADER + int32(buf, p + HEADER - 4);
+      this.headerSeen = true;
+      if (p === end) return false;
+    }
+    if (p + 2 > end) throw new Error('COPY row cut short');
+    const fields = (buf[p] << 8) | buf[p + 1];
+    if (fields === 0xffff) {
+      this.trailerSeen = true;
+      return false;
+    }
+    if (fields !== 3) throw new Error(`COPY row with ${fields} columns, expected 3`);
+    const idAt = p + 6;
+    const idLen = int32(buf, p + 2);
+    const hashAt = idAt + idLen + 4;
+    const hashLen = int32(buf, hashAt - 4);
+    const sourceAt = hashAt + Math.max(hashLen, 0) + 4;
+    const sourceLen = int32(buf, sourceAt - 4);
+    if (idLen < 0 || (hashLen !== 4 && hashLen !== -1) || sourceLen < -1 || sourceAt + Math.max(sourceLen, 0) !== end)
+      throw new Error('malformed COPY row');
+    const hash = hashLen < 0 ? null : int32(buf, hashAt);
+    if (this.id !== undefined && fieldEquals(buf, idAt, idLen, this.id)) {
+      if (this.same && (hash === null || hash !== this.hash || !fieldIs(buf, sourceAt, sourceLen, this.source))) this.same = false;
+      return false;
+    }
+    if (this.id !== undefined) this.finish();
+    this.id = fieldString(buf, idAt, idLen);
+    this.hash = hash;
+    this.source = sourceLen < 0 ? null : fieldString(buf, sourceAt, sourceLen);
+    this.same = hash !== null && this.source !== null;
+    return false;
+  }
+
+  end(): void {
+    if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
+    if (this.id !== undefined) this.finish();
+    this.id = undefined;
+    if (this.page.length) this.pages.push(this.page);
+    this.page = [];
+  }
+
+  private finish(): void {
+    // '' is no source (fingerprintOf).
+    this.page.push(this.same && this.source ? { documentId: this.id!, source: this.source } : { documentId: this.id! });
+    if (this.page.length === this.batch) {
+      this.pages.push(this.page);
+      this.page = [];
+    }
+  }
+}
+
+/**
+ * A field's text: latin1 when plain ASCII, else UTF-8. Its own flat string: a slice of one
+ * decoding of the chunk would keep the chunk's whole text alive as long as the listing is kept
+ * (the sweep keeps ids and content hashes), and costs the GC more than a decoding per field.
+ */
+function fieldString(buf: Buffer, at: number, len: number): string {
+  const end = at + len;
+  for (let i = at; i < end; i++) if (buf[i] > 0x7f) return buf.toString('utf8', at, end);
+  return buf.toString('latin1', at, end);
 }

@@ -2,7 +2,7 @@
 // and fingerprint, read-only. In every full_refresh + append_dedup sync the engine lists the stream
 // once (deletion sweep and unchanged decisions), so this is on the sync's critical path.
 import { copyOut } from '../../src/cdk/postgres-copy.ts';
-import type { ConnectorContext, StoredDocument } from '../../src/protocol/connector.ts';
+import type { ConnectorContext, StoredDocument, StoredSource } from '../../src/protocol/connector.ts';
 import type { PgvectorConfig } from './config.ts';
 import {
   documentFingerprintSql,
@@ -17,7 +17,7 @@ import {
 import { openSession, pgError, type Session } from './session.ts';
 import { takeListingSession, takeTableColumns } from './spare.ts';
 import { qualified, tableNameFor } from './sql.ts';
-import { DocumentFold } from './document-fold.ts';
+import { DocumentFold, SourceFold } from './document-fold.ts';
 
 /** Documents per array handed out (native) or per keyset page (PGlite): bounds Node's memory. */
 export const DOCUMENTS_BATCH = 2000;
@@ -56,13 +56,45 @@ export async function* listDocuments(
 }
 
 /** `documentBatches()`: listDocuments' documents in arrays of at most `batchSize` (native) or one per page (PGlite). */
-export async function* listDocumentBatches(
+export function listDocumentBatches(
   config: PgvectorConfig,
   ctx: ConnectorContext,
   stream: string,
   options: ListOptions = {},
 ): AsyncGenerator<StoredDocument[]> {
   const batch = options.batchSize ?? DOCUMENTS_BATCH;
+  return listTable(config, ctx, stream, (session, name, info) =>
+    session.isPglite ? keysetPages(session, name, info, batch) : copyPass(session, name, info, batch),
+  );
+}
+
+/**
+ * `documentSources()`: the same documents, each with only the source digest its listed fingerprint
+ * would carry (the light listing for streams read with digests). Native: one COPY of
+ * `document_id, hashtext(fingerprint_content || ':' || fingerprint_metadata), fingerprint_source`
+ * (about a third of the full listing's bytes, off the same covering index), folded by SourceFold,
+ * which gives a source only where DocumentFold would give a fingerprint with it. PGlite: keyset
+ * pages aggregated on the server by the same rule as documentFingerprintSql.
+ */
+export function listDocumentSources(
+  config: PgvectorConfig,
+  ctx: ConnectorContext,
+  stream: string,
+  options: ListOptions = {},
+): AsyncGenerator<StoredSource[]> {
+  const batch = options.batchSize ?? DOCUMENTS_BATCH;
+  return listTable(config, ctx, stream, (session, name, info) =>
+    session.isPglite ? sourceKeysetPages(session, name, info, batch) : sourceCopyPass(session, name, info, batch),
+  );
+}
+
+/** A listing of the stream's table (nothing when it does not exist) on the sync's spare session or a new one, closed at the end. */
+async function* listTable<T>(
+  config: PgvectorConfig,
+  ctx: ConnectorContext,
+  stream: string,
+  pass: (session: Session, name: string, info: TableInfo) => AsyncGenerator<T[]>,
+): AsyncGenerator<T[]> {
   // The engine lists a stream while its own writer has the database open (end-of-read sweep).
   const session = (await takeListingSession(config, ctx)) ?? (await openSession(config, ctx, { joinOpen: true }));
   const table = tableNameFor(stream, config.table);
@@ -78,9 +110,8 @@ export async function* listDocumentBatches(
       throw pgError(err, where, `cannot inspect table ${config.schema}.${table}`);
     }
     if (!info.exists) return;
-    const pages = session.isPglite ? keysetPages(session, name, info, batch) : copyPass(session, name, info, batch);
     try {
-      yield* pages;
+      yield* pass(session, name, info);
     } catch (err) {
       throw pgError(err, where, `cannot list the documents of ${config.schema}.${table}`);
     }
@@ -124,6 +155,42 @@ async function* keysetPages(session: Session, name: string, info: TableInfo, bat
         const fp = storedFingerprint(r);
         return fp ? { documentId: r.document_id, chunks: r.chunks, fingerprint: fp } : { documentId: r.document_id, chunks: r.chunks };
       });
+    if (rows.length < batch) return;
+    after = rows[rows.length - 1].document_id;
+  }
+}
+
+/** The light listing's per-row columns: a hash of the fingerprint (NULL without one) and the source digest. */
+function sourceColumnsSql(info: TableInfo): string {
+  const hash = hasFingerprintColumns(info) ? `hashtext(fingerprint_content || ':' || fingerprint_metadata)` : 'NULL::int4';
+  return `${hash}, ${hasSourceColumn(info) ? 'fingerprint_source' : 'NULL::text'}`;
+}
+
+function sourceCopyPass(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredSource[]> {
+  return copyOut(
+    session.client,
+    `COPY (SELECT document_id, ${sourceColumnsSql(info)} FROM ${name} ORDER BY document_id) TO STDOUT (FORMAT binary)`,
+    new SourceFold(batch),
+  );
+}
+
+async function* sourceKeysetPages(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredSource[]> {
+  // documentFingerprintSql's rule: a source only with a whole, single fingerprint and a single source.
+  const source =
+    hasFingerprintColumns(info) && hasSourceColumn(info)
+      ? `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
+           AND min(fingerprint_content) = max(fingerprint_content) AND min(fingerprint_metadata) = max(fingerprint_metadata)
+           AND count(*) = count(fingerprint_source) AND min(fingerprint_source) = max(fingerprint_source)
+         THEN min(fingerprint_source) END`
+      : 'NULL::text';
+  let after: string | undefined;
+  for (;;) {
+    const { rows } = await session.client.query<{ document_id: string; source: string | null }>(
+      `SELECT document_id, ${source} AS source FROM ${name}
+        ${after === undefined ? '' : 'WHERE document_id > $1'} GROUP BY document_id ORDER BY document_id LIMIT ${batch}`,
+      after === undefined ? [] : [after],
+    );
+    if (rows.length) yield rows.map((r) => (r.source ? { documentId: r.document_id, source: r.source } : { documentId: r.document_id }));
     if (rows.length < batch) return;
     after = rows[rows.length - 1].document_id;
   }

@@ -1,6 +1,14 @@
 // pgvector destination: any PostgreSQL with pgvector (`url`), or an embedded PGlite with pgvector
 // kept in a directory (`embedded`). One table per stream; state stored with the data (exactly once).
-import type { CheckResult, ConnectorContext, Destination, SearchHit, SourceState, StoredDocument } from '../../src/protocol/connector.ts';
+import type {
+  CheckResult,
+  ConnectorContext,
+  Destination,
+  SearchHit,
+  SourceState,
+  StoredDocument,
+  StoredSource,
+} from '../../src/protocol/connector.ts';
 import { SluiceError } from '../../src/protocol/errors.ts';
 import { PgvectorConfigSchema, type PgvectorConfig } from './config.ts';
 import { OPS, STATE_TABLE, inspectTable } from './schema.ts';
@@ -9,7 +17,7 @@ import { encodeVector, ident, qualified, tableNameFor } from './sql.ts';
 import { openWriter } from './writer.ts';
 import { preflight } from './preflight.ts';
 import { scanChunks } from './scan.ts';
-import { listDocumentBatches, listDocuments } from './documents.ts';
+import { listDocumentBatches, listDocumentSources, listDocuments } from './documents.ts';
 import { prepareListingSession } from './spare.ts';
 import { hasPrevious, rollback } from './generations.ts';
 
@@ -304,6 +312,14 @@ const destination: Destination<PgvectorConfig> = {
   /** The same, in arrays: at most 2,000 documents each (native) or one per page (PGlite). */
   documentBatches(config, ctx, stream): AsyncGenerator<StoredDocument[]> {
     return listDocumentBatches(config, ctx, stream);
+  },
+
+  /**
+   * The light listing for streams read with source digests: each document's id and the source its
+   * fingerprint carries, a third of documentBatches' bytes (documents.ts).
+   */
+  documentSources(config, ctx, stream): AsyncGenerator<StoredSource[]> {
+    return listDocumentSources(config, ctx, stream);
   },
 
   scanChunks,

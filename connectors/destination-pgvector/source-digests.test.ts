@@ -50,6 +50,14 @@ describeOnPgvectorBackends('pgvector source digests', (backend: PgvectorBackend)
     return out;
   }
 
+  /** documentSources() (the light listing), as a map. */
+  async function listedSources(cfg: PgvectorConfig, s: string): Promise<Map<string, string | undefined>> {
+    const out = new Map<string, string | undefined>();
+    for await (const page of destination.documentSources!(cfg, testContext('list-light'), s))
+      for (const d of page) out.set(d.documentId, d.source);
+    return out;
+  }
+
   /** Every chunk's fingerprint as scanChunks (sluice verify) reads it. */
   async function scanned(cfg: PgvectorConfig, s: string): Promise<Map<string, DocumentFingerprint | undefined>> {
     const out = new Map<string, DocumentFingerprint | undefined>();
@@ -259,6 +267,38 @@ describeOnPgvectorBackends('pgvector source digests', (backend: PgvectorBackend)
     const now = await listed(cfg, 'docs');
     expect(now.get('a')?.fingerprint).toEqual(fingerprintOf('a', 1, 1, digest('a', 1)));
     expect(now.get('b')).toEqual({ documentId: 'b', chunks: 2, fingerprint: fingerprintOf('b', 1, 1) });
+    expect(await listedSources(cfg, 'docs')).toEqual(
+      new Map([
+        ['a', digest('a', 1)],
+        ['b', undefined],
+      ]),
+    );
+  });
+
+  it('documentSources() (the light listing) gives each document exactly the source documents() lists, damaged rows included; nothing for a missing table', async () => {
+    const cfg = config();
+    expect(await listedSources(cfg, 'docs')).toEqual(new Map());
+    const opts = { streams: [stream('docs', 'append_dedup')], dimensions: DIMS };
+    const w = await destination.open(cfg, testContext('src-light'), opts);
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'ü😀'];
+    await drain(w, [
+      ...ids.map((id, i) => doc('docs', id, 1 + (i % 3), id === 'g' ? {} : { source: digest(id, i) })),
+      stateMessage('docs', 1),
+    ]);
+    await w.close();
+    // Damage some rows as only a hand-made change could: one chunk with another source, another
+    // fingerprint, no fingerprint, an empty source.
+    const table = qualified(cfg.schema, 'docs');
+    await admin.query(`UPDATE ${table} SET fingerprint_source = 'tag:other' WHERE id = 'b#1'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_content = 'changed' WHERE id = 'c#2'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_metadata = NULL WHERE id = 'd#0'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_source = '' WHERE document_id = 'e'`);
+    await admin.query(`UPDATE ${table} SET fingerprint_source = NULL WHERE id = 'f#0'`);
+    const whole = await listed(cfg, 'docs');
+    const light = await listedSources(cfg, 'docs');
+    expect(light).toEqual(new Map([...whole].map(([id, d]) => [id, d.fingerprint?.source])));
+    // What the damage did, so the comparison above is not between two empty answers.
+    expect([...light].filter(([, src]) => src !== undefined).map(([id]) => id)).toEqual(['a', 'ü😀']);
   });
 
   it('an overwrite over a table made before fingerprint_source adds it in place and KEEPs its rows (source NULL), writing new ones with theirs', async () => {

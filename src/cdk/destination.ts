@@ -195,6 +195,11 @@ export interface DestinationDefinition<S extends z.ZodType> {
   documents?: Destination<z.output<S>>['documents'];
   /** Optional, with `documents`: the same documents in arrays (one async step per page for the sweep). */
   documentBatches?: Destination<z.output<S>>['documentBatches'];
+  /**
+   * Optional, with `sourceDigests` and `documents`: each document's id and stored source digest only
+   * (a lighter listing for streams read with digests; see Destination.documentSources).
+   */
+  documentSources?: Destination<z.output<S>>['documentSources'];
   /** Every stored chunk of a stream, read-only (`sluice verify`). */
   scanChunks?: Destination<z.output<S>>['scanChunks'];
   /** `sluice reindex`: with your own `open()` whose writer honours `OpenOptions.reindex` (see Destination.reindex). */
@@ -213,6 +218,12 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     throw new SluiceError(`destination "${def.spec.name}" defines documentBatches() without documents()`, {
       kind: 'internal',
       hint: 'documentBatches() lists the same documents as documents() in arrays; pass documents() too (sluice verify and the conformance kit use it)',
+    });
+  }
+  if (def.documentSources && !(def.documents && def.sourceDigests)) {
+    throw new SluiceError(`destination "${def.spec.name}" defines documentSources() without documents() and sourceDigests`, {
+      kind: 'internal',
+      hint: 'documentSources() lists the source digests documents() gives back; pass documents() and sourceDigests: true too',
     });
   }
   const modes = def.destinationSyncModes ?? ['overwrite', 'append', 'append_dedup'];
@@ -254,6 +265,7 @@ export function defineDestination<S extends z.ZodType>(def: DestinationDefinitio
     ...(def.readBack ? { readBack: def.readBack } : {}),
     ...(def.documents ? { documents: def.documents } : {}),
     ...(def.documentBatches ? { documentBatches: def.documentBatches } : {}),
+    ...(def.documentSources ? { documentSources: def.documentSources } : {}),
     ...(def.scanChunks ? { scanChunks: def.scanChunks } : {}),
     ...(def.reindex && def.open ? { reindex: def.reindex } : {}),
   };

@@ -54,6 +54,7 @@ export type {
   StoredChunk,
   StoredDigests,
   StoredDocument,
+  StoredSource,
 } from '../protocol/connector.ts';
 export { SluiceError } from '../protocol/errors.ts';
 export { documentId, chunkId, chunkUuid } from '../protocol/identity.ts';

@@ -196,6 +196,12 @@ export class SpillingSet {
   }
 }
 
+/** StreamMarks.mark's answer (and SpillingMap's value) for an id the light listing listed: its fingerprint is looked up. */
+export const UNFETCHED = Symbol('unfetched');
+/** What SpillingMap keeps of an id on disk: its fingerprint, or the light listing's source. */
+type Stored = DocumentFingerprint | null | { unfetched: string | null };
+const storedSource = (v: Stored | undefined): string | undefined => (v && 'unfetched' in v ? (v.unfetched ?? undefined) : v?.source);
+
 /**
  * The stored documents of a swept stream with their listed fingerprints (null: listed without one),
  * bounded like SpillingSet: in memory while small, in the scratch LMDB database (keyed by diskKey,
@@ -209,16 +215,23 @@ export class SpillingSet {
  * allocations, less for the GC to trace); get() builds the fingerprint again. Its source digest, when
  * it has one with the stream's common tag (that of the first listed source), is kept beside it in
  * `sources` as the listed string itself (no copy); a source with another tag makes it an object.
+ *
+ * A document the light listing listed (Destination.documentSources, setSourceNew) has only its
+ * source: its value is UNFETCHED, its source (any tag) in `sources`. A later whole listing of the
+ * stream replaces it (setNew on the same id).
  */
 export class SpillingMap {
   private slots: Map<string, number> | undefined = new Map();
-  private values: (string | DocumentFingerprint | null)[] = [];
-  /** Per slot whose value is a content hash: its source (undefined: none); it starts with sourcePrefix. */
+  private values: (string | DocumentFingerprint | null | typeof UNFETCHED)[] = [];
+  /**
+   * Per slot whose value is a content hash: its source (undefined: none); it starts with sourcePrefix.
+   * Per UNFETCHED slot: its listed source, with any tag.
+   */
   private sources: (string | undefined)[] = [];
   /** `<tag>:` of the first listed source ('' when it had no tag: then no source is kept compact). */
   private sourcePrefix: string | undefined;
   private marks = new Uint8Array(1024);
-  private pending = new Map<string, DocumentFingerprint | null>();
+  private pending = new Map<string, Stored>();
   private db: Database<string, string> | undefined;
   private distinct = 0;
   /** The common metadata hash and embedder tag (set by the first listed fingerprint). */
@@ -245,30 +258,49 @@ export class SpillingMap {
   setNew(id: string, fingerprint: DocumentFingerprint | null, marked = false): boolean {
     if (this.slots) {
       const value = fingerprint ? this.compact(fingerprint) : null;
-      const source = typeof value === 'string' ? fingerprint!.source : undefined;
-      const slot = this.slots.get(id);
-      if (slot !== undefined) {
-        this.values[slot] = value;
-        this.sources[slot] = source;
-        if (marked) this.marks[slot] = 1;
-        return false;
-      }
-      const next = this.values.length;
-      this.values.push(value);
-      this.sources.push(source);
-      if (next === this.marks.length) {
-        const grown = new Uint8Array(2 * next);
-        grown.set(this.marks);
-        this.marks = grown;
-      }
-      if (marked) this.marks[next] = 1;
-      this.slots.set(id, next);
-      this.distinct++;
-      if (this.slots.size > this.inMemoryKeys) this.spill();
-      return true;
+      return this.put(id, value, typeof value === 'string' ? fingerprint!.source : undefined, marked);
     }
+    return this.putOnDisk(id, fingerprint);
+  }
+
+  /** setNew for a document the light listing listed: its source only (undefined: none), the rest UNFETCHED. */
+  setSourceNew(id: string, source: string | undefined, marked = false): boolean {
+    if (this.slots) return this.put(id, UNFETCHED, source, marked);
+    return this.putOnDisk(id, { unfetched: source ?? null });
+  }
+
+  private put(
+    id: string,
+    value: string | DocumentFingerprint | null | typeof UNFETCHED,
+    source: string | undefined,
+    marked: boolean,
+  ): boolean {
+    const slots = this.slots!;
+    const slot = slots.get(id);
+    if (slot !== undefined) {
+      this.values[slot] = value;
+      this.sources[slot] = source;
+      if (marked) this.marks[slot] = 1;
+      return false;
+    }
+    const next = this.values.length;
+    this.values.push(value);
+    this.sources.push(source);
+    if (next === this.marks.length) {
+      const grown = new Uint8Array(2 * next);
+      grown.set(this.marks);
+      this.marks = grown;
+    }
+    if (marked) this.marks[next] = 1;
+    slots.set(id, next);
+    this.distinct++;
+    if (slots.size > this.inMemoryKeys) this.spill();
+    return true;
+  }
+
+  private putOnDisk(id: string, value: Stored): boolean {
     const fresh = !this.has(id);
-    this.pending.set(id, fingerprint);
+    this.pending.set(id, value);
     if (fresh) this.distinct++;
     if (this.pending.size >= KEYS_PER_COMMIT) this.flush();
     return fresh;
@@ -287,7 +319,7 @@ export class SpillingMap {
     this.marks[slot] = 1;
   }
 
-  fingerprintAt(slot: number): DocumentFingerprint | null {
+  fingerprintAt(slot: number): DocumentFingerprint | null | typeof UNFETCHED {
     return this.expand(slot);
   }
 
@@ -295,7 +327,7 @@ export class SpillingMap {
    * fingerprintAt, but `own` itself when the listed fingerprint equals it (content, metadata and
    * embedder): an unchanged document, the usual case of a re-sync, gets no fingerprint object built.
    */
-  fingerprintAtOr(slot: number, own: DocumentFingerprint | undefined): DocumentFingerprint | null {
+  fingerprintAtOr(slot: number, own: DocumentFingerprint | undefined): DocumentFingerprint | null | typeof UNFETCHED {
     const v = this.values[slot];
     if (own !== undefined && typeof v === 'string' && v === own.content) {
       const { metadata, embedder } = this.common!;
@@ -321,7 +353,7 @@ export class SpillingMap {
       const source = this.sources[slot];
       return source !== undefined && source.length === length && (commonPrefix || source.startsWith(prefix)) && source.endsWith(digest);
     }
-    const source = v?.source;
+    const source = v === UNFETCHED ? this.sources[slot] : v?.source;
     return source !== undefined && source.length === length && source.startsWith(prefix) && source.endsWith(digest);
   }
 
@@ -333,14 +365,13 @@ export class SpillingMap {
       for (let slot = 0; slot < this.values.length; slot++) {
         const v = this.values[slot];
         const compact = typeof v === 'string';
-        const source = compact ? this.sources[slot] : v?.source;
+        const source = compact || v === UNFETCHED ? this.sources[slot] : v?.source;
         if (source !== undefined && ((compact && common) || source.startsWith(prefix))) n++;
       }
       return n;
     }
     this.flush();
-    for (const { value } of this.db!.getRange())
-      if ((JSON.parse(value) as [string, DocumentFingerprint | null])[1]?.source?.startsWith(prefix)) n++;
+    for (const { value } of this.db!.getRange()) if (storedSource((JSON.parse(value) as [string, Stored])[1])?.startsWith(prefix)) n++;
     return n;
   }
 
@@ -350,16 +381,36 @@ export class SpillingMap {
     return this.pending.has(id) || (!!this.db && this.db.doesExist(diskKey(id)));
   }
 
-  /** The listed fingerprint (null: listed without one); undefined when the id was not listed. */
-  get(id: string): DocumentFingerprint | null | undefined {
+  /**
+   * The listed fingerprint (null: listed without one; UNFETCHED: listed by the light listing);
+   * undefined when the id was not listed.
+   */
+  get(id: string): DocumentFingerprint | null | typeof UNFETCHED | undefined {
     if (this.slots) {
       const slot = this.slots.get(id);
       return slot === undefined ? undefined : this.expand(slot);
     }
+    const v = this.onDisk(id);
+    return v && 'unfetched' in v ? UNFETCHED : v;
+  }
+
+  /** The listed source of an id (undefined: not listed, or listed without one). */
+  sourceOf(id: string): string | undefined {
+    if (this.slots) {
+      const slot = this.slots.get(id);
+      if (slot === undefined) return undefined;
+      const v = this.values[slot];
+      return typeof v === 'string' || v === UNFETCHED ? this.sources[slot] : v?.source;
+    }
+    return storedSource(this.onDisk(id));
+  }
+
+  /** What the map holds for an id once on disk (undefined: not listed). */
+  private onDisk(id: string): Stored | undefined {
     const p = this.pending.get(id);
     if (p !== undefined) return p;
     const value = this.db?.get(diskKey(id));
-    return value === undefined ? undefined : (JSON.parse(value) as [string, DocumentFingerprint | null])[1];
+    return value === undefined ? undefined : (JSON.parse(value) as [string, Stored])[1];
   }
 
   *ids(): Generator<string> {
@@ -381,7 +432,8 @@ export class SpillingMap {
     const slots = this.slots!;
     this.slots = undefined;
     for (const [id, slot] of slots) {
-      this.pending.set(id, this.expand(slot));
+      const v = this.expand(slot);
+      this.pending.set(id, v === UNFETCHED ? { unfetched: this.sources[slot] ?? null } : v);
       if (this.marks[slot] === 1) this.onSpill(id);
     }
     this.values = [];
@@ -406,7 +458,7 @@ export class SpillingMap {
     return copy;
   }
 
-  private expand(slot: number): DocumentFingerprint | null {
+  private expand(slot: number): DocumentFingerprint | null | typeof UNFETCHED {
     const v = this.values[slot];
     if (typeof v !== 'string') return v;
     const { metadata, embedder } = this.common!;
@@ -461,7 +513,7 @@ export class StreamMarks {
     id: string,
     fingerprint: boolean,
     own?: DocumentFingerprint,
-  ): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED {
+  ): DocumentFingerprint | null | undefined | typeof REPEATED | typeof LISTED | typeof UNFETCHED {
     const { stored } = this;
     const slot = stored.slotOf(id);
     if (slot !== undefined) {
@@ -496,8 +548,8 @@ export class StreamMarks {
       return true;
     }
     if (!stored.spilled) return false; // not listed
-    const listed = stored.get(id);
-    if (listed?.source === undefined || listed.source !== prefix + digest) return false;
+    const source = stored.sourceOf(id);
+    if (source === undefined || source !== prefix + digest) return false;
     if (!this.seen.addNew(id)) return false; // marked before
     this.listedAndSeen++;
     return true;
@@ -507,6 +559,12 @@ export class StreamMarks {
   list(id: string, fingerprint: DocumentFingerprint | null): void {
     const seen = !this.seen.empty && this.seen.has(id);
     if (this.stored.setNew(id, fingerprint, seen) && seen) this.listedAndSeen++;
+  }
+
+  /** A document the light listing listed (its source only). */
+  listSource(id: string, source: string | undefined): void {
+    const seen = !this.seen.empty && this.seen.has(id);
+    if (this.stored.setSourceNew(id, source, seen) && seen) this.listedAndSeen++;
   }
 
   /** Whether every listed id was marked. */
@@ -525,6 +583,8 @@ interface SweepAccess {
   /** The stream's listing (started now if it was not yet). */
   listing(stream: string): Listing;
   marks(stream: string): StreamMarks;
+  /** Lists a lightly listed stream again, whole (the light listing's sources stay until replaced). */
+  listWhole(stream: string): Listing;
 }
 
 /** Counters SweptDigests keeps (fields of StreamStats). */
@@ -541,6 +601,8 @@ interface DigestCounters {
 export class SweptDigests implements StoredDigests {
   private readonly swept: Set<string>;
   private readonly byName: Map<string, ConfiguredStream>;
+  /** Streams the source asked about (forStream), and the rows each check did not skip. */
+  private readonly asked = new Map<string, { rejected: number }>();
   private access: SweepAccess | undefined;
   private attached: Promise<SweepAccess>;
   private onAttach: (a: SweepAccess) => void = () => undefined;
@@ -562,11 +624,31 @@ export class SweptDigests implements StoredDigests {
     this.onAttach(access);
   }
 
+  /**
+   * Whether a stream's rows can be checked by digest (swept, with a primary key): then the sweep
+   * lists it lightly where the destination can (Destination.documentSources).
+   */
+  checksByKey(stream: string): boolean {
+    // Without a primary key a document's id is its content's hash: no row can be checked by key.
+    return this.swept.has(stream) && !!this.byName.get(stream)?.primary_key?.length;
+  }
+
+  /** Whether the source asked forStream(stream) (so far). */
+  wasAsked(stream: string): boolean {
+    return this.asked.has(stream);
+  }
+
+  /** Rows of the stream its check did not skip (so far): each is read in full. */
+  rejected(stream: string): number {
+    return this.asked.get(stream)?.rejected ?? 0;
+  }
+
   async forStream(stream: string): Promise<DigestCheck | undefined> {
+    const counts = { rejected: 0 };
+    this.asked.set(stream, counts);
     const cs = this.byName.get(stream);
     const pk = cs?.primary_key ?? [];
-    // Without a primary key a document's id is its content's hash: no row can be checked by key.
-    if (!cs || !this.swept.has(stream) || !pk.length) return undefined;
+    if (!cs || !this.checksByKey(stream)) return undefined;
     const access = this.access ?? (await this.attached);
     const listing = access.listing(stream);
     try {
@@ -579,8 +661,11 @@ export class SweptDigests implements StoredDigests {
     const prefix = `${this.opts.fingerprinter.sourceTag(cs)}:`;
     const listed = marks.stored.size;
     const skipping = listed > 0 && 2 * marks.stored.countSources(prefix) >= listed;
+    // Every row will be read in full, each needing its whole fingerprint: one listing of them all
+    // costs less than looking them up.
+    if (!skipping && listing.light && listed > 0) access.listWhole(stream);
     const stats = this.opts.stats[stream];
-    return new StreamDigestCheck(skipping, pk, prefix, marks, marks.stored.isSourcePrefix(prefix), stats);
+    return new StreamDigestCheck(skipping, pk, prefix, marks, marks.stored.isSourcePrefix(prefix), stats, counts);
   }
 }
 
@@ -593,6 +678,7 @@ class StreamDigestCheck implements DigestCheck {
     private readonly marks: StreamMarks,
     private readonly commonPrefix: boolean,
     private readonly stats: DigestCounters | undefined,
+    private readonly counts: { rejected: number },
   ) {}
 
   unchanged(key: Record<string, unknown>, digest: string): boolean {
@@ -600,9 +686,13 @@ class StreamDigestCheck implements DigestCheck {
     try {
       id = documentId(key, this.pk, ''); // as toDocument makes it
     } catch {
+      this.counts.rejected++;
       return false; // no usable key: the full read reports it
     }
-    if (!this.marks.markIfSource(id, this.prefix, digest, this.commonPrefix)) return false;
+    if (!this.marks.markIfSource(id, this.prefix, digest, this.commonPrefix)) {
+      this.counts.rejected++;
+      return false;
+    }
     const stats = this.stats;
     if (stats) {
       stats.records_read++;
@@ -618,7 +708,15 @@ interface Listing {
   done: Promise<number>;
   /** Set when every stored document is listed (not when the listing stopped early or failed). */
   complete: boolean;
+  /** Listed by Destination.documentSources: ids and sources only (StreamMarks.listSource). */
+  light: boolean;
 }
+
+/**
+ * A lightly listed stream is listed again, whole, once more than this share of its listed documents
+ * were not skipped by digest: past it, one whole listing costs less than looking up each of them.
+ */
+const LIGHT_LOOKUP_SHARE = 0.25;
 
 /**
  * Passes messages through, marking the document ids of swept streams (in memory, then in a
@@ -666,19 +764,38 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     return d;
   };
 
+  const listingWait = opts.annotate === true ? (opts.listingWaitMs ?? LISTING_WAIT_MS) : 0;
+  /** Streams whose first document waited for (or found) their listing complete. */
+  const waited = new Set<string>();
+  /** The swept stream of the previous document (usually this one's too): its listing and marks, not looked up again. */
+  let current: { stream: string; listing: Listing | undefined; marks: StreamMarks; waited: boolean } | undefined;
   const listings = new Map<string, Listing>();
   /** Set when the stage ends: a listing still running stops. */
   let closed = false;
   const where = (stream: string) => `connection ${name}, destination ${opts.conn.config.destination.type}, stream ${stream}`;
-  const startListing = (stream: string): Listing => {
-    const listing = { complete: false } as Listing;
+  const { destination, destinationConfig } = opts.conn;
+  /**
+   * A stream whose rows the source checks by digest is listed lightly where the destination can: a
+   * row skipped by its digest needs its listed source only; the unchanged stage looks up the whole
+   * fingerprint of a document read in full (listWhole when many are).
+   */
+  const listsLightly = (stream: string) => !!destination.documentSources && opts.annotate === true && !!opts.digests?.checksByKey(stream);
+  /** `after`: a listing this one follows (the light one a whole listing replaces). */
+  const startListing = (stream: string, light = listsLightly(stream), after?: Listing): Listing => {
+    const listing = { complete: false, light } as Listing;
     listing.done = (async () => {
+      if (after) await after.done.catch(() => undefined);
       const marks = setsOf(stream);
       const take = (d: StoredDocument) => marks.list(d.documentId, d.fingerprint ?? null);
-      const { destination, destinationConfig } = opts.conn;
       let count = 0;
       try {
-        if (destination.documentBatches) {
+        if (light) {
+          for await (const page of destination.documentSources!(destinationConfig, opts.ctx, stream)) {
+            if (opts.signal.aborted || closed) return count;
+            count += page.length;
+            for (const d of page) marks.listSource(d.documentId, d.source);
+          }
+        } else if (destination.documentBatches) {
           // In arrays where the destination can: one async step per page, not per document.
           for await (const page of destination.documentBatches(destinationConfig, opts.ctx, stream)) {
             if (opts.signal.aborted || closed) return count;
@@ -701,6 +818,15 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     listing.done.catch(() => undefined); // observed at the stream's completion (or not at all when the read fails)
     listings.set(stream, listing);
     return listing;
+  };
+  /** Replaces a light listing by a whole one (started once its light one is done). */
+  const listWhole = (stream: string): Listing => {
+    const light = listings.get(stream);
+    if (light && !light.light) return light;
+    const whole = startListing(stream, false, light);
+    if (current?.stream === stream) [current.listing, current.waited] = [whole, false];
+    waited.delete(stream);
+    return whole;
   };
 
   const sweep = async function* (stream: string): AsyncGenerator<DestinationMessage> {
@@ -738,7 +864,7 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
     }
   };
 
-  opts.digests?.attach({ listing: (stream) => listings.get(stream) ?? startListing(stream), marks: setsOf });
+  opts.digests?.attach({ listing: (stream) => listings.get(stream) ?? startListing(stream), marks: setsOf, listWhole });
 
   // A sync lists ahead: from the start, one swept stream after the other in catalog order (the
   // order sources read them), so a listing is usually complete before its stream's documents
@@ -751,12 +877,6 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
         if (swept.has(stream)) await (listings.get(stream) ?? startListing(stream)).done.catch(() => undefined);
       }
     })();
-
-  const listingWait = opts.annotate === true ? (opts.listingWaitMs ?? LISTING_WAIT_MS) : 0;
-  /** Streams whose first document waited for (or found) their listing complete. */
-  const waited = new Set<string>();
-  /** The swept stream of the previous document (usually this one's too): its listing and marks, not looked up again. */
-  let current: { stream: string; listing: Listing | undefined; marks: StreamMarks; waited: boolean } | undefined;
 
   try {
     for await (const batch of input) {
@@ -773,7 +893,16 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
             const listing = listings.get(m.stream) ?? (opts.listWhileReading ? startListing(m.stream) : undefined);
             at = current = { stream: m.stream, listing, marks: setsOf(m.stream), waited: waited.has(m.stream) };
           }
-          const listing = at.listing;
+          let listing = at.listing;
+          // A lightly listed stream whose documents need their whole fingerprints: those of a source
+          // that did not ask for the stream's digests, or many read in full (see LIGHT_LOOKUP_SHARE).
+          if (
+            listing?.light &&
+            m.type === 'DOCUMENT' &&
+            (!opts.digests!.wasAsked(m.stream) ||
+              (listing.complete && opts.digests!.rejected(m.stream) > LIGHT_LOOKUP_SHARE * at.marks.stored.size))
+          )
+            listing = listWhole(m.stream);
           if (listingWait > 0 && listing && m.type === 'DOCUMENT' && !at.waited) {
             waited.add(m.stream);
             at.waited = true;
@@ -785,7 +914,8 @@ export async function* sweepStage(input: AsyncIterable<DestinationMessage[]>, op
           // listing may or may not show): only that one carries it; the unchanged stage looks up the rest.
           const annotate = opts.annotate === true && listing?.complete === true && m.type === 'DOCUMENT';
           const listed = at.marks.mark(m.documentId, annotate, annotate && m.type === 'DOCUMENT' ? m.fingerprint : undefined);
-          if (annotate && listed !== REPEATED && listed !== LISTED) {
+          // UNFETCHED: listed lightly; the unchanged stage looks up its whole fingerprint.
+          if (annotate && listed !== REPEATED && listed !== LISTED && listed !== UNFETCHED) {
             // The first occurrence of the id in the read: nothing of this run is in flight for it,
             // so its listed fingerprint alone decides whether it is unchanged.
             if (opts.dropUnchanged?.(m, listed ?? null)) continue;

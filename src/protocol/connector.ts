@@ -428,6 +428,17 @@ export interface Destination<C = any> {
    */
   documentBatches?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredDocument[]>;
   /**
+   * Optional, with `capabilities.sourceDigests` and `documents()`: a light listing, for a full-refresh
+   * stream whose source reads with digests (docs/fingerprints.md, "Source digests"). The same
+   * documents as `documents()` under the same contract (each exactly once, committed, live
+   * generation, read-only, any order; a caller that stops early ends it), in arrays, each with only
+   * the source digest its fingerprint carries: `source` is set exactly when `documents()` would give
+   * this document a fingerprint with that `source`. A row skipped by its digest needs nothing more;
+   * the engine looks up the whole fingerprint (the writer's `fingerprints()`) of a document read in
+   * full, and lists the stream with `documentBatches()`/`documents()` instead when many are.
+   */
+  documentSources?(config: C, ctx: ConnectorContext, stream: string): AsyncIterable<StoredSource[]>;
+  /**
    * Every stored chunk of `stream` (committed, live generation), streamed in pages, read-only:
    * `sluice verify` compares them with what the source gives now. Yields each stored row as it is,
    * duplicates included, in any order. With `documentIds`, only chunks of those documents; with
@@ -453,6 +464,13 @@ export interface DestinationSandbox<C> {
   config: C;
   /** Deletes everything written with `config` (the kit passes the streams it wrote). */
   remove(streams: string[]): Promise<void>;
+}
+
+/** One stored document as `Destination.documentSources()` lists it. */
+export interface StoredSource {
+  documentId: string;
+  /** `fingerprint.source` of the document as `documents()` lists it; absent when it has none. */
+  source?: string;
 }
 
 /** One stored document as `Destination.documents()` lists it. */

@@ -465,13 +465,29 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
     const s = name('append_dedup');
     const problems: string[] = [];
     const ids = ['fp-src', 'fp-nosrc'];
-    const listings: [string, ((stream: string) => AsyncIterable<StoredDocument>) | undefined][] = [
-      ['documents()', kit.destination.documents && ((st) => kit.destination.documents!(kit.config, kit.ctx, st))],
+    // Each listing as (document id, source) pairs.
+    const listings: [string, ((stream: string) => AsyncIterable<[string, string | undefined]>) | undefined][] = [
+      [
+        'documents()',
+        kit.destination.documents &&
+          async function* (st: string) {
+            for await (const d of kit.destination.documents!(kit.config, kit.ctx, st)) yield [d.documentId, d.fingerprint?.source];
+          },
+      ],
       [
         'documentBatches()',
         kit.destination.documentBatches &&
           async function* (st: string) {
-            for await (const page of kit.destination.documentBatches!(kit.config, kit.ctx, st)) yield* page;
+            for await (const page of kit.destination.documentBatches!(kit.config, kit.ctx, st))
+              for (const d of page) yield [d.documentId, d.fingerprint?.source];
+          },
+      ],
+      [
+        'documentSources()',
+        kit.destination.documentSources &&
+          async function* (st: string) {
+            for await (const page of kit.destination.documentSources!(kit.config, kit.ctx, st))
+              for (const d of page) yield [d.documentId, d.source];
           },
       ],
     ];
@@ -490,7 +506,7 @@ export async function runFingerprintChecks(kit: FingerprintKit): Promise<void> {
       for (const [what, list] of listings) {
         if (!list) continue;
         const seen = new Map<string, string | undefined>();
-        for await (const d of list(s)) if (d.documentId in want) seen.set(d.documentId, d.fingerprint?.source);
+        for await (const [id, source] of list(s)) if (id in want) seen.set(id, source);
         for (const id of ids)
           if (!seen.has(id)) problems.push(`${when}: ${what} does not list "${id}"`);
           else if (seen.get(id) !== want[id])

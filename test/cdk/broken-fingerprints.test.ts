@@ -2,7 +2,15 @@
 // a correct in-memory destination passes, and each realistic bug is caught with a message that says
 // what is wrong. A destination without fingerprints gets "not applicable", never "passed".
 import { describe, expect, it } from 'vitest';
-import { defineDestination, z, type DocumentFingerprint, type StoredDocument, type WriteOperation } from 'sluice/cdk';
+import {
+  defineDestination,
+  z,
+  type ConnectorContext,
+  type DocumentFingerprint,
+  type StoredDocument,
+  type StoredSource,
+  type WriteOperation,
+} from 'sluice/cdk';
 import { FINGERPRINT_CHECKS, runDestinationConformance, type ConformanceReport } from 'sluice/testing';
 
 type Row = { documentId: string; chunkIndex: number; content: string; metadata: Record<string, unknown> };
@@ -204,6 +212,38 @@ describe('conformance kit on destinations that keep fingerprints', () => {
       /after DOCUMENTs with and without a source: documents\(\) gives "fp-src" source undefined, expected "0123456789abcdef:digest-one"/,
     );
     expect(Object.keys(unlisted)).toEqual(['digests.source-stored']);
+  });
+
+  it('with documentSources() (the light listing): one that gives the stored sources passes; a stale one is caught', async () => {
+    const lightly = (stale: boolean) => {
+      const d = withSourceDigests();
+      return {
+        ...d,
+        async *documentSources(config: unknown, ctx: ConnectorContext, stream: string) {
+          const page: StoredSource[] = [];
+          for await (const doc of d.documents!(config as never, ctx, stream)) {
+            // Stale: the first source a document was written with, never a later one.
+            const source =
+              stale && doc.fingerprint?.source?.endsWith('digest-two')
+                ? doc.fingerprint.source.replace('two', 'one')
+                : doc.fingerprint?.source;
+            page.push(source ? { documentId: doc.documentId, source } : { documentId: doc.documentId });
+          }
+          yield page;
+        },
+      };
+    };
+    const report = await runDestinationConformance(lightly(false), { config: {} });
+    expect(failed(report)).toEqual({});
+    expect(outcome(report, 'digests.source-stored').message).toBe(
+      'fingerprints() and documents(), documentBatches(), documentSources() give the stored source back',
+    );
+    const stale = failed(await runDestinationConformance(lightly(true), { config: {} }));
+    expect(stale).toEqual({
+      'digests.source-stored': expect.stringMatching(
+        /after a metadata-only DOCUMENT with a new source: documentSources\(\) gives "fp-src" source "0123456789abcdef:digest-one", expected "0123456789abcdef:digest-two"/,
+      ),
+    });
   });
 
   it('reports "not applicable" (not "passed") for a destination without fingerprints', async () => {

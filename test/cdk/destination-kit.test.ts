@@ -160,4 +160,27 @@ describe('batchedWriter', () => {
       }),
     ).toThrow('destination "y" defines documentBatches() without documents()');
   });
+
+  it('passes documentSources() on; without documents() and sourceDigests it is refused', async () => {
+    const { sink } = recordingSink();
+    const light = [{ documentId: 'a', source: 'tag:1' }];
+    const def = {
+      spec: { name: 'x', config: z.strictObject({}) },
+      connect: async () => sink,
+      async *documents() {
+        yield { documentId: 'a', chunks: 1, fingerprint: { content: 'c', metadata: 'm', source: 'tag:1' } };
+      },
+      async *documentSources() {
+        yield light;
+      },
+    };
+    const dest = defineDestination({ ...def, sourceDigests: true });
+    const pages = [];
+    for await (const page of dest.documentSources!({}, testContext(), 's')) pages.push(page);
+    expect(pages).toEqual([light]);
+    expect(() => defineDestination(def)).toThrow('destination "x" defines documentSources() without documents() and sourceDigests');
+    expect(() => defineDestination({ ...def, sourceDigests: true, documents: undefined })).toThrow(
+      'destination "x" defines documentSources() without documents() and sourceDigests',
+    );
+  });
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Database, RootDatabase } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { open } from '../../src/engine/lmdb-lazy.ts';
-import { SpillingMap, StreamMarks, SweptDigests, sweepStage, type SweepOptions } from '../../src/engine/sweep.ts';
+import { SpillingMap, StreamMarks, SweptDigests, UNFETCHED, sweepStage, type SweepOptions } from '../../src/engine/sweep.ts';
 import { Fingerprinter } from '../../src/engine/fingerprint.ts';
 import { UnchangedStage, deferredDocument } from '../../src/engine/unchanged.ts';
 import { asBatches, eachOf } from '../../src/engine/flow.ts';
@@ -118,6 +118,90 @@ it('fingerprintAtOr gives the own object back for a compact listed fingerprint w
   expect(map.fingerprintAtOr(map.slotOf('a')!, own)).toBe(own);
   expect(map.fingerprintAtOr(map.slotOf('a')!, { ...own, source: 't:2' })).toEqual(own);
   expect(map.fingerprintAtOr(map.slotOf('b')!, own)).toEqual({ content: 'c', metadata: 'm', embedder: 'e' });
+});
+
+describe('SpillingMap keeps what the light listing lists (setSourceNew): the source, the rest UNFETCHED', () => {
+  for (const inMemoryKeys of [1_000_000, 7])
+    it(`answers get/sourceOf/hasSource/countSources as the plain comparison, and a whole listing replaces it (${inMemoryKeys === 7 ? 'spilled' : 'in memory'})`, () => {
+      for (let seed = 1; seed <= 40; seed++) {
+        const r = random(seed);
+        const map = new SpillingMap(onDisk()(), inMemoryKeys);
+        // Some ids listed whole, some lightly (their source only, or none), in random order.
+        const whole = new Map<string, DocumentFingerprint | null>();
+        const light = new Map<string, string | undefined>();
+        const n = 1 + Math.floor(r() * 25);
+        for (let i = 0; i < n; i++) {
+          const id = `id${Math.floor(r() * 30)}`;
+          if (whole.has(id) || light.has(id)) continue;
+          if (r() < 0.5) {
+            const f = randomFingerprint(r);
+            map.setNew(id, f);
+            whole.set(id, f);
+          } else {
+            const src = randomFingerprint(r)?.source;
+            expect(map.setSourceNew(id, src)).toBe(true);
+            light.set(id, src);
+          }
+        }
+        expect(map.size).toBe(whole.size + light.size);
+        for (const [id, f] of whole) {
+          expect(map.get(id)).toEqual(f);
+          expect(map.sourceOf(id)).toBe(f?.source);
+        }
+        for (const [id, src] of light) {
+          expect(map.get(id)).toBe(UNFETCHED);
+          expect(map.sourceOf(id)).toBe(src);
+        }
+        expect(map.get('nope')).toBeUndefined();
+        expect(map.sourceOf('nope')).toBeUndefined();
+        const sources = [...[...whole.values()].map((f) => f?.source), ...light.values()];
+        for (const prefix of TAGS) {
+          expect(map.countSources(prefix)).toBe(sources.filter((x) => x?.startsWith(prefix)).length);
+          if (!map.spilled)
+            for (const [id, src] of [...light, ...[...whole].map(([i, f]) => [i, f?.source] as const)])
+              for (const digest of DIGESTS)
+                expect(map.hasSource(map.slotOf(id)!, prefix, digest, map.isSourcePrefix(prefix)), `${seed} ${id} ${prefix}${digest}`).toBe(
+                  src === prefix + digest,
+                );
+        }
+        // The whole listing that follows sets every id again: then it holds whole fingerprints only.
+        const relisted = new Map<string, DocumentFingerprint | null>();
+        for (const id of [...whole.keys(), ...light.keys()]) {
+          const f = randomFingerprint(r);
+          expect(map.setNew(id, f)).toBe(false);
+          relisted.set(id, f);
+        }
+        expect(map.size).toBe(relisted.size);
+        for (const [id, f] of relisted) expect(map.get(id)).toEqual(f);
+        for (const prefix of TAGS)
+          expect(map.countSources(prefix)).toBe([...relisted.values()].filter((f) => f?.source?.startsWith(prefix)).length);
+      }
+    });
+});
+
+describe('StreamMarks with the light listing', () => {
+  for (const inMemoryKeys of [1_000_000, 2])
+    it(`marks a lightly listed id by its source; its first occurrence is UNFETCHED, never null (${inMemoryKeys === 2 ? 'spilled' : 'in memory'})`, () => {
+      const marks = new StreamMarks(onDisk(), inMemoryKeys);
+      const T = 'tttttttttttttttt:';
+      marks.listSource('a', `${T}da`);
+      marks.listSource('b', `${T}db`);
+      marks.listSource('c', undefined);
+      marks.mark('n', true); // produced by the read before the listing listed it
+      marks.listSource('n', `${T}dn`);
+      const common = marks.stored.isSourcePrefix(T);
+      expect(marks.markIfSource('a', T, 'dX', common)).toBe(false);
+      expect(marks.markIfSource('c', T, 'da', common)).toBe(false);
+      expect(marks.markIfSource('a', T, 'da', common)).toBe(true);
+      expect(marks.markIfSource('a', T, 'da', common)).toBe(false);
+      // Read in full: the listing knows it is stored but not its fingerprint (looked up).
+      expect(marks.mark('b', true)).toBe(UNFETCHED);
+      expect(marks.mark('b', true)).not.toBe(UNFETCHED); // a repeat
+      expect(marks.mark('zz', true)).toBeUndefined(); // not listed: not stored
+      expect([...marks.unmarked()].sort()).toEqual(['c']);
+      expect(marks.mark('c', true)).toBe(UNFETCHED);
+      expect(marks.allMarked).toBe(true);
+    });
 });
 
 describe('StreamMarks.markIfSource', () => {

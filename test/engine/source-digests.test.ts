@@ -12,6 +12,8 @@ import { verifyConnection } from '../../src/engine/verify.ts';
 import { REPO, tempDir } from '../helpers/cli.ts';
 import { readJsonl } from '../helpers/jsonl.ts';
 import { digestOf, type DigestSourceLog } from '../helpers/digest-source.ts';
+import { readStore } from '../helpers/fingerprint-destination.ts';
+import { readListings } from '../helpers/light-listing-destination.ts';
 import { startOpenAIServer, type OpenAIServer } from '../fixtures/openai-server.ts';
 
 const KEY = 'sk-source-digests-0000';
@@ -38,12 +40,14 @@ interface Setup {
   failAfter?: number;
   /** A destination (YAML flow mapping) instead of jsonl. */
   destination?: string;
+  /** The source never asks for digests (digest-source.ts `ignore_digests`). */
+  ignoreDigests?: boolean;
 }
 
 function pipeline(dir: string, s: Setup = {}) {
   let source = relative(dir, join(REPO, 'test/helpers', s.source ?? 'digest-source.ts'));
   if (!source.startsWith('.')) source = `./${source}`;
-  const fail = s.failAfter === undefined ? '' : `, fail_after: ${s.failAfter}`;
+  const fail = (s.failAfter === undefined ? '' : `, fail_after: ${s.failAfter}`) + (s.ignoreDigests ? ', ignore_digests: true' : '');
   writeFileSync(
     join(dir, 'p.yaml'),
     `version: 1
@@ -237,5 +241,117 @@ describe('source digests end to end (custom source → jsonl)', () => {
       { stream: 'others', offered: true, check: null, emitted: 5, withDigest: 0, accepted: 0 },
     ]);
     expect(again.others).toMatchObject({ records_read: 5, records_unchanged: 5 });
+  }, 120_000);
+});
+
+describe('the light listing (Destination.documentSources) for a stream read with digests', () => {
+  /** A pipeline into test/helpers/light-listing-destination.ts; `store.json` in `dir`. */
+  function lightPipeline(dir: string, s: Setup = {}) {
+    let store = relative(dir, join(REPO, 'test/helpers/light-listing-destination.ts'));
+    if (!store.startsWith('.')) store = `./${store}`;
+    pipeline(dir, { ...s, destination: `{ type: ${store}, config: { path: ./store.json } }` });
+  }
+  const file = (dir: string) => join(dir, 'store.json');
+  /** One sync, with the listings it made and how many ids it looked up (fingerprints()). */
+  async function lightSync(dir: string) {
+    rmSync(`${file(dir)}.listings`, { force: true });
+    rmSync(`${file(dir)}.lookups`, { force: true });
+    const r = await sync(dir);
+    let lookedUp = 0;
+    try {
+      for (const l of readFileSync(`${file(dir)}.lookups`, 'utf8')
+        .split('\n')
+        .filter(Boolean))
+        lookedUp += Number(l.split(' ')[1]);
+    } catch {
+      // no look-up at all
+    }
+    return { ...r, listings: readListings(file(dir)), lookedUp };
+  }
+  /** The stored documents of `items`: id → [source, body of its first chunk, title]. */
+  const stored = (dir: string) =>
+    Object.fromEntries(
+      Object.entries(readStore(file(dir)).live.items ?? {}).map(([id, d]) => [
+        id,
+        [(d.fingerprint as { source?: string } | undefined)?.source, d.chunks[0]?.content, d.chunks[0]?.metadata.title],
+      ]),
+    );
+  const expected = (rows: Row[]) =>
+    Object.fromEntries(rows.map((r) => [String(r.id), [expect.stringContaining(digestOf(r)), expect.any(String), r.title]]));
+
+  it('skips unchanged rows off the light listing; looks up only the rows read in full; lists whole when most are', async () => {
+    const dir = tempDir('sluice-digests-light-');
+    lightPipeline(dir);
+    let rows = Array.from({ length: N }, (_, i) => row(i + 1));
+    writeRows(dir, rows);
+    const first = await lightSync(dir);
+    // Nothing stored: the light listing is empty, nothing to list whole or look up.
+    expect(first).toMatchObject({ status: 'succeeded', listings: ['light items'], lookedUp: 0 });
+    expect(first.items).toMatchObject({ records_read: N, records_written: N });
+    expect(stored(dir)).toEqual(expected(rows));
+
+    const unchanged = await lightSync(dir);
+    expect(unchanged.log).toEqual([{ stream: 'items', offered: true, check: { skipping: true }, emitted: 0, withDigest: 0, accepted: N }]);
+    expect(unchanged).toMatchObject({ listings: ['light items'], lookedUp: 0, requests: 0 });
+    expect(unchanged.items).toMatchObject({ records_read: N, records_unchanged: N, records_written: 0 });
+
+    // Two bodies and a title changed, one row new, one gone: the three changed ones are looked up
+    // (the new one is not listed, so not stored), the gone one deleted.
+    rows = rows.filter((r) => r.id !== N);
+    rows[0] = row(1, 'Item 1 now describes a different valve entirely.');
+    rows[1] = row(2, 'Item 2 now describes a different valve entirely.');
+    rows[2] = { ...rows[2], title: 'a new title' };
+    rows.push(row(N + 1));
+    writeRows(dir, rows);
+    const some = await lightSync(dir);
+    expect(some).toMatchObject({ listings: ['light items'], lookedUp: 3 });
+    // records_written counts the deletion too.
+    expect(some.items).toMatchObject({
+      records_read: N,
+      records_unchanged: N - 4,
+      records_written: 5,
+      records_deleted: 1,
+      records_metadata_updated: 1,
+    });
+    expect(some.requests).toBeGreaterThan(0);
+    expect(stored(dir)).toEqual(expected(rows));
+
+    // Every title changed: past a quarter of the stream read in full, it is listed whole (the few
+    // rows before that were looked up), and the metadata-only writes embed nothing.
+    rows = rows.map((r) => ({ ...r, title: `${r.title}!` }));
+    writeRows(dir, rows);
+    const most = await lightSync(dir);
+    expect(most.listings).toEqual(['light items', 'whole items']);
+    expect(most.lookedUp).toBeLessThanOrEqual(Math.ceil(N / 4) + 1);
+    expect(most.items).toMatchObject({ records_read: N, records_metadata_updated: N, records_deleted: 0 });
+    expect(most.requests).toBe(0);
+    expect(stored(dir)).toEqual(expected(rows));
+
+    // A settings change: no stored digest has the new tag, so every row is read in full and the
+    // stream is listed whole before the first of them (nothing looked up).
+    lightPipeline(dir, { metadataFields: ['title', 'id'] });
+    const changed = await lightSync(dir);
+    expect(changed.log[0]).toMatchObject({ check: { skipping: false }, emitted: N });
+    expect(changed).toMatchObject({ listings: ['light items', 'whole items'], lookedUp: 0, requests: 0 });
+    expect(changed.items).toMatchObject({ records_read: N, records_metadata_updated: N, records_deleted: 0 });
+    const again = await lightSync(dir);
+    expect(again).toMatchObject({ listings: ['light items'], lookedUp: 0, requests: 0 });
+    expect(again.items).toMatchObject({ records_unchanged: N, records_written: 0 });
+  }, 120_000);
+
+  it('a source that does not ask for digests this run gets the stream listed whole at its first document', async () => {
+    const dir = tempDir('sluice-digests-light-noask-');
+    lightPipeline(dir);
+    const rows = Array.from({ length: N }, (_, i) => row(i + 1));
+    writeRows(dir, rows);
+    await lightSync(dir);
+    lightPipeline(dir, { ignoreDigests: true });
+    const r = await lightSync(dir);
+    expect(r.log[0]).toMatchObject({ offered: true, check: null, emitted: N });
+    expect(r.listings).toEqual(['light items', 'whole items']);
+    expect(r.lookedUp).toBe(0);
+    // Compared by content and metadata (no digest read): unchanged, nothing written, nothing deleted.
+    expect(r.items).toMatchObject({ records_read: N, records_unchanged: N, records_written: 0, records_deleted: 0 });
+    expect(stored(dir)).toEqual(expected(rows));
   }, 120_000);
 });
