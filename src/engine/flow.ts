@@ -58,14 +58,27 @@ export async function* mapOrdered<T, U>(input: AsyncIterable<T>, fn: (item: T) =
   }
 }
 
-type GroupOptions<T> = { isFull: (group: T[], next: T) => boolean; closesGroup: (item: T) => boolean; lingerMs: number };
+/**
+ * A running value over the group being filled, so `isFull` need not rescan the group for each item:
+ * `start()` when the group's first item joins, then `add(tally, item)` for each item as it joins, in
+ * order (the first one too); whatever `add` returns is the tally from then on (it may update the
+ * value given and return it). One `start()` per group, nothing allocated per item by the grouping.
+ */
+export type GroupTally<T, A> = { start: () => A; add: (tally: A, item: T) => A };
+
+export type GroupOptions<T, A = undefined> = {
+  /** Whether `group` is full before `next` joins it; `tally` is over exactly the items of `group`. */
+  isFull: (group: T[], next: T, tally: A) => boolean;
+  closesGroup: (item: T) => boolean;
+  lingerMs: number;
+} & ([A] extends [undefined] ? { tally?: undefined } : { tally: GroupTally<T, A> });
 
 /**
- * Groups items into arrays. A group closes when `isFull(group)` says so, when `closesGroup(item)`
- * (the item is included last), or when the input has been idle for `lingerMs` with a partial
- * group waiting (keeps latency low for slow streams such as CDC).
+ * Groups items into arrays. A group closes when `isFull(group, next, tally)` says so, when
+ * `closesGroup(item)` (the item is included last), or when the input has been idle for `lingerMs`
+ * with a partial group waiting (keeps latency low for slow streams such as CDC).
  */
-export function groupItems<T>(input: AsyncIterable<T>, opts: GroupOptions<T>): AsyncGenerator<T[]> {
+export function groupItems<T, A = undefined>(input: AsyncIterable<T>, opts: GroupOptions<T, A>): AsyncGenerator<T[]> {
   return grouped(input, opts, (item: T) => [item]);
 }
 
@@ -74,14 +87,17 @@ export function groupItems<T>(input: AsyncIterable<T>, opts: GroupOptions<T>): A
  * groups, closed by the same rules, but one step per input array rather than per item; the idle
  * wait (lingerMs) runs between arrays.
  */
-export function groupBatches<T>(input: AsyncIterable<T[]>, opts: GroupOptions<T>): AsyncGenerator<T[]> {
+export function groupBatches<T, A = undefined>(input: AsyncIterable<T[]>, opts: GroupOptions<T, A>): AsyncGenerator<T[]> {
   return grouped(input, opts, (items: T[]) => items);
 }
 
 /** groupItems and groupBatches: `itemsOf` gives the items of one input value (it, or the array it is). */
-async function* grouped<V, T>(input: AsyncIterable<V>, opts: GroupOptions<T>, itemsOf: (value: V) => T[]): AsyncGenerator<T[]> {
+async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, A>, itemsOf: (value: V) => T[]): AsyncGenerator<T[]> {
   const it = input[Symbol.asyncIterator]();
+  const tally = opts.tally as GroupTally<T, A> | undefined;
   let group: T[] = [];
+  // The tally of `group` while it has items (without opts.tally: undefined, which A is then).
+  let groupTally = undefined as A;
   let pending: Promise<IteratorResult<V>> | undefined;
   let done = false;
   // One idle timer per group, not one timer and promise per item (thousands per second on a fast
@@ -126,11 +142,13 @@ async function* grouped<V, T>(input: AsyncIterable<V>, opts: GroupOptions<T>, it
         return;
       }
       for (const item of itemsOf(r.value)) {
-        if (group.length && opts.isFull(group, item)) {
+        if (group.length && opts.isFull(group, item, groupTally)) {
           disarmIdle();
           yield group;
           group = [];
         }
+        // A closed group's tally is left behind with it: the next group starts its own here.
+        if (tally) groupTally = tally.add(group.length ? groupTally : tally.start(), item);
         group.push(item);
         if (opts.closesGroup(item)) {
           disarmIdle();

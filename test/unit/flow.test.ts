@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BackgroundSaver, groupItems, mapOrdered } from '../../src/engine/flow.ts';
+import { BackgroundSaver, groupBatches, groupItems, mapOrdered } from '../../src/engine/flow.ts';
 
 async function* numbers(n: number, delayMs = 0, pulled?: { count: number }) {
   for (let i = 0; i < n; i++) {
@@ -100,6 +100,122 @@ describe('groupItems', () => {
     expect((await it.next()).value).toEqual([1]);
     expect(Date.now() - started).toBeLessThan(250);
     expect((await it.next()).value).toEqual([2]);
+  });
+});
+
+describe('a group tally (groupItems and groupBatches)', () => {
+  const PAUSE = 'pause';
+  type Step = number[] | typeof PAUSE;
+
+  /** The steps as arrays (groupBatches) or item by item (groupItems); a pause outlasts lingerMs. */
+  async function* feed(steps: Step[]): AsyncGenerator<number[]> {
+    for (const step of steps) {
+      if (step === PAUSE) await sleep(150);
+      else yield step;
+    }
+  }
+  async function* itemsOf(batches: AsyncIterable<number[]>): AsyncGenerator<number> {
+    for await (const batch of batches) yield* batch;
+  }
+
+  /**
+   * Options whose tally records the items added to it: every tally started, and every time isFull
+   * was asked with a tally that is not exactly its group's items. A group is full when its sum and
+   * `next` would pass 10 (read from the tally); 0 closes a group.
+   */
+  function recording() {
+    const started: number[][] = [];
+    const mismatches: Array<{ group: number[]; tally: number[] }> = [];
+    const opts = {
+      tally: {
+        start: () => {
+          const items: number[] = [];
+          started.push(items);
+          return items;
+        },
+        add: (items: number[], x: number) => {
+          items.push(x);
+          return items;
+        },
+      },
+      isFull: (group: number[], next: number, items: number[]) => {
+        if (items.length !== group.length || items.some((x, i) => x !== group[i]))
+          mismatches.push({ group: [...group], tally: [...items] });
+        return items.reduce((a, b) => a + b, 0) + next > 10;
+      },
+      closesGroup: (x: number) => x === 0,
+      lingerMs: 20,
+    };
+    return { started, mismatches, opts };
+  }
+
+  async function collect(groups: AsyncIterable<number[]>): Promise<number[][]> {
+    const out: number[][] = [];
+    for await (const g of groups) out.push([...g]);
+    return out;
+  }
+
+  it('holds exactly the items of the group being filled, in order, and starts anew for each group however it closed', async () => {
+    // Full by sum, closed by 0, closed by an idle pause (twice), and the rest at the end of input.
+    const steps: Step[] = [[1, 2, 3], [4], PAUSE, [5, 6], [0], [7, 8, 9, 1, 1], PAUSE, [2, 3]];
+    const want = [[1, 2, 3, 4], [5], [6, 0], [7], [8], [9, 1], [1], [2, 3]];
+    for (const group of [
+      (r: ReturnType<typeof recording>) => groupBatches(feed(steps), r.opts),
+      (r: ReturnType<typeof recording>) => groupItems(itemsOf(feed(steps)), r.opts),
+    ]) {
+      const r = recording();
+      expect(await collect(group(r))).toEqual(want);
+      expect(r.mismatches).toEqual([]);
+      // One tally per group, holding that group's items: none carried over from a closed group.
+      expect(r.started).toEqual(want);
+    }
+  });
+
+  it('gives the same groups through groupItems and groupBatches, equal to recounting each group, over random inputs', async () => {
+    let seed = 11;
+    const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let round = 0; round < 20; round++) {
+      const items = Array.from({ length: 100 + Math.floor(random() * 900) }, () => Math.floor(random() * 10));
+      const steps: Step[] = [];
+      for (let i = 0; i < items.length;) {
+        const size = 1 + Math.floor(random() * 40);
+        steps.push(items.slice(i, (i += size)));
+      }
+      // The rule recounted plainly for each item.
+      const want: number[][] = [];
+      let g: number[] = [];
+      for (const x of items) {
+        if (g.length && g.reduce((a, b) => a + b, 0) + x > 10) [want[want.length], g] = [g, []];
+        g.push(x);
+        if (x === 0) [want[want.length], g] = [g, []];
+      }
+      if (g.length) want.push(g);
+
+      const byBatches = recording();
+      const byItems = recording();
+      expect(await collect(groupBatches(feed(steps), byBatches.opts))).toEqual(want);
+      expect(await collect(groupItems(itemsOf(feed(steps)), byItems.opts))).toEqual(want);
+      expect(byBatches.mismatches).toEqual([]);
+      expect(byItems.mismatches).toEqual([]);
+      expect(byBatches.started).toEqual(want);
+      expect(byItems.started).toEqual(want);
+    }
+  });
+
+  it('may be a plain value that add returns anew (a running sum)', async () => {
+    const sums: number[] = [];
+    const opts = {
+      tally: { start: () => 0, add: (sum: number, x: number) => sum + x },
+      isFull: (_group: number[], next: number, sum: number) => {
+        sums.push(sum);
+        return sum + next > 10;
+      },
+      closesGroup: (x: number) => x === 0,
+      lingerMs: 1000,
+    };
+    expect(await collect(groupItems(itemsOf(feed([[4, 5, 2, 0, 3, 3, 9]])), opts))).toEqual([[4, 5], [2, 0], [3, 3], [9]]);
+    // Asked before 5, before 2 (closing [4, 5]), before 0; the 3 after the 0 starts a group; then before the next 3 and 9.
+    expect(sums).toEqual([4, 9, 2, 3, 6]);
   });
 });
 
