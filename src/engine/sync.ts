@@ -30,7 +30,7 @@ import { createTextProcessor, type ProcessedChunk, type TextProcessor } from '..
 import { hasText } from '../text/extract.ts';
 import { configureCatalog } from './catalog.ts';
 import { checkLayout, shardCatalog, ShardStateView, type ShardSpec } from './shard.ts';
-import { BackgroundSaver, eachOf, groupItems, mapOrdered } from './flow.ts';
+import { BackgroundSaver, eachOf, groupItems, mapOrdered, type GroupTally } from './flow.ts';
 import { messageBatches } from '../cdk/batches.ts';
 import { guardEmptyText, processingFieldProblems } from './preflight.ts';
 import { SchemaTracker, type SchemaChange } from './schema-changes.ts';
@@ -988,41 +988,50 @@ function chunksOf(docId: string, pieces: ProcessedChunk[], stats: StreamStats): 
   }));
 }
 
-/** Chunks to embed: a metadata-only document keeps its stored vectors (no embedding, no cache look-up). */
 /** At most this many messages in one embedding group, whatever their chunks (metadata-only documents have none). */
 const MAX_EMBED_GROUP_ITEMS = 2000;
 const firstStream = (g: DestinationMessage[]) => g.find((m) => m.type === 'DOCUMENT')?.stream;
 
+/** An embedding group so far: its chunks to embed and the stream of its first document. */
+type EmbedGroupTally = { chunks: number; stream: string | undefined };
+
+/** Chunks to embed: a metadata-only document keeps its stored vectors (no embedding, no cache look-up). */
+const chunksToEmbed = (m: Extract<DestinationMessage, { type: 'DOCUMENT' }>) => (m.metadataOnly ? 0 : m.chunks.length);
+
 /**
- * When an embedding group is full before `next`: its chunks would pass `batchSize`, `next` is of
- * another stream, or it holds MAX_EMBED_GROUP_ITEMS. The group's chunk count and stream are tallied
- * as items join: recounting the group for each new item was quadratic in a run of metadata-only
- * documents (no chunks, so no batch ever filled).
+ * How the embed stage cuts its groups (groupItems' isFull and tally): a group is full before `next`
+ * when its chunks would pass `batchSize`, `next` is of another stream, or it holds
+ * MAX_EMBED_GROUP_ITEMS. Chunks and stream are tallied as items join: recounting the group for each
+ * item was quadratic in a run of metadata-only documents (no chunks, so no batch ever filled).
  */
-export function embedGroupIsFull(batchSize: number): (group: DestinationMessage[], next: DestinationMessage) => boolean {
-  let tallied: DestinationMessage[] | undefined;
-  let talliedUpTo = 0;
-  let chunks = 0;
-  let stream: string | undefined;
-  return (g, next) => {
-    if (g !== tallied) [tallied, talliedUpTo, chunks, stream] = [g, 0, 0, undefined];
-    for (; talliedUpTo < g.length; talliedUpTo++) {
-      const m = g[talliedUpTo];
-      if (m.type !== 'DOCUMENT') continue;
-      if (!m.metadataOnly) chunks += m.chunks.length;
-      stream ??= m.stream;
-    }
-    if (next.type !== 'DOCUMENT') return false;
-    // Documents without chunks to embed count too: a group's documents wait until it is decided.
-    if (g.length >= MAX_EMBED_GROUP_ITEMS) return true;
-    return chunks + (next.metadataOnly ? 0 : next.chunks.length) > batchSize || (stream !== undefined && stream !== next.stream);
+export function embedGroupLimits(batchSize: number): {
+  tally: GroupTally<DestinationMessage, EmbedGroupTally>;
+  isFull: (group: DestinationMessage[], next: DestinationMessage, tally: EmbedGroupTally) => boolean;
+} {
+  return {
+    tally: {
+      start: () => ({ chunks: 0, stream: undefined }),
+      add: (tally, m) => {
+        if (m.type === 'DOCUMENT') {
+          tally.chunks += chunksToEmbed(m);
+          tally.stream ??= m.stream;
+        }
+        return tally;
+      },
+    },
+    isFull: (group, next, tally) => {
+      if (next.type !== 'DOCUMENT') return false;
+      // Documents without chunks to embed count too: a group's documents wait until it is decided.
+      if (group.length >= MAX_EMBED_GROUP_ITEMS) return true;
+      return tally.chunks + chunksToEmbed(next) > batchSize || (tally.stream !== undefined && tally.stream !== next.stream);
+    },
   };
 }
 
 /** Groups documents into embedding batches; batches run concurrently and come out in order. */
 function embedStage(input: AsyncIterable<DestinationMessage>, p: RunParts, embedder: Embedder): AsyncIterable<DestinationMessage> {
   const groups = groupItems(input, {
-    isFull: embedGroupIsFull(embedder.batchSize),
+    ...embedGroupLimits(embedder.batchSize),
     closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
     lingerMs: 25,
   });

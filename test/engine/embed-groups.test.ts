@@ -1,8 +1,8 @@
-// How the sync cuts documents into embedding groups (embedGroupIsFull, through groupItems as the
+// How the sync cuts documents into embedding groups (embedGroupLimits, through groupItems as the
 // embed stage uses it): by chunks, by stream, and by item count for documents without chunks.
 import { describe, expect, it } from 'vitest';
 import type { DestinationMessage } from '../../src/protocol/connector.ts';
-import { embedGroupIsFull } from '../../src/engine/sync.ts';
+import { embedGroupLimits } from '../../src/engine/sync.ts';
 import { groupItems } from '../../src/engine/flow.ts';
 
 type Doc = Extract<DestinationMessage, { type: 'DOCUMENT' }>;
@@ -29,7 +29,7 @@ async function groupsOf(items: DestinationMessage[], batchSize: number): Promise
   }
   const out: DestinationMessage[][] = [];
   for await (const g of groupItems(input(), {
-    isFull: embedGroupIsFull(batchSize),
+    ...embedGroupLimits(batchSize),
     closesGroup: (m) => m.type === 'STATE',
     lingerMs: 1000,
   }))
