@@ -104,6 +104,9 @@ export function withListedFingerprint(doc: DocumentMessage, fingerprint: Documen
 /** What withListedFingerprint set (undefined: nothing; the document is looked up). */
 export const listedFingerprint = (m: DocumentMessage): DocumentFingerprint | null | undefined => (m as Listed)[LISTED];
 
+/** A document the sweep listed no fingerprint for: its stored one is looked up. */
+const needsLookUp = (m: DestinationMessage) => m.type === 'DOCUMENT' && listedFingerprint(m) === undefined;
+
 /** Documents per group when none of them needs a look-up. */
 const LISTED_BATCH = 64;
 
@@ -246,22 +249,12 @@ export class UnchangedStage {
   runBatches(input: AsyncIterable<DestinationMessage[]>): AsyncIterable<DestinationMessage> {
     const batchSize = this.opts.batchSize ?? 500;
     const listedBatch = Math.min(batchSize, LISTED_BATCH);
-    // Whether the group being filled has a document to look up (scanned incrementally).
-    let scanned: DestinationMessage[] | undefined;
-    let scannedUpTo = 0;
-    let toLookUp = false;
-    const needsLookUp = (g: DestinationMessage[]) => {
-      if (g !== scanned) [scanned, scannedUpTo, toLookUp] = [g, 0, false];
-      for (; scannedUpTo < g.length && !toLookUp; scannedUpTo++) {
-        const m = g[scannedUpTo];
-        toLookUp = m.type === 'DOCUMENT' && listedFingerprint(m) === undefined;
-      }
-      return toLookUp;
-    };
     const groups = groupBatches(input, {
+      // Whether the group has a document without a listed fingerprint, i.e. one to look up.
+      tally: { start: () => false, add: (toLookUp, m) => toLookUp || needsLookUp(m) },
       // A group that needs no look-up (every document listed) is decided sooner: its documents,
       // most of them dropped as unchanged, are not held while a look-up-sized batch fills.
-      isFull: (g) => g.length >= batchSize || (g.length >= listedBatch && !needsLookUp(g)),
+      isFull: (g, _next, toLookUp) => g.length >= batchSize || (g.length >= listedBatch && !toLookUp),
       closesGroup: (m) => m.type === 'STATE' || m.type === 'STREAM_COMPLETE',
       lingerMs: this.opts.lingerMs ?? 25,
     });
