@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DestinationMessage, DocumentFingerprint } from '../../src/protocol/connector.ts';
 import type { StateMessage } from '../../src/protocol/messages.ts';
-import { UnchangedStage, withListedFingerprint } from '../../src/engine/unchanged.ts';
+import { UnchangedStage, listedFingerprint, withListedFingerprint } from '../../src/engine/unchanged.ts';
 import { readdirSync } from 'node:fs';
 import { tempDir } from '../helpers/cli.ts';
 
@@ -250,6 +250,64 @@ describe('UnchangedStage', () => {
     let n = 1;
     while (!(await out.next()).done) n++;
     expect(n).toBe(65);
+  });
+
+  it('cuts its groups as the plain rule would, recounting each group, over random mixes of listed and unlisted documents', async () => {
+    let seed = 5;
+    const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let round = 0; round < 30; round++) {
+      const batchSize = 10 + Math.floor(random() * 150);
+      const unlistedShare = [0, 0.005, 0.02, 0.1][round % 4];
+      const items: DestinationMessage[] = [];
+      for (let i = 0; i < 1000 + Math.floor(random() * 5000); i++) {
+        if (random() < 0.001) {
+          items.push(state(i));
+          continue;
+        }
+        const m = doc(`d${i}`, fp(`v${i}`)) as Extract<DestinationMessage, { type: 'DOCUMENT' }>;
+        if (random() >= unlistedShare) withListedFingerprint(m, random() < 0.5 ? fp(`v${i}`) : null);
+        items.push(m);
+      }
+      // The rule written plainly: full at batchSize, or at 64 when no document in it needs a look-up.
+      const unlisted = (m: DestinationMessage) => m.type === 'DOCUMENT' && listedFingerprint(m) === undefined;
+      const groups: DestinationMessage[][] = [];
+      let g: DestinationMessage[] = [];
+      for (const m of items) {
+        if (g.length >= batchSize || (g.length >= Math.min(batchSize, 64) && !g.some(unlisted))) [groups[groups.length], g] = [g, []];
+        g.push(m);
+        if (m.type === 'STATE') [groups[groups.length], g] = [g, []];
+      }
+      if (g.length) groups.push(g);
+      const want = groups
+        .map((group) => group.filter(unlisted).map((m) => (m as Extract<DestinationMessage, { type: 'DOCUMENT' }>).documentId))
+        .filter((ids) => ids.length);
+
+      const calls: string[][] = [];
+      const writer = {
+        async fingerprints(_stream: string, ids: string[]) {
+          calls.push(ids);
+          return new Map<string, DocumentFingerprint>();
+        },
+      };
+      // Input in arrays of random sizes, as the sweep hands it on; a linger beyond the test.
+      async function* arrays(): AsyncGenerator<DestinationMessage[]> {
+        for (let i = 0; i < items.length;) {
+          const size = 1 + Math.floor(random() * 300);
+          yield items.slice(i, (i += size));
+        }
+      }
+      const stage = new UnchangedStage({
+        writer,
+        modes: new Map([['s', 'append_dedup']]),
+        stats: { s: {} },
+        where: 'test',
+        batchSize,
+        lingerMs: 60_000,
+      });
+      for await (const _ of stage.runBatches(arrays()));
+      // One look-up per group with a document to look up, asking for exactly that group's ones.
+      expect(calls).toEqual(want);
+    }
   });
 
   it('looks up at most batchSize documents per call, in order', async () => {
