@@ -147,8 +147,11 @@ async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, 
           yield group;
           group = [];
         }
-        // A closed group's tally is left behind with it: the next group starts its own here.
-        if (tally) groupTally = tally.add(group.length ? groupTally : tally.start(), item);
+        if (tally) {
+          // A closed group's tally stays behind with it: each group starts its own.
+          if (!group.length) groupTally = tally.start();
+          groupTally = tally.add(groupTally, item);
+        }
         group.push(item);
         if (opts.closesGroup(item)) {
           disarmIdle();
