@@ -94,6 +94,9 @@ export function groupBatches<T, A = undefined>(input: AsyncIterable<T[]>, opts: 
 /** groupItems and groupBatches: `itemsOf` gives the items of one input value (it, or the array it is). */
 async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, A>, itemsOf: (value: V) => T[]): AsyncGenerator<T[]> {
   const it = input[Symbol.asyncIterator]();
+  // Read once, not per item: the stages' options differ in shape, so reading them per item is a
+  // polymorphic property look-up (measured: ~25% more CPU for groupBatches in a process with both).
+  const { isFull, closesGroup, lingerMs } = opts;
   const tally = opts.tally as GroupTally<T, A> | undefined;
   let group: T[] = [];
   // The tally of `group` while it has items (without opts.tally: undefined, which A is then).
@@ -109,11 +112,11 @@ async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, 
   const armIdle = () => {
     idle = new Promise<'idle'>((resolve) => {
       const check = () => {
-        const wait = lastItemAt + opts.lingerMs - performance.now();
+        const wait = lastItemAt + lingerMs - performance.now();
         if (wait > 0) timer = setTimeout(check, wait);
         else resolve('idle');
       };
-      timer = setTimeout(check, opts.lingerMs);
+      timer = setTimeout(check, lingerMs);
     });
   };
   const disarmIdle = () => {
@@ -142,7 +145,7 @@ async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, 
         return;
       }
       for (const item of itemsOf(r.value)) {
-        if (group.length && opts.isFull(group, item, groupTally)) {
+        if (group.length && isFull(group, item, groupTally)) {
           disarmIdle();
           yield group;
           group = [];
@@ -153,7 +156,7 @@ async function* grouped<V, T, A>(input: AsyncIterable<V>, opts: GroupOptions<T, 
           groupTally = tally.add(groupTally, item);
         }
         group.push(item);
-        if (opts.closesGroup(item)) {
+        if (closesGroup(item)) {
           disarmIdle();
           yield group;
           group = [];
