@@ -25,46 +25,23 @@ const HEADER = SIGNATURE.length + 8;
 const int32 = (buf: Buffer, at: number): number => (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3];
 
 /**
- * Folds the listing's rows (document_id, fingerprint_content, fingerprint_metadata,
- * fingerprint_embedder, fingerprint_source; in document_id order, so a document's rows are
- * adjacent) into StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when
- * every row has one and all are the same; the embedder tag and the source digest each only when
- * every row has the same. (Text equality in
- * PostgreSQL's deterministic collations is byte equality, as here.) Documents come out in pages of
- * `batch`.
+ * What both listings' folds share: the binary COPY framing (the header, rows of `columns` fields,
+ * the trailer) and the pages they hand out. A subclass folds each row (`row`) and hands out its
+ * last document when the data ends (`last`).
  */
-export class DocumentFold implements CopyOutSink<StoredDocument[]> {
+abstract class CopyFold<T> implements CopyOutSink<T[]> {
   /** Complete pages not handed out yet. */
-  private readonly pages: StoredDocument[][] = [];
-  private page: StoredDocument[] = [];
-  /** The document being folded (undefined: none yet). */
-  private id: string | undefined;
-  private chunks = 0;
-  private content: string | null = null;
-  private metadata: string | null = null;
-  private embedder: string | null = null;
-  private source: string | null = null;
-  private sameFingerprint = false;
-  private sameEmbedder = false;
-  private sameSource = false;
-  /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
-  private lastMetadata = '';
-  private lastEmbedder = '';
-  /**
-   * Where the previous row's fingerprint fields were (its buffer, kept only until the next row):
-   * a further row of the same document whose fields are byte for byte the previous row's changes
-   * nothing in the fold, and one native compare of those bytes costs less than comparing each
-   * field with its string (~200 bytes a row).
-   */
-  private previous: Buffer | undefined;
-  private previousAt = 0;
-  private previousEnd = 0;
+  private readonly pages: T[][] = [];
+  private page: T[] = [];
   private headerSeen = false;
   private trailerSeen = false;
 
-  constructor(private readonly batch: number) {}
+  constructor(
+    private readonly batch: number,
+    private readonly columns: number,
+  ) {}
 
-  take(): StoredDocument[] | undefined {
+  take(): T[] | undefined {
     return this.pages.shift();
   }
 
@@ -88,9 +65,74 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       this.trailerSeen = true;
       return false;
     }
-    if (fields !== 5) throw new Error(`COPY row with ${fields} columns, expected 5`);
-    const idAt = p + 6;
-    const idLen = int32(buf, p + 2);
+    if (fields !== this.columns) throw new Error(`COPY row with ${fields} columns, expected ${this.columns}`);
+    this.row(buf, p + 2, end);
+    return false;
+  }
+
+  /** After the last row: the last document and page (an error when the data ended early). */
+  end(): void {
+    if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
+    this.last();
+    if (this.page.length) this.pages.push(this.page);
+    this.page = [];
+  }
+
+  /** One row's fields, buf[at, end): each its 4-byte length (-1: NULL) and its bytes. */
+  protected abstract row(buf: Buffer, at: number, end: number): void;
+
+  /** After the last row: push() the document being folded, if any. */
+  protected abstract last(): void;
+
+  protected push(item: T): void {
+    this.page.push(item);
+    if (this.page.length === this.batch) {
+      this.pages.push(this.page);
+      this.page = [];
+    }
+  }
+}
+
+/**
+ * Folds the listing's rows (document_id, fingerprint_content, fingerprint_metadata,
+ * fingerprint_embedder, fingerprint_source; in document_id order, so a document's rows are
+ * adjacent) into StoredDocuments by the rule of documentFingerprintSql: a fingerprint only when
+ * every row has one and all are the same; the embedder tag and the source digest each only when
+ * every row has the same. (Text equality in
+ * PostgreSQL's deterministic collations is byte equality, as here.) Documents come out in pages of
+ * `batch`.
+ */
+export class DocumentFold extends CopyFold<StoredDocument> {
+  /** The document being folded (undefined: none yet). */
+  private id: string | undefined;
+  private chunks = 0;
+  private content: string | null = null;
+  private metadata: string | null = null;
+  private embedder: string | null = null;
+  private source: string | null = null;
+  private sameFingerprint = false;
+  private sameEmbedder = false;
+  private sameSource = false;
+  /** The previous document's metadata hash and embedder tag, reused when a document has the same. */
+  private lastMetadata = '';
+  private lastEmbedder = '';
+  /**
+   * Where the previous row's fingerprint fields were (its buffer, kept only until the next row):
+   * a further row of the same document whose fields are byte for byte the previous row's changes
+   * nothing in the fold, and one native compare of those bytes costs less than comparing each
+   * field with its string (~200 bytes a row).
+   */
+  private previous: Buffer | undefined;
+  private previousAt = 0;
+  private previousEnd = 0;
+
+  constructor(batch: number) {
+    super(batch, 5);
+  }
+
+  protected row(buf: Buffer, at: number, end: number): void {
+    const idAt = at + 4;
+    const idLen = int32(buf, at);
     const contentAt = idAt + idLen + 4;
     const contentLen = int32(buf, contentAt - 4);
     const metadataAt = contentAt + Math.max(contentLen, 0) + 4;
@@ -117,7 +159,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
         previousEnd - previousAt === end - contentAt + 4 &&
         buf.compare(buf, previousAt, previousEnd, contentAt - 4, end) === 0
       )
-        return false;
+        return;
       if (
         this.sameFingerprint &&
         !(fieldIs(buf, contentAt, contentLen, this.content) && fieldIs(buf, metadataAt, metadataLen, this.metadata))
@@ -125,7 +167,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
         this.sameFingerprint = false;
       if (this.sameEmbedder && !fieldIs(buf, embedderAt, embedderLen, this.embedder)) this.sameEmbedder = false;
       if (this.sameSource && !fieldIs(buf, sourceAt, sourceLen, this.source)) this.sameSource = false;
-      return false;
+      return;
     }
     if (this.id !== undefined) this.finish();
     this.id = fieldString(buf, idAt, idLen);
@@ -141,17 +183,12 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
     this.sameFingerprint = this.content !== null && this.metadata !== null;
     this.sameEmbedder = this.embedder !== null;
     this.sameSource = this.source !== null;
-    return false;
   }
 
-  /** After the last row: the last document and page (an error when the data ended early). */
-  end(): void {
+  protected last(): void {
     this.previous = undefined;
-    if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
     if (this.id !== undefined) this.finish();
     this.id = undefined;
-    if (this.page.length) this.pages.push(this.page);
-    this.page = [];
   }
 
   private finish(): void {
@@ -165,11 +202,7 @@ export class DocumentFold implements CopyOutSink<StoredDocument[]> {
       );
       doc = { documentId: this.id!, chunks: this.chunks, fingerprint };
     } else doc = { documentId: this.id!, chunks: this.chunks };
-    this.page.push(doc);
-    if (this.page.length === this.batch) {
-      this.pages.push(this.page);
-      this.page = [];
-    }
+    this.push(doc);
   }
 }
 
@@ -200,41 +233,21 @@ function fieldEquals(buf: Buffer, at: number, len: number, value: string): boole
  * hashes equal: rows of one document differ only if written outside sluice) and all the same source.
  * Only the id and the source become strings: a third of the full listing's bytes.
  */
-export class SourceFold implements CopyOutSink<StoredSource[]> {
-  private readonly pages: StoredSource[][] = [];
-  private page: StoredSource[] = [];
+export class SourceFold extends CopyFold<StoredSource> {
   private id: string | undefined;
   private source: string | null = null;
   /** The first row's fingerprint hash (4 bytes, big-endian); null when it had none. */
   private hash: number | null = null;
   /** Every row so far has that same fingerprint hash and that same source. */
   private same = false;
-  private headerSeen = false;
-  private trailerSeen = false;
 
-  constructor(private readonly batch: number) {}
-
-  take(): StoredSource[] | undefined {
-    return this.pages.shift();
+  constructor(batch: number) {
+    super(batch, 3);
   }
 
-  data(buf: Buffer, start: number, end: number): boolean {
-    let p = start;
-    if (!this.headerSeen) {
-      if (end - p < HEADER || SIGNATURE.compare(buf, p, p + SIGNATURE.length) !== 0) throw new Error('not a binary COPY header');
-      p += HEADER + int32(buf, p + HEADER - 4);
-      this.headerSeen = true;
-      if (p === end) return false;
-    }
-    if (p + 2 > end) throw new Error('COPY row cut short');
-    const fields = (buf[p] << 8) | buf[p + 1];
-    if (fields === 0xffff) {
-      this.trailerSeen = true;
-      return false;
-    }
-    if (fields !== 3) throw new Error(`COPY row with ${fields} columns, expected 3`);
-    const idAt = p + 6;
-    const idLen = int32(buf, p + 2);
+  protected row(buf: Buffer, at: number, end: number): void {
+    const idAt = at + 4;
+    const idLen = int32(buf, at);
     const hashAt = idAt + idLen + 4;
     const hashLen = int32(buf, hashAt - 4);
     const sourceAt = hashAt + Math.max(hashLen, 0) + 4;
@@ -244,31 +257,23 @@ export class SourceFold implements CopyOutSink<StoredSource[]> {
     const hash = hashLen < 0 ? null : int32(buf, hashAt);
     if (this.id !== undefined && fieldEquals(buf, idAt, idLen, this.id)) {
       if (this.same && (hash === null || hash !== this.hash || !fieldIs(buf, sourceAt, sourceLen, this.source))) this.same = false;
-      return false;
+      return;
     }
     if (this.id !== undefined) this.finish();
     this.id = fieldString(buf, idAt, idLen);
     this.hash = hash;
     this.source = sourceLen < 0 ? null : fieldString(buf, sourceAt, sourceLen);
     this.same = hash !== null && this.source !== null;
-    return false;
   }
 
-  end(): void {
-    if (!this.trailerSeen) throw new Error('COPY data ended without its trailer');
+  protected last(): void {
     if (this.id !== undefined) this.finish();
     this.id = undefined;
-    if (this.page.length) this.pages.push(this.page);
-    this.page = [];
   }
 
   private finish(): void {
     // '' is no source (fingerprintOf).
-    this.page.push(this.same && this.source ? { documentId: this.id!, source: this.source } : { documentId: this.id! });
-    if (this.page.length === this.batch) {
-      this.pages.push(this.page);
-      this.page = [];
-    }
+    this.push(this.same && this.source ? { documentId: this.id!, source: this.source } : { documentId: this.id! });
   }
 }
 
