@@ -73,8 +73,8 @@ export function listDocumentBatches(
  * would carry (the light listing for streams read with digests). Native: one COPY of
  * `document_id, hashtext(fingerprint_content || ':' || fingerprint_metadata), fingerprint_source`
  * (about a third of the full listing's bytes, off the same covering index), folded by SourceFold,
- * which gives a source only where DocumentFold would give a fingerprint with it. PGlite: keyset
- * pages aggregated on the server by the same rule as documentFingerprintSql.
+ * which gives a source only where DocumentFold would give a fingerprint with it. PGlite: the keyset
+ * pages of documents(), sources only.
  */
 export function listDocumentSources(
   config: PgvectorConfig,
@@ -180,24 +180,10 @@ function sourceCopyPass(session: Session, name: string, info: TableInfo, batch: 
   );
 }
 
+/** PGlite: keysetPages' documents (the same rule, in-process: no bytes to save) with their sources only. */
 async function* sourceKeysetPages(session: Session, name: string, info: TableInfo, batch: number): AsyncGenerator<StoredSource[]> {
-  // documentFingerprintSql's rule: a source only with a whole, single fingerprint and a single source.
-  const source =
-    hasFingerprintColumns(info) && hasSourceColumn(info)
-      ? `CASE WHEN count(*) = count(fingerprint_content) AND count(*) = count(fingerprint_metadata)
-           AND min(fingerprint_content) = max(fingerprint_content) AND min(fingerprint_metadata) = max(fingerprint_metadata)
-           AND count(*) = count(fingerprint_source) AND min(fingerprint_source) = max(fingerprint_source)
-         THEN min(fingerprint_source) END`
-      : 'NULL::text';
-  let after: string | undefined;
-  for (;;) {
-    const { rows } = await session.client.query<{ document_id: string; source: string | null }>(
-      `SELECT document_id, ${source} AS source FROM ${name}
-        ${after === undefined ? '' : 'WHERE document_id > $1'} GROUP BY document_id ORDER BY document_id LIMIT ${batch}`,
-      after === undefined ? [] : [after],
+  for await (const page of keysetPages(session, name, info, batch))
+    yield page.map((d) =>
+      d.fingerprint?.source ? { documentId: d.documentId, source: d.fingerprint.source } : { documentId: d.documentId },
     );
-    if (rows.length) yield rows.map((r) => (r.source ? { documentId: r.document_id, source: r.source } : { documentId: r.document_id }));
-    if (rows.length < batch) return;
-    after = rows[rows.length - 1].document_id;
-  }
 }

@@ -319,12 +319,8 @@ export class SpillingMap {
     this.marks[slot] = 1;
   }
 
-  fingerprintAt(slot: number): DocumentFingerprint | null | typeof UNFETCHED {
-    return this.expand(slot);
-  }
-
   /**
-   * fingerprintAt, but `own` itself when the listed fingerprint equals it (content, metadata and
+   * The slot's listed fingerprint, but `own` itself when they are equal (content, metadata and
    * embedder): an unchanged document, the usual case of a re-sync, gets no fingerprint object built.
    */
   fingerprintAtOr(slot: number, own: DocumentFingerprint | undefined): DocumentFingerprint | null | typeof UNFETCHED {
